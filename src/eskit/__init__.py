@@ -1,0 +1,44 @@
+"""eskit: CQRS and event sourcing for Python."""
+
+from __future__ import annotations
+
+from eskit.errors import (
+    EskitError,
+    IdempotencyConflict,
+    StoreClosed,
+    StoreError,
+    StreamDeleted,
+    WrongExpectedVersion,
+)
+from eskit.store import EventStore, open_store
+from eskit.store.model import (
+    ANY,
+    NO_STREAM,
+    STREAM_EXISTS,
+    AppendResult,
+    ExpectedVersion,
+    NewEvent,
+    RecordedEvent,
+    StreamMetadata,
+    StreamState,
+)
+
+__all__ = [
+    "ANY",
+    "NO_STREAM",
+    "STREAM_EXISTS",
+    "AppendResult",
+    "EskitError",
+    "EventStore",
+    "ExpectedVersion",
+    "IdempotencyConflict",
+    "NewEvent",
+    "RecordedEvent",
+    "StoreClosed",
+    "StoreError",
+    "StreamDeleted",
+    "StreamMetadata",
+    "StreamState",
+    "WrongExpectedVersion",
+    "open_store",
+]

@@ -1,0 +1,32 @@
+"""The event store: envelopes in and out, one contract, a backend per technology."""
+
+from __future__ import annotations
+
+import urllib.parse
+from typing import Any
+
+from eskit.store.base import EventStore
+from eskit.store.memory import MemoryStore
+from eskit.store.sqlite import SQLiteStore
+
+__all__ = ["EventStore", "MemoryStore", "SQLiteStore", "open_store"]
+
+
+def open_store(url: str, **options: Any) -> EventStore:
+    """Create the store named by ``url``; open it with ``async with`` (or ``await .open()``).
+
+    - ``memory://`` keeps events in this process (tests, examples).
+    - ``sqlite:///relative/events.db`` or ``sqlite:////absolute/events.db`` is an embedded
+      file; ``?synchronous=NORMAL`` trades the last commits on power loss for speed.
+
+    Options (``max_event_size=``, ``clock=``, ...) go to the backend's constructor.
+    Raises ``ValueError`` for a URL eskit cannot open.
+    """
+    if not isinstance(url, str):
+        raise ValueError(f"store URL must be a str, got {url!r}")
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme == "memory":
+        return MemoryStore(**options)
+    if parsed.scheme == "sqlite":
+        return SQLiteStore.from_url(parsed, **options)
+    raise ValueError(f"unsupported store URL {url!r}: use memory:// or sqlite:///path/to/file.db")

@@ -1,0 +1,324 @@
+"""The event store contract, with the logic every backend shares written once.
+
+A backend subclasses ``EventStore`` and implements a handful of primitives (``_append``,
+``_read_stream_page``, ``_read_all_page``, ...). Validation, paging, subscriptions and the
+``async with`` lifecycle live here, so the backends cannot disagree on them.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from types import TracebackType
+from typing import Self
+
+from eskit.errors import StoreClosed
+from eskit.store import rules
+from eskit.store.model import (
+    ANY,
+    AppendResult,
+    ExpectedVersion,
+    NewEvent,
+    RecordedEvent,
+    StreamMetadata,
+)
+from eskit.store.rules import PreparedEvent
+
+Clock = Callable[[], dt.datetime]
+
+
+def utc_now() -> dt.datetime:
+    """The default clock: the current time, timezone-aware UTC."""
+    return dt.datetime.now(dt.UTC)
+
+
+class EventStore(abc.ABC):
+    """An append-only log of events grouped in streams, with optimistic concurrency.
+
+    Guarantees, on every backend:
+
+    - Versions are per stream, zero-based and contiguous; positions are global, start at 1,
+      strictly increase in the order readers see events and are never reused. The events
+      of one append get consecutive positions.
+    - An append is atomic: all its events are written or none. ``expected_version`` is
+      checked in the same transaction; a mismatch raises ``WrongExpectedVersion``.
+    - Appending events whose ids were already written to the stream, as the same batch at
+      the same place, succeeds again without writing anything and returns the original
+      result. A partial overlap raises ``IdempotencyConflict``.
+    - Invalid names, non-JSON data and oversized events raise ``ValueError`` before
+      anything is written.
+    - A subscription delivers every event once, in position order, catching up first and
+      then following live; it resumes from any checkpoint (a position).
+    """
+
+    page_size: int = 500
+    """Events fetched per round trip by reads and subscriptions (memory stays bounded)."""
+    poll_interval: float = 0.2
+    """Seconds between checks for events written by other processes."""
+
+    def __init__(
+        self, *, max_event_size: int = rules.DEFAULT_MAX_EVENT_SIZE, clock: Clock = utc_now
+    ):
+        self.max_event_size = max_event_size
+        self.clock = clock
+        self._open = False
+        self._waiters: set[asyncio.Future[None]] = set()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        """Open connections and create the schema if needed. Opening twice is harmless."""
+        if not self._open:
+            await self._open_backend()
+            self._open = True
+
+    async def close(self) -> None:
+        """Finish pending appends, end subscriptions and release every resource."""
+        if self._open:
+            self._open = False
+            self._notify_waiters()
+            await self._close_backend()
+
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    def _check_open(self) -> None:
+        if not self._open:
+            raise StoreClosed("the store is not open: use `async with eskit.open_store(url)`")
+
+    # -- writing --------------------------------------------------------------------------
+
+    async def append(
+        self,
+        stream: str,
+        events: Sequence[NewEvent],
+        expected_version: ExpectedVersion = ANY,
+    ) -> AppendResult:
+        """Append ``events`` to ``stream`` atomically if it is at ``expected_version``.
+
+        Raises ``WrongExpectedVersion`` (nothing written), ``StreamDeleted`` for a
+        tombstoned stream, ``IdempotencyConflict`` for partly repeated ids and ``ValueError``
+        for invalid input.
+        """
+        rules.check_name(stream)
+        expected = rules.check_expected_version(expected_version)
+        prepared = rules.prepare(events, self.max_event_size)
+        self._check_open()
+        return await self._append(stream, prepared, expected)
+
+    async def delete_stream(self, stream: str, expected_version: ExpectedVersion = ANY) -> None:
+        """Soft-delete: the stream reads as empty and absent; a later append continues its
+        version numbers and only the new events are visible. ``read_all`` still shows the old
+        events (nothing is removed from the log)."""
+        rules.check_name(stream)
+        expected = rules.check_expected_version(expected_version)
+        self._check_open()
+        await self._delete(stream, expected, hard=False)
+
+    async def tombstone_stream(self, stream: str, expected_version: ExpectedVersion = ANY) -> None:
+        """Hard-delete: from now on every read of and append to the stream raises
+        ``StreamDeleted``, for ever. ``read_all`` still shows the old events."""
+        rules.check_name(stream)
+        expected = rules.check_expected_version(expected_version)
+        self._check_open()
+        await self._delete(stream, expected, hard=True)
+
+    async def set_stream_metadata(self, stream: str, metadata: StreamMetadata) -> None:
+        """Replace the stream's read rules (truncate_before, max_count, max_age)."""
+        rules.check_name(stream)
+        rules.check_metadata(metadata)
+        self._check_open()
+        await self._set_metadata(stream, metadata)
+
+    async def get_stream_metadata(self, stream: str) -> StreamMetadata:
+        """The stream's read rules; all unset for a stream that never had any."""
+        rules.check_name(stream)
+        self._check_open()
+        return await self._get_metadata(stream)
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def stream_version(self, stream: str) -> int | None:
+        """Version of the stream's last event; None if it has none or was soft-deleted.
+
+        Raises ``StreamDeleted`` for a tombstoned stream.
+        """
+        rules.check_name(stream)
+        self._check_open()
+        return await self._stream_version(stream)
+
+    async def last_position(self) -> int:
+        """Position of the newest event a reader can see; 0 when the store is empty."""
+        self._check_open()
+        return await self._last_position()
+
+    async def read_stream(
+        self,
+        stream: str,
+        from_version: int | None = None,
+        backwards: bool = False,
+        limit: int | None = None,
+    ) -> AsyncIterator[RecordedEvent]:
+        """Yield the stream's visible events from ``from_version`` (default: the first going
+        forwards, the last going backwards), at most ``limit`` of them.
+
+        A stream that does not exist reads as empty; a tombstoned one raises
+        ``StreamDeleted``. Stream metadata (truncate_before, max_count, max_age) hides events.
+        """
+        rules.check_name(stream)
+        _check_optional_count("from_version", from_version, minimum=0)
+        _check_optional_count("limit", limit, minimum=0)
+        self._check_open()
+        remaining = limit
+        cursor = from_version
+        while remaining is None or remaining > 0:
+            count = self.page_size if remaining is None else min(remaining, self.page_size)
+            page = await self._read_stream_page(stream, cursor, backwards, count)
+            for event in page:
+                yield event
+            if len(page) < count:
+                return
+            if remaining is not None:
+                remaining -= len(page)
+            cursor = page[-1].version + (-1 if backwards else 1)
+            if cursor < 0:
+                return
+
+    async def read_all(
+        self,
+        after: int = 0,
+        limit: int | None = None,
+        types: Iterable[str] | None = None,
+        category: str | None = None,
+    ) -> AsyncIterator[RecordedEvent]:
+        """Yield events with position > ``after`` in position order, optionally only those
+        of the given ``types`` or stream ``category``, at most ``limit`` of them."""
+        _check_optional_count("after", after, minimum=0)
+        _check_optional_count("limit", limit, minimum=0)
+        type_filter = rules.check_types(types)
+        if category is not None:
+            rules.check_name(category, "category")
+        self._check_open()
+        remaining = limit
+        checkpoint = after
+        while remaining is None or remaining > 0:
+            count = self.page_size if remaining is None else min(remaining, self.page_size)
+            page, checkpoint = await self._read_all_page(checkpoint, count, type_filter, category)
+            for event in page:
+                yield event
+            if len(page) < count:
+                return
+            if remaining is not None:
+                remaining -= len(page)
+
+    async def subscribe(
+        self,
+        after: int = 0,
+        types: Iterable[str] | None = None,
+        category: str | None = None,
+    ) -> AsyncIterator[RecordedEvent]:
+        """Yield every event with position > ``after`` (optionally filtered), catching up
+        first and then following live, until the store closes or the caller stops.
+
+        Exactly once and in position order; new events from this process arrive at once,
+        from other processes within ``poll_interval``. Resume by passing the position of the
+        last event handled as ``after``.
+        """
+        _check_optional_count("after", after, minimum=0)
+        type_filter = rules.check_types(types)
+        if category is not None:
+            rules.check_name(category, "category")
+        self._check_open()
+        checkpoint = after
+        while self._open:
+            page, checkpoint = await self._read_all_page(
+                checkpoint, self.page_size, type_filter, category
+            )
+            for event in page:
+                yield event
+            if len(page) < self.page_size:
+                await self._wait_for_events_after(checkpoint)
+
+    async def _wait_for_events_after(self, position: int) -> None:
+        """Return once an event past ``position`` may exist, the store closed, or a poll
+        interval passed (events committed by other processes are only found by polling)."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.add(waiter)  # registered before looking, so no wake-up is missed
+        try:
+            if self._open and await self._last_position() <= position:
+                await asyncio.wait_for(waiter, self.poll_interval)
+        except TimeoutError:
+            pass
+        finally:
+            self._waiters.discard(waiter)
+
+    def _notify_waiters(self) -> None:
+        """Wake every subscription waiting for new events (call on the store's loop)."""
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
+
+    # -- what a backend implements ----------------------------------------------------------
+
+    @abc.abstractmethod
+    async def _open_backend(self) -> None: ...
+
+    @abc.abstractmethod
+    async def _close_backend(self) -> None: ...
+
+    @abc.abstractmethod
+    async def _append(
+        self, stream: str, events: list[PreparedEvent], expected: ExpectedVersion
+    ) -> AppendResult:
+        """Write atomically; check tombstone, idempotent replay, then expected version."""
+
+    @abc.abstractmethod
+    async def _delete(self, stream: str, expected: ExpectedVersion, hard: bool) -> None: ...
+
+    @abc.abstractmethod
+    async def _set_metadata(self, stream: str, metadata: StreamMetadata) -> None: ...
+
+    @abc.abstractmethod
+    async def _get_metadata(self, stream: str) -> StreamMetadata: ...
+
+    @abc.abstractmethod
+    async def _stream_version(self, stream: str) -> int | None: ...
+
+    @abc.abstractmethod
+    async def _last_position(self) -> int: ...
+
+    @abc.abstractmethod
+    async def _read_stream_page(
+        self, stream: str, from_version: int | None, backwards: bool, count: int
+    ) -> list[RecordedEvent]:
+        """Up to ``count`` visible events from ``from_version`` (None: first or last)."""
+
+    @abc.abstractmethod
+    async def _read_all_page(
+        self, after: int, count: int, types: tuple[str, ...] | None, category: str | None
+    ) -> tuple[list[RecordedEvent], int]:
+        """Up to ``count`` matching events after ``after``, and the position up to which
+        the log was searched (the next page starts there)."""
+
+
+def _check_optional_count(name: str, value: int | None, minimum: int) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")

@@ -1,0 +1,93 @@
+"""The envelopes the store moves: NewEvent in, RecordedEvent out, and append outcomes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import uuid
+from typing import Any, Final, TypeAlias
+
+import msgspec
+
+
+class StreamState(enum.Enum):
+    """Expected states of a stream that are not an exact version."""
+
+    ANY = "any"
+    NO_STREAM = "no_stream"
+    STREAM_EXISTS = "stream_exists"
+
+    def __repr__(self) -> str:
+        return f"eskit.{self.name}"
+
+
+ANY: Final = StreamState.ANY
+"""Append whatever the stream's state (no concurrency check)."""
+NO_STREAM: Final = StreamState.NO_STREAM
+"""Append only if the stream has no events (never written, or soft-deleted)."""
+STREAM_EXISTS: Final = StreamState.STREAM_EXISTS
+"""Append only if the stream has at least one event."""
+
+ExpectedVersion: TypeAlias = StreamState | int
+"""``ANY``, ``NO_STREAM``, ``STREAM_EXISTS`` or the version of the stream's last event."""
+
+JSONObject: TypeAlias = dict[str, Any]
+
+
+class NewEvent(msgspec.Struct, frozen=True):
+    """An event to append: a type name, a JSON object of data, optional metadata and id.
+
+    Give an ``id`` to make the append idempotent: retrying it writes nothing twice.
+    """
+
+    type: str
+    data: JSONObject
+    metadata: JSONObject | None = None
+    id: uuid.UUID | None = None
+
+
+class RecordedEvent(msgspec.Struct, frozen=True):
+    """An event as stored: where it sits in its stream (version) and in the log (position)."""
+
+    id: uuid.UUID
+    stream: str
+    version: int
+    position: int
+    type: str
+    data: JSONObject
+    metadata: JSONObject
+    recorded_at: dt.datetime
+
+    @property
+    def category(self) -> str:
+        """The part of the stream name before the first ``-``."""
+        return self.stream.split("-", 1)[0]
+
+
+class AppendResult(msgspec.Struct, frozen=True):
+    """Where an append landed: its last event's version in the stream and position in the log."""
+
+    last_version: int
+    last_position: int
+
+    @property
+    def first_position(self) -> int:
+        """Position of the append's first event (the events of one append are consecutive)."""
+        return self.last_position - self.count + 1
+
+    count: int = 1
+
+
+class StreamMetadata(msgspec.Struct, frozen=True):
+    """Per-stream rules applied on every read of the stream (KurrentDB's ``$tb``, ``$maxCount``,
+    ``$maxAge``).
+
+    ``truncate_before``: versions below it are hidden. ``max_count``: only the newest n
+    events are visible. ``max_age``: events older than this many seconds are hidden. When
+    several are set, an event is hidden as soon as one of them says so. Nothing is deleted
+    from the log: ``read_all`` still yields hidden events.
+    """
+
+    truncate_before: int | None = None
+    max_count: int | None = None
+    max_age: float | None = None

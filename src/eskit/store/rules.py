@@ -1,0 +1,235 @@
+"""Pure checks shared by every backend: names, payloads, expected versions, visibility.
+
+Nothing here does IO, so each rule is written once and every backend agrees on it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any, Final, NamedTuple
+
+import msgspec
+
+from eskit.errors import IdempotencyConflict, WrongExpectedVersion
+from eskit.store.model import (
+    ANY,
+    NO_STREAM,
+    STREAM_EXISTS,
+    AppendResult,
+    ExpectedVersion,
+    NewEvent,
+    StreamMetadata,
+    StreamState,
+)
+
+MAX_NAME_LENGTH: Final = 200
+DEFAULT_MAX_EVENT_SIZE: Final = 1024 * 1024
+"""Largest encoded data + metadata of one event, in bytes (1 MiB)."""
+
+_encode = msgspec.json.encode
+_decode = msgspec.json.decode
+
+
+class PreparedEvent(NamedTuple):
+    """A validated event, encoded once, ready for any backend to write."""
+
+    id: uuid.UUID | None
+    type: str
+    data: str
+    metadata: str
+
+
+class ExistingEvent(NamedTuple):
+    """Where an already written event id sits (for idempotent retries)."""
+
+    stream: str
+    version: int
+    position: int
+
+
+def category(stream: str) -> str:
+    """The part of a stream name before its first ``-`` (``invoice-42`` -> ``invoice``)."""
+    return stream.split("-", 1)[0]
+
+
+def check_name(name: object, what: str = "stream name") -> str:
+    """Return ``name`` if it is a usable stream or event type name, else raise ``ValueError``.
+
+    Names are 1 to 200 characters without control characters; names starting with ``$``
+    are reserved for eskit's own system streams.
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"{what} must be a str, got {type(name).__name__}: {name!r}")
+    if not name:
+        raise ValueError(f"{what} must not be empty")
+    if len(name) > MAX_NAME_LENGTH:
+        raise ValueError(f"{what} is {len(name)} characters long; at most {MAX_NAME_LENGTH}")
+    if not name.isprintable():
+        raise ValueError(f"{what} {name!r} contains control characters")
+    if name.startswith("$"):
+        raise ValueError(f"{what} {name!r} starts with '$', which is reserved for eskit")
+    return name
+
+
+def check_expected_version(expected: object) -> ExpectedVersion:
+    """Return ``expected`` if it is ANY, NO_STREAM, STREAM_EXISTS or a version >= 0."""
+    if isinstance(expected, StreamState):
+        return expected
+    if isinstance(expected, int) and not isinstance(expected, bool) and expected >= 0:
+        return expected
+    raise ValueError(
+        "expected_version must be eskit.ANY, eskit.NO_STREAM, eskit.STREAM_EXISTS "
+        f"or a version >= 0, got {expected!r}"
+    )
+
+
+def check_version_matches(stream: str, expected: ExpectedVersion, actual: int | None) -> None:
+    """Raise ``WrongExpectedVersion`` unless a stream at ``actual`` (None = no events) is as
+    ``expected``."""
+    if expected is ANY:
+        return
+    if expected is NO_STREAM:
+        ok = actual is None
+    elif expected is STREAM_EXISTS:
+        ok = actual is not None
+    else:
+        ok = actual == expected
+    if not ok:
+        raise WrongExpectedVersion(stream, expected, actual)
+
+
+def prepare(events: Sequence[NewEvent], max_event_size: int) -> list[PreparedEvent]:
+    """Validate and encode a batch before anything is written; raise ``ValueError`` if bad."""
+    if isinstance(events, NewEvent) or not isinstance(events, Sequence):
+        raise ValueError("events must be a list of eskit.NewEvent")
+    if not events:
+        raise ValueError("an append needs at least one event")
+    prepared = [_prepare_one(i, e, max_event_size) for i, e in enumerate(events)]
+    ids = [p.id for p in prepared if p.id is not None]
+    if len(ids) != len(set(ids)):
+        raise ValueError("the same event id appears twice in one append")
+    return prepared
+
+
+def _prepare_one(index: int, event: object, max_event_size: int) -> PreparedEvent:
+    if not isinstance(event, NewEvent):
+        raise ValueError(f"event {index} must be an eskit.NewEvent, got {type(event).__name__}")
+    check_name(event.type, "event type")
+    if event.id is not None and not isinstance(event.id, uuid.UUID):
+        raise ValueError(f"event {index} id must be a uuid.UUID, got {event.id!r}")
+    data = _to_json(event.data, f"event {index} ({event.type}) data")
+    metadata = b"{}" if not event.metadata else _to_json(event.metadata, f"event {index} metadata")
+    size = len(data) + len(metadata)
+    if size > max_event_size:
+        raise ValueError(
+            f"event {index} ({event.type}) is {size} bytes of JSON; the limit is {max_event_size}"
+        )
+    return PreparedEvent(event.id, event.type, data.decode(), metadata.decode())
+
+
+def _to_json(value: object, where: str) -> bytes:
+    """Encode a JSON object exactly, refusing anything that would not read back the same."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{where} must be a JSON object (dict), got {type(value).__name__}")
+    try:
+        encoded = _encode(value)
+        same = _decode(encoded) == value
+    except (TypeError, ValueError, OverflowError, msgspec.MsgspecError):
+        same = False
+    if not same:
+        problem = _first_non_json(value, "$") or "it does not read back the same"
+        raise ValueError(f"{where} is not JSON: {problem}")
+    return encoded
+
+
+def _first_non_json(value: Any, path: str) -> str | None:
+    """Describe the first value under ``path`` that JSON cannot hold exactly, if any."""
+    if value is None or isinstance(value, bool | str | int):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{path} = {value} is not a finite number"
+    if isinstance(value, list):
+        items = ((f"{path}[{i}]", item) for i, item in enumerate(value))
+    elif isinstance(value, dict):
+        bad_key = next((k for k in value if not isinstance(k, str)), None)
+        if bad_key is not None:
+            return f"{path} has a non-string key {bad_key!r}"
+        items = ((f"{path}.{k}", item) for k, item in value.items())
+    else:
+        return f"{path} is a {type(value).__name__}, which JSON cannot hold ({value!r:.60})"
+    return next((p for p in (_first_non_json(v, k) for k, v in items) if p), None)
+
+
+def replayed_append(
+    stream: str,
+    expected: ExpectedVersion,
+    existing: Sequence[ExistingEvent | None],
+) -> AppendResult | None:
+    """Decide what an append means given where its event ids were already written.
+
+    Returns None when none of the ids exist (a new append), or the original result when all
+    of them were written before as this very batch in this stream (a retry: nothing is
+    written again). Raises ``IdempotencyConflict`` for anything in between.
+    """
+    found = [e for e in existing if e is not None]
+    if not found:
+        return None
+    if len(found) != len(existing):
+        raise IdempotencyConflict(
+            stream, f"{len(found)} of the {len(existing)} event ids were already written"
+        )
+    elsewhere = [e.stream for e in found if e.stream != stream]
+    if elsewhere:
+        raise IdempotencyConflict(stream, f"an event id is already used in stream {elsewhere[0]!r}")
+    first = found[0].version
+    if any(e.version != first + i for i, e in enumerate(found)):
+        raise IdempotencyConflict(stream, "the ids were written, but not as this batch in order")
+    if isinstance(expected, int) and first != expected + 1:
+        raise IdempotencyConflict(
+            stream, f"the batch was written at version {first}, not after version {expected}"
+        )
+    return AppendResult(found[-1].version, found[-1].position, len(found))
+
+
+def first_visible_version(metadata: StreamMetadata, last_version: int) -> int:
+    """The lowest version a stream read may show, by ``truncate_before`` and ``max_count``."""
+    first = metadata.truncate_before or 0
+    if metadata.max_count is not None:
+        first = max(first, last_version - metadata.max_count + 1)
+    return first
+
+
+def oldest_visible_time(metadata: StreamMetadata, now: dt.datetime) -> dt.datetime | None:
+    """Events recorded before this time are hidden by ``max_age`` (None: no age limit)."""
+    if metadata.max_age is None:
+        return None
+    return now - dt.timedelta(seconds=metadata.max_age)
+
+
+def check_metadata(metadata: object) -> StreamMetadata:
+    """Return ``metadata`` if its limits are sensible, else raise ``ValueError``."""
+    if not isinstance(metadata, StreamMetadata):
+        raise ValueError(f"metadata must be an eskit.StreamMetadata, got {metadata!r}")
+    for name in ("truncate_before", "max_count"):
+        value = getattr(metadata, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(f"{name} must be an int or None, got {value!r}")
+    if metadata.truncate_before is not None and metadata.truncate_before < 0:
+        raise ValueError(f"truncate_before must be >= 0, got {metadata.truncate_before}")
+    if metadata.max_count is not None and metadata.max_count < 1:
+        raise ValueError(f"max_count must be >= 1, got {metadata.max_count}")
+    if metadata.max_age is not None and not (metadata.max_age > 0):
+        raise ValueError(f"max_age must be a positive number of seconds, got {metadata.max_age}")
+    return metadata
+
+
+def check_types(types: Iterable[str] | None) -> tuple[str, ...] | None:
+    """Normalise a ``types`` filter; a bare string is refused (it is not a list of types)."""
+    if types is None:
+        return None
+    if isinstance(types, str):
+        raise ValueError(f"types must be a list of event type names, not the string {types!r}")
+    return tuple(types)

@@ -1,0 +1,31 @@
+-- eskit event store schema for SQLite (applied on open; every statement is idempotent).
+
+-- The log. One row per event; never updated, only deleted by an explicit purge.
+CREATE TABLE IF NOT EXISTS events (
+    -- Global position, 1, 2, 3, ... AUTOINCREMENT (not a bare INTEGER PRIMARY KEY) so that a
+    -- position is never issued twice, even after the newest rows are purged: a subscriber's
+    -- checkpoint must never point past an event it has not seen.
+    position    INTEGER PRIMARY KEY AUTOINCREMENT,
+    id          BLOB    NOT NULL UNIQUE,   -- event id, 16 bytes of a UUID; unique in the store
+    stream      TEXT    NOT NULL,          -- stream name, 1-200 characters
+    category    TEXT    NOT NULL,          -- part of the stream name before the first '-'
+    version     INTEGER NOT NULL,          -- zero-based, contiguous within the stream
+    type        TEXT    NOT NULL,          -- event type name
+    data        TEXT    NOT NULL,          -- JSON object
+    metadata    TEXT    NOT NULL,          -- JSON object ('{}' when none)
+    recorded_at INTEGER NOT NULL,          -- microseconds since 1970-01-01 UTC
+    -- The constraint that makes optimistic concurrency safe whatever the code above does.
+    UNIQUE (stream, version)
+);
+
+-- read_all(category=...) and category subscriptions.
+CREATE INDEX IF NOT EXISTS events_by_category ON events (category, position);
+
+-- Per-stream state, only for streams that were deleted or given read rules (most have no row).
+CREATE TABLE IF NOT EXISTS streams (
+    stream          TEXT    PRIMARY KEY,
+    state           INTEGER NOT NULL DEFAULT 0,  -- 0 live, 1 soft-deleted, 2 tombstoned
+    truncate_before INTEGER,                     -- versions below are hidden
+    max_count       INTEGER,                     -- only the newest n events are visible
+    max_age         REAL                         -- seconds; older events are hidden
+) WITHOUT ROWID;
