@@ -15,6 +15,7 @@ import msgspec
 from eskit.errors import StreamDeleted
 from eskit.store import rules
 from eskit.store.base import EventStore
+from eskit.store.ids import new_event_ids
 from eskit.store.model import AppendResult, ExpectedVersion, RecordedEvent, StreamMetadata
 from eskit.store.rules import ExistingEvent, PreparedEvent
 
@@ -66,9 +67,10 @@ class MemoryStore(EventStore):
         state.deleted = False
         next_version = state.events[-1].version + 1 if state.events else 0
         now = self.clock()
+        fresh = iter(new_event_ids(len(events)))
         for offset, event in enumerate(events):
             recorded = RecordedEvent(
-                id=event.id or uuid.uuid4(),
+                id=event.id or uuid.UUID(bytes=next(fresh)),
                 stream=stream,
                 version=next_version + offset,
                 position=len(self._log) + 1,

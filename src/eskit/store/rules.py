@@ -120,8 +120,12 @@ def _prepare_one(index: int, event: object, max_event_size: int) -> PreparedEven
     check_name(event.type, "event type")
     if event.id is not None and not isinstance(event.id, uuid.UUID):
         raise ValueError(f"event {index} id must be a uuid.UUID, got {event.id!r}")
-    data = _to_json(event.data, f"event {index} ({event.type}) data")
-    metadata = b"{}" if not event.metadata else _to_json(event.metadata, f"event {index} metadata")
+    data = _exact_json(event.data)
+    if data is None:
+        raise ValueError(_not_json(event.data, f"event {index} ({event.type}) data"))
+    metadata = _exact_json(event.metadata) if event.metadata else b"{}"
+    if metadata is None:
+        raise ValueError(_not_json(event.metadata, f"event {index} ({event.type}) metadata"))
     size = len(data) + len(metadata)
     if size > max_event_size:
         raise ValueError(
@@ -130,19 +134,26 @@ def _prepare_one(index: int, event: object, max_event_size: int) -> PreparedEven
     return PreparedEvent(event.id, event.type, data.decode(), metadata.decode())
 
 
-def _to_json(value: object, where: str) -> bytes:
-    """Encode a JSON object exactly, refusing anything that would not read back the same."""
+def _exact_json(value: object) -> bytes | None:
+    """The JSON of a dict that reads back exactly the same, else None.
+
+    Round-tripping is the cheap, complete check: msgspec happily encodes datetimes, sets,
+    tuples and NaN, but none of them decode back to an equal value.
+    """
     if not isinstance(value, dict):
-        raise ValueError(f"{where} must be a JSON object (dict), got {type(value).__name__}")
+        return None
     try:
         encoded = _encode(value)
-        same = _decode(encoded) == value
+        return encoded if _decode(encoded) == value else None
     except (TypeError, ValueError, OverflowError, msgspec.MsgspecError):
-        same = False
-    if not same:
-        problem = _first_non_json(value, "$") or "it does not read back the same"
-        raise ValueError(f"{where} is not JSON: {problem}")
-    return encoded
+        return None
+
+
+def _not_json(value: object, where: str) -> str:
+    if not isinstance(value, dict):
+        return f"{where} must be a JSON object (dict), got {type(value).__name__}"
+    problem = _first_non_json(value, "$") or "it does not read back the same"
+    return f"{where} is not JSON: {problem}"
 
 
 def _first_non_json(value: Any, path: str) -> str | None:

@@ -28,56 +28,45 @@ import asyncio
 import concurrent.futures
 import contextlib
 import datetime as dt
-import importlib.resources
+import functools
 import os
-import queue
 import sqlite3
 import threading
-import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import msgspec
 
 from eskit.errors import StoreError, StreamDeleted
 from eskit.store import rules
 from eskit.store.base import EventStore
+from eskit.store.ids import new_event_ids
 from eskit.store.model import AppendResult, ExpectedVersion, RecordedEvent, StreamMetadata
-from eskit.store.rules import ExistingEvent, PreparedEvent
+from eskit.store.rules import PreparedEvent
+from eskit.store.sqlite_writer import (
+    SOFT_DELETED,
+    STOP,
+    TOMBSTONED,
+    AppendRequest,
+    Operation,
+    Request,
+    Synchronous,
+    Writer,
+    connect,
+    stream_state,
+)
 
-Synchronous = Literal["FULL", "NORMAL"]
-
-_LIVE, _SOFT_DELETED, _TOMBSTONED = 0, 1, 2
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MICROSECOND: Final = dt.timedelta(microseconds=1)
+Future = asyncio.Future[Any]
 _COLUMNS: Final = "id, stream, version, position, type, data, metadata, recorded_at"
-_INSERT: Final = (
-    "INSERT INTO events (id, stream, category, version, type, data, metadata, recorded_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_STOP: Final = object()
-
-
-def _schema() -> str:
-    return importlib.resources.files("eskit.store").joinpath("sqlite.sql").read_text()
 
 
 def _micros(moment: dt.datetime) -> int:
     return (moment - _EPOCH) // _MICROSECOND
-
-
-def new_event_ids(count: int) -> list[bytes]:
-    """UUIDv7 bytes: time-ordered, so the id index grows at its end like the log does."""
-    prefix = (time.time_ns() // 1_000_000).to_bytes(6, "big")
-    rand = os.urandom(10 * count)
-    ids = []
-    for start in range(0, 10 * count, 10):
-        r = rand[start : start + 10]
-        ids.append(prefix + bytes((0x70 | (r[0] & 0x0F), r[1], 0x80 | (r[2] & 0x3F))) + r[3:])
-    return ids
 
 
 class _RowDecoder:
@@ -110,144 +99,6 @@ class _RowDecoder:
         return events
 
 
-class _Operation:
-    """A write queued for the writer thread, and where to send its outcome."""
-
-    __slots__ = ("future", "loop", "run")
-
-    def __init__(
-        self,
-        run: Callable[[sqlite3.Connection], Any],
-        loop: asyncio.AbstractEventLoop,
-        future: asyncio.Future[Any],
-    ) -> None:
-        self.run, self.loop, self.future = run, loop, future
-
-
-class _Writer(threading.Thread):
-    """The only thread that writes: runs queued operations in group-committed transactions."""
-
-    def __init__(
-        self, path: str, synchronous: Synchronous, max_batch: int, idle_checkpoint: float
-    ) -> None:
-        super().__init__(name=f"eskit-sqlite-writer:{path}", daemon=True)
-        self.queue: queue.SimpleQueue[_Operation | object] = queue.SimpleQueue()
-        self.ready: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self.on_commit: Callable[[], None] = lambda: None
-        self.before_commit: Callable[[], None] | None = None  # fault injection for tests
-        self._path = path
-        self._synchronous = synchronous
-        self._max_batch = max_batch
-        self._idle_checkpoint = idle_checkpoint
-        self._written_since_checkpoint = False
-
-    def run(self) -> None:
-        try:
-            conn = _connect(self._path)
-            conn.execute(f"PRAGMA synchronous={self._synchronous}")
-            conn.execute("PRAGMA journal_size_limit=67108864")
-            conn.executescript(_schema())
-        except Exception as error:  # reported to open(); the thread has nothing left to do
-            self.ready.set_exception(error)
-            return
-        self.ready.set_result(None)
-        try:
-            self._serve(conn)
-        finally:
-            conn.close()
-
-    def _serve(self, conn: sqlite3.Connection) -> None:
-        while True:
-            try:
-                first = self.queue.get(timeout=self._idle_checkpoint)
-            except queue.Empty:
-                self._checkpoint(conn)
-                continue
-            batch: list[_Operation] = []
-            stop = first is _STOP
-            if isinstance(first, _Operation):
-                batch.append(first)
-            while not stop and len(batch) < self._max_batch:
-                try:
-                    item = self.queue.get_nowait()
-                except queue.Empty:
-                    break
-                if isinstance(item, _Operation):
-                    batch.append(item)
-                else:
-                    stop = True
-            if batch:
-                self._commit(conn, batch)
-            if stop:
-                self._checkpoint(conn)
-                return
-
-    def _commit(self, conn: sqlite3.Connection, batch: list[_Operation]) -> None:
-        outcomes: list[tuple[_Operation, Any, BaseException | None]] = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for op in batch:
-                conn.execute("SAVEPOINT op")
-                try:
-                    outcomes.append((op, op.run(conn), None))
-                except Exception as error:
-                    conn.execute("ROLLBACK TO op")
-                    outcomes.append((op, None, error))
-                conn.execute("RELEASE op")
-            if self.before_commit is not None:
-                self.before_commit()
-            conn.execute("COMMIT")
-        except Exception as error:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            failure = StoreError(f"SQLite transaction failed, nothing of it was written: {error}")
-            failure.__cause__ = error
-            outcomes = [(op, None, failure) for op in batch]
-        else:
-            self._written_since_checkpoint = True
-            self.on_commit()
-        _answer(outcomes)
-
-    def _checkpoint(self, conn: sqlite3.Connection) -> None:
-        """Reset the WAL while idle; gives up at once if readers hold it (tried again later)."""
-        if self._written_since_checkpoint:
-            conn.execute("PRAGMA busy_timeout=50")
-            busy = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0]
-            conn.execute("PRAGMA busy_timeout=10000")
-            self._written_since_checkpoint = bool(busy)
-
-
-def _answer(outcomes: list[tuple[_Operation, Any, BaseException | None]]) -> None:
-    """Hand results to the waiting coroutines, one thread-safe call per event loop."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Operation, Any, BaseException | None]]]
-    by_loop = {}
-    for outcome in outcomes:
-        by_loop.setdefault(outcome[0].loop, []).append(outcome)
-    for loop, items in by_loop.items():
-        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-            loop.call_soon_threadsafe(_settle, items)
-
-
-def _settle(items: list[tuple[_Operation, Any, BaseException | None]]) -> None:
-    for op, value, error in items:
-        if op.future.done():
-            continue
-        if error is None:
-            op.future.set_result(value)
-        else:
-            op.future.set_exception(error)
-
-
-def _connect(path: str, readonly: bool = False) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA busy_timeout=10000")
-    if readonly:
-        conn.execute("PRAGMA query_only=1")
-    elif conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":
-        raise StoreError(f"{path}: SQLite could not switch to WAL mode")
-    return conn
-
-
 class SQLiteStore(EventStore):
     """Events in one SQLite file: durable, fast, safe to read from other processes."""
 
@@ -271,7 +122,7 @@ class SQLiteStore(EventStore):
         self._readers = readers
         self._max_batch = max_batch
         self._idle_checkpoint = idle_checkpoint
-        self._writer: _Writer | None = None
+        self._writer: Writer | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
@@ -296,7 +147,7 @@ class SQLiteStore(EventStore):
     async def _open_backend(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._loop = asyncio.get_running_loop()
-        writer = _Writer(str(self.path), self.synchronous, self._max_batch, self._idle_checkpoint)
+        writer = Writer(str(self.path), self.synchronous, self._max_batch, self._idle_checkpoint)
         writer.on_commit = self._on_commit
         writer.start()
         await asyncio.wrap_future(writer.ready)
@@ -314,7 +165,7 @@ class SQLiteStore(EventStore):
         writer, pool = self._writer, self._pool
         self._writer = self._pool = None
         if writer is not None:
-            writer.queue.put(_STOP)
+            writer.queue.put(STOP)
             await asyncio.to_thread(writer.join)
         if pool is not None:
             await asyncio.to_thread(pool.shutdown)
@@ -324,15 +175,19 @@ class SQLiteStore(EventStore):
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    async def _write(self, run: Callable[[sqlite3.Connection], Any]) -> Any:
-        """Queue a write for the writer thread; return once its group has committed."""
+    async def _submit(self, request: Callable[[asyncio.AbstractEventLoop, Future], Request]) -> Any:
+        """Queue a request for the writer thread; return once its group has committed."""
         if self._writer is None:
             self._check_open()
             raise StoreError("the store is closing")
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._writer.queue.put(_Operation(run, loop, future))
+        future: Future = loop.create_future()
+        self._writer.queue.put(request(loop, future))
         return await future
+
+    async def _write(self, run: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run ``run`` on the write connection inside the next group transaction."""
+        return await self._submit(functools.partial(Operation, run))
 
     async def _read(self, run: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run a read on a reader thread with that thread's own connection."""
@@ -344,7 +199,7 @@ class SQLiteStore(EventStore):
     def _in_reader(self, run: Callable[[sqlite3.Connection], Any]) -> Any:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._local.conn = _connect(str(self.path), readonly=True)
+            conn = self._local.conn = connect(str(self.path), readonly=True)
             self._local.decode = _RowDecoder()
             self._reader_conns.append(conn)
         return run(conn)
@@ -358,51 +213,29 @@ class SQLiteStore(EventStore):
     async def _append(
         self, stream: str, events: list[PreparedEvent], expected: ExpectedVersion
     ) -> AppendResult:
-        now = _micros(self.clock())
         fresh = iter(new_event_ids(sum(e.id is None for e in events)))
-        ids = [e.id.bytes if e.id is not None else next(fresh) for e in events]
-        given = [e.id.bytes for e in events if e.id is not None]
-        category = rules.category(stream)
-
-        def run(conn: sqlite3.Connection) -> AppendResult:
-            last, state = _stream_state(conn, stream)
-            if given:
-                existing = _existing(conn, ids)
-                replayed = rules.replayed_append(stream, expected, existing)
-                if replayed is not None:
-                    return replayed
-            rules.check_version_matches(stream, expected, None if state == _SOFT_DELETED else last)
-            first = 0 if last is None else last + 1
-            conn.executemany(
-                _INSERT,
-                [
-                    (id_, stream, category, first + i, e.type, e.data, e.metadata, now)
-                    for i, (id_, e) in enumerate(zip(ids, events, strict=True))
-                ],
-            )
-            if state == _SOFT_DELETED:
-                conn.execute("UPDATE streams SET state = ? WHERE stream = ?", (_LIVE, stream))
-            position: int = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
-            return AppendResult(first + len(events) - 1, position, len(events))
-
-        result: AppendResult = await self._write(run)
+        ids = [next(fresh) if e.id is None else e.id.bytes for e in events]
+        now = _micros(self.clock())
+        result: AppendResult = await self._submit(
+            functools.partial(AppendRequest, stream, events, ids, expected, now)
+        )
         return result
 
     async def _delete(self, stream: str, expected: ExpectedVersion, hard: bool) -> None:
         def run(conn: sqlite3.Connection) -> None:
-            last, state = _stream_state(conn, stream)
-            rules.check_version_matches(stream, expected, None if state == _SOFT_DELETED else last)
+            last, state = stream_state(conn, stream)
+            rules.check_version_matches(stream, expected, None if state == SOFT_DELETED else last)
             if hard:
                 conn.execute(
                     "INSERT INTO streams (stream, state) VALUES (?1, ?2)"
                     " ON CONFLICT (stream) DO UPDATE SET state = ?2",
-                    (stream, _TOMBSTONED),
+                    (stream, TOMBSTONED),
                 )
-            elif last is not None and state != _SOFT_DELETED:
+            elif last is not None and state != SOFT_DELETED:
                 conn.execute(
                     "INSERT INTO streams (stream, state, truncate_before) VALUES (?1, ?2, ?3)"
                     " ON CONFLICT (stream) DO UPDATE SET state = ?2, truncate_before = ?3",
-                    (stream, _SOFT_DELETED, last + 1),
+                    (stream, SOFT_DELETED, last + 1),
                 )
 
         await self._write(run)
@@ -433,8 +266,8 @@ class SQLiteStore(EventStore):
 
     async def _stream_version(self, stream: str) -> int | None:
         def run(conn: sqlite3.Connection) -> int | None:
-            last, state = _stream_state(conn, stream)
-            return None if state == _SOFT_DELETED else last
+            last, state = stream_state(conn, stream)
+            return None if state == SOFT_DELETED else last
 
         result: int | None = await self._read(run)
         return result
@@ -455,7 +288,7 @@ class SQLiteStore(EventStore):
             ).fetchone()
             first, oldest = 0, -1
             if rule is not None:
-                if rule[0] == _TOMBSTONED:
+                if rule[0] == TOMBSTONED:
                     raise StreamDeleted(stream)
                 metadata = StreamMetadata(*rule[1:])
                 last = conn.execute(
@@ -507,28 +340,3 @@ class SQLiteStore(EventStore):
 def _head(conn: sqlite3.Connection) -> int:
     position: int | None = conn.execute("SELECT max(position) FROM events").fetchone()[0]
     return position or 0
-
-
-def _stream_state(conn: sqlite3.Connection, stream: str) -> tuple[int | None, int]:
-    """The stream's last version (None: no events) and its state (live, deleted...)."""
-    last, state = conn.execute(
-        "SELECT (SELECT max(version) FROM events WHERE stream = ?1),"
-        " (SELECT state FROM streams WHERE stream = ?1)",
-        (stream,),
-    ).fetchone()
-    if state == _TOMBSTONED:
-        raise StreamDeleted(stream)
-    return last, _LIVE if state is None else state
-
-
-def _existing(conn: sqlite3.Connection, ids: Sequence[bytes]) -> list[ExistingEvent | None]:
-    """Where each of ``ids`` was already written, if anywhere."""
-    found = {
-        row[0]: ExistingEvent(*row[1:])
-        for row in conn.execute(
-            f"SELECT id, stream, version, position FROM events"
-            f" WHERE id IN ({', '.join('?' * len(ids))})",
-            ids,
-        )
-    }
-    return [found.get(id_) for id_ in ids]

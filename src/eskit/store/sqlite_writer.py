@@ -1,0 +1,370 @@
+"""The SQLite writer thread: the only code that writes, committing appends in groups.
+
+Every write is queued to one thread that owns the only write connection. It takes all the
+requests waiting in its queue (up to ``max_batch``) and runs them in one ``BEGIN IMMEDIATE``
+transaction with a single COMMIT, so concurrent callers share one fsync. Each request is
+checked on its own (tombstone, idempotent retry, expected version) against the stream heads
+as they stand inside the group, so a conflict fails that request alone. Rows of all
+accepted appends are inserted with one ``executemany``. Callers are answered only after
+COMMIT returned; if the transaction fails, every caller of the group gets the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import importlib.resources
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, Final, Literal
+
+from eskit.errors import StoreError, StreamDeleted
+from eskit.store import rules
+from eskit.store.model import AppendResult, ExpectedVersion
+from eskit.store.rules import ExistingEvent, PreparedEvent
+
+Synchronous = Literal["FULL", "NORMAL"]
+
+LIVE, SOFT_DELETED, TOMBSTONED = 0, 1, 2
+STOP: Final = object()
+_INSERT: Final = (
+    "INSERT INTO events (id, stream, category, version, type, data, metadata, recorded_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def connect(path: str, readonly: bool = False) -> sqlite3.Connection:
+    """A connection in autocommit mode (eskit issues BEGIN itself), in WAL mode."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout=10000")
+    if readonly:
+        conn.execute("PRAGMA query_only=1")
+    elif conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":
+        raise StoreError(f"{path}: SQLite could not switch to WAL mode")
+    return conn
+
+
+def stream_state(conn: sqlite3.Connection, stream: str) -> tuple[int | None, int]:
+    """The stream's last version (None: no events) and state; raises if tombstoned."""
+    last, state = conn.execute(
+        "SELECT (SELECT max(version) FROM events WHERE stream = ?1),"
+        " (SELECT state FROM streams WHERE stream = ?1)",
+        (stream,),
+    ).fetchone()
+    if state == TOMBSTONED:
+        raise StreamDeleted(stream)
+    return last, LIVE if state is None else state
+
+
+class Request:
+    """Something queued for the writer, and where to send its outcome."""
+
+    __slots__ = ("future", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]) -> None:
+        self.loop, self.future = loop, future
+
+
+class AppendRequest(Request):
+    """An append, validated and encoded by the caller; ids already chosen."""
+
+    __slots__ = ("category", "events", "expected", "explicit_ids", "ids", "recorded_at", "stream")
+
+    def __init__(
+        self,
+        stream: str,
+        events: list[PreparedEvent],
+        ids: list[bytes],
+        expected: ExpectedVersion,
+        recorded_at: int,
+        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[Any],
+    ) -> None:
+        super().__init__(loop, future)
+        self.stream, self.events, self.ids = stream, events, ids
+        self.expected, self.recorded_at = expected, recorded_at
+        self.category = rules.category(stream)
+        self.explicit_ids = any(e.id is not None for e in events)
+
+
+class Operation(Request):
+    """Any other write (delete, metadata): a function of the write connection.
+
+    ``run`` must raise before it writes anything (check first, then write); if it raises
+    after writing, the whole group is rolled back and each request runs again alone.
+    """
+
+    __slots__ = ("run",)
+
+    def __init__(
+        self,
+        run: Callable[[sqlite3.Connection], Any],
+        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[Any],
+    ) -> None:
+        super().__init__(loop, future)
+        self.run = run
+
+
+Outcome = tuple[Request, Any, BaseException | None]
+
+
+class _WroteThenFailed(Exception):
+    """A write failed after part of it was done: the group must be rolled back."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _AppendGroup:
+    """The appends of one transaction: checked one by one, inserted together."""
+
+    def __init__(self, conn: sqlite3.Connection, outcomes: list[Outcome]) -> None:
+        self.conn = conn
+        self.outcomes = outcomes
+        self.heads: dict[str, tuple[int | None, int]] = {}
+        self.rows: list[tuple[Any, ...]] = []
+        self.pending: list[tuple[AppendRequest, int]] = []
+        self.revived: list[str] = []
+
+    def load_heads(self, streams: Sequence[str]) -> None:
+        """Read the last version and state of every stream of the group in two queries."""
+        for chunk in range(0, len(streams), 500):
+            names = streams[chunk : chunk + 500]
+            marks = ", ".join("?" * len(names))
+            self.heads.update(dict.fromkeys(names, (None, LIVE)))
+            for stream, last in self.conn.execute(
+                f"SELECT stream, max(version) FROM events WHERE stream IN ({marks})"
+                " GROUP BY stream",
+                names,
+            ):
+                self.heads[stream] = (last, LIVE)
+            for stream, state in self.conn.execute(
+                f"SELECT stream, state FROM streams WHERE stream IN ({marks})", names
+            ):
+                self.heads[stream] = (self.heads[stream][0], state)
+
+    def add(self, request: AppendRequest) -> None:
+        """Check one append against the heads as they stand in this group; queue its rows."""
+        try:
+            last, state = self.heads.get(request.stream) or self._head(request.stream)
+            if state == TOMBSTONED:
+                raise StreamDeleted(request.stream)
+            if request.explicit_ids:
+                self.flush()  # retries of this very group's appends must be visible
+                existing = _existing(self.conn, request.ids)
+                replayed = rules.replayed_append(request.stream, request.expected, existing)
+                if replayed is not None:
+                    self.outcomes.append((request, replayed, None))
+                    return
+            actual = None if state == SOFT_DELETED else last
+            rules.check_version_matches(request.stream, request.expected, actual)
+        except Exception as error:
+            self.outcomes.append((request, None, error))
+            return
+        first = 0 if last is None else last + 1
+        stream, category, at = request.stream, request.category, request.recorded_at
+        self.rows += [
+            (id_, stream, category, first + i, e.type, e.data, e.metadata, at)
+            for i, (id_, e) in enumerate(zip(request.ids, request.events, strict=True))
+        ]
+        new_last = first + len(request.events) - 1
+        self.heads[stream] = (new_last, LIVE)
+        self.pending.append((request, new_last))
+        if state == SOFT_DELETED:
+            self.revived.append(stream)
+
+    def _head(self, stream: str) -> tuple[int | None, int]:
+        try:
+            head = stream_state(self.conn, stream)
+        except StreamDeleted:
+            head = (None, TOMBSTONED)
+        self.heads[stream] = head
+        return head
+
+    def flush(self) -> None:
+        """Insert the queued rows; positions follow in insertion order under the write lock."""
+        if not self.rows:
+            return
+        try:
+            self.conn.executemany(_INSERT, self.rows)
+            self.conn.executemany(
+                "UPDATE streams SET state = 0 WHERE stream = ?", [(s,) for s in self.revived]
+            )
+        except Exception as error:
+            raise _WroteThenFailed(error) from error
+        position: int = self.conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+        position -= len(self.rows)
+        for request, last_version in self.pending:
+            position += len(request.events)
+            self.outcomes.append(
+                (request, AppendResult(last_version, position, len(request.events)), None)
+            )
+        self.rows, self.pending, self.revived = [], [], []
+
+
+def _existing(conn: sqlite3.Connection, ids: Sequence[bytes]) -> list[ExistingEvent | None]:
+    """Where each of ``ids`` was already written, if anywhere."""
+    found = {
+        row[0]: ExistingEvent(*row[1:])
+        for row in conn.execute(
+            f"SELECT id, stream, version, position FROM events"
+            f" WHERE id IN ({', '.join('?' * len(ids))})",
+            ids,
+        )
+    }
+    return [found.get(id_) for id_ in ids]
+
+
+class Writer(threading.Thread):
+    """The only thread that writes: runs queued requests in group-committed transactions."""
+
+    def __init__(
+        self, path: str, synchronous: Synchronous, max_batch: int, idle_checkpoint: float
+    ) -> None:
+        super().__init__(name=f"eskit-sqlite-writer:{path}", daemon=True)
+        self.queue: queue.SimpleQueue[Request | object] = queue.SimpleQueue()
+        self.ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self.on_commit: Callable[[], None] = lambda: None
+        self.before_commit: Callable[[], None] | None = None  # fault injection for tests
+        self._path = path
+        self._synchronous = synchronous
+        self._max_batch = max_batch
+        self._idle_checkpoint = idle_checkpoint
+        self._written_since_checkpoint = False
+
+    def run(self) -> None:
+        try:
+            conn = connect(self._path)
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            conn.execute("PRAGMA journal_size_limit=67108864")
+            conn.executescript(
+                importlib.resources.files(__package__).joinpath("sqlite.sql").read_text()
+            )
+        except Exception as error:  # reported to open(); the thread has nothing left to do
+            self.ready.set_exception(error)
+            return
+        self.ready.set_result(None)
+        try:
+            self._serve(conn)
+        finally:
+            conn.close()
+
+    def _serve(self, conn: sqlite3.Connection) -> None:
+        while True:
+            try:
+                first = self.queue.get(timeout=self._idle_checkpoint)
+            except queue.Empty:
+                self._checkpoint(conn)
+                continue
+            batch: list[Request] = []
+            stop = first is STOP
+            if isinstance(first, Request):
+                batch.append(first)
+            while not stop and len(batch) < self._max_batch:
+                try:
+                    item = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(item, Request):
+                    batch.append(item)
+                else:
+                    stop = True
+            if batch:
+                self._commit(conn, batch)
+            if stop:
+                self._checkpoint(conn)
+                return
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[Request]) -> None:
+        """Commit a group of requests together; answer every caller after COMMIT."""
+        try:
+            outcomes = self._transaction(conn, batch)
+        except _WroteThenFailed:
+            outcomes = []
+            for request in batch:
+                try:
+                    outcomes += self._transaction(conn, [request])
+                except _WroteThenFailed as failed:
+                    outcomes.append((request, None, failed.error))
+                except Exception as error:
+                    outcomes.append((request, None, _transaction_failed(error)))
+        except Exception as error:
+            outcomes = [(request, None, _transaction_failed(error)) for request in batch]
+        _answer(outcomes)
+
+    def _transaction(self, conn: sqlite3.Connection, batch: list[Request]) -> list[Outcome]:
+        """Run ``batch`` in one transaction; a request that fails its checks fails alone."""
+        outcomes: list[Outcome] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            appends = _AppendGroup(conn, outcomes)
+            appends.load_heads(
+                list({r.stream: None for r in batch if isinstance(r, AppendRequest)})
+            )
+            for request in batch:
+                if isinstance(request, AppendRequest):
+                    appends.add(request)
+                elif isinstance(request, Operation):
+                    appends.flush()
+                    appends.heads.clear()  # the operation may change stream states
+                    self._run(conn, request, outcomes)
+            appends.flush()
+            if self.before_commit is not None:
+                self.before_commit()
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self._written_since_checkpoint = True
+        self.on_commit()
+        return outcomes
+
+    @staticmethod
+    def _run(conn: sqlite3.Connection, op: Operation, outcomes: list[Outcome]) -> None:
+        changes = conn.total_changes
+        try:
+            outcomes.append((op, op.run(conn), None))
+        except Exception as error:
+            if conn.total_changes != changes:
+                raise _WroteThenFailed(error) from error
+            outcomes.append((op, None, error))
+
+    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+        """Reset the WAL while idle; gives up at once if readers hold it (tried again later)."""
+        if self._written_since_checkpoint:
+            conn.execute("PRAGMA busy_timeout=50")
+            busy = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0]
+            conn.execute("PRAGMA busy_timeout=10000")
+            self._written_since_checkpoint = bool(busy)
+
+
+def _transaction_failed(error: Exception) -> StoreError:
+    failure = StoreError(f"SQLite transaction failed, nothing of it was written: {error}")
+    failure.__cause__ = error
+    return failure
+
+
+def _answer(outcomes: list[Outcome]) -> None:
+    """Hand results to the waiting coroutines, one thread-safe call per event loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
+    for outcome in outcomes:
+        by_loop.setdefault(outcome[0].loop, []).append(outcome)
+    for loop, items in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            loop.call_soon_threadsafe(_settle, items)
+
+
+def _settle(items: list[Outcome]) -> None:
+    for request, value, error in items:
+        if request.future.done():
+            continue
+        if error is None:
+            request.future.set_result(value)
+        else:
+            request.future.set_exception(error)
