@@ -1,0 +1,51 @@
+"""The public API is exactly this list: adding or removing a name is a deliberate change."""
+
+from __future__ import annotations
+
+import eskit
+
+PUBLIC = {
+    "ANY",
+    "NO_STREAM",
+    "STREAM_EXISTS",
+    "AppendResult",
+    "EskitError",
+    "EventStore",
+    "ExpectedVersion",
+    "IdempotencyConflict",
+    "NewEvent",
+    "RecordedEvent",
+    "StoreClosed",
+    "StoreError",
+    "StreamDeleted",
+    "StreamMetadata",
+    "StreamState",
+    "WrongExpectedVersion",
+    "open_store",
+}
+
+
+def test_all_lists_exactly_the_public_names() -> None:
+    assert set(eskit.__all__) == PUBLIC
+
+
+def test_every_public_name_exists() -> None:
+    for name in PUBLIC:
+        assert hasattr(eskit, name), name
+
+
+def test_errors_form_one_hierarchy() -> None:
+    for error in (eskit.WrongExpectedVersion, eskit.StreamDeleted, eskit.IdempotencyConflict):
+        assert issubclass(error, eskit.StoreError)
+    assert issubclass(eskit.StoreError, eskit.EskitError)
+    assert issubclass(eskit.IdempotencyConflict, ValueError)
+
+
+def test_new_event_takes_type_data_metadata_and_id_in_that_order() -> None:
+    event = eskit.NewEvent("InvoiceCreated", {"amount": 1}, {"user": "u"}, None)
+    assert (event.type, event.data, event.metadata, event.id) == (
+        "InvoiceCreated",
+        {"amount": 1},
+        {"user": "u"},
+        None,
+    )
