@@ -186,12 +186,12 @@ class EventStore(abc.ABC):
         self._check_open()
         remaining = limit
         cursor = from_version
-        while remaining is None or remaining > 0:
+        while True:  # at least one page, so that a tombstoned stream raises even for limit=0
             count = self.page_size if remaining is None else min(remaining, self.page_size)
             page = await self._read_stream_page(stream, cursor, backwards, count)
             for event in page:
                 yield event
-            if len(page) < count:
+            if len(page) < count or count == 0:
                 return
             if remaining is not None:
                 remaining -= len(page)

@@ -46,7 +46,7 @@ class NewEvent(msgspec.Struct, frozen=True):
     id: uuid.UUID | None = None
 
 
-class RecordedEvent(msgspec.Struct, frozen=True):
+class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
     """An event as stored: where it sits in its stream (version) and in the log (position)."""
 
     id: uuid.UUID

@@ -33,7 +33,7 @@ _encode = msgspec.json.encode
 _decode = msgspec.json.decode
 
 
-class PreparedEvent(NamedTuple):
+class PreparedEvent(msgspec.Struct, frozen=True, gc=False):
     """A validated event, encoded once, ready for any backend to write."""
 
     id: uuid.UUID | None
@@ -107,17 +107,65 @@ def prepare(events: Sequence[NewEvent], max_event_size: int) -> list[PreparedEve
         raise ValueError("events must be a list of eskit.NewEvent")
     if not events:
         raise ValueError("an append needs at least one event")
-    prepared = [_prepare_one(i, e, max_event_size) for i, e in enumerate(events)]
+    prepared = _prepare_quickly(events, max_event_size)
+    if prepared is None:  # something is off: find and name it, event by event
+        prepared = [_prepare_one(i, e, max_event_size) for i, e in enumerate(events)]
     ids = [p.id for p in prepared if p.id is not None]
     if len(ids) != len(set(ids)):
         raise ValueError("the same event id appears twice in one append")
     return prepared
 
 
+_checked_types: set[str] = set()
+
+
+def _prepare_quickly(events: Sequence[NewEvent], max_event_size: int) -> list[PreparedEvent] | None:
+    """The common case in a few C calls: every payload is encoded once, and the whole batch
+    is checked by one decode and compare. None when any event needs a closer look."""
+    datas: list[bytes] = []
+    metas: list[str] = []
+    distinct_metas: list[dict[str, Any]] = []
+    distinct_jsons: list[bytes] = []
+    last_meta: object = None
+    meta_json = "{}"
+    try:
+        for e in events:
+            if type(e) is not NewEvent or type(e.data) is not dict:
+                return None
+            if e.type not in _checked_types or (e.id is not None and type(e.id) is not uuid.UUID):
+                return None
+            datas.append(_encode(e.data))
+            if e.metadata is not last_meta:
+                last_meta = e.metadata
+                if not e.metadata:
+                    meta_json = "{}"
+                elif type(e.metadata) is dict:
+                    distinct_jsons.append(_encode(e.metadata))
+                    distinct_metas.append(e.metadata)
+                    meta_json = distinct_jsons[-1].decode()
+                else:
+                    return None
+            metas.append(meta_json)
+        if _decode(b"[" + b",".join(datas) + b"]") != [e.data for e in events]:
+            return None
+        if distinct_jsons and _decode(b"[" + b",".join(distinct_jsons) + b"]") != distinct_metas:
+            return None
+    except (TypeError, ValueError, OverflowError, msgspec.MsgspecError):
+        return None
+    if max(map(len, datas)) + max(map(len, distinct_jsons), default=2) > max_event_size:
+        return None  # maybe too large: measured exactly, and named, event by event
+    return [
+        PreparedEvent(e.id, e.type, d.decode(), m)
+        for e, d, m in zip(events, datas, metas, strict=True)
+    ]
+
+
 def _prepare_one(index: int, event: object, max_event_size: int) -> PreparedEvent:
     if not isinstance(event, NewEvent):
         raise ValueError(f"event {index} must be an eskit.NewEvent, got {type(event).__name__}")
     check_name(event.type, "event type")
+    if len(_checked_types) < 10_000:  # the set of type names in use is small
+        _checked_types.add(event.type)
     if event.id is not None and not isinstance(event.id, uuid.UUID):
         raise ValueError(f"event {index} id must be a uuid.UUID, got {event.id!r}")
     data = _exact_json(event.data)

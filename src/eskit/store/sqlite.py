@@ -62,7 +62,10 @@ from eskit.store.sqlite_writer import (
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MICROSECOND: Final = dt.timedelta(microseconds=1)
 Future = asyncio.Future[Any]
-_COLUMNS: Final = "id, stream, version, position, type, data, metadata, recorded_at"
+# The id is read as a quoted hex string so that msgspec builds the UUID in C: five times
+# cheaper than uuid.UUID(bytes=...), which dominated the cost of a read.
+_COLUMNS: Final = """'"' || hex(id) || '"', stream, version, position, type, data, metadata,
+    recorded_at"""
 
 
 def _micros(moment: dt.datetime) -> int:
@@ -77,16 +80,17 @@ class _RowDecoder:
         self._micros = -1
         self._moment = _EPOCH
         self._decode = msgspec.json.decode
+        self._decode_id = msgspec.json.Decoder(uuid.UUID).decode
 
     def __call__(self, rows: list[Any]) -> list[RecordedEvent]:
-        decode = self._decode
+        decode, decode_id = self._decode, self._decode_id
         events = []
         for id_, stream, version, position, type_, data, metadata, recorded in rows:
             if recorded != self._micros:
                 self._micros, self._moment = recorded, _EPOCH + dt.timedelta(microseconds=recorded)
             events.append(
                 RecordedEvent(
-                    uuid.UUID(bytes=id_),
+                    decode_id(id_),
                     stream,
                     version,
                     position,

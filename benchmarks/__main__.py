@@ -1,0 +1,54 @@
+"""``python -m benchmarks``: run the workloads and print one table (see README.md)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from benchmarks import memory, report, workloads
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="eskit's SQLite store against plain sqlite3 doing the same writes/reads.",
+    )
+    parser.add_argument("--only", help="comma-separated workloads to run, e.g. W1,W3")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per side; best is kept")
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="run only the memory workload (subscription over --memory-events events)",
+    )
+    parser.add_argument("--memory-events", type=int, default=1_000_000, metavar="N")
+    parser.add_argument("--dir", type=Path, help="where temporary databases go (default: TMPDIR)")
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    if args.memory_events < 1:
+        parser.error("--memory-events must be at least 1")
+    try:
+        args.selected = workloads.select(args.only)
+    except ValueError as error:
+        parser.error(str(error))
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run what the options ask for and print the results."""
+    args = parse(argv)
+    out = report.console()
+    report.print_header(out)
+    if args.memory:
+        memory.run(args.memory_events, args.dir, out)
+        return
+    outcomes = [
+        workloads.run(w, args.repeat, args.dir, lambda line: out.print(f"[dim]{line}[/]"))
+        for w in args.selected
+    ]
+    report.print_results(outcomes, args.repeat, out)
+
+
+if __name__ == "__main__":
+    main()

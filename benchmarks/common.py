@@ -1,0 +1,86 @@
+"""What both sides share: the event shape, where events go, and how a run is measured."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+import uuid
+from typing import Any, TypeAlias
+
+import msgspec
+
+from eskit import NewEvent
+
+EVENT_TYPE = "InvoiceIssued"
+
+Payload: TypeAlias = tuple[dict[str, Any], dict[str, Any]]
+"""The data and metadata of one event."""
+RawRow: TypeAlias = tuple[bytes, str, int, str, str, str, int]
+"""(id, stream, version, type, data JSON, metadata JSON, recorded_at µs), as raw writes it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Measurement:
+    """How many events one timed run handled and how long it took."""
+
+    events: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        """Events per second."""
+        return self.events / self.seconds if self.seconds > 0 else float("inf")
+
+
+def payloads(count: int, seed: int = 0) -> list[Payload]:
+    """``count`` events of 4 small fields plus correlation/causation ids (~200 bytes JSON)."""
+    rng = random.Random(seed)
+
+    def uid() -> str:
+        return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+    return [
+        (
+            {
+                "invoice_id": f"inv-{i:06d}",
+                "customer_id": f"cus-{i % 10_000:04d}",
+                "amount": 1_000 + rng.randrange(100_000),
+                "currency": "EUR",
+            },
+            {"correlation_id": uid(), "causation_id": uid()},
+        )
+        for i in range(count)
+    ]
+
+
+def placements(count: int, per_stream: int, prefix: str = "invoice") -> list[tuple[str, int]]:
+    """(stream, version) of ``count`` events written ``per_stream`` to a stream, in order."""
+    return [(f"{prefix}-{i // per_stream}", i % per_stream) for i in range(count)]
+
+
+def new_events(items: list[Payload]) -> list[NewEvent]:
+    """The events as eskit takes them (eskit gives them ids and encodes them itself)."""
+    return [NewEvent(EVENT_TYPE, data, metadata) for data, metadata in items]
+
+
+def event_ids(count: int, start: int = 0) -> list[bytes]:
+    """``count`` distinct, time-ordered 16-byte ids shaped like UUIDv7 (as eskit writes)."""
+    prefix = (time.time_ns() // 1_000_000) << 80 | 0x7 << 76 | 0x2 << 62
+    return [(prefix | n).to_bytes(16, "big") for n in range(start, start + count)]
+
+
+def raw_rows(where: list[tuple[str, int]], items: list[Payload], id_start: int = 0) -> list[RawRow]:
+    """The rows raw sqlite3 writes, prepared in advance: ids made, JSON encoded."""
+    encode = msgspec.json.encode
+    now = time.time_ns() // 1_000
+    ids = event_ids(len(items), id_start)
+    return [
+        (id_, stream, version, EVENT_TYPE, encode(data).decode(), encode(meta).decode(), now)
+        for id_, (stream, version), (data, meta) in zip(ids, where, items, strict=True)
+    ]
+
+
+def event_size(item: Payload) -> int:
+    """Bytes of JSON of one event's data plus metadata."""
+    return len(msgspec.json.encode(item[0])) + len(msgspec.json.encode(item[1]))

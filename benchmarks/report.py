@@ -1,0 +1,90 @@
+"""Rendering: the header describing the run and the one results table."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import sqlite3
+import sys
+from importlib import metadata
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from benchmarks.common import event_size, payloads
+from benchmarks.workloads import Outcome
+
+
+def console() -> Console:
+    """A console wide enough for the table even when output goes to a file or pipe."""
+    out = Console()
+    return out if out.is_terminal else Console(width=150)
+
+
+def environment() -> str:
+    """One line saying what ran where."""
+    return (
+        f"{dt.date.today():%Y-%m-%d} · {platform.system()} {platform.machine()},"
+        f" {os.cpu_count()} CPUs · Python {platform.python_version()}"
+        f" · SQLite {sqlite3.sqlite_version} · eskit {metadata.version('eskit')}"
+        f" · event JSON {event_size(payloads(1)[0])} bytes (data + metadata)"
+    )
+
+
+def _result(outcome: Outcome) -> Text:
+    if not outcome.count_ok:
+        return Text("WRONG COUNT", style="bold red")
+    met = outcome.met
+    if met is None:
+        return Text("n/a", style="dim")
+    return Text("met", style="green") if met else Text("missed", style="red")
+
+
+def table(outcomes: list[Outcome], repeat: int) -> Table:
+    """Events/second of eskit and raw sqlite3, their ratio and the target, one row each."""
+    best = "one run" if repeat == 1 else f"best of {repeat}"
+    t = Table(
+        title=f"eskit SQLiteStore vs raw sqlite3 (synchronous=FULL, WAL) — events/s, {best}",
+        caption_justify="left",
+    )
+    t.add_column("workload")
+    t.add_column("what")
+    t.add_column("eskit ev/s", justify="right")
+    t.add_column("raw ev/s", justify="right")
+    t.add_column("eskit/raw", justify="right")
+    t.add_column("target", justify="right")
+    t.add_column("result")
+    notes = []
+    for o in outcomes:
+        w = o.workload
+        t.add_row(
+            w.name,
+            w.what,
+            f"{o.eskit.rate:,.0f}",
+            f"{o.raw.rate:,.0f}",
+            f"{o.ratio:.2f}",
+            w.target.label,
+            _result(o),
+        )
+        notes.append(f"{w.name} raw: {w.raw_note}.")
+        if not o.count_ok:
+            notes.append(
+                f"{w.name}: expected {w.events:,} events, eskit handled {o.eskit.events:,},"
+                f" raw {o.raw.events:,}."
+            )
+    t.caption = "\n".join(notes)
+    return t
+
+
+def print_results(outcomes: list[Outcome], repeat: int, out: Console) -> None:
+    """Print the results table."""
+    out.print()
+    out.print(table(outcomes, repeat))
+
+
+def print_header(out: Console) -> None:
+    """Print what is being run, where."""
+    out.print(f"[bold]eskit benchmarks[/] — {environment()}", highlight=False)
+    out.print(f"[dim]{sys.executable}[/]", highlight=False)
