@@ -55,7 +55,7 @@ class EventStore(abc.ABC):
 
     page_size: int = 500
     """Events fetched per round trip by reads and subscriptions (memory stays bounded)."""
-    poll_interval: float = 0.2
+    poll_interval: float = 0.1
     """Seconds between checks for events written by other processes."""
 
     def __init__(
@@ -188,6 +188,7 @@ class EventStore(abc.ABC):
         cursor = from_version
         while True:  # at least one page, so that a tombstoned stream raises even for limit=0
             count = self.page_size if remaining is None else min(remaining, self.page_size)
+            self._check_open()  # every backend stops a read the same way when closed
             page = await self._read_stream_page(stream, cursor, backwards, count)
             for event in page:
                 yield event
@@ -218,6 +219,7 @@ class EventStore(abc.ABC):
         checkpoint = after
         while remaining is None or remaining > 0:
             count = self.page_size if remaining is None else min(remaining, self.page_size)
+            self._check_open()
             page, checkpoint = await self._read_all_page(checkpoint, count, type_filter, category)
             for event in page:
                 yield event
