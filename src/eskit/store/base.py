@@ -209,7 +209,7 @@ class EventStore(abc.ABC):
     ) -> AsyncIterator[RecordedEvent]:
         """Yield events with position > ``after`` in position order, optionally only those
         of the given ``types`` or stream ``category``, at most ``limit`` of them."""
-        _check_optional_count("after", after, minimum=0)
+        _check_count("after", after)
         _check_optional_count("limit", limit, minimum=0)
         type_filter = rules.check_types(types)
         if category is not None:
@@ -241,7 +241,7 @@ class EventStore(abc.ABC):
         from other processes within ``poll_interval``. Resume by passing the position of the
         last event handled as ``after``.
         """
-        _check_optional_count("after", after, minimum=0)
+        _check_count("after", after)
         type_filter = rules.check_types(types)
         if category is not None:
             rules.check_name(category, "category")
@@ -317,6 +317,11 @@ class EventStore(abc.ABC):
     ) -> tuple[list[RecordedEvent], int]:
         """Up to ``count`` matching events after ``after``, and the position up to which
         the log was searched (the next page starts there)."""
+
+
+def _check_count(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be an int >= 0, got {value!r}")
 
 
 def _check_optional_count(name: str, value: int | None, minimum: int) -> None:

@@ -253,6 +253,15 @@ def replayed_append(
     return AppendResult(found[-1].version, found[-1].position, len(found))
 
 
+MAX_INT64: Final = 2**63 - 1
+"""The largest integer SQL databases store; no version or position can come near it."""
+
+
+def clamp(value: int) -> int:
+    """``value``, or ``MAX_INT64`` if larger: a bound past every event means the same."""
+    return min(value, MAX_INT64)
+
+
 def first_visible_version(metadata: StreamMetadata, last_version: int) -> int:
     """The lowest version a stream read may show, by ``truncate_before`` and ``max_count``."""
     first = metadata.truncate_before or 0
@@ -265,7 +274,10 @@ def oldest_visible_time(metadata: StreamMetadata, now: dt.datetime) -> dt.dateti
     """Events recorded before this time are hidden by ``max_age`` (None: no age limit)."""
     if metadata.max_age is None:
         return None
-    return now - dt.timedelta(seconds=metadata.max_age)
+    try:
+        return now - dt.timedelta(seconds=metadata.max_age)
+    except OverflowError:  # older than the calendar: nothing is that old
+        return None
 
 
 def check_metadata(metadata: object) -> StreamMetadata:
@@ -280,7 +292,7 @@ def check_metadata(metadata: object) -> StreamMetadata:
         raise ValueError(f"truncate_before must be >= 0, got {metadata.truncate_before}")
     if metadata.max_count is not None and metadata.max_count < 1:
         raise ValueError(f"max_count must be >= 1, got {metadata.max_count}")
-    if metadata.max_age is not None and not (metadata.max_age > 0):
+    if metadata.max_age is not None and not (0 < metadata.max_age < math.inf):
         raise ValueError(f"max_age must be a positive number of seconds, got {metadata.max_age}")
     return metadata
 

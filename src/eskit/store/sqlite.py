@@ -45,7 +45,7 @@ from eskit.store import rules
 from eskit.store.base import EventStore
 from eskit.store.ids import new_event_ids
 from eskit.store.model import AppendResult, ExpectedVersion, RecordedEvent, StreamMetadata
-from eskit.store.rules import PreparedEvent
+from eskit.store.rules import MAX_INT64, PreparedEvent, clamp
 from eskit.store.sqlite_writer import (
     SOFT_DELETED,
     STOP,
@@ -250,7 +250,12 @@ class SQLiteStore(EventStore):
                 "INSERT INTO streams (stream, truncate_before, max_count, max_age)"
                 " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (stream) DO UPDATE SET"
                 " truncate_before = ?2, max_count = ?3, max_age = ?4",
-                (stream, metadata.truncate_before, metadata.max_count, metadata.max_age),
+                (
+                    stream,
+                    None if metadata.truncate_before is None else clamp(metadata.truncate_before),
+                    None if metadata.max_count is None else clamp(metadata.max_count),
+                    metadata.max_age,
+                ),
             )
 
         await self._write(run)
@@ -302,10 +307,10 @@ class SQLiteStore(EventStore):
                 cutoff = rules.oldest_visible_time(metadata, now)
                 oldest = -1 if cutoff is None else _micros(cutoff)
             if backwards:
-                start = 2**62 if from_version is None else from_version
+                start = MAX_INT64 if from_version is None else clamp(from_version)
                 sql = "version <= ? AND version >= ? AND recorded_at >= ? ORDER BY version DESC"
             else:
-                start = max(first, from_version or 0)
+                start = clamp(max(first, from_version or 0))
                 sql = "version >= ? AND version >= ? AND recorded_at >= ? ORDER BY version"
             rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM events WHERE stream = ? AND {sql} LIMIT ?",
@@ -333,7 +338,7 @@ class SQLiteStore(EventStore):
             # The head is read first: every event at or below it is committed (commit order
             # is position order), so when the page is not full the log was searched up to it.
             head = _head(conn)
-            rows = conn.execute(sql, (after, head, *extra, count)).fetchall()
+            rows = conn.execute(sql, (clamp(after), head, *extra, count)).fetchall()
             events = self._decode(rows)
             return events, (events[-1].position if len(events) == count else max(head, after))
 

@@ -30,6 +30,8 @@ Synchronous = Literal["FULL", "NORMAL"]
 
 LIVE, SOFT_DELETED, TOMBSTONED = 0, 1, 2
 STOP: Final = object()
+CHECKPOINT_EVERY: Final = 100
+"""Commits between WAL checkpoints while writes never pause (plus one whenever idle)."""
 _INSERT: Final = (
     "INSERT INTO events (id, stream, category, version, type, data, metadata, recorded_at)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -235,7 +237,7 @@ class Writer(threading.Thread):
         self._synchronous = synchronous
         self._max_batch = max_batch
         self._idle_checkpoint = idle_checkpoint
-        self._written_since_checkpoint = False
+        self._commits_since_checkpoint = 0
 
     def run(self) -> None:
         try:
@@ -259,7 +261,7 @@ class Writer(threading.Thread):
             try:
                 first = self.queue.get(timeout=self._idle_checkpoint)
             except queue.Empty:
-                self._checkpoint(conn)
+                self._checkpoint(conn, "TRUNCATE")
                 continue
             batch: list[Request] = []
             stop = first is STOP
@@ -276,8 +278,10 @@ class Writer(threading.Thread):
                     stop = True
             if batch:
                 self._commit(conn, batch)
+            if self._commits_since_checkpoint >= CHECKPOINT_EVERY:
+                self._checkpoint(conn, "RESTART")
             if stop:
-                self._checkpoint(conn)
+                self._checkpoint(conn, "TRUNCATE")
                 return
 
     def _commit(self, conn: sqlite3.Connection, batch: list[Request]) -> None:
@@ -321,7 +325,7 @@ class Writer(threading.Thread):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        self._written_since_checkpoint = True
+        self._commits_since_checkpoint += 1
         self.on_commit()
         return outcomes
 
@@ -335,13 +339,19 @@ class Writer(threading.Thread):
                 raise _WroteThenFailed(error) from error
             outcomes.append((op, None, error))
 
-    def _checkpoint(self, conn: sqlite3.Connection) -> None:
-        """Reset the WAL while idle; gives up at once if readers hold it (tried again later)."""
-        if self._written_since_checkpoint:
-            conn.execute("PRAGMA busy_timeout=50")
-            busy = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0]
+    def _checkpoint(self, conn: sqlite3.Connection, mode: Literal["RESTART", "TRUNCATE"]) -> None:
+        """Copy the WAL into the database and start it over (TRUNCATE also empties the file).
+
+        SQLite's own checkpoints are passive: under readers that never pause they cannot
+        restart the WAL, which then grows without bound. These wait for readers a moment
+        (their transactions are short) and give up otherwise, to try again later.
+        """
+        if self._commits_since_checkpoint:
+            conn.execute("PRAGMA busy_timeout=20")
+            busy = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()[0]
             conn.execute("PRAGMA busy_timeout=10000")
-            self._written_since_checkpoint = bool(busy)
+            if not busy:
+                self._commits_since_checkpoint = 0
 
 
 def _transaction_failed(error: Exception) -> StoreError:
