@@ -134,21 +134,21 @@ class _AppendGroup:
         self.revived: list[str] = []
 
     def load_heads(self, streams: Sequence[str]) -> None:
-        """Read the last version and state of every stream of the group in two queries."""
+        """Read the last version and state of every stream of the group in one query.
+
+        A correlated ``max(version)`` per stream is one index probe (SQLite's min/max
+        optimisation); ``GROUP BY`` over ``IN (...)`` would scan every event of the streams.
+        """
         for chunk in range(0, len(streams), 500):
             names = streams[chunk : chunk + 500]
-            marks = ", ".join("?" * len(names))
-            self.heads.update(dict.fromkeys(names, (None, LIVE)))
-            for stream, last in self.conn.execute(
-                f"SELECT stream, max(version) FROM events WHERE stream IN ({marks})"
-                " GROUP BY stream",
+            rows = ", ".join(["(?)"] * len(names))
+            for stream, last, state in self.conn.execute(
+                f"WITH wanted(name) AS (VALUES {rows}) SELECT name,"
+                " (SELECT max(version) FROM events WHERE stream = name),"
+                " (SELECT state FROM streams WHERE stream = name) FROM wanted",
                 names,
             ):
-                self.heads[stream] = (last, LIVE)
-            for stream, state in self.conn.execute(
-                f"SELECT stream, state FROM streams WHERE stream IN ({marks})", names
-            ):
-                self.heads[stream] = (self.heads[stream][0], state)
+                self.heads[stream] = (last, LIVE if state is None else state)
 
     def add(self, request: AppendRequest) -> None:
         """Check one append against the heads as they stand in this group; queue its rows."""

@@ -1,0 +1,187 @@
+"""Conformance: subscriptions (catch-up, live, filters, close)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from eskit.store.base import EventStore
+from eskit.store.model import RecordedEvent
+from eskit.testing.conformance.helpers import (
+    SMALL_PAGE,
+    TIMEOUT,
+    ConformanceBase,
+    new,
+    numbered,
+    subscription,
+    take,
+)
+
+
+class SubscriptionConformance(ConformanceBase):
+    """subscribe: history then live events, checkpoints, filters, many subscribers."""
+
+    # == subscriptions =======================================================================
+
+    async def test_subscribe_catches_up_then_goes_live(self, store: EventStore) -> None:
+        """History first, then each new event arrives without polling (commit wakes it)."""
+        store.poll_interval = 60.0  # a missed wake-up hangs until TIMEOUT and fails
+        await store.append("order-1", numbered(5))
+        received: asyncio.Queue[RecordedEvent] = asyncio.Queue()
+
+        async def follow() -> None:
+            async for event in store.subscribe():
+                received.put_nowait(event)
+
+        task = asyncio.create_task(follow())
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                history = [await received.get() for _ in range(5)]
+                assert [e.position for e in history] == [1, 2, 3, 4, 5]
+                for n in range(5, 15):
+                    await store.append(f"order-{n % 2}", [new("Live", n=n)])
+                    live = await received.get()
+                    assert (live.position, live.data) == (n + 1, {"n": n})
+            assert received.empty()
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def test_subscribe_to_empty_store_gets_the_first_event(self, store: EventStore) -> None:
+        """Subscribed before anything exists (possibly already waiting): no poll needed."""
+        store.poll_interval = 60.0
+        async with subscription(store) as events:
+            pending = asyncio.ensure_future(take(events, 1))
+            await store.append("order-1", [new("First")])
+            (first,) = await pending
+            assert (first.position, first.type) == (1, "First")
+
+    async def test_subscribe_resumes_from_checkpoint(self, store: EventStore) -> None:
+        """A subscriber restarted with after=p gets exactly the events past p."""
+        await store.append("order-1", numbered(10))
+        async with subscription(store, after=4) as events:
+            assert [e.position for e in await take(events, 6)] == [5, 6, 7, 8, 9, 10]
+            await store.append("order-1", [new()])
+            assert [e.position for e in await take(events, 1)] == [11]
+
+    async def test_subscribe_from_the_head_gets_only_new_events(self, store: EventStore) -> None:
+        await store.append("order-1", numbered(3))
+        head = await store.last_position()
+        async with subscription(store, after=head) as events:
+            await store.append("order-1", [new("New")])
+            (event,) = await take(events, 1)
+            assert (event.position, event.type) == (4, "New")
+
+    async def test_subscribe_pages_through_long_history(self, store: EventStore) -> None:
+        store.page_size = SMALL_PAGE
+        await store.append("order-1", numbered(50))
+        async with subscription(store) as events:
+            received = await take(events, 50)
+            assert [e.position for e in received] == list(range(1, 51))
+            await store.append("order-1", numbered(SMALL_PAGE + 1, start=50))
+            more = await take(events, SMALL_PAGE + 1)
+            assert [e.data["n"] for e in more] == list(range(50, 50 + SMALL_PAGE + 1))
+
+    async def test_subscribe_many_subscribers_each_get_everything_once_in_order(
+        self, store: EventStore
+    ) -> None:
+        """Ten subscribers, some started before and some during concurrent appends."""
+        store.page_size = SMALL_PAGE
+        total = 120
+
+        async def subscriber() -> list[int]:
+            async with subscription(store) as events:
+                return [e.position for e in await take(events, total)]
+
+        early = [asyncio.create_task(subscriber()) for _ in range(5)]
+        writes = [store.append(f"order-{i % 4}", numbered(3, start=3 * i)) for i in range(20)]
+        await asyncio.gather(*writes[:10])
+        late = [asyncio.create_task(subscriber()) for _ in range(5)]
+        await asyncio.gather(*writes[10:])
+        await store.append("order-9", numbered(total - 60))
+        for received in await asyncio.gather(*early, *late):
+            assert received == list(range(1, total + 1))
+
+    async def test_subscribe_during_concurrent_appends_sees_no_gaps(
+        self, store: EventStore
+    ) -> None:
+        """Positions a subscriber sees only grow and none is skipped, under 10 writers."""
+        store.page_size = SMALL_PAGE
+
+        async def writer(w: int) -> None:
+            for i in range(10):
+                await store.append(f"order-{w}", numbered(3, start=3 * i))
+
+        async with subscription(store) as events:
+            received, _ = await asyncio.gather(
+                take(events, 300), asyncio.gather(*(writer(w) for w in range(10)))
+            )
+        assert [e.position for e in received] == list(range(1, 301))
+        for w in range(10):
+            mine = [e for e in received if e.stream == f"order-{w}"]
+            assert [e.version for e in mine] == list(range(30))
+
+    async def test_subscribe_filtered_by_types(self, store: EventStore) -> None:
+        store.page_size = SMALL_PAGE
+        for i in range(40):
+            await store.append("order-1", [new("Wanted" if i % 8 == 0 else "Other", i=i)])
+        async with subscription(store, types=["Wanted"]) as events:
+            history = await take(events, 5)
+            assert [e.data["i"] for e in history] == [0, 8, 16, 24, 32]
+            await store.append("order-1", [new("Other", i=40), new("Other", i=41)])
+            await store.append("order-1", [new("Wanted", i=42)])
+            (live,) = await take(events, 1)
+            assert live.data == {"i": 42}
+
+    async def test_subscribe_filtered_by_category(self, store: EventStore) -> None:
+        store.page_size = SMALL_PAGE
+        for i in range(40):
+            await store.append("order-1" if i % 8 == 0 else f"user-{i}", [new(i=i)])
+        async with subscription(store, category="order") as events:
+            history = await take(events, 5)
+            assert [e.data["i"] for e in history] == [0, 8, 16, 24, 32]
+            await store.append("orders-1", [new(i=40)])
+            await store.append("user-1", [new(i=41)])
+            await store.append("order-7", [new(i=42)])
+            (live,) = await take(events, 1)
+            assert (live.stream, live.data) == ("order-7", {"i": 42})
+
+    async def test_subscribe_filtered_by_types_and_category(self, store: EventStore) -> None:
+        await store.append("order-1", [new("A", i=0), new("B", i=1)])
+        await store.append("user-1", [new("A", i=2)])
+        async with subscription(store, types=["A"], category="order") as events:
+            assert [e.data["i"] for e in await take(events, 1)] == [0]
+            await store.append("user-1", [new("A", i=3)])
+            await store.append("order-1", [new("B", i=4), new("A", i=5)])
+            assert [e.data["i"] for e in await take(events, 1)] == [5]
+
+    async def test_subscribe_from_checkpoint_with_filter(self, store: EventStore) -> None:
+        await store.append("order-1", [new("A", i=i) for i in range(10)])
+        async with subscription(store, after=6, types=["A"]) as events:
+            assert [e.position for e in await take(events, 4)] == [7, 8, 9, 10]
+
+    async def test_subscribe_ends_when_store_closes(self, store: EventStore) -> None:
+        """Closing the store finishes every `async for` over a subscription, waiting or not."""
+        store.poll_interval = 60.0  # only the close can end the wait in time
+        await store.append("order-1", numbered(3))
+        caught_up = asyncio.Event()
+        received: list[int] = []
+
+        async def follow() -> None:
+            async for event in store.subscribe():
+                received.append(event.position)
+                if len(received) == 3:
+                    caught_up.set()
+
+        async def idle() -> None:
+            async for _ in store.subscribe(after=3):
+                raise AssertionError("no event past position 3 was written")
+
+        following = asyncio.create_task(follow())
+        idling = asyncio.create_task(idle())
+        async with asyncio.timeout(TIMEOUT):
+            await caught_up.wait()
+            await store.close()
+            await asyncio.gather(following, idling)
+        assert received == [1, 2, 3]
