@@ -53,7 +53,7 @@ class EventStore(abc.ABC):
       then following live; it resumes from any checkpoint (a position).
     """
 
-    page_size: int = 500
+    page_size: int = 1000
     """Events fetched per round trip by reads and subscriptions (memory stays bounded)."""
     poll_interval: float = 0.1
     """Seconds between checks for events written by other processes."""
