@@ -43,7 +43,6 @@ import msgspec
 from eskit.errors import StoreError, StreamDeleted
 from eskit.store import rules
 from eskit.store.base import EventStore
-from eskit.store.ids import new_event_ids
 from eskit.store.model import AppendResult, ExpectedVersion, RecordedEvent, StreamMetadata
 from eskit.store.rules import MAX_INT64, PreparedEvent, clamp
 from eskit.store.sqlite_writer import (
@@ -153,6 +152,7 @@ class SQLiteStore(EventStore):
         self._loop = asyncio.get_running_loop()
         writer = Writer(str(self.path), self.synchronous, self._max_batch, self._idle_checkpoint)
         writer.on_commit = self._on_commit
+        writer.clock = lambda: _micros(self.clock())
         writer.start()
         await asyncio.wrap_future(writer.ready)
         self._writer = writer
@@ -217,11 +217,8 @@ class SQLiteStore(EventStore):
     async def _append(
         self, stream: str, events: list[PreparedEvent], expected: ExpectedVersion
     ) -> AppendResult:
-        fresh = iter(new_event_ids(sum(e.id is None for e in events)))
-        ids = [next(fresh) if e.id is None else e.id.bytes for e in events]
-        now = _micros(self.clock())
         result: AppendResult = await self._submit(
-            functools.partial(AppendRequest, stream, events, ids, expected, now)
+            functools.partial(AppendRequest, stream, events, expected)
         )
         return result
 

@@ -23,6 +23,7 @@ from typing import Any, Final, Literal
 
 from eskit.errors import StoreError, StreamDeleted
 from eskit.store import rules
+from eskit.store.ids import new_event_ids
 from eskit.store.model import AppendResult, ExpectedVersion
 from eskit.store.rules import ExistingEvent, PreparedEvent
 
@@ -71,25 +72,20 @@ class Request:
 
 
 class AppendRequest(Request):
-    """An append, validated and encoded by the caller; ids already chosen."""
+    """An append, validated and encoded by the caller. The writer gives it ids and a time."""
 
-    __slots__ = ("category", "events", "expected", "explicit_ids", "ids", "recorded_at", "stream")
+    __slots__ = ("events", "expected", "stream")
 
     def __init__(
         self,
         stream: str,
         events: list[PreparedEvent],
-        ids: list[bytes],
         expected: ExpectedVersion,
-        recorded_at: int,
         loop: asyncio.AbstractEventLoop,
         future: asyncio.Future[Any],
     ) -> None:
         super().__init__(loop, future)
-        self.stream, self.events, self.ids = stream, events, ids
-        self.expected, self.recorded_at = expected, recorded_at
-        self.category = rules.category(stream)
-        self.explicit_ids = any(e.id is not None for e in events)
+        self.stream, self.events, self.expected = stream, events, expected
 
 
 class Operation(Request):
@@ -125,9 +121,13 @@ class _WroteThenFailed(Exception):
 class _AppendGroup:
     """The appends of one transaction: checked one by one, inserted together."""
 
-    def __init__(self, conn: sqlite3.Connection, outcomes: list[Outcome]) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, outcomes: list[Outcome], recorded_at: int, new_ids: int
+    ) -> None:
         self.conn = conn
         self.outcomes = outcomes
+        self.recorded_at = recorded_at  # one time for the group: when it was written
+        self.fresh_ids = iter(new_event_ids(new_ids))  # drawn for the group at once
         self.heads: dict[str, tuple[int | None, int]] = {}
         self.rows: list[tuple[Any, ...]] = []
         self.pending: list[tuple[AppendRequest, int]] = []
@@ -156,9 +156,10 @@ class _AppendGroup:
             last, state = self.heads.get(request.stream) or self._head(request.stream)
             if state == TOMBSTONED:
                 raise StreamDeleted(request.stream)
-            if request.explicit_ids:
+            ids = [next(self.fresh_ids) if e.id is None else e.id.bytes for e in request.events]
+            if any(e.id is not None for e in request.events):
                 self.flush()  # retries of this very group's appends must be visible
-                existing = _existing(self.conn, request.ids)
+                existing = _existing(self.conn, ids)
                 replayed = rules.replayed_append(request.stream, request.expected, existing)
                 if replayed is not None:
                     self.outcomes.append((request, replayed, None))
@@ -169,10 +170,10 @@ class _AppendGroup:
             self.outcomes.append((request, None, error))
             return
         first = 0 if last is None else last + 1
-        stream, category, at = request.stream, request.category, request.recorded_at
+        stream, category, at = request.stream, rules.category(request.stream), self.recorded_at
         self.rows += [
             (id_, stream, category, first + i, e.type, e.data, e.metadata, at)
-            for i, (id_, e) in enumerate(zip(request.ids, request.events, strict=True))
+            for i, (id_, e) in enumerate(zip(ids, request.events, strict=True))
         ]
         new_last = first + len(request.events) - 1
         self.heads[stream] = (new_last, LIVE)
@@ -232,6 +233,7 @@ class Writer(threading.Thread):
         self.queue: queue.SimpleQueue[Request | object] = queue.SimpleQueue()
         self.ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self.on_commit: Callable[[], None] = lambda: None
+        self.clock: Callable[[], int] = lambda: 0  # microseconds since the epoch, UTC
         self.before_commit: Callable[[], None] | None = None  # fault injection for tests
         self._path = path
         self._synchronous = synchronous
@@ -306,10 +308,10 @@ class Writer(threading.Thread):
         outcomes: list[Outcome] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            appends = _AppendGroup(conn, outcomes)
-            appends.load_heads(
-                list({r.stream: None for r in batch if isinstance(r, AppendRequest)})
-            )
+            requests = [r for r in batch if isinstance(r, AppendRequest)]
+            new_ids = sum(e.id is None for r in requests for e in r.events)
+            appends = _AppendGroup(conn, outcomes, self.clock(), new_ids)
+            appends.load_heads(list({r.stream: None for r in requests}))
             for request in batch:
                 if isinstance(request, AppendRequest):
                     appends.add(request)
