@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/python examples/store_tour.py
+	$(BIN)/python -m examples.invoicing.demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

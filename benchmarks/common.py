@@ -22,15 +22,20 @@ RawRow: TypeAlias = tuple[bytes, str, int, str, str, str, int]
 
 @dataclasses.dataclass(frozen=True)
 class Measurement:
-    """How many events one timed run handled and how long it took."""
+    """How much one timed run did (events, commands or loads) and how long it took."""
 
-    events: int
+    count: int
     seconds: float
 
     @property
     def rate(self) -> float:
-        """Events per second."""
-        return self.events / self.seconds if self.seconds > 0 else float("inf")
+        """Items (events, commands, loads) per second."""
+        return self.count / self.seconds if self.seconds > 0 else float("inf")
+
+    @property
+    def ms_each(self) -> float:
+        """Milliseconds per item (for loads)."""
+        return 1_000 * self.seconds / self.count if self.count else float("inf")
 
 
 def payloads(count: int, seed: int = 0) -> list[Payload]:

@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from examples.invoicing.app import invoicing
+from examples.invoicing.events import events as invoice_events
+
 import eskit
+from benchmarks import invoices
 from benchmarks.common import Measurement, Payload, new_events, payloads, placements
+from eskit.application import Repository
+from eskit.store.model import Snapshot
 
 WARM_UP = 20
+FILL_BATCH = 1_000
 
 
 def _url(directory: Path) -> str:
@@ -34,6 +42,17 @@ async def _written_since(store: eskit.EventStore, mark: int) -> int:
     async for _ in store.read_all(after=mark):
         count += 1
     return count
+
+
+async def _in_tasks(tasks: int, count: int, op: Callable[[int], Awaitable[object]]) -> None:
+    """Run ``op(0)`` … ``op(count - 1)`` from ``tasks`` concurrent tasks, each awaiting its
+    share in order (one task: strictly one at a time)."""
+
+    async def client(first: int) -> None:
+        for i in range(first, count, tasks):
+            await op(i)
+
+    await asyncio.gather(*(client(k) for k in range(tasks)))
 
 
 async def append_one_at_a_time(directory: Path, items: list[Payload]) -> Measurement:
@@ -56,15 +75,14 @@ async def append_concurrently(directory: Path, items: list[Payload], tasks: int)
     events = new_events(items)
     streams = [stream for stream, _ in placements(len(events), 1)]
     async with eskit.open_store(_url(directory)) as store:
-
-        async def client(first: int) -> None:
-            for i in range(first, len(events), tasks):
-                await store.append(streams[i], [events[i]], expected_version=eskit.NO_STREAM)
-
         await _warm_up_writes(store)
         mark = await store.last_position()
         start = time.perf_counter()
-        await asyncio.gather(*(client(k) for k in range(tasks)))
+        await _in_tasks(
+            tasks,
+            len(events),
+            lambda i: store.append(streams[i], [events[i]], expected_version=eskit.NO_STREAM),
+        )
         elapsed = time.perf_counter() - start
         written = await _written_since(store, mark)
     return Measurement(written, elapsed)
@@ -160,3 +178,88 @@ async def subscribe(directory: Path, items: list[Payload], per_stream: int) -> M
         if close is not None:
             await close()
     return Measurement(count, elapsed)
+
+
+# -- the write side: commands and aggregate loads -------------------------------------------
+
+
+async def _invoices_created_since(store: eskit.EventStore, mark: int) -> int:
+    """How many new invoices were created after position ``mark`` (checked after the clock):
+    events ``InvoiceCreated`` at version 0 of an ``invoice-inv-…`` stream."""
+    count = 0
+    async for event in store.read_all(after=mark):
+        created = event.type == "InvoiceCreated" and event.version == 0
+        count += created and event.stream.startswith("invoice-inv-")
+    return count
+
+
+async def send_commands(directory: Path, items: list[Payload], tasks: int) -> Measurement:
+    """A ``CreateInvoice`` for a new invoice per payload through the invoicing example's
+    ``CommandBus`` (each records one event), sent from ``tasks`` concurrent tasks."""
+    commands = invoices.create_commands(items)
+    async with eskit.open_store(_url(directory)) as store:
+        bus = invoicing(store)
+        for command in invoices.warm_up_commands(WARM_UP):
+            await bus.send(command)
+        mark = await store.last_position()
+        start = time.perf_counter()
+        await _in_tasks(tasks, len(commands), lambda i: bus.send(commands[i]))
+        elapsed = time.perf_counter() - start
+        created = await _invoices_created_since(store, mark)
+    return Measurement(created, elapsed)
+
+
+async def append_created(directory: Path, items: list[Payload], tasks: int) -> Measurement:
+    """The store under the bus: ``append`` of each command's ``InvoiceCreated``, encoded
+    beforehand as the repository encodes it, to its new stream (``NO_STREAM``)."""
+    envelopes = invoices.envelopes(invoices.created(items))
+    streams = invoices.streams(items)
+    async with eskit.open_store(_url(directory)) as store:
+        await _warm_up_writes(store)
+        mark = await store.last_position()
+        start = time.perf_counter()
+        await _in_tasks(
+            tasks,
+            len(envelopes),
+            lambda i: store.append(streams[i], [envelopes[i]], expected_version=eskit.NO_STREAM),
+        )
+        elapsed = time.perf_counter() - start
+        created = await _invoices_created_since(store, mark)
+    return Measurement(created, elapsed)
+
+
+async def _fill_invoice(directory: Path, history: invoices.History, snapshot: bool) -> None:
+    """Write one invoice's events, ``FILL_BATCH`` per append, and with ``snapshot`` its
+    snapshot at the last event; then close the store so its WAL is checkpointed."""
+    envelopes = invoices.envelopes(history)
+    model = invoices.WITH_SNAPSHOTS
+    async with eskit.open_store(_url(directory)) as store:
+        expected: eskit.ExpectedVersion = eskit.NO_STREAM
+        for i in range(0, len(envelopes), FILL_BATCH):
+            batch = envelopes[i : i + FILL_BATCH]
+            expected = (await store.append(invoices.STREAM, batch, expected)).last_version
+        if snapshot:
+            assert model.to_snapshot is not None
+            state = model.to_snapshot(invoices.final_state(history))
+            last = len(envelopes) - 1
+            await store.save_snapshot(
+                Snapshot(invoices.STREAM, last, model.snapshot_version, state)
+            )
+
+
+async def load_invoice(
+    directory: Path, items: list[Payload], loads: int, snapshots: bool
+) -> Measurement:
+    """``Repository.load`` of one invoice of ``len(items)`` events, ``loads`` times; with
+    ``snapshots`` from its snapshot at the last event, else replaying every event."""
+    history = invoices.history(items)
+    await _fill_invoice(directory, history, snapshots)
+    model = invoices.WITH_SNAPSHOTS if snapshots else invoices.WITHOUT_SNAPSHOTS
+    async with eskit.open_store(_url(directory)) as store:
+        repository = Repository(store, invoice_events, model)
+        await repository.load(invoices.AGGREGATE_ID, version=9)
+        start = time.perf_counter()
+        loaded = [await repository.load(invoices.AGGREGATE_ID) for _ in range(loads)]
+        elapsed = time.perf_counter() - start
+    expected, last = invoices.final_state(history), len(history) - 1
+    return Measurement(sum(invoices.loaded_right(r, expected, last) for r in loaded), elapsed)

@@ -15,7 +15,17 @@ from typing import Any
 
 import msgspec
 
-from benchmarks.common import Measurement, Payload, RawRow, payloads, placements, raw_rows
+import eskit
+from benchmarks import invoices
+from benchmarks.common import (
+    Measurement,
+    Payload,
+    RawRow,
+    event_ids,
+    payloads,
+    placements,
+    raw_rows,
+)
 
 SCHEMA = """
 CREATE TABLE events (
@@ -34,8 +44,29 @@ INSERT = (
     "INSERT INTO events (id, stream, version, type, data, metadata, recorded_at)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
+SNAPSHOTS = """
+CREATE TABLE snapshots (
+    stream           TEXT    NOT NULL,
+    snapshot_version INTEGER NOT NULL,
+    version          INTEGER NOT NULL,
+    state            TEXT    NOT NULL,
+    recorded_at      INTEGER NOT NULL,
+    PRIMARY KEY (stream, snapshot_version, version)
+) WITHOUT ROWID
+"""
+INSERT_SNAPSHOT = (
+    "INSERT INTO snapshots (stream, snapshot_version, version, state, recorded_at)"
+    " VALUES (?, ?, ?, ?, ?)"
+)
 COLUMNS = "position, id, stream, version, type, data, metadata, recorded_at"
 READ_STREAM = f"SELECT {COLUMNS} FROM events WHERE stream = ? ORDER BY version"
+READ_STREAM_FROM = (
+    f"SELECT {COLUMNS} FROM events WHERE stream = ? AND version >= ? ORDER BY version"
+)
+READ_SNAPSHOT = (
+    "SELECT version, state FROM snapshots WHERE stream = ? AND snapshot_version = ?"
+    " ORDER BY version DESC LIMIT 1"
+)
 READ_PAGE = f"SELECT {COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?"
 WARM_UP = 20
 
@@ -91,10 +122,18 @@ def write(directory: Path, items: list[Payload], per_stream: int, per_tx: int) -
 
 def fill(path: Path, items: list[Payload], per_stream: int) -> None:
     """Write the events in one transaction (setup, not timed); the close checkpoints."""
+    _insert(path, raw_rows(placements(len(items), per_stream), items))
+
+
+def _insert(path: Path, rows: list[RawRow], snapshot: tuple[Any, ...] | None = None) -> None:
+    """A fresh database holding ``rows`` (and a snapshot table with ``snapshot``)."""
     conn = create(path)
     try:
         conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(INSERT, raw_rows(placements(len(items), per_stream), items))
+        conn.executemany(INSERT, rows)
+        if snapshot is not None:
+            conn.execute(SNAPSHOTS)
+            conn.execute(INSERT_SNAPSHOT, snapshot)
         conn.execute("COMMIT")
     finally:
         conn.close()
@@ -149,3 +188,51 @@ def read_all(directory: Path, items: list[Payload], per_stream: int, page: int) 
     finally:
         conn.close()
     return Measurement(count, elapsed)
+
+
+def envelope_rows(stream: str, envelopes: list[eskit.NewEvent]) -> list[RawRow]:
+    """The rows of ``envelopes`` as eskit stores them, versions 0, 1, 2, … of ``stream``."""
+    encode = msgspec.json.encode
+    now = time.time_ns() // 1_000
+    return [
+        (id_, stream, version, e.type, encode(e.data).decode(), encode(e.metadata).decode(), now)
+        for version, (id_, e) in enumerate(zip(event_ids(len(envelopes)), envelopes, strict=True))
+    ]
+
+
+def load_invoice(directory: Path, items: list[Payload], loads: int, snapshots: bool) -> Measurement:
+    """The rows eskit's load reads, read ``loads`` times with plain SQL, decoding data and
+    metadata (and the snapshot's state): the whole stream, or the newest snapshot and the
+    events after it."""
+    history = invoices.history(items)
+    rows = envelope_rows(invoices.STREAM, invoices.envelopes(history))
+    model = invoices.WITH_SNAPSHOTS
+    snapshot = None
+    if snapshots:
+        assert model.to_snapshot is not None
+        state = msgspec.json.encode(model.to_snapshot(invoices.final_state(history))).decode()
+        last, now = len(rows) - 1, time.time_ns() // 1_000
+        snapshot = (invoices.STREAM, model.snapshot_version, last, state, now)
+    path = directory / "raw.db"
+    _insert(path, rows, snapshot)
+    conn = connect(path)
+    try:
+        _decode(conn.execute(READ_STREAM + " LIMIT 10", (invoices.STREAM,)))
+        snapshot_version = model.snapshot_version if snapshots else None
+        start = time.perf_counter()
+        folded = [_load_once(conn, snapshot_version) for _ in range(loads)]
+        elapsed = time.perf_counter() - start
+    finally:
+        conn.close()
+    return Measurement(sum(n == len(rows) for n in folded), elapsed)
+
+
+def _load_once(conn: sqlite3.Connection, snapshot_version: int | None) -> int:
+    """One load: the newest snapshot (if wanted) and the events after it; returns how many
+    events that covers (the snapshot's version + 1, plus the events read)."""
+    after = -1
+    if snapshot_version is not None:
+        version, state = conn.execute(READ_SNAPSHOT, (invoices.STREAM, snapshot_version)).fetchone()
+        msgspec.json.decode(state)
+        after = version
+    return after + 1 + _decode(conn.execute(READ_STREAM_FROM, (invoices.STREAM, after + 1)))

@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from benchmarks.common import event_size, payloads
-from benchmarks.workloads import Outcome
+from benchmarks.workloads import Outcome, milliseconds
 
 
 def console() -> Console:
@@ -43,37 +43,49 @@ def _result(outcome: Outcome) -> Text:
 
 
 def table(outcomes: list[Outcome], repeat: int) -> Table:
-    """Events/second of eskit and raw sqlite3, their ratio and the target, one row each."""
+    """Speed of eskit and of its raw baseline, their ratio and the target, one row each."""
     best = "one run" if repeat == 1 else f"best of {repeat}"
     t = Table(
-        title=f"eskit SQLiteStore vs raw sqlite3 (synchronous=FULL, WAL) — events/s, {best}",
+        title=f"eskit vs raw baselines (SQLite, synchronous=FULL, WAL) — {best}",
         caption_justify="left",
     )
     t.add_column("workload")
     t.add_column("what")
-    t.add_column("eskit ev/s", justify="right")
-    t.add_column("raw ev/s", justify="right")
+    t.add_column("eskit", justify="right")
+    t.add_column("raw", justify="right")
+    t.add_column("unit")
     t.add_column("eskit/raw", justify="right")
     t.add_column("target", justify="right")
     t.add_column("result")
-    notes = []
+    notes = ["eskit/raw compares speeds: above 1.00 eskit is faster, whatever the unit."]
+    raw_notes: dict[str, list[str]] = {}
+    by_name = {o.workload.name: o for o in outcomes}
     for o in outcomes:
         w = o.workload
         t.add_row(
             w.name,
             w.what,
-            f"{o.eskit.rate:,.0f}",
-            f"{o.raw.rate:,.0f}",
+            w.unit.show(o.eskit),
+            w.unit.show(o.raw),
+            w.unit.label,
             f"{o.ratio:.2f}",
             w.target.label,
             _result(o),
         )
-        notes.append(f"{w.name} raw: {w.raw_note}.")
+        raw_notes.setdefault(w.raw_note, []).append(w.name)
         if not o.count_ok:
             notes.append(
-                f"{w.name}: expected {w.events:,} events, eskit handled {o.eskit.events:,},"
-                f" raw {o.raw.events:,}."
+                f"{w.name}: expected {w.expected:,} {w.unit.counted}, eskit handled"
+                f" {o.eskit.count:,}, raw {o.raw.count:,}."
             )
+        other = by_name.get(w.relative_to or "")
+        if other is not None:
+            mine, theirs = o.eskit.ms_each, other.eskit.ms_each
+            notes.append(
+                f"{w.name}: eskit takes {mine / theirs:.2f} times the time of {other.workload.name}"
+                f" ({milliseconds(mine)} vs {milliseconds(theirs)} {w.unit.label}, same run)."
+            )
+    notes[1:1] = [f"{', '.join(names)} raw: {note}." for note, names in raw_notes.items()]
     t.caption = "\n".join(notes)
     return t
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import tempfile
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -17,10 +18,41 @@ Progress = Callable[[str], None]
 
 
 @dataclasses.dataclass(frozen=True)
-class Target:
-    """What eskit should reach: a share of the raw rate, an absolute rate, or nothing."""
+class Unit:
+    """What a workload counts, and whether its speed reads as a rate or as ms per item."""
 
-    kind: Literal["ratio", "absolute", "none"]
+    counted: str
+    """Plural noun: events, commands, loads."""
+    in_ms: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"ms/{self.counted.removesuffix('s')}" if self.in_ms else f"{self.counted}/s"
+
+    def show(self, m: Measurement) -> str:
+        """The measurement in this unit, as a table cell."""
+        return milliseconds(m.ms_each) if self.in_ms else f"{m.rate:,.0f}"
+
+
+def milliseconds(ms: float) -> str:
+    """Three significant digits, no exponent: 0.231, 8.42, 41.7, 1,032."""
+    if not math.isfinite(ms) or ms <= 0:
+        return f"{ms}"
+    decimals = min(3, max(0, 2 - math.floor(math.log10(ms))))
+    return f"{ms:,.{decimals}f}"
+
+
+EVENTS = Unit("events")
+COMMANDS = Unit("commands")
+LOADS = Unit("loads", in_ms=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """What eskit should reach: a share of the raw rate, an absolute rate, at most
+    milliseconds per item, or nothing."""
+
+    kind: Literal["ratio", "absolute", "ms", "none"]
     value: float = 0.0
 
     @property
@@ -29,28 +61,42 @@ class Target:
             return f"≥ {self.value:.1f} of raw"
         if self.kind == "absolute":
             return f"≥ {self.value:,.0f}/s"
+        if self.kind == "ms":
+            return f"≤ {self.value:g} ms"
         return "—"
 
-    def met(self, eskit_rate: float, raw_rate: float) -> bool | None:
+    def met(self, eskit: Measurement, raw: Measurement) -> bool | None:
         """True or False, or None when there is no target."""
         if self.kind == "ratio":
-            return eskit_rate >= self.value * raw_rate
+            return eskit.rate >= self.value * raw.rate
         if self.kind == "absolute":
-            return eskit_rate >= self.value
+            return eskit.rate >= self.value
+        if self.kind == "ms":
+            return eskit.ms_each <= self.value
         return None
 
 
 @dataclasses.dataclass(frozen=True)
 class Workload:
-    """One workload: how many events, what each side runs, the target and how raw is done."""
+    """One workload: the payloads made for it, what each side runs, the target, how raw is
+    done, and what it counts (by default each side must handle ``size`` events)."""
 
     name: str
     what: str
-    events: int
+    size: int
     eskit: Callable[[Path, list[Payload]], Coroutine[Any, Any, Measurement]]
     raw: Callable[[Path, list[Payload]], Measurement]
     target: Target
     raw_note: str
+    unit: Unit = EVENTS
+    count: int | None = None
+    """What each side must report if not ``size`` (e.g. the number of loads)."""
+    relative_to: str | None = None
+    """Another workload whose eskit time this one's is compared with, in the caption."""
+
+    @property
+    def expected(self) -> int:
+        return self.size if self.count is None else self.count
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,16 +109,64 @@ class Outcome:
 
     @property
     def ratio(self) -> float:
+        """Speed of eskit over speed of raw (above 1: eskit is faster), whatever the unit."""
         return self.eskit.rate / self.raw.rate
 
     @property
     def met(self) -> bool | None:
-        return self.workload.target.met(self.eskit.rate, self.raw.rate)
+        return self.workload.target.met(self.eskit, self.raw)
 
     @property
     def count_ok(self) -> bool:
-        """Both sides handled exactly the expected number of events."""
-        return self.eskit.events == self.raw.events == self.workload.events
+        """Both sides handled (and, for loads, rebuilt correctly) exactly what was expected."""
+        return self.eskit.count == self.raw.count == self.workload.expected
+
+
+COMMANDS_TARGET = 7_650
+"""Commands/s: 1.5x the eventsourcing 9.5.6 library's 5,100/s on this kind of machine."""
+LOAD_10K_TARGET_MS = 39
+"""4x faster than the eventsourcing library's 157 ms replay of a 10,000-event aggregate."""
+
+
+def _commands(name: str, what: str, tasks: int, raw_note: str) -> Workload:
+    return Workload(
+        name,
+        what,
+        5_000,
+        lambda d, items: eskit_side.send_commands(d, items, tasks),
+        lambda d, items: asyncio.run(eskit_side.append_created(d, items, tasks)),
+        Target("absolute", COMMANDS_TARGET),
+        raw_note,
+        unit=COMMANDS,
+    )
+
+
+def _load(
+    name: str,
+    events: int,
+    loads: int,
+    snapshots: bool,
+    target: Target = Target("none"),
+    relative_to: str | None = None,
+) -> Workload:
+    how = "snapshot at the last event" if snapshots else "no snapshot"
+    scan = (
+        "the newest snapshot row, then SELECT ... WHERE stream = ? AND version > ? (no rows)"
+        if snapshots
+        else "SELECT ... WHERE stream = ? ORDER BY version"
+    )
+    return Workload(
+        name,
+        f"Repository.load of a {events:,}-event invoice, {how}",
+        events,
+        lambda d, items: eskit_side.load_invoice(d, items, loads, snapshots),
+        lambda d, items: raw.load_invoice(d, items, loads, snapshots),
+        target,
+        f"{scan}, decoding data and metadata (no objects, no evolve)",
+        unit=LOADS,
+        count=loads,
+        relative_to=relative_to,
+    )
 
 
 WORKLOADS: tuple[Workload, ...] = (
@@ -132,6 +226,25 @@ WORKLOADS: tuple[Workload, ...] = (
         Target("none"),
         "the same paged scan as W4",
     ),
+    _commands(
+        "C1",
+        "5,000 CreateInvoice commands via the CommandBus, one at a time",
+        1,
+        "eskit's own store.append of each command's InvoiceCreated event, encoded beforehand,"
+        " to its new stream (NO_STREAM), one at a time: the ratio is the bus's cost",
+    ),
+    _commands(
+        "C1c",
+        "the same 5,000 commands from 100 concurrent tasks",
+        100,
+        "the same store.append calls from 100 concurrent tasks",
+    ),
+    _load("L1", 1_000, 40, snapshots=False),
+    _load("L10", 10_000, 8, snapshots=False, target=Target("ms", LOAD_10K_TARGET_MS)),
+    _load("L100", 100_000, 2, snapshots=False),
+    _load("L1s", 1_000, 1_000, snapshots=True),
+    _load("L10s", 10_000, 1_000, snapshots=True),
+    _load("L100s", 100_000, 1_000, snapshots=True, relative_to="L1s"),
 )
 
 
@@ -162,14 +275,16 @@ def measure(
 
 
 def run(workload: Workload, repeat: int, parent: Path | None, progress: Progress) -> Outcome:
-    """Measure both sides ``repeat`` times, alternating, and keep each side's best rate."""
-    items = payloads(workload.events)
+    """Measure both sides ``repeat`` times, alternating, and keep each side's best rate
+    (for loads: the lowest mean time per load)."""
+    items = payloads(workload.size)
     best: dict[Side, Measurement] = {}
     sides: tuple[Side, ...] = ("raw", "eskit")
     for i in range(1, repeat + 1):
         for side in sides:
             m = measure(workload, side, items, parent)
-            progress(f"{workload.name} {side:<5} run {i}/{repeat}: {m.rate:>12,.0f} events/s")
+            shown = f"{workload.unit.show(m):>12} {workload.unit.label}"
+            progress(f"{workload.name} {side:<5} run {i}/{repeat}: {shown}")
             if side not in best or m.rate > best[side].rate:
                 best[side] = m
     return Outcome(workload, best["eskit"], best["raw"])

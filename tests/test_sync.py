@@ -125,6 +125,26 @@ def test_reads_metadata_and_deletes_round_trip(store: SyncStore) -> None:
     assert store.last_position() == 6  # nothing is removed from the log
 
 
+def test_append_many_and_snapshots_round_trip(store: SyncStore) -> None:
+    results = store.append_many(
+        [eskit.Append("invoice-1", events(2), NO_STREAM), eskit.Append("order-1", events(1))]
+    )
+    assert [(r.last_version, r.last_position) for r in results] == [(1, 2), (0, 3)]
+    with pytest.raises(WrongExpectedVersion):
+        store.append_many(
+            [eskit.Append("order-2", events(1)), eskit.Append("order-1", events(1), 5)]
+        )
+    assert store.last_position() == 3
+
+    assert store.load_snapshot("invoice-1", 1) is None
+    store.save_snapshot(eskit.Snapshot("invoice-1", 1, 1, {"total": 2}))
+    loaded = store.load_snapshot("invoice-1", 1, max_version=1)
+    assert loaded is not None
+    assert (loaded.version, loaded.state) == (1, {"total": 2})
+    with pytest.raises(ValueError):
+        store.save_snapshot(eskit.Snapshot("invoice-1", -1, 1, {}))
+
+
 def test_open_and_close_by_hand_are_idempotent(url: str) -> None:
     before = set(threading.enumerate())
     store = eskit.sync.open_store(url)

@@ -52,3 +52,48 @@ class IdempotencyConflict(StoreError, ValueError):
 
 class StoreClosed(StoreError):
     """The store is not open: use it inside ``async with eskit.open_store(url)``."""
+
+
+class DomainError(EskitError):
+    """Typed events, aggregates or commands were used in a way eskit cannot honour."""
+
+
+class UnknownEventType(DomainError, ValueError):
+    """An event type name (or class) that no registry knows."""
+
+    def __init__(self, name: str, registered: bool = True) -> None:
+        self.name = name
+        where = "is not registered" if registered else "is not a registered event class"
+        super().__init__(
+            f"event type {name!r} {where}: register it with EventRegistry.register(name, version)"
+        )
+
+
+class UnsupportedEventVersion(DomainError, ValueError):
+    """A stored event's schema version that this code cannot read (newer, or no upcaster)."""
+
+    def __init__(self, name: str, version: object, current: int | None) -> None:
+        self.name, self.version, self.current = name, version, current
+        if current is not None and isinstance(version, int) and version > current:
+            why = f"newer than this code's version {current} (written by a newer deployment?)"
+        else:
+            why = f"has no upcaster towards version {current}"
+        super().__init__(f"event {name!r} schema version {version!r} {why}")
+
+
+class AggregateNotFound(DomainError, LookupError):
+    """The aggregate's stream has no events."""
+
+    def __init__(self, stream: str) -> None:
+        self.stream = stream
+        super().__init__(f"no aggregate at stream {stream!r}: it has no events")
+
+
+class ConcurrencyError(DomainError):
+    """A command kept conflicting with concurrent writers and gave up after its retries."""
+
+    def __init__(self, stream: str, attempts: int) -> None:
+        self.stream, self.attempts = stream, attempts
+        super().__init__(
+            f"stream {stream!r} changed under the command {attempts} times in a row; giving up"
+        )

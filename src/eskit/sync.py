@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import threading
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Generator, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
@@ -22,10 +23,12 @@ from eskit.store import EventStore
 from eskit.store import open_store as _open_async_store
 from eskit.store.model import (
     ANY,
+    Append,
     AppendResult,
     ExpectedVersion,
     NewEvent,
     RecordedEvent,
+    Snapshot,
     StreamMetadata,
 )
 
@@ -263,6 +266,10 @@ class SyncStore:
         """Blocking ``EventStore.append``."""
         return self._call(self._store.append(stream, events, expected_version))
 
+    def append_many(self, appends: Sequence[Append]) -> list[AppendResult]:
+        """Blocking ``EventStore.append_many``."""
+        return self._call(self._store.append_many(appends))
+
     def delete_stream(self, stream: str, expected_version: ExpectedVersion = ANY) -> None:
         """Blocking ``EventStore.delete_stream``."""
         return self._call(self._store.delete_stream(stream, expected_version))
@@ -279,9 +286,23 @@ class SyncStore:
         """Blocking ``EventStore.get_stream_metadata``."""
         return self._call(self._store.get_stream_metadata(stream))
 
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Blocking ``EventStore.save_snapshot``."""
+        return self._call(self._store.save_snapshot(snapshot))
+
+    def load_snapshot(
+        self, stream: str, snapshot_version: int, max_version: int | None = None
+    ) -> Snapshot | None:
+        """Blocking ``EventStore.load_snapshot``."""
+        return self._call(self._store.load_snapshot(stream, snapshot_version, max_version))
+
     def stream_version(self, stream: str) -> int | None:
         """Blocking ``EventStore.stream_version``."""
         return self._call(self._store.stream_version(stream))
+
+    def find_event(self, event_id: uuid.UUID) -> RecordedEvent | None:
+        """Blocking ``EventStore.find_event``."""
+        return self._call(self._store.find_event(event_id))
 
     def last_position(self) -> int:
         """Blocking ``EventStore.last_position``."""

@@ -20,6 +20,7 @@ import struct
 import sys
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -170,6 +171,86 @@ async def test_wrong_expected_version_fails_alone_in_its_group(
         assert len(positions) == len(set(positions)) == sum(sizes) - sum(sizes[i] for i in wrong)
         new = await collect(store.read_all(after=head))
         assert sorted(positions) == [e.position for e in new if e.stream != "iso-opener"]
+
+
+@pytest.mark.anyio
+async def test_append_many_in_a_group_is_checked_whole_against_the_group(tmp_path: Path) -> None:
+    """Appends to several streams share a transaction with single appends: each is checked
+    against the heads as earlier requests of the group left them, and a refused one leaves
+    no row and no moved head behind for the requests after it."""
+    async with SQLiteStore(tmp_path / "events.db") as store:
+        await store.append("gone-1", [event()])
+        await store.tombstone_stream("gone-1")
+        retried = [eskit.NewEvent("R", {}, id=uuid.uuid4()), eskit.NewEvent("R", {})]
+        entered, gate = threading.Event(), threading.Event()
+        commits = 0
+
+        def before_commit() -> None:  # the first group waits until all the rest is queued
+            nonlocal commits
+            commits += 1
+            if commits == 1:
+                entered.set()
+                gate.wait(TIMEOUT)
+
+        writer_of(store).before_commit = before_commit
+        calls: list[Awaitable[Any]] = [
+            store.append("g-1", [event(i=0)], eskit.NO_STREAM),
+            store.append_many(  # sees g-1 as the append before left it
+                [
+                    eskit.Append("g-2", [event(i=1)], eskit.NO_STREAM),
+                    eskit.Append("g-1", [event(i=2)], 0),
+                ]
+            ),
+            store.append_many(  # refused by its last part: g-3 must stay untouched
+                [
+                    eskit.Append("g-3", [event(i=3)], eskit.NO_STREAM),
+                    eskit.Append("g-1", [event(i=4)], 0),
+                ]
+            ),
+            store.append("g-3", [event(i=5)], eskit.NO_STREAM),
+            store.append_many(
+                [eskit.Append("g-4", retried[:1]), eskit.Append("gone-1", [event(i=6)])]
+            ),
+            store.append_many([eskit.Append("g-4", retried[:1]), eskit.Append("g-5", retried[1:])]),
+            store.append_many(
+                [eskit.Append("g-6", [event(i=7)]), eskit.Append("g-4", retried[:1])]
+            ),
+        ]
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                opener = asyncio.ensure_future(store.append("opener", [event()]))
+                assert await asyncio.to_thread(entered.wait, TIMEOUT)
+                outcome = asyncio.gather(*calls, return_exceptions=True)
+                await wait_until_queued(store, len(calls))
+                gate.set()
+                await opener
+                results = await outcome
+        finally:
+            gate.set()  # never leave the writer waiting
+        assert commits == 2, "the requests should have shared one transaction"
+
+        head = 2  # gone-1's event and the opener's come before the group
+        ok = eskit.AppendResult
+        assert results[0] == ok(0, head + 1)
+        assert results[1] == [ok(0, head + 2), ok(1, head + 3)]
+        assert isinstance(results[2], eskit.WrongExpectedVersion)
+        assert (results[2].stream, results[2].actual) == ("g-1", 1)
+        assert results[3] == ok(0, head + 4)
+        assert isinstance(results[4], eskit.StreamDeleted)
+        assert results[5] == [ok(0, head + 5), ok(0, head + 6)]
+        assert results[6] == [ok(0, head + 7), ok(0, head + 5)]  # g-4 is a retry: as before
+        log = await collect(store.read_all(after=head))
+        assert [(e.position, e.stream, e.version) for e in log] == [
+            (head + 1, "g-1", 0),
+            (head + 2, "g-2", 0),
+            (head + 3, "g-1", 1),
+            (head + 4, "g-3", 0),
+            (head + 5, "g-4", 0),
+            (head + 6, "g-5", 0),
+            (head + 7, "g-6", 0),
+        ]
+        assert [e.data for e in log if "i" in e.data] == [{"i": i} for i in (0, 1, 2, 5, 7)]
+    assert integrity(tmp_path / "events.db") == [("ok",)]
 
 
 @pytest.mark.anyio

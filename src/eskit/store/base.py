@@ -1,6 +1,6 @@
 """The event store contract, with the logic every backend shares written once.
 
-A backend subclasses ``EventStore`` and implements a handful of primitives (``_append``,
+A backend subclasses ``EventStore`` and implements a handful of primitives (``_append_many``,
 ``_read_stream_page``, ``_read_all_page``, ...). Validation, paging, subscriptions and the
 ``async with`` lifecycle live here, so the backends cannot disagree on them.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import datetime as dt
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Self
@@ -18,13 +19,15 @@ from eskit.errors import StoreClosed
 from eskit.store import rules
 from eskit.store.model import (
     ANY,
+    Append,
     AppendResult,
     ExpectedVersion,
     NewEvent,
     RecordedEvent,
+    Snapshot,
     StreamMetadata,
 )
-from eskit.store.rules import PreparedEvent
+from eskit.store.rules import PreparedAppend, PreparedSnapshot
 
 Clock = Callable[[], dt.datetime]
 
@@ -44,6 +47,7 @@ class EventStore(abc.ABC):
       of one append get consecutive positions.
     - An append is atomic: all its events are written or none. ``expected_version`` is
       checked in the same transaction; a mismatch raises ``WrongExpectedVersion``.
+      ``append_many`` extends this to several streams: all of its appends or none.
     - Appending events whose ids were already written to the stream, as the same batch at
       the same place, succeeds again without writing anything and returns the original
       result. A partial overlap raises ``IdempotencyConflict``.
@@ -51,6 +55,8 @@ class EventStore(abc.ABC):
       anything is written.
     - A subscription delivers every event once, in position order, catching up first and
       then following live; it resumes from any checkpoint (a position).
+    - Snapshots are kept beside the streams, the newest ``rules.SNAPSHOTS_KEPT`` per stream
+      and snapshot_version; they never change what a read of the stream returns.
     """
 
     page_size: int = 1000
@@ -115,11 +121,26 @@ class EventStore(abc.ABC):
         tombstoned stream, ``IdempotencyConflict`` for partly repeated ids and ``ValueError``
         for invalid input.
         """
-        rules.check_name(stream)
-        expected = rules.check_expected_version(expected_version)
-        prepared = rules.prepare(events, self.max_event_size)
+        prepared = rules.prepare_append(stream, events, expected_version, self.max_event_size)
         self._check_open()
-        return await self._append(stream, prepared, expected)
+        (result,) = await self._append_many([prepared])
+        return result
+
+    async def append_many(self, appends: Sequence[Append]) -> list[AppendResult]:
+        """Append to several streams atomically: every append is written or none is.
+
+        Each append is checked as ``append`` checks it (tombstone, idempotent retry, expected
+        version), all before anything is written; the first that fails raises its error and
+        nothing of any of them is written. An append that is a retry writes nothing and
+        gets its original result. Results come in the order given, and the events written
+        get consecutive positions in that order.
+
+        Raises ``ValueError`` before anything is written for invalid input, for no appends,
+        and for a stream or event id that appears twice in the call.
+        """
+        prepared = rules.prepare_many(appends, self.max_event_size)
+        self._check_open()
+        return await self._append_many(prepared)
 
     async def delete_stream(self, stream: str, expected_version: ExpectedVersion = ANY) -> None:
         """Soft-delete: the stream reads as empty and absent; a later append continues its
@@ -151,6 +172,39 @@ class EventStore(abc.ABC):
         self._check_open()
         return await self._get_metadata(stream)
 
+    # -- snapshots ------------------------------------------------------------------------
+
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Store ``snapshot``, replacing one of the same stream, snapshot_version and version;
+        ``recorded_at`` is set from the store's clock (a value given is ignored).
+
+        Retention: only the newest ``rules.SNAPSHOTS_KEPT`` (5) snapshots of each stream and
+        snapshot_version are kept; saving deletes older ones (by version).
+
+        Raises ``StreamDeleted`` for a tombstoned stream and ``ValueError`` for an invalid
+        name or version, or a state that is not a JSON object within ``max_event_size``.
+        """
+        prepared = rules.prepare_snapshot(snapshot, self.max_event_size)
+        self._check_open()
+        await self._save_snapshot(prepared, self.clock())
+
+    async def load_snapshot(
+        self, stream: str, snapshot_version: int, max_version: int | None = None
+    ) -> Snapshot | None:
+        """The newest snapshot of ``stream`` with exactly this ``snapshot_version`` and a
+        version up to ``max_version``; None if there is none.
+
+        Snapshots taken before a soft delete (a version below the stream's
+        ``truncate_before``) are hidden, like the events they fold in. Raises
+        ``StreamDeleted`` for a tombstoned stream.
+        """
+        rules.check_name(stream)
+        rules.check_number("snapshot_version", snapshot_version)
+        _check_optional_count("max_version", max_version, minimum=0)
+        self._check_open()
+        bound = rules.MAX_INT64 if max_version is None else rules.clamp(max_version)
+        return await self._load_snapshot(stream, snapshot_version, bound)
+
     # -- reading --------------------------------------------------------------------------
 
     async def stream_version(self, stream: str) -> int | None:
@@ -161,6 +215,17 @@ class EventStore(abc.ABC):
         rules.check_name(stream)
         self._check_open()
         return await self._stream_version(stream)
+
+    async def find_event(self, event_id: uuid.UUID) -> RecordedEvent | None:
+        """The event with this id, wherever it is, or None.
+
+        Events hidden from their stream (deleted, truncated, too old) are still found: the
+        log keeps them. Command handling uses this to recognise a command it already ran.
+        """
+        if not isinstance(event_id, uuid.UUID):
+            raise ValueError(f"event_id must be a uuid.UUID, got {event_id!r}")
+        self._check_open()
+        return await self._find_event(event_id)
 
     async def last_position(self) -> int:
         """Position of the newest event a reader can see; 0 when the store is empty."""
@@ -285,10 +350,10 @@ class EventStore(abc.ABC):
     async def _close_backend(self) -> None: ...
 
     @abc.abstractmethod
-    async def _append(
-        self, stream: str, events: list[PreparedEvent], expected: ExpectedVersion
-    ) -> AppendResult:
-        """Write atomically; check tombstone, idempotent replay, then expected version."""
+    async def _append_many(self, appends: list[PreparedAppend]) -> list[AppendResult]:
+        """Write every append or none (``append`` is the case of one). Check each one
+        (tombstone, idempotent replay, then expected version) before writing any; return
+        results in order, positions consecutive in that order. The streams are distinct."""
 
     @abc.abstractmethod
     async def _delete(self, stream: str, expected: ExpectedVersion, hard: bool) -> None: ...
@@ -300,10 +365,23 @@ class EventStore(abc.ABC):
     async def _get_metadata(self, stream: str) -> StreamMetadata: ...
 
     @abc.abstractmethod
+    async def _save_snapshot(self, snapshot: PreparedSnapshot, recorded_at: dt.datetime) -> None:
+        """Store or replace it unless the stream is tombstoned; keep the newest few."""
+
+    @abc.abstractmethod
+    async def _load_snapshot(
+        self, stream: str, snapshot_version: int, max_version: int
+    ) -> Snapshot | None:
+        """The newest visible snapshot at or below ``max_version``; raise if tombstoned."""
+
+    @abc.abstractmethod
     async def _stream_version(self, stream: str) -> int | None: ...
 
     @abc.abstractmethod
     async def _last_position(self) -> int: ...
+
+    @abc.abstractmethod
+    async def _find_event(self, event_id: uuid.UUID) -> RecordedEvent | None: ...
 
     @abc.abstractmethod
     async def _read_stream_page(

@@ -1,13 +1,15 @@
 """The in-memory reference backend: the executable specification of the contract.
 
 Everything lives in Python lists and dicts and every operation runs without awaiting in
-the middle, so each append is trivially atomic. The SQLite and PostgreSQL backends must
-behave exactly like this one (the conformance suite and a model-based test check it).
+the middle, so each append (and each append to several streams) is trivially atomic. The
+SQLite and PostgreSQL backends must behave exactly like this one (the conformance suite and
+a model-based test check it).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import uuid
 
 import msgspec
@@ -16,8 +18,14 @@ from eskit.errors import StreamDeleted
 from eskit.store import rules
 from eskit.store.base import EventStore
 from eskit.store.ids import new_event_ids
-from eskit.store.model import AppendResult, ExpectedVersion, RecordedEvent, StreamMetadata
-from eskit.store.rules import ExistingEvent, PreparedEvent
+from eskit.store.model import (
+    AppendResult,
+    ExpectedVersion,
+    RecordedEvent,
+    Snapshot,
+    StreamMetadata,
+)
+from eskit.store.rules import ExistingEvent, PreparedAppend, PreparedSnapshot
 
 
 @dataclasses.dataclass
@@ -26,6 +34,11 @@ class _Stream:
     metadata: StreamMetadata = dataclasses.field(default_factory=StreamMetadata)
     deleted: bool = False
     tombstoned: bool = False
+    snapshots: dict[int, dict[int, tuple[str, dt.datetime]]] = dataclasses.field(
+        default_factory=dict
+    )
+    """snapshot_version -> version -> (state as JSON, recorded_at): kept as JSON so that
+    nobody holding a loaded snapshot can change the stored one."""
 
     @property
     def version(self) -> int | None:
@@ -54,24 +67,35 @@ class MemoryStore(EventStore):
             raise StreamDeleted(stream)
         return found
 
-    async def _append(
-        self, stream: str, events: list[PreparedEvent], expected: ExpectedVersion
-    ) -> AppendResult:
-        state = self._live(stream)
-        existing = [self._existing(e.id) for e in events]
-        replayed = rules.replayed_append(stream, expected, existing)
-        if replayed is not None:
-            return replayed
-        rules.check_version_matches(stream, expected, state.version)
-        self._streams[stream] = state
+    async def _append_many(self, appends: list[PreparedAppend]) -> list[AppendResult]:
+        replays = [self._check(append) for append in appends]  # all checked before any write
+        now = self.clock()
+        results = [
+            self._write(append, now) if replayed is None else replayed
+            for append, replayed in zip(appends, replays, strict=True)
+        ]
+        if any(replayed is None for replayed in replays):
+            self._notify_waiters()
+        return results
+
+    def _check(self, append: PreparedAppend) -> AppendResult | None:
+        """The original result of a retry, None for a new append; raises if it is refused."""
+        state = self._live(append.stream)
+        existing = [self._existing(e.id) for e in append.events]
+        replayed = rules.replayed_append(append.stream, append.expected, existing)
+        if replayed is None:
+            rules.check_version_matches(append.stream, append.expected, state.version)
+        return replayed
+
+    def _write(self, append: PreparedAppend, now: dt.datetime) -> AppendResult:
+        state = self._streams.setdefault(append.stream, _Stream())
         state.deleted = False
         next_version = state.events[-1].version + 1 if state.events else 0
-        now = self.clock()
-        fresh = iter(new_event_ids(len(events)))
-        for offset, event in enumerate(events):
+        fresh = iter(new_event_ids(len(append.events)))
+        for offset, event in enumerate(append.events):
             recorded = RecordedEvent(
                 id=event.id or uuid.UUID(bytes=next(fresh)),
-                stream=stream,
+                stream=append.stream,
                 version=next_version + offset,
                 position=len(self._log) + 1,
                 type=event.type,
@@ -82,9 +106,8 @@ class MemoryStore(EventStore):
             self._log.append(recorded)
             state.events.append(recorded)
             self._ids[recorded.id] = recorded
-        self._notify_waiters()
         last = self._log[-1]
-        return AppendResult(last.version, last.position, len(events))
+        return AppendResult(last.version, last.position, len(append.events))
 
     def _existing(self, event_id: uuid.UUID | None) -> ExistingEvent | None:
         found = self._ids.get(event_id) if event_id is not None else None
@@ -96,6 +119,7 @@ class MemoryStore(EventStore):
         self._streams[stream] = state
         if hard:
             state.tombstoned = True
+            state.snapshots.clear()  # unreachable for ever
         elif state.events and not state.deleted:
             state.deleted = True
             truncate_before = state.events[-1].version + 1
@@ -109,8 +133,31 @@ class MemoryStore(EventStore):
     async def _get_metadata(self, stream: str) -> StreamMetadata:
         return self._streams.get(stream, _Stream()).metadata
 
+    async def _save_snapshot(self, snapshot: PreparedSnapshot, recorded_at: dt.datetime) -> None:
+        state = self._live(snapshot.stream)
+        self._streams[snapshot.stream] = state
+        kept = state.snapshots.setdefault(snapshot.snapshot_version, {})
+        kept[snapshot.version] = (snapshot.state, recorded_at)
+        for version in sorted(kept)[: -rules.SNAPSHOTS_KEPT]:
+            del kept[version]
+
+    async def _load_snapshot(
+        self, stream: str, snapshot_version: int, max_version: int
+    ) -> Snapshot | None:
+        state = self._live(stream)
+        lowest = rules.lowest_snapshot_version(state.metadata)
+        kept = state.snapshots.get(snapshot_version, {})
+        version = max((v for v in kept if lowest <= v <= max_version), default=None)
+        if version is None:
+            return None
+        data, recorded_at = kept[version]
+        return Snapshot(stream, version, snapshot_version, msgspec.json.decode(data), recorded_at)
+
     async def _stream_version(self, stream: str) -> int | None:
         return self._live(stream).version
+
+    async def _find_event(self, event_id: uuid.UUID) -> RecordedEvent | None:
+        return self._ids.get(event_id)
 
     async def _last_position(self) -> int:
         return len(self._log)

@@ -1,10 +1,11 @@
-"""The envelopes the store moves: NewEvent in, RecordedEvent out, and append outcomes."""
+"""The envelopes the store moves: NewEvent in, RecordedEvent out, append outcomes, snapshots."""
 
 from __future__ import annotations
 
 import datetime as dt
 import enum
 import uuid
+from collections.abc import Sequence
 from typing import Any, Final, TypeAlias
 
 import msgspec
@@ -44,6 +45,14 @@ class NewEvent(msgspec.Struct, frozen=True):
     data: JSONObject
     metadata: JSONObject | None = None
     id: uuid.UUID | None = None
+
+
+class Append(msgspec.Struct, frozen=True):
+    """One stream's part of an atomic append to several streams (``EventStore.append_many``)."""
+
+    stream: str
+    events: Sequence[NewEvent]
+    expected_version: ExpectedVersion = ANY
 
 
 class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
@@ -91,3 +100,18 @@ class StreamMetadata(msgspec.Struct, frozen=True):
     truncate_before: int | None = None
     max_count: int | None = None
     max_age: float | None = None
+
+
+class Snapshot(msgspec.Struct, frozen=True):
+    """An aggregate's state folded from its stream's events up to and including ``version``.
+
+    ``snapshot_version`` is the aggregate code's schema number for ``state``: a snapshot is
+    only loaded by code asking for that very number, so changing the state's shape means
+    bumping it, and old snapshots are simply not found. ``recorded_at`` is set by the store.
+    """
+
+    stream: str
+    version: int
+    snapshot_version: int
+    state: JSONObject
+    recorded_at: dt.datetime | None = None

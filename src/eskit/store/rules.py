@@ -1,4 +1,5 @@
-"""Pure checks shared by every backend: names, payloads, expected versions, visibility.
+"""Pure checks shared by every backend: names, payloads, expected versions, visibility,
+snapshots.
 
 Nothing here does IO, so each rule is written once and every backend agrees on it.
 """
@@ -18,16 +19,22 @@ from eskit.store.model import (
     ANY,
     NO_STREAM,
     STREAM_EXISTS,
+    Append,
     AppendResult,
     ExpectedVersion,
     NewEvent,
+    Snapshot,
     StreamMetadata,
     StreamState,
 )
 
 MAX_NAME_LENGTH: Final = 200
 DEFAULT_MAX_EVENT_SIZE: Final = 1024 * 1024
-"""Largest encoded data + metadata of one event, in bytes (1 MiB)."""
+"""Largest encoded data + metadata of one event, in bytes (1 MiB); also the largest
+snapshot state."""
+SNAPSHOTS_KEPT: Final = 5
+"""Snapshots kept per stream and snapshot_version: saving another deletes the oldest (lowest
+version). A few, not one, so that a reader asking for an older ``max_version`` still finds one."""
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
@@ -40,6 +47,23 @@ class PreparedEvent(msgspec.Struct, frozen=True, gc=False):
     type: str
     data: str
     metadata: str
+
+
+class PreparedAppend(msgspec.Struct, frozen=True, gc=False):
+    """A validated append to one stream, its events encoded, ready for any backend."""
+
+    stream: str
+    events: list[PreparedEvent]
+    expected: ExpectedVersion
+
+
+class PreparedSnapshot(msgspec.Struct, frozen=True, gc=False):
+    """A validated snapshot, its state encoded once as a JSON object."""
+
+    stream: str
+    snapshot_version: int
+    version: int
+    state: str
 
 
 class ExistingEvent(NamedTuple):
@@ -114,6 +138,47 @@ def prepare(events: Sequence[NewEvent], max_event_size: int) -> list[PreparedEve
     if len(ids) != len(set(ids)):
         raise ValueError("the same event id appears twice in one append")
     return prepared
+
+
+def prepare_append(
+    stream: str, events: Sequence[NewEvent], expected_version: ExpectedVersion, max_event_size: int
+) -> PreparedAppend:
+    """Validate and encode the append of ``events`` to ``stream``; raise ``ValueError`` if bad."""
+    name = check_name(stream)
+    expected = check_expected_version(expected_version)
+    return PreparedAppend(name, prepare(events, max_event_size), expected)
+
+
+def prepare_many(appends: object, max_event_size: int) -> list[PreparedAppend]:
+    """Validate and encode the appends of one ``append_many``; raise ``ValueError`` if bad.
+
+    Each stream may appear once: a second part's expected version would have to allow for
+    the first, and its retry could not be told from a new append. An event id may appear
+    once in the whole call, as in one append.
+    """
+    if isinstance(appends, Append | str) or not isinstance(appends, Sequence):
+        raise ValueError("appends must be a list of eskit.Append")
+    if not appends:
+        raise ValueError("append_many needs at least one eskit.Append")
+    prepared = [_prepare_part(i, part, max_event_size) for i, part in enumerate(appends)]
+    seen: set[str] = set()
+    for part in prepared:
+        if part.stream in seen:
+            raise ValueError(f"stream {part.stream!r} appears twice in one append_many")
+        seen.add(part.stream)
+    ids = [e.id for part in prepared for e in part.events if e.id is not None]
+    if len(ids) != len(set(ids)):
+        raise ValueError("the same event id appears twice in one append_many")
+    return prepared
+
+
+def _prepare_part(index: int, part: object, max_event_size: int) -> PreparedAppend:
+    if not isinstance(part, Append):
+        raise ValueError(f"appends[{index}] must be an eskit.Append, got {type(part).__name__}")
+    try:
+        return prepare_append(part.stream, part.events, part.expected_version, max_event_size)
+    except ValueError as error:
+        raise ValueError(f"appends[{index}]: {error}") from error
 
 
 _checked_types: set[str] = set()
@@ -278,6 +343,41 @@ def oldest_visible_time(metadata: StreamMetadata, now: dt.datetime) -> dt.dateti
         return now - dt.timedelta(seconds=metadata.max_age)
     except OverflowError:  # older than the calendar: nothing is that old
         return None
+
+
+def prepare_snapshot(snapshot: object, max_size: int) -> PreparedSnapshot:
+    """Validate a snapshot and encode its state; raise ``ValueError`` if bad.
+
+    The state must be a JSON object that reads back exactly (like event data) and at most
+    ``max_size`` bytes of JSON.
+    """
+    if not isinstance(snapshot, Snapshot):
+        raise ValueError(f"snapshot must be an eskit.Snapshot, got {type(snapshot).__name__}")
+    stream = check_name(snapshot.stream)
+    version = check_number("version", snapshot.version)
+    snapshot_version = check_number("snapshot_version", snapshot.snapshot_version)
+    state = _exact_json(snapshot.state)
+    if state is None:
+        raise ValueError(_not_json(snapshot.state, f"snapshot state of {stream!r}"))
+    if len(state) > max_size:
+        raise ValueError(
+            f"snapshot state of {stream!r} is {len(state)} bytes of JSON; the limit is {max_size}"
+        )
+    return PreparedSnapshot(stream, snapshot_version, version, state.decode())
+
+
+def check_number(name: str, value: object) -> int:
+    """Return ``value`` if it is an int from 0 to ``MAX_INT64`` (a version, a schema number)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INT64:
+        raise ValueError(f"{name} must be an int from 0 to {MAX_INT64}, got {value!r}")
+    return value
+
+
+def lowest_snapshot_version(metadata: StreamMetadata) -> int:
+    """Snapshots below this version are hidden: every event they fold in is hidden by
+    ``truncate_before`` (a soft delete sets it past them), and loading one would bring those
+    events back."""
+    return metadata.truncate_before or 0
 
 
 def check_metadata(metadata: object) -> StreamMetadata:

@@ -43,8 +43,14 @@ import msgspec
 from eskit.errors import StoreError, StreamDeleted
 from eskit.store import rules
 from eskit.store.base import EventStore
-from eskit.store.model import AppendResult, ExpectedVersion, RecordedEvent, StreamMetadata
-from eskit.store.rules import MAX_INT64, PreparedEvent, clamp
+from eskit.store.model import (
+    AppendResult,
+    ExpectedVersion,
+    RecordedEvent,
+    Snapshot,
+    StreamMetadata,
+)
+from eskit.store.rules import MAX_INT64, PreparedAppend, PreparedSnapshot, clamp
 from eskit.store.sqlite_writer import (
     SOFT_DELETED,
     STOP,
@@ -71,6 +77,10 @@ def _micros(moment: dt.datetime) -> int:
     return (moment - _EPOCH) // _MICROSECOND
 
 
+def _moment(micros: int) -> dt.datetime:
+    return _EPOCH + dt.timedelta(microseconds=micros)
+
+
 class _RowDecoder:
     """Turns rows into RecordedEvents; events of one commit share a timestamp, so the last
     datetime built is reused."""
@@ -86,7 +96,7 @@ class _RowDecoder:
         events = []
         for id_, stream, version, position, type_, data, metadata, recorded in rows:
             if recorded != self._micros:
-                self._micros, self._moment = recorded, _EPOCH + dt.timedelta(microseconds=recorded)
+                self._micros, self._moment = recorded, _moment(recorded)
             events.append(
                 RecordedEvent(
                     decode_id(id_),
@@ -214,13 +224,9 @@ class SQLiteStore(EventStore):
 
     # -- writes -----------------------------------------------------------------------------
 
-    async def _append(
-        self, stream: str, events: list[PreparedEvent], expected: ExpectedVersion
-    ) -> AppendResult:
-        result: AppendResult = await self._submit(
-            functools.partial(AppendRequest, stream, events, expected)
-        )
-        return result
+    async def _append_many(self, appends: list[PreparedAppend]) -> list[AppendResult]:
+        results: list[AppendResult] = await self._submit(functools.partial(AppendRequest, appends))
+        return results
 
     async def _delete(self, stream: str, expected: ExpectedVersion, hard: bool) -> None:
         def run(conn: sqlite3.Connection) -> None:
@@ -232,6 +238,7 @@ class SQLiteStore(EventStore):
                     " ON CONFLICT (stream) DO UPDATE SET state = ?2",
                     (stream, TOMBSTONED),
                 )
+                conn.execute("DELETE FROM snapshots WHERE stream = ?", (stream,))  # unreachable
             elif last is not None and state != SOFT_DELETED:
                 conn.execute(
                     "INSERT INTO streams (stream, state, truncate_before) VALUES (?1, ?2, ?3)"
@@ -257,7 +264,50 @@ class SQLiteStore(EventStore):
 
         await self._write(run)
 
+    async def _save_snapshot(self, snapshot: PreparedSnapshot, recorded_at: dt.datetime) -> None:
+        stream, snapshot_version = snapshot.stream, snapshot.snapshot_version
+
+        def run(conn: sqlite3.Connection) -> None:
+            stream_state(conn, stream)  # raises StreamDeleted before anything is written
+            conn.execute(
+                "INSERT INTO snapshots (stream, snapshot_version, version, state, recorded_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (stream, snapshot_version, version)"
+                " DO UPDATE SET state = excluded.state, recorded_at = excluded.recorded_at",
+                (stream, snapshot_version, snapshot.version, snapshot.state, _micros(recorded_at)),
+            )
+            conn.execute(  # retention: below the newest SNAPSHOTS_KEPT versions (none if fewer)
+                "DELETE FROM snapshots WHERE stream = ?1 AND snapshot_version = ?2"
+                " AND version < (SELECT version FROM snapshots"
+                "  WHERE stream = ?1 AND snapshot_version = ?2"
+                "  ORDER BY version DESC LIMIT 1 OFFSET ?3)",
+                (stream, snapshot_version, rules.SNAPSHOTS_KEPT - 1),
+            )
+
+        await self._write(run)
+
     # -- reads ------------------------------------------------------------------------------
+
+    async def _load_snapshot(
+        self, stream: str, snapshot_version: int, max_version: int
+    ) -> Snapshot | None:
+        def run(conn: sqlite3.Connection) -> tuple[int, str, int] | None:
+            metadata = _read_rules(conn, stream)
+            lowest = 0 if metadata is None else rules.lowest_snapshot_version(metadata)
+            row: tuple[int, str, int] | None = conn.execute(
+                "SELECT version, state, recorded_at FROM snapshots"
+                " WHERE stream = ? AND snapshot_version = ? AND version <= ? AND version >= ?"
+                " ORDER BY version DESC LIMIT 1",
+                (stream, snapshot_version, max_version, lowest),
+            ).fetchone()
+            return row
+
+        row: tuple[int, str, int] | None = await self._read(run)
+        if row is None:
+            return None
+        version, state, recorded_at = row
+        return Snapshot(
+            stream, version, snapshot_version, msgspec.json.decode(state), _moment(recorded_at)
+        )
 
     async def _get_metadata(self, stream: str) -> StreamMetadata:
         def run(conn: sqlite3.Connection) -> StreamMetadata:
@@ -278,6 +328,16 @@ class SQLiteStore(EventStore):
         result: int | None = await self._read(run)
         return result
 
+    async def _find_event(self, event_id: uuid.UUID) -> RecordedEvent | None:
+        def run(conn: sqlite3.Connection) -> RecordedEvent | None:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM events WHERE id = ?", (event_id.bytes,)
+            ).fetchall()
+            return self._decode(rows)[0] if rows else None
+
+        found: RecordedEvent | None = await self._read(run)
+        return found
+
     async def _last_position(self) -> int:
         result: int = await self._read(_head)
         return result
@@ -288,15 +348,9 @@ class SQLiteStore(EventStore):
         now = self.clock()
 
         def run(conn: sqlite3.Connection) -> list[RecordedEvent]:
-            rule = conn.execute(
-                "SELECT state, truncate_before, max_count, max_age FROM streams WHERE stream = ?",
-                (stream,),
-            ).fetchone()
+            metadata = _read_rules(conn, stream)
             first, oldest = 0, -1
-            if rule is not None:
-                if rule[0] == TOMBSTONED:
-                    raise StreamDeleted(stream)
-                metadata = StreamMetadata(*rule[1:])
+            if metadata is not None:
                 last = conn.execute(
                     "SELECT max(version) FROM events WHERE stream = ?", (stream,)
                 ).fetchone()[0]
@@ -341,6 +395,19 @@ class SQLiteStore(EventStore):
 
         result: tuple[list[RecordedEvent], int] = await self._read(run)
         return result
+
+
+def _read_rules(conn: sqlite3.Connection, stream: str) -> StreamMetadata | None:
+    """The stream's read rules, None if it has no row (most streams); raises if tombstoned."""
+    row = conn.execute(
+        "SELECT state, truncate_before, max_count, max_age FROM streams WHERE stream = ?",
+        (stream,),
+    ).fetchone()
+    if row is None:
+        return None
+    if row[0] == TOMBSTONED:
+        raise StreamDeleted(stream)
+    return StreamMetadata(*row[1:])
 
 
 def _head(conn: sqlite3.Connection) -> int:

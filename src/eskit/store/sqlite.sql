@@ -29,3 +29,16 @@ CREATE TABLE IF NOT EXISTS streams (
     max_count       INTEGER,                     -- only the newest n events are visible
     max_age         REAL                         -- seconds; older events are hidden
 ) WITHOUT ROWID;
+
+-- Snapshots of aggregate state, beside the streams they fold (save_snapshot/load_snapshot).
+-- Only the newest 5 per (stream, snapshot_version) are kept (rules.SNAPSHOTS_KEPT): saving
+-- deletes older ones. A tombstone deletes a stream's snapshots. A rowid table, not WITHOUT
+-- ROWID: a state may be up to 1 MiB, far beyond the small rows WITHOUT ROWID suits.
+CREATE TABLE IF NOT EXISTS snapshots (
+    stream           TEXT    NOT NULL,  -- stream name, 1-200 characters
+    snapshot_version INTEGER NOT NULL,  -- schema number of the state, chosen by the aggregate
+    version          INTEGER NOT NULL,  -- last stream version folded into the state
+    state            TEXT    NOT NULL,  -- JSON object
+    recorded_at      INTEGER NOT NULL,  -- microseconds since 1970-01-01 UTC
+    PRIMARY KEY (stream, snapshot_version, version)
+);

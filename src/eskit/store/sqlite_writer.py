@@ -4,9 +4,12 @@ Every write is queued to one thread that owns the only write connection. It take
 requests waiting in its queue (up to ``max_batch``) and runs them in one ``BEGIN IMMEDIATE``
 transaction with a single COMMIT, so concurrent callers share one fsync. Each request is
 checked on its own (tombstone, idempotent retry, expected version) against the stream heads
-as they stand inside the group, so a conflict fails that request alone. Rows of all
-accepted appends are inserted with one ``executemany``. Callers are answered only after
-COMMIT returned; if the transaction fails, every caller of the group gets the error.
+as they stand inside the group, so a conflict fails that request alone. A request may append
+to several streams (``append_many``; ``append`` is the case of one): all its parts are
+checked before any of their rows is queued, so a refused request leaves nothing in the
+group. Rows of all accepted appends are inserted with one ``executemany``. Callers are
+answered only after COMMIT returned; if the transaction fails, every caller of the group
+gets the error.
 """
 
 from __future__ import annotations
@@ -21,11 +24,13 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Literal
 
+import msgspec
+
 from eskit.errors import StoreError, StreamDeleted
 from eskit.store import rules
 from eskit.store.ids import new_event_ids
-from eskit.store.model import AppendResult, ExpectedVersion
-from eskit.store.rules import ExistingEvent, PreparedEvent
+from eskit.store.model import AppendResult
+from eskit.store.rules import ExistingEvent, PreparedAppend
 
 Synchronous = Literal["FULL", "NORMAL"]
 
@@ -72,20 +77,21 @@ class Request:
 
 
 class AppendRequest(Request):
-    """An append, validated and encoded by the caller. The writer gives it ids and a time."""
+    """Appends to distinct streams, validated and encoded by the caller, written all or none.
 
-    __slots__ = ("events", "expected", "stream")
+    The writer gives them ids and a time; the outcome is a list of one AppendResult each.
+    """
+
+    __slots__ = ("appends",)
 
     def __init__(
         self,
-        stream: str,
-        events: list[PreparedEvent],
-        expected: ExpectedVersion,
+        appends: list[PreparedAppend],
         loop: asyncio.AbstractEventLoop,
         future: asyncio.Future[Any],
     ) -> None:
         super().__init__(loop, future)
-        self.stream, self.events, self.expected = stream, events, expected
+        self.appends = appends
 
 
 class Operation(Request):
@@ -118,8 +124,21 @@ class _WroteThenFailed(Exception):
         self.error = error
 
 
+class _Write(msgspec.Struct, frozen=True, gc=False):
+    """One part of a request that passed its checks: the rows it will insert."""
+
+    append: PreparedAppend
+    ids: list[bytes]
+    first: int  # version of its first event
+    revives: bool  # the stream was soft-deleted
+
+
+Checked = AppendResult | _Write
+"""A part that is a retry (its original result) or a new append (what to write)."""
+
+
 class _AppendGroup:
-    """The appends of one transaction: checked one by one, inserted together."""
+    """The appends of one transaction: checked request by request, inserted together."""
 
     def __init__(
         self, conn: sqlite3.Connection, outcomes: list[Outcome], recorded_at: int, new_ids: int
@@ -130,7 +149,7 @@ class _AppendGroup:
         self.fresh_ids = iter(new_event_ids(new_ids))  # drawn for the group at once
         self.heads: dict[str, tuple[int | None, int]] = {}
         self.rows: list[tuple[Any, ...]] = []
-        self.pending: list[tuple[AppendRequest, int]] = []
+        self.pending: list[tuple[AppendRequest, list[Checked]]] = []
         self.revived: list[str] = []
 
     def load_heads(self, streams: Sequence[str]) -> None:
@@ -151,34 +170,45 @@ class _AppendGroup:
                 self.heads[stream] = (last, LIVE if state is None else state)
 
     def add(self, request: AppendRequest) -> None:
-        """Check one append against the heads as they stand in this group; queue its rows."""
+        """Check every part of a request against the heads as they stand in this group (the
+        streams of one request are distinct, so no part can affect another); only if all
+        pass, queue their rows and move the heads."""
         try:
-            last, state = self.heads.get(request.stream) or self._head(request.stream)
-            if state == TOMBSTONED:
-                raise StreamDeleted(request.stream)
-            ids = [next(self.fresh_ids) if e.id is None else e.id.bytes for e in request.events]
-            if any(e.id is not None for e in request.events):
-                self.flush()  # retries of this very group's appends must be visible
-                existing = _existing(self.conn, ids)
-                replayed = rules.replayed_append(request.stream, request.expected, existing)
-                if replayed is not None:
-                    self.outcomes.append((request, replayed, None))
-                    return
-            actual = None if state == SOFT_DELETED else last
-            rules.check_version_matches(request.stream, request.expected, actual)
+            parts = list(map(self._check, request.appends))
+        except _WroteThenFailed:
+            raise  # an earlier request's rows failed to insert: not this request's fault
         except Exception as error:
             self.outcomes.append((request, None, error))
             return
-        first = 0 if last is None else last + 1
-        stream, category, at = request.stream, rules.category(request.stream), self.recorded_at
+        for part in parts:
+            if isinstance(part, _Write):
+                self._queue(part)
+        self.pending.append((request, parts))
+
+    def _check(self, append: PreparedAppend) -> Checked:
+        """Tombstone, idempotent retry, then expected version; changes nothing."""
+        stream, events, expected = append.stream, append.events, append.expected
+        last, state = self.heads.get(stream) or self._head(stream)
+        if state == TOMBSTONED:
+            raise StreamDeleted(stream)
+        ids = [next(self.fresh_ids) if e.id is None else e.id.bytes for e in events]
+        if any(e.id is not None for e in events):
+            self.flush()  # retries of this very group's appends must be visible
+            replayed = rules.replayed_append(stream, expected, _existing(self.conn, ids))
+            if replayed is not None:
+                return replayed
+        rules.check_version_matches(stream, expected, None if state == SOFT_DELETED else last)
+        return _Write(append, ids, 0 if last is None else last + 1, state == SOFT_DELETED)
+
+    def _queue(self, write: _Write) -> None:
+        stream, events = write.append.stream, write.append.events
+        category, at, first = rules.category(stream), self.recorded_at, write.first
         self.rows += [
             (id_, stream, category, first + i, e.type, e.data, e.metadata, at)
-            for i, (id_, e) in enumerate(zip(ids, request.events, strict=True))
+            for i, (id_, e) in enumerate(zip(write.ids, events, strict=True))
         ]
-        new_last = first + len(request.events) - 1
-        self.heads[stream] = (new_last, LIVE)
-        self.pending.append((request, new_last))
-        if state == SOFT_DELETED:
+        self.heads[stream] = (first + len(events) - 1, LIVE)
+        if write.revives:
             self.revived.append(stream)
 
     def _head(self, stream: str) -> tuple[int | None, int]:
@@ -190,23 +220,29 @@ class _AppendGroup:
         return head
 
     def flush(self) -> None:
-        """Insert the queued rows; positions follow in insertion order under the write lock."""
-        if not self.rows:
-            return
-        try:
-            self.conn.executemany(_INSERT, self.rows)
-            self.conn.executemany(
-                "UPDATE streams SET state = 0 WHERE stream = ?", [(s,) for s in self.revived]
-            )
-        except Exception as error:
-            raise _WroteThenFailed(error) from error
-        position: int = self.conn.execute("SELECT last_insert_rowid()").fetchone()[0]
-        position -= len(self.rows)
-        for request, last_version in self.pending:
-            position += len(request.events)
-            self.outcomes.append(
-                (request, AppendResult(last_version, position, len(request.events)), None)
-            )
+        """Insert the queued rows and answer their requests; positions follow in insertion
+        order under the write lock."""
+        position = 0
+        if self.rows:
+            try:
+                self.conn.executemany(_INSERT, self.rows)
+                self.conn.executemany(
+                    "UPDATE streams SET state = 0 WHERE stream = ?", [(s,) for s in self.revived]
+                )
+            except Exception as error:
+                raise _WroteThenFailed(error) from error
+            position = self.conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+            position -= len(self.rows)
+        for request, parts in self.pending:
+            results: list[AppendResult] = []
+            for part in parts:
+                if isinstance(part, AppendResult):  # a retry: its original result
+                    results.append(part)
+                    continue
+                count = len(part.ids)
+                position += count
+                results.append(AppendResult(part.first + count - 1, position, count))
+            self.outcomes.append((request, results, None))
         self.rows, self.pending, self.revived = [], [], []
 
 
@@ -308,10 +344,10 @@ class Writer(threading.Thread):
         outcomes: list[Outcome] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            requests = [r for r in batch if isinstance(r, AppendRequest)]
-            new_ids = sum(e.id is None for r in requests for e in r.events)
+            parts = [a for r in batch if isinstance(r, AppendRequest) for a in r.appends]
+            new_ids = sum(e.id is None for a in parts for e in a.events)
             appends = _AppendGroup(conn, outcomes, self.clock(), new_ids)
-            appends.load_heads(list({r.stream: None for r in requests}))
+            appends.load_heads(list({a.stream: None for a in parts}))
             for request in batch:
                 if isinstance(request, AppendRequest):
                     appends.add(request)

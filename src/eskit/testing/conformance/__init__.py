@@ -16,8 +16,9 @@ drift apart. Subclass ``EventStoreConformance`` in a test module and say how to 
 (``clock=``, ``max_event_size=``) to the backend. The suite needs pytest, anyio's pytest
 plugin and hypothesis (eskit's ``dev`` extra).
 
-The tests live in one mixin per area (``appends``, ``reads``, ``subscriptions``,
-``lifecycle``, ``validation``); ``helpers`` holds what they share, ``model`` the model test.
+The tests live in one mixin per area (``appends``, ``multi``, ``reads``, ``subscriptions``,
+``lifecycle``, ``snapshots``, ``validation``); ``helpers`` holds what they share, ``model``
+the model test.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from __future__ import annotations
 from eskit.testing.conformance.appends import AppendConformance
 from eskit.testing.conformance.lifecycle import LifecycleConformance
 from eskit.testing.conformance.model import store_model_test
+from eskit.testing.conformance.multi import MultiAppendConformance
 from eskit.testing.conformance.reads import ReadConformance
+from eskit.testing.conformance.snapshots import SnapshotConformance
 from eskit.testing.conformance.subscriptions import SubscriptionConformance
 from eskit.testing.conformance.validation import ValidationConformance
 
@@ -33,18 +36,20 @@ __all__ = ["EventStoreConformance", "store_model_test"]
 
 
 # pytest collects inherited tests in reverse MRO order, so the areas are listed last first:
-# the suite runs appends, reads, subscriptions, lifecycle, validation.
+# the suite runs appends, multi, reads, subscriptions, lifecycle, snapshots, validation.
 class EventStoreConformance(
     ValidationConformance,
+    SnapshotConformance,
     LifecycleConformance,
     SubscriptionConformance,
     ReadConformance,
+    MultiAppendConformance,
     AppendConformance,
 ):
     """The event store contract as tests; subclass it once per backend.
 
     Every test gets a fresh store from ``make_store``; tests that need options (a clock,
     a size limit) open their own. Test names say the scenario, area first: expected_version,
-    concurrent, idempotent, append, read_stream, read_all, subscribe, delete, tombstone,
-    metadata, invalid, hostile, lifecycle.
+    concurrent, idempotent, append, append_many, read_stream, read_all, subscribe, delete,
+    tombstone, metadata, lifecycle, snapshot, invalid, hostile.
     """

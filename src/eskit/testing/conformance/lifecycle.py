@@ -10,7 +10,7 @@ import pytest
 
 from eskit.errors import StoreClosed, StreamDeleted, WrongExpectedVersion
 from eskit.store.base import EventStore
-from eskit.store.model import NO_STREAM, STREAM_EXISTS, StreamMetadata
+from eskit.store.model import NO_STREAM, STREAM_EXISTS, Append, Snapshot, StreamMetadata
 from eskit.testing.conformance.helpers import (
     SMALL_PAGE,
     ConformanceBase,
@@ -386,6 +386,12 @@ class LifecycleConformance(ConformanceBase):
             await store.set_stream_metadata("order-1", StreamMetadata(max_count=1))
         with pytest.raises(StoreClosed):
             await store.get_stream_metadata("order-1")
+        with pytest.raises(StoreClosed):
+            await store.append_many([Append("order-1", [new()])])
+        with pytest.raises(StoreClosed):
+            await store.save_snapshot(Snapshot("order-1", 0, 1, {}))
+        with pytest.raises(StoreClosed):
+            await store.load_snapshot("order-1", 1)
 
     async def test_lifecycle_reopened_store_keeps_its_events(self, tmp_path: Path) -> None:
         store = self.make_store(tmp_path)

@@ -30,6 +30,7 @@ from eskit.store.model import (
     ANY,
     NO_STREAM,
     STREAM_EXISTS,
+    Append,
     AppendResult,
     ExpectedVersion,
     NewEvent,
@@ -102,24 +103,45 @@ class _Model:
     def append(
         self, stream: str, events: Sequence[NewEvent], expected: ExpectedVersion
     ) -> AppendResult:
-        given = [e.id for e in events if e.id is not None]
-        if len(given) != len(set(given)):
-            raise ValueError("duplicate id in one batch")
+        return self.append_many([(stream, events, expected)])[0]
+
+    def append_many(
+        self, appends: Sequence[tuple[str, Sequence[NewEvent], ExpectedVersion]]
+    ) -> list[AppendResult]:
+        """Check every append, then write those that are not retries; all or nothing."""
+        streams = [stream for stream, _, _ in appends]
+        given = [e.id for _, events, _ in appends for e in events if e.id is not None]
+        if len(given) != len(set(given)) or len(streams) != len(set(streams)):
+            raise ValueError("duplicate id or stream in one call")
+        retries = [self._retried(*append) for append in appends]
+        return [
+            self._write(stream, events) if retry is None else retry
+            for (stream, events, _), retry in zip(appends, retries, strict=True)
+        ]
+
+    def _retried(
+        self, stream: str, events: Sequence[NewEvent], expected: ExpectedVersion
+    ) -> AppendResult | None:
+        """The original result if this is a retry, None if it is new; raises if refused."""
         state = self._live(stream)
         found = [self.ids.get(e.id) if e.id is not None else None for e in events]
         earlier = [w for w in found if w is not None]
-        if earlier:
-            # A retry is the very same batch, in this stream, in order, at the same place.
-            first = earlier[0].version
-            if (
-                len(earlier) != len(events)
-                or any(w.stream != stream for w in earlier)
-                or [w.version for w in earlier] != list(range(first, first + len(events)))
-                or (isinstance(expected, int) and first != expected + 1)
-            ):
-                raise IdempotencyConflict(stream, "ids clash")
-            return AppendResult(earlier[-1].version, earlier[-1].position, len(events))
-        self._check(stream, expected, state.version)
+        if not earlier:
+            self._check(stream, expected, state.version)
+            return None
+        # A retry is the very same batch, in this stream, in order, at the same place.
+        first = earlier[0].version
+        if (
+            len(earlier) != len(events)
+            or any(w.stream != stream for w in earlier)
+            or [w.version for w in earlier] != list(range(first, first + len(events)))
+            or (isinstance(expected, int) and first != expected + 1)
+        ):
+            raise IdempotencyConflict(stream, "ids clash")
+        return AppendResult(earlier[-1].version, earlier[-1].position, len(events))
+
+    def _write(self, stream: str, events: Sequence[NewEvent]) -> AppendResult:
+        state = self.streams[stream]
         state.deleted = False
         next_version = state.events[-1].version + 1 if state.events else 0
         for offset, event in enumerate(events):
@@ -218,6 +240,15 @@ _EXPECTED = st.one_of(
 
 Batch = tuple[str, tuple[NewEvent, ...]]
 
+
+_MANY_PART = st.tuples(
+    st.sampled_from(["new", "new_with_ids", "again_earlier"]),
+    st.sampled_from(_MODEL_STREAMS),
+    st.integers(1, 3),
+    _EXPECTED,
+    st.integers(0, 1000),
+)
+"""One part of an append_many: (kind, stream, size, expected, which earlier batch)."""
 
 _GROUPED_APPEND = st.tuples(
     st.sampled_from(["new", "new_with_ids", "again_in_group", "again_earlier"]),
@@ -366,6 +397,25 @@ def store_model_test(
             stored = self.runner.run(race())
             modelled = [_model_outcome(functools.partial(self.model.append, *c)) for c in calls]
             assert stored == modelled, calls
+
+        @rule(target=batches, parts=st.lists(_MANY_PART, min_size=1, max_size=4))
+        def append_many(self, parts: list[tuple[str, str, int, object, int]]) -> object:
+            """Several streams at once: retries of earlier batches among new appends, and
+            now and then a stream or id twice (refused as a whole)."""
+            appends: list[tuple[str, tuple[NewEvent, ...], ExpectedVersion]] = []
+            for kind, stream, size, expected, which in parts:
+                if kind == "again_earlier" and self.sent:
+                    stream, events = self.sent[which % len(self.sent)]
+                else:
+                    events = self._events(size, "Created", with_ids=kind != "new")
+                appends.append((stream, events, self._resolve(stream, expected)))
+            self.sent += [(stream, events) for stream, events, _ in appends]
+            model = _model_outcome(lambda: self.model.append_many(appends))
+            store = self._store_outcome(
+                lambda: self.store.append_many([Append(*append) for append in appends])
+            )
+            assert store == model, appends
+            return multiple(*((s, e) for s, e, _ in appends if e[0].id is not None))
 
         @rule(
             stream=st.sampled_from(_MODEL_STREAMS),

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
+
+import pytest
+
 from eskit.store.base import EventStore
 from eskit.testing.conformance.helpers import (
     SMALL_PAGE,
@@ -25,6 +29,29 @@ async def _append_interleaved(store: EventStore) -> None:
 
 class ReadConformance(ConformanceBase):
     """read_stream, read_all, last_position and stream_version."""
+
+    # == find_event =========================================================================
+
+    async def test_find_event_returns_the_event_with_that_id(self, store: EventStore) -> None:
+        await store.append("order-1", numbered(3))
+        wanted = (await collect(store.read_stream("order-1")))[1]
+        assert await store.find_event(wanted.id) == wanted
+
+    async def test_find_event_of_an_unknown_id_is_none(self, store: EventStore) -> None:
+        await store.append("order-1", numbered(1))
+        assert await store.find_event(uuid.uuid4()) is None
+
+    async def test_find_event_still_finds_events_hidden_from_their_stream(
+        self, store: EventStore
+    ) -> None:
+        await store.append("order-1", numbered(2))
+        first = (await collect(store.read_stream("order-1")))[0]
+        await store.delete_stream("order-1")
+        assert await store.find_event(first.id) == first
+
+    async def test_find_event_refuses_what_is_not_a_uuid(self, store: EventStore) -> None:
+        with pytest.raises(ValueError):
+            await store.find_event(str(uuid.uuid4()))  # type: ignore[arg-type]
 
     # == read_stream ========================================================================
 

@@ -10,7 +10,7 @@ import pytest
 
 from eskit.errors import StreamDeleted
 from eskit.store.base import EventStore
-from eskit.store.model import NO_STREAM, NewEvent, StreamMetadata
+from eskit.store.model import NO_STREAM, Append, NewEvent, Snapshot, StreamMetadata
 from eskit.testing.conformance.helpers import (
     HOSTILE_NAMES,
     INVALID_NAMES,
@@ -50,6 +50,12 @@ class ValidationConformance(ConformanceBase):
             await store.set_stream_metadata(bad, StreamMetadata(max_count=1))
         with pytest.raises(ValueError):
             await store.get_stream_metadata(bad)
+        with pytest.raises(ValueError):
+            await store.append_many([Append(bad, [new()])])
+        with pytest.raises(ValueError):
+            await store.save_snapshot(Snapshot(bad, 0, 1, {}))
+        with pytest.raises(ValueError):
+            await store.load_snapshot(bad, 1)
         assert await store.last_position() == 0
 
     @pytest.mark.parametrize("name", list(INVALID_NAMES))

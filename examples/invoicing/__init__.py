@@ -1,0 +1,1 @@
+"""The invoicing example: the system eskit sets out to build, small enough to read."""

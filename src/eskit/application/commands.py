@@ -1,0 +1,302 @@
+"""Command handling: load, decide, append with the expected version, retry on conflict.
+
+One engine for both styles. A handler receives the command and the aggregate's state and
+either returns the new events (decider style) or calls command methods on an ``Aggregate``,
+which records them. The bus then appends them with the version it loaded; on
+``WrongExpectedVersion`` it reloads and decides again, a bounded number of times with
+jittered backoff, then raises ``ConcurrencyError``.
+
+Idempotency: with a ``command_id``, event ids are derived from it (uuid5), and a command
+already handled returns its original result without deciding again, so a client may safely
+retry after a lost reply. Every event gets ``correlation_id`` (flows through a whole chain),
+``causation_id`` (the command, or the event, that caused it) and the command's type in its
+metadata.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import random
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Generic, TypeAlias, TypeVar
+
+from eskit.application.repository import Loaded, Repository
+from eskit.domain.aggregate import Aggregate, decided_events
+from eskit.domain.events import EventRegistry
+from eskit.domain.model import Decider, Model
+from eskit.errors import ConcurrencyError, DomainError, IdempotencyConflict, WrongExpectedVersion
+from eskit.store.base import EventStore
+from eskit.store.model import ANY, ExpectedVersion
+
+C = TypeVar("C")
+S = TypeVar("S")
+
+COMMAND_NAMESPACE = uuid.UUID("6f2c7d9e-58a4-4d8b-9a57-0c3f5e0e7a11")
+"""Namespace of the event ids derived from command ids (never change it)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CommandContext:
+    """Who and what a command belongs to; middleware may add to ``metadata``."""
+
+    command: object
+    command_id: uuid.UUID
+    correlation_id: str
+    causation_id: str
+    metadata: dict[str, Any]
+    idempotent: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AlsoAppend:
+    """Part of a decision: typed events for another stream, appended in the same atomic
+    transaction as the aggregate's own events (for invariants that span aggregates, e.g.
+    claiming ``email-<address>`` with ``NO_STREAM`` so an e-mail is used once).
+
+    A conflict on such a stream is not retried: it is raised as ``WrongExpectedVersion``.
+    """
+
+    stream: str
+    events: Sequence[object]
+    expected_version: ExpectedVersion = ANY
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CommandResult:
+    """What a command did: the events it appended (none if it decided nothing)."""
+
+    stream: str
+    version: int | None
+    position: int | None
+    events: list[Any]
+    replayed: bool = False
+    """True when the command had been handled before and this is the original result."""
+
+
+Handler: TypeAlias = Callable[[Any, Any], Any]
+Middleware: TypeAlias = Callable[
+    [CommandContext, Callable[[CommandContext], Awaitable[CommandResult]]],
+    Awaitable[CommandResult],
+]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Route(Generic[S]):
+    repository: Repository[S]
+    aggregate_id: Callable[[Any], str]
+    handle: Handler
+
+
+class CommandBus:
+    """Routes commands to handlers and runs them against the event store."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        events: EventRegistry,
+        *,
+        max_attempts: int = 5,
+        backoff: float = 0.002,
+        middleware: Sequence[Middleware] = (),
+    ) -> None:
+        self.store = store
+        self.events = events
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+        self.middleware = list(middleware)
+        self._routes: dict[type[Any], _Route[Any]] = {}
+        self._repositories: dict[int, Repository[Any]] = {}
+
+    def register(
+        self,
+        command_type: type[C],
+        target: Model[Any] | type[Aggregate],
+        *,
+        aggregate_id: Callable[[C], str],
+        handle: Handler | None = None,
+    ) -> None:
+        """Route ``command_type`` to the aggregate ``target`` (a Decider, Model or Aggregate
+        class) whose id ``aggregate_id(command)`` gives.
+
+        ``handle(command, state)`` returns the new events or, for an Aggregate, calls its
+        command methods; it may be async. A Decider's ``decide`` is the default handler.
+        """
+        if command_type in self._routes:
+            raise ValueError(f"{command_type.__qualname__} already has a handler")
+        model = target.model() if isinstance(target, type) else target
+        if handle is None:
+            if not isinstance(model, Decider):
+                raise TypeError(f"{command_type.__qualname__}: give `handle=` (no Decider to use)")
+            handle = model.decide
+        self._routes[command_type] = _Route(self.repository(model), aggregate_id, handle)
+
+    def handles(
+        self,
+        command_type: type[C],
+        target: Model[Any] | type[Aggregate],
+        *,
+        aggregate_id: Callable[[C], str],
+    ) -> Callable[[Handler], Handler]:
+        """Decorator form of ``register``."""
+
+        def add(handle: Handler) -> Handler:
+            self.register(command_type, target, aggregate_id=aggregate_id, handle=handle)
+            return handle
+
+        return add
+
+    def repository(self, model: Model[S]) -> Repository[S]:
+        """The repository the bus uses for ``model`` (one per model, shared)."""
+        repository = self._repositories.get(id(model))
+        if repository is None:
+            repository = self._repositories[id(model)] = Repository(self.store, self.events, model)
+        return repository
+
+    async def send(
+        self,
+        command: object,
+        *,
+        command_id: uuid.UUID | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> CommandResult:
+        """Handle ``command`` and return what it appended.
+
+        Give ``command_id`` (e.g. from the client's request) to make retries safe; give the
+        ``correlation_id``/``causation_id`` of the event that caused the command when a
+        process reacts to events. Raises the handler's own errors, ``ConcurrencyError``
+        after ``max_attempts`` conflicts, and ``DomainError`` for an unknown command.
+        """
+        if type(command) not in self._routes:
+            raise DomainError(f"no handler for command {type(command).__qualname__}")
+        idempotent = command_id is not None
+        the_id = command_id if command_id is not None else uuid.uuid4()
+        context = CommandContext(
+            command=command,
+            command_id=the_id,
+            correlation_id=correlation_id or str(the_id),
+            causation_id=causation_id or str(the_id),
+            metadata=dict(metadata or {}),
+            idempotent=idempotent,
+        )
+        run: Callable[[CommandContext], Awaitable[CommandResult]] = self._run
+        for middleware in reversed(self.middleware):
+            run = _wrap(middleware, run)
+        return await run(context)
+
+    async def _run(self, context: CommandContext) -> CommandResult:
+        route = self._routes[type(context.command)]
+        repository = route.repository
+        aggregate_id = route.aggregate_id(context.command)
+        stream = repository.stream(aggregate_id)
+        for attempt in range(1, self.max_attempts + 1):
+            loaded = await repository.load(aggregate_id, missing_ok=True)
+            if context.idempotent:  # checked after loading: a racing original is then seen
+                earlier = await self._earlier_result(stream, context)
+                if earlier is not None:
+                    return earlier
+            decision = await _decide(route.handle, context.command, loaded)
+            events = [e for e in decision if not isinstance(e, AlsoAppend)]
+            others = [
+                (o.stream, o.events, o.expected_version)
+                for o in decision
+                if isinstance(o, AlsoAppend)
+            ]
+            if not events and not others:
+                return CommandResult(stream, loaded.version, None, [])
+            state = (
+                loaded.state
+                if isinstance(loaded.state, Aggregate)  # its methods applied the events
+                else repository.model.replay(events, loaded.state)
+            )
+            try:
+                result = await repository.save(
+                    aggregate_id,
+                    events,
+                    loaded.expected_version,
+                    metadata=_metadata(context),
+                    ids=_event_ids(context, len(events) + sum(len(o[1]) for o in others)),
+                    state=state,
+                    also=others,
+                )
+            except WrongExpectedVersion as conflict:
+                if conflict.stream != stream:
+                    raise  # another stream's rule (e.g. an e-mail already claimed): no retry
+            except IdempotencyConflict:
+                pass  # the same command ran concurrently: the next attempt replays it
+            else:
+                if result is None:  # only other streams were written
+                    return CommandResult(stream, loaded.version, None, [])
+                return CommandResult(stream, result.last_version, result.last_position, events)
+            if attempt == self.max_attempts:
+                raise ConcurrencyError(stream, attempt)
+            await asyncio.sleep(min(1.0, random.uniform(0, self.backoff * 2**attempt)))
+        raise AssertionError("unreachable")
+
+    async def _earlier_result(self, stream: str, context: CommandContext) -> CommandResult | None:
+        """The original result of this command if it ran before (its first event exists).
+
+        Events are found by their derived ids, so the result is found even when the stream
+        has since hidden them (deleted, truncated). A command id reused for another kind of
+        command raises ``IdempotencyConflict`` rather than replaying someone else's result.
+        """
+        command_id = context.command_id
+        first = await self.store.find_event(_event_id(command_id, 0))
+        if first is None:
+            return None
+        used_by = first.metadata.get("command")
+        if used_by != type(context.command).__qualname__:
+            raise IdempotencyConflict(
+                stream, f"command id {command_id} was already used by {used_by} on {first.stream}"
+            )
+        if first.stream != stream:  # it only wrote other streams
+            return CommandResult(stream, None, None, [], replayed=True)
+        recorded = [first]
+        while (found := await self.store.find_event(_event_id(command_id, len(recorded)))) and (
+            found.stream == stream
+        ):
+            recorded.append(found)
+        typed = [e for r in recorded for e in self.events.decode(r)]
+        last = recorded[-1]
+        return CommandResult(stream, last.version, last.position, typed, replayed=True)
+
+
+async def _decide(handle: Handler, command: object, loaded: Loaded[Any]) -> list[Any]:
+    """Run a handler (sync or async); an Aggregate's recorded events are its decision."""
+    decision = handle(command, loaded.state)
+    if inspect.isawaitable(decision):
+        decision = await decision
+    return decided_events(loaded.state, decision)
+
+
+def _event_id(command_id: uuid.UUID, index: int) -> uuid.UUID:
+    return uuid.uuid5(COMMAND_NAMESPACE, f"{command_id}:{index}")
+
+
+def _event_ids(context: CommandContext, count: int) -> list[uuid.UUID] | None:
+    if not context.idempotent:
+        return None
+    return [_event_id(context.command_id, i) for i in range(count)]
+
+
+def _metadata(context: CommandContext) -> dict[str, Any]:
+    return {
+        **context.metadata,
+        "correlation_id": context.correlation_id,
+        "causation_id": context.causation_id,
+        "command": type(context.command).__qualname__,
+        "command_id": str(context.command_id),
+    }
+
+
+def _wrap(
+    middleware: Middleware, call_next: Callable[[CommandContext], Awaitable[CommandResult]]
+) -> Callable[[CommandContext], Awaitable[CommandResult]]:
+    async def run(context: CommandContext) -> CommandResult:
+        return await middleware(context, call_next)
+
+    return run

@@ -1,0 +1,167 @@
+"""Typed events: a registry of stable type names and schema versions, and the codec.
+
+An event class is registered under a name and a version that are stored with each event,
+never under its module path, so classes can move and be renamed freely. Old versions are
+brought up to date at read time by upcasters (``eskit.domain.upcasting``); stored events are
+never rewritten.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Iterable
+from typing import Any, Final, TypeVar
+
+import msgspec
+
+from eskit.domain.upcasting import Upcasters
+from eskit.errors import UnknownEventType, UnsupportedEventVersion
+from eskit.store import rules
+from eskit.store.model import JSONObject, RecordedEvent
+
+E = TypeVar("E")
+
+SCHEMA_VERSION: Final = "schema_version"
+"""The metadata key holding the schema version an event was written with (1 if absent)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EventType:
+    """How one event class is stored: its name, schema version and codec."""
+
+    name: str
+    version: int
+    cls: type[Any]
+    encode: Callable[[Any], JSONObject]
+    decode: Callable[[JSONObject], Any]
+
+
+class EventRegistry:
+    """Event classes by stable name and version, and the upcasters for their old versions.
+
+    Register dataclasses, msgspec Structs or pydantic models::
+
+        events = EventRegistry()
+
+        @events.register("InvoiceCreated", version=2)
+        @dataclass(frozen=True)
+        class InvoiceCreated:
+            invoice_id: str
+            currency: str
+    """
+
+    def __init__(self) -> None:
+        self._by_class: dict[type[Any], EventType] = {}
+        self._by_name: dict[str, EventType] = {}
+        self.upcasters = Upcasters()
+
+    def register(self, name: str, version: int = 1) -> Callable[[type[E]], type[E]]:
+        """Class decorator: store instances of the class as ``name`` at schema ``version``."""
+        rules.check_name(name, "event type")
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ValueError(f"schema version of {name!r} must be an int >= 1, got {version!r}")
+
+        def add(cls: type[E]) -> type[E]:
+            if name in self._by_name and self._by_name[name].cls is not cls:
+                other = self._by_name[name].cls.__qualname__
+                raise ValueError(f"event type {name!r} is already registered for {other}")
+            if cls in self._by_class and self._by_class[cls].name != name:
+                raise ValueError(f"{cls.__qualname__} is already registered as a different type")
+            encode, decode = _codec(cls)
+            entry = EventType(name, version, cls, encode, decode)
+            self._by_class[cls] = self._by_name[name] = entry
+            return cls
+
+        return add
+
+    def __contains__(self, cls: object) -> bool:
+        return cls in self._by_class
+
+    def names(self) -> list[str]:
+        """Every registered type name."""
+        return sorted(self._by_name)
+
+    def type_of(self, event: object) -> EventType:
+        """The registration of ``event``'s class; ``UnknownEventType`` if it has none."""
+        try:
+            return self._by_class[type(event)]
+        except KeyError:
+            raise UnknownEventType(type(event).__qualname__, registered=False) from None
+
+    def by_name(self, name: str) -> EventType:
+        """The registration of a stored type name; ``UnknownEventType`` if none."""
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise UnknownEventType(name) from None
+
+    def encode(self, event: object) -> tuple[EventType, JSONObject]:
+        """The registration of ``event`` and its data as a JSON object."""
+        entry = self.type_of(event)
+        return entry, entry.encode(event)
+
+    def decode(self, recorded: RecordedEvent) -> list[Any]:
+        """Today's events for a stored one: upcast from its stored version, then decoded.
+
+        Usually one event; an upcaster may split an event into several or drop it (none).
+        Raises ``UnknownEventType`` or ``UnsupportedEventVersion`` (a version newer than
+        this code knows, e.g. written by a newer deployment).
+        """
+        version = recorded.metadata.get(SCHEMA_VERSION, 1)
+        entry = self._by_name.get(recorded.type)
+        if entry is not None and version == entry.version:  # the common case, kept cheap
+            return [entry.decode(recorded.data)]
+        return [
+            self.by_name(name).decode(data)
+            for name, data in self._upcast(recorded.type, version, recorded.data)
+        ]
+
+    def _upcast(
+        self, name: str, version: int, data: JSONObject
+    ) -> Iterable[tuple[str, JSONObject]]:
+        entry = self._by_name.get(name)
+        current = entry.version if entry is not None else None
+        if current is not None and version == current:
+            yield name, data
+            return
+        if current is not None and version > current:
+            raise UnsupportedEventVersion(name, version, current)
+        upcaster = self.upcasters.get(name, version)
+        if upcaster is None:
+            if entry is None:
+                raise UnknownEventType(name)
+            raise UnsupportedEventVersion(name, version, current)
+        for next_name, next_version, next_data in upcaster(data):
+            yield from self._upcast(next_name, next_version, next_data)
+
+
+def _codec(cls: type[Any]) -> tuple[Callable[[Any], JSONObject], Callable[[JSONObject], Any]]:
+    """Encoder and decoder for one event class, chosen once at registration."""
+    if hasattr(cls, "model_validate") and hasattr(cls, "model_dump"):  # pydantic v2
+
+        def encode_model(event: Any) -> JSONObject:
+            data: JSONObject = msgspec.to_builtins(event.model_dump(mode="json"))
+            return data
+
+        return encode_model, cls.model_validate
+    if not (issubclass(cls, msgspec.Struct) or dataclasses.is_dataclass(cls)):
+        raise TypeError(
+            f"{cls.__qualname__} must be a dataclass, a msgspec.Struct or a pydantic model"
+        )
+    return to_json_object, functools.partial(from_json_object, cls)
+
+
+def to_json_object(value: Any) -> JSONObject:
+    """A dataclass or Struct as plain JSON types (tuples become lists, keys strings)."""
+    data: JSONObject = _json_decode(_json_encode(value))
+    return data
+
+
+def from_json_object(cls: type[E], data: JSONObject) -> E:
+    """The inverse of ``to_json_object`` (string keys convert back to int keys etc.)."""
+    return msgspec.convert(data, cls, str_keys=True)
+
+
+_json_encode = msgspec.json.encode
+_json_decode = msgspec.json.decode

@@ -1,0 +1,42 @@
+"""Fixtures of the application tests: an opened store per backend, with a clock we control."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+import eskit
+
+START = dt.datetime(2024, 3, 1, 9, 0, tzinfo=dt.UTC)
+
+
+class ManualClock:
+    """A store clock that only moves when a test moves it."""
+
+    def __init__(self, now: dt.datetime = START) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> dt.datetime:
+        self.now += dt.timedelta(seconds=seconds)
+        return self.now
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock, anyio_backend: str
+) -> AsyncIterator[eskit.EventStore]:
+    """An opened store on every backend; closed after the test."""
+    url = "memory://" if request.param == "memory" else f"sqlite:///{tmp_path}/events.db"
+    async with eskit.open_store(url, clock=clock) as opened:
+        yield opened
