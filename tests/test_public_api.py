@@ -8,21 +8,37 @@ PUBLIC = {
     "ANY",
     "NO_STREAM",
     "STREAM_EXISTS",
+    "Aggregate",
+    "AggregateNotFound",
+    "AlsoAppend",
     "Append",
     "AppendResult",
+    "CommandBus",
+    "CommandContext",
+    "CommandResult",
+    "ConcurrencyError",
+    "Decider",
+    "DomainError",
     "EskitError",
+    "EventRegistry",
     "EventStore",
     "ExpectedVersion",
     "IdempotencyConflict",
+    "Loaded",
+    "Model",
     "NewEvent",
     "RecordedEvent",
+    "Repository",
     "Snapshot",
     "StoreClosed",
     "StoreError",
     "StreamDeleted",
     "StreamMetadata",
     "StreamState",
+    "UnknownEventType",
+    "UnsupportedEventVersion",
     "WrongExpectedVersion",
+    "applies",
     "open_store",
 }
 
@@ -39,7 +55,15 @@ def test_every_public_name_exists() -> None:
 def test_errors_form_one_hierarchy() -> None:
     for error in (eskit.WrongExpectedVersion, eskit.StreamDeleted, eskit.IdempotencyConflict):
         assert issubclass(error, eskit.StoreError)
+    for domain_error in (
+        eskit.UnknownEventType,
+        eskit.UnsupportedEventVersion,
+        eskit.AggregateNotFound,
+        eskit.ConcurrencyError,
+    ):
+        assert issubclass(domain_error, eskit.DomainError)
     assert issubclass(eskit.StoreError, eskit.EskitError)
+    assert issubclass(eskit.DomainError, eskit.EskitError)
     assert issubclass(eskit.IdempotencyConflict, ValueError)
 
 
