@@ -88,7 +88,11 @@ class Repository(Generic[S]):
                     log.exception("ignoring the unreadable snapshot of %s", stream)
         if state is None:
             state = model.initial_state()
-        evolve, decode = model.evolve, self.events.decode
+        evolve, decode_old, current_types = (
+            model.evolve,
+            self.events.decode_old,
+            self.events.current(),
+        )
         start = None if current is None else current + 1
         if version is None or current is None or version > current:
             async for recorded in self.store.read_stream(stream, from_version=start):
@@ -96,8 +100,12 @@ class Repository(Generic[S]):
                     at is not None and recorded.recorded_at > at
                 ):
                     break
-                for event in decode(recorded):
-                    state = evolve(state, event)
+                known = current_types.get(recorded.type)
+                if known is not None and known[0] == recorded.metadata.get(SCHEMA_VERSION, 1):
+                    state = evolve(state, known[1](recorded.data))  # today's type: no upcasting
+                else:
+                    for event in decode_old(recorded):
+                        state = evolve(state, event)
                 current = recorded.version
         if current is None and not missing_ok:
             raise AggregateNotFound(stream)

@@ -115,21 +115,26 @@ def decided_events(state: object, decision: Any) -> list[Any]:
     return returned
 
 
-def _evolve(state: Aggregate, event: object) -> Aggregate:
-    state._apply(event)
-    return state
-
-
 def _model_of(cls: type[Aggregate]) -> Model[Any]:
     if not isinstance(getattr(cls, "category", None), str):
         raise TypeError(f"{cls.__name__} must set the class attribute `category`")
     snapshot: dict[str, Any] = {}
     if cls.snapshot_every is not None:
         snapshot = _annotated_snapshots(cls)
+    handlers = cls._handlers
+
+    def evolve(state: Aggregate, event: object) -> Aggregate:
+        try:
+            handler = handlers[type(event)]
+        except KeyError:
+            state._apply(event)  # raises the error that names both classes
+        handler(state, event)
+        return state
+
     return Model(
         category=cls.category,
         initial_state=cls,
-        evolve=_evolve,
+        evolve=evolve,
         snapshot_every=cls.snapshot_every,
         snapshot_version=cls.snapshot_version,
         **snapshot,

@@ -78,6 +78,10 @@ class EventRegistry:
     def __contains__(self, cls: object) -> bool:
         return cls in self._by_class
 
+    def current(self) -> dict[str, tuple[int, Callable[[JSONObject], Any]]]:
+        """Decoders of today's versions by type name: the fast path of replays."""
+        return {name: (entry.version, entry.decode) for name, entry in self._by_name.items()}
+
     def names(self) -> list[str]:
         """Every registered type name."""
         return sorted(self._by_name)
@@ -112,6 +116,11 @@ class EventRegistry:
         entry = self._by_name.get(recorded.type)
         if entry is not None and version == entry.version:  # the common case, kept cheap
             return [entry.decode(recorded.data)]
+        return self.decode_old(recorded)
+
+    def decode_old(self, recorded: RecordedEvent) -> list[Any]:
+        """``decode`` for an event that is not of a current type and version: upcast it."""
+        version = recorded.metadata.get(SCHEMA_VERSION, 1)
         return [
             self.by_name(name).decode(data)
             for name, data in self._upcast(recorded.type, version, recorded.data)
@@ -149,7 +158,7 @@ def _codec(cls: type[Any]) -> tuple[Callable[[Any], JSONObject], Callable[[JSONO
         raise TypeError(
             f"{cls.__qualname__} must be a dataclass, a msgspec.Struct or a pydantic model"
         )
-    return to_json_object, functools.partial(from_json_object, cls)
+    return to_json_object, functools.partial(msgspec.convert, type=cls, str_keys=True)
 
 
 def to_json_object(value: Any) -> JSONObject:

@@ -21,6 +21,7 @@ import importlib.resources
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Literal
 
@@ -50,9 +51,23 @@ def connect(path: str, readonly: bool = False) -> sqlite3.Connection:
     conn.execute("PRAGMA busy_timeout=10000")
     if readonly:
         conn.execute("PRAGMA query_only=1")
-    elif conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":
+    elif _switch_to_wal(conn) != "wal":
         raise StoreError(f"{path}: SQLite could not switch to WAL mode")
     return conn
+
+
+def _switch_to_wal(conn: sqlite3.Connection) -> str:
+    """Set WAL mode, retrying for a while: switching needs a lock that SQLite's busy
+    handler does not wait for, so two processes opening a new file at once can collide."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            mode: str = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            return mode.lower()
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def stream_state(conn: sqlite3.Connection, stream: str) -> tuple[int | None, int]:
@@ -276,6 +291,7 @@ class Writer(threading.Thread):
         self._max_batch = max_batch
         self._idle_checkpoint = idle_checkpoint
         self._commits_since_checkpoint = 0
+        self._wal_to_truncate = False
 
     def run(self) -> None:
         try:
@@ -364,6 +380,7 @@ class Writer(threading.Thread):
                 conn.execute("ROLLBACK")
             raise
         self._commits_since_checkpoint += 1
+        self._wal_to_truncate = True
         self.on_commit()
         return outcomes
 
@@ -384,12 +401,18 @@ class Writer(threading.Thread):
         restart the WAL, which then grows without bound. These wait for readers a moment
         (their transactions are short) and give up otherwise, to try again later.
         """
-        if self._commits_since_checkpoint:
-            conn.execute("PRAGMA busy_timeout=20")
+        if not (self._wal_to_truncate if mode == "TRUNCATE" else self._commits_since_checkpoint):
+            return
+        conn.execute("PRAGMA busy_timeout=20")
+        try:
             busy = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()[0]
+        except sqlite3.OperationalError:  # e.g. another process is writing: try later
+            busy = 1
+        finally:
             conn.execute("PRAGMA busy_timeout=10000")
-            if not busy:
-                self._commits_since_checkpoint = 0
+        if not busy:
+            self._commits_since_checkpoint = 0
+            self._wal_to_truncate = mode != "TRUNCATE"
 
 
 def _transaction_failed(error: Exception) -> StoreError:
