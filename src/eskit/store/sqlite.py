@@ -25,11 +25,11 @@ How it stays correct and fast:
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import datetime as dt
 import functools
 import os
+import queue
 import sqlite3
 import threading
 import urllib.parse
@@ -51,6 +51,8 @@ from eskit.store.model import (
     StreamMetadata,
 )
 from eskit.store.rules import MAX_INT64, PreparedAppend, PreparedSnapshot, clamp
+from eskit.store.sqlite_reader import Reader
+from eskit.store.sqlite_reader import stop as stop_readers
 from eskit.store.sqlite_writer import (
     SOFT_DELETED,
     STOP,
@@ -60,7 +62,6 @@ from eskit.store.sqlite_writer import (
     Request,
     Synchronous,
     Writer,
-    connect,
     stream_state,
 )
 
@@ -136,9 +137,9 @@ class SQLiteStore(EventStore):
         self._max_batch = max_batch
         self._idle_checkpoint = idle_checkpoint
         self._writer: Writer | None = None
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._read_queue: queue.SimpleQueue[Operation | object] = queue.SimpleQueue()
+        self._reader_threads: list[Reader] = []
         self._local = threading.local()
-        self._reader_conns: list[sqlite3.Connection] = []
 
     @classmethod
     def from_url(cls, url: urllib.parse.SplitResult, **options: Any) -> SQLiteStore:
@@ -166,9 +167,19 @@ class SQLiteStore(EventStore):
         writer.start()
         await asyncio.wrap_future(writer.ready)
         self._writer = writer
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            self._readers, thread_name_prefix=f"eskit-sqlite-reader:{self.path.name}"
-        )
+        readers = [
+            Reader(str(self.path), self._read_queue, self._start_reader)
+            for _ in range(self._readers)
+        ]
+        for reader in readers:
+            reader.start()
+        self._reader_threads = readers
+        for reader in readers:
+            await asyncio.wrap_future(reader.ready)
+
+    def _start_reader(self) -> None:
+        """In each reader thread: its own row decoder (it caches the last timestamp)."""
+        self._local.decode = _RowDecoder()
 
     def _on_commit(self) -> None:
         """Called by the writer thread after each COMMIT: wake this loop's subscriptions."""
@@ -176,16 +187,14 @@ class SQLiteStore(EventStore):
             self._loop.call_soon_threadsafe(self._notify_waiters)
 
     async def _close_backend(self) -> None:
-        writer, pool = self._writer, self._pool
-        self._writer = self._pool = None
+        writer, readers = self._writer, self._reader_threads
+        self._writer, self._reader_threads = None, []
         if writer is not None:
             writer.queue.put(STOP)
             await asyncio.to_thread(writer.join)
-        if pool is not None:
-            await asyncio.to_thread(pool.shutdown)
-        for conn in self._reader_conns:
-            conn.close()
-        self._reader_conns.clear()
+        stop_readers(self._read_queue, len(readers))
+        for reader in readers:
+            await asyncio.to_thread(reader.join)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -205,18 +214,13 @@ class SQLiteStore(EventStore):
 
     async def _read(self, run: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run a read on a reader thread with that thread's own connection."""
-        if self._pool is None:
+        if not self._reader_threads:
             self._check_open()
             raise StoreError("the store is closing")
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._in_reader, run)
-
-    def _in_reader(self, run: Callable[[sqlite3.Connection], Any]) -> Any:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = connect(str(self.path), readonly=True)
-            self._local.decode = _RowDecoder()
-            self._reader_conns.append(conn)
-        return run(conn)
+        loop = asyncio.get_running_loop()
+        future: Future = loop.create_future()
+        self._read_queue.put(Operation(run, loop, future))
+        return await future
 
     def _decode(self, rows: list[Any]) -> list[RecordedEvent]:
         decoder: _RowDecoder = self._local.decode

@@ -353,7 +353,7 @@ class Writer(threading.Thread):
                     outcomes.append((request, None, _transaction_failed(error)))
         except Exception as error:
             outcomes = [(request, None, _transaction_failed(error)) for request in batch]
-        _answer(outcomes)
+        answer(outcomes)
 
     def _transaction(self, conn: sqlite3.Connection, batch: list[Request]) -> list[Outcome]:
         """Run ``batch`` in one transaction; a request that fails its checks fails alone."""
@@ -421,7 +421,7 @@ def _transaction_failed(error: Exception) -> StoreError:
     return failure
 
 
-def _answer(outcomes: list[Outcome]) -> None:
+def answer(outcomes: list[Outcome]) -> None:
     """Hand results to the waiting coroutines, one thread-safe call per event loop."""
     by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
     for outcome in outcomes:
