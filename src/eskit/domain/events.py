@@ -158,7 +158,7 @@ def _codec(cls: type[Any]) -> tuple[Callable[[Any], JSONObject], Callable[[JSONO
         raise TypeError(
             f"{cls.__qualname__} must be a dataclass, a msgspec.Struct or a pydantic model"
         )
-    return to_json_object, functools.partial(msgspec.convert, type=cls, str_keys=True)
+    return to_json_object, functools.partial(from_json_object, cls)
 
 
 def to_json_object(value: Any) -> JSONObject:
@@ -168,9 +168,17 @@ def to_json_object(value: Any) -> JSONObject:
 
 
 def from_json_object(cls: type[E], data: JSONObject) -> E:
-    """The inverse of ``to_json_object`` (string keys convert back to int keys etc.)."""
-    return msgspec.convert(data, cls, str_keys=True)
+    """The inverse of ``to_json_object`` (string keys convert back to int keys etc.).
+
+    Plain ``convert`` first: asking for ``str_keys`` costs more than the conversion itself,
+    and only classes with non-string dict keys need it.
+    """
+    try:
+        return _convert(data, cls)
+    except msgspec.ValidationError:
+        return _convert(data, cls, str_keys=True)
 
 
+_convert = msgspec.convert
 _json_encode = msgspec.json.encode
 _json_decode = msgspec.json.decode
