@@ -29,6 +29,7 @@ from eskit.domain.events import EventRegistry
 from eskit.domain.model import Decider, Model
 from eskit.errors import ConcurrencyError, DomainError, IdempotencyConflict, WrongExpectedVersion
 from eskit.store.base import EventStore
+from eskit.store.ids import new_event_ids
 from eskit.store.model import ANY, ExpectedVersion
 
 C = TypeVar("C")
@@ -174,12 +175,13 @@ class CommandBus:
         if type(command) not in self._routes:
             raise DomainError(f"no handler for command {type(command).__qualname__}")
         idempotent = command_id is not None
-        the_id = command_id if command_id is not None else uuid.uuid4()
+        the_id = command_id if command_id is not None else uuid.UUID(bytes=new_event_ids(1)[0])
+        id_text = str(the_id)
         context = CommandContext(
             command=command,
             command_id=the_id,
-            correlation_id=correlation_id or str(the_id),
-            causation_id=causation_id or str(the_id),
+            correlation_id=correlation_id or id_text,
+            causation_id=causation_id or id_text,
             metadata=dict(metadata or {}),
             idempotent=idempotent,
         )
