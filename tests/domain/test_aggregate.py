@@ -361,3 +361,32 @@ def test_class_snapshots_are_json_objects_the_store_accepts() -> None:
     snapshot = to_snapshot(Inventory.model().replay([Renamed("pen"), Renamed("ink")]))
 
     assert msgspec.json.decode(msgspec.json.encode(snapshot)) == snapshot
+
+
+def test_a_subclass_overriding_a_handler_by_name_uses_its_override() -> None:
+    """Overriding an @applies method keeps the registration: the subclass's body runs."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Counted:
+        by: int
+
+    class Counter(Aggregate):
+        category = "counter"
+
+        def __init__(self) -> None:
+            self.total = 0
+
+        @applies(Counted)
+        def _counted(self, event: Counted) -> None:
+            self.total += event.by
+
+    class DoubleCounter(Counter):
+        def _counted(self, event: Counted) -> None:
+            self.total += 2 * event.by
+
+    counter = DoubleCounter()
+    counter.record(Counted(3))
+    assert counter.total == 6
+    plain = Counter()
+    plain.record(Counted(3))
+    assert plain.total == 3

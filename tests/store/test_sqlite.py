@@ -714,6 +714,12 @@ async def test_absolute_url_path(tmp_path: Path) -> None:
     assert target.is_file()
 
 
+def test_percent_encoded_url_paths_are_decoded(tmp_path: Path) -> None:
+    store = eskit.open_store(f"sqlite:///{tmp_path}/my%20dir/events%231.db")
+    assert isinstance(store, SQLiteStore)
+    assert store.path == tmp_path / "my dir" / "events#1.db"
+
+
 def test_options_from_url_and_keywords() -> None:
     store = eskit.open_store("sqlite:///x/events.db?synchronous=normal", idle_checkpoint=0.5)
     assert isinstance(store, SQLiteStore)

@@ -68,7 +68,11 @@ class Aggregate:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        handlers = dict(cls._handlers)
+        # An inherited handler overridden by name (without repeating @applies) is replaced.
+        handlers = {
+            event_type: vars(cls).get(handler.__name__, handler)
+            for event_type, handler in cls._handlers.items()
+        }
         for method in vars(cls).values():
             for event_type in getattr(method, _APPLIES, ()):
                 handlers[event_type] = method

@@ -148,7 +148,7 @@ class SQLiteStore(EventStore):
             raise ValueError(
                 f"sqlite URL has a host {url.netloc!r}: write sqlite:///path (three slashes)"
             )
-        path = url.path[1:] if url.path.startswith("/") else url.path
+        path = urllib.parse.unquote(url.path[1:] if url.path.startswith("/") else url.path)
         query = dict(urllib.parse.parse_qsl(url.query))
         if "synchronous" in query:
             options.setdefault("synchronous", query.pop("synchronous").upper())
