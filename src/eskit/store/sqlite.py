@@ -25,7 +25,6 @@ How it stays correct and fast:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import functools
 import os
@@ -162,7 +161,7 @@ class SQLiteStore(EventStore):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._loop = asyncio.get_running_loop()
         writer = Writer(str(self.path), self.synchronous, self._max_batch, self._idle_checkpoint)
-        writer.on_commit = self._on_commit
+        writer.after_commit = (self._loop, self._notify_waiters)
         writer.clock = lambda: _micros(self.clock())
         writer.start()
         await asyncio.wrap_future(writer.ready)
@@ -180,11 +179,6 @@ class SQLiteStore(EventStore):
     def _start_reader(self) -> None:
         """In each reader thread: its own row decoder (it caches the last timestamp)."""
         self._local.decode = _RowDecoder()
-
-    def _on_commit(self) -> None:
-        """Called by the writer thread after each COMMIT: wake this loop's subscriptions."""
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._notify_waiters)
 
     async def _close_backend(self) -> None:
         writer, readers = self._writer, self._reader_threads

@@ -283,7 +283,10 @@ class Writer(threading.Thread):
         super().__init__(name=f"eskit-sqlite-writer:{path}", daemon=True)
         self.queue: queue.SimpleQueue[Request | object] = queue.SimpleQueue()
         self.ready: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self.on_commit: Callable[[], None] = lambda: None
+        # Run on this loop after each commit (wakes subscriptions), in the same call that
+        # answers the loop's callers: one wake-up of the loop per group, not two.
+        self.after_commit: tuple[asyncio.AbstractEventLoop, Callable[[], None]] | None = None
+        self._committed = False
         self.clock: Callable[[], int] = lambda: 0  # microseconds since the epoch, UTC
         self.before_commit: Callable[[], None] | None = None  # fault injection for tests
         self._path = path
@@ -353,7 +356,8 @@ class Writer(threading.Thread):
                     outcomes.append((request, None, _transaction_failed(error)))
         except Exception as error:
             outcomes = [(request, None, _transaction_failed(error)) for request in batch]
-        answer(outcomes)
+        committed, self._committed = self._committed, False
+        answer(outcomes, self.after_commit if committed else None)
 
     def _transaction(self, conn: sqlite3.Connection, batch: list[Request]) -> list[Outcome]:
         """Run ``batch`` in one transaction; a request that fails its checks fails alone."""
@@ -381,7 +385,7 @@ class Writer(threading.Thread):
             raise
         self._commits_since_checkpoint += 1
         self._wal_to_truncate = True
-        self.on_commit()
+        self._committed = True
         return outcomes
 
     @staticmethod
@@ -421,17 +425,24 @@ def _transaction_failed(error: Exception) -> StoreError:
     return failure
 
 
-def answer(outcomes: list[Outcome]) -> None:
-    """Hand results to the waiting coroutines, one thread-safe call per event loop."""
+def answer(
+    outcomes: list[Outcome],
+    then: tuple[asyncio.AbstractEventLoop, Callable[[], None]] | None = None,
+) -> None:
+    """Hand results to the waiting coroutines, one thread-safe call per event loop; ``then``
+    runs on its loop right after that loop's results are handed over."""
     by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
     for outcome in outcomes:
         by_loop.setdefault(outcome[0].loop, []).append(outcome)
+    if then is not None:
+        by_loop.setdefault(then[0], [])
     for loop, items in by_loop.items():
+        follow_up = then[1] if then is not None and then[0] is loop else None
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-            loop.call_soon_threadsafe(_settle, items)
+            loop.call_soon_threadsafe(_settle, items, follow_up)
 
 
-def _settle(items: list[Outcome]) -> None:
+def _settle(items: list[Outcome], then: Callable[[], None] | None = None) -> None:
     for request, value, error in items:
         if request.future.done():
             continue
@@ -439,3 +450,5 @@ def _settle(items: list[Outcome]) -> None:
             request.future.set_result(value)
         else:
             request.future.set_exception(error)
+    if then is not None:
+        then()
