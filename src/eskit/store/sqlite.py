@@ -173,8 +173,12 @@ class SQLiteStore(EventStore):
         for reader in readers:
             reader.start()
         self._reader_threads = readers
-        for reader in readers:
-            await asyncio.wrap_future(reader.ready)
+        try:
+            for reader in readers:
+                await asyncio.wrap_future(reader.ready)
+        except BaseException:  # a reader could not connect: stop every thread started
+            await self._close_backend()
+            raise
 
     def _start_reader(self) -> None:
         """In each reader thread: its own row decoder (it caches the last timestamp)."""
