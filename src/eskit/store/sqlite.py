@@ -13,13 +13,15 @@ How it stays correct and fast:
   writing the same file therefore waits its turn instead of failing.
 - Positions come from AUTOINCREMENT under that write lock, so commit order is position
   order: a reader that saw position p can never later find a new event below p.
-- Readers use their own connections in a small thread pool; WAL lets them run while the
+- Readers use their own connections in a few reader threads that answer queued reads in
+  batches (one wake-up of the event loop per batch); WAL lets them run while the
   writer writes. The event loop never waits on SQLite.
 - ``synchronous=FULL`` (the default) syncs the WAL at every commit: an acknowledged append
   survives power loss. ``NORMAL`` is an opt-in that may lose the last commits on an OS
   crash or power loss but never corrupts the file.
 - SQLite's automatic WAL checkpoints are passive and starve under constant readers, so the
-  writer also runs ``wal_checkpoint(RESTART)`` whenever it has been idle for a moment.
+  writer also runs ``wal_checkpoint(RESTART)`` every 100 commits and
+  ``wal_checkpoint(TRUNCATE)`` whenever it has been idle for ``idle_checkpoint`` seconds.
 """
 
 from __future__ import annotations
