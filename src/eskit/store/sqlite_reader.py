@@ -8,19 +8,25 @@ loop wake-up, not one per read.
 
 from __future__ import annotations
 
-import concurrent.futures
 import queue
 import sqlite3
-import threading
 from collections.abc import Callable
 from typing import Final
 
-from eskit.store.sqlite_writer import STOP, Operation, Outcome, answer, connect
+from eskit.store.sqlite_writer import (
+    STOP,
+    ConnectionThread,
+    Operation,
+    Outcome,
+    answer,
+    connect,
+    take_batch,
+)
 
 MAX_BATCH: Final = 64
 
 
-class Reader(threading.Thread):
+class Reader(ConnectionThread):
     """One reader: its connection, then reads from ``requests`` until it takes a STOP."""
 
     def __init__(
@@ -29,41 +35,20 @@ class Reader(threading.Thread):
         requests: queue.SimpleQueue[Operation | object],
         setup: Callable[[], None],
     ) -> None:
-        super().__init__(name=f"eskit-sqlite-reader:{path}", daemon=True)
+        super().__init__(f"eskit-sqlite-reader:{path}")
         self.requests = requests
-        self.ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._path = path
         self._setup = setup  # per-thread state of the store (its row decoder)
 
-    def run(self) -> None:
-        try:
-            conn = connect(self._path, readonly=True)
-            self._setup()
-        except Exception as error:  # reported to open()
-            self.ready.set_exception(error)
-            return
-        self.ready.set_result(None)
-        try:
-            self._serve(conn)
-        finally:
-            conn.close()
+    def _connect(self) -> sqlite3.Connection:
+        conn = connect(self._path, readonly=True)
+        self._setup()
+        return conn
 
     def _serve(self, conn: sqlite3.Connection) -> None:
-        while True:
-            first = self.requests.get()
-            if not isinstance(first, Operation):
-                return  # a STOP: each reader takes exactly one
-            batch = [first]
-            stop = False
-            while len(batch) < MAX_BATCH:
-                try:
-                    item = self.requests.get_nowait()
-                except queue.Empty:
-                    break
-                if not isinstance(item, Operation):
-                    stop = True
-                    break
-                batch.append(item)
+        stop = False
+        while not stop:
+            batch, stop = take_batch(self.requests, self.requests.get(), MAX_BATCH)
             outcomes: list[Outcome] = []
             for op in batch:
                 try:
@@ -71,8 +56,6 @@ class Reader(threading.Thread):
                 except Exception as error:
                     outcomes.append((op, None, error))
             answer(outcomes)
-            if stop:
-                return
 
 
 def stop(requests: queue.SimpleQueue[Operation | object], readers: int) -> None:

@@ -274,15 +274,60 @@ def _existing(conn: sqlite3.Connection, ids: Sequence[bytes]) -> list[ExistingEv
     return [found.get(id_) for id_ in ids]
 
 
-class Writer(threading.Thread):
+class ConnectionThread(threading.Thread):
+    """A thread that owns one SQLite connection: opens it, says so through ``ready`` (or
+    reports why it could not), serves requests until told to stop, then closes it."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self.ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+    def run(self) -> None:
+        try:
+            conn = self._connect()
+        except Exception as error:  # reported to open(); the thread has nothing left to do
+            self.ready.set_exception(error)
+            return
+        self.ready.set_result(None)
+        try:
+            self._serve(conn)
+        finally:
+            conn.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        raise NotImplementedError
+
+    def _serve(self, conn: sqlite3.Connection) -> None:
+        raise NotImplementedError
+
+
+def take_batch(
+    requests: queue.SimpleQueue[Any], first: object, limit: int
+) -> tuple[list[Any], bool]:
+    """``first`` and the requests already waiting behind it (``limit`` in all), and whether
+    a STOP was taken: the thread finishes this batch, then ends."""
+    if not isinstance(first, Request):
+        return [], True
+    batch = [first]
+    while len(batch) < limit:
+        try:
+            item = requests.get_nowait()
+        except queue.Empty:
+            break
+        if not isinstance(item, Request):
+            return batch, True
+        batch.append(item)
+    return batch, False
+
+
+class Writer(ConnectionThread):
     """The only thread that writes: runs queued requests in group-committed transactions."""
 
     def __init__(
         self, path: str, synchronous: Synchronous, max_batch: int, idle_checkpoint: float
     ) -> None:
-        super().__init__(name=f"eskit-sqlite-writer:{path}", daemon=True)
+        super().__init__(f"eskit-sqlite-writer:{path}")
         self.queue: queue.SimpleQueue[Request | object] = queue.SimpleQueue()
-        self.ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         # Run on this loop after each commit (wakes subscriptions), in the same call that
         # answers the loop's callers: one wake-up of the loop per group, not two.
         self.after_commit: tuple[asyncio.AbstractEventLoop, Callable[[], None]] | None = None
@@ -296,22 +341,14 @@ class Writer(threading.Thread):
         self._commits_since_checkpoint = 0
         self._wal_to_truncate = False
 
-    def run(self) -> None:
-        try:
-            conn = connect(self._path)
-            conn.execute(f"PRAGMA synchronous={self._synchronous}")
-            conn.execute("PRAGMA journal_size_limit=67108864")
-            conn.executescript(
-                importlib.resources.files(__package__).joinpath("sqlite.sql").read_text()
-            )
-        except Exception as error:  # reported to open(); the thread has nothing left to do
-            self.ready.set_exception(error)
-            return
-        self.ready.set_result(None)
-        try:
-            self._serve(conn)
-        finally:
-            conn.close()
+    def _connect(self) -> sqlite3.Connection:
+        conn = connect(self._path)
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.execute("PRAGMA journal_size_limit=67108864")
+        conn.executescript(
+            importlib.resources.files(__package__).joinpath("sqlite.sql").read_text()
+        )
+        return conn
 
     def _serve(self, conn: sqlite3.Connection) -> None:
         while True:
@@ -320,19 +357,7 @@ class Writer(threading.Thread):
             except queue.Empty:
                 self._checkpoint(conn, "TRUNCATE")
                 continue
-            batch: list[Request] = []
-            stop = first is STOP
-            if isinstance(first, Request):
-                batch.append(first)
-            while not stop and len(batch) < self._max_batch:
-                try:
-                    item = self.queue.get_nowait()
-                except queue.Empty:
-                    break
-                if isinstance(item, Request):
-                    batch.append(item)
-                else:
-                    stop = True
+            batch, stop = take_batch(self.queue, first, self._max_batch)
             if batch:
                 self._commit(conn, batch)
             if self._commits_since_checkpoint >= CHECKPOINT_EVERY:
