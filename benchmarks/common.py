@@ -6,11 +6,12 @@ import dataclasses
 import random
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any, TypeAlias
 
 import msgspec
 
-from eskit import NewEvent
+from eskit import EventStore, NewEvent
 
 EVENT_TYPE = "InvoiceIssued"
 
@@ -89,3 +90,24 @@ def raw_rows(where: list[tuple[str, int]], items: list[Payload], id_start: int =
 def event_size(item: Payload) -> int:
     """Bytes of JSON of one event's data plus metadata."""
     return len(msgspec.json.encode(item[0])) + len(msgspec.json.encode(item[1]))
+
+
+async def catch_up(
+    store: EventStore, last: int, sample: Callable[[], None] | None = None
+) -> tuple[int, float]:
+    """Subscribe from 0 and stop at position ``last``: the events seen and the seconds it
+    took. ``sample`` runs every 10,000 events (closing the subscription is not timed)."""
+    count = 0
+    start = time.perf_counter()
+    subscription = store.subscribe(after=0)
+    async for event in subscription:
+        count += 1
+        if sample is not None and count % 10_000 == 0:
+            sample()
+        if event.position >= last:
+            break
+    elapsed = time.perf_counter() - start
+    close: Any = getattr(subscription, "aclose", None)
+    if close is not None:
+        await close()
+    return count, elapsed

@@ -10,14 +10,20 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 from examples.invoicing.app import invoicing
 from examples.invoicing.events import events as invoice_events
 
 import eskit
 from benchmarks import invoices
-from benchmarks.common import Measurement, Payload, new_events, payloads, placements
+from benchmarks.common import (
+    Measurement,
+    Payload,
+    catch_up,
+    new_events,
+    payloads,
+    placements,
+)
 from eskit.application import Repository
 from eskit.store.model import Snapshot
 
@@ -165,18 +171,7 @@ async def subscribe(directory: Path, items: list[Payload], per_stream: int) -> M
     async with eskit.open_store(_url(directory)) as store:
         async for _ in store.read_all(limit=10):
             pass
-        last = await store.last_position()
-        count = 0
-        start = time.perf_counter()
-        subscription = store.subscribe(after=0)
-        async for event in subscription:
-            count += 1
-            if event.position >= last:
-                break
-        elapsed = time.perf_counter() - start
-        close: Any = getattr(subscription, "aclose", None)
-        if close is not None:
-            await close()
+        count, elapsed = await catch_up(store, await store.last_position())
     return Measurement(count, elapsed)
 
 

@@ -25,14 +25,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 import eskit
-from benchmarks.common import EVENT_TYPE, event_ids, payloads
+from benchmarks.common import EVENT_TYPE, catch_up, event_ids, payloads
 
 MB = 1024 * 1024
 TARGET_MB = 150
@@ -102,21 +101,10 @@ async def consume(url: str) -> dict[str, float]:
     rss_start = _rss()
     async with eskit.open_store(url) as store:
         last = await store.last_position()
-        rss_open = rss_max = _rss()
-        count = 0
-        start = time.perf_counter()
-        subscription = store.subscribe(after=0)
-        async for event in subscription:
-            count += 1
-            if count % 10_000 == 0:
-                rss_max = max(rss_max, _rss())
-            if event.position >= last:
-                break
-        elapsed = time.perf_counter() - start
-        close: Any = getattr(subscription, "aclose", None)
-        if close is not None:
-            await close()
-        rss_max = max(rss_max, _rss())
+        rss_open = _rss()
+        samples = [rss_open]
+        count, elapsed = await catch_up(store, last, lambda: samples.append(_rss()))
+        rss_max = max(*samples, _rss())
     return {
         "events": count,
         "last_position": last,
