@@ -23,6 +23,7 @@ from eskit.store.model import (
     AppendResult,
     ExpectedVersion,
     NewEvent,
+    Page,
     RecordedEvent,
     Snapshot,
     StreamMetadata,
@@ -292,6 +293,36 @@ class EventStore(abc.ABC):
                 return
             if remaining is not None:
                 remaining -= len(page)
+
+    async def read_page(
+        self,
+        after: int = 0,
+        limit: int | None = None,
+        types: Iterable[str] | None = None,
+        category: str | None = None,
+    ) -> Page:
+        """One page of ``read_all`` (at most ``limit``, default ``page_size`` events) and the
+        position to continue from: what projections and relays checkpoint."""
+        _check_count("after", after)
+        _check_optional_count("limit", limit, minimum=1)
+        type_filter = rules.check_types(types)
+        if category is not None:
+            rules.check_name(category, "category")
+        self._check_open()
+        events, next_after = await self._read_all_page(
+            after, self.page_size if limit is None else limit, type_filter, category
+        )
+        return Page(events, next_after)
+
+    async def wait_for_events(self, after: int) -> None:
+        """Return once an event past position ``after`` exists or the store closed.
+
+        Appends of this process wake the wait at once, other processes' within
+        ``poll_interval``. Bound it with ``asyncio.timeout`` if needed.
+        """
+        _check_count("after", after)
+        while self._open and await self._last_position() <= after:
+            await self._wait_for_events_after(after)
 
     async def subscribe(
         self,

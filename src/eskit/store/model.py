@@ -6,7 +6,7 @@ import datetime as dt
 import enum
 import uuid
 from collections.abc import Sequence
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, NamedTuple, TypeAlias
 
 import msgspec
 
@@ -85,6 +85,18 @@ class AppendResult(msgspec.Struct, frozen=True):
         return self.last_position - self.count + 1
 
     count: int = 1
+
+
+class Page(NamedTuple):
+    """One page of the global log and how far it was searched.
+
+    ``next_after`` is the position to pass as ``after`` for the next page. With a type or
+    category filter it can lie past the last event yielded (the events in between did not
+    match), so a filtered reader that checkpoints it never searches the same span twice.
+    """
+
+    events: list[RecordedEvent]
+    next_after: int
 
 
 class StreamMetadata(msgspec.Struct, frozen=True):

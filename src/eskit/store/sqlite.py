@@ -37,7 +37,7 @@ import urllib.parse
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import msgspec
 
@@ -59,28 +59,22 @@ from eskit.store.sqlite_writer import (
     STOP,
     TOMBSTONED,
     AppendRequest,
+    InlineHook,
     Operation,
     Request,
     Synchronous,
     Writer,
+    micros,
+    moment,
     stream_state,
 )
 
-_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_MICROSECOND: Final = dt.timedelta(microseconds=1)
 Future = asyncio.Future[Any]
+T = TypeVar("T")
 # The id is read as a quoted hex string so that msgspec builds the UUID in C: five times
 # cheaper than uuid.UUID(bytes=...), which dominated the cost of a read.
 _COLUMNS: Final = """'"' || hex(id) || '"', stream, version, position, type, data, metadata,
     recorded_at"""
-
-
-def _micros(moment: dt.datetime) -> int:
-    return (moment - _EPOCH) // _MICROSECOND
-
-
-def _moment(micros: int) -> dt.datetime:
-    return _EPOCH + dt.timedelta(microseconds=micros)
 
 
 class _RowDecoder:
@@ -89,7 +83,7 @@ class _RowDecoder:
 
     def __init__(self) -> None:
         self._micros = -1
-        self._moment = _EPOCH
+        self._moment = moment(0)
         self._decode = msgspec.json.decode
         self._decode_id = msgspec.json.Decoder(uuid.UUID).decode
 
@@ -98,7 +92,7 @@ class _RowDecoder:
         events = []
         for id_, stream, version, position, type_, data, metadata, recorded in rows:
             if recorded != self._micros:
-                self._micros, self._moment = recorded, _moment(recorded)
+                self._micros, self._moment = recorded, moment(recorded)
             events.append(
                 RecordedEvent(
                     decode_id(id_),
@@ -164,7 +158,7 @@ class SQLiteStore(EventStore):
         self._loop = asyncio.get_running_loop()
         writer = Writer(str(self.path), self.synchronous, self._max_batch, self._idle_checkpoint)
         writer.after_commit = (self._loop, self._notify_waiters)
-        writer.clock = lambda: _micros(self.clock())
+        writer.clock = lambda: micros(self.clock())
         writer.start()
         await asyncio.wrap_future(writer.ready)
         self._writer = writer
@@ -223,8 +217,66 @@ class SQLiteStore(EventStore):
         return await future
 
     def _decode(self, rows: list[Any]) -> list[RecordedEvent]:
-        decoder: _RowDecoder = self._local.decode
+        decoder: _RowDecoder | None = getattr(self._local, "decode", None)
+        if decoder is None:  # the writer thread, running an operation that reads events
+            decoder = self._local.decode = _RowDecoder()
         return decoder(rows)
+
+    # -- for read models kept in the store's file (projections) ----------------------------
+
+    async def write_transaction(self, run: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``run(conn)`` in the writer's next transaction, in a SAVEPOINT of its own.
+
+        What ``run`` writes commits with the appends of the same group (one fsync); if it
+        raises, its writes are rolled back and the error is raised here. It runs on the
+        writer thread: keep it short, it holds up appends.
+        """
+        result: T = await self._write(run)
+        return result
+
+    async def read_transaction(self, run: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``run(conn)`` on a reader connection: one consistent snapshot of the file."""
+        result: T = await self._read(run)
+        return result
+
+    def events_after(self, conn: sqlite3.Connection, after: int, limit: int) -> list[RecordedEvent]:
+        """Up to ``limit`` events past ``after`` read with ``conn`` (inside a transaction run
+        by ``write_transaction`` or ``read_transaction``)."""
+        rows = conn.execute(
+            f"SELECT {_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?",
+            (clamp(after), limit),
+        ).fetchall()
+        return self._decode(rows)
+
+    async def add_inline(
+        self, hook: InlineHook, first: Callable[[sqlite3.Connection], None]
+    ) -> None:
+        """Run ``first`` (e.g. catch a projection up) and start running ``hook`` in every
+        append's transaction, in one write transaction: no append can fall between."""
+        writer = self._writer
+
+        def run(conn: sqlite3.Connection) -> None:
+            first(conn)
+            assert writer is not None
+            writer.inline.append(hook)
+
+        try:
+            await self._write(run)
+        except BaseException:
+            await self.remove_inline(hook)  # the transaction may have failed after `run`
+            raise
+
+    async def remove_inline(self, hook: InlineHook) -> None:
+        """Stop running ``hook`` in appends (from the next transaction on)."""
+        writer = self._writer
+        if writer is None:
+            return
+
+        def run(conn: sqlite3.Connection) -> None:
+            if hook in writer.inline:
+                writer.inline.remove(hook)
+
+        await self._write(run)
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -277,7 +329,7 @@ class SQLiteStore(EventStore):
                 "INSERT INTO snapshots (stream, snapshot_version, version, state, recorded_at)"
                 " VALUES (?, ?, ?, ?, ?) ON CONFLICT (stream, snapshot_version, version)"
                 " DO UPDATE SET state = excluded.state, recorded_at = excluded.recorded_at",
-                (stream, snapshot_version, snapshot.version, snapshot.state, _micros(recorded_at)),
+                (stream, snapshot_version, snapshot.version, snapshot.state, micros(recorded_at)),
             )
             conn.execute(  # retention: below the newest SNAPSHOTS_KEPT versions (none if fewer)
                 "DELETE FROM snapshots WHERE stream = ?1 AND snapshot_version = ?2"
@@ -310,7 +362,7 @@ class SQLiteStore(EventStore):
             return None
         version, state, recorded_at = row
         return Snapshot(
-            stream, version, snapshot_version, msgspec.json.decode(state), _moment(recorded_at)
+            stream, version, snapshot_version, msgspec.json.decode(state), moment(recorded_at)
         )
 
     async def _get_metadata(self, stream: str) -> StreamMetadata:
@@ -360,7 +412,7 @@ class SQLiteStore(EventStore):
                 ).fetchone()[0]
                 first = rules.first_visible_version(metadata, -1 if last is None else last)
                 cutoff = rules.oldest_visible_time(metadata, now)
-                oldest = -1 if cutoff is None else _micros(cutoff)
+                oldest = -1 if cutoff is None else micros(cutoff)
             if backwards:
                 start = MAX_INT64 if from_version is None else clamp(from_version)
                 sql = "version <= ? AND version >= ? AND recorded_at >= ? ORDER BY version DESC"

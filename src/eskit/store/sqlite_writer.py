@@ -17,11 +17,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import datetime as dt
 import importlib.resources
 import queue
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Literal
 
@@ -30,10 +32,12 @@ import msgspec
 from eskit.errors import StoreError, StreamDeleted
 from eskit.store import rules
 from eskit.store.ids import new_event_ids
-from eskit.store.model import AppendResult
+from eskit.store.model import AppendResult, RecordedEvent
 from eskit.store.rules import ExistingEvent, PreparedAppend
 
 Synchronous = Literal["FULL", "NORMAL"]
+InlineHook = Callable[[sqlite3.Connection, list[RecordedEvent]], None]
+"""Called inside the append's transaction with the events just written (inline projections)."""
 
 LIVE, SOFT_DELETED, TOMBSTONED = 0, 1, 2
 STOP: Final = object()
@@ -43,6 +47,20 @@ _INSERT: Final = (
     "INSERT INTO events (id, stream, category, version, type, data, metadata, recorded_at)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
+
+
+_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MICROSECOND: Final = dt.timedelta(microseconds=1)
+
+
+def micros(moment: dt.datetime) -> int:
+    """A time as stored: microseconds since 1970-01-01 UTC."""
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def moment(micros: int) -> dt.datetime:
+    """A stored time as an aware UTC datetime."""
+    return _EPOCH + dt.timedelta(microseconds=micros)
 
 
 def connect(path: str, readonly: bool = False) -> sqlite3.Connection:
@@ -110,10 +128,9 @@ class AppendRequest(Request):
 
 
 class Operation(Request):
-    """Any other write (delete, metadata): a function of the write connection.
-
-    ``run`` must raise before it writes anything (check first, then write); if it raises
-    after writing, the whole group is rolled back and each request runs again alone.
+    """Any other write (delete, metadata, a projection's batch): a function of the write
+    connection, run inside its own SAVEPOINT of the group's transaction. If it raises, its
+    writes are rolled back and its caller gets the error; the rest of the group commits.
     """
 
     __slots__ = ("run",)
@@ -156,9 +173,15 @@ class _AppendGroup:
     """The appends of one transaction: checked request by request, inserted together."""
 
     def __init__(
-        self, conn: sqlite3.Connection, outcomes: list[Outcome], recorded_at: int, new_ids: int
+        self,
+        conn: sqlite3.Connection,
+        outcomes: list[Outcome],
+        recorded_at: int,
+        new_ids: int,
+        inline: Sequence[InlineHook] = (),
     ) -> None:
         self.conn = conn
+        self.inline = inline
         self.outcomes = outcomes
         self.recorded_at = recorded_at  # one time for the group: when it was written
         self.fresh_ids = iter(new_event_ids(new_ids))  # drawn for the group at once
@@ -195,10 +218,37 @@ class _AppendGroup:
         except Exception as error:
             self.outcomes.append((request, None, error))
             return
+        if self.inline and any(isinstance(part, _Write) for part in parts):
+            self._add_inline(request, parts)
+            return
         for part in parts:
             if isinstance(part, _Write):
                 self._queue(part)
         self.pending.append((request, parts))
+
+    def _add_inline(self, request: AppendRequest, parts: list[Checked]) -> None:
+        """Write the request's rows and run the inline projections on its events inside a
+        SAVEPOINT: if a projection raises, the request fails alone and leaves nothing."""
+        self.flush()  # the rows of earlier requests stay outside this request's savepoint
+        writes = [part for part in parts if isinstance(part, _Write)]
+        heads = {w.append.stream: self.heads[w.append.stream] for w in writes}
+        self.conn.execute("SAVEPOINT inline")
+        try:
+            for write in writes:
+                self._queue(write)
+            self.pending.append((request, parts))
+            events = self.flush()
+            for hook in self.inline:
+                hook(self.conn, events)
+        except _WroteThenFailed:
+            raise
+        except Exception as error:
+            self.conn.execute("ROLLBACK TO inline")
+            self.conn.execute("RELEASE inline")
+            self.heads.update(heads)
+            self.outcomes[-1] = (request, None, error)
+            return
+        self.conn.execute("RELEASE inline")
 
     def _check(self, append: PreparedAppend) -> Checked:
         """Tombstone, idempotent retry, then expected version; changes nothing."""
@@ -234,10 +284,12 @@ class _AppendGroup:
         self.heads[stream] = head
         return head
 
-    def flush(self) -> None:
+    def flush(self) -> list[RecordedEvent]:
         """Insert the queued rows and answer their requests; positions follow in insertion
-        order under the write lock."""
+        order under the write lock. Returns the events written when inline projections
+        need them."""
         position = 0
+        written: list[RecordedEvent] = []
         if self.rows:
             try:
                 self.conn.executemany(_INSERT, self.rows)
@@ -248,6 +300,8 @@ class _AppendGroup:
                 raise _WroteThenFailed(error) from error
             position = self.conn.execute("SELECT last_insert_rowid()").fetchone()[0]
             position -= len(self.rows)
+            if self.inline:
+                written = self._recorded(position + 1)
         for request, parts in self.pending:
             results: list[AppendResult] = []
             for part in parts:
@@ -259,6 +313,24 @@ class _AppendGroup:
                 results.append(AppendResult(part.first + count - 1, position, count))
             self.outcomes.append((request, results, None))
         self.rows, self.pending, self.revived = [], [], []
+        return written
+
+    def _recorded(self, first_position: int) -> list[RecordedEvent]:
+        """The queued rows as the events a reader will see."""
+        decode, at = msgspec.json.decode, moment(self.recorded_at)
+        return [
+            RecordedEvent(
+                uuid.UUID(bytes=id_),
+                stream,
+                version,
+                first_position + i,
+                type_,
+                decode(data),
+                decode(metadata),
+                at,
+            )
+            for i, (id_, stream, _, version, type_, data, metadata, _) in enumerate(self.rows)
+        ]
 
 
 def _existing(conn: sqlite3.Connection, ids: Sequence[bytes]) -> list[ExistingEvent | None]:
@@ -334,6 +406,9 @@ class Writer(ConnectionThread):
         self._committed = False
         self.clock: Callable[[], int] = lambda: 0  # microseconds since the epoch, UTC
         self.before_commit: Callable[[], None] | None = None  # fault injection for tests
+        self.inline: list[InlineHook] = []
+        """Inline projections, run in every append's transaction; changed only by
+        operations (on this thread), so a change takes effect between two transactions."""
         self._path = path
         self._synchronous = synchronous
         self._max_batch = max_batch
@@ -391,7 +466,7 @@ class Writer(ConnectionThread):
             conn.execute("BEGIN IMMEDIATE")
             parts = [a for r in batch if isinstance(r, AppendRequest) for a in r.appends]
             new_ids = sum(e.id is None for a in parts for e in a.events)
-            appends = _AppendGroup(conn, outcomes, self.clock(), new_ids)
+            appends = _AppendGroup(conn, outcomes, self.clock(), new_ids, self.inline)
             appends.load_heads(list({a.stream: None for a in parts}))
             for request in batch:
                 if isinstance(request, AppendRequest):
@@ -415,13 +490,18 @@ class Writer(ConnectionThread):
 
     @staticmethod
     def _run(conn: sqlite3.Connection, op: Operation, outcomes: list[Outcome]) -> None:
-        changes = conn.total_changes
+        """Run one operation inside its own SAVEPOINT: if it raises, what it wrote is
+        rolled back and it fails alone; the rest of the group still commits."""
+        conn.execute("SAVEPOINT operation")
         try:
-            outcomes.append((op, op.run(conn), None))
+            value = op.run(conn)
         except Exception as error:
-            if conn.total_changes != changes:
-                raise _WroteThenFailed(error) from error
+            conn.execute("ROLLBACK TO operation")
+            conn.execute("RELEASE operation")
             outcomes.append((op, None, error))
+            return
+        conn.execute("RELEASE operation")
+        outcomes.append((op, value, None))
 
     def _checkpoint(self, conn: sqlite3.Connection, mode: Literal["RESTART", "TRUNCATE"]) -> None:
         """Copy the WAL into the database and start it over (TRUNCATE also empties the file).
