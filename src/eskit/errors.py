@@ -97,3 +97,20 @@ class ConcurrencyError(DomainError):
         super().__init__(
             f"stream {stream!r} changed under the command {attempts} times in a row; giving up"
         )
+
+
+class ProjectionError(EskitError):
+    """A projection could not apply an event."""
+
+    def __init__(self, name: str, position: int, event_type: str, event_id: str, error: str):
+        self.name, self.position, self.event_type, self.event_id = (
+            name,
+            position,
+            event_type,
+            event_id,
+        )
+        self.error = error
+        super().__init__(
+            f"projection {name} stuck at position {position} on event {event_type}"
+            f" ({event_id}): {error}"
+        )

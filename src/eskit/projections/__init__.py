@@ -1,0 +1,36 @@
+"""The read side: projections, their runner, rebuilds and inline read models."""
+
+from __future__ import annotations
+
+from eskit.projections.database import Database, SQLiteDatabase, StoreDatabase, database_for
+from eskit.projections.inline import InlineProjection, add_inline
+from eskit.projections.process import ProcessManager
+from eskit.projections.projection import (
+    Inbox,
+    MemoryInbox,
+    Projection,
+    ReadModelConnection,
+    SQLProjection,
+    handles,
+)
+from eskit.projections.runner import ProjectionRunner, ProjectionStatus
+from eskit.projections.state import Skip
+
+__all__ = [
+    "Database",
+    "Inbox",
+    "InlineProjection",
+    "MemoryInbox",
+    "ProcessManager",
+    "Projection",
+    "ProjectionRunner",
+    "ProjectionStatus",
+    "ReadModelConnection",
+    "SQLProjection",
+    "SQLiteDatabase",
+    "Skip",
+    "StoreDatabase",
+    "add_inline",
+    "database_for",
+    "handles",
+]

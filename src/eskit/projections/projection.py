@@ -1,0 +1,205 @@
+"""What a projection is: a name, a version, handlers per event type, and where it writes.
+
+Two kinds share one runner:
+
+- ``SQLProjection``: a read model in SQL tables. Its handlers are plain functions that get
+  the event and a ``ReadModelConnection``; the runner calls them inside the transaction
+  that also advances the projection's checkpoint, so each event changes the read model
+  exactly once, whatever crashes. Tables are written as ``{name}`` placeholders: each build
+  of the projection gets tables of its own (``invoices__g2``), and a view named ``invoices``
+  shows the live one, so a rebuild never takes the read model away from its readers.
+- ``Projection``: anything else (a cache, a search service, e-mails). Handlers may be
+  ``async``; delivery is at least once, so an ``inbox`` keyed by event id can make a
+  redelivered event change nothing.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import sqlite3
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, ClassVar, Protocol, TypeVar
+
+from eskit.store.model import RecordedEvent
+
+F = TypeVar("F", bound=Callable[..., Any])
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_HANDLES = "__eskit_handles__"
+
+
+def handles(*types: str) -> Callable[[F], F]:
+    """Method decorator: call this handler for events of these types."""
+    if not types or not all(isinstance(t, str) and t for t in types):
+        raise ValueError("handles() needs one or more event type names")
+
+    def mark(handler: F) -> F:
+        setattr(handler, _HANDLES, (*getattr(handler, _HANDLES, ()), *types))
+        return handler
+
+    return mark
+
+
+def check_name(name: object, what: str = "projection name") -> str:
+    """Names become SQL identifiers and checkpoint keys: lower case, digits, underscores."""
+    if not isinstance(name, str) or not _NAME.match(name) or "__" in name:
+        raise ValueError(
+            f"invalid {what} {name!r}: use 1-63 lower-case letters, digits and single"
+            " underscores, starting with a letter"
+        )
+    return name
+
+
+class Inbox(Protocol):
+    """Event ids a projection already applied, kept beside its target."""
+
+    async def seen(self, event_id: str) -> bool: ...
+
+    async def record(self, event_id: str) -> None: ...
+
+
+class MemoryInbox:
+    """An inbox for a target in this process's memory (caches, tests)."""
+
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+
+    async def seen(self, event_id: str) -> bool:
+        return event_id in self.ids
+
+    async def record(self, event_id: str) -> None:
+        self.ids.add(event_id)
+
+
+class _Base:
+    name: ClassVar[str]
+    """Keys the checkpoint; never change it (change ``version`` to rebuild instead)."""
+    version: ClassVar[int] = 1
+    """Bump it when the handlers change what they build: the runner rebuilds the read model
+    beside the live one and switches when the new one has caught up."""
+    start_from: ClassVar[int] = 0
+    """Position after which the projection starts (0: the whole log)."""
+    batch_size: ClassVar[int] = 500
+    """Events handled per transaction."""
+    handlers: ClassVar[Mapping[str, str]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        found: dict[str, str] = {}
+        for klass in reversed(cls.__mro__):
+            for attribute, value in vars(klass).items():
+                for type_ in getattr(value, _HANDLES, ()):
+                    found[type_] = attribute
+        cls.handlers = found
+        if "name" in vars(cls):
+            check_name(cls.name)
+            if not isinstance(cls.version, int) or cls.version < 1:
+                raise ValueError(f"{cls.__qualname__}.version must be an int >= 1")
+            if not isinstance(cls.batch_size, int) or cls.batch_size < 1:
+                raise ValueError(f"{cls.__qualname__}.batch_size must be an int >= 1")
+            if not found:
+                raise ValueError(f"{cls.__qualname__} has no @handles(...) handlers")
+
+    @property
+    def types(self) -> tuple[str, ...]:
+        """The event types it handles: the runner reads only those."""
+        return tuple(self.handlers)
+
+    def handler(self, event_type: str) -> Callable[..., Any] | None:
+        attribute = self.handlers.get(event_type)
+        return None if attribute is None else getattr(self, attribute)
+
+
+class Projection(_Base):
+    """A projection into anything but SQL tables of its own: at-least-once delivery.
+
+    Handlers take the event and may be ``async``. Set ``inbox`` to skip events already
+    applied (a redelivery after a crash then changes nothing). Override ``reset`` to clear
+    the target before a rebuild.
+    """
+
+    inbox: Inbox | None = None
+
+    async def handle_batch(self, events: Sequence[RecordedEvent]) -> None:
+        """Apply a batch in order; override to write a batch at once."""
+        for event in events:
+            await self.handle(event)
+
+    async def handle(self, event: RecordedEvent) -> None:
+        """Apply one event unless the inbox has seen it."""
+        handler = self.handler(event.type)
+        if handler is None:
+            return
+        key = str(event.id)
+        if self.inbox is not None and await self.inbox.seen(key):
+            return
+        result = handler(event)
+        if inspect.isawaitable(result):
+            await result
+        if self.inbox is not None:
+            await self.inbox.record(key)
+
+    async def reset(self) -> None:
+        """Clear the target before a rebuild or a reset (default: nothing to clear)."""
+
+
+class SQLProjection(_Base):
+    """A read model in SQL tables, written in the same transaction as its checkpoint.
+
+    ``tables`` names the logical tables; ``schema`` holds the statements that create them,
+    with ``{table}`` placeholders for their physical names. Handlers are synchronous
+    (they run inside the transaction) and get ``(event, db)``.
+    """
+
+    tables: ClassVar[tuple[str, ...]] = ()
+    schema: ClassVar[tuple[str, ...]] = ()
+    database: ClassVar[str | None] = None
+    """None: the store's own database (SQLite store) or a private in-memory one (memory
+    store). A path: a SQLite file of its own (checkpoint kept there too)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in vars(cls):
+            if not cls.tables or not cls.schema:
+                raise ValueError(f"{cls.__qualname__} needs `tables` and `schema`")
+            for table in cls.tables:
+                check_name(table, "table name")
+
+    def handle_batch(self, events: Sequence[RecordedEvent], db: ReadModelConnection) -> None:
+        """Apply a batch in order inside one transaction; override to write in bulk."""
+        for event in events:
+            handler = self.handler(event.type)
+            if handler is not None:
+                handler(event, db)
+
+
+class ReadModelConnection:
+    """The connection handlers write with: ``{table}`` placeholders in SQL become the
+    physical tables of the build being written."""
+
+    def __init__(self, conn: sqlite3.Connection, names: Mapping[str, str]) -> None:
+        self.conn = conn
+        self.names = dict(names)
+        self._sql: dict[str, str] = {}
+
+    def sql(self, statement: str) -> str:
+        """``statement`` with its ``{table}`` placeholders filled in."""
+        text = self._sql.get(statement)
+        if text is None:
+            text = self._sql[statement] = statement.format_map(self.names)
+        return text
+
+    def execute(self, statement: str, parameters: Sequence[Any] | Mapping[str, Any] = ()) -> Any:
+        return self.conn.execute(self.sql(statement), parameters)
+
+    def executemany(self, statement: str, rows: Iterable[Sequence[Any] | Mapping[str, Any]]) -> Any:
+        return self.conn.executemany(self.sql(statement), rows)
+
+
+def physical_names(tables: Iterable[str], generation: int) -> dict[str, str]:
+    """The tables of one build: ``invoices`` -> ``invoices__g3``."""
+    return {table: f"{table}__g{generation}" for table in tables}
+
+
+AnyProjection = Projection | SQLProjection
+Handler = Callable[[RecordedEvent], Awaitable[None] | None]
