@@ -126,6 +126,21 @@ class EventRegistry:
             for name, data in self._upcast(recorded.type, version, recorded.data)
         ]
 
+    def upcast(self, recorded: RecordedEvent) -> list[RecordedEvent]:
+        """The stored event in today's schema, still as an envelope with JSON data: what
+        read models want. Renamed, split or dropped by the upcasters; a type this registry
+        does not know passes through unchanged."""
+        version = recorded.metadata.get(SCHEMA_VERSION, 1)
+        entry = self._by_name.get(recorded.type)
+        if entry is None and not self.upcasters.knows(recorded.type):
+            return [recorded]
+        if entry is not None and version == entry.version:
+            return [recorded]
+        return [
+            msgspec.structs.replace(recorded, type=name, data=data)
+            for name, data in self._upcast(recorded.type, version, recorded.data)
+        ]
+
     def _upcast(
         self, name: str, version: int, data: JSONObject
     ) -> Iterable[tuple[str, JSONObject]]:

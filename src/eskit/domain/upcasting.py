@@ -58,6 +58,10 @@ class Upcasters:
 
         return run
 
+    def knows(self, name: str) -> bool:
+        """Whether some upcaster reads events stored under ``name``."""
+        return any(key[0] == name for key in self._by_key)
+
     def keys(self) -> list[tuple[str, int]]:
         """Every (type name, from_version) with an upcaster."""
         return sorted(self._by_key)

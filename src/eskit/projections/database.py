@@ -81,13 +81,24 @@ class SQLiteDatabase:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self._thread = concurrent.futures.ThreadPoolExecutor(1, f"eskit-readmodel:{path}")
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+
+    def _thread(self) -> concurrent.futures.ThreadPoolExecutor:
+        """The one thread that uses the connection (started again after ``close``)."""
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                1, f"eskit-readmodel:{self.path}"
+            )
+        return self._executor
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             if self.path == ":memory:":
-                self._conn = sqlite3.connect(":memory:", isolation_level=None)
+                # Kept across close(): the data lives as long as this object does.
+                self._conn = sqlite3.connect(
+                    ":memory:", isolation_level=None, check_same_thread=False
+                )
             else:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
                 self._conn = connect(self.path)
@@ -107,11 +118,11 @@ class SQLiteDatabase:
 
     async def write(self, run: Callable[[sqlite3.Connection], T]) -> T:
         return await asyncio.wrap_future(
-            self._thread.submit(self._transaction, run, "BEGIN IMMEDIATE")
+            self._thread().submit(self._transaction, run, "BEGIN IMMEDIATE")
         )
 
     async def read(self, run: Callable[[sqlite3.Connection], T]) -> T:
-        return await asyncio.wrap_future(self._thread.submit(self._transaction, run, "BEGIN"))
+        return await asyncio.wrap_future(self._thread().submit(self._transaction, run, "BEGIN"))
 
     def events_after(
         self, conn: sqlite3.Connection, after: int, limit: int
@@ -120,12 +131,15 @@ class SQLiteDatabase:
 
     async def close(self) -> None:
         def close() -> None:
-            if self._conn is not None:
+            if self._conn is not None and self.path != ":memory:":
                 self._conn.close()
                 self._conn = None
 
-        await asyncio.wrap_future(self._thread.submit(close))
-        self._thread.shutdown(wait=True)
+        if self._executor is None:
+            return
+        await asyncio.wrap_future(self._executor.submit(close))
+        self._executor.shutdown(wait=True)
+        self._executor = None
 
 
 def database_for(store: EventStore, path: str | None = None) -> StoreDatabase | SQLiteDatabase:

@@ -47,12 +47,9 @@ class InlineProjection:
                 str(first.id),
                 "the inline projection was reset or is stuck; the append was refused",
             )
-        mine = [e for e in events if e.type in projection.handlers]
-        if not mine:
-            return
         names = physical_names(json.loads(row[1]), row[0])
         try:
-            projection.handle_batch(mine, ReadModelConnection(conn, names))
+            projection.handle_batch(events, ReadModelConnection(conn, names))
         except Exception as error:
             raise ProjectionError(
                 projection.name,
@@ -69,8 +66,7 @@ class InlineProjection:
         names = physical_names(state.tables, state.generation)
         position = state.position
         while events := self.database.events_after(conn, position, projection.batch_size):
-            mine = [e for e in events if e.type in projection.handlers]
-            projection.handle_batch(mine, ReadModelConnection(conn, names))
+            projection.handle_batch(events, ReadModelConnection(conn, names))
             position = events[-1].position
         st.advance(conn, projection.name, state.generation, position, now())
 

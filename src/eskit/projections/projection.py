@@ -21,6 +21,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Protocol, TypeVar
 
+from eskit.domain.events import EventRegistry
 from eskit.store.model import RecordedEvent
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -81,6 +82,9 @@ class _Base:
     """Position after which the projection starts (0: the whole log)."""
     batch_size: ClassVar[int] = 500
     """Events handled per transaction."""
+    events: ClassVar[EventRegistry | None] = None
+    """Set it to the application's registry to get events in today's schema: old versions
+    are upcast (renamed, split, dropped) before the handlers see them."""
     handlers: ClassVar[Mapping[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -102,8 +106,18 @@ class _Base:
 
     @property
     def types(self) -> tuple[str, ...]:
-        """The event types it handles: the runner reads only those."""
-        return tuple(self.handlers)
+        """The stored event types to read: those it handles, and any an upcaster may turn
+        into one of them."""
+        names = set(self.handlers)
+        if self.events is not None:
+            names.update(name for name, _ in self.events.upcasters.keys())  # noqa: SIM118
+        return tuple(sorted(names))
+
+    def today(self, events: Sequence[RecordedEvent]) -> list[RecordedEvent]:
+        """The events in today's schema (unchanged without a registry)."""
+        if self.events is None:
+            return list(events)
+        return [current for event in events for current in self.events.upcast(event)]
 
     def handler(self, event_type: str) -> Callable[..., Any] | None:
         attribute = self.handlers.get(event_type)
@@ -121,8 +135,8 @@ class Projection(_Base):
     inbox: Inbox | None = None
 
     async def handle_batch(self, events: Sequence[RecordedEvent]) -> None:
-        """Apply a batch in order; override to write a batch at once."""
-        for event in events:
+        """Apply a batch in order (it may hold types without handlers: they are skipped)."""
+        for event in self.today(events):
             await self.handle(event)
 
     async def handle(self, event: RecordedEvent) -> None:
@@ -166,8 +180,9 @@ class SQLProjection(_Base):
                 check_name(table, "table name")
 
     def handle_batch(self, events: Sequence[RecordedEvent], db: ReadModelConnection) -> None:
-        """Apply a batch in order inside one transaction; override to write in bulk."""
-        for event in events:
+        """Apply a batch in order inside one transaction (it may hold types without
+        handlers: they are skipped); override to write in bulk."""
+        for event in self.today(events):
             handler = self.handler(event.type)
             if handler is not None:
                 handler(event, db)

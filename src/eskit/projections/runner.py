@@ -22,7 +22,7 @@ from typing import Self
 
 import msgspec
 
-from eskit.errors import ProjectionError
+from eskit.errors import ProjectionError, StoreClosed
 from eskit.projections import state as st
 from eskit.projections.database import Database, SQLiteDatabase, database_for
 from eskit.projections.process import ProcessManager
@@ -193,9 +193,14 @@ class _Worker:
             self.task = asyncio.create_task(self.run(), name=f"projection:{self.projection.name}")
 
     async def run(self) -> None:
-        try:
-            await self.prepare()
-            while not self.runner._stopping.is_set():
+        """Follow the log until the runner stops. Handler errors are dealt with in
+        ``_apply``; anything else (a database that went away for a moment) is logged and
+        retried with a capped backoff, so the projection never dies silently."""
+        failures = 0
+        while not self.runner._stopping.is_set():
+            try:
+                if self.state is None:
+                    await self.prepare()
                 if self._state.status == st.STUCK:
                     await self._wait_while_stuck()
                     continue
@@ -204,11 +209,16 @@ class _Worker:
                 if not full:
                     await self._persist_reached()
                     await self._until_stopped(self._wait_for_events())
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("projection %s stopped", self.projection.name)
-            raise
+                failures = 0
+            except st.ProjectionMoved:  # rebuilt, reset or skipped elsewhere: start from there
+                await self.reload()
+            except StoreClosed:
+                return
+            except Exception:
+                failures += 1
+                pause = min(30.0, self.runner.backoff * 2**failures)
+                log.exception("projection %s: retrying in %.1f s", self.projection.name, pause)
+                await self._until_stopped(asyncio.sleep(pause))
 
     async def prepare(self) -> None:
         """Load (or create) the projection's state; rebuild first if its version changed."""
@@ -431,7 +441,7 @@ class _Worker:
         names = physical_names(projection.tables, rebuild.generation)
         db = ReadModelConnection(conn, names)
         while events := self.db.events_after(conn, position, projection.batch_size):
-            projection.handle_batch([e for e in events if e.type in projection.handlers], db)
+            projection.handle_batch(events, db)
             position = events[-1].position
         rebuild = msgspec.structs.replace(rebuild, position=position)
         return st.switch(conn, projection, rebuild, now())
