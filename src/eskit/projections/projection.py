@@ -120,8 +120,13 @@ class _Base:
         return [current for event in events for current in self.events.upcast(event)]
 
     def handler(self, event_type: str) -> Callable[..., Any] | None:
-        attribute = self.handlers.get(event_type)
-        return None if attribute is None else getattr(self, attribute)
+        """The bound handler for a type, None if it has none (looked up once per type)."""
+        bound: dict[str, Callable[..., Any]] | None = self.__dict__.get("_bound")
+        if bound is None:
+            bound = self.__dict__["_bound"] = {
+                type_: getattr(self, attribute) for type_, attribute in self.handlers.items()
+            }
+        return bound.get(event_type)
 
 
 class Projection(_Base):
