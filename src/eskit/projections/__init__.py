@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from eskit.projections.database import Database, SQLiteDatabase, StoreDatabase, database_for
 from eskit.projections.inline import InlineProjection, add_inline
+from eskit.projections.live import read_live, write_live
 from eskit.projections.process import ProcessManager
 from eskit.projections.projection import (
     Inbox,
@@ -33,4 +34,6 @@ __all__ = [
     "add_inline",
     "database_for",
     "handles",
+    "read_live",
+    "write_live",
 ]

@@ -52,6 +52,8 @@ class ProjectionStatus(msgspec.Struct, frozen=True):
     status: str  # running | stuck | rebuilding | stopped
     error: str | None = None
     error_position: int | None = None
+    error_type: str | None = None
+    error_event: str | None = None
     rebuild_position: int | None = None
 
     @property
@@ -184,7 +186,8 @@ class _Worker:
         self.reached = 0
         self.task: asyncio.Task[None] | None = None
         self.rebuilding: st.Rebuild | None = None
-        self.failure: ProjectionError | None = None
+        self.failure: Exception | None = None
+        """Why it cannot go on: stuck on an event, or a setup it can never complete."""
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -213,6 +216,11 @@ class _Worker:
             except st.ProjectionMoved:  # rebuilt, reset or skipped elsewhere: start from there
                 await self.reload()
             except StoreClosed:
+                return
+            except ValueError as error:  # a definition the database refuses: retrying won't help
+                self.failure = error
+                log.error("projection %s cannot start: %s", self.projection.name, error)
+                await self.runner.notify()
                 return
             except Exception:
                 failures += 1
@@ -449,7 +457,7 @@ class _Worker:
     # -- status -----------------------------------------------------------------------------
 
     def reached_or_raise(self, position: int) -> bool:
-        if self.reached >= position:
+        if self.state is not None and self.reached >= position:
             return True
         if self.failure is not None:
             raise self.failure
@@ -475,5 +483,7 @@ class _Worker:
             status,
             state.error,
             state.error_position,
+            state.error_type,
+            state.error_event,
             None if self.rebuilding is None else self.rebuilding.position,
         )

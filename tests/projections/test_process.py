@@ -1,0 +1,148 @@
+"""A process manager: its handlers record what is due, its tick sends each command once when
+the clock says so, however often it ticks and across restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import uuid
+
+import pytest
+
+import eskit
+from eskit.application import CommandBus
+from eskit.domain import Decider, EventRegistry
+from eskit.projections import (
+    Database,
+    ProcessManager,
+    ProjectionRunner,
+    ReadModelConnection,
+    handles,
+)
+from tests.application.conftest import START, ManualClock
+
+pytestmark = pytest.mark.anyio
+
+
+@dataclasses.dataclass(frozen=True)
+class SendReminder:
+    order_id: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ReminderSent:
+    order_id: str
+
+
+events = EventRegistry()
+events.register("ReminderSent")(ReminderSent)
+
+reminder: Decider[SendReminder, int] = Decider(
+    category="reminder",
+    initial_state=int,
+    evolve=lambda sent, event: sent + 1,
+    decide=lambda command, sent: [ReminderSent(command.order_id)],  # sends again if asked
+)
+
+
+class Reminders(ProcessManager):
+    """Reminds of each order once it is due."""
+
+    name = "reminders"
+    tables = ("reminders",)
+    schema = (
+        "CREATE TABLE {reminders} (order_id TEXT PRIMARY KEY, due TEXT NOT NULL,"
+        " placed TEXT NOT NULL)",
+    )
+    tick_every = 0.01  # the runner ticks too, often, racing the test's own ticks
+
+    @handles("OrderPlaced")
+    def placed(self, event: eskit.RecordedEvent, db: ReadModelConnection) -> None:
+        db.execute(
+            "INSERT INTO {reminders} VALUES (?, ?, ?)",
+            (event.data["order_id"], event.data["due"], str(event.id)),
+        )
+
+    async def tick(self, db: Database, now: dt.datetime) -> None:
+        due = await db.read(
+            lambda c: c.execute(
+                "SELECT order_id, placed FROM reminders WHERE due <= ? ORDER BY order_id",
+                (now.isoformat(),),
+            ).fetchall()
+        )
+        for order_id, placed in due:
+            cause = await self.bus.store.find_event(uuid.UUID(placed))
+            await self.send_once(
+                SendReminder(order_id), key=f"{order_id}:reminder", caused_by=cause
+            )
+
+
+def bus_of(store: eskit.EventStore) -> CommandBus:
+    bus = CommandBus(store, events)
+    bus.register(SendReminder, reminder, aggregate_id=lambda command: command.order_id)
+    return bus
+
+
+async def place(store: eskit.EventStore, order_id: str, due_in: dt.timedelta) -> int:
+    due = (START + due_in).isoformat()
+    placed = eskit.NewEvent("OrderPlaced", {"order_id": order_id, "due": due})
+    return (await store.append(f"order-{order_id}", [placed])).last_position
+
+
+async def sent(store: eskit.EventStore) -> dict[str, list[eskit.RecordedEvent]]:
+    """The reminder events per order."""
+    found: dict[str, list[eskit.RecordedEvent]] = {}
+    async for event in store.read_all(types=["ReminderSent"]):
+        found.setdefault(event.data["order_id"], []).append(event)
+    return found
+
+
+async def test_each_due_command_is_sent_once_however_often_it_ticks(
+    store: eskit.EventStore, readmodels: Database
+) -> None:
+    clock = ManualClock()
+    await place(store, "a", dt.timedelta(hours=1))
+    last = await place(store, "b", dt.timedelta(hours=3))
+    manager = Reminders(bus_of(store), clock)
+
+    async with ProjectionRunner(store, [manager], database=readmodels) as runner:
+        await runner.wait_until(last)
+        await manager.tick(readmodels, clock())
+        before_due = await sent(store)
+        clock.advance(2 * 3600)
+        await manager.tick(readmodels, clock())
+        await manager.tick(readmodels, clock())
+        after_a = await sent(store)
+
+    restarted = Reminders(bus_of(store), clock)
+    async with ProjectionRunner(store, [restarted], database=readmodels) as runner:
+        await runner.wait_until(last)
+        await restarted.tick(readmodels, clock())
+        clock.advance(2 * 3600)
+        await restarted.tick(readmodels, clock())
+        after_b = await sent(store)
+
+    assert before_due == {}
+    assert {order: len(found) for order, found in after_a.items()} == {"a": 1}
+    assert {order: len(found) for order, found in after_b.items()} == {"a": 1, "b": 1}
+    [reminded] = after_b["a"]
+    [placed] = [e async for e in store.read_stream("order-a")]
+    assert reminded.stream == "reminder-a"
+    assert reminded.metadata["causation_id"] == str(placed.id)
+    assert reminded.metadata["process_manager"] == "reminders"
+
+
+async def test_the_runner_ticks_with_the_clock_it_was_given(store: eskit.EventStore) -> None:
+    """No explicit tick: the runner's own ticks send, at the time the clock says."""
+    clock = ManualClock(START + dt.timedelta(days=1))
+    last = await place(store, "a", dt.timedelta(hours=1))
+    manager = Reminders(bus_of(store), clock)
+
+    async with ProjectionRunner(store, [manager]) as runner:
+        await runner.wait_until(last)
+        async with asyncio.timeout(10):
+            await store.wait_for_events(after=last)  # the next event: the reminder it sent
+        found = await sent(store)
+
+    assert [(order, len(events)) for order, events in found.items()] == [("a", 1)]
