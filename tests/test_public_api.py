@@ -27,6 +27,7 @@ PUBLIC = {
     "Loaded",
     "Model",
     "NewEvent",
+    "ProjectionError",
     "RecordedEvent",
     "Repository",
     "Snapshot",

@@ -14,7 +14,9 @@ from examples.invoicing.commands import (
     CancelInvoice,
     CreateInvoice,
     IssueInvoice,
+    MarkInvoiceOverdue,
     PayInvoice,
+    SendPaymentReminder,
 )
 from examples.invoicing.customer import (
     EMAIL_CATEGORY,
@@ -27,7 +29,13 @@ from examples.invoicing.events import events
 from examples.invoicing.invoice import Invoice
 
 InvoiceCommand: TypeAlias = (
-    CreateInvoice | AddInvoiceLine | IssueInvoice | PayInvoice | CancelInvoice
+    CreateInvoice
+    | AddInvoiceLine
+    | IssueInvoice
+    | PayInvoice
+    | CancelInvoice
+    | SendPaymentReminder
+    | MarkInvoiceOverdue
 )
 
 
@@ -39,6 +47,8 @@ def invoicing(store: EventStore) -> CommandBus:
     bus.register(IssueInvoice, Invoice, aggregate_id=invoice_id, handle=handle_invoice)
     bus.register(PayInvoice, Invoice, aggregate_id=invoice_id, handle=handle_invoice)
     bus.register(CancelInvoice, Invoice, aggregate_id=invoice_id, handle=handle_invoice)
+    bus.register(SendPaymentReminder, Invoice, aggregate_id=invoice_id, handle=handle_invoice)
+    bus.register(MarkInvoiceOverdue, Invoice, aggregate_id=invoice_id, handle=handle_invoice)
     # A Decider's own `decide` handles its commands: no `handle=` needed.
     bus.register(RegisterCustomer, customer_decider, aggregate_id=customer_id)
     bus.register(ChangeCustomerName, customer_decider, aggregate_id=customer_id)
@@ -60,6 +70,10 @@ def handle_invoice(command: InvoiceCommand, invoice: Invoice) -> None:
             invoice.pay(command.amount, command.now)
         case CancelInvoice():
             invoice.cancel(command.reason, command.now)
+        case SendPaymentReminder():
+            invoice.remind(command.now)
+        case MarkInvoiceOverdue():
+            invoice.mark_overdue(command.now)
         case _:
             assert_never(command)
 

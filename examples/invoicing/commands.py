@@ -36,3 +36,13 @@ class CancelInvoice(msgspec.Struct, frozen=True):
     invoice_id: str
     reason: str
     now: dt.datetime
+
+
+class SendPaymentReminder(msgspec.Struct, frozen=True):
+    invoice_id: str
+    now: dt.datetime
+
+
+class MarkInvoiceOverdue(msgspec.Struct, frozen=True):
+    invoice_id: str
+    now: dt.datetime

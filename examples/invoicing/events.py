@@ -43,6 +43,22 @@ class InvoiceCancelled(msgspec.Struct, frozen=True):
     cancelled_at: dt.datetime
 
 
+@events.register("PaymentReminderSent")
+class PaymentReminderSent(msgspec.Struct, frozen=True):
+    """The customer was reminded that an issued invoice is past its due date."""
+
+    sent_at: dt.datetime
+    due_date: dt.date
+
+
+@events.register("InvoiceMarkedOverdue")
+class InvoiceMarkedOverdue(msgspec.Struct, frozen=True):
+    """Still unpaid long after its due date: collections take over."""
+
+    marked_at: dt.datetime
+    due_date: dt.date
+
+
 @events.register("CustomerRegistered")
 class CustomerRegistered(msgspec.Struct, frozen=True):
     customer_id: str

@@ -11,7 +11,9 @@ from examples.invoicing.events import (
     InvoiceCreated,
     InvoiceIssued,
     InvoiceLineAdded,
+    InvoiceMarkedOverdue,
     InvoicePaid,
+    PaymentReminderSent,
 )
 
 
@@ -23,7 +25,7 @@ class Invoice(Aggregate):
     category: ClassVar[str] = "invoice"
     snapshot_every: ClassVar[int | None] = 100
 
-    status: str  # "new", "draft", "issued", "paid", "cancelled"
+    status: str  # "new", "draft", "issued", "overdue", "paid", "cancelled"
     currency: str
     customer_id: str
     due_date: dt.date | None
@@ -60,7 +62,7 @@ class Invoice(Aggregate):
     def pay(self, amount: int, now: dt.datetime) -> None:
         if self.status in ("paid", "cancelled"):
             raise InvoiceError(f"a {self.status} invoice cannot be paid")
-        self._require("issued", "pay")
+        self._require(("issued", "overdue"), "pay")
         if amount != self.total:
             raise InvoiceError(f"the payment {amount} does not match the total {self.total}")
         self.record(InvoicePaid(amount, now))
@@ -68,8 +70,29 @@ class Invoice(Aggregate):
     def cancel(self, reason: str, now: dt.datetime) -> None:
         if self.status in ("paid", "cancelled"):
             raise InvoiceError(f"a {self.status} invoice cannot be cancelled")
-        self._require(("draft", "issued"), "cancel")
+        self._require(("draft", "issued", "overdue"), "cancel")
         self.record(InvoiceCancelled(reason, now))
+
+    def remind(self, now: dt.datetime) -> None:
+        if self.status in ("paid", "cancelled"):
+            raise InvoiceError(f"a {self.status} invoice needs no reminder")
+        self._require(("issued", "overdue"), "remind about")
+        self.record(PaymentReminderSent(now, self._past_due(now)))
+
+    def mark_overdue(self, now: dt.datetime) -> None:
+        if self.status == "overdue":
+            raise InvoiceError("the invoice is already overdue")
+        if self.status in ("paid", "cancelled"):
+            raise InvoiceError(f"a {self.status} invoice cannot be marked overdue")
+        self._require("issued", "mark overdue")
+        self.record(InvoiceMarkedOverdue(now, self._past_due(now)))
+
+    def _past_due(self, now: dt.datetime) -> dt.date:
+        """The due date, if ``now`` is past it (reminders and overdue come after it)."""
+        assert self.due_date is not None, "issued invoices have a due date"
+        if now.date() <= self.due_date:
+            raise InvoiceError(f"the invoice is not past its due date {self.due_date}")
+        return self.due_date
 
     def _require(self, status: str | tuple[str, ...], action: str) -> None:
         allowed = (status,) if isinstance(status, str) else status
@@ -98,3 +121,11 @@ class Invoice(Aggregate):
     @applies(InvoiceCancelled)
     def _cancelled(self, event: InvoiceCancelled) -> None:
         self.status = "cancelled"
+
+    @applies(PaymentReminderSent)
+    def _reminded(self, event: PaymentReminderSent) -> None:
+        pass  # changes nothing the rules look at
+
+    @applies(InvoiceMarkedOverdue)
+    def _overdue(self, event: InvoiceMarkedOverdue) -> None:
+        self.status = "overdue"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from eskit.projections.database import Database, SQLiteDatabase, StoreDatabase, database_for
 from eskit.projections.inline import InlineProjection, add_inline
-from eskit.projections.live import read_live, write_live
+from eskit.projections.live import live_tables, read_live, write_live
 from eskit.projections.process import ProcessManager
 from eskit.projections.projection import (
     Inbox,
@@ -34,6 +34,7 @@ __all__ = [
     "add_inline",
     "database_for",
     "handles",
+    "live_tables",
     "read_live",
     "write_live",
 ]

@@ -19,22 +19,36 @@ from eskit.projections.projection import ReadModelConnection, SQLProjection, phy
 T = TypeVar("T")
 
 
-def _live(conn: sqlite3.Connection, projection: SQLProjection) -> ReadModelConnection:
+def live_tables(
+    conn: sqlite3.Connection, projection: SQLProjection | type[SQLProjection]
+) -> dict[str, str]:
+    """The physical tables of the projection's live build, by logical name (read them in
+    the transaction that uses them)."""
     current = st.load(conn, projection.name)
     if current is None:
-        raise ValueError(f"projection {projection.name} has not been built yet")
-    return ReadModelConnection(conn, physical_names(current.tables, current.generation))
+        raise LookupError(f"projection {projection.name} has not been built yet")
+    return physical_names(current.tables, current.generation)
+
+
+def _live(
+    conn: sqlite3.Connection, projection: SQLProjection | type[SQLProjection]
+) -> ReadModelConnection:
+    return ReadModelConnection(conn, live_tables(conn, projection))
 
 
 async def read_live(
-    database: Database, projection: SQLProjection, run: Callable[[ReadModelConnection], T]
+    database: Database,
+    projection: SQLProjection | type[SQLProjection],
+    run: Callable[[ReadModelConnection], T],
 ) -> T:
     """Run ``run(db)`` in a read transaction, ``{table}`` naming the live build's tables."""
     return await database.read(lambda conn: run(_live(conn, projection)))
 
 
 async def write_live(
-    database: Database, projection: SQLProjection, run: Callable[[ReadModelConnection], T]
+    database: Database,
+    projection: SQLProjection | type[SQLProjection],
+    run: Callable[[ReadModelConnection], T],
 ) -> T:
     """Run ``run(db)`` in a write transaction on the live build's tables."""
     return await database.write(lambda conn: run(_live(conn, projection)))
