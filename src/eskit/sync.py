@@ -27,8 +27,10 @@ from eskit.store.model import (
     AppendResult,
     ExpectedVersion,
     NewEvent,
+    Page,
     RecordedEvent,
     Snapshot,
+    StreamInfo,
     StreamMetadata,
 )
 
@@ -307,6 +309,26 @@ class SyncStore:
     def last_position(self) -> int:
         """Blocking ``EventStore.last_position``."""
         return self._call(self._store.last_position())
+
+    def list_streams(
+        self, category: str | None = None, after: str | None = None, limit: int = 100
+    ) -> list[StreamInfo]:
+        """Blocking ``EventStore.list_streams``."""
+        return self._call(self._store.list_streams(category, after, limit))
+
+    def read_page(
+        self,
+        after: int = 0,
+        limit: int | None = None,
+        types: Iterable[str] | None = None,
+        category: str | None = None,
+    ) -> Page:
+        """Blocking ``EventStore.read_page``."""
+        return self._call(self._store.read_page(after, limit, types, category))
+
+    def wait_for_events(self, after: int) -> None:
+        """Blocking ``EventStore.wait_for_events``."""
+        return self._call(self._store.wait_for_events(after))
 
     def read_stream(
         self,

@@ -1,21 +1,16 @@
-"""Operator commands; each one is a thin shell over the library with an example in --help."""
+"""The root of the ``eskit`` command: each command is a thin shell over the library with an
+example in its help; errors are one red line and exit status 1."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Coroutine
-from typing import Any, TypeVar
-
 import typer
-from rich.console import Console
 from rich.table import Table
 
-import eskit
+from eskit.cli import projections, streams, transfer
+from eskit.cli.common import Url, opened, out, run
+from eskit.cli.trace import trace_command
 
 app = typer.Typer(help="eskit: inspect and operate an event store.", no_args_is_help=True)
-console = Console()
-err_console = Console(stderr=True)
-T = TypeVar("T")
 
 
 @app.callback()
@@ -24,7 +19,7 @@ def _root() -> None:
 
 
 @app.command()
-def info(url: str = typer.Argument(..., help="Store URL, e.g. sqlite:///./events.db")) -> None:
+def info(url: Url) -> None:
     """Show the size of a store.
 
     Example: eskit info sqlite:///./events.db
@@ -34,21 +29,19 @@ def info(url: str = typer.Argument(..., help="Store URL, e.g. sqlite:///./events
     table.add_column("store")
     table.add_column("last position", justify="right")
     table.add_row(url, str(position))
-    console.print(table)
-
-
-def run(work: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine; show eskit's and input errors as one clear line."""
-    try:
-        return asyncio.run(work)
-    except (ValueError, eskit.EskitError) as error:
-        err_console.print(f"[red]error:[/] {error}")
-        raise typer.Exit(1) from error
+    out().print(table)
 
 
 async def _last_position(url: str) -> int:
-    async with eskit.open_store(url) as store:
+    async with opened(url) as store:
         return await store.last_position()
+
+
+app.add_typer(streams.app, name="streams")
+app.add_typer(projections.app, name="projections")
+app.command("trace")(trace_command)
+app.command("export")(transfer.export)
+app.command("import")(transfer.import_)
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ from eskit.store.model import (
     Page,
     RecordedEvent,
     Snapshot,
+    StreamInfo,
     StreamMetadata,
 )
 from eskit.store.rules import PreparedAppend, PreparedSnapshot
@@ -233,6 +234,27 @@ class EventStore(abc.ABC):
         self._check_open()
         return await self._last_position()
 
+    async def list_streams(
+        self, category: str | None = None, after: str | None = None, limit: int = 100
+    ) -> list[StreamInfo]:
+        """Up to ``limit`` streams that have events, in name order, with their last event;
+        only those of ``category`` if given. Page on with ``after`` = the last name seen.
+
+        Soft-deleted and tombstoned streams are included and flagged by ``status``. Streams
+        that never had an event (only metadata, or tombstoned while empty) are not listed.
+        Costs a few index lookups per stream listed, whatever the streams' lengths.
+        """
+        if category is not None:
+            rules.check_name(category, "category")
+        if after is not None and not isinstance(after, str):
+            raise ValueError(f"after must be a stream name (str) or None, got {after!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be an int >= 1, got {limit!r}")
+        self._check_open()
+        if category is not None and "-" in category:
+            return []  # a category is what comes before the first "-": it never holds one
+        return await self._list_streams(category, after, limit)
+
     async def read_stream(
         self,
         stream: str,
@@ -413,6 +435,13 @@ class EventStore(abc.ABC):
 
     @abc.abstractmethod
     async def _find_event(self, event_id: uuid.UUID) -> RecordedEvent | None: ...
+
+    @abc.abstractmethod
+    async def _list_streams(
+        self, category: str | None, after: str | None, limit: int
+    ) -> list[StreamInfo]:
+        """Up to ``limit`` streams with events named after ``after``, by name (``category``
+        never contains ``-``)."""
 
     @abc.abstractmethod
     async def _read_stream_page(

@@ -23,7 +23,9 @@ from eskit.store.model import (
     ExpectedVersion,
     RecordedEvent,
     Snapshot,
+    StreamInfo,
     StreamMetadata,
+    StreamStatus,
 )
 from eskit.store.rules import ExistingEvent, PreparedAppend, PreparedSnapshot
 
@@ -161,6 +163,26 @@ class MemoryStore(EventStore):
 
     async def _last_position(self) -> int:
         return len(self._log)
+
+    async def _list_streams(
+        self, category: str | None, after: str | None, limit: int
+    ) -> list[StreamInfo]:
+        names = (
+            name
+            for name in sorted(self._streams)
+            if (after is None or name > after)
+            and (category is None or rules.category(name) == category)
+            and self._streams[name].events
+        )
+        return [self._info(name) for _, name in zip(range(limit), names, strict=False)]
+
+    def _info(self, name: str) -> StreamInfo:
+        state = self._streams[name]
+        last = state.events[-1]
+        status: StreamStatus = (
+            "tombstoned" if state.tombstoned else "deleted" if state.deleted else "live"
+        )
+        return StreamInfo(name, last.version, last.position, last.type, last.recorded_at, status)
 
     async def _read_stream_page(
         self, stream: str, from_version: int | None, backwards: bool, count: int

@@ -6,7 +6,7 @@ import datetime as dt
 import enum
 import uuid
 from collections.abc import Sequence
-from typing import Any, Final, NamedTuple, TypeAlias
+from typing import Any, Final, Literal, NamedTuple, TypeAlias
 
 import msgspec
 
@@ -97,6 +97,37 @@ class Page(NamedTuple):
 
     events: list[RecordedEvent]
     next_after: int
+
+
+StreamStatus: TypeAlias = Literal["live", "deleted", "tombstoned"]
+"""Whether a stream reads normally, was soft-deleted, or was tombstoned (hard-deleted)."""
+
+
+class StreamInfo(msgspec.Struct, frozen=True):
+    """A stream as ``EventStore.list_streams`` shows it: its last event in the log.
+
+    Deleted and tombstoned streams are listed too, flagged by ``status``: their events stay
+    in the log, and an operator looking for a stream wants to see that it was deleted rather
+    than find nothing. ``last_*`` describe the newest event written to the stream, even when
+    stream metadata or a delete hides it from ``read_stream``.
+    """
+
+    stream: str
+    last_version: int
+    last_position: int
+    last_type: str
+    last_recorded_at: dt.datetime
+    status: StreamStatus = "live"
+
+    @property
+    def event_count(self) -> int:
+        """Events ever written to the stream (versions are contiguous from 0)."""
+        return self.last_version + 1
+
+    @property
+    def category(self) -> str:
+        """The part of the stream name before the first ``-``."""
+        return self.stream.split("-", 1)[0]
 
 
 class StreamMetadata(msgspec.Struct, frozen=True):

@@ -49,7 +49,9 @@ from eskit.store.model import (
     ExpectedVersion,
     RecordedEvent,
     Snapshot,
+    StreamInfo,
     StreamMetadata,
+    StreamStatus,
 )
 from eskit.store.rules import MAX_INT64, PreparedAppend, PreparedSnapshot, clamp
 from eskit.store.sqlite_reader import Reader
@@ -73,6 +75,12 @@ Future = asyncio.Future[Any]
 T = TypeVar("T")
 # The id is read as a quoted hex string so that msgspec builds the UUID in C: five times
 # cheaper than uuid.UUID(bytes=...), which dominated the cost of a read.
+_STATUSES: Final[dict[int | None, StreamStatus]] = {
+    None: "live",
+    0: "live",
+    SOFT_DELETED: "deleted",
+    TOMBSTONED: "tombstoned",
+}
 _COLUMNS: Final = """'"' || hex(id) || '"', stream, version, position, type, data, metadata,
     recorded_at"""
 
@@ -396,6 +404,46 @@ class SQLiteStore(EventStore):
 
     async def _last_position(self) -> int:
         result: int = await self._read(_head)
+        return result
+
+    async def _list_streams(
+        self, category: str | None, after: str | None, limit: int
+    ) -> list[StreamInfo]:
+        """Walks the (stream, version) index from name to name: each step is one seek to the
+        next stream and one to its last version, so long streams cost no more than short
+        ones (a GROUP BY would read every version of every stream listed)."""
+        first, step = "stream > ?1", "stream > names.stream"
+        if category is not None:
+            # A category's streams are `c` and `c-...`: all between `c` and `c.` ('.' follows
+            # '-'); the category column weeds out the rare names like `c!x` in between (its
+            # unary + keeps SQLite on the stream index rather than scanning the category's).
+            if after is None or after < category:
+                first = "stream >= ?2"
+            in_category = " AND stream < ?2 || '.' AND +category = ?2"
+            first, step = first + in_category, step + in_category
+        sql = f"""
+            WITH RECURSIVE names(stream) AS (
+                SELECT (SELECT min(stream) FROM events WHERE {first})
+                UNION ALL
+                SELECT (SELECT min(stream) FROM events WHERE {step})
+                FROM names WHERE names.stream IS NOT NULL
+                LIMIT ?3
+            )
+            SELECT e.stream, e.version, e.position, e.type, e.recorded_at, s.state
+            FROM names
+            JOIN events AS e ON e.stream = names.stream
+                AND e.version = (SELECT max(version) FROM events WHERE stream = names.stream)
+            LEFT JOIN streams AS s ON s.stream = names.stream
+            ORDER BY e.stream"""
+
+        def run(conn: sqlite3.Connection) -> list[StreamInfo]:
+            rows = conn.execute(sql, (after or "", category, limit)).fetchall()
+            return [
+                StreamInfo(stream, version, position, type_, moment(at), _STATUSES[state])
+                for stream, version, position, type_, at, state in rows
+            ]
+
+        result: list[StreamInfo] = await self._read(run)
         return result
 
     async def _read_stream_page(

@@ -17,14 +17,15 @@ drift apart. Subclass ``EventStoreConformance`` in a test module and say how to 
 plugin and hypothesis (eskit's ``dev`` extra).
 
 The tests live in one mixin per area (``appends``, ``multi``, ``reads``, ``subscriptions``,
-``lifecycle``, ``snapshots``, ``validation``); ``helpers`` holds what they share, ``model``
-the model test.
+``lifecycle``, ``snapshots``, ``listing``, ``validation``); ``helpers`` holds what they
+share, ``model`` the model test.
 """
 
 from __future__ import annotations
 
 from eskit.testing.conformance.appends import AppendConformance
 from eskit.testing.conformance.lifecycle import LifecycleConformance
+from eskit.testing.conformance.listing import ListingConformance
 from eskit.testing.conformance.model import store_model_test
 from eskit.testing.conformance.multi import MultiAppendConformance
 from eskit.testing.conformance.reads import ReadConformance
@@ -36,9 +37,11 @@ __all__ = ["EventStoreConformance", "store_model_test"]
 
 
 # pytest collects inherited tests in reverse MRO order, so the areas are listed last first:
-# the suite runs appends, multi, reads, subscriptions, lifecycle, snapshots, validation.
+# the suite runs appends, multi, reads, subscriptions, lifecycle, snapshots, listing,
+# validation.
 class EventStoreConformance(
     ValidationConformance,
+    ListingConformance,
     SnapshotConformance,
     LifecycleConformance,
     SubscriptionConformance,
@@ -51,5 +54,5 @@ class EventStoreConformance(
     Every test gets a fresh store from ``make_store``; tests that need options (a clock,
     a size limit) open their own. Test names say the scenario, area first: expected_version,
     concurrent, idempotent, append, append_many, read_stream, read_all, subscribe, delete,
-    tombstone, metadata, lifecycle, snapshot, invalid, hostile.
+    tombstone, metadata, lifecycle, snapshot, list_streams, invalid, hostile.
     """

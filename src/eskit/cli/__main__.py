@@ -1,0 +1,5 @@
+"""``python -m eskit.cli``: the ``eskit`` command without the installed script."""
+
+from eskit.cli.app import main
+
+main()

@@ -1,0 +1,122 @@
+"""What every command shares: consoles, running a coroutine with clear errors, opening the
+store, progress bars, and turning values into table cells."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.text import Text
+
+import eskit
+
+T = TypeVar("T")
+
+Url = Annotated[
+    str, typer.Argument(help="Store URL, e.g. sqlite:///./events.db", show_default=False)
+]
+
+
+def out() -> Console:
+    """The console for results (stdout). Made per call so that it sizes itself to the
+    terminal (or ``COLUMNS``) of this invocation."""
+    return Console(highlight=False)
+
+
+def err() -> Console:
+    """The console for progress and errors (stderr), so results can be piped."""
+    return Console(stderr=True, highlight=False)
+
+
+def run(work: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine; show eskit's, input and file errors as one red line."""
+    try:
+        return asyncio.run(work)
+    except (ValueError, OSError, eskit.EskitError) as error:
+        fail(str(error) or type(error).__name__)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def fail(message: str) -> NoReturn:
+    """Print ``message`` as one red error line and exit with status 1."""
+    err().print(Text.assemble(("error: ", "bold red"), (message, "red")), soft_wrap=True)
+    raise typer.Exit(1)
+
+
+@contextlib.asynccontextmanager
+async def opened(url: str) -> AsyncIterator[eskit.EventStore]:
+    """The store at ``url``, open for the block."""
+    async with eskit.open_store(url) as store:
+        yield store
+
+
+class _Rate(ProgressColumn):
+    """Items per second, as ``TransferSpeedColumn`` shows bytes per second."""
+
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        if speed is None and task.finished and task.elapsed:  # too quick to sample: average
+            speed = task.completed / task.elapsed
+        shown = "?" if speed is None else f"{speed:,.0f}"
+        return Text(f"{shown} {self.unit}/s", style="progress.data.speed")
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, unit: str = "events") -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr with rate and time left; yields the ``(done, total)``
+    callback the library's long operations take."""
+    counts: list[ProgressColumn] = (
+        [DownloadColumn(), TransferSpeedColumn()]
+        if unit == "bytes"
+        else [MofNCompleteColumn(), _Rate(unit)]
+    )
+    columns = [
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        *counts,
+        TimeRemainingColumn(),
+    ]
+    with Progress(*columns, console=err()) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def cell(value: object) -> Text:
+    """A table cell showing ``value`` literally (names may hold rich markup like ``[b]``)."""
+    return Text("" if value is None else str(value))
+
+
+def when(moment: dt.datetime | int | None) -> str:
+    """A time for people: UTC, to the second (``int``: microseconds since 1970)."""
+    if moment is None:
+        return ""
+    if isinstance(moment, int):
+        moment = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=moment)
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

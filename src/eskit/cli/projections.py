@@ -1,0 +1,336 @@
+"""``eskit projections``: status, run, rebuild, reset and skip, over the projection state kept
+in the store's own SQLite file (or ``--database``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import inspect
+import os
+import signal
+import sqlite3
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+import typer
+from rich.table import Table
+from rich.text import Text
+
+import eskit
+from eskit.cli.common import Url, cell, err, fail, opened, out, progress_bar, run, when
+from eskit.projections import (
+    Database,
+    Projection,
+    ProjectionRunner,
+    ProjectionStatus,
+    SQLProjection,
+    database_for,
+)
+from eskit.projections import state as st
+from eskit.projections.runner import now
+
+app = typer.Typer(
+    help="Operate projections (read models).\n\n"
+    "Example: eskit projections status sqlite:///./events.db",
+    no_args_is_help=True,
+)
+T = TypeVar("T")
+
+Name = Annotated[str, typer.Argument(help="Projection name, e.g. invoice_totals.")]
+AppSpec = Annotated[
+    str,
+    typer.Option(
+        "--app",
+        help="module:attribute holding the projections, or a function of the store returning"
+        " them (e.g. myapp.read:projections).",
+        show_default=False,
+    ),
+]
+DatabasePath = Annotated[
+    str | None,
+    typer.Option(
+        "--database", help="SQLite file holding the projection state (default: the store's)."
+    ),
+]
+
+
+# -- reading and changing the stored state ----------------------------------------------------
+
+
+class _Row(msgspec.Struct, frozen=True):
+    state: st.State
+    rebuild: st.Rebuild | None
+    skips: int
+
+
+@contextlib.asynccontextmanager
+async def _database(url: str, path: str | None) -> AsyncIterator[tuple[eskit.EventStore, Database]]:
+    """The store and the database its projections keep their state in."""
+    if path is not None and not await asyncio.to_thread(Path(path).exists):
+        raise ValueError(f"no projection database at {path}")
+    async with opened(url) as store:
+        database = database_for(store, path)
+        try:
+            yield store, database
+        finally:
+            await database.close()
+
+
+async def _on_database(url: str, path: str | None, work: Callable[[sqlite3.Connection], T]) -> T:
+    async with _database(url, path) as (_, database):
+        return await database.write(work)
+
+
+@app.command()
+def status(url: Url, database: DatabasePath = None) -> None:
+    """Show every projection: checkpoint, lag behind the log, status, rebuild progress, skips.
+
+    Example: eskit projections status sqlite:///./events.db
+    """
+    head, rows = run(_status(url, database))
+    if not rows:
+        out().print(Text(f"no projections have run on {url}"))
+        return
+    table = Table(title=f"projections of {url} (head {head})")
+    for column in ("name", "version", "position", "lag", "status", "updated", "rebuild", "skips"):
+        right = column in ("version", "position", "lag", "skips")
+        table.add_column(column, justify="right" if right else "left")
+    table.add_column("error", overflow="fold")
+    for row in rows:
+        state, rebuild = row.state, row.rebuild
+        progress = ""
+        if rebuild is not None:
+            share = 100 * rebuild.position // head if head else 100
+            progress = f"v{rebuild.version}: {rebuild.position}/{head} ({share}%)"
+        table.add_row(
+            cell(state.name),
+            cell(state.version),
+            cell(state.position),
+            cell(max(0, head - state.position)),
+            _styled(state.status),
+            when(state.updated_at),
+            progress,
+            cell(row.skips),
+            cell(_error(state.error, state.error_position, state.error_type)),
+        )
+    out().print(table)
+
+
+async def _status(url: str, path: str | None) -> tuple[int, list[_Row]]:
+    def read(conn: sqlite3.Connection) -> list[_Row]:
+        return [_Row(s, r, len(st.skips(conn, s.name))) for s, r in st.load_all(conn)]
+
+    async with _database(url, path) as (store, database):
+        head = await store.last_position()
+        return head, await database.read(read)
+
+
+def _styled(status: str) -> Text:
+    colour = {"running": "green", "stuck": "bold red", "rebuilding": "yellow"}.get(status, "")
+    return Text(status, style=colour)
+
+
+def _error(error: str | None, position: int | None, event_type: str | None) -> str:
+    return "" if error is None else f"at {position} ({event_type}): {error}"
+
+
+@app.command()
+def reset(
+    url: Url,
+    name: Name,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    database: DatabasePath = None,
+) -> None:
+    """Forget a projection: drop its tables and checkpoint; its next run starts over.
+
+    Example: eskit projections reset sqlite:///./events.db invoice_totals --yes
+    """
+    if not yes:
+        typer.confirm(
+            f"Drop the tables and checkpoint of projection {name}? It is rebuilt from the"
+            " start on its next run",
+            abort=True,
+        )
+    if not run(_on_database(url, database, lambda c: st.reset(c, name))):
+        fail(f"no projection named {name!r} in {url}")
+    out().print(Text(f"projection {name} reset: it starts over on its next run"))
+
+
+@app.command()
+def skip(
+    url: Url,
+    name: Name,
+    reason: Annotated[
+        str, typer.Option(help="Why, and who decided (kept with the skip).", show_default=False)
+    ],
+    database: DatabasePath = None,
+) -> None:
+    """Step a stuck projection over the event it fails on (recorded, with the reason).
+
+    Example: eskit projections skip sqlite:///./events.db invoice_totals --reason "bad data, #123"
+    """
+    record = run(_on_database(url, database, lambda c: st.skip(c, name, reason, now())))
+    out().print(
+        Text(
+            f"projection {name} skipped event {record.event_id} ({record.event_type}) at"
+            f" position {record.position}; it failed with: {record.error}"
+        ),
+        soft_wrap=True,
+    )
+
+
+# -- running the projections' code -------------------------------------------------------------
+
+
+@app.command("run")
+def run_projections(
+    url: Url,
+    spec: AppSpec,
+    until_caught_up: Annotated[
+        bool, typer.Option(help="Catch up to the current head once, then exit.")
+    ] = False,
+) -> None:
+    """Run projections: catch up, then follow the log until Ctrl-C or SIGTERM.
+
+    On a stop, each projection finishes the batch in hand first.
+
+    Example: eskit projections run sqlite:///./events.db --app myapp.read:projections
+    """
+    statuses = run(_run(url, spec, until_caught_up))
+    table = Table(title=f"projections of {url}")
+    for column in ("name", "version", "position", "lag", "status"):
+        table.add_column(column, justify="left" if column in ("name", "status") else "right")
+    table.add_column("error", overflow="fold")
+    for s in statuses:
+        table.add_row(
+            cell(s.name),
+            cell(s.version),
+            cell(s.position),
+            cell(s.lag),
+            _styled(s.status),
+            cell(_error(s.error, s.error_position, None)),
+        )
+    out().print(table)
+    stuck = [s.name for s in statuses if s.status == "stuck"]
+    if stuck:
+        fail(f"stuck: {', '.join(stuck)} (see the error; fix the code, or skip the event)")
+
+
+async def _run(url: str, spec: str, until_caught_up: bool) -> list[ProjectionStatus]:
+    async with opened(url) as store:
+        runner = ProjectionRunner(store, await load_projections(spec, store))
+        try:
+            if until_caught_up:
+                await runner.run_until_caught_up()
+            else:
+                await _follow(runner)
+        finally:
+            await runner.stop()
+        return await runner.status()
+
+
+async def _follow(runner: ProjectionRunner) -> None:
+    """Run until SIGINT or SIGTERM; say when every projection has caught up."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
+    try:
+        head = await runner.store.last_position()
+        names = ", ".join(runner.workers)
+        err().print(Text(f"running {names}; Ctrl-C or SIGTERM stops them"), soft_wrap=True)
+        await runner.start()
+        caught_up = asyncio.ensure_future(runner.wait_until(head))
+        stop = asyncio.ensure_future(stopping.wait())
+        await asyncio.wait({caught_up, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if caught_up.done():
+            error = caught_up.exception()
+            message = (
+                f"caught up to position {head}; following the log"
+                if error is None
+                else (f"warning: {error}")
+            )
+            err().print(Text(message, style="yellow" if error else ""), soft_wrap=True)
+        else:
+            caught_up.cancel()
+        await stop
+        err().print(Text("stopping: finishing the batches in hand"))
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+@app.command()
+def rebuild(url: Url, name: Name, spec: AppSpec) -> None:
+    """Rebuild a projection beside the live one, switch to it, print its digest.
+
+    Readers keep the old read model until the switch.
+
+    Example: eskit projections rebuild sqlite:///./events.db invoice_totals --app app:projections
+    """
+    with progress_bar(f"rebuilding {name}") as bar:
+        position, digest = run(_rebuild(url, name, spec, bar))
+    console = out()
+    console.print(Text(f"projection {name} rebuilt up to position {position}"))
+    if digest is not None:
+        console.print(Text(f"digest sha256:{digest}"))
+
+
+async def _rebuild(
+    url: str, name: str, spec: str, progress: Callable[[int, int], None]
+) -> tuple[int, str | None]:
+    async with opened(url) as store:
+        runner = ProjectionRunner(store, await load_projections(spec, store))
+        try:
+            worker = runner.worker(name)
+            await runner.rebuild(name, progress=progress)
+            position = worker.reached
+            projection = worker.projection
+            if not isinstance(projection, SQLProjection):
+                return position, None
+            return position, await worker.db.read(lambda c: st.digest(c, projection.tables))
+        finally:
+            await runner.stop()
+
+
+# -- loading the application's projections ----------------------------------------------------
+
+
+async def load_projections(spec: str, store: eskit.EventStore) -> list[Projection | SQLProjection]:
+    """The projections ``module:attribute`` names: a list of them, or a function (maybe
+    async) of the store returning one."""
+    found: Any = _import(spec)
+    if callable(found) and not isinstance(found, Projection | SQLProjection):
+        found = found(store)
+        if inspect.isawaitable(found):
+            found = await found
+    if isinstance(found, Projection | SQLProjection):
+        found = [found]
+    if not isinstance(found, list | tuple) or not found:
+        raise ValueError(f"--app {spec}: expected a list of projections, got {found!r}")
+    for item in found:
+        if not isinstance(item, Projection | SQLProjection):
+            raise ValueError(f"--app {spec}: {item!r} is not a Projection or SQLProjection")
+    return list(found)
+
+
+def _import(spec: str) -> object:
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"--app must be module:attribute, got {spec!r}")
+    if os.getcwd() not in sys.path:  # as `python -m` would: the project's own modules
+        sys.path.insert(0, os.getcwd())
+    try:
+        found: object = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ValueError(f"--app {spec}: cannot import {module_name}: {error}") from error
+    for part in attribute.split("."):
+        try:
+            found = getattr(found, part)
+        except AttributeError:
+            raise ValueError(f"--app {spec}: {module_name} has no attribute {attribute}") from None
+    return found
