@@ -39,6 +39,8 @@ from rich.text import Text
 
 import eskit
 from eskit.application import CommandBus, CommandResult, Repository
+from eskit.application.trace import trace
+from eskit.cli.trace import render as render_trace
 from eskit.projections import ProjectionRunner
 from eskit.projections import state as st
 from eskit.store.model import Append
@@ -401,15 +403,13 @@ async def causal_trace(store: eskit.EventStore) -> None:
     step("Why was inv-4 marked overdue? Its causes, back to the command that issued it")
     overdue = [e async for e in store.read_stream("invoice-inv-4") if e.type.endswith("Overdue")]
     event = overdue[-1]
-    # ── CAUSAL TRACE ───────────────────────────────────────────────────────────────────────
-    # eskit.application.trace (in progress) will render here the tree of causes and effects
-    # of `event` (InvoiceMarkedOverdue ← InvoiceIssued ← IssueInvoice). Until it lands, the
-    # demo shows the ids that trace follows.
+    found = await trace(store, event.metadata["correlation_id"])
     say(
-        f"{event.type} at position {event.position}: correlation"
-        f" {short(event.metadata['correlation_id'])}, causation"
-        f" {short(event.metadata['causation_id'])} (the InvoiceIssued the process answered)"
+        f"eskit trace follows correlation {short(event.metadata['correlation_id'])}: the"
+        f" command, the events it wrote, and what the process sent in answer"
+        f" ({found.count} events in the chain)"
     )
+    console.print(render_trace(found))
 
 
 class RateColumn(ProgressColumn):
