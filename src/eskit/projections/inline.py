@@ -38,26 +38,23 @@ class InlineProjection:
             " WHERE name = ? AND status = ? RETURNING generation, tables",
             (events[-1].position, now(), projection.name, st.RUNNING),
         ).fetchone()
-        first = events[0]
         if row is None:
-            raise ProjectionError(
-                projection.name,
-                first.position,
-                first.type,
-                str(first.id),
-                "the inline projection was reset or is stuck; the append was refused",
-            )
+            raise self._refused(events[0], "the inline projection was reset or is stuck")
         names = physical_names(json.loads(row[1]), row[0])
         try:
             projection.handle_batch(events, ReadModelConnection(conn, names))
         except Exception as error:
-            raise ProjectionError(
-                projection.name,
-                first.position,
-                first.type,
-                str(first.id),
-                f"{type(error).__name__}: {error}",
-            ) from error
+            raise self._refused(events[0], f"{type(error).__name__}: {error}") from error
+
+    def _refused(self, first: RecordedEvent, why: str) -> ProjectionError:
+        """The error the append gets: it names the projection and the append's first event."""
+        return ProjectionError(
+            self.projection.name,
+            first.position,
+            first.type,
+            str(first.id),
+            f"{why}; the append was refused",
+        )
 
     def catch_up_in(self, conn: sqlite3.Connection) -> None:
         """Apply every event past the checkpoint, reading the log in this transaction."""

@@ -297,12 +297,8 @@ class EventStore(abc.ABC):
     ) -> AsyncIterator[RecordedEvent]:
         """Yield events with position > ``after`` in position order, optionally only those
         of the given ``types`` or stream ``category``, at most ``limit`` of them."""
-        _check_count("after", after)
         _check_optional_count("limit", limit, minimum=0)
-        type_filter = rules.check_types(types)
-        if category is not None:
-            rules.check_name(category, "category")
-        self._check_open()
+        type_filter = self._check_log_filter(after, types, category)
         remaining = limit
         checkpoint = after
         while remaining is None or remaining > 0:
@@ -325,16 +321,23 @@ class EventStore(abc.ABC):
     ) -> Page:
         """One page of ``read_all`` (at most ``limit``, default ``page_size`` events) and the
         position to continue from: what projections and relays checkpoint."""
-        _check_count("after", after)
         _check_optional_count("limit", limit, minimum=1)
-        type_filter = rules.check_types(types)
-        if category is not None:
-            rules.check_name(category, "category")
-        self._check_open()
+        type_filter = self._check_log_filter(after, types, category)
         events, next_after = await self._read_all_page(
             after, self.page_size if limit is None else limit, type_filter, category
         )
         return Page(events, next_after)
+
+    def _check_log_filter(
+        self, after: int, types: Iterable[str] | None, category: str | None
+    ) -> tuple[str, ...] | None:
+        """Check the arguments that select events of the log; the type filter to use."""
+        _check_count("after", after)
+        type_filter = rules.check_types(types)
+        if category is not None:
+            rules.check_name(category, "category")
+        self._check_open()
+        return type_filter
 
     async def wait_for_events(self, after: int) -> None:
         """Return once an event past position ``after`` exists or the store closed.
@@ -359,11 +362,7 @@ class EventStore(abc.ABC):
         from other processes within ``poll_interval``. Resume by passing the position of the
         last event handled as ``after``.
         """
-        _check_count("after", after)
-        type_filter = rules.check_types(types)
-        if category is not None:
-            rules.check_name(category, "category")
-        self._check_open()
+        type_filter = self._check_log_filter(after, types, category)
         checkpoint = after
         while self._open:
             page, checkpoint = await self._read_all_page(
