@@ -65,7 +65,7 @@ class InlineProjection:
         while events := self.database.events_after(conn, position, projection.batch_size):
             projection.handle_batch(events, ReadModelConnection(conn, names))
             position = events[-1].position
-        st.advance(conn, projection.name, state.generation, position, now())
+        st.advance(conn, projection.name, state, position, now())
 
     async def remove(self) -> None:
         await self.database.remove_inline(self)

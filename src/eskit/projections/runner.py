@@ -264,13 +264,16 @@ class _Worker:
         while self.reached < until and self._state.status != st.STUCK:
             if not await self._step():
                 break
+        await self._persist_reached()
 
     async def _step(self) -> bool:
         """Read and apply one batch; True if the batch was full (more may follow)."""
-        projection = self.projection
+        projection, loaded = self.projection, self.state
         page = await self.store.read_page(
             after=self.reached, limit=projection.batch_size, types=projection.types
         )
+        if self.state is not loaded:  # rebuilt, reloaded or skipped meanwhile: read again
+            return True
         if page.events:
             await self._apply(page.events, page.next_after)
         else:
@@ -336,12 +339,12 @@ class _Worker:
         """Apply ``events`` and move the checkpoint to ``position``: one transaction for a
         SQL projection; handlers first, then the checkpoint, for any other."""
         projection, state = self.projection, self._state
-        name, generation, at = state.name, state.generation, now()
+        name, at = state.name, now()
         if isinstance(projection, SQLProjection):
-            names = physical_names(state.tables, generation)
+            names = physical_names(state.tables, state.generation)
 
             def run(conn: sqlite3.Connection) -> None:
-                st.advance(conn, name, generation, position, at)
+                st.advance(conn, name, state, position, at)
                 if events:
                     projection.handle_batch(events, ReadModelConnection(conn, names))
 
@@ -349,9 +352,10 @@ class _Worker:
         else:
             if events:
                 await projection.handle_batch(events)
-            await self.db.write(lambda c: st.advance(c, name, generation, position, at))
-        self.state = msgspec.structs.replace(state, position=position)
-        self.reached = max(self.reached, position)
+            await self.db.write(lambda c: st.advance(c, name, state, position, at))
+        if self.state is state:  # else a rebuild's switch or a reload came in meanwhile
+            self.state = msgspec.structs.replace(state, position=position)
+            self.reached = max(self.reached, position)
 
     async def _stuck(self, event: RecordedEvent, error: Exception) -> None:
         text = f"{type(error).__name__}: {error}"

@@ -211,12 +211,14 @@ def point_views(conn: sqlite3.Connection, tables: Iterable[str], generation: int
         conn.execute(f'CREATE VIEW "{table}" AS SELECT * FROM "{physical}"')
 
 
-def advance(conn: sqlite3.Connection, name: str, generation: int, position: int, now: int) -> None:
-    """Move the checkpoint of the build the caller loaded; raise if it is no longer live."""
+def advance(conn: sqlite3.Connection, name: str, loaded: State, position: int, now: int) -> None:
+    """Move the checkpoint from where the caller loaded it (same build, same position) to
+    ``position``; raise ``ProjectionMoved`` if anyone moved it since (a rebuild's switch, a
+    reset, a skip, another runner): the caller's batch must not be applied twice."""
     changed = conn.execute(
         "UPDATE eskit_projections SET position = ?, updated_at = ?"
-        " WHERE name = ? AND generation = ? AND status = ? AND position <= ?",
-        (position, now, name, generation, RUNNING, position),
+        " WHERE name = ? AND generation = ? AND status = ? AND position = ?",
+        (position, now, name, loaded.generation, RUNNING, loaded.position),
     ).rowcount
     if not changed:
         raise ProjectionMoved(name)
