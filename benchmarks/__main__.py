@@ -19,7 +19,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--memory",
         action="store_true",
-        help="run only the memory workload (subscription over --memory-events events)",
+        help="run only the memory workload (a subscription and a projection catch-up over"
+        " --memory-events events)",
     )
     parser.add_argument("--memory-events", type=int, default=1_000_000, metavar="N")
     parser.add_argument("--dir", type=Path, help="where temporary databases go (default: TMPDIR)")

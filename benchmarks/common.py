@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
+import math
 import random
+import sqlite3
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, TypeAlias
 
 import msgspec
@@ -27,6 +31,16 @@ class Measurement:
 
     count: int
     seconds: float
+    latencies: tuple[float, ...] = ()
+    """Seconds each item took, for workloads that report percentiles."""
+
+    def percentile_ms(self, q: float) -> float:
+        """The ``q``-th percentile of the latencies in ms (nearest rank)."""
+        if not self.latencies:
+            return float("inf")
+        ordered = sorted(self.latencies)
+        rank = max(1, math.ceil(q / 100 * len(ordered)))
+        return 1_000 * ordered[rank - 1]
 
     @property
     def rate(self) -> float:
@@ -85,6 +99,54 @@ def raw_rows(where: list[tuple[str, int]], items: list[Payload], id_start: int =
         (id_, stream, version, EVENT_TYPE, encode(data).decode(), encode(meta).decode(), now)
         for id_, (stream, version), (data, meta) in zip(ids, where, items, strict=True)
     ]
+
+
+ESKIT_INSERT = (
+    "INSERT INTO events (id, stream, category, version, type, data, metadata, recorded_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def eskit_rows(items: list[Payload], start: int, per_stream: int) -> list[tuple[Any, ...]]:
+    """Rows of eskit's own events table for events ``start``, ``start + 1``, ... of a log
+    written ``per_stream`` to a stream (streams ``invoice-N``, category ``invoice``)."""
+    encode = msgspec.json.encode
+    now = time.time_ns() // 1_000
+    ids = event_ids(len(items), start)
+    return [
+        (
+            ids[i],
+            f"invoice-{(start + i) // per_stream}",
+            "invoice",
+            (start + i) % per_stream,
+            EVENT_TYPE,
+            encode(data).decode(),
+            encode(meta).decode(),
+            now,
+        )
+        for i, (data, meta) in enumerate(items)
+    ]
+
+
+def fill_log(path: Path, chunks: Iterable[list[Payload]], per_stream: int) -> None:
+    """A new file with eskit's own schema holding the events of ``chunks``, one transaction
+    per chunk, written with the raw driver (``synchronous=OFF``: setup, never timed) and
+    checkpointed, so that eskit and raw sqlite3 read the very same table."""
+    schema = importlib.resources.files("eskit.store").joinpath("sqlite.sql").read_text()
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=OFF")
+        conn.executescript(schema)
+        start = 0
+        for items in chunks:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(ESKIT_INSERT, eskit_rows(items, start, per_stream))
+            conn.execute("COMMIT")
+            start += len(items)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
 
 
 def event_size(item: Payload) -> int:

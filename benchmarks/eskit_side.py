@@ -50,7 +50,7 @@ async def _written_since(store: eskit.EventStore, mark: int) -> int:
     return count
 
 
-async def _in_tasks(tasks: int, count: int, op: Callable[[int], Awaitable[object]]) -> None:
+async def in_tasks(tasks: int, count: int, op: Callable[[int], Awaitable[object]]) -> None:
     """Run ``op(0)`` … ``op(count - 1)`` from ``tasks`` concurrent tasks, each awaiting its
     share in order (one task: strictly one at a time)."""
 
@@ -84,7 +84,7 @@ async def append_concurrently(directory: Path, items: list[Payload], tasks: int)
         await _warm_up_writes(store)
         mark = await store.last_position()
         start = time.perf_counter()
-        await _in_tasks(
+        await in_tasks(
             tasks,
             len(events),
             lambda i: store.append(streams[i], [events[i]], expected_version=eskit.NO_STREAM),
@@ -198,7 +198,7 @@ async def send_commands(directory: Path, items: list[Payload], tasks: int) -> Me
             await bus.send(command)
         mark = await store.last_position()
         start = time.perf_counter()
-        await _in_tasks(tasks, len(commands), lambda i: bus.send(commands[i]))
+        await in_tasks(tasks, len(commands), lambda i: bus.send(commands[i]))
         elapsed = time.perf_counter() - start
         created = await _invoices_created_since(store, mark)
     return Measurement(created, elapsed)
@@ -213,7 +213,7 @@ async def append_created(directory: Path, items: list[Payload], tasks: int) -> M
         await _warm_up_writes(store)
         mark = await store.last_position()
         start = time.perf_counter()
-        await _in_tasks(
+        await in_tasks(
             tasks,
             len(envelopes),
             lambda i: store.append(streams[i], [envelopes[i]], expected_version=eskit.NO_STREAM),

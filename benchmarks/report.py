@@ -85,6 +85,12 @@ def table(outcomes: list[Outcome], repeat: int) -> Table:
                 f"{w.name}: eskit takes {mine / theirs:.2f} times the time of {other.workload.name}"
                 f" ({milliseconds(mine)} vs {milliseconds(theirs)} {w.unit.label}, same run)."
             )
+    latencies = [o.workload.name for o in outcomes if o.workload.unit.percentiles]
+    if latencies:
+        notes.append(
+            f"{', '.join(latencies)}: ms per item, median / 99th percentile; eskit/raw compares"
+            " the medians; the best run is the one with the lowest p99."
+        )
     notes[1:1] = [f"{', '.join(names)} raw: {note}." for note, names in raw_notes.items()]
     t.caption = "\n".join(notes)
     return t

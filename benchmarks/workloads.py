@@ -10,8 +10,9 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Literal
 
-from benchmarks import eskit_side, raw
+from benchmarks import eskit_side, projection_eskit, projection_raw, raw
 from benchmarks.common import Measurement, Payload, payloads
+from benchmarks.projection import BATCH
 
 Side = Literal["eskit", "raw"]
 Progress = Callable[[str], None]
@@ -24,14 +25,28 @@ class Unit:
     counted: str
     """Plural noun: events, commands, loads."""
     in_ms: bool = False
+    percentiles: bool = False
+    """Latencies: the median and the 99th percentile of each item's time, in ms."""
 
     @property
     def label(self) -> str:
+        if self.percentiles:
+            return "ms p50 / p99"
         return f"ms/{self.counted.removesuffix('s')}" if self.in_ms else f"{self.counted}/s"
 
     def show(self, m: Measurement) -> str:
         """The measurement in this unit, as a table cell."""
+        if self.percentiles:
+            return f"{milliseconds(m.percentile_ms(50))} / {milliseconds(m.percentile_ms(99))}"
         return milliseconds(m.ms_each) if self.in_ms else f"{m.rate:,.0f}"
+
+    def speed(self, m: Measurement) -> float:
+        """Higher is faster: the rate, or for latencies one over the median."""
+        return 1 / m.percentile_ms(50) if self.percentiles else m.rate
+
+    def score(self, m: Measurement) -> float:
+        """What best-of-N keeps the highest: the speed, or for latencies one over the p99."""
+        return 1 / m.percentile_ms(99) if self.percentiles else m.rate
 
 
 def milliseconds(ms: float) -> str:
@@ -45,14 +60,15 @@ def milliseconds(ms: float) -> str:
 EVENTS = Unit("events")
 COMMANDS = Unit("commands")
 LOADS = Unit("loads", in_ms=True)
+LATENCY = Unit("appends", percentiles=True)
 
 
 @dataclasses.dataclass(frozen=True)
 class Target:
     """What eskit should reach: a share of the raw rate, an absolute rate, at most
-    milliseconds per item, or nothing."""
+    milliseconds per item or at the 99th percentile, or nothing."""
 
-    kind: Literal["ratio", "absolute", "ms", "none"]
+    kind: Literal["ratio", "absolute", "ms", "p99", "none"]
     value: float = 0.0
 
     @property
@@ -63,6 +79,8 @@ class Target:
             return f"≥ {self.value:,.0f}/s"
         if self.kind == "ms":
             return f"≤ {self.value:g} ms"
+        if self.kind == "p99":
+            return f"p99 < {self.value:g} ms"
         return "—"
 
     def met(self, eskit: Measurement, raw: Measurement) -> bool | None:
@@ -73,6 +91,8 @@ class Target:
             return eskit.rate >= self.value
         if self.kind == "ms":
             return eskit.ms_each <= self.value
+        if self.kind == "p99":
+            return eskit.percentile_ms(99) < self.value
         return None
 
 
@@ -110,7 +130,8 @@ class Outcome:
     @property
     def ratio(self) -> float:
         """Speed of eskit over speed of raw (above 1: eskit is faster), whatever the unit."""
-        return self.eskit.rate / self.raw.rate
+        unit = self.workload.unit
+        return unit.speed(self.eskit) / unit.speed(self.raw)
 
     @property
     def met(self) -> bool | None:
@@ -166,6 +187,28 @@ def _load(
         unit=LOADS,
         count=loads,
         relative_to=relative_to,
+    )
+
+
+LATENCY_APPENDS = 300
+CONCURRENT_APPENDS = 320
+SPACING = 0.005
+"""Seconds between the appends of P2 (each is measured on an otherwise idle runner)."""
+LATENCY_TARGET_MS = 50
+
+
+def _latency(name: str, what: str, appenders: int) -> Workload:
+    spacing = SPACING if appenders == 1 else 0.0
+    return Workload(
+        name,
+        f"append-to-visible latency, {what}: append, then runner.wait_until(its position)",
+        LATENCY_APPENDS if appenders == 1 else CONCURRENT_APPENDS,
+        lambda d, items: projection_eskit.latency(d, items, appenders, spacing),
+        lambda d, items: projection_raw.latency(d, items, spacing),
+        Target("p99", LATENCY_TARGET_MS),
+        "one connection: a transaction appends the event, the next applies it to the read"
+        " model and moves the checkpoint (two fsyncs, as eskit), one event after the other",
+        unit=LATENCY,
     )
 
 
@@ -245,6 +288,19 @@ WORKLOADS: tuple[Workload, ...] = (
     _load("L1s", 1_000, 1_000, snapshots=True),
     _load("L10s", 10_000, 1_000, snapshots=True),
     _load("L100s", 100_000, 1_000, snapshots=True, relative_to="L1s"),
+    Workload(
+        "P1",
+        f"projection catch-up over 50,000 events into a SQLite read model (an upsert per"
+        f" event, a checkpoint per batch of {BATCH})",
+        50_000,
+        projection_eskit.catch_up,
+        projection_raw.catch_up,
+        Target("ratio", 0.6),
+        f"the same upsert per event (executemany) and a checkpoint UPDATE, reading eskit's"
+        f" events table {BATCH} rows at a time, one transaction per batch",
+    ),
+    _latency("P2", f"{LATENCY_APPENDS} single-event appends {SPACING * 1e3:g} ms apart", 1),
+    _latency("P2c", f"{CONCURRENT_APPENDS} appends from 8 concurrent tasks, back to back", 8),
 )
 
 
@@ -276,7 +332,7 @@ def measure(
 
 def run(workload: Workload, repeat: int, parent: Path | None, progress: Progress) -> Outcome:
     """Measure both sides ``repeat`` times, alternating, and keep each side's best rate
-    (for loads: the lowest mean time per load)."""
+    (for loads: the lowest mean time per load; for latencies: the lowest p99)."""
     items = payloads(workload.size)
     best: dict[Side, Measurement] = {}
     sides: tuple[Side, ...] = ("raw", "eskit")
@@ -285,6 +341,6 @@ def run(workload: Workload, repeat: int, parent: Path | None, progress: Progress
             m = measure(workload, side, items, parent)
             shown = f"{workload.unit.show(m):>12} {workload.unit.label}"
             progress(f"{workload.name} {side:<5} run {i}/{repeat}: {shown}")
-            if side not in best or m.rate > best[side].rate:
+            if side not in best or workload.unit.score(m) > workload.unit.score(best[side]):
                 best[side] = m
     return Outcome(workload, best["eskit"], best["raw"])
