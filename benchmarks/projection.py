@@ -37,7 +37,7 @@ class InvoiceTotals(SQLProjection):
 
     @handles(EVENT_TYPE)
     def issued(self, event: RecordedEvent, db: ReadModelConnection) -> None:
-        db.execute(UPSERT, (event.stream, event.data["amount"]))
+        db.write(UPSERT, (event.stream, event.data["amount"]))
 
 
 def counted(conn: sqlite3.Connection, items: list[Payload], checkpoint: int, head: int) -> int:

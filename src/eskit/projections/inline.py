@@ -16,7 +16,7 @@ import sqlite3
 from eskit.errors import ProjectionError
 from eskit.projections import state as st
 from eskit.projections.database import StoreDatabase
-from eskit.projections.projection import ReadModelConnection, SQLProjection, physical_names
+from eskit.projections.projection import SQLProjection, apply, physical_names
 from eskit.projections.runner import ProjectionRunner, now
 from eskit.store.base import EventStore
 from eskit.store.model import RecordedEvent
@@ -42,7 +42,7 @@ class InlineProjection:
             raise self._refused(events[0], "the inline projection was reset or is stuck")
         names = physical_names(json.loads(row[1]), row[0])
         try:
-            projection.handle_batch(events, ReadModelConnection(conn, names))
+            apply(projection, conn, names, events)
         except Exception as error:
             raise self._refused(events[0], f"{type(error).__name__}: {error}") from error
 
@@ -63,7 +63,7 @@ class InlineProjection:
         names = physical_names(state.tables, state.generation)
         position = state.position
         while events := self.database.events_after(conn, position, projection.batch_size):
-            projection.handle_batch(events, ReadModelConnection(conn, names))
+            apply(projection, conn, names, events)
             position = events[-1].position
         st.advance(conn, projection.name, state, position, now())
 

@@ -31,9 +31,14 @@ def live_tables(
 
 
 def _live(
-    conn: sqlite3.Connection, projection: SQLProjection | type[SQLProjection]
-) -> ReadModelConnection:
-    return ReadModelConnection(conn, live_tables(conn, projection))
+    conn: sqlite3.Connection,
+    projection: SQLProjection | type[SQLProjection],
+    run: Callable[[ReadModelConnection], T],
+) -> T:
+    db = ReadModelConnection(conn, live_tables(conn, projection))
+    result = run(db)
+    db.flush()
+    return result
 
 
 async def read_live(
@@ -42,7 +47,7 @@ async def read_live(
     run: Callable[[ReadModelConnection], T],
 ) -> T:
     """Run ``run(db)`` in a read transaction, ``{table}`` naming the live build's tables."""
-    return await database.read(lambda conn: run(_live(conn, projection)))
+    return await database.read(lambda conn: _live(conn, projection, run))
 
 
 async def write_live(
@@ -51,4 +56,4 @@ async def write_live(
     run: Callable[[ReadModelConnection], T],
 ) -> T:
     """Run ``run(db)`` in a write transaction on the live build's tables."""
-    return await database.write(lambda conn: run(_live(conn, projection)))
+    return await database.write(lambda conn: _live(conn, projection, run))

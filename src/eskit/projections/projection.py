@@ -187,20 +187,30 @@ class SQLProjection(_Base):
     def handle_batch(self, events: Sequence[RecordedEvent], db: ReadModelConnection) -> None:
         """Apply a batch in order inside one transaction (it may hold types without
         handlers: they are skipped); override to write in bulk."""
+        handler = self.handler
         for event in self.today(events):
-            handler = self.handler(event.type)
-            if handler is not None:
-                handler(event, db)
+            handle = handler(event.type)
+            if handle is not None:
+                handle(event, db)
 
 
 class ReadModelConnection:
     """The connection handlers write with: ``{table}`` placeholders in SQL become the
-    physical tables of the build being written."""
+    physical tables of the build being written.
+
+    ``write`` is for statements whose result the handler does not need (inserts, upserts,
+    deletes): consecutive writes of the same statement are sent to SQLite together with
+    one ``executemany``, which is what a hand-written bulk load would do. ``execute`` and
+    ``executemany`` send the waiting writes first, so every statement still runs in the
+    order the handlers issued it.
+    """
 
     def __init__(self, conn: sqlite3.Connection, names: Mapping[str, str]) -> None:
         self.conn = conn
         self.names = dict(names)
         self._sql: dict[str, str] = {}
+        self._pending: str | None = None
+        self._rows: list[Sequence[Any] | Mapping[str, Any]] = []
 
     def sql(self, statement: str) -> str:
         """``statement`` with its ``{table}`` placeholders filled in."""
@@ -209,11 +219,40 @@ class ReadModelConnection:
             text = self._sql[statement] = statement.format_map(self.names)
         return text
 
+    def write(self, statement: str, parameters: Sequence[Any] | Mapping[str, Any] = ()) -> None:
+        """Run a statement whose result is not needed, batched with the same one before."""
+        if statement is not self._pending and statement != self._pending:
+            self.flush()
+            self._pending = statement
+        self._rows.append(parameters)
+
     def execute(self, statement: str, parameters: Sequence[Any] | Mapping[str, Any] = ()) -> Any:
+        self.flush()
         return self.conn.execute(self.sql(statement), parameters)
 
     def executemany(self, statement: str, rows: Iterable[Sequence[Any] | Mapping[str, Any]]) -> Any:
+        self.flush()
         return self.conn.executemany(self.sql(statement), rows)
+
+    def flush(self) -> None:
+        """Send the waiting writes (done for you at the end of every batch)."""
+        if self._pending is not None:
+            statement, rows = self._pending, self._rows
+            self._pending, self._rows = None, []
+            self.conn.executemany(self.sql(statement), rows)
+
+
+def apply(
+    projection: SQLProjection,
+    conn: sqlite3.Connection,
+    names: Mapping[str, str],
+    events: Sequence[RecordedEvent],
+) -> None:
+    """Apply a batch to the build whose tables are ``names``, inside the caller's
+    transaction, and send every write before it commits."""
+    db = ReadModelConnection(conn, names)
+    projection.handle_batch(events, db)
+    db.flush()
 
 
 def physical_names(tables: Iterable[str], generation: int) -> dict[str, str]:

@@ -29,8 +29,8 @@ from eskit.projections.process import ProcessManager
 from eskit.projections.projection import (
     AnyProjection,
     Projection,
-    ReadModelConnection,
     SQLProjection,
+    apply,
     physical_names,
 )
 from eskit.store.base import EventStore
@@ -346,7 +346,7 @@ class _Worker:
             def run(conn: sqlite3.Connection) -> None:
                 st.advance(conn, name, state, position, at)
                 if events:
-                    projection.handle_batch(events, ReadModelConnection(conn, names))
+                    apply(projection, conn, names, events)
 
             await self.db.write(run)
         else:
@@ -428,7 +428,7 @@ class _Worker:
                 done: int = done,
             ) -> None:
                 st.advance_rebuild(conn, projection.name, rebuild.generation, done)
-                projection.handle_batch(events, ReadModelConnection(conn, names))
+                apply(projection, conn, names, events)
 
             await self.db.write(run)
             position = done
@@ -451,9 +451,8 @@ class _Worker:
         if rebuild is None:
             raise st.ProjectionMoved(projection.name)
         names = physical_names(projection.tables, rebuild.generation)
-        db = ReadModelConnection(conn, names)
         while events := self.db.events_after(conn, position, projection.batch_size):
-            projection.handle_batch(events, db)
+            apply(projection, conn, names, events)
             position = events[-1].position
         rebuild = msgspec.structs.replace(rebuild, position=position)
         return st.switch(conn, projection, rebuild, now())
