@@ -116,17 +116,21 @@ class _Base:
     def today(self, events: Sequence[RecordedEvent]) -> list[RecordedEvent]:
         """The events in today's schema (unchanged without a registry)."""
         if self.events is None:
-            return list(events)
+            return events if isinstance(events, list) else list(events)
         return [current for event in events for current in self.events.upcast(event)]
 
     def handler(self, event_type: str) -> Callable[..., Any] | None:
-        """The bound handler for a type, None if it has none (looked up once per type)."""
+        """The bound handler for a type, None if it has none."""
+        return self.bound_handlers().get(event_type)
+
+    def bound_handlers(self) -> dict[str, Callable[..., Any]]:
+        """Handlers by event type, bound to this instance (built once)."""
         bound: dict[str, Callable[..., Any]] | None = self.__dict__.get("_bound")
         if bound is None:
             bound = self.__dict__["_bound"] = {
                 type_: getattr(self, attribute) for type_, attribute in self.handlers.items()
             }
-        return bound.get(event_type)
+        return bound
 
 
 class Projection(_Base):
@@ -187,7 +191,7 @@ class SQLProjection(_Base):
     def handle_batch(self, events: Sequence[RecordedEvent], db: ReadModelConnection) -> None:
         """Apply a batch in order inside one transaction (it may hold types without
         handlers: they are skipped); override to write in bulk."""
-        handler = self.handler
+        handler = self.bound_handlers().get
         for event in self.today(events):
             handle = handler(event.type)
             if handle is not None:
