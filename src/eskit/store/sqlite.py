@@ -81,29 +81,41 @@ _STATUSES: Final[dict[int | None, StreamStatus]] = {
     SOFT_DELETED: "deleted",
     TOMBSTONED: "tombstoned",
 }
-_COLUMNS: Final = """'"' || hex(id) || '"', stream, version, position, type, data, metadata,
-    recorded_at"""
+_COLUMNS: Final = "id, stream, version, position, type, data, metadata, recorded_at"
+_BIN16: Final = b"\xc4\x10"  # msgpack: 16 bytes of binary follow
 
 
 class _RowDecoder:
-    """Turns rows into RecordedEvents; events of one commit share a timestamp, so the last
-    datetime built is reused."""
+    """Turns rows into RecordedEvents.
+
+    The ids of a page become UUIDs in one call: their 16 bytes are framed as a msgpack
+    array of binaries that msgspec decodes in C (``uuid.UUID(bytes=...)`` costs 1.8 µs an
+    id, SQL ``hex(id)`` about 1 µs a row). Events of one commit share a timestamp, so the
+    last datetime built is reused.
+    """
 
     def __init__(self) -> None:
         self._micros = -1
         self._moment = moment(0)
         self._decode = msgspec.json.decode
-        self._decode_id = msgspec.json.Decoder(uuid.UUID).decode
+        self._decode_ids = msgspec.msgpack.Decoder(list[uuid.UUID]).decode
 
     def __call__(self, rows: list[Any]) -> list[RecordedEvent]:
-        decode, decode_id = self._decode, self._decode_id
+        decode = self._decode
+        ids = self._decode_ids(
+            b"\xdd" + len(rows).to_bytes(4, "big") + _BIN16 + _BIN16.join([row[0] for row in rows])
+            if rows
+            else b"\x90"
+        )
         events = []
-        for id_, stream, version, position, type_, data, metadata, recorded in rows:
+        for id_, (_, stream, version, position, type_, data, metadata, recorded) in zip(
+            ids, rows, strict=True
+        ):
             if recorded != self._micros:
                 self._micros, self._moment = recorded, moment(recorded)
             events.append(
                 RecordedEvent(
-                    decode_id(id_),
+                    id_,
                     stream,
                     version,
                     position,
