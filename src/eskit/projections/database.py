@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from eskit.store.base import EventStore
-from eskit.store.model import RecordedEvent
+from eskit.store.model import Page
 from eskit.store.sqlite import SQLiteStore
 from eskit.store.sqlite_writer import InlineHook, connect
 
@@ -29,6 +29,9 @@ T = TypeVar("T")
 class Database(Protocol):
     """A SQL database that runs functions of a connection in transactions."""
 
+    holds_log: bool
+    """Whether the store's events are in this database (``page_in`` can read them)."""
+
     async def write(self, run: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``run`` in a write transaction; commit if it returns, roll back if it raises."""
         ...
@@ -37,11 +40,11 @@ class Database(Protocol):
         """Run ``run`` in a read transaction (one consistent view)."""
         ...
 
-    def events_after(
-        self, conn: sqlite3.Connection, after: int, limit: int
-    ) -> list[RecordedEvent] | None:
-        """The log's events past ``after`` read in the same transaction, or None if the log
-        lives elsewhere."""
+    def page_in(
+        self, conn: sqlite3.Connection, after: int, limit: int, types: tuple[str, ...] | None
+    ) -> Page | None:
+        """A page of the log read in the caller's transaction, or None if the log lives
+        in another database."""
         ...
 
     async def close(self) -> None: ...
@@ -49,6 +52,8 @@ class Database(Protocol):
 
 class StoreDatabase:
     """The SQLite store's own file: read models commit with the appends."""
+
+    holds_log = True
 
     def __init__(self, store: SQLiteStore) -> None:
         self.store = store
@@ -59,10 +64,10 @@ class StoreDatabase:
     async def read(self, run: Callable[[sqlite3.Connection], T]) -> T:
         return await self.store.read_transaction(run)
 
-    def events_after(
-        self, conn: sqlite3.Connection, after: int, limit: int
-    ) -> list[RecordedEvent] | None:
-        return self.store.events_after(conn, after, limit)
+    def page_in(
+        self, conn: sqlite3.Connection, after: int, limit: int, types: tuple[str, ...] | None
+    ) -> Page | None:
+        return self.store.page_in(conn, after, limit, types)
 
     async def add_inline(
         self, hook: InlineHook, first: Callable[[sqlite3.Connection], None]
@@ -78,6 +83,8 @@ class StoreDatabase:
 
 class SQLiteDatabase:
     """A SQLite file of its own (WAL), or ``:memory:``; one thread owns the connection."""
+
+    holds_log = False
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
@@ -124,9 +131,9 @@ class SQLiteDatabase:
     async def read(self, run: Callable[[sqlite3.Connection], T]) -> T:
         return await asyncio.wrap_future(self._thread().submit(self._transaction, run, "BEGIN"))
 
-    def events_after(
-        self, conn: sqlite3.Connection, after: int, limit: int
-    ) -> list[RecordedEvent] | None:
+    def page_in(
+        self, conn: sqlite3.Connection, after: int, limit: int, types: tuple[str, ...] | None
+    ) -> Page | None:
         return None
 
     async def close(self) -> None:

@@ -17,7 +17,7 @@ from eskit.errors import ProjectionError
 from eskit.projections import state as st
 from eskit.projections.database import StoreDatabase
 from eskit.projections.projection import SQLProjection, apply, physical_names
-from eskit.projections.runner import ProjectionRunner, now
+from eskit.projections.runner import ProjectionRunner, apply_to_head, now
 from eskit.store.base import EventStore
 from eskit.store.model import RecordedEvent
 from eskit.store.sqlite import SQLiteStore
@@ -61,10 +61,7 @@ class InlineProjection:
         projection = self.projection
         state = st.setup(conn, projection, now())
         names = physical_names(state.tables, state.generation)
-        position = state.position
-        while events := self.database.events_after(conn, position, projection.batch_size):
-            apply(projection, conn, names, events)
-            position = events[-1].position
+        position = apply_to_head(self.database, conn, projection, names, state.position)
         st.advance(conn, projection.name, state, position, now())
 
     async def remove(self) -> None:

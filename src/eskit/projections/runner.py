@@ -16,7 +16,7 @@ import datetime as dt
 import logging
 import random
 import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -34,7 +34,7 @@ from eskit.projections.projection import (
     physical_names,
 )
 from eskit.store.base import EventStore
-from eskit.store.model import RecordedEvent
+from eskit.store.model import Page, RecordedEvent
 from eskit.store.sqlite_writer import micros
 
 log = logging.getLogger("eskit.projections")
@@ -176,6 +176,23 @@ def now() -> int:
     return micros(dt.datetime.now(dt.UTC))
 
 
+def apply_to_head(
+    db: Database,
+    conn: sqlite3.Connection,
+    projection: SQLProjection,
+    names: Mapping[str, str],
+    after: int,
+) -> int:
+    """Apply every event past ``after`` to the tables ``names``, reading the log in the
+    caller's transaction (when the log is in ``db``); the position searched up to."""
+    while page := db.page_in(conn, after, projection.batch_size, projection.types):
+        apply(projection, conn, names, page.events)
+        after = page.next_after
+        if len(page.events) < projection.batch_size:
+            break
+    return after
+
+
 class _Worker:
     """One projection's loop: read a batch, apply it with the checkpoint, repeat."""
 
@@ -268,13 +285,54 @@ class _Worker:
 
     async def _step(self) -> bool:
         """Read and apply one batch; True if the batch was full (more may follow)."""
+        projection = self.projection
+        if isinstance(projection, SQLProjection) and self.db.holds_log:
+            try:
+                return await self._step_in_one_transaction(projection)
+            except (st.ProjectionMoved, StoreClosed):
+                raise
+            except Exception as error:  # a handler failed: event by event, with retries
+                log.warning(
+                    "projection %s: batch after %d failed (%s); retrying event by event",
+                    projection.name,
+                    self.reached,
+                    error,
+                )
+                return await self._read_then_apply(batch_failed=True)
+        return await self._read_then_apply()
+
+    async def _step_in_one_transaction(self, projection: SQLProjection) -> bool:
+        """Read the batch, apply it and move the checkpoint in one write transaction: one
+        round trip to the writer thread instead of a read and then a write."""
+        state, after, at = self._state, self.reached, now()
+        names = physical_names(state.tables, state.generation)
+
+        def run(conn: sqlite3.Connection) -> Page | None:
+            page = self.db.page_in(conn, after, projection.batch_size, projection.types)
+            if page is not None and page.events:
+                st.advance(conn, state.name, state, page.next_after, at)
+                apply(projection, conn, names, page.events)
+            return page
+
+        page = await self.db.write(run)
+        assert page is not None, "the database holds the log"
+        if self.state is state:  # else a rebuild's switch or a reload came in meanwhile
+            if page.events:
+                self.state = msgspec.structs.replace(state, position=page.next_after)
+            self.reached = max(self.reached, page.next_after)
+        await self.runner.notify()
+        return len(page.events) == projection.batch_size
+
+    async def _read_then_apply(self, batch_failed: bool = False) -> bool:
         projection, loaded = self.projection, self.state
         page = await self.store.read_page(
             after=self.reached, limit=projection.batch_size, types=projection.types
         )
         if self.state is not loaded:  # rebuilt, reloaded or skipped meanwhile: read again
             return True
-        if page.events:
+        if page.events and batch_failed:
+            await self._apply_one_by_one(page.events, page.next_after)
+        elif page.events:
             await self._apply(page.events, page.next_after)
         else:
             self.reached = max(self.reached, page.next_after)
@@ -451,9 +509,7 @@ class _Worker:
         if rebuild is None:
             raise st.ProjectionMoved(projection.name)
         names = physical_names(projection.tables, rebuild.generation)
-        while events := self.db.events_after(conn, position, projection.batch_size):
-            apply(projection, conn, names, events)
-            position = events[-1].position
+        position = apply_to_head(self.db, conn, projection, names, position)
         rebuild = msgspec.structs.replace(rebuild, position=position)
         return st.switch(conn, projection, rebuild, now())
 

@@ -47,6 +47,7 @@ from eskit.store.base import EventStore
 from eskit.store.model import (
     AppendResult,
     ExpectedVersion,
+    Page,
     RecordedEvent,
     Snapshot,
     StreamInfo,
@@ -258,15 +259,6 @@ class SQLiteStore(EventStore):
         """Run ``run(conn)`` on a reader connection: one consistent snapshot of the file."""
         result: T = await self._read(run)
         return result
-
-    def events_after(self, conn: sqlite3.Connection, after: int, limit: int) -> list[RecordedEvent]:
-        """Up to ``limit`` events past ``after`` read with ``conn`` (inside a transaction run
-        by ``write_transaction`` or ``read_transaction``)."""
-        rows = conn.execute(
-            f"SELECT {_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?",
-            (clamp(after), limit),
-        ).fetchall()
-        return self._decode(rows)
 
     async def add_inline(
         self, hook: InlineHook, first: Callable[[sqlite3.Connection], None]
@@ -491,6 +483,19 @@ class SQLiteStore(EventStore):
     async def _read_all_page(
         self, after: int, count: int, types: tuple[str, ...] | None, category: str | None
     ) -> tuple[list[RecordedEvent], int]:
+        page = await self._read(lambda conn: self.page_in(conn, after, count, types, category))
+        return page.events, page.next_after
+
+    def page_in(
+        self,
+        conn: sqlite3.Connection,
+        after: int,
+        limit: int,
+        types: tuple[str, ...] | None = None,
+        category: str | None = None,
+    ) -> Page:
+        """``read_page`` with ``conn``, inside a transaction the caller runs (a projection
+        reads its batch in the very write transaction that applies it: one round trip)."""
         where = ["position > ?", "position <= ?"]
         extra: list[Any] = []
         if types is not None:
@@ -500,17 +505,12 @@ class SQLiteStore(EventStore):
             where.append("category = ?")
             extra.append(category)
         sql = f"SELECT {_COLUMNS} FROM events WHERE {' AND '.join(where)} ORDER BY position LIMIT ?"
-
-        def run(conn: sqlite3.Connection) -> tuple[list[RecordedEvent], int]:
-            # The head is read first: every event at or below it is committed (commit order
-            # is position order), so when the page is not full the log was searched up to it.
-            head = _head(conn)
-            rows = conn.execute(sql, (clamp(after), head, *extra, count)).fetchall()
-            events = self._decode(rows)
-            return events, (events[-1].position if len(events) == count else max(head, after))
-
-        result: tuple[list[RecordedEvent], int] = await self._read(run)
-        return result
+        # The head is read first: every event at or below it is committed (commit order is
+        # position order), so when the page is not full the log was searched up to it.
+        head = _head(conn)
+        rows = conn.execute(sql, (clamp(after), head, *extra, limit)).fetchall()
+        events = self._decode(rows)
+        return Page(events, events[-1].position if len(events) == limit else max(head, after))
 
 
 def _read_rules(conn: sqlite3.Connection, stream: str) -> StreamMetadata | None:
