@@ -7,6 +7,7 @@ from typing import Any
 
 import eskit
 from eskit.testing import EventStoreConformance
+from tests import postgres
 
 
 class TestMemoryStore(EventStoreConformance):
@@ -17,3 +18,8 @@ class TestMemoryStore(EventStoreConformance):
 class TestSQLiteStore(EventStoreConformance):
     def make_store(self, tmp_path: Path, **options: Any) -> eskit.EventStore:
         return eskit.open_store(f"sqlite:///{tmp_path}/events.db", **options)
+
+
+class TestPostgresStore(EventStoreConformance):
+    def make_store(self, tmp_path: Path, **options: Any) -> eskit.EventStore:
+        return eskit.open_store(postgres.store_url(), **options)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import eskit
 from eskit.testing import store_model_test
+from tests import postgres
 
 TestMemoryModel = store_model_test(
     lambda directory: eskit.open_store("memory://"), fifo_appends=True
@@ -14,4 +15,8 @@ TestMemoryModel = store_model_test(
 TestSQLiteModel = store_model_test(
     lambda directory: eskit.open_store(f"sqlite:///{directory}/events.db?synchronous=NORMAL"),
     fifo_appends=True,
+).TestCase
+
+TestPostgresModel = store_model_test(
+    lambda directory: eskit.open_store(postgres.store_url()), fifo_appends=True
 ).TestCase

@@ -7,9 +7,10 @@ from typing import Any
 
 from eskit.store.base import EventStore
 from eskit.store.memory import MemoryStore
+from eskit.store.postgres import PostgresStore
 from eskit.store.sqlite import SQLiteStore
 
-__all__ = ["EventStore", "MemoryStore", "SQLiteStore", "open_store"]
+__all__ = ["EventStore", "MemoryStore", "PostgresStore", "SQLiteStore", "open_store"]
 
 
 def open_store(url: str, **options: Any) -> EventStore:
@@ -18,6 +19,8 @@ def open_store(url: str, **options: Any) -> EventStore:
     - ``memory://`` keeps events in this process (tests, examples).
     - ``sqlite:///relative/events.db`` or ``sqlite:////absolute/events.db`` is an embedded
       file; ``?synchronous=NORMAL`` trades the last commits on power loss for speed.
+    - ``postgresql://user@host:port/database?schema=name`` is PostgreSQL (the schema, by
+      default ``public``, is created and migrated on open).
 
     Options (``max_event_size=``, ``clock=``, ...) go to the backend's constructor.
     Raises ``ValueError`` for a URL eskit cannot open.
@@ -29,4 +32,9 @@ def open_store(url: str, **options: Any) -> EventStore:
         return MemoryStore(**options)
     if parsed.scheme == "sqlite":
         return SQLiteStore.from_url(parsed, **options)
-    raise ValueError(f"unsupported store URL {url!r}: use memory:// or sqlite:///path/to/file.db")
+    if parsed.scheme in ("postgresql", "postgres"):
+        return PostgresStore.from_url(parsed, **options)
+    raise ValueError(
+        f"unsupported store URL {url!r}: use memory://, sqlite:///path/to/file.db"
+        " or postgresql://user@host/database"
+    )

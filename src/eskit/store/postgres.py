@@ -1,0 +1,654 @@
+"""The PostgreSQL backend: the same contract at scale, many processes on one database.
+
+How it stays correct and fast:
+
+- Positions are given under the lock of the single ``eskit_head`` row, so transactions that
+  append commit one after another and commit order is position order: a reader that saw
+  position p never later finds a new event at or below p (the SQL file explains the choice).
+- Group commit: every write of this process is queued to one writer task, which takes all
+  the requests waiting, runs them in one transaction (one lock, one WAL flush) and checks
+  each on its own against the stream heads as they stand inside the group, so a conflict
+  fails that request alone. Callers are answered after COMMIT; if the transaction fails,
+  each request is tried again alone so that one bad request cannot fail the others.
+- Readers read the committed head first, then events up to it.
+- ``LISTEN``/``NOTIFY`` only wakes subscriptions early: if the listening connection dies,
+  subscriptions still find new events by polling every ``poll_interval``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import urllib.parse
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final
+
+import msgspec
+import psycopg
+import psycopg_pool
+
+from eskit.errors import StoreError, StreamDeleted
+from eskit.store import rules
+from eskit.store.base import EventStore
+from eskit.store.ids import new_event_ids
+from eskit.store.model import (
+    AppendResult,
+    ExpectedVersion,
+    RecordedEvent,
+    Snapshot,
+    StreamInfo,
+    StreamMetadata,
+)
+from eskit.store.postgres_schema import check_schema, migrate
+from eskit.store.rules import MAX_INT64, ExistingEvent, PreparedAppend, PreparedSnapshot, clamp
+from eskit.store.sqlite_writer import micros, moment
+
+log = logging.getLogger("eskit.store.postgres")
+LIVE, SOFT_DELETED, TOMBSTONED = 0, 1, 2
+_STATUSES: Final = {None: "live", LIVE: "live", SOFT_DELETED: "deleted", TOMBSTONED: "tombstoned"}
+_COLUMNS: Final = "id, stream, version, position, type, data, metadata, recorded_at"
+_INSERT: Final = (
+    "INSERT INTO eskit_events (position, id, stream, category, version, type, data, metadata,"
+    " recorded_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+Connection = psycopg.AsyncConnection[Any]
+Operation = Callable[[Connection], Awaitable[Any]]
+
+
+class _Request:
+    """A write queued for the writer task: appends, or an operation on the connection."""
+
+    __slots__ = ("appends", "future", "operation")
+
+    def __init__(self, appends: list[PreparedAppend] | None, operation: Operation | None) -> None:
+        self.appends, self.operation = appends, operation
+        self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+
+class _Group:
+    """The writes of one transaction: checked request by request against the heads as they
+    stand in the group, rows numbered from the locked head and inserted together."""
+
+    def __init__(self, conn: Connection, head: int, recorded_at: int) -> None:
+        self.conn = conn
+        self.head = head
+        self.recorded_at = recorded_at
+        self.heads: dict[str, tuple[int | None, int]] = {}
+        self.earlier: dict[uuid.UUID, ExistingEvent] = {}
+        self.rows: list[tuple[Any, ...]] = []
+        self.revived: list[str] = []
+
+    async def load(self, appends: list[PreparedAppend]) -> None:
+        """The heads of every stream and the earlier home of every given id, in two queries."""
+        streams = list({a.stream: None for a in appends})
+        if streams:
+            cursor = await self.conn.execute(
+                "SELECT s.name, (SELECT max(version) FROM eskit_events WHERE stream = s.name),"
+                " (SELECT state FROM eskit_streams WHERE stream = s.name)"
+                " FROM unnest(%s::text[]) AS s(name)",
+                (streams,),
+            )
+            for stream, last, state in await cursor.fetchall():
+                self.heads[stream] = (last, LIVE if state is None else state)
+        ids = [e.id for a in appends for e in a.events if e.id is not None]
+        if ids:
+            cursor = await self.conn.execute(
+                "SELECT id, stream, version, position FROM eskit_events WHERE id = ANY(%s)",
+                (ids,),
+            )
+            for id_, stream, version, position in await cursor.fetchall():
+                self.earlier[id_] = ExistingEvent(stream, version, position)
+
+    def add(self, appends: list[PreparedAppend]) -> list[AppendResult]:
+        """Check every part, then number its rows; raises (writing nothing) if one fails."""
+        checked = [self._check(append) for append in appends]
+        results = []
+        for append, outcome in zip(appends, checked, strict=True):
+            if isinstance(outcome, AppendResult):
+                results.append(outcome)
+            else:
+                results.append(self._queue(append, *outcome))
+        return results
+
+    def _check(self, append: PreparedAppend) -> AppendResult | tuple[int, bool]:
+        stream, expected = append.stream, append.expected
+        last, state = self.heads.get(stream, (None, LIVE))
+        if state == TOMBSTONED:
+            raise StreamDeleted(stream)
+        ids = [e.id for e in append.events]
+        if any(id_ is not None for id_ in ids):
+            existing = [None if id_ is None else self.earlier.get(id_) for id_ in ids]
+            replayed = rules.replayed_append(stream, expected, existing)
+            if replayed is not None:
+                return replayed
+        rules.check_version_matches(stream, expected, None if state == SOFT_DELETED else last)
+        return (0 if last is None else last + 1, state == SOFT_DELETED)
+
+    def _queue(self, append: PreparedAppend, first: int, revives: bool) -> AppendResult:
+        stream, events = append.stream, append.events
+        category, at = rules.category(stream), self.recorded_at
+        fresh = iter(_new_ids(sum(e.id is None for e in events)))
+        for i, event in enumerate(events):
+            self.head += 1
+            id_ = event.id if event.id is not None else next(fresh)
+            self.rows.append(
+                (
+                    self.head,
+                    id_,
+                    stream,
+                    category,
+                    first + i,
+                    event.type,
+                    event.data,
+                    event.metadata,
+                    at,
+                )
+            )
+            self.earlier[id_] = ExistingEvent(stream, first + i, self.head)
+        self.heads[stream] = (first + len(events) - 1, LIVE)
+        if revives:
+            self.revived.append(stream)
+        return AppendResult(first + len(events) - 1, self.head, len(events))
+
+    async def flush(self) -> None:
+        """Insert the rows queued so far (before an operation that may read them)."""
+        if self.rows:
+            async with self.conn.cursor() as cursor:
+                await cursor.executemany(_INSERT, self.rows)
+            self.rows = []
+        if self.revived:
+            await self.conn.execute(
+                "UPDATE eskit_streams SET state = 0 WHERE stream = ANY(%s)", (self.revived,)
+            )
+            self.revived = []
+
+
+def _new_ids(count: int) -> list[uuid.UUID]:
+    return [uuid.UUID(bytes=b) for b in new_event_ids(count)] if count else []
+
+
+class PostgresStore(EventStore):
+    """Events in PostgreSQL: many processes, one log, no skipped events."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        schema: str = "public",
+        pool_size: int = 10,
+        max_batch: int = 256,
+        migrate_on_open: bool = True,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        self.conninfo = conninfo
+        self.schema = check_schema(schema)
+        self.pool_size = pool_size
+        self.max_batch = max_batch
+        self.migrate_on_open = migrate_on_open
+        self._pool: psycopg_pool.AsyncConnectionPool[Connection] | None = None
+        self._queue: asyncio.Queue[_Request | None] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._decode_text = msgspec.json.decode
+        self._reads = 0
+        self._no_reads = asyncio.Event()
+
+    @classmethod
+    def from_url(cls, url: urllib.parse.SplitResult, **options: Any) -> PostgresStore:
+        """``postgresql://user@host:port/database?schema=name&pool_size=n``."""
+        query = dict(urllib.parse.parse_qsl(url.query))
+        for name, convert in (("schema", str), ("pool_size", int), ("max_batch", int)):
+            if name in query:
+                options.setdefault(name, convert(query.pop(name)))
+        conninfo = urllib.parse.urlunsplit(
+            (url.scheme, url.netloc, url.path, urllib.parse.urlencode(query), "")
+        )
+        return cls(conninfo, **options)
+
+    @property
+    def notify_channel(self) -> str:
+        return f"eskit_{self.schema}"
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def _configure(self, conn: Connection) -> None:
+        await conn.execute(f'SET search_path TO "{self.schema}"')
+
+    async def _open_backend(self) -> None:
+        if self.migrate_on_open:
+            async with await psycopg.AsyncConnection.connect(
+                self.conninfo, autocommit=True
+            ) as conn:
+                await migrate(conn, self.schema)
+        pool: psycopg_pool.AsyncConnectionPool[Connection] = psycopg_pool.AsyncConnectionPool(
+            self.conninfo,
+            min_size=1,
+            max_size=self.pool_size,
+            kwargs={"autocommit": True},
+            configure=self._configure,
+            open=False,
+        )
+        try:
+            await pool.open(wait=True, timeout=10)
+        except psycopg_pool.PoolTimeout as error:
+            await pool.close()
+            raise StoreError(f"cannot connect to PostgreSQL: {error}") from error
+        self._pool = pool
+        self._queue = asyncio.Queue()
+        self._writer = asyncio.create_task(self._write_loop(), name="eskit-postgres-writer")
+        self._listener = asyncio.create_task(self._listen(), name="eskit-postgres-listener")
+
+    async def _close_backend(self) -> None:
+        if self._writer is not None:
+            await self._queue.put(None)
+            await self._writer
+            self._writer = None
+        if self._reads:  # reads in flight (a subscription's last page) finish first
+            self._no_reads.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._no_reads.wait(), 5)
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def _listen(self) -> None:
+        """Wake subscriptions when any process commits; reconnect if the connection dies."""
+        pause = 0.1
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.conninfo, autocommit=True
+                ) as conn:
+                    await conn.execute(f'LISTEN "{self.notify_channel}"')
+                    pause = 0.1
+                    async for _ in conn.notifies():
+                        self._notify_waiters()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # polling still finds new events meanwhile
+                log.warning("LISTEN connection lost (%s); reconnecting in %.1f s", error, pause)
+                await asyncio.sleep(pause)
+                pause = min(5.0, pause * 2)
+
+    # -- the writer -------------------------------------------------------------------------
+
+    async def _submit(self, request: _Request) -> Any:
+        if self._writer is None or self._writer.done():
+            self._check_open()
+            raise StoreError("the store is closing")
+        await self._queue.put(request)
+        return await request.future
+
+    async def _write_loop(self) -> None:
+        while True:
+            first = await self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < self.max_batch and not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            await self._commit(batch)
+            if stop:
+                return
+
+    async def _commit(self, batch: list[_Request]) -> None:
+        """Run the batch in one transaction; if that fails as a whole, each request alone."""
+        try:
+            outcomes = await self._transaction(batch)
+        except Exception as group_error:
+            if len(batch) == 1:
+                outcomes = [(batch[0], None, _transaction_failed(group_error))]
+            else:
+                outcomes = []
+                for request in batch:
+                    try:
+                        outcomes += await self._transaction([request])
+                    except Exception as alone_error:
+                        outcomes.append((request, None, _transaction_failed(alone_error)))
+        for request, value, failure in outcomes:
+            if request.future.done():
+                continue
+            if failure is None:
+                request.future.set_result(value)
+            else:
+                request.future.set_exception(failure)
+        self._notify_waiters()
+
+    async def _transaction(
+        self, batch: list[_Request]
+    ) -> list[tuple[_Request, Any, BaseException | None]]:
+        assert self._pool is not None
+        outcomes: list[tuple[_Request, Any, BaseException | None]] = []
+        async with self._pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute("SELECT position FROM eskit_head FOR UPDATE")
+            row = await cursor.fetchone()
+            assert row is not None
+            start = row[0]
+            group = _Group(conn, start, micros(self.clock()))
+            await group.load([a for r in batch if r.appends for a in r.appends])
+            for request in batch:
+                if request.appends is not None:
+                    try:
+                        outcomes.append((request, group.add(request.appends), None))
+                    except Exception as error:
+                        outcomes.append((request, None, error))
+                else:
+                    assert request.operation is not None
+                    await group.flush()
+                    try:
+                        async with conn.transaction():  # a savepoint: it fails alone
+                            value = await request.operation(conn)
+                        outcomes.append((request, value, None))
+                    except Exception as error:
+                        outcomes.append((request, None, error))
+                    group.heads.clear()  # the operation may have changed stream states
+                    await group.load([a for r in batch if r.appends for a in r.appends])
+            await group.flush()
+            if group.head != start:
+                await conn.execute("UPDATE eskit_head SET position = %s", (group.head,))
+                await conn.execute(f'NOTIFY "{self.notify_channel}"')
+        return outcomes
+
+    async def _write(self, operation: Operation) -> Any:
+        return await self._submit(_Request(None, operation))
+
+    async def _read(self, run: Callable[[Connection], Awaitable[Any]]) -> Any:
+        if self._pool is None:
+            self._check_open()
+            raise StoreError("the store is closing")
+        self._reads += 1
+        try:
+            async with self._pool.connection() as conn:
+                return await run(conn)
+        finally:
+            self._reads -= 1
+            if not self._reads:
+                self._no_reads.set()
+
+    # -- writes -----------------------------------------------------------------------------
+
+    async def _append_many(self, appends: list[PreparedAppend]) -> list[AppendResult]:
+        results: list[AppendResult] = await self._submit(_Request(appends, None))
+        return results
+
+    async def _delete(self, stream: str, expected: ExpectedVersion, hard: bool) -> None:
+        async def run(conn: Connection) -> None:
+            last, state = await _stream_state(conn, stream)
+            rules.check_version_matches(stream, expected, None if state == SOFT_DELETED else last)
+            if hard:
+                await conn.execute(
+                    "INSERT INTO eskit_streams (stream, state) VALUES (%s, %s)"
+                    " ON CONFLICT (stream) DO UPDATE SET state = excluded.state",
+                    (stream, TOMBSTONED),
+                )
+                await conn.execute("DELETE FROM eskit_snapshots WHERE stream = %s", (stream,))
+            elif last is not None and state != SOFT_DELETED:
+                await conn.execute(
+                    "INSERT INTO eskit_streams (stream, state, truncate_before)"
+                    " VALUES (%s, %s, %s) ON CONFLICT (stream) DO UPDATE"
+                    " SET state = excluded.state, truncate_before = excluded.truncate_before",
+                    (stream, SOFT_DELETED, last + 1),
+                )
+
+        await self._write(run)
+
+    async def _set_metadata(self, stream: str, metadata: StreamMetadata) -> None:
+        async def run(conn: Connection) -> None:
+            await conn.execute(
+                "INSERT INTO eskit_streams (stream, truncate_before, max_count, max_age)"
+                " VALUES (%s, %s, %s, %s) ON CONFLICT (stream) DO UPDATE SET"
+                " truncate_before = excluded.truncate_before, max_count = excluded.max_count,"
+                " max_age = excluded.max_age",
+                (
+                    stream,
+                    None if metadata.truncate_before is None else clamp(metadata.truncate_before),
+                    None if metadata.max_count is None else clamp(metadata.max_count),
+                    metadata.max_age,
+                ),
+            )
+
+        await self._write(run)
+
+    async def _save_snapshot(self, snapshot: PreparedSnapshot, recorded_at: dt.datetime) -> None:
+        stream, snapshot_version = snapshot.stream, snapshot.snapshot_version
+
+        async def run(conn: Connection) -> None:
+            await _stream_state(conn, stream)  # raises StreamDeleted before writing
+            await conn.execute(
+                "INSERT INTO eskit_snapshots (stream, snapshot_version, version, state,"
+                " recorded_at) VALUES (%s, %s, %s, %s, %s)"
+                " ON CONFLICT (stream, snapshot_version, version)"
+                " DO UPDATE SET state = excluded.state, recorded_at = excluded.recorded_at",
+                (stream, snapshot_version, snapshot.version, snapshot.state, micros(recorded_at)),
+            )
+            await conn.execute(
+                "DELETE FROM eskit_snapshots WHERE stream = %(s)s"
+                " AND snapshot_version = %(v)s AND version < (SELECT version FROM"
+                " eskit_snapshots WHERE stream = %(s)s AND snapshot_version = %(v)s"
+                " ORDER BY version DESC LIMIT 1 OFFSET %(o)s)",
+                {"s": stream, "v": snapshot_version, "o": rules.SNAPSHOTS_KEPT - 1},
+            )
+
+        await self._write(run)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def _decode(self, rows: Sequence[tuple[Any, ...]]) -> list[RecordedEvent]:
+        decode, events = self._decode_text, []
+        for id_, stream, version, position, type_, data, metadata, recorded in rows:
+            events.append(
+                RecordedEvent(
+                    id_,
+                    stream,
+                    version,
+                    position,
+                    type_,
+                    decode(data),
+                    decode(metadata),
+                    moment(recorded),
+                )
+            )
+        return events
+
+    async def _load_snapshot(
+        self, stream: str, snapshot_version: int, max_version: int
+    ) -> Snapshot | None:
+        async def run(conn: Connection) -> Any:
+            metadata = await _read_rules(conn, stream)
+            lowest = 0 if metadata is None else rules.lowest_snapshot_version(metadata)
+            cursor = await conn.execute(
+                "SELECT version, state, recorded_at FROM eskit_snapshots"
+                " WHERE stream = %s AND snapshot_version = %s AND version <= %s"
+                " AND version >= %s ORDER BY version DESC LIMIT 1",
+                (stream, snapshot_version, clamp(max_version), lowest),
+            )
+            return await cursor.fetchone()
+
+        row = await self._read(run)
+        if row is None:
+            return None
+        version, state, recorded_at = row
+        return Snapshot(
+            stream, version, snapshot_version, msgspec.json.decode(state), moment(recorded_at)
+        )
+
+    async def _get_metadata(self, stream: str) -> StreamMetadata:
+        async def run(conn: Connection) -> StreamMetadata:
+            cursor = await conn.execute(
+                "SELECT truncate_before, max_count, max_age FROM eskit_streams WHERE stream = %s",
+                (stream,),
+            )
+            row = await cursor.fetchone()
+            return StreamMetadata() if row is None else StreamMetadata(*row)
+
+        result: StreamMetadata = await self._read(run)
+        return result
+
+    async def _stream_version(self, stream: str) -> int | None:
+        async def run(conn: Connection) -> int | None:
+            last, state = await _stream_state(conn, stream)
+            return None if state == SOFT_DELETED else last
+
+        result: int | None = await self._read(run)
+        return result
+
+    async def _find_event(self, event_id: uuid.UUID) -> RecordedEvent | None:
+        async def run(conn: Connection) -> list[tuple[Any, ...]]:
+            cursor = await conn.execute(
+                f"SELECT {_COLUMNS} FROM eskit_events WHERE id = %s", (event_id,)
+            )
+            return await cursor.fetchall()
+
+        rows = await self._read(run)
+        return self._decode(rows)[0] if rows else None
+
+    async def _last_position(self) -> int:
+        result: int = await self._read(_head)
+        return result
+
+    async def _list_streams(
+        self, category: str | None, after: str | None, limit: int
+    ) -> list[StreamInfo]:
+        """A skip scan over the (stream, version) index: one seek per stream listed."""
+        in_category = "" if category is None else " AND category = %(c)s"
+        sql = f"""
+            WITH RECURSIVE names(stream) AS (
+                (SELECT stream FROM eskit_events WHERE stream > %(a)s{in_category}
+                 ORDER BY stream LIMIT 1)
+                UNION ALL
+                SELECT (SELECT e.stream FROM eskit_events e WHERE e.stream > names.stream
+                        {in_category.replace("category", "e.category")}
+                        ORDER BY e.stream LIMIT 1)
+                FROM names WHERE names.stream IS NOT NULL
+            )
+            SELECT n.stream, last.version, last.position, last.type, last.recorded_at, s.state
+            FROM (SELECT stream FROM names WHERE stream IS NOT NULL LIMIT %(l)s) AS n
+            CROSS JOIN LATERAL (
+                SELECT version, position, type, recorded_at FROM eskit_events
+                WHERE stream = n.stream ORDER BY version DESC LIMIT 1) AS last
+            LEFT JOIN eskit_streams AS s ON s.stream = n.stream
+            ORDER BY n.stream"""
+
+        async def run(conn: Connection) -> list[tuple[Any, ...]]:
+            cursor = await conn.execute(sql, {"a": after or "", "c": category, "l": limit})
+            return await cursor.fetchall()
+
+        rows = await self._read(run)
+        return [
+            StreamInfo(stream, version, position, type_, moment(at), _STATUSES[state])  # type: ignore[arg-type]
+            for stream, version, position, type_, at, state in rows
+        ]
+
+    async def _read_stream_page(
+        self, stream: str, from_version: int | None, backwards: bool, count: int
+    ) -> list[RecordedEvent]:
+        now = self.clock()
+
+        async def run(conn: Connection) -> list[tuple[Any, ...]]:
+            metadata = await _read_rules(conn, stream)
+            first, oldest = 0, -1
+            if metadata is not None:
+                cursor = await conn.execute(
+                    "SELECT max(version) FROM eskit_events WHERE stream = %s", (stream,)
+                )
+                row = await cursor.fetchone()
+                last = None if row is None else row[0]
+                first = rules.first_visible_version(metadata, -1 if last is None else last)
+                cutoff = rules.oldest_visible_time(metadata, now)
+                oldest = -1 if cutoff is None else micros(cutoff)
+            if backwards:
+                start = MAX_INT64 if from_version is None else clamp(from_version)
+                where = (
+                    "version <= %s AND version >= %s AND recorded_at >= %s ORDER BY version DESC"
+                )
+            else:
+                start = clamp(max(first, from_version or 0))
+                where = "version >= %s AND version >= %s AND recorded_at >= %s ORDER BY version"
+            cursor = await conn.execute(
+                f"SELECT {_COLUMNS} FROM eskit_events WHERE stream = %s AND {where} LIMIT %s",
+                (stream, start, first, oldest, count),
+            )
+            return await cursor.fetchall()
+
+        return self._decode(await self._read(run))
+
+    async def _read_all_page(
+        self, after: int, count: int, types: tuple[str, ...] | None, category: str | None
+    ) -> tuple[list[RecordedEvent], int]:
+        where = ["position > %s", "position <= %s"]
+        extra: list[Any] = []
+        if types is not None:
+            where.append("type = ANY(%s)")
+            extra.append(list(types))
+        if category is not None:
+            where.append("category = %s")
+            extra.append(category)
+        sql = (
+            f"SELECT {_COLUMNS} FROM eskit_events WHERE {' AND '.join(where)}"
+            " ORDER BY position LIMIT %s"
+        )
+
+        async def run(conn: Connection) -> tuple[list[tuple[Any, ...]], int]:
+            # The committed head first: every event at or below it is committed (commit
+            # order is position order), so a short page means the log was searched up to it.
+            head = await _head(conn)
+            cursor = await conn.execute(sql, (clamp(after), head, *extra, count))
+            return await cursor.fetchall(), head
+
+        rows, head = await self._read(run)
+        events = self._decode(rows)
+        return events, (events[-1].position if len(events) == count else max(head, after))
+
+
+async def _head(conn: Connection) -> int:
+    cursor = await conn.execute("SELECT position FROM eskit_head")
+    row = await cursor.fetchone()
+    return 0 if row is None else int(row[0])
+
+
+async def _stream_state(conn: Connection, stream: str) -> tuple[int | None, int]:
+    """The stream's last version (None: no events) and state; raises if tombstoned."""
+    cursor = await conn.execute(
+        "SELECT (SELECT max(version) FROM eskit_events WHERE stream = %(s)s),"
+        " (SELECT state FROM eskit_streams WHERE stream = %(s)s)",
+        {"s": stream},
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    last, state = row
+    if state == TOMBSTONED:
+        raise StreamDeleted(stream)
+    return last, LIVE if state is None else state
+
+
+async def _read_rules(conn: Connection, stream: str) -> StreamMetadata | None:
+    cursor = await conn.execute(
+        "SELECT state, truncate_before, max_count, max_age FROM eskit_streams WHERE stream = %s",
+        (stream,),
+    )
+    row = await cursor.fetchone()
+    if row is None:
+        return None
+    if row[0] == TOMBSTONED:
+        raise StreamDeleted(stream)
+    return StreamMetadata(*row[1:])
+
+
+def _transaction_failed(error: Exception) -> StoreError:
+    failure = StoreError(f"PostgreSQL transaction failed, nothing of it was written: {error}")
+    failure.__cause__ = error
+    return failure
