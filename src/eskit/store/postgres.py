@@ -194,6 +194,9 @@ class PostgresStore(EventStore):
         self._writer: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
         self._decode_text = msgspec.json.decode
+        self.before_commit: Callable[[], Awaitable[None]] | None = None
+        """Fault injection for tests: awaited inside each transaction just before COMMIT
+        (sleep there to hold the head lock, raise to roll the transaction back)."""
         self._reads = 0
         self._no_reads = asyncio.Event()
 
@@ -361,6 +364,8 @@ class PostgresStore(EventStore):
             if group.head != start:
                 await conn.execute("UPDATE eskit_head SET position = %s", (group.head,))
                 await conn.execute(f'NOTIFY "{self.notify_channel}"')
+            if self.before_commit is not None:
+                await self.before_commit()
         return outcomes
 
     async def _write(self, operation: Operation) -> Any:
