@@ -33,6 +33,7 @@ PUBLIC = {
     "Snapshot",
     "StoreClosed",
     "StoreError",
+    "StoreUnavailable",
     "StreamDeleted",
     "StreamMetadata",
     "StreamState",

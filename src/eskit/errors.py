@@ -54,6 +54,11 @@ class StoreClosed(StoreError):
     """The store is not open: use it inside ``async with eskit.open_store(url)``."""
 
 
+class StoreUnavailable(StoreError):
+    """The database could not be reached or dropped the connection. Transient: the same
+    call may succeed a moment later (reads and subscriptions retry by themselves)."""
+
+
 class DomainError(EskitError):
     """Typed events, aggregates or commands were used in a way eskit cannot honour."""
 

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Self
 
-from eskit.errors import StoreClosed
+from eskit.errors import StoreClosed, StoreUnavailable
 from eskit.store import rules
 from eskit.store.model import (
     ANY,
@@ -364,10 +364,17 @@ class EventStore(abc.ABC):
         """
         type_filter = self._check_log_filter(after, types, category)
         checkpoint = after
+        pause = self.poll_interval
         while self._open:
-            page, checkpoint = await self._read_all_page(
-                checkpoint, self.page_size, type_filter, category
-            )
+            try:
+                page, checkpoint = await self._read_all_page(
+                    checkpoint, self.page_size, type_filter, category
+                )
+            except StoreUnavailable:  # the database comes back: follow on from the checkpoint
+                await asyncio.sleep(pause)
+                pause = min(5.0, pause * 2)
+                continue
+            pause = self.poll_interval
             for event in page:
                 yield event
             if len(page) < self.page_size:
@@ -383,6 +390,8 @@ class EventStore(abc.ABC):
                 await asyncio.wait_for(waiter, self.poll_interval)
         except TimeoutError:
             pass
+        except StoreUnavailable:  # the caller's next read finds out whether it is back
+            await asyncio.sleep(self.poll_interval)
         finally:
             self._waiters.discard(waiter)
 

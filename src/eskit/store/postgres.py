@@ -30,7 +30,7 @@ import msgspec
 import psycopg
 import psycopg_pool
 
-from eskit.errors import StoreError, StreamDeleted
+from eskit.errors import StoreClosed, StoreError, StoreUnavailable, StreamDeleted
 from eskit.store import rules
 from eskit.store.base import EventStore
 from eskit.store.ids import new_event_ids
@@ -130,10 +130,10 @@ class _Group:
     def _queue(self, append: PreparedAppend, first: int, revives: bool) -> AppendResult:
         stream, events = append.stream, append.events
         category, at = rules.category(stream), self.recorded_at
-        fresh = iter(_new_ids(sum(e.id is None for e in events)))
         for i, event in enumerate(events):
             self.head += 1
-            id_ = event.id if event.id is not None else next(fresh)
+            id_ = event.id
+            assert id_ is not None, "ids are given before the first attempt (_with_ids)"
             self.rows.append(
                 (
                     self.head,
@@ -164,6 +164,26 @@ class _Group:
                 "UPDATE eskit_streams SET state = 0 WHERE stream = ANY(%s)", (self.revived,)
             )
             self.revived = []
+
+
+def _with_ids(appends: list[PreparedAppend]) -> list[PreparedAppend]:
+    """The appends with an id on every event, given before the first attempt: if a
+    COMMIT's answer is lost and the request is tried again, the retry is then recognised
+    as a replay instead of being written twice."""
+    missing = sum(e.id is None for a in appends for e in a.events)
+    if not missing:
+        return appends
+    fresh = iter(_new_ids(missing))
+    return [
+        msgspec.structs.replace(
+            a,
+            events=[
+                e if e.id is not None else msgspec.structs.replace(e, id=next(fresh))
+                for e in a.events
+            ],
+        )
+        for a in appends
+    ]
 
 
 def _new_ids(count: int) -> list[uuid.UUID]:
@@ -233,6 +253,7 @@ class PostgresStore(EventStore):
             max_size=self.pool_size,
             kwargs={"autocommit": True},
             configure=self._configure,
+            check=psycopg_pool.AsyncConnectionPool.check_connection,
             open=False,
         )
         try:
@@ -312,16 +333,15 @@ class PostgresStore(EventStore):
         """Run the batch in one transaction; if that fails as a whole, each request alone."""
         try:
             outcomes = await self._transaction(batch)
-        except Exception as group_error:
-            if len(batch) == 1:
-                outcomes = [(batch[0], None, _transaction_failed(group_error))]
-            else:
-                outcomes = []
-                for request in batch:
-                    try:
-                        outcomes += await self._transaction([request])
-                    except Exception as alone_error:
-                        outcomes.append((request, None, _transaction_failed(alone_error)))
+        except Exception:
+            # Each request again, alone: one bad request cannot fail the others, and if the
+            # COMMIT went through but its answer was lost, a request's retry is a replay.
+            outcomes = []
+            for request in batch:
+                try:
+                    outcomes += await self._transaction([request])
+                except Exception as error:
+                    outcomes.append((request, None, _transaction_failed(error)))
         for request, value, failure in outcomes:
             if request.future.done():
                 continue
@@ -379,6 +399,10 @@ class PostgresStore(EventStore):
         try:
             async with self._pool.connection() as conn:
                 return await run(conn)
+        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as error:
+            if not self._open:
+                raise StoreClosed("the store was closed during the read") from error
+            raise StoreUnavailable(f"PostgreSQL read failed: {error}") from error
         finally:
             self._reads -= 1
             if not self._reads:
@@ -387,7 +411,7 @@ class PostgresStore(EventStore):
     # -- writes -----------------------------------------------------------------------------
 
     async def _append_many(self, appends: list[PreparedAppend]) -> list[AppendResult]:
-        results: list[AppendResult] = await self._submit(_Request(appends, None))
+        results: list[AppendResult] = await self._submit(_Request(_with_ids(appends), None))
         return results
 
     async def _delete(self, stream: str, expected: ExpectedVersion, hard: bool) -> None:
@@ -654,6 +678,16 @@ async def _read_rules(conn: Connection, stream: str) -> StreamMetadata | None:
 
 
 def _transaction_failed(error: Exception) -> StoreError:
-    failure = StoreError(f"PostgreSQL transaction failed, nothing of it was written: {error}")
+    """The error a caller gets: unknown outcome if the connection failed (the COMMIT may
+    have gone through), nothing written otherwise."""
+    failure: StoreError
+    if isinstance(error, psycopg.OperationalError | psycopg_pool.PoolTimeout):
+        failure = StoreUnavailable(
+            f"PostgreSQL could not be reached or dropped the connection ({error}); the write"
+            " may or may not have been committed: appending the same events again with the"
+            " same ids is safe (it is recognised as a replay)"
+        )
+    else:
+        failure = StoreError(f"PostgreSQL transaction failed, nothing of it was written: {error}")
     failure.__cause__ = error
     return failure
