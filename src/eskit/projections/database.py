@@ -20,6 +20,7 @@ from typing import Protocol, TypeVar
 
 from eskit.store.base import EventStore
 from eskit.store.model import Page
+from eskit.store.memory import MemoryStore
 from eskit.store.sqlite import SQLiteStore
 from eskit.store.sqlite_writer import InlineHook, connect
 
@@ -151,9 +152,15 @@ class SQLiteDatabase:
 
 def database_for(store: EventStore, path: str | None = None) -> StoreDatabase | SQLiteDatabase:
     """The database projections of ``store`` use: ``path`` if given, else the store's own
-    file (SQLite), else a private in-memory one."""
+    file (SQLite), else a private in-memory one (memory store)."""
     if path is not None:
         return SQLiteDatabase(path)
     if isinstance(store, SQLiteStore):
         return StoreDatabase(store)
-    return SQLiteDatabase(":memory:")
+    if isinstance(store, MemoryStore):
+        return SQLiteDatabase(":memory:")  # lives as long as the store's events do
+    raise ValueError(
+        f"projections over a {type(store).__name__} need a database for their checkpoints"
+        " and read models: pass database=SQLiteDatabase('readmodels.db') to the runner"
+        " (read models in PostgreSQL itself are not supported yet)"
+    )
