@@ -6,7 +6,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from eskit.cli import projections, streams, transfer
+from eskit.cli import copy, migrate, projections, streams, transfer
 from eskit.cli.common import Url, opened, out, run
 from eskit.cli.trace import trace_command
 
@@ -42,6 +42,8 @@ app.add_typer(projections.app, name="projections")
 app.command("trace")(trace_command)
 app.command("export")(transfer.export)
 app.command("import")(transfer.import_)
+app.command("copy")(copy.copy)
+app.command("migrate")(migrate.migrate)
 
 
 def main() -> None:

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from eskit.store.base import EventStore
-from eskit.store.model import Page
 from eskit.store.memory import MemoryStore
+from eskit.store.model import Page
 from eskit.store.sqlite import SQLiteStore
 from eskit.store.sqlite_writer import InlineHook, connect
 

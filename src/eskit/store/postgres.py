@@ -42,7 +42,7 @@ from eskit.store.model import (
     StreamInfo,
     StreamMetadata,
 )
-from eskit.store.postgres_schema import check_schema, migrate
+from eskit.store.postgres_schema import check_schema, check_version, migrate
 from eskit.store.rules import MAX_INT64, ExistingEvent, PreparedAppend, PreparedSnapshot, clamp
 from eskit.store.sqlite_writer import micros, moment
 
@@ -242,11 +242,16 @@ class PostgresStore(EventStore):
         await conn.execute(f'SET search_path TO "{self.schema}"')
 
     async def _open_backend(self) -> None:
-        if self.migrate_on_open:
+        try:
             async with await psycopg.AsyncConnection.connect(
                 self.conninfo, autocommit=True
             ) as conn:
-                await migrate(conn, self.schema)
+                if self.migrate_on_open:
+                    await migrate(conn, self.schema)
+                else:
+                    await check_version(conn, self.schema)
+        except psycopg.OperationalError as error:
+            raise StoreUnavailable(f"cannot connect to PostgreSQL: {error}") from error
         pool: psycopg_pool.AsyncConnectionPool[Connection] = psycopg_pool.AsyncConnectionPool(
             self.conninfo,
             min_size=1,

@@ -15,6 +15,8 @@ from typing import Final, NamedTuple
 
 import psycopg
 
+from eskit.errors import StoreError
+
 _FILE: Final = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 _SCHEMA: Final = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -64,6 +66,12 @@ async def migrate(conn: psycopg.AsyncConnection[object], schema: str) -> list[Mi
         )
         cursor = await conn.execute("SELECT version FROM eskit_migrations")
         done = {row[0] for row in await cursor.fetchall()}  # type: ignore[index]
+        newest = max((m.version for m in migrations()), default=0)
+        if done and max(done) > newest:
+            raise StoreError(
+                f"schema {schema} is at version {max(done)}, newer than this eskit knows"
+                f" ({newest}): upgrade eskit"
+            )
         for migration in migrations():
             if migration.version in done:
                 continue
@@ -74,3 +82,21 @@ async def migrate(conn: psycopg.AsyncConnection[object], schema: str) -> list[Mi
             )
             applied.append(migration)
     return applied
+
+
+async def check_version(conn: psycopg.AsyncConnection[object], schema: str) -> None:
+    """Raise a clear ``StoreError`` unless ``schema`` holds exactly this eskit's version."""
+    check_schema(schema)
+    newest = max((m.version for m in migrations()), default=0)
+    try:
+        cursor = await conn.execute(f'SELECT max(version) FROM "{schema}".eskit_migrations')
+        row = await cursor.fetchone()
+        version = row[0] if row is not None else None  # type: ignore[index]
+    except psycopg.errors.UndefinedTable:
+        version = None
+    if version != newest:
+        found = "has no eskit tables" if version is None else f"is at version {version}"
+        raise StoreError(
+            f"schema {schema} {found}; this eskit needs version {newest}: run"
+            " `eskit migrate URL` (or open the store with migrate_on_open=True)"
+        )

@@ -21,11 +21,12 @@ metadata, deletes, tombstones and snapshots are not carried: only the log.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Annotated, Any, Final, NoReturn
 
@@ -86,7 +87,9 @@ def canonical(event: RecordedEvent | ExportedEvent) -> bytes:
     return msgspec.json.encode(fields, order="sorted") + b"\n"
 
 
-class _Digest:
+class Digest:
+    """The running count and SHA-256 of a sequence of ``canonical`` events."""
+
     def __init__(self) -> None:
         self._hash = hashlib.sha256()
         self.count = 0
@@ -97,6 +100,24 @@ class _Digest:
 
     def summary(self) -> Summary:
         return Summary(self.count, self._hash.hexdigest())
+
+
+async def log_pages(store: EventStore, until: int) -> AsyncGenerator[list[RecordedEvent], None]:
+    """The store's log up to position ``until``, a page (``store.page_size`` events) at a
+    time: bounded memory whatever the size of the log. Pages are never empty."""
+    after = 0
+    while after < until:
+        page = await store.read_page(after=after, limit=store.page_size)
+        events = page.events
+        if events and events[-1].position > until:
+            events = [event for event in events if event.position <= until]
+            if events:
+                yield events
+            return
+        if not events:
+            return
+        yield events
+        after = page.next_after
 
 
 async def export_events(
@@ -111,23 +132,18 @@ async def export_events(
     target = Path(path)
     partial = target.with_name(target.name + ".partial")
     head = await store.last_position()
-    digest = _Digest()
+    digest = Digest()
     try:
         with await asyncio.to_thread(partial.open, "wb") as file:
-            after = 0
-            while after < head:
-                page = await store.read_page(after=after, limit=store.page_size)
-                lines = []
-                for event in page.events:
-                    if event.position <= head:
+            async with contextlib.aclosing(log_pages(store, head)) as pages:
+                async for events in pages:
+                    lines = []
+                    for event in events:
                         digest.add(canonical(event))
-                        lines.append(_encode_line(_exported(event)) + b"\n")
-                await asyncio.to_thread(file.write, _escape_separators(b"".join(lines)))
-                if not page.events:
-                    break
-                after = page.next_after
-                if progress is not None:
-                    progress(min(after, head), head)
+                        lines.append(_encode_line(exported(event)) + b"\n")
+                    await asyncio.to_thread(file.write, _escape_separators(b"".join(lines)))
+                    if progress is not None:
+                        progress(events[-1].position, head)
             summary = digest.summary()
             await asyncio.to_thread(file.write, _encode_line(_Trailer(summary)) + b"\n")
         await asyncio.to_thread(os.replace, partial, target)
@@ -147,7 +163,7 @@ def _escape_separators(text: bytes) -> bytes:
 _SEPARATORS: Final = ("\u2028", "\u2029", "\x85")
 
 
-def _exported(event: RecordedEvent) -> ExportedEvent:
+def exported(event: RecordedEvent) -> ExportedEvent:
     return ExportedEvent(
         event.id,
         event.stream,
@@ -160,7 +176,10 @@ def _exported(event: RecordedEvent) -> ExportedEvent:
     )
 
 
-class _Line(msgspec.Struct, frozen=True):
+class Line(msgspec.Struct, frozen=True):
+    """An event to append, where it came from (a file's line number, a store's position)
+    and its ``canonical`` bytes."""
+
     number: int
     event: ExportedEvent
     encoded: bytes
@@ -179,8 +198,8 @@ async def import_events(
     """
     source = Path(path)
     size = (await asyncio.to_thread(source.stat)).st_size
-    digest = _Digest()
-    chunk = _Chunk(store, source)
+    digest = Digest()
+    chunk = Chunk(store, lambda n: f"{source}:{n}")
     number = done = 0
     summarised = False
     with await asyncio.to_thread(source.open, "rb") as file:
@@ -197,7 +216,7 @@ async def import_events(
                     _check_summary(parsed.summary, digest.summary(), source, number)
                     summarised = True
                     continue
-                line = _Line(number, parsed, canonical(parsed))
+                line = Line(number, parsed, canonical(parsed))
                 digest.add(line.encoded)
                 if not chunk.fits(line):
                     await chunk.flush()
@@ -229,17 +248,19 @@ def _check_summary(expected: Summary, actual: Summary, source: Path, number: int
         )
 
 
-class _Chunk:
-    """Consecutive lines appended in one ``append_many``: one run per stream, each stream
-    once (a stream seen again starts the next chunk), so the log keeps the file's order."""
+class Chunk:
+    """Consecutive events appended in one ``append_many``: one run per stream, each stream
+    once (a stream seen again starts the next chunk), so the log keeps the source's order.
 
-    def __init__(self, store: EventStore, source: Path) -> None:
-        self.store, self.source = store, source
-        self.runs: dict[str, list[_Line]] = {}
+    ``where`` names the place of a ``Line.number`` in error messages (``file:line``)."""
+
+    def __init__(self, store: EventStore, where: Callable[[int], str]) -> None:
+        self.store, self.where = store, where
+        self.runs: dict[str, list[Line]] = {}
         self.last: str | None = None
         self.count = self.size = 0
 
-    def fits(self, line: _Line) -> bool:
+    def fits(self, line: Line) -> bool:
         stream = line.event.stream
         return (
             (stream == self.last or stream not in self.runs)
@@ -247,13 +268,14 @@ class _Chunk:
             and (self.size + len(line.encoded) <= CHUNK_BYTES or not self.count)
         )
 
-    def add(self, line: _Line) -> None:
+    def add(self, line: Line) -> None:
         event = line.event
         run = self.runs.setdefault(event.stream, [])
         if run and event.version != run[-1].event.version + 1:
             raise TransferError(
-                f"{self.source}:{line.number}: stream {event.stream!r} version {event.version}"
-                f" does not follow version {run[-1].event.version} (line {run[-1].number})"
+                f"{self.where(line.number)}: stream {event.stream!r} version {event.version}"
+                f" does not follow version {run[-1].event.version}"
+                f" ({self.where(run[-1].number)})"
             )
         run.append(line)
         self.last = event.stream
@@ -276,7 +298,7 @@ class _Chunk:
         except StoreError as error:
             stream = getattr(error, "stream", None)
             first = self.runs[stream][0].number if stream in self.runs else self._first()
-            raise TransferError(f"{self.source}:{first}: {error}") from error
+            raise TransferError(f"{self.where(first)}: {error}") from error
         except ValueError as error:
             self._blame(error)
         lines = [line for run in self.runs.values() for line in run]
@@ -284,7 +306,7 @@ class _Chunk:
             if stored is None or canonical(stored) != line.encoded:
                 held = "nothing" if stored is None else f"{stored.stream} v{stored.version}"
                 raise TransferError(
-                    f"{self.source}:{line.number}: the store already holds a different event"
+                    f"{self.where(line.number)}: the store already holds a different event"
                     f" with id {line.event.id} ({held}: other type, data or metadata)"
                 )
         self.runs, self.last, self.count, self.size = {}, None, 0, 0
@@ -301,11 +323,11 @@ class _Chunk:
                     new = NewEvent(event.type, event.data, event.metadata, event.id)
                     prepare_append(stream, [new], NO_STREAM, self.store.max_event_size)
                 except ValueError as refused:
-                    raise TransferError(f"{self.source}:{line.number}: {refused}") from error
-        raise TransferError(f"{self.source}:{self._first()}: {error}") from error
+                    raise TransferError(f"{self.where(line.number)}: {refused}") from error
+        raise TransferError(f"{self.where(self._first())}: {error}") from error
 
     async def _read_back(
-        self, results: list[AppendResult], lines: list[_Line]
+        self, results: list[AppendResult], lines: list[Line]
     ) -> list[RecordedEvent | None]:
         """The events as stored: one read of the positions just written; event by event
         only when a retried run had been written in other places before."""

@@ -1,0 +1,221 @@
+"""The PostgreSQL store's versioned migrations: each version applied once, in order, in one
+transaction; processes migrating at once take turns; bad schema names never reach SQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import anyio
+import psycopg
+import pytest
+
+import eskit
+from eskit.store import postgres_schema
+from eskit.store.postgres_schema import Migration, check_schema, migrate, migrations
+from tests.postgres import database_url
+
+pytestmark = pytest.mark.anyio
+Connection = psycopg.AsyncConnection[tuple[object, ...]]
+
+
+def new_schema() -> str:
+    return f"m_{uuid.uuid4().hex[:16]}"
+
+
+@pytest.fixture
+async def conn() -> AsyncIterator[Connection]:
+    async with await psycopg.AsyncConnection.connect(database_url(), autocommit=True) as conn:
+        yield conn
+
+
+async def recorded(conn: Connection, schema: str) -> list[tuple[object, ...]]:
+    """The (version, name) rows of the schema's eskit_migrations table."""
+    cursor = await conn.execute(f'SELECT version, name FROM "{schema}".eskit_migrations')
+    return sorted(await cursor.fetchall())
+
+
+async def schema_exists(conn: Connection, schema: str) -> bool:
+    cursor = await conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+    return await cursor.fetchone() is not None
+
+
+async def table_exists(conn: Connection, schema: str, table: str) -> bool:
+    cursor = await conn.execute("SELECT to_regclass(%s)", (f'"{schema}".{table}',))
+    row = await cursor.fetchone()
+    return row is not None and row[0] is not None
+
+
+def every_version() -> list[tuple[object, ...]]:
+    return [(m.version, m.name) for m in migrations()]
+
+
+class MigrationLock:
+    """The advisory lock ``migrate`` takes for a schema, held by the test, to make
+    migrations wait for it: two of them then really race for the lock once it is freed."""
+
+    def __init__(self, conn: Connection, schema: str) -> None:
+        self.conn = conn
+        self.key = postgres_schema._lock_key(schema)
+
+    async def take(self) -> None:
+        await self.conn.execute("SELECT pg_advisory_lock(%s)", (self.key,))
+
+    async def free(self) -> None:
+        await self.conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
+
+    async def waiting(self) -> int:
+        """How many sessions wait for the lock (a bigint key shows as two 32-bit oids)."""
+        cursor = await self.conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            " AND classid = %s AND objid = %s AND objsubid = 1",
+            (self.key >> 32, self.key & 0xFFFFFFFF),
+        )
+        row = await cursor.fetchone()
+        assert row is not None
+        count = row[0]
+        assert isinstance(count, int)
+        return count
+
+    async def wait_for(self, count: int, alive: Callable[[], bool]) -> None:
+        """Poll until ``count`` sessions wait for the lock (bound it with a timeout)."""
+        while await self.waiting() < count:
+            assert alive(), "a migration ended before waiting for the lock"
+            await anyio.sleep(0.01)
+
+
+async def test_each_version_is_applied_once(conn: Connection) -> None:
+    schema = new_schema()
+    first = await migrate(conn, schema)
+    second = await migrate(conn, schema)
+
+    assert first == migrations()
+    assert second == []
+    assert await recorded(conn, schema) == every_version()
+    for table in ("eskit_head", "eskit_events", "eskit_streams", "eskit_snapshots"):
+        assert await table_exists(conn, schema, table)
+
+
+def test_versions_count_from_one_without_gaps() -> None:
+    found = migrations()
+    assert [m.version for m in found] == list(range(1, len(found) + 1))
+    assert found[0].name == "event_store"
+    assert all(m.sql.strip() for m in found)
+
+
+async def test_racing_migrations_take_turns(conn: Connection) -> None:
+    """Two sessions released onto the same unmigrated schema at once: both succeed, one
+    applies every version and the other finds nothing left to do."""
+    schema = new_schema()
+    lock = MigrationLock(conn, schema)
+    results: list[list[Migration]] = []
+
+    async def racer() -> None:
+        async with await psycopg.AsyncConnection.connect(database_url(), autocommit=True) as own:
+            results.append(await migrate(own, schema))
+
+    await lock.take()
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(racer)
+        tasks.start_soon(racer)
+        try:
+            with anyio.fail_after(10):
+                await lock.wait_for(2, alive=lambda: not results)
+        finally:
+            await lock.free()
+
+    assert sorted(results, key=len) == [[], migrations()]
+    assert await recorded(conn, schema) == every_version()
+
+
+async def test_a_failing_migration_changes_nothing(
+    conn: Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """All pending versions run in one transaction: a failure in the last one undoes the
+    ones before it, and even the creation of the schema."""
+    shipped = migrations()
+    broken = Migration(len(shipped) + 1, "broken", "CREATE TABLE extra (a INTEGER); SELECT 1/0;")
+    monkeypatch.setattr(postgres_schema, "migrations", lambda: [*shipped, broken])
+    schema = new_schema()
+
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        await migrate(conn, schema)
+    assert not await schema_exists(conn, schema)
+
+    monkeypatch.setattr(postgres_schema, "migrations", lambda: shipped)
+    await migrate(conn, schema)
+    monkeypatch.setattr(postgres_schema, "migrations", lambda: [*shipped, broken])
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        await migrate(conn, schema)
+    assert await recorded(conn, schema) == every_version()
+    assert not await table_exists(conn, schema, "extra")
+
+
+async def test_a_new_version_is_applied_to_a_migrated_schema(
+    conn: Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    schema = new_schema()
+    await migrate(conn, schema)
+    shipped = migrations()
+    later = Migration(len(shipped) + 1, "later", "CREATE TABLE later (a INTEGER);")
+    monkeypatch.setattr(postgres_schema, "migrations", lambda: [*shipped, later])
+
+    assert await migrate(conn, schema) == [later]
+    assert await migrate(conn, schema) == []
+    assert await table_exists(conn, schema, "later")
+
+
+BAD_SCHEMAS = ["", "Public", "1st", 'a"b', "a; DROP TABLE x", "a-b", "é", "x" * 64, None, 7]
+
+
+@pytest.mark.parametrize("schema", BAD_SCHEMAS, ids=repr)
+def test_bad_schema_names_are_refused(schema: object) -> None:
+    with pytest.raises(ValueError, match="invalid PostgreSQL schema"):
+        check_schema(schema)
+    if isinstance(schema, str) and schema:
+        query = f"schema={schema}"
+        with pytest.raises(ValueError, match="invalid PostgreSQL schema"):
+            eskit.open_store(f"postgresql://postgres@127.0.0.1/test?{query}")
+
+
+@pytest.mark.parametrize("schema", ['a"b', "a; DROP TABLE x", "Public"], ids=repr)
+async def test_migrate_refuses_a_bad_schema_before_any_sql(conn: Connection, schema: str) -> None:
+    with pytest.raises(ValueError, match="invalid PostgreSQL schema"):
+        await migrate(conn, schema)
+    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
+
+async def test_a_store_opens_on_a_migrated_schema_without_migrating(conn: Connection) -> None:
+    schema = new_schema()
+    await migrate(conn, schema)
+    url = f"{database_url()}?schema={schema}"
+    async with eskit.open_store(url, migrate_on_open=False) as store:
+        await store.append("a-1", [eskit.NewEvent("E", {"n": 1})])
+        assert await store.last_position() == 1
+    assert await recorded(conn, schema) == every_version()
+
+
+async def test_a_store_that_does_not_migrate_refuses_an_unmigrated_schema_clearly() -> None:
+    store = eskit.store.PostgresStore(database_url(), schema=new_schema(), migrate_on_open=False)
+    with pytest.raises(eskit.StoreError, match=r"has no eskit tables.*eskit migrate"):
+        await store.open()
+    assert not store.is_open
+
+
+async def test_a_store_that_does_not_migrate_opens_a_migrated_schema(conn: Connection) -> None:
+    schema = new_schema()
+    await migrate(conn, schema)
+    async with eskit.store.PostgresStore(
+        database_url(), schema=schema, migrate_on_open=False
+    ) as store:
+        assert await store.last_position() == 0
+
+
+async def test_a_schema_newer_than_the_code_is_refused(conn: Connection) -> None:
+    schema = new_schema()
+    await migrate(conn, schema)
+    await conn.execute(
+        f'INSERT INTO "{schema}".eskit_migrations (version, name) VALUES (999, %s)', ("future",)
+    )
+    with pytest.raises(eskit.StoreError, match="newer than this eskit knows"):
+        await migrate(conn, schema)
