@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from eskit.projections.database import Database, SQLiteDatabase, StoreDatabase, database_for
+from eskit.projections.database import (
+    Database,
+    PostgresDatabase,
+    SQLiteDatabase,
+    StoreDatabase,
+    database_for,
+)
 from eskit.projections.inline import InlineProjection, add_inline
 from eskit.projections.live import live_tables, read_live, write_live
 from eskit.projections.process import ProcessManager
@@ -22,6 +28,7 @@ __all__ = [
     "Inbox",
     "InlineProjection",
     "MemoryInbox",
+    "PostgresDatabase",
     "ProcessManager",
     "Projection",
     "ProjectionRunner",

@@ -16,11 +16,16 @@ import concurrent.futures
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
+import psycopg
+
+from eskit.errors import StoreUnavailable
+from eskit.projections.sql import Connection
 from eskit.store.base import EventStore
 from eskit.store.memory import MemoryStore
 from eskit.store.model import Page
+from eskit.store.postgres import PostgresStore
 from eskit.store.sqlite import SQLiteStore
 from eskit.store.sqlite_writer import InlineHook, connect
 
@@ -33,16 +38,16 @@ class Database(Protocol):
     holds_log: bool
     """Whether the store's events are in this database (``page_in`` can read them)."""
 
-    async def write(self, run: Callable[[sqlite3.Connection], T]) -> T:
+    async def write(self, run: Callable[[Connection], T]) -> T:
         """Run ``run`` in a write transaction; commit if it returns, roll back if it raises."""
         ...
 
-    async def read(self, run: Callable[[sqlite3.Connection], T]) -> T:
+    async def read(self, run: Callable[[Connection], T]) -> T:
         """Run ``run`` in a read transaction (one consistent view)."""
         ...
 
     def page_in(
-        self, conn: sqlite3.Connection, after: int, limit: int, types: tuple[str, ...] | None
+        self, conn: Connection, after: int, limit: int, types: tuple[str, ...] | None
     ) -> Page | None:
         """A page of the log read in the caller's transaction, or None if the log lives
         in another database."""
@@ -150,17 +155,77 @@ class SQLiteDatabase:
         self._executor = None
 
 
-def database_for(store: EventStore, path: str | None = None) -> StoreDatabase | SQLiteDatabase:
+class PostgresDatabase:
+    """The PostgreSQL store's own database and schema: read models and checkpoints in
+    tables beside the events, written in one transaction (exactly once), and each batch
+    read from the log in that same transaction. One thread owns a (blocking) psycopg
+    connection: handlers are plain functions, as on SQLite, with ``%s`` placeholders."""
+
+    holds_log = True
+
+    def __init__(self, store: PostgresStore) -> None:
+        self.store = store
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def _thread(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(1, "eskit-readmodel:pg")
+        return self._executor
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self.store.conninfo, autocommit=True)
+            self._conn.execute(f'SET search_path TO "{self.store.schema}"')
+        return self._conn
+
+    def _transaction(self, run: Callable[[Connection], T]) -> T:
+        conn = self._connection()
+        try:
+            with conn.transaction():
+                return run(conn)
+        except psycopg.OperationalError as error:
+            self._conn = None  # reconnect next time
+            raise StoreUnavailable(f"PostgreSQL read model write failed: {error}") from error
+
+    async def write(self, run: Callable[[Connection], T]) -> T:
+        return await asyncio.wrap_future(self._thread().submit(self._transaction, run))
+
+    async def read(self, run: Callable[[Connection], T]) -> T:
+        return await asyncio.wrap_future(self._thread().submit(self._transaction, run))
+
+    def page_in(
+        self, conn: Connection, after: int, limit: int, types: tuple[str, ...] | None
+    ) -> Page | None:
+        return self.store.page_in(conn, after, limit, types)
+
+    async def close(self) -> None:
+        def close() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        if self._executor is None:
+            return
+        await asyncio.wrap_future(self._executor.submit(close))
+        self._executor.shutdown(wait=True)
+        self._executor = None
+
+
+def database_for(
+    store: EventStore, path: str | None = None
+) -> StoreDatabase | SQLiteDatabase | PostgresDatabase:
     """The database projections of ``store`` use: ``path`` if given, else the store's own
-    file (SQLite), else a private in-memory one (memory store)."""
+    file (SQLite) or database (PostgreSQL), else a private in-memory one (memory store)."""
     if path is not None:
         return SQLiteDatabase(path)
     if isinstance(store, SQLiteStore):
         return StoreDatabase(store)
+    if isinstance(store, PostgresStore):
+        return PostgresDatabase(store)
     if isinstance(store, MemoryStore):
         return SQLiteDatabase(":memory:")  # lives as long as the store's events do
     raise ValueError(
         f"projections over a {type(store).__name__} need a database for their checkpoints"
         " and read models: pass database=SQLiteDatabase('readmodels.db') to the runner"
-        " (read models in PostgreSQL itself are not supported yet)"
     )

@@ -236,14 +236,16 @@ class ReadModelConnection:
 
     def executemany(self, statement: str, rows: Iterable[Sequence[Any] | Mapping[str, Any]]) -> Any:
         self.flush()
-        return self.conn.executemany(self.sql(statement), rows)
+        cursor = self.conn.cursor()  # sqlite3 and psycopg alike
+        cursor.executemany(self.sql(statement), rows)
+        return cursor
 
     def flush(self) -> None:
         """Send the waiting writes (done for you at the end of every batch)."""
         if self._pending is not None:
             statement, rows = self._pending, self._rows
             self._pending, self._rows = None, []
-            self.conn.executemany(self.sql(statement), rows)
+            self.conn.cursor().executemany(self.sql(statement), rows)
 
 
 def apply(

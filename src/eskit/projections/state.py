@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from collections.abc import Iterable
 from typing import Final
 
@@ -18,6 +17,7 @@ import msgspec
 
 from eskit.errors import EskitError
 from eskit.projections.projection import AnyProjection, SQLProjection, physical_names
+from eskit.projections.sql import Connection, execute, kind_of
 from eskit.store.model import RecordedEvent
 
 RUNNING: Final = "running"
@@ -26,32 +26,32 @@ STUCK: Final = "stuck"
 SCHEMA: Final = (
     """CREATE TABLE IF NOT EXISTS eskit_projections (
         name           TEXT PRIMARY KEY,
-        version        INTEGER NOT NULL,  -- the code version that built the live tables
-        generation     INTEGER NOT NULL,  -- the live build: tables are <table>__g<generation>
-        position       INTEGER NOT NULL,  -- checkpoint: every event up to here is applied
+        version        BIGINT  NOT NULL,  -- the code version that built the live tables
+        generation     BIGINT  NOT NULL,  -- the live build: tables are <table>__g<generation>
+        position       BIGINT  NOT NULL,  -- checkpoint: every event up to here is applied
         tables         TEXT    NOT NULL,  -- JSON list of the logical tables (views)
         status         TEXT    NOT NULL,  -- running | stuck
         error          TEXT,              -- why it is stuck
-        error_position INTEGER,           -- the event it is stuck on
+        error_position BIGINT,           -- the event it is stuck on
         error_event    TEXT,
         error_type     TEXT,
-        updated_at     INTEGER NOT NULL   -- microseconds since 1970-01-01 UTC
+        updated_at     BIGINT  NOT NULL   -- microseconds since 1970-01-01 UTC
     )""",
     """CREATE TABLE IF NOT EXISTS eskit_projection_rebuilds (
         name       TEXT PRIMARY KEY,
-        version    INTEGER NOT NULL,
-        generation INTEGER NOT NULL,      -- the build being written
-        position   INTEGER NOT NULL,      -- how far it got
-        started_at INTEGER NOT NULL
+        version    BIGINT  NOT NULL,
+        generation BIGINT  NOT NULL,      -- the build being written
+        position   BIGINT  NOT NULL,      -- how far it got
+        started_at BIGINT  NOT NULL
     )""",
     """CREATE TABLE IF NOT EXISTS eskit_projection_skips (
         name       TEXT    NOT NULL,
-        position   INTEGER NOT NULL,
+        position   BIGINT  NOT NULL,
         event_id   TEXT    NOT NULL,
         event_type TEXT    NOT NULL,
         error      TEXT    NOT NULL,
         reason     TEXT    NOT NULL,
-        skipped_at INTEGER NOT NULL
+        skipped_at BIGINT  NOT NULL
     )""",
 )
 
@@ -94,13 +94,14 @@ class Skip(msgspec.Struct, frozen=True):
     skipped_at: int
 
 
-def ensure_schema(conn: sqlite3.Connection) -> None:
+def ensure_schema(conn: Connection) -> None:
     for statement in SCHEMA:
-        conn.execute(statement)
+        execute(conn, statement)
 
 
-def load(conn: sqlite3.Connection, name: str) -> State | None:
-    row = conn.execute(
+def load(conn: Connection, name: str) -> State | None:
+    row = execute(
+        conn,
         "SELECT name, version, generation, position, tables, status, error, error_position,"
         " error_event, error_type, updated_at FROM eskit_projections WHERE name = ?",
         (name,),
@@ -111,16 +112,17 @@ def load(conn: sqlite3.Connection, name: str) -> State | None:
     return State(name_, version, generation, position, json.loads(tables), *rest)
 
 
-def load_all(conn: sqlite3.Connection) -> list[tuple[State, Rebuild | None]]:
+def load_all(conn: Connection) -> list[tuple[State, Rebuild | None]]:
     """Every projection's state and rebuild in progress, by name; [] before any ran."""
     if not _has_schema(conn):
         return []
-    names = [row[0] for row in conn.execute("SELECT name FROM eskit_projections ORDER BY name")]
+    names = [row[0] for row in execute(conn, "SELECT name FROM eskit_projections ORDER BY name")]
     return [(state, load_rebuild(conn, name)) for name in names if (state := load(conn, name))]
 
 
-def load_rebuild(conn: sqlite3.Connection, name: str) -> Rebuild | None:
-    row = conn.execute(
+def load_rebuild(conn: Connection, name: str) -> Rebuild | None:
+    row = execute(
+        conn,
         "SELECT name, version, generation, position, started_at"
         " FROM eskit_projection_rebuilds WHERE name = ?",
         (name,),
@@ -128,10 +130,11 @@ def load_rebuild(conn: sqlite3.Connection, name: str) -> Rebuild | None:
     return None if row is None else Rebuild(*row)
 
 
-def skips(conn: sqlite3.Connection, name: str) -> list[Skip]:
+def skips(conn: Connection, name: str) -> list[Skip]:
     if not _has_schema(conn):
         return []
-    rows = conn.execute(
+    rows = execute(
+        conn,
         "SELECT name, position, event_id, event_type, error, reason, skipped_at"
         " FROM eskit_projection_skips WHERE name = ? ORDER BY position",
         (name,),
@@ -139,14 +142,11 @@ def skips(conn: sqlite3.Connection, name: str) -> list[Skip]:
     return [Skip(*row) for row in rows]
 
 
-def _has_schema(conn: sqlite3.Connection) -> bool:
-    row = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'eskit_projections'"
-    ).fetchone()
-    return row is not None
+def _has_schema(conn: Connection) -> bool:
+    return kind_of(conn, "eskit_projections") == "table"
 
 
-def setup(conn: sqlite3.Connection, projection: AnyProjection, now: int) -> State:
+def setup(conn: Connection, projection: AnyProjection, now: int) -> State:
     """The projection's state, creating its first build when it has none."""
     ensure_schema(conn)
     state = load(conn, projection.name)
@@ -157,7 +157,8 @@ def setup(conn: sqlite3.Connection, projection: AnyProjection, now: int) -> Stat
     if isinstance(projection, SQLProjection):
         create_tables(conn, projection, 1)
         point_views(conn, tables, 1)
-    conn.execute(
+    execute(
+        conn,
         "INSERT INTO eskit_projections (name, version, generation, position, tables, status,"
         " updated_at) VALUES (?, ?, 1, ?, ?, ?, ?)",
         (
@@ -174,17 +175,13 @@ def setup(conn: sqlite3.Connection, projection: AnyProjection, now: int) -> Stat
     return state
 
 
-def _claim_views(conn: sqlite3.Connection, name: str, tables: list[str]) -> None:
+def _claim_views(conn: Connection, name: str, tables: list[str]) -> None:
     """Refuse tables another projection (or the application) already uses."""
     for table in tables:
-        row = conn.execute(
-            "SELECT type FROM sqlite_master WHERE name = ? AND type IN ('table', 'view')",
-            (table,),
-        ).fetchone()
-        if row is not None and row[0] != "view":
+        if kind_of(conn, table) == "table":
             raise ValueError(f"projection {name}: a table named {table!r} already exists")
-        for other in conn.execute(
-            "SELECT name, tables FROM eskit_projections WHERE name != ?", (name,)
+        for other in execute(
+            conn, "SELECT name, tables FROM eskit_projections WHERE name != ?", (name,)
         ):
             if table in json.loads(other[1]):
                 raise ValueError(
@@ -192,30 +189,31 @@ def _claim_views(conn: sqlite3.Connection, name: str, tables: list[str]) -> None
                 )
 
 
-def create_tables(conn: sqlite3.Connection, projection: SQLProjection, generation: int) -> None:
+def create_tables(conn: Connection, projection: SQLProjection, generation: int) -> None:
     names = physical_names(projection.tables, generation)
     for statement in projection.schema:
-        conn.execute(statement.format_map(names))
+        execute(conn, statement.format_map(names))
 
 
-def drop_tables(conn: sqlite3.Connection, tables: Iterable[str], generation: int) -> None:
+def drop_tables(conn: Connection, tables: Iterable[str], generation: int) -> None:
     for physical in physical_names(tables, generation).values():
-        conn.execute(f'DROP TABLE IF EXISTS "{physical}"')
+        execute(conn, f'DROP TABLE IF EXISTS "{physical}"')
 
 
-def point_views(conn: sqlite3.Connection, tables: Iterable[str], generation: int) -> None:
+def point_views(conn: Connection, tables: Iterable[str], generation: int) -> None:
     """Make each logical table a view of this build's table (readers never see a gap:
     this runs inside the transaction that switches builds)."""
     for table, physical in physical_names(tables, generation).items():
-        conn.execute(f'DROP VIEW IF EXISTS "{table}"')
-        conn.execute(f'CREATE VIEW "{table}" AS SELECT * FROM "{physical}"')
+        execute(conn, f'DROP VIEW IF EXISTS "{table}"')
+        execute(conn, f'CREATE VIEW "{table}" AS SELECT * FROM "{physical}"')
 
 
-def advance(conn: sqlite3.Connection, name: str, loaded: State, position: int, now: int) -> None:
+def advance(conn: Connection, name: str, loaded: State, position: int, now: int) -> None:
     """Move the checkpoint from where the caller loaded it (same build, same position) to
     ``position``; raise ``ProjectionMoved`` if anyone moved it since (a rebuild's switch, a
     reset, a skip, another runner): the caller's batch must not be applied twice."""
-    changed = conn.execute(
+    changed = execute(
+        conn,
         "UPDATE eskit_projections SET position = ?, updated_at = ?"
         " WHERE name = ? AND generation = ? AND status = ? AND position = ?",
         (position, now, name, loaded.generation, RUNNING, loaded.position),
@@ -225,9 +223,10 @@ def advance(conn: sqlite3.Connection, name: str, loaded: State, position: int, n
 
 
 def mark_stuck(
-    conn: sqlite3.Connection, name: str, generation: int, event: RecordedEvent, error: str, now: int
+    conn: Connection, name: str, generation: int, event: RecordedEvent, error: str, now: int
 ) -> None:
-    changed = conn.execute(
+    changed = execute(
+        conn,
         "UPDATE eskit_projections SET status = ?, error = ?, error_position = ?,"
         " error_event = ?, error_type = ?, updated_at = ? WHERE name = ? AND generation = ?",
         (STUCK, error, event.position, str(event.id), event.type, now, name, generation),
@@ -236,7 +235,7 @@ def mark_stuck(
         raise ProjectionMoved(name)
 
 
-def skip(conn: sqlite3.Connection, name: str, reason: str, now: int) -> Skip:
+def skip(conn: Connection, name: str, reason: str, now: int) -> Skip:
     """Step a stuck projection over the event it is stuck on, and record that it did."""
     state = load(conn, name) if _has_schema(conn) else None
     if state is None:
@@ -252,12 +251,14 @@ def skip(conn: sqlite3.Connection, name: str, reason: str, now: int) -> Skip:
         reason,
         now,
     )
-    conn.execute(
+    execute(
+        conn,
         "INSERT INTO eskit_projection_skips (name, position, event_id, event_type, error,"
         " reason, skipped_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
         msgspec.structs.astuple(record),
     )
-    conn.execute(
+    execute(
+        conn,
         "UPDATE eskit_projections SET status = ?, position = ?, error = NULL,"
         " error_position = NULL, error_event = NULL, error_type = NULL, updated_at = ?"
         " WHERE name = ?",
@@ -266,24 +267,24 @@ def skip(conn: sqlite3.Connection, name: str, reason: str, now: int) -> Skip:
     return record
 
 
-def reset(conn: sqlite3.Connection, name: str) -> bool:
+def reset(conn: Connection, name: str) -> bool:
     """Forget a projection: drop its builds and views and its checkpoint (the next run
     builds it from ``start_from``). False if there was nothing to reset."""
     state = load(conn, name) if _has_schema(conn) else None
     if state is None:
         return False
+    for table in state.tables:  # views first: PostgreSQL keeps a table a view reads
+        execute(conn, f'DROP VIEW IF EXISTS "{table}"')
     rebuild = load_rebuild(conn, name)
     if rebuild is not None:
         drop_tables(conn, state.tables, rebuild.generation)
     drop_tables(conn, state.tables, state.generation)
-    for table in state.tables:
-        conn.execute(f'DROP VIEW IF EXISTS "{table}"')
-    conn.execute("DELETE FROM eskit_projection_rebuilds WHERE name = ?", (name,))
-    conn.execute("DELETE FROM eskit_projections WHERE name = ?", (name,))
+    execute(conn, "DELETE FROM eskit_projection_rebuilds WHERE name = ?", (name,))
+    execute(conn, "DELETE FROM eskit_projections WHERE name = ?", (name,))
     return True
 
 
-def start_rebuild(conn: sqlite3.Connection, projection: SQLProjection, now: int) -> Rebuild:
+def start_rebuild(conn: Connection, projection: SQLProjection, now: int) -> Rebuild:
     """The build to write: the one in progress for this version (resumed), or a new one."""
     live = setup(conn, projection, now)
     current = load_rebuild(conn, projection.name)
@@ -293,9 +294,12 @@ def start_rebuild(conn: sqlite3.Connection, projection: SQLProjection, now: int)
         drop_tables(conn, projection.tables, current.generation)
     generation = max(live.generation, current.generation if current else 0) + 1
     create_tables(conn, projection, generation)
-    conn.execute(
-        "INSERT OR REPLACE INTO eskit_projection_rebuilds"
-        " (name, version, generation, position, started_at) VALUES (?, ?, ?, ?, ?)",
+    execute(
+        conn,
+        "INSERT INTO eskit_projection_rebuilds (name, version, generation, position,"
+        " started_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
+        " version = excluded.version, generation = excluded.generation,"
+        " position = excluded.position, started_at = excluded.started_at",
         (projection.name, projection.version, generation, projection.start_from, now),
     )
     rebuild = load_rebuild(conn, projection.name)
@@ -303,8 +307,9 @@ def start_rebuild(conn: sqlite3.Connection, projection: SQLProjection, now: int)
     return rebuild
 
 
-def advance_rebuild(conn: sqlite3.Connection, name: str, generation: int, position: int) -> None:
-    changed = conn.execute(
+def advance_rebuild(conn: Connection, name: str, generation: int, position: int) -> None:
+    changed = execute(
+        conn,
         "UPDATE eskit_projection_rebuilds SET position = ? WHERE name = ? AND generation = ?",
         (position, name, generation),
     ).rowcount
@@ -312,9 +317,7 @@ def advance_rebuild(conn: sqlite3.Connection, name: str, generation: int, positi
         raise ProjectionMoved(name)
 
 
-def switch(
-    conn: sqlite3.Connection, projection: SQLProjection, rebuild: Rebuild, now: int
-) -> State:
+def switch(conn: Connection, projection: SQLProjection, rebuild: Rebuild, now: int) -> State:
     """Make the rebuilt tables the live ones and drop the old build, atomically."""
     live = load(conn, projection.name)
     current = load_rebuild(conn, projection.name)
@@ -322,11 +325,12 @@ def switch(
         raise ProjectionMoved(projection.name)
     tables = list(projection.tables)
     for table in set(live.tables) - set(tables):
-        conn.execute(f'DROP VIEW IF EXISTS "{table}"')
+        execute(conn, f'DROP VIEW IF EXISTS "{table}"')
     _claim_views(conn, projection.name, tables)
     point_views(conn, tables, rebuild.generation)
     drop_tables(conn, live.tables, live.generation)
-    conn.execute(
+    execute(
+        conn,
         "UPDATE eskit_projections SET version = ?, generation = ?, position = ?, tables = ?,"
         " status = ?, error = NULL, error_position = NULL, error_event = NULL,"
         " error_type = NULL, updated_at = ? WHERE name = ?",
@@ -340,19 +344,19 @@ def switch(
             projection.name,
         ),
     )
-    conn.execute("DELETE FROM eskit_projection_rebuilds WHERE name = ?", (projection.name,))
+    execute(conn, "DELETE FROM eskit_projection_rebuilds WHERE name = ?", (projection.name,))
     state = load(conn, projection.name)
     assert state is not None
     return state
 
 
-def digest(conn: sqlite3.Connection, tables: Iterable[str]) -> str:
+def digest(conn: Connection, tables: Iterable[str]) -> str:
     """A SHA-256 over every row of the given (logical) tables, in a stable order: two
     builds of a read model are identical exactly when their digests are."""
     hasher = hashlib.sha256()
     for table in sorted(tables):
         hasher.update(f"table {table}\n".encode())
-        rows = conn.execute(f'SELECT * FROM "{table}"').fetchall()
+        rows = execute(conn, f'SELECT * FROM "{table}"').fetchall()
         for line in sorted(json.dumps(row, default=repr) for row in rows):
             hasher.update(line.encode())
             hasher.update(b"\n")

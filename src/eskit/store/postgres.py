@@ -37,6 +37,7 @@ from eskit.store.ids import new_event_ids
 from eskit.store.model import (
     AppendResult,
     ExpectedVersion,
+    Page,
     RecordedEvent,
     Snapshot,
     StreamInfo,
@@ -623,18 +624,7 @@ class PostgresStore(EventStore):
     async def _read_all_page(
         self, after: int, count: int, types: tuple[str, ...] | None, category: str | None
     ) -> tuple[list[RecordedEvent], int]:
-        where = ["position > %s", "position <= %s"]
-        extra: list[Any] = []
-        if types is not None:
-            where.append("type = ANY(%s)")
-            extra.append(list(types))
-        if category is not None:
-            where.append("category = %s")
-            extra.append(category)
-        sql = (
-            f"SELECT {_COLUMNS} FROM eskit_events WHERE {' AND '.join(where)}"
-            " ORDER BY position LIMIT %s"
-        )
+        sql, extra = _page_query(types, category)
 
         async def run(conn: Connection) -> tuple[list[tuple[Any, ...]], int]:
             # The committed head first: every event at or below it is committed (commit
@@ -646,6 +636,37 @@ class PostgresStore(EventStore):
         rows, head = await self._read(run)
         events = self._decode(rows)
         return events, (events[-1].position if len(events) == count else max(head, after))
+
+    def page_in(
+        self,
+        conn: psycopg.Connection[Any],
+        after: int,
+        limit: int,
+        types: tuple[str, ...] | None = None,
+        category: str | None = None,
+    ) -> Page:
+        """``read_page`` with a blocking connection to this store's schema, inside a
+        transaction the caller runs (projections read and apply a batch in one)."""
+        sql, extra = _page_query(types, category)
+        row = conn.execute("SELECT position FROM eskit_head").fetchone()
+        head = 0 if row is None else int(row[0])
+        events = self._decode(conn.execute(sql, (clamp(after), head, *extra, limit)).fetchall())
+        return Page(events, events[-1].position if len(events) == limit else max(head, after))
+
+
+def _page_query(types: tuple[str, ...] | None, category: str | None) -> tuple[str, list[Any]]:
+    """A page of the log: events after a position, up to the head, filtered."""
+    where = ["position > %s", "position <= %s"]
+    extra: list[Any] = []
+    if types is not None:
+        where.append("type = ANY(%s)")
+        extra.append(list(types))
+    if category is not None:
+        where.append("category = %s")
+        extra.append(category)
+    conditions = " AND ".join(where)
+    sql = f"SELECT {_COLUMNS} FROM eskit_events WHERE {conditions} ORDER BY position LIMIT %s"
+    return sql, extra
 
 
 async def _head(conn: Connection) -> int:

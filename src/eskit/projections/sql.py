@@ -1,0 +1,42 @@
+"""The few places where SQLite and PostgreSQL differ, for the projections' own tables.
+
+eskit's projection SQL is written once, with ``?`` placeholders; on PostgreSQL (psycopg)
+they become ``%s``. Handlers' own SQL is not rewritten: it is written for the database
+the read model lives in.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+Connection = Any
+"""A DB-API connection: ``sqlite3.Connection`` or ``psycopg.Connection``."""
+
+
+def is_sqlite(conn: Connection) -> bool:
+    return isinstance(conn, sqlite3.Connection)
+
+
+def execute(conn: Connection, statement: str, parameters: Any = ()) -> Any:
+    """Run one of eskit's statements (``?`` placeholders) on either database."""
+    if not is_sqlite(conn):
+        statement = statement.replace("?", "%s")
+    return conn.execute(statement, parameters)
+
+
+def kind_of(conn: Connection, name: str) -> str | None:
+    """'table', 'view' or None: what ``name`` is in the current schema."""
+    if is_sqlite(conn):
+        row = conn.execute(
+            "SELECT type FROM sqlite_master WHERE name = ? AND type IN ('table', 'view')",
+            (name,),
+        ).fetchone()
+    else:
+        row = conn.execute(
+            "SELECT CASE c.relkind WHEN 'v' THEN 'view' ELSE 'table' END FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relname = %s"
+            " AND n.nspname = current_schema() AND c.relkind IN ('r', 'v', 'p', 'm', 'f')",
+            (name,),
+        ).fetchone()
+    return None if row is None else str(row[0])
