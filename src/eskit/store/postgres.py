@@ -62,10 +62,19 @@ Operation = Callable[[Connection], Awaitable[Any]]
 class _Request:
     """A write queued for the writer task: appends, or an operation on the connection."""
 
-    __slots__ = ("appends", "future", "operation")
+    __slots__ = ("appends", "future", "generated", "operation", "retried")
 
-    def __init__(self, appends: list[PreparedAppend] | None, operation: Operation | None) -> None:
+    def __init__(
+        self,
+        appends: list[PreparedAppend] | None,
+        operation: Operation | None,
+        generated: frozenset[uuid.UUID] = frozenset(),
+    ) -> None:
         self.appends, self.operation = appends, operation
+        self.generated = generated
+        """Ids eskit gave the events: new, so nobody can have written them, unless this
+        request is tried again after a failed transaction (``retried``)."""
+        self.retried = False
         self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
 
@@ -82,8 +91,11 @@ class _Group:
         self.rows: list[tuple[Any, ...]] = []
         self.revived: list[str] = []
 
-    async def load(self, appends: list[PreparedAppend]) -> None:
-        """The heads of every stream and the earlier home of every given id, in two queries."""
+    async def load(self, requests: list[_Request]) -> None:
+        """The heads of every stream and the earlier home of every id that may have been
+        written before, in two queries. Planned afresh each time (``prepare=False``): a
+        plan cached while the table was small would scan it whole for ever after."""
+        appends = [a for r in requests if r.appends for a in r.appends]
         streams = list({a.stream: None for a in appends})
         if streams:
             cursor = await self.conn.execute(
@@ -91,14 +103,23 @@ class _Group:
                 " (SELECT state FROM eskit_streams WHERE stream = s.name)"
                 " FROM unnest(%s::text[]) AS s(name)",
                 (streams,),
+                prepare=False,
             )
             for stream, last, state in await cursor.fetchall():
                 self.heads[stream] = (last, LIVE if state is None else state)
-        ids = [e.id for a in appends for e in a.events if e.id is not None]
+        ids = [
+            e.id
+            for r in requests
+            if r.appends
+            for a in r.appends
+            for e in a.events
+            if e.id is not None and (r.retried or e.id not in r.generated)
+        ]
         if ids:
             cursor = await self.conn.execute(
                 "SELECT id, stream, version, position FROM eskit_events WHERE id = ANY(%s)",
                 (ids,),
+                prepare=False,
             )
             for id_, stream, version, position in await cursor.fetchall():
                 self.earlier[id_] = ExistingEvent(stream, version, position)
@@ -167,24 +188,28 @@ class _Group:
             self.revived = []
 
 
-def _with_ids(appends: list[PreparedAppend]) -> list[PreparedAppend]:
-    """The appends with an id on every event, given before the first attempt: if a
-    COMMIT's answer is lost and the request is tried again, the retry is then recognised
-    as a replay instead of being written twice."""
+def _with_ids(
+    appends: list[PreparedAppend],
+) -> tuple[list[PreparedAppend], frozenset[uuid.UUID]]:
+    """The appends with an id on every event, given before the first attempt, and the ids
+    given here: if a COMMIT's answer is lost and the request is tried again, the retry is
+    then recognised as a replay instead of being written twice."""
     missing = sum(e.id is None for a in appends for e in a.events)
     if not missing:
-        return appends
-    fresh = iter(_new_ids(missing))
-    return [
+        return appends, frozenset()
+    fresh = _new_ids(missing)
+    given = iter(fresh)
+    with_ids = [
         msgspec.structs.replace(
             a,
             events=[
-                e if e.id is not None else msgspec.structs.replace(e, id=next(fresh))
+                e if e.id is not None else msgspec.structs.replace(e, id=next(given))
                 for e in a.events
             ],
         )
         for a in appends
     ]
+    return with_ids, frozenset(fresh)
 
 
 def _new_ids(count: int) -> list[uuid.UUID]:
@@ -344,6 +369,7 @@ class PostgresStore(EventStore):
             # COMMIT went through but its answer was lost, a request's retry is a replay.
             outcomes = []
             for request in batch:
+                request.retried = True  # its COMMIT may have gone through: look its ids up
                 try:
                     outcomes += await self._transaction([request])
                 except Exception as error:
@@ -368,7 +394,7 @@ class PostgresStore(EventStore):
             assert row is not None
             start = row[0]
             group = _Group(conn, start, micros(self.clock()))
-            await group.load([a for r in batch if r.appends for a in r.appends])
+            await group.load(batch)
             for request in batch:
                 if request.appends is not None:
                     try:
@@ -385,7 +411,7 @@ class PostgresStore(EventStore):
                     except Exception as error:
                         outcomes.append((request, None, error))
                     group.heads.clear()  # the operation may have changed stream states
-                    await group.load([a for r in batch if r.appends for a in r.appends])
+                    await group.load(batch)
             await group.flush()
             if group.head != start:
                 await conn.execute("UPDATE eskit_head SET position = %s", (group.head,))
@@ -417,7 +443,8 @@ class PostgresStore(EventStore):
     # -- writes -----------------------------------------------------------------------------
 
     async def _append_many(self, appends: list[PreparedAppend]) -> list[AppendResult]:
-        results: list[AppendResult] = await self._submit(_Request(_with_ids(appends), None))
+        with_ids, generated = _with_ids(appends)
+        results: list[AppendResult] = await self._submit(_Request(with_ids, None, generated))
         return results
 
     async def _delete(self, stream: str, expected: ExpectedVersion, hard: bool) -> None:
