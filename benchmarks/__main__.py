@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from benchmarks import memory, report, workloads
+from benchmarks import memory, postgres, report, workloads
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="eskit's SQLite store against plain sqlite3 doing the same writes/reads.",
+        description="eskit's stores against plain sqlite3 / psycopg doing the same writes/reads.",
     )
     parser.add_argument("--only", help="comma-separated workloads to run, e.g. W1,W3")
     parser.add_argument("--repeat", type=int, default=1, help="runs per side; best is kept")
@@ -24,6 +24,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--memory-events", type=int, default=1_000_000, metavar="N")
     parser.add_argument("--dir", type=Path, help="where temporary databases go (default: TMPDIR)")
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="PostgreSQL server for the PG workloads (a database is created for the run and"
+        " dropped at the end; default: $ESKIT_BENCH_POSTGRES or"
+        f" {postgres.DEFAULT_SERVER})",
+    )
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
@@ -44,11 +51,30 @@ def main(argv: list[str] | None = None) -> None:
     if args.memory:
         memory.run(args.memory_events, args.dir, out)
         return
-    outcomes = [
-        workloads.run(w, args.repeat, args.dir, lambda line: out.print(f"[dim]{line}[/]"))
-        for w in args.selected
-    ]
-    report.print_results(outcomes, args.repeat, out)
+    if args.postgres:
+        postgres.configure(args.postgres)
+    runnable, skipped = [], []
+    for w in args.selected:
+        reason = w.unavailable() if w.unavailable is not None else None
+        if reason is None:
+            runnable.append(w)
+        else:
+            skipped.append(f"{w.name} skipped: {reason}")
+    if any(w.backend == workloads.PG_BACKEND for w in runnable):
+        out.print(f"[dim]{postgres.describe()}[/]", highlight=False)
+    for line in skipped:
+        out.print(f"[yellow]{line}[/]", highlight=False)
+    try:
+        outcomes = [
+            workloads.run(w, args.repeat, args.dir, lambda line: out.print(f"[dim]{line}[/]"))
+            for w in runnable
+        ]
+    finally:
+        postgres.drop_database()
+    if outcomes:
+        report.print_results(outcomes, args.repeat, out)
+        for line in skipped:  # again, below the table
+            out.print(f"[yellow]{line}[/]", highlight=False)
 
 
 if __name__ == "__main__":

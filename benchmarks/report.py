@@ -45,8 +45,9 @@ def _result(outcome: Outcome) -> Text:
 def table(outcomes: list[Outcome], repeat: int) -> Table:
     """Speed of eskit and of its raw baseline, their ratio and the target, one row each."""
     best = "one run" if repeat == 1 else f"best of {repeat}"
+    backends = dict.fromkeys(o.workload.backend for o in outcomes)
     t = Table(
-        title=f"eskit vs raw baselines (SQLite, synchronous=FULL, WAL) — {best}",
+        title=f"eskit vs raw baselines ({'; '.join(backends)}) — {best}",
         caption_justify="left",
     )
     t.add_column("workload")

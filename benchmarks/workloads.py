@@ -10,7 +10,15 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Literal
 
-from benchmarks import eskit_side, projection_eskit, projection_raw, raw
+from benchmarks import (
+    eskit_side,
+    postgres,
+    postgres_eskit,
+    postgres_raw,
+    projection_eskit,
+    projection_raw,
+    raw,
+)
 from benchmarks.common import Measurement, Payload, payloads
 from benchmarks.projection import BATCH
 
@@ -113,6 +121,10 @@ class Workload:
     """What each side must report if not ``size`` (e.g. the number of loads)."""
     relative_to: str | None = None
     """Another workload whose eskit time this one's is compared with, in the caption."""
+    backend: str = "SQLite, synchronous=FULL, WAL"
+    """Where both sides store the events (named in the table's title)."""
+    unavailable: Callable[[], str | None] | None = None
+    """Why the workload cannot run here (it is skipped), or None when it can."""
 
     @property
     def expected(self) -> int:
@@ -212,6 +224,72 @@ def _latency(name: str, what: str, appenders: int) -> Workload:
     )
 
 
+PG_BACKEND = "PostgreSQL, the server's durability settings"
+PG_APPENDERS = 50
+
+
+def _postgres(
+    name: str,
+    what: str,
+    size: int,
+    eskit: Callable[[Path, list[Payload]], Coroutine[Any, Any, Measurement]],
+    raw: Callable[[Path, list[Payload]], Measurement],
+    raw_note: str,
+) -> Workload:
+    return Workload(
+        name,
+        what,
+        size,
+        eskit,
+        raw,
+        Target("none"),
+        raw_note,
+        backend=PG_BACKEND,
+        unavailable=postgres.unavailable,
+    )
+
+
+POSTGRES_WORKLOADS: tuple[Workload, ...] = (
+    _postgres(
+        "PG1",
+        "PostgreSQL: 2,000 appends of 1 event to new streams, one at a time",
+        2_000,
+        postgres_eskit.append_one_at_a_time,
+        postgres_raw.append_one_at_a_time,
+        "one autocommit statement per event: UPDATE eskit_head (its row lock keeps positions"
+        " gap-free) RETURNING position, INSERT the row at it, COMMIT",
+    ),
+    _postgres(
+        "PG2",
+        f"PostgreSQL: 5,000 single-event appends from {PG_APPENDERS} concurrent tasks, each"
+        " to its own stream (exact expected versions)",
+        5_000,
+        lambda d, items: postgres_eskit.append_concurrently(d, items, PG_APPENDERS),
+        lambda d, items: postgres_raw.append_concurrently(d, items, PG_APPENDERS),
+        f"the same statement per event from {PG_APPENDERS} tasks on a pool of"
+        f" {PG_APPENDERS} connections: one transaction per event under the same head-row"
+        " lock (gap-free positions, commit order = position order, as eskit)",
+    ),
+    _postgres(
+        "PG3",
+        "PostgreSQL: 10,000 events into one stream, 100 events per append",
+        10_000,
+        lambda d, items: postgres_eskit.append_batches(d, items, per_append=100),
+        lambda d, items: postgres_raw.append_batches(d, items, per_append=100),
+        "per 100 events one transaction: UPDATE eskit_head ... RETURNING position, COPY the"
+        " rows, COMMIT",
+    ),
+    _postgres(
+        "PG4",
+        "PostgreSQL: read_all of 100,000 events in pages of 1,000",
+        100_000,
+        lambda d, items: postgres_eskit.read_all(d, items, per_stream=100, page=1_000),
+        lambda d, items: postgres_raw.read_all(d, items, per_stream=100, page=1_000),
+        "SELECT ... FROM eskit_events WHERE position > %s ORDER BY position LIMIT 1000, page"
+        " after page, decoding data and metadata",
+    ),
+)
+
 WORKLOADS: tuple[Workload, ...] = (
     Workload(
         "W1",
@@ -301,6 +379,7 @@ WORKLOADS: tuple[Workload, ...] = (
     ),
     _latency("P2", f"{LATENCY_APPENDS} single-event appends {SPACING * 1e3:g} ms apart", 1),
     _latency("P2c", f"{CONCURRENT_APPENDS} appends from 8 concurrent tasks, back to back", 8),
+    *POSTGRES_WORKLOADS,
 )
 
 

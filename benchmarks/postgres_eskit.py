@@ -1,0 +1,114 @@
+"""The eskit side on PostgreSQL: the same workloads through the public store API.
+
+Each function opens ``eskit.open_store("postgresql://…?schema=…")`` with its defaults on a
+fresh schema of the run's database (see ``benchmarks/postgres.py``), sets up and warms up
+untimed, then times only the workload. What was written is checked after the clock with
+the same SQL as raw's (gap-free positions, the head, dense versions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import eskit
+from benchmarks import postgres
+from benchmarks.common import Measurement, Payload, new_events, payloads, placements
+
+WARM_UP = 20
+
+
+async def _warm_up_writes(store: eskit.EventStore) -> None:
+    for (stream, _), event in zip(
+        placements(WARM_UP, 1, "warmup"), new_events(payloads(WARM_UP, seed=1)), strict=True
+    ):
+        await store.append(stream, [event], expected_version=eskit.NO_STREAM)
+
+
+async def _written(schema: str, mark: int) -> int:
+    """The events past ``mark`` if positions, head and versions are right (else 0)."""
+    async with await postgres.aconnect(schema) as conn:
+        check = await (await conn.execute(postgres.CHECK, {"mark": mark})).fetchone()
+    return postgres.written(check, mark)
+
+
+async def append_one_at_a_time(directory: Path, items: list[Payload]) -> Measurement:
+    """One event per append to a new stream, each append awaited before the next."""
+    events = new_events(items)
+    streams = [stream for stream, _ in placements(len(events), 1)]
+    with postgres.fresh_schema() as schema:
+        async with eskit.open_store(postgres.store_url(schema)) as store:
+            await _warm_up_writes(store)
+            mark = await store.last_position()
+            start = time.perf_counter()
+            for stream, event in zip(streams, events, strict=True):
+                await store.append(stream, [event], expected_version=eskit.NO_STREAM)
+            elapsed = time.perf_counter() - start
+        return Measurement(await _written(schema, mark), elapsed)
+
+
+async def append_concurrently(directory: Path, items: list[Payload], tasks: int) -> Measurement:
+    """``tasks`` concurrent tasks, each appending its share one event at a time to its own
+    stream with the exact expected version (group commit's case)."""
+    per_task = len(items) // tasks
+    assert per_task * tasks == len(items)
+    events = new_events(items)
+    with postgres.fresh_schema() as schema:
+        async with eskit.open_store(postgres.store_url(schema)) as store:
+
+            async def client(k: int) -> None:
+                stream = f"invoice-{k}"
+                expected: eskit.ExpectedVersion = eskit.NO_STREAM
+                for event in events[k * per_task : (k + 1) * per_task]:
+                    expected = (await store.append(stream, [event], expected)).last_version
+
+            await _warm_up_writes(store)
+            mark = await store.last_position()
+            start = time.perf_counter()
+            await asyncio.gather(*(client(k) for k in range(tasks)))
+            elapsed = time.perf_counter() - start
+        return Measurement(await _written(schema, mark), elapsed)
+
+
+async def append_batches(directory: Path, items: list[Payload], per_append: int) -> Measurement:
+    """All events into one stream, ``per_append`` per append, with exact expected versions."""
+    events = new_events(items)
+    batches = [events[i : i + per_append] for i in range(0, len(events), per_append)]
+    with postgres.fresh_schema() as schema:
+        async with eskit.open_store(postgres.store_url(schema)) as store:
+            await _warm_up_writes(store)
+            mark = await store.last_position()
+            expected: eskit.ExpectedVersion = eskit.NO_STREAM
+            start = time.perf_counter()
+            for batch in batches:
+                expected = (await store.append("invoice-0", batch, expected)).last_version
+            elapsed = time.perf_counter() - start
+        return Measurement(await _written(schema, mark), elapsed)
+
+
+async def read_all(
+    directory: Path, items: list[Payload], per_stream: int, page: int
+) -> Measurement:
+    """Read the log (filled untimed with the same rows as raw's) with
+    ``read_all(after=checkpoint, limit=page)``, page after page."""
+    rows = postgres.rows(placements(len(items), per_stream), items)
+    with postgres.fresh_schema() as schema:
+        await postgres.prepare(schema, rows)
+        del rows
+        async with eskit.open_store(postgres.store_url(schema)) as store:
+            async for _ in store.read_all(limit=10):
+                pass
+            count, after = 0, 0
+            start = time.perf_counter()
+            while True:
+                got = 0
+                async for event in store.read_all(after=after, limit=page):
+                    got += 1
+                    after = event.position
+                count += got
+                if got < page:
+                    break
+            elapsed = time.perf_counter() - start
+            head = await store.last_position()
+    return Measurement(count if after == head else 0, elapsed)
