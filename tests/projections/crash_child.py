@@ -1,13 +1,15 @@
-"""Runs a counting projection over an SQLite store until it is killed; driven by
-tests/projections/test_crash.py.
+"""Runs a counting projection over a SQLite or PostgreSQL store until it is killed; driven
+by tests/projections/test_crash.py.
 
-Run by path: ``python crash_child.py PATH MODE SEED``. Prints ``{"ready": true}`` once the
+Run from the repository's root: ``python -m tests.projections.crash_child URL MODE SEED``
+(``sqlite:///path`` or ``postgresql://...?schema=name``). Prints ``{"ready": true}`` once the
 store is open, then appends events from one task while a ``ProjectionRunner`` follows the
 log with ``Counter``. MODE ``follow`` only follows, printing ``{"following": true}`` once
-the checkpoint is past position 1; MODE ``rebuild`` also rebuilds the projection beside its
-live tables, printing ``{"rebuilt_to": position}`` after each
-committed rebuild batch and ``{"switched": generation}`` once the new build is live (every
-line is written only after what it reports was committed).
+the checkpoint is past position 1 and ``{"live": true}`` once it has caught up with the log
+as it was at the start; MODE ``rebuild`` also rebuilds the projection beside its live
+tables, printing ``{"rebuilt_to": position}`` after each committed rebuild batch and
+``{"switched": generation}`` once the new build is live (every line is written only after
+what it reports was committed).
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ import sys
 import eskit
 from eskit.projections import ProjectionRunner, ReadModelConnection, SQLProjection, handles
 from eskit.store.model import RecordedEvent
+from tests.projections.models import sql
 
 STREAMS = 50
 COUNTED = "Counted"
 IGNORED = "Ignored"
+AHEAD = 1_000  # events the appender may be ahead of the live build (see Pace)
 
 
 class Counter(SQLProjection):
@@ -44,13 +48,20 @@ class Counter(SQLProjection):
     def counted(self, event: RecordedEvent, db: ReadModelConnection) -> None:
         n = event.data["n"]
         db.execute(
-            "INSERT INTO {stream_counts} VALUES (?, 1, ?) ON CONFLICT (stream)"
-            " DO UPDATE SET events = events + 1, amount = amount + excluded.amount",
+            sql(
+                db,
+                "INSERT INTO {stream_counts} VALUES (?, 1, ?) ON CONFLICT (stream) DO UPDATE"
+                " SET events = {stream_counts}.events + 1,"
+                " amount = {stream_counts}.amount + excluded.amount",
+            ),
             (event.stream, n),
         )
         db.execute(
-            "INSERT INTO {totals} VALUES (1, 1, ?) ON CONFLICT (id)"
-            " DO UPDATE SET events = events + 1, amount = amount + excluded.amount",
+            sql(
+                db,
+                "INSERT INTO {totals} VALUES (1, 1, ?) ON CONFLICT (id) DO UPDATE"
+                " SET events = {totals}.events + 1, amount = {totals}.amount + excluded.amount",
+            ),
             (n,),
         )
 
@@ -67,26 +78,61 @@ def say(line: dict[str, object]) -> None:
     print(json.dumps(line), flush=True)
 
 
-async def run(path: str, mode: str, seed: int) -> None:
-    rng = random.Random(seed)
-    async with eskit.open_store(f"sqlite:///{path}") as store:
-        say({"ready": True})
+class Pace:
+    """Keeps the appender behind the projection: at most ``AHEAD`` events ahead of the live
+    build, and while a rebuild runs, one append per rebuild batch. On PostgreSQL one
+    appending task can outrun projections sharing the CPU with it, and a log that grows
+    as fast as a rebuild reads it would keep the rebuild from ever finishing."""
 
-        async def append() -> None:
+    def __init__(self, runner: ProjectionRunner, rebuilding: bool) -> None:
+        self.runner = runner
+        self.rebuilding = rebuilding
+        self.moved = asyncio.Event()
+        """Set when the rebuild commits a batch, or ends."""
+
+    def rebuilt_batch(self) -> None:
+        self.moved.set()
+
+    def rebuilt(self) -> None:
+        self.rebuilding = False
+        self.moved.set()
+
+    async def wait(self, written: int) -> None:
+        await self.runner.wait_until(written - AHEAD)
+        if self.rebuilding:
+            self.moved.clear()
+            await self.moved.wait()
+
+
+async def run(url: str, mode: str, seed: int) -> None:
+    rng = random.Random(seed)
+    async with eskit.open_store(url) as store:
+        say({"ready": True})
+        backlog = await store.last_position()
+
+        async def append(pace: Pace) -> None:
             """Keep the log growing while the projection works (and the parent kills)."""
             while True:
                 stream = f"count-{rng.randrange(STREAMS)}"
-                await store.append(stream, events(rng, rng.randint(1, 10)))
+                written = await store.append(stream, events(rng, rng.randint(1, 10)))
+                await pace.wait(written.last_position)
 
-        appending = asyncio.create_task(append())
         async with ProjectionRunner(store, [Counter()]) as runner:
+            pace = Pace(runner, rebuilding=mode == "rebuild")
+            appending = asyncio.create_task(append(pace))
             if mode == "follow":
                 await runner.wait_until(1)
                 say({"following": True})
+                await runner.wait_until(backlog)
+                say({"live": True})
             else:
-                await runner.rebuild(
-                    Counter.name, progress=lambda position, head: say({"rebuilt_to": position})
-                )
+
+                def progress(position: int, head: int) -> None:
+                    say({"rebuilt_to": position})
+                    pace.rebuilt_batch()
+
+                await runner.rebuild(Counter.name, progress=progress)
+                pace.rebuilt()
                 state = runner.worker(Counter.name).state
                 assert state is not None
                 say({"switched": state.generation})

@@ -1,7 +1,9 @@
 """Read models and helpers shared by the read-side tests.
 
 ``Counter`` counts the events of each stream and type it handles, so an event applied twice
-(or not at all) shows as a wrong count; ``fold`` is the same count in plain Python.
+(or not at all) shows as a wrong count; ``fold`` is the same count in plain Python. The
+models run on SQLite and PostgreSQL alike: their SQL is written with ``?`` and goes through
+``sql``, and upserts name the target table (``{counts}.n``), which PostgreSQL requires.
 """
 
 from __future__ import annotations
@@ -9,16 +11,38 @@ from __future__ import annotations
 import itertools
 from collections import Counter as Tally
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import ClassVar
 
 import eskit
 from eskit.projections import Database, ReadModelConnection, SQLProjection, handles
 from eskit.projections import state as st
+from eskit.projections.sql import Connection, is_sqlite
+from tests import postgres
+
+BACKENDS = ("memory", "sqlite", "postgres")
 
 COUNTED = ("Added", "Removed")
 """The event types ``Counter`` handles; anything else (``Other``) it never reads."""
 
 Counts = dict[tuple[str, str], int]
+
+
+def store_url(backend: str, directory: Path) -> str:
+    """A new store on ``backend``: in memory, a SQLite file in ``directory``, or a
+    PostgreSQL schema of its own (skipped, or failed under CI, without a server)."""
+    if backend == "memory":
+        return "memory://"
+    if backend == "sqlite":
+        return f"sqlite:///{directory}/events.db"
+    return postgres.store_url()
+
+
+def sql(db: ReadModelConnection | Connection, statement: str) -> str:
+    """``statement`` (``?`` placeholders) for the database behind ``db``, a handler's
+    connection or a raw one: psycopg wants ``%s`` where sqlite3 wants ``?``."""
+    conn = db.conn if isinstance(db, ReadModelConnection) else db
+    return statement if is_sqlite(conn) else statement.replace("?", "%s")
 
 
 class Counter(SQLProjection):
@@ -40,8 +64,11 @@ class Counter(SQLProjection):
     def count(self, event: eskit.RecordedEvent, db: ReadModelConnection) -> None:
         self.applied += 1
         db.execute(
-            "INSERT INTO {counts} VALUES (?, ?, ?)"
-            " ON CONFLICT (stream, type) DO UPDATE SET n = n + excluded.n",
+            sql(
+                db,
+                "INSERT INTO {counts} VALUES (?, ?, ?)"
+                " ON CONFLICT (stream, type) DO UPDATE SET n = {counts}.n + excluded.n",
+            ),
             (event.stream, event.type, self.step),
         )
 
@@ -63,8 +90,11 @@ class Totals(SQLProjection):
     @handles("Added")
     def add(self, event: eskit.RecordedEvent, db: ReadModelConnection) -> None:
         db.execute(
-            "INSERT INTO {totals} VALUES (?, ?)"
-            " ON CONFLICT (stream) DO UPDATE SET amount = amount + excluded.amount",
+            sql(
+                db,
+                "INSERT INTO {totals} VALUES (?, ?)"
+                " ON CONFLICT (stream) DO UPDATE SET amount = {totals}.amount + excluded.amount",
+            ),
             (event.stream, event.data["amount"]),
         )
 

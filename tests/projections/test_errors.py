@@ -4,7 +4,6 @@ operator's skip (here or from another process) lets it continue; a transient err
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 
@@ -13,13 +12,12 @@ from eskit.projections import (
     Database,
     ProjectionRunner,
     ReadModelConnection,
-    SQLiteDatabase,
     SQLProjection,
     handles,
 )
 from eskit.projections import state as st
 from eskit.projections.runner import now
-from tests.projections.models import Counter, append, counts
+from tests.projections.models import Counter, append, counts, sql
 
 pytestmark = pytest.mark.anyio
 
@@ -40,12 +38,12 @@ class Fragile(SQLProjection):
 
     @handles("Added")
     def added(self, event: eskit.RecordedEvent, db: ReadModelConnection) -> None:
-        db.execute("INSERT INTO {handled} VALUES (?, ?)", (event.position, event.type))
+        db.execute(sql(db, "INSERT INTO {handled} VALUES (?, ?)"), (event.position, event.type))
 
     @handles("Poison")
     def poison(self, event: eskit.RecordedEvent, db: ReadModelConnection) -> None:
         self.poison_calls += 1
-        db.execute("INSERT INTO {handled} VALUES (?, ?)", (event.position, event.type))
+        db.execute(sql(db, "INSERT INTO {handled} VALUES (?, ?)"), (event.position, event.type))
         if self.poison_calls <= self.failures:
             raise RuntimeError("cannot digest poison")
 
@@ -154,18 +152,15 @@ async def test_a_skip_is_recorded_and_the_projection_continues(store: eskit.Even
 
 
 async def test_a_skip_from_another_process_reaches_the_stuck_worker(
-    store: eskit.EventStore, readmodels: Database, readmodels_file: Path
+    store: eskit.EventStore, readmodels: Database, elsewhere: Database
 ) -> None:
     poison, last = await write_history(store)
 
     async with runner_of(store, Fragile(), database=readmodels) as runner:
         with pytest.raises(eskit.ProjectionError):
             await runner.wait_until(last)
-        operator = SQLiteDatabase(readmodels_file)  # what `eskit projections skip` opens
-        try:
-            await operator.write(lambda c: st.skip(c, "fragile", "from the CLI", now()))
-        finally:
-            await operator.close()
+        # ``elsewhere`` is what `eskit projections skip` opens: a connection of its own.
+        await elsewhere.write(lambda c: st.skip(c, "fragile", "from the CLI", now()))
         await resumed(runner, "fragile")
         async with asyncio.timeout(10):
             await runner.wait_until(last)

@@ -1,11 +1,17 @@
 """Projections over the PostgreSQL store: read models and checkpoints in the store's own
-database and schema, written in one transaction, rebuilt beside the live build."""
+database and schema, written in one transaction, rebuilt beside the live build.
+
+The whole read-side suite runs on PostgreSQL too (the ``store`` fixture's ``postgres``
+param, and the crash test); this file holds what is particular to it: handlers written in
+PostgreSQL's own SQL, a read-model connection the server drops, two runners on one schema.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from typing import ClassVar
 
+import psycopg
 import pytest
 
 import eskit
@@ -113,3 +119,51 @@ async def test_a_rebuild_switches_atomically_and_gives_the_same_digest() -> None
             )
         assert before == after
         assert tables == [("totals__g2",)]
+
+
+async def test_a_read_model_connection_the_server_drops_is_replaced() -> None:
+    """The server ends the read-model connection (a restart, a failover, an admin's
+    ``pg_terminate_backend``): the next batch opens a new one, and no event is lost or
+    applied twice."""
+    async with eskit.open_store(postgres.store_url()) as store:
+        first = await fill(store, streams=2, each=3)
+        async with ProjectionRunner(store, [Totals()], backoff=0.01) as runner:
+            async with asyncio.timeout(10):
+                await runner.wait_until(first)
+            pid = await runner.database.read(lambda conn: conn.info.backend_pid)
+            async with await psycopg.AsyncConnection.connect(
+                postgres.database_url(), autocommit=True
+            ) as admin:
+                await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            last = await fill(store, streams=2, each=2)
+            async with asyncio.timeout(10):
+                await runner.wait_until(last)
+            replaced = await runner.database.read(lambda conn: conn.info.backend_pid)
+            [status] = await runner.status()
+            assert await totals(runner.database) == {"cart-0": (5, 3 + 1), "cart-1": (5, 3 + 1)}
+        assert replaced != pid
+        assert (status.status, status.position) == ("running", last)
+
+
+async def test_two_runners_of_one_projection_apply_each_event_once() -> None:
+    """Two processes (here: two stores on one schema) run the same projection: there are no
+    leases yet, so both try every batch, but a batch commits only from the checkpoint it
+    was read at; the other runner's transaction rolls back before applying anything, and it
+    reloads and goes on from there. (The projection is set up first: two sessions creating
+    eskit's tables at the same moment collide in PostgreSQL's catalog, and one retries.)"""
+    url = postgres.store_url()
+    async with eskit.open_store(url) as one, eskit.open_store(url) as two:
+        setup = ProjectionRunner(one, [Totals()])
+        await setup.run_until_caught_up()
+        await setup.stop()
+        await fill(one, streams=5, each=40)
+        async with (
+            ProjectionRunner(one, [Totals()]) as first,
+            ProjectionRunner(two, [Totals()]) as second,
+        ):
+            live = await fill(two, streams=5, each=10)
+            async with asyncio.timeout(20):
+                await first.wait_until(live)
+                await second.wait_until(live)
+            counted = await totals(first.database)
+    assert counted == {f"cart-{s}": (50, 780 + 45) for s in range(5)}

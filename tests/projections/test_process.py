@@ -21,6 +21,7 @@ from eskit.projections import (
     handles,
 )
 from tests.application.conftest import START, ManualClock
+from tests.projections.models import sql
 
 pytestmark = pytest.mark.anyio
 
@@ -60,14 +61,14 @@ class Reminders(ProcessManager):
     @handles("OrderPlaced")
     def placed(self, event: eskit.RecordedEvent, db: ReadModelConnection) -> None:
         db.execute(
-            "INSERT INTO {reminders} VALUES (?, ?, ?)",
+            sql(db, "INSERT INTO {reminders} VALUES (?, ?, ?)"),
             (event.data["order_id"], event.data["due"], str(event.id)),
         )
 
     async def tick(self, db: Database, now: dt.datetime) -> None:
         due = await db.read(
             lambda c: c.execute(
-                "SELECT order_id, placed FROM reminders WHERE due <= ? ORDER BY order_id",
+                sql(c, "SELECT order_id, placed FROM reminders WHERE due <= ? ORDER BY order_id"),
                 (now.isoformat(),),
             ).fetchall()
         )

@@ -5,7 +5,6 @@ resumes where it stopped."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 
 import pytest
 
@@ -14,6 +13,7 @@ from eskit.projections import Database, ProjectionRunner, ReadModelConnection
 from eskit.projections import state as st
 from eskit.projections.projection import physical_names
 from eskit.projections.runner import now
+from eskit.projections.sql import Connection, is_sqlite
 from tests.projections.models import (
     COUNTED,
     Counter,
@@ -41,12 +41,19 @@ async def digest(database: Database) -> str:
 
 async def counts_objects(database: Database) -> set[tuple[str, str]]:
     """The schema objects named like the counter's table: its view and physical builds."""
-    rows = await database.read(
-        lambda c: c.execute(
-            "SELECT name, type FROM sqlite_master WHERE name LIKE 'counts%'"
-        ).fetchall()
-    )
-    return set(rows)
+
+    def find(conn: Connection) -> list[tuple[str, str]]:
+        if is_sqlite(conn):
+            query = "SELECT name, type FROM sqlite_master WHERE name LIKE 'counts%'"
+        else:
+            query = (
+                "SELECT relname, CASE relkind WHEN 'v' THEN 'view' ELSE 'table' END FROM pg_class"
+                " WHERE relnamespace = current_schema()::regnamespace AND relkind IN ('r', 'v')"
+                " AND relname LIKE 'counts%'"
+            )
+        return conn.execute(query).fetchall()  # type: ignore[no-any-return]
+
+    return set(await database.read(find))
 
 
 async def read_until(database: Database, done: asyncio.Event) -> list[int]:
@@ -84,16 +91,18 @@ async def test_a_rebuild_builds_what_the_live_build_built(store: eskit.EventStor
 
 
 async def test_readers_keep_reading_the_old_view_during_a_rebuild(
-    store: eskit.EventStore,
+    store: eskit.EventStore, readmodels: Database, elsewhere: Database
 ) -> None:
+    """The reader has a connection of its own, so its reads overlap the rebuild's
+    transactions, the switch among them."""
     written = history(3000)
     last = await append_each(store, written)
     total = sum(fold(written).values())
 
-    async with ProjectionRunner(store, [batched(100)]) as runner:
+    async with ProjectionRunner(store, [batched(100)], database=readmodels) as runner:
         await runner.wait_until(last)
         done = asyncio.Event()
-        reader = asyncio.create_task(read_until(runner.database, done))
+        reader = asyncio.create_task(read_until(elsewhere, done))
         try:
             await runner.rebuild("counter")
         finally:
@@ -105,7 +114,7 @@ async def test_readers_keep_reading_the_old_view_during_a_rebuild(
 
 
 async def test_a_new_version_is_rebuilt_on_start_and_switched_in(
-    store: eskit.EventStore, readmodels: Database
+    store: eskit.EventStore, readmodels: Database, elsewhere: Database
 ) -> None:
     written = history(1500)
     last = await append_each(store, written)
@@ -116,7 +125,7 @@ async def test_a_new_version_is_rebuilt_on_start_and_switched_in(
         batch_size = 100
 
     done = asyncio.Event()
-    reader = asyncio.create_task(read_until(readmodels, done))
+    reader = asyncio.create_task(read_until(elsewhere, done))
     try:
         async with ProjectionRunner(store, [NextVersion()], database=readmodels) as runner:
             await runner.wait_until(last)
@@ -148,7 +157,7 @@ async def test_an_interrupted_rebuild_resumes_where_it_stopped(
     crashed = Doubled()
     page = await store.read_page(after=0, limit=30, types=COUNTED)
 
-    def rebuild_partly(conn: sqlite3.Connection) -> None:
+    def rebuild_partly(conn: Connection) -> None:
         rebuild = st.start_rebuild(conn, crashed, now())
         names = physical_names(crashed.tables, rebuild.generation)
         crashed.handle_batch(page.events, ReadModelConnection(conn, names))

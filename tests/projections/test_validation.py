@@ -4,6 +4,7 @@ anything is written."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from eskit.projections import (
     add_inline,
     handles,
 )
-from tests.projections.models import Counter, append
+from tests.projections.models import Counter, append, store_url
 
 pytestmark = pytest.mark.anyio
 
@@ -85,7 +86,7 @@ class Squatter(SQLProjection):
 
     name = "squatter"
     tables = ("counts",)
-    schema = ("CREATE TABLE {counts} (x)",)
+    schema = ("CREATE TABLE {counts} (x INTEGER)",)
 
     @handles("Added")
     def add(self, event: eskit.RecordedEvent, db: ReadModelConnection) -> None:
@@ -106,15 +107,16 @@ async def test_a_projection_cannot_take_over_an_application_table(
 ) -> None:
     runner = ProjectionRunner(store, [Counter()])
     try:
-        await runner.database.write(lambda c: c.execute("CREATE TABLE counts (x)"))
+        await runner.database.write(lambda c: c.execute("CREATE TABLE counts (x INTEGER)"))
         with pytest.raises(ValueError, match="a table named 'counts' already exists"):
             await runner.run_until_caught_up()
     finally:
         await runner.stop()
 
 
-async def test_inline_projections_need_a_sqlite_store() -> None:
-    async with eskit.open_store("memory://") as store:
+@pytest.mark.parametrize("backend", ["memory", "postgres"])
+async def test_inline_projections_need_a_sqlite_store(backend: str, tmp_path: Path) -> None:
+    async with eskit.open_store(store_url(backend, tmp_path)) as store:
         with pytest.raises(ValueError, match="need a SQLite store"):
             await add_inline(store, Counter())
 
