@@ -14,20 +14,23 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import sqlite3
+import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
-
-import psycopg
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from eskit.errors import StoreUnavailable
 from eskit.projections.sql import Connection
 from eskit.store.base import EventStore
 from eskit.store.memory import MemoryStore
 from eskit.store.model import Page
-from eskit.store.postgres import PostgresStore
 from eskit.store.sqlite import SQLiteStore
 from eskit.store.sqlite_writer import InlineHook, connect
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from eskit.store.postgres import PostgresStore
 
 T = TypeVar("T")
 
@@ -174,12 +177,16 @@ class PostgresDatabase:
         return self._executor
 
     def _connection(self) -> psycopg.Connection[Any]:
+        import psycopg  # loaded with the PostgreSQL store already
+
         if self._conn is None or self._conn.closed:
             self._conn = psycopg.connect(self.store.conninfo, autocommit=True)
             self._conn.execute(f'SET search_path TO "{self.store.schema}"')
         return self._conn
 
     def _transaction(self, run: Callable[[Connection], T]) -> T:
+        import psycopg
+
         conn = self._connection()
         try:
             with conn.transaction():
@@ -221,7 +228,8 @@ def database_for(
         return SQLiteDatabase(path)
     if isinstance(store, SQLiteStore):
         return StoreDatabase(store)
-    if isinstance(store, PostgresStore):
+    postgres = sys.modules.get("eskit.store.postgres")  # a PostgresStore imported it
+    if postgres is not None and isinstance(store, postgres.PostgresStore):
         return PostgresDatabase(store)
     if isinstance(store, MemoryStore):
         return SQLiteDatabase(":memory:")  # lives as long as the store's events do

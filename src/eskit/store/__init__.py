@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import urllib.parse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eskit.store.base import EventStore
 from eskit.store.memory import MemoryStore
-from eskit.store.postgres import PostgresStore
 from eskit.store.sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from eskit.store.postgres import PostgresStore
 
 __all__ = ["EventStore", "MemoryStore", "PostgresStore", "SQLiteStore", "open_store"]
 
@@ -33,8 +35,19 @@ def open_store(url: str, **options: Any) -> EventStore:
     if parsed.scheme == "sqlite":
         return SQLiteStore.from_url(parsed, **options)
     if parsed.scheme in ("postgresql", "postgres"):
+        from eskit.store.postgres import PostgresStore  # psycopg only loads when used
+
         return PostgresStore.from_url(parsed, **options)
     raise ValueError(
         f"unsupported store URL {url!r}: use memory://, sqlite:///path/to/file.db"
         " or postgresql://user@host/database"
     )
+
+
+def __getattr__(name: str) -> Any:
+    """``eskit.store.PostgresStore`` without importing psycopg for SQLite-only users."""
+    if name == "PostgresStore":
+        from eskit.store.postgres import PostgresStore
+
+        return PostgresStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
