@@ -9,7 +9,7 @@ PostgreSQL's own SQL, a read-model connection the server drops, two runners on o
 from __future__ import annotations
 
 import asyncio
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import psycopg
 import pytest
@@ -167,3 +167,48 @@ async def test_two_runners_of_one_projection_apply_each_event_once() -> None:
                 await second.wait_until(live)
             counted = await totals(first.database)
     assert counted == {f"cart-{s}": (50, 780 + 45) for s in range(5)}
+
+
+async def test_two_processes_setting_up_the_same_projection_at_once_both_succeed() -> None:
+    url = postgres.store_url()
+    async with eskit.open_store(url) as one, eskit.open_store(url) as two:
+        await fill(one, streams=2, each=2)
+        first, second = ProjectionRunner(one, [Totals()]), ProjectionRunner(two, [Totals()])
+        await asyncio.gather(first.run_until_caught_up(), second.run_until_caught_up())
+        assert await totals(first.database) == {"cart-0": (2, 1), "cart-1": (2, 1)}
+        await first.stop()
+        await second.stop()
+
+
+async def test_a_read_model_connection_that_cannot_reopen_for_a_while_blames_no_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The database, not a handler, failed: the runner backs off and carries on; it never
+    marks a good event as the one it is stuck on."""
+    async with eskit.open_store(postgres.store_url()) as store:
+        first = await fill(store, streams=2, each=3)
+        async with ProjectionRunner(store, [Totals()], backoff=0.01) as runner:
+            async with asyncio.timeout(10):
+                await runner.wait_until(first)
+            database = runner.database
+            assert isinstance(database, PostgresDatabase)
+            pid = await database.read(lambda conn: conn.info.backend_pid)
+            refusals = iter(range(6))
+            reopen = PostgresDatabase._connection
+
+            def refusing(self: PostgresDatabase) -> psycopg.Connection[Any]:
+                if self._conn is None and next(refusals, None) is not None:
+                    raise psycopg.OperationalError("connection refused (server restarting)")
+                return reopen(self)
+
+            monkeypatch.setattr(PostgresDatabase, "_connection", refusing)
+            async with await psycopg.AsyncConnection.connect(
+                postgres.database_url(), autocommit=True
+            ) as admin:
+                await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            last = await fill(store, streams=2, each=1)
+            async with asyncio.timeout(10):
+                await runner.wait_until(last)
+            (status,) = await runner.status()
+            assert status.status == "running"
+            assert await totals(database) == {"cart-0": (4, 3), "cart-1": (4, 3)}

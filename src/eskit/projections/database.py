@@ -187,8 +187,8 @@ class PostgresDatabase:
     def _transaction(self, run: Callable[[Connection], T]) -> T:
         import psycopg
 
-        conn = self._connection()
         try:
+            conn = self._connection()
             with conn.transaction():
                 return run(conn)
         except psycopg.OperationalError as error:

@@ -22,7 +22,7 @@ from typing import Self
 
 import msgspec
 
-from eskit.errors import ProjectionError, StoreClosed
+from eskit.errors import ProjectionError, StoreClosed, StoreUnavailable
 from eskit.projections import state as st
 from eskit.projections.database import Database, SQLiteDatabase, database_for
 from eskit.projections.process import ProcessManager
@@ -278,10 +278,18 @@ class _Worker:
     # -- following --------------------------------------------------------------------------
 
     async def catch_up(self, until: int) -> None:
+        """Apply every event up to ``until`` (another runner may be doing the same: its
+        batches then win, and this one reloads and goes on from there)."""
         while self.reached < until and self._state.status != st.STUCK:
-            if not await self._step():
-                break
-        await self._persist_reached()
+            try:
+                if not await self._step():
+                    break
+            except st.ProjectionMoved:
+                await self.reload()
+        try:
+            await self._persist_reached()
+        except st.ProjectionMoved:
+            await self.reload()
 
     async def _step(self) -> bool:
         """Read and apply one batch; True if the batch was full (more may follow)."""
@@ -289,8 +297,8 @@ class _Worker:
         if isinstance(projection, SQLProjection) and self.db.holds_log:
             try:
                 return await self._step_in_one_transaction(projection)
-            except (st.ProjectionMoved, StoreClosed):
-                raise
+            except (st.ProjectionMoved, StoreClosed, StoreUnavailable):
+                raise  # not the handler's fault: the run loop reloads or backs off
             except Exception as error:  # a handler failed: event by event, with retries
                 log.warning(
                     "projection %s: batch after %d failed (%s); retrying event by event",
@@ -367,6 +375,8 @@ class _Worker:
             await self._commit(events, position)
         except st.ProjectionMoved:
             await self.reload()
+        except (StoreClosed, StoreUnavailable):
+            raise  # the database, not the handler: the run loop backs off and retries
         except Exception as error:
             log.warning(
                 "projection %s: batch up to %d failed (%s); retrying event by event",
@@ -385,6 +395,8 @@ class _Worker:
                 except st.ProjectionMoved:
                     await self.reload()
                     return
+                except (StoreClosed, StoreUnavailable):
+                    raise  # never blame an event for a database that went away
                 except Exception as error:
                     if attempt == self.runner.retries:
                         await self._stuck(event, error)

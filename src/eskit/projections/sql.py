@@ -40,3 +40,13 @@ def kind_of(conn: Connection, name: str) -> str | None:
             (name,),
         ).fetchone()
     return None if row is None else str(row[0])
+
+
+def lock_setup(conn: Connection) -> None:
+    """Serialise the creation of projection tables with other processes for the rest of the
+    transaction. SQLite's write lock already does; PostgreSQL's ``CREATE TABLE IF NOT
+    EXISTS`` run at the same moment by two sessions fails in one of them."""
+    if not is_sqlite(conn):
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('eskit_projections:' || current_schema()))"
+        )

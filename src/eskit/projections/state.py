@@ -17,7 +17,7 @@ import msgspec
 
 from eskit.errors import EskitError
 from eskit.projections.projection import AnyProjection, SQLProjection, physical_names
-from eskit.projections.sql import Connection, execute, kind_of
+from eskit.projections.sql import Connection, execute, kind_of, lock_setup
 from eskit.store.model import RecordedEvent
 
 RUNNING: Final = "running"
@@ -148,6 +148,7 @@ def _has_schema(conn: Connection) -> bool:
 
 def setup(conn: Connection, projection: AnyProjection, now: int) -> State:
     """The projection's state, creating its first build when it has none."""
+    lock_setup(conn)
     ensure_schema(conn)
     state = load(conn, projection.name)
     if state is not None:
