@@ -238,6 +238,7 @@ class PostgresStore(EventStore):
         self._pool: psycopg_pool.AsyncConnectionPool[Connection] | None = None
         self._queue: asyncio.Queue[_Request | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
+        self._writer_conn: Connection | None = None
         self._listener: asyncio.Task[None] | None = None
         self._decode_text = msgspec.json.decode
         self.before_commit: Callable[[], Awaitable[None]] | None = None
@@ -311,6 +312,9 @@ class PostgresStore(EventStore):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
             self._listener = None
+        if self._writer_conn is not None:
+            await self._writer_conn.close()
+            self._writer_conn = None
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -386,39 +390,64 @@ class PostgresStore(EventStore):
     async def _transaction(
         self, batch: list[_Request]
     ) -> list[tuple[_Request, Any, BaseException | None]]:
-        assert self._pool is not None
         outcomes: list[tuple[_Request, Any, BaseException | None]] = []
-        async with self._pool.connection() as conn, conn.transaction():
-            cursor = await conn.execute("SELECT position FROM eskit_head FOR UPDATE")
-            row = await cursor.fetchone()
-            assert row is not None
-            start = row[0]
-            group = _Group(conn, start, micros(self.clock()))
-            await group.load(batch)
-            for request in batch:
-                if request.appends is not None:
-                    try:
-                        outcomes.append((request, group.add(request.appends), None))
-                    except Exception as error:
-                        outcomes.append((request, None, error))
-                else:
-                    assert request.operation is not None
-                    await group.flush()
-                    try:
-                        async with conn.transaction():  # a savepoint: it fails alone
-                            value = await request.operation(conn)
-                        outcomes.append((request, value, None))
-                    except Exception as error:
-                        outcomes.append((request, None, error))
-                    group.heads.clear()  # the operation may have changed stream states
-                    await group.load(batch)
-            await group.flush()
-            if group.head != start:
-                await conn.execute("UPDATE eskit_head SET position = %s", (group.head,))
-                await conn.execute(f'NOTIFY "{self.notify_channel}"')
-            if self.before_commit is not None:
-                await self.before_commit()
+        conn = await self._writer_connection()
+        try:
+            async with conn.transaction():
+                await self._group(conn, batch, outcomes)
+        except psycopg.OperationalError:
+            await conn.close()  # broken: the next transaction opens a new one
+            raise
         return outcomes
+
+    async def _writer_connection(self) -> Connection:
+        """The writer's own connection (not borrowed from the pool for each group: no
+        check round trip per transaction); reopened after it broke."""
+        if self._writer_conn is None or self._writer_conn.closed:
+            self._writer_conn = await psycopg.AsyncConnection.connect(
+                self.conninfo, autocommit=True
+            )
+            await self._configure(self._writer_conn)
+        return self._writer_conn
+
+    async def _group(
+        self,
+        conn: Connection,
+        batch: list[_Request],
+        outcomes: list[tuple[_Request, Any, BaseException | None]],
+    ) -> None:
+        """The body of a group's transaction: lock the head, check and write each request."""
+        cursor = await conn.execute("SELECT position FROM eskit_head FOR UPDATE")
+        row = await cursor.fetchone()
+        assert row is not None
+        start = row[0]
+        group = _Group(conn, start, micros(self.clock()))
+        await group.load(batch)
+        for request in batch:
+            if request.appends is not None:
+                try:
+                    outcomes.append((request, group.add(request.appends), None))
+                except Exception as error:
+                    outcomes.append((request, None, error))
+            else:
+                assert request.operation is not None
+                await group.flush()
+                try:
+                    async with conn.transaction():  # a savepoint: it fails alone
+                        value = await request.operation(conn)
+                    outcomes.append((request, value, None))
+                except Exception as error:
+                    outcomes.append((request, None, error))
+                group.heads.clear()  # the operation may have changed stream states
+                await group.load(batch)
+        await group.flush()
+        if group.head != start:  # the new head and the wake-up in one statement
+            await conn.execute(
+                "UPDATE eskit_head SET position = %s RETURNING pg_notify(%s, '')",
+                (group.head, self.notify_channel),
+            )
+        if self.before_commit is not None:
+            await self.before_commit()
 
     async def _write(self, operation: Operation) -> Any:
         return await self._submit(_Request(None, operation))
