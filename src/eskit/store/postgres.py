@@ -285,7 +285,6 @@ class PostgresStore(EventStore):
             max_size=self.pool_size,
             kwargs={"autocommit": True},
             configure=self._configure,
-            check=psycopg_pool.AsyncConnectionPool.check_connection,
             open=False,
         )
         try:
@@ -458,8 +457,18 @@ class PostgresStore(EventStore):
             raise StoreError("the store is closing")
         self._reads += 1
         try:
-            async with self._pool.connection() as conn:
-                return await run(conn)
+            for attempt in (1, 2):
+                try:
+                    async with self._pool.connection() as conn:
+                        return await run(conn)
+                except psycopg.OperationalError:
+                    # Idle connections the server dropped fail at their first use: then
+                    # check them all and try once more (cheaper than checking every
+                    # connection at every checkout, which costs a round trip per read).
+                    if attempt == 2 or not self._open:
+                        raise
+                    await self._pool.check()
+            raise AssertionError("unreachable")
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as error:
             if not self._open:
                 raise StoreClosed("the store was closed during the read") from error
