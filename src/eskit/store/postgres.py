@@ -549,7 +549,10 @@ class PostgresStore(EventStore):
 
     def _decode(self, rows: Sequence[tuple[Any, ...]]) -> list[RecordedEvent]:
         decode, events = self._decode_text, []
+        last_micros, last_moment = -1, moment(0)  # the events of one commit share a time
         for id_, stream, version, position, type_, data, metadata, recorded in rows:
+            if recorded != last_micros:
+                last_micros, last_moment = recorded, moment(recorded)
             events.append(
                 RecordedEvent(
                     id_,
@@ -559,7 +562,7 @@ class PostgresStore(EventStore):
                     type_,
                     decode(data),
                     decode(metadata),
-                    moment(recorded),
+                    last_moment,
                 )
             )
         return events
