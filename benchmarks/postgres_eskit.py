@@ -15,8 +15,12 @@ from pathlib import Path
 import eskit
 from benchmarks import postgres
 from benchmarks.common import Measurement, Payload, new_events, payloads, placements
+from benchmarks.projection import TABLE, PgInvoiceTotals, counted_rows
+from eskit.projections import ProjectionRunner
 
 WARM_UP = 20
+PER_INVOICE = 100
+"""Events per stream in the catch-up workload, as in P1."""
 
 
 async def _warm_up_writes(store: eskit.EventStore) -> None:
@@ -112,3 +116,30 @@ async def read_all(
             elapsed = time.perf_counter() - start
             head = await store.last_position()
     return Measurement(count if after == head else 0, elapsed)
+
+
+async def catch_up(directory: Path, items: list[Payload]) -> Measurement:
+    """``run_until_caught_up()`` of P1's projection, its read model in the store's schema
+    (filled untimed with the same rows as raw's)."""
+    rows = postgres.rows(placements(len(items), PER_INVOICE), items)
+    with postgres.fresh_schema() as schema:
+        await postgres.prepare(schema, rows)
+        del rows
+        async with eskit.open_store(postgres.store_url(schema)) as store:
+            runner = ProjectionRunner(store, [PgInvoiceTotals()])
+            start = time.perf_counter()
+            await runner.run_until_caught_up()
+            elapsed = time.perf_counter() - start
+            head = await store.last_position()
+            totals = await runner.database.read(
+                lambda conn: conn.execute(
+                    f"SELECT sum(events), sum(amount) FROM {TABLE}"
+                ).fetchone()
+            )
+            checkpoint = await runner.database.read(
+                lambda conn: conn.execute(
+                    "SELECT position FROM eskit_projections WHERE name = 'totals'"
+                ).fetchone()[0]
+            )
+            await runner.stop()
+    return Measurement(counted_rows(totals, items, checkpoint, head), elapsed)

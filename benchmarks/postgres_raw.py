@@ -32,8 +32,10 @@ import psycopg
 import psycopg_pool
 
 from benchmarks import postgres
-from benchmarks.common import Measurement, Payload, payloads, placements
+from benchmarks.common import EVENT_TYPE, Measurement, Payload, payloads, placements
 from benchmarks.postgres import CHECK, COLUMNS, Row
+from benchmarks.postgres_eskit import PER_INVOICE
+from benchmarks.projection import BATCH, PG_UPSERT, SCHEMA, TABLE, counted_rows
 
 WARM_UP: Final = 20
 APPEND_ONE: Final = (
@@ -181,3 +183,49 @@ def read_all(directory: Path, items: list[Payload], per_stream: int, page: int) 
             last = got[-1][0] if got else after
             head = _head(conn)
     return Measurement(count if last == head else 0, elapsed)
+
+
+PG_SCHEMA = SCHEMA.format(invoice_totals=TABLE)
+PG_READ = (
+    "SELECT position, id, stream, version, type, data, metadata, recorded_at FROM eskit_events"
+    " WHERE position > %s AND type = %s ORDER BY position LIMIT %s"
+)
+
+
+def catch_up(directory: Path, items: list[Payload]) -> Measurement:
+    """P1's read model with plain psycopg: per batch one transaction that reads the batch,
+    decodes data and metadata, upserts with ``executemany`` and moves a checkpoint row."""
+    rows = postgres.rows(placements(len(items), PER_INVOICE), items)
+    upsert = PG_UPSERT.format(invoice_totals=TABLE)
+    decode = msgspec.json.decode
+    with postgres.fresh_schema() as schema:
+        asyncio.run(postgres.prepare(schema, rows))
+        del rows
+        with postgres.connect(schema) as conn:
+            start = time.perf_counter()
+            with conn.transaction():
+                conn.execute(PG_SCHEMA)
+                conn.execute("CREATE TABLE checkpoints (name TEXT PRIMARY KEY, position BIGINT)")
+                conn.execute("INSERT INTO checkpoints VALUES ('totals', 0)")
+            after = 0
+            while True:
+                with conn.transaction():
+                    got = conn.execute(
+                        PG_READ, (after, EVENT_TYPE, BATCH), prepare=False
+                    ).fetchall()
+                    upserts = []
+                    for position, _id, stream, _version, _type, data, metadata, _at in got:
+                        decode(metadata)
+                        upserts.append((stream, decode(data)["amount"]))
+                        after = position
+                    conn.cursor().executemany(upsert, upserts)
+                    conn.execute(
+                        "UPDATE checkpoints SET position = %s WHERE name = 'totals'", (after,)
+                    )
+                if len(got) < BATCH:
+                    break
+            elapsed = time.perf_counter() - start
+            totals = conn.execute(f"SELECT sum(events), sum(amount) FROM {TABLE}").fetchone()
+            head = _head(conn)
+    assert totals is not None
+    return Measurement(counted_rows(totals, items, after, head), elapsed)

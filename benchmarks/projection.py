@@ -46,3 +46,28 @@ def counted(conn: sqlite3.Connection, items: list[Payload], checkpoint: int, hea
     events, amount = conn.execute(f"SELECT sum(events), sum(amount) FROM {TABLE}").fetchone()
     right = amount == sum(data["amount"] for data, _ in items) and checkpoint == head
     return int(events or 0) if right else 0
+
+
+PG_UPSERT = (
+    "INSERT INTO {invoice_totals} (invoice, events, amount) VALUES (%s, 1, %s)"
+    " ON CONFLICT (invoice) DO UPDATE SET events = {invoice_totals}.events + 1,"
+    " amount = {invoice_totals}.amount + excluded.amount"
+)
+"""The same upsert for PostgreSQL: its placeholders, and the table named for the old row."""
+
+
+class PgInvoiceTotals(InvoiceTotals):
+    """``InvoiceTotals`` over PostgreSQL: the same statement in PostgreSQL's dialect."""
+
+    @handles(EVENT_TYPE)
+    def issued(self, event: RecordedEvent, db: ReadModelConnection) -> None:
+        db.write(PG_UPSERT, (event.stream, event.data["amount"]))
+
+
+def counted_rows(
+    totals: tuple[object, object], items: list[Payload], checkpoint: int, head: int
+) -> int:
+    """``counted`` for a (sum of events, sum of amounts) already read."""
+    events, amount = totals
+    right = amount == sum(data["amount"] for data, _ in items) and checkpoint == head
+    return int(str(events or 0)) if right else 0

@@ -288,6 +288,16 @@ POSTGRES_WORKLOADS: tuple[Workload, ...] = (
         "SELECT ... FROM eskit_events WHERE position > %s ORDER BY position LIMIT 1000, page"
         " after page, decoding data and metadata",
     ),
+    _postgres(
+        "PG5",
+        f"PostgreSQL: projection catch-up over 50,000 events (P1's read model in the"
+        f" store's schema, an upsert per event, a checkpoint per batch of {BATCH})",
+        50_000,
+        postgres_eskit.catch_up,
+        postgres_raw.catch_up,
+        f"per batch one transaction: SELECT {BATCH} events of the type by position, decode,"
+        " the same upserts (executemany), UPDATE a checkpoint row, COMMIT",
+    ),
 )
 
 WORKLOADS: tuple[Workload, ...] = (
