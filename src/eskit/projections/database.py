@@ -90,23 +90,55 @@ class StoreDatabase:
         """The store is closed by its owner."""
 
 
-class SQLiteDatabase:
-    """A SQLite file of its own (WAL), or ``:memory:``; one thread owns the connection."""
+class _OwnThread:
+    """A database whose one connection is used by one thread of its own (blocking
+    drivers: sqlite3, psycopg); ``write``/``read`` run a function there in a transaction."""
 
     holds_log = False
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = str(path)
+    def __init__(self, name: str) -> None:
+        self._name = name
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None
 
     def _thread(self) -> concurrent.futures.ThreadPoolExecutor:
         """The one thread that uses the connection (started again after ``close``)."""
         if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(
-                1, f"eskit-readmodel:{self.path}"
-            )
+            self._executor = concurrent.futures.ThreadPoolExecutor(1, self._name)
         return self._executor
+
+    def _transaction(self, run: Callable[[Connection], T], write: bool) -> T:
+        raise NotImplementedError
+
+    def _disconnect(self) -> None:
+        """Close the connection (on the thread), if it should not outlive ``close``."""
+        raise NotImplementedError
+
+    async def write(self, run: Callable[[Connection], T]) -> T:
+        return await asyncio.wrap_future(self._thread().submit(self._transaction, run, True))
+
+    async def read(self, run: Callable[[Connection], T]) -> T:
+        return await asyncio.wrap_future(self._thread().submit(self._transaction, run, False))
+
+    def page_in(
+        self, conn: Connection, after: int, limit: int, types: tuple[str, ...] | None
+    ) -> Page | None:
+        return None
+
+    async def close(self) -> None:
+        if self._executor is None:
+            return
+        await asyncio.wrap_future(self._executor.submit(self._disconnect))
+        self._executor.shutdown(wait=True)
+        self._executor = None
+
+
+class SQLiteDatabase(_OwnThread):
+    """A SQLite file of its own (WAL), or ``:memory:``."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(f"eskit-readmodel:{path}")
+        self.path = str(path)
+        self._conn: sqlite3.Connection | None = None
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -121,9 +153,9 @@ class SQLiteDatabase:
                 self._conn.execute("PRAGMA synchronous=FULL")
         return self._conn
 
-    def _transaction(self, run: Callable[[sqlite3.Connection], T], begin: str) -> T:
+    def _transaction(self, run: Callable[[sqlite3.Connection], T], write: bool) -> T:
         conn = self._connection()
-        conn.execute(begin)
+        conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         try:
             result = run(conn)
         except BaseException:
@@ -132,49 +164,24 @@ class SQLiteDatabase:
         conn.execute("COMMIT")
         return result
 
-    async def write(self, run: Callable[[sqlite3.Connection], T]) -> T:
-        return await asyncio.wrap_future(
-            self._thread().submit(self._transaction, run, "BEGIN IMMEDIATE")
-        )
-
-    async def read(self, run: Callable[[sqlite3.Connection], T]) -> T:
-        return await asyncio.wrap_future(self._thread().submit(self._transaction, run, "BEGIN"))
-
-    def page_in(
-        self, conn: sqlite3.Connection, after: int, limit: int, types: tuple[str, ...] | None
-    ) -> Page | None:
-        return None
-
-    async def close(self) -> None:
-        def close() -> None:
-            if self._conn is not None and self.path != ":memory:":
-                self._conn.close()
-                self._conn = None
-
-        if self._executor is None:
-            return
-        await asyncio.wrap_future(self._executor.submit(close))
-        self._executor.shutdown(wait=True)
-        self._executor = None
+    def _disconnect(self) -> None:
+        if self._conn is not None and self.path != ":memory:":
+            self._conn.close()
+            self._conn = None
 
 
-class PostgresDatabase:
+class PostgresDatabase(_OwnThread):
     """The PostgreSQL store's own database and schema: read models and checkpoints in
     tables beside the events, written in one transaction (exactly once), and each batch
-    read from the log in that same transaction. One thread owns a (blocking) psycopg
-    connection: handlers are plain functions, as on SQLite, with ``%s`` placeholders."""
+    read from the log in that same transaction. Handlers are plain functions, as on
+    SQLite, with ``%s`` placeholders."""
 
     holds_log = True
 
     def __init__(self, store: PostgresStore) -> None:
+        super().__init__("eskit-readmodel:pg")
         self.store = store
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._conn: psycopg.Connection[Any] | None = None
-
-    def _thread(self) -> concurrent.futures.ThreadPoolExecutor:
-        if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(1, "eskit-readmodel:pg")
-        return self._executor
 
     def _connection(self) -> psycopg.Connection[Any]:
         import psycopg  # loaded with the PostgreSQL store already
@@ -184,7 +191,7 @@ class PostgresDatabase:
             self._conn.execute(f'SET search_path TO "{self.store.schema}"')
         return self._conn
 
-    def _transaction(self, run: Callable[[Connection], T]) -> T:
+    def _transaction(self, run: Callable[[Connection], T], write: bool) -> T:
         import psycopg
 
         try:
@@ -195,28 +202,15 @@ class PostgresDatabase:
             self._conn = None  # reconnect next time
             raise StoreUnavailable(f"PostgreSQL read model write failed: {error}") from error
 
-    async def write(self, run: Callable[[Connection], T]) -> T:
-        return await asyncio.wrap_future(self._thread().submit(self._transaction, run))
-
-    async def read(self, run: Callable[[Connection], T]) -> T:
-        return await asyncio.wrap_future(self._thread().submit(self._transaction, run))
-
     def page_in(
         self, conn: Connection, after: int, limit: int, types: tuple[str, ...] | None
     ) -> Page | None:
         return self.store.page_in(conn, after, limit, types)
 
-    async def close(self) -> None:
-        def close() -> None:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-        if self._executor is None:
-            return
-        await asyncio.wrap_future(self._executor.submit(close))
-        self._executor.shutdown(wait=True)
-        self._executor = None
+    def _disconnect(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 def database_for(

@@ -324,10 +324,7 @@ class _Worker:
 
         page = await self.db.write(run)
         assert page is not None, "the database holds the log"
-        if self.state is state:  # else a rebuild's switch or a reload came in meanwhile
-            if page.events:
-                self.state = msgspec.structs.replace(state, position=page.next_after)
-            self.reached = max(self.reached, page.next_after)
+        self._committed(state, page.next_after, stored=bool(page.events))
         await self.runner.notify()
         return len(page.events) == projection.batch_size
 
@@ -423,9 +420,17 @@ class _Worker:
             if events:
                 await projection.handle_batch(events)
             await self.db.write(lambda c: st.advance(c, name, state, position, at))
-        if self.state is state:  # else a rebuild's switch or a reload came in meanwhile
-            self.state = msgspec.structs.replace(state, position=position)
-            self.reached = max(self.reached, position)
+        self._committed(state, position, stored=True)
+
+    def _committed(self, loaded: st.State, position: int, stored: bool) -> None:
+        """Take note that everything up to ``position`` is applied (and the checkpoint
+        stored there, if ``stored``) for the state the batch was read with; ignore it if a
+        rebuild's switch or a reload replaced that state meanwhile."""
+        if self.state is not loaded:
+            return
+        if stored:
+            self.state = msgspec.structs.replace(loaded, position=position)
+        self.reached = max(self.reached, position)
 
     async def _stuck(self, event: RecordedEvent, error: Exception) -> None:
         text = f"{type(error).__name__}: {error}"

@@ -44,7 +44,7 @@ from eskit.store.model import (
     StreamMetadata,
 )
 from eskit.store.postgres_schema import check_schema, check_version, migrate
-from eskit.store.rules import MAX_INT64, ExistingEvent, PreparedAppend, PreparedSnapshot, clamp
+from eskit.store.rules import ExistingEvent, PreparedAppend, PreparedSnapshot, clamp
 from eskit.store.sqlite_writer import micros, moment
 
 log = logging.getLogger("eskit.store.postgres")
@@ -513,12 +513,7 @@ class PostgresStore(EventStore):
                 " VALUES (%s, %s, %s, %s) ON CONFLICT (stream) DO UPDATE SET"
                 " truncate_before = excluded.truncate_before, max_count = excluded.max_count,"
                 " max_age = excluded.max_age",
-                (
-                    stream,
-                    None if metadata.truncate_before is None else clamp(metadata.truncate_before),
-                    None if metadata.max_count is None else clamp(metadata.max_count),
-                    metadata.max_age,
-                ),
+                (stream, *rules.stored_metadata(metadata)),
             )
 
         await self._write(run)
@@ -663,27 +658,20 @@ class PostgresStore(EventStore):
 
         async def run(conn: Connection) -> list[tuple[Any, ...]]:
             metadata = await _read_rules(conn, stream)
-            first, oldest = 0, -1
-            if metadata is not None:
+            last = None
+            if metadata is not None:  # only then does the window depend on the last version
                 cursor = await conn.execute(
                     "SELECT max(version) FROM eskit_events WHERE stream = %s", (stream,)
                 )
                 row = await cursor.fetchone()
                 last = None if row is None else row[0]
-                first = rules.first_visible_version(metadata, -1 if last is None else last)
-                cutoff = rules.oldest_visible_time(metadata, now)
-                oldest = -1 if cutoff is None else micros(cutoff)
-            if backwards:
-                start = MAX_INT64 if from_version is None else clamp(from_version)
-                where = (
-                    "version <= %s AND version >= %s AND recorded_at >= %s ORDER BY version DESC"
-                )
-            else:
-                start = clamp(max(first, from_version or 0))
-                where = "version >= %s AND version >= %s AND recorded_at >= %s ORDER BY version"
+            start, first, oldest = rules.read_bounds(metadata, last, now, from_version, backwards)
+            compare, descending = ("<=", " DESC") if backwards else (">=", "")
             cursor = await conn.execute(
-                f"SELECT {_COLUMNS} FROM eskit_events WHERE stream = %s AND {where} LIMIT %s",
-                (stream, start, first, oldest, count),
+                f"SELECT {_COLUMNS} FROM eskit_events WHERE stream = %s AND version {compare} %s"
+                f" AND version >= %s AND recorded_at >= %s ORDER BY version{descending}"
+                " LIMIT %s",
+                (stream, start, first, -1 if oldest is None else micros(oldest), count),
             )
             return await cursor.fetchall()
 

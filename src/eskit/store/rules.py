@@ -345,6 +345,36 @@ def oldest_visible_time(metadata: StreamMetadata, now: dt.datetime) -> dt.dateti
         return None
 
 
+def read_bounds(
+    metadata: StreamMetadata | None,
+    last_version: int | None,
+    now: dt.datetime,
+    from_version: int | None,
+    backwards: bool,
+) -> tuple[int, int, dt.datetime | None]:
+    """What a SQL backend's page of ``read_stream`` asks for: the version to start from,
+    the lowest visible version and the oldest visible time (None: no age limit)."""
+    first, oldest = 0, None
+    if metadata is not None:
+        first = first_visible_version(metadata, -1 if last_version is None else last_version)
+        oldest = oldest_visible_time(metadata, now)
+    if backwards:
+        start = MAX_INT64 if from_version is None else clamp(from_version)
+    else:
+        start = clamp(max(first, from_version or 0))
+    return start, first, oldest
+
+
+def stored_metadata(metadata: StreamMetadata) -> tuple[int | None, int | None, float | None]:
+    """(truncate_before, max_count, max_age) as SQL stores them: counts beyond a 64-bit
+    integer clamped (they mean the same)."""
+    return (
+        None if metadata.truncate_before is None else clamp(metadata.truncate_before),
+        None if metadata.max_count is None else clamp(metadata.max_count),
+        metadata.max_age,
+    )
+
+
 def prepare_snapshot(snapshot: object, max_size: int) -> PreparedSnapshot:
     """Validate a snapshot and encode its state; raise ``ValueError`` if bad.
 

@@ -54,7 +54,7 @@ from eskit.store.model import (
     StreamMetadata,
     StreamStatus,
 )
-from eskit.store.rules import MAX_INT64, PreparedAppend, PreparedSnapshot, clamp
+from eskit.store.rules import PreparedAppend, PreparedSnapshot, clamp
 from eskit.store.sqlite_reader import Reader
 from eskit.store.sqlite_reader import stop as stop_readers
 from eskit.store.sqlite_writer import (
@@ -322,12 +322,7 @@ class SQLiteStore(EventStore):
                 "INSERT INTO streams (stream, truncate_before, max_count, max_age)"
                 " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (stream) DO UPDATE SET"
                 " truncate_before = ?2, max_count = ?3, max_age = ?4",
-                (
-                    stream,
-                    None if metadata.truncate_before is None else clamp(metadata.truncate_before),
-                    None if metadata.max_count is None else clamp(metadata.max_count),
-                    metadata.max_age,
-                ),
+                (stream, *rules.stored_metadata(metadata)),
             )
 
         await self._write(run)
@@ -457,23 +452,18 @@ class SQLiteStore(EventStore):
 
         def run(conn: sqlite3.Connection) -> list[RecordedEvent]:
             metadata = _read_rules(conn, stream)
-            first, oldest = 0, -1
-            if metadata is not None:
+            last = None
+            if metadata is not None:  # only then does the window depend on the last version
                 last = conn.execute(
                     "SELECT max(version) FROM events WHERE stream = ?", (stream,)
                 ).fetchone()[0]
-                first = rules.first_visible_version(metadata, -1 if last is None else last)
-                cutoff = rules.oldest_visible_time(metadata, now)
-                oldest = -1 if cutoff is None else micros(cutoff)
-            if backwards:
-                start = MAX_INT64 if from_version is None else clamp(from_version)
-                sql = "version <= ? AND version >= ? AND recorded_at >= ? ORDER BY version DESC"
-            else:
-                start = clamp(max(first, from_version or 0))
-                sql = "version >= ? AND version >= ? AND recorded_at >= ? ORDER BY version"
+            start, first, oldest = rules.read_bounds(metadata, last, now, from_version, backwards)
+            compare, descending = ("<=", " DESC") if backwards else (">=", "")
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM events WHERE stream = ? AND {sql} LIMIT ?",
-                (stream, start, first, oldest, count),
+                f"SELECT {_COLUMNS} FROM events WHERE stream = ? AND version {compare} ?"
+                f" AND version >= ? AND recorded_at >= ? ORDER BY version{descending}"
+                " LIMIT ?",
+                (stream, start, first, -1 if oldest is None else micros(oldest), count),
             ).fetchall()
             return self._decode(rows)
 
