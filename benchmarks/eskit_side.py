@@ -151,18 +151,24 @@ async def read_all(
     async with eskit.open_store(_url(directory)) as store:
         async for _ in store.read_all(limit=10):
             pass
-        count, after = 0, 0
         start = time.perf_counter()
-        while True:
-            got = 0
-            async for event in store.read_all(after=after, limit=page):
-                got += 1
-                after = event.position
-            count += got
-            if got < page:
-                break
+        count, _ = await read_in_pages(store, page)
         elapsed = time.perf_counter() - start
     return Measurement(count, elapsed)
+
+
+async def read_in_pages(store: eskit.EventStore, page: int) -> tuple[int, int]:
+    """Read the whole log with ``read_all(after=checkpoint, limit=page)``, page after page:
+    the events read and the position of the last one."""
+    count, after = 0, 0
+    while True:
+        got = 0
+        async for event in store.read_all(after=after, limit=page):
+            got += 1
+            after = event.position
+        count += got
+        if got < page:
+            return count, after
 
 
 async def subscribe(directory: Path, items: list[Payload], per_stream: int) -> Measurement:

@@ -15,6 +15,7 @@ from pathlib import Path
 import eskit
 from benchmarks import postgres
 from benchmarks.common import Measurement, Payload, new_events, payloads, placements
+from benchmarks.eskit_side import read_in_pages
 from benchmarks.projection import TABLE, PgInvoiceTotals, counted_rows
 from eskit.projections import ProjectionRunner
 
@@ -103,16 +104,8 @@ async def read_all(
         async with eskit.open_store(postgres.store_url(schema)) as store:
             async for _ in store.read_all(limit=10):
                 pass
-            count, after = 0, 0
             start = time.perf_counter()
-            while True:
-                got = 0
-                async for event in store.read_all(after=after, limit=page):
-                    got += 1
-                    after = event.position
-                count += got
-                if got < page:
-                    break
+            count, after = await read_in_pages(store, page)
             elapsed = time.perf_counter() - start
             head = await store.last_position()
     return Measurement(count if after == head else 0, elapsed)
