@@ -13,6 +13,7 @@ from eskit.application import (
 from eskit.domain import Aggregate, Decider, EventRegistry, Model, applies
 from eskit.errors import (
     AggregateNotFound,
+    BrokerUnavailable,
     ConcurrencyError,
     DomainError,
     EskitError,
@@ -22,6 +23,7 @@ from eskit.errors import (
     StoreError,
     StoreUnavailable,
     StreamDeleted,
+    Unavailable,
     UnknownEventType,
     UnsupportedEventVersion,
     WrongExpectedVersion,
@@ -50,6 +52,7 @@ __all__ = [
     "AlsoAppend",
     "Append",
     "AppendResult",
+    "BrokerUnavailable",
     "CommandBus",
     "CommandContext",
     "CommandResult",
@@ -74,6 +77,7 @@ __all__ = [
     "StreamDeleted",
     "StreamMetadata",
     "StreamState",
+    "Unavailable",
     "UnknownEventType",
     "UnsupportedEventVersion",
     "WrongExpectedVersion",

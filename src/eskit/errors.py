@@ -54,9 +54,19 @@ class StoreClosed(StoreError):
     """The store is not open: use it inside ``async with eskit.open_store(url)``."""
 
 
-class StoreUnavailable(StoreError):
+class Unavailable(EskitError):
+    """A service (database, broker) could not be reached or dropped the connection.
+    Transient: the same call may succeed a moment later. Runners never blame an event for
+    it: they back off and retry, however long it takes."""
+
+
+class StoreUnavailable(StoreError, Unavailable):
     """The database could not be reached or dropped the connection. Transient: the same
     call may succeed a moment later (reads and subscriptions retry by themselves)."""
+
+
+class BrokerUnavailable(Unavailable):
+    """The message broker could not be reached or did not acknowledge in time."""
 
 
 class DomainError(EskitError):

@@ -22,7 +22,7 @@ from typing import Self
 
 import msgspec
 
-from eskit.errors import ProjectionError, StoreClosed, StoreUnavailable
+from eskit.errors import ProjectionError, StoreClosed, Unavailable
 from eskit.projections import state as st
 from eskit.projections.database import Database, SQLiteDatabase, database_for
 from eskit.projections.process import ProcessManager
@@ -297,7 +297,7 @@ class _Worker:
         if isinstance(projection, SQLProjection) and self.db.holds_log:
             try:
                 return await self._step_in_one_transaction(projection)
-            except (st.ProjectionMoved, StoreClosed, StoreUnavailable):
+            except (st.ProjectionMoved, StoreClosed, Unavailable):
                 raise  # not the handler's fault: the run loop reloads or backs off
             except Exception as error:  # a handler failed: event by event, with retries
                 log.warning(
@@ -372,8 +372,8 @@ class _Worker:
             await self._commit(events, position)
         except st.ProjectionMoved:
             await self.reload()
-        except (StoreClosed, StoreUnavailable):
-            raise  # the database, not the handler: the run loop backs off and retries
+        except (StoreClosed, Unavailable):
+            raise  # a database or broker, not the handler: the run loop backs off and retries
         except Exception as error:
             log.warning(
                 "projection %s: batch up to %d failed (%s); retrying event by event",
@@ -392,8 +392,8 @@ class _Worker:
                 except st.ProjectionMoved:
                     await self.reload()
                     return
-                except (StoreClosed, StoreUnavailable):
-                    raise  # never blame an event for a database that went away
+                except (StoreClosed, Unavailable):
+                    raise  # never blame an event for a database or broker that went away
                 except Exception as error:
                     if attempt == self.runner.retries:
                         await self._stuck(event, error)
