@@ -11,6 +11,7 @@ from eskit.projections.database import (
 )
 from eskit.projections.inline import InlineProjection, add_inline
 from eskit.projections.live import live_tables, read_live, write_live
+from eskit.projections.partitioned import PartitionedWorker
 from eskit.projections.process import ProcessManager
 from eskit.projections.projection import (
     Inbox,
@@ -28,6 +29,7 @@ __all__ = [
     "Inbox",
     "InlineProjection",
     "MemoryInbox",
+    "PartitionedWorker",
     "PostgresDatabase",
     "ProcessManager",
     "Projection",

@@ -1,0 +1,268 @@
+"""One projection run by several workers, in several processes or on several machines.
+
+Start a ``PartitionedWorker`` for the projection wherever there is capacity: the workers
+share its partitions (see ``leases``), each taking a fair share, renewing its leases with a
+heartbeat and giving partitions back when more workers join or when it stops. A worker that
+dies (or is paused) past its lease loses its partitions to the others; whatever it tries to
+commit afterwards is refused by the checkpoint statement and rolls back. Events of one
+stream are always in one partition, applied in order.
+
+Each worker reads the log from its lowest partition checkpoint and applies only its own
+partitions' events: reading is repeated per worker, applying is shared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable
+from types import TracebackType
+from typing import Self
+
+import msgspec
+
+from eskit.errors import StoreClosed
+from eskit.projections import leases
+from eskit.projections import state as st
+from eskit.projections.database import Database, database_for
+from eskit.projections.leases import Lease, LeaseLost, PartitionRow, partition_of
+from eskit.projections.projection import AnyProjection, SQLProjection, apply, physical_names
+from eskit.projections.runner import now
+from eskit.projections.sql import Connection, is_sqlite
+from eskit.store.base import EventStore
+from eskit.store.model import RecordedEvent
+
+log = logging.getLogger("eskit.projections")
+
+
+class PartitionedWorker:
+    """Applies its share of a projection's partitions; ``async with`` or start/stop."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        projection: AnyProjection,
+        *,
+        partitions: int = 16,
+        lease: float = 10.0,
+        worker: str | None = None,
+        database: Database | None = None,
+        backoff: float = 0.1,
+    ) -> None:
+        if not isinstance(partitions, int) or partitions < 1:
+            raise ValueError(f"partitions must be an int >= 1, got {partitions!r}")
+        if not lease > 0:
+            raise ValueError(f"lease must be a positive number of seconds, got {lease!r}")
+        self.store, self.projection = store, projection
+        self.count, self.lease, self.backoff = partitions, lease, backoff
+        self.worker = worker or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._owns_database = database is None
+        self.db = database or database_for(store)
+        self.held: dict[int, Lease] = {}
+        """The partitions this worker holds now."""
+        self.applied = 0
+        """Events this worker applied (committed)."""
+        self.rejected = 0
+        """Batches refused because a lease had been lost meanwhile (rolled back)."""
+        self.error: str | None = None
+        """The last failure of a batch, until a batch succeeds again."""
+        self._state: st.State | None = None
+        self._changed = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Create the partitions if this is the first worker, take a share, start."""
+        projection, count = self.projection, self.count
+        state = await self.db.write(lambda c: st.setup(c, projection, now()))
+        if state.version != projection.version:
+            raise ValueError(
+                f"projection {projection.name} is at version {state.version}, the code at"
+                f" {projection.version}: rebuild it first (eskit projections rebuild)"
+            )
+        await self.db.write(
+            lambda c: leases.prepare(c, projection.name, count, state.generation, state.position)
+        )
+        self._stopping.clear()
+        await self._heartbeat()
+        self._tasks = [
+            asyncio.create_task(self._beat(), name=f"lease:{projection.name}"),
+            asyncio.create_task(self._work(), name=f"partitions:{projection.name}"),
+        ]
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Finish the batch in hand, give the partitions back, close what it opened."""
+        self._stopping.set()
+        if self._tasks:
+            _, late = await asyncio.wait(self._tasks, timeout=grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._tasks = []
+        name, worker = self.projection.name, self.worker
+        try:
+            await self.db.write(lambda c: leases.release(c, name, worker, None))
+        except Exception:  # the leases expire by themselves
+            log.warning("projection %s: could not release partitions", name, exc_info=True)
+        self.held = {}
+        if self._owns_database:
+            await self.db.close()
+
+    async def partitions(self) -> list[PartitionRow]:
+        """Every partition of the projection as stored: checkpoint, owner, lease."""
+        name = self.projection.name
+        return await self.db.read(lambda c: leases.partitions(c, name))
+
+    # -- leases ---------------------------------------------------------------------------
+
+    async def _beat(self) -> None:
+        """Renew the leases a third of a lease apart, so one late beat loses nothing."""
+        while not self._stopping.is_set():
+            await _first(asyncio.sleep(self.lease / 3), self._stopping.wait())
+            if self._stopping.is_set():
+                return
+            try:
+                await self._heartbeat()
+            except StoreClosed:
+                return
+            except Exception:
+                log.warning("projection %s: heartbeat failed", self.projection.name, exc_info=True)
+
+    async def _heartbeat(self) -> None:
+        name, worker, count = self.projection.name, self.worker, self.count
+        ttl = int(self.lease * 1_000_000)
+
+        def run(conn: Connection) -> tuple[st.State, dict[int, Lease]]:
+            state = st.load(conn, name)
+            assert state is not None, "created in start()"
+            held = leases.heartbeat(
+                conn, name, worker, ttl, count, state.generation, state.position
+            )
+            return state, held
+
+        state, held = await self.db.write(run)
+        gained = set(held) - set(self.held)
+        self._state, self.held = state, held
+        if gained:
+            log.info("projection %s: %s took partitions %s", name, worker, sorted(gained))
+            self._changed.set()
+
+    # -- applying -------------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                if not self.held:
+                    self._changed.clear()
+                    await _first(self._changed.wait(), self._stopping.wait())
+                    continue
+                full = await self._step()
+                failures = 0
+                self.error = None
+                if not full:
+                    self._changed.clear()
+                    low = min(lease.position for lease in self.held.values())
+                    await _first(
+                        self.store.wait_for_events(low),
+                        self._changed.wait(),
+                        self._stopping.wait(),
+                    )
+            except LeaseLost as lost:
+                self.rejected += 1
+                log.warning("%s; batch rolled back", lost)
+                await self._heartbeat()
+            except StoreClosed:
+                return
+            except Exception as error:  # a handler, or a database that went away: retry
+                failures += 1
+                self.error = f"{type(error).__name__}: {error}"
+                pause = min(30.0, self.backoff * 2**failures)
+                log.exception("projection %s: retrying in %.1f s", self.projection.name, pause)
+                await _first(asyncio.sleep(pause), self._stopping.wait())
+                with contextlib.suppress(Exception):  # a lost lease may be why: look first
+                    await self._heartbeat()
+
+    async def _step(self) -> bool:
+        """Apply one page of the log to the partitions held; True if the page was full."""
+        projection, held, state = self.projection, dict(self.held), self._state
+        assert state is not None
+        low = min(lease.position for lease in held.values())
+        page = await self.store.read_page(
+            after=low, limit=projection.batch_size, types=projection.types
+        )
+        if page.next_after <= low:
+            return False
+        mine = self._mine(page.events, held)
+        await self._commit(state, held, mine, page.next_after)
+        for partition, lease in held.items():
+            current = self.held.get(partition)
+            if current is not None and current.generation == lease.generation:
+                position = max(current.position, page.next_after)
+                self.held[partition] = msgspec.structs.replace(current, position=position)
+        self.applied += len(mine)
+        return len(page.events) == projection.batch_size
+
+    def _mine(self, events: list[RecordedEvent], held: dict[int, Lease]) -> list[RecordedEvent]:
+        """The events of the partitions held, past each partition's own checkpoint."""
+        count = self.count
+        mine = []
+        for event in events:
+            lease = held.get(partition_of(event.stream, count))
+            if lease is not None and event.position > lease.position:
+                mine.append(event)
+        return mine
+
+    async def _commit(
+        self, state: st.State, held: dict[int, Lease], events: list[RecordedEvent], position: int
+    ) -> None:
+        """Apply ``events`` and move the held checkpoints to ``position``: one transaction
+        for a SQL projection (the lease check last, so its row locks are held briefly);
+        the handlers first, then the checkpoints, for any other."""
+        projection, name, worker = self.projection, self.projection.name, self.worker
+        timeout = int(self.lease * 2000)  # past a take-over, before the locks annoy anyone
+        if isinstance(projection, SQLProjection):
+            names = physical_names(state.tables, state.generation)
+
+            def run(conn: Connection) -> None:
+                if not is_sqlite(conn):  # a paused worker must not hold row locks for long
+                    conn.execute(f"SET LOCAL idle_in_transaction_session_timeout = {timeout}")
+                if events:
+                    apply(projection, conn, names, events)
+                leases.advance(conn, name, worker, held, position)
+
+            await self.db.write(run)
+        else:
+            if events:
+                await projection.handle_batch(events)
+            await self.db.write(lambda c: leases.advance(c, name, worker, held, position))
+
+
+async def _first(*waiting: Awaitable[object]) -> None:
+    """Wait until the first of ``waiting`` is done; cancel the others."""
+    tasks = [asyncio.ensure_future(w) for w in waiting]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*tasks, return_exceptions=True)
