@@ -157,7 +157,7 @@ def test_a_stuck_projection_fails_the_run_and_is_skipped(url: str) -> None:
     assert stuck.exit_code == 1
     assert "stuck: fragile" in stuck.stderr
     row = status_rows(url)["fragile"]
-    assert (row[4], row[8]) == ("stuck", "at 6 (Poison): RuntimeError: cannot digest poison")
+    assert (row[4], row[9]) == ("stuck", "at 6 (Poison): RuntimeError: cannot digest poison")
 
     skipped = invoke(["projections", "skip", url, "fragile", "--reason", "poison, ticket 12"])
 
@@ -222,3 +222,44 @@ def test_run_follows_until_sigterm_then_stops_gracefully(url: str) -> None:
     (row,) = rows(stdout)
     assert row[:5] == ["invoice_totals", "1", "5", "0", "stopped"]
     assert read_model(url) == [("invoice-1", 100), ("invoice-2", 0)]
+
+
+def test_work_runs_a_partitioned_worker_until_sigterm(url: str) -> None:
+    """A worker of a partitioned projection: it takes every partition (it is alone), builds
+    the read model, shows in ``status`` with its partitions, and gives them back on
+    SIGTERM."""
+    worker = ["projections", "work", url, "invoice_totals", "--app", APP]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "eskit.cli", *worker, "--partitions", "4", "--lease", "1"],
+        cwd=ROOT,
+        env={**os.environ, "COLUMNS": "200"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    watchdog = threading.Timer(60, process.kill)
+    watchdog.start()
+    try:
+        assert process.stderr is not None
+        assert "worker" in process.stderr.readline()
+        for _ in range(200):
+            status = status_rows(url).get("invoice_totals")
+            if status is not None and status[2] == "5":
+                break
+            threading.Event().wait(0.05)
+        assert status is not None
+        assert status[2:4] == ["5", "0"]
+        assert status[8] == "4 on 1"
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        watchdog.cancel()
+    assert process.returncode == 0, stderr
+    assert [row[2] for row in rows(stdout)] == ["free"] * 4
+    assert read_model(url) == [("invoice-1", 100), ("invoice-2", 0)]
+
+
+def test_work_refuses_an_unknown_projection(url: str) -> None:
+    result = invoke(["projections", "work", url, "nope", "--app", APP])
+    assert result.exit_code == 1
+    assert "has no projection named 'nope'" in result.output

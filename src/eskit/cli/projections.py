@@ -24,11 +24,13 @@ import eskit
 from eskit.cli.common import Url, cell, err, fail, opened, out, progress_bar, run, when
 from eskit.projections import (
     Database,
+    PartitionedWorker,
     Projection,
     ProjectionRunner,
     ProjectionStatus,
     SQLProjection,
     database_for,
+    leases,
 )
 from eskit.projections import state as st
 from eskit.projections.runner import now
@@ -65,6 +67,21 @@ class _Row(msgspec.Struct, frozen=True):
     state: st.State
     rebuild: st.Rebuild | None
     skips: int
+    partitions: list[leases.PartitionRow]
+
+    @property
+    def position(self) -> int:
+        """The checkpoint: the lowest partition's for a partitioned projection."""
+        if self.partitions:
+            return min(p.position for p in self.partitions)
+        return self.state.position
+
+    @property
+    def workers(self) -> str:
+        if not self.partitions:
+            return ""
+        owners = {p.owner for p in self.partitions if p.owner is not None}
+        return f"{len(self.partitions)} on {len(owners)}"
 
 
 @contextlib.asynccontextmanager
@@ -96,8 +113,9 @@ def status(url: Url, database: DatabasePath = None) -> None:
         out().print(Text(f"no projections have run on {url}"))
         return
     table = Table(title=f"projections of {url} (head {head})")
-    for column in ("name", "version", "position", "lag", "status", "updated", "rebuild", "skips"):
-        right = column in ("version", "position", "lag", "skips")
+    columns = ("name", "version", "position", "lag", "status", "updated", "rebuild", "skips")
+    for column in (*columns, "partitions"):
+        right = column in ("version", "position", "lag", "skips", "partitions")
         table.add_column(column, justify="right" if right else "left")
     table.add_column("error", overflow="fold")
     for row in rows:
@@ -109,12 +127,13 @@ def status(url: Url, database: DatabasePath = None) -> None:
         table.add_row(
             cell(state.name),
             cell(state.version),
-            cell(state.position),
-            cell(max(0, head - state.position)),
+            cell(row.position),
+            cell(max(0, head - row.position)),
             _styled(state.status),
             when(state.updated_at),
             progress,
             cell(row.skips),
+            cell(row.workers),
             cell(_error(state.error, state.error_position, state.error_type)),
         )
     out().print(table)
@@ -122,7 +141,10 @@ def status(url: Url, database: DatabasePath = None) -> None:
 
 async def _status(url: str, path: str | None) -> tuple[int, list[_Row]]:
     def read(conn: sqlite3.Connection) -> list[_Row]:
-        return [_Row(s, r, len(st.skips(conn, s.name))) for s, r in st.load_all(conn)]
+        return [
+            _Row(s, r, len(st.skips(conn, s.name)), leases.partitions(conn, s.name))
+            for s, r in st.load_all(conn)
+        ]
 
     async with _database(url, path) as (store, database):
         head = await store.last_position()
@@ -262,6 +284,62 @@ async def _follow(runner: ProjectionRunner) -> None:
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+
+
+@app.command()
+def work(
+    url: Url,
+    name: Name,
+    spec: AppSpec,
+    partitions: Annotated[
+        int, typer.Option(min=1, help="Partitions of the projection (fixed by its first worker).")
+    ] = 16,
+    lease: Annotated[
+        float, typer.Option(min=0.1, help="Seconds a worker holds partitions without a heartbeat.")
+    ] = 10.0,
+) -> None:
+    """Run one worker of a partitioned projection; start more, anywhere, to share the load.
+
+    Each worker takes a fair share of the partitions (streams by hash) and keeps it with
+    heartbeats; a worker that dies loses its share to the others after the lease. Stops on
+    Ctrl-C or SIGTERM, giving its partitions back.
+
+    Example: eskit projections work postgresql://db/app invoice_totals --app app:projections
+    """
+    rows = run(_work(url, name, spec, partitions, lease))
+    table = Table(title=f"partitions of {name}")
+    for column in ("partition", "position", "owner"):
+        table.add_column(column, justify="left" if column == "owner" else "right")
+    for row in rows:
+        table.add_row(cell(row.partition), cell(row.position), cell(row.owner or "free"))
+    out().print(table)
+
+
+async def _work(
+    url: str, name: str, spec: str, partitions: int, lease: float
+) -> list[leases.PartitionRow]:
+    async with opened(url) as store:
+        found = [p for p in await load_projections(spec, store) if p.name == name]
+        if not found:
+            raise ValueError(f"--app {spec} has no projection named {name!r}")
+        worker = PartitionedWorker(store, found[0], partitions=partitions, lease=lease)
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stopping.set)
+        await worker.start()
+        try:
+            err().print(Text(f"worker {worker.worker} of {name}; Ctrl-C or SIGTERM stops it"))
+            await stopping.wait()
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+            await worker.stop()
+        database = database_for(store)
+        try:  # as left: given back, for the next worker to take
+            return await database.read(lambda c: leases.partitions(c, name))
+        finally:
+            await database.close()
 
 
 @app.command()
