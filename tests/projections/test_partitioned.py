@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import eskit
-from eskit.projections import Database, PartitionedWorker, database_for
+from eskit.projections import Database, PartitionedWorker, ProjectionRunner, database_for
 from eskit.projections.leases import partition_of
 from tests.projections.models import store_url
 from tests.projections.partitioning import (
@@ -138,3 +138,34 @@ async def test_scaling_from_one_to_four_workers_and_back_while_events_flow(url: 
         for n in range(total):
             want[f"f-{n % 30}"] = want.get(f"f-{n % 30}", 0) + 1
         assert await ordered_counts(db) == want
+
+
+class OrderedV2(Ordered):
+    version = 2
+
+
+async def test_a_rebuild_moves_the_partitions_to_the_new_build(url: str) -> None:
+    """Workers of version 1 run while version 2 is rebuilt beside them; at the switch they
+    give their partitions up (their code is outdated) and version-2 workers go on from the
+    rebuilt build's position, each event applied once."""
+    async with opened(url) as (store, db), opened(url) as (other, _):
+        async with PartitionedWorker(store, Ordered(), partitions=4, lease=0.6) as old:
+            first = await fill(store, streams=6, each=5)
+            await all_at(db, "ordered", first)
+            async with ProjectionRunner(other, [OrderedV2()]) as runner:
+                await runner.rebuild("ordered")
+            await eventually(lambda: not old.held and old.error is not None)
+            assert "rebuilt at version 2" in (old.error or "")
+        last = await fill(store, streams=6, each=3)
+        async with PartitionedWorker(other, OrderedV2(), partitions=4, lease=0.6):
+            await all_at(db, "ordered", last)
+        assert await ordered_counts(db) == {f"s-{n}": 8 for n in range(6)}
+
+
+async def test_a_runner_refuses_to_follow_a_partitioned_projection(url: str) -> None:
+    async with opened(url) as (store, _):
+        async with PartitionedWorker(store, Ordered(), partitions=2):
+            pass
+        async with ProjectionRunner(store, [Ordered()]) as runner:
+            with pytest.raises(ValueError, match="is run by partitioned workers"):
+                await runner.wait_until(1)

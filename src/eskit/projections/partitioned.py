@@ -150,15 +150,25 @@ class PartitionedWorker:
         name, worker, count = self.projection.name, self.worker, self.count
         ttl = int(self.lease * 1_000_000)
 
+        version = self.projection.version
+
         def run(conn: Connection) -> tuple[st.State, dict[int, Lease]]:
             state = st.load(conn, name)
             assert state is not None, "created in start()"
+            if state.version != version:  # rebuilt by newer code: this worker's is outdated
+                leases.release(conn, name, worker, None)
+                return state, {}
             held = leases.heartbeat(
                 conn, name, worker, ttl, count, state.generation, state.position
             )
             return state, held
 
         state, held = await self.db.write(run)
+        if state.version != version:
+            self.error = (
+                f"projection {name} was rebuilt at version {state.version}; this worker runs"
+                f" version {version}: restart it with the new code"
+            )
         gained = set(held) - set(self.held)
         self._state, self.held = state, held
         if gained:

@@ -23,6 +23,7 @@ from typing import Self
 import msgspec
 
 from eskit.errors import ProjectionError, StoreClosed, Unavailable
+from eskit.projections import leases
 from eskit.projections import state as st
 from eskit.projections.database import Database, SQLiteDatabase, database_for
 from eskit.projections.process import ProcessManager
@@ -249,6 +250,11 @@ class _Worker:
         """Load (or create) the projection's state; rebuild first if its version changed."""
         projection = self.projection
         self.state = await self.db.write(lambda c: st.setup(c, projection, now()))
+        if await self.db.read(lambda c: leases.partitions(c, projection.name)):
+            raise ValueError(  # both would apply the same events
+                f"projection {projection.name} is run by partitioned workers"
+                " (eskit projections work); a runner may rebuild it, not follow it"
+            )
         if self.state.version != projection.version:
             if isinstance(projection, SQLProjection):
                 await self.rebuild(None)  # the old build keeps serving reads meanwhile
