@@ -6,7 +6,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from eskit.cli import copy, migrate, projections, streams, transfer
+from eskit.cli import copy, migrate, projections, relay, streams, transfer
 from eskit.cli.common import Url, opened, out, run
 from eskit.cli.trace import trace_command
 
@@ -44,6 +44,7 @@ app.command("export")(transfer.export)
 app.command("import")(transfer.import_)
 app.command("copy")(copy.copy)
 app.command("migrate")(migrate.migrate)
+app.command("relay")(relay.relay)
 
 
 def main() -> None:

@@ -1,0 +1,188 @@
+"""A projection fed from the relay's Redis stream (``{prefix}:events``), for deployments
+that have Redis and no NATS.
+
+A Redis stream has no partitions to spread over, so keeping each stream's order means one
+reader at a time: workers of one group take turns holding a **lease** (a Redis key with a
+time to live, renewed at every batch); the holder reads as the group's one consumer,
+``active``, and the others wait as standbys. Entries the previous holder read but never
+acked (it died) stay pending for ``active``, and the next holder reads those first. Each
+batch is applied with its event ids recorded in the read model's inbox, in one transaction
+(``consumer.apply_once``), then acked: repeats are dropped, never applied twice.
+
+Limits, plainly: no load sharing (use JetStream partitions for that); a holder paused past
+its lease (a long GC pause, a frozen VM) may commit one batch after its successor started,
+which can put two events of a stream out of order in the read model (never twice); a
+handler that keeps failing holds back every stream, and ``error`` says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from types import TracebackType
+from typing import Any, Self
+
+import redis.exceptions
+
+from eskit.brokers import message
+from eskit.brokers.redis import BODY, client, stream_key
+from eskit.errors import BrokerUnavailable
+from eskit.projections.consumer import apply_once, now, setup
+from eskit.projections.database import Database
+from eskit.projections.projection import SQLProjection, check_name
+
+log = logging.getLogger("eskit.projections.redis_consumer")
+READER = "active"
+"""The group's one consumer name: whoever holds the lease reads as it."""
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class RedisStreamConsumer:
+    """One worker applying ``projection`` from ``{prefix}:events``; start several with the
+    same ``group`` for a hot standby. Use ``async with`` or ``start()``/``stop()``."""
+
+    def __init__(
+        self,
+        url: str,
+        projection: SQLProjection,
+        database: Database,
+        *,
+        prefix: str = "eskit",
+        group: str | None = None,
+        batch_size: int = 100,
+        lease: float = 10.0,
+        block: float = 1.0,
+        backoff: float = 0.1,
+    ) -> None:
+        if not isinstance(projection, SQLProjection):
+            raise ValueError(f"a RedisStreamConsumer applies a SQLProjection, got {projection!r}")
+        if not block < lease / 2:
+            raise ValueError(f"block ({block} s) must be under half the lease ({lease} s)")
+        self.projection, self.database = projection, database
+        self.key = stream_key(message.check_prefix(prefix))
+        self.group = check_name(group or projection.name, "consumer group")
+        self.lease_key = f"{self.key}:lease:{self.group}"
+        self.batch_size, self.lease, self.block, self.backoff = batch_size, lease, block, backoff
+        self.token = uuid.uuid4().hex
+        self.holding = False
+        self.applied = 0
+        """Events this worker applied (repeats it dropped not counted)."""
+        self.repeats = 0
+        self.error: str | None = None
+        self._redis = client(url, timeout=block + 5.0)
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Set up the read model and the group; then follow in the background. Raises
+        ``BrokerUnavailable`` if Redis cannot be reached."""
+        projection = self.projection
+        await self.database.write(lambda c: setup(c, projection, now()))
+        try:
+            await self._redis.xgroup_create(self.key, self.group, id="0", mkstream=True)
+        except redis.exceptions.ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+        except redis.exceptions.RedisError as error:
+            raise BrokerUnavailable(f"Redis {self.key}: {error!r}") from error
+        self._stopping.clear()
+        self._task = asyncio.create_task(self._run(), name=f"{self.group}:redis")
+
+    async def stop(self) -> None:
+        """Finish the batch in hand, give the lease back, stop."""
+        self._stopping.set()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        with contextlib.suppress(redis.exceptions.RedisError):
+            if self.holding:
+                await self._redis.eval(_RELEASE, 1, self.lease_key, self.token)
+        self.holding = False
+        with contextlib.suppress(redis.exceptions.RedisError):
+            await self._redis.aclose()
+
+    async def _run(self) -> None:
+        failures, pending_first = 0, True
+        while not self._stopping.is_set():
+            try:
+                if not await self._hold():
+                    await self._pause(self.lease / 4)
+                    continue
+                entries = await self._read(pending_first)
+                if pending_first and not entries:
+                    pending_first = False  # nothing left over: read new entries from now on
+                    continue
+                if entries:
+                    await self._apply(entries)
+                failures, self.error = 0, None
+            except Exception as error:  # Redis away, the read model failing: retry later
+                failures, pending_first = failures + 1, True
+                self.error = f"{type(error).__name__}: {error}"
+                log.warning("consumer %s: %s (retrying)", self.group, self.error)
+                await self._pause(min(30.0, self.backoff * 2**failures))
+
+    async def _hold(self) -> bool:
+        """Take or renew the lease; False while another worker holds it."""
+        ttl = int(self.lease * 1000)
+        if self.holding:
+            self.holding = bool(await self._redis.eval(_RENEW, 1, self.lease_key, self.token, ttl))
+        if not self.holding:
+            self.holding = bool(await self._redis.set(self.lease_key, self.token, nx=True, px=ttl))
+        return self.holding
+
+    async def _read(self, pending: bool) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """Entries left pending for ``active`` (``pending``), or new ones (waiting up to
+        ``block`` seconds)."""
+        found: Any = await self._redis.xreadgroup(
+            self.group,
+            READER,
+            {self.key: "0" if pending else ">"},
+            count=self.batch_size,
+            block=None if pending else int(self.block * 1000),
+        )
+        return list(found[0][1]) if found else []
+
+    async def _apply(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        events, ids = [], []
+        for entry_id, fields in entries:
+            ids.append(entry_id)
+            try:
+                events.append(message.decode(fields[BODY.encode()]))
+            except (KeyError, ValueError) as error:  # not an event: nothing to retry
+                log.error("consumer %s: dropped entry %r: %s", self.group, entry_id, error)
+        projection, group = self.projection, self.group
+        if events:
+            fresh = await self.database.write(lambda c: apply_once(c, group, projection, events))
+            self.applied += fresh
+            self.repeats += len(events) - fresh
+        await self._redis.xack(self.key, self.group, *ids)
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()

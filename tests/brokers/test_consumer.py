@@ -1,0 +1,162 @@
+"""Broker-fed projections against the machine's NATS: workers share the load, keep each
+stream's order, and apply every event once (repeats the broker stored included), into
+SQLite and PostgreSQL read models."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import pytest
+
+import eskit
+from eskit.brokers import message
+from eskit.brokers.nats import MSG_ID, NatsPublisher, connect, subject
+from eskit.errors import BrokerUnavailable
+from eskit.projections import Database, SQLiteDatabase, database_for
+from eskit.projections.consumer import JetStreamConsumer, drop_consumer
+from tests import postgres, services
+from tests.brokers.fixtures import append_events, counts, relay_to_head, until
+from tests.brokers.models import PgStreamLog, StreamLog
+from tests.brokers.reading import delete_nats_stream
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[eskit.EventStore]:
+    async with eskit.open_store(f"sqlite:///{tmp_path}/events.db") as opened:
+        yield opened
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    url, name = services.nats_url(), services.unique("t")
+    yield name
+    await delete_nats_stream(url, name)
+
+
+async def until_applied(workers: Sequence[JetStreamConsumer], total: int) -> None:
+    await until(lambda: sum(w.applied for w in workers) >= total)
+
+
+async def test_workers_share_partitions_and_keep_stream_order(
+    store: eskit.EventStore, prefix: str, tmp_path: Path
+) -> None:
+    per_stream = await append_events(store, 300)
+    publisher = NatsPublisher(services.nats_url(), prefix, partitions=6)
+    await relay_to_head(store, publisher)
+    await publisher.close()
+    databases = [SQLiteDatabase(tmp_path / "read.db") for _ in range(2)]
+    workers = [
+        JetStreamConsumer(services.nats_url(), StreamLog(), db, prefix=prefix) for db in databases
+    ]
+    try:
+        for worker in workers:
+            await worker.start()
+        await until_applied(workers, 300)
+        statuses = await workers[0].status()
+    finally:
+        for worker in workers:
+            await worker.stop()
+    found, errors = await counts(databases[0])
+    for db in databases:
+        await db.close()
+    assert found == per_stream
+    assert errors == []
+    assert all(w.applied > 0 for w in workers), "both workers took part"
+    assert sum(w.repeats for w in workers) == 0
+    assert [s.partition for s in statuses] == list(range(6))
+    assert all(s.pending == 0 and s.error is None for s in statuses)
+
+
+async def test_repeats_stored_after_the_duplicate_window_are_applied_once(
+    store: eskit.EventStore, prefix: str, tmp_path: Path
+) -> None:
+    """The broker's dedupe window expired and it stored events again: the inbox, written
+    in the read model's transaction, drops them."""
+    per_stream = await append_events(store, 40, streams=4)
+    publisher = NatsPublisher(services.nats_url(), prefix, partitions=2, duplicate_window=0.3)
+    await relay_to_head(store, publisher)
+    await publisher.close()
+    await asyncio.sleep(0.4)
+    events = [e async for e in store.read_all()]
+    client = await connect(services.nats_url())
+    js = client.jetstream()
+    for event in events[:25]:  # the same messages again, same Nats-Msg-Id
+        headers = message.headers(event) | {MSG_ID: str(event.id)}
+        ack = await js.publish(subject(prefix, event, 2), message.body(event), headers=headers)
+        assert not ack.duplicate, "the window has expired: NATS stores the repeat"
+    await client.close()
+    database = SQLiteDatabase(tmp_path / "read.db")
+    async with JetStreamConsumer(services.nats_url(), StreamLog(), database, prefix=prefix) as w:
+        await until(lambda: w.applied + w.repeats >= 65)
+    found, errors = await counts(database)
+    await database.close()
+    assert found == per_stream
+    assert errors == []
+    assert (w.applied, w.repeats) == (40, 25)
+
+
+async def test_postgresql_read_model(store: eskit.EventStore, prefix: str) -> None:
+    per_stream = await append_events(store, 60, streams=5)
+    publisher = NatsPublisher(services.nats_url(), prefix, partitions=3)
+    await relay_to_head(store, publisher)
+    await publisher.close()
+    async with eskit.open_store(postgres.store_url()) as pg_store:
+        database: Database = database_for(pg_store)
+        workers = [
+            JetStreamConsumer(services.nats_url(), PgStreamLog(), database, prefix=prefix),
+            JetStreamConsumer(
+                services.nats_url(), PgStreamLog(), database_for(pg_store), prefix=prefix
+            ),
+        ]
+        try:
+            for worker in workers:
+                await worker.start()
+            await until_applied(workers, 60)
+        finally:
+            for worker in workers:
+                await worker.stop()
+                await worker.database.close()
+        found, errors = await counts(database)
+        await database.close()
+    assert found == per_stream
+    assert errors == []
+
+
+async def test_a_new_version_is_refused_until_reset(
+    store: eskit.EventStore, prefix: str, tmp_path: Path
+) -> None:
+    await append_events(store, 5, streams=2)
+    publisher = NatsPublisher(services.nats_url(), prefix, partitions=1)
+    await relay_to_head(store, publisher)
+    await publisher.close()
+    database = SQLiteDatabase(tmp_path / "read.db")
+    async with JetStreamConsumer(services.nats_url(), StreamLog(), database, prefix=prefix) as w:
+        await until_applied([w], 5)
+
+    class StreamLogV2(StreamLog):
+        name = "stream_log"
+        version = 2
+
+    v2 = JetStreamConsumer(services.nats_url(), StreamLogV2(), database, prefix=prefix)
+    with pytest.raises(ValueError, match="built by version 1, not 2"):
+        await v2.start()
+    await database.write(lambda c: drop_consumer(c, StreamLogV2()))
+    await v2.forget()
+    async with v2:
+        await until_applied([v2], 5)  # replayed from the stream's start
+    assert sum((await counts(database))[0].values()) == 5
+    await database.close()
+
+
+async def test_a_worker_started_before_the_relay_says_so(prefix: str, tmp_path: Path) -> None:
+    database = SQLiteDatabase(tmp_path / "read.db")
+    worker = JetStreamConsumer(services.nats_url(), StreamLog(), database, prefix=prefix)
+    with pytest.raises(BrokerUnavailable, match="start the relay first"):
+        await worker.start()
+    await database.close()
+    with pytest.raises(ValueError, match="applies a SQLProjection"):
+        JetStreamConsumer(services.nats_url(), object(), database)  # type: ignore[arg-type]
