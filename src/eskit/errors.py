@@ -114,6 +114,12 @@ class ConcurrencyError(DomainError):
         )
 
 
+class PrivacyError(EskitError):
+    """Encrypted fields could not be sealed or opened: no keyring, a master key that does
+    not match, or a ciphertext that was altered or moved to another event or field. (A
+    forgotten subject is not an error: its fields read as their mask.)"""
+
+
 class ProjectionError(EskitError):
     """A projection could not apply an event."""
 

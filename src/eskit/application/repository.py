@@ -13,13 +13,16 @@ import asyncio
 import dataclasses
 import datetime as dt
 import logging
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from eskit.domain.events import SCHEMA_VERSION, EventRegistry
 from eskit.domain.model import Model
+from eskit.domain.sensitive import holds_sealed
 from eskit.errors import AggregateNotFound
 from eskit.store.base import EventStore
+from eskit.store.ids import new_event_ids
 from eskit.store.model import (
     NO_STREAM,
     Append,
@@ -88,10 +91,11 @@ class Repository(Generic[S]):
                     log.exception("ignoring the unreadable snapshot of %s", stream)
         if state is None:
             state = model.initial_state()
-        evolve, decode_old, current_types = (
+        evolve, decode_old, current_types, opener = (
             model.evolve,
             self.events.decode_old,
             self.events.current(),
+            self.events.opener(),  # None unless events may hold encrypted fields
         )
         start = None if current is None else current + 1
         if version is None or current is None or version > current:
@@ -100,6 +104,8 @@ class Repository(Generic[S]):
                     at is not None and recorded.recorded_at > at
                 ):
                     break
+                if opener is not None:
+                    recorded = opener(recorded)
                 known = current_types.get(recorded.type)
                 if known is not None and known[0] == recorded.metadata.get(SCHEMA_VERSION, 1):
                     state = evolve(state, known[1](recorded.data))  # today's type: no upcasting
@@ -136,7 +142,8 @@ class Repository(Generic[S]):
         appends, start = [], 0
         for name, batch, expected in batches:
             batch_ids = None if ids is None else ids[start : start + len(batch)]
-            appends.append(Append(name, self.to_new_events(batch, metadata, batch_ids), expected))
+            new_events = self.to_new_events(batch, metadata, batch_ids, stream=name)
+            appends.append(Append(name, new_events, expected))
             start += len(batch)
         if not appends:
             return None
@@ -156,19 +163,22 @@ class Repository(Generic[S]):
         events: Sequence[object],
         metadata: Mapping[str, Any] | None = None,
         ids: Sequence[Any] | None = None,
+        *,
+        stream: str | None = None,
     ) -> list[NewEvent]:
-        """Typed events as envelopes: registered name, data, metadata with schema version."""
+        """Typed events as envelopes: registered name, data, metadata with schema version.
+
+        Events with sensitive fields need the ``stream`` they go to, and get an id now if
+        they have none: their ciphertext is bound to both."""
         base = dict(metadata or {})
         envelopes = []
         for i, event in enumerate(events):
-            entry, data = self.events.encode(event)
+            event_id = None if ids is None else ids[i]
+            if event_id is None and self.events.type_of(event).sensitive:
+                event_id = uuid.UUID(bytes=new_event_ids(1)[0])
+            entry, data = self.events.encode(event, stream=stream, event_id=event_id)
             envelopes.append(
-                NewEvent(
-                    entry.name,
-                    data,
-                    {**base, SCHEMA_VERSION: entry.version},
-                    None if ids is None else ids[i],
-                )
+                NewEvent(entry.name, data, {**base, SCHEMA_VERSION: entry.version}, event_id)
             )
         return envelopes
 
@@ -198,10 +208,27 @@ class Repository(Generic[S]):
     async def _snapshot(self, snapshot: Snapshot) -> None:
         """Store a snapshot; a failure is logged and counted, never raised to a command."""
         try:
+            if self.events.opener() is not None and await self._folds_encrypted(snapshot):
+                log.info("no snapshot of %s: its events hold encrypted fields", snapshot.stream)
+                return
             await self.store.save_snapshot(snapshot)
         except Exception:
             self.snapshot_failures += 1
             log.exception("snapshot of %s at version %d failed", snapshot.stream, snapshot.version)
+
+    async def _folds_encrypted(self, snapshot: Snapshot) -> bool:
+        """Whether the state folds in encrypted fields, which a snapshot would hold in
+        plaintext (and keep after the subject is forgotten): such aggregates are never
+        snapshotted. Only the events since the previous snapshot are read, as a snapshot
+        is only ever taken of events without encrypted fields."""
+        previous = await self.store.load_snapshot(snapshot.stream, snapshot.snapshot_version)
+        start = 0 if previous is None else previous.version + 1
+        async for recorded in self.store.read_stream(snapshot.stream, from_version=start):
+            if recorded.version > snapshot.version:
+                break
+            if holds_sealed(recorded.data):
+                return True
+        return False
 
     async def wait_for_snapshots(self) -> None:
         """Wait until the snapshots started so far are stored (for tests and shutdown)."""

@@ -3,20 +3,23 @@
 An event class is registered under a name and a version that are stored with each event,
 never under its module path, so classes can move and be renamed freely. Old versions are
 brought up to date at read time by upcasters (``eskit.domain.upcasting``); stored events are
-never rewritten.
+never rewritten. Fields marked ``Sensitive`` (``eskit.domain.sensitive``) are stored
+encrypted by the cipher given to ``encrypt_with`` and decrypted before anything else.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, Final, TypeVar
 
 import msgspec
 
+from eskit.domain.sensitive import FieldCipher, SensitiveField, holds_sealed, sensitive_fields
 from eskit.domain.upcasting import Upcasters
-from eskit.errors import UnknownEventType, UnsupportedEventVersion
+from eskit.errors import PrivacyError, UnknownEventType, UnsupportedEventVersion
 from eskit.store import rules
 from eskit.store.model import JSONObject, RecordedEvent
 
@@ -35,6 +38,8 @@ class EventType:
     cls: type[Any]
     encode: Callable[[Any], JSONObject]
     decode: Callable[[JSONObject], Any]
+    sensitive: tuple[SensitiveField, ...] = ()
+    """Fields stored encrypted (``eskit.domain.sensitive``)."""
 
 
 class EventRegistry:
@@ -54,7 +59,15 @@ class EventRegistry:
     def __init__(self) -> None:
         self._by_class: dict[type[Any], EventType] = {}
         self._by_name: dict[str, EventType] = {}
+        self._masks: dict[str, dict[str, Any]] = {}
         self.upcasters = Upcasters()
+        self.cipher: FieldCipher | None = None
+        """Encrypts and decrypts sensitive fields; set it with ``encrypt_with``."""
+
+    def encrypt_with(self, cipher: FieldCipher | None) -> None:
+        """Store sensitive fields encrypted by ``cipher`` (an ``eskit.privacy.Keyring``) and
+        decrypt them on every read: ``decode``, ``upcast`` and ``open``."""
+        self.cipher = cipher
 
     def register(self, name: str, version: int = 1) -> Callable[[type[E]], type[E]]:
         """Class decorator: store instances of the class as ``name`` at schema ``version``."""
@@ -69,8 +82,10 @@ class EventRegistry:
             if cls in self._by_class and self._by_class[cls].name != name:
                 raise ValueError(f"{cls.__qualname__} is already registered as a different type")
             encode, decode = _codec(cls)
-            entry = EventType(name, version, cls, encode, decode)
+            entry = EventType(name, version, cls, encode, decode, sensitive_fields(cls))
             self._by_class[cls] = self._by_name[name] = entry
+            if entry.sensitive:
+                self._masks[name] = {field.name: field.mask for field in entry.sensitive}
             return cls
 
         return add
@@ -100,18 +115,61 @@ class EventRegistry:
         except KeyError:
             raise UnknownEventType(name) from None
 
-    def encode(self, event: object) -> tuple[EventType, JSONObject]:
-        """The registration of ``event`` and its data as a JSON object."""
+    def encode(
+        self, event: object, *, stream: str | None = None, event_id: uuid.UUID | None = None
+    ) -> tuple[EventType, JSONObject]:
+        """The registration of ``event`` and its data as a JSON object.
+
+        Sensitive fields are encrypted, bound to ``stream`` and ``event_id``: an event
+        with sensitive fields needs both, and a cipher (``PrivacyError`` otherwise).
+        """
         entry = self.type_of(event)
-        return entry, entry.encode(event)
+        data = entry.encode(event)
+        if not entry.sensitive:
+            return entry, data
+        if self.cipher is None:
+            raise PrivacyError(
+                f"{entry.name} has sensitive fields: give the registry a keyring"
+                " (events.encrypt_with(keyring)) to store them encrypted"
+            )
+        if stream is None or event_id is None:
+            raise PrivacyError(
+                f"{entry.name} has sensitive fields: encoding it needs the stream and the"
+                " event id its ciphertext is bound to"
+            )
+        return entry, self.cipher.seal(entry.sensitive, data, stream, event_id)
+
+    def open(self, recorded: RecordedEvent) -> RecordedEvent:
+        """The stored event with its encrypted fields decrypted (masked if forgotten).
+
+        Unchanged without encrypted fields. Raises ``PrivacyError`` when it holds some and
+        the registry has no cipher, or when a ciphertext was altered or moved.
+        """
+        if self.cipher is None:
+            if self._masks and holds_sealed(recorded.data):  # sensitive types, no keyring
+                raise PrivacyError(
+                    f"event {recorded.id} of {recorded.stream!r} holds encrypted fields:"
+                    " give the registry a keyring (events.encrypt_with(keyring)) to read them"
+                )
+            return recorded
+        data = self.cipher.open(
+            recorded.data, recorded.stream, recorded.id, self._masks.get(recorded.type, {})
+        )
+        return recorded if data is recorded.data else msgspec.structs.replace(recorded, data=data)
+
+    def opener(self) -> Callable[[RecordedEvent], RecordedEvent] | None:
+        """``open``, or None when no event can hold encrypted fields (replays skip it)."""
+        return None if self.cipher is None and not self._masks else self.open
 
     def decode(self, recorded: RecordedEvent) -> list[Any]:
         """Today's events for a stored one: upcast from its stored version, then decoded.
 
         Usually one event; an upcaster may split an event into several or drop it (none).
         Raises ``UnknownEventType`` or ``UnsupportedEventVersion`` (a version newer than
-        this code knows, e.g. written by a newer deployment).
+        this code knows, e.g. written by a newer deployment). Encrypted fields are
+        decrypted first (``open``).
         """
+        recorded = self.open(recorded)
         version = recorded.metadata.get(SCHEMA_VERSION, 1)
         entry = self._by_name.get(recorded.type)
         if entry is not None and version == entry.version:  # the common case, kept cheap
@@ -119,7 +177,8 @@ class EventRegistry:
         return self.decode_old(recorded)
 
     def decode_old(self, recorded: RecordedEvent) -> list[Any]:
-        """``decode`` for an event that is not of a current type and version: upcast it."""
+        """``decode`` for an event that is not of a current type and version: upcast it.
+        Expects an event already ``open``-ed."""
         version = recorded.metadata.get(SCHEMA_VERSION, 1)
         return [
             self.by_name(name).decode(data)
@@ -129,7 +188,8 @@ class EventRegistry:
     def upcast(self, recorded: RecordedEvent) -> list[RecordedEvent]:
         """The stored event in today's schema, still as an envelope with JSON data: what
         read models want. Renamed, split or dropped by the upcasters; a type this registry
-        does not know passes through unchanged."""
+        does not know passes through unchanged. Encrypted fields are decrypted (``open``)."""
+        recorded = self.open(recorded)
         version = recorded.metadata.get(SCHEMA_VERSION, 1)
         entry = self._by_name.get(recorded.type)
         if entry is None and not self.upcasters.knows(recorded.type):

@@ -1,0 +1,125 @@
+"""``eskit forget`` and ``eskit keys`` on real files: forget records and masks, rotation
+re-wraps with the new master key, and mistakes are one clear error line."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+import eskit
+from eskit.application import Repository
+from eskit.privacy import FORGOTTEN, FORGOTTEN_STREAM, Keyring, MasterKey, open_keystore
+from tests.cli.conftest import invoke
+from tests.privacy import events as examples
+
+
+@pytest.fixture
+def files(tmp_path: Path, master: MasterKey) -> tuple[str, str]:
+    """A store with two customers' encrypted events and its key store file."""
+    url, keys = f"sqlite:///{tmp_path}/events.db", f"sqlite:///{tmp_path}/keys.db"
+
+    async def fill() -> None:
+        keyring = Keyring(open_keystore(keys), master)
+        events = examples.registry()
+        events.encrypt_with(keyring)
+        async with eskit.open_store(url) as store:
+            customers = Repository(store, events, examples.Customer.model())
+            for customer_id in ("c-1", "c-2"):
+                await customers.save(
+                    customer_id, [examples.CustomerRenamed(f"{customer_id} name")], eskit.NO_STREAM
+                )
+        keyring.close()
+
+    asyncio.run(fill())
+    return url, keys
+
+
+def names(url: str, keys: str, master: MasterKey) -> list[str]:
+    async def read() -> list[str]:
+        keyring = Keyring(open_keystore(keys), master)
+        events = examples.registry()
+        events.encrypt_with(keyring)
+        try:
+            async with eskit.open_store(url) as store:
+                return [
+                    e.name
+                    async for r in store.read_all(category="customer")
+                    for e in events.decode(r)
+                ]
+        finally:
+            keyring.close()
+
+    return asyncio.run(read())
+
+
+def test_forget_deletes_the_key_and_records_it(files: tuple[str, str], master: MasterKey) -> None:
+    url, keys = files
+    result = invoke(["forget", url, "c-1", "--keys", keys, "--by", "dpo", "--reason", "r-42", "-y"])
+    assert result.exit_code == 0, result.output
+    assert (
+        "subject c-1 forgotten; recorded at position 3 in stream privacy-forgotten" in result.output
+    )
+    assert names(url, keys, master) == [FORGOTTEN, "c-2 name"]
+
+    async def record() -> eskit.RecordedEvent:
+        async with eskit.open_store(url) as store:
+            return await anext(aiter(store.read_stream(FORGOTTEN_STREAM)))
+
+    assert asyncio.run(record()).data["by"] == "dpo"
+
+
+def test_forget_asks_before_deleting(files: tuple[str, str], master: MasterKey) -> None:
+    url, keys = files
+    result = invoke(["forget", url, "c-1", "--keys", keys], input="n\n")
+    assert result.exit_code == 1
+    assert names(url, keys, master) == ["c-1 name", "c-2 name"]
+
+
+def test_forget_refuses_the_event_store_as_key_store(files: tuple[str, str]) -> None:
+    url, _ = files
+    result = invoke(["forget", url, "c-1", "--keys", url, "-y"])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        "error: the key store must not be the event store: give --keys its own URL"
+    )
+
+
+def test_rotate_rewraps_with_the_new_master_key(
+    files: tuple[str, str], master: MasterKey, tmp_path: Path
+) -> None:
+    url, keys = files
+    new = MasterKey.generate()
+    (tmp_path / "new.key").write_text(new.text())
+    (tmp_path / "old.key").write_text(master.text())
+    result = invoke(
+        [
+            *("keys", "rotate", keys, "--master-key-file", str(tmp_path / "new.key")),
+            *("--previous-key-file", str(tmp_path / "old.key")),
+        ]
+    )
+    assert result.exit_code == 0, result.output
+    assert f"2 subject keys re-wrapped with master key {new.id}" in result.output
+    assert names(url, keys, new) == ["c-1 name", "c-2 name"]
+
+    status = invoke(["keys", "status", keys])
+    assert status.exit_code == 0
+    assert new.id in status.output
+    assert master.id not in status.output
+
+
+def test_rotate_without_the_old_key_says_which_it_needs(
+    files: tuple[str, str], master: MasterKey, tmp_path: Path
+) -> None:
+    _, keys = files
+    (tmp_path / "new.key").write_text(MasterKey.generate().text())
+    result = invoke(["keys", "rotate", keys, "--master-key-file", str(tmp_path / "new.key")])
+    assert result.exit_code == 1
+    assert f"wrapped by master key {master.id}, which this keyring does not have" in result.stderr
+
+
+def test_generate_prints_a_usable_master_key() -> None:
+    result = invoke(["keys", "generate"])
+    assert result.exit_code == 0
+    assert len(MasterKey.from_text(result.stdout).secret) == 32
