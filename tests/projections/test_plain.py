@@ -104,3 +104,15 @@ async def test_without_an_inbox_delivery_is_at_least_once(
     await deliver(store, again, readmodels)
 
     assert len(again.sent) == 3
+
+
+async def test_catching_up_a_started_runner_delivers_each_event_once(
+    store: eskit.EventStore,
+) -> None:
+    """``run_until_caught_up`` on a runner already following waits for it instead of
+    reading the same batches a second time."""
+    await append_each(store, WRITTEN * 50)
+    mailer = Mailer()
+    async with ProjectionRunner(store, [mailer]) as runner:
+        await runner.run_until_caught_up()
+    assert mailer.sent == [e for e in WRITTEN * 50 if e[1] != "Other"]

@@ -130,8 +130,13 @@ class ProjectionRunner:
         self._own_databases.clear()
 
     async def run_until_caught_up(self) -> None:
-        """Bring every projection up to the current head once, without following."""
+        """Bring every projection up to the current head once, without following. On a
+        started runner, wait for its tasks to get there instead: a second reader of the same
+        batches would hand a plain projection's handlers each event twice."""
         head = await self.store.last_position()
+        if any(w.task is not None and not w.task.done() for w in self.workers.values()):
+            await self.wait_until(head)
+            return
         for worker in self.workers.values():
             await worker.prepare()
             await worker.catch_up(until=head)
