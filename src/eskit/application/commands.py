@@ -108,6 +108,8 @@ class CommandBus:
         self.max_attempts = max_attempts
         self.backoff = backoff
         self.middleware = list(middleware)
+        self.on_retry: Callable[[CommandContext, int], None] | None = None
+        """Called before a command is decided again after a conflict (metrics)."""
         self._routes: dict[type[Any], _Route[Any]] = {}
         self._repositories: dict[int, Repository[Any]] = {}
 
@@ -236,6 +238,8 @@ class CommandBus:
                 return CommandResult(stream, result.last_version, result.last_position, events)
             if attempt == self.max_attempts:
                 raise ConcurrencyError(stream, attempt)
+            if self.on_retry is not None:
+                self.on_retry(context, attempt)
             await asyncio.sleep(min(1.0, random.uniform(0, self.backoff * 2**attempt)))
         raise AssertionError("unreachable")
 

@@ -16,9 +16,10 @@ import datetime as dt
 import logging
 import random
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self
 
 import msgspec
 
@@ -62,6 +63,13 @@ class ProjectionStatus(msgspec.Struct, frozen=True):
         return max(0, self.head - self.position)
 
 
+class BatchObserver(Protocol):
+    """Told of every batch a projection committed (metrics, traces)."""
+
+    def batched(self, projection: str, events: Sequence[RecordedEvent], started: int) -> None:
+        """``started``: when the batch began, in nanoseconds since 1970."""
+
+
 class ProjectionRunner:
     """Runs projections over a store; use ``async with`` or ``start()``/``stop()``."""
 
@@ -85,6 +93,8 @@ class ProjectionRunner:
         self.workers = {p.name: _Worker(self, p, self._database_of(p)) for p in projections}
         self._progress = asyncio.Condition()
         self._stopping = asyncio.Event()
+        self.observer: BatchObserver | None = None
+        """Told of every committed batch, when set (``eskit.observability.instrument``)."""
 
     def _own(self, database: Database) -> Database:
         self._own_databases.append(database)
@@ -325,6 +335,7 @@ class _Worker:
         round trip to the writer thread instead of a read and then a write."""
         state, after, at = self._state, self.reached, now()
         names = physical_names(state.tables, state.generation)
+        started = time.time_ns()
 
         def run(conn: sqlite3.Connection) -> Page | None:
             page = self.db.page_in(conn, after, projection.batch_size, projection.types)
@@ -336,6 +347,7 @@ class _Worker:
         page = await self.db.write(run)
         assert page is not None, "the database holds the log"
         self._committed(state, page.next_after, stored=bool(page.events))
+        self._observe(page.events, started)
         await self.runner.notify()
         return len(page.events) == projection.batch_size
 
@@ -417,7 +429,7 @@ class _Worker:
         """Apply ``events`` and move the checkpoint to ``position``: one transaction for a
         SQL projection; handlers first, then the checkpoint, for any other."""
         projection, state = self.projection, self._state
-        name, at = state.name, now()
+        name, at, started = state.name, now(), time.time_ns()
         if isinstance(projection, SQLProjection):
             names = physical_names(state.tables, state.generation)
 
@@ -432,6 +444,12 @@ class _Worker:
                 await projection.handle_batch(events)
             await self.db.write(lambda c: st.advance(c, name, state, position, at))
         self._committed(state, position, stored=True)
+        self._observe(events, started)
+
+    def _observe(self, events: list[RecordedEvent], started: int) -> None:
+        observer = self.runner.observer
+        if observer is not None and events:
+            observer.batched(self.projection.name, events, started)
 
     def _committed(self, loaded: st.State, position: int, stored: bool) -> None:
         """Take note that everything up to ``position`` is applied (and the checkpoint

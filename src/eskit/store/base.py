@@ -12,8 +12,9 @@ import asyncio
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self
 
 from eskit.errors import StoreClosed, StoreUnavailable
 from eskit.store import rules
@@ -37,6 +38,13 @@ Clock = Callable[[], dt.datetime]
 def utc_now() -> dt.datetime:
     """The default clock: the current time, timezone-aware UTC."""
     return dt.datetime.now(dt.UTC)
+
+
+class AppendObserver(Protocol):
+    """Watches appends (metrics, traces): entered before an append, left when it commits
+    or fails (see ``eskit.observability``)."""
+
+    def append(self, appends: Sequence[PreparedAppend]) -> AbstractContextManager[None]: ...
 
 
 class EventStore(abc.ABC):
@@ -65,6 +73,8 @@ class EventStore(abc.ABC):
     """Events fetched per round trip by reads and subscriptions (memory stays bounded)."""
     poll_interval: float = 0.1
     """Seconds between checks for events written by other processes."""
+    observer: AppendObserver | None = None
+    """Told of every append, when set (``eskit.observability.instrument``)."""
 
     def __init__(
         self, *, max_event_size: int = rules.DEFAULT_MAX_EVENT_SIZE, clock: Clock = utc_now
@@ -125,7 +135,7 @@ class EventStore(abc.ABC):
         """
         prepared = rules.prepare_append(stream, events, expected_version, self.max_event_size)
         self._check_open()
-        (result,) = await self._append_many([prepared])
+        (result,) = await self._append_observed([prepared])
         return result
 
     async def append_many(self, appends: Sequence[Append]) -> list[AppendResult]:
@@ -142,7 +152,14 @@ class EventStore(abc.ABC):
         """
         prepared = rules.prepare_many(appends, self.max_event_size)
         self._check_open()
-        return await self._append_many(prepared)
+        return await self._append_observed(prepared)
+
+    async def _append_observed(self, prepared: list[PreparedAppend]) -> list[AppendResult]:
+        observer = self.observer
+        if observer is None:
+            return await self._append_many(prepared)
+        with observer.append(prepared):
+            return await self._append_many(prepared)
 
     async def delete_stream(self, stream: str, expected_version: ExpectedVersion = ANY) -> None:
         """Soft-delete: the stream reads as empty and absent; a later append continues its

@@ -1,0 +1,148 @@
+"""Metrics and spans of an instrumented application: the invoicing example's bus, a SQLite
+store and a runner with its read models, scraped as Prometheus text and traced with the
+OpenTelemetry SDK's in-memory exporter."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from examples.invoicing.app import invoicing
+from examples.invoicing.commands import AddInvoiceLine, CreateInvoice
+from examples.invoicing.invoice import InvoiceError
+from examples.invoicing.read_models import CustomerBalances, InvoiceList
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+import eskit
+from eskit.observability import Metrics, instrument
+from eskit.projections import ProjectionRunner
+
+pytestmark = pytest.mark.anyio
+
+EXPORTER = InMemorySpanExporter()
+
+
+@pytest.fixture(scope="module")
+def spans() -> InMemorySpanExporter:
+    """The process's tracer provider (set once: OpenTelemetry allows no second one)."""
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(EXPORTER))
+        trace.set_tracer_provider(provider)
+    return EXPORTER
+
+
+@pytest.fixture
+async def store(tmp_path: Path, anyio_backend: str) -> AsyncIterator[eskit.EventStore]:
+    async with eskit.open_store(f"sqlite:///{tmp_path}/events.db") as opened:
+        yield opened
+
+
+def scrape(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample by (name, labels), parsed back from the exposition text."""
+    text = generate_latest(metrics.registry).decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def create(n: int) -> CreateInvoice:
+    return CreateInvoice(f"inv-{n}", "c-1", "EUR", dt.date(2024, 4, 1))
+
+
+async def test_appends_commands_and_projections_are_counted(store: eskit.EventStore) -> None:
+    metrics, bus = Metrics(), invoicing(store)
+    runner = ProjectionRunner(store, [InvoiceList(), CustomerBalances()])
+    sampling = instrument(metrics, store=store, runner=runner, bus=bus)
+    assert sampling is not None
+    async with runner:
+        for n in range(3):
+            await bus.send(create(n))
+            await bus.send(AddInvoiceLine(f"inv-{n}", "sku", 100, "EUR"))
+        with pytest.raises(eskit.WrongExpectedVersion):
+            await store.append("inv-x", [eskit.NewEvent("Noise", {})], expected_version=5)
+        with pytest.raises(InvoiceError):
+            await bus.send(AddInvoiceLine("inv-9", "sku", 1, "EUR"))  # no such invoice
+        await runner.wait_until(await store.last_position())
+        await asyncio.sleep(1.2)  # one sampling round after the batches
+    sampling.cancel()
+    got = scrape(metrics)
+    assert got[("eskit_appends_total", ())] == 6
+    assert got[("eskit_events_appended_total", ())] == 6
+    assert got[("eskit_append_conflicts_total", ())] == 1
+    assert got[("eskit_append_seconds_count", ())] == 7
+    assert got[("eskit_commands_total", (("command", "CreateInvoice"), ("outcome", "ok")))] == 3
+    failed = (("command", "AddInvoiceLine"), ("outcome", "error"))
+    assert got[("eskit_commands_total", failed)] == 1
+    assert got[("eskit_store_head", ())] == 6
+    for name in ("invoice_list", "customer_balances"):
+        assert got[("eskit_projection_position", (("projection", name),))] == 6
+        assert got[("eskit_projection_lag", (("projection", name),))] == 0
+        assert got[("eskit_projection_batches_total", (("projection", name),))] >= 1
+
+
+async def test_a_conflict_retried_by_the_bus_is_counted(store: eskit.EventStore) -> None:
+    """Another command slips an event in between the bus's load and its append, once: the
+    append conflicts, the bus decides again, and both are counted."""
+    metrics, bus = Metrics(), invoicing(store)
+    instrument(metrics, store=store, bus=bus)
+    await bus.send(create(1))
+    repository = next(
+        r for r in bus._repositories.values() if r.stream("inv-1").startswith("invoice")
+    )
+    load, raced = repository.load, asyncio.Event()
+
+    async def load_then_race(*args: Any, **kwargs: Any) -> Any:
+        loaded = await load(*args, **kwargs)
+        if not raced.is_set():
+            raced.set()
+            await bus.send(AddInvoiceLine("inv-1", "other", 1, "EUR"))
+        return loaded
+
+    repository.load = load_then_race  # type: ignore[method-assign]
+    await bus.send(AddInvoiceLine("inv-1", "sku", 5, "EUR"))
+    got = scrape(metrics)
+    assert got[("eskit_command_retries_total", (("command", "AddInvoiceLine"),))] == 1
+    assert got[("eskit_append_conflicts_total", ())] == 1
+
+
+async def test_spans_of_a_command_its_append_and_the_batch_share_the_correlation_id(
+    store: eskit.EventStore, spans: InMemorySpanExporter
+) -> None:
+    metrics, bus = Metrics(), invoicing(store)
+    runner = ProjectionRunner(store, [InvoiceList()])
+    sampling = instrument(metrics, store=store, runner=runner, bus=bus)
+    spans.clear()
+    correlation = str(uuid.uuid4())
+    async with runner:
+        result = await bus.send(create(7), correlation_id=correlation)
+        assert result.position is not None
+        await runner.wait_until(result.position)
+    assert sampling is not None
+    sampling.cancel()
+    finished = {span.name: span for span in spans.get_finished_spans()}
+    command = finished["eskit.command CreateInvoice"]
+    append = finished["eskit.append"]
+    batch = finished["eskit.projection.batch"]
+    assert command.attributes is not None
+    assert append.attributes is not None
+    assert batch.attributes is not None
+    assert command.attributes["eskit.correlation_id"] == correlation
+    assert append.attributes["eskit.correlation_id"] == correlation
+    assert append.parent is not None
+    assert append.parent.span_id == command.context.span_id
+    assert correlation in list(batch.attributes["eskit.correlation_ids"])  # type: ignore[arg-type]
+    assert batch.attributes["eskit.projection"] == "invoice_list"
