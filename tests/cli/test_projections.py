@@ -254,6 +254,9 @@ def test_work_runs_a_partitioned_worker_until_sigterm(url: str) -> None:
         stdout, stderr = process.communicate(timeout=60)
     finally:
         watchdog.cancel()
+        if process.poll() is None:  # a failed assertion must not leave the worker running
+            process.kill()
+            process.wait()
     assert process.returncode == 0, stderr
     assert [row[2] for row in rows(stdout)] == ["free"] * 4
     assert read_model(url) == [("invoice-1", 100), ("invoice-2", 0)]
