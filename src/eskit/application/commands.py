@@ -151,6 +151,18 @@ class CommandBus:
 
         return add
 
+    @property
+    def command_types(self) -> list[type[Any]]:
+        """The command classes this bus handles, in the order they were registered."""
+        return list(self._routes)
+
+    def stream_of(self, command: object) -> str:
+        """The stream of the aggregate ``command`` goes to (e.g. to check who may send it)."""
+        route = self._routes.get(type(command))
+        if route is None:
+            raise DomainError(f"no handler for command {type(command).__qualname__}")
+        return route.repository.stream(route.aggregate_id(command))
+
     def repository(self, model: Model[S]) -> Repository[S]:
         """The repository the bus uses for ``model`` (one per model, shared)."""
         repository = self._repositories.get(id(model))
@@ -251,7 +263,7 @@ class CommandBus:
         command raises ``IdempotencyConflict`` rather than replaying someone else's result.
         """
         command_id = context.command_id
-        first = await self.store.find_event(_event_id(command_id, 0))
+        first = await self.store.find_event(command_event_id(command_id, 0))
         if first is None:
             return None
         used_by = first.metadata.get("command")
@@ -262,9 +274,9 @@ class CommandBus:
         if first.stream != stream:  # it only wrote other streams
             return CommandResult(stream, None, None, [], replayed=True)
         recorded = [first]
-        while (found := await self.store.find_event(_event_id(command_id, len(recorded)))) and (
-            found.stream == stream
-        ):
+        while (
+            found := await self.store.find_event(command_event_id(command_id, len(recorded)))
+        ) and (found.stream == stream):
             recorded.append(found)
         typed = [e for r in recorded for e in self.events.decode(r)]
         last = recorded[-1]
@@ -279,14 +291,15 @@ async def _decide(handle: Handler, command: object, loaded: Loaded[Any]) -> list
     return decided_events(loaded.state, decision)
 
 
-def _event_id(command_id: uuid.UUID, index: int) -> uuid.UUID:
+def command_event_id(command_id: uuid.UUID, index: int) -> uuid.UUID:
+    """The id of the ``index``-th event (from 0) a command sent with ``command_id`` appends."""
     return uuid.uuid5(COMMAND_NAMESPACE, f"{command_id}:{index}")
 
 
 def _event_ids(context: CommandContext, count: int) -> list[uuid.UUID] | None:
     if not context.idempotent:
         return None
-    return [_event_id(context.command_id, i) for i in range(count)]
+    return [command_event_id(context.command_id, i) for i in range(count)]
 
 
 def _metadata(context: CommandContext) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from eskit.cli import copy, forget, migrate, projections, relay, streams, transfer
+from eskit.cli import copy, forget, migrate, projections, relay, serve, streams, tokens, transfer
 from eskit.cli.common import Url, opened, out, run
 from eskit.cli.trace import trace_command
 
@@ -45,6 +45,8 @@ app.command("import")(transfer.import_)
 app.command("copy")(copy.copy)
 app.command("migrate")(migrate.migrate)
 app.command("relay")(relay.relay)
+app.command("serve")(serve.serve)
+app.add_typer(tokens.app, name="tokens")
 app.command("forget")(forget.forget_command)
 app.add_typer(forget.app, name="keys")
 

@@ -1,0 +1,100 @@
+"""``/streams/{stream}``: read a stream a page at a time; append with the version the client
+expects in the ``Expected-Version`` header."""
+
+import urllib.parse
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query
+from starlette.convertors import PathConvertor, register_url_convertor
+from starlette.requests import Request
+
+from eskit.store import rules
+from eskit.web.auth import require
+from eskit.web.context import context
+from eskit.web.inputs import decode, link_to, only_parameters, parse_expected_version
+from eskit.web.openapi import request_body, responses
+from eskit.web.schemas import AppendBody, AppendReply, JSONResponse, StreamPage
+
+
+class StreamName(PathConvertor):
+    """Any text, slashes and newlines included: the store, not the router, says which
+    names are invalid (and answers 422 saying why)."""
+
+    regex = "(?s:.*)"
+
+
+register_url_convertor("stream_name", StreamName())
+
+
+def add_stream_routes(router: APIRouter, secured: Sequence[Any], max_limit: int) -> None:
+    Limit = Annotated[
+        int | None, Query(ge=1, le=max_limit, description="Events per page (default 100).")
+    ]
+
+    @router.get(
+        "/streams/{stream:stream_name}",
+        tags=["streams"],
+        operation_id="read_stream",
+        dependencies=list(secured),
+        response_class=JSONResponse,
+        responses=responses(200, "StreamPage", 410, secured=bool(secured)),
+    )
+    async def read_stream(
+        request: Request,
+        stream: str,
+        from_version: Annotated[
+            int | None, Query(ge=0, le=rules.MAX_INT64, description="First version to read.")
+        ] = None,
+        backwards: Annotated[bool, Query(description="Newest first.")] = False,
+        limit: Limit = None,
+    ) -> JSONResponse:
+        """A page of the stream's events (a stream that never existed reads as empty; a
+        tombstoned one answers 410)."""
+        ctx = context(request)
+        grant = ctx.authenticate(request)
+        only_parameters(request, "from_version", "backwards", "limit")
+        require(grant, "read", rules.category(rules.check_name(stream)))
+        count = limit or ctx.settings.default_limit
+        reading = ctx.store.read_stream(stream, from_version, backwards, count + 1)
+        events = [event async for event in reading]
+        following = events[count].version if len(events) > count else None
+        next_page = None
+        if following is not None:
+            query = {"from_version": following, "backwards": str(backwards).lower()}
+            path = f"streams/{urllib.parse.quote(stream, safe='')}"
+            next_page = link_to(request, path, {**query, "limit": count})
+        return JSONResponse(StreamPage(stream, events[:count], following, next_page))
+
+    @router.post(
+        "/streams/{stream:stream_name}",
+        tags=["streams"],
+        operation_id="append_to_stream",
+        status_code=201,
+        dependencies=list(secured),
+        response_class=JSONResponse,
+        responses=responses(201, "AppendReply", 400, 409, 410, 413, secured=bool(secured)),
+        openapi_extra={"requestBody": request_body("AppendBody")},
+    )
+    async def append_to_stream(
+        request: Request,
+        stream: str,
+        expected_version: Annotated[
+            str | None,
+            Header(
+                alias="Expected-Version",
+                description="any (default), no_stream, stream_exists, or the version of the"
+                " stream's last event; a mismatch answers 409 with the actual version.",
+            ),
+        ] = None,
+    ) -> JSONResponse:
+        """Append events to the stream, all or none."""
+        ctx = context(request)
+        grant = ctx.authenticate(request)
+        only_parameters(request)
+        require(grant, "write", rules.category(rules.check_name(stream)))
+        expected = parse_expected_version(expected_version)
+        body = decode(await request.body(), AppendBody)
+        result = await ctx.store.append(stream, body.events, expected)
+        reply = AppendReply(stream, result.last_version, result.last_position, result.count)
+        return JSONResponse(reply, 201)
