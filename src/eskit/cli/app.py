@@ -9,6 +9,7 @@ from rich.table import Table
 from eskit.cli import copy, forget, migrate, projections, relay, serve, streams, tokens, transfer
 from eskit.cli.common import Url, opened, out, run
 from eskit.cli.trace import trace_command
+from eskit.cli.verify import verify_command
 
 app = typer.Typer(help="eskit: inspect and operate an event store.", no_args_is_help=True)
 
@@ -40,6 +41,7 @@ async def _last_position(url: str) -> int:
 app.add_typer(streams.app, name="streams")
 app.add_typer(projections.app, name="projections")
 app.command("trace")(trace_command)
+app.command("verify")(verify_command)
 app.command("export")(transfer.export)
 app.command("import")(transfer.import_)
 app.command("copy")(copy.copy)

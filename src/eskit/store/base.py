@@ -18,6 +18,7 @@ from typing import Protocol, Self
 
 from eskit.errors import StoreClosed, StoreUnavailable
 from eskit.store import rules
+from eskit.store.chain import ChainRow
 from eskit.store.model import (
     ANY,
     Append,
@@ -426,6 +427,11 @@ class EventStore(abc.ABC):
 
     @abc.abstractmethod
     async def _close_backend(self) -> None: ...
+
+    async def _chain_page(self, after: int, limit: int) -> list[ChainRow]:
+        """Events past position ``after`` as stored, with their links, for ``eskit verify``
+        (``eskit.store.audit``); a backend without a chain raises NotImplementedError."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no hash chain")
 
     @abc.abstractmethod
     async def _append_many(self, appends: list[PreparedAppend]) -> list[AppendResult]:

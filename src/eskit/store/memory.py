@@ -17,6 +17,7 @@ import msgspec
 from eskit.errors import StreamDeleted
 from eskit.store import rules
 from eskit.store.base import EventStore
+from eskit.store.chain import ChainRow, audit_key
 from eskit.store.ids import new_event_ids
 from eskit.store.model import (
     AppendResult,
@@ -28,6 +29,7 @@ from eskit.store.model import (
     StreamStatus,
 )
 from eskit.store.rules import ExistingEvent, PreparedAppend, PreparedSnapshot
+from eskit.store.sqlite_writer import micros
 
 
 @dataclasses.dataclass
@@ -56,6 +58,10 @@ class MemoryStore(EventStore):
         self._log: list[RecordedEvent] = []
         self._streams: dict[str, _Stream] = {}
         self._ids: dict[uuid.UUID, RecordedEvent] = {}
+        self._chain: list[ChainRow] = []
+        """The log as a SQL backend stores it, with its links (``eskit verify``)."""
+        self._links: dict[str, bytes] = {}
+        self._audit_key = audit_key()
 
     async def _open_backend(self) -> None:
         pass
@@ -94,6 +100,7 @@ class MemoryStore(EventStore):
         state.deleted = False
         next_version = state.events[-1].version + 1 if state.events else 0
         fresh = iter(new_event_ids(len(append.events)))
+        at = micros(now)
         for offset, event in enumerate(append.events):
             recorded = RecordedEvent(
                 id=event.id or uuid.UUID(bytes=next(fresh)),
@@ -108,8 +115,25 @@ class MemoryStore(EventStore):
             self._log.append(recorded)
             state.events.append(recorded)
             self._ids[recorded.id] = recorded
+            row = ChainRow(
+                recorded.position,
+                recorded.stream,
+                recorded.version,
+                recorded.id.bytes,
+                event.type,
+                event.data,
+                event.metadata,
+                at,
+                None,
+            )
+            linked = row.expected(self._links.get(append.stream), self._audit_key)
+            self._chain.append(msgspec.structs.replace(row, hash=linked))
+            self._links[append.stream] = linked
         last = self._log[-1]
         return AppendResult(last.version, last.position, len(append.events))
+
+    async def _chain_page(self, after: int, limit: int) -> list[ChainRow]:
+        return self._chain[after : after + limit]
 
     def _existing(self, event_id: uuid.UUID | None) -> ExistingEvent | None:
         found = self._ids.get(event_id) if event_id is not None else None

@@ -44,6 +44,7 @@ import msgspec
 from eskit.errors import StoreError, StreamDeleted
 from eskit.store import rules
 from eskit.store.base import EventStore
+from eskit.store.chain import ChainRow, audit_key
 from eskit.store.model import (
     AppendResult,
     ExpectedVersion,
@@ -180,6 +181,7 @@ class SQLiteStore(EventStore):
         writer = Writer(str(self.path), self.synchronous, self._max_batch, self._idle_checkpoint)
         writer.after_commit = (self._loop, self._notify_waiters)
         writer.clock = lambda: micros(self.clock())
+        writer.audit_key = audit_key()
         writer.start()
         await asyncio.wrap_future(writer.ready)
         self._writer = writer
@@ -400,6 +402,18 @@ class SQLiteStore(EventStore):
 
         found: RecordedEvent | None = await self._read(run)
         return found
+
+    async def _chain_page(self, after: int, limit: int) -> list[ChainRow]:
+        def run(conn: sqlite3.Connection) -> list[ChainRow]:
+            rows = conn.execute(
+                "SELECT position, stream, version, id, type, data, metadata, recorded_at, hash"
+                " FROM events WHERE position > ? ORDER BY position LIMIT ?",
+                (after, limit),
+            ).fetchall()
+            return [ChainRow(*row) for row in rows]
+
+        result: list[ChainRow] = await self._read(run)
+        return result
 
     async def _last_position(self) -> int:
         result: int = await self._read(_head)

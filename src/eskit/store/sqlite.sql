@@ -14,6 +14,8 @@ CREATE TABLE IF NOT EXISTS events (
     data        TEXT    NOT NULL,          -- JSON object
     metadata    TEXT    NOT NULL,          -- JSON object ('{}' when none)
     recorded_at INTEGER NOT NULL,          -- microseconds since 1970-01-01 UTC
+    hash        BLOB,                      -- link of the stream's hash chain (store/chain.py);
+                                           -- NULL for events written before the chain
     -- The constraint that makes optimistic concurrency safe whatever the code above does.
     UNIQUE (stream, version)
 );

@@ -31,6 +31,7 @@ import msgspec
 
 from eskit.errors import StoreError, StreamDeleted
 from eskit.store import rules
+from eskit.store.chain import link
 from eskit.store.ids import new_event_ids
 from eskit.store.model import AppendResult, RecordedEvent
 from eskit.store.rules import ExistingEvent, PreparedAppend
@@ -44,9 +45,10 @@ STOP: Final = object()
 CHECKPOINT_EVERY: Final = 100
 """Commits between WAL checkpoints while writes never pause (plus one whenever idle)."""
 _INSERT: Final = (
-    "INSERT INTO events (id, stream, category, version, type, data, metadata, recorded_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO events (id, stream, category, version, type, data, metadata, recorded_at,"
+    " hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_LAST_LINK: Final = "SELECT hash FROM events WHERE stream = ? ORDER BY version DESC LIMIT 1"
 
 
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -179,9 +181,13 @@ class _AppendGroup:
         recorded_at: int,
         new_ids: int,
         inline: Sequence[InlineHook] = (),
+        key: bytes | None = None,
     ) -> None:
         self.conn = conn
         self.inline = inline
+        self.key = key
+        self.links: dict[str, bytes | None] = {}
+        """The hash of each stream's last event, as the group goes (``chain.link``)."""
         self.outcomes = outcomes
         self.recorded_at = recorded_at  # one time for the group: when it was written
         self.fresh_ids = iter(new_event_ids(new_ids))  # drawn for the group at once
@@ -199,13 +205,16 @@ class _AppendGroup:
         for chunk in range(0, len(streams), 500):
             names = streams[chunk : chunk + 500]
             rows = ", ".join(["(?)"] * len(names))
-            for stream, last, state in self.conn.execute(
+            for stream, last, state, last_link in self.conn.execute(
                 f"WITH wanted(name) AS (VALUES {rows}) SELECT name,"
                 " (SELECT max(version) FROM events WHERE stream = name),"
-                " (SELECT state FROM streams WHERE stream = name) FROM wanted",
+                " (SELECT state FROM streams WHERE stream = name),"
+                " (SELECT hash FROM events WHERE stream = name ORDER BY version DESC LIMIT 1)"
+                " FROM wanted",
                 names,
             ):
                 self.heads[stream] = (last, LIVE if state is None else state)
+                self.links[stream] = last_link
 
     def add(self, request: AppendRequest) -> None:
         """Check every part of a request against the heads as they stand in this group (the
@@ -232,6 +241,7 @@ class _AppendGroup:
         self.flush()  # the rows of earlier requests stay outside this request's savepoint
         writes = [part for part in parts if isinstance(part, _Write)]
         heads = {w.append.stream: self.heads[w.append.stream] for w in writes}
+        links = {w.append.stream: self.links[w.append.stream] for w in writes}
         self.conn.execute("SAVEPOINT inline")
         try:
             for write in writes:
@@ -246,6 +256,7 @@ class _AppendGroup:
             self.conn.execute("ROLLBACK TO inline")
             self.conn.execute("RELEASE inline")
             self.heads.update(heads)
+            self.links.update(links)
             self.outcomes[-1] = (request, None, error)
             return
         self.conn.execute("RELEASE inline")
@@ -267,11 +278,15 @@ class _AppendGroup:
 
     def _queue(self, write: _Write) -> None:
         stream, events = write.append.stream, write.append.events
-        category, at, first = rules.category(stream), self.recorded_at, write.first
-        self.rows += [
-            (id_, stream, category, first + i, e.type, e.data, e.metadata, at)
-            for i, (id_, e) in enumerate(zip(write.ids, events, strict=True))
-        ]
+        category, at, first, key = rules.category(stream), self.recorded_at, write.first, self.key
+        previous = self.links[stream]
+        for i, (id_, e) in enumerate(zip(write.ids, events, strict=True)):
+            version = first + i
+            previous = link(previous, stream, version, id_, e.type, e.data, e.metadata, at, key)
+            self.rows.append(
+                (id_, stream, category, version, e.type, e.data, e.metadata, at, previous)
+            )
+        self.links[stream] = previous
         self.heads[stream] = (first + len(events) - 1, LIVE)
         if write.revives:
             self.revived.append(stream)
@@ -282,6 +297,8 @@ class _AppendGroup:
         except StreamDeleted:
             head = (None, TOMBSTONED)
         self.heads[stream] = head
+        found = self.conn.execute(_LAST_LINK, (stream,)).fetchone()
+        self.links[stream] = None if found is None else found[0]
         return head
 
     def flush(self) -> list[RecordedEvent]:
@@ -329,7 +346,7 @@ class _AppendGroup:
                 decode(metadata),
                 at,
             )
-            for i, (id_, stream, _, version, type_, data, metadata, _) in enumerate(self.rows)
+            for i, (id_, stream, _, version, type_, data, metadata, _, _) in enumerate(self.rows)
         ]
 
 
@@ -406,6 +423,8 @@ class Writer(ConnectionThread):
         self._committed = False
         self.clock: Callable[[], int] = lambda: 0  # microseconds since the epoch, UTC
         self.before_commit: Callable[[], None] | None = None  # fault injection for tests
+        self.audit_key: bytes | None = None
+        """Key of the hash chain's links (``chain.audit_key``); None: plain SHA-256."""
         self.inline: list[InlineHook] = []
         """Inline projections, run in every append's transaction; changed only by
         operations (on this thread), so a change takes effect between two transactions."""
@@ -423,6 +442,9 @@ class Writer(ConnectionThread):
         conn.executescript(
             importlib.resources.files(__package__).joinpath("sqlite.sql").read_text()
         )
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+        if "hash" not in columns:  # a file from before the hash chain: its events stay unlinked
+            conn.execute("ALTER TABLE events ADD COLUMN hash BLOB")
         return conn
 
     def _serve(self, conn: sqlite3.Connection) -> None:
@@ -466,7 +488,9 @@ class Writer(ConnectionThread):
             conn.execute("BEGIN IMMEDIATE")
             parts = [a for r in batch if isinstance(r, AppendRequest) for a in r.appends]
             new_ids = sum(e.id is None for a in parts for e in a.events)
-            appends = _AppendGroup(conn, outcomes, self.clock(), new_ids, self.inline)
+            appends = _AppendGroup(
+                conn, outcomes, self.clock(), new_ids, self.inline, self.audit_key
+            )
             appends.load_heads(list({a.stream: None for a in parts}))
             for request in batch:
                 if isinstance(request, AppendRequest):
