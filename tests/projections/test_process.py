@@ -19,6 +19,7 @@ from eskit.projections import (
     ProjectionRunner,
     ReadModelConnection,
     handles,
+    write_live,
 )
 from tests.application.conftest import START, ManualClock
 from tests.projections.models import sql
@@ -147,3 +148,62 @@ async def test_the_runner_ticks_with_the_clock_it_was_given(store: eskit.EventSt
         found = await sent(store)
 
     assert [(order, len(events)) for order, events in found.items()] == [("a", 1)]
+
+
+class MarkingReminders(Reminders):
+    """Notes in its own (live) table which reminders it sent, as a real process does."""
+
+    name = "marking_reminders"
+    tables = ("marked",)
+    schema = (
+        "CREATE TABLE {marked} (order_id TEXT PRIMARY KEY, due TEXT NOT NULL,"
+        " placed TEXT NOT NULL, sent_position INTEGER)",
+    )
+
+    @handles("OrderPlaced")
+    def placed(self, event: eskit.RecordedEvent, db: ReadModelConnection) -> None:
+        db.execute(
+            sql(db, "INSERT INTO {marked} (order_id, due, placed) VALUES (?, ?, ?)"),
+            (event.data["order_id"], event.data["due"], str(event.id)),
+        )
+
+    async def tick(self, db: Database, now: dt.datetime) -> None:
+        due = await db.read(
+            lambda c: c.execute(
+                sql(c, "SELECT order_id FROM marked WHERE due <= ? AND sent_position IS NULL"),
+                (now.isoformat(),),
+            ).fetchall()
+        )
+        for (order_id,) in due:
+            result = await self.send_once(SendReminder(order_id), key=f"{order_id}:reminder")
+
+            def note(
+                t: ReadModelConnection, order_id: str = order_id, at: int | None = result.position
+            ) -> None:
+                t.execute(
+                    sql(t, "UPDATE {marked} SET sent_position = ? WHERE order_id = ?"),
+                    (at, order_id),
+                )
+
+            await write_live(db, self, note)
+
+
+async def test_a_tick_notes_what_it_sent_in_the_live_build(
+    store: eskit.EventStore, readmodels: Database
+) -> None:
+    """``write_live`` from a tick, on every backend (on PostgreSQL: in the store's schema)."""
+    clock = ManualClock(START + dt.timedelta(days=1))
+    last = await place(store, "a", dt.timedelta(hours=1))
+    manager = MarkingReminders(bus_of(store), clock)
+
+    async with ProjectionRunner(store, [manager], database=readmodels) as runner:
+        await runner.wait_until(last)
+        await manager.tick(readmodels, clock())
+        await runner.rebuild(manager.name)  # a new build: the note is rebuilt as NULL...
+        await manager.tick(readmodels, clock())  # ...and the tick notes it again, once
+        noted = await readmodels.read(
+            lambda c: c.execute("SELECT order_id, sent_position FROM marked").fetchall()
+        )
+
+    [reminded] = (await sent(store))["a"]
+    assert noted == [("a", reminded.position)]

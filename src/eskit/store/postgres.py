@@ -13,6 +13,8 @@ How it stays correct and fast:
 - Readers read the committed head first, then events up to it.
 - ``LISTEN``/``NOTIFY`` only wakes subscriptions early: if the listening connection dies,
   subscriptions still find new events by polling every ``poll_interval``.
+- Inline projections (``postgres_inline``) apply each append's events inside the group's
+  transaction, on a thread with a blocking twin of the writer's connection.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import logging
 import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import msgspec
 import psycopg
@@ -43,6 +46,7 @@ from eskit.store.model import (
     StreamInfo,
     StreamMetadata,
 )
+from eskit.store.postgres_inline import InlineGroup, InlineHook, InlineProjections, Refused
 from eskit.store.postgres_schema import check_schema, check_version, migrate
 from eskit.store.rules import ExistingEvent, PreparedAppend, PreparedSnapshot, clamp
 from eskit.store.sqlite_writer import micros, moment
@@ -57,6 +61,7 @@ _INSERT: Final = (
 )
 Connection = psycopg.AsyncConnection[Any]
 Operation = Callable[[Connection], Awaitable[Any]]
+Outcome = tuple["_Request", Any, BaseException | None]
 
 
 class _Request:
@@ -76,6 +81,15 @@ class _Request:
         request is tried again after a failed transaction (``retried``)."""
         self.retried = False
         self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+
+class _Mark(NamedTuple):
+    """How far a group had got before an append, to forget the append if it is refused."""
+
+    head: int
+    rows: int
+    revived: int
+    heads: dict[str, tuple[int | None, int] | None]
 
 
 class _Group:
@@ -123,6 +137,29 @@ class _Group:
             )
             for id_, stream, version, position in await cursor.fetchall():
                 self.earlier[id_] = ExistingEvent(stream, version, position)
+
+    def add_all(
+        self,
+        requests: list[_Request],
+        outcomes: list[Outcome],
+        inline: Callable[[list[RecordedEvent]], None] | None = None,
+    ) -> None:
+        """Add each request, and give the events of each to ``inline`` (inline projections)
+        at once; a request it refuses is forgotten. A request that fails fails alone."""
+        for request in requests:
+            assert request.appends is not None
+            mark = self._mark(request.appends)
+            try:
+                results = self.add(request.appends)
+                if inline is not None and len(self.rows) > mark.rows:
+                    inline(self._events_since(mark))
+            except (Refused, psycopg.OperationalError):
+                raise  # the group must be run again; the connection is gone
+            except Exception as error:
+                self._undo(mark)
+                outcomes.append((request, None, error))
+                continue
+            outcomes.append((request, results, None))
 
     def add(self, appends: list[PreparedAppend]) -> list[AppendResult]:
         """Check every part, then number its rows; raises (writing nothing) if one fails."""
@@ -174,6 +211,30 @@ class _Group:
         if revives:
             self.revived.append(stream)
         return AppendResult(first + len(events) - 1, self.head, len(events))
+
+    def _mark(self, appends: list[PreparedAppend]) -> _Mark:
+        heads = {a.stream: self.heads.get(a.stream) for a in appends}
+        return _Mark(self.head, len(self.rows), len(self.revived), heads)
+
+    def _undo(self, mark: _Mark) -> None:
+        """Forget what was queued since ``mark`` (its positions are given again)."""
+        for row in self.rows[mark.rows :]:
+            del self.earlier[row[1]]
+        del self.rows[mark.rows :], self.revived[mark.revived :]
+        self.head = mark.head
+        for stream, head in mark.heads.items():
+            if head is None:
+                self.heads.pop(stream, None)
+            else:
+                self.heads[stream] = head
+
+    def _events_since(self, mark: _Mark) -> list[RecordedEvent]:
+        """The rows queued since ``mark``, as readers will see them."""
+        decode, at = msgspec.json.decode, moment(self.recorded_at)
+        return [
+            RecordedEvent(id_, stream, version, position, type_, decode(data), decode(meta), at)
+            for position, id_, stream, _, version, type_, data, meta, _ in self.rows[mark.rows :]
+        ]
 
     async def flush(self) -> None:
         """Insert the rows queued so far (before an operation that may read them)."""
@@ -239,6 +300,7 @@ class PostgresStore(EventStore):
         self._queue: asyncio.Queue[_Request | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._writer_conn: Connection | None = None
+        self._inline = InlineProjections()
         self._listener: asyncio.Task[None] | None = None
         self._decode_text = msgspec.json.decode
         self.before_commit: Callable[[], Awaitable[None]] | None = None
@@ -314,6 +376,7 @@ class PostgresStore(EventStore):
         if self._writer_conn is not None:
             await self._writer_conn.close()
             self._writer_conn = None
+        self._inline.close()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -364,9 +427,13 @@ class PostgresStore(EventStore):
                 return
 
     async def _commit(self, batch: list[_Request]) -> None:
-        """Run the batch in one transaction; if that fails as a whole, each request alone."""
+        """Run the batch in one transaction (if an inline projection refused an append: again,
+        with a savepoint per append); if that fails as a whole, each request alone."""
         try:
-            outcomes = await self._transaction(batch)
+            try:
+                outcomes = await self._transaction(batch)
+            except Refused:
+                outcomes = await self._transaction(batch, savepoints=True)
         except Exception:
             # Each request again, alone: one bad request cannot fail the others, and if the
             # COMMIT went through but its answer was lost, a request's retry is a replay.
@@ -374,7 +441,7 @@ class PostgresStore(EventStore):
             for request in batch:
                 request.retried = True  # its COMMIT may have gone through: look its ids up
                 try:
-                    outcomes += await self._transaction([request])
+                    outcomes += await self._transaction([request], savepoints=True)
                 except Exception as error:
                     outcomes.append((request, None, _transaction_failed(error)))
         for request, value, failure in outcomes:
@@ -386,14 +453,12 @@ class PostgresStore(EventStore):
                 request.future.set_exception(failure)
         self._notify_waiters()
 
-    async def _transaction(
-        self, batch: list[_Request]
-    ) -> list[tuple[_Request, Any, BaseException | None]]:
-        outcomes: list[tuple[_Request, Any, BaseException | None]] = []
+    async def _transaction(self, batch: list[_Request], savepoints: bool = False) -> list[Outcome]:
+        outcomes: list[Outcome] = []
         conn = await self._writer_connection()
         try:
             async with conn.transaction():
-                await self._group(conn, batch, outcomes)
+                await self._group(conn, batch, outcomes, savepoints)
         except psycopg.OperationalError:
             await conn.close()  # broken: the next transaction opens a new one
             raise
@@ -410,10 +475,7 @@ class PostgresStore(EventStore):
         return self._writer_conn
 
     async def _group(
-        self,
-        conn: Connection,
-        batch: list[_Request],
-        outcomes: list[tuple[_Request, Any, BaseException | None]],
+        self, conn: Connection, batch: list[_Request], outcomes: list[Outcome], savepoints: bool
     ) -> None:
         """The body of a group's transaction: lock the head, check and write each request."""
         cursor = await conn.execute("SELECT position FROM eskit_head FOR UPDATE")
@@ -422,23 +484,26 @@ class PostgresStore(EventStore):
         start = row[0]
         group = _Group(conn, start, micros(self.clock()))
         await group.load(batch)
+        hooks = self._inline.hooks
+        inline = InlineGroup(hooks, start, savepoints) if hooks else None
+        appends: list[_Request] = []
         for request in batch:
             if request.appends is not None:
-                try:
-                    outcomes.append((request, group.add(request.appends), None))
-                except Exception as error:
-                    outcomes.append((request, None, error))
-            else:
-                assert request.operation is not None
-                await group.flush()
-                try:
-                    async with conn.transaction():  # a savepoint: it fails alone
-                        value = await request.operation(conn)
-                    outcomes.append((request, value, None))
-                except Exception as error:
-                    outcomes.append((request, None, error))
-                group.heads.clear()  # the operation may have changed stream states
-                await group.load(batch)
+                appends.append(request)
+                continue
+            await self._add(conn, group, appends, outcomes, inline)
+            appends = []
+            assert request.operation is not None
+            await group.flush()
+            try:
+                async with conn.transaction():  # a savepoint: it fails alone
+                    value = await request.operation(conn)
+                outcomes.append((request, value, None))
+            except Exception as error:
+                outcomes.append((request, None, error))
+            group.heads.clear()  # the operation may have changed stream states
+            await group.load(batch)
+        await self._add(conn, group, appends, outcomes, inline, last=True)
         await group.flush()
         if group.head != start:  # the new head and the wake-up in one statement
             await conn.execute(
@@ -448,8 +513,65 @@ class PostgresStore(EventStore):
         if self.before_commit is not None:
             await self.before_commit()
 
+    async def _add(
+        self,
+        conn: Connection,
+        group: _Group,
+        requests: list[_Request],
+        outcomes: list[Outcome],
+        inline: InlineGroup | None,
+        last: bool = False,
+    ) -> None:
+        """Add a run of append requests to the group. With inline projections, on their
+        thread (one hop for the run), which sends their waiting writes at the end of the run
+        and, after the group's last appends, moves their checkpoints."""
+        if inline is None:
+            group.add_all(requests, outcomes)
+            return
+
+        def run(twin: psycopg.Connection[Any]) -> None:
+            group.add_all(requests, outcomes, functools.partial(inline.apply, twin))
+            inline.flush(twin, group.head if last else None)
+
+        if requests or (last and inline.begun):
+            await self._inline.call(conn, run)
+
     async def _write(self, operation: Operation) -> Any:
         return await self._submit(_Request(None, operation))
+
+    # -- inline projections (eskit.projections.inline) --------------------------------------
+
+    async def add_inline(
+        self, hook: InlineHook, first: Callable[[psycopg.Connection[Any]], None]
+    ) -> None:
+        """Run ``first`` (catch a projection up) and start running ``hook`` in every group
+        that appends, in one transaction that holds the head lock: no append of any process
+        can fall between. ``first`` gets a blocking connection in that transaction."""
+
+        async def run(conn: Connection) -> None:
+            await self._inline.call(conn, first)
+            self._inline.hooks.append(hook)
+
+        try:
+            await self._write(run)
+        except BaseException:
+            self._forget_inline(hook)  # the transaction may have failed after `run`
+            raise
+
+    async def remove_inline(self, hook: InlineHook) -> None:
+        """Stop running ``hook``: no group that starts after this returns runs it."""
+        if self._writer is None or self._writer.done():
+            self._forget_inline(hook)
+            return
+
+        async def run(conn: Connection) -> None:
+            self._forget_inline(hook)
+
+        await self._write(run)
+
+    def _forget_inline(self, hook: InlineHook) -> None:
+        if hook in self._inline.hooks:
+            self._inline.hooks.remove(hook)
 
     async def _read(self, run: Callable[[Connection], Awaitable[Any]]) -> Any:
         if self._pool is None:
