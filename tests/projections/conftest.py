@@ -30,7 +30,7 @@ async def store(
 
 @pytest.fixture
 async def sqlite_store(tmp_path: Path, anyio_backend: str) -> AsyncIterator[SQLiteStore]:
-    """A SQLite store, for what only a store in a SQL file can do (inline projections)."""
+    """A SQLite store, for what only a store in a SQL file can do (its own read models)."""
     async with eskit.open_store(f"sqlite:///{tmp_path}/events.db") as opened:
         assert isinstance(opened, SQLiteStore)
         yield opened

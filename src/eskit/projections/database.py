@@ -25,7 +25,7 @@ from eskit.store.base import EventStore
 from eskit.store.memory import MemoryStore
 from eskit.store.model import Page
 from eskit.store.sqlite import SQLiteStore
-from eskit.store.sqlite_writer import InlineHook, connect
+from eskit.store.sqlite_writer import connect
 
 if TYPE_CHECKING:
     import psycopg
@@ -77,14 +77,6 @@ class StoreDatabase:
         self, conn: sqlite3.Connection, after: int, limit: int, types: tuple[str, ...] | None
     ) -> Page | None:
         return self.store.page_in(conn, after, limit, types)
-
-    async def add_inline(
-        self, hook: InlineHook, first: Callable[[sqlite3.Connection], None]
-    ) -> None:
-        await self.store.add_inline(hook, first)
-
-    async def remove_inline(self, hook: InlineHook) -> None:
-        await self.store.remove_inline(hook)
 
     async def close(self) -> None:
         """The store is closed by its owner."""
