@@ -8,6 +8,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -15,19 +16,20 @@ from hypothesis import strategies as st
 import eskit
 from eskit.store import chain
 from eskit.store.audit import Anchor, load_anchors, save_anchors, verify
+from tests import postgres
 from tests.cli.conftest import invoke
+from tests.projections.models import store_url
 
 pytestmark = pytest.mark.anyio
 
 KEY = "ab" * 32
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def store(
     request: pytest.FixtureRequest, tmp_path: Path, anyio_backend: str
 ) -> AsyncIterator[eskit.EventStore]:
-    url = "memory://" if request.param == "memory" else f"sqlite:///{tmp_path}/events.db"
-    async with eskit.open_store(url) as opened:
+    async with eskit.open_store(store_url(request.param, tmp_path)) as opened:
         yield opened
 
 
@@ -254,3 +256,29 @@ def test_eskit_verify_names_what_was_changed(sqlite_url: str, tmp_path: Path) ->
     assert "altered: the link does not match the event" in result.stdout
     assert "events removed from the end" in result.stdout
     assert "2 problem(s)" in result.output
+
+
+# -- an intruder with the PostgreSQL database ------------------------------------------------
+
+
+async def test_a_change_in_postgresql_is_found_and_named(anyio_backend: str) -> None:
+    url = postgres.store_url()
+    schema = url.rsplit("schema=", 1)[1]
+    async with eskit.open_store(url) as store:
+        await fill(store)
+        assert (await verify(store)).ok
+        anchors = (await verify(store)).ends
+    with psycopg.connect(postgres.database_url(), autocommit=True) as conn:
+        conn.execute(f'SET search_path TO "{schema}"')
+        conn.execute("UPDATE eskit_events SET data = '{}' WHERE stream = 'order-1' AND version = 1")
+        conn.execute("DELETE FROM eskit_events WHERE stream = 'order-2' AND version = 3")
+    async with eskit.open_store(url) as store:
+        report = await verify(store, anchors=anchors)
+    assert [(p.stream, p.version, p.what) for p in report.problems] == [
+        ("order-1", 1, "altered: the link does not match the event"),
+        (
+            "order-2",
+            2,
+            "events removed from the end: the anchor has version 3, the stream ends at 2",
+        ),
+    ]

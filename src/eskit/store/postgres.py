@@ -36,6 +36,7 @@ import psycopg_pool
 from eskit.errors import StoreClosed, StoreError, StoreUnavailable, StreamDeleted
 from eskit.store import rules
 from eskit.store.base import EventStore
+from eskit.store.chain import ChainRow, audit_key, link
 from eskit.store.ids import new_event_ids
 from eskit.store.model import (
     AppendResult,
@@ -57,7 +58,7 @@ _STATUSES: Final = {None: "live", LIVE: "live", SOFT_DELETED: "deleted", TOMBSTO
 _COLUMNS: Final = "id, stream, version, position, type, data, metadata, recorded_at"
 _INSERT: Final = (
     "INSERT INTO eskit_events (position, id, stream, category, version, type, data, metadata,"
-    " recorded_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " recorded_at, hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
 Connection = psycopg.AsyncConnection[Any]
 Operation = Callable[[Connection], Awaitable[Any]]
@@ -90,17 +91,23 @@ class _Mark(NamedTuple):
     rows: int
     revived: int
     heads: dict[str, tuple[int | None, int] | None]
+    links: dict[str, bytes | None]
 
 
 class _Group:
     """The writes of one transaction: checked request by request against the heads as they
     stand in the group, rows numbered from the locked head and inserted together."""
 
-    def __init__(self, conn: Connection, head: int, recorded_at: int) -> None:
+    def __init__(
+        self, conn: Connection, head: int, recorded_at: int, key: bytes | None = None
+    ) -> None:
         self.conn = conn
         self.head = head
         self.recorded_at = recorded_at
+        self.key = key
         self.heads: dict[str, tuple[int | None, int]] = {}
+        self.links: dict[str, bytes | None] = {}
+        """The link of each stream's last event, as the group goes (``chain.link``)."""
         self.earlier: dict[uuid.UUID, ExistingEvent] = {}
         self.rows: list[tuple[Any, ...]] = []
         self.revived: list[str] = []
@@ -114,13 +121,16 @@ class _Group:
         if streams:
             cursor = await self.conn.execute(
                 "SELECT s.name, (SELECT max(version) FROM eskit_events WHERE stream = s.name),"
-                " (SELECT state FROM eskit_streams WHERE stream = s.name)"
+                " (SELECT state FROM eskit_streams WHERE stream = s.name),"
+                " (SELECT hash FROM eskit_events WHERE stream = s.name"
+                " ORDER BY version DESC LIMIT 1)"
                 " FROM unnest(%s::text[]) AS s(name)",
                 (streams,),
                 prepare=False,
             )
-            for stream, last, state in await cursor.fetchall():
+            for stream, last, state, last_link in await cursor.fetchall():
                 self.heads[stream] = (last, LIVE if state is None else state)
+                self.links[stream] = last_link
         ids = [
             e.id
             for r in requests
@@ -188,33 +198,28 @@ class _Group:
 
     def _queue(self, append: PreparedAppend, first: int, revives: bool) -> AppendResult:
         stream, events = append.stream, append.events
-        category, at = rules.category(stream), self.recorded_at
+        category, at, key = rules.category(stream), self.recorded_at, self.key
+        previous = self.links.get(stream)
         for i, event in enumerate(events):
             self.head += 1
             id_ = event.id
             assert id_ is not None, "ids are given before the first attempt (_with_ids)"
+            version, kind, data, meta = first + i, event.type, event.data, event.metadata
+            previous = link(previous, stream, version, id_, kind, data, meta, at, key)
             self.rows.append(
-                (
-                    self.head,
-                    id_,
-                    stream,
-                    category,
-                    first + i,
-                    event.type,
-                    event.data,
-                    event.metadata,
-                    at,
-                )
+                (self.head, id_, stream, category, version, kind, data, meta, at, previous)
             )
             self.earlier[id_] = ExistingEvent(stream, first + i, self.head)
         self.heads[stream] = (first + len(events) - 1, LIVE)
+        self.links[stream] = previous
         if revives:
             self.revived.append(stream)
         return AppendResult(first + len(events) - 1, self.head, len(events))
 
     def _mark(self, appends: list[PreparedAppend]) -> _Mark:
         heads = {a.stream: self.heads.get(a.stream) for a in appends}
-        return _Mark(self.head, len(self.rows), len(self.revived), heads)
+        links = {a.stream: self.links.get(a.stream) for a in appends}
+        return _Mark(self.head, len(self.rows), len(self.revived), heads, links)
 
     def _undo(self, mark: _Mark) -> None:
         """Forget what was queued since ``mark`` (its positions are given again)."""
@@ -227,13 +232,14 @@ class _Group:
                 self.heads.pop(stream, None)
             else:
                 self.heads[stream] = head
+        self.links.update(mark.links)
 
     def _events_since(self, mark: _Mark) -> list[RecordedEvent]:
         """The rows queued since ``mark``, as readers will see them."""
         decode, at = msgspec.json.decode, moment(self.recorded_at)
         return [
             RecordedEvent(id_, stream, version, position, type_, decode(data), decode(meta), at)
-            for position, id_, stream, _, version, type_, data, meta, _ in self.rows[mark.rows :]
+            for position, id_, stream, _, version, type_, data, meta, *_ in self.rows[mark.rows :]
         ]
 
     async def flush(self) -> None:
@@ -296,6 +302,7 @@ class PostgresStore(EventStore):
         self.pool_size = pool_size
         self.max_batch = max_batch
         self.migrate_on_open = migrate_on_open
+        self._audit_key = audit_key()
         self._pool: psycopg_pool.AsyncConnectionPool[Connection] | None = None
         self._queue: asyncio.Queue[_Request | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
@@ -482,7 +489,7 @@ class PostgresStore(EventStore):
         row = await cursor.fetchone()
         assert row is not None
         start = row[0]
-        group = _Group(conn, start, micros(self.clock()))
+        group = _Group(conn, start, micros(self.clock()), self._audit_key)
         await group.load(batch)
         hooks = self._inline.hooks
         inline = InlineGroup(hooks, start, savepoints) if hooks else None
@@ -502,6 +509,7 @@ class PostgresStore(EventStore):
             except Exception as error:
                 outcomes.append((request, None, error))
             group.heads.clear()  # the operation may have changed stream states
+            group.links.clear()
             await group.load(batch)
         await self._add(conn, group, appends, outcomes, inline, last=True)
         await group.flush()
@@ -725,6 +733,21 @@ class PostgresStore(EventStore):
 
         result: int | None = await self._read(run)
         return result
+
+    async def _chain_page(self, after: int, limit: int) -> list[ChainRow]:
+        async def run(conn: Connection) -> list[tuple[Any, ...]]:
+            cursor = await conn.execute(
+                "SELECT position, stream, version, id, type, data, metadata, recorded_at, hash"
+                " FROM eskit_events WHERE position > %s ORDER BY position LIMIT %s",
+                (after, limit),
+            )
+            return await cursor.fetchall()
+
+        rows = await self._read(run)
+        return [
+            ChainRow(position, stream, version, id_.bytes, kind, data, meta, at, link_)
+            for position, stream, version, id_, kind, data, meta, at, link_ in rows
+        ]
 
     async def _find_event(self, event_id: uuid.UUID) -> RecordedEvent | None:
         async def run(conn: Connection) -> list[tuple[Any, ...]]:
