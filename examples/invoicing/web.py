@@ -2,7 +2,8 @@
 
 Commands go to the example's command bus; the read models are kept by a projection runner
 that catches up as the server starts (before the first request) and then follows the log,
-and their queries are served by name. The read models' SQL is
+and their queries are served by name; the admin UI (``/admin``) shows the runner's
+projections and loads invoices and customers at any version. The read models' SQL is
 SQLite's: on a SQLite store they live in the store's file, on another store in an in-memory
 SQLite database that is rebuilt from the log at each start.
 """
@@ -18,8 +19,8 @@ from eskit.store import EventStore, SQLiteStore
 from eskit.web import AppSpec
 from eskit.web.queries import Query
 from examples.invoicing.app import invoicing
-from examples.invoicing.customer import CustomerError
-from examples.invoicing.invoice import InvoiceError
+from examples.invoicing.customer import CustomerError, customer_decider
+from examples.invoicing.invoice import Invoice, InvoiceError
 from examples.invoicing.read_models import (
     count_invoices,
     customer_balances,
@@ -68,4 +69,9 @@ def app_spec(store: EventStore) -> AppSpec:
         errors={InvoiceError: 409, CustomerError: 409},
         running=running,
         wait_until=runner.wait_until,
+        runner=runner,
+        aggregates={
+            "invoice": bus.repository(Invoice.model()),
+            "customer": bus.repository(customer_decider),
+        },
     )

@@ -14,6 +14,7 @@ import eskit
 from eskit.cli.common import err, fail, run
 from eskit.cli.projections import _import as import_attribute
 from eskit.store.rules import DEFAULT_MAX_EVENT_SIZE
+from eskit.web.readiness import DEFAULT_MAX_LAG
 from eskit.web.tokens import TokenFile
 
 if TYPE_CHECKING:
@@ -47,11 +48,18 @@ def serve(
     max_body: Annotated[
         int, typer.Option(min=1, help="Largest request body in bytes (413 above).")
     ] = DEFAULT_MAX_EVENT_SIZE,
+    ready_max_lag: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Events a projection may lag behind before /health/ready answers 503."
+        ),
+    ] = DEFAULT_MAX_LAG,
 ) -> None:
     """Serve the HTTP API: commands, queries, streams, the log and its live feed (SSE).
 
     The store is opened when the server starts and closed when it stops (Ctrl-C or
-    SIGTERM). API docs at /docs, the OpenAPI document at /openapi.json.
+    SIGTERM). API docs at /docs, the OpenAPI document at /openapi.json, the admin UI at
+    /admin, Prometheus metrics at /metrics, health checks at /health/live and /health/ready.
 
     Example: eskit serve --url sqlite:///./events.db --app examples.invoicing.web:app_spec
     """
@@ -68,9 +76,18 @@ def serve(
         spec = load_spec(app_spec, store) if app_spec else AppSpec()
     except (ValueError, TypeError) as error:
         fail(str(error))
-    app = serving_app(store, spec, tokens=token_file, settings=Settings(max_body=max_body))
+    app = serving_app(
+        store,
+        spec,
+        tokens=token_file,
+        settings=Settings(max_body=max_body),
+        ready_max_lag=ready_max_lag,
+    )
     console = err()
-    console.print(Text(f"serving {url} on http://{host}:{port} (docs: /docs)"), soft_wrap=True)
+    console.print(
+        Text(f"serving {url} on http://{host}:{port} (docs: /docs, admin UI: /admin)"),
+        soft_wrap=True,
+    )
     if token_file is None:
         console.print(
             Text(f"no tokens: anyone who can reach {host}:{port} may read and write", "yellow"),

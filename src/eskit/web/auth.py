@@ -31,13 +31,19 @@ def authenticator(tokens: Tokens) -> Callable[[Request], Grant]:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise unauthorized("the Authorization header must be 'Bearer <token>'")
-        current = tokens.current() if isinstance(tokens, TokenFile) else tokens
-        grant = current.grant(token.strip())
+        grant = grant_of(tokens, token.strip())
         if grant is None:
             raise unauthorized("the token is not valid (unknown or revoked)")
         return grant
 
     return authenticate
+
+
+def grant_of(tokens: TokenSet | TokenFile, token: str) -> Grant | None:
+    """What ``token`` may do, or None if it is unknown or revoked (a file is re-read when
+    it changed)."""
+    current = tokens.current() if isinstance(tokens, TokenFile) else tokens
+    return current.grant(token)
 
 
 def require(grant: Grant, action: Action, category: str | None = None) -> None:

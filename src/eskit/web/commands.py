@@ -4,6 +4,7 @@ command as JSON (schema from msgspec), its answer what the command appended.
 Every command is sent with a command id: the client's ``Command-Id`` header, or a new one
 that the answer returns. Sending the same command again with that id replays the original
 result instead of running it twice, so a client that lost an answer may simply retry.
+The events' metadata names the token that sent the command (``user``).
 """
 
 import uuid
@@ -21,6 +22,9 @@ from eskit.web.errors import ApiError
 from eskit.web.inputs import decode, only_parameters
 from eskit.web.openapi import request_body, responses, schemas_of
 from eskit.web.schemas import CommandReply, EventRef, JSONResponse
+
+USER = "user"
+"""The metadata key naming the token that sent a command ("anyone" on an open API)."""
 
 
 def add_command_routes(
@@ -90,7 +94,12 @@ def _endpoint(bus: CommandBus, kind: type[Any]) -> Any:
         command = decode(await request.body(), kind)
         require(grant, "write", rules.category(bus.stream_of(command)))
         the_id = command_id or uuid.uuid4()
-        result = await bus.send(command, command_id=the_id, correlation_id=correlation_id)
+        result = await bus.send(
+            command,
+            command_id=the_id,
+            correlation_id=correlation_id,
+            metadata={USER: grant.name},  # who did it, for the audit view
+        )
         return JSONResponse(reply(bus, result, the_id))
 
     return send

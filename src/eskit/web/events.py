@@ -10,7 +10,7 @@ from starlette.responses import StreamingResponse
 
 from eskit.store import rules
 from eskit.web.auth import require
-from eskit.web.context import context
+from eskit.web.context import Context, context
 from eskit.web.inputs import link_to, only_parameters, parse_position
 from eskit.web.live import feed
 from eskit.web.openapi import responses
@@ -88,18 +88,30 @@ def add_event_routes(router: APIRouter, secured: Sequence[Any], max_limit: int) 
         ctx = context(request)
         require(ctx.authenticate(request), "read", category)
         only_parameters(request, "after", "types", "category")
-        rules.check_types(types)
-        if category is not None:
-            rules.check_name(category, "category")
-        resume = parse_position(last_event_id, "Last-Event-ID")
-        frames = feed(
-            ctx.store,
-            after if resume is None else resume,
-            types,
-            category,
-            closing=ctx.closing,
-            heartbeat=ctx.settings.heartbeat,
-            buffer=ctx.settings.live_buffer,
-        )
-        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
+        return live_response(ctx, after, types, category, last_event_id)
+
+
+def live_response(
+    ctx: Context,
+    after: int,
+    types: list[str] | None,
+    category: str | None,
+    last_event_id: str | None,
+) -> StreamingResponse:
+    """The log after ``after`` (or ``Last-Event-ID``) as Server-Sent Events: the API's
+    live feed, and the admin UI's live tail."""
+    rules.check_types(types)
+    if category is not None:
+        rules.check_name(category, "category")
+    resume = parse_position(last_event_id, "Last-Event-ID")
+    frames = feed(
+        ctx.store,
+        after if resume is None else resume,
+        types,
+        category,
+        closing=ctx.closing,
+        heartbeat=ctx.settings.heartbeat,
+        buffer=ctx.settings.live_buffer,
+    )
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(frames, media_type="text/event-stream", headers=headers)

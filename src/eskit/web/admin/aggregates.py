@@ -1,0 +1,141 @@
+"""Time travel: an aggregate's state at any version, or as it was at a moment, loaded by
+the application's own repository (``Repository.load(version=..., at=...)``).
+
+Only the aggregates the application names in ``AppSpec.aggregates`` can be loaded: the
+state is built by their code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Final
+
+from fastapi import APIRouter, Query
+from starlette.requests import Request
+from starlette.responses import Response
+
+from eskit.cli.common import when
+from eskit.domain.aggregate import Aggregate
+from eskit.store import rules
+from eskit.web.admin.html import Html, field, link, pretty_json, tag, url
+from eskit.web.admin.session import user_page, visitor
+from eskit.web.admin.site import admin_of, base
+from eskit.web.errors import ApiError
+
+AROUND: Final = 25
+"""Events listed on each side of the version shown."""
+
+
+def add_aggregate_routes(router: APIRouter) -> None:
+    @router.get("/aggregates")
+    async def aggregates(
+        request: Request,
+        kind: Annotated[str, Query(max_length=200)] = "",
+        id: Annotated[str, Query(max_length=200)] = "",
+        version: Annotated[int | None, Query(ge=0, le=rules.MAX_INT64)] = None,
+        at: Annotated[str, Query(max_length=40)] = "",
+    ) -> Response:
+        """The form, and the state it asks for."""
+        who = visitor(request)
+        known = admin_of(request).aggregates
+        if not known:
+            explained = tag(
+                "p",
+                "This application names no aggregates: give them to its AppSpec, e.g."
+                ' AppSpec(aggregates={"invoice": bus.repository(Invoice.model())}).',
+            )
+            return user_page(request, who, "Time travel", explained)
+        form = _form(request, list(known), kind, id, version, at)
+        if not (kind and id):
+            return user_page(request, who, "Time travel", form)
+        state = await _state(request, kind, id, version, _moment(at))
+        return user_page(request, who, "Time travel", form, state)
+
+
+def _form(
+    request: Request, kinds: list[str], kind: str, id: str, version: int | None, at: str
+) -> Html:
+    options = [tag("option", k, value=k, selected=k == kind) for k in kinds]
+    return tag(
+        "form",
+        tag("label", "Aggregate ", tag("select", *options, name="kind")),
+        field("Id", "id", id, required=True, placeholder="42"),
+        field("Version", "version", version, type="number", min=0),
+        field("or at (UTC)", "at", at, type="datetime-local", step=1),
+        tag("button", "Load"),
+        method="get",
+        action=f"{base(request)}/aggregates",
+        class_="search",
+    )
+
+
+async def _state(
+    request: Request, kind: str, aggregate_id: str, version: int | None, at: dt.datetime | None
+) -> Html:
+    repository = admin_of(request).aggregates.get(kind)
+    if repository is None:
+        raise ApiError(404, "NotFound", f"no aggregate kind {kind!r}")
+    stream = repository.stream(aggregate_id)
+    rules.check_name(stream)
+    loaded = await repository.load(aggregate_id, version=version, at=at)
+    assert loaded.version is not None  # load raises AggregateNotFound for no events
+    last = await repository.store.stream_version(stream)
+    root = base(request)
+    where = f"at version {loaded.version} of {last}" if last is not None else ""
+    heading = tag(
+        "h2",
+        link(url(f"{root}/stream", {"name": stream}), stream),
+        f" {where}",
+        data_version=loaded.version,
+    )
+    start = max(0, loaded.version - AROUND)
+    reading = repository.store.read_stream(stream, from_version=start, limit=2 * AROUND + 1)
+    here = {"kind": kind, "id": aggregate_id}
+    rows = [
+        tag(
+            "tr",
+            tag(
+                "td",
+                link(url(f"{root}/aggregates", {**here, "version": e.version}), f"v{e.version}"),
+            ),
+            tag("td", e.type),
+            tag("td", e.position),
+            tag("td", when(e.recorded_at)),
+            class_="current" if e.version == loaded.version else None,
+        )
+        async for e in reading
+    ]
+    events = tag(
+        "table",
+        tag(
+            "thead", tag("tr", *(tag("th", h) for h in ("version", "type", "position", "written")))
+        ),
+        tag("tbody", *rows),
+        class_="versions",
+    )
+    return tag(
+        "div",
+        heading,
+        tag("div", tag("h3", "state"), pretty_json(_plain(loaded.state)), class_="state"),
+        tag("div", tag("h3", "events (pick a version)"), events, class_="history"),
+        class_="travel",
+    )
+
+
+def _plain(state: object) -> object:
+    """What to show of a state: an aggregate object's public attributes, else the state
+    itself (a Struct or dataclass)."""
+    if isinstance(state, Aggregate):
+        return {k: v for k, v in vars(state).items() if not k.startswith("_")}
+    return state
+
+
+def _moment(text: str) -> dt.datetime | None:
+    """A moment as the form sends it (``2024-05-01T09:00``), in UTC unless it says."""
+    if not text:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ApiError(422, "ValidationError", f"at: not a date and time: {text!r}") from None
+    return moment if moment.utcoffset() is not None else moment.replace(tzinfo=dt.UTC)

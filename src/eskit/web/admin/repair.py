@@ -1,0 +1,187 @@
+"""What the dashboard knows and does about projections: their rows, rebuilds in the
+server's runner, skips.
+
+The stored state is read as ``eskit projections status`` reads it, so projections run by
+other processes show too; the server's own runner adds what only it knows (how far a
+projection it runs really got, whether its task runs). Rebuilds need the projection's
+code, so only the projections of the server's runner can be rebuilt here, in that runner
+(beside the live tables; readers keep the old build until the switch). A skip only changes
+the stored state: it works for any stuck projection, and its runner, wherever it is,
+notices and goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import logging
+
+from eskit.projections import leases
+from eskit.projections import state as st
+from eskit.projections.database import Database
+from eskit.projections.runner import ProjectionRunner, ProjectionStatus, now
+from eskit.projections.sql import Connection
+from eskit.store.base import EventStore
+from eskit.web.errors import ApiError
+
+log = logging.getLogger("eskit.web.admin")
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One projection as the dashboard shows it."""
+
+    name: str
+    version: int
+    position: int
+    lag: int
+    status: str
+    error: str | None
+    error_position: int | None
+    error_type: str | None
+    rebuild: int | None
+    """How far a rebuild in progress (or left unfinished) got."""
+    skips: int
+    here: bool
+    """Run by this server's runner: it can be rebuilt from the page."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Stored:
+    state: st.State
+    rebuild: st.Rebuild | None
+    skips: int
+    partitions: list[leases.PartitionRow]
+
+
+async def dashboard(
+    store: EventStore, runner: ProjectionRunner | None, database: Database | None
+) -> tuple[int, list[Row]]:
+    """The log's head and every projection's row, by name: those stored in ``database``,
+    and those ``runner`` runs."""
+    head = await store.last_position()
+    stored = await database.read(_read_stored) if database is not None else []
+    live = {s.name: s for s in await runner.status()} if runner is not None else {}
+    rows = {s.state.name: _stored_row(s, head, s.state.name in live) for s in stored}
+    for name, status in live.items():
+        rows[name] = _live_row(status, rows.get(name))
+    return head, [rows[name] for name in sorted(rows)]
+
+
+def _read_stored(conn: Connection) -> list[_Stored]:
+    return [
+        _Stored(
+            state, rebuild, len(st.skips(conn, state.name)), leases.partitions(conn, state.name)
+        )
+        for state, rebuild in st.load_all(conn)
+    ]
+
+
+def _stored_row(stored: _Stored, head: int, here: bool) -> Row:
+    state = stored.state
+    position = state.position
+    if stored.partitions:  # the slowest partition is the projection's checkpoint
+        position = min(p.position for p in stored.partitions)
+    rebuild = stored.rebuild.position if stored.rebuild is not None else None
+    return Row(
+        state.name,
+        state.version,
+        position,
+        max(0, head - position),
+        state.status,
+        state.error,
+        state.error_position,
+        state.error_type,
+        rebuild,
+        stored.skips,
+        here,
+    )
+
+
+def _live_row(status: ProjectionStatus, stored: Row | None) -> Row:
+    rebuild = status.rebuild_position
+    if rebuild is None and stored is not None:
+        rebuild = stored.rebuild
+    return Row(
+        status.name,
+        status.version,
+        status.position,
+        status.lag,
+        status.status,
+        status.error,
+        status.error_position,
+        status.error_type,
+        rebuild,
+        stored.skips if stored is not None else 0,
+        True,
+    )
+
+
+@dataclasses.dataclass
+class RebuildJob:
+    """A rebuild started from the dashboard, and how it went."""
+
+    name: str
+    user: str
+    started_at: dt.datetime
+    position: int = 0
+    head: int = 0
+    finished_at: dt.datetime | None = None
+    error: str | None = None
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.finished_at is None
+
+    def progressed(self, position: int, head: int) -> None:
+        self.position, self.head = position, head
+
+
+def start_rebuild(
+    runner: ProjectionRunner | None, jobs: dict[str, RebuildJob], name: str, user: str
+) -> RebuildJob:
+    """Rebuild ``name`` in ``runner``, in the background, noted in ``jobs``."""
+    if runner is None or name not in runner.workers:
+        raise ApiError(
+            409,
+            "NotRunHere",
+            f"projection {name} is not run by this server, which lacks its code: rebuild it"
+            f" with eskit projections rebuild URL {name} --app module:projections",
+        )
+    job = jobs.get(name)
+    if job is not None and job.running:
+        raise ApiError(409, "RebuildRunning", f"projection {name} is being rebuilt already")
+    job = jobs[name] = RebuildJob(name, user, dt.datetime.now(dt.UTC))
+
+    async def run() -> None:
+        try:
+            await runner.rebuild(name, progress=job.progressed)
+        except Exception as error:
+            job.error = f"{type(error).__name__}: {error}"
+            log.exception("rebuild of %s failed", name)
+        finally:
+            job.finished_at = dt.datetime.now(dt.UTC)
+
+    job.task = asyncio.create_task(run(), name=f"eskit admin rebuild {name}")
+    return job
+
+
+async def skip_event(
+    runner: ProjectionRunner | None, database: Database | None, name: str, reason: str
+) -> st.Skip:
+    """Step the stuck projection ``name`` over its failing event (its runner, here or in
+    another process, notices and goes on)."""
+    if runner is not None and name in runner.workers:
+        return await runner.skip(name, reason)
+    if database is None:
+        raise ApiError(409, "NoDatabase", "this server has no projection database")
+    return await database.write(lambda c: st.skip(c, name, reason, now()))
+
+
+async def skips(database: Database | None, name: str) -> list[st.Skip]:
+    """The events skipped in ``name`` so far."""
+    if database is None:
+        return []
+    return await database.read(lambda c: st.skips(c, name))

@@ -1,0 +1,68 @@
+"""``GET /metrics``: the Prometheus text of the ``eskit.observability.Metrics`` the server
+attaches to its store, command bus and projection runner.
+
+It needs the ``read`` scope when the server has tokens: the counters describe the whole
+store (every command type, every projection), which is what an unrestricted reader may
+see, and Prometheus sends a bearer token easily (``authorization: {credentials_file:
+...}`` in its scrape config). prometheus-client and opentelemetry-api are the optional
+``eskit[ops]`` dependencies: without them the server runs without ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from eskit.application.commands import CommandBus
+from eskit.projections.runner import ProjectionRunner
+from eskit.store.base import EventStore
+from eskit.web.auth import require
+from eskit.web.context import context
+
+if TYPE_CHECKING:
+    from eskit.observability import Metrics
+
+log = logging.getLogger("eskit.web")
+
+
+def server_metrics() -> Metrics | None:
+    """New collectors for one server, or None without the ``ops`` extra."""
+    try:
+        from eskit.observability import Metrics
+    except ImportError:  # pragma: no cover - the dev install has it
+        log.info("no /metrics: install eskit[ops] (prometheus-client, opentelemetry-api)")
+        return None
+    return Metrics()
+
+
+def attach(
+    metrics: Metrics,
+    *,
+    store: EventStore | None = None,
+    bus: CommandBus | None = None,
+    runner: ProjectionRunner | None = None,
+) -> asyncio.Task[None] | None:
+    """``eskit.observability.instrument``, imported only when there are metrics."""
+    from eskit.observability import instrument
+
+    return instrument(metrics, store=store, runner=runner, bus=bus)
+
+
+def add_metrics_route(router: APIRouter, metrics: Metrics) -> None:
+    from prometheus_client.exposition import choose_encoder
+
+    @router.get("/metrics", include_in_schema=False)
+    async def scrape(request: Request) -> Response:
+        """Every collector in the format the scraper asks for (Prometheus text, or
+        OpenMetrics); the head is read now, the projections' positions and lags are
+        sampled every second."""
+        ctx = context(request)
+        require(ctx.authenticate(request), "read")
+        metrics.head.set(await ctx.store.last_position())
+        encode, media_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encode(metrics.registry), headers={"Content-Type": media_type})

@@ -1,0 +1,96 @@
+"""Event data is user input: whatever a stream name, an event type, data or metadata holds,
+the admin pages show it as text and never as markup (checked by parsing the pages)."""
+
+from __future__ import annotations
+
+import html.parser
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import eskit
+from eskit.web.admin.html import escape, tag
+from tests.web.admin.client import Admin, text
+
+pytestmark = pytest.mark.anyio
+
+STREAM = "x-<img src=x onerror=alert(1)>"
+TYPE = "<script>alert(2)</script>"
+DATA = {"note": "</pre><script>alert(3)</script>", "<b>key": "\"'><svg onload=alert(4)>"}
+METADATA = {
+    "user": "<i>mallory</i>",
+    "command": "<script>alert(5)</script>",
+    "command_id": "<b>c-1</b>",
+    "correlation_id": '"><script>alert(6)</script>',
+}
+
+
+class Parsed(html.parser.HTMLParser):
+    """Every element and attribute of a page, and its text."""
+
+    def __init__(self, page: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.elements: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+        self.feed(page)
+        self.close()
+
+    def handle_starttag(self, name: str, attributes: list[tuple[str, str | None]]) -> None:
+        self.elements.append((name, dict(attributes)))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def assert_inert(page: str) -> Parsed:
+    """The page holds only the admin's own markup: one script, ours; no handlers."""
+    parsed = Parsed(page)
+    names = {name for name, _ in parsed.elements}
+    assert not names & {"img", "svg", "b", "i", "iframe", "object"}, names
+    scripts = [attributes for name, attributes in parsed.elements if name == "script"]
+    assert scripts == [{"src": "/admin/static/admin.js", "defer": None}]
+    for name, attributes in parsed.elements:
+        handlers = [a for a in attributes if a.startswith("on")]
+        assert not handlers, (name, attributes)
+    return parsed
+
+
+@given(st.text(), st.text())
+def test_any_text_stays_text_in_elements_and_attributes(content: str, title: str) -> None:
+    content, title = content.replace("\r", ""), title.replace("\r", "")  # parsers fold CR
+    parsed = Parsed(tag("td", content, title=title) + tag("p", escape(content)))
+    assert parsed.elements == [("td", {"title": title}), ("p", {})]
+    assert "".join(parsed.text) == content * 2
+
+
+async def test_hostile_events_are_shown_as_text_on_every_page(admin: Admin) -> None:
+    await admin.store.append(STREAM, [eskit.NewEvent(TYPE, DATA, METADATA)])
+    await admin.login()
+    pages: list[tuple[str, dict[str, Any]]] = [
+        ("/admin/streams", {}),
+        ("/admin/streams", {"type": TYPE}),
+        ("/admin/stream", {"name": STREAM}),
+        ("/admin/trace", {"correlation_id": METADATA["correlation_id"]}),
+        ("/admin/audit", {}),
+        ("/admin/audit", {"user": METADATA["user"]}),
+        ("/admin/live", {"category": TYPE, "type": TYPE}),
+    ]
+    for path, params in pages:
+        assert_inert(await admin.page(path, **params))
+    shown = text(await admin.page("/admin/stream", name=STREAM))
+    assert TYPE in shown
+    assert DATA["note"] in shown
+    assert "<b>key" in shown
+    assert METADATA["user"] in text(await admin.page("/admin/audit"))
+    traced = text(await admin.page("/admin/trace", correlation_id=METADATA["correlation_id"]))
+    assert f"{STREAM} v0" in traced
+
+
+async def test_error_pages_escape_what_they_quote(admin: Admin) -> None:
+    await admin.login()
+    response = await admin.http.get("/admin/aggregates", params={"kind": TYPE, "id": "1"})
+    assert response.status_code == 404
+    assert_inert(response.text)
+    assert f"no aggregate kind {TYPE!r}" in text(response.text)
