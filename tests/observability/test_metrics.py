@@ -146,3 +146,34 @@ async def test_spans_of_a_command_its_append_and_the_batch_share_the_correlation
     assert append.parent.span_id == command.context.span_id
     assert correlation in list(batch.attributes["eskit.correlation_ids"])  # type: ignore[arg-type]
     assert batch.attributes["eskit.projection"] == "invoice_list"
+
+
+async def test_instrumenting_twice_counts_once(store: eskit.EventStore) -> None:
+    metrics, bus = Metrics(), invoicing(store)
+    instrument(metrics, store=store, bus=bus)
+    instrument(metrics, store=store, bus=bus)
+    await bus.send(create(1))
+    got = scrape(metrics)
+    assert got[("eskit_commands_total", (("command", "CreateInvoice"), ("outcome", "ok")))] == 1
+
+
+async def test_sampling_survives_a_failing_round(
+    store: eskit.EventStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    metrics = Metrics()
+    runner = ProjectionRunner(store, [InvoiceList()])
+    failing = {"left": 1}
+    real = runner.status
+
+    async def flaky() -> Any:
+        if failing["left"]:
+            failing["left"] -= 1
+            raise eskit.StoreUnavailable("database away for a moment")
+        return await real()
+
+    runner.status = flaky  # type: ignore[method-assign]
+    sampling = asyncio.create_task(metrics.sample(runner, every=0.05))
+    await asyncio.sleep(0.3)
+    sampling.cancel()
+    assert "could not sample the projections" in caplog.text
+    assert scrape(metrics)[("eskit_projection_lag", (("projection", "invoice_list"),))] == 0

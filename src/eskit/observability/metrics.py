@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
@@ -21,13 +22,14 @@ from opentelemetry import trace
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from eskit.application.commands import CommandBus, CommandContext, CommandResult
-from eskit.errors import WrongExpectedVersion
+from eskit.errors import StoreClosed, WrongExpectedVersion
 from eskit.projections.runner import ProjectionRunner
 from eskit.store.base import EventStore
 from eskit.store.model import RecordedEvent
 from eskit.store.rules import PreparedAppend
 
 tracer = trace.get_tracer("eskit")
+log = logging.getLogger("eskit.observability")
 Next = Callable[[CommandContext], Awaitable[CommandResult]]
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -164,13 +166,19 @@ class Metrics:
         self.batches.labels(projection).inc()
 
     async def sample(self, runner: ProjectionRunner, every: float = 1.0) -> None:
-        """Keep the position and lag gauges of ``runner``'s projections fresh (a task)."""
+        """Keep the position and lag gauges of ``runner``'s projections fresh (a task). A
+        round that fails (the database away for a moment) is logged and tried again."""
         while True:
-            head = await runner.store.last_position()
-            self.head.set(head)
-            for status in await runner.status():
-                self.position.labels(status.name).set(status.position)
-                self.lag.labels(status.name).set(status.lag)
+            try:
+                head = await runner.store.last_position()
+                self.head.set(head)
+                for status in await runner.status():
+                    self.position.labels(status.name).set(status.position)
+                    self.lag.labels(status.name).set(status.lag)
+            except StoreClosed:
+                return
+            except Exception as error:
+                log.warning("metrics: could not sample the projections: %s", error)
             await asyncio.sleep(every)
 
 
@@ -184,7 +192,7 @@ def instrument(
     gauges (cancel it on shutdown), if a runner was given."""
     if store is not None:
         store.observer = metrics
-    if bus is not None:
+    if bus is not None and metrics.command not in bus.middleware:  # twice would count twice
         bus.middleware.insert(0, metrics.command)
         bus.on_retry = metrics.retried
     if runner is None:
