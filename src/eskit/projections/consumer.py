@@ -29,8 +29,7 @@ import datetime as dt
 import json
 import logging
 from collections.abc import Awaitable, Sequence
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
 import msgspec
 import nats.errors
@@ -46,6 +45,7 @@ from eskit.errors import BrokerUnavailable, StoreClosed, Unavailable
 from eskit.projections import state as st
 from eskit.projections.database import Database
 from eskit.projections.projection import SQLProjection, apply, check_name, physical_names
+from eskit.projections.service import Service
 from eskit.projections.sql import Connection, execute, kind_of, lock_setup
 from eskit.store.model import RecordedEvent
 from eskit.store.sqlite_writer import micros
@@ -151,7 +151,7 @@ class _Delivery(msgspec.Struct):
     done: asyncio.Future[None]
 
 
-class JetStreamConsumer:
+class JetStreamConsumer(Service):
     """One worker applying ``projection`` from the JetStream stream of ``prefix``.
 
     ``group`` names the durables the workers share (default: the projection's name); it
@@ -186,18 +186,6 @@ class JetStreamConsumer:
         self._queue: asyncio.Queue[_Delivery] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # -- lifecycle ------------------------------------------------------------------------
 

@@ -20,8 +20,6 @@ import os
 import socket
 import uuid
 from collections.abc import Awaitable
-from types import TracebackType
-from typing import Self
 
 import msgspec
 
@@ -32,6 +30,7 @@ from eskit.projections.database import Database, database_for
 from eskit.projections.leases import Lease, LeaseLost, PartitionRow, partition_of
 from eskit.projections.projection import AnyProjection, SQLProjection, apply, physical_names
 from eskit.projections.runner import now
+from eskit.projections.service import Service
 from eskit.projections.sql import Connection, is_sqlite
 from eskit.store.base import EventStore
 from eskit.store.model import RecordedEvent
@@ -39,7 +38,7 @@ from eskit.store.model import RecordedEvent
 log = logging.getLogger("eskit.projections")
 
 
-class PartitionedWorker:
+class PartitionedWorker(Service):
     """Applies its share of a projection's partitions; ``async with`` or start/stop."""
 
     def __init__(
@@ -76,18 +75,6 @@ class PartitionedWorker:
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- lifecycle ------------------------------------------------------------------------
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def start(self) -> None:
         """Create the partitions if this is the first worker, take a share, start."""

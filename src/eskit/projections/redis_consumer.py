@@ -21,8 +21,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import redis.exceptions
 
@@ -32,6 +31,7 @@ from eskit.errors import BrokerUnavailable
 from eskit.projections.consumer import apply_once, now, setup
 from eskit.projections.database import Database
 from eskit.projections.projection import SQLProjection, check_name
+from eskit.projections.service import Service
 
 log = logging.getLogger("eskit.projections.redis_consumer")
 READER = "active"
@@ -50,7 +50,7 @@ return 0
 """
 
 
-class RedisStreamConsumer:
+class RedisStreamConsumer(Service):
     """One worker applying ``projection`` from ``{prefix}:events``; start several with the
     same ``group`` for a hot standby. Use ``async with`` or ``start()``/``stop()``."""
 
@@ -85,18 +85,6 @@ class RedisStreamConsumer:
         self._redis = client(url, timeout=block + 5.0)
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def start(self) -> None:
         """Set up the read model and the group; then follow in the background. Raises

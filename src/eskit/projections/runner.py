@@ -18,8 +18,7 @@ import random
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol
 
 import msgspec
 
@@ -35,6 +34,7 @@ from eskit.projections.projection import (
     apply,
     physical_names,
 )
+from eskit.projections.service import Service
 from eskit.store.base import EventStore
 from eskit.store.model import Page, RecordedEvent
 from eskit.store.sqlite_writer import micros
@@ -70,7 +70,7 @@ class BatchObserver(Protocol):
         """``started``: when the batch began, in nanoseconds since 1970."""
 
 
-class ProjectionRunner:
+class ProjectionRunner(Service):
     """Runs projections over a store; use ``async with`` or ``start()``/``stop()``."""
 
     def __init__(
@@ -104,18 +104,6 @@ class ProjectionRunner:
         if isinstance(projection, SQLProjection) and projection.database is not None:
             return self._own(SQLiteDatabase(projection.database))
         return self.database
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def start(self) -> None:
         """Start following: every projection catches up, then goes live."""
