@@ -136,6 +136,7 @@ async def test_a_killed_worker_s_partitions_are_taken_over_within_the_lease(
                 await eventually(lambda: len(b.held) == PARTITIONS, 10)
                 took = time.monotonic() - killed
                 await asyncio.sleep(0.3)
+            print(f"take-over of a killed worker's partitions: {took:.2f} s (lease {LEASE} s)")
             assert took < LEASE + LEASE / 3 + 0.5, f"take-over took {took:.2f} s"
             last = await store.last_position()
             await all_at(db, "ordered", last)

@@ -73,15 +73,19 @@ class MemoryInbox:
 
 
 class _Base:
-    name: ClassVar[str]
-    """Keys the checkpoint; never change it (change ``version`` to rebuild instead)."""
+    name: str
+    """Keys the checkpoint; never change it (change ``version`` to rebuild instead). A
+    class attribute, or set per instance in ``__init__`` (e.g. one relay per broker)."""
     version: ClassVar[int] = 1
     """Bump it when the handlers change what they build: the runner rebuilds the read model
     beside the live one and switches when the new one has caught up."""
     start_from: ClassVar[int] = 0
     """Position after which the projection starts (0: the whole log)."""
-    batch_size: ClassVar[int] = 500
-    """Events handled per transaction."""
+    batch_size: int = 500
+    """Events handled per transaction (a class attribute, or set per instance)."""
+    every_type: ClassVar[bool] = False
+    """Read every event whatever its type (a relay, an archive): ``handle_batch`` gets them
+    all, and no ``@handles`` handler is needed."""
     events: ClassVar[EventRegistry | None] = None
     """Set it to the application's registry to get events in today's schema: old versions
     are upcast (renamed, split, dropped) before the handlers see them."""
@@ -101,13 +105,15 @@ class _Base:
                 raise ValueError(f"{cls.__qualname__}.version must be an int >= 1")
             if not isinstance(cls.batch_size, int) or cls.batch_size < 1:
                 raise ValueError(f"{cls.__qualname__}.batch_size must be an int >= 1")
-            if not found:
+            if not found and not cls.every_type:
                 raise ValueError(f"{cls.__qualname__} has no @handles(...) handlers")
 
     @property
-    def types(self) -> tuple[str, ...]:
+    def types(self) -> tuple[str, ...] | None:
         """The stored event types to read: those it handles, and any an upcaster may turn
-        into one of them."""
+        into one of them (None: every type)."""
+        if self.every_type:
+            return None
         names = set(self.handlers)
         if self.events is not None:
             names.update(name for name, _ in self.events.upcasters.keys())  # noqa: SIM118

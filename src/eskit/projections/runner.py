@@ -243,10 +243,14 @@ class _Worker:
                 log.error("projection %s cannot start: %s", self.projection.name, error)
                 await self.runner.notify()
                 return
-            except Exception:
+            except Exception as error:
                 failures += 1
                 pause = min(30.0, self.runner.backoff * 2**failures)
-                log.exception("projection %s: retrying in %.1f s", self.projection.name, pause)
+                name = self.projection.name
+                if isinstance(error, Unavailable):  # expected in an outage: one line each
+                    log.warning("projection %s: %s; retrying in %.1f s", name, error, pause)
+                else:
+                    log.exception("projection %s: retrying in %.1f s", name, pause)
                 await self._until_stopped(asyncio.sleep(pause))
 
     async def prepare(self) -> None:

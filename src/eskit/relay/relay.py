@@ -35,17 +35,15 @@ class Relay(Projection):
     a store needs its own.
     """
 
-    types = None  # type: ignore[assignment]  # every event, whatever its type
-    """Read every event: the runner passes this as the log's type filter (None: all)."""
+    every_type = True
 
     def __init__(self, publisher: Publisher, name: str | None = None, batch_size: int = 500):
-        # The runner keys checkpoints by ``name``; a relay's depends on its broker, so it is
-        # set per instance (the class attribute would demand @handles handlers).
+        # The runner keys checkpoints by ``name``; a relay's depends on its broker.
         default = f"relay_{publisher.kind}_{publisher.prefix}"
-        vars(self)["name"] = check_name(name or default, "relay name")
+        self.name = check_name(name or default, "relay name")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-        vars(self)["batch_size"] = batch_size
+        self.batch_size = batch_size
         self.publisher = publisher
         self.published: int | None = None
         """Position of the newest event the broker holds, while the relay knows it."""
