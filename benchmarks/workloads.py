@@ -14,6 +14,7 @@ from benchmarks import (
     eskit_side,
     postgres,
     postgres_eskit,
+    postgres_processes,
     postgres_raw,
     projection_eskit,
     projection_raw,
@@ -297,6 +298,16 @@ POSTGRES_WORKLOADS: tuple[Workload, ...] = (
         postgres_raw.catch_up,
         f"per batch one transaction: SELECT {BATCH} events of the type by position, decode,"
         " the same upserts (executemany), UPDATE a checkpoint row, COMMIT",
+    ),
+    _postgres(
+        "PG6",
+        f"PostgreSQL: 4,000 single-event appends from {postgres_processes.PROCESSES}"
+        " processes at once, each to its own stream (exact expected versions)",
+        4_000,
+        postgres_processes.eskit_appends,
+        postgres_processes.raw_appends,
+        f"PG1's statement, one at a time, from {postgres_processes.PROCESSES} processes with"
+        " a connection each: their transactions take turns on the head-row lock",
     ),
 )
 

@@ -608,12 +608,14 @@ async def test_a_subscription_survives_the_database_dropping_its_connections(
 # -- a COMMIT whose answer is lost ------------------------------------------------------------
 
 COMMIT = b"Q\x00\x00\x00\x0bCOMMIT\x00"  # the simple-query message psycopg sends to commit
+APPEND_GROUP = b"eskit_append_group("  # a group in one autocommit statement (not prepared yet)
 
 
 class CommitCutter:
-    """A TCP proxy in front of PostgreSQL that, when armed, passes the next COMMIT to the
-    server and then drops the connection before the server's answer: the transaction is
-    committed, the client sees the connection die (as when the network fails at COMMIT)."""
+    """A TCP proxy in front of PostgreSQL that, when armed, passes the next COMMIT (or
+    one-statement group) to the server and then drops the connection before the server's
+    answer: the transaction is committed, the client sees the connection die (as when the
+    network fails at COMMIT)."""
 
     def __init__(self) -> None:
         self.armed = False
@@ -648,7 +650,7 @@ class CommitCutter:
             while data := await client_in.read(65536):
                 server.write(data)
                 await server.drain()
-                if self.armed and COMMIT in data:
+                if self.armed and (COMMIT in data or APPEND_GROUP in data):
                     self.armed = False
                     self.cuts += 1
                     break

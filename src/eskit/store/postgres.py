@@ -10,6 +10,11 @@ How it stays correct and fast:
   each on its own against the stream heads as they stand inside the group, so a conflict
   fails that request alone. Callers are answered after COMMIT; if the transaction fails,
   each request is tried again alone so that one bad request cannot fail the others.
+- One statement per group when it can: the writer remembers the stream heads it saw commit,
+  checks a group against them here (``rules``, the one place the rules live) and sends it
+  to ``eskit_append_group`` (migration 003), which writes it only if the heads still hold;
+  otherwise, and for operations, retries and inline projections, the group runs the long
+  way (lock, read the heads, check, insert), with the same outcome.
 - Readers read the committed head first, then events up to it.
 - ``LISTEN``/``NOTIFY`` only wakes subscriptions early: if the listening connection dies,
   subscriptions still find new events by polling every ``poll_interval``.
@@ -39,6 +44,8 @@ from eskit.store.base import EventStore
 from eskit.store.chain import ChainRow, audit_key, link
 from eskit.store.ids import new_event_ids
 from eskit.store.model import (
+    ANY,
+    NO_STREAM,
     AppendResult,
     ExpectedVersion,
     Page,
@@ -60,6 +67,23 @@ _INSERT: Final = (
     "INSERT INTO eskit_events (position, id, stream, category, version, type, data, metadata,"
     " recorded_at, hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
+_APPEND_GROUP: Final = "SELECT eskit_append_group(%s::json, %s::json, %s::json, %s, %s::text[], %s)"
+"""One group in one statement (migration 003), if the stream heads are as expected."""
+_ROW_KEYS: Final = (
+    "at",
+    "id",
+    "stream",
+    "category",
+    "version",
+    "type",
+    "data",
+    "metadata",
+    "_",
+    "hash",
+)
+"""The names of a ``_Group`` row's values in ``eskit_append_group``'s JSON."""
+_KNOWN_STREAMS: Final = 10_000
+"""At most this many stream heads are remembered for the one-statement path."""
 Connection = psycopg.AsyncConnection[Any]
 Operation = Callable[[Connection], Awaitable[Any]]
 Outcome = tuple["_Request", Any, BaseException | None]
@@ -82,6 +106,14 @@ class _Request:
         request is tried again after a failed transaction (``retried``)."""
         self.retried = False
         self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+
+class _Head(NamedTuple):
+    """A stream as the writer last saw it commit: what the one-statement path expects."""
+
+    last: int | None
+    state: int
+    link: bytes | None
 
 
 class _Mark(NamedTuple):
@@ -242,6 +274,39 @@ class _Group:
             for position, id_, stream, _, version, type_, data, meta, *_ in self.rows[mark.rows :]
         ]
 
+    def expect(self, heads: dict[str, _Head]) -> None:
+        """Start from ``heads`` instead of loading them (the one-statement path)."""
+        for stream, head in heads.items():
+            self.heads[stream] = (head.last, head.state)
+            self.links[stream] = head.link
+
+    def known(self) -> dict[str, _Head]:
+        """The heads of the group's streams after it: true once it has committed."""
+        return {
+            stream: _Head(last, state, self.links.get(stream))
+            for stream, (last, state) in self.heads.items()
+        }
+
+    def arguments(
+        self, expected: dict[str, _Head], given: list[uuid.UUID], channel: str
+    ) -> tuple[Any, ...]:
+        """``_APPEND_GROUP``'s arguments: the heads expected, the caller's ids, the rows, as
+        JSON (msgspec encodes it far faster than psycopg dumps arrays)."""
+        heads = [
+            {"stream": stream, "last": head.last, "state": head.state, "link": head.link}
+            for stream, head in expected.items()
+        ]
+        rows = [dict(zip(_ROW_KEYS, row, strict=True)) for row in self.rows]
+        encode = msgspec.json.encode
+        return (
+            encode(heads).decode(),
+            encode(given).decode(),
+            encode(rows).decode(),
+            self.recorded_at,
+            self.revived,
+            channel,
+        )
+
     async def flush(self) -> None:
         """Insert the rows queued so far (before an operation that may read them)."""
         if self.rows:
@@ -279,6 +344,20 @@ def _with_ids(
     return with_ids, frozenset(fresh)
 
 
+async def _append_group(conn: Connection, arguments: tuple[Any, ...]) -> int | None:
+    """Call ``eskit_append_group``: the head before the group, or None if nothing was
+    written (a stream was not as expected)."""
+    cursor = await conn.execute(_APPEND_GROUP, arguments)
+    row = await cursor.fetchone()
+    assert row is not None
+    return None if row[0] is None else int(row[0])
+
+
+def _moved(results: list[AppendResult], start: int) -> list[AppendResult]:
+    """Results numbered from position 0, moved to follow ``start``."""
+    return [msgspec.structs.replace(r, last_position=r.last_position + start) for r in results]
+
+
 def _new_ids(count: int) -> list[uuid.UUID]:
     return [uuid.UUID(bytes=b) for b in new_event_ids(count)] if count else []
 
@@ -308,6 +387,8 @@ class PostgresStore(EventStore):
         self._writer: asyncio.Task[None] | None = None
         self._writer_conn: Connection | None = None
         self._inline = InlineProjections()
+        self._known: dict[str, _Head] = {}
+        """Stream heads this writer saw commit: what the one-statement path expects."""
         self._listener: asyncio.Task[None] | None = None
         self._decode_text = msgspec.json.decode
         self.before_commit: Callable[[], Awaitable[None]] | None = None
@@ -438,7 +519,9 @@ class PostgresStore(EventStore):
         with a savepoint per append); if that fails as a whole, each request alone."""
         try:
             try:
-                outcomes = await self._transaction(batch)
+                outcomes = await self._in_one_statement(batch)
+                if outcomes is None:
+                    outcomes = await self._transaction(batch)
             except Refused:
                 outcomes = await self._transaction(batch, savepoints=True)
         except Exception:
@@ -460,15 +543,86 @@ class PostgresStore(EventStore):
                 request.future.set_exception(failure)
         self._notify_waiters()
 
+    async def _in_one_statement(self, batch: list[_Request]) -> list[Outcome] | None:
+        """Run the batch as one call of ``eskit_append_group``, checked here against the
+        heads this writer saw commit; None (nothing written) if it cannot be done so: the
+        batch holds an operation, a retry, a stream not seen and not expected to be new,
+        inline projections run, or another process moved one of the streams meanwhile."""
+        expected = self._expected_heads(batch)
+        if expected is None:
+            return None
+        conn = await self._writer_connection()
+        group = _Group(conn, 0, micros(self.clock()), self._audit_key)  # positions from 1
+        group.expect(expected)
+        outcomes: list[Outcome] = []
+        group.add_all(batch, outcomes)
+        given = [
+            e.id
+            for r in batch
+            if r.appends
+            for a in r.appends
+            for e in a.events
+            if e.id is not None and e.id not in r.generated
+        ]
+        arguments = group.arguments(expected, given, self.notify_channel)
+        try:
+            if self.before_commit is None:  # autocommit: one round trip
+                start = await _append_group(conn, arguments)
+            else:
+                async with conn.transaction():
+                    start = await _append_group(conn, arguments)
+                    if start is not None:
+                        await self.before_commit()
+        except psycopg.OperationalError:
+            await conn.close()  # broken: the next transaction opens a new one
+            raise
+        if start is None:
+            return None
+        self._remember(group.known())
+        return [
+            (r, value if failure else _moved(value, start), failure)
+            for r, value, failure in outcomes
+        ]
+
+    def _expected_heads(self, batch: list[_Request]) -> dict[str, _Head] | None:
+        """The head the one-statement path expects of each stream of ``batch``: as this
+        writer last saw it commit, else empty if the stream is expected to be new."""
+        if self._inline.hooks:
+            return None
+        expected: dict[str, _Head] = {}
+        for request in batch:
+            if request.appends is None or request.retried:
+                return None
+            for append in request.appends:
+                if append.stream in expected:
+                    continue
+                head = self._known.get(append.stream)
+                if head is None:
+                    if append.expected is not NO_STREAM and append.expected is not ANY:
+                        return None
+                    head = _Head(None, LIVE, None)
+                expected[append.stream] = head
+        return expected
+
+    def _remember(self, heads: dict[str, _Head]) -> None:
+        """Remember committed stream heads for the one-statement path (a bounded guess:
+        the statement checks it, so a stale one costs a round trip, never a wrong write)."""
+        if len(self._known) > _KNOWN_STREAMS:
+            self._known.clear()
+        self._known.update(heads)
+
     async def _transaction(self, batch: list[_Request], savepoints: bool = False) -> list[Outcome]:
         outcomes: list[Outcome] = []
         conn = await self._writer_connection()
         try:
             async with conn.transaction():
-                await self._group(conn, batch, outcomes, savepoints)
+                group = await self._group(conn, batch, outcomes, savepoints)
         except psycopg.OperationalError:
             await conn.close()  # broken: the next transaction opens a new one
             raise
+        if any(request.operation is not None for request in batch):
+            self._known.clear()  # an operation may have changed any stream
+        self._remember(group.known())
         return outcomes
 
     async def _writer_connection(self) -> Connection:
@@ -483,7 +637,7 @@ class PostgresStore(EventStore):
 
     async def _group(
         self, conn: Connection, batch: list[_Request], outcomes: list[Outcome], savepoints: bool
-    ) -> None:
+    ) -> _Group:
         """The body of a group's transaction: lock the head, check and write each request."""
         cursor = await conn.execute("SELECT position FROM eskit_head FOR UPDATE")
         row = await cursor.fetchone()
@@ -520,6 +674,7 @@ class PostgresStore(EventStore):
             )
         if self.before_commit is not None:
             await self.before_commit()
+        return group
 
     async def _add(
         self,

@@ -1,0 +1,102 @@
+"""The PostgreSQL writer's one-statement path (``eskit_append_group``, migration 003): a
+group checked against the heads this writer remembers, written only if they still hold;
+otherwise the group runs the long way with the same outcome."""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+import pytest
+
+import eskit
+from eskit.store.audit import verify
+from eskit.store.postgres import PostgresStore
+from tests import postgres
+
+pytestmark = pytest.mark.anyio
+
+
+class Counting(PostgresStore):
+    """Counts the groups that went the long way (the one statement refused or skipped)."""
+
+    long_way = 0
+
+    async def _transaction(self, batch, savepoints=False):  # type: ignore[no-untyped-def]
+        type(self).long_way += 1
+        return await super()._transaction(batch, savepoints)
+
+
+def open_counting(url: str) -> Counting:
+    store = eskit.open_store(url)
+    assert isinstance(store, PostgresStore)
+    store.__class__ = Counting
+    return store  # type: ignore[return-value]
+
+
+async def test_own_streams_take_one_statement_and_chain_verifies(anyio_backend: str) -> None:
+    Counting.long_way = 0
+    async with open_counting(postgres.store_url()) as store:
+        expected: eskit.ExpectedVersion = eskit.NO_STREAM
+        for n in range(5):
+            result = await store.append("order-1", [eskit.NewEvent("Placed", {"n": n})], expected)
+            expected = result.last_version
+        await store.append("order-2", [eskit.NewEvent("Placed", {})], eskit.NO_STREAM)
+        assert Counting.long_way == 0
+        versions = [(e.version, e.position) async for e in store.read_stream("order-1")]
+        assert versions == [(n, n + 1) for n in range(5)]
+        report = await verify(store)
+    assert report.ok, report
+
+
+async def test_a_stream_moved_by_another_writer_is_checked_the_long_way(
+    anyio_backend: str,
+) -> None:
+    url = postgres.store_url()
+    async with open_counting(url) as mine, eskit.open_store(url) as other:
+        await mine.append("shared-1", [eskit.NewEvent("A", {})], eskit.NO_STREAM)
+        await other.append("shared-1", [eskit.NewEvent("B", {})], 0)  # mine's memory is stale
+        Counting.long_way = 0
+        with pytest.raises(eskit.WrongExpectedVersion) as raised:
+            await mine.append("shared-1", [eskit.NewEvent("C", {})], 0)
+        assert raised.value.actual == 1
+        assert Counting.long_way == 1
+        result = await mine.append("shared-1", [eskit.NewEvent("C", {})], 1)
+        assert (result.last_version, Counting.long_way) == (2, 1)  # remembered again
+        types = [e.type async for e in mine.read_stream("shared-1")]
+    assert types == ["A", "B", "C"]
+
+
+async def test_a_caller_id_already_written_is_a_replay(anyio_backend: str) -> None:
+    url = postgres.store_url()
+    event = eskit.NewEvent("Once", {}, id=uuid.uuid4())
+    async with eskit.open_store(url) as other, open_counting(url) as mine:
+        first = await other.append("once-1", [event], eskit.NO_STREAM)
+        again = await mine.append("once-1", [event], eskit.NO_STREAM)
+        assert again == first
+        assert [e.id async for e in mine.read_stream("once-1")] == [event.id]
+
+
+async def test_deleted_streams_fail_and_revive_as_the_long_way_does(anyio_backend: str) -> None:
+    url = postgres.store_url()
+    async with open_counting(url) as store:
+        await store.append("gone-1", [eskit.NewEvent("A", {})])
+        await store.append("soft-1", [eskit.NewEvent("A", {})])
+        await store.tombstone_stream("gone-1")
+        await store.delete_stream("soft-1")
+        await store.append("warm-1", [eskit.NewEvent("A", {})])  # remembers nothing deleted
+        with pytest.raises(eskit.StreamDeleted):
+            await store.append("gone-1", [eskit.NewEvent("B", {})])
+        Counting.long_way = 0
+        with pytest.raises(eskit.StreamDeleted):  # now remembered: refused in one statement
+            await store.append("gone-1", [eskit.NewEvent("B", {})])
+        assert Counting.long_way == 0
+        revived = await store.append("soft-1", [eskit.NewEvent("B", {})], eskit.NO_STREAM)
+        assert revived.last_version == 1
+        assert await store.stream_version("soft-1") == 1
+        async with await psycopg.AsyncConnection.connect(url.split("?")[0]) as conn:
+            schema = url.rsplit("schema=", 1)[1]
+            cursor = await conn.execute(
+                f'SELECT state FROM "{schema}".eskit_streams WHERE stream = %s', ("soft-1",)
+            )
+            assert await cursor.fetchone() in (None, (0,))
