@@ -15,11 +15,14 @@ from pathlib import Path
 import pytest
 
 import eskit
-from eskit.projections import ProjectionRunner
+from eskit.projections import PartitionedWorker, ProjectionRunner, database_for
 from eskit.projections import state as st
+from eskit.projections.leases import partition_of
 from tests.cli.apps import InvoiceTotals
 from tests.cli.conftest import append, invoke
 from tests.cli.test_streams import rows
+from tests.projections.models import store_url
+from tests.projections.partitioning import Poisoned, all_at, fill, ordered_counts, stuck
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.cli.apps:projections"
@@ -266,3 +269,45 @@ def test_work_refuses_an_unknown_projection(url: str) -> None:
     result = invoke(["projections", "work", url, "nope", "--app", APP])
     assert result.exit_code == 1
     assert "has no projection named 'nope'" in result.output
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_status_and_skip_of_a_stuck_partition(backend: str, tmp_path: Path) -> None:
+    """A partitioned projection with a partition stuck on a poison event shows as stuck,
+    with that partition's error; ``skip`` steps the partition over it while its worker
+    runs, and the partition goes on."""
+    url = store_url(backend, tmp_path)
+    bad = partition_of("poison-0", 4)
+    async with eskit.open_store(url) as store:
+        db = database_for(store)
+        try:
+            await fill(store, streams=6, each=2)
+            poison = (await store.append("poison-0", [eskit.NewEvent("Poison", {})])).last_position
+            async with PartitionedWorker(store, Poisoned(), partitions=4, lease=0.6, backoff=0.01):
+                await stuck(db, "ordered")
+                status = await asyncio.to_thread(status_rows, url)
+                row = status["ordered"]
+                assert (row[4], row[7], row[8]) == ("stuck", "0", "4 on 1")
+                assert row[9] == (
+                    f"partition {bad} at {poison} (Poison): RuntimeError: cannot digest poison"
+                    " (1 of 4 stuck)"
+                )
+
+                skip = ["projections", "skip", url, "ordered", "--reason", "poison, ticket 12"]
+                skipped = await asyncio.to_thread(invoke, skip)
+
+                assert skipped.exit_code == 0, skipped.output
+                assert f"(Poison) at position {poison}" in skipped.stdout
+                more = await fill(store, streams=6, each=1)
+                await all_at(db, "ordered", more)
+                row = (await asyncio.to_thread(status_rows, url))["ordered"]
+                assert (row[2], row[4], row[7], row[9]) == (str(more), "running", "1", "")
+                again = await asyncio.to_thread(invoke, skip)
+                assert again.exit_code == 1
+                assert "is not stuck" in again.stderr
+            assert await ordered_counts(db) == {f"s-{n}": 3 for n in range(6)}
+            (record,) = await db.read(lambda c: st.skips(c, "ordered"))
+            assert (record.position, record.reason) == (poison, "poison, ticket 12")
+        finally:
+            await db.close()

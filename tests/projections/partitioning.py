@@ -1,15 +1,17 @@
 """What the partitioned-worker tests share: a read model that refuses events out of order,
-its plain twin, and waits on the stored partitions.
+its twin that chokes on poison, and waits on the stored partitions.
 
 ``Ordered`` keeps, per stream, the next version it expects and how many events it applied:
 an event applied twice, skipped or out of order raises, which a test sees as a worker that
-stops advancing and as a wrong count.
+stops advancing and as a wrong count. ``Poisoned`` is ``Ordered`` whose handler raises on
+``Poison`` events (always, or for their first few tries).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from collections import Counter
 from collections.abc import Callable
 
 import eskit
@@ -65,6 +67,24 @@ class Ordered(SQLProjection):
         )
 
 
+class Poisoned(Ordered):
+    """``Ordered`` that raises on a ``Poison`` event: every time, or only for the first
+    ``fails`` tries of each, after which it counts as any event."""
+
+    def __init__(self, fails: int | None = None) -> None:
+        super().__init__()
+        self.fails = fails
+        self.tries: Counter[int] = Counter()
+        """Handler calls per poison event position: what the retries cost."""
+
+    @handles("Poison")
+    def poison(self, event: RecordedEvent, db: ReadModelConnection) -> None:
+        self.tries[event.position] += 1
+        if self.fails is None or self.tries[event.position] <= self.fails:
+            raise RuntimeError("cannot digest poison")
+        self.added(event, db)
+
+
 async def fill(store: eskit.EventStore, streams: int, each: int, prefix: str = "s") -> int:
     """``each`` events on each of ``streams`` streams, interleaved; the last position."""
     last = 0
@@ -87,11 +107,24 @@ async def eventually(check: Callable[[], bool], within: float = 10.0) -> None:
             await asyncio.sleep(0.05)
 
 
-async def all_at(db: Database, name: str, position: int, within: float = 20.0) -> None:
-    """Wait until every partition of ``name`` is checkpointed at ``position`` or later."""
+async def all_at(
+    db: Database, name: str, position: int, within: float = 20.0, but: int | None = None
+) -> None:
+    """Wait until every partition of ``name`` (``but`` one) is checkpointed at
+    ``position`` or later."""
     async with asyncio.timeout(within):
         while True:
             rows = await db.read(lambda c: leases.partitions(c, name))
-            if rows and all(row.position >= position for row in rows):
+            if rows and all(r.position >= position for r in rows if r.partition != but):
                 return
+            await asyncio.sleep(0.05)
+
+
+async def stuck(db: Database, name: str, within: float = 20.0) -> list[leases.PartitionRow]:
+    """Wait until a partition of ``name`` is stuck; the stuck ones."""
+    async with asyncio.timeout(within):
+        while True:
+            rows = await db.read(lambda c: leases.partitions(c, name))
+            if found := [row for row in rows if row.stuck]:
+                return found
             await asyncio.sleep(0.05)

@@ -1,5 +1,6 @@
 """One projection, several workers: partitions by stream hash under leases, exactly once
-(SQL read models), per-stream order, take-over, fencing of a paused worker, scaling.
+(SQL read models), per-stream order, take-over, fencing of a paused worker, scaling, and a
+partition stuck on a poison event while the others go on, until it is skipped.
 
 Each worker opens the store on its own, as a worker in another process would. The
 process-level tests (SIGKILL, SIGSTOP) are in ``test_partitioned_processes``.
@@ -17,14 +18,18 @@ import pytest
 
 import eskit
 from eskit.projections import Database, PartitionedWorker, ProjectionRunner, database_for
+from eskit.projections import state as st
 from eskit.projections.leases import partition_of
+from eskit.projections.sql import execute
 from tests.projections.models import store_url
 from tests.projections.partitioning import (
     Ordered,
+    Poisoned,
     all_at,
     eventually,
     fill,
     ordered_counts,
+    stuck,
 )
 
 pytestmark = pytest.mark.anyio
@@ -169,3 +174,144 @@ async def test_a_runner_refuses_to_follow_a_partitioned_projection(url: str) -> 
         async with ProjectionRunner(store, [Ordered()]) as runner:
             with pytest.raises(ValueError, match="is run by partitioned workers"):
                 await runner.wait_until(1)
+
+
+POISONED = "poison-0"
+BAD = partition_of(POISONED, 4)
+"""The partition the poison event is in, of 4."""
+
+
+async def poisoned_log(store: eskit.EventStore) -> tuple[int, int]:
+    """5 events on each of 12 streams, a ``Poison`` event on a stream of its own, 3 more
+    events on each stream: the poison's position and the last one."""
+    assert any(partition_of(f"s-{n}", 4) == BAD for n in range(12)), "BAD has streams"
+    await fill(store, streams=12, each=5)
+    poison = (await store.append(POISONED, [eskit.NewEvent("Poison", {})])).last_position
+    return poison, await fill(store, streams=12, each=3)
+
+
+def counts_with_bad_at(before: int, after: int) -> dict[str, int]:
+    """Events per stream when the streams of the bad partition have ``before``, the others
+    ``after``."""
+    return {f"s-{n}": before if partition_of(f"s-{n}", 4) == BAD else after for n in range(12)}
+
+
+async def test_a_poison_event_sticks_its_partition_and_the_others_go_on(url: str) -> None:
+    """The failing batch is retried event by event; the poison event, still failing, marks
+    its partition stuck before it, with the error and the event; the other partitions reach
+    the head. A worker taking the partition over later sees it stuck and leaves it be."""
+    async with opened(url) as (store, db), opened(url) as (other, _):
+        poison, last = await poisoned_log(store)
+        events = (await store.read_page(after=0, limit=1000)).events
+        event = next(e for e in events if e.position == poison)
+        before = max(
+            e.position for e in events if partition_of(e.stream, 4) == BAD and e.position < poison
+        )
+        handler = Poisoned()
+        async with PartitionedWorker(
+            store, handler, partitions=4, lease=0.6, backoff=0.01
+        ) as worker:
+            (row,) = await stuck(db, "ordered")
+            await all_at(db, "ordered", last, but=BAD)
+            assert row.partition == BAD
+            assert (row.error, row.error_position, row.error_event, row.error_type) == (
+                "RuntimeError: cannot digest poison",
+                poison,
+                str(event.id),
+                "Poison",
+            )
+            assert row.position == before  # the partition's events before it are applied
+            assert handler.tries[poison] == 1 + 4  # the batch, then 1 + 3 retries alone
+            assert worker.held[BAD].stuck
+            assert worker.error is None
+        assert await ordered_counts(db) == counts_with_bad_at(5, 8)
+
+        fresh = Poisoned()
+        async with PartitionedWorker(other, fresh, partitions=4, lease=0.6) as taker:
+            await eventually(lambda: len(taker.held) == 4)
+            more = await fill(store, streams=12, each=1)
+            await all_at(db, "ordered", more, but=BAD)
+            assert taker.held[BAD].stuck
+            assert fresh.tries == {}  # never tried again
+        (again,) = await stuck(db, "ordered")
+        assert (again.position, again.error_position) == (before, poison)
+        assert await ordered_counts(db) == counts_with_bad_at(5, 9)
+
+
+async def test_a_skipped_poison_event_lets_its_partition_go_on(url: str) -> None:
+    async with opened(url) as (store, db):
+        poison, _ = await poisoned_log(store)
+        async with PartitionedWorker(
+            store, Poisoned(), partitions=4, lease=0.6, backoff=0.01
+        ) as worker:
+            await stuck(db, "ordered")
+            (record,) = await worker.skip("poison, ticket 7")
+            assert (record.position, record.event_type, record.error, record.reason) == (
+                poison,
+                "Poison",
+                "RuntimeError: cannot digest poison",
+                "poison, ticket 7",
+            )
+            more = await fill(store, streams=12, each=2)
+            await all_at(db, "ordered", more)
+            assert not any(row.stuck for row in await worker.partitions())
+            assert await worker.skip("nothing stuck") == []
+        assert await ordered_counts(db) == {f"s-{n}": 10 for n in range(12)}
+        assert await db.read(lambda c: st.skips(c, "ordered")) == [record]
+
+
+async def test_a_handler_that_fails_twice_then_succeeds_is_not_stuck(url: str) -> None:
+    async with opened(url) as (store, db):
+        poison, last = await poisoned_log(store)
+        handler = Poisoned(fails=2)
+        async with PartitionedWorker(
+            store, handler, partitions=4, lease=0.6, backoff=0.01
+        ) as worker:
+            await all_at(db, "ordered", last)
+            assert not any(row.stuck for row in await worker.partitions())
+            assert worker.applied == 12 * 8 + 1
+        assert handler.tries[poison] == 3
+        assert await ordered_counts(db) == {**counts_with_bad_at(8, 8), POISONED: 1}
+
+
+OLD_PARTITIONS = """CREATE TABLE eskit_partitions (
+    name TEXT NOT NULL, partition BIGINT NOT NULL, count BIGINT NOT NULL,
+    build BIGINT NOT NULL, position BIGINT NOT NULL, owner TEXT,
+    generation BIGINT NOT NULL, expires_at BIGINT NOT NULL, PRIMARY KEY (name, partition))"""
+
+
+async def test_a_partitions_table_of_an_older_version_gets_the_stuck_columns(url: str) -> None:
+    """Workers of the version before stuck partitions made the table without its error
+    columns: it reads as never stuck, and the first worker of this version adds them."""
+    async with opened(url) as (store, db):
+        await fill(store, streams=4, each=2)
+        await db.write(lambda c: execute(c, OLD_PARTITIONS))
+        row = "INSERT INTO eskit_partitions VALUES ('ordered', ?, 2, 1, 0, NULL, 0, 0)"
+        await db.write(lambda c: [execute(c, row, (p,)) for p in (0, 1)])
+        worker = PartitionedWorker(store, Ordered(), partitions=2, lease=0.6)
+        assert [(r.partition, r.stuck) for r in await worker.partitions()] == [
+            (0, False),
+            (1, False),
+        ]
+        async with worker:
+            await all_at(db, "ordered", 8)
+        assert await ordered_counts(db) == {f"s-{n}": 2 for n in range(4)}
+
+
+class PoisonedV2(Poisoned):
+    version = 2
+
+
+async def test_a_rebuild_starts_a_stuck_partition_afresh(url: str) -> None:
+    """Version 2 digests the poison: rebuilt beside the stuck version 1, its workers take
+    every partition on the new build, none stuck."""
+    async with opened(url) as (store, db), opened(url) as (other, _):
+        _, last = await poisoned_log(store)
+        async with PartitionedWorker(store, Poisoned(), partitions=4, lease=0.6, backoff=0.01):
+            await stuck(db, "ordered")
+        async with ProjectionRunner(other, [PoisonedV2(fails=0)]) as runner:
+            await runner.rebuild("ordered")
+        async with PartitionedWorker(other, PoisonedV2(fails=0), partitions=4, lease=0.6) as new:
+            await all_at(db, "ordered", last)
+            assert not any(row.stuck for row in await new.partitions())
+        assert await ordered_counts(db) == {**counts_with_bad_at(8, 8), POISONED: 1}

@@ -77,6 +77,26 @@ class _Row(msgspec.Struct, frozen=True):
         return self.state.position
 
     @property
+    def stuck(self) -> list[leases.PartitionRow]:
+        return [p for p in self.partitions if p.stuck]
+
+    @property
+    def status(self) -> str:
+        """``stuck`` when a partition is, whatever the projection's own row says."""
+        return st.STUCK if self.stuck else self.state.status
+
+    @property
+    def error(self) -> str:
+        """The projection's error, or the first stuck partition's and how many are."""
+        stuck = self.stuck
+        if not stuck:
+            state = self.state
+            return _error(state.error, state.error_position, state.error_type)
+        first = stuck[0]
+        error = _error(first.error, first.error_position, first.error_type)
+        return f"partition {first.partition} {error} ({len(stuck)} of {len(self.partitions)} stuck)"
+
+    @property
     def workers(self) -> str:
         if not self.partitions:
             return ""
@@ -129,12 +149,12 @@ def status(url: Url, database: DatabasePath = None) -> None:
             cell(state.version),
             cell(row.position),
             cell(max(0, head - row.position)),
-            _styled(state.status),
+            _styled(row.status),
             when(state.updated_at),
             progress,
             cell(row.skips),
             cell(row.workers),
-            cell(_error(state.error, state.error_position, state.error_type)),
+            cell(row.error),
         )
     out().print(table)
 
@@ -193,16 +213,20 @@ def skip(
 ) -> None:
     """Step a stuck projection over the event it fails on (recorded, with the reason).
 
+    A partitioned projection: every stuck partition steps over its event.
+
     Example: eskit projections skip sqlite:///./events.db invoice_totals --reason "bad data, #123"
     """
-    record = run(_on_database(url, database, lambda c: st.skip(c, name, reason, now())))
-    out().print(
-        Text(
-            f"projection {name} skipped event {record.event_id} ({record.event_type}) at"
-            f" position {record.position}; it failed with: {record.error}"
-        ),
-        soft_wrap=True,
-    )
+    for record in run(
+        _on_database(url, database, lambda c: leases.skip_stuck(c, name, reason, now()))
+    ):
+        out().print(
+            Text(
+                f"projection {name} skipped event {record.event_id} ({record.event_type}) at"
+                f" position {record.position}; it failed with: {record.error}"
+            ),
+            soft_wrap=True,
+        )
 
 
 # -- running the projections' code -------------------------------------------------------------

@@ -9,6 +9,10 @@ statement that also checks owner, generation and expiry (``advance``), in the tr
 that writes the read model: a worker that was paused past its lease, and whose partition
 someone else took, cannot commit; its whole batch rolls back.
 
+A partition whose handler keeps failing on an event is *stuck*: the error and the event
+are kept on its row, its checkpoint stays before the event, and whoever holds it leaves it
+alone until an operator skips the event (``skip``).
+
 Times are read from the database's clock, so machines whose clocks disagree still agree
 on who holds a lease.
 """
@@ -23,7 +27,9 @@ from typing import Final
 import msgspec
 
 from eskit.errors import EskitError
-from eskit.projections.sql import Connection, execute, is_sqlite, kind_of, lock_setup
+from eskit.projections import state as st
+from eskit.projections.sql import Connection, execute, is_sqlite, lock_setup
+from eskit.store.model import RecordedEvent
 
 SCHEMA: Final = (
     """CREATE TABLE IF NOT EXISTS eskit_partitions (
@@ -35,6 +41,10 @@ SCHEMA: Final = (
         owner      TEXT,              -- the worker holding the lease, NULL when free
         generation BIGINT  NOT NULL,  -- grows at every take-over: fences older owners out
         expires_at BIGINT  NOT NULL,  -- lease end, microseconds (database clock)
+        error          TEXT,          -- why it is stuck, NULL while it is not
+        error_position BIGINT,        -- the event it is stuck on
+        error_event    TEXT,
+        error_type     TEXT,
         PRIMARY KEY (name, partition)
     )""",
     """CREATE TABLE IF NOT EXISTS eskit_workers (
@@ -44,6 +54,18 @@ SCHEMA: Final = (
         PRIMARY KEY (name, worker)
     )""",
 )
+
+STUCK_COLUMNS: Final = (
+    ("error", "TEXT"),
+    ("error_position", "BIGINT"),
+    ("error_event", "TEXT"),
+    ("error_type", "TEXT"),
+)
+"""Added after the first release of the table: ``prepare`` adds them to an older one."""
+
+
+LEASE_COLUMNS: Final = "partition, generation, position, build, error_position"
+"""What ``Lease`` is made of, in its order."""
 
 
 class LeaseLost(EskitError):
@@ -61,6 +83,12 @@ class Lease(msgspec.Struct, frozen=True):
     generation: int
     position: int
     build: int
+    error_position: int | None = None
+    """The event the partition is stuck on; None while it is not stuck."""
+
+    @property
+    def stuck(self) -> bool:
+        return self.error_position is not None
 
 
 class PartitionRow(msgspec.Struct, frozen=True):
@@ -71,6 +99,14 @@ class PartitionRow(msgspec.Struct, frozen=True):
     owner: str | None
     generation: int
     expires_at: int
+    error: str | None = None
+    error_position: int | None = None
+    error_event: str | None = None
+    error_type: str | None = None
+
+    @property
+    def stuck(self) -> bool:
+        return self.error_position is not None
 
 
 def partition_of(stream: str, count: int) -> int:
@@ -85,12 +121,28 @@ def _now(conn: Connection) -> str:
     return "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)"
 
 
+def _columns(conn: Connection) -> set[str]:
+    """The columns ``eskit_partitions`` has; empty if there is no such table."""
+    if is_sqlite(conn):
+        rows = conn.execute("PRAGMA table_info(eskit_partitions)").fetchall()
+        return {row[1] for row in rows}
+    rows = conn.execute(
+        "SELECT column_name FROM information_schema.columns"
+        " WHERE table_schema = current_schema() AND table_name = 'eskit_partitions'"
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
 def prepare(conn: Connection, name: str, count: int, build: int, position: int) -> None:
     """Create the projection's partition rows (free, at ``position``) unless they exist,
     and refuse a worker configured with another partition count."""
     lock_setup(conn)
     for statement in SCHEMA:
         execute(conn, statement)
+    have = _columns(conn)
+    for column, kind in STUCK_COLUMNS:
+        if column not in have:
+            execute(conn, f"ALTER TABLE eskit_partitions ADD COLUMN {column} {kind}")
     row = execute(
         conn, "SELECT count FROM eskit_partitions WHERE name = ? LIMIT 1", (name,)
     ).fetchone()
@@ -150,7 +202,7 @@ def heartbeat(
             conn,
             f"UPDATE eskit_partitions SET expires_at = {now} + ?"
             f" WHERE name = ? AND owner = ? AND expires_at > {now}"
-            " RETURNING partition, generation, position, build",
+            f" RETURNING {LEASE_COLUMNS}",
             (ttl, name, worker),
         ).fetchall()
     }
@@ -186,16 +238,18 @@ def _take(
     build: int,
     position: int,
 ) -> Lease | None:
-    """Take a free or expired partition; None if another worker was faster."""
+    """Take a free or expired partition; None if another worker was faster. A partition
+    of an older build starts again from ``position``, and is no longer stuck."""
     now = _now(conn)
+    fresh = ", ".join(f"{c} = CASE WHEN build = ? THEN {c} ELSE NULL END" for c, _ in STUCK_COLUMNS)
     row = execute(
         conn,
         f"UPDATE eskit_partitions SET owner = ?, generation = generation + 1,"
-        f" expires_at = {now} + ?,"
+        f" expires_at = {now} + ?, {fresh},"
         " position = CASE WHEN build = ? THEN position ELSE ? END, build = ?"
         f" WHERE name = ? AND partition = ? AND (owner IS NULL OR expires_at <= {now})"
-        " RETURNING partition, generation, position, build",
-        (worker, ttl, build, position, build, name, partition),
+        f" RETURNING {LEASE_COLUMNS}",
+        (worker, ttl, *[build] * len(STUCK_COLUMNS), build, position, build, name, partition),
     ).fetchone()
     return None if row is None else Lease(*row)
 
@@ -204,20 +258,76 @@ def advance(
     conn: Connection, name: str, worker: str, leases: Mapping[int, Lease], position: int
 ) -> None:
     """Move every leased partition's checkpoint to ``position``, each in one statement that
-    also checks the lease (owner, generation, build, expiry); raise ``LeaseLost`` if any
-    check fails, so the caller's transaction, read-model writes included, rolls back."""
-    now = _now(conn)
+    also checks the lease (owner, generation, build, expiry, not stuck); raise
+    ``LeaseLost`` if any check fails, so the caller's transaction, read-model writes
+    included, rolls back."""
     for lease in leases.values():
-        if lease.position >= position:
-            continue
-        changed = execute(
+        if lease.position < position:
+            _fenced(conn, name, worker, lease, "position = ?", (position,))
+
+
+def mark_stuck(
+    conn: Connection, name: str, worker: str, lease: Lease, event: RecordedEvent, error: str
+) -> None:
+    """Stop the leased partition before ``event``, with the error, for an operator to see
+    and skip; ``LeaseLost`` if the lease is no longer this worker's."""
+    _fenced(
+        conn,
+        name,
+        worker,
+        lease,
+        "error = ?, error_position = ?, error_event = ?, error_type = ?",
+        (error, event.position, str(event.id), event.type),
+    )
+
+
+def _fenced(
+    conn: Connection, name: str, worker: str, lease: Lease, changes: str, values: tuple[object, ...]
+) -> None:
+    """Change a partition's row only while ``lease`` holds it and it is not stuck."""
+    now = _now(conn)
+    changed = execute(
+        conn,
+        f"UPDATE eskit_partitions SET {changes} WHERE name = ? AND partition = ?"
+        f" AND owner = ? AND generation = ? AND build = ? AND expires_at > {now}"
+        " AND error_position IS NULL",
+        (*values, name, lease.partition, worker, lease.generation, lease.build),
+    ).rowcount
+    if not changed:
+        raise LeaseLost(name, lease.partition)
+
+
+def skip(conn: Connection, name: str, reason: str, now: int) -> list[st.Skip]:
+    """Step every stuck partition of ``name`` over the event it is stuck on, recording
+    each skip as the runner does ([] if none is stuck). The generation grows, so a
+    holder that has not seen the skip yet cannot commit over it: it looks again."""
+    if "error_position" not in _columns(conn):
+        return []
+    stuck = execute(
+        conn,
+        "SELECT partition, error_position, error_event, error_type, error FROM"
+        " eskit_partitions WHERE name = ? AND error_position IS NOT NULL ORDER BY partition",
+        (name,),
+    ).fetchall()
+    records = []
+    for partition, position, event_id, event_type, error in stuck:
+        record = st.Skip(name, position, event_id or "", event_type or "", error or "", reason, now)
+        st.record_skip(conn, record)
+        execute(
             conn,
-            f"UPDATE eskit_partitions SET position = ? WHERE name = ? AND partition = ?"
-            f" AND owner = ? AND generation = ? AND build = ? AND expires_at > {now}",
-            (position, name, lease.partition, worker, lease.generation, lease.build),
-        ).rowcount
-        if not changed:
-            raise LeaseLost(name, lease.partition)
+            "UPDATE eskit_partitions SET position = ?, generation = generation + 1,"
+            " error = NULL, error_position = NULL, error_event = NULL, error_type = NULL"
+            " WHERE name = ? AND partition = ?",
+            (position, name, partition),
+        )
+        records.append(record)
+    return records
+
+
+def skip_stuck(conn: Connection, name: str, reason: str, now: int) -> list[st.Skip]:
+    """Skip what is stuck of ``name``: its stuck partitions' events, or else the event the
+    whole projection is stuck on (``state.skip``, which refuses one that is not stuck)."""
+    return skip(conn, name, reason, now) or [st.skip(conn, name, reason, now)]
 
 
 def release(conn: Connection, name: str, worker: str, partitions: list[int] | None) -> None:
@@ -241,13 +351,17 @@ def release(conn: Connection, name: str, worker: str, partitions: list[int] | No
 
 
 def partitions(conn: Connection, name: str) -> list[PartitionRow]:
-    """The projection's partitions as stored ([] if it never ran partitioned)."""
-    if kind_of(conn, "eskit_partitions") != "table":
+    """The projection's partitions as stored ([] if it never ran partitioned). A table
+    from before the stuck columns (no worker of this version started yet) reads as
+    never stuck."""
+    have = _columns(conn)
+    if not have:
         return []
+    stuck = ", ".join(c if c in have else "NULL" for c, _ in STUCK_COLUMNS)
     rows = execute(
         conn,
-        "SELECT partition, position, owner, generation, expires_at FROM eskit_partitions"
-        " WHERE name = ? ORDER BY partition",
+        f"SELECT partition, position, owner, generation, expires_at, {stuck}"
+        " FROM eskit_partitions WHERE name = ? ORDER BY partition",
         (name,),
     ).fetchall()
     return [PartitionRow(*row) for row in rows]

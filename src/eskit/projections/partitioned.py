@@ -9,6 +9,11 @@ stream are always in one partition, applied in order.
 
 Each worker reads the log from its lowest partition checkpoint and applies only its own
 partitions' events: reading is repeated per worker, applying is shared.
+
+A handler that raises is retried event by event with backoff, as the runner does; an event
+that keeps failing marks its partition stuck (kept on the partition's row, so whoever holds
+it later leaves it alone too) and the worker goes on with its other partitions until an
+operator skips the event (``skip`` or ``eskit projections skip``).
 """
 
 from __future__ import annotations
@@ -17,13 +22,14 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import socket
 import uuid
 from collections.abc import Awaitable
 
 import msgspec
 
-from eskit.errors import StoreClosed
+from eskit.errors import StoreClosed, Unavailable
 from eskit.projections import leases
 from eskit.projections import state as st
 from eskit.projections.database import Database, database_for
@@ -50,6 +56,7 @@ class PartitionedWorker(Service):
         lease: float = 10.0,
         worker: str | None = None,
         database: Database | None = None,
+        retries: int = 3,
         backoff: float = 0.1,
     ) -> None:
         if not isinstance(partitions, int) or partitions < 1:
@@ -57,7 +64,8 @@ class PartitionedWorker(Service):
         if not lease > 0:
             raise ValueError(f"lease must be a positive number of seconds, got {lease!r}")
         self.store, self.projection = store, projection
-        self.count, self.lease, self.backoff = partitions, lease, backoff
+        self.count, self.lease = partitions, lease
+        self.retries, self.backoff = retries, backoff
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._owns_database = database is None
         self.db = database or database_for(store)
@@ -68,7 +76,9 @@ class PartitionedWorker(Service):
         self.rejected = 0
         """Batches refused because a lease had been lost meanwhile (rolled back)."""
         self.error: str | None = None
-        """The last failure of a batch, until a batch succeeds again."""
+        """The last failure of a batch that was not a handler's (a database that went
+        away, an outdated worker), until a batch succeeds again. A handler's failure marks
+        its partition stuck instead: see ``partitions()``."""
         self._state: st.State | None = None
         self._changed = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -114,9 +124,24 @@ class PartitionedWorker(Service):
             await self.db.close()
 
     async def partitions(self) -> list[PartitionRow]:
-        """Every partition of the projection as stored: checkpoint, owner, lease."""
+        """Every partition of the projection as stored: checkpoint, owner, lease, and the
+        error and event of a stuck one."""
         name = self.projection.name
         return await self.db.read(lambda c: leases.partitions(c, name))
+
+    async def skip(self, reason: str) -> list[st.Skip]:
+        """Step every stuck partition of the projection (whoever holds it) over the event
+        it is stuck on, recording who/why in ``reason``; the partitions go on from there."""
+        name = self.projection.name
+        records = await self.db.write(lambda c: leases.skip(c, name, reason, now()))
+        if records and self._tasks:  # running: take the partitions as skipped, wake up
+            await self._heartbeat()
+        return records
+
+    @property
+    def _active(self) -> dict[int, Lease]:
+        """The partitions held that are not stuck: the ones to apply events to."""
+        return {p: lease for p, lease in self.held.items() if not lease.stuck}
 
     # -- leases ---------------------------------------------------------------------------
 
@@ -157,9 +182,11 @@ class PartitionedWorker(Service):
                 f" version {version}: restart it with the new code"
             )
         gained = set(held) - set(self.held)
+        before = set(self._active)
         self._state, self.held = state, held
         if gained:
             log.info("projection %s: %s took partitions %s", name, worker, sorted(gained))
+        if set(self._active) - before:  # taken, or skipped: there is work
             self._changed.set()
 
     # -- applying -------------------------------------------------------------------------
@@ -168,16 +195,16 @@ class PartitionedWorker(Service):
         failures = 0
         while not self._stopping.is_set():
             try:
-                if not self.held:
+                if not self._active:
                     self._changed.clear()
                     await _first(self._changed.wait(), self._stopping.wait())
                     continue
                 full = await self._step()
                 failures = 0
                 self.error = None
-                if not full:
+                if not full and self._active:
                     self._changed.clear()
-                    low = min(lease.position for lease in self.held.values())
+                    low = min(lease.position for lease in self._active.values())
                     await _first(
                         self.store.wait_for_events(low),
                         self._changed.wait(),
@@ -189,7 +216,7 @@ class PartitionedWorker(Service):
                 await self._heartbeat()
             except StoreClosed:
                 return
-            except Exception as error:  # a handler, or a database that went away: retry
+            except Exception as error:  # a database that went away: retry
                 failures += 1
                 self.error = f"{type(error).__name__}: {error}"
                 pause = min(30.0, self.backoff * 2**failures)
@@ -199,8 +226,9 @@ class PartitionedWorker(Service):
                     await self._heartbeat()
 
     async def _step(self) -> bool:
-        """Apply one page of the log to the partitions held; True if the page was full."""
-        projection, held, state = self.projection, dict(self.held), self._state
+        """Apply one page of the log to the partitions held and not stuck; True if the
+        page was full."""
+        projection, held, state = self.projection, self._active, self._state
         assert state is not None
         low = min(lease.position for lease in held.values())
         page = await self.store.read_page(
@@ -209,14 +237,79 @@ class PartitionedWorker(Service):
         if page.next_after <= low:
             return False
         mine = self._mine(page.events, held)
-        await self._commit(state, held, mine, page.next_after)
+        try:
+            await self._commit(state, held, mine, page.next_after)
+        except (LeaseLost, StoreClosed, Unavailable):
+            raise  # not the handler's fault: the work loop looks at the leases or backs off
+        except Exception as error:  # a handler failed: event by event, with retries
+            log.warning(
+                "projection %s: batch up to %d failed (%s); retrying event by event",
+                projection.name,
+                page.next_after,
+                error,
+            )
+            held = await self._apply_one_by_one(state, held, mine)
+            await self._commit(state, held, [], page.next_after)
+        self._advanced(held, page.next_after)
+        return len(page.events) == projection.batch_size
+
+    async def _apply_one_by_one(
+        self, state: st.State, held: dict[int, Lease], events: list[RecordedEvent]
+    ) -> dict[int, Lease]:
+        """Apply each event alone, retried with backoff; an event that still fails marks
+        its partition stuck. The leases of the partitions that are not stuck, advanced."""
+        held = dict(held)
+        for event in events:
+            partition = partition_of(event.stream, self.count)
+            lease = held.get(partition)
+            if lease is None:  # stuck on an earlier event of this page
+                continue
+            for attempt in range(self.retries + 1):
+                try:
+                    await self._commit(state, {partition: lease}, [event], event.position)
+                except (LeaseLost, StoreClosed, Unavailable):
+                    raise  # never blame an event for a lease or a database
+                except Exception as error:
+                    if attempt < self.retries:
+                        pause = self.backoff * 2**attempt * (0.5 + random.random())
+                        await asyncio.sleep(pause)  # not cut short by a stop: no early stuck
+                        continue
+                    await self._stuck(lease, event, error)
+                    del held[partition]
+                    break
+                lease = msgspec.structs.replace(lease, position=event.position)
+                held[partition] = lease
+                self._advanced({partition: lease}, event.position)
+                break
+        return held
+
+    async def _stuck(self, lease: Lease, event: RecordedEvent, error: Exception) -> None:
+        """Stop the partition before ``event`` for an operator to skip; the others go on."""
+        name, worker = self.projection.name, self.worker
+        text = f"{type(error).__name__}: {error}"
+        await self.db.write(lambda c: leases.mark_stuck(c, name, worker, lease, event, text))
+        current = self.held.get(lease.partition)
+        if current is not None and current.generation == lease.generation:
+            stuck = msgspec.structs.replace(current, error_position=event.position)
+            self.held[lease.partition] = stuck
+        log.error(
+            "projection %s: partition %d stuck at position %d (event %s, %s): %s",
+            name,
+            lease.partition,
+            event.position,
+            event.id,
+            event.type,
+            text,
+        )
+
+    def _advanced(self, held: dict[int, Lease], position: int) -> None:
+        """Take note of checkpoints committed at ``position``, for the leases still held
+        as they were (a heartbeat may have replaced them meanwhile)."""
         for partition, lease in held.items():
             current = self.held.get(partition)
             if current is not None and current.generation == lease.generation:
-                position = max(current.position, page.next_after)
-                self.held[partition] = msgspec.structs.replace(current, position=position)
-        self.applied += len(mine)
-        return len(page.events) == projection.batch_size
+                moved = max(current.position, position)
+                self.held[partition] = msgspec.structs.replace(current, position=moved)
 
     def _mine(self, events: list[RecordedEvent], held: dict[int, Lease]) -> list[RecordedEvent]:
         """The events of the partitions held, past each partition's own checkpoint."""
@@ -251,6 +344,7 @@ class PartitionedWorker(Service):
             if events:
                 await projection.handle_batch(events)
             await self.db.write(lambda c: leases.advance(c, name, worker, held, position))
+        self.applied += len(events)
 
 
 async def _first(*waiting: Awaitable[object]) -> None:

@@ -252,12 +252,7 @@ def skip(conn: Connection, name: str, reason: str, now: int) -> Skip:
         reason,
         now,
     )
-    execute(
-        conn,
-        "INSERT INTO eskit_projection_skips (name, position, event_id, event_type, error,"
-        " reason, skipped_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        msgspec.structs.astuple(record),
-    )
+    record_skip(conn, record)
     execute(
         conn,
         "UPDATE eskit_projections SET status = ?, position = ?, error = NULL,"
@@ -266,6 +261,16 @@ def skip(conn: Connection, name: str, reason: str, now: int) -> Skip:
         (RUNNING, record.position, now, name),
     )
     return record
+
+
+def record_skip(conn: Connection, record: Skip) -> None:
+    """Keep the skip, with its reason, for ``eskit projections status`` and audits."""
+    execute(
+        conn,
+        "INSERT INTO eskit_projection_skips (name, position, event_id, event_type, error,"
+        " reason, skipped_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        msgspec.structs.astuple(record),
+    )
 
 
 def reset(conn: Connection, name: str) -> bool:

@@ -170,14 +170,14 @@ def start_rebuild(
 
 async def skip_event(
     runner: ProjectionRunner | None, database: Database | None, name: str, reason: str
-) -> st.Skip:
-    """Step the stuck projection ``name`` over its failing event (its runner, here or in
-    another process, notices and goes on)."""
+) -> list[st.Skip]:
+    """Step the stuck projection ``name`` (or each of its stuck partitions) over its
+    failing event (its runner or workers, here or in other processes, notice and go on)."""
     if runner is not None and name in runner.workers:
-        return await runner.skip(name, reason)
+        return [await runner.skip(name, reason)]
     if database is None:
         raise ApiError(409, "NoDatabase", "this server has no projection database")
-    return await database.write(lambda c: st.skip(c, name, reason, now()))
+    return await database.write(lambda c: leases.skip_stuck(c, name, reason, now()))
 
 
 async def skips(database: Database | None, name: str) -> list[st.Skip]:
