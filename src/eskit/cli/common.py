@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import importlib
+import os
+import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -120,3 +123,23 @@ def when(moment: dt.datetime | int | None) -> str:
     if isinstance(moment, int):
         moment = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=moment)
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def import_attribute(spec: str) -> object:
+    """What ``module:attribute`` (``--app``) names, importing the module as ``python -m``
+    would from the current directory; ``ValueError`` saying what is wrong."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"--app must be module:attribute, got {spec!r}")
+    if os.getcwd() not in sys.path:  # as `python -m` would: the project's own modules
+        sys.path.insert(0, os.getcwd())
+    try:
+        found: object = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ValueError(f"--app {spec}: cannot import {module_name}: {error}") from error
+    for part in attribute.split("."):
+        try:
+            found = getattr(found, part)
+        except AttributeError:
+            raise ValueError(f"--app {spec}: {module_name} has no attribute {attribute}") from None
+    return found

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import inspect
-import os
 import signal
 import sqlite3
-import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -21,7 +18,18 @@ from rich.table import Table
 from rich.text import Text
 
 import eskit
-from eskit.cli.common import Url, cell, err, fail, opened, out, progress_bar, run, when
+from eskit.cli.common import (
+    Url,
+    cell,
+    err,
+    fail,
+    import_attribute,
+    opened,
+    out,
+    progress_bar,
+    run,
+    when,
+)
 from eskit.projections import (
     Database,
     PartitionedWorker,
@@ -405,7 +413,7 @@ async def _rebuild(
 async def load_projections(spec: str, store: eskit.EventStore) -> list[Projection | SQLProjection]:
     """The projections ``module:attribute`` names: a list of them, or a function (maybe
     async) of the store returning one."""
-    found: Any = _import(spec)
+    found: Any = import_attribute(spec)
     if callable(found) and not isinstance(found, Projection | SQLProjection):
         found = found(store)
         if inspect.isawaitable(found):
@@ -418,21 +426,3 @@ async def load_projections(spec: str, store: eskit.EventStore) -> list[Projectio
         if not isinstance(item, Projection | SQLProjection):
             raise ValueError(f"--app {spec}: {item!r} is not a Projection or SQLProjection")
     return list(found)
-
-
-def _import(spec: str) -> object:
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise ValueError(f"--app must be module:attribute, got {spec!r}")
-    if os.getcwd() not in sys.path:  # as `python -m` would: the project's own modules
-        sys.path.insert(0, os.getcwd())
-    try:
-        found: object = importlib.import_module(module_name)
-    except ImportError as error:
-        raise ValueError(f"--app {spec}: cannot import {module_name}: {error}") from error
-    for part in attribute.split("."):
-        try:
-            found = getattr(found, part)
-        except AttributeError:
-            raise ValueError(f"--app {spec}: {module_name} has no attribute {attribute}") from None
-    return found

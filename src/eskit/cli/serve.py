@@ -11,8 +11,7 @@ import typer
 from rich.text import Text
 
 import eskit
-from eskit.cli.common import err, fail, run
-from eskit.cli.projections import _import as import_attribute
+from eskit.cli.common import err, fail, import_attribute, run
 from eskit.store.rules import DEFAULT_MAX_EVENT_SIZE
 from eskit.web.readiness import DEFAULT_MAX_LAG
 from eskit.web.tokens import TokenFile
