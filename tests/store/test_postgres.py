@@ -396,13 +396,28 @@ async def test_another_store_object_wakes_within_100_ms(anyio_backend: str) -> N
         reader.poll_interval = 5.0  # only NOTIFY can wake it in time
         follower = Follower(reader)
         try:
-            await poll_until(lambda: has(listeners(url), 2), 10)  # both stores listen
+            await poll_until(lambda: has(listeners(url), 1), 10)  # the reader listens
             await wake_up_latencies(writer, follower, 1)  # the subscription is live
             latencies = await wake_up_latencies(writer, follower, 50)
         finally:
             await follower.close()
     print(summary(latencies))
     assert max(latencies) < WAKE_UP, summary(latencies)
+
+
+async def test_the_store_listens_only_while_something_waits(anyio_backend: str) -> None:
+    """A store that only writes does not LISTEN (its own commits would wake it for
+    nothing); a wait for events opens the LISTEN connection."""
+    url = postgres.store_url()
+    async with eskit.open_store(url) as store:
+        for n in range(3):
+            await store.append(f"quiet-{n}", [eskit.NewEvent("Written", {})])
+        assert await listeners(url) == 0
+        head = await store.last_position()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.2):
+                await store.wait_for_events(head)
+        await poll_until(lambda: has(listeners(url), 1), 10)
 
 
 async def test_another_process_wakes_within_100_ms(anyio_backend: str) -> None:
@@ -423,7 +438,7 @@ async def test_another_process_wakes_within_100_ms(anyio_backend: str) -> None:
                     assert int(got) == position, line
                     return float(at)
 
-                await poll_until(lambda: has(listeners(url), 2), 10)  # the child listens
+                await poll_until(lambda: has(listeners(url), 1), 10)  # the child listens
                 result = await writer.append("wake-1", [eskit.NewEvent("Woken", {})])
                 await delivered(result.last_position)  # the subscription is live
                 latencies = []

@@ -15,9 +15,11 @@ How it stays correct and fast:
   to ``eskit_append_group`` (migration 003), which writes it only if the heads still hold;
   otherwise, and for operations, retries and inline projections, the group runs the long
   way (lock, read the heads, check, insert), with the same outcome.
-- Readers read the committed head first, then events up to it.
+- Readers read a page and the committed head in one statement (one snapshot).
 - ``LISTEN``/``NOTIFY`` only wakes subscriptions early: if the listening connection dies,
-  subscriptions still find new events by polling every ``poll_interval``.
+  subscriptions still find new events by polling every ``poll_interval``. The store listens
+  only while something waits for events (and ``_LISTEN_IDLE`` after): a process that only
+  writes does not wake up for each of its own commits.
 - Inline projections (``postgres_inline``) apply each append's events inside the group's
   transaction, on a thread with a blocking twin of the writer's connection.
 """
@@ -63,6 +65,8 @@ log = logging.getLogger("eskit.store.postgres")
 LIVE, SOFT_DELETED, TOMBSTONED = 0, 1, 2
 _STATUSES: Final = {None: "live", LIVE: "live", SOFT_DELETED: "deleted", TOMBSTONED: "tombstoned"}
 _COLUMNS: Final = "id, stream, version, position, type, data, metadata, recorded_at"
+_ROW: Final = f"{_COLUMNS}, NULL"
+"""An event as ``_decode`` takes it: its columns and one more (a page's committed head)."""
 _INSERT: Final = (
     "INSERT INTO eskit_events (position, id, stream, category, version, type, data, metadata,"
     " recorded_at, hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
@@ -84,6 +88,10 @@ _ROW_KEYS: Final = (
 """The names of a ``_Group`` row's values in ``eskit_append_group``'s JSON."""
 _KNOWN_STREAMS: Final = 10_000
 """At most this many stream heads are remembered for the one-statement path."""
+_LISTEN_IDLE: Final = 10.0
+"""Seconds the LISTEN connection stays open after the last wait for events."""
+_NOTIFY_CHECK: Final = 1.0
+"""Seconds between the listener's checks that someone still waits."""
 Connection = psycopg.AsyncConnection[Any]
 Operation = Callable[[Connection], Awaitable[Any]]
 Outcome = tuple["_Request", Any, BaseException | None]
@@ -390,6 +398,7 @@ class PostgresStore(EventStore):
         self._known: dict[str, _Head] = {}
         """Stream heads this writer saw commit: what the one-statement path expects."""
         self._listener: asyncio.Task[None] | None = None
+        self._last_wait = 0.0
         self._decode_text = msgspec.json.decode
         self.before_commit: Callable[[], Awaitable[None]] | None = None
         """Fault injection for tests: awaited inside each transaction just before COMMIT
@@ -445,7 +454,6 @@ class PostgresStore(EventStore):
         self._pool = pool
         self._queue = asyncio.Queue()
         self._writer = asyncio.create_task(self._write_loop(), name="eskit-postgres-writer")
-        self._listener = asyncio.create_task(self._listen(), name="eskit-postgres-listener")
 
     async def _close_backend(self) -> None:
         if self._writer is not None:
@@ -469,18 +477,36 @@ class PostgresStore(EventStore):
             await self._pool.close()
             self._pool = None
 
+    async def _wait_for_events_after(self, position: int) -> None:
+        if self._open:
+            self._listen_while_waited()
+        await super()._wait_for_events_after(position)
+
+    def _listen_while_waited(self) -> None:
+        """Note a wait for events, and start listening if the store is not."""
+        self._last_wait = asyncio.get_running_loop().time()
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.create_task(self._listen(), name="eskit-postgres-listener")
+
+    def _waited(self) -> bool:
+        """Whether something waits for events, or did within ``_LISTEN_IDLE`` seconds."""
+        idle = asyncio.get_running_loop().time() - self._last_wait
+        return self._open and (bool(self._waiters) or idle < _LISTEN_IDLE)
+
     async def _listen(self) -> None:
-        """Wake subscriptions when any process commits; reconnect if the connection dies."""
+        """Wake subscriptions when any process commits, while something waits for events;
+        reconnect if the connection dies."""
         pause = 0.1
-        while True:
+        while self._waited():
             try:
                 async with await psycopg.AsyncConnection.connect(
                     self.conninfo, autocommit=True
                 ) as conn:
                     await conn.execute(f'LISTEN "{self.notify_channel}"')
                     pause = 0.1
-                    async for _ in conn.notifies():
-                        self._notify_waiters()
+                    while self._waited():
+                        async for _ in conn.notifies(timeout=_NOTIFY_CHECK):
+                            self._notify_waiters()
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # polling still finds new events meanwhile
@@ -828,9 +854,10 @@ class PostgresStore(EventStore):
     # -- reads ------------------------------------------------------------------------------
 
     def _decode(self, rows: Sequence[tuple[Any, ...]]) -> list[RecordedEvent]:
+        """Rows of ``_ROW`` as events (the last column is not the event's)."""
         decode, events = self._decode_text, []
         last_micros, last_moment = -1, moment(0)  # the events of one commit share a time
-        for id_, stream, version, position, type_, data, metadata, recorded in rows:
+        for id_, stream, version, position, type_, data, metadata, recorded, _ in rows:
             if recorded != last_micros:
                 last_micros, last_moment = recorded, moment(recorded)
             events.append(
@@ -907,7 +934,7 @@ class PostgresStore(EventStore):
     async def _find_event(self, event_id: uuid.UUID) -> RecordedEvent | None:
         async def run(conn: Connection) -> list[tuple[Any, ...]]:
             cursor = await conn.execute(
-                f"SELECT {_COLUMNS} FROM eskit_events WHERE id = %s", (event_id,)
+                f"SELECT {_ROW} FROM eskit_events WHERE id = %s", (event_id,)
             )
             return await cursor.fetchall()
 
@@ -968,7 +995,7 @@ class PostgresStore(EventStore):
             start, first, oldest = rules.read_bounds(metadata, last, now, from_version, backwards)
             compare, descending = ("<=", " DESC") if backwards else (">=", "")
             cursor = await conn.execute(
-                f"SELECT {_COLUMNS} FROM eskit_events WHERE stream = %s AND version {compare} %s"
+                f"SELECT {_ROW} FROM eskit_events WHERE stream = %s AND version {compare} %s"
                 f" AND version >= %s AND recorded_at >= %s ORDER BY version{descending}"
                 " LIMIT %s",
                 (stream, start, first, -1 if oldest is None else micros(oldest), count),
@@ -980,18 +1007,13 @@ class PostgresStore(EventStore):
     async def _read_all_page(
         self, after: int, count: int, types: tuple[str, ...] | None, category: str | None
     ) -> tuple[list[RecordedEvent], int]:
-        sql, extra = _page_query(types, category)
+        sql, extra, prepare = _page_query(types, category)
 
-        async def run(conn: Connection) -> tuple[list[tuple[Any, ...]], int]:
-            # The committed head first: every event at or below it is committed (commit
-            # order is position order), so a short page means the log was searched up to it.
-            head = await _head(conn)
-            cursor = await conn.execute(sql, (clamp(after), head, *extra, count), prepare=False)
-            return await cursor.fetchall(), head
+        async def run(conn: Connection) -> list[tuple[Any, ...]]:
+            cursor = await conn.execute(sql, (clamp(after), *extra, count), prepare=prepare)
+            return await cursor.fetchall()
 
-        rows, head = await self._read(run)
-        events = self._decode(rows)
-        return events, (events[-1].position if len(events) == count else max(head, after))
+        return self._page(await self._read(run), after, count)
 
     def page_in(
         self,
@@ -1003,24 +1025,38 @@ class PostgresStore(EventStore):
     ) -> Page:
         """``read_page`` with a blocking connection to this store's schema, inside a
         transaction the caller runs (projections read and apply a batch in one)."""
-        sql, extra = _page_query(types, category)
-        row = conn.execute("SELECT position FROM eskit_head").fetchone()
-        head = 0 if row is None else int(row[0])
-        rows = conn.execute(sql, (clamp(after), head, *extra, limit), prepare=False).fetchall()
-        events = self._decode(rows)
-        return Page(events, events[-1].position if len(events) == limit else max(head, after))
+        sql, extra, prepare = _page_query(types, category)
+        rows = conn.execute(sql, (clamp(after), *extra, limit), prepare=prepare).fetchall()
+        return Page(*self._page(rows, after, limit))
+
+    def _page(
+        self, rows: list[tuple[Any, ...]], after: int, count: int
+    ) -> tuple[list[RecordedEvent], int]:
+        """A page's events and where the next page starts: after its last event if it is
+        full, else at the committed head (a short page searched the log up to it)."""
+        head = rows[0][-1] or 0  # the one row of an empty page holds only the head
+        events = self._decode(rows) if rows[0][0] is not None else []
+        return events, (events[-1].position if len(events) == count else max(head, after))
 
 
-def _page_query(types: tuple[str, ...] | None, category: str | None) -> tuple[str, list[Any]]:
-    """A page of the log: events after a position, up to the head, filtered.
+def _page_query(
+    types: tuple[str, ...] | None, category: str | None
+) -> tuple[str, list[Any], bool | None]:
+    """A page of the log and the committed head, in one statement and one snapshot: events
+    after a position, up to the head, filtered; each row ends with the head, and an empty
+    page is one row of NULLs and the head. Every event at or below the head is committed
+    (commit order is position order), so a short page means the log was searched up to it.
 
     Each filter is written so that an index yields events already in position order, and
     the scan stops after one page: one type uses (type, position), one category
     (category, position); several types are a filter on the position scan, because
     ``type = ANY(...)`` on (type, position) would read every event of those types in the
     range and sort them (the planner picks that on a young table, before statistics).
-    Run it with ``prepare=False``: a generic plan cannot see how narrow the range is."""
-    where = ["position > %s", "position <= %s"]
+    Filtered pages are planned afresh each time (``prepare=False``): a generic plan cannot
+    see how narrow the range is. The unfiltered page has one plan whatever the table (the
+    primary key's range), so psycopg may prepare it (``None``): no parsing and planning
+    per page."""
+    where = ["position > %s", "position <= h.head"]
     extra: list[Any] = []
     if types is not None and len(types) == 1:
         where.append("type = %s")
@@ -1032,8 +1068,14 @@ def _page_query(types: tuple[str, ...] | None, category: str | None) -> tuple[st
         where.append("category = %s")
         extra.append(category)
     conditions = " AND ".join(where)
-    sql = f"SELECT {_COLUMNS} FROM eskit_events WHERE {conditions} ORDER BY position LIMIT %s"
-    return sql, extra
+    # The head as a one-row subquery, not a join with eskit_head: the planner would guess
+    # that table's size from its pages (thousands of rows) and JIT-compile every page.
+    sql = (
+        f"SELECT e.*, h.head FROM (SELECT (SELECT position FROM eskit_head) AS head) AS h"
+        f" LEFT JOIN LATERAL (SELECT {_COLUMNS} FROM eskit_events WHERE {conditions}"
+        " ORDER BY position LIMIT %s) AS e ON true"
+    )
+    return sql, extra, None if types is None and category is None else False
 
 
 async def _head(conn: Connection) -> int:
