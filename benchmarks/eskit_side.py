@@ -35,7 +35,7 @@ def _url(directory: Path) -> str:
     return f"sqlite:///{directory.resolve() / 'eskit.db'}"
 
 
-async def _warm_up_writes(store: eskit.EventStore) -> None:
+async def warm_up_writes(store: eskit.EventStore) -> None:
     for (stream, _), event in zip(
         placements(WARM_UP, 1, "warmup"), new_events(payloads(WARM_UP, seed=1)), strict=True
     ):
@@ -61,17 +61,39 @@ async def in_tasks(tasks: int, count: int, op: Callable[[int], Awaitable[object]
     await asyncio.gather(*(client(k) for k in range(tasks)))
 
 
-async def append_one_at_a_time(directory: Path, items: list[Payload]) -> Measurement:
-    """One event per append to a new stream, each append awaited before the next."""
+async def timed_one_at_a_time(store: eskit.EventStore, items: list[Payload]) -> tuple[int, float]:
+    """One event per append to a new stream, each awaited before the next, on any store:
+    the position before the first and the seconds taken (W1, PG1)."""
     events = new_events(items)
     streams = [stream for stream, _ in placements(len(events), 1)]
+    await warm_up_writes(store)
+    mark = await store.last_position()
+    start = time.perf_counter()
+    for stream, event in zip(streams, events, strict=True):
+        await store.append(stream, [event], expected_version=eskit.NO_STREAM)
+    return mark, time.perf_counter() - start
+
+
+async def timed_batches(
+    store: eskit.EventStore, items: list[Payload], per_append: int
+) -> tuple[int, float]:
+    """All events into one stream, ``per_append`` per append, with exact expected versions,
+    on any store: the position before the first and the seconds taken (W2, PG3)."""
+    events = new_events(items)
+    batches = [events[i : i + per_append] for i in range(0, len(events), per_append)]
+    await warm_up_writes(store)
+    mark = await store.last_position()
+    expected: eskit.ExpectedVersion = eskit.NO_STREAM
+    start = time.perf_counter()
+    for batch in batches:
+        expected = (await store.append("invoice-0", batch, expected)).last_version
+    return mark, time.perf_counter() - start
+
+
+async def append_one_at_a_time(directory: Path, items: list[Payload]) -> Measurement:
+    """One event per append to a new stream, each append awaited before the next."""
     async with eskit.open_store(_url(directory)) as store:
-        await _warm_up_writes(store)
-        mark = await store.last_position()
-        start = time.perf_counter()
-        for stream, event in zip(streams, events, strict=True):
-            await store.append(stream, [event], expected_version=eskit.NO_STREAM)
-        elapsed = time.perf_counter() - start
+        mark, elapsed = await timed_one_at_a_time(store, items)
         written = await _written_since(store, mark)
     return Measurement(written, elapsed)
 
@@ -81,7 +103,7 @@ async def append_concurrently(directory: Path, items: list[Payload], tasks: int)
     events = new_events(items)
     streams = [stream for stream, _ in placements(len(events), 1)]
     async with eskit.open_store(_url(directory)) as store:
-        await _warm_up_writes(store)
+        await warm_up_writes(store)
         mark = await store.last_position()
         start = time.perf_counter()
         await in_tasks(
@@ -96,16 +118,8 @@ async def append_concurrently(directory: Path, items: list[Payload], tasks: int)
 
 async def append_batches(directory: Path, items: list[Payload], per_append: int) -> Measurement:
     """All events into one stream, ``per_append`` per append, with exact expected versions."""
-    events = new_events(items)
-    batches = [events[i : i + per_append] for i in range(0, len(events), per_append)]
     async with eskit.open_store(_url(directory)) as store:
-        await _warm_up_writes(store)
-        mark = await store.last_position()
-        expected: eskit.ExpectedVersion = eskit.NO_STREAM
-        start = time.perf_counter()
-        for batch in batches:
-            expected = (await store.append("invoice-0", batch, expected)).last_version
-        elapsed = time.perf_counter() - start
+        mark, elapsed = await timed_batches(store, items, per_append)
         written = await _written_since(store, mark)
     return Measurement(written, elapsed)
 
@@ -216,7 +230,7 @@ async def append_created(directory: Path, items: list[Payload], tasks: int) -> M
     envelopes = invoices.envelopes(invoices.created(items))
     streams = invoices.streams(items)
     async with eskit.open_store(_url(directory)) as store:
-        await _warm_up_writes(store)
+        await warm_up_writes(store)
         mark = await store.last_position()
         start = time.perf_counter()
         await in_tasks(

@@ -14,21 +14,18 @@ from pathlib import Path
 
 import eskit
 from benchmarks import postgres
-from benchmarks.common import Measurement, Payload, new_events, payloads, placements
-from benchmarks.eskit_side import read_in_pages
+from benchmarks.common import Measurement, Payload, new_events, placements
+from benchmarks.eskit_side import (
+    read_in_pages,
+    timed_batches,
+    timed_one_at_a_time,
+    warm_up_writes,
+)
 from benchmarks.projection import TABLE, PgInvoiceTotals, counted_rows
 from eskit.projections import ProjectionRunner
 
-WARM_UP = 20
 PER_INVOICE = 100
 """Events per stream in the catch-up workload, as in P1."""
-
-
-async def _warm_up_writes(store: eskit.EventStore) -> None:
-    for (stream, _), event in zip(
-        placements(WARM_UP, 1, "warmup"), new_events(payloads(WARM_UP, seed=1)), strict=True
-    ):
-        await store.append(stream, [event], expected_version=eskit.NO_STREAM)
 
 
 async def _written(schema: str, mark: int) -> int:
@@ -40,16 +37,9 @@ async def _written(schema: str, mark: int) -> int:
 
 async def append_one_at_a_time(directory: Path, items: list[Payload]) -> Measurement:
     """One event per append to a new stream, each append awaited before the next."""
-    events = new_events(items)
-    streams = [stream for stream, _ in placements(len(events), 1)]
     with postgres.fresh_schema() as schema:
         async with eskit.open_store(postgres.store_url(schema)) as store:
-            await _warm_up_writes(store)
-            mark = await store.last_position()
-            start = time.perf_counter()
-            for stream, event in zip(streams, events, strict=True):
-                await store.append(stream, [event], expected_version=eskit.NO_STREAM)
-            elapsed = time.perf_counter() - start
+            mark, elapsed = await timed_one_at_a_time(store, items)
         return Measurement(await _written(schema, mark), elapsed)
 
 
@@ -68,7 +58,7 @@ async def append_concurrently(directory: Path, items: list[Payload], tasks: int)
                 for event in events[k * per_task : (k + 1) * per_task]:
                     expected = (await store.append(stream, [event], expected)).last_version
 
-            await _warm_up_writes(store)
+            await warm_up_writes(store)
             mark = await store.last_position()
             start = time.perf_counter()
             await asyncio.gather(*(client(k) for k in range(tasks)))
@@ -78,17 +68,9 @@ async def append_concurrently(directory: Path, items: list[Payload], tasks: int)
 
 async def append_batches(directory: Path, items: list[Payload], per_append: int) -> Measurement:
     """All events into one stream, ``per_append`` per append, with exact expected versions."""
-    events = new_events(items)
-    batches = [events[i : i + per_append] for i in range(0, len(events), per_append)]
     with postgres.fresh_schema() as schema:
         async with eskit.open_store(postgres.store_url(schema)) as store:
-            await _warm_up_writes(store)
-            mark = await store.last_position()
-            expected: eskit.ExpectedVersion = eskit.NO_STREAM
-            start = time.perf_counter()
-            for batch in batches:
-                expected = (await store.append("invoice-0", batch, expected)).last_version
-            elapsed = time.perf_counter() - start
+            mark, elapsed = await timed_batches(store, items, per_append)
         return Measurement(await _written(schema, mark), elapsed)
 
 

@@ -17,6 +17,7 @@ from eskit.brokers.nats import NatsPublisher, partition_subject, servers, subjec
 from eskit.brokers.publisher import publisher_for, safe_address
 from eskit.brokers.rabbitmq import RabbitPublisher
 from eskit.brokers.redis import RedisPublisher
+from eskit.projections import ProjectionStatus
 from eskit.relay import Relay, relay_runner, relay_status
 from eskit.store.model import RecordedEvent
 from tests import postgres, services
@@ -51,10 +52,12 @@ async def nats_prefix() -> AsyncIterator[str]:
     await delete_nats_stream(url, prefix)
 
 
-async def relay_all(store: eskit.EventStore, relay: Relay) -> None:
+async def relay_all(store: eskit.EventStore, relay: Relay) -> ProjectionStatus:
+    """Run the relay up to the head; its status there."""
     runner = relay_runner(store, relay)
     try:
         await runner.run_until_caught_up()
+        return await relay_status(runner, relay)
     finally:
         await runner.stop()
 
@@ -64,13 +67,9 @@ async def test_nats_gets_every_event_once_in_order(
 ) -> None:
     await fill(store)
     publisher = NatsPublisher(services.nats_url(), nats_prefix, partitions=4)
-    relay = Relay(publisher, batch_size=32)
-    runner = relay_runner(store, relay)
     try:
-        await runner.run_until_caught_up()
-        status = await relay_status(runner, relay)
+        status = await relay_all(store, Relay(publisher, batch_size=32))
     finally:
-        await runner.stop()
         await publisher.close()
     events = await everything(store)
     assert (status.position, status.head, status.lag) == (len(events), len(events), 0)
@@ -214,13 +213,9 @@ async def test_relay_over_a_postgresql_store(nats_prefix: str) -> None:
     async with eskit.open_store(postgres.store_url()) as pg_store:
         await fill(pg_store, rounds=4)
         publisher = NatsPublisher(services.nats_url(), nats_prefix, partitions=2)
-        relay = Relay(publisher, batch_size=7)
-        runner = relay_runner(pg_store, relay)
         try:
-            await runner.run_until_caught_up()
-            status = await relay_status(runner, relay)
+            status = await relay_all(pg_store, Relay(publisher, batch_size=7))
         finally:
-            await runner.stop()
             await publisher.close()
         events = await everything(pg_store)
     assert status.lag == 0
