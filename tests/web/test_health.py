@@ -46,6 +46,16 @@ async def ready(api: Api) -> httpx.Response:
     return await api.http.get("/health/ready")
 
 
+async def ready_until(api: Api, until: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """The body of /health/ready once ``until`` holds for it (a runner starts in the background)."""
+    async with asyncio.timeout(TIMEOUT):
+        while True:
+            body: dict[str, Any] = (await ready(api)).json()
+            if until(body):
+                return body
+            await asyncio.sleep(0.05)
+
+
 def scrape(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
@@ -193,5 +203,5 @@ async def test_a_relay_whose_broker_is_down_shows_its_lag(tmp_path: Path) -> Non
         lag = ("eskit_projection_lag", (("projection", relay.name),))
         got = await metrics(api, lambda m: m.get(lag) == 3)
         assert got[("eskit_projection_position", (("projection", relay.name),))] == 0
-        unready = (await ready(api)).json()
-        assert unready["reasons"] == [f"projection {relay.name} is 3 events behind (over 2)"]
+        reason = f"projection {relay.name} is 3 events behind (over 2)"
+        await ready_until(api, lambda body: body["reasons"] == [reason])

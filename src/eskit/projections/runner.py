@@ -51,7 +51,7 @@ class ProjectionStatus(msgspec.Struct, frozen=True):
     version: int
     position: int
     head: int
-    status: str  # running | stuck | rebuilding | stopped
+    status: str  # starting | running | stuck | rebuilding | stopped
     error: str | None = None
     error_position: int | None = None
     error_type: str | None = None
@@ -562,11 +562,10 @@ class _Worker:
 
     def status(self, head: int) -> ProjectionStatus:
         state = self.state
-        if state is None:
-            return ProjectionStatus(
-                self.projection.name, self.projection.version, 0, head, "stopped"
-            )
         running = self.task is not None and not self.task.done()
+        if state is None:  # its state is not loaded yet
+            status = "starting" if running else "stopped"
+            return ProjectionStatus(self.projection.name, self.projection.version, 0, head, status)
         status = state.status
         if self.rebuilding is not None:
             status = "rebuilding"
