@@ -11,10 +11,10 @@ import abc
 import asyncio
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol, Self, TypeVar
 
 from eskit.errors import StoreClosed, StoreUnavailable
 from eskit.store import rules
@@ -34,6 +34,7 @@ from eskit.store.model import (
 from eskit.store.rules import PreparedAppend, PreparedSnapshot
 
 Clock = Callable[[], dt.datetime]
+C = TypeVar("C")
 
 
 def utc_now() -> dt.datetime:
@@ -290,21 +291,24 @@ class EventStore(abc.ABC):
         _check_optional_count("from_version", from_version, minimum=0)
         _check_optional_count("limit", limit, minimum=0)
         self._check_open()
-        remaining = limit
-        cursor = from_version
-        while True:  # at least one page, so that a tombstoned stream raises even for limit=0
+        Cursor = tuple[int | None, int | None]  # from_version, events still wanted
+
+        async def read(cursor: Cursor) -> tuple[list[RecordedEvent], Cursor | None]:
+            start, remaining = cursor
             count = self.page_size if remaining is None else min(remaining, self.page_size)
             self._check_open()  # every backend stops a read the same way when closed
-            page = await self._read_stream_page(stream, cursor, backwards, count)
+            page = await self._read_stream_page(stream, start, backwards, count)
+            if len(page) < count or count == 0:
+                return page, None
+            following = page[-1].version + (-1 if backwards else 1)
+            if following < 0:
+                return page, None
+            return page, (following, None if remaining is None else remaining - len(page))
+
+        # at least one page, so that a tombstoned stream raises even for limit=0
+        async for page in _read_ahead(read, (from_version, limit)):
             for event in page:
                 yield event
-            if len(page) < count or count == 0:
-                return
-            if remaining is not None:
-                remaining -= len(page)
-            cursor = page[-1].version + (-1 if backwards else 1)
-            if cursor < 0:
-                return
 
     async def read_all(
         self,
@@ -317,18 +321,21 @@ class EventStore(abc.ABC):
         of the given ``types`` or stream ``category``, at most ``limit`` of them."""
         _check_optional_count("limit", limit, minimum=0)
         type_filter = self._check_log_filter(after, types, category)
-        remaining = limit
-        checkpoint = after
-        while remaining is None or remaining > 0:
+        if limit == 0:
+            return
+        Cursor = tuple[int, int | None]  # after, events still wanted
+
+        async def read(cursor: Cursor) -> tuple[list[RecordedEvent], Cursor | None]:
+            checkpoint, remaining = cursor
             count = self.page_size if remaining is None else min(remaining, self.page_size)
             self._check_open()
             page, checkpoint = await self._read_all_page(checkpoint, count, type_filter, category)
+            left = None if remaining is None else remaining - len(page)
+            return page, None if len(page) < count or left == 0 else (checkpoint, left)
+
+        async for page in _read_ahead(read, (after, limit)):
             for event in page:
                 yield event
-            if len(page) < count:
-                return
-            if remaining is not None:
-                remaining -= len(page)
 
     async def read_page(
         self,
@@ -491,6 +498,29 @@ class EventStore(abc.ABC):
 def _check_count(name: str, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+
+
+async def _read_ahead(
+    read: Callable[[C], Awaitable[tuple[list[RecordedEvent], C | None]]], cursor: C
+) -> AsyncIterator[list[RecordedEvent]]:
+    """Yield the pages ``read`` returns, each with the cursor of the next (None: no more).
+
+    The next page is asked for before this one is handed over, so the database reads it
+    while the caller works through this one (two pages in memory at most). A read of one
+    page starts no task.
+    """
+    page, following = await read(cursor)
+    while True:
+        ahead = None if following is None else asyncio.ensure_future(read(following))
+        try:
+            yield page
+        except BaseException:  # the caller stopped: the page read ahead is not wanted
+            if ahead is not None and not ahead.cancel():
+                ahead.exception()  # it already failed (say, the store closed): nobody asks
+            raise
+        if ahead is None:
+            return
+        page, following = await ahead
 
 
 def _check_optional_count(name: str, value: int | None, minimum: int) -> None:
