@@ -237,3 +237,15 @@ async def test_store_unavailable_is_a_503_that_says_retry(any_api: Api) -> None:
     assert error(response)["type"] == "StoreClosed"
     await any_api.store.open()
     assert isinstance(any_api.store, eskit.EventStore)
+
+
+async def test_appended_events_name_the_token_that_wrote_them(api: Api) -> None:
+    """Who did what: the server stamps the token's name as ``user``; a body cannot claim
+    another's name."""
+    events = [{"type": "Paid", "data": {}, "metadata": {"user": "admin", "note": "kept"}}]
+    response = await api.http.post(
+        "/streams/invoice-1", json={"events": events}, headers=api.as_("writer")
+    )
+    assert response.status_code == 201, response.text
+    (stored,) = [e async for e in api.store.read_stream("invoice-1")]
+    assert stored.metadata == {"user": "writer", "note": "kept"}

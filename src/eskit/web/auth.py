@@ -16,6 +16,9 @@ Tokens = TokenSet | TokenFile | None
 """What the API checks tokens against: a fixed set, a file it re-reads, or None (open)."""
 
 OPEN = Grant("anyone", ["admin"])
+USER = "user"
+"""The metadata key naming the token that wrote an event ("anyone" on an open API): who did
+what, for the audit view. Set by the server, so a client cannot write it in another's name."""
 """The grant of every request when the API runs without tokens."""
 
 

@@ -16,15 +16,12 @@ from starlette.requests import Request
 
 from eskit.application.commands import CommandBus, CommandResult, command_event_id
 from eskit.store import rules
-from eskit.web.auth import require, require_some
+from eskit.web.auth import USER, require, require_some
 from eskit.web.context import context
 from eskit.web.errors import ApiError
 from eskit.web.inputs import decode, only_parameters
 from eskit.web.openapi import request_body, responses, schemas_of
 from eskit.web.schemas import CommandReply, EventRef, JSONResponse
-
-USER = "user"
-"""The metadata key naming the token that sent a command ("anyone" on an open API)."""
 
 
 def add_command_routes(

@@ -5,12 +5,13 @@ import urllib.parse
 from collections.abc import Sequence
 from typing import Annotated, Any
 
+import msgspec
 from fastapi import APIRouter, Header, Query
 from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.requests import Request
 
 from eskit.store import rules
-from eskit.web.auth import require
+from eskit.web.auth import USER, require
 from eskit.web.context import context
 from eskit.web.inputs import decode, link_to, only_parameters, parse_expected_version
 from eskit.web.openapi import request_body, responses
@@ -88,13 +89,18 @@ def add_stream_routes(router: APIRouter, secured: Sequence[Any], max_limit: int)
             ),
         ] = None,
     ) -> JSONResponse:
-        """Append events to the stream, all or none."""
+        """Append events to the stream, all or none. Their metadata names the token that
+        wrote them (``user``), whatever the body says."""
         ctx = context(request)
         grant = ctx.authenticate(request)
         only_parameters(request)
         require(grant, "write", rules.category(rules.check_name(stream)))
         expected = parse_expected_version(expected_version)
         body = decode(await request.body(), AppendBody)
-        result = await ctx.store.append(stream, body.events, expected)
+        events = [
+            msgspec.structs.replace(event, metadata={**(event.metadata or {}), USER: grant.name})
+            for event in body.events
+        ]
+        result = await ctx.store.append(stream, events, expected)
         reply = AppendReply(stream, result.last_version, result.last_position, result.count)
         return JSONResponse(reply, 201)

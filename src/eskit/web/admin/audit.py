@@ -3,8 +3,8 @@ HTTP API stamp on every event of a command (``command``, ``command_id``,
 ``correlation_id``, and ``user``: the name of the token that sent it).
 
 The log is read a window of positions at a time, from the head back: a command is one row
-(its events grouped by ``command_id``). Raw appends (``POST /streams/...``) carry what
-their client wrote as metadata, so only commands are listed; a token allowed to append
+(its events grouped by ``command_id``). Raw appends (``POST /streams/...``) carry the
+token's name too but no command, so only commands are listed; a token allowed to append
 could still write metadata that looks like a command's, which the audit cannot tell apart.
 """
 
@@ -25,7 +25,7 @@ from eskit.store.model import RecordedEvent
 from eskit.web.admin.html import Html, field, join, link, table, tag, url
 from eskit.web.admin.session import user_page, visitor
 from eskit.web.admin.site import admin_of, base
-from eskit.web.commands import USER
+from eskit.web.auth import USER
 
 WINDOW: Final = 1000
 """Positions of the log read per page."""
