@@ -8,9 +8,12 @@ import re
 
 import pytest
 
+import eskit
+from eskit.projections import PartitionedWorker
 from eskit.projections import state as st
 from eskit.projections.database import database_for
 from eskit.web.admin.repair import RebuildJob
+from tests.projections.partitioning import Poisoned, fill
 from tests.web.admin.client import Admin, text, until
 
 pytestmark = pytest.mark.anyio
@@ -113,3 +116,36 @@ async def test_a_stuck_projection_is_skipped_with_a_reason(logged_in: Admin) -> 
     again = await logged_in.submit("/admin/projections", skip, reason="twice")
     assert again.status_code == 422
     assert "is not stuck" in again.text
+
+
+async def test_a_stuck_partition_shows_on_the_dashboard_and_is_skipped(logged_in: Admin) -> None:
+    """A projection run by partitioned workers: the partition stuck on a poison event makes
+    the projection's row stuck, with the partition and the error; skipping from the page
+    steps it over and every partition reaches the head."""
+    store = logged_in.store
+    await fill(store, streams=6, each=2)
+    poison = (await store.append("poisoned-1", [eskit.NewEvent("Poison", {})])).last_position
+    await fill(store, streams=6, each=1)
+    async with PartitionedWorker(store, Poisoned(), partitions=4, lease=0.6, backoff=0.01):
+
+        async def stuck() -> bool:
+            return rows(await logged_in.page(TABLE)).get("ordered", ("", 0))[0] == "stuck"
+
+        await until(stuck)
+        table = text(await logged_in.page(TABLE))
+        assert re.search(
+            rf"at {poison} \(Poison\): partition \d: RuntimeError: cannot digest poison", table
+        ), table
+        skip = "/admin/projections/ordered/skip"
+        form = text(await logged_in.page(skip))
+        assert f"stuck at position {poison} on an event of type Poison" in form
+        done = await logged_in.submit(skip, skip, reason="poison, ticket 9")
+        assert done.status_code == 303
+
+        async def caught_up() -> bool:
+            return rows(await logged_in.page(TABLE))["ordered"] == ("running", 0)
+
+        await until(caught_up)
+    database = database_for(store)
+    (recorded,) = await database.read(lambda c: st.skips(c, "ordered"))
+    assert (recorded.position, recorded.reason) == (poison, "poison, ticket 9 (by admin, admin UI)")

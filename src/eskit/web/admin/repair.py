@@ -81,18 +81,30 @@ def _read_stored(conn: Connection) -> list[_Stored]:
 def _stored_row(stored: _Stored, head: int, here: bool) -> Row:
     state = stored.state
     position = state.position
+    status, error, error_position, error_type = (
+        state.status,
+        state.error,
+        state.error_position,
+        state.error_type,
+    )
     if stored.partitions:  # the slowest partition is the projection's checkpoint
         position = min(p.position for p in stored.partitions)
+        stuck = [p for p in stored.partitions if p.stuck]
+        if stuck:  # the others go on; the page shows the first stuck one, skip steps them all
+            first = min(stuck, key=lambda p: p.error_position or 0)
+            status, error_position, error_type = st.STUCK, first.error_position, first.error_type
+            others = f" (and {len(stuck) - 1} more partitions)" if len(stuck) > 1 else ""
+            error = f"partition {first.partition}{others}: {first.error}"
     rebuild = stored.rebuild.position if stored.rebuild is not None else None
     return Row(
         state.name,
         state.version,
         position,
         max(0, head - position),
-        state.status,
-        state.error,
-        state.error_position,
-        state.error_type,
+        status,
+        error,
+        error_position,
+        error_type,
         rebuild,
         stored.skips,
         here,
