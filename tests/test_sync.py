@@ -143,6 +143,10 @@ def test_append_many_and_snapshots_round_trip(store: SyncStore) -> None:
     assert (loaded.version, loaded.state) == (1, {"total": 2})
     with pytest.raises(ValueError):
         store.save_snapshot(eskit.Snapshot("invoice-1", -1, 1, {}))
+    store.append("invoice-1", events(2))  # versions 2 and 3
+    snapshot, after = store.read_from_snapshot("invoice-1", 1)
+    assert snapshot == loaded
+    assert [e.version for e in after] == [2, 3]
 
 
 def test_open_and_close_by_hand_are_idempotent(url: str) -> None:

@@ -340,6 +340,15 @@ class SyncStore:
         """Blocking ``EventStore.read_stream``; errors surface at the first ``next()``."""
         return self._iterate(self._store.read_stream(stream, from_version, backwards, limit))
 
+    def read_from_snapshot(
+        self, stream: str, snapshot_version: int, max_version: int | None = None
+    ) -> tuple[Snapshot | None, Generator[RecordedEvent, None, None]]:
+        """Blocking ``EventStore.read_from_snapshot``: the snapshot, and the events after it."""
+        snapshot, events = self._call(
+            self._store.read_from_snapshot(stream, snapshot_version, max_version)
+        )
+        return snapshot, self._iterate(events)
+
     def read_all(
         self,
         after: int = 0,

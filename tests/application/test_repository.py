@@ -124,7 +124,29 @@ class ReadCounter:
                 self.events += 1
                 yield event
 
+        read_from_snapshot = store.read_from_snapshot
+
+        async def counting_after_snapshot(
+            stream: str, snapshot_version: int, max_version: int | None = None
+        ) -> tuple[eskit.Snapshot | None, AsyncIterator[eskit.RecordedEvent]]:
+            snapshot, events = await read_from_snapshot(stream, snapshot_version, max_version)
+
+            async def counted() -> AsyncIterator[eskit.RecordedEvent]:
+                """A read that finds no event after the snapshot is not counted as one."""
+                first = True
+                async for event in events:
+                    if first:
+                        self.from_versions.append(
+                            None if snapshot is None else snapshot.version + 1
+                        )
+                        first = False
+                    self.events += 1
+                    yield event
+
+            return snapshot, counted()
+
         setattr(store, "read_stream", counting)  # noqa: B010 (mypy forbids assigning a method)
+        setattr(store, "read_from_snapshot", counting_after_snapshot)  # noqa: B010
 
 
 async def save_one_by_one(

@@ -14,7 +14,7 @@ import dataclasses
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from eskit.domain.events import SCHEMA_VERSION, EventRegistry
@@ -29,6 +29,7 @@ from eskit.store.model import (
     AppendResult,
     ExpectedVersion,
     NewEvent,
+    RecordedEvent,
     Snapshot,
 )
 
@@ -82,13 +83,17 @@ class Repository(Generic[S]):
         stream = self.stream(aggregate_id)
         model = self.model
         state, current = None, None
+        events: AsyncIterator[RecordedEvent] | None = None  # those after the snapshot
         if model.snapshot_every is not None and at is None:
-            snapshot = await self.store.load_snapshot(stream, model.snapshot_version, version)
+            snapshot, events = await self.store.read_from_snapshot(
+                stream, model.snapshot_version, version
+            )
             if snapshot is not None and model.from_snapshot is not None:
                 try:
                     state, current = model.from_snapshot(snapshot.state), snapshot.version
                 except Exception:  # a snapshot is a cache: replay the events instead
                     log.exception("ignoring the unreadable snapshot of %s", stream)
+                    events = None  # all of them, then (that one was never started)
         if state is None:
             state = model.initial_state()
         evolve, decode_old, current_types, opener = (
@@ -99,7 +104,9 @@ class Repository(Generic[S]):
         )
         start = None if current is None else current + 1
         if version is None or current is None or version > current:
-            async for recorded in self.store.read_stream(stream, from_version=start):
+            if events is None:
+                events = self.store.read_stream(stream, from_version=start)
+            async for recorded in events:
                 if (version is not None and recorded.version > version) or (
                     at is not None and recorded.recorded_at > at
                 ):

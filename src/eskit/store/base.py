@@ -35,6 +35,9 @@ from eskit.store.rules import PreparedAppend, PreparedSnapshot
 
 Clock = Callable[[], dt.datetime]
 C = TypeVar("C")
+StreamCursor = tuple[int | None, int | None]
+"""Where a stream read goes on: the version to read from, and how many events are still
+wanted (None: all)."""
 
 
 def utc_now() -> dt.datetime:
@@ -291,13 +294,47 @@ class EventStore(abc.ABC):
         _check_optional_count("from_version", from_version, minimum=0)
         _check_optional_count("limit", limit, minimum=0)
         self._check_open()
-        Cursor = tuple[int | None, int | None]  # from_version, events still wanted
+        # at least one page, so that a tombstoned stream raises even for limit=0
+        async for event in self._stream_events(stream, backwards, (from_version, limit)):
+            yield event
 
-        async def read(cursor: Cursor) -> tuple[list[RecordedEvent], Cursor | None]:
+    async def read_from_snapshot(
+        self, stream: str, snapshot_version: int, max_version: int | None = None
+    ) -> tuple[Snapshot | None, AsyncIterator[RecordedEvent]]:
+        """``load_snapshot``, and the stream's events after the snapshot (all of them if
+        there is none) up to ``max_version``, as ``read_stream`` yields them, fetched
+        together: loading an aggregate costs one round trip to the database, not two."""
+        rules.check_name(stream)
+        rules.check_number("snapshot_version", snapshot_version)
+        _check_optional_count("max_version", max_version, minimum=0)
+        self._check_open()
+        bound = rules.MAX_INT64 if max_version is None else rules.clamp(max_version)
+        snapshot, page = await self._snapshot_and_page(
+            stream, snapshot_version, bound, self.page_size
+        )
+        start = None if snapshot is None else snapshot.version + 1
+        wanted = None if max_version is None else versions_up_to(max_version, start)
+        events = self._stream_events(stream, False, (start, wanted), page)
+        return snapshot, events
+
+    async def _stream_events(
+        self,
+        stream: str,
+        backwards: bool,
+        cursor: StreamCursor,
+        first: list[RecordedEvent] | None = None,
+    ) -> AsyncIterator[RecordedEvent]:
+        """The events of ``stream`` from ``cursor`` on, page by page (``first``: the first
+        page, already read)."""
+
+        async def read(cursor: StreamCursor) -> tuple[list[RecordedEvent], StreamCursor | None]:
             start, remaining = cursor
             count = self.page_size if remaining is None else min(remaining, self.page_size)
-            self._check_open()  # every backend stops a read the same way when closed
-            page = await self._read_stream_page(stream, start, backwards, count)
+            if given:
+                page = given.pop()
+            else:
+                self._check_open()  # every backend stops a read the same way when closed
+                page = await self._read_stream_page(stream, start, backwards, count)
             if len(page) < count or count == 0:
                 return page, None
             following = page[-1].version + (-1 if backwards else 1)
@@ -305,8 +342,8 @@ class EventStore(abc.ABC):
                 return page, None
             return page, (following, None if remaining is None else remaining - len(page))
 
-        # at least one page, so that a tombstoned stream raises even for limit=0
-        async for page in _read_ahead(read, (from_version, limit)):
+        given = [] if first is None else [first]
+        async for page in _read_ahead(read, cursor):
             for event in page:
                 yield event
 
@@ -465,6 +502,16 @@ class EventStore(abc.ABC):
     ) -> Snapshot | None:
         """The newest visible snapshot at or below ``max_version``; raise if tombstoned."""
 
+    async def _snapshot_and_page(
+        self, stream: str, snapshot_version: int, max_version: int, count: int
+    ) -> tuple[Snapshot | None, list[RecordedEvent]]:
+        """``_load_snapshot`` and the first page after it (at most ``count`` events, none
+        past ``max_version``); a backend that can read both in one round trip does so."""
+        snapshot = await self._load_snapshot(stream, snapshot_version, max_version)
+        start = None if snapshot is None else snapshot.version + 1
+        count = min(count, versions_up_to(max_version, start))
+        return snapshot, await self._read_stream_page(stream, start, False, count)
+
     @abc.abstractmethod
     async def _stream_version(self, stream: str) -> int | None: ...
 
@@ -493,6 +540,12 @@ class EventStore(abc.ABC):
     ) -> tuple[list[RecordedEvent], int]:
         """Up to ``count`` matching events after ``after``, and the position up to which
         the log was searched (the next page starts there)."""
+
+
+def versions_up_to(max_version: int, start: int | None) -> int:
+    """How many versions lie from ``start`` (None: 0) to ``max_version``: a read of at most
+    that many events from ``start`` ends at or before it."""
+    return max(0, max_version - (start or 0) + 1)
 
 
 def _check_count(name: str, value: int) -> None:

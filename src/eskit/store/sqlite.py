@@ -43,7 +43,7 @@ import msgspec
 
 from eskit.errors import StoreError, StreamDeleted
 from eskit.store import rules
-from eskit.store.base import EventStore
+from eskit.store.base import EventStore, versions_up_to
 from eskit.store.chain import ChainRow, audit_key
 from eskit.store.model import (
     AppendResult,
@@ -355,24 +355,25 @@ class SQLiteStore(EventStore):
     async def _load_snapshot(
         self, stream: str, snapshot_version: int, max_version: int
     ) -> Snapshot | None:
-        def run(conn: sqlite3.Connection) -> tuple[int, str, int] | None:
-            metadata = _read_rules(conn, stream)
-            lowest = 0 if metadata is None else rules.lowest_snapshot_version(metadata)
-            row: tuple[int, str, int] | None = conn.execute(
-                "SELECT version, state, recorded_at FROM snapshots"
-                " WHERE stream = ? AND snapshot_version = ? AND version <= ? AND version >= ?"
-                " ORDER BY version DESC LIMIT 1",
-                (stream, snapshot_version, max_version, lowest),
-            ).fetchone()
-            return row
-
-        row: tuple[int, str, int] | None = await self._read(run)
-        if row is None:
-            return None
-        version, state, recorded_at = row
-        return Snapshot(
-            stream, version, snapshot_version, msgspec.json.decode(state), moment(recorded_at)
+        row = await self._read(
+            lambda conn: _snapshot_row(conn, stream, snapshot_version, max_version)
         )
+        return _snapshot(stream, snapshot_version, row)
+
+    async def _snapshot_and_page(
+        self, stream: str, snapshot_version: int, max_version: int, count: int
+    ) -> tuple[Snapshot | None, list[RecordedEvent]]:
+        """Both in one visit to a reader thread (one hand-over instead of two)."""
+        now = self.clock()
+
+        def run(conn: sqlite3.Connection) -> tuple[Any, list[RecordedEvent]]:
+            row = _snapshot_row(conn, stream, snapshot_version, max_version)
+            start = None if row is None else row[0] + 1
+            wanted = min(count, versions_up_to(max_version, start))
+            return row, self._stream_page_in(conn, stream, start, False, wanted, now)
+
+        row, page = await self._read(run)
+        return _snapshot(stream, snapshot_version, row), page
 
     async def _get_metadata(self, stream: str) -> StreamMetadata:
         def run(conn: sqlite3.Connection) -> StreamMetadata:
@@ -463,26 +464,35 @@ class SQLiteStore(EventStore):
         self, stream: str, from_version: int | None, backwards: bool, count: int
     ) -> list[RecordedEvent]:
         now = self.clock()
-
-        def run(conn: sqlite3.Connection) -> list[RecordedEvent]:
-            metadata = _read_rules(conn, stream)
-            last = None
-            if metadata is not None:  # only then does the window depend on the last version
-                last = conn.execute(
-                    "SELECT max(version) FROM events WHERE stream = ?", (stream,)
-                ).fetchone()[0]
-            start, first, oldest = rules.read_bounds(metadata, last, now, from_version, backwards)
-            compare, descending = ("<=", " DESC") if backwards else (">=", "")
-            rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM events WHERE stream = ? AND version {compare} ?"
-                f" AND version >= ? AND recorded_at >= ? ORDER BY version{descending}"
-                " LIMIT ?",
-                (stream, start, first, -1 if oldest is None else micros(oldest), count),
-            ).fetchall()
-            return self._decode(rows)
-
-        result: list[RecordedEvent] = await self._read(run)
+        result: list[RecordedEvent] = await self._read(
+            lambda conn: self._stream_page_in(conn, stream, from_version, backwards, count, now)
+        )
         return result
+
+    def _stream_page_in(
+        self,
+        conn: sqlite3.Connection,
+        stream: str,
+        from_version: int | None,
+        backwards: bool,
+        count: int,
+        now: dt.datetime,
+    ) -> list[RecordedEvent]:
+        metadata = _read_rules(conn, stream)
+        last = None
+        if metadata is not None:  # only then does the window depend on the last version
+            last = conn.execute(
+                "SELECT max(version) FROM events WHERE stream = ?", (stream,)
+            ).fetchone()[0]
+        start, first, oldest = rules.read_bounds(metadata, last, now, from_version, backwards)
+        compare, descending = ("<=", " DESC") if backwards else (">=", "")
+        rows = conn.execute(
+            f"SELECT {_COLUMNS} FROM events WHERE stream = ? AND version {compare} ?"
+            f" AND version >= ? AND recorded_at >= ? ORDER BY version{descending}"
+            " LIMIT ?",
+            (stream, start, first, -1 if oldest is None else micros(oldest), count),
+        ).fetchall()
+        return self._decode(rows)
 
     async def _read_all_page(
         self, after: int, count: int, types: tuple[str, ...] | None, category: str | None
@@ -515,6 +525,32 @@ class SQLiteStore(EventStore):
         rows = conn.execute(sql, (clamp(after), head, *extra, limit)).fetchall()
         events = self._decode(rows)
         return Page(events, events[-1].position if len(events) == limit else max(head, after))
+
+
+def _snapshot_row(
+    conn: sqlite3.Connection, stream: str, snapshot_version: int, max_version: int
+) -> tuple[int, str, int] | None:
+    """The newest visible snapshot's version, state and time; raises if tombstoned."""
+    metadata = _read_rules(conn, stream)
+    lowest = 0 if metadata is None else rules.lowest_snapshot_version(metadata)
+    row: tuple[int, str, int] | None = conn.execute(
+        "SELECT version, state, recorded_at FROM snapshots"
+        " WHERE stream = ? AND snapshot_version = ? AND version <= ? AND version >= ?"
+        " ORDER BY version DESC LIMIT 1",
+        (stream, snapshot_version, max_version, lowest),
+    ).fetchone()
+    return row
+
+
+def _snapshot(
+    stream: str, snapshot_version: int, row: tuple[int, str, int] | None
+) -> Snapshot | None:
+    if row is None:
+        return None
+    version, state, recorded_at = row
+    return Snapshot(
+        stream, version, snapshot_version, msgspec.json.decode(state), moment(recorded_at)
+    )
 
 
 def _read_rules(conn: sqlite3.Connection, stream: str) -> StreamMetadata | None:

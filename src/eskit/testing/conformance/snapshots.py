@@ -1,4 +1,5 @@
-"""Conformance: snapshots kept by the store (save, load, retention, deletes)."""
+"""Conformance: snapshots kept by the store (save, load, retention, deletes), and the
+snapshot read together with the events after it."""
 
 from __future__ import annotations
 
@@ -172,6 +173,66 @@ class SnapshotConformance(ConformanceBase):
         assert await loaded_versions(store, "order-1", 1) == [5, 6, 7, 8, 9]
         assert await loaded_versions(store, "order-1", 2) == [0, 1, 2]
         assert await loaded_versions(store, "order-2", 1) == [0, 1, 2]
+
+    # == read_from_snapshot: the snapshot and the events after it, together =================
+
+    async def test_read_from_snapshot_gives_the_events_after_it(self, store: EventStore) -> None:
+        store.page_size = 3  # the events after it span pages
+        await store.append("order-1", numbered(12))
+        await store.save_snapshot(snap(4))
+        snapshot, events = await store.read_from_snapshot("order-1", 1)
+        assert snapshot == await store.load_snapshot("order-1", 1)
+        assert [e.version async for e in events] == list(range(5, 12))
+        snapshot, events = await store.read_from_snapshot("order-1", 1, max_version=3)
+        assert snapshot is None  # none at or below version 3: the events up to it
+        assert [e.version async for e in events] == [0, 1, 2, 3]
+        snapshot, events = await store.read_from_snapshot("order-1", 1, max_version=9)
+        assert snapshot is not None
+        assert snapshot.version == 4
+        assert [e.version async for e in events] == [5, 6, 7, 8, 9]  # across pages
+        snapshot, events = await store.read_from_snapshot("order-1", 1, max_version=4)
+        assert snapshot is not None
+        assert [e async for e in events] == []  # the snapshot is all there is to it
+
+    async def test_read_from_snapshot_without_one_reads_the_whole_stream(
+        self, store: EventStore
+    ) -> None:
+        await store.append("order-1", numbered(3))
+        await store.save_snapshot(snap(1, snapshot_version=2))  # another schema: not this one
+        snapshot, events = await store.read_from_snapshot("order-1", 1)
+        assert snapshot is None
+        assert [e async for e in events] == [e async for e in store.read_stream("order-1")]
+        snapshot, events = await store.read_from_snapshot("order-404", 1)
+        assert snapshot is None
+        assert [e async for e in events] == []
+
+    async def test_read_from_snapshot_at_the_last_event_reads_nothing_more(
+        self, store: EventStore
+    ) -> None:
+        await store.append("order-1", numbered(3))
+        await store.save_snapshot(snap(2))
+        snapshot, events = await store.read_from_snapshot("order-1", 1)
+        assert snapshot is not None
+        assert snapshot.version == 2
+        assert [e async for e in events] == []
+
+    async def test_read_from_snapshot_follows_the_delete_rules(self, store: EventStore) -> None:
+        await store.append("order-1", numbered(3))
+        await store.save_snapshot(snap(2))
+        await store.delete_stream("order-1")
+        await store.append("order-1", numbered(2))  # versions 3 and 4
+        snapshot, events = await store.read_from_snapshot("order-1", 1)
+        assert snapshot is None  # taken before the soft delete: hidden
+        assert [e.version async for e in events] == [3, 4]
+        await store.tombstone_stream("order-1")
+        with pytest.raises(StreamDeleted):
+            await store.read_from_snapshot("order-1", 1)
+
+    async def test_read_from_snapshot_refuses_bad_arguments(self, store: EventStore) -> None:
+        for bad in ({"stream": ""}, {"snapshot_version": -1}, {"max_version": -1}):
+            arguments: dict[str, Any] = {"stream": "order-1", "snapshot_version": 1, **bad}
+            with pytest.raises(ValueError):
+                await store.read_from_snapshot(**arguments)
 
     # == deletes ==============================================================================
 
