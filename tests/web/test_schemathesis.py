@@ -37,12 +37,23 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", APP).exclude(path="/eve
 """Every operation but the live feed, which never ends (tested in test_live)."""
 
 
+@schema.auth()
+class AdminToken:
+    """The admin token on every request, set as schemathesis's own auth: a header added
+    behind its back would turn its "Authorization left out" negative cases into valid ones,
+    which the API then rightly accepts."""
+
+    def get(self, case: Case[Any], ctx: Any) -> str:
+        return ISSUED["admin"]
+
+    def set(self, case: Case[Any], data: str, ctx: Any) -> None:
+        case.headers.update(bearer(data))
+
+
 @schema.parametrize()
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 def test_the_api_never_fails_and_keeps_to_its_schema(case: Case[Any]) -> None:
     # Every default check but one: a schema cannot say all that the store and the domain
     # refuse (control characters in a stream name, an unknown currency), so a request
     # valid by the schema may rightly get a 4xx.
-    case.call_and_validate(
-        headers=bearer(ISSUED["admin"]), excluded_checks=[checks.positive_data_acceptance]
-    )
+    case.call_and_validate(excluded_checks=[checks.positive_data_acceptance])
