@@ -14,7 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Protocol, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 from eskit.errors import StoreClosed, StoreUnavailable
 from eskit.store import rules
@@ -427,20 +427,32 @@ class EventStore(abc.ABC):
         type_filter = self._check_log_filter(after, types, category)
         checkpoint = after
         pause = self.poll_interval
-        while self._open:
-            try:
-                page, checkpoint = await self._read_all_page(
-                    checkpoint, self.page_size, type_filter, category
-                )
-            except StoreUnavailable:  # the database comes back: follow on from the checkpoint
-                await asyncio.sleep(pause)
-                pause = min(5.0, pause * 2)
-                continue
-            pause = self.poll_interval
-            for event in page:
-                yield event
-            if len(page) < self.page_size:
-                await self._wait_for_events_after(checkpoint)
+        ahead: asyncio.Future[tuple[list[RecordedEvent], int]] | None = None
+        try:
+            while self._open:
+                try:
+                    page, checkpoint = await (
+                        ahead
+                        or self._read_all_page(checkpoint, self.page_size, type_filter, category)
+                    )
+                except StoreUnavailable:  # the database comes back: go on from the checkpoint
+                    ahead = None
+                    await asyncio.sleep(pause)
+                    pause = min(5.0, pause * 2)
+                    continue
+                pause = self.poll_interval
+                caught_up = len(page) < self.page_size
+                ahead = None  # catching up: read the next page while the caller works
+                if not caught_up:
+                    ahead = asyncio.ensure_future(
+                        self._read_all_page(checkpoint, self.page_size, type_filter, category)
+                    )
+                for event in page:
+                    yield event
+                if caught_up:
+                    await self._wait_for_events_after(checkpoint)
+        finally:  # the caller stopped, or the store closed
+            _drop(ahead)
 
     async def _wait_for_events_after(self, position: int) -> None:
         """Return once an event past ``position`` may exist, the store closed, or a poll
@@ -542,6 +554,13 @@ class EventStore(abc.ABC):
         the log was searched (the next page starts there)."""
 
 
+def _drop(read: asyncio.Future[Any] | None) -> None:
+    """Cancel a read nobody will wait for; if it already failed (say, the store closed),
+    take its error, so that it is not reported as never retrieved."""
+    if read is not None and not read.cancel() and not read.cancelled():
+        read.exception()
+
+
 def versions_up_to(max_version: int, start: int | None) -> int:
     """How many versions lie from ``start`` (None: 0) to ``max_version``: a read of at most
     that many events from ``start`` ends at or before it."""
@@ -568,8 +587,7 @@ async def _read_ahead(
         try:
             yield page
         except BaseException:  # the caller stopped: the page read ahead is not wanted
-            if ahead is not None and not ahead.cancel():
-                ahead.exception()  # it already failed (say, the store closed): nobody asks
+            _drop(ahead)
             raise
         if ahead is None:
             return

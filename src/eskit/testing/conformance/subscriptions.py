@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 from eskit.store.base import EventStore
 from eskit.store.model import RecordedEvent
@@ -82,6 +86,28 @@ class SubscriptionConformance(ConformanceBase):
             await store.append("order-1", numbered(SMALL_PAGE + 1, start=50))
             more = await take(events, SMALL_PAGE + 1)
             assert [e.data["n"] for e in more] == list(range(50, 50 + SMALL_PAGE + 1))
+
+    async def test_subscribe_stopped_during_catch_up_then_closed_reports_nothing(
+        self, tmp_path: Path
+    ) -> None:
+        """A subscriber that stops in the middle of a long history: the page read ahead
+        for it is cancelled, and closing the store reports no failed read."""
+        problems: list[dict[str, Any]] = []
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _, context: problems.append(context))
+        try:
+            async with self.make_store(tmp_path) as store:
+                store.page_size = SMALL_PAGE
+                await store.append("order-1", numbered(50))
+                seen = [e.position async for e in _until(store.subscribe(), position=5)]
+                assert seen == [1, 2, 3, 4, 5]
+                for _ in range(5):
+                    await asyncio.sleep(0)
+            gc.collect()
+            await asyncio.sleep(0.01)
+        finally:
+            loop.set_exception_handler(None)
+        assert problems == []
 
     async def test_subscribe_many_subscribers_each_get_everything_once_in_order(
         self, store: EventStore
@@ -185,3 +211,15 @@ class SubscriptionConformance(ConformanceBase):
             await store.close()
             await asyncio.gather(following, idling)
         assert received == [1, 2, 3]
+
+
+async def _until(
+    events: AsyncIterator[RecordedEvent], position: int
+) -> AsyncIterator[RecordedEvent]:
+    """The events up to ``position``; then the subscription is closed, as a caller's
+    ``break`` would have it closed."""
+    async with contextlib.aclosing(events) as closing:  # type: ignore[type-var]
+        async for event in closing:
+            yield event
+            if event.position >= position:
+                return
