@@ -4,13 +4,15 @@ the head, and reading a ``StreamLog`` read model back."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import eskit
 from eskit.brokers.publisher import Publisher
 from eskit.projections import Database
+from eskit.projections.service import Service
 from eskit.relay import Relay, relay_runner
 
 
@@ -65,3 +67,20 @@ async def until_counted(database: Database, total: int, within: float = 60.0) ->
             if sum(found.values()) >= total:
                 return
             await asyncio.sleep(0.1)
+
+
+@contextlib.asynccontextmanager
+async def running(workers: Sequence[Service]) -> AsyncIterator[None]:
+    """Every worker started in turn, and every one stopped at the end, whatever happens."""
+    async with contextlib.AsyncExitStack() as stack:
+        for worker in workers:
+            await stack.enter_async_context(worker)
+        yield
+
+
+async def counts_then_close(databases: Sequence[Database]) -> tuple[dict[str, int], list[Any]]:
+    """``counts`` of the first database (they all hold the same file), then close them all."""
+    found = await counts(databases[0])
+    for database in databases:
+        await database.close()
+    return found

@@ -17,17 +17,18 @@ from eskit.errors import BrokerUnavailable
 from eskit.projections import Database, SQLiteDatabase, database_for
 from eskit.projections.consumer import JetStreamConsumer, drop_consumer
 from tests import postgres, services
-from tests.brokers.fixtures import append_events, counts, relay_to_head, until
+from tests.brokers.fixtures import (
+    append_events,
+    counts,
+    counts_then_close,
+    relay_to_head,
+    running,
+    until,
+)
 from tests.brokers.models import PgStreamLog, StreamLog
 from tests.brokers.reading import delete_nats_stream
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[eskit.EventStore]:
-    async with eskit.open_store(f"sqlite:///{tmp_path}/events.db") as opened:
-        yield opened
 
 
 @pytest.fixture
@@ -52,17 +53,10 @@ async def test_workers_share_partitions_and_keep_stream_order(
     workers = [
         JetStreamConsumer(services.nats_url(), StreamLog(), db, prefix=prefix) for db in databases
     ]
-    try:
-        for worker in workers:
-            await worker.start()
+    async with running(workers):
         await until_applied(workers, 300)
         statuses = await workers[0].status()
-    finally:
-        for worker in workers:
-            await worker.stop()
-    found, errors = await counts(databases[0])
-    for db in databases:
-        await db.close()
+    found, errors = await counts_then_close(databases)
     assert found == per_stream
     assert errors == []
     assert all(w.applied > 0 for w in workers), "both workers took part"

@@ -14,16 +14,17 @@ from eskit.brokers.redis import RedisPublisher, stream_key
 from eskit.projections import SQLiteDatabase
 from eskit.projections.redis_consumer import RedisStreamConsumer
 from tests import services
-from tests.brokers.fixtures import append_events, counts, relay_to_head, until
+from tests.brokers.fixtures import (
+    append_events,
+    counts,
+    counts_then_close,
+    relay_to_head,
+    running,
+    until,
+)
 from tests.brokers.models import StreamLog
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[eskit.EventStore]:
-    async with eskit.open_store(f"sqlite:///{tmp_path}/events.db") as opened:
-        yield opened
 
 
 @pytest.fixture
@@ -47,16 +48,9 @@ async def test_one_worker_applies_the_standby_waits(
         RedisStreamConsumer(services.redis_url(), StreamLog(), db, prefix=prefix, batch_size=20)
         for db in databases
     ]
-    try:
-        for worker in workers:
-            await worker.start()
+    async with running(workers):
         await until(lambda: sum(w.applied for w in workers) >= 150)
-    finally:
-        for worker in workers:
-            await worker.stop()
-    found, errors = await counts(databases[0])
-    for db in databases:
-        await db.close()
+    found, errors = await counts_then_close(databases)
     assert found == per_stream
     assert errors == []
     assert sorted(w.applied for w in workers) == [0, 150]

@@ -24,7 +24,7 @@ from eskit.brokers.publisher import safe_address
 from eskit.errors import BrokerUnavailable
 from eskit.store.model import RecordedEvent
 
-_ERRORS = (aio_pika.exceptions.AMQPError, aiormq.exceptions.AMQPError, OSError, TimeoutError)
+ERRORS = (aio_pika.exceptions.AMQPError, aiormq.exceptions.AMQPError, OSError, TimeoutError)
 
 
 def amqp_message(event: RecordedEvent) -> aio_pika.Message:
@@ -61,7 +61,7 @@ class RabbitPublisher:
                     self.prefix, aio_pika.ExchangeType.TOPIC, durable=True
                 )
                 self._connection = connection
-            except _ERRORS as error:
+            except ERRORS as error:
                 raise BrokerUnavailable(f"RabbitMQ {self.address}: {error!r}") from error
         return self._exchange
 
@@ -80,7 +80,7 @@ class RabbitPublisher:
             ]
             async with asyncio.timeout(self.timeout):
                 await asyncio.gather(*confirms)
-        except _ERRORS as error:
+        except ERRORS as error:
             self._exchange = None  # reconnect next time
             raise BrokerUnavailable(
                 f"RabbitMQ {self.address}: publish failed: {error!r}"
@@ -89,5 +89,5 @@ class RabbitPublisher:
     async def close(self) -> None:
         connection, self._connection, self._exchange = self._connection, None, None
         if connection is not None and not connection.is_closed:
-            with contextlib.suppress(*_ERRORS):
+            with contextlib.suppress(*ERRORS):
                 await connection.close()

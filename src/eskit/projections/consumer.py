@@ -28,7 +28,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import Final
 
 import msgspec
@@ -145,13 +145,61 @@ def now() -> int:
     return micros(dt.datetime.now(dt.UTC))
 
 
+class BrokerWorker(Service):
+    """What the broker-fed workers share: the projection and the read model they apply it
+    to, their counters, the transaction that applies a batch once, and pauses that a stop
+    cuts short."""
+
+    def __init__(self, projection: SQLProjection, database: Database, group: str | None) -> None:
+        if not isinstance(projection, SQLProjection):
+            raise ValueError(f"a {type(self).__name__} applies a SQLProjection, got {projection!r}")
+        self.projection, self.database = projection, database
+        self.group = check_name(group or projection.name, "consumer group")
+        """Names the broker-side consumer the workers share, and keys the inbox."""
+        self.applied = 0
+        """Events this worker applied (repeats it dropped not counted)."""
+        self.repeats = 0
+        """Deliveries whose event the read model already had."""
+        self._stopping = asyncio.Event()
+
+    async def _set_up_read_model(self) -> None:
+        projection = self.projection
+        await self.database.write(lambda c: setup(c, projection, now()))
+
+    async def _commit(self, events: Sequence[RecordedEvent]) -> None:
+        """Apply the events the inbox has not seen, recording their ids, in one
+        transaction of the read model."""
+        projection, group = self.projection, self.group
+        fresh = await self.database.write(lambda c: apply_once(c, group, projection, events))
+        self.applied += fresh
+        self.repeats += len(events) - fresh
+
+    def _decode(self, bodies: Iterable[tuple[object, bytes | None]]) -> list[RecordedEvent]:
+        """The events of (message id, body) pairs; a body that is not an event is logged
+        and dropped: retrying it cannot help."""
+        events = []
+        for message_id, body in bodies:
+            try:
+                if body is None:
+                    raise ValueError("no body")
+                events.append(message.decode(body))
+            except ValueError as error:
+                log.error("consumer %s: dropped message %r: %s", self.group, message_id, error)
+        return events
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
+
+
 class _Delivery(msgspec.Struct):
     partition: int
     msg: Msg
     done: asyncio.Future[None]
 
 
-class JetStreamConsumer(Service):
+class JetStreamConsumer(BrokerWorker):
     """One worker applying ``projection`` from the JetStream stream of ``prefix``.
 
     ``group`` names the durables the workers share (default: the projection's name); it
@@ -170,22 +218,14 @@ class JetStreamConsumer(Service):
         fetch_wait: float = 1.0,
         backoff: float = 0.1,
     ) -> None:
-        if not isinstance(projection, SQLProjection):
-            raise ValueError(f"a JetStreamConsumer applies a SQLProjection, got {projection!r}")
-        self.url, self.projection, self.database = url, projection, database
-        self.prefix = message.check_prefix(prefix)
-        self.group = check_name(group or projection.name, "consumer group")
+        super().__init__(projection, database, group)
+        self.url, self.prefix = url, message.check_prefix(prefix)
         self.ack_wait, self.fetch_wait, self.backoff = ack_wait, fetch_wait, backoff
-        self.applied = 0
-        """Events this worker applied (repeats it dropped not counted)."""
-        self.repeats = 0
-        """Deliveries whose event the read model already had."""
         self.errors: dict[int, str] = {}
         self._client: Client | None = None
         self._subscriptions: dict[int, JetStreamContext.PullSubscription] = {}
         self._queue: asyncio.Queue[_Delivery] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
-        self._stopping = asyncio.Event()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -193,8 +233,7 @@ class JetStreamConsumer(Service):
         """Set up the read model and the partition consumers, then pull in the background.
         Raises ``BrokerUnavailable`` if NATS cannot be reached, ``ValueError`` if the stream
         is not the relay's or the projection's version changed."""
-        projection = self.projection
-        await self.database.write(lambda c: setup(c, projection, now()))
+        await self._set_up_read_model()
         self._client = await connect(self.url)
         try:
             js = self._client.jetstream()
@@ -337,12 +376,6 @@ class JetStreamConsumer(Service):
             return
         self.errors.pop(delivery.partition, None)
         await self._settle(delivery.msg.ack())
-
-    async def _commit(self, events: list[RecordedEvent]) -> None:
-        projection, group = self.projection, self.group
-        fresh = await self.database.write(lambda c: apply_once(c, group, projection, events))
-        self.applied += fresh
-        self.repeats += len(events) - fresh
 
     async def _retry_later(self, deliveries: list[_Delivery], error: Exception) -> None:
         for delivery in deliveries:

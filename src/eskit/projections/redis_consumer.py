@@ -28,12 +28,12 @@ import redis.exceptions
 from eskit.brokers import message
 from eskit.brokers.redis import BODY, client, stream_key
 from eskit.errors import BrokerUnavailable
-from eskit.projections.consumer import apply_once, now, setup
+from eskit.projections.consumer import BrokerWorker
 from eskit.projections.database import Database
-from eskit.projections.projection import SQLProjection, check_name
-from eskit.projections.service import Service
+from eskit.projections.projection import SQLProjection
 
 log = logging.getLogger("eskit.projections.redis_consumer")
+_BODY = BODY.encode()
 READER = "active"
 """The group's one consumer name: whoever holds the lease reads as it."""
 _RENEW = """
@@ -50,7 +50,7 @@ return 0
 """
 
 
-class RedisStreamConsumer(Service):
+class RedisStreamConsumer(BrokerWorker):
     """One worker applying ``projection`` from ``{prefix}:events``; start several with the
     same ``group`` for a hot standby. Use ``async with`` or ``start()``/``stop()``."""
 
@@ -67,30 +67,22 @@ class RedisStreamConsumer(Service):
         block: float = 1.0,
         backoff: float = 0.1,
     ) -> None:
-        if not isinstance(projection, SQLProjection):
-            raise ValueError(f"a RedisStreamConsumer applies a SQLProjection, got {projection!r}")
+        super().__init__(projection, database, group)
         if not block < lease / 2:
             raise ValueError(f"block ({block} s) must be under half the lease ({lease} s)")
-        self.projection, self.database = projection, database
         self.key = stream_key(message.check_prefix(prefix))
-        self.group = check_name(group or projection.name, "consumer group")
         self.lease_key = f"{self.key}:lease:{self.group}"
         self.batch_size, self.lease, self.block, self.backoff = batch_size, lease, block, backoff
         self.token = uuid.uuid4().hex
         self.holding = False
-        self.applied = 0
-        """Events this worker applied (repeats it dropped not counted)."""
-        self.repeats = 0
         self.error: str | None = None
         self._redis = client(url, timeout=block + 5.0)
         self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
 
     async def start(self) -> None:
         """Set up the read model and the group; then follow in the background. Raises
         ``BrokerUnavailable`` if Redis cannot be reached."""
-        projection = self.projection
-        await self.database.write(lambda c: setup(c, projection, now()))
+        await self._set_up_read_model()
         try:
             await self._redis.xgroup_create(self.key, self.group, id="0", mkstream=True)
         except redis.exceptions.ResponseError as error:
@@ -156,21 +148,7 @@ class RedisStreamConsumer(Service):
         return list(found[0][1]) if found else []
 
     async def _apply(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
-        events, ids = [], []
-        for entry_id, fields in entries:
-            ids.append(entry_id)
-            try:
-                events.append(message.decode(fields[BODY.encode()]))
-            except (KeyError, ValueError) as error:  # not an event: nothing to retry
-                log.error("consumer %s: dropped entry %r: %s", self.group, entry_id, error)
-        projection, group = self.projection, self.group
+        events = self._decode((entry_id, fields.get(_BODY)) for entry_id, fields in entries)
         if events:
-            fresh = await self.database.write(lambda c: apply_once(c, group, projection, events))
-            self.applied += fresh
-            self.repeats += len(events) - fresh
-        await self._redis.xack(self.key, self.group, *ids)
-
-    async def _pause(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._stopping.wait()
+            await self._commit(events)
+        await self._redis.xack(self.key, self.group, *(entry_id for entry_id, _ in entries))
