@@ -14,7 +14,7 @@ import eskit
 from eskit.brokers import message
 from eskit.brokers.nats import MSG_ID, NatsPublisher, connect, subject
 from eskit.errors import BrokerUnavailable
-from eskit.projections import Database, SQLiteDatabase, database_for
+from eskit.projections import PostgresDatabase, SQLiteDatabase
 from eskit.projections.consumer import JetStreamConsumer, drop_consumer
 from tests import postgres, services
 from tests.brokers.fixtures import (
@@ -93,31 +93,34 @@ async def test_repeats_stored_after_the_duplicate_window_are_applied_once(
     assert (w.applied, w.repeats) == (40, 25)
 
 
-async def test_postgresql_read_model(store: eskit.EventStore, prefix: str) -> None:
+async def test_postgresql_read_model_of_its_own(store: eskit.EventStore, prefix: str) -> None:
+    """Workers on another machine: the read model in a PostgreSQL database and schema of
+    its own (no store there), shared by two workers."""
     per_stream = await append_events(store, 60, streams=5)
     publisher = NatsPublisher(services.nats_url(), prefix, partitions=3)
     await relay_to_head(store, publisher)
     await publisher.close()
-    async with eskit.open_store(postgres.store_url()) as pg_store:
-        database: Database = database_for(pg_store)
-        workers = [
-            JetStreamConsumer(services.nats_url(), PgStreamLog(), database, prefix=prefix),
-            JetStreamConsumer(
-                services.nats_url(), PgStreamLog(), database_for(pg_store), prefix=prefix
-            ),
-        ]
-        try:
-            for worker in workers:
-                await worker.start()
-            await until_applied(workers, 60)
-        finally:
-            for worker in workers:
-                await worker.stop()
-                await worker.database.close()
-        found, errors = await counts(database)
-        await database.close()
+    schema = services.unique("read")
+    databases = [PostgresDatabase(url=postgres.database_url(), schema=schema) for _ in range(2)]
+    workers = [
+        JetStreamConsumer(services.nats_url(), PgStreamLog(), db, prefix=prefix) for db in databases
+    ]
+    async with running(workers):
+        await until_applied(workers, 60)
+    tables = await databases[0].read(
+        lambda c: {
+            row[0]
+            for row in c.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                (schema,),
+            )
+        }
+    )
+    found, errors = await counts_then_close(databases)
     assert found == per_stream
     assert errors == []
+    assert "eskit_consumer_inbox" in tables
+    assert not {"eskit_events", "eskit_head"} & tables  # the log is not here
 
 
 async def test_a_new_version_is_refused_until_reset(

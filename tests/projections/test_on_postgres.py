@@ -9,6 +9,7 @@ PostgreSQL's own SQL, a read-model connection the server drops, two runners on o
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any, ClassVar
 
 import psycopg
@@ -212,3 +213,26 @@ async def test_a_read_model_connection_that_cannot_reopen_for_a_while_blames_no_
             (status,) = await runner.status()
             assert status.status == "running"
             assert await totals(database) == {"cart-0": (4, 3), "cart-1": (4, 3)}
+
+
+async def test_a_runner_with_a_postgres_database_of_its_own() -> None:
+    """The read model in another PostgreSQL database and schema than the log: batches are
+    read from the store, then applied there (the schema is created on first use)."""
+    schema = f"read_{uuid.uuid4().hex[:12]}"
+    database = PostgresDatabase(url=postgres.database_url(), schema=schema)
+    assert not database.holds_log
+    async with eskit.open_store(postgres.store_url()) as store:
+        for n in range(3):
+            await store.append(f"order-{n}", [eskit.NewEvent("Added", {"amount": 10 * n})])
+        runner = ProjectionRunner(store, [Totals()], database=database)
+        await runner.run_until_caught_up()
+        found = await totals(database)
+    await database.close()
+    assert found == {"order-0": (1, 0), "order-1": (1, 10), "order-2": (1, 20)}
+
+
+def test_a_postgres_database_needs_a_store_or_a_url() -> None:
+    with pytest.raises(ValueError, match="either a PostgresStore or url="):
+        PostgresDatabase()
+    with pytest.raises(ValueError, match="invalid PostgreSQL schema"):
+        PostgresDatabase(url="postgresql://localhost/x", schema="Bad-Name")

@@ -163,24 +163,40 @@ class SQLiteDatabase(_OwnThread):
 
 
 class PostgresDatabase(_OwnThread):
-    """The PostgreSQL store's own database and schema: read models and checkpoints in
-    tables beside the events, written in one transaction (exactly once), and each batch
-    read from the log in that same transaction. Handlers are plain functions, as on
-    SQLite, with ``%s`` placeholders."""
+    """Read models and checkpoints in PostgreSQL, written one transaction at a time, with
+    ``%s`` placeholders. Either the PostgreSQL store's own database and schema (``store``):
+    read models sit beside the events and each batch is read from the log in the
+    transaction that applies it (exactly once). Or, with ``url``, a database of their own,
+    e.g. a broker consumer's on another machine: ``schema`` is created if missing, and no
+    eskit event table is."""
 
-    holds_log = True
-
-    def __init__(self, store: PostgresStore) -> None:
+    def __init__(
+        self,
+        store: PostgresStore | None = None,
+        *,
+        url: str | None = None,
+        schema: str = "public",
+    ) -> None:
         super().__init__("eskit-readmodel:pg")
+        if (store is None) == (url is None):
+            raise ValueError("PostgresDatabase needs either a PostgresStore or url=")
+        from eskit.store.postgres_schema import check_schema
+
         self.store = store
+        self.conninfo = store.conninfo if store is not None else str(url)
+        self.schema = store.schema if store is not None else check_schema(schema)
+        self.holds_log = store is not None
         self._conn: psycopg.Connection[Any] | None = None
 
     def _connection(self) -> psycopg.Connection[Any]:
         import psycopg  # loaded with the PostgreSQL store already
 
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self.store.conninfo, autocommit=True)
-            self._conn.execute(f'SET search_path TO "{self.store.schema}"')
+            conn = psycopg.connect(self.conninfo, autocommit=True)
+            if self.store is None:
+                conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            conn.execute(f'SET search_path TO "{self.schema}"')
+            self._conn = conn
         return self._conn
 
     def _transaction(self, run: Callable[[Connection], T], write: bool) -> T:
@@ -197,7 +213,7 @@ class PostgresDatabase(_OwnThread):
     def page_in(
         self, conn: Connection, after: int, limit: int, types: tuple[str, ...] | None
     ) -> Page | None:
-        return self.store.page_in(conn, after, limit, types)
+        return None if self.store is None else self.store.page_in(conn, after, limit, types)
 
     def _disconnect(self) -> None:
         if self._conn is not None:

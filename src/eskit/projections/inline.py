@@ -200,7 +200,9 @@ class InlineProjection:
         st.advance(conn, projection.name, state, position, now())
 
     async def remove(self) -> None:
-        await self.database.store.remove_inline(self)
+        store = self.database.store
+        assert store is not None  # add_inline takes only a store's own database
+        await store.remove_inline(self)
 
 
 async def add_inline(store: EventStore, projection: SQLProjection) -> InlineProjection:
@@ -225,6 +227,7 @@ async def add_inline(store: EventStore, projection: SQLProjection) -> InlineProj
     if failure is not None:
         raise failure
     inline = InlineProjection(database, projection)
+    assert database.store is not None  # database_for gives a store's own database
     await database.store.add_inline(inline, inline.catch_up_in)
     return inline
 
