@@ -14,20 +14,27 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from starlette.requests import Request
 from starlette.responses import Response
 
 from eskit.application.commands import CommandBus
 from eskit.projections.runner import ProjectionRunner
 from eskit.store.base import EventStore
+from eskit.web.app import bearer
 from eskit.web.auth import require
 from eskit.web.context import context
+from eskit.web.inputs import only_parameters
+from eskit.web.openapi import responses
 
 if TYPE_CHECKING:
     from eskit.observability import Metrics
 
 log = logging.getLogger("eskit.web")
+
+
+OPENMETRICS = "application/openmetrics-text"
+_TEXT = "Prometheus text format (OpenMetrics when the Accept header asks for it)"
 
 
 def server_metrics() -> Metrics | None:
@@ -53,16 +60,30 @@ def attach(
     return instrument(metrics, store=store, runner=runner, bus=bus)
 
 
-def add_metrics_route(router: APIRouter, metrics: Metrics) -> None:
+def add_metrics_route(router: APIRouter, metrics: Metrics, secured: bool) -> None:
+    """``GET /metrics`` (in the OpenAPI document, tagged ``health``); a token with ``read``
+    when ``secured``."""
     from prometheus_client.exposition import choose_encoder
 
-    @router.get("/metrics", include_in_schema=False)
+    documented = responses(
+        200, {"type": "string"}, secured=secured, media_type="text/plain", description=_TEXT
+    )
+    documented[200]["content"][OPENMETRICS] = {"schema": {"type": "string"}}
+
+    @router.get(
+        "/metrics",
+        tags=["health"],
+        operation_id="metrics",
+        dependencies=[Depends(bearer)] if secured else [],
+        responses=documented,
+    )
     async def scrape(request: Request) -> Response:
         """Every collector in the format the scraper asks for (Prometheus text, or
         OpenMetrics); the head is read now, the projections' positions and lags are
         sampled every second."""
         ctx = context(request)
         require(ctx.authenticate(request), "read")
+        only_parameters(request)
         metrics.head.set(await ctx.store.last_position())
         encode, media_type = choose_encoder(request.headers.get("accept", ""))
         return Response(encode(metrics.registry), headers={"Content-Type": media_type})

@@ -99,9 +99,9 @@ def serving_app(
         settings=settings,
         lifespan=lifespan,
     )
-    add_health_routes(app.router, spec.runner, ready_max_lag)
+    add_health_routes(app, spec.runner, ready_max_lag)
     if metrics is not None:
-        add_metrics_route(app.router, metrics)
+        add_metrics_route(app.router, metrics, secured=tokens is not None)
     if admin:
         ui = add_admin(app, store, tokens=tokens, runner=spec.runner, aggregates=spec.aggregates)
     return app
