@@ -11,7 +11,7 @@ from starlette.responses import StreamingResponse
 from eskit.store import rules
 from eskit.web.auth import require
 from eskit.web.context import Context, context
-from eskit.web.inputs import link_to, only_parameters, parse_position
+from eskit.web.inputs import link_to, only_parameters, page_limit, parse_position
 from eskit.web.live import feed
 from eskit.web.openapi import responses
 from eskit.web.schemas import JSONResponse, LogPage
@@ -32,6 +32,8 @@ LIVE = {
 
 
 def add_event_routes(router: APIRouter, secured: Sequence[Any], max_limit: int) -> None:
+    limit_query = page_limit(max_limit)
+
     @router.get(
         "/events",
         tags=["events"],
@@ -43,9 +45,7 @@ def add_event_routes(router: APIRouter, secured: Sequence[Any], max_limit: int) 
     async def read_log(
         request: Request,
         after: After = 0,
-        limit: Annotated[
-            int | None, Query(ge=1, le=max_limit, description="Events per page (default 100).")
-        ] = None,
+        limit: int | None = limit_query,
         types: Types = None,
         category: Category = None,
     ) -> JSONResponse:

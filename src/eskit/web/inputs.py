@@ -7,6 +7,7 @@ import urllib.parse
 from typing import Any, TypeVar
 
 import msgspec
+from fastapi import Query
 from starlette.requests import Request
 
 from eskit.store import rules
@@ -68,3 +69,8 @@ def only_parameters(request: Request, *known: str) -> None:
     if unknown:
         takes = ", ".join(sorted(known)) or "no parameters"
         raise ApiError(422, "ValidationError", f"unknown parameter {unknown[0]!r}; takes {takes}")
+
+
+def page_limit(max_limit: int) -> Any:
+    """The ``limit`` query parameter of paged reads (its default): 1 to ``max_limit``."""
+    return Query(None, ge=1, le=max_limit, description="Events per page (default 100).")

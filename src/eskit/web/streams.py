@@ -13,7 +13,7 @@ from starlette.requests import Request
 from eskit.store import rules
 from eskit.web.auth import USER, require
 from eskit.web.context import context
-from eskit.web.inputs import decode, link_to, only_parameters, parse_expected_version
+from eskit.web.inputs import decode, link_to, only_parameters, page_limit, parse_expected_version
 from eskit.web.openapi import request_body, responses
 from eskit.web.schemas import AppendBody, AppendReply, JSONResponse, StreamPage
 
@@ -29,9 +29,7 @@ register_url_convertor("stream_name", StreamName())
 
 
 def add_stream_routes(router: APIRouter, secured: Sequence[Any], max_limit: int) -> None:
-    Limit = Annotated[
-        int | None, Query(ge=1, le=max_limit, description="Events per page (default 100).")
-    ]
+    limit_query = page_limit(max_limit)
 
     @router.get(
         "/streams/{stream:stream_name}",
@@ -48,7 +46,7 @@ def add_stream_routes(router: APIRouter, secured: Sequence[Any], max_limit: int)
             int | None, Query(ge=0, le=rules.MAX_INT64, description="First version to read.")
         ] = None,
         backwards: Annotated[bool, Query(description="Newest first.")] = False,
-        limit: Limit = None,
+        limit: int | None = limit_query,
     ) -> JSONResponse:
         """A page of the stream's events (a stream that never existed reads as empty; a
         tombstoned one answers 410)."""

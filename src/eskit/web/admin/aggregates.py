@@ -17,7 +17,7 @@ from starlette.responses import Response
 from eskit.cli.common import when
 from eskit.domain.aggregate import Aggregate
 from eskit.store import rules
-from eskit.web.admin.html import Html, field, link, pretty_json, tag, url
+from eskit.web.admin.html import Html, field, link, pretty_json, search_form, tag, url
 from eskit.web.admin.session import user_page, visitor
 from eskit.web.admin.site import admin_of, base
 from eskit.web.errors import ApiError
@@ -56,16 +56,13 @@ def _form(
     request: Request, kinds: list[str], kind: str, id: str, version: int | None, at: str
 ) -> Html:
     options = [tag("option", k, value=k, selected=k == kind) for k in kinds]
-    return tag(
-        "form",
+    return search_form(
+        f"{base(request)}/aggregates",
+        "Load",
         tag("label", "Aggregate ", tag("select", *options, name="kind")),
         field("Id", "id", id, required=True, placeholder="42"),
         field("Version", "version", version, type="number", min=0),
         field("or at (UTC)", "at", at, type="datetime-local", step=1),
-        tag("button", "Load"),
-        method="get",
-        action=f"{base(request)}/aggregates",
-        class_="search",
     )
 
 

@@ -22,7 +22,7 @@ from eskit.cli.common import when
 from eskit.store import rules
 from eskit.store.base import EventStore
 from eskit.store.model import RecordedEvent
-from eskit.web.admin.html import Html, field, join, link, table, tag, url
+from eskit.web.admin.html import Html, field, join, link, search_form, table, tag, url
 from eskit.web.admin.session import user_page, visitor
 from eskit.web.admin.site import admin_of, base
 from eskit.web.auth import USER
@@ -104,14 +104,11 @@ def add_audit_routes(router: APIRouter) -> None:
         """Commands by time, newest first; filtered by user and command type."""
         who = visitor(request)
         root = base(request)
-        form = tag(
-            "form",
+        form = search_form(
+            f"{root}/audit",
+            "Filter",
             field("User", "user", user, placeholder="token name"),
             field("Command", "command", command, placeholder="PayInvoice"),
-            tag("button", "Filter"),
-            method="get",
-            action=f"{root}/audit",
-            class_="search",
         )
         found, start = await entries(admin_of(request).store, before, user, command)
         return user_page(request, who, "Audit", form, _listing(root, found, start, user, command))

@@ -78,3 +78,8 @@ def hidden(name: str, value: object) -> Html:
 def field(label: str, name: str, value: object = None, **attributes: object) -> Html:
     """A labelled text input."""
     return tag("label", label, " ", tag("input", name=name, value=value or None, **attributes))
+
+
+def search_form(action: str, button: str, *fields: object) -> Html:
+    """A GET form of ``fields`` with one button: the admin pages' search and filter bars."""
+    return tag("form", *fields, tag("button", button), method="get", action=action, class_="search")

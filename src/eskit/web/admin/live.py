@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from eskit.store import rules
-from eskit.web.admin.html import field, table, tag, url
+from eskit.web.admin.html import field, search_form, table, tag, url
 from eskit.web.admin.session import user_page, visitor
 from eskit.web.admin.site import admin_of, base
 from eskit.web.context import context
@@ -30,14 +30,11 @@ def add_live_routes(router: APIRouter) -> None:
         root = base(request)
         after = max(0, await admin_of(request).store.last_position() - BACKLOG)
         source = url(f"{root}/live/feed", {"after": after, "category": category, "types": type})
-        filters = tag(
-            "form",
+        filters = search_form(
+            f"{root}/live",
+            "Follow",
             field("Category", "category", category, placeholder="invoice"),
             field("Event type", "type", type, placeholder="InvoicePaid"),
-            tag("button", "Follow"),
-            method="get",
-            action=f"{root}/live",
-            class_="search",
         )
         status = tag(
             "p",

@@ -14,7 +14,7 @@ from eskit.application.repository import Repository
 from eskit.cli.common import when
 from eskit.store import rules
 from eskit.store.model import RecordedEvent
-from eskit.web.admin.html import Html, field, link, pretty_json, table, tag, url
+from eskit.web.admin.html import Html, field, link, pretty_json, search_form, table, tag, url
 from eskit.web.admin.session import user_page, visitor
 from eskit.web.admin.site import admin_of, base
 
@@ -37,22 +37,16 @@ def add_stream_routes(router: APIRouter) -> None:
         """Streams by name (of one category), or those with events of one type."""
         who = visitor(request)
         root = base(request)
-        search = tag(
-            "form",
+        search = search_form(
+            f"{root}/streams",
+            "Search",
             field("Category", "category", category, placeholder="invoice"),
             field("Event type", "type", type, placeholder="InvoicePaid"),
-            tag("button", "Search"),
-            method="get",
-            action=f"{root}/streams",
-            class_="search",
         )
-        go = tag(
-            "form",
+        go = search_form(
+            f"{root}/stream",
+            "Open",
             field("Stream", "name", placeholder="invoice-42", required=True),
-            tag("button", "Open"),
-            method="get",
-            action=f"{root}/stream",
-            class_="search",
         )
         if type:
             found = await _with_type(request, type, category or None, after_position)

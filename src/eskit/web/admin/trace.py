@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from eskit.application.trace import Trace, TraceCommand, TraceEvent, trace
 from eskit.cli.common import when
-from eskit.web.admin.html import Html, field, link, tag, url
+from eskit.web.admin.html import Html, field, link, search_form, tag, url
 from eskit.web.admin.session import user_page, visitor
 from eskit.web.admin.site import admin_of, base
 
@@ -26,13 +26,10 @@ def add_trace_routes(router: APIRouter) -> None:
     ) -> Response:
         who = visitor(request)
         root = base(request)
-        form = tag(
-            "form",
+        form = search_form(
+            f"{root}/trace",
+            "Trace",
             field("Correlation id", "correlation_id", correlation_id, size=40, required=True),
-            tag("button", "Trace"),
-            method="get",
-            action=f"{root}/trace",
-            class_="search",
         )
         if not correlation_id:
             return user_page(request, who, "Trace", form)
