@@ -171,14 +171,7 @@ class _Group:
             for stream, last, state, last_link in await cursor.fetchall():
                 self.heads[stream] = (last, LIVE if state is None else state)
                 self.links[stream] = last_link
-        ids = [
-            e.id
-            for r in requests
-            if r.appends
-            for a in r.appends
-            for e in a.events
-            if e.id is not None and (r.retried or e.id not in r.generated)
-        ]
+        ids = _ids_to_look_up(requests)
         if ids:
             cursor = await self.conn.execute(
                 "SELECT id, stream, version, position FROM eskit_events WHERE id = ANY(%s)",
@@ -359,6 +352,19 @@ async def _append_group(conn: Connection, arguments: tuple[Any, ...]) -> int | N
     row = await cursor.fetchone()
     assert row is not None
     return None if row[0] is None else int(row[0])
+
+
+def _ids_to_look_up(requests: Sequence[_Request]) -> list[uuid.UUID]:
+    """The event ids that may have been written before: those callers gave, and all the
+    ids of a request tried again (its COMMIT may have gone through)."""
+    return [
+        e.id
+        for r in requests
+        if r.appends
+        for a in r.appends
+        for e in a.events
+        if e.id is not None and (r.retried or e.id not in r.generated)
+    ]
 
 
 def _moved(results: list[AppendResult], start: int) -> list[AppendResult]:
@@ -582,14 +588,7 @@ class PostgresStore(EventStore):
         group.expect(expected)
         outcomes: list[Outcome] = []
         group.add_all(batch, outcomes)
-        given = [
-            e.id
-            for r in batch
-            if r.appends
-            for a in r.appends
-            for e in a.events
-            if e.id is not None and e.id not in r.generated
-        ]
+        given = _ids_to_look_up(batch)  # no request here is retried (_expected_heads)
         arguments = group.arguments(expected, given, self.notify_channel)
         try:
             if self.before_commit is None:  # autocommit: one round trip
