@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
+import eskit
 from tests import postgres
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+async def store(tmp_path: Path, anyio_backend: str) -> AsyncIterator[eskit.EventStore]:
+    """A SQLite store file of the test's own (packages that test several backends have
+    their own ``store``)."""
+    async with eskit.open_store(f"sqlite:///{tmp_path}/events.db") as opened:
+        yield opened
 
 
 @pytest.fixture(scope="session", autouse=True)

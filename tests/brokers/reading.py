@@ -8,6 +8,7 @@ from typing import cast
 
 import nats.js.errors
 import redis.asyncio as aioredis
+from nats.js.api import RawStreamMsg
 
 from eskit.brokers import message
 from eskit.brokers.nats import connect
@@ -15,22 +16,29 @@ from eskit.brokers.redis import stream_key
 from eskit.store.model import RecordedEvent
 
 
-async def nats_messages(url: str, prefix: str) -> list[tuple[str, dict[str, str], RecordedEvent]]:
-    """Every message of the prefix's JetStream stream, in stream order: subject, headers,
-    event."""
+async def nats_raw(url: str, prefix: str) -> list[RawStreamMsg]:
+    """Every message of the prefix's JetStream stream as stored, in stream order."""
     client = await connect(url)
     try:
         js = client.jetstream()
         info = await js.stream_info(prefix)
-        found = []
-        for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            raw = await js.get_msg(prefix, seq=seq)
-            assert raw.data is not None
-            assert raw.subject is not None
-            found.append((raw.subject, dict(raw.headers or {}), message.decode(raw.data)))
-        return found
+        return [
+            await js.get_msg(prefix, seq=seq)
+            for seq in range(info.state.first_seq, info.state.last_seq + 1)
+        ]
     finally:
         await client.close()
+
+
+async def nats_messages(url: str, prefix: str) -> list[tuple[str, dict[str, str], RecordedEvent]]:
+    """Every message of the prefix's JetStream stream, in stream order: subject, headers,
+    event."""
+    found = []
+    for raw in await nats_raw(url, prefix):
+        assert raw.data is not None
+        assert raw.subject is not None
+        found.append((raw.subject, dict(raw.headers or {}), message.decode(raw.data)))
+    return found
 
 
 async def delete_nats_stream(url: str, prefix: str) -> None:

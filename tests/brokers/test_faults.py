@@ -9,7 +9,7 @@ import asyncio
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ from eskit.projections import SQLiteDatabase
 from eskit.projections.consumer import JetStreamConsumer
 from eskit.relay import Relay, relay_runner, relay_status
 from tests import services
-from tests.brokers.fixtures import counts, until, until_counted
+from tests.brokers.fixtures import counts, counts_then_close, until, until_counted
 from tests.brokers.models import StreamLog
 from tests.brokers.reading import nats_messages
 
@@ -34,12 +34,6 @@ def server(tmp_path: Path) -> Iterator[services.NatsServer]:
     owned.start()
     yield owned
     owned.kill()
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[eskit.EventStore]:
-    async with eskit.open_store(f"sqlite:///{tmp_path}/events.db") as opened:
-        yield opened
 
 
 class Appender:
@@ -97,9 +91,7 @@ async def test_broker_killed_mid_stream_while_appends_go_on(
         for worker in workers:
             await worker.stop()
         await publisher.close()
-    found, errors = await counts(databases[0])
-    for db in databases:
-        await db.close()
+    found, errors = await counts_then_close(databases)
     assert found == appender.per_stream
     assert errors == []
     assert sum(w.applied for w in workers) == total
@@ -264,9 +256,7 @@ async def test_repeated_outages_and_relay_restarts(
         for worker in workers:
             await worker.stop()
         await publisher.close()
-    found, errors = await counts(databases[0])
-    for db in databases:
-        await db.close()
+    found, errors = await counts_then_close(databases)
     assert found == appender.per_stream
     assert errors == []
     assert appender.slowest < 0.5

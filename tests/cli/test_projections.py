@@ -4,11 +4,8 @@ projections of ``tests/cli/apps.py`` loaded through ``--app``."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -21,10 +18,10 @@ from eskit.projections.leases import partition_of
 from tests.cli.apps import InvoiceTotals
 from tests.cli.conftest import append, invoke
 from tests.cli.test_streams import rows
+from tests.processes import eskit_process
 from tests.projections.models import store_url
 from tests.projections.partitioning import Poisoned, all_at, fill, ordered_counts, stuck
 
-ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.cli.apps:projections"
 
 
@@ -198,17 +195,7 @@ def test_app_errors_are_one_clear_line(url: str, app: str, message: str) -> None
 def test_run_follows_until_sigterm_then_stops_gracefully(url: str) -> None:
     """In a process of its own, as an operator runs it: it says when it has caught up, and
     SIGTERM stops it with exit status 0 and the checkpoint saved."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "eskit.cli", "projections", "run", url, "--app", APP],
-        cwd=ROOT,
-        env={**os.environ, "COLUMNS": "200"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    watchdog = threading.Timer(60, process.kill)  # a hung process fails the test, not CI
-    watchdog.start()
-    try:
+    with eskit_process("projections", "run", url, "--app", APP) as process:
         assert process.stderr is not None
         seen: list[str] = []
         while not seen or "caught up" not in seen[-1]:
@@ -218,8 +205,6 @@ def test_run_follows_until_sigterm_then_stops_gracefully(url: str) -> None:
         assert "caught up to position 5" in seen[-1]
         process.send_signal(signal.SIGTERM)
         stdout, stderr = process.communicate(timeout=60)
-    finally:
-        watchdog.cancel()
     assert process.returncode == 0, stderr
     assert "stopping" in stderr
     (row,) = rows(stdout)
@@ -232,17 +217,7 @@ def test_work_runs_a_partitioned_worker_until_sigterm(url: str) -> None:
     the read model, shows in ``status`` with its partitions, and gives them back on
     SIGTERM."""
     worker = ["projections", "work", url, "invoice_totals", "--app", APP]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "eskit.cli", *worker, "--partitions", "4", "--lease", "1"],
-        cwd=ROOT,
-        env={**os.environ, "COLUMNS": "200"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    watchdog = threading.Timer(60, process.kill)
-    watchdog.start()
-    try:
+    with eskit_process(*worker, "--partitions", "4", "--lease", "1") as process:
         assert process.stderr is not None
         assert "worker" in process.stderr.readline()
         for _ in range(200):
@@ -255,11 +230,6 @@ def test_work_runs_a_partitioned_worker_until_sigterm(url: str) -> None:
         assert status[8] == "4 on 1"
         process.send_signal(signal.SIGTERM)
         stdout, stderr = process.communicate(timeout=60)
-    finally:
-        watchdog.cancel()
-        if process.poll() is None:  # a failed assertion must not leave the worker running
-            process.kill()
-            process.wait()
     assert process.returncode == 0, stderr
     assert [row[2] for row in rows(stdout)] == ["free"] * 4
     assert read_model(url) == [("invoice-1", 100), ("invoice-2", 0)]

@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,12 +39,6 @@ def spans() -> InMemorySpanExporter:
         provider.add_span_processor(SimpleSpanProcessor(EXPORTER))
         trace.set_tracer_provider(provider)
     return EXPORTER
-
-
-@pytest.fixture
-async def store(tmp_path: Path, anyio_backend: str) -> AsyncIterator[eskit.EventStore]:
-    async with eskit.open_store(f"sqlite:///{tmp_path}/events.db") as opened:
-        yield opened
 
 
 def scrape(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -17,12 +17,12 @@ import pytest
 
 import eskit
 from eskit.application import CommandBus
-from eskit.brokers.nats import NatsPublisher, connect
+from eskit.brokers.nats import NatsPublisher
 from eskit.domain import EventRegistry
 from eskit.privacy import FORGOTTEN, Keyring, MasterKey, forget, open_keystore
 from eskit.relay import Relay, relay_runner
 from tests import postgres, services
-from tests.brokers.reading import delete_nats_stream
+from tests.brokers.reading import delete_nats_stream, nats_raw
 from tests.privacy import events as examples
 from tests.privacy.conftest import drop_schema
 
@@ -173,14 +173,4 @@ def files_bytes(directory: Path, wal: bool = False) -> bytes:
 
 async def nats_bodies(url: str, prefix: str) -> list[bytes]:
     """The raw bodies of every message the relay published (headers included)."""
-    client = await connect(url)
-    try:
-        js = client.jetstream()
-        info = await js.stream_info(prefix)
-        bodies = []
-        for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            raw = await js.get_msg(prefix, seq=seq)
-            bodies.append((raw.data or b"") + repr(raw.headers).encode())
-        return bodies
-    finally:
-        await client.close()
+    return [(raw.data or b"") + repr(raw.headers).encode() for raw in await nats_raw(url, prefix)]

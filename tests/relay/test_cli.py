@@ -4,11 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +15,7 @@ import eskit
 from tests import services
 from tests.brokers.reading import delete_nats_stream, nats_messages
 from tests.cli.conftest import invoke
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.processes import eskit_process
 
 
 @pytest.fixture
@@ -59,17 +54,7 @@ def test_until_caught_up_publishes_and_shows_in_projections_status(url: str, pre
 
 def test_follows_until_sigterm(url: str, prefix: str) -> None:
     broker = services.nats_url()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "eskit.cli", "relay", url, "--broker", broker, "--prefix", prefix],
-        cwd=ROOT,
-        env={**os.environ, "COLUMNS": "200"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    watchdog = threading.Timer(60, process.kill)  # a hung process fails the test, not CI
-    watchdog.start()
-    try:
+    with eskit_process("relay", url, "--broker", broker, "--prefix", prefix) as process:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -80,8 +65,6 @@ def test_follows_until_sigterm(url: str, prefix: str) -> None:
             time.sleep(0.1)
         process.send_signal(signal.SIGTERM)
         stdout, stderr = process.communicate(timeout=30)
-    finally:
-        watchdog.cancel()
     assert process.returncode == 0, stderr
     assert "relaying to" in stderr
     assert f"relay_nats_{prefix}: position 6 of 6, lag 0" in stdout

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aio_pika
 import pytest
@@ -37,12 +36,6 @@ async def fill(store: eskit.EventStore, rounds: int = 20) -> None:
 
 async def everything(store: eskit.EventStore) -> list[RecordedEvent]:
     return [e async for e in store.read_all()]
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[eskit.EventStore]:
-    async with eskit.open_store(f"sqlite:///{tmp_path}/events.db") as opened:
-        yield opened
 
 
 @pytest.fixture

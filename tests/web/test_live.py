@@ -105,12 +105,6 @@ async def append(store: eskit.EventStore, stream: str, *types: str) -> None:
     await store.append(stream, [eskit.NewEvent(t, {}) for t in types])
 
 
-@pytest.fixture
-async def store(tmp_path: Path, anyio_backend: str) -> AsyncIterator[eskit.EventStore]:
-    async with eskit.open_store(f"sqlite:///{tmp_path}/events.db") as opened:
-        yield opened
-
-
 def feed_tasks() -> list[asyncio.Task[Any]]:
     return [t for t in asyncio.all_tasks() if t.get_name().startswith(TASK)]
 

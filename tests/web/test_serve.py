@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import pytest
 import eskit.sync
 from eskit.cli.serve import is_loopback
 from tests.cli.conftest import invoke
+from tests.services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 """The checkout: ``--app examples...`` imports from the working directory."""
@@ -71,13 +71,6 @@ def test_serve_checks_its_options_before_starting(tmp_path: Path) -> None:
 )  # fmt: skip
 def test_loopback_hosts_are_recognised(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture
