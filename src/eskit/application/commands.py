@@ -257,7 +257,7 @@ class CommandBus:
                     aggregate_id,
                     events,
                     loaded.expected_version,
-                    metadata=_metadata(context, digest, None if events else stream),
+                    metadata=_metadata(context, self._used_for(digest, stream, events, others)),
                     ids=_event_ids(context, len(events) + sum(len(o[1]) for o in others)),
                     state=state,
                     also=others,
@@ -277,6 +277,20 @@ class CommandBus:
                 self.on_retry(context, attempt)
             await asyncio.sleep(min(1.0, random.uniform(0, self.backoff * 2**attempt)))
         raise AssertionError("unreachable")
+
+    def _used_for(
+        self,
+        digest: str | None,
+        stream: str,
+        events: list[Any],
+        others: list[tuple[str, Sequence[object], ExpectedVersion]],
+    ) -> dict[str, str]:
+        """What the events record of the command their command id was used for."""
+        if digest is None:
+            return {}
+        written = [*events, *(e for _, more, _ in others for e in more)]
+        personal = any(self.events.type_of(e).sensitive for e in written)
+        return idempotency.used_for(digest, None if events else stream, personal=personal)
 
     async def _earlier_result(
         self, stream: str, context: CommandContext, digest: str
@@ -324,23 +338,15 @@ def _event_ids(context: CommandContext, count: int) -> list[uuid.UUID] | None:
     return [command_event_id(context.command_id, i) for i in range(count)]
 
 
-def _metadata(
-    context: CommandContext, digest: str | None, only_others_of: str | None
-) -> dict[str, Any]:
-    """The metadata of every event of the command; with a command id, what it was used for
-    (``only_others_of``: the aggregate's stream, when the decision writes only others)."""
-    metadata = {
+def _metadata(context: CommandContext, used_for: dict[str, str]) -> dict[str, Any]:
+    return {
         **context.metadata,
         "correlation_id": context.correlation_id,
         "causation_id": context.causation_id,
         idempotency.COMMAND: type(context.command).__qualname__,
         "command_id": str(context.command_id),
+        **used_for,
     }
-    if digest is not None:
-        metadata[idempotency.DIGEST] = digest
-        if only_others_of is not None:
-            metadata[idempotency.STREAM] = only_others_of
-    return metadata
 
 
 def _wrap(

@@ -7,6 +7,11 @@ stream (``command_stream``). When the id comes again, its first event is found b
 derived id and compared: the same type with the same digest is a retry and replays the
 original result; anything else is another command and raises ``IdempotencyConflict``.
 
+A command whose events hold encrypted personal data (``Sensitive`` fields) records no
+digest (``command_digest`` is empty): a hash of its arguments would outlive the key that
+``forget`` deletes and let anyone confirm a guess of them. Its id is checked by type and
+aggregate only.
+
 The digest is a SHA-256 (128 bits kept) over a canonical JSON encoding of the command:
 its fields by name, sorted, nested classes alike, leaving out the fields equal to their
 default, so that a retry sent after a release added a defaulted field to the class still
@@ -32,6 +37,9 @@ COMMAND: Final = "command"
 DIGEST: Final = "command_digest"
 STREAM: Final = "command_stream"
 
+WITHHELD: Final = ""
+"""The digest recorded for a command whose events hold encrypted personal data."""
+
 _NO_DEFAULT: Final = object()
 
 
@@ -49,18 +57,31 @@ def command_digest(command: object, retry_may_change: Collection[str] = ("now",)
     return hashlib.sha256(encoded).hexdigest()[:32]
 
 
+def used_for(digest: str, only_others_of: str | None, *, personal: bool) -> dict[str, str]:
+    """The metadata recording what a command id was used for: the digest (withheld when
+    the events hold encrypted personal data) and, when the command wrote only to other
+    streams (``only_others_of``), its aggregate's stream."""
+    recorded = {DIGEST: WITHHELD if personal else digest}
+    if only_others_of is not None:
+        recorded[STREAM] = only_others_of
+    return recorded
+
+
 def check_reuse(
     first: RecordedEvent, command: object, stream: str, digest: str, command_id: object
 ) -> None:
     """Raise ``IdempotencyConflict`` unless ``first``, the first event written under
     ``command_id``, was written by this very command (type and arguments). Events written
-    before digests were recorded are judged by their type alone."""
+    before digests were recorded are judged by their type alone; those whose digest was
+    withheld, by type and aggregate."""
     used_by = first.metadata.get(COMMAND)
     recorded = first.metadata.get(DIGEST)
-    name = type(command).__qualname__
-    if used_by == name and recorded in (None, digest):
-        return
     aggregate = first.metadata.get(STREAM, first.stream)
+    name = type(command).__qualname__
+    if used_by == name and (
+        recorded in (None, digest) or (recorded == WITHHELD and aggregate == stream)
+    ):
+        return
     if used_by != name:
         differs = f"not by {name}"
     elif aggregate != stream:
