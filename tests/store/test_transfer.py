@@ -22,6 +22,7 @@ from eskit.store.transfer import (
     Summary,
     TransferError,
     canonical,
+    check_file,
     export_events,
     import_events,
 )
@@ -344,6 +345,30 @@ async def test_a_damaged_file_is_refused_before_anything_is_written(
         await import_events(target, path)
 
     assert (await log(target), await target.last_position()) == before
+
+
+async def test_a_file_checked_before_is_not_checked_again_but_compared_at_the_end(
+    target: eskit.EventStore, tmp_path: Path
+) -> None:
+    """``checked`` is what ``check_file`` returned (the CLI checks before opening the
+    store); a file that changed since is reported, not taken for the one checked."""
+    write_export(tmp_path / "log.jsonl", [_line("a-1", 0), _line("a-1", 1)])
+    checked = await check_file(tmp_path / "log.jsonl")
+    imported = await import_events(target, tmp_path / "log.jsonl", checked=checked)
+    assert (summary_of(imported), imported.written) == (checked, 2)
+
+    write_export(tmp_path / "other.jsonl", [_line("b-1", 0)])
+    with pytest.raises(TransferError, match=r"other\.jsonl: the file changed while it was"):
+        await import_events(target, tmp_path / "other.jsonl", checked=checked)
+
+
+async def test_an_empty_file_is_refused(target: eskit.EventStore, tmp_path: Path) -> None:
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(
+        TransferError, match=r"empty.jsonl: the file is incomplete: it ends after 0"
+    ):
+        await import_events(target, tmp_path / "empty.jsonl")
+    assert await target.last_position() == 0
 
 
 async def test_a_target_holding_other_events_is_refused(

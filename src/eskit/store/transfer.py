@@ -205,23 +205,25 @@ async def check_file(path: str | os.PathLike[str], progress: Progress | None = N
     digest = Digest()
     summary: Summary | None = None
     last = 0
-    async for number, raw in _lines(source, progress):
-        if summary is not None:
-            raise TransferError(f"{source}:{number}: a line after the summary line")
-        last = number
-        parsed = _parse(raw, source, number)
-        if isinstance(parsed, _Trailer):
-            _check_summary(parsed.summary, digest.summary(), source, number)
-            summary = parsed.summary
-            continue
-        try:
-            check_name(parsed.stream)
-        except ValueError as error:
-            raise TransferError(f"{source}:{number}: {error}") from None
-        digest.add(canonical(parsed))
+    async with contextlib.aclosing(_lines(source, progress)) as raws:
+        async for number, raw in raws:
+            if summary is not None:
+                raise TransferError(f"{source}:{number}: a line after the summary line")
+            last = number
+            parsed = _parse(raw, source, number)
+            if isinstance(parsed, _Trailer):
+                _check_summary(parsed.summary, digest.summary(), source, number)
+                summary = parsed.summary
+                continue
+            try:
+                check_name(parsed.stream)
+            except ValueError as error:
+                raise TransferError(f"{source}:{number}: {error}") from None
+            digest.add(canonical(parsed))
     if summary is None:
+        where = f"{source}:{last}" if last else f"{source}"
         raise TransferError(
-            f"{source}:{last}: the file is incomplete: it ends after {digest.count} events"
+            f"{where}: the file is incomplete: it ends after {digest.count} events"
             " without the summary line an export writes last (cut short, or not written by"
             " eskit export)"
         )
@@ -254,15 +256,16 @@ async def import_events(
     digest = Digest()
     chunk = Chunk(store, lambda n: f"{source}:{n}")
     written = 0
-    async for number, raw in _lines(source, progress):
-        parsed = _parse(raw, source, number)
-        if isinstance(parsed, _Trailer):
-            continue  # checked in the first pass
-        line = Line(number, parsed, canonical(parsed))
-        digest.add(line.encoded)
-        if not chunk.fits(line):
-            written += await chunk.flush()
-        chunk.add(line)
+    async with contextlib.aclosing(_lines(source, progress)) as raws:
+        async for number, raw in raws:
+            parsed = _parse(raw, source, number)
+            if isinstance(parsed, _Trailer):
+                continue  # checked in the first pass
+            line = Line(number, parsed, canonical(parsed))
+            digest.add(line.encoded)
+            if not chunk.fits(line):
+                written += await chunk.flush()
+            chunk.add(line)
     written += await chunk.flush()
     if digest.summary() != expected:
         raise TransferError(
