@@ -39,7 +39,8 @@ class IdempotencyConflict(StoreError, ValueError):
 
     A retry of an append must send exactly the same events; this error means the
     batch mixes new events with ids that already exist, so it is neither a new
-    append nor a retry.
+    append nor a retry. The command bus raises it too for a command id sent again with
+    another command (type, aggregate or arguments), naming the command that used it first.
     """
 
     def __init__(self, stream: str, reason: str) -> None:

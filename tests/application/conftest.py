@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import eskit
+from tests import postgres
 
 START = dt.datetime(2024, 3, 1, 9, 0, tzinfo=dt.UTC)
 
@@ -38,5 +39,16 @@ async def store(
 ) -> AsyncIterator[eskit.EventStore]:
     """An opened store on every backend; closed after the test."""
     url = "memory://" if request.param == "memory" else f"sqlite:///{tmp_path}/events.db"
+    async with eskit.open_store(url, clock=clock) as opened:
+        yield opened
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+async def every_store(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock, anyio_backend: str
+) -> AsyncIterator[eskit.EventStore]:
+    """``store``, and PostgreSQL too: for the rules whose record lives in the store."""
+    urls = {"memory": "memory://", "sqlite": f"sqlite:///{tmp_path}/events.db"}
+    url = urls.get(request.param) or postgres.store_url()
     async with eskit.open_store(url, clock=clock) as opened:
         yield opened

@@ -23,6 +23,7 @@ from examples.invoicing.invoice import Invoice, InvoiceError
 import eskit
 from eskit.application import CommandBus, CommandContext, CommandResult
 from eskit.application.commands import AlsoAppend
+from eskit.application.idempotency import command_digest
 from eskit.domain import Aggregate, Decider, EventRegistry, Model, applies, struct_snapshots
 from eskit.errors import ConcurrencyError, DomainError
 
@@ -518,6 +519,7 @@ async def test_every_event_carries_correlation_causation_command_and_schema_vers
         "causation_id": "event-12",
         "command": "Deposit",
         "command_id": str(command_id),
+        "command_digest": command_digest(Deposit("a", 5)),
     }
     assert [e.metadata for e in written] == [
         {**common, "schema_version": 1},

@@ -25,10 +25,11 @@ def test_export_then_import_into_another_file(url: str, tmp_path: Path) -> None:
     for result in (exported, imported, again):
         assert result.exit_code == 0, result.output
     assert "exported 5 events" in exported.stdout
-    assert "imported 5 events" in imported.stdout
+    assert "5 written, 0 already present: 5 events" in imported.stdout
     assert digest_of(exported.stdout) == digest_of(imported.stdout) == digest_of(again.stdout)
     assert "exporting" in exported.stderr  # the progress bar
     assert "events/s" in exported.stderr
+    assert "checking" in imported.stderr  # both passes show progress
     assert "importing" in imported.stderr
 
     async def logs() -> list[list[tuple[object, ...]]]:
@@ -42,11 +43,23 @@ def test_export_then_import_into_another_file(url: str, tmp_path: Path) -> None:
     assert source == target
 
 
-def test_importing_twice_is_harmless(url: str, tmp_path: Path) -> None:
+def test_importing_twice_writes_nothing_and_says_so(url: str, tmp_path: Path) -> None:
     invoke(["export", url, str(tmp_path / "log.jsonl")])
-    first = invoke(["import", url, str(tmp_path / "log.jsonl")])  # into the source itself
-    assert first.exit_code == 0, first.output
+    again = invoke(["import", url, str(tmp_path / "log.jsonl")])  # into the source itself
+    assert again.exit_code == 0, again.output
+    assert "0 written, 5 already present: 5 events" in again.stdout
     assert "5" in invoke(["info", url]).stdout
+
+
+def test_a_damaged_file_is_refused_and_creates_no_store(url: str, tmp_path: Path) -> None:
+    invoke(["export", url, str(tmp_path / "log.jsonl")])
+    text = (tmp_path / "log.jsonl").read_text().splitlines(keepends=True)
+    (tmp_path / "cut.jsonl").write_text("".join(text[:3]))
+    result = invoke(["import", f"sqlite:///{tmp_path}/new.db", str(tmp_path / "cut.jsonl")])
+    assert result.exit_code == 1
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert re.match(r"error: .*cut\.jsonl:3: the file is incomplete: it ends after 3 events", line)
+    assert not (tmp_path / "new.db").exists()
 
 
 def test_a_malformed_file_is_one_error_line_naming_the_line(url: str, tmp_path: Path) -> None:

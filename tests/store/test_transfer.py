@@ -1,20 +1,33 @@
 """Export to JSON Lines and import back: round trips keep every event exactly, imports are
-idempotent, and damaged files or disagreeing stores are refused with the line named."""
+idempotent and say what they wrote, damaged files are refused whole before anything is
+written, and disagreeing stores are refused with the line named."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 import eskit
-from eskit.store.transfer import TransferError, export_events, import_events
+from eskit.store import transfer
+from eskit.store.transfer import (
+    Digest,
+    ExportedEvent,
+    Summary,
+    TransferError,
+    canonical,
+    check_file,
+    export_events,
+    import_events,
+)
 from eskit.testing.conformance.helpers import PAYLOADS
+from tests import postgres
 
 pytestmark = pytest.mark.anyio
 
@@ -27,9 +40,10 @@ async def source(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         yield store
 
 
-@pytest.fixture
-async def target(tmp_path: Path) -> AsyncIterator[eskit.EventStore]:
-    async with eskit.open_store(f"sqlite:///{tmp_path}/target.db") as store:
+@pytest.fixture(params=["sqlite", "postgres"])
+async def target(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[eskit.EventStore]:
+    url = f"sqlite:///{tmp_path}/target.db" if request.param == "sqlite" else postgres.store_url()
+    async with eskit.open_store(url) as store:
         yield store
 
 
@@ -62,6 +76,23 @@ def lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def export_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """``rows`` as the lines of an export: one per event, then their summary."""
+    digest = Digest()
+    for row in rows:
+        digest.add(canonical(msgspec.convert(row, ExportedEvent)))
+    trailer = {"summary": msgspec.to_builtins(digest.summary())}
+    return [json.dumps(row) for row in [*rows, trailer]]
+
+
+def write_export(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.write_text("".join(line + "\n" for line in export_lines(rows)))
+
+
+def summary_of(imported: Summary) -> Summary:
+    return Summary(imported.count, imported.digest)
+
+
 async def test_round_trip_keeps_every_event_and_the_digest(
     source: eskit.EventStore, target: eskit.EventStore, tmp_path: Path
 ) -> None:
@@ -71,7 +102,8 @@ async def test_round_trip_keeps_every_event_and_the_digest(
     again = await export_events(target, tmp_path / "again.jsonl")
 
     assert exported.count == await source.last_position() == FILLED
-    assert imported == exported == again
+    assert summary_of(imported) == exported == again
+    assert (imported.written, imported.present) == (FILLED, 0)
     assert await log(target) == await log(source)
     written = lines(tmp_path / "log.jsonl")
     assert [line["position"] for line in written[:-1]] == list(range(1, FILLED + 1))
@@ -128,7 +160,11 @@ async def test_progress_reports_positions_and_bytes(
 
     assert exported == [(3, 7), (6, 7), (7, 7)]
     size = (tmp_path / "log.jsonl").stat().st_size
-    assert imported[-1] == (size, size)
+    end = imported.index((size, size)) + 1
+    check, write = imported[:end], imported[end:]  # the file is read twice
+    assert check == sorted(check)
+    assert write == sorted(write)
+    assert write[-1] == (size, size)
 
 
 async def test_importing_twice_writes_nothing_the_second_time(
@@ -137,8 +173,30 @@ async def test_importing_twice_writes_nothing_the_second_time(
     await fill(source)
     first = await export_events(source, tmp_path / "log.jsonl")
     await import_events(target, tmp_path / "log.jsonl")
-    assert await import_events(target, tmp_path / "log.jsonl") == first
+    again = await import_events(target, tmp_path / "log.jsonl")
+    assert summary_of(again) == first
+    assert (again.written, again.present) == (0, FILLED)
     assert await target.last_position() == FILLED
+
+
+async def test_a_longer_export_of_the_same_log_writes_only_what_is_missing(
+    source: eskit.EventStore, target: eskit.EventStore, tmp_path: Path
+) -> None:
+    """The earlier file's last chunk ends inside a run of the longer file's: its events
+    there are recognised, the rest appended after them."""
+    await fill(source)
+    await export_events(source, tmp_path / "early.jsonl")
+    await source.append("invoice-2", [eskit.NewEvent("Paid", {"n": i}) for i in range(3)])
+    await source.append("invoice-3", [eskit.NewEvent("Created", {})])
+    later = await export_events(source, tmp_path / "later.jsonl")
+
+    early = await import_events(target, tmp_path / "early.jsonl")
+    imported = await import_events(target, tmp_path / "later.jsonl")
+
+    assert (early.written, early.present) == (FILLED, 0)
+    assert (imported.written, imported.present) == (4, FILLED)
+    assert summary_of(imported) == later
+    assert await log(target) == await log(source)
 
 
 async def test_importing_into_the_source_itself_is_a_retry(
@@ -146,7 +204,8 @@ async def test_importing_into_the_source_itself_is_a_retry(
 ) -> None:
     await fill(source)
     summary = await export_events(source, tmp_path / "log.jsonl")
-    assert await import_events(source, tmp_path / "log.jsonl") == summary
+    imported = await import_events(source, tmp_path / "log.jsonl")
+    assert (summary_of(imported), imported.written, imported.present) == (summary, 0, FILLED)
     assert await source.last_position() == FILLED
 
 
@@ -159,9 +218,10 @@ async def test_a_retry_of_events_first_written_apart_is_recognised(
     for row in rows:
         await target.append("a-1", [eskit.NewEvent("E", row["data"], id=uuid.UUID(row["id"]))])
         await target.append("other-1", [eskit.NewEvent("E", {})])
-    (tmp_path / "log.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    write_export(tmp_path / "log.jsonl", rows)
 
-    assert (await import_events(target, tmp_path / "log.jsonl")).count == 2
+    imported = await import_events(target, tmp_path / "log.jsonl")
+    assert (imported.count, imported.written, imported.present) == (2, 0, 2)
     assert await target.last_position() == 4
 
 
@@ -174,7 +234,7 @@ async def test_import_keeps_the_global_order_of_interleaved_streams(
     for name in names:
         rows.append(_line(name, versions[name]))
         versions[name] += 1
-    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_export(tmp_path / "log.jsonl", rows)
 
     summary = await import_events(target, tmp_path / "log.jsonl")
 
@@ -182,13 +242,6 @@ async def test_import_keeps_the_global_order_of_interleaved_streams(
     assert [(e.stream, e.version) async for e in target.read_all()] == [
         (r["stream"], r["version"]) for r in rows
     ]
-
-
-async def test_a_file_without_summary_line_is_accepted(
-    target: eskit.EventStore, tmp_path: Path
-) -> None:
-    (tmp_path / "log.jsonl").write_text(json.dumps(_line("a-1", 0)) + "\n\n")
-    assert (await import_events(target, tmp_path / "log.jsonl")).count == 1
 
 
 def _line(stream: str, version: int, **changes: Any) -> dict[str, Any]:
@@ -211,8 +264,8 @@ MALFORMED: dict[str, tuple[list[str], int, str]] = {
     "bad id": ([json.dumps(_line("a-1", 0, id="nope"))], 1, "id"),
     "bad data": ([json.dumps(_line("a-1", 0, data=[1]))], 1, "data"),
     "bad stream": ([json.dumps(_line("$all", 0))], 1, "reserved"),
-    "version gap": ([json.dumps(_line("a-1", 0)), json.dumps(_line("a-1", 2))], 2, "follow"),
-    "first version not 0": ([json.dumps(_line("a-1", 3))], 1, "expected"),
+    "version gap": (export_lines([_line("a-1", 0), _line("a-1", 2)]), 2, "follow"),
+    "first version not 0": (export_lines([_line("a-1", 3)]), 1, "expected"),
     "line after summary": (
         [json.dumps({"summary": {"count": 0, "digest": hashlib.sha256().hexdigest()}}), "{}"],
         2,
@@ -236,29 +289,93 @@ async def test_malformed_input_names_the_line(
     assert f"bad.jsonl:{number}:" in str(raised.value)
 
 
-async def test_a_truncated_or_altered_file_is_refused_at_its_summary(
-    source: eskit.EventStore, target: eskit.EventStore, tmp_path: Path
+def _cut(text: str, lines: int, keep: float = 0.0) -> str:
+    """The first ``lines`` lines of ``text``, and ``keep`` of the next one (cut mid-line)."""
+    kept = text.splitlines(keepends=True)
+    following = kept[lines] if lines < len(kept) else ""
+    return "".join(kept[:lines]) + following[: int(len(following) * keep)]
+
+
+def _edit(text: str, number: int, old: str, new: str) -> str:
+    kept = text.splitlines(keepends=True)
+    assert old in kept[number - 1], kept[number - 1]
+    kept[number - 1] = kept[number - 1].replace(old, new)
+    return "".join(kept)
+
+
+DAMAGED: dict[str, tuple[Callable[[str], str], int, str]] = {
+    "cut at a line boundary": (lambda t: _cut(t, 10), 10, "incomplete: it ends after 10 events"),
+    "cut mid-line": (lambda t: _cut(t, 10, 0.5), 11, "not an exported event .*cut short"),
+    "cut inside the summary": (lambda t: _cut(t, FILLED, 0.5), FILLED + 1, "cut short"),
+    "summary missing": (lambda t: _cut(t, FILLED), FILLED, f"ends after {FILLED} events without"),
+    "one line edited": (
+        lambda t: _edit(t, 12, '"Touched"', '"Tinkered"'),
+        FILLED + 1,
+        f"damaged: its summary says {FILLED} events with digest [0-9a-f]+, but its lines hold"
+        f" {FILLED} events with digest",
+    ),
+    "summary with a wrong count": (
+        lambda t: _edit(t, FILLED + 1, f'"count":{FILLED}', f'"count":{FILLED + 1}'),
+        FILLED + 1,
+        f"damaged: its summary says {FILLED + 1} events .* its lines hold {FILLED} events",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", DAMAGED, ids=str)
+async def test_a_damaged_file_is_refused_before_anything_is_written(
+    source: eskit.EventStore,
+    target: eskit.EventStore,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    case: str,
 ) -> None:
+    """Checked whole before the first append: however far into the file the damage is,
+    the target keeps its events and its last position."""
+    monkeypatch.setattr(transfer, "CHUNK_EVENTS", 3)  # many appends before the damage
+    damage, number, reason = DAMAGED[case]
     await fill(source)
     await export_events(source, tmp_path / "log.jsonl")
-    text = (tmp_path / "log.jsonl").read_text().splitlines()
-    (tmp_path / "cut.jsonl").write_text("\n".join(text[:5] + text[-1:]) + "\n")
-    (tmp_path / "edited.jsonl").write_text("\n".join(text).replace('"by":"empty"', '"by":"x"'))
+    path = tmp_path / "damaged.jsonl"
+    path.write_text(damage((tmp_path / "log.jsonl").read_text()))
+    await target.append("other-1", [eskit.NewEvent("Kept", {})])
+    before = (await log(target), await target.last_position())
 
-    with pytest.raises(TransferError, match=rf"cut.jsonl:6: .* says {FILLED} events"):
-        await import_events(target, tmp_path / "cut.jsonl")
-    async with eskit.open_store("memory://") as fresh:
-        with pytest.raises(TransferError, match=f"edited.jsonl:{FILLED + 1}: the file is damaged"):
-            await import_events(fresh, tmp_path / "edited.jsonl")
+    with pytest.raises(TransferError, match=f"damaged.jsonl:{number}: .*{reason}"):
+        await import_events(target, path)
+
+    assert (await log(target), await target.last_position()) == before
+
+
+async def test_a_file_checked_before_is_not_checked_again_but_compared_at_the_end(
+    target: eskit.EventStore, tmp_path: Path
+) -> None:
+    """``checked`` is what ``check_file`` returned (the CLI checks before opening the
+    store); a file that changed since is reported, not taken for the one checked."""
+    write_export(tmp_path / "log.jsonl", [_line("a-1", 0), _line("a-1", 1)])
+    checked = await check_file(tmp_path / "log.jsonl")
+    imported = await import_events(target, tmp_path / "log.jsonl", checked=checked)
+    assert (summary_of(imported), imported.written) == (checked, 2)
+
+    write_export(tmp_path / "other.jsonl", [_line("b-1", 0)])
+    with pytest.raises(TransferError, match=r"other\.jsonl: the file changed while it was"):
+        await import_events(target, tmp_path / "other.jsonl", checked=checked)
+
+
+async def test_an_empty_file_is_refused(target: eskit.EventStore, tmp_path: Path) -> None:
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(
+        TransferError, match=r"empty.jsonl: the file is incomplete: it ends after 0"
+    ):
+        await import_events(target, tmp_path / "empty.jsonl")
+    assert await target.last_position() == 0
 
 
 async def test_a_target_holding_other_events_is_refused(
     target: eskit.EventStore, tmp_path: Path
 ) -> None:
     await target.append("a-1", [eskit.NewEvent("Other", {})])
-    (tmp_path / "log.jsonl").write_text(
-        json.dumps(_line("b-1", 0)) + "\n" + json.dumps(_line("a-1", 0))
-    )
+    write_export(tmp_path / "log.jsonl", [_line("b-1", 0), _line("a-1", 0)])
 
     with pytest.raises(TransferError, match=r"log.jsonl:2: stream 'a-1': expected"):
         await import_events(target, tmp_path / "log.jsonl")
@@ -269,7 +386,7 @@ async def test_an_id_held_with_other_content_is_refused(
 ) -> None:
     line = _line("a-1", 0)
     await target.append("a-1", [eskit.NewEvent("E", {"v": "changed"}, id=uuid.UUID(line["id"]))])
-    (tmp_path / "log.jsonl").write_text(json.dumps(line))
+    write_export(tmp_path / "log.jsonl", [line])
 
     with pytest.raises(TransferError, match=r"log.jsonl:1: .* different event .* \(a-1 v0: "):
         await import_events(target, tmp_path / "log.jsonl")
@@ -277,7 +394,7 @@ async def test_an_id_held_with_other_content_is_refused(
 
 async def test_an_oversized_event_names_its_line(tmp_path: Path) -> None:
     rows = [_line("a-1", 0), _line("a-1", 1, data={"big": "x" * 300})]
-    (tmp_path / "log.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    write_export(tmp_path / "log.jsonl", rows)
     async with eskit.open_store("memory://", max_event_size=200) as store:
         with pytest.raises(TransferError, match=r"log.jsonl:2: event 0 .* bytes of JSON"):
             await import_events(store, tmp_path / "log.jsonl")

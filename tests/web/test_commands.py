@@ -62,6 +62,52 @@ async def test_a_command_sent_again_with_its_id_is_not_run_twice(any_api: Api) -
     assert error(other)["type"] == "IdempotencyConflict"
 
 
+@pytest.mark.parametrize(
+    ("invoice", "sku", "says"),
+    [
+        ("46", "s-1", "with other arguments (this one is for invoice-46)"),
+        ("44", "s-2", "with other arguments;"),
+    ],
+    ids=["another invoice", "other arguments"],
+)
+async def test_a_command_id_reused_by_the_same_command_type_is_a_409_naming_its_first_use(
+    any_api: Api, invoice: str, sku: str, says: str
+) -> None:
+    """The id names one command: the same type for another aggregate, or with other
+    arguments, is refused, not answered ``replayed`` with the command dropped."""
+    await any_api.create_invoice("44")
+    await any_api.create_invoice("46")
+    command_id = str(uuid.uuid4())
+    line = {"invoice_id": "44", "sku": "s-1", "amount": 500, "currency": "EUR"}
+    first = await any_api.command("AddInvoiceLine", line, **{"Command-Id": command_id})
+    assert first.status_code == 200, first.text
+    head = await any_api.store.last_position()
+
+    other = {**line, "invoice_id": invoice, "sku": sku}
+    reused = await any_api.command("AddInvoiceLine", other, **{"Command-Id": command_id})
+
+    assert reused.status_code == 409, reused.text
+    assert error(reused)["type"] == "IdempotencyConflict"
+    assert (
+        f"command id {command_id} was already used by AddInvoiceLine on invoice-44, {says}"
+        in error(reused)["message"]
+    )
+    assert await any_api.store.last_position() == head
+
+
+async def test_a_command_retried_with_another_now_is_replayed(any_api: Api) -> None:
+    await any_api.create_invoice("42")
+    line = {"invoice_id": "42", "sku": "s-1", "amount": 500, "currency": "EUR"}
+    assert (await any_api.command("AddInvoiceLine", line)).status_code == 200
+    command_id = str(uuid.uuid4())
+    issue = {"invoice_id": "42", "now": "2024-05-01T09:00:00Z"}
+    first = await any_api.command("IssueInvoice", issue, **{"Command-Id": command_id})
+    later = {**issue, "now": "2024-05-01T09:00:05Z"}
+    again = await any_api.command("IssueInvoice", later, **{"Command-Id": command_id})
+    assert again.status_code == 200, again.text
+    assert again.json() == {**first.json(), "replayed": True}
+
+
 async def test_a_broken_rule_is_a_409_with_the_domain_message(any_api: Api) -> None:
     await any_api.create_invoice("42")
     again = await any_api.create_invoice("42")

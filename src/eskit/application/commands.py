@@ -8,9 +8,11 @@ jittered backoff, then raises ``ConcurrencyError``.
 
 Idempotency: with a ``command_id``, event ids are derived from it (uuid5), and a command
 already handled returns its original result without deciding again, so a client may safely
-retry after a lost reply. Every event gets ``correlation_id`` (flows through a whole chain),
-``causation_id`` (the command, or the event, that caused it) and the command's type in its
-metadata.
+retry after a lost reply. The events record what the id was used for (type and a digest of
+the arguments, ``eskit.application.idempotency``): the id sent again with any other command
+raises ``IdempotencyConflict`` instead of dropping that command. Every event gets
+``correlation_id`` (flows through a whole chain), ``causation_id`` (the command, or the
+event, that caused it) and the command's type in its metadata.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ import dataclasses
 import inspect
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any, Generic, TypeAlias, TypeVar
 
+from eskit.application import idempotency
 from eskit.application.repository import Loaded, Repository
 from eskit.domain.aggregate import Aggregate, decided_events
 from eskit.domain.events import EventRegistry
@@ -89,6 +92,7 @@ class _Route(Generic[S]):
     repository: Repository[S]
     aggregate_id: Callable[[Any], str]
     handle: Handler
+    retry_may_change: frozenset[str]
 
 
 class CommandBus:
@@ -120,12 +124,15 @@ class CommandBus:
         *,
         aggregate_id: Callable[[C], str],
         handle: Handler | None = None,
+        retry_may_change: Collection[str] = ("now",),
     ) -> None:
         """Route ``command_type`` to the aggregate ``target`` (a Decider, Model or Aggregate
         class) whose id ``aggregate_id(command)`` gives.
 
         ``handle(command, state)`` returns the new events or, for an Aggregate, calls its
         command methods; it may be async. A Decider's ``decide`` is the default handler.
+        ``retry_may_change`` names the fields a retry of the command may send differently
+        (the time it is sent): they do not count when a command id is sent again.
         """
         if command_type in self._routes:
             raise ValueError(f"{command_type.__qualname__} already has a handler")
@@ -134,7 +141,9 @@ class CommandBus:
             if not isinstance(model, Decider):
                 raise TypeError(f"{command_type.__qualname__}: give `handle=` (no Decider to use)")
             handle = model.decide
-        self._routes[command_type] = _Route(self.repository(model), aggregate_id, handle)
+        self._routes[command_type] = _Route(
+            self.repository(model), aggregate_id, handle, frozenset(retry_may_change)
+        )
 
     def handles(
         self,
@@ -142,11 +151,18 @@ class CommandBus:
         target: Model[Any] | type[Aggregate],
         *,
         aggregate_id: Callable[[C], str],
+        retry_may_change: Collection[str] = ("now",),
     ) -> Callable[[Handler], Handler]:
         """Decorator form of ``register``."""
 
         def add(handle: Handler) -> Handler:
-            self.register(command_type, target, aggregate_id=aggregate_id, handle=handle)
+            self.register(
+                command_type,
+                target,
+                aggregate_id=aggregate_id,
+                handle=handle,
+                retry_may_change=retry_may_change,
+            )
             return handle
 
         return add
@@ -184,7 +200,9 @@ class CommandBus:
         Give ``command_id`` (e.g. from the client's request) to make retries safe; give the
         ``correlation_id``/``causation_id`` of the event that caused the command when a
         process reacts to events. Raises the handler's own errors, ``ConcurrencyError``
-        after ``max_attempts`` conflicts, and ``DomainError`` for an unknown command.
+        after ``max_attempts`` conflicts, ``DomainError`` for an unknown command, and
+        ``IdempotencyConflict`` when ``command_id`` was used by another command (another
+        type, or the same type with other arguments).
         """
         if type(command) not in self._routes:
             raise DomainError(f"no handler for command {type(command).__qualname__}")
@@ -209,10 +227,15 @@ class CommandBus:
         repository = route.repository
         aggregate_id = route.aggregate_id(context.command)
         stream = repository.stream(aggregate_id)
+        digest = (
+            idempotency.command_digest(context.command, route.retry_may_change)
+            if context.idempotent
+            else None
+        )
         for attempt in range(1, self.max_attempts + 1):
             loaded = await repository.load(aggregate_id, missing_ok=True)
-            if context.idempotent:  # checked after loading: a racing original is then seen
-                earlier = await self._earlier_result(stream, context)
+            if digest is not None:  # checked after loading: a racing original is then seen
+                earlier = await self._earlier_result(stream, context, digest)
                 if earlier is not None:
                     return earlier
             decision = await _decide(route.handle, context.command, loaded)
@@ -234,7 +257,7 @@ class CommandBus:
                     aggregate_id,
                     events,
                     loaded.expected_version,
-                    metadata=_metadata(context),
+                    metadata=_metadata(context, self._used_for(digest, stream, events, others)),
                     ids=_event_ids(context, len(events) + sum(len(o[1]) for o in others)),
                     state=state,
                     also=others,
@@ -255,22 +278,35 @@ class CommandBus:
             await asyncio.sleep(min(1.0, random.uniform(0, self.backoff * 2**attempt)))
         raise AssertionError("unreachable")
 
-    async def _earlier_result(self, stream: str, context: CommandContext) -> CommandResult | None:
+    def _used_for(
+        self,
+        digest: str | None,
+        stream: str,
+        events: list[Any],
+        others: list[tuple[str, Sequence[object], ExpectedVersion]],
+    ) -> dict[str, str]:
+        """What the events record of the command their command id was used for."""
+        if digest is None:
+            return {}
+        written = [*events, *(e for _, more, _ in others for e in more)]
+        personal = any(self.events.type_of(e).sensitive for e in written)
+        return idempotency.used_for(digest, None if events else stream, personal=personal)
+
+    async def _earlier_result(
+        self, stream: str, context: CommandContext, digest: str
+    ) -> CommandResult | None:
         """The original result of this command if it ran before (its first event exists).
 
         Events are found by their derived ids, so the result is found even when the stream
-        has since hidden them (deleted, truncated). A command id reused for another kind of
-        command raises ``IdempotencyConflict`` rather than replaying someone else's result.
+        has since hidden them (deleted, truncated). A command id reused for another command
+        (type or arguments) raises ``IdempotencyConflict`` rather than replaying someone
+        else's result and dropping this command.
         """
         command_id = context.command_id
         first = await self.store.find_event(command_event_id(command_id, 0))
         if first is None:
             return None
-        used_by = first.metadata.get("command")
-        if used_by != type(context.command).__qualname__:
-            raise IdempotencyConflict(
-                stream, f"command id {command_id} was already used by {used_by} on {first.stream}"
-            )
+        idempotency.check_reuse(first, context.command, stream, digest, command_id)
         if first.stream != stream:  # it only wrote other streams
             return CommandResult(stream, None, None, [], replayed=True)
         recorded = [first]
@@ -302,13 +338,14 @@ def _event_ids(context: CommandContext, count: int) -> list[uuid.UUID] | None:
     return [command_event_id(context.command_id, i) for i in range(count)]
 
 
-def _metadata(context: CommandContext) -> dict[str, Any]:
+def _metadata(context: CommandContext, used_for: dict[str, str]) -> dict[str, Any]:
     return {
         **context.metadata,
         "correlation_id": context.correlation_id,
         "causation_id": context.causation_id,
-        "command": type(context.command).__qualname__,
+        idempotency.COMMAND: type(context.command).__qualname__,
         "command_id": str(context.command_id),
+        **used_for,
     }
 
 

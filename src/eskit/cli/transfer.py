@@ -9,7 +9,14 @@ import typer
 from rich.text import Text
 
 from eskit.cli.common import Url, opened, out, progress_bar, run
-from eskit.store.transfer import Progress, Summary, export_events, import_events
+from eskit.store.transfer import (
+    Imported,
+    Progress,
+    Summary,
+    check_file,
+    export_events,
+    import_events,
+)
 
 File = Annotated[Path, typer.Argument(help="JSON Lines file, e.g. events.jsonl.", dir_okay=False)]
 
@@ -27,13 +34,18 @@ def export(url: Url, file: File) -> None:
 def import_(url: Url, file: File) -> None:
     """Append an export file's events to a store, keeping ids, streams and versions.
 
-    Every event is read back and checked; importing a file twice writes nothing twice.
+    The whole file is checked first (every line, and its closing summary): a file cut
+    short or edited is refused before anything is written, and no store is created for
+    it. Every event is read back and checked; importing a file twice writes nothing twice.
 
     Example: eskit import sqlite:///./copy.db backup.jsonl
     """
+    with progress_bar("checking", unit="bytes") as bar:
+        checked = run(check_file(file, bar))
     with progress_bar("importing", unit="bytes") as bar:
-        summary = run(_import(url, file, bar))
-    _report("imported", summary, file)
+        imported = run(_import(url, file, checked, bar))
+    done = f"{imported.written} written, {imported.present} already present:"
+    _report(done, imported, file)
 
 
 async def _export(url: str, file: Path, progress: Progress) -> Summary:
@@ -41,9 +53,9 @@ async def _export(url: str, file: Path, progress: Progress) -> Summary:
         return await export_events(store, file, progress)
 
 
-async def _import(url: str, file: Path, progress: Progress) -> Summary:
+async def _import(url: str, file: Path, checked: Summary, progress: Progress) -> Imported:
     async with opened(url) as store:
-        return await import_events(store, file, progress)
+        return await import_events(store, file, progress, checked=checked)
 
 
 def _report(done: str, summary: Summary, file: Path) -> None:

@@ -73,13 +73,11 @@ async def copy_store(
             line = Line(event.position, exported(event), canonical(event))
             digest.add(line.encoded)
             if not chunk.fits(line):
-                copied += chunk.count
-                await chunk.flush()
+                copied += await chunk.flush()
                 if progress is not None:
                     progress(line.number - 1, head)
             chunk.add(line)
-        copied += chunk.count
-        await chunk.flush()
+        copied += await chunk.flush()
     if progress is not None:
         progress(head, head)
     expected = digest.summary()

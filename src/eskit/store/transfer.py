@@ -32,10 +32,10 @@ from typing import Annotated, Any, Final, NoReturn
 
 import msgspec
 
-from eskit.errors import StoreError
+from eskit.errors import IdempotencyConflict, StoreError
 from eskit.store.base import EventStore
 from eskit.store.model import NO_STREAM, Append, AppendResult, NewEvent, RecordedEvent
-from eskit.store.rules import prepare_append
+from eskit.store.rules import check_name, prepare_append
 
 Progress = Callable[[int, int], None]
 """Called with (done, total) as a transfer advances: positions for an export, bytes read
@@ -185,48 +185,115 @@ class Line(msgspec.Struct, frozen=True):
     encoded: bytes
 
 
-async def import_events(
-    store: EventStore, path: str | os.PathLike[str], progress: Progress | None = None
-) -> Summary:
-    """Append the events of an export file to ``store``, keeping their ids, streams,
-    versions, metadata and order; return the count and digest.
+class Imported(Summary, frozen=True):
+    """The file's count and digest, and how many of its events this import wrote and how
+    many the store already held (an earlier import of the file, or of its beginning)."""
 
-    Every event is read back after its append and compared with its line, and the summary
-    line (if the file has one) is checked, so a truncated or altered file, or a store that
-    already holds other events under these ids or versions, raises ``TransferError`` naming
-    the line. Events appended before the error stay (a retry of the same file skips them).
+    written: int
+    present: int
+
+
+async def check_file(path: str | os.PathLike[str], progress: Progress | None = None) -> Summary:
+    """Read an export file through once, writing nothing, and return its summary.
+
+    Every line must be an exported event with a usable stream name, and the last line the
+    summary ``export_events`` writes, whose count and digest match the lines before it.
+    Raises ``TransferError`` naming the line (or the end of the file) where it goes wrong:
+    a file cut short, edited, or not written by an export is refused as a whole.
     """
     source = Path(path)
-    size = (await asyncio.to_thread(source.stat)).st_size
+    digest = Digest()
+    summary: Summary | None = None
+    last = 0
+    async with contextlib.aclosing(_lines(source, progress)) as raws:
+        async for number, raw in raws:
+            if summary is not None:
+                raise TransferError(f"{source}:{number}: a line after the summary line")
+            last = number
+            parsed = _parse(raw, source, number)
+            if isinstance(parsed, _Trailer):
+                _check_summary(parsed.summary, digest.summary(), source, number)
+                summary = parsed.summary
+                continue
+            try:
+                check_name(parsed.stream)
+            except ValueError as error:
+                raise TransferError(f"{source}:{number}: {error}") from None
+            digest.add(canonical(parsed))
+    if summary is None:
+        where = f"{source}:{last}" if last else f"{source}"
+        raise TransferError(
+            f"{where}: the file is incomplete: it ends after {digest.count} events"
+            " without the summary line an export writes last (cut short, or not written by"
+            " eskit export)"
+        )
+    return summary
+
+
+async def import_events(
+    store: EventStore,
+    path: str | os.PathLike[str],
+    progress: Progress | None = None,
+    *,
+    checked: Summary | None = None,
+) -> Imported:
+    """Append the events of an export file to ``store``, keeping their ids, streams,
+    versions, metadata and order; return the count, the digest, and how many events were
+    written and how many were already there.
+
+    The file is read twice. The first pass (``check_file``) writes nothing: a file that is
+    malformed, cut short or edited raises ``TransferError`` naming the line, and the store is
+    left exactly as it was. Give ``checked``, the summary ``check_file`` returned, to skip
+    that pass when the caller made it (the CLI does, before it opens the store). The second
+    pass appends; ``progress(done, total)`` follows each pass in bytes read. Events the store
+    already holds (same id, stream, version and content) are not written again, so importing
+    a file twice, or a longer export of the same log, writes only what is missing. A store
+    holding other events under these ids or versions raises ``TransferError`` naming the
+    line; the events appended before it stay (they are the file's own, in order).
+    """
+    source = Path(path)
+    expected = checked if checked is not None else await check_file(source, progress)
     digest = Digest()
     chunk = Chunk(store, lambda n: f"{source}:{n}")
+    written = 0
+    async with contextlib.aclosing(_lines(source, progress)) as raws:
+        async for number, raw in raws:
+            parsed = _parse(raw, source, number)
+            if isinstance(parsed, _Trailer):
+                continue  # checked in the first pass
+            line = Line(number, parsed, canonical(parsed))
+            digest.add(line.encoded)
+            if not chunk.fits(line):
+                written += await chunk.flush()
+            chunk.add(line)
+    written += await chunk.flush()
+    if digest.summary() != expected:
+        raise TransferError(
+            f"{source}: the file changed while it was imported: it was checked with"
+            f" {expected.count} events (digest {expected.digest}), but now holds"
+            f" {digest.count} (digest {digest.summary().digest})"
+        )
+    return Imported(expected.count, expected.digest, written, expected.count - written)
+
+
+async def _lines(
+    source: Path, progress: Progress | None
+) -> AsyncGenerator[tuple[int, bytes], None]:
+    """The file's non-blank lines with their numbers (from 1); a block of lines is in
+    memory at a time. ``progress`` hears of the bytes read."""
+    size = (await asyncio.to_thread(source.stat)).st_size
     number = done = 0
-    summarised = False
     with await asyncio.to_thread(source.open, "rb") as file:
         while raws := await asyncio.to_thread(file.readlines, READ_BYTES):
             for raw in raws:
                 number += 1
-                done += len(raw)
-                if not raw.strip():
-                    continue
-                if summarised:
-                    raise TransferError(f"{source}:{number}: a line after the summary line")
-                parsed = _parse(raw, source, number)
-                if isinstance(parsed, _Trailer):
-                    _check_summary(parsed.summary, digest.summary(), source, number)
-                    summarised = True
-                    continue
-                line = Line(number, parsed, canonical(parsed))
-                digest.add(line.encoded)
-                if not chunk.fits(line):
-                    await chunk.flush()
-                    if progress is not None:
-                        progress(done, size)
-                chunk.add(line)
-    await chunk.flush()
+                if raw.strip():
+                    yield number, raw
+            done += sum(map(len, raws))
+            if progress is not None and done < size:
+                progress(done, size)
     if progress is not None:
         progress(size, size)
-    return digest.summary()
 
 
 def _parse(raw: bytes, source: Path, number: int) -> ExportedEvent | _Trailer:
@@ -236,7 +303,8 @@ def _parse(raw: bytes, source: Path, number: int) -> ExportedEvent | _Trailer:
             return msgspec.convert(value, _Trailer)
         return msgspec.convert(value, ExportedEvent)
     except msgspec.MsgspecError as error:
-        raise TransferError(f"{source}:{number}: not an exported event: {error}") from None
+        cut = "" if raw.endswith(b"\n") else " (the last line, without its end: cut short?)"
+        raise TransferError(f"{source}:{number}: not an exported event{cut}: {error}") from None
 
 
 def _check_summary(expected: Summary, actual: Summary, source: Path, number: int) -> None:
@@ -259,6 +327,8 @@ class Chunk:
         self.runs: dict[str, list[Line]] = {}
         self.last: str | None = None
         self.count = self.size = 0
+        self.head: int | None = None
+        """The store's last position before this chunk (read before the first flush)."""
 
     def fits(self, line: Line) -> bool:
         stream = line.event.stream
@@ -282,19 +352,19 @@ class Chunk:
         self.count += 1
         self.size += len(line.encoded)
 
-    async def flush(self) -> None:
+    async def flush(self) -> int:
+        """Append the chunk (atomically) and check every event as stored; return how many
+        were written now. Events the store already holds in their place (an earlier import
+        of the same events) are not written again and not counted."""
         if not self.runs:
-            return
-        appends = [
-            Append(
-                stream,
-                [NewEvent(x.event.type, x.event.data, x.event.metadata, x.event.id) for x in run],
-                NO_STREAM if run[0].event.version == 0 else run[0].event.version - 1,
-            )
-            for stream, run in self.runs.items()
-        ]
+            return 0
+        if self.head is None:
+            self.head = await self.store.last_position()
         try:
-            results = await self.store.append_many(appends)
+            try:
+                results = await self._append({})
+            except IdempotencyConflict:  # some of them are there already: append the rest
+                results = await self._append(await self._held())
         except StoreError as error:
             stream = getattr(error, "stream", None)
             first = self.runs[stream][0].number if stream in self.runs else self._first()
@@ -309,7 +379,31 @@ class Chunk:
                     f"{self.where(line.number)}: the store already holds a different event"
                     f" with id {line.event.id} ({held}: other type, data or metadata)"
                 )
+        # An append that was a retry answers with the positions written before: at or
+        # below the head seen before this chunk. New positions lie above it.
+        written = sum(r.count for r in results if r.first_position > self.head)
+        self.head = max([self.head, *(r.last_position for r in results)])
         self.runs, self.last, self.count, self.size = {}, None, 0, 0
+        return written
+
+    async def _append(self, held: dict[str, int | None]) -> list[AppendResult]:
+        """Append each run but the events at or below its stream's ``held`` version."""
+        appends = []
+        for stream, run in self.runs.items():
+            last = held.get(stream)
+            start = run[0].event.version if last is None else max(run[0].event.version, last + 1)
+            events = [
+                NewEvent(x.event.type, x.event.data, x.event.metadata, x.event.id)
+                for x in run
+                if x.event.version >= start
+            ]
+            if events:
+                appends.append(Append(stream, events, NO_STREAM if start == 0 else start - 1))
+        return await self.store.append_many(appends) if appends else []
+
+    async def _held(self) -> dict[str, int | None]:
+        """The current version of each run's stream (only when some events are there)."""
+        return {stream: await self.store.stream_version(stream) for stream in self.runs}
 
     def _first(self) -> int:
         return next(iter(self.runs.values()))[0].number
@@ -331,8 +425,9 @@ class Chunk:
     ) -> list[RecordedEvent | None]:
         """The events as stored: one read of the positions just written; event by event
         only when a retried run had been written in other places before."""
-        first, last = results[0].first_position, results[-1].last_position
-        if last - first + 1 == len(lines):
+        first = results[0].first_position if results else 0
+        last = results[-1].last_position if results else 0
+        if results and last - first + 1 == len(lines):
             page = await self.store.read_page(after=first - 1, limit=len(lines))
             if [e.id for e in page.events] == [line.event.id for line in lines]:
                 return list(page.events)

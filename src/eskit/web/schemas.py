@@ -40,9 +40,10 @@ class EventRef(msgspec.Struct, frozen=True):
 
 
 class CommandReply(msgspec.Struct, frozen=True):
-    """What a command did. ``replayed``: it had run before with this ``command_id`` and this
-    is its original result (nothing was written again). ``version`` and ``position`` are
-    those of its last event; null when it appended nothing to its stream."""
+    """What a command did. ``replayed``: the same command had run before with this
+    ``command_id`` and this is its original result (nothing was written again).
+    ``version`` and ``position`` are those of its last event; null when it appended
+    nothing to its stream."""
 
     command_id: uuid.UUID
     stream: str
