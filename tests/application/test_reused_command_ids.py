@@ -267,3 +267,26 @@ async def test_a_command_recorded_without_a_digest_is_judged_by_its_type(
     assert await every_store.last_position() == written.last_position
     with pytest.raises(eskit.IdempotencyConflict, match="not by IssueInvoice"):
         await bus.send(IssueInvoice("44", NOON), command_id=command_id)
+
+
+async def test_a_command_recorded_with_an_empty_digest_is_judged_by_type_and_aggregate(
+    every_store: eskit.EventStore,
+) -> None:
+    """An empty digest is one no one can know (a development build withheld it, as a
+    forgotten subject's sealed digest now reads): the same type on the same aggregate
+    replays, anything else is refused."""
+    bus = await invoices(every_store, "44", "46")
+    command_id = uuid.uuid4()
+    repository = bus.repository(Invoice.model())
+    metadata = {"command": "AddInvoiceLine", "command_id": str(command_id), "command_digest": ""}
+    old = repository.to_new_events(
+        [InvoiceLineAdded("pen", 250)], metadata, [command_event_id(command_id, 0)]
+    )
+    written = await every_store.append("invoice-44", old, expected_version=0)
+
+    again = await bus.send(AddInvoiceLine("44", "book", 900, "EUR"), command_id=command_id)
+
+    assert (again.position, again.replayed) == (written.last_position, True)
+    with pytest.raises(eskit.IdempotencyConflict, match=r"\(this one is for invoice-46\)"):
+        await bus.send(AddInvoiceLine("46", "pen", 250, "EUR"), command_id=command_id)
+    assert await every_store.last_position() == written.last_position

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import uuid
 from typing import Annotated, Any
 
 import pytest
@@ -262,26 +261,3 @@ async def test_an_unreachable_key_store_raises_instead_of_masking(
     events.encrypt_with(Keyring(DownKeyStore(), keyring.master))
     with pytest.raises(eskit.StoreUnavailable, match="the key store is down"):
         await Repository(store, events, examples.Customer.model()).load("c-1")
-
-
-async def test_a_command_with_personal_data_records_no_digest_of_its_arguments(
-    store: eskit.EventStore, events: EventRegistry, keyring: Keyring
-) -> None:
-    """A hash of the arguments would outlive the forgotten key and confirm a guess of the
-    name: none is recorded, and a reused id is checked by type and aggregate only."""
-    bus = CommandBus(store, events)
-    bus.register(
-        Rename,
-        examples.Customer,
-        aggregate_id=lambda c: c.customer_id,
-        handle=lambda c, customer: customer.record(examples.CustomerRenamed(c.name)),
-    )
-    command_id = uuid.uuid4()
-    await bus.send(Rename("c-1", "Ann"), command_id=command_id)
-    (renamed,) = [e async for e in store.read_stream("customer-c-1")]
-
-    assert renamed.metadata["command_digest"] == ""
-    again = await bus.send(Rename("c-1", "Ann"), command_id=command_id)
-    assert again.replayed
-    with pytest.raises(eskit.IdempotencyConflict, match="used by Rename on customer-c-1,"):
-        await bus.send(Rename("c-2", "Ann"), command_id=command_id)

@@ -257,7 +257,9 @@ class CommandBus:
                     aggregate_id,
                     events,
                     loaded.expected_version,
-                    metadata=_metadata(context, self._used_for(digest, stream, events, others)),
+                    metadata=_metadata(
+                        context, self._used_for(context, digest, stream, events, others)
+                    ),
                     ids=_event_ids(context, len(events) + sum(len(o[1]) for o in others)),
                     state=state,
                     also=others,
@@ -280,17 +282,32 @@ class CommandBus:
 
     def _used_for(
         self,
+        context: CommandContext,
         digest: str | None,
         stream: str,
         events: list[Any],
         others: list[tuple[str, Sequence[object], ExpectedVersion]],
-    ) -> dict[str, str]:
-        """What the events record of the command their command id was used for."""
+    ) -> dict[str, Any]:
+        """What the events record of the command their command id was used for: its
+        digest sealed with a data subject's key when they hold personal data."""
         if digest is None:
             return {}
-        written = [*events, *(e for _, more, _ in others for e in more)]
-        personal = any(self.events.type_of(e).sensitive for e in written)
-        return idempotency.used_for(digest, None if events else stream, personal=personal)
+        written = [(stream, e) for e in events] + [(s, e) for s, more, _ in others for e in more]
+        recorded: Any = digest
+        subject = self._first_subject(written)
+        if subject is not None:
+            first = (written[0][0], command_event_id(context.command_id, 0))
+            recorded = idempotency.seal(self.events.cipher, digest, subject, *first)
+        return idempotency.used_for(recorded, None if events else stream)
+
+    def _first_subject(self, written: list[tuple[str, object]]) -> str | None:
+        """The subject whose key seals a command's digest: that of the first sensitive
+        field of the first event holding one, in the order the events are written."""
+        for stream, event in written:
+            subject = self.events.first_subject(event, stream)
+            if subject is not None:
+                return subject
+        return None
 
     async def _earlier_result(
         self, stream: str, context: CommandContext, digest: str
@@ -306,7 +323,9 @@ class CommandBus:
         first = await self.store.find_event(command_event_id(command_id, 0))
         if first is None:
             return None
-        idempotency.check_reuse(first, context.command, stream, digest, command_id)
+        idempotency.check_reuse(
+            first, context.command, stream, digest, command_id, self.events.cipher
+        )
         if first.stream != stream:  # it only wrote other streams
             return CommandResult(stream, None, None, [], replayed=True)
         recorded = [first]

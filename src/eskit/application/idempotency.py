@@ -7,10 +7,15 @@ stream (``command_stream``). When the id comes again, its first event is found b
 derived id and compared: the same type with the same digest is a retry and replays the
 original result; anything else is another command and raises ``IdempotencyConflict``.
 
-A command whose events hold encrypted personal data (``Sensitive`` fields) records no
-digest (``command_digest`` is empty): a hash of its arguments would outlive the key that
-``forget`` deletes and let anyone confirm a guess of them. Its id is checked by type and
-aggregate only.
+A command whose events hold encrypted personal data (``Sensitive`` fields) records its
+digest sealed like those fields (the registry's cipher: AES-GCM under a data subject's key,
+bound to the command's first event), never in plaintext: a plain hash of its arguments
+would outlive the key that ``forget`` deletes and let anyone confirm a guess of them. The
+key is that of the subject of the first sensitive field of the first event that holds one
+(the aggregate's events first, then those of ``AlsoAppend``). A reused id opens it and
+compares as above. Once that subject is forgotten, the digest cannot be opened by anyone,
+and the id is judged by type and aggregate only (the same type on the same aggregate
+replays), as is an empty digest (recorded by a development build that withheld it).
 
 The digest is a SHA-256 (128 bits kept) over a canonical JSON encoding of the command:
 its fields by name, sorted, nested classes alike, leaving out the fields equal to their
@@ -25,20 +30,29 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import uuid
 from collections.abc import Callable, Collection
 from typing import Any, Final
 
 import msgspec
 
-from eskit.errors import IdempotencyConflict
+from eskit.domain.sensitive import FieldCipher, SensitiveField, is_sealed
+from eskit.errors import IdempotencyConflict, PrivacyError
 from eskit.store.model import RecordedEvent
 
 COMMAND: Final = "command"
 DIGEST: Final = "command_digest"
 STREAM: Final = "command_stream"
 
-WITHHELD: Final = ""
-"""The digest recorded for a command whose events hold encrypted personal data."""
+UNKNOWN: Final = ""
+"""A digest no one can know any more: sealed with a forgotten subject's key (or withheld)."""
+
+SEALED_AS: Final = "metadata.command_digest"
+"""The field name a sealed digest's ciphertext is bound to (with the first event's stream
+and id, and the key id), so that it opens as nothing else and nothing else opens as it."""
+
+_SUBJECT: Final = "subject"
+_SEALED_DIGEST: Final = SensitiveField(SEALED_AS, _SUBJECT, UNKNOWN)
 
 _NO_DEFAULT: Final = object()
 
@@ -57,29 +71,65 @@ def command_digest(command: object, retry_may_change: Collection[str] = ("now",)
     return hashlib.sha256(encoded).hexdigest()[:32]
 
 
-def used_for(digest: str, only_others_of: str | None, *, personal: bool) -> dict[str, str]:
-    """The metadata recording what a command id was used for: the digest (withheld when
-    the events hold encrypted personal data) and, when the command wrote only to other
-    streams (``only_others_of``), its aggregate's stream."""
-    recorded = {DIGEST: WITHHELD if personal else digest}
+def used_for(digest: Any, only_others_of: str | None) -> dict[str, Any]:
+    """The metadata recording what a command id was used for: the digest (plain, or sealed
+    by ``seal``) and, when the command wrote only to other streams (``only_others_of``),
+    its aggregate's stream."""
+    recorded = {DIGEST: digest}
     if only_others_of is not None:
         recorded[STREAM] = only_others_of
     return recorded
 
 
+def seal(
+    cipher: FieldCipher | None, digest: str, subject: str, stream: str, event_id: uuid.UUID
+) -> Any:
+    """``digest`` encrypted with ``subject``'s key by the registry's cipher, as a sensitive
+    field is, bound to the command's first event (``stream``, ``event_id``)."""
+    if cipher is None:
+        raise PrivacyError(
+            "the command's events have sensitive fields: give the registry a keyring"
+            " (events.encrypt_with(keyring)) to store them encrypted"
+        )
+    fields = {SEALED_AS: digest, _SUBJECT: subject}
+    return cipher.seal((_SEALED_DIGEST,), fields, stream, event_id)[SEALED_AS]
+
+
+def recorded_digest(first: RecordedEvent, cipher: FieldCipher | None) -> Any:
+    """The digest ``first`` records: None if none (a release before digests), ``UNKNOWN``
+    if it was sealed with a key ``forget`` has deleted. Raises ``PrivacyError`` for a
+    sealed digest that was altered or moved, or with no cipher to open it."""
+    recorded = first.metadata.get(DIGEST)
+    if not is_sealed(recorded):
+        return recorded
+    if cipher is None:
+        raise PrivacyError(
+            f"event {first.id} of {first.stream!r} holds an encrypted command digest:"
+            " give the registry a keyring (events.encrypt_with(keyring)) to read it"
+        )
+    opened = cipher.open({SEALED_AS: recorded}, first.stream, first.id, {SEALED_AS: UNKNOWN})
+    return opened[SEALED_AS]
+
+
 def check_reuse(
-    first: RecordedEvent, command: object, stream: str, digest: str, command_id: object
+    first: RecordedEvent,
+    command: object,
+    stream: str,
+    digest: str,
+    command_id: object,
+    cipher: FieldCipher | None,
 ) -> None:
     """Raise ``IdempotencyConflict`` unless ``first``, the first event written under
-    ``command_id``, was written by this very command (type and arguments). Events written
-    before digests were recorded are judged by their type alone; those whose digest was
-    withheld, by type and aggregate."""
+    ``command_id``, was written by this very command (type and arguments); ``cipher``
+    opens a sealed digest. Events written before digests were recorded are judged by
+    their type alone; those whose digest no one can know (``UNKNOWN``), by type and
+    aggregate."""
     used_by = first.metadata.get(COMMAND)
-    recorded = first.metadata.get(DIGEST)
+    recorded = recorded_digest(first, cipher)
     aggregate = first.metadata.get(STREAM, first.stream)
     name = type(command).__qualname__
     if used_by == name and (
-        recorded in (None, digest) or (recorded == WITHHELD and aggregate == stream)
+        recorded in (None, digest) or (recorded == UNKNOWN and aggregate == stream)
     ):
         return
     if used_by != name:

@@ -17,7 +17,13 @@ from typing import Any, Final, TypeVar
 
 import msgspec
 
-from eskit.domain.sensitive import FieldCipher, SensitiveField, holds_sealed, sensitive_fields
+from eskit.domain.sensitive import (
+    FieldCipher,
+    SensitiveField,
+    holds_sealed,
+    sensitive_fields,
+    subject_of,
+)
 from eskit.domain.upcasting import Upcasters
 from eskit.errors import PrivacyError, UnknownEventType, UnsupportedEventVersion
 from eskit.store import rules
@@ -138,6 +144,15 @@ class EventRegistry:
                 " event id its ciphertext is bound to"
             )
         return entry, self.cipher.seal(entry.sensitive, data, stream, event_id)
+
+    def first_subject(self, event: object, stream: str) -> str | None:
+        """The data subject of the first sensitive field ``event`` holds (in the order its
+        class declares them) when written to ``stream``; None if it holds none."""
+        entry = self.type_of(event)
+        if not entry.sensitive:
+            return None
+        data = entry.encode(event)
+        return next((subject_of(f, data, stream) for f in entry.sensitive if f.name in data), None)
 
     def open(self, recorded: RecordedEvent) -> RecordedEvent:
         """The stored event with its encrypted fields decrypted (masked if forgotten).
