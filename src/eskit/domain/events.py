@@ -12,12 +12,20 @@ from __future__ import annotations
 import dataclasses
 import functools
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final, TypeVar
 
 import msgspec
 
-from eskit.domain.sensitive import FieldCipher, SensitiveField, holds_sealed, sensitive_fields
+from eskit.domain.redaction import DECRYPTED
+from eskit.domain.sensitive import (
+    FORGOTTEN,
+    FieldCipher,
+    SensitiveField,
+    holds_sealed,
+    is_sealed,
+    sensitive_fields,
+)
 from eskit.domain.upcasting import Upcasters
 from eskit.errors import PrivacyError, UnknownEventType, UnsupportedEventVersion
 from eskit.store import rules
@@ -142,8 +150,10 @@ class EventRegistry:
     def open(self, recorded: RecordedEvent) -> RecordedEvent:
         """The stored event with its encrypted fields decrypted (masked if forgotten).
 
-        Unchanged without encrypted fields. Raises ``PrivacyError`` when it holds some and
-        the registry has no cipher, or when a ciphertext was altered or moved.
+        Unchanged without encrypted fields. The values decrypted are noted in this
+        process's memo (``eskit.domain.redaction.DECRYPTED``) so that no error text or log
+        record about the event carries them. Raises ``PrivacyError`` when it holds some
+        and the registry has no cipher, or when a ciphertext was altered or moved.
         """
         if self.cipher is None:
             if self._masks and holds_sealed(recorded.data):  # sensitive types, no keyring
@@ -152,10 +162,12 @@ class EventRegistry:
                     " give the registry a keyring (events.encrypt_with(keyring)) to read them"
                 )
             return recorded
-        data = self.cipher.open(
-            recorded.data, recorded.stream, recorded.id, self._masks.get(recorded.type, {})
-        )
-        return recorded if data is recorded.data else msgspec.structs.replace(recorded, data=data)
+        masks = self._masks.get(recorded.type, {})
+        data = self.cipher.open(recorded.data, recorded.stream, recorded.id, masks)
+        if data is recorded.data:
+            return recorded
+        DECRYPTED.note(str(recorded.id), _decrypted(recorded.data, data, masks))
+        return msgspec.structs.replace(recorded, data=data)
 
     def opener(self) -> Callable[[RecordedEvent], RecordedEvent] | None:
         """``open``, or None when no event can hold encrypted fields (replays skip it)."""
@@ -218,6 +230,16 @@ class EventRegistry:
             raise UnsupportedEventVersion(name, version, current)
         for next_name, next_version, next_data in upcaster(data):
             yield from self._upcast(next_name, next_version, next_data)
+
+
+def _decrypted(
+    stored: JSONObject, opened: JSONObject, masks: dict[str, Any]
+) -> Iterator[tuple[str, Any]]:
+    """The (key id, plaintext) of each field ``open`` decrypted, for redaction
+    (``eskit.domain.redaction``); masks of forgotten subjects are no secret."""
+    for name, value in stored.items():
+        if is_sealed(value) and opened[name] != masks.get(name, FORGOTTEN):
+            yield value.get("k", ""), opened[name]
 
 
 def _codec(cls: type[Any]) -> tuple[Callable[[Any], JSONObject], Callable[[JSONObject], Any]]:
