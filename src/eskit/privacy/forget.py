@@ -1,4 +1,5 @@
-"""Forgetting a data subject: delete its key, then record that it was done.
+"""Forgetting a data subject: delete its key, scrub the stored projection errors about its
+events, then record that it was done.
 
 The record is a ``SubjectForgotten`` event in the ``privacy-forgotten`` stream: who asked,
 why, and which key ids went, with the time the store gives it. It holds no personal data
