@@ -20,6 +20,7 @@ import pytest
 
 import eskit
 from eskit.application import Repository
+from eskit.brokers.nats import NatsPublisher
 from eskit.domain import EventRegistry
 from eskit.domain.redaction import REDACTED
 from eskit.privacy import Keyring, MasterKey, forget, open_keystore
@@ -28,16 +29,20 @@ from eskit.projections import (
     Projection,
     ProjectionRunner,
     ReadModelConnection,
+    SQLiteDatabase,
     SQLProjection,
     database_for,
     handles,
 )
 from eskit.projections import state as st
+from eskit.projections.consumer import JetStreamConsumer
 from eskit.projections.failure import FORGOTTEN_ERROR
 from eskit.projections.sql import execute
 from eskit.store.model import RecordedEvent
 from eskit.web import serving_app
-from tests import postgres
+from tests import postgres, services
+from tests.brokers.fixtures import relay_to_head
+from tests.brokers.reading import delete_nats_stream
 from tests.cli.conftest import invoke
 from tests.privacy import events as examples
 from tests.privacy.conftest import drop_schema, files_bytes
@@ -271,3 +276,37 @@ def logged(caplog: pytest.LogCaptureFixture) -> str:
             texts.extend(traceback.format_exception(record.exc_info[1]))
             texts.append(repr(record.exc_info[1].args))
     return "\n".join(texts)
+
+
+async def test_a_broker_consumer_error_never_carries_the_canary(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A read model fed by NATS: its status and its log say why it fails, redacted."""
+    caplog.set_level(logging.DEBUG)
+    canary = f"canary{uuid.uuid4().hex}"
+    url, prefix = services.nats_url(), services.unique("privacy")
+    keyring = Keyring(open_keystore(f"sqlite:///{tmp_path}/keys.db"), MasterKey.generate())
+    events = examples.registry()
+    events.encrypt_with(keyring)
+    try:
+        async with eskit.open_store(f"sqlite:///{tmp_path}/events.db") as store:
+            customers = Repository(store, events, examples.Customer.model())
+            await customers.save("c-1", [examples.CustomerRenamed(canary)], eskit.NO_STREAM)
+            publisher = NatsPublisher(url, prefix, partitions=1)
+            await relay_to_head(store, publisher)
+            await publisher.close()
+        database = SQLiteDatabase(tmp_path / "read.db")
+        consumer = JetStreamConsumer(url, Names(events), database, prefix=prefix, backoff=0.01)
+        async with consumer:
+            for _ in range(300):
+                errors = [s.error for s in await consumer.status() if s.error]
+                if errors:
+                    break
+                await asyncio.sleep(0.05)
+        await database.close()
+        assert errors == [f"KeyError: '{REDACTED}'"]
+        assert canary not in logged(caplog)
+        assert canary.encode() not in files_bytes(tmp_path, "read")
+    finally:
+        keyring.close()
+        await delete_nats_stream(url, prefix)
