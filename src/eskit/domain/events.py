@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any, Final, TypeVar
 
 import msgspec
@@ -20,10 +20,10 @@ import msgspec
 from eskit.domain.redaction import DECRYPTED
 from eskit.domain.sensitive import (
     FORGOTTEN,
+    SEALED,
     FieldCipher,
     SensitiveField,
     holds_sealed,
-    is_sealed,
     sensitive_fields,
 )
 from eskit.domain.upcasting import Upcasters
@@ -166,7 +166,7 @@ class EventRegistry:
         data = self.cipher.open(recorded.data, recorded.stream, recorded.id, masks)
         if data is recorded.data:
             return recorded
-        DECRYPTED.note(str(recorded.id), _decrypted(recorded.data, data, masks))
+        DECRYPTED.note(recorded.id, _decrypted(recorded.data, data, masks))
         return msgspec.structs.replace(recorded, data=data)
 
     def opener(self) -> Callable[[RecordedEvent], RecordedEvent] | None:
@@ -234,12 +234,14 @@ class EventRegistry:
 
 def _decrypted(
     stored: JSONObject, opened: JSONObject, masks: dict[str, Any]
-) -> Iterator[tuple[str, Any]]:
+) -> list[tuple[str, Any]]:
     """The (key id, plaintext) of each field ``open`` decrypted, for redaction
     (``eskit.domain.redaction``); masks of forgotten subjects are no secret."""
-    for name, value in stored.items():
-        if is_sealed(value) and opened[name] != masks.get(name, FORGOTTEN):
-            yield value.get("k", ""), opened[name]
+    return [
+        (value.get("k", ""), opened[name])
+        for name, value in stored.items()
+        if type(value) is dict and SEALED in value and opened[name] != masks.get(name, FORGOTTEN)
+    ]
 
 
 def _codec(cls: type[Any]) -> tuple[Callable[[Any], JSONObject], Callable[[JSONObject], Any]]:

@@ -24,7 +24,7 @@ import datetime as dt
 import json
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Hashable, Iterable, Iterator
 from typing import Any, Final
 
 REDACTED: Final = "«redacted»"
@@ -44,21 +44,23 @@ class Decrypted:
 
     def __init__(self, capacity: int = 2048) -> None:
         self.capacity = capacity
-        self._by_event: collections.OrderedDict[str, tuple[tuple[str, Any], ...]] = (
+        self._by_event: collections.OrderedDict[Hashable, list[tuple[str, Any]]] = (
             collections.OrderedDict()
         )
         self._lock = threading.Lock()
 
-    def note(self, event_id: str, values: Iterable[tuple[str, Any]]) -> None:
-        """Remember the ``(key id, value)`` pairs decrypted for an event."""
-        found = tuple(values)
-        if not found:
+    def note(self, event_id: Hashable, values: list[tuple[str, Any]]) -> None:
+        """Remember the ``(key id, value)`` pairs decrypted for an event (on the decoding
+        hot path: kept to a few dictionary operations)."""
+        if not values:
             return
+        by_event = self._by_event
         with self._lock:
-            self._by_event[event_id] = found
-            self._by_event.move_to_end(event_id)
-            while len(self._by_event) > self.capacity:
-                self._by_event.popitem(last=False)
+            if event_id in by_event:
+                by_event.move_to_end(event_id)
+            by_event[event_id] = values
+            if len(by_event) > self.capacity:
+                by_event.popitem(last=False)
 
     def values(self) -> list[Any]:
         """Every value remembered, newest event first."""
@@ -107,11 +109,24 @@ def forms(value: Any) -> set[str]:
     found: set[str] = set()
     for plain in _plain(value):
         found.add(plain)
+        if _quoted_as_is(plain):  # most words and numbers: no escape changes them
+            continue
         for escaped in _escaped(plain):
             found.add(escaped)
             found.update(_escaped(escaped))
     found.discard("")
     return found
+
+
+def _quoted_as_is(text: str) -> bool:
+    """Whether ``repr`` and JSON leave ``text`` as it is between their quotes."""
+    return (
+        text.isascii()
+        and text.isprintable()
+        and "'" not in text
+        and '"' not in text
+        and "\\" not in text
+    )
 
 
 def _plain(value: Any) -> Iterator[str]:
