@@ -26,19 +26,14 @@ from eskit.domain.redaction import REDACTED
 from eskit.privacy import Keyring, MasterKey, forget, open_keystore
 from eskit.projections import (
     PartitionedWorker,
-    Projection,
     ProjectionRunner,
-    ReadModelConnection,
     SQLiteDatabase,
-    SQLProjection,
     database_for,
-    handles,
 )
 from eskit.projections import state as st
 from eskit.projections.consumer import JetStreamConsumer
 from eskit.projections.failure import FORGOTTEN_ERROR
 from eskit.projections.sql import execute
-from eskit.store.model import RecordedEvent
 from eskit.web import serving_app
 from tests import postgres, services
 from tests.brokers.fixtures import relay_to_head
@@ -46,52 +41,10 @@ from tests.brokers.reading import delete_nats_stream
 from tests.cli.conftest import invoke
 from tests.privacy import events as examples
 from tests.privacy.conftest import drop_schema, files_bytes
+from tests.privacy.failing import Mailer, Names, PartitionedNames
 from tests.web.api import client
 
 pytestmark = pytest.mark.anyio
-
-
-class Names(SQLProjection):
-    """A read model whose handler looks a name up and fails with it (SQL, one transaction)."""
-
-    name = "names"
-    tables = ("names",)
-    schema = ("CREATE TABLE {names} (customer_id TEXT PRIMARY KEY, name TEXT NOT NULL)",)
-
-    def __init__(self, events: EventRegistry) -> None:
-        self.registry = events
-
-    @handles("CustomerRenamed")
-    def renamed(self, event: RecordedEvent, db: ReadModelConnection) -> None:
-        (renamed,) = self.registry.decode(event)
-        raise KeyError(renamed.name)
-
-
-class PartitionedNames(Names):
-    """The same, run by partitioned workers."""
-
-    name = "partitioned_names"
-    tables = ("partitioned_names",)
-    schema = (
-        "CREATE TABLE {partitioned_names} (customer_id TEXT PRIMARY KEY, name TEXT NOT NULL)",
-    )
-
-
-class Mailer(Projection):
-    """Not a SQL read model: its handler quotes the e-mail address it cannot deliver to."""
-
-    name = "mailer"
-
-    def __init__(self, events: EventRegistry) -> None:
-        self.registry = events
-
-    @handles("CustomerRegistered")
-    def registered(self, event: RecordedEvent) -> None:
-        (registered,) = self.registry.decode(event)
-        try:
-            raise LookupError(registered.email)
-        except LookupError as cause:
-            raise ValueError(f"no mailbox for {registered.email!r}") from cause
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

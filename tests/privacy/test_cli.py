@@ -7,9 +7,12 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 import eskit
 from eskit.application import Repository
+from eskit.cli.app import app
+from eskit.domain.redaction import REDACTED
 from eskit.privacy import FORGOTTEN, FORGOTTEN_STREAM, Keyring, MasterKey, open_keystore
 from tests.cli.conftest import invoke
 from tests.privacy import events as examples
@@ -151,3 +154,17 @@ def test_forget_fails_while_another_process_keeps_the_key_readable(
     assert done.exit_code == 0, done.output
     assert "subject c-1 forgotten" in done.output
     assert names(url, keys, master) == [FORGOTTEN, "c-2 name"]
+
+
+def test_a_failing_rebuild_says_why_without_the_decrypted_value(
+    files: tuple[str, str], master: MasterKey
+) -> None:
+    url, keys = files
+    result = CliRunner().invoke(
+        app,
+        ["projections", "rebuild", url, "names", "--app", "tests.privacy.failing:projections"],
+        env={"COLUMNS": "200", "ESKIT_KEYS": keys, "ESKIT_MASTER_KEY": master.text()},
+    )
+    assert result.exit_code == 1
+    assert f"error: rebuilding names failed: KeyError: '{REDACTED}'" in result.stderr
+    assert "c-1 name" not in result.output
