@@ -81,3 +81,16 @@ async def test_forgetting_an_unknown_subject_is_an_error(
     first, second = await records(store)
     assert second.position == again.last_position
     assert (len(first.data["key_ids"]), second.data["key_ids"]) == (1, [])
+
+
+async def test_an_unknown_subject_is_told_apart_even_while_a_reader_holds_the_log(
+    store: eskit.EventStore, tmp_path: Path, master: MasterKey
+) -> None:
+    path = tmp_path / "keys.db"
+    keyring = Keyring(SQLiteKeyStore(path, forget_timeout=0.2), master)
+    keyring.key_for("c-1")
+    try:
+        with reader_holding(path), pytest.raises(UnknownSubject):
+            await forget(store, keyring, "nobody", by="dpo")
+    finally:
+        keyring.close()

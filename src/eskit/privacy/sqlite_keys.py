@@ -109,13 +109,14 @@ class SQLiteKeyStore(SQLKeyStore):
 
     def forget(self, subject: str) -> list[str]:
         """Delete the subject's keys, then empty the write-ahead log, whose older frames
-        still hold the deleted rows (also when there was nothing left to delete: an
-        earlier forget may have been unable to). ``ForgetIncomplete`` if readers kept it
-        from doing so for ``forget_timeout`` seconds."""
+        still hold the deleted rows (also when a subject forgotten before had nothing left
+        to delete: that forget may have been unable to). ``ForgetIncomplete`` if readers
+        kept it from doing so for ``forget_timeout`` seconds."""
         gone = super().forget(subject)
-        waited = self._empty_log()
-        if waited is not None:
-            raise ForgetIncomplete(subject, gone, f"{self.path}-wal", waited)
+        if gone or self.forgotten(subject):  # an unknown subject left nothing in the log
+            waited = self._empty_log()
+            if waited is not None:
+                raise ForgetIncomplete(subject, gone, f"{self.path}-wal", waited)
         return gone
 
     def _empty_log(self) -> float | None:
