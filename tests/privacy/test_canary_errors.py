@@ -35,6 +35,7 @@ from eskit.projections.consumer import JetStreamConsumer
 from eskit.projections.failure import FORGOTTEN_ERROR
 from eskit.projections.sql import execute
 from eskit.web import serving_app
+from eskit.web.admin.repair import start_rebuild
 from tests import postgres, services
 from tests.brokers.fixtures import relay_to_head
 from tests.brokers.reading import delete_nats_stream
@@ -263,3 +264,28 @@ async def test_a_broker_consumer_error_never_carries_the_canary(
     finally:
         keyring.close()
         await delete_nats_stream(url, prefix)
+
+
+async def test_a_rebuild_from_the_admin_fails_without_the_canary(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The dashboard's rebuild job keeps (and shows) its error redacted, and logs it so."""
+    caplog.set_level(logging.DEBUG)
+    canary = f"canary{uuid.uuid4().hex}"
+    keyring = Keyring(open_keystore(f"sqlite:///{tmp_path}/keys.db"), MasterKey.generate())
+    events = examples.registry()
+    events.encrypt_with(keyring)
+    try:
+        async with eskit.open_store(f"sqlite:///{tmp_path}/events.db") as store:
+            customers = Repository(store, events, examples.Customer.model())
+            await customers.save("c-1", [examples.CustomerRenamed(canary)], eskit.NO_STREAM)
+            runner = ProjectionRunner(store, [Names(events)])
+            job = start_rebuild(runner, {}, "names", "admin")
+            assert job.task is not None
+            await job.task
+            await runner.stop()
+        assert job.error == f"KeyError: '{REDACTED}'"
+        assert REDACTED in logged(caplog)
+        assert canary not in logged(caplog)
+    finally:
+        keyring.close()
