@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
 import eskit
@@ -17,6 +18,8 @@ from eskit.privacy import (
     Keyring,
     KeyStore,
     MasterKey,
+    MemoryKeyStore,
+    SubjectForgotten,
     UnknownSubject,
     forget,
 )
@@ -94,3 +97,20 @@ async def test_an_unknown_subject_is_told_apart_even_while_a_reader_holds_the_lo
             await forget(store, keyring, "nobody", by="dpo")
     finally:
         keyring.close()
+
+
+async def test_a_subject_forgotten_before_the_key_store_listed_them_is_known(
+    store: eskit.EventStore, master: MasterKey
+) -> None:
+    """A key store written by an older eskit has no list of forgotten subjects: the record
+    in the store still tells a forgotten subject from an unknown one."""
+    old_record = SubjectForgotten("c-9", ["k9"], "dpo")
+    await store.append(
+        FORGOTTEN_STREAM,
+        [eskit.NewEvent("SubjectForgotten", msgspec.to_builtins(old_record), {"by": "dpo"})],
+    )
+    keyring = Keyring(MemoryKeyStore(), master)
+    again = await forget(store, keyring, "c-9", by="dpo")
+    assert again.last_version == 1
+    with pytest.raises(UnknownSubject):
+        await forget(store, keyring, "c-10", by="dpo")

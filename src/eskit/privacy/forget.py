@@ -59,7 +59,8 @@ async def forget(
     at once.
 
     Raises ``UnknownSubject`` for a subject that has no key and was never forgotten
-    (nothing is deleted or recorded), and ``ForgetIncomplete`` when the key is deleted but
+    (neither the key store nor the ``privacy-forgotten`` stream knows it: nothing is deleted
+    or recorded), and ``ForgetIncomplete`` when the key is deleted but
     a copy may still be read from the key store (a SQLite key store whose write-ahead log
     another connection kept from being emptied): nothing is recorded then, and running
     ``forget`` again once that connection is gone finishes the job.
@@ -69,13 +70,24 @@ async def forget(
     if not isinstance(by, str) or not by.strip():
         raise ValueError("say who asked to forget (by=...)")
     gone = await asyncio.to_thread(keys.forget, subject)
-    if not gone and not await asyncio.to_thread(keys.forgotten, subject):
+    if not gone and not await _known(store, keys, subject):
         raise UnknownSubject(subject)
     key_store = keys.keys if isinstance(keys, Keyring) else keys
     await scrub_errors(store, functools.partial(_unreadable, key_store))
     record = SubjectForgotten(subject, gone, by, reason)
     event = NewEvent(type(record).__name__, to_json_object(record), {"by": by})
     return await store.append(FORGOTTEN_STREAM, [event])
+
+
+async def _known(store: EventStore, keys: Keyring | KeyStore, subject: str) -> bool:
+    """Whether a subject without keys was forgotten before: the key store says so, or
+    (a key store older than its list of forgotten subjects) the store holds the record."""
+    if await asyncio.to_thread(keys.forgotten, subject):
+        return True
+    async for record in store.read_stream(FORGOTTEN_STREAM):
+        if record.data.get("subject") == subject:
+            return True
+    return False
 
 
 def _unreadable(keys: KeyStore, event: RecordedEvent) -> bool:
