@@ -91,9 +91,7 @@ def test_a_logged_failure_carries_a_redacted_stand_in_with_the_traceback(
         lookup(secret)
     except KeyError as error:
         with redact_values([secret]):
-            log_failure(
-                logging.getLogger("eskit.test"), logging.ERROR, "it %s", "failed", error=error
-            )
+            log_failure(logging.getLogger("eskit.test"), "it %s", "failed", error=error)
     (record,) = caplog.records
     assert record.exc_info is not None
     stand_in = record.exc_info[1]

@@ -339,7 +339,6 @@ class JetStreamConsumer(BrokerWorker):
             except Exception as error:  # never let the loop die: unacked events come back later
                 log_failure(
                     log,
-                    logging.ERROR,
                     "consumer %s: batch failed; the broker redelivers it",
                     self.group,
                     error=error,

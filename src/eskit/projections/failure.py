@@ -30,7 +30,11 @@ def describe(error: BaseException) -> str:
 
 
 def log_failure(
-    logger: logging.Logger, level: int, message: str, *args: object, error: BaseException
+    logger: logging.Logger,
+    message: str,
+    *args: object,
+    error: BaseException,
+    level: int = logging.ERROR,
 ) -> None:
     """Log ``message`` with ``error``'s traceback, redacted: the record's ``exc_info``
     holds a ``RedactedError`` (and its causes, redacted alike), never ``error`` itself."""

@@ -222,14 +222,7 @@ class PartitionedWorker(Service):
                 self.error = describe(error)
                 pause = min(30.0, self.backoff * 2**failures)
                 name = self.projection.name
-                log_failure(
-                    log,
-                    logging.ERROR,
-                    "projection %s: retrying in %.1f s",
-                    name,
-                    pause,
-                    error=error,
-                )
+                log_failure(log, "projection %s: retrying in %.1f s", name, pause, error=error)
                 await _first(asyncio.sleep(pause), self._stopping.wait())
                 with contextlib.suppress(Exception):  # a lost lease may be why: look first
                     await self._heartbeat()

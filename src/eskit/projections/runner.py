@@ -252,14 +252,7 @@ class _Worker:
                     text = describe(error)
                     log.warning("projection %s: %s; retrying in %.1f s", name, text, pause)
                 else:
-                    log_failure(
-                        log,
-                        logging.ERROR,
-                        "projection %s: retrying in %.1f s",
-                        name,
-                        pause,
-                        error=error,
-                    )
+                    log_failure(log, "projection %s: retrying in %.1f s", name, pause, error=error)
                 await self._until_stopped(asyncio.sleep(pause))
 
     async def prepare(self) -> None:
@@ -377,7 +370,6 @@ class _Worker:
             except Exception as error:
                 log_failure(
                     log,
-                    logging.ERROR,
                     "process manager %s: tick failed; retrying later",
                     projection.name,
                     error=error,

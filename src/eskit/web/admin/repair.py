@@ -173,7 +173,7 @@ def start_rebuild(
             await runner.rebuild(name, progress=job.progressed)
         except Exception as error:
             job.error = describe(error)
-            log_failure(log, logging.ERROR, "rebuild of %s failed", name, error=error)
+            log_failure(log, "rebuild of %s failed", name, error=error)
         finally:
             job.finished_at = dt.datetime.now(dt.UTC)
 
