@@ -59,11 +59,11 @@ async def forget(
     at once.
 
     Raises ``UnknownSubject`` for a subject that has no key and was never forgotten
-    (neither the key store nor the ``privacy-forgotten`` stream knows it: nothing is deleted
-    or recorded), and ``ForgetIncomplete`` when the key is deleted but
-    a copy may still be read from the key store (a SQLite key store whose write-ahead log
-    another connection kept from being emptied): nothing is recorded then, and running
-    ``forget`` again once that connection is gone finishes the job.
+    (neither the key store nor the ``privacy-forgotten`` stream knows it): nothing is
+    deleted or recorded. Raises ``ForgetIncomplete`` when the key is deleted but a copy may
+    still be read from the key store (a SQLite key store whose write-ahead log another
+    connection kept from being emptied): nothing is recorded then, and running ``forget``
+    again once that connection is gone finishes the job.
     """
     if not isinstance(subject, str) or not subject.strip():
         raise ValueError(f"the subject to forget must be a non-empty string, got {subject!r}")
