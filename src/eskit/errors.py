@@ -121,6 +121,33 @@ class PrivacyError(EskitError):
     forgotten subject is not an error: its fields read as their mask.)"""
 
 
+class UnknownSubject(PrivacyError, LookupError):
+    """``forget`` was given a subject that has no key and was never forgotten: a typo, or
+    the wrong key store. Nothing was deleted or recorded."""
+
+    def __init__(self, subject: str) -> None:
+        self.subject = subject
+        super().__init__(
+            f"no such subject: {subject!r} has no key in the key store and was never forgotten"
+            " (check the id and the key store)"
+        )
+
+
+class ForgetIncomplete(PrivacyError):
+    """A subject's keys were deleted, but a copy of them may still be read from the key
+    store's write-ahead log: another connection kept a read transaction open. Run
+    ``forget`` again once it ended: it finishes the job."""
+
+    def __init__(self, subject: str, key_ids: list[str], where: str, waited: float) -> None:
+        self.subject, self.key_ids, self.where, self.waited = subject, key_ids, where, waited
+        super().__init__(
+            f"subject {subject!r}: its keys are deleted, but a copy stays in {where} because"
+            f" another connection held a read transaction open for {waited:.1f} s: end it"
+            " (stop or restart the processes that use the key store) and run forget again"
+            " to empty the log"
+        )
+
+
 class ProjectionError(EskitError):
     """A projection could not apply an event."""
 

@@ -37,6 +37,12 @@ def drop_schema(url: str) -> None:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
+def files_bytes(directory: Path, prefix: str) -> bytes:
+    """The bytes of every file of ``directory`` whose name starts with ``prefix`` (a
+    SQLite file, its write-ahead log and shared memory)."""
+    return b"".join(p.read_bytes() for p in directory.iterdir() if p.name.startswith(prefix))
+
+
 @pytest.fixture(params=KEYSTORES)
 def keystore(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KeyStore]:
     """A key store on every backend, closed (and its schema dropped) after the test."""

@@ -7,12 +7,16 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 import eskit
 from eskit.application import Repository
+from eskit.cli.app import app
+from eskit.domain.redaction import REDACTED
 from eskit.privacy import FORGOTTEN, FORGOTTEN_STREAM, Keyring, MasterKey, open_keystore
 from tests.cli.conftest import invoke
 from tests.privacy import events as examples
+from tests.privacy.reader import reader_holding
 
 
 @pytest.fixture
@@ -123,3 +127,44 @@ def test_generate_prints_a_usable_master_key() -> None:
     result = invoke(["keys", "generate"])
     assert result.exit_code == 0
     assert len(MasterKey.from_text(result.stdout).secret) == 32
+
+
+def test_forget_of_an_unknown_subject_says_so_and_fails(files: tuple[str, str]) -> None:
+    url, keys = files
+    result = invoke(["forget", url, "nobody", "--keys", keys, "--by", "dpo", "-y"])
+    assert result.exit_code == 1
+    assert "forgotten;" not in result.output
+    assert "error: no such subject: 'nobody' has no key in the key store" in result.stderr
+
+
+def test_forget_fails_while_another_process_keeps_the_key_readable(
+    files: tuple[str, str], master: MasterKey, tmp_path: Path
+) -> None:
+    url, keys = files
+    bounded = f"{keys}?forget_timeout=0.5"
+    with reader_holding(tmp_path / "keys.db"):
+        held = invoke(["forget", url, "c-1", "--keys", bounded, "--by", "dpo", "-y"])
+    assert held.exit_code == 1
+    assert "forgotten;" not in held.output
+    assert "a copy stays in" in held.stderr
+    assert "end it (stop or restart the processes that use the key store)" in held.stderr
+    assert "run forget again" in held.stderr
+
+    done = invoke(["forget", url, "c-1", "--keys", bounded, "--by", "dpo", "-y"])
+    assert done.exit_code == 0, done.output
+    assert "subject c-1 forgotten" in done.output
+    assert names(url, keys, master) == [FORGOTTEN, "c-2 name"]
+
+
+def test_a_failing_rebuild_says_why_without_the_decrypted_value(
+    files: tuple[str, str], master: MasterKey
+) -> None:
+    url, keys = files
+    result = CliRunner().invoke(
+        app,
+        ["projections", "rebuild", url, "names", "--app", "tests.privacy.failing:projections"],
+        env={"COLUMNS": "200", "ESKIT_KEYS": keys, "ESKIT_MASTER_KEY": master.text()},
+    )
+    assert result.exit_code == 1
+    assert f"error: rebuilding names failed: KeyError: '{REDACTED}'" in result.stderr
+    assert "c-1 name" not in result.output

@@ -31,11 +31,16 @@ def test_a_subject_has_one_key_and_racing_writers_agree_on_it(keystore: KeyStore
 def test_forgetting_deletes_the_subject_keys_only(keystore: KeyStore) -> None:
     keystore.add(key("k1", "c-1"))
     keystore.add(key("k2", "c-2"))
+    assert not keystore.forgotten("c-1")
     assert keystore.forget("c-1") == ["k1"]
     assert keystore.get("k1") is None
     assert keystore.current("c-1") is None
     assert keystore.get("k2") is not None
     assert keystore.forget("c-1") == []
+    assert keystore.forgotten("c-1")
+    assert not keystore.forgotten("c-2")
+    assert keystore.forget("nobody") == []
+    assert not keystore.forgotten("nobody")
 
 
 def test_rewrap_only_changes_keys_still_wrapped_by_the_old_master(keystore: KeyStore) -> None:

@@ -11,7 +11,11 @@ from eskit.cli.common import Url, opened, out, run
 from eskit.cli.trace import trace_command
 from eskit.cli.verify import verify_command
 
-app = typer.Typer(help="eskit: inspect and operate an event store.", no_args_is_help=True)
+app = typer.Typer(
+    help="eskit: inspect and operate an event store.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # a crash's locals may hold decrypted personal data
+)
 
 
 @app.callback()

@@ -58,6 +58,8 @@ def forget_command(
     """Forget a data subject: delete its key, so its encrypted fields read as masks for good.
 
     Records a SubjectForgotten event in the privacy-forgotten stream. Cannot be undone.
+    Exits 1 for a subject that has no key and was never forgotten, and when another
+    process kept a copy of the key readable (run it again once that process is gone).
 
     Example: eskit forget sqlite:///./events.db c-7 --keys sqlite:///./keys.db --by dpo --yes
     """

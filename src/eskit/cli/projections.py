@@ -41,6 +41,7 @@ from eskit.projections import (
     leases,
 )
 from eskit.projections import state as st
+from eskit.projections.failure import describe
 from eskit.projections.runner import now
 
 app = typer.Typer(
@@ -397,7 +398,10 @@ async def _rebuild(
         runner = ProjectionRunner(store, await load_projections(spec, store))
         try:
             worker = runner.worker(name)
-            await runner.rebuild(name, progress=progress)
+            try:
+                await runner.rebuild(name, progress=progress)
+            except Exception as error:  # a handler's may quote what it decrypted: redacted
+                fail(f"rebuilding {name} failed: {describe(error)}")
             position = worker.reached
             projection = worker.projection
             if not isinstance(projection, SQLProjection):

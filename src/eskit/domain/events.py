@@ -17,7 +17,10 @@ from typing import Any, Final, TypeVar
 
 import msgspec
 
+from eskit.domain.redaction import DECRYPTED
 from eskit.domain.sensitive import (
+    FORGOTTEN,
+    SEALED,
     FieldCipher,
     SensitiveField,
     holds_sealed,
@@ -157,8 +160,10 @@ class EventRegistry:
     def open(self, recorded: RecordedEvent) -> RecordedEvent:
         """The stored event with its encrypted fields decrypted (masked if forgotten).
 
-        Unchanged without encrypted fields. Raises ``PrivacyError`` when it holds some and
-        the registry has no cipher, or when a ciphertext was altered or moved.
+        Unchanged without encrypted fields. The values decrypted are noted in this
+        process's memo (``eskit.domain.redaction.DECRYPTED``) so that no error text or log
+        record about the event carries them. Raises ``PrivacyError`` when it holds some
+        and the registry has no cipher, or when a ciphertext was altered or moved.
         """
         if self.cipher is None:
             if self._masks and holds_sealed(recorded.data):  # sensitive types, no keyring
@@ -167,10 +172,12 @@ class EventRegistry:
                     " give the registry a keyring (events.encrypt_with(keyring)) to read them"
                 )
             return recorded
-        data = self.cipher.open(
-            recorded.data, recorded.stream, recorded.id, self._masks.get(recorded.type, {})
-        )
-        return recorded if data is recorded.data else msgspec.structs.replace(recorded, data=data)
+        masks = self._masks.get(recorded.type, {})
+        data = self.cipher.open(recorded.data, recorded.stream, recorded.id, masks)
+        if data is recorded.data:
+            return recorded
+        DECRYPTED.note(recorded.id, _decrypted(recorded.data, data, masks))
+        return msgspec.structs.replace(recorded, data=data)
 
     def opener(self) -> Callable[[RecordedEvent], RecordedEvent] | None:
         """``open``, or None when no event can hold encrypted fields (replays skip it)."""
@@ -233,6 +240,18 @@ class EventRegistry:
             raise UnsupportedEventVersion(name, version, current)
         for next_name, next_version, next_data in upcaster(data):
             yield from self._upcast(next_name, next_version, next_data)
+
+
+def _decrypted(
+    stored: JSONObject, opened: JSONObject, masks: dict[str, Any]
+) -> list[tuple[str, Any]]:
+    """The (key id, plaintext) of each field ``open`` decrypted, for redaction
+    (``eskit.domain.redaction``); masks of forgotten subjects are no secret."""
+    return [
+        (value.get("k", ""), opened[name])
+        for name, value in stored.items()
+        if type(value) is dict and SEALED in value and opened[name] != masks.get(name, FORGOTTEN)
+    ]
 
 
 def _codec(cls: type[Any]) -> tuple[Callable[[Any], JSONObject], Callable[[JSONObject], Any]]:

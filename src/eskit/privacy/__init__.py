@@ -17,7 +17,7 @@ Needs the ``cryptography`` package (``pip install 'eskit[ops]'``).
 """
 
 from eskit.domain.sensitive import FORGOTTEN, Sensitive
-from eskit.errors import PrivacyError
+from eskit.errors import ForgetIncomplete, PrivacyError, UnknownSubject
 from eskit.privacy.forget import FORGOTTEN_STREAM, SubjectForgotten, forget
 from eskit.privacy.keyring import Keyring
 from eskit.privacy.keystore import KeyStore, MemoryKeyStore, StoredKey, open_keystore
@@ -26,6 +26,7 @@ from eskit.privacy.master import MasterKey
 __all__ = [
     "FORGOTTEN",
     "FORGOTTEN_STREAM",
+    "ForgetIncomplete",
     "KeyStore",
     "Keyring",
     "MasterKey",
@@ -34,6 +35,7 @@ __all__ = [
     "Sensitive",
     "StoredKey",
     "SubjectForgotten",
+    "UnknownSubject",
     "forget",
     "open_keystore",
 ]

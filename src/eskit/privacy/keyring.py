@@ -26,8 +26,9 @@ from typing import Any
 import msgspec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from eskit.domain.redaction import DECRYPTED
 from eskit.domain.sensitive import FORGOTTEN, SEALED, SensitiveField, subject_of
-from eskit.errors import PrivacyError
+from eskit.errors import ForgetIncomplete, PrivacyError
 from eskit.privacy.cipher import bound_to, key_id_of, open_value, seal_value
 from eskit.privacy.keystore import KeyStore, StoredKey
 from eskit.privacy.master import MasterKey, by_id
@@ -147,11 +148,17 @@ class Keyring:
     def forget(self, subject: str) -> list[str]:
         """Delete the subject's keys from the key store and from this keyring; return the
         key ids deleted. Every field they encrypted reads as its mask from now on."""
-        gone = self.keys.forget(subject)
-        self._by_subject.pop(subject, None)
-        for key_id in gone:
-            self._by_id[key_id] = (math.inf, None)  # ids are never reused
+        try:
+            gone = self.keys.forget(subject)
+        except ForgetIncomplete as incomplete:  # deleted all the same: stop using them
+            self._drop(subject, incomplete.key_ids)
+            raise
+        self._drop(subject, gone)
         return gone
+
+    def forgotten(self, subject: str) -> bool:
+        """Whether the subject's keys were deleted by an earlier ``forget``."""
+        return self.keys.forgotten(subject)
 
     def rotate(self, batch: int = 500) -> int:
         """Re-wrap every subject key with the current master key, ``batch`` keys per
@@ -194,6 +201,13 @@ class Keyring:
                 " (ESKIT_PREVIOUS_MASTER_KEYS) until `eskit keys rotate` has run"
             )
         return master.unwrap(stored.key_id, stored.subject, stored.wrapped)
+
+    def _drop(self, subject: str, key_ids: list[str]) -> None:
+        """Forget the subject's keys here too, and the values they decrypted."""
+        self._by_subject.pop(subject, None)
+        for key_id in key_ids:
+            self._by_id[key_id] = (math.inf, None)  # ids are never reused
+        DECRYPTED.drop_keys(key_ids)
 
     def _remember(self, key_id: str, aead: AESGCM | None, now: float) -> None:
         if len(self._by_id) >= self.max_cached:  # simple bound: start over

@@ -48,7 +48,15 @@ class KeyStore(Protocol):
         ...
 
     def forget(self, subject: str) -> list[str]:
-        """Delete the subject's keys for good; return the ids deleted."""
+        """Delete the subject's keys for good, and remember that the subject was
+        forgotten; return the ids deleted (none if it had no key).
+
+        Raises ``ForgetIncomplete`` if a copy of a deleted key may still be read from the
+        store (SQLite's write-ahead log); calling it again finishes the job."""
+        ...
+
+    def forgotten(self, subject: str) -> bool:
+        """Whether the subject's keys were deleted by an earlier ``forget``."""
         ...
 
     def wrapped_by_others(self, master_key_id: str, limit: int) -> list[StoredKey]:
@@ -74,6 +82,7 @@ class MemoryKeyStore:
 
     def __init__(self) -> None:
         self._keys: dict[str, StoredKey] = {}
+        self._forgotten: set[str] = set()
         self._lock = threading.Lock()
 
     def get(self, key_id: str) -> StoredKey | None:
@@ -95,7 +104,12 @@ class MemoryKeyStore:
             gone = [k.key_id for k in self._keys.values() if k.subject == subject]
             for key_id in gone:
                 del self._keys[key_id]
+            if gone:
+                self._forgotten.add(subject)
             return gone
+
+    def forgotten(self, subject: str) -> bool:
+        return subject in self._forgotten
 
     def wrapped_by_others(self, master_key_id: str, limit: int) -> list[StoredKey]:
         others = [k for k in self._keys.values() if k.master_key_id != master_key_id]

@@ -35,6 +35,10 @@ CREATE TABLE IF NOT EXISTS "{schema}".eskit_subject_keys (
 );
 CREATE INDEX IF NOT EXISTS eskit_subject_keys_master
     ON "{schema}".eskit_subject_keys (master_key_id);
+CREATE TABLE IF NOT EXISTS "{schema}".eskit_forgotten_subjects (
+    subject      TEXT PRIMARY KEY,
+    forgotten_at TEXT NOT NULL
+);
 """
 
 
@@ -47,6 +51,7 @@ class PostgresKeyStore(SQLKeyStore):
         self.conninfo = conninfo
         self.schema = check_schema(schema)
         self.table = f'"{self.schema}".eskit_subject_keys'
+        self.forgotten_table = f'"{self.schema}".eskit_forgotten_subjects'
         self._lock = threading.Lock()
         self._conn = self._connect()
         try:

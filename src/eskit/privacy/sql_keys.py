@@ -1,10 +1,13 @@
-"""The SQL both key-store backends share: one table of wrapped keys.
+"""The SQL both key-store backends share: a table of wrapped keys, one of subjects forgotten.
 
     key_id         random id, stored in every ciphertext the key encrypted
     subject        the data subject's id (unique: one key per subject)
     wrapped        the key encrypted by a master key (nonce + AES-GCM ciphertext)
     master_key_id  the fingerprint of the master key that wrapped it
     created_at     ISO 8601 UTC
+
+and ``eskit_forgotten_subjects`` (subject, forgotten_at): the subjects whose keys ``forget``
+deleted, so that forgetting one again is told apart from a subject that never was.
 
 Each backend (``sqlite_keys``, ``postgres_keys``) supplies the connection and how to run a
 transaction on it; the statements are written once, here.
@@ -18,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from eskit.privacy.keystore import StoredKey
+from eskit.store.base import utc_now
 
 T = TypeVar("T")
 
@@ -34,7 +38,9 @@ class SQLKeyStore(abc.ABC):
     """A key store in one SQL table; backends run the statements in their transactions."""
 
     table: str
-    """The table's (qualified) name."""
+    """The keys table's (qualified) name."""
+    forgotten_table: str
+    """The (qualified) name of the table of subjects forgotten."""
     placeholder: str = "?"
 
     @abc.abstractmethod
@@ -43,7 +49,9 @@ class SQLKeyStore(abc.ABC):
         commits if it returns."""
 
     def _sql(self, statement: str) -> str:
-        return statement.format(table=self.table).replace("?", self.placeholder)
+        return statement.format(table=self.table, forgotten=self.forgotten_table).replace(
+            "?", self.placeholder
+        )
 
     def get(self, key_id: str) -> StoredKey | None:
         sql = self._sql(f"SELECT {_COLUMNS} FROM {{table}} WHERE key_id = ?")
@@ -69,10 +77,23 @@ class SQLKeyStore(abc.ABC):
         return self._run(add, write=True)
 
     def forget(self, subject: str) -> list[str]:
-        sql = self._sql("DELETE FROM {table} WHERE subject = ? RETURNING key_id")
-        return self._run(
-            lambda conn: [r[0] for r in conn.execute(sql, (subject,)).fetchall()], write=True
+        delete = self._sql("DELETE FROM {table} WHERE subject = ? RETURNING key_id")
+        remember = self._sql(
+            "INSERT INTO {forgotten} (subject, forgotten_at) VALUES (?, ?)"
+            " ON CONFLICT (subject) DO UPDATE SET forgotten_at = excluded.forgotten_at"
         )
+
+        def forget(conn: Connection) -> list[str]:
+            gone = [r[0] for r in conn.execute(delete, (subject,)).fetchall()]
+            if gone:
+                conn.execute(remember, (subject, utc_now().isoformat()))
+            return gone
+
+        return self._run(forget, write=True)
+
+    def forgotten(self, subject: str) -> bool:
+        sql = self._sql("SELECT 1 FROM {forgotten} WHERE subject = ?")
+        return self._run(lambda conn: conn.execute(sql, (subject,)).fetchone() is not None)
 
     def wrapped_by_others(self, master_key_id: str, limit: int) -> list[StoredKey]:
         sql = self._sql(

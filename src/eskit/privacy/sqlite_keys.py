@@ -2,7 +2,10 @@
 
 Forgetting must leave no copy of the wrapped key in the file: ``secure_delete`` overwrites
 the deleted row with zeros, and a ``wal_checkpoint(TRUNCATE)`` after the delete empties the
-write-ahead log, whose older frames still held the row. Keys are written with
+write-ahead log, whose older frames still held the row. Its result is checked: while
+another connection holds a read transaction the log cannot be emptied, and ``forget``
+retries for ``forget_timeout`` seconds, then raises ``ForgetIncomplete`` rather than
+report a forget whose key can still be read. Keys are written with
 ``synchronous=FULL``: a key is durable before any event encrypted with it is appended.
 """
 
@@ -10,11 +13,13 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from eskit.errors import ForgetIncomplete
 from eskit.privacy.sql_keys import Connection, SQLKeyStore
 
 T = TypeVar("T")
@@ -28,16 +33,27 @@ CREATE TABLE IF NOT EXISTS eskit_subject_keys (
     created_at    TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS eskit_subject_keys_master ON eskit_subject_keys (master_key_id);
+CREATE TABLE IF NOT EXISTS eskit_forgotten_subjects (
+    subject      TEXT PRIMARY KEY,
+    forgotten_at TEXT NOT NULL
+);
 """
+
+_BUSY_TIMEOUT_MS = 10_000
 
 
 class SQLiteKeyStore(SQLKeyStore):
     """Wrapped subject keys in a SQLite file; safe to share between threads and processes."""
 
     table = "eskit_subject_keys"
+    forgotten_table = "eskit_forgotten_subjects"
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, forget_timeout: float = 30.0) -> None:
+        if not forget_timeout >= 0:
+            raise ValueError(f"forget_timeout must be >= 0 seconds, got {forget_timeout!r}")
         self.path = Path(path)
+        self.forget_timeout = forget_timeout
+        """How long ``forget`` waits for readers to let it empty the write-ahead log."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
@@ -47,7 +63,7 @@ class SQLiteKeyStore(SQLKeyStore):
                 raise ValueError(
                     f"{self.path} holds an event store: keep the keys in a file of their own"
                 )
-            conn.execute("PRAGMA busy_timeout = 10000")
+            conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA secure_delete = ON")
@@ -60,10 +76,23 @@ class SQLiteKeyStore(SQLKeyStore):
 
     @classmethod
     def from_url(cls, url: urllib.parse.SplitResult) -> SQLiteKeyStore:
-        """``sqlite:///relative/keys.db`` or ``sqlite:////absolute/keys.db``."""
-        if url.netloc or url.query:
-            raise ValueError("a sqlite key store URL is sqlite:///path (no host, no options)")
-        return cls(urllib.parse.unquote(url.path[1:] if url.path.startswith("/") else url.path))
+        """``sqlite:///relative/keys.db`` or ``sqlite:////absolute/keys.db``, optionally
+        with ``?forget_timeout=<seconds>``."""
+        options = dict(urllib.parse.parse_qsl(url.query))
+        timeout = options.pop("forget_timeout", "30")
+        if url.netloc or options:
+            raise ValueError(
+                "a sqlite key store URL is sqlite:///path[?forget_timeout=seconds]"
+                " (no host, no other options)"
+            )
+        try:
+            seconds = float(timeout)
+        except ValueError:
+            raise ValueError(
+                f"forget_timeout must be a number of seconds, got {timeout!r}"
+            ) from None
+        path = urllib.parse.unquote(url.path[1:] if url.path.startswith("/") else url.path)
+        return cls(path, forget_timeout=seconds)
 
     def _run(self, work: Callable[[Connection], T], *, write: bool = False) -> T:
         with self._lock:
@@ -79,11 +108,36 @@ class SQLiteKeyStore(SQLKeyStore):
             return result
 
     def forget(self, subject: str) -> list[str]:
+        """Delete the subject's keys, then empty the write-ahead log, whose older frames
+        still hold the deleted rows (also when a subject forgotten before had nothing left
+        to delete: that forget may have been unable to). ``ForgetIncomplete`` if readers
+        kept it from doing so for ``forget_timeout`` seconds."""
         gone = super().forget(subject)
-        if gone:  # the log's older frames still hold the deleted row: empty it
-            with self._lock:
-                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        if gone or self.forgotten(subject):  # an unknown subject left nothing in the log
+            waited = self._empty_log()
+            if waited is not None:
+                raise ForgetIncomplete(subject, gone, f"{self.path}-wal", waited)
         return gone
+
+    def _empty_log(self) -> float | None:
+        """Checkpoint the whole log into the file and truncate it, retrying while another
+        connection's read transaction keeps it busy; None once done, else the seconds
+        waited in vain."""
+        started = time.monotonic()
+        deadline = started + self.forget_timeout
+        while True:
+            left = deadline - time.monotonic()
+            with self._lock:  # the busy handler waits for readers, up to a second a try
+                self._conn.execute(f"PRAGMA busy_timeout = {int(min(max(left, 0), 1) * 1000)}")
+                try:
+                    busy, log, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                finally:
+                    self._conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            if not busy and log <= 0:  # truncated (-1: the file is not in WAL mode)
+                return None
+            if left <= 0:
+                return time.monotonic() - started
+            time.sleep(min(0.05, left))
 
     def close(self) -> None:
         with self._lock:

@@ -44,6 +44,7 @@ from eskit.brokers.nats import NATS_ERRORS, connect, partition_subject, partitio
 from eskit.errors import BrokerUnavailable, StoreClosed, Unavailable
 from eskit.projections import state as st
 from eskit.projections.database import Database
+from eskit.projections.failure import describe, log_failure
 from eskit.projections.projection import SQLProjection, apply, check_name, physical_names
 from eskit.projections.service import Service
 from eskit.projections.sql import Connection, execute, kind_of, lock_setup
@@ -335,8 +336,13 @@ class JetStreamConsumer(BrokerWorker):
                 batch.append(self._queue.get_nowait())
             try:
                 await self._apply(batch)
-            except Exception:  # never let the loop die: unacked events come back later
-                log.exception("consumer %s: batch failed; the broker redelivers it", self.group)
+            except Exception as error:  # never let the loop die: unacked events come back later
+                log_failure(
+                    log,
+                    "consumer %s: batch failed; the broker redelivers it",
+                    self.group,
+                    error=error,
+                )
             finally:
                 for delivery in batch:
                     if not delivery.done.done():
@@ -381,7 +387,7 @@ class JetStreamConsumer(BrokerWorker):
         for delivery in deliveries:
             metadata = delivery.msg.metadata
             attempt = metadata.num_delivered or 1
-            text = f"{type(error).__name__}: {error}"
+            text = describe(error)
             self.errors[delivery.partition] = text
             log.warning(
                 "consumer %s p%d: event at stream seq %s failed (attempt %d): %s",

@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 from eskit.errors import ProjectionError
 from eskit.projections import state as st
 from eskit.projections.database import PostgresDatabase, StoreDatabase, database_for
+from eskit.projections.failure import describe
 from eskit.projections.projection import (
     ReadModelConnection,
     SQLProjection,
@@ -131,7 +132,7 @@ class InlineProjection:
             self.projection.handle_batch(events, self._db)
         except Exception as error:
             self._db = ReadModelConnection(conn, self._db.names)  # its writes are not sent
-            raise self._refused(events[0], f"{type(error).__name__}: {error}") from error
+            raise self._refused(events[0], describe(error)) from error
 
     def flush(self, conn: Connection) -> None:
         """Send the writes waiting since ``apply``; a failure refuses the last append."""
@@ -140,7 +141,7 @@ class InlineProjection:
             try:
                 self._db.flush()
             except Exception as error:
-                raise self._refused(first, f"{type(error).__name__}: {error}") from error
+                raise self._refused(first, describe(error)) from error
 
     def end(self, conn: Connection, position: int) -> None:
         """Send the writes waiting and move the checkpoint to the group's last event, in
@@ -179,7 +180,7 @@ class InlineProjection:
         try:
             apply(self.projection, conn, names, events)
         except Exception as error:
-            raise self._refused(events[0], f"{type(error).__name__}: {error}") from error
+            raise self._refused(events[0], describe(error)) from error
 
     def _refused(self, first: RecordedEvent, why: str) -> ProjectionError:
         """The error the append gets: it names the projection and the append's first event."""
@@ -235,5 +236,5 @@ async def add_inline(store: EventStore, projection: SQLProjection) -> InlineProj
 def _behind(checkpoint: int, error: Exception) -> str:
     return (
         f"it cannot apply the events appended without it after position {checkpoint}"
-        f" ({type(error).__name__}: {error})"
+        f" ({describe(error)})"
     )

@@ -28,7 +28,7 @@ import msgspec
 
 from eskit.errors import EskitError
 from eskit.projections import state as st
-from eskit.projections.sql import Connection, execute, is_sqlite, lock_setup
+from eskit.projections.sql import Connection, columns, execute, is_sqlite, lock_setup
 from eskit.store.model import RecordedEvent
 
 SCHEMA: Final = (
@@ -121,25 +121,13 @@ def _now(conn: Connection) -> str:
     return "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)"
 
 
-def _columns(conn: Connection) -> set[str]:
-    """The columns ``eskit_partitions`` has; empty if there is no such table."""
-    if is_sqlite(conn):
-        rows = conn.execute("PRAGMA table_info(eskit_partitions)").fetchall()
-        return {row[1] for row in rows}
-    rows = conn.execute(
-        "SELECT column_name FROM information_schema.columns"
-        " WHERE table_schema = current_schema() AND table_name = 'eskit_partitions'"
-    ).fetchall()
-    return {row[0] for row in rows}
-
-
 def prepare(conn: Connection, name: str, count: int, build: int, position: int) -> None:
     """Create the projection's partition rows (free, at ``position``) unless they exist,
     and refuse a worker configured with another partition count."""
     lock_setup(conn)
     for statement in SCHEMA:
         execute(conn, statement)
-    have = _columns(conn)
+    have = columns(conn, "eskit_partitions")
     for column, kind in STUCK_COLUMNS:
         if column not in have:
             execute(conn, f"ALTER TABLE eskit_partitions ADD COLUMN {column} {kind}")
@@ -301,7 +289,7 @@ def skip(conn: Connection, name: str, reason: str, now: int) -> list[st.Skip]:
     """Step every stuck partition of ``name`` over the event it is stuck on, recording
     each skip as the runner does ([] if none is stuck). The generation grows, so a
     holder that has not seen the skip yet cannot commit over it: it looks again."""
-    if "error_position" not in _columns(conn):
+    if "error_position" not in columns(conn, "eskit_partitions"):
         return []
     stuck = execute(
         conn,
@@ -354,7 +342,7 @@ def partitions(conn: Connection, name: str) -> list[PartitionRow]:
     """The projection's partitions as stored ([] if it never ran partitioned). A table
     from before the stuck columns (no worker of this version started yet) reads as
     never stuck."""
-    have = _columns(conn)
+    have = columns(conn, "eskit_partitions")
     if not have:
         return []
     stuck = ", ".join(c if c in have else "NULL" for c, _ in STUCK_COLUMNS)

@@ -33,6 +33,7 @@ from eskit.errors import StoreClosed, Unavailable
 from eskit.projections import leases
 from eskit.projections import state as st
 from eskit.projections.database import Database, database_for
+from eskit.projections.failure import describe, log_failure
 from eskit.projections.leases import Lease, LeaseLost, PartitionRow, partition_of
 from eskit.projections.projection import AnyProjection, SQLProjection, apply, physical_names
 from eskit.projections.runner import now
@@ -218,9 +219,10 @@ class PartitionedWorker(Service):
                 return
             except Exception as error:  # a database that went away: retry
                 failures += 1
-                self.error = f"{type(error).__name__}: {error}"
+                self.error = describe(error)
                 pause = min(30.0, self.backoff * 2**failures)
-                log.exception("projection %s: retrying in %.1f s", self.projection.name, pause)
+                name = self.projection.name
+                log_failure(log, "projection %s: retrying in %.1f s", name, pause, error=error)
                 await _first(asyncio.sleep(pause), self._stopping.wait())
                 with contextlib.suppress(Exception):  # a lost lease may be why: look first
                     await self._heartbeat()
@@ -246,7 +248,7 @@ class PartitionedWorker(Service):
                 "projection %s: batch up to %d failed (%s); retrying event by event",
                 projection.name,
                 page.next_after,
-                error,
+                describe(error),
             )
             held = await self._apply_one_by_one(state, held, mine)
             await self._commit(state, held, [], page.next_after)
@@ -286,7 +288,7 @@ class PartitionedWorker(Service):
     async def _stuck(self, lease: Lease, event: RecordedEvent, error: Exception) -> None:
         """Stop the partition before ``event`` for an operator to skip; the others go on."""
         name, worker = self.projection.name, self.worker
-        text = f"{type(error).__name__}: {error}"
+        text = describe(error)
         await self.db.write(lambda c: leases.mark_stuck(c, name, worker, lease, event, text))
         current = self.held.get(lease.partition)
         if current is not None and current.generation == lease.generation:

@@ -31,6 +31,7 @@ from eskit.brokers.rabbitmq import ERRORS
 from eskit.errors import BrokerUnavailable
 from eskit.projections.consumer import BrokerWorker
 from eskit.projections.database import Database
+from eskit.projections.failure import describe
 from eskit.projections.projection import SQLProjection, check_name
 
 log = logging.getLogger("eskit.projections.rabbit_consumer")
@@ -127,7 +128,7 @@ class RabbitConsumer(BrokerWorker):
                 failures, self.error = 0, None
             except Exception as error:  # the read model failing, RabbitMQ away: again
                 failures += 1
-                self.error = f"{type(error).__name__}: {error}"
+                self.error = describe(error)
                 log.warning("consumer %s: %s (retrying)", self.group, self.error)
                 with contextlib.suppress(*ERRORS):
                     await batch[-1].nack(multiple=True, requeue=True)

@@ -30,6 +30,7 @@ from eskit.brokers.redis import BODY, client, stream_key
 from eskit.errors import BrokerUnavailable
 from eskit.projections.consumer import BrokerWorker
 from eskit.projections.database import Database
+from eskit.projections.failure import describe
 from eskit.projections.projection import SQLProjection
 
 log = logging.getLogger("eskit.projections.redis_consumer")
@@ -122,7 +123,7 @@ class RedisStreamConsumer(BrokerWorker):
                 failures, self.error = 0, None
             except Exception as error:  # Redis away, the read model failing: retry later
                 failures, pending_first = failures + 1, True
-                self.error = f"{type(error).__name__}: {error}"
+                self.error = describe(error)
                 log.warning("consumer %s: %s (retrying)", self.group, self.error)
                 await self._pause(min(30.0, self.backoff * 2**failures))
 

@@ -26,6 +26,7 @@ from eskit.errors import ProjectionError, StoreClosed, Unavailable
 from eskit.projections import leases
 from eskit.projections import state as st
 from eskit.projections.database import Database, SQLiteDatabase, database_for
+from eskit.projections.failure import describe, log_failure
 from eskit.projections.process import ProcessManager
 from eskit.projections.projection import (
     AnyProjection,
@@ -240,7 +241,7 @@ class _Worker:
                 return
             except ValueError as error:  # a definition the database refuses: retrying won't help
                 self.failure = error
-                log.error("projection %s cannot start: %s", self.projection.name, error)
+                log.error("projection %s cannot start: %s", self.projection.name, describe(error))
                 await self.runner.notify()
                 return
             except Exception as error:
@@ -248,9 +249,10 @@ class _Worker:
                 pause = min(30.0, self.runner.backoff * 2**failures)
                 name = self.projection.name
                 if isinstance(error, Unavailable):  # expected in an outage: one line each
-                    log.warning("projection %s: %s; retrying in %.1f s", name, error, pause)
+                    text = describe(error)
+                    log.warning("projection %s: %s; retrying in %.1f s", name, text, pause)
                 else:
-                    log.exception("projection %s: retrying in %.1f s", name, pause)
+                    log_failure(log, "projection %s: retrying in %.1f s", name, pause, error=error)
                 await self._until_stopped(asyncio.sleep(pause))
 
     async def prepare(self) -> None:
@@ -317,7 +319,7 @@ class _Worker:
                     "projection %s: batch after %d failed (%s); retrying event by event",
                     projection.name,
                     self.reached,
-                    error,
+                    describe(error),
                 )
                 return await self._read_then_apply(batch_failed=True)
         return await self._read_then_apply()
@@ -365,8 +367,13 @@ class _Worker:
         if isinstance(projection, ProcessManager) and self._state.status == st.RUNNING:
             try:
                 await projection.tick(self.db, projection.clock())
-            except Exception:
-                log.exception("process manager %s: tick failed; retrying later", projection.name)
+            except Exception as error:
+                log_failure(
+                    log,
+                    "process manager %s: tick failed; retrying later",
+                    projection.name,
+                    error=error,
+                )
 
     async def _wait_for_events(self) -> None:
         waiting = self.store.wait_for_events(self.reached)
@@ -394,7 +401,7 @@ class _Worker:
                 "projection %s: batch up to %d failed (%s); retrying event by event",
                 self.projection.name,
                 position,
-                error,
+                describe(error),
             )
             await self._apply_one_by_one(events, position)
 
@@ -454,7 +461,7 @@ class _Worker:
         self.reached = max(self.reached, position)
 
     async def _stuck(self, event: RecordedEvent, error: Exception) -> None:
-        text = f"{type(error).__name__}: {error}"
+        text = describe(error)
         state = self._state
         try:
             await self.db.write(

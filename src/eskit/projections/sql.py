@@ -42,6 +42,18 @@ def kind_of(conn: Connection, name: str) -> str | None:
     return None if row is None else str(row[0])
 
 
+def columns(conn: Connection, table: str) -> set[str]:
+    """The columns ``table`` has in the current schema; empty if there is no such table."""
+    if is_sqlite(conn):
+        return {row[1] for row in conn.execute(f'PRAGMA table_info("{table}")').fetchall()}
+    rows = conn.execute(
+        "SELECT column_name FROM information_schema.columns"
+        " WHERE table_schema = current_schema() AND table_name = %s",
+        (table,),
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
 def lock_setup(conn: Connection) -> None:
     """Serialise the creation of projection tables with other processes for the rest of the
     transaction. SQLite's write lock already does; PostgreSQL's ``CREATE TABLE IF NOT

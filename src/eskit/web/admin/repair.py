@@ -20,6 +20,7 @@ import logging
 from eskit.projections import leases
 from eskit.projections import state as st
 from eskit.projections.database import Database
+from eskit.projections.failure import describe, log_failure
 from eskit.projections.runner import ProjectionRunner, ProjectionStatus, now
 from eskit.projections.sql import Connection
 from eskit.store.base import EventStore
@@ -171,8 +172,8 @@ def start_rebuild(
         try:
             await runner.rebuild(name, progress=job.progressed)
         except Exception as error:
-            job.error = f"{type(error).__name__}: {error}"
-            log.exception("rebuild of %s failed", name)
+            job.error = describe(error)
+            log_failure(log, "rebuild of %s failed", name, error=error)
         finally:
             job.finished_at = dt.datetime.now(dt.UTC)
 
