@@ -9,33 +9,22 @@ to do), and a failing migration leaves the schema as it was.
 from __future__ import annotations
 
 import hashlib
-import importlib.resources
 import re
-from typing import Final, NamedTuple
+from typing import Final
 
 import psycopg
 
 from eskit.errors import StoreError
+from eskit.store.migrations import Migration, load, newest
 
-_FILE: Final = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
+__all__ = ["Migration", "check_schema", "check_version", "migrate", "migrations"]
+
 _SCHEMA: Final = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
-class Migration(NamedTuple):
-    version: int
-    name: str
-    sql: str
-
-
 def migrations() -> list[Migration]:
-    """The migrations shipped with eskit, in version order."""
-    folder = importlib.resources.files("eskit.store").joinpath("postgres_migrations")
-    found = []
-    for entry in folder.iterdir():
-        match = _FILE.match(entry.name)
-        if match:
-            found.append(Migration(int(match[1]), match[2], entry.read_text()))
-    return sorted(found)
+    """The PostgreSQL migrations shipped with eskit, in version order."""
+    return load("postgres_migrations")
 
 
 def check_schema(schema: object) -> str:
@@ -66,11 +55,11 @@ async def migrate(conn: psycopg.AsyncConnection[object], schema: str) -> list[Mi
         )
         cursor = await conn.execute("SELECT version FROM eskit_migrations")
         done = {row[0] for row in await cursor.fetchall()}  # type: ignore[index]
-        newest = max((m.version for m in migrations()), default=0)
-        if done and max(done) > newest:
+        known = newest(migrations())
+        if done and max(done) > known:
             raise StoreError(
                 f"schema {schema} is at version {max(done)}, newer than this eskit knows"
-                f" ({newest}): upgrade eskit"
+                f" ({known}): upgrade eskit"
             )
         for migration in migrations():
             if migration.version in done:
@@ -87,14 +76,14 @@ async def migrate(conn: psycopg.AsyncConnection[object], schema: str) -> list[Mi
 async def check_version(conn: psycopg.AsyncConnection[object], schema: str) -> None:
     """Raise a clear ``StoreError`` unless ``schema`` holds exactly this eskit's version."""
     check_schema(schema)
-    newest = max((m.version for m in migrations()), default=0)
+    known = newest(migrations())
     try:
         cursor = await conn.execute(f'SELECT max(version) FROM "{schema}".eskit_migrations')
         row = await cursor.fetchone()
         version = row[0] if row is not None else None  # type: ignore[index]
     except psycopg.errors.UndefinedTable:
         version = None
-    if version != newest:
+    if version != known:
         found = "has no eskit tables" if version is None else f"is at version {version}"
         raise StoreError(
             f"schema {schema} {found}; this eskit needs version {newest}: run"
