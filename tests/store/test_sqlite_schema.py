@@ -20,24 +20,13 @@ from eskit.store import sqlite_schema
 from eskit.store.audit import verify
 from eskit.store.migrations import Migration
 from tests.store.fixtures.make_fixtures import AUDIT_KEY
+from tests.store.fixtures.pre_chain import write_pre_chain_file
 
 pytestmark = pytest.mark.anyio
 
 NEWEST = sqlite_schema.migrations()[-1].version
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = Path(__file__).parent / "fixtures" / "c400693" / "sqlite.db"
-
-PRE_CHAIN = """
-CREATE TABLE events (
-    position INTEGER PRIMARY KEY AUTOINCREMENT, id BLOB NOT NULL UNIQUE, stream TEXT NOT NULL,
-    category TEXT NOT NULL, version INTEGER NOT NULL, type TEXT NOT NULL, data TEXT NOT NULL,
-    metadata TEXT NOT NULL, recorded_at INTEGER NOT NULL, UNIQUE (stream, version)
-);
-INSERT INTO events (id, stream, category, version, type, data, metadata, recorded_at)
-VALUES (x'0123456789abcdef0123456789abcdef', 'order-1', 'order', 0, 'Placed', '{"n": 1}', '{}',
-        1700000000000000);
-"""
-"""A store file as eskit wrote it before the hash chain: no ``hash`` column, no version."""
 
 
 def file_version(path: Path) -> int:
@@ -63,12 +52,11 @@ async def test_a_new_file_gets_every_migration(tmp_path: Path) -> None:
 async def test_a_file_from_before_the_chain_gets_its_hash_column(tmp_path: Path) -> None:
     """Its old event reads back (unlinked, not a problem) and new events are linked."""
     path = tmp_path / "events.db"
-    with sqlite3.connect(path) as conn:
-        conn.executescript(PRE_CHAIN)
+    write_pre_chain_file(path)
     async with eskit.open_store(f"sqlite:///{path}") as store:
-        [old] = [e async for e in store.read_stream("order-1")]
-        assert (old.type, old.data, old.version, old.position) == ("Placed", {"n": 1}, 0, 1)
-        await store.append("order-1", [eskit.NewEvent("Paid", {})], expected_version=0)
+        [old] = [e async for e in store.read_stream("order-0")]
+        assert (old.type, old.data, old.version, old.position) == ("Noted", {"n": 0, "s": 0}, 0, 1)
+        await store.append("order-0", [eskit.NewEvent("Paid", {})], expected_version=0)
         report = await verify(store)
         assert report.ok
         assert (report.events, report.unlinked) == (2, 1)
