@@ -44,6 +44,8 @@ def _lock_key(schema: str) -> int:
 async def migrate(conn: psycopg.AsyncConnection[object], schema: str) -> list[Migration]:
     """Apply the pending migrations to ``schema``; the ones applied (none if up to date)."""
     check_schema(schema)
+    if await _version(conn, schema) == newest(migrations()):
+        return []  # up to date: no lock, no DDL, so a role without CREATE rights can open
     applied: list[Migration] = []
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(schema),))
@@ -77,15 +79,22 @@ async def check_version(conn: psycopg.AsyncConnection[object], schema: str) -> N
     """Raise a clear ``StoreError`` unless ``schema`` holds exactly this eskit's version."""
     check_schema(schema)
     known = newest(migrations())
-    try:
-        cursor = await conn.execute(f'SELECT max(version) FROM "{schema}".eskit_migrations')
-        row = await cursor.fetchone()
-        version = row[0] if row is not None else None  # type: ignore[index]
-    except psycopg.errors.UndefinedTable:
-        version = None
+    version = await _version(conn, schema)
     if version != known:
         found = "has no eskit tables" if version is None else f"is at version {version}"
         raise StoreError(
-            f"schema {schema} {found}; this eskit needs version {newest}: run"
+            f"schema {schema} {found}; this eskit needs version {known}: run"
             " `eskit migrate URL` (or open the store with migrate_on_open=True)"
         )
+
+
+async def _version(conn: psycopg.AsyncConnection[object], schema: str) -> int | None:
+    """The newest migration recorded in ``schema``; None if it has no eskit tables. Reads
+    only (no error inside the caller's transaction when the table is missing)."""
+    cursor = await conn.execute("SELECT to_regclass(%s)", (f'"{schema}".eskit_migrations',))
+    row = await cursor.fetchone()
+    if row is None or row[0] is None:  # type: ignore[index]
+        return None
+    cursor = await conn.execute(f'SELECT max(version) FROM "{schema}".eskit_migrations')
+    row = await cursor.fetchone()
+    return None if row is None else row[0]  # type: ignore[index]
