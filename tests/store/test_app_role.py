@@ -181,6 +181,38 @@ async def test_the_owner_or_a_superuser_is_refused_as_app_role(anyio_backend: st
         drop_role(role)
 
 
+def test_a_new_app_role_is_nologin_by_default(anyio_backend: str) -> None:
+    url = postgres.store_url()
+    role = f"app_{uuid.uuid4().hex[:12]}"
+    try:
+        result = invoke(["migrate", url, "--app-role", role])
+        assert result.exit_code == 0, result.output
+        assert f"role {role} created (NOLOGIN)" in result.output
+        with connect_as(url) as admin:
+            found = admin.execute("SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", (role,))
+            assert found.fetchone() == (False,)
+    finally:
+        drop_role(role)
+
+
+async def test_the_app_role_cannot_migrate_a_schema_that_is_behind(
+    app: Role, anyio_backend: str
+) -> None:
+    """Migrating needs the owner: the app role gets a permission error, and the schema is
+    left as it was."""
+    _, url = app
+    admin = f"{postgres.database_url()}?schema={schema_of(url)}"
+    with connect_as(admin) as owner:
+        newest = owner.execute("SELECT max(version) FROM eskit_migrations").fetchone()
+        owner.execute("DELETE FROM eskit_migrations WHERE version = %s", newest)
+        before = owner.execute("SELECT version FROM eskit_migrations ORDER BY 1").fetchall()
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        async with eskit.open_store(url):
+            pass
+    with connect_as(admin) as owner:
+        assert owner.execute("SELECT version FROM eskit_migrations ORDER BY 1").fetchall() == before
+
+
 def test_migrate_refuses_an_app_role_for_sqlite_or_a_bad_name(tmp_path: Any) -> None:
     result = invoke(["migrate", f"sqlite:///{tmp_path}/e.db", "--app-role", "app"])
     assert result.exit_code == 1
