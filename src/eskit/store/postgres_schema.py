@@ -9,33 +9,22 @@ to do), and a failing migration leaves the schema as it was.
 from __future__ import annotations
 
 import hashlib
-import importlib.resources
 import re
-from typing import Final, NamedTuple
+from typing import Final
 
 import psycopg
 
 from eskit.errors import StoreError
+from eskit.store.migrations import Migration, load, newest
 
-_FILE: Final = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
+__all__ = ["Migration", "check_schema", "check_version", "migrate", "migrations"]
+
 _SCHEMA: Final = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
-class Migration(NamedTuple):
-    version: int
-    name: str
-    sql: str
-
-
 def migrations() -> list[Migration]:
-    """The migrations shipped with eskit, in version order."""
-    folder = importlib.resources.files("eskit.store").joinpath("postgres_migrations")
-    found = []
-    for entry in folder.iterdir():
-        match = _FILE.match(entry.name)
-        if match:
-            found.append(Migration(int(match[1]), match[2], entry.read_text()))
-    return sorted(found)
+    """The PostgreSQL migrations shipped with eskit, in version order."""
+    return load("postgres_migrations")
 
 
 def check_schema(schema: object) -> str:
@@ -55,6 +44,8 @@ def _lock_key(schema: str) -> int:
 async def migrate(conn: psycopg.AsyncConnection[object], schema: str) -> list[Migration]:
     """Apply the pending migrations to ``schema``; the ones applied (none if up to date)."""
     check_schema(schema)
+    if await _version(conn, schema) == newest(migrations()):
+        return []  # up to date: no lock, no DDL, so a role without CREATE rights can open
     applied: list[Migration] = []
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(schema),))
@@ -66,11 +57,11 @@ async def migrate(conn: psycopg.AsyncConnection[object], schema: str) -> list[Mi
         )
         cursor = await conn.execute("SELECT version FROM eskit_migrations")
         done = {row[0] for row in await cursor.fetchall()}  # type: ignore[index]
-        newest = max((m.version for m in migrations()), default=0)
-        if done and max(done) > newest:
+        known = newest(migrations())
+        if done and max(done) > known:
             raise StoreError(
                 f"schema {schema} is at version {max(done)}, newer than this eskit knows"
-                f" ({newest}): upgrade eskit"
+                f" ({known}): upgrade eskit"
             )
         for migration in migrations():
             if migration.version in done:
@@ -87,16 +78,23 @@ async def migrate(conn: psycopg.AsyncConnection[object], schema: str) -> list[Mi
 async def check_version(conn: psycopg.AsyncConnection[object], schema: str) -> None:
     """Raise a clear ``StoreError`` unless ``schema`` holds exactly this eskit's version."""
     check_schema(schema)
-    newest = max((m.version for m in migrations()), default=0)
-    try:
-        cursor = await conn.execute(f'SELECT max(version) FROM "{schema}".eskit_migrations')
-        row = await cursor.fetchone()
-        version = row[0] if row is not None else None  # type: ignore[index]
-    except psycopg.errors.UndefinedTable:
-        version = None
-    if version != newest:
+    known = newest(migrations())
+    version = await _version(conn, schema)
+    if version != known:
         found = "has no eskit tables" if version is None else f"is at version {version}"
         raise StoreError(
-            f"schema {schema} {found}; this eskit needs version {newest}: run"
+            f"schema {schema} {found}; this eskit needs version {known}: run"
             " `eskit migrate URL` (or open the store with migrate_on_open=True)"
         )
+
+
+async def _version(conn: psycopg.AsyncConnection[object], schema: str) -> int | None:
+    """The newest migration recorded in ``schema``; None if it has no eskit tables. Reads
+    only (no error inside the caller's transaction when the table is missing)."""
+    cursor = await conn.execute("SELECT to_regclass(%s)", (f'"{schema}".eskit_migrations',))
+    row = await cursor.fetchone()
+    if row is None or row[0] is None:  # type: ignore[index]
+        return None
+    cursor = await conn.execute(f'SELECT max(version) FROM "{schema}".eskit_migrations')
+    row = await cursor.fetchone()
+    return None if row is None else row[0]  # type: ignore[index]
