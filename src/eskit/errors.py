@@ -54,6 +54,17 @@ class StoreClosed(StoreError):
     """The store is not open: use it inside ``async with eskit.open_store(url)``."""
 
 
+class StoreNotFound(StoreError, LookupError):
+    """An existing store was asked for (``open_store(url, readonly=True)``) and there is
+    none: no file at the path, a file without eskit's tables, or a PostgreSQL schema
+    without them. Nothing was created."""
+
+    def __init__(self, location: str, reason: str | None = None) -> None:
+        self.location, self.reason = location, reason
+        why = "" if reason is None else f" ({reason})"
+        super().__init__(f"no such store: {location}{why}")
+
+
 class Unavailable(EskitError):
     """A service (database, broker) could not be reached or dropped the connection.
     Transient: the same call may succeed a moment later. Runners never blame an event for

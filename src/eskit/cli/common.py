@@ -65,9 +65,10 @@ def fail(message: str) -> NoReturn:
 
 
 @contextlib.asynccontextmanager
-async def opened(url: str) -> AsyncIterator[eskit.EventStore]:
-    """The store at ``url``, open for the block."""
-    async with eskit.open_store(url) as store:
+async def opened(url: str, *, readonly: bool = False) -> AsyncIterator[eskit.EventStore]:
+    """The store at ``url``, open for the block. Commands that only look (``readonly``)
+    never create a store: a mistyped path is ``no such store: PATH``, not an empty store."""
+    async with eskit.open_store(url, readonly=readonly) as store:
         yield store
 
 

@@ -113,11 +113,13 @@ class _Row(msgspec.Struct, frozen=True):
 
 
 @contextlib.asynccontextmanager
-async def _database(url: str, path: str | None) -> AsyncIterator[tuple[eskit.EventStore, Database]]:
+async def _database(
+    url: str, path: str | None, *, readonly: bool = False
+) -> AsyncIterator[tuple[eskit.EventStore, Database]]:
     """The store and the database its projections keep their state in."""
     if path is not None and not await asyncio.to_thread(Path(path).exists):
         raise ValueError(f"no projection database at {path}")
-    async with opened(url) as store:
+    async with opened(url, readonly=readonly) as store:
         database = database_for(store, path)
         try:
             yield store, database
@@ -174,7 +176,7 @@ async def _status(url: str, path: str | None) -> tuple[int, list[_Row]]:
             for s, r in st.load_all(conn)
         ]
 
-    async with _database(url, path) as (store, database):
+    async with _database(url, path, readonly=True) as (store, database):
         head = await store.last_position()
         return head, await database.read(read)
 

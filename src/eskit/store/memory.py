@@ -14,7 +14,7 @@ import uuid
 
 import msgspec
 
-from eskit.errors import StreamDeleted
+from eskit.errors import StoreNotFound, StreamDeleted
 from eskit.store import rules
 from eskit.store.base import EventStore
 from eskit.store.chain import ChainRow, audit_key
@@ -64,7 +64,8 @@ class MemoryStore(EventStore):
         self._audit_key = audit_key()
 
     async def _open_backend(self) -> None:
-        pass
+        if self.readonly and not (self._log or self._streams):  # it lives in this object
+            raise StoreNotFound("memory://", "nothing was ever written to this memory store")
 
     async def _close_backend(self) -> None:
         pass

@@ -438,7 +438,7 @@ class PostgresStore(EventStore):
             async with await psycopg.AsyncConnection.connect(
                 self.conninfo, autocommit=True
             ) as conn:
-                if self.migrate_on_open:
+                if self.migrate_on_open and not self.readonly:
                     await migrate(conn, self.schema)
                 else:
                     await check_version(conn, self.schema)
@@ -459,7 +459,8 @@ class PostgresStore(EventStore):
             raise StoreError(f"cannot connect to PostgreSQL: {error}") from error
         self._pool = pool
         self._queue = asyncio.Queue()
-        self._writer = asyncio.create_task(self._write_loop(), name="eskit-postgres-writer")
+        if not self.readonly:
+            self._writer = asyncio.create_task(self._write_loop(), name="eskit-postgres-writer")
 
     async def _close_backend(self) -> None:
         if self._writer is not None:
@@ -525,6 +526,7 @@ class PostgresStore(EventStore):
     async def _submit(self, request: _Request) -> Any:
         if self._writer is None or self._writer.done():
             self._check_open()
+            self._check_writable()
             raise StoreError("the store is closing")
         await self._queue.put(request)
         return await request.future

@@ -15,7 +15,7 @@ from typing import Final, NamedTuple
 
 import psycopg
 
-from eskit.errors import StoreError
+from eskit.errors import StoreError, StoreNotFound
 
 _FILE: Final = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 _SCHEMA: Final = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -85,7 +85,8 @@ async def migrate(conn: psycopg.AsyncConnection[object], schema: str) -> list[Mi
 
 
 async def check_version(conn: psycopg.AsyncConnection[object], schema: str) -> None:
-    """Raise a clear ``StoreError`` unless ``schema`` holds exactly this eskit's version."""
+    """Raise a clear ``StoreError`` unless ``schema`` holds exactly this eskit's version:
+    ``StoreNotFound`` if it has no eskit tables (or does not exist); nothing is created."""
     check_schema(schema)
     newest = max((m.version for m in migrations()), default=0)
     try:
@@ -94,9 +95,13 @@ async def check_version(conn: psycopg.AsyncConnection[object], schema: str) -> N
         version = row[0] if row is not None else None  # type: ignore[index]
     except psycopg.errors.UndefinedTable:
         version = None
+    if version is None:
+        raise StoreNotFound(
+            f"PostgreSQL schema {schema}",
+            "it has no eskit tables: `eskit migrate URL` creates them",
+        )
     if version != newest:
-        found = "has no eskit tables" if version is None else f"is at version {version}"
         raise StoreError(
-            f"schema {schema} {found}; this eskit needs version {newest}: run"
+            f"schema {schema} is at version {version}; this eskit needs version {newest}: run"
             " `eskit migrate URL` (or open the store with migrate_on_open=True)"
         )

@@ -41,7 +41,7 @@ from typing import Any, Final, TypeVar
 
 import msgspec
 
-from eskit.errors import StoreError, StreamDeleted
+from eskit.errors import StoreError, StoreNotFound, StreamDeleted
 from eskit.store import rules
 from eskit.store.base import EventStore, versions_up_to
 from eskit.store.chain import ChainRow, audit_key
@@ -176,15 +176,12 @@ class SQLiteStore(EventStore):
     # -- lifecycle ------------------------------------------------------------------------
 
     async def _open_backend(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._loop = asyncio.get_running_loop()
-        writer = Writer(str(self.path), self.synchronous, self._max_batch, self._idle_checkpoint)
-        writer.after_commit = (self._loop, self._notify_waiters)
-        writer.clock = lambda: micros(self.clock())
-        writer.audit_key = audit_key()
-        writer.start()
-        await asyncio.wrap_future(writer.ready)
-        self._writer = writer
+        if self.readonly:  # only readers, on a file that must already be a store
+            if not await asyncio.to_thread(self.path.is_file):
+                raise StoreNotFound(str(self.path.absolute()))
+        else:
+            await self._start_writer()
         readers = [
             Reader(str(self.path), self._read_queue, self._start_reader)
             for _ in range(self._readers)
@@ -195,9 +192,22 @@ class SQLiteStore(EventStore):
         try:
             for reader in readers:
                 await asyncio.wrap_future(reader.ready)
+            if self.readonly:
+                await self._read(functools.partial(_check_store, path=str(self.path.absolute())))
         except BaseException:  # a reader could not connect: stop every thread started
             await self._close_backend()
             raise
+
+    async def _start_writer(self) -> None:
+        """Create the file (and its folder) if needed, apply the schema, start the writer."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        writer = Writer(str(self.path), self.synchronous, self._max_batch, self._idle_checkpoint)
+        writer.after_commit = (self._loop, self._notify_waiters)
+        writer.clock = lambda: micros(self.clock())
+        writer.audit_key = audit_key()
+        writer.start()
+        await asyncio.wrap_future(writer.ready)
+        self._writer = writer
 
     def _start_reader(self) -> None:
         """In each reader thread: its own row decoder (it caches the last timestamp)."""
@@ -219,6 +229,7 @@ class SQLiteStore(EventStore):
         """Queue a request for the writer thread; return once its group has committed."""
         if self._writer is None:
             self._check_open()
+            self._check_writable()
             raise StoreError("the store is closing")
         loop = asyncio.get_running_loop()
         future: Future = loop.create_future()
@@ -564,6 +575,25 @@ def _read_rules(conn: sqlite3.Connection, stream: str) -> StreamMetadata | None:
     if row[0] == TOMBSTONED:
         raise StreamDeleted(stream)
     return StreamMetadata(*row[1:])
+
+
+def _check_store(conn: sqlite3.Connection, path: str) -> None:
+    """Raise unless the file holds an eskit store that can be read as it is (a read-only
+    open cannot create or upgrade tables; the writer does that when it connects)."""
+    try:
+        tables = {
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+    except sqlite3.DatabaseError as error:
+        raise StoreNotFound(path, f"not a SQLite database: {error}") from error
+    if "events" not in tables:
+        raise StoreNotFound(path, "the file has no eskit tables")
+    if not {"streams", "snapshots"} <= tables or "hash" not in columns:
+        raise StoreError(
+            f"{path}: its schema is older than this eskit's; open it once for writing"
+            " (e.g. with your application) to upgrade it, then read it again"
+        )
 
 
 def _head(conn: sqlite3.Connection) -> int:

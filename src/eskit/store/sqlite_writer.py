@@ -25,6 +25,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Final, Literal
 
 import msgspec
@@ -66,8 +67,19 @@ def moment(micros: int) -> dt.datetime:
 
 
 def connect(path: str, readonly: bool = False) -> sqlite3.Connection:
-    """A connection in autocommit mode (eskit issues BEGIN itself), in WAL mode."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    """A connection in autocommit mode (eskit issues BEGIN itself), in WAL mode.
+
+    A ``readonly`` one (a reader) never creates the file (SQLite's ``mode=rw``) and refuses
+    writes (``query_only``). It is not ``mode=ro``: a read-write connection reads a WAL
+    file whatever state its ``-shm`` is in, and the last one to close checkpoints and
+    removes the WAL, so reading a store leaves no ``-wal``/``-shm`` files behind. (On a
+    write-protected file SQLite opens it read-only.)
+    """
+    if readonly:
+        uri = f"{Path(path).absolute().as_uri()}?mode=rw"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    else:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout=10000")
     if readonly:
         conn.execute("PRAGMA query_only=1")
