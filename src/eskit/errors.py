@@ -16,14 +16,37 @@ class StoreError(EskitError):
 
 
 class WrongExpectedVersion(StoreError):
-    """The stream is not at the version the caller expected; nothing was written."""
+    """The stream is not at the version the caller expected; nothing was written.
 
-    def __init__(self, stream: str, expected: object, actual: int | None) -> None:
+    ``actual`` is the version of the stream's last event, None when it has none or was
+    deleted (``deleted``: a soft-deleted stream counts as absent).
+    """
+
+    def __init__(
+        self, stream: str, expected: object, actual: int | None, deleted: bool = False
+    ) -> None:
         self.stream = stream
         self.expected = expected
         self.actual = actual
-        shown = "no stream" if actual is None else f"version {actual}"
-        super().__init__(f"stream {stream!r}: expected {expected!r}, but the stream is at {shown}")
+        self.deleted = deleted
+        super().__init__(
+            f"stream {stream!r}: expected {_expected(expected)}, but {_actual(actual, deleted)}"
+        )
+
+
+def _expected(expected: object) -> str:
+    """``ANY``, ``NO_STREAM`` and ``STREAM_EXISTS`` (``StreamState``) in words, or the int."""
+    words = {"any": "any version", "no_stream": "no stream", "stream_exists": "the stream to exist"}
+    value = getattr(expected, "value", expected)
+    if isinstance(value, str) and value in words:
+        return words[value]
+    return f"version {expected!r}"
+
+
+def _actual(actual: int | None, deleted: bool) -> str:
+    if deleted:
+        return "the stream was deleted"
+    return "the stream does not exist" if actual is None else f"the stream is at version {actual}"
 
 
 class StreamDeleted(StoreError):

@@ -93,7 +93,9 @@ class MemoryStore(EventStore):
         existing = [self._existing(e.id) for e in append.events]
         replayed = rules.replayed_append(append.stream, append.expected, existing)
         if replayed is None:
-            rules.check_version_matches(append.stream, append.expected, state.version)
+            rules.check_version_matches(
+                append.stream, append.expected, state.version, state.deleted
+            )
         return replayed
 
     def _write(self, append: PreparedAppend, now: dt.datetime) -> AppendResult:
@@ -142,7 +144,7 @@ class MemoryStore(EventStore):
 
     async def _delete(self, stream: str, expected: ExpectedVersion, hard: bool) -> None:
         state = self._live(stream)
-        rules.check_version_matches(stream, expected, state.version)
+        rules.check_version_matches(stream, expected, state.version, state.deleted)
         self._streams[stream] = state
         if hard:
             state.tombstoned = True

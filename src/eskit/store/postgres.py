@@ -226,7 +226,7 @@ class _Group:
             replayed = rules.replayed_append(stream, expected, existing)
             if replayed is not None:
                 return replayed
-        rules.check_version_matches(stream, expected, None if state == SOFT_DELETED else last)
+        rules.check_version_matches(stream, expected, last, state == SOFT_DELETED)
         return (0 if last is None else last + 1, state == SOFT_DELETED)
 
     def _queue(self, append: PreparedAppend, first: int, revives: bool) -> AppendResult:
@@ -800,7 +800,7 @@ class PostgresStore(EventStore):
     async def _delete(self, stream: str, expected: ExpectedVersion, hard: bool) -> None:
         async def run(conn: Connection) -> None:
             last, state = await _stream_state(conn, stream)
-            rules.check_version_matches(stream, expected, None if state == SOFT_DELETED else last)
+            rules.check_version_matches(stream, expected, last, state == SOFT_DELETED)
             if hard:
                 await conn.execute(
                     "INSERT INTO eskit_streams (stream, state) VALUES (%s, %s)"

@@ -312,7 +312,7 @@ class SQLiteStore(EventStore):
     async def _delete(self, stream: str, expected: ExpectedVersion, hard: bool) -> None:
         def run(conn: sqlite3.Connection) -> None:
             last, state = stream_state(conn, stream)
-            rules.check_version_matches(stream, expected, None if state == SOFT_DELETED else last)
+            rules.check_version_matches(stream, expected, last, state == SOFT_DELETED)
             if hard:
                 conn.execute(
                     "INSERT INTO streams (stream, state) VALUES (?1, ?2)"

@@ -285,7 +285,7 @@ class _AppendGroup:
             replayed = rules.replayed_append(stream, expected, _existing(self.conn, ids))
             if replayed is not None:
                 return replayed
-        rules.check_version_matches(stream, expected, None if state == SOFT_DELETED else last)
+        rules.check_version_matches(stream, expected, last, state == SOFT_DELETED)
         return _Write(append, ids, 0 if last is None else last + 1, state == SOFT_DELETED)
 
     def _queue(self, write: _Write) -> None:
