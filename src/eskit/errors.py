@@ -155,9 +155,20 @@ class PrivacyError(EskitError):
 
 
 class ProjectionError(EskitError):
-    """A projection could not apply an event."""
+    """A projection could not apply an event: a runner's projection is stuck on it, or an
+    inline projection refused the append that wrote it (``refused``: the append's stream;
+    nothing of that append was written, and the projection goes on with the next one)."""
 
-    def __init__(self, name: str, position: int, event_type: str, event_id: str, error: str):
+    def __init__(
+        self,
+        name: str,
+        position: int,
+        event_type: str,
+        event_id: str,
+        error: str,
+        *,
+        refused: str | None = None,
+    ):
         self.name, self.position, self.event_type, self.event_id = (
             name,
             position,
@@ -165,7 +176,15 @@ class ProjectionError(EskitError):
             event_id,
         )
         self.error = error
-        super().__init__(
-            f"projection {name} stuck at position {position} on event {event_type}"
-            f" ({event_id}): {error}"
-        )
+        self.refused = refused
+        if refused is None:
+            message = (
+                f"projection {name} stuck at position {position} on event {event_type}"
+                f" ({event_id}): {error}"
+            )
+        else:
+            message = (
+                f"the append to {refused} was refused by projection {name}: {error}"
+                f" (on its event {event_type}, {event_id}); nothing of it was written"
+            )
+        super().__init__(message)

@@ -19,6 +19,7 @@ import concurrent.futures
 import contextlib
 import datetime as dt
 import importlib.resources
+import logging
 import queue
 import sqlite3
 import threading
@@ -41,6 +42,7 @@ Synchronous = Literal["FULL", "NORMAL"]
 InlineHook = Callable[[sqlite3.Connection, list[RecordedEvent]], None]
 """Called inside the append's transaction with the events just written (inline projections)."""
 
+log = logging.getLogger("eskit.store.sqlite")
 LIVE, SOFT_DELETED, TOMBSTONED = 0, 1, 2
 STOP: Final = object()
 CHECKPOINT_EVERY: Final = 100
@@ -270,6 +272,7 @@ class _AppendGroup:
             self.heads.update(heads)
             self.links.update(links)
             self.outcomes[-1] = (request, None, error)
+            log.warning("%s", error)  # "the append to ... was refused by projection ...: ..."
             return
         self.conn.execute("RELEASE inline")
 
