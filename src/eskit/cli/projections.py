@@ -91,7 +91,7 @@ class _Row(msgspec.Struct, frozen=True):
     @property
     def status(self) -> str:
         """``stuck`` when a partition is, whatever the projection's own row says."""
-        return st.STUCK if self.stuck else self.state.status
+        return st.STUCK if self.stuck else st.shown_status(self.state)
 
     @property
     def error(self) -> str:
@@ -182,12 +182,15 @@ async def _status(url: str, path: str | None) -> tuple[int, list[_Row]]:
 
 
 def _styled(status: str) -> Text:
-    colour = {"running": "green", "stuck": "bold red", "rebuilding": "yellow"}.get(status, "")
-    return Text(status, style=colour)
+    colour = {"running": "green", "stuck": "bold red", "failing": "red", "rebuilding": "yellow"}
+    return Text(status, style=colour.get(status, ""))
 
 
 def _error(error: str | None, position: int | None, event_type: str | None) -> str:
-    return "" if error is None else f"at {position} ({event_type}): {error}"
+    """The error and the event it is about (a failed tick is about none)."""
+    if error is None or position is None:
+        return error or ""
+    return f"at {position} ({event_type}): {error}"
 
 
 @app.command()
