@@ -14,6 +14,7 @@ from tests import postgres
 from tests.cli.conftest import append, invoke
 from tests.processes import eskit_process
 
+APP = "tests.cli.apps:projections"
 INSPECTING = {
     "info": ["info", "{url}"],
     "streams list": ["streams", "list", "{url}"],
@@ -25,9 +26,17 @@ INSPECTING = {
     "copy (source)": ["copy", "{url}", "sqlite:///{out}.db"],
 }
 
+WORKING = {  # commands that change a store but are not meant to create one
+    "projections run": ["projections", "run", "{url}", "--app", APP, "--until-caught-up"],
+    "projections rebuild": ["projections", "rebuild", "{url}", "invoice_totals", "--app", APP],
+    "projections reset": ["projections", "reset", "{url}", "invoice_totals", "--yes"],
+    "projections skip": ["projections", "skip", "{url}", "invoice_totals", "--reason", "typo"],
+    "forget": ["forget", "{url}", "c-7", "--keys", "sqlite:///{out}/keys.db", "--yes"],
+}
+
 
 def command(name: str, url: str, out: Path) -> list[str]:
-    return [part.format(url=url, out=out) for part in INSPECTING[name]]
+    return [part.format(url=url, out=out) for part in {**INSPECTING, **WORKING}[name]]
 
 
 def error_line(stderr: str) -> str:
@@ -45,6 +54,17 @@ def test_a_missing_file_is_no_such_store_and_nothing_is_created(name: str, tmp_p
     assert error_line(result.stderr) == f"error: no such store: {path}"
     assert list(work.iterdir()) == []
     assert not out.exists()
+
+
+@pytest.mark.parametrize("name", WORKING)
+def test_commands_that_change_a_store_do_not_create_one(name: str, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    for path in (work / "typo.db", work / "nodir" / "x.db"):
+        result = invoke(command(name, f"sqlite:///{path}", tmp_path / "out"))
+        assert result.exit_code == 1, result.output
+        assert error_line(result.stderr) == f"error: no such store: {path}"
+        assert list(work.iterdir()) == []
 
 
 @pytest.mark.parametrize("name", INSPECTING)

@@ -119,7 +119,7 @@ async def _database(
     """The store and the database its projections keep their state in."""
     if path is not None and not await asyncio.to_thread(Path(path).exists):
         raise ValueError(f"no projection database at {path}")
-    async with opened(url, readonly=readonly) as store:
+    async with opened(url, readonly=readonly, create=False) as store:
         database = database_for(store, path)
         try:
             yield store, database
@@ -280,7 +280,7 @@ def run_projections(
 
 
 async def _run(url: str, spec: str, until_caught_up: bool) -> list[ProjectionStatus]:
-    async with opened(url) as store:
+    async with opened(url, create=False) as store:
         runner = ProjectionRunner(store, await load_projections(spec, store))
         try:
             if until_caught_up:
@@ -355,7 +355,7 @@ def work(
 async def _work(
     url: str, name: str, spec: str, partitions: int, lease: float
 ) -> list[leases.PartitionRow]:
-    async with opened(url) as store:
+    async with opened(url, create=False) as store:
         found = [p for p in await load_projections(spec, store) if p.name == name]
         if not found:
             raise ValueError(f"--app {spec} has no projection named {name!r}")
@@ -398,7 +398,7 @@ def rebuild(url: Url, name: Name, spec: AppSpec) -> None:
 async def _rebuild(
     url: str, name: str, spec: str, progress: Callable[[int, int], None]
 ) -> tuple[int, str | None]:
-    async with opened(url) as store:
+    async with opened(url, create=False) as store:
         runner = ProjectionRunner(store, await load_projections(spec, store))
         try:
             worker = runner.worker(name)
