@@ -90,11 +90,9 @@ class EventStore(abc.ABC):
     ):
         self.max_event_size = max_event_size
         self.clock = clock
-        if not isinstance(readonly, bool):
-            raise TypeError(f"readonly must be a bool, got {readonly!r}")
-        self.readonly = readonly
-        """Opened for inspection: the store must exist (``StoreNotFound``), nothing is
-        created, and every write raises ``StoreError``."""
+        self.readonly = bool(readonly)
+        """To inspect: the store must exist (else ``StoreNotFound``), nothing is created,
+        every write raises ``StoreError`` (``open_store``)."""
         self._open = False
         self._waiters: set[asyncio.Future[None]] = set()
 

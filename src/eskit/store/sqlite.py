@@ -56,7 +56,7 @@ from eskit.store.model import (
     StreamStatus,
 )
 from eskit.store.rules import PreparedAppend, PreparedSnapshot, clamp
-from eskit.store.sqlite_reader import Reader
+from eskit.store.sqlite_reader import Reader, check_store
 from eskit.store.sqlite_reader import stop as stop_readers
 from eskit.store.sqlite_writer import (
     SOFT_DELETED,
@@ -193,7 +193,7 @@ class SQLiteStore(EventStore):
             for reader in readers:
                 await asyncio.wrap_future(reader.ready)
             if self.readonly:
-                await self._read(functools.partial(_check_store, path=str(self.path.absolute())))
+                await self._read(functools.partial(check_store, path=str(self.path.absolute())))
         except BaseException:  # a reader could not connect: stop every thread started
             await self._close_backend()
             raise
@@ -575,25 +575,6 @@ def _read_rules(conn: sqlite3.Connection, stream: str) -> StreamMetadata | None:
     if row[0] == TOMBSTONED:
         raise StreamDeleted(stream)
     return StreamMetadata(*row[1:])
-
-
-def _check_store(conn: sqlite3.Connection, path: str) -> None:
-    """Raise unless the file holds an eskit store that can be read as it is (a read-only
-    open cannot create or upgrade tables; the writer does that when it connects)."""
-    try:
-        tables = {
-            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-        }
-        columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
-    except sqlite3.DatabaseError as error:
-        raise StoreNotFound(path, f"not a SQLite database: {error}") from error
-    if "events" not in tables:
-        raise StoreNotFound(path, "the file has no eskit tables")
-    if not {"streams", "snapshots"} <= tables or "hash" not in columns:
-        raise StoreError(
-            f"{path}: its schema is older than this eskit's; open it once for writing"
-            " (e.g. with your application) to upgrade it, then read it again"
-        )
 
 
 def _head(conn: sqlite3.Connection) -> int:
