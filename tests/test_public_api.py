@@ -33,6 +33,7 @@ PUBLIC = {
     "Repository",
     "Snapshot",
     "StoreClosed",
+    "StoreNotFound",
     "StoreError",
     "StoreUnavailable",
     "Unavailable",

@@ -308,3 +308,16 @@ def test_an_iterator_runs_at_most_a_chunk_ahead_and_is_released_on_break(
     reading.close()
     assert released.is_set()
     assert tasks_on_loop(store) == set()
+
+
+def test_a_readonly_store_is_found_or_not_as_on_the_async_face(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/events.db"
+    with pytest.raises(eskit.StoreNotFound, match="no such store"):
+        eskit.sync.open_store(url, readonly=True).open()
+    assert list(tmp_path.iterdir()) == []
+    with eskit.sync.open_store(url) as store:
+        store.append("order-1", [NewEvent("Placed", {})])
+    with eskit.sync.open_store(url, readonly=True) as store:
+        assert store.last_position() == 1
+        with pytest.raises(eskit.StoreError, match="read-only"):
+            store.append("order-1", [NewEvent("Placed", {})])

@@ -16,14 +16,37 @@ class StoreError(EskitError):
 
 
 class WrongExpectedVersion(StoreError):
-    """The stream is not at the version the caller expected; nothing was written."""
+    """The stream is not at the version the caller expected; nothing was written.
 
-    def __init__(self, stream: str, expected: object, actual: int | None) -> None:
+    ``actual`` is the version of the stream's last event, None when it has none or was
+    deleted (``deleted``: a soft-deleted stream counts as absent).
+    """
+
+    def __init__(
+        self, stream: str, expected: object, actual: int | None, deleted: bool = False
+    ) -> None:
         self.stream = stream
         self.expected = expected
         self.actual = actual
-        shown = "no stream" if actual is None else f"version {actual}"
-        super().__init__(f"stream {stream!r}: expected {expected!r}, but the stream is at {shown}")
+        self.deleted = deleted
+        super().__init__(
+            f"stream {stream!r}: expected {_expected(expected)}, but {_actual(actual, deleted)}"
+        )
+
+
+def _expected(expected: object) -> str:
+    """``ANY``, ``NO_STREAM`` and ``STREAM_EXISTS`` (``StreamState``) in words, or the int."""
+    words = {"any": "any version", "no_stream": "no stream", "stream_exists": "the stream to exist"}
+    value = getattr(expected, "value", expected)
+    if isinstance(value, str) and value in words:
+        return words[value]
+    return f"version {expected!r}"
+
+
+def _actual(actual: int | None, deleted: bool) -> str:
+    if deleted:
+        return "the stream was deleted"
+    return "the stream does not exist" if actual is None else f"the stream is at version {actual}"
 
 
 class StreamDeleted(StoreError):
@@ -53,6 +76,17 @@ class IdempotencyConflict(StoreError, ValueError):
 
 class StoreClosed(StoreError):
     """The store is not open: use it inside ``async with eskit.open_store(url)``."""
+
+
+class StoreNotFound(StoreError, LookupError):
+    """An existing store was asked for (``open_store(url, readonly=True)``) and there is
+    none: no file at the path, a file without eskit's tables, or a PostgreSQL schema
+    without them. Nothing was created."""
+
+    def __init__(self, location: str, reason: str | None = None) -> None:
+        self.location, self.reason = location, reason
+        why = "" if reason is None else f" ({reason})"
+        super().__init__(f"no such store: {location}{why}")
 
 
 class Unavailable(EskitError):
@@ -149,9 +183,20 @@ class ForgetIncomplete(PrivacyError):
 
 
 class ProjectionError(EskitError):
-    """A projection could not apply an event."""
+    """A projection could not apply an event: a runner's projection is stuck on it, or an
+    inline projection refused the append that wrote it (``refused``: the append's stream;
+    nothing of that append was written, and the projection goes on with the next one)."""
 
-    def __init__(self, name: str, position: int, event_type: str, event_id: str, error: str):
+    def __init__(
+        self,
+        name: str,
+        position: int,
+        event_type: str,
+        event_id: str,
+        error: str,
+        *,
+        refused: str | None = None,
+    ):
         self.name, self.position, self.event_type, self.event_id = (
             name,
             position,
@@ -159,7 +204,15 @@ class ProjectionError(EskitError):
             event_id,
         )
         self.error = error
-        super().__init__(
-            f"projection {name} stuck at position {position} on event {event_type}"
-            f" ({event_id}): {error}"
-        )
+        self.refused = refused
+        if refused is None:
+            message = (
+                f"projection {name} stuck at position {position} on event {event_type}"
+                f" ({event_id}): {error}"
+            )
+        else:
+            message = (
+                f"the append to {refused} was refused by projection {name}: {error}"
+                f" (on its event {event_type}, {event_id}); nothing of it was written"
+            )
+        super().__init__(message)

@@ -1,9 +1,11 @@
 """``eskit migrate``: applies a PostgreSQL store's pending migrations once, safely from two
-processes at once; SQLite has nothing to migrate; bad URLs are one error line."""
+processes at once; SQLite files are brought to the newest version; bad URLs are one error line."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import subprocess
 import sys
 import urllib.parse
@@ -11,11 +13,12 @@ from pathlib import Path
 
 import anyio
 import psycopg
-import pytest
 
+from eskit.store import sqlite_schema
 from eskit.store.postgres_schema import migrations
 from tests.cli.conftest import invoke
 from tests.postgres import database_url, store_url
+from tests.store.fixtures.pre_chain import write_pre_chain_file
 from tests.store.test_postgres_migrations import MigrationLock, every_version, recorded
 
 LATEST = migrations()[-1].version
@@ -101,13 +104,26 @@ def test_an_unreachable_server_is_one_error_line() -> None:
     assert line.startswith("error: cannot connect to PostgreSQL: ")
 
 
-@pytest.mark.parametrize("scheme", ["sqlite", "memory"])
-def test_sqlite_and_memory_have_nothing_to_migrate(scheme: str, tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/events.db" if scheme == "sqlite" else "memory://"
-    result = invoke(["migrate", url])
+def test_memory_has_nothing_to_migrate() -> None:
+    result = invoke(["migrate", "memory://"])
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith(f"nothing to migrate: {url} is not a PostgreSQL store")
-    assert not (tmp_path / "events.db").exists()  # nothing was opened
+    assert result.stdout.startswith("nothing to migrate: memory:// keeps nothing")
+
+
+def test_a_sqlite_file_from_before_the_chain_is_brought_to_the_newest_version(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "events.db"
+    write_pre_chain_file(path)
+    result = invoke(["migrate", f"sqlite:///{path}"])
+    assert result.exit_code == 0, result.output
+    newest = sqlite_schema.migrations()[-1].version
+    assert f"{path} is now at version {newest}" in result.stdout
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert sqlite_schema.version(conn) == newest
+    again = invoke(["migrate", f"sqlite:///{path}"])
+    assert again.exit_code == 0, again.output
+    assert f"{path} is up to date (version {newest})" in again.stdout
 
 
 def test_an_unknown_url_is_one_error_line() -> None:

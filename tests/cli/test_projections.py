@@ -281,3 +281,29 @@ async def test_status_and_skip_of_a_stuck_partition(backend: str, tmp_path: Path
             assert (record.position, record.reason) == (poison, "poison, ticket 12")
         finally:
             await db.close()
+
+
+def test_status_shows_a_failed_tick_as_failing_with_its_error(url: str) -> None:
+    """As a process manager's runner stores it when its tick raises; cleared by the next
+    tick that succeeds."""
+    catch_up(url)
+    error = "tick failed at 2030-01-01 12:00:00 UTC: ConnectionError: the mail relay is down"
+
+    async def store_tick(failed: bool) -> None:
+        async with eskit.open_store(url) as store:
+            database = database_for(store)
+            state = await database.read(lambda c: st.load(c, "invoice_totals"))
+            assert state is not None
+            if failed:
+                await database.write(
+                    lambda c: st.tick_failed(c, state.name, state.generation, error, 0)
+                )
+            else:
+                await database.write(lambda c: st.tick_succeeded(c, state.name))
+
+    asyncio.run(store_tick(failed=True))
+    row = status_rows(url)["invoice_totals"]
+    assert (row[4], row[-1]) == ("failing", error)
+    asyncio.run(store_tick(failed=False))
+    row = status_rows(url)["invoice_totals"]
+    assert (row[4], row[-1]) == ("running", "")

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
+import re
 import sqlite3
 import threading
 from collections.abc import AsyncIterator
@@ -264,6 +266,32 @@ async def test_many_concurrent_appends_leave_the_read_models_equal_to_the_log(
         assert await checkpoint(readmodels, name) == head
 
 
+async def test_a_refused_append_is_logged_as_refused_and_the_projection_goes_on(
+    store: eskit.EventStore, readmodels: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The projection is not stuck: the log says which append it refused and why, once."""
+    await add_inline(store, Emails())
+    await store.append("user-1", registered("ada@example.com"))
+    caplog.set_level(logging.WARNING, logger="eskit")
+    with pytest.raises(eskit.ProjectionError) as raised:
+        await store.append("user-2", registered("ada@example.com"))
+    refused = raised.value
+    assert refused.refused == "user-2"
+    assert re.match(
+        r"the append to user-2 was refused by projection emails: \w*(Integrity|Unique)\w*: ",
+        str(refused),
+    ), refused
+    assert "stuck" not in str(refused)
+    logged = [r for r in caplog.records if r.name.startswith("eskit")]
+    assert [(r.levelname, r.getMessage()) for r in logged] == [("WARNING", str(refused))]
+
+    await store.append("user-3", registered("cy@example.com"))
+    state = await readmodels.read(lambda c: st.load(c, "emails"))
+    assert state is not None
+    assert (state.status, state.error) == (st.RUNNING, None)
+    assert await emails(readmodels) == {"ada@example.com": "user-1", "cy@example.com": "user-3"}
+
+
 @pytest.mark.parametrize("how", ["reset", "stuck"])
 async def test_a_reset_or_stuck_projection_refuses_appends(
     store: eskit.EventStore, readmodels: Database, how: str
@@ -277,7 +305,10 @@ async def test_a_reset_or_stuck_projection_refuses_appends(
             lambda c: c.execute(sql(c, "UPDATE eskit_projections SET status = ?"), (st.STUCK,))
         )
 
-    with pytest.raises(eskit.ProjectionError, match="was reset or is stuck; the append was"):
+    with pytest.raises(
+        eskit.ProjectionError,
+        match="append to user-2 was refused by projection emails: the inline projection was reset",
+    ):
         await store.append("user-2", registered("bob@example.com"))
     assert await store.stream_version("user-2") is None
     if how == "reset":  # removed and installed again, it is built again

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import re
 import uuid
 
 import pytest
@@ -17,10 +18,12 @@ from eskit.projections import (
     Database,
     ProcessManager,
     ProjectionRunner,
+    ProjectionStatus,
     ReadModelConnection,
     handles,
     write_live,
 )
+from eskit.projections import state as st
 from tests.application.conftest import START, ManualClock
 from tests.projections.models import sql
 
@@ -207,3 +210,56 @@ async def test_a_tick_notes_what_it_sent_in_the_live_build(
 
     [reminded] = (await sent(store))["a"]
     assert noted == [("a", reminded.position)]
+
+
+class FailingReminders(Reminders):
+    """Reminders whose tick raises while ``failing`` is set (a command bus that is down)."""
+
+    name = "failing_reminders"
+    failing = True
+
+    async def tick(self, db: Database, now: dt.datetime) -> None:
+        if self.failing:
+            raise ConnectionError("the mail relay is down")
+        await super().tick(db, now)
+
+
+async def status_of(runner: ProjectionRunner, wanted: str) -> ProjectionStatus:
+    """The manager's status once it is ``wanted`` (the runner ticks every 10 ms)."""
+    async with asyncio.timeout(10):
+        while True:
+            [status] = await runner.status()
+            if status.status == wanted:
+                return status
+            await asyncio.sleep(0.01)
+
+
+async def test_a_failing_tick_shows_as_failing_with_its_error_until_a_tick_succeeds(
+    store: eskit.EventStore, readmodels: Database, elsewhere: Database
+) -> None:
+    clock = ManualClock(START + dt.timedelta(days=1))
+    last = await place(store, "a", dt.timedelta(hours=1))
+    manager = FailingReminders(bus_of(store), clock)
+
+    async with ProjectionRunner(store, [manager], database=readmodels) as runner:
+        await runner.wait_until(last)
+        failing = await status_of(runner, st.FAILING)
+        stored = await elsewhere.read(lambda c: st.load(c, manager.name))  # what the CLI reads
+        assert stored is not None
+        assert (stored.status, st.shown_status(stored)) == (st.RUNNING, st.FAILING)
+        assert stored.error == failing.error
+        assert failing.error is not None
+        assert re.fullmatch(
+            r"tick failed at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC:"
+            r" ConnectionError: the mail relay is down",
+            failing.error,
+        ), failing.error
+        assert failing.position == last  # its events are still applied
+
+        manager.failing = False
+        running = await status_of(runner, st.RUNNING)
+        assert running.error is None
+        stored = await elsewhere.read(lambda c: st.load(c, manager.name))
+        assert stored is not None
+        assert (stored.status, stored.error) == (st.RUNNING, None)
+        assert [order for order in await sent(store)] == ["a"]

@@ -3,9 +3,10 @@
 Run by path: ``python sqlite_child.py MODE PATH ...``. It talks JSON lines on stdout (one
 object per line, flushed at once) so the parent can follow it without sleeping.
 
-- ``subscribe PATH COUNT``: print ``{"ready": last_position}``, then follow the store and
-  print ``{"i", "position", "latency"}`` for each of the next COUNT events, where latency is
-  the wall-clock time since the ``t`` the writer put in the event's data.
+- ``subscribe PATH COUNT [readonly]``: print ``{"ready": last_position}``, then follow the
+  store and print ``{"i", "position", "latency"}`` for each of the next COUNT events, where
+  latency is the wall-clock time since the ``t`` the writer put in the event's data. With
+  ``readonly``, the store is opened with ``readonly=True``.
 - ``write PATH NAME COUNT``: print ``{"ready": NAME}``, wait for a line on stdin, then append
   COUNT events to the shared stream ``shared-x`` (retrying on WrongExpectedVersion) and COUNT
   to its own stream ``own-NAME`` (exact expected versions), concurrently. Prints each
@@ -35,8 +36,8 @@ def url(path: str) -> str:
     return f"sqlite:///{path}"  # an absolute path gives sqlite:////abs/path
 
 
-async def subscribe(path: str, count: int) -> None:
-    async with eskit.open_store(url(path)) as store:
+async def subscribe(path: str, count: int, readonly: bool = False) -> None:
+    async with eskit.open_store(url(path), readonly=readonly) as store:
         after = await store.last_position()
         say({"ready": after})
         seen = 0
@@ -101,7 +102,7 @@ def ack(stream: str, result: eskit.AppendResult) -> dict[str, Any]:
 def main(argv: list[str]) -> None:
     mode, path, *rest = argv
     if mode == "subscribe":
-        asyncio.run(subscribe(path, int(rest[0])))
+        asyncio.run(subscribe(path, int(rest[0]), rest[1:] == ["readonly"]))
     elif mode == "write":
         asyncio.run(write(path, rest[0], int(rest[1])))
     else:

@@ -219,3 +219,54 @@ async def test_a_schema_newer_than_the_code_is_refused(conn: Connection) -> None
     )
     with pytest.raises(eskit.StoreError, match="newer than this eskit knows"):
         await migrate(conn, schema)
+
+
+# -- readonly=True: inspect an existing schema, never create or migrate one ------------------
+
+
+async def test_a_readonly_open_of_a_missing_schema_is_not_found_and_creates_nothing(
+    conn: Connection,
+) -> None:
+    schema = new_schema()
+    store = eskit.open_store(f"{database_url()}?schema={schema}", readonly=True)
+    with pytest.raises(eskit.StoreNotFound, match=rf"no such store: PostgreSQL schema {schema}"):
+        await store.open()
+    assert not store.is_open
+    assert not await schema_exists(conn, schema)
+
+
+async def test_a_readonly_open_of_a_schema_without_eskit_tables_creates_none(
+    conn: Connection,
+) -> None:
+    schema = new_schema()
+    await conn.execute(f'CREATE SCHEMA "{schema}"')
+    with pytest.raises(eskit.StoreNotFound, match=r"has no eskit tables.*eskit migrate"):
+        await eskit.open_store(f"{database_url()}?schema={schema}", readonly=True).open()
+    assert not await table_exists(conn, schema, "eskit_migrations")
+    assert not await table_exists(conn, schema, "events")
+
+
+async def test_a_readonly_open_does_not_migrate_an_older_schema(
+    conn: Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    schema = new_schema()
+    await migrate(conn, schema)
+    shipped = migrations()
+    later = Migration(len(shipped) + 1, "later", "CREATE TABLE later (a INTEGER);")
+    monkeypatch.setattr(postgres_schema, "migrations", lambda: [*shipped, later])
+    with pytest.raises(eskit.StoreError, match=r"is at version \d+.*eskit migrate"):
+        await eskit.open_store(f"{database_url()}?schema={schema}", readonly=True).open()
+    assert not await table_exists(conn, schema, "later")
+
+
+async def test_a_readonly_store_reads_a_schema_and_runs_no_writer(conn: Connection) -> None:
+    url = f"{database_url()}?schema={new_schema()}"
+    async with eskit.open_store(url) as store:
+        await store.append("a-1", [eskit.NewEvent("E", {"n": 1})])
+    async with eskit.open_store(url, readonly=True) as store:
+        assert isinstance(store, eskit.store.PostgresStore)
+        assert store._writer is None
+        assert [e.data async for e in store.read_stream("a-1")] == [{"n": 1}]
+        with pytest.raises(eskit.StoreError, match="read-only"):
+            await store.append("a-1", [eskit.NewEvent("E", {"n": 2})])
+        assert await store.last_position() == 1

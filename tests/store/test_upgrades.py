@@ -77,6 +77,10 @@ def test_the_upgraded_sqlite_file_passes_eskit_verify_with_its_anchors(
     path = tmp_path / "events.db"
     shutil.copyfile(FIXTURES / release / "sqlite.db", path)
     anchors = FIXTURES / release / "sqlite.anchors.jsonl"
+    refused = invoke(["verify", f"sqlite:///{path}"])  # read-only: it does not upgrade
+    assert refused.exit_code == 1
+    assert "run `eskit migrate URL`" in refused.output
+    assert invoke(["migrate", f"sqlite:///{path}"]).exit_code == 0
     result = invoke(["verify", f"sqlite:///{path}", "--anchors", str(anchors)])
     assert result.exit_code == 0, result.output
     assert "problems" in result.output

@@ -79,7 +79,7 @@ async def test_a_version_conflict_answers_409_with_the_actual_version(any_api: A
     assert response.status_code == 409
     assert error(response) == {
         "type": "WrongExpectedVersion",
-        "message": "stream 'invoice-1': expected 5, but the stream is at version 0",
+        "message": "stream 'invoice-1': expected version 5, but the stream is at version 0",
         "stream": "invoice-1",
         "expected": 5,
         "actual": 0,

@@ -38,7 +38,7 @@ def info(url: Url) -> None:
 
 
 async def _last_position(url: str) -> int:
-    async with opened(url) as store:
+    async with opened(url, readonly=True) as store:
         return await store.last_position()
 
 

@@ -65,10 +65,28 @@ def fail(message: str) -> NoReturn:
 
 
 @contextlib.asynccontextmanager
-async def opened(url: str) -> AsyncIterator[eskit.EventStore]:
-    """The store at ``url``, open for the block."""
-    async with eskit.open_store(url) as store:
+async def opened(
+    url: str, *, readonly: bool = False, create: bool = True
+) -> AsyncIterator[eskit.EventStore]:
+    """The store at ``url``, open for the block. Only the commands meant to fill a store
+    create one: those that look (``readonly``) or work on what is there (``create=False``)
+    say ``no such store: PATH`` for a mistyped path and leave nothing behind."""
+    if not (create or readonly):
+        await _must_exist(url)
+    async with eskit.open_store(url, readonly=readonly) as store:
         yield store
+
+
+async def _must_exist(url: str) -> None:
+    """Raise ``StoreNotFound`` unless there is a store at ``url``; one whose schema needs an
+    upgrade is there (the writable open that follows upgrades it)."""
+    try:
+        async with eskit.open_store(url, readonly=True):
+            pass
+    except eskit.StoreNotFound:
+        raise
+    except eskit.StoreError:
+        pass
 
 
 class _Rate(ProgressColumn):

@@ -82,7 +82,7 @@ async def _copy(source: str, target: str, bar: Progress) -> tuple[Copied, bool]:
     def verifying(done: int, total: int) -> None:
         bar(head + done, head + total)
 
-    async with opened(source) as reader, opened(target) as writer:
+    async with opened(source, readonly=True) as reader, opened(target) as writer:
         copied = await copy_store(reader, writer, copying, verify_progress=verifying)
         return copied, isinstance(writer, PostgresStore)
 

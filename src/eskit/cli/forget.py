@@ -87,7 +87,7 @@ async def _forget(
 ) -> AppendResult:
     from eskit.privacy import forget
 
-    async with opened(url) as store:
+    async with opened(url, create=False) as store:
         return await forget(store, keys, subject, by=by, reason=reason)
 
 

@@ -1,8 +1,12 @@
-"""``eskit migrate``: bring a PostgreSQL store's schema to this eskit's version."""
+"""``eskit migrate``: bring a store's schema (PostgreSQL or a SQLite file) to this eskit's
+version."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import sqlite3
+from pathlib import Path
 from typing import Annotated
 
 import psycopg
@@ -13,10 +17,13 @@ from rich.text import Text
 import eskit
 from eskit.cli.common import Url, cell, fail, out, run, when
 from eskit.errors import StoreError
+from eskit.store import sqlite_schema
 from eskit.store.postgres import PostgresStore
 from eskit.store.postgres_roles import check_role, grant_app_role
 from eskit.store.postgres_schema import Migration
 from eskit.store.postgres_schema import migrate as apply_migrations
+from eskit.store.sqlite import SQLiteStore
+from eskit.store.sqlite_writer import connect
 
 Applied = tuple[int, str, dt.datetime]
 AppRole = Annotated[
@@ -34,11 +41,12 @@ Login = Annotated[
 
 
 def migrate(url: Url, app_role: AppRole = None, login: Login = False) -> None:
-    """Create or upgrade a PostgreSQL store's tables to this version of eskit.
+    """Create or upgrade a store's tables (PostgreSQL or a SQLite file) to this eskit.
 
     Applies each pending migration once, in order, in one transaction: running it again
-    does nothing, and processes migrating at once take turns. SQLite and memory stores
-    have nothing to migrate (SQLite files upgrade themselves when a store is opened).
+    does nothing, and processes migrating at once take turns. SQLite files also upgrade
+    themselves when an application opens them for writing; read-only commands (verify,
+    export, streams ...) refuse a file that needs an upgrade. Memory stores keep nothing.
 
     With --app-role NAME, also creates that role (NOLOGIN unless --login; set its password
     and LOGIN yourself) or takes the existing one, and grants it only what eskit needs at run
@@ -52,20 +60,20 @@ def migrate(url: Url, app_role: AppRole = None, login: Login = False) -> None:
             check_role(app_role)
         except ValueError as error:
             fail(str(error))
-    outcome = run(_migrate(url, app_role, login))
+    try:
+        store = eskit.open_store(url)  # checks the URL and the schema name; opens nothing
+    except (ValueError, eskit.EskitError) as error:
+        fail(str(error))
     console = out()
-    if outcome is None:
+    if not isinstance(store, PostgresStore):
         if app_role is not None:
             fail(f"--app-role is for PostgreSQL stores; {url} is not one")
-        console.print(
-            Text(
-                f"nothing to migrate: {url} is not a PostgreSQL store (SQLite files upgrade"
-                " their schema when a store is opened; memory stores keep nothing)"
-            ),
-            soft_wrap=True,
-        )
+        if isinstance(store, SQLiteStore):
+            _migrate_sqlite(store.path)
+            return
+        console.print(Text(f"nothing to migrate: {url} keeps nothing"), soft_wrap=True)
         return
-    schema, applied, history, created = outcome
+    schema, applied, history, created = run(_migrate(store, app_role, login))
     version = history[-1][0] if history else 0
     if app_role is not None:
         how = f"created ({'LOGIN' if login else 'NOLOGIN'})" if created else "exists"
@@ -92,14 +100,33 @@ def migrate(url: Url, app_role: AppRole = None, login: Login = False) -> None:
     console.print(Text(f"schema {schema} is now at version {version}"), soft_wrap=True)
 
 
+def _migrate_sqlite(path: Path) -> None:
+    """Apply the pending migrations to a SQLite store file (created if missing) and say
+    which."""
+    try:
+        with contextlib.closing(connect(str(path))) as conn:
+            applied = sqlite_schema.migrate(conn, str(path))
+            version = sqlite_schema.version(conn)
+    except sqlite3.Error as error:
+        fail(f"migrating {path} failed, nothing was changed: {error}")
+    console = out()
+    if not applied:
+        console.print(Text(f"{path} is up to date (version {version})"), soft_wrap=True)
+        return
+    table = Table(title=f"migrations applied to {path}")
+    table.add_column("version", justify="right")
+    table.add_column("name")
+    for migration in applied:
+        table.add_row(f"{migration.version:03d}", cell(migration.name))
+    console.print(table)
+    console.print(Text(f"{path} is now at version {version}"), soft_wrap=True)
+
+
 async def _migrate(
-    url: str, app_role: str | None, login: bool
-) -> tuple[str, list[Migration], list[Applied], bool] | None:
+    store: PostgresStore, app_role: str | None, login: bool
+) -> tuple[str, list[Migration], list[Applied], bool]:
     """The schema, the migrations applied now, every migration recorded in the schema and
-    whether ``app_role`` was created; None for a store that is not PostgreSQL."""
-    store = eskit.open_store(url)  # checks the URL and the schema name; opens nothing
-    if not isinstance(store, PostgresStore):
-        return None
+    whether ``app_role`` was created."""
     try:
         conn = await psycopg.AsyncConnection.connect(
             store.conninfo, autocommit=True, connect_timeout=10

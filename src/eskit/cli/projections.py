@@ -92,7 +92,7 @@ class _Row(msgspec.Struct, frozen=True):
     @property
     def status(self) -> str:
         """``stuck`` when a partition is, whatever the projection's own row says."""
-        return st.STUCK if self.stuck else self.state.status
+        return st.STUCK if self.stuck else st.shown_status(self.state)
 
     @property
     def error(self) -> str:
@@ -114,11 +114,13 @@ class _Row(msgspec.Struct, frozen=True):
 
 
 @contextlib.asynccontextmanager
-async def _database(url: str, path: str | None) -> AsyncIterator[tuple[eskit.EventStore, Database]]:
+async def _database(
+    url: str, path: str | None, *, readonly: bool = False
+) -> AsyncIterator[tuple[eskit.EventStore, Database]]:
     """The store and the database its projections keep their state in."""
     if path is not None and not await asyncio.to_thread(Path(path).exists):
         raise ValueError(f"no projection database at {path}")
-    async with opened(url) as store:
+    async with opened(url, readonly=readonly, create=False) as store:
         database = database_for(store, path)
         try:
             yield store, database
@@ -175,18 +177,21 @@ async def _status(url: str, path: str | None) -> tuple[int, list[_Row]]:
             for s, r in st.load_all(conn)
         ]
 
-    async with _database(url, path) as (store, database):
+    async with _database(url, path, readonly=True) as (store, database):
         head = await store.last_position()
         return head, await database.read(read)
 
 
 def _styled(status: str) -> Text:
-    colour = {"running": "green", "stuck": "bold red", "rebuilding": "yellow"}.get(status, "")
-    return Text(status, style=colour)
+    colour = {"running": "green", "stuck": "bold red", "failing": "red", "rebuilding": "yellow"}
+    return Text(status, style=colour.get(status, ""))
 
 
 def _error(error: str | None, position: int | None, event_type: str | None) -> str:
-    return "" if error is None else f"at {position} ({event_type}): {error}"
+    """The error and the event it is about (a failed tick is about none)."""
+    if error is None or position is None:
+        return error or ""
+    return f"at {position} ({event_type}): {error}"
 
 
 @app.command()
@@ -276,7 +281,7 @@ def run_projections(
 
 
 async def _run(url: str, spec: str, until_caught_up: bool) -> list[ProjectionStatus]:
-    async with opened(url) as store:
+    async with opened(url, create=False) as store:
         runner = ProjectionRunner(store, await load_projections(spec, store))
         try:
             if until_caught_up:
@@ -351,7 +356,7 @@ def work(
 async def _work(
     url: str, name: str, spec: str, partitions: int, lease: float
 ) -> list[leases.PartitionRow]:
-    async with opened(url) as store:
+    async with opened(url, create=False) as store:
         found = [p for p in await load_projections(spec, store) if p.name == name]
         if not found:
             raise ValueError(f"--app {spec} has no projection named {name!r}")
@@ -394,7 +399,7 @@ def rebuild(url: Url, name: Name, spec: AppSpec) -> None:
 async def _rebuild(
     url: str, name: str, spec: str, progress: Callable[[int, int], None]
 ) -> tuple[int, str | None]:
-    async with opened(url) as store:
+    async with opened(url, create=False) as store:
         runner = ProjectionRunner(store, await load_projections(spec, store))
         try:
             worker = runner.worker(name)

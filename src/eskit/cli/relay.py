@@ -73,7 +73,7 @@ async def _relay(
             await publisher.published()  # a wrong prefix or partition count: one red line
         except BrokerUnavailable as error:
             err().print(Text(f"warning: {error}; retrying", style="yellow"), soft_wrap=True)
-        async with opened(url) as store:
+        async with opened(url, create=False) as store:
             runner = relay_runner(store, relay)
             try:
                 if until_caught_up:

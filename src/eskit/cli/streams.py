@@ -62,7 +62,7 @@ def list_streams(
 
 
 async def _list(url: str, category: str | None, after: str | None, limit: int) -> list[StreamInfo]:
-    async with opened(url) as store:
+    async with opened(url, readonly=True) as store:
         return await store.list_streams(category=category, after=after, limit=limit)
 
 
@@ -101,7 +101,7 @@ def show(
 async def _read(
     url: str, stream: str, from_version: int | None, backwards: bool, limit: int
 ) -> list[eskit.RecordedEvent]:
-    async with opened(url) as store:
+    async with opened(url, readonly=True) as store:
         reading = store.read_stream(stream, from_version, backwards, limit)
         return [event async for event in reading]
 
@@ -131,7 +131,7 @@ async def _tail(
 ) -> None:
     console = out()
     seen = 0
-    async with opened(url) as store:
+    async with opened(url, readonly=True) as store:
         start = await store.last_position() if after is None else after
         async for event in store.subscribe(after=start, types=types or None, category=category):
             data = msgspec.json.encode(event.data).decode()

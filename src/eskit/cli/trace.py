@@ -31,7 +31,7 @@ def trace_command(
 
 
 async def _trace(url: str, correlation_id: str, progress: Progress) -> Trace:
-    async with opened(url) as store:
+    async with opened(url, readonly=True) as store:
         return await trace(store, correlation_id, progress)
 
 

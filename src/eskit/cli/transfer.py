@@ -49,7 +49,7 @@ def import_(url: Url, file: File) -> None:
 
 
 async def _export(url: str, file: Path, progress: Progress) -> Summary:
-    async with opened(url) as store:
+    async with opened(url, readonly=True) as store:
         return await export_events(store, file, progress)
 
 

@@ -47,7 +47,7 @@ def verify_command(url: Url, anchors: AnchorsFile = None, save: SaveFile = None)
 async def _verify(
     url: str, anchors: dict[str, Anchor] | None, progress: Callable[[int, int], None]
 ) -> AuditReport:
-    async with opened(url) as store:
+    async with opened(url, readonly=True) as store:
         return await verify(store, anchors=anchors, progress=progress)
 
 

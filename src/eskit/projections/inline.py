@@ -183,13 +183,16 @@ class InlineProjection:
             raise self._refused(events[0], describe(error)) from error
 
     def _refused(self, first: RecordedEvent, why: str) -> ProjectionError:
-        """The error the append gets: it names the projection and the append's first event."""
+        """The error the append gets: it names the projection and the append's stream and
+        first event (the projection is not stuck: later appends go on). The writer logs it
+        once the refusal is final (a PostgreSQL group may run twice)."""
         return ProjectionError(
             self.projection.name,
             first.position,
             first.type,
             str(first.id),
-            f"{why}; the append was refused",
+            why,
+            refused=first.stream,
         )
 
     def catch_up_in(self, conn: Connection) -> None:

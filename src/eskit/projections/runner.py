@@ -27,7 +27,7 @@ from eskit.projections import leases
 from eskit.projections import state as st
 from eskit.projections.database import Database, SQLiteDatabase, database_for
 from eskit.projections.failure import describe, log_failure
-from eskit.projections.process import ProcessManager
+from eskit.projections.process import ProcessManager, tick
 from eskit.projections.projection import (
     AnyProjection,
     Projection,
@@ -52,7 +52,7 @@ class ProjectionStatus(msgspec.Struct, frozen=True):
     version: int
     position: int
     head: int
-    status: str  # starting | running | stuck | rebuilding | stopped
+    status: str  # starting | running | failing | stuck | rebuilding | stopped
     error: str | None = None
     error_position: int | None = None
     error_type: str | None = None
@@ -362,18 +362,12 @@ class _Worker:
         return len(page.events) == projection.batch_size
 
     async def _tick(self) -> None:
-        """Let a process manager send what its state says is due."""
-        projection = self.projection
-        if isinstance(projection, ProcessManager) and self._state.status == st.RUNNING:
-            try:
-                await projection.tick(self.db, projection.clock())
-            except Exception as error:
-                log_failure(
-                    log,
-                    "process manager %s: tick failed; retrying later",
-                    projection.name,
-                    error=error,
-                )
+        """Let a process manager send what its state says is due (``process.tick``)."""
+        projection, state = self.projection, self._state
+        if isinstance(projection, ProcessManager) and state.status == st.RUNNING:
+            error = await tick(projection, self.db, state)
+            if self.state is state and error != state.error:  # not replaced meanwhile
+                self.state = msgspec.structs.replace(state, error=error)
 
     async def _wait_for_events(self) -> None:
         waiting = self.store.wait_for_events(self.reached)
@@ -573,10 +567,10 @@ class _Worker:
         if state is None:  # its state is not loaded yet
             status = "starting" if running else "stopped"
             return ProjectionStatus(self.projection.name, self.projection.version, 0, head, status)
-        status = state.status
+        status = st.shown_status(state)
         if self.rebuilding is not None:
             status = "rebuilding"
-        elif status == st.RUNNING and not running:
+        elif state.status == st.RUNNING and not running:
             status = "stopped"
         return ProjectionStatus(
             state.name,

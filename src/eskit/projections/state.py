@@ -22,6 +22,9 @@ from eskit.store.model import RecordedEvent
 
 RUNNING: Final = "running"
 STUCK: Final = "stuck"
+FAILING: Final = "failing"
+"""Shown, never stored: a running process manager whose last ``tick`` raised (its
+``error`` says when and why) until a tick succeeds. Its events are still applied."""
 
 SCHEMA: Final = (
     """CREATE TABLE IF NOT EXISTS eskit_projections (
@@ -31,7 +34,8 @@ SCHEMA: Final = (
         position       BIGINT  NOT NULL,  -- checkpoint: every event up to here is applied
         tables         TEXT    NOT NULL,  -- JSON list of the logical tables (views)
         status         TEXT    NOT NULL,  -- running | stuck
-        error          TEXT,              -- why it is stuck
+        error          TEXT,              -- why it is stuck; or, running, why a process
+                                          -- manager's last tick failed (shown as failing)
         error_position BIGINT,           -- the event it is stuck on
         error_event    TEXT,
         error_type     TEXT,
@@ -221,6 +225,31 @@ def advance(conn: Connection, name: str, loaded: State, position: int, now: int)
     ).rowcount
     if not changed:
         raise ProjectionMoved(name)
+
+
+def shown_status(state: State) -> str:
+    """The status to show: ``failing`` for a running projection that carries an error (a
+    process manager whose last tick raised), else the stored one."""
+    return FAILING if state.status == RUNNING and state.error is not None else state.status
+
+
+def tick_failed(conn: Connection, name: str, generation: int, error: str, now: int) -> None:
+    """Record why a process manager's tick failed (its checkpoint and status stay)."""
+    execute(
+        conn,
+        "UPDATE eskit_projections SET error = ?, updated_at = ?"
+        " WHERE name = ? AND generation = ? AND status = ?",
+        (error, now, name, generation, RUNNING),
+    )
+
+
+def tick_succeeded(conn: Connection, name: str) -> None:
+    """Clear the error of an earlier failed tick."""
+    execute(
+        conn,
+        "UPDATE eskit_projections SET error = NULL WHERE name = ? AND status = ?",
+        (name, RUNNING),
+    )
 
 
 def mark_stuck(

@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
 
-from eskit.errors import StoreClosed, StoreUnavailable
+from eskit.errors import StoreClosed, StoreError, StoreUnavailable
 from eskit.store import rules
 from eskit.store.chain import ChainRow
 from eskit.store.model import (
@@ -82,10 +82,17 @@ class EventStore(abc.ABC):
     """Told of every append, when set (``eskit.observability.instrument``)."""
 
     def __init__(
-        self, *, max_event_size: int = rules.DEFAULT_MAX_EVENT_SIZE, clock: Clock = utc_now
+        self,
+        *,
+        max_event_size: int = rules.DEFAULT_MAX_EVENT_SIZE,
+        clock: Clock = utc_now,
+        readonly: bool = False,
     ):
         self.max_event_size = max_event_size
         self.clock = clock
+        self.readonly = bool(readonly)
+        """To inspect: the store must exist (else ``StoreNotFound``), nothing is created,
+        every write raises ``StoreError`` (``open_store``)."""
         self._open = False
         self._waiters: set[asyncio.Future[None]] = set()
 
@@ -104,7 +111,8 @@ class EventStore(abc.ABC):
         await self.close()
 
     async def open(self) -> None:
-        """Open connections and create the schema if needed. Opening twice is harmless."""
+        """Open connections and create the schema if needed (a ``readonly`` store: raise
+        ``StoreNotFound`` if there is none, and create nothing). Opening twice is harmless."""
         if not self._open:
             await self._open_backend()
             self._open = True
@@ -124,6 +132,11 @@ class EventStore(abc.ABC):
         if not self._open:
             raise StoreClosed("the store is not open: use `async with eskit.open_store(url)`")
 
+    def _check_writable(self) -> None:
+        """Every write checks this first: a store opened to inspect never changes."""
+        if self.readonly:
+            raise StoreError("the store is open read-only (readonly=True): nothing was written")
+
     # -- writing --------------------------------------------------------------------------
 
     async def append(
@@ -140,6 +153,7 @@ class EventStore(abc.ABC):
         """
         prepared = rules.prepare_append(stream, events, expected_version, self.max_event_size)
         self._check_open()
+        self._check_writable()
         (result,) = await self._append_observed([prepared])
         return result
 
@@ -157,6 +171,7 @@ class EventStore(abc.ABC):
         """
         prepared = rules.prepare_many(appends, self.max_event_size)
         self._check_open()
+        self._check_writable()
         return await self._append_observed(prepared)
 
     async def _append_observed(self, prepared: list[PreparedAppend]) -> list[AppendResult]:
@@ -173,6 +188,7 @@ class EventStore(abc.ABC):
         rules.check_name(stream)
         expected = rules.check_expected_version(expected_version)
         self._check_open()
+        self._check_writable()
         await self._delete(stream, expected, hard=False)
 
     async def tombstone_stream(self, stream: str, expected_version: ExpectedVersion = ANY) -> None:
@@ -181,6 +197,7 @@ class EventStore(abc.ABC):
         rules.check_name(stream)
         expected = rules.check_expected_version(expected_version)
         self._check_open()
+        self._check_writable()
         await self._delete(stream, expected, hard=True)
 
     async def set_stream_metadata(self, stream: str, metadata: StreamMetadata) -> None:
@@ -188,6 +205,7 @@ class EventStore(abc.ABC):
         rules.check_name(stream)
         rules.check_metadata(metadata)
         self._check_open()
+        self._check_writable()
         await self._set_metadata(stream, metadata)
 
     async def get_stream_metadata(self, stream: str) -> StreamMetadata:
@@ -210,6 +228,7 @@ class EventStore(abc.ABC):
         """
         prepared = rules.prepare_snapshot(snapshot, self.max_event_size)
         self._check_open()
+        self._check_writable()
         await self._save_snapshot(prepared, self.clock())
 
     async def load_snapshot(

@@ -14,7 +14,7 @@ import uuid
 
 import msgspec
 
-from eskit.errors import StreamDeleted
+from eskit.errors import StoreNotFound, StreamDeleted
 from eskit.store import rules
 from eskit.store.base import EventStore
 from eskit.store.chain import ChainRow, audit_key
@@ -64,7 +64,8 @@ class MemoryStore(EventStore):
         self._audit_key = audit_key()
 
     async def _open_backend(self) -> None:
-        pass
+        if self.readonly and not (self._log or self._streams):  # it lives in this object
+            raise StoreNotFound("memory://", "nothing was ever written to this memory store")
 
     async def _close_backend(self) -> None:
         pass
@@ -92,7 +93,9 @@ class MemoryStore(EventStore):
         existing = [self._existing(e.id) for e in append.events]
         replayed = rules.replayed_append(append.stream, append.expected, existing)
         if replayed is None:
-            rules.check_version_matches(append.stream, append.expected, state.version)
+            rules.check_version_matches(
+                append.stream, append.expected, state.version, state.deleted
+            )
         return replayed
 
     def _write(self, append: PreparedAppend, now: dt.datetime) -> AppendResult:
@@ -141,7 +144,7 @@ class MemoryStore(EventStore):
 
     async def _delete(self, stream: str, expected: ExpectedVersion, hard: bool) -> None:
         state = self._live(stream)
-        rules.check_version_matches(stream, expected, state.version)
+        rules.check_version_matches(stream, expected, state.version, state.deleted)
         self._streams[stream] = state
         if hard:
             state.tombstoned = True

@@ -226,7 +226,7 @@ class _Group:
             replayed = rules.replayed_append(stream, expected, existing)
             if replayed is not None:
                 return replayed
-        rules.check_version_matches(stream, expected, None if state == SOFT_DELETED else last)
+        rules.check_version_matches(stream, expected, last, state == SOFT_DELETED)
         return (0 if last is None else last + 1, state == SOFT_DELETED)
 
     def _queue(self, append: PreparedAppend, first: int, revives: bool) -> AppendResult:
@@ -438,7 +438,7 @@ class PostgresStore(EventStore):
             async with await psycopg.AsyncConnection.connect(
                 self.conninfo, autocommit=True
             ) as conn:
-                if self.migrate_on_open:
+                if self.migrate_on_open and not self.readonly:
                     await migrate(conn, self.schema)
                 else:
                     await check_version(conn, self.schema)
@@ -459,7 +459,8 @@ class PostgresStore(EventStore):
             raise StoreError(f"cannot connect to PostgreSQL: {error}") from error
         self._pool = pool
         self._queue = asyncio.Queue()
-        self._writer = asyncio.create_task(self._write_loop(), name="eskit-postgres-writer")
+        if not self.readonly:
+            self._writer = asyncio.create_task(self._write_loop(), name="eskit-postgres-writer")
 
     async def _close_backend(self) -> None:
         if self._writer is not None:
@@ -525,6 +526,7 @@ class PostgresStore(EventStore):
     async def _submit(self, request: _Request) -> Any:
         if self._writer is None or self._writer.done():
             self._check_open()
+            self._check_writable()
             raise StoreError("the store is closing")
         await self._queue.put(request)
         return await request.future
@@ -798,7 +800,7 @@ class PostgresStore(EventStore):
     async def _delete(self, stream: str, expected: ExpectedVersion, hard: bool) -> None:
         async def run(conn: Connection) -> None:
             last, state = await _stream_state(conn, stream)
-            rules.check_version_matches(stream, expected, None if state == SOFT_DELETED else last)
+            rules.check_version_matches(stream, expected, last, state == SOFT_DELETED)
             if hard:
                 await conn.execute(
                     "INSERT INTO eskit_streams (stream, state) VALUES (%s, %s)"

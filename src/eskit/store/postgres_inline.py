@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -31,6 +32,7 @@ import psycopg
 from eskit.store.model import RecordedEvent
 
 T = TypeVar("T")
+log = logging.getLogger("eskit.store.postgres")
 Blocking = psycopg.Connection[Any]
 
 
@@ -153,6 +155,7 @@ class InlineGroup:
         except Exception as error:
             if conn.closed:  # not the projection's doing: the writer's connection is gone
                 raise psycopg.OperationalError(f"the connection was lost ({error})") from error
-            if self.savepoints:
+            if self.savepoints:  # final: this append fails alone
+                log.warning("%s", error)  # "the append to ... was refused by projection ...: ..."
                 raise
             raise Refused() from error

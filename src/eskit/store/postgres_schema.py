@@ -14,7 +14,7 @@ from typing import Final
 
 import psycopg
 
-from eskit.errors import StoreError
+from eskit.errors import StoreError, StoreNotFound
 from eskit.store.migrations import Migration, load, newest
 
 __all__ = ["Migration", "check_schema", "check_version", "migrate", "migrations"]
@@ -76,14 +76,19 @@ async def migrate(conn: psycopg.AsyncConnection[object], schema: str) -> list[Mi
 
 
 async def check_version(conn: psycopg.AsyncConnection[object], schema: str) -> None:
-    """Raise a clear ``StoreError`` unless ``schema`` holds exactly this eskit's version."""
+    """Raise a clear ``StoreError`` unless ``schema`` holds exactly this eskit's version:
+    ``StoreNotFound`` if it has no eskit tables (or does not exist); nothing is created."""
     check_schema(schema)
     known = newest(migrations())
     version = await _version(conn, schema)
+    if version is None:
+        raise StoreNotFound(
+            f"PostgreSQL schema {schema}",
+            "it has no eskit tables: `eskit migrate URL` creates them",
+        )
     if version != known:
-        found = "has no eskit tables" if version is None else f"is at version {version}"
         raise StoreError(
-            f"schema {schema} {found}; this eskit needs version {known}: run"
+            f"schema {schema} is at version {version}; this eskit needs version {known}: run"
             " `eskit migrate URL` (or open the store with migrate_on_open=True)"
         )
 

@@ -110,11 +110,14 @@ def check_expected_version(expected: object) -> ExpectedVersion:
     )
 
 
-def check_version_matches(stream: str, expected: ExpectedVersion, actual: int | None) -> None:
-    """Raise ``WrongExpectedVersion`` unless a stream at ``actual`` (None = no events) is as
-    ``expected``."""
+def check_version_matches(
+    stream: str, expected: ExpectedVersion, last: int | None, deleted: bool = False
+) -> None:
+    """Raise ``WrongExpectedVersion`` unless a stream whose last event is ``last`` (None:
+    no events) is as ``expected``; a soft-``deleted`` stream counts as having none."""
     if expected is ANY:
         return
+    actual = None if deleted else last
     if expected is NO_STREAM:
         ok = actual is None
     elif expected is STREAM_EXISTS:
@@ -122,7 +125,7 @@ def check_version_matches(stream: str, expected: ExpectedVersion, actual: int | 
     else:
         ok = actual == expected
     if not ok:
-        raise WrongExpectedVersion(stream, expected, actual)
+        raise WrongExpectedVersion(stream, expected, actual, deleted)
 
 
 def prepare(events: Sequence[NewEvent], max_event_size: int) -> list[PreparedEvent]:

@@ -41,7 +41,7 @@ from typing import Any, Final, TypeVar
 
 import msgspec
 
-from eskit.errors import StoreError, StreamDeleted
+from eskit.errors import StoreError, StoreNotFound, StreamDeleted
 from eskit.store import rules
 from eskit.store.base import EventStore, versions_up_to
 from eskit.store.chain import ChainRow, audit_key
@@ -56,7 +56,7 @@ from eskit.store.model import (
     StreamStatus,
 )
 from eskit.store.rules import PreparedAppend, PreparedSnapshot, clamp
-from eskit.store.sqlite_reader import Reader
+from eskit.store.sqlite_reader import Reader, check_store
 from eskit.store.sqlite_reader import stop as stop_readers
 from eskit.store.sqlite_writer import (
     SOFT_DELETED,
@@ -176,15 +176,12 @@ class SQLiteStore(EventStore):
     # -- lifecycle ------------------------------------------------------------------------
 
     async def _open_backend(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._loop = asyncio.get_running_loop()
-        writer = Writer(str(self.path), self.synchronous, self._max_batch, self._idle_checkpoint)
-        writer.after_commit = (self._loop, self._notify_waiters)
-        writer.clock = lambda: micros(self.clock())
-        writer.audit_key = audit_key()
-        writer.start()
-        await asyncio.wrap_future(writer.ready)
-        self._writer = writer
+        if self.readonly:  # only readers, on a file that must already be a store
+            if not await asyncio.to_thread(self.path.is_file):
+                raise StoreNotFound(str(self.path.absolute()))
+        else:
+            await self._start_writer()
         readers = [
             Reader(str(self.path), self._read_queue, self._start_reader)
             for _ in range(self._readers)
@@ -195,9 +192,22 @@ class SQLiteStore(EventStore):
         try:
             for reader in readers:
                 await asyncio.wrap_future(reader.ready)
+            if self.readonly:
+                await self._read(functools.partial(check_store, path=str(self.path.absolute())))
         except BaseException:  # a reader could not connect: stop every thread started
             await self._close_backend()
             raise
+
+    async def _start_writer(self) -> None:
+        """Create the file (and its folder) if needed, apply the schema, start the writer."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        writer = Writer(str(self.path), self.synchronous, self._max_batch, self._idle_checkpoint)
+        writer.after_commit = (self._loop, self._notify_waiters)
+        writer.clock = lambda: micros(self.clock())
+        writer.audit_key = audit_key()
+        writer.start()
+        await asyncio.wrap_future(writer.ready)
+        self._writer = writer
 
     def _start_reader(self) -> None:
         """In each reader thread: its own row decoder (it caches the last timestamp)."""
@@ -219,6 +229,7 @@ class SQLiteStore(EventStore):
         """Queue a request for the writer thread; return once its group has committed."""
         if self._writer is None:
             self._check_open()
+            self._check_writable()
             raise StoreError("the store is closing")
         loop = asyncio.get_running_loop()
         future: Future = loop.create_future()
@@ -301,7 +312,7 @@ class SQLiteStore(EventStore):
     async def _delete(self, stream: str, expected: ExpectedVersion, hard: bool) -> None:
         def run(conn: sqlite3.Connection) -> None:
             last, state = stream_state(conn, stream)
-            rules.check_version_matches(stream, expected, None if state == SOFT_DELETED else last)
+            rules.check_version_matches(stream, expected, last, state == SOFT_DELETED)
             if hard:
                 conn.execute(
                     "INSERT INTO streams (stream, state) VALUES (?1, ?2)"

@@ -32,20 +32,25 @@ def version(conn: sqlite3.Connection) -> int:
     return found
 
 
+def not_newer(conn: sqlite3.Connection, path: str) -> int:
+    """The file's schema version; raises ``StoreError`` if it is newer than this eskit."""
+    at, known = version(conn), newest(migrations())
+    if at > known:
+        raise StoreError(
+            f"{path}: the store file's schema is at version {at}, newer than this eskit"
+            f" knows ({known}): upgrade eskit to open it"
+        )
+    return at
+
+
 def migrate(conn: sqlite3.Connection, path: str) -> list[Migration]:
     """Apply the pending migrations to the file of ``conn`` (in autocommit mode); the ones
     applied (none if it is up to date). Raises ``StoreError`` for a file newer than this
     eskit."""
     shipped = migrations()
-    known = newest(shipped)
     conn.execute("BEGIN IMMEDIATE")
     try:
-        at = version(conn)
-        if at > known:
-            raise StoreError(
-                f"{path}: the store file's schema is at version {at}, newer than this eskit"
-                f" knows ({known}): upgrade eskit to open it"
-            )
+        at = not_newer(conn, path)
         applied = [m for m in shipped if m.version > at]
         for migration in applied:
             for statement in statements(migration.sql):

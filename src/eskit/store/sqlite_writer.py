@@ -18,12 +18,14 @@ import asyncio
 import concurrent.futures
 import contextlib
 import datetime as dt
+import logging
 import queue
 import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Final, Literal
 
 import msgspec
@@ -39,6 +41,7 @@ Synchronous = Literal["FULL", "NORMAL"]
 InlineHook = Callable[[sqlite3.Connection, list[RecordedEvent]], None]
 """Called inside the append's transaction with the events just written (inline projections)."""
 
+log = logging.getLogger("eskit.store.sqlite")
 LIVE, SOFT_DELETED, TOMBSTONED = 0, 1, 2
 STOP: Final = object()
 CHECKPOINT_EVERY: Final = 100
@@ -65,8 +68,19 @@ def moment(micros: int) -> dt.datetime:
 
 
 def connect(path: str, readonly: bool = False) -> sqlite3.Connection:
-    """A connection in autocommit mode (eskit issues BEGIN itself), in WAL mode."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    """A connection in autocommit mode (eskit issues BEGIN itself), in WAL mode.
+
+    A ``readonly`` one (a reader) never creates the file (SQLite's ``mode=rw``) and refuses
+    writes (``query_only``). It is not ``mode=ro``: a read-write connection reads a WAL
+    file whatever state its ``-shm`` is in, and the last one to close checkpoints and
+    removes the WAL, so reading a store leaves no ``-wal``/``-shm`` files behind. (On a
+    write-protected file SQLite opens it read-only.)
+    """
+    if readonly:
+        uri = f"{Path(path).absolute().as_uri()}?mode=rw"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    else:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout=10000")
     if readonly:
         conn.execute("PRAGMA query_only=1")
@@ -257,6 +271,7 @@ class _AppendGroup:
             self.heads.update(heads)
             self.links.update(links)
             self.outcomes[-1] = (request, None, error)
+            log.warning("%s", error)  # "the append to ... was refused by projection ...: ..."
             return
         self.conn.execute("RELEASE inline")
 
@@ -272,7 +287,7 @@ class _AppendGroup:
             replayed = rules.replayed_append(stream, expected, _existing(self.conn, ids))
             if replayed is not None:
                 return replayed
-        rules.check_version_matches(stream, expected, None if state == SOFT_DELETED else last)
+        rules.check_version_matches(stream, expected, last, state == SOFT_DELETED)
         return _Write(append, ids, 0 if last is None else last + 1, state == SOFT_DELETED)
 
     def _queue(self, write: _Write) -> None:

@@ -149,3 +149,22 @@ async def test_a_stuck_partition_shows_on_the_dashboard_and_is_skipped(logged_in
     database = database_for(store)
     (recorded,) = await database.read(lambda c: st.skips(c, "ordered"))
     assert (recorded.position, recorded.reason) == (poison, "poison, ticket 9 (by admin, admin UI)")
+
+
+async def test_a_failed_tick_shows_as_failing_with_its_error(logged_in: Admin) -> None:
+    """What a process manager in another process stored when its tick raised: the row says
+    failing, with the error and when, and no event position (it is about none)."""
+
+    async def fragile_state() -> st.State | None:
+        return await database.read(lambda c: st.load(c, "fragile"))
+
+    database = database_for(logged_in.store)
+    state = await until(fragile_state)
+    error = "tick failed at 2030-01-01 12:00:00 UTC: ConnectionError: the mail relay is down"
+    await database.write(lambda c: st.tick_failed(c, "fragile", state.generation, error, 0))
+
+    fragment = await logged_in.page(TABLE)
+    assert rows(fragment)["fragile"][0] == "failing"
+    assert f'<span class="error">{error}</span>' in fragment
+    await database.write(lambda c: st.tick_succeeded(c, "fragile"))
+    assert rows(await logged_in.page(TABLE))["fragile"][0] == "running"

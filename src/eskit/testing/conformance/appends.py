@@ -163,6 +163,51 @@ class AppendConformance(ConformanceBase):
         assert "7" in message
         assert "2" in message
 
+    @pytest.mark.parametrize(
+        ("before", "expected", "message"),
+        [
+            (
+                "absent",
+                STREAM_EXISTS,
+                "expected the stream to exist, but the stream does not exist",
+            ),
+            ("absent", 0, "expected version 0, but the stream does not exist"),
+            ("at_2", NO_STREAM, "expected no stream, but the stream is at version 2"),
+            ("at_2", 5, "expected version 5, but the stream is at version 2"),
+            ("deleted", STREAM_EXISTS, "expected the stream to exist, but the stream was deleted"),
+            ("deleted", 2, "expected version 2, but the stream was deleted"),
+        ],
+        ids=[
+            "absent-exists",
+            "absent-int",
+            "at-no_stream",
+            "at-int",
+            "deleted-exists",
+            "deleted-int",
+        ],
+    )
+    async def test_expected_version_error_message_reads_well(
+        self, store: EventStore, before: str, expected: ExpectedVersion, message: str
+    ) -> None:
+        """The same words on every backend, for appends and deletes alike."""
+        if before != "absent":
+            await store.append("order-1", numbered(3))
+        if before == "deleted":
+            await store.delete_stream("order-1")
+        for attempt in (
+            store.append("order-1", [new()], expected_version=expected),
+            store.delete_stream("order-1", expected_version=expected),
+        ):
+            with pytest.raises(WrongExpectedVersion) as raised:
+                await attempt
+            assert str(raised.value) == f"stream 'order-1': {message}"
+            error = raised.value
+            assert (error.stream, error.expected) == ("order-1", expected)
+            assert (error.actual, error.deleted) == (
+                2 if before == "at_2" else None,
+                before == "deleted",
+            )
+
     async def test_expected_version_can_chain_appends(self, store: EventStore) -> None:
         """The result of one append is the expected version of the next."""
         result = await store.append("order-1", [new()], expected_version=NO_STREAM)

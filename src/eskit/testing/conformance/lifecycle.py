@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 
-from eskit.errors import StoreClosed, StreamDeleted, WrongExpectedVersion
+from eskit.errors import (
+    StoreClosed,
+    StoreError,
+    StoreNotFound,
+    StreamDeleted,
+    WrongExpectedVersion,
+)
 from eskit.store.base import EventStore
 from eskit.store.model import NO_STREAM, STREAM_EXISTS, Append, Snapshot, StreamMetadata
 from eskit.testing.conformance.helpers import (
@@ -407,3 +413,40 @@ class LifecycleConformance(ConformanceBase):
                 await store.stream_version("order-2")
             result = await store.append("order-1", [new()], expected_version=2)
             assert result.last_position == 5
+
+    # == read-only =============================================================================
+
+    async def test_lifecycle_readonly_open_of_a_store_never_written_raises_not_found(
+        self, tmp_path: Path
+    ) -> None:
+        """Inspecting a store that is not there is an error, not an empty store."""
+        store = self.make_store(tmp_path, readonly=True)
+        with pytest.raises(StoreNotFound, match="no such store"):
+            await store.open()
+        assert not store.is_open
+
+    async def test_lifecycle_readonly_store_reads_and_refuses_every_write(
+        self, tmp_path: Path
+    ) -> None:
+        store = self.make_store(tmp_path)
+        async with store:
+            await store.append("order-1", numbered(2))
+        store.readonly = True
+        async with store:
+            assert await versions(store, "order-1") == [0, 1]
+            assert await store.last_position() == 2
+            writes = [
+                store.append("order-1", [new()]),
+                store.append_many([Append("order-2", [new()])]),
+                store.delete_stream("order-1"),
+                store.tombstone_stream("order-1"),
+                store.set_stream_metadata("order-1", StreamMetadata(max_count=1)),
+                store.save_snapshot(Snapshot("order-1", 1, 1, {})),
+            ]
+            for write in writes:
+                with pytest.raises(StoreError, match="read-only"):
+                    await write
+            assert await versions(store, "order-1") == [0, 1]
+            assert await store.get_stream_metadata("order-1") == StreamMetadata()
+            assert await store.load_snapshot("order-1", 1) is None
+            assert await store.last_position() == 2

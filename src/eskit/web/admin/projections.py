@@ -112,10 +112,11 @@ async def _table(request: Request, who: Visitor) -> Html:
 def _cells(request: Request, who: Visitor, row: Row, head: int) -> list[object]:
     root = base(request)
     error = ""
-    if row.error is not None:
-        error = tag(
-            "span", f"at {row.error_position} ({row.error_type}): {row.error}", class_="error"
+    if row.error is not None:  # about an event, or (a failed tick) about none
+        about = (
+            "" if row.error_position is None else f"at {row.error_position} ({row.error_type}): "
         )
+        error = tag("span", f"{about}{row.error}", class_="error")
     actions: list[object] = []
     if row.here and row.status != "rebuilding":
         button = tag("button", "Rebuild", class_="rebuild")

@@ -83,7 +83,7 @@ def _stored_row(stored: _Stored, head: int, here: bool) -> Row:
     state = stored.state
     position = state.position
     status, error, error_position, error_type = (
-        state.status,
+        st.shown_status(state),
         state.error,
         state.error_position,
         state.error_type,
