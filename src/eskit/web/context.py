@@ -12,6 +12,7 @@ from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
 
+from eskit.domain.events import EventRegistry
 from eskit.store import rules
 from eskit.store.base import EventStore
 from eskit.web.errors import translate
@@ -51,6 +52,10 @@ class Context:
     authenticate: Callable[[Request], Grant]
     errors: Mapping[type[BaseException], int]
     wait_until: Callable[[int], Awaitable[None]] | None = None
+    events: EventRegistry | None = None
+    """The application's event registry: raw appends must decode through it."""
+    free_form: frozenset[str] = frozenset()
+    """Stream categories whose raw appends take events of any type and shape."""
     closing: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     """Set when the server begins to shut down: live feeds end so that it can."""
 
