@@ -308,3 +308,24 @@ def test_an_iterator_runs_at_most_a_chunk_ahead_and_is_released_on_break(
     reading.close()
     assert released.is_set()
     assert tasks_on_loop(store) == set()
+
+
+def test_arguments_are_checked_as_the_async_store_checks_them(store: SyncStore) -> None:
+    """TypeError for a wrong type, ValueError for a wrong value, through the facade too."""
+    store.append("invoice-1", events(2))
+    with pytest.raises(TypeError, match="backwards"):
+        next(store.read_stream("invoice-1", backwards="no"))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="types"):
+        next(store.read_all(types=[1]))  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="types"):
+        store.read_page(types="Happened")
+    with pytest.raises(TypeError, match="expected_version"):
+        store.append("invoice-1", events(1), expected_version="1")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="metadata must be a JSON object"):
+        store.append("invoice-1", [NewEvent("A", {}, [])])  # type: ignore[arg-type]
+    deep: dict[str, Any] = {}
+    for _ in range(10_000):
+        deep = {"a": deep}
+    with pytest.raises(ValueError, match=r"nested deeper than 100 levels, at data\.a\.a"):
+        store.append("invoice-1", [NewEvent("A", deep)])
+    assert [e.version for e in store.read_stream("invoice-1")] == [0, 1]

@@ -8,6 +8,7 @@ import datetime as dt
 import html
 import re
 
+import msgspec
 import pytest
 
 import eskit
@@ -188,3 +189,13 @@ async def test_an_event_the_aggregate_cannot_decode_is_shown_inside_the_page(
     page = text(await seeded.page("/admin/aggregates", kind="invoice", id="2"))
     assert f"Event v1 (Mystery, position {unknown.last_position})" in page
     assert "UnknownEventType: event type 'Mystery' is not registered" in page
+
+
+def test_time_travel_names_other_errors_by_their_class_only() -> None:
+    """An apply handler's own error may quote decrypted data: only its class is shown."""
+    from eskit.web.admin.aggregates import _why
+
+    assert _why(KeyError("Ada Lovelace")).startswith("KeyError (the message is not shown")
+    assert "Ada" not in _why(KeyError("Ada Lovelace"))
+    decoding = msgspec.ValidationError("Object missing required field `amount`")
+    assert _why(decoding) == "ValidationError: Object missing required field `amount`"
