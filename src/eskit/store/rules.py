@@ -229,9 +229,10 @@ def _prepare_quickly(events: Sequence[NewEvent], max_event_size: int) -> list[Pr
                     meta_json = distinct_jsons[-1].decode()
             metas.append(meta_json)
         all_data = b"[" + b",".join(datas) + b"]"
+        values = [e.data for e in events]
         if may_nest_too_deep(all_data):  # the whole batch at once: the hot path's cost
-            _check_each_nesting(datas, [e.data for e in events], "data")
-        if _decode(all_data) != [e.data for e in events]:
+            _check_each_nesting(datas, values, "data")
+        if _decode(all_data) != values:
             return None
         if distinct_jsons:
             all_metadata = b"[" + b",".join(distinct_jsons) + b"]"
@@ -275,16 +276,17 @@ def _checked_json(value: object, where: str, root: str) -> bytes:
     back exactly, nested at most ``MAX_NESTING`` deep (``root`` begins the path named)."""
     if not isinstance(value, dict):
         raise ValueError(f"{where} must be a JSON object (dict), got {type(value).__name__}")
-    check_nesting(value, where, root)
-    encoded = _exact_json(value)
+    encoded = _exact_json(value)  # None too when too deep for the encoder to recurse
+    if encoded is None or may_nest_too_deep(encoded):
+        check_nesting(value, where, root)
     if encoded is None:
         raise ValueError(_not_json(value, where))
     return encoded
 
 
-def check_nesting(value: object, where: str, root: str) -> None:
+def check_nesting(value: object, where: str, root: str, limit: int = MAX_NESTING) -> None:
     """``ValueError`` naming the path (``data.a[0].b``) if objects and arrays in ``value``
-    are nested deeper than ``MAX_NESTING``.
+    are nested deeper than ``limit``, ``value`` counted.
 
     Walks with a list of its own instead of recursing, so that no depth can exhaust the
     interpreter's stack.
@@ -296,11 +298,9 @@ def check_nesting(value: object, where: str, root: str) -> None:
         items = container.items() if isinstance(container, dict) else enumerate(container)
         for key, item in items:
             if isinstance(item, _CONTAINERS):
-                if depth >= MAX_NESTING:
+                if depth >= limit:
                     path = _path((trail, key))
-                    raise ValueError(
-                        f"{where} is nested deeper than {MAX_NESTING} levels, at {path}"
-                    )
+                    raise ValueError(f"{where} is nested deeper than {limit} levels, at {path}")
                 todo.append((item, depth + 1, (trail, key)))
 
 
@@ -320,15 +320,31 @@ def _path(trail: tuple[Any, object]) -> str:
 def _check_each_nesting(encoded: list[bytes], values: list[dict[str, Any]], root: str) -> None:
     """``check_nesting`` for each payload of a batch whose JSON may nest too deep."""
     for json, value in zip(encoded, values, strict=True):
-        if may_nest_too_deep(json):
+        if len(json) > 2 * MAX_NESTING and may_nest_too_deep(json):
             check_nesting(value, root, root)
 
 
 def may_nest_too_deep(json: bytes, limit: int = MAX_NESTING) -> bool:
-    """Whether JSON may nest deeper than ``limit``: not if it is too short to (each level
-    takes two bytes), nor if it opens no more objects and arrays than that in all
-    (brackets inside strings counted too: a bound, not a measure)."""
-    return len(json) > 2 * limit and len(json) - len(json.translate(None, b"[{")) > limit
+    """Whether JSON may nest objects and arrays deeper than ``limit``, found in C.
+
+    Not if it is too short to (each level takes two bytes). Else its brackets alone are
+    kept, all of one kind (well-formed JSON nests the same whatever the kind), and each
+    round removes the innermost pairs: a document ``d`` deep is gone after ``d`` rounds.
+    Brackets inside strings may keep some: then it "may" be too deep, and
+    ``check_nesting`` decides.
+    """
+    if len(json) <= 2 * limit:
+        return False
+    brackets = json.translate(_ONE_KIND, _NOT_BRACKETS)
+    for removed in range(limit):
+        if len(brackets) <= 2 * (limit - removed):  # too few pairs left to be that deep
+            return False
+        brackets = brackets.replace(b"()", b"")
+    return bool(brackets)
+
+
+_ONE_KIND: Final = bytes.maketrans(b"{[}]", b"(())")
+_NOT_BRACKETS: Final = bytes(b for b in range(256) if b not in b"{}[]")
 
 
 def _exact_json(value: object) -> bytes | None:
