@@ -34,7 +34,7 @@ def depth(value: Any) -> int:
     return 0
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=2000, deadline=None)
 @given(st.dictionaries(st.text(max_size=3), documents, max_size=4))
 def test_the_checks_agree_with_the_depth(value: dict[str, Any]) -> None:
     too_deep = depth(value) > LIMIT

@@ -230,13 +230,13 @@ def _prepare_quickly(events: Sequence[NewEvent], max_event_size: int) -> list[Pr
             metas.append(meta_json)
         all_data = b"[" + b",".join(datas) + b"]"
         values = [e.data for e in events]
-        if may_nest_too_deep(all_data):  # the whole batch at once: the hot path's cost
+        if _opens_enough(all_data, MAX_NESTING):  # the whole batch at once: the hot path
             _check_each_nesting(datas, values, "data")
         if _decode(all_data) != values:
             return None
         if distinct_jsons:
             all_metadata = b"[" + b",".join(distinct_jsons) + b"]"
-            if may_nest_too_deep(all_metadata):
+            if _opens_enough(all_metadata, MAX_NESTING):
                 _check_each_nesting(distinct_jsons, distinct_metas, "metadata")
             if _decode(all_metadata) != distinct_metas:
                 return None
@@ -320,27 +320,34 @@ def _path(trail: tuple[Any, object]) -> str:
 def _check_each_nesting(encoded: list[bytes], values: list[dict[str, Any]], root: str) -> None:
     """``check_nesting`` for each payload of a batch whose JSON may nest too deep."""
     for json, value in zip(encoded, values, strict=True):
-        if len(json) > 2 * MAX_NESTING and may_nest_too_deep(json):
+        if may_nest_too_deep(json):
             check_nesting(value, root, root)
 
 
 def may_nest_too_deep(json: bytes, limit: int = MAX_NESTING) -> bool:
-    """Whether JSON may nest objects and arrays deeper than ``limit``, found in C.
+    """Whether well-formed JSON nests objects and arrays deeper than ``limit``, found in C.
 
-    Not if it is too short to (each level takes two bytes). Else its brackets alone are
-    kept, all of one kind (well-formed JSON nests the same whatever the kind), and each
-    round removes the innermost pairs: a document ``d`` deep is gone after ``d`` rounds.
-    Brackets inside strings may keep some: then it "may" be too deep, and
-    ``check_nesting`` decides.
+    Not if it is too short or holds too few brackets to. Else the strings are cut out
+    (escaped backslashes and quotes first, then what lies between quotes), the brackets
+    alone are kept, all of one kind (JSON nests the same whatever the kind), and each round
+    removes the innermost pairs: a document ``d`` deep is gone after ``d`` rounds.
     """
-    if len(json) <= 2 * limit:
+    if not _opens_enough(json, limit):
         return False
-    brackets = json.translate(_ONE_KIND, _NOT_BRACKETS)
+    unescaped = json.replace(b"\\\\", b"").replace(b'\\"', b"")
+    outside_strings = b"".join(unescaped.split(b'"')[::2])
+    brackets = outside_strings.translate(_ONE_KIND, _NOT_BRACKETS)
     for removed in range(limit):
         if len(brackets) <= 2 * (limit - removed):  # too few pairs left to be that deep
             return False
         brackets = brackets.replace(b"()", b"")
     return bool(brackets)
+
+
+def _opens_enough(json: bytes, limit: int) -> bool:
+    """Whether JSON is long enough and holds enough brackets to nest deeper than ``limit``
+    (each level takes a pair): a bound in two C calls, the hot path's whole cost."""
+    return len(json) > 2 * limit and len(json.translate(None, _NOT_BRACKETS)) > 2 * limit
 
 
 _ONE_KIND: Final = bytes.maketrans(b"{[}]", b"(())")
