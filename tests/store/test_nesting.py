@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eskit.store.rules import check_nesting, may_nest_too_deep
+from eskit.store.nesting import check_nesting, may_nest_too_deep
 
 LIMIT = 4
 """A small limit, so that random documents land on both sides of it."""

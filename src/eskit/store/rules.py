@@ -27,6 +27,7 @@ from eskit.store.model import (
     StreamMetadata,
     StreamState,
 )
+from eskit.store.nesting import check_nesting, may_nest_too_deep, opens_enough
 
 MAX_NAME_LENGTH: Final = 200
 DEFAULT_MAX_EVENT_SIZE: Final = 1024 * 1024
@@ -230,13 +231,13 @@ def _prepare_quickly(events: Sequence[NewEvent], max_event_size: int) -> list[Pr
             metas.append(meta_json)
         all_data = b"[" + b",".join(datas) + b"]"
         values = [e.data for e in events]
-        if _opens_enough(all_data, MAX_NESTING):  # the whole batch at once: the hot path
+        if opens_enough(all_data, MAX_NESTING):  # the whole batch at once: the hot path
             _check_each_nesting(datas, values, "data")
         if _decode(all_data) != values:
             return None
         if distinct_jsons:
             all_metadata = b"[" + b",".join(distinct_jsons) + b"]"
-            if _opens_enough(all_metadata, MAX_NESTING):
+            if opens_enough(all_metadata, MAX_NESTING):
                 _check_each_nesting(distinct_jsons, distinct_metas, "metadata")
             if _decode(all_metadata) != distinct_metas:
                 return None
@@ -277,81 +278,18 @@ def _checked_json(value: object, where: str, root: str) -> bytes:
     if not isinstance(value, dict):
         raise ValueError(f"{where} must be a JSON object (dict), got {type(value).__name__}")
     encoded = _exact_json(value)  # None too when too deep for the encoder to recurse
-    if encoded is None or may_nest_too_deep(encoded):
-        check_nesting(value, where, root)
+    if encoded is None or may_nest_too_deep(encoded, MAX_NESTING):
+        check_nesting(value, where, root, MAX_NESTING)
     if encoded is None:
         raise ValueError(_not_json(value, where))
     return encoded
 
 
-def check_nesting(value: object, where: str, root: str, limit: int = MAX_NESTING) -> None:
-    """``ValueError`` naming the path (``data.a[0].b``) if objects and arrays in ``value``
-    are nested deeper than ``limit``, ``value`` counted.
-
-    Walks with a list of its own instead of recursing, so that no depth can exhaust the
-    interpreter's stack.
-    """
-    Trail = tuple[Any, object]  # (the trail of the parent, the key or index here)
-    todo: list[tuple[Any, int, Trail]] = [(value, 1, (None, root))]
-    while todo:
-        container, depth, trail = todo.pop()
-        items = container.items() if isinstance(container, dict) else enumerate(container)
-        for key, item in items:
-            if isinstance(item, _CONTAINERS):
-                if depth >= limit:
-                    path = _path((trail, key))
-                    raise ValueError(f"{where} is nested deeper than {limit} levels, at {path}")
-                todo.append((item, depth + 1, (trail, key)))
-
-
-_CONTAINERS: Final = (dict, list, tuple, set, frozenset)
-"""What nests (only dict and list are JSON, but the others must not recurse either)."""
-
-
-def _path(trail: tuple[Any, object]) -> str:
-    """``data.a[0].b`` from a trail of (parent trail, key) pairs; long keys shortened."""
-    parts: list[str] = []
-    while trail[0] is not None:
-        trail, key = trail
-        parts.append(f"[{key}]" if isinstance(key, int) else f".{str(key)[:40]}")
-    return str(trail[1]) + "".join(reversed(parts))
-
-
 def _check_each_nesting(encoded: list[bytes], values: list[dict[str, Any]], root: str) -> None:
     """``check_nesting`` for each payload of a batch whose JSON may nest too deep."""
     for json, value in zip(encoded, values, strict=True):
-        if may_nest_too_deep(json):
-            check_nesting(value, root, root)
-
-
-def may_nest_too_deep(json: bytes, limit: int = MAX_NESTING) -> bool:
-    """Whether well-formed JSON nests objects and arrays deeper than ``limit``, found in C.
-
-    Not if it is too short or holds too few brackets to. Else the strings are cut out
-    (escaped backslashes and quotes first, then what lies between quotes), the brackets
-    alone are kept, all of one kind (JSON nests the same whatever the kind), and each round
-    removes the innermost pairs: a document ``d`` deep is gone after ``d`` rounds.
-    """
-    if not _opens_enough(json, limit):
-        return False
-    unescaped = json.replace(b"\\\\", b"").replace(b'\\"', b"")
-    outside_strings = b"".join(unescaped.split(b'"')[::2])
-    brackets = outside_strings.translate(_ONE_KIND, _NOT_BRACKETS)
-    for removed in range(limit):
-        if len(brackets) <= 2 * (limit - removed):  # too few pairs left to be that deep
-            return False
-        brackets = brackets.replace(b"()", b"")
-    return bool(brackets)
-
-
-def _opens_enough(json: bytes, limit: int) -> bool:
-    """Whether JSON is long enough and holds enough brackets to nest deeper than ``limit``
-    (each level takes a pair): a bound in two C calls, the hot path's whole cost."""
-    return len(json) > 2 * limit and len(json.translate(None, _NOT_BRACKETS)) > 2 * limit
-
-
-_ONE_KIND: Final = bytes.maketrans(b"{[}]", b"(())")
-_NOT_BRACKETS: Final = bytes(b for b in range(256) if b not in b"{}[]")
+        if may_nest_too_deep(json, MAX_NESTING):
+            check_nesting(value, root, root, MAX_NESTING)
 
 
 def _exact_json(value: object) -> bytes | None:

@@ -13,6 +13,7 @@ from starlette.requests import Request
 
 from eskit.store import rules
 from eskit.store.model import ExpectedVersion, StreamState
+from eskit.store.nesting import may_nest_too_deep
 from eskit.web.errors import ApiError
 from eskit.web.schemas import JSON
 
@@ -33,7 +34,7 @@ async def json_body(request: Request, kind: type[T], max_nesting: int | None = N
             f" (got {media_type[:60] or 'none'})",
         )
     body = await request.body()
-    if max_nesting is not None and rules.may_nest_too_deep(body, max_nesting):
+    if max_nesting is not None and may_nest_too_deep(body, max_nesting):
         path = too_deep_at(body.decode(errors="replace"), max_nesting)
         if path is not None:
             raise ApiError(

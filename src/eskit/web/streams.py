@@ -14,6 +14,7 @@ from eskit.domain.events import SCHEMA_VERSION
 from eskit.errors import EskitError
 from eskit.store import rules
 from eskit.store.model import NewEvent
+from eskit.store.nesting import check_nesting
 from eskit.web.auth import USER, require
 from eskit.web.context import Context, context
 from eskit.web.errors import ApiError
@@ -127,8 +128,9 @@ def check_decodable(ctx: Context, stream: str, events: Sequence[NewEvent]) -> No
         return
     for index, event in enumerate(events):
         where = f"events[{index}] ({event.type})"
-        rules.check_nesting(event.data, f"{where} data", "data")  # before anything recurses
-        rules.check_nesting(event.metadata or {}, f"{where} metadata", "metadata")
+        deepest = rules.MAX_NESTING  # checked before anything recurses into the event
+        check_nesting(event.data, f"{where} data", "data", deepest)
+        check_nesting(event.metadata or {}, f"{where} metadata", "metadata", deepest)
         try:
             registry.check(event.type, event.data, event.metadata or {})
         except Exception as error:  # whatever stops decoding stops the readers too
