@@ -182,3 +182,25 @@ async def test_a_free_form_category_must_be_a_category() -> None:
     store = eskit.open_store("memory://")
     with pytest.raises(ValueError, match="category"):
         serving_app(store, dataclasses.replace(app_spec(store), free_form_categories={""}))
+
+
+async def test_an_event_its_aggregate_does_not_apply_is_refused(api: Api) -> None:
+    """Decoding is not enough on an aggregate's stream: an invoice event in a customer's
+    stream would break every later command on that customer."""
+    customer = {"customer_id": "c-1", "name": "Ada", "email": "ada@example.com"}
+    assert (await api.command("RegisterCustomer", customer)).status_code == 200
+    before = await api.store.last_position()
+    invoice_event = {"type": "InvoiceCreated", "data": CREATED, "metadata": V2}
+    response = await post(api, "customer-c-1", invoice_event, token="admin")
+    assert response.status_code == 422, response.text
+    assert error(response)["type"] == "NotApplicable"
+    assert "events[0] (InvoiceCreated) does not apply" in error(response)["message"]
+    assert "AssertionError" in error(response)["message"]
+    renamed = {"type": "CustomerRenamed", "data": {"name": "Ada L."}}
+    assert (await post(api, "invoice-77", renamed)).status_code == 422
+    assert await api.store.last_position() == before
+    rename = await api.command("ChangeCustomerName", {"customer_id": "c-1", "name": "Ada B."})
+    assert rename.status_code == 200, rename.text
+    assert (await post(api, "customer-c-1", renamed, token="admin")).status_code == 201
+    claimed = {"type": "EmailClaimed", "data": {"customer_id": "c-2"}}  # no aggregate there
+    assert (await post(api, "email-b@example.com", claimed, token="admin")).status_code == 201

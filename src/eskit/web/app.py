@@ -66,8 +66,8 @@ def create_app(
     - ``free_form``: stream categories whose raw appends (``POST /streams``) take events
       of any type and shape. Elsewhere, when there is a ``bus``, a raw append must hold
       events its registry decodes (registered type, data that fits the class, through the
-      upcasters), else it is refused with 422 and nothing is written: an event nobody can
-      decode would stop every projection and command that reads it.
+      upcasters) and, on an aggregate's stream, that the aggregate applies; else it is
+      refused with 422 and nothing is written (``eskit.web.raw_appends``).
     """
     settings = settings or Settings()
     ctx = Context(
@@ -76,7 +76,7 @@ def create_app(
         authenticator(tokens),
         dict(errors or {}),
         wait_until,
-        events=None if bus is None else bus.events,
+        bus=bus,
         free_form=frozenset(rules.check_name(c, "category") for c in free_form),
     )
 

@@ -52,8 +52,9 @@ class AppSpec:
     free_form_categories: Collection[str] = ()
     """Stream categories whose raw appends (``POST /streams``) take events of any type and
     shape (e.g. ``{"audit", "import"}``). In every other category, an app with a ``bus``
-    refuses (422) a raw append that its event registry does not decode: an unregistered
-    type, or data that does not fit the class."""
+    refuses (422) a raw append that its event registry does not decode (an unregistered
+    type, data that does not fit the class) or, on an aggregate's stream, that the
+    aggregate does not apply."""
 
 
 def serving_app(

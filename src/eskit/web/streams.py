@@ -10,14 +10,9 @@ from fastapi import APIRouter, Header, Query
 from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.requests import Request
 
-from eskit.domain.events import SCHEMA_VERSION
-from eskit.errors import EskitError
 from eskit.store import rules
-from eskit.store.model import NewEvent
-from eskit.store.nesting import check_nesting
 from eskit.web.auth import USER, require
-from eskit.web.context import Context, context
-from eskit.web.errors import ApiError
+from eskit.web.context import context
 from eskit.web.inputs import (
     json_body,
     link_to,
@@ -26,6 +21,7 @@ from eskit.web.inputs import (
     parse_expected_version,
 )
 from eskit.web.openapi import request_body, responses
+from eskit.web.raw_appends import check_raw_append
 from eskit.web.schemas import AppendBody, AppendReply, JSONResponse, StreamPage
 
 
@@ -99,16 +95,16 @@ def add_stream_routes(router: APIRouter, secured: Sequence[Any], max_limit: int)
         ] = None,
     ) -> JSONResponse:
         """Append events to the stream, all or none. Their metadata names the token that
-        wrote them (``user``), whatever the body says. When the application has an event
-        registry, each event must decode through it (422 naming the type or field
-        otherwise), unless the stream's category takes free-form events."""
+        wrote them (``user``), whatever the body says. When the application has a command
+        bus, each event must decode through its registry and apply to the stream's
+        aggregate (422 otherwise), unless the category takes free-form events."""
         ctx = context(request)
         grant = ctx.authenticate(request)
         only_parameters(request)
         require(grant, "write", rules.category(rules.check_name(stream)))
         expected = parse_expected_version(expected_version)
         body = await json_body(request, AppendBody)
-        check_decodable(ctx, stream, body.events)
+        await check_raw_append(ctx.bus, ctx.free_form, stream, body.events)
         events = [
             msgspec.structs.replace(event, metadata={**(event.metadata or {}), USER: grant.name})
             for event in body.events
@@ -116,29 +112,3 @@ def add_stream_routes(router: APIRouter, secured: Sequence[Any], max_limit: int)
         result = await ctx.store.append(stream, events, expected)
         reply = AppendReply(stream, result.last_version, result.last_position, result.count)
         return JSONResponse(reply, 201)
-
-
-def check_decodable(ctx: Context, stream: str, events: Sequence[NewEvent]) -> None:
-    """422 naming the event and why, unless the application's registry decodes each event
-    (registered type; data that fits its class, through the upcasters) or the stream's
-    category takes free-form events. An event nobody can decode would stop every
-    projection and command that reads it."""
-    registry = ctx.events
-    if registry is None or rules.category(stream) in ctx.free_form:
-        return
-    for index, event in enumerate(events):
-        where = f"events[{index}] ({event.type})"
-        deepest = rules.MAX_NESTING  # checked before anything recurses into the event
-        check_nesting(event.data, f"{where} data", "data", deepest)
-        check_nesting(event.metadata or {}, f"{where} metadata", "metadata", deepest)
-        try:
-            registry.check(event.type, event.data, event.metadata or {})
-        except Exception as error:  # whatever stops decoding stops the readers too
-            kind = type(error).__name__ if isinstance(error, EskitError) else "InvalidEvent"
-            version = (event.metadata or {}).get(SCHEMA_VERSION, 1)
-            raise ApiError(
-                422,
-                kind,
-                f"{where} does not decode as schema version {version!r:.20}"
-                f" (metadata {SCHEMA_VERSION}, 1 if absent): {type(error).__name__}: {error}",
-            ) from None
