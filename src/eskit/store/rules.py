@@ -287,8 +287,9 @@ def _checked_json(value: object, where: str, root: str) -> bytes:
 
 def _check_each_nesting(encoded: list[bytes], values: list[dict[str, Any]], root: str) -> None:
     """``check_nesting`` for each payload of a batch whose JSON may nest too deep."""
+    shortest = 2 * MAX_NESTING  # shorter JSON cannot nest that deep: skip the call
     for json, value in zip(encoded, values, strict=True):
-        if may_nest_too_deep(json, MAX_NESTING):
+        if len(json) > shortest and may_nest_too_deep(json, MAX_NESTING):
             check_nesting(value, root, root, MAX_NESTING)
 
 
