@@ -193,8 +193,10 @@ def _prepare_part(index: int, part: object, max_event_size: int) -> PreparedAppe
         raise TypeError(f"appends[{index}] must be an eskit.Append, got {type(part).__name__}")
     try:
         return prepare_append(part.stream, part.events, part.expected_version, max_event_size)
-    except (TypeError, ValueError) as error:
-        raise type(error)(f"appends[{index}]: {error}") from error
+    except TypeError as error:
+        raise TypeError(f"appends[{index}]: {error}") from error
+    except ValueError as error:
+        raise ValueError(f"appends[{index}]: {error}") from error
 
 
 _checked_types: set[str] = set()
