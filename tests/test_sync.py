@@ -321,3 +321,24 @@ def test_a_readonly_store_is_found_or_not_as_on_the_async_face(tmp_path: Path) -
         assert store.last_position() == 1
         with pytest.raises(eskit.StoreError, match="read-only"):
             store.append("order-1", [NewEvent("Placed", {})])
+
+
+def test_arguments_are_checked_as_the_async_store_checks_them(store: SyncStore) -> None:
+    """TypeError for a wrong type, ValueError for a wrong value, through the facade too."""
+    store.append("invoice-1", events(2))
+    with pytest.raises(TypeError, match="backwards"):
+        next(store.read_stream("invoice-1", backwards="no"))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="types"):
+        next(store.read_all(types=[1]))  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="types"):
+        store.read_page(types="Happened")
+    with pytest.raises(TypeError, match="expected_version"):
+        store.append("invoice-1", events(1), expected_version="1")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="metadata must be a JSON object"):
+        store.append("invoice-1", [NewEvent("A", {}, [])])  # type: ignore[arg-type]
+    deep: dict[str, Any] = {}
+    for _ in range(10_000):
+        deep = {"a": deep}
+    with pytest.raises(ValueError, match=r"nested deeper than 100 levels, at data\.a\.a"):
+        store.append("invoice-1", [NewEvent("A", deep)])
+    assert [e.version for e in store.read_stream("invoice-1")] == [0, 1]

@@ -7,8 +7,9 @@ import dataclasses
 import datetime as dt
 import decimal
 import enum
+import re
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import pydantic
@@ -17,7 +18,8 @@ import pytest
 import eskit
 from eskit.application import Repository
 from eskit.domain import EventRegistry, Model
-from eskit.errors import UnknownEventType, UnsupportedEventVersion
+from eskit.errors import PrivacyError, UnknownEventType, UnsupportedEventVersion
+from eskit.privacy import Sensitive
 from eskit.store.model import JSONObject
 
 WHEN = dt.datetime(2024, 3, 1, 9, 30, 15, 123456, tzinfo=dt.UTC)
@@ -294,3 +296,51 @@ async def test_events_saved_by_the_repository_carry_their_schema_version() -> No
         ("ThermostatSet", {"celsius": 21}, {"by": "me", "schema_version": 4}),
         ("ThermostatOff", {}, {"by": "me", "schema_version": 1}),
     ]
+
+
+# -- check: what a raw append must pass ---------------------------------------------------
+
+
+def _checking_registry() -> EventRegistry:
+    registry = EventRegistry()
+
+    @registry.register("Placed", version=2)
+    class Placed(msgspec.Struct, frozen=True):
+        order_id: str
+        total: int
+
+    @registry.upcasters.register("Placed", from_version=1)
+    def _v1(data: JSONObject) -> JSONObject:
+        return {"order_id": data["id"], "total": data["total"]}
+
+    @registry.register("Secret")
+    class Secret(msgspec.Struct, frozen=True):
+        name: Annotated[str, Sensitive()]
+
+    return registry
+
+
+def test_check_passes_what_decodes_today_or_through_the_upcasters() -> None:
+    registry = _checking_registry()
+    registry.check("Placed", {"order_id": "1", "total": 5}, {"schema_version": 2})
+    registry.check("Placed", {"id": "1", "total": 5}, {})  # no schema_version: version 1
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "metadata", "error", "says"),
+    [
+        ("Nope", {}, {}, UnknownEventType, "'Nope' is not registered"),
+        ("Placed", {"order_id": "1"}, {"schema_version": 2}, ValueError, "`total`"),
+        ("Placed", {"order_id": "1", "total": "5"}, {"schema_version": 2}, ValueError, "$.total"),
+        ("Placed", {"order_id": "1", "total": 5}, {}, KeyError, "id"),  # v1 has no order_id
+        ("Placed", {}, {"schema_version": 3}, UnsupportedEventVersion, "newer"),
+        ("Placed", {}, {"schema_version": True}, ValueError, "schema_version"),
+        ("Secret", {"name": "Ada"}, {}, PrivacyError, "sensitive fields (name)"),
+    ],
+    ids=["unknown", "missing", "wrong_type", "old_shape", "newer", "bool_version", "sensitive"],
+)
+def test_check_refuses_what_no_reader_could_decode(
+    name: str, data: JSONObject, metadata: JSONObject, error: type[Exception], says: str
+) -> None:
+    with pytest.raises(error, match=re.escape(says)):
+        _checking_registry().check(name, data, metadata)

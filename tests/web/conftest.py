@@ -17,6 +17,10 @@ from eskit.web import create_app
 from tests import postgres
 from tests.web.api import Api, client, token_file
 
+FREE_FORM = ("invoice", "customer")
+"""The stream tests append events of any type to these categories (raw appends elsewhere
+must decode: tests/web/test_raw_appends.py)."""
+
 
 def store_url(backend: str, directory: Path) -> str:
     return f"sqlite:///{directory}/events.db" if backend == "sqlite" else postgres.store_url()
@@ -31,6 +35,7 @@ async def api_on(url: str, directory: Path) -> AsyncIterator[Api]:
             queries={"last_position": store.last_position},
             tokens=tokens,
             errors={InvoiceError: 409, CustomerError: 409},
+            free_form=FREE_FORM,
         )
         async with client(app) as http:
             yield Api(app, store, http, issued)

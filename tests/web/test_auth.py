@@ -183,7 +183,8 @@ async def test_no_token_and_no_payload_reaches_the_logs(
                 await http.get("/queries/boom", params={"note": secret}, headers=admin)
             ).status_code == 500
             await http.get("/events", headers=bearer(issued["admin"] + secret))
-            await http.post("/streams/invoice-1", content=secret.encode(), headers=admin)
+            as_json = {**admin, "Content-Type": "application/json"}
+            await http.post("/streams/invoice-1", content=secret.encode(), headers=as_json)
             await http.post(
                 "/streams/$x", json={"events": [{"type": secret, "data": {}}]}, headers=admin
             )

@@ -159,7 +159,9 @@ async def test_a_stream_name_the_store_refuses_is_a_422(api: Api) -> None:
 
 async def test_non_json_and_unknown_commands_are_clear_4xx(api: Api) -> None:
     garbage = await api.http.post(
-        "/commands/CreateInvoice", content=b"\xff\xfe", headers=api.as_("admin")
+        "/commands/CreateInvoice",
+        content=b"\xff\xfe",
+        headers=api.as_("admin", **{"Content-Type": "application/json"}),
     )
     assert garbage.status_code == 400
     assert error(garbage)["type"] == "InvalidJSON"

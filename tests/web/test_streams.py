@@ -127,7 +127,8 @@ async def test_a_tombstoned_stream_answers_410(any_api: Api) -> None:
 async def test_a_bad_append_body_is_refused_and_writes_nothing(
     api: Api, body: bytes, status: int, says: str
 ) -> None:
-    response = await api.http.post("/streams/invoice-1", content=body, headers=api.as_("admin"))
+    headers = api.as_("admin", **{"Content-Type": "application/json"})
+    response = await api.http.post("/streams/invoice-1", content=body, headers=headers)
     assert response.status_code == status, response.text
     assert says in error(response)["message"]
     assert await api.store.last_position() == 0
@@ -166,7 +167,8 @@ async def test_a_body_over_the_limit_is_a_413(api: Api) -> None:
             yield b"x" * 4096
         yield b'"}}]}'
 
-    streamed = await api.http.post("/streams/invoice-1", content=chunks(), headers=api.as_("admin"))
+    headers = api.as_("admin", **{"Content-Type": "application/json"})
+    streamed = await api.http.post("/streams/invoice-1", content=chunks(), headers=headers)
     assert streamed.status_code == 413
     assert await api.store.last_position() == 0
 

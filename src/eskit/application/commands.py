@@ -179,6 +179,15 @@ class CommandBus:
             raise DomainError(f"no handler for command {type(command).__qualname__}")
         return route.repository.stream(route.aggregate_id(command))
 
+    def repository_for(self, stream: str) -> Repository[Any] | None:
+        """The repository of the aggregate whose stream this is (``category-id``, by a model
+        the bus routes commands to), or None."""
+        category, dash, _ = stream.partition("-")
+        if not dash:
+            return None
+        found = (r for r in self._repositories.values() if r.model.category == category)
+        return next(found, None)
+
     def repository(self, model: Model[S]) -> Repository[S]:
         """The repository the bus uses for ``model`` (one per model, shared)."""
         repository = self._repositories.get(id(model))

@@ -207,6 +207,32 @@ class EventRegistry:
             for name, data in self._upcast(recorded.type, version, recorded.data)
         ]
 
+    def check(self, name: str, data: JSONObject, metadata: JSONObject) -> list[Any]:
+        """Today's events an event stored as ``name`` with ``data`` and ``metadata`` becomes,
+        upcast from the ``schema_version`` its metadata names (1 if none), else raise: what
+        an event written without its class (a raw append) must pass, so that no replay,
+        projection or command fails on it later.
+
+        Raises ``UnknownEventType``, ``UnsupportedEventVersion``, ``ValueError`` for data
+        that does not decode (naming the field) or a bad schema version, and
+        ``PrivacyError`` for a type with sensitive fields: only ``encode`` stores them
+        encrypted, as ``forget`` needs them.
+        """
+        version = metadata.get(SCHEMA_VERSION, 1)
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ValueError(f"metadata {SCHEMA_VERSION} must be an int >= 1, got {version!r:.40}")
+        decoded = []
+        for current, current_data in self._upcast(name, version, data):
+            entry = self.by_name(current)
+            if entry.sensitive:
+                fields = ", ".join(field.name for field in entry.sensitive)
+                raise PrivacyError(
+                    f"{current} has sensitive fields ({fields}): write it through its class"
+                    " (a command), which stores them encrypted"
+                )
+            decoded.append(entry.decode(current_data))
+        return decoded
+
     def upcast(self, recorded: RecordedEvent) -> list[RecordedEvent]:
         """The stored event in today's schema, still as an envelope with JSON data: what
         read models want. Renamed, split or dropped by the upcasters; a type this registry

@@ -66,8 +66,11 @@ class EventStore(abc.ABC):
     - Appending events whose ids were already written to the stream, as the same batch at
       the same place, succeeds again without writing anything and returns the original
       result. A partial overlap raises ``IdempotencyConflict``.
-    - Invalid names, non-JSON data and oversized events raise ``ValueError`` before
-      anything is written.
+    - Arguments are checked before anything is read or written, by one rule: a value of
+      the wrong type raises ``TypeError`` (a str or bool for a version, a bare string for
+      a list of types), a value of the right type that breaks a rule raises ``ValueError``
+      (a negative limit, an invalid name). Event data and metadata that are not JSON
+      objects, nested deeper than ``rules.MAX_NESTING`` or oversized raise ``ValueError``.
     - A subscription delivers every event once, in position order, catching up first and
       then following live; it resumes from any checkpoint (a position).
     - Snapshots are kept beside the streams, the newest ``rules.SNAPSHOTS_KEPT`` per stream
@@ -148,8 +151,9 @@ class EventStore(abc.ABC):
         """Append ``events`` to ``stream`` atomically if it is at ``expected_version``.
 
         Raises ``WrongExpectedVersion`` (nothing written), ``StreamDeleted`` for a
-        tombstoned stream, ``IdempotencyConflict`` for partly repeated ids and ``ValueError``
-        for invalid input.
+        tombstoned stream, ``IdempotencyConflict`` for partly repeated ids, ``TypeError`` for
+        an argument of the wrong type and ``ValueError`` for invalid input (data or metadata
+        that is not a JSON object, nested too deep or too large; see ``rules.prepare``).
         """
         prepared = rules.prepare_append(stream, events, expected_version, self.max_event_size)
         self._check_open()
@@ -166,8 +170,9 @@ class EventStore(abc.ABC):
         gets its original result. Results come in the order given, and the events written
         get consecutive positions in that order.
 
-        Raises ``ValueError`` before anything is written for invalid input, for no appends,
-        and for a stream or event id that appears twice in the call.
+        Raises ``TypeError`` or ``ValueError`` as ``append`` does before anything is written,
+        and ``ValueError`` for no appends and for a stream or event id that appears twice in
+        the call.
         """
         prepared = rules.prepare_many(appends, self.max_event_size)
         self._check_open()
@@ -223,8 +228,10 @@ class EventStore(abc.ABC):
         Retention: only the newest ``rules.SNAPSHOTS_KEPT`` (5) snapshots of each stream and
         snapshot_version are kept; saving deletes older ones (by version).
 
-        Raises ``StreamDeleted`` for a tombstoned stream and ``ValueError`` for an invalid
-        name or version, or a state that is not a JSON object within ``max_event_size``.
+        Raises ``StreamDeleted`` for a tombstoned stream, ``TypeError`` for a snapshot, name
+        or version of the wrong type, and ``ValueError`` for an invalid name or version, or
+        a state that is not a JSON object nested at most ``rules.MAX_NESTING`` deep within
+        ``max_event_size``.
         """
         prepared = rules.prepare_snapshot(snapshot, self.max_event_size)
         self._check_open()
@@ -243,7 +250,7 @@ class EventStore(abc.ABC):
         """
         rules.check_name(stream)
         rules.check_number("snapshot_version", snapshot_version)
-        _check_optional_count("max_version", max_version, minimum=0)
+        rules.check_optional_count("max_version", max_version, minimum=0)
         self._check_open()
         bound = rules.MAX_INT64 if max_version is None else rules.clamp(max_version)
         return await self._load_snapshot(stream, snapshot_version, bound)
@@ -266,7 +273,7 @@ class EventStore(abc.ABC):
         log keeps them. Command handling uses this to recognise a command it already ran.
         """
         if not isinstance(event_id, uuid.UUID):
-            raise ValueError(f"event_id must be a uuid.UUID, got {event_id!r}")
+            raise TypeError(f"event_id must be a uuid.UUID, got {event_id!r:.60}")
         self._check_open()
         return await self._find_event(event_id)
 
@@ -288,9 +295,8 @@ class EventStore(abc.ABC):
         if category is not None:
             rules.check_name(category, "category")
         if after is not None and not isinstance(after, str):
-            raise ValueError(f"after must be a stream name (str) or None, got {after!r}")
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"limit must be an int >= 1, got {limit!r}")
+            raise TypeError(f"after must be a stream name (str) or None, got {after!r:.60}")
+        rules.check_count("limit", limit, minimum=1)
         self._check_open()
         if category is not None and "-" in category:
             return []  # a category is what comes before the first "-": it never holds one
@@ -310,8 +316,9 @@ class EventStore(abc.ABC):
         ``StreamDeleted``. Stream metadata (truncate_before, max_count, max_age) hides events.
         """
         rules.check_name(stream)
-        _check_optional_count("from_version", from_version, minimum=0)
-        _check_optional_count("limit", limit, minimum=0)
+        rules.check_optional_count("from_version", from_version, minimum=0)
+        rules.check_flag("backwards", backwards)
+        rules.check_optional_count("limit", limit, minimum=0)
         self._check_open()
         # at least one page, so that a tombstoned stream raises even for limit=0
         async for event in self._stream_events(stream, backwards, (from_version, limit)):
@@ -325,7 +332,7 @@ class EventStore(abc.ABC):
         together: loading an aggregate costs one round trip to the database, not two."""
         rules.check_name(stream)
         rules.check_number("snapshot_version", snapshot_version)
-        _check_optional_count("max_version", max_version, minimum=0)
+        rules.check_optional_count("max_version", max_version, minimum=0)
         self._check_open()
         bound = rules.MAX_INT64 if max_version is None else rules.clamp(max_version)
         snapshot, page = await self._snapshot_and_page(
@@ -375,7 +382,7 @@ class EventStore(abc.ABC):
     ) -> AsyncIterator[RecordedEvent]:
         """Yield events with position > ``after`` in position order, optionally only those
         of the given ``types`` or stream ``category``, at most ``limit`` of them."""
-        _check_optional_count("limit", limit, minimum=0)
+        rules.check_optional_count("limit", limit, minimum=0)
         type_filter = self._check_log_filter(after, types, category)
         if limit == 0:
             return
@@ -402,7 +409,7 @@ class EventStore(abc.ABC):
     ) -> Page:
         """One page of ``read_all`` (at most ``limit``, default ``page_size`` events) and the
         position to continue from: what projections and relays checkpoint."""
-        _check_optional_count("limit", limit, minimum=1)
+        rules.check_optional_count("limit", limit, minimum=1)
         type_filter = self._check_log_filter(after, types, category)
         events, next_after = await self._read_all_page(
             after, self.page_size if limit is None else limit, type_filter, category
@@ -413,7 +420,7 @@ class EventStore(abc.ABC):
         self, after: int, types: Iterable[str] | None, category: str | None
     ) -> tuple[str, ...] | None:
         """Check the arguments that select events of the log; the type filter to use."""
-        _check_count("after", after)
+        rules.check_count("after", after)
         type_filter = rules.check_types(types)
         if category is not None:
             rules.check_name(category, "category")
@@ -426,7 +433,7 @@ class EventStore(abc.ABC):
         Appends of this process wake the wait at once, other processes' within
         ``poll_interval``. Bound it with ``asyncio.timeout`` if needed.
         """
-        _check_count("after", after)
+        rules.check_count("after", after)
         while self._open and await self._last_position() <= after:
             await self._wait_for_events_after(after)
 
@@ -586,11 +593,6 @@ def versions_up_to(max_version: int, start: int | None) -> int:
     return max(0, max_version - (start or 0) + 1)
 
 
-def _check_count(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be an int >= 0, got {value!r}")
-
-
 async def _read_ahead(
     read: Callable[[C], Awaitable[tuple[list[RecordedEvent], C | None]]], cursor: C
 ) -> AsyncIterator[list[RecordedEvent]]:
@@ -611,10 +613,3 @@ async def _read_ahead(
         if ahead is None:
             return
         page, following = await ahead
-
-
-def _check_optional_count(name: str, value: int | None, minimum: int) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")

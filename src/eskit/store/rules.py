@@ -27,11 +27,16 @@ from eskit.store.model import (
     StreamMetadata,
     StreamState,
 )
+from eskit.store.nesting import check_nesting, may_nest_too_deep, opens_enough
 
 MAX_NAME_LENGTH: Final = 200
 DEFAULT_MAX_EVENT_SIZE: Final = 1024 * 1024
 """Largest encoded data + metadata of one event, in bytes (1 MiB); also the largest
 snapshot state."""
+MAX_NESTING: Final = 100
+"""Deepest nesting of objects and arrays in event data, metadata and snapshot state, the
+outer object counted (``{"a": [{}]}`` is 3 deep). JSON parsers and encoders recurse: a
+payload nested thousands deep would fail deep inside one of them, or in a reader later."""
 SNAPSHOTS_KEPT: Final = 5
 """Snapshots kept per stream and snapshot_version: saving another deletes the oldest (lowest
 version). A few, not one, so that a reader asking for an older ``max_version`` still finds one."""
@@ -80,13 +85,14 @@ def category(stream: str) -> str:
 
 
 def check_name(name: object, what: str = "stream name") -> str:
-    """Return ``name`` if it is a usable stream or event type name, else raise ``ValueError``.
+    """Return ``name`` if it is a usable stream or event type name.
 
     Names are 1 to 200 characters without control characters; names starting with ``$``
-    are reserved for eskit's own system streams.
+    are reserved for eskit's own system streams. Raises ``TypeError`` for a name that is
+    not a str, ``ValueError`` for a str that breaks these rules.
     """
     if not isinstance(name, str):
-        raise ValueError(f"{what} must be a str, got {type(name).__name__}: {name!r}")
+        raise TypeError(f"{what} must be a str, got {type(name).__name__}: {name!r:.60}")
     if not name:
         raise ValueError(f"{what} must not be empty")
     if len(name) > MAX_NAME_LENGTH:
@@ -99,15 +105,19 @@ def check_name(name: object, what: str = "stream name") -> str:
 
 
 def check_expected_version(expected: object) -> ExpectedVersion:
-    """Return ``expected`` if it is ANY, NO_STREAM, STREAM_EXISTS or a version >= 0."""
+    """Return ``expected`` if it is ANY, NO_STREAM, STREAM_EXISTS or a version >= 0:
+    ``TypeError`` for anything else but a negative int, which is a ``ValueError``."""
     if isinstance(expected, StreamState):
         return expected
     if isinstance(expected, int) and not isinstance(expected, bool) and expected >= 0:
         return expected
-    raise ValueError(
+    message = (
         "expected_version must be eskit.ANY, eskit.NO_STREAM, eskit.STREAM_EXISTS "
-        f"or a version >= 0, got {expected!r}"
+        f"or a version >= 0, got {expected!r:.60}"
     )
+    if isinstance(expected, int) and not isinstance(expected, bool):
+        raise ValueError(message)
+    raise TypeError(message)
 
 
 def check_version_matches(
@@ -129,9 +139,15 @@ def check_version_matches(
 
 
 def prepare(events: Sequence[NewEvent], max_event_size: int) -> list[PreparedEvent]:
-    """Validate and encode a batch before anything is written; raise ``ValueError`` if bad."""
+    """Validate and encode a batch before anything is written.
+
+    Raises ``TypeError`` for what is not a list of ``NewEvent`` (or an event's type name or
+    id of the wrong type) and ``ValueError`` for a bad value: no events, an invalid type
+    name, data or metadata that is not a JSON object, nested deeper than ``MAX_NESTING``
+    or over ``max_event_size``.
+    """
     if isinstance(events, NewEvent) or not isinstance(events, Sequence):
-        raise ValueError("events must be a list of eskit.NewEvent")
+        raise TypeError(f"events must be a list of eskit.NewEvent, got {type(events).__name__}")
     if not events:
         raise ValueError("an append needs at least one event")
     prepared = _prepare_quickly(events, max_event_size)
@@ -157,10 +173,10 @@ def prepare_many(appends: object, max_event_size: int) -> list[PreparedAppend]:
 
     Each stream may appear once: a second part's expected version would have to allow for
     the first, and its retry could not be told from a new append. An event id may appear
-    once in the whole call, as in one append.
+    once in the whole call, as in one append. ``TypeError`` for arguments of the wrong type.
     """
     if isinstance(appends, Append | str) or not isinstance(appends, Sequence):
-        raise ValueError("appends must be a list of eskit.Append")
+        raise TypeError(f"appends must be a list of eskit.Append, got {type(appends).__name__}")
     if not appends:
         raise ValueError("append_many needs at least one eskit.Append")
     prepared = [_prepare_part(i, part, max_event_size) for i, part in enumerate(appends)]
@@ -177,9 +193,11 @@ def prepare_many(appends: object, max_event_size: int) -> list[PreparedAppend]:
 
 def _prepare_part(index: int, part: object, max_event_size: int) -> PreparedAppend:
     if not isinstance(part, Append):
-        raise ValueError(f"appends[{index}] must be an eskit.Append, got {type(part).__name__}")
+        raise TypeError(f"appends[{index}] must be an eskit.Append, got {type(part).__name__}")
     try:
         return prepare_append(part.stream, part.events, part.expected_version, max_event_size)
+    except TypeError as error:
+        raise TypeError(f"appends[{index}]: {error}") from error
     except ValueError as error:
         raise ValueError(f"appends[{index}]: {error}") from error
 
@@ -202,23 +220,33 @@ def _prepare_quickly(events: Sequence[NewEvent], max_event_size: int) -> list[Pr
                 return None
             if e.type not in _checked_types or (e.id is not None and type(e.id) is not uuid.UUID):
                 return None
-            datas.append(_encode(e.data))
+            datas.append(_encode(e.data))  # RecursionError if absurdly deep: see closer
             if e.metadata is not last_meta:
                 last_meta = e.metadata
-                if not e.metadata:
+                if e.metadata is None:
                     meta_json = "{}"
-                elif type(e.metadata) is dict:
+                elif type(e.metadata) is not dict:
+                    return None
+                elif not e.metadata:
+                    meta_json = "{}"
+                else:
                     distinct_jsons.append(_encode(e.metadata))
                     distinct_metas.append(e.metadata)
                     meta_json = distinct_jsons[-1].decode()
-                else:
-                    return None
             metas.append(meta_json)
-        if _decode(b"[" + b",".join(datas) + b"]") != [e.data for e in events]:
+        all_data = b"[" + b",".join(datas) + b"]"
+        values = [e.data for e in events]
+        if opens_enough(all_data, MAX_NESTING):  # the whole batch at once: the hot path
+            _check_each_nesting(datas, values, "data")
+        if _decode(all_data) != values:
             return None
-        if distinct_jsons and _decode(b"[" + b",".join(distinct_jsons) + b"]") != distinct_metas:
-            return None
-    except (TypeError, ValueError, OverflowError, msgspec.MsgspecError):
+        if distinct_jsons:
+            all_metadata = b"[" + b",".join(distinct_jsons) + b"]"
+            if opens_enough(all_metadata, MAX_NESTING):
+                _check_each_nesting(distinct_jsons, distinct_metas, "metadata")
+            if _decode(all_metadata) != distinct_metas:
+                return None
+    except (TypeError, ValueError, OverflowError, RecursionError, msgspec.MsgspecError):
         return None
     if max(map(len, datas)) + max(map(len, distinct_jsons), default=2) > max_event_size:
         return None  # maybe too large: measured exactly, and named, event by event
@@ -230,24 +258,44 @@ def _prepare_quickly(events: Sequence[NewEvent], max_event_size: int) -> list[Pr
 
 def _prepare_one(index: int, event: object, max_event_size: int) -> PreparedEvent:
     if not isinstance(event, NewEvent):
-        raise ValueError(f"event {index} must be an eskit.NewEvent, got {type(event).__name__}")
+        raise TypeError(f"event {index} must be an eskit.NewEvent, got {type(event).__name__}")
     check_name(event.type, "event type")
     if len(_checked_types) < 10_000:  # the set of type names in use is small
         _checked_types.add(event.type)
     if event.id is not None and not isinstance(event.id, uuid.UUID):
-        raise ValueError(f"event {index} id must be a uuid.UUID, got {event.id!r}")
-    data = _exact_json(event.data)
-    if data is None:
-        raise ValueError(_not_json(event.data, f"event {index} ({event.type}) data"))
-    metadata = _exact_json(event.metadata) if event.metadata else b"{}"
-    if metadata is None:
-        raise ValueError(_not_json(event.metadata, f"event {index} ({event.type}) metadata"))
+        raise TypeError(f"event {index} id must be a uuid.UUID, got {event.id!r:.60}")
+    where = f"event {index} ({event.type})"
+    data = _checked_json(event.data, f"{where} data", "data")
+    metadata = b"{}"
+    if event.metadata is not None:  # None, the default, means no metadata: anything else is
+        metadata = _checked_json(event.metadata, f"{where} metadata", "metadata")
     size = len(data) + len(metadata)
     if size > max_event_size:
         raise ValueError(
             f"event {index} ({event.type}) is {size} bytes of JSON; the limit is {max_event_size}"
         )
     return PreparedEvent(event.id, event.type, data.decode(), metadata.decode())
+
+
+def _checked_json(value: object, where: str, root: str) -> bytes:
+    """The JSON of ``value``; ``ValueError`` saying why if it is not a JSON object that reads
+    back exactly, nested at most ``MAX_NESTING`` deep (``root`` begins the path named)."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{where} must be a JSON object (dict), got {type(value).__name__}")
+    encoded = _exact_json(value)  # None too when too deep for the encoder to recurse
+    if encoded is None or may_nest_too_deep(encoded, MAX_NESTING):
+        check_nesting(value, where, root, MAX_NESTING)
+    if encoded is None:
+        raise ValueError(_not_json(value, where))
+    return encoded
+
+
+def _check_each_nesting(encoded: list[bytes], values: list[dict[str, Any]], root: str) -> None:
+    """``check_nesting`` for each payload of a batch whose JSON may nest too deep."""
+    shortest = 2 * MAX_NESTING  # shorter JSON cannot nest that deep: skip the call
+    for json, value in zip(encoded, values, strict=True):
+        if len(json) > shortest and may_nest_too_deep(json, MAX_NESTING):
+            check_nesting(value, root, root, MAX_NESTING)
 
 
 def _exact_json(value: object) -> bytes | None:
@@ -261,7 +309,7 @@ def _exact_json(value: object) -> bytes | None:
     try:
         encoded = _encode(value)
         return encoded if _decode(encoded) == value else None
-    except (TypeError, ValueError, OverflowError, msgspec.MsgspecError):
+    except (TypeError, ValueError, OverflowError, RecursionError, msgspec.MsgspecError):
         return None
 
 
@@ -381,17 +429,16 @@ def stored_metadata(metadata: StreamMetadata) -> tuple[int | None, int | None, f
 def prepare_snapshot(snapshot: object, max_size: int) -> PreparedSnapshot:
     """Validate a snapshot and encode its state; raise ``ValueError`` if bad.
 
-    The state must be a JSON object that reads back exactly (like event data) and at most
-    ``max_size`` bytes of JSON.
+    The state must be a JSON object that reads back exactly (like event data), nested at
+    most ``MAX_NESTING`` deep and at most ``max_size`` bytes of JSON. ``TypeError`` for a
+    snapshot, stream or number of the wrong type.
     """
     if not isinstance(snapshot, Snapshot):
-        raise ValueError(f"snapshot must be an eskit.Snapshot, got {type(snapshot).__name__}")
+        raise TypeError(f"snapshot must be an eskit.Snapshot, got {type(snapshot).__name__}")
     stream = check_name(snapshot.stream)
     version = check_number("version", snapshot.version)
     snapshot_version = check_number("snapshot_version", snapshot.snapshot_version)
-    state = _exact_json(snapshot.state)
-    if state is None:
-        raise ValueError(_not_json(snapshot.state, f"snapshot state of {stream!r}"))
+    state = _checked_json(snapshot.state, f"snapshot state of {stream!r}", "state")
     if len(state) > max_size:
         raise ValueError(
             f"snapshot state of {stream!r} is {len(state)} bytes of JSON; the limit is {max_size}"
@@ -400,9 +447,34 @@ def prepare_snapshot(snapshot: object, max_size: int) -> PreparedSnapshot:
 
 
 def check_number(name: str, value: object) -> int:
-    """Return ``value`` if it is an int from 0 to ``MAX_INT64`` (a version, a schema number)."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INT64:
+    """Return ``value`` if it is an int from 0 to ``MAX_INT64`` (a version, a schema number):
+    ``TypeError`` if it is not an int (a bool is not), ``ValueError`` if out of range."""
+    check_count(name, value)
+    assert isinstance(value, int)
+    if value > MAX_INT64:
         raise ValueError(f"{name} must be an int from 0 to {MAX_INT64}, got {value!r}")
+    return value
+
+
+def check_count(name: str, value: object, minimum: int = 0) -> None:
+    """``TypeError`` unless ``value`` is an int (a bool is not one), ``ValueError`` if it is
+    below ``minimum``: the check of every version, position and limit a store method takes."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}: {value!r:.60}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+def check_optional_count(name: str, value: object, minimum: int = 0) -> None:
+    """``check_count``, with None allowed (no bound)."""
+    if value is not None:
+        check_count(name, value, minimum)
+
+
+def check_flag(name: str, value: object) -> bool:
+    """``value`` if it is a bool; ``TypeError`` otherwise (``"no"`` is true to Python)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}: {value!r:.60}")
     return value
 
 
@@ -414,26 +486,29 @@ def lowest_snapshot_version(metadata: StreamMetadata) -> int:
 
 
 def check_metadata(metadata: object) -> StreamMetadata:
-    """Return ``metadata`` if its limits are sensible, else raise ``ValueError``."""
+    """Return ``metadata`` if its limits are sensible: ``TypeError`` for a value of the wrong
+    type, ``ValueError`` for one out of range."""
     if not isinstance(metadata, StreamMetadata):
-        raise ValueError(f"metadata must be an eskit.StreamMetadata, got {metadata!r}")
-    for name in ("truncate_before", "max_count"):
-        value = getattr(metadata, name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ValueError(f"{name} must be an int or None, got {value!r}")
-    if metadata.truncate_before is not None and metadata.truncate_before < 0:
-        raise ValueError(f"truncate_before must be >= 0, got {metadata.truncate_before}")
-    if metadata.max_count is not None and metadata.max_count < 1:
-        raise ValueError(f"max_count must be >= 1, got {metadata.max_count}")
-    if metadata.max_age is not None and not (0 < metadata.max_age < math.inf):
-        raise ValueError(f"max_age must be a positive number of seconds, got {metadata.max_age}")
+        raise TypeError(f"metadata must be an eskit.StreamMetadata, got {metadata!r:.60}")
+    check_optional_count("truncate_before", metadata.truncate_before, minimum=0)
+    check_optional_count("max_count", metadata.max_count, minimum=1)
+    max_age: object = metadata.max_age
+    if max_age is not None and (isinstance(max_age, bool) or not isinstance(max_age, int | float)):
+        raise TypeError(f"max_age must be a number of seconds, got {max_age!r:.60}")
+    if max_age is not None and not (0 < max_age < math.inf):
+        raise ValueError(f"max_age must be a positive number of seconds, got {max_age}")
     return metadata
 
 
 def check_types(types: Iterable[str] | None) -> tuple[str, ...] | None:
-    """Normalise a ``types`` filter; a bare string is refused (it is not a list of types)."""
+    """Normalise a ``types`` filter: ``TypeError`` unless it is None or an iterable of str
+    (a bare string is not: it would filter by its letters)."""
     if types is None:
         return None
-    if isinstance(types, str):
-        raise ValueError(f"types must be a list of event type names, not the string {types!r}")
-    return tuple(types)
+    if isinstance(types, str | bytes) or not isinstance(types, Iterable):
+        raise TypeError(f"types must be a list of event type names, got {types!r:.60}")
+    found = tuple(types)
+    for name in found:
+        if not isinstance(name, str):
+            raise TypeError(f"types must hold event type names (str), got {name!r:.60}")
+    return found

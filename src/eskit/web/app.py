@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import Depends, FastAPI
@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 
 from eskit.application.commands import CommandBus
+from eskit.store import rules
 from eskit.store.base import EventStore
 from eskit.web.auth import Tokens, authenticator
 from eskit.web.commands import add_command_routes
@@ -48,6 +49,7 @@ def create_app(
     settings: Settings | None = None,
     lifespan: Lifespan | None = None,
     title: str = "eskit",
+    free_form: Collection[str] = (),
 ) -> FastAPI:
     """An HTTP API over ``store``.
 
@@ -61,9 +63,22 @@ def create_app(
       ``{InvoiceError: 409}``); other unexpected errors are 500s.
     - ``lifespan``: entered while the app runs (the store is used open: open it here, or
       before creating the app).
+    - ``free_form``: stream categories whose raw appends (``POST /streams``) take events
+      of any type and shape. Elsewhere, when there is a ``bus``, a raw append must hold
+      events its registry decodes (registered type, data that fits the class, through the
+      upcasters) and, on an aggregate's stream, that the aggregate applies; else it is
+      refused with 422 and nothing is written (``eskit.web.raw_appends``).
     """
     settings = settings or Settings()
-    ctx = Context(store, settings, authenticator(tokens), dict(errors or {}), wait_until)
+    ctx = Context(
+        store,
+        settings,
+        authenticator(tokens),
+        dict(errors or {}),
+        wait_until,
+        bus=bus,
+        free_form=frozenset(rules.check_name(c, "category") for c in free_form),
+    )
 
     @contextlib.asynccontextmanager
     async def run(app: FastAPI) -> AsyncIterator[None]:

@@ -19,7 +19,7 @@ from eskit.store import rules
 from eskit.web.auth import USER, require, require_some
 from eskit.web.context import context
 from eskit.web.errors import ApiError
-from eskit.web.inputs import decode, only_parameters
+from eskit.web.inputs import json_body, only_parameters
 from eskit.web.openapi import request_body, responses, schemas_of
 from eskit.web.schemas import CommandReply, EventRef, JSONResponse
 
@@ -46,7 +46,7 @@ def add_command_routes(
             dependencies=list(secured),
             response_class=JSONResponse,
             responses=responses(
-                200, "CommandReply", 400, 404, 409, 410, 413, secured=bool(secured)
+                200, "CommandReply", 400, 404, 409, 410, 413, 415, secured=bool(secured)
             ),
             openapi_extra={"requestBody": request_body(name)},
         )
@@ -88,7 +88,7 @@ def _endpoint(bus: CommandBus, kind: type[Any]) -> Any:
         grant = ctx.authenticate(request)
         require_some(grant, "write")
         only_parameters(request)
-        command = decode(await request.body(), kind)
+        command = await json_body(request, kind, max_nesting=rules.MAX_NESTING)
         require(grant, "write", rules.category(bus.stream_of(command)))
         the_id = command_id or uuid.uuid4()
         result = await bus.send(

@@ -12,6 +12,7 @@ from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
 
+from eskit.application.commands import CommandBus
 from eskit.store import rules
 from eskit.store.base import EventStore
 from eskit.web.errors import translate
@@ -51,6 +52,11 @@ class Context:
     authenticate: Callable[[Request], Grant]
     errors: Mapping[type[BaseException], int]
     wait_until: Callable[[int], Awaitable[None]] | None = None
+    bus: CommandBus | None = None
+    """The application's command bus: raw appends must decode through its event registry
+    and apply to its aggregates (``eskit.web.raw_appends``)."""
+    free_form: frozenset[str] = frozenset()
+    """Stream categories whose raw appends take events of any type and shape."""
     closing: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     """Set when the server begins to shut down: live feeds end so that it can."""
 

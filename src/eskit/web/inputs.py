@@ -3,6 +3,7 @@ next page."""
 
 from __future__ import annotations
 
+import json
 import urllib.parse
 from typing import Any, TypeVar
 
@@ -12,20 +13,91 @@ from starlette.requests import Request
 
 from eskit.store import rules
 from eskit.store.model import ExpectedVersion, StreamState
+from eskit.store.nesting import may_nest_too_deep
 from eskit.web.errors import ApiError
+from eskit.web.schemas import JSON
 
 T = TypeVar("T")
 STATES = {state.value: state for state in StreamState}
 
 
+async def json_body(request: Request, kind: type[T], max_nesting: int | None = None) -> T:
+    """The request's JSON body as ``kind``: 415 unless its Content-Type is
+    ``application/json``; 422 naming the path if it nests deeper than ``max_nesting``
+    (when given); then as ``decode`` reads it."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != JSON:
+        raise ApiError(
+            415,
+            "UnsupportedMediaType",
+            f"the body must be JSON, sent with Content-Type: {JSON}"
+            f" (got {media_type[:60] or 'none'})",
+        )
+    body = await request.body()
+    if max_nesting is not None and may_nest_too_deep(body, max_nesting):
+        path = too_deep_at(body.decode(errors="replace"), max_nesting)
+        if path is not None:
+            raise ApiError(
+                422, "ValidationError", f"body: nested deeper than {max_nesting} levels, at {path}"
+            )
+    return decode(body, kind)
+
+
 def decode(body: bytes, kind: type[T]) -> T:
-    """The body as ``kind``: 400 if it is not JSON, 422 naming the field that is wrong."""
+    """The body as ``kind``: 400 if it is not JSON, 422 naming the field that is wrong or
+    the path where it nests deeper than the parser reads."""
     try:
         return msgspec.json.decode(body, type=kind)
     except msgspec.ValidationError as error:
         raise ApiError(422, "ValidationError", f"body: {error}") from None
     except msgspec.DecodeError as error:
         raise ApiError(400, "InvalidJSON", f"the body is not valid JSON: {error}") from None
+    except RecursionError:  # the parser recurses: a body nested thousands deep stops it
+        path = too_deep_at(body.decode(errors="replace"), rules.MAX_NESTING) or "body"
+        raise ApiError(
+            422,
+            "ValidationError",
+            f"body: nested too deep to read, at {path} (event data and metadata may nest"
+            f" {rules.MAX_NESTING} levels)",
+        ) from None
+
+
+def too_deep_at(text: str, limit: int) -> str | None:
+    """The path (``events[0].data.a[0]``) of the first object or array in JSON ``text``
+    that is nested deeper than ``limit``, or None.
+
+    Reads the text with a list of its own, never recursing: it is what answers for a body
+    too deep for the JSON parser. Strings are skipped by the standard library's scanner.
+    """
+    places: list[str | int] = []  # in each open container: the key or index reached
+    i, end = 0, len(text)
+    try:
+        while i < end:
+            char = text[i]
+            if char == '"':
+                value, i = json.decoder.scanstring(text, i + 1)  # type: ignore[attr-defined]
+                after = i
+                while after < end and text[after] in " \t\r\n":
+                    after += 1
+                if places and isinstance(places[-1], str) and text[after : after + 1] == ":":
+                    places[-1] = value  # a key of the object
+                continue
+            if char in "{[":
+                if len(places) >= limit:
+                    return _path_of(places)
+                places.append(0 if char == "[" else "")
+            elif char in "}]" and places:
+                places.pop()
+            elif char == "," and places and isinstance(places[-1], int):
+                places[-1] += 1
+            i += 1
+    except ValueError:  # not JSON after all: the parser's error will do
+        return None
+    return None
+
+
+def _path_of(places: list[str | int]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p[:40]}" for p in places).lstrip(".")
 
 
 def parse_expected_version(header: str | None) -> ExpectedVersion:

@@ -21,6 +21,7 @@ WHY: Final = {
     " of the domain refuses the command",
     410: "The stream was deleted for ever (tombstoned)",
     413: "The request body is over the size limit",
+    415: "The body is not sent as JSON (Content-Type: application/json)",
     422: "Invalid input: the message names the parameter or field",
     503: "A service is down or the server is shutting down: retry later",
 }

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 from fastapi import FastAPI
@@ -49,6 +49,12 @@ class AppSpec:
     aggregates: Mapping[str, Repository[Any]] = dataclasses.field(default_factory=dict)
     """Repositories by name, whose aggregates the admin UI loads at any version (e.g.
     ``{"invoice": bus.repository(Invoice.model())}``)."""
+    free_form_categories: Collection[str] = ()
+    """Stream categories whose raw appends (``POST /streams``) take events of any type and
+    shape (e.g. ``{"audit", "import"}``). In every other category, an app with a ``bus``
+    refuses (422) a raw append that its event registry does not decode (an unregistered
+    type, data that does not fit the class) or, on an aggregate's stream, that the
+    aggregate does not apply."""
 
 
 def serving_app(
@@ -98,6 +104,7 @@ def serving_app(
         wait_until=spec.wait_until,
         settings=settings,
         lifespan=lifespan,
+        free_form=spec.free_form_categories,
     )
     add_health_routes(app, spec.runner, ready_max_lag)
     if metrics is not None:

@@ -13,8 +13,15 @@ from starlette.requests import Request
 from eskit.store import rules
 from eskit.web.auth import USER, require
 from eskit.web.context import context
-from eskit.web.inputs import decode, link_to, only_parameters, page_limit, parse_expected_version
+from eskit.web.inputs import (
+    json_body,
+    link_to,
+    only_parameters,
+    page_limit,
+    parse_expected_version,
+)
 from eskit.web.openapi import request_body, responses
+from eskit.web.raw_appends import check_raw_append
 from eskit.web.schemas import AppendBody, AppendReply, JSONResponse, StreamPage
 
 
@@ -72,7 +79,7 @@ def add_stream_routes(router: APIRouter, secured: Sequence[Any], max_limit: int)
         status_code=201,
         dependencies=list(secured),
         response_class=JSONResponse,
-        responses=responses(201, "AppendReply", 400, 409, 410, 413, secured=bool(secured)),
+        responses=responses(201, "AppendReply", 400, 409, 410, 413, 415, secured=bool(secured)),
         openapi_extra={"requestBody": request_body("AppendBody")},
     )
     async def append_to_stream(
@@ -88,13 +95,16 @@ def add_stream_routes(router: APIRouter, secured: Sequence[Any], max_limit: int)
         ] = None,
     ) -> JSONResponse:
         """Append events to the stream, all or none. Their metadata names the token that
-        wrote them (``user``), whatever the body says."""
+        wrote them (``user``), whatever the body says. When the application has a command
+        bus, each event must decode through its registry and apply to the stream's
+        aggregate (422 otherwise), unless the category takes free-form events."""
         ctx = context(request)
         grant = ctx.authenticate(request)
         only_parameters(request)
         require(grant, "write", rules.category(rules.check_name(stream)))
         expected = parse_expected_version(expected_version)
-        body = decode(await request.body(), AppendBody)
+        body = await json_body(request, AppendBody)
+        await check_raw_append(ctx.bus, ctx.free_form, stream, body.events)
         events = [
             msgspec.structs.replace(event, metadata={**(event.metadata or {}), USER: grant.name})
             for event in body.events

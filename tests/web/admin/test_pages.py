@@ -8,9 +8,11 @@ import datetime as dt
 import html
 import re
 
+import msgspec
 import pytest
 
-from tests.web.admin.client import Admin, text
+import eskit
+from tests.web.admin.client import PAGE, Admin, text
 
 pytestmark = pytest.mark.anyio
 
@@ -162,3 +164,38 @@ async def test_the_live_tail_page_points_at_the_feed(seeded: Admin) -> None:
     page = await seeded.page("/admin/live", category="invoice")
     assert 'data-feed="/admin/live/feed?after=0&amp;category=invoice"' in page
     assert 'id="tail-status"' in page
+
+
+async def test_an_event_the_aggregate_cannot_decode_is_shown_inside_the_page(
+    seeded: Admin,
+) -> None:
+    """An event written behind the API's back (here straight to the store) that its class
+    cannot decode: time travel names it and says why, on its normal page."""
+    await seeded.store.append("invoice-1", [eskit.NewEvent("InvoiceLineAdded", {"sku": "x"})])
+    await seeded.store.append("invoice-1", [eskit.NewEvent("Mystery", {})])
+    response = await seeded.http.get(
+        "/admin/aggregates", params={"kind": "invoice", "id": "1"}, headers=PAGE
+    )
+    assert response.status_code == 200, response.text
+    shown = text(response.text)
+    assert "invoice-1 cannot be loaded" in shown
+    assert "Event v3 (InvoiceLineAdded, position" in shown
+    assert "missing required field `amount`" in shown
+    assert 'class="error" data-failed-version="3"' in response.text
+    assert "v4" in shown  # the events around it are listed, each a link to its version
+    before = text(await seeded.page("/admin/aggregates", kind="invoice", id="1", version=2))
+    assert "at version 2 of 4" in before  # the versions before it still load
+    unknown = await seeded.store.append("invoice-2", [eskit.NewEvent("Mystery", {})])
+    page = text(await seeded.page("/admin/aggregates", kind="invoice", id="2"))
+    assert f"Event v1 (Mystery, position {unknown.last_position})" in page
+    assert "UnknownEventType: event type 'Mystery' is not registered" in page
+
+
+def test_time_travel_names_other_errors_by_their_class_only() -> None:
+    """An apply handler's own error may quote decrypted data: only its class is shown."""
+    from eskit.web.admin.aggregates import _why
+
+    assert _why(KeyError("Ada Lovelace")).startswith("KeyError (the message is not shown")
+    assert "Ada" not in _why(KeyError("Ada Lovelace"))
+    decoding = msgspec.ValidationError("Object missing required field `amount`")
+    assert _why(decoding) == "ValidationError: Object missing required field `amount`"

@@ -43,6 +43,15 @@ def with_id(type_: str = "Happened", **data: Any) -> NewEvent:
     return NewEvent(type_, data, id=uuid.uuid4())
 
 
+def nested(depth: int) -> dict[str, Any]:
+    """A JSON object nested ``depth`` levels deep, itself counted: ``{"a": [{"a": [...]}]}``
+    (its innermost container at ``data.a[0].a[0]...``)."""
+    value: Any = 1
+    for level in range(depth, 0, -1):
+        value = {"a": value} if level % 2 else [value]
+    return cast(dict[str, Any], value)
+
+
 async def collect(events: AsyncIterator[RecordedEvent]) -> list[RecordedEvent]:
     """Drain a read into a list (reads are lazy: nothing is checked before iterating)."""
     return [e async for e in events]

@@ -326,33 +326,36 @@ class LifecycleConformance(ConformanceBase):
         assert await versions(store, "order-1") == []
 
     @pytest.mark.parametrize(
-        "metadata",
+        ("metadata", "error"),
         [
-            StreamMetadata(max_count=0),
-            StreamMetadata(max_count=-1),
-            StreamMetadata(truncate_before=-1),
-            StreamMetadata(max_age=0),
-            StreamMetadata(max_age=-5.0),
-            StreamMetadata(max_age=math.nan),
-            StreamMetadata(max_count=True),
-            StreamMetadata(truncate_before=1.5),  # type: ignore[arg-type]
-            {"max_count": 3},
-        ],
-        ids=[
-            "max_count_0",
-            "max_count_negative",
-            "truncate_before_negative",
-            "max_age_0",
-            "max_age_negative",
-            "max_age_nan",
-            "max_count_bool",
-            "truncate_before_float",
-            "plain_dict",
+            pytest.param(StreamMetadata(max_count=0), ValueError, id="max_count_0"),
+            pytest.param(StreamMetadata(max_count=-1), ValueError, id="max_count_negative"),
+            pytest.param(
+                StreamMetadata(truncate_before=-1), ValueError, id="truncate_before_negative"
+            ),
+            pytest.param(StreamMetadata(max_age=0), ValueError, id="max_age_0"),
+            pytest.param(StreamMetadata(max_age=-5.0), ValueError, id="max_age_negative"),
+            pytest.param(StreamMetadata(max_age=math.nan), ValueError, id="max_age_nan"),
+            pytest.param(StreamMetadata(max_count=True), TypeError, id="max_count_bool"),
+            pytest.param(
+                StreamMetadata(truncate_before=1.5),  # type: ignore[arg-type]
+                TypeError,
+                id="truncate_before_float",
+            ),
+            pytest.param(
+                StreamMetadata(max_age="60"),  # type: ignore[arg-type]
+                TypeError,
+                id="max_age_str",
+            ),
+            pytest.param({"max_count": 3}, TypeError, id="plain_dict"),
         ],
     )
-    async def test_metadata_invalid_is_value_error(self, store: EventStore, metadata: Any) -> None:
+    async def test_metadata_invalid_is_refused(
+        self, store: EventStore, metadata: Any, error: type[Exception]
+    ) -> None:
+        """A wrong type is a TypeError, a wrong value a ValueError; nothing changes."""
         await store.append("order-1", numbered(3))
-        with pytest.raises(ValueError):
+        with pytest.raises(error):
             await store.set_stream_metadata("order-1", metadata)
         assert await store.get_stream_metadata("order-1") == StreamMetadata()
         assert await versions(store, "order-1") == [0, 1, 2]

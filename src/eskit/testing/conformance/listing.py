@@ -94,23 +94,24 @@ class ListingConformance(ConformanceBase):
         assert await _names(store) == ["real-1"]
 
     @pytest.mark.parametrize(
-        "options",
+        ("options", "error"),
         [
-            {"limit": 0},
-            {"limit": -1},
-            {"limit": True},
-            {"limit": None},
-            {"limit": 1.5},
-            {"after": 3},
-            {"after": b"a"},
-            {"category": ""},
-            {"category": "$system"},
-            {"category": 7},
+            ({"limit": 0}, ValueError),
+            ({"limit": -1}, ValueError),
+            ({"limit": True}, TypeError),
+            ({"limit": None}, TypeError),
+            ({"limit": 1.5}, TypeError),
+            ({"after": 3}, TypeError),
+            ({"after": b"a"}, TypeError),
+            ({"category": ""}, ValueError),
+            ({"category": "$system"}, ValueError),
+            ({"category": 7}, TypeError),
         ],
         ids=repr,
     )
     async def test_list_streams_invalid_arguments(
-        self, store: EventStore, options: dict[str, Any]
+        self, store: EventStore, options: dict[str, Any], error: type[Exception]
     ) -> None:
-        with pytest.raises(ValueError):
+        """A wrong type is a TypeError, a wrong value a ValueError."""
+        with pytest.raises(error):
             await store.list_streams(**options)

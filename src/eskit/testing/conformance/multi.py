@@ -208,24 +208,33 @@ class MultiAppendConformance(ConformanceBase):
     # == invalid input ========================================================================
 
     @pytest.mark.parametrize(
-        ("appends", "message"),
+        ("appends", "error", "message"),
         [
-            ([], "at least one"),
-            ((), "at least one"),
-            (Append("order-1", [new()]), "list of eskit.Append"),
-            ((a for a in [Append("order-1", [new()])]), "list of eskit.Append"),
-            (None, "list of eskit.Append"),
-            ("order-1", "list of eskit.Append"),
-            ([Append("order-1", [new()]), ("order-2", [new()])], r"appends\[1\]"),
-            ([Append("order-1", [new()]), Append("order-1", [new()])], "twice"),
-            ([Append("order-2", [new()]), Append("order-1", [])], r"appends\[1\]"),
-            ([Append("order-2", [new()]), Append(INVALID_NAMES["dollar"], [new()])], r"\[1\]"),
-            ([Append("order-2", [new()]), Append("order-1", [new()], -1)], r"appends\[1\]"),
+            ([], ValueError, "at least one"),
+            ((), ValueError, "at least one"),
+            (Append("order-1", [new()]), TypeError, "list of eskit.Append"),
+            ((a for a in [Append("order-1", [new()])]), TypeError, "list of eskit.Append"),
+            (None, TypeError, "list of eskit.Append"),
+            ("order-1", TypeError, "list of eskit.Append"),
+            ([Append("order-1", [new()]), ("order-2", [new()])], TypeError, r"appends\[1\]"),
+            ([Append("order-1", [new()]), Append("order-1", [new()])], ValueError, "twice"),
+            ([Append("order-2", [new()]), Append("order-1", [])], ValueError, r"appends\[1\]"),
+            (
+                [Append("order-2", [new()]), Append(INVALID_NAMES["dollar"], [new()])],
+                ValueError,
+                r"\[1\]",
+            ),
+            (
+                [Append("order-2", [new()]), Append("order-1", [new()], -1)],
+                ValueError,
+                r"appends\[1\]",
+            ),
             (
                 [
                     Append("order-1", [new()]),
                     Append("order-2", [new(), NewEvent("X", NOT_JSON["set"])]),
                 ],
+                ValueError,
                 r"appends\[1\].*event 1",
             ),
         ],
@@ -244,12 +253,13 @@ class MultiAppendConformance(ConformanceBase):
             "not_json",
         ],
     )
-    async def test_append_many_invalid_input_is_value_error(
-        self, store: EventStore, appends: Any, message: str
+    async def test_append_many_invalid_input_is_refused(
+        self, store: EventStore, appends: Any, error: type[Exception], message: str
     ) -> None:
+        """A wrong type is a TypeError, a wrong value a ValueError; nothing is written."""
         await _three_streams(store)
         log = await log_of(store)
-        with pytest.raises(ValueError, match=message):
+        with pytest.raises(error, match=message):
             await store.append_many(appends)
         assert await log_of(store) == log
 

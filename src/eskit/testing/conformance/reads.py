@@ -50,7 +50,7 @@ class ReadConformance(ConformanceBase):
         assert await store.find_event(first.id) == first
 
     async def test_find_event_refuses_what_is_not_a_uuid(self, store: EventStore) -> None:
-        with pytest.raises(ValueError):
+        with pytest.raises(TypeError):
             await store.find_event(str(uuid.uuid4()))  # type: ignore[arg-type]
 
     # == read_stream ========================================================================

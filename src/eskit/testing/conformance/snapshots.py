@@ -12,7 +12,7 @@ import pytest
 from eskit.errors import StreamDeleted
 from eskit.store.base import EventStore
 from eskit.store.model import Snapshot, StreamMetadata
-from eskit.store.rules import SNAPSHOTS_KEPT
+from eskit.store.rules import MAX_NESTING, SNAPSHOTS_KEPT
 from eskit.testing.conformance.helpers import (
     INVALID_NAMES,
     NOT_JSON,
@@ -21,6 +21,7 @@ from eskit.testing.conformance.helpers import (
     ConformanceBase,
     ManualClock,
     log_of,
+    nested,
     numbered,
     same_json,
     versions,
@@ -285,43 +286,51 @@ class SnapshotConformance(ConformanceBase):
     # == invalid input ========================================================================
 
     @pytest.mark.parametrize(
-        "snapshot",
+        ("snapshot", "error"),
         [
-            {"stream": "order-1", "version": 0, "snapshot_version": 1, "state": {}},
-            Snapshot("order-1", -1, 1, {}),
-            Snapshot("order-1", True, 1, {}),
-            Snapshot("order-1", 1.5, 1, {}),  # type: ignore[arg-type]
-            Snapshot("order-1", 2**64, 1, {}),
-            Snapshot("order-1", 0, -1, {}),
-            Snapshot("order-1", 0, "1", {}),  # type: ignore[arg-type]
-            Snapshot("order-1", 0, None, {}),  # type: ignore[arg-type]
-            Snapshot("order-1", 0, 1, [1, 2]),  # type: ignore[arg-type]
-            Snapshot("order-1", 0, 1, None),  # type: ignore[arg-type]
-            *(Snapshot("order-1", 0, 1, NOT_JSON[kind]) for kind in ("set", "nan", "int_key")),
-            *(Snapshot(INVALID_NAMES[kind], 0, 1, {}) for kind in ("empty", "dollar", "int")),
-        ],
-        ids=[
-            "plain_dict",
-            "version_negative",
-            "version_bool",
-            "version_float",
-            "version_huge",
-            "snapshot_version_negative",
-            "snapshot_version_str",
-            "snapshot_version_none",
-            "state_list",
-            "state_none",
-            "state_set",
-            "state_nan",
-            "state_int_key",
-            "stream_empty",
-            "stream_dollar",
-            "stream_int",
+            pytest.param(
+                {"stream": "order-1", "version": 0, "snapshot_version": 1, "state": {}},
+                TypeError,
+                id="plain_dict",
+            ),
+            pytest.param(Snapshot("order-1", -1, 1, {}), ValueError, id="version_negative"),
+            pytest.param(Snapshot("order-1", True, 1, {}), TypeError, id="version_bool"),
+            pytest.param(Snapshot("order-1", 1.5, 1, {}), TypeError, id="version_float"),  # type: ignore[arg-type]
+            pytest.param(Snapshot("order-1", 2**64, 1, {}), ValueError, id="version_huge"),
+            pytest.param(
+                Snapshot("order-1", 0, -1, {}), ValueError, id="snapshot_version_negative"
+            ),
+            pytest.param(Snapshot("order-1", 0, "1", {}), TypeError, id="snapshot_version_str"),  # type: ignore[arg-type]
+            pytest.param(Snapshot("order-1", 0, None, {}), TypeError, id="snapshot_version_none"),  # type: ignore[arg-type]
+            pytest.param(Snapshot("order-1", 0, 1, [1, 2]), ValueError, id="state_list"),  # type: ignore[arg-type]
+            pytest.param(Snapshot("order-1", 0, 1, None), ValueError, id="state_none"),  # type: ignore[arg-type]
+            *(
+                pytest.param(
+                    Snapshot("order-1", 0, 1, NOT_JSON[kind]), ValueError, id=f"state_{kind}"
+                )
+                for kind in ("set", "nan", "int_key")
+            ),
+            pytest.param(
+                Snapshot("order-1", 0, 1, nested(MAX_NESTING + 1)), ValueError, id="state_too_deep"
+            ),
+            pytest.param(
+                Snapshot("order-1", 0, 1, nested(10_000)), ValueError, id="state_10000_deep"
+            ),
+            *(
+                pytest.param(
+                    Snapshot(INVALID_NAMES[kind], 0, 1, {}), ValueError, id=f"stream_{kind}"
+                )
+                for kind in ("empty", "dollar")
+            ),
+            pytest.param(Snapshot(INVALID_NAMES["int"], 0, 1, {}), TypeError, id="stream_int"),
         ],
     )
-    async def test_snapshot_invalid_is_value_error(self, store: EventStore, snapshot: Any) -> None:
+    async def test_snapshot_invalid_is_refused(
+        self, store: EventStore, snapshot: Any, error: type[Exception]
+    ) -> None:
+        """A wrong type is a TypeError, a wrong value a ValueError; nothing is saved."""
         await store.save_snapshot(snap(0))
-        with pytest.raises(ValueError):
+        with pytest.raises(error):
             await store.save_snapshot(snapshot)
         assert await loaded_versions(store, "order-1", 1) == [0]
         assert await loaded_versions(store, "order-1", 0) == []
@@ -334,32 +343,45 @@ class SnapshotConformance(ConformanceBase):
             assert await loaded_versions(store, "order-1", 1) == [0]
 
     @pytest.mark.parametrize(
-        "load",
+        ("load", "error"),
         [
-            {"stream": "", "snapshot_version": 1},
-            {"stream": "$all", "snapshot_version": 1},
-            {"stream": None, "snapshot_version": 1},
-            {"stream": "order-1", "snapshot_version": -1},
-            {"stream": "order-1", "snapshot_version": True},
-            {"stream": "order-1", "snapshot_version": None},
-            {"stream": "order-1", "snapshot_version": 1, "max_version": -1},
-            {"stream": "order-1", "snapshot_version": 1, "max_version": 1.0},
-            {"stream": "order-1", "snapshot_version": 1, "max_version": False},
-        ],
-        ids=[
-            "stream_empty",
-            "stream_dollar",
-            "stream_none",
-            "snapshot_version_negative",
-            "snapshot_version_bool",
-            "snapshot_version_none",
-            "max_version_negative",
-            "max_version_float",
-            "max_version_bool",
+            pytest.param({"stream": "", "snapshot_version": 1}, ValueError, id="stream_empty"),
+            pytest.param({"stream": "$all", "snapshot_version": 1}, ValueError, id="stream_dollar"),
+            pytest.param({"stream": None, "snapshot_version": 1}, TypeError, id="stream_none"),
+            pytest.param(
+                {"stream": "order-1", "snapshot_version": -1},
+                ValueError,
+                id="snapshot_version_negative",
+            ),
+            pytest.param(
+                {"stream": "order-1", "snapshot_version": True},
+                TypeError,
+                id="snapshot_version_bool",
+            ),
+            pytest.param(
+                {"stream": "order-1", "snapshot_version": None},
+                TypeError,
+                id="snapshot_version_none",
+            ),
+            pytest.param(
+                {"stream": "order-1", "snapshot_version": 1, "max_version": -1},
+                ValueError,
+                id="max_version_negative",
+            ),
+            pytest.param(
+                {"stream": "order-1", "snapshot_version": 1, "max_version": 1.0},
+                TypeError,
+                id="max_version_float",
+            ),
+            pytest.param(
+                {"stream": "order-1", "snapshot_version": 1, "max_version": False},
+                TypeError,
+                id="max_version_bool",
+            ),
         ],
     )
-    async def test_snapshot_invalid_load_is_value_error(
-        self, store: EventStore, load: dict[str, Any]
+    async def test_snapshot_invalid_load_is_refused(
+        self, store: EventStore, load: dict[str, Any], error: type[Exception]
     ) -> None:
-        with pytest.raises(ValueError):
+        with pytest.raises(error):
             await store.load_snapshot(**load)

@@ -11,6 +11,7 @@ import pytest
 from eskit.errors import StreamDeleted
 from eskit.store.base import EventStore
 from eskit.store.model import NO_STREAM, Append, NewEvent, Snapshot, StreamMetadata
+from eskit.store.rules import MAX_NESTING
 from eskit.testing.conformance.helpers import (
     HOSTILE_NAMES,
     INVALID_NAMES,
@@ -18,6 +19,7 @@ from eskit.testing.conformance.helpers import (
     ConformanceBase,
     collect,
     log_of,
+    nested,
     new,
     numbered,
     positions,
@@ -34,42 +36,45 @@ class ValidationConformance(ConformanceBase):
     async def test_invalid_stream_name_is_refused_everywhere(
         self, store: EventStore, name: str
     ) -> None:
-        """Every call naming a stream checks the name before touching the store."""
+        """Every call naming a stream checks the name before touching the store: a name
+        that is not a str is a TypeError, a str that breaks the rules a ValueError."""
         bad: Any = INVALID_NAMES[name]
-        with pytest.raises(ValueError):
+        error = _error_for(bad)
+        with pytest.raises(error):
             await store.append(bad, [new()])
-        with pytest.raises(ValueError):
+        with pytest.raises(error):
             await collect(store.read_stream(bad))
-        with pytest.raises(ValueError):
+        with pytest.raises(error):
             await store.stream_version(bad)
-        with pytest.raises(ValueError):
+        with pytest.raises(error):
             await store.delete_stream(bad)
-        with pytest.raises(ValueError):
+        with pytest.raises(error):
             await store.tombstone_stream(bad)
-        with pytest.raises(ValueError):
+        with pytest.raises(error):
             await store.set_stream_metadata(bad, StreamMetadata(max_count=1))
-        with pytest.raises(ValueError):
+        with pytest.raises(error):
             await store.get_stream_metadata(bad)
-        with pytest.raises(ValueError):
+        with pytest.raises(error):
             await store.append_many([Append(bad, [new()])])
-        with pytest.raises(ValueError):
+        with pytest.raises(error):
             await store.save_snapshot(Snapshot(bad, 0, 1, {}))
-        with pytest.raises(ValueError):
+        with pytest.raises(error):
             await store.load_snapshot(bad, 1)
         assert await store.last_position() == 0
 
     @pytest.mark.parametrize("name", list(INVALID_NAMES))
     async def test_invalid_event_type_is_refused(self, store: EventStore, name: str) -> None:
-        with pytest.raises(ValueError):
-            await store.append("order-1", [new(), NewEvent(INVALID_NAMES[name], {})])
+        bad: Any = INVALID_NAMES[name]
+        with pytest.raises(_error_for(bad)):
+            await store.append("order-1", [new(), NewEvent(bad, {})])
         assert await store.last_position() == 0
 
     @pytest.mark.parametrize("name", ["empty", "newline", "dollar", "201_chars", "int", "bytes"])
     async def test_invalid_category_filter_is_refused(self, store: EventStore, name: str) -> None:
         bad: Any = INVALID_NAMES[name]
-        with pytest.raises(ValueError):
+        with pytest.raises(_error_for(bad)):
             await collect(store.read_all(category=bad))
-        with pytest.raises(ValueError):
+        with pytest.raises(_error_for(bad)):
             await anext(store.subscribe(category=bad))
 
     async def test_invalid_stream_name_at_200_characters_is_fine(self, store: EventStore) -> None:
@@ -98,6 +103,55 @@ class ValidationConformance(ConformanceBase):
             await store.append("order-1", [NewEvent("A", data)])
         assert await store.last_position() == 0
 
+    @pytest.mark.parametrize(
+        "metadata",
+        [[], 0, "", False, [1], "text", 1.5, True],
+        ids=["empty_list", "zero", "empty_str", "false", "list", "str", "float", "true"],
+    )
+    async def test_invalid_metadata_not_a_dict_is_refused(
+        self, store: EventStore, metadata: Any
+    ) -> None:
+        """Metadata is a JSON object or None (none): nothing else is taken for ``{}``."""
+        for events in ([NewEvent("A", {}, metadata)], [new(), NewEvent("A", {}, metadata)]):
+            with pytest.raises(ValueError, match="metadata must be a JSON object"):
+                await store.append("order-1", events)
+            with pytest.raises(ValueError, match="metadata must be a JSON object"):
+                await store.append_many([Append("order-1", events)])
+        assert await store.last_position() == 0
+
+    async def test_invalid_metadata_none_or_empty_is_no_metadata(self, store: EventStore) -> None:
+        await store.append("order-1", [NewEvent("A", {}, None), NewEvent("A", {}, {})])
+        assert [e.metadata for e in await log_of(store)] == [{}, {}]
+
+    @pytest.mark.parametrize("where", ["data", "metadata"])
+    @pytest.mark.parametrize("depth", [MAX_NESTING + 1, 1_000, 10_000, 100_000])
+    async def test_invalid_nesting_too_deep_is_refused(
+        self, store: EventStore, where: str, depth: int
+    ) -> None:
+        """Nested deeper than ``MAX_NESTING``: a ValueError naming the path, never a
+        RecursionError, whatever the depth; nothing is written."""
+        deep = nested(depth)
+        event = NewEvent("A", deep) if where == "data" else NewEvent("A", {}, deep)
+        path = rf"{where}(\.a\[0\]){{{MAX_NESTING // 2}}}"  # data.a[0].a[0]... (100 levels)
+        for events in ([event], [new(), new(), event]):
+            with pytest.raises(ValueError, match=f"nested deeper than {MAX_NESTING}.*{path}"):
+                await store.append("order-1", events)
+            with pytest.raises(ValueError, match=path):
+                await store.append_many([Append("order-2", [new()]), Append("order-1", events)])
+        assert await store.last_position() == 0
+
+    async def test_invalid_nesting_at_the_limit_is_fine(self, store: EventStore) -> None:
+        deep = nested(MAX_NESTING)
+        await store.append("order-1", [NewEvent("A", deep, metadata=deep)])
+        (event,) = await log_of(store)
+        assert (event.data, event.metadata) == (deep, deep)
+
+    async def test_invalid_nesting_counts_depth_not_size(self, store: EventStore) -> None:
+        """Many objects side by side are not deep: only nesting counts."""
+        wide = {"items": [{"a": [{"b": i}]} for i in range(500)]}
+        await store.append("order-1", [NewEvent("A", wide, metadata=wide)] * 2)
+        assert [e.data for e in await log_of(store)] == [wide, wide]
+
     async def test_invalid_empty_event_list_is_refused(self, store: EventStore) -> None:
         with pytest.raises(ValueError):
             await store.append("order-1", [])
@@ -113,17 +167,18 @@ class ValidationConformance(ConformanceBase):
             [{"type": "A", "data": {}}],
             ["A"],
             None,
+            "A",
         ],
-        ids=["bare_event", "generator", "dict", "str", "none"],
+        ids=["bare_event", "generator", "dict", "str_in_list", "none", "str"],
     )
     async def test_invalid_events_argument_is_refused(self, store: EventStore, events: Any) -> None:
-        with pytest.raises(ValueError):
+        with pytest.raises(TypeError):
             await store.append("order-1", events)
         assert await store.last_position() == 0
 
     @pytest.mark.parametrize("event_id", ["not-a-uuid", 42, uuid.uuid4().bytes])
     async def test_invalid_event_id_is_refused(self, store: EventStore, event_id: Any) -> None:
-        with pytest.raises(ValueError):
+        with pytest.raises(TypeError):
             await store.append("order-1", [NewEvent("A", {}, id=event_id)])
         assert await store.last_position() == 0
 
@@ -142,63 +197,111 @@ class ValidationConformance(ConformanceBase):
         assert await store.last_position() == 0
 
     @pytest.mark.parametrize(
-        "expected",
-        [-1, True, False, "x", "any", None, 1.5, [0]],
+        ("expected", "error"),
+        [
+            (-1, ValueError),
+            (True, TypeError),
+            (False, TypeError),
+            ("x", TypeError),
+            ("any", TypeError),
+            (None, TypeError),
+            (1.5, TypeError),
+            ([0], TypeError),
+        ],
         ids=["negative", "true", "false", "str", "str_any", "none", "float", "list"],
     )
     async def test_invalid_expected_version_is_refused(
-        self, store: EventStore, expected: Any
+        self, store: EventStore, expected: Any, error: type[Exception]
     ) -> None:
         await store.append("order-1", [new()])
-        with pytest.raises(ValueError):
+        with pytest.raises(error):
             await store.append("order-1", [new()], expected_version=expected)
-        with pytest.raises(ValueError):
+        with pytest.raises(error):
+            await store.append_many([Append("order-1", [new()], expected)])
+        with pytest.raises(error):
             await store.delete_stream("order-1", expected_version=expected)
-        with pytest.raises(ValueError):
+        with pytest.raises(error):
             await store.tombstone_stream("order-1", expected_version=expected)
         assert await versions(store, "order-1") == [0]
 
-    async def test_invalid_types_filter_bare_string_is_refused(self, store: EventStore) -> None:
-        """``types="OrderPlaced"`` would silently filter by letters; it is refused."""
+    @pytest.mark.parametrize(
+        "types",
+        ["A", [1], ["A", None], [b"A"], 5, {"A": 1}.items()],
+        ids=["bare_str", "int", "none_inside", "bytes", "not_iterable", "pairs"],
+    )
+    async def test_invalid_types_filter_is_type_error(self, store: EventStore, types: Any) -> None:
+        """``types="OrderPlaced"`` would silently filter by letters, ``[1]`` match nothing:
+        both are refused, by every method that filters the log."""
         await store.append("order-1", [new("A")])
-        with pytest.raises(ValueError):
-            await collect(store.read_all(types="A"))
-        with pytest.raises(ValueError):
-            await anext(store.subscribe(types="A"))
+        with pytest.raises(TypeError):
+            await collect(store.read_all(types=types))
+        with pytest.raises(TypeError):
+            await store.read_page(types=types)
+        with pytest.raises(TypeError):
+            await anext(store.subscribe(types=types))
 
     @pytest.mark.parametrize(
-        "read",
+        ("read", "error"),
         [
-            {"from_version": -1},
-            {"from_version": True},
-            {"from_version": "1"},
-            {"limit": -1},
-            {"limit": 1.0},
+            ({"from_version": -1}, ValueError),
+            ({"from_version": True}, TypeError),
+            ({"from_version": "1"}, TypeError),
+            ({"from_version": 1.0}, TypeError),
+            ({"limit": -1}, ValueError),
+            ({"limit": 1.0}, TypeError),
+            ({"limit": False}, TypeError),
+            ({"backwards": "no"}, TypeError),
+            ({"backwards": 1}, TypeError),
+            ({"backwards": None}, TypeError),
         ],
-        ids=["from_negative", "from_bool", "from_str", "limit_negative", "limit_float"],
+        ids=repr,
     )
     async def test_invalid_read_stream_arguments(
-        self, store: EventStore, read: dict[str, Any]
+        self, store: EventStore, read: dict[str, Any], error: type[Exception]
     ) -> None:
-        await store.append("order-1", [new()])
-        with pytest.raises(ValueError):
+        """A wrong type is a TypeError (``backwards="no"`` would read backwards), a wrong
+        value a ValueError."""
+        await store.append("order-1", numbered(2))
+        with pytest.raises(error):
             await collect(store.read_stream("order-1", **read))
 
     @pytest.mark.parametrize(
-        "read",
-        [{"after": -1}, {"after": None}, {"after": True}, {"limit": -1}, {"limit": "5"}],
-        ids=["after_negative", "after_none", "after_bool", "limit_negative", "limit_str"],
+        ("read", "error"),
+        [
+            ({"after": -1}, ValueError),
+            ({"after": None}, TypeError),
+            ({"after": True}, TypeError),
+            ({"after": "1"}, TypeError),
+            ({"after": 1.0}, TypeError),
+            ({"limit": -1}, ValueError),
+            ({"limit": "5"}, TypeError),
+            ({"limit": True}, TypeError),
+            ({"category": 5}, TypeError),
+            ({"category": ["order"]}, TypeError),
+            ({"category": ""}, ValueError),
+        ],
+        ids=repr,
     )
     async def test_invalid_read_all_arguments(
-        self, store: EventStore, read: dict[str, Any]
+        self, store: EventStore, read: dict[str, Any], error: type[Exception]
     ) -> None:
         await store.append("order-1", [new()])
-        with pytest.raises(ValueError):
+        with pytest.raises(error):
             await collect(store.read_all(**read))
+        with pytest.raises(error):
+            await store.read_page(**read)
+        if "limit" not in read:
+            with pytest.raises(error):
+                await anext(store.subscribe(**read))
 
-    async def test_invalid_subscribe_after(self, store: EventStore) -> None:
-        with pytest.raises(ValueError):
-            await anext(store.subscribe(after=-1))
+    @pytest.mark.parametrize(
+        ("after", "error"), [(-1, ValueError), ("1", TypeError), (None, TypeError)], ids=repr
+    )
+    async def test_invalid_wait_for_events_after(
+        self, store: EventStore, after: Any, error: type[Exception]
+    ) -> None:
+        with pytest.raises(error):
+            await store.wait_for_events(after)
 
     # == hostile strings ========================================================================
 
@@ -259,3 +362,8 @@ class ValidationConformance(ConformanceBase):
         for i, name in enumerate(names):
             assert [e.data for e in await collect(store.read_stream(name))] == [{"i": i}]
         assert await positions(store, category="\u00e9") == [1, 4]
+
+
+def _error_for(bad: object) -> type[Exception]:
+    """What a store raises for an invalid name: TypeError if it is no str at all."""
+    return ValueError if isinstance(bad, str) else TypeError

@@ -8,15 +8,19 @@ state is built by their code.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
+import msgspec
 from fastapi import APIRouter, Query
 from starlette.requests import Request
 from starlette.responses import Response
 
+from eskit.application.repository import Repository
 from eskit.cli.common import when
 from eskit.domain.aggregate import Aggregate
+from eskit.errors import AggregateNotFound, EskitError, StoreError, Unavailable
 from eskit.store import rules
+from eskit.store.model import RecordedEvent
 from eskit.web.admin.html import Html, field, link, pretty_json, search_form, tag, url
 from eskit.web.admin.session import user_page, visitor
 from eskit.web.admin.site import admin_of, base
@@ -74,18 +78,104 @@ async def _state(
         raise ApiError(404, "NotFound", f"no aggregate kind {kind!r}")
     stream = repository.stream(aggregate_id)
     rules.check_name(stream)
-    loaded = await repository.load(aggregate_id, version=version, at=at)
+    try:
+        loaded = await repository.load(aggregate_id, version=version, at=at)
+    except (StoreError, Unavailable, AggregateNotFound):
+        raise
+    except Exception as error:  # an event its code cannot decode or apply: say which
+        return await _unloadable(request, repository, kind, aggregate_id, (version, at), error)
     assert loaded.version is not None  # load raises AggregateNotFound for no events
     last = await repository.store.stream_version(stream)
-    root = base(request)
     where = f"at version {loaded.version} of {last}" if last is not None else ""
-    heading = tag(
+    return tag(
+        "div",
+        _heading(request, stream, where, loaded.version),
+        tag("div", tag("h3", "state"), pretty_json(_plain(loaded.state)), class_="state"),
+        await _history(request, repository, kind, aggregate_id, loaded.version),
+        class_="travel",
+    )
+
+
+async def _unloadable(
+    request: Request,
+    repository: Repository[Any],
+    kind: str,
+    aggregate_id: str,
+    until: tuple[int | None, dt.datetime | None],
+    error: Exception,
+) -> Html:
+    """The page for an aggregate that does not load: the event it fails on, and why."""
+    version, at = until
+    stream = repository.stream(aggregate_id)
+    failed, error = await _failing_event(repository, stream, version, at, error)
+    why = _why(error)
+    if failed is None:
+        problem = f"The aggregate cannot be loaded: {why}"
+    else:
+        problem = (
+            f"Event v{failed.version} ({failed.type}, position {failed.position}) cannot be"
+            f" decoded or applied: {why}"
+        )
+    shown = version if failed is None else failed.version
+    return tag(
+        "div",
+        _heading(request, stream, "cannot be loaded", shown),
+        tag("p", problem, class_="error", data_failed_version=shown),
+        await _history(request, repository, kind, aggregate_id, shown),
+        class_="travel",
+    )
+
+
+async def _failing_event(
+    repository: Repository[Any],
+    stream: str,
+    version: int | None,
+    at: dt.datetime | None,
+    error: Exception,
+) -> tuple[RecordedEvent | None, Exception]:
+    """Replay the stream as ``load`` does, one event at a time, to find the first it cannot
+    decode or apply, and that event's error (the one given if none fails on its own)."""
+    model, events = repository.model, repository.events
+    state = model.initial_state()
+    async for recorded in repository.store.read_stream(stream):
+        if (version is not None and recorded.version > version) or (
+            at is not None and recorded.recorded_at > at
+        ):
+            break
+        try:
+            for event in events.decode(recorded):
+                state = model.evolve(state, event)
+        except Exception as failed:  # the event found
+            return recorded, failed
+    return None, error
+
+
+def _why(error: Exception) -> str:
+    """An error as the page may show it: eskit's and the decoder's messages name the type
+    and field, never a value; any other error only by its class (its message may quote
+    decrypted personal data)."""
+    if isinstance(error, EskitError | msgspec.ValidationError):
+        return f"{type(error).__name__}: {error}"
+    return f"{type(error).__name__} (the message is not shown: it may quote the event's data)"
+
+
+def _heading(request: Request, stream: str, where: str, version: int | None) -> Html:
+    root = base(request)
+    return tag(
         "h2",
         link(url(f"{root}/stream", {"name": stream}), stream),
         f" {where}",
-        data_version=loaded.version,
+        data_version=version,
     )
-    start = max(0, loaded.version - AROUND)
+
+
+async def _history(
+    request: Request, repository: Repository[Any], kind: str, aggregate_id: str, shown: int | None
+) -> Html:
+    """The events around version ``shown``, each a link to the aggregate at that version."""
+    root = base(request)
+    stream = repository.stream(aggregate_id)
+    start = max(0, (shown or 0) - AROUND)
     reading = repository.store.read_stream(stream, from_version=start, limit=2 * AROUND + 1)
     here = {"kind": kind, "id": aggregate_id}
     rows = [
@@ -98,7 +188,7 @@ async def _state(
             tag("td", e.type),
             tag("td", e.position),
             tag("td", when(e.recorded_at)),
-            class_="current" if e.version == loaded.version else None,
+            class_="current" if e.version == shown else None,
         )
         async for e in reading
     ]
@@ -110,13 +200,7 @@ async def _state(
         tag("tbody", *rows),
         class_="versions",
     )
-    return tag(
-        "div",
-        heading,
-        tag("div", tag("h3", "state"), pretty_json(_plain(loaded.state)), class_="state"),
-        tag("div", tag("h3", "events (pick a version)"), events, class_="history"),
-        class_="travel",
-    )
+    return tag("div", tag("h3", "events (pick a version)"), events, class_="history")
 
 
 def _plain(state: object) -> object:
