@@ -3,7 +3,9 @@
 Each file ``postgres_migrations/NNN_name.sql`` is one version, applied once, in order. All
 pending versions are applied in one transaction that first takes an advisory lock keyed by
 the schema, so two processes migrating at once take turns (the second finds nothing left
-to do), and a failing migration leaves the schema as it was.
+to do), and a failing migration leaves the schema as it was. A migration that needs what
+SQL cannot do (a hash keyed with the audit key, which the database must not see) has a
+step in Python, run right after its file in the same transaction (``_STEPS``).
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import re
+from collections.abc import Awaitable, Callable
 from typing import Final, NamedTuple
 
 import psycopg
 
 from eskit.errors import StoreError
+from eskit.store.chain import ChainStart, audit_key, chain_start_hash
 
 _FILE: Final = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 _SCHEMA: Final = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -52,9 +56,44 @@ def _lock_key(schema: str) -> int:
     return int.from_bytes(hashlib.sha256(f"eskit:{schema}".encode()).digest()[:8], "big") >> 1
 
 
-async def migrate(conn: psycopg.AsyncConnection[object], schema: str) -> list[Migration]:
-    """Apply the pending migrations to ``schema``; the ones applied (none if up to date)."""
+Connection = psycopg.AsyncConnection[object]
+
+
+async def record_chain_start(conn: Connection, key: bytes | None) -> None:
+    """Record that the chain starts at the next position (migration 005): 1 in a new store,
+    after the last event in an upgraded one. The head is locked: no event can slip in."""
+    cursor = await conn.execute("SELECT position FROM eskit_head FOR UPDATE")
+    row = await cursor.fetchone()
+    assert row is not None
+    position = int(row[0]) + 1  # type: ignore[index]
+    await conn.execute(
+        "INSERT INTO eskit_chain_start (position, hash) VALUES (%s, %s)",
+        (position, chain_start_hash(position, key)),
+    )
+
+
+async def read_chain_start(conn: Connection) -> ChainStart | None:
+    """The chain start record, or None if it was removed (in autocommit mode)."""
+    try:
+        cursor = await conn.execute("SELECT position, hash FROM eskit_chain_start")
+        row = await cursor.fetchone()
+    except psycopg.errors.UndefinedTable:
+        return None
+    return None if row is None else ChainStart(int(row[0]), bytes(row[1]))  # type: ignore[index]
+
+
+_STEPS: Final[dict[str, Callable[[Connection, bytes | None], Awaitable[None]]]] = {
+    "chain_start": record_chain_start,
+}
+"""Python run right after a migration's SQL, by the migration's name."""
+
+
+async def migrate(conn: Connection, schema: str, key: bytes | None = None) -> list[Migration]:
+    """Apply the pending migrations to ``schema``; the ones applied (none if up to date).
+    ``key`` (default ``ESKIT_AUDIT_KEY``) keys the records a migration writes: give the
+    writers' key."""
     check_schema(schema)
+    key = key if key is not None else audit_key()
     applied: list[Migration] = []
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(schema),))
@@ -76,6 +115,9 @@ async def migrate(conn: psycopg.AsyncConnection[object], schema: str) -> list[Mi
             if migration.version in done:
                 continue
             await conn.execute(migration.sql.encode())
+            step = _STEPS.get(migration.name)
+            if step is not None:
+                await step(conn, key)
             await conn.execute(
                 "INSERT INTO eskit_migrations (version, name) VALUES (%s, %s)",
                 (migration.version, migration.name),
@@ -84,7 +126,7 @@ async def migrate(conn: psycopg.AsyncConnection[object], schema: str) -> list[Mi
     return applied
 
 
-async def check_version(conn: psycopg.AsyncConnection[object], schema: str) -> None:
+async def check_version(conn: Connection, schema: str) -> None:
     """Raise a clear ``StoreError`` unless ``schema`` holds exactly this eskit's version."""
     check_schema(schema)
     newest = max((m.version for m in migrations()), default=0)
