@@ -4,12 +4,10 @@ by changing the database behind eskit's back as an intruder would."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import msgspec
-import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,6 +18,8 @@ from eskit.store.audit import Anchor, Anchors, load_anchors, save_anchors, verif
 from tests import postgres
 from tests.cli.conftest import invoke
 from tests.projections.models import store_url
+from tests.store.fixtures.pre_chain import write_pre_chain_file
+from tests.store.tamper import sqlite_past_guard, sqlite_path, tamper_postgres, tamper_sqlite
 
 pytestmark = pytest.mark.anyio
 
@@ -115,9 +115,7 @@ async def sqlite_url(tmp_path: Path, anyio_backend: str) -> str:
 
 
 def tamper(url: str, *statements: str) -> None:
-    with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
-        for statement in statements:
-            conn.execute(statement)
+    tamper_sqlite(sqlite_path(url), *statements)
 
 
 async def findings(url: str, **options: object) -> list[tuple[str, int | None, str]]:
@@ -178,8 +176,7 @@ async def test_a_recomputed_chain_is_found_when_the_writers_had_a_key(
     url = f"sqlite:///{tmp_path}/events.db"
     async with eskit.open_store(url) as store:
         await fill(store, streams=1, each=3)
-    path = url.removeprefix("sqlite:///")
-    with sqlite3.connect(path) as conn:
+    with sqlite_past_guard(sqlite_path(url)) as conn:
         conn.execute("UPDATE events SET data = '{\"n\": 7}' WHERE version = 1")
         previous = None
         for row in conn.execute(
@@ -213,10 +210,8 @@ async def test_a_cut_off_end_is_found_against_anchors(sqlite_url: str, tmp_path:
 async def test_events_from_before_the_chain_are_counted_not_checked(tmp_path: Path) -> None:
     """A file written before the chain existed gets the column when opened; its old events
     are reported as unlinked, and the events after them are linked as usual."""
+    write_pre_chain_file(tmp_path / "events.db", streams=2, each=2)
     url = f"sqlite:///{tmp_path}/events.db"
-    async with eskit.open_store(url) as store:
-        await fill(store, streams=2, each=2)
-    tamper(url, "ALTER TABLE events DROP COLUMN hash", "DROP TABLE chain_start")
     async with eskit.open_store(url) as store:
         await fill(store, streams=2, each=1)
         report = await verify(store)
@@ -256,15 +251,15 @@ def test_eskit_verify_names_what_was_changed(sqlite_url: str, tmp_path: Path) ->
 
 async def test_a_change_in_postgresql_is_found_and_named(anyio_backend: str) -> None:
     url = postgres.store_url()
-    schema = url.rsplit("schema=", 1)[1]
     async with eskit.open_store(url) as store:
         await fill(store)
         assert (await verify(store)).ok
         anchors = (await verify(store)).anchors()
-    with psycopg.connect(postgres.database_url(), autocommit=True) as conn:
-        conn.execute(f'SET search_path TO "{schema}"')
-        conn.execute("UPDATE eskit_events SET data = '{}' WHERE stream = 'order-1' AND version = 1")
-        conn.execute("DELETE FROM eskit_events WHERE stream = 'order-2' AND version = 3")
+    tamper_postgres(
+        url,
+        "UPDATE eskit_events SET data = '{}' WHERE stream = 'order-1' AND version = 1",
+        "DELETE FROM eskit_events WHERE stream = 'order-2' AND version = 3",
+    )
     async with eskit.open_store(url) as store:
         report = await verify(store, anchors=anchors)
     assert [(p.stream, p.version, p.what) for p in report.problems] == [

@@ -534,6 +534,11 @@ async def test_positions_are_never_reused_after_the_tail_is_purged(tmp_path: Pat
         first = await store.append("purge-1", [event(n=n) for n in range(3)])
         assert first.last_position == 3
         with contextlib.closing(sqlite3.connect(path)) as conn, conn:  # commits, closes
+            conn.execute(  # the audited removal path: recorded first, then deleted
+                "INSERT INTO removals (position, stream, version, reason, removed_at, removed_by)"
+                " SELECT position, stream, version, 'purge the tail', 0, 'test' FROM events"
+                " WHERE position > 1"
+            )
             conn.execute("DELETE FROM events WHERE position > 1")
         assert await store.last_position() == 1
         again = await store.append("purge-2", [event(n=9)])

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import shutil
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +25,19 @@ import pytest
 
 import eskit
 from eskit.store import chain
-from eskit.store.audit import Anchors, AuditReport, verify
+from eskit.store.audit import Anchors, AuditReport, load_anchors, verify
 from eskit.store.chain import ChainRow, ChainStart
 from eskit.store.memory import MemoryStore
 from tests import postgres
+from tests.store.fixtures.make_fixtures import AUDIT_KEY
+from tests.store.tamper import postgres_past_guard, sqlite_past_guard, sqlite_path
+from tests.store.test_upgrades import FIXTURES, load_dump
 
 pytestmark = pytest.mark.anyio
 
 KEY = "ab" * 32
+RELEASE = "c400693"
+"""The release before links covered positions (tests/store/fixtures)."""
 EVENTS = 12  # three streams of four events: order-0 at positions 1, 4, 7, 10, ...
 Finding = tuple[str, int | None, str]
 
@@ -81,7 +87,8 @@ class MemoryLog(Log):
 
 
 class SQLLog(Log):
-    """SQLite or PostgreSQL, reached with a plain connection."""
+    """SQLite or PostgreSQL, reached past the guard triggers (``tests/store/tamper.py``), as
+    whoever has the file or the tables' owner rights can."""
 
     events: str
     chain_start: str
@@ -106,7 +113,10 @@ class SQLLog(Log):
                 "SELECT position, stream, category, version, id, type, data, metadata,"
                 f" recorded_at, hash FROM {self.events} ORDER BY position"
             ).fetchall()
-        return [ChainRow(*row[:4], bytes(_raw_id(row[4])), *row[5:9], row[9]) for row in found]
+        return [
+            ChainRow(position, stream, category, version, _raw_id(id_), *rest)
+            for position, stream, category, version, id_, *rest in found
+        ]
 
     def put(self, rows: Sequence[ChainRow], removed: Sequence[int] = ()) -> None:
         with self.connection() as conn:
@@ -122,8 +132,11 @@ class SQLLog(Log):
                         " type, data, metadata, recorded_at, hash)"
                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                     ),
-                    (*msgspec.structs.astuple(row)[:4], self.event_id(row.id),
-                     *msgspec.structs.astuple(row)[5:]),
+                    (
+                        *msgspec.structs.astuple(row)[:4],
+                        self.event_id(row.id),
+                        *msgspec.structs.astuple(row)[5:],
+                    ),
                 )
 
     def put_chain_start(self, start: ChainStart) -> None:
@@ -144,25 +157,15 @@ def _raw_id(value: Any) -> bytes:
 class SQLiteLog(SQLLog):
     events, chain_start = "events", "chain_start"
 
-    @contextlib.contextmanager
-    def connection(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.url.removeprefix("sqlite:///"))
-        try:
-            with conn:
-                yield conn
-        finally:
-            conn.close()
+    def connection(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return sqlite_past_guard(sqlite_path(self.url))
 
 
 class PostgresLog(SQLLog):
     events, chain_start = "eskit_events", "eskit_chain_start"
 
-    @contextlib.contextmanager
-    def connection(self) -> Iterator[psycopg.Connection[Any]]:
-        schema = self.url.rsplit("schema=", 1)[1]
-        with psycopg.connect(self.url.split("?")[0]) as conn:
-            conn.execute(f'SET search_path TO "{schema}"')
-            yield conn
+    def connection(self) -> contextlib.AbstractContextManager[psycopg.Connection[Any]]:
+        return postgres_past_guard(self.url)
 
     def sql(self, statement: str) -> str:
         return statement.replace("?", "%s")
@@ -243,7 +246,8 @@ async def test_an_untouched_store_passes(log: Log, key: bool, anchored: bool) ->
     report = await checked(log, anchors)
     assert report.ok, report.problems
     assert (report.events, report.unlinked) == (EVENTS, 0)
-    assert report.chain_start is not None and report.chain_start.position == 1
+    assert report.chain_start is not None
+    assert report.chain_start.position == 1
 
 
 # -- (i) links cleared, then an event edited -------------------------------------------------
@@ -353,7 +357,8 @@ async def test_a_moved_chain_start_is_found_with_a_key_or_anchors(
             (f"order-{s}", v) for s in range(3) for v in range(4)
         }
     if not key and not anchored:
-        assert report.ok and report.unlinked == EVENTS  # undetectable by design
+        assert report.ok  # undetectable by design
+        assert report.unlinked == EVENTS
 
 
 async def test_a_chain_start_moved_without_its_hash_is_found(
@@ -370,3 +375,68 @@ async def test_a_chain_start_moved_without_its_hash_is_found(
     assert ("", None, "the chain start record does not match its hash: moved or forged") in (
         found(report)
     )
+
+
+# -- (v) a store upgraded from a release whose links did not cover positions -----------------
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def upgraded(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> SQLLog:
+    """The store c400693 wrote (11 events, v1 links, keyed), opened once by this eskit."""
+    monkeypatch.setenv(chain.AUDIT_KEY_ENV, AUDIT_KEY)
+    if request.param == "sqlite":
+        path = tmp_path / "events.db"
+        shutil.copyfile(FIXTURES / RELEASE / "sqlite.db", path)
+        log: SQLLog = SQLiteLog(f"sqlite:///{path}")
+    else:
+        log = PostgresLog(load_dump(RELEASE))
+    async with log.opened():
+        pass  # upgraded on open
+    return log
+
+
+def release_anchors(log: SQLLog) -> Anchors:
+    backend = "sqlite" if isinstance(log, SQLiteLog) else "postgres"
+    return load_anchors(FIXTURES / RELEASE / f"{backend}.anchors.jsonl")
+
+
+async def test_an_upgraded_store_passes_and_its_chain_starts_after_its_old_events(
+    upgraded: SQLLog,
+) -> None:
+    report = await checked(upgraded, release_anchors(upgraded))
+    assert report.ok, report.problems
+    assert report.chain_start is not None
+    assert report.chain_start.position == 12  # its old events keep their v1 links
+    assert (report.events, report.unlinked) == (11, 0)
+    async with upgraded.opened() as store:
+        await store.append("invoice-1", [eskit.NewEvent("InvoicePaid", {})], expected_version=2)
+    again = await checked(upgraded, report.anchors())
+    assert again.ok, again.problems
+    assert again.chain_start == report.chain_start
+    (new,) = [row for row in upgraded.rows() if row.position == 12]
+    old_end = bytes.fromhex(release_anchors(upgraded).streams["invoice-1"].hash)
+    assert new.hash == new.expected(old_end, bytes.fromhex(AUDIT_KEY))  # v2, after a v1 link
+
+
+async def test_an_old_event_of_an_upgraded_store_is_still_checked(upgraded: SQLLog) -> None:
+    """Before the chain start, links are checked in the format they were written in."""
+    upgraded.change("invoice-1", 1, data='{"sku": "a", "amount": 1}')
+    report = await checked(upgraded, None)
+    assert found(report) == {("invoice-1", 1, ALTERED)}
+
+
+async def test_old_links_cleared_in_an_upgraded_store_are_found_only_against_anchors(
+    upgraded: SQLLog,
+) -> None:
+    """Events before the chain start may have no link (written before eskit kept one), so
+    a stream whose old links are all cleared reads as older than the chain: only its anchor,
+    saved while it was linked, shows otherwise (documented in docs/security.md)."""
+    upgraded.put(
+        [msgspec.structs.replace(r, hash=None) for r in upgraded.rows() if r.stream == "invoice-2"]
+    )
+    assert (await checked(upgraded, None)).ok
+    assert (await checked(upgraded, None)).unlinked == 2
+    report = await checked(upgraded, release_anchors(upgraded))
+    assert found(report) == {("invoice-2", 1, ANCHOR)}

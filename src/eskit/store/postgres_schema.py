@@ -5,41 +5,30 @@ pending versions are applied in one transaction that first takes an advisory loc
 the schema, so two processes migrating at once take turns (the second finds nothing left
 to do), and a failing migration leaves the schema as it was. A migration that needs what
 SQL cannot do (a hash keyed with the audit key, which the database must not see) has a
-step in Python, run right after its file in the same transaction (``_STEPS``).
+step in Python, run right after its file in the same transaction (``_AFTER``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.resources
 import re
 from collections.abc import Awaitable, Callable
-from typing import Final, NamedTuple
+from typing import Final
 
 import psycopg
 
 from eskit.errors import StoreError
 from eskit.store.chain import ChainStart, audit_key, chain_start_hash
+from eskit.store.migrations import Migration, load, newest
 
-_FILE: Final = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
+__all__ = ["Migration", "check_schema", "check_version", "migrate", "migrations"]
+
 _SCHEMA: Final = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
-class Migration(NamedTuple):
-    version: int
-    name: str
-    sql: str
-
-
 def migrations() -> list[Migration]:
-    """The migrations shipped with eskit, in version order."""
-    folder = importlib.resources.files("eskit.store").joinpath("postgres_migrations")
-    found = []
-    for entry in folder.iterdir():
-        match = _FILE.match(entry.name)
-        if match:
-            found.append(Migration(int(match[1]), match[2], entry.read_text()))
-    return sorted(found)
+    """The PostgreSQL migrations shipped with eskit, in version order."""
+    return load("postgres_migrations")
 
 
 def check_schema(schema: object) -> str:
@@ -82,10 +71,11 @@ async def read_chain_start(conn: Connection) -> ChainStart | None:
     return None if row is None else ChainStart(int(row[0]), bytes(row[1]))  # type: ignore[index]
 
 
-_STEPS: Final[dict[str, Callable[[Connection, bytes | None], Awaitable[None]]]] = {
-    "chain_start": record_chain_start,
+_AFTER: Final[dict[int, Callable[[Connection, bytes | None], Awaitable[None]]]] = {
+    5: record_chain_start,
 }
-"""Python run right after a migration's SQL, by the migration's name."""
+"""Steps a migration needs that SQL cannot say, run right after its SQL, in its transaction,
+with the audit key (a record keyed with it: the database must not see the key)."""
 
 
 async def migrate(conn: Connection, schema: str, key: bytes | None = None) -> list[Migration]:
@@ -105,19 +95,19 @@ async def migrate(conn: Connection, schema: str, key: bytes | None = None) -> li
         )
         cursor = await conn.execute("SELECT version FROM eskit_migrations")
         done = {row[0] for row in await cursor.fetchall()}  # type: ignore[index]
-        newest = max((m.version for m in migrations()), default=0)
-        if done and max(done) > newest:
+        known = newest(migrations())
+        if done and max(done) > known:
             raise StoreError(
                 f"schema {schema} is at version {max(done)}, newer than this eskit knows"
-                f" ({newest}): upgrade eskit"
+                f" ({known}): upgrade eskit"
             )
         for migration in migrations():
             if migration.version in done:
                 continue
             await conn.execute(migration.sql.encode())
-            step = _STEPS.get(migration.name)
-            if step is not None:
-                await step(conn, key)
+            after = _AFTER.get(migration.version)
+            if after is not None:
+                await after(conn, key)
             await conn.execute(
                 "INSERT INTO eskit_migrations (version, name) VALUES (%s, %s)",
                 (migration.version, migration.name),
@@ -129,14 +119,14 @@ async def migrate(conn: Connection, schema: str, key: bytes | None = None) -> li
 async def check_version(conn: Connection, schema: str) -> None:
     """Raise a clear ``StoreError`` unless ``schema`` holds exactly this eskit's version."""
     check_schema(schema)
-    newest = max((m.version for m in migrations()), default=0)
+    known = newest(migrations())
     try:
         cursor = await conn.execute(f'SELECT max(version) FROM "{schema}".eskit_migrations')
         row = await cursor.fetchone()
         version = row[0] if row is not None else None  # type: ignore[index]
     except psycopg.errors.UndefinedTable:
         version = None
-    if version != newest:
+    if version != known:
         found = "has no eskit tables" if version is None else f"is at version {version}"
         raise StoreError(
             f"schema {schema} {found}; this eskit needs version {newest}: run"

@@ -1,9 +1,9 @@
 """The SQLite store's head, and its chain start record (``chain.ChainStart``): the first
 position whose event must carry a link in the current format, keyed with the audit key.
 
-It is written once, when the table is made: position 1 in a new file, the next position in
-a file upgraded from a release without it (its older events keep their older links). A
-record that is missing later was removed; eskit never writes it again.
+It is written once, by migration 003 (``sqlite_schema``): position 1 in a new file, the next
+position in a file upgraded from a release without it (its older events keep their older
+links). A record that is missing later was removed; eskit never writes it again.
 """
 
 from __future__ import annotations
@@ -26,25 +26,9 @@ def head(conn: sqlite3.Connection) -> int:
     return position
 
 
-def ensure_chain_start(conn: sqlite3.Connection, key: bytes | None) -> None:
-    """Make the table and its record, unless the table exists (in autocommit mode: one
-    write transaction, so two processes opening a file at once make it once)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'chain_start'").fetchone():
-            conn.execute(
-                "CREATE TABLE chain_start (id INTEGER PRIMARY KEY CHECK (id = 1),"
-                " position INTEGER NOT NULL, hash BLOB NOT NULL)"
-            )
-            record_chain_start(conn, key)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-
-
 def record_chain_start(conn: sqlite3.Connection, key: bytes | None) -> None:
-    """Record that the chain starts at the next position (inside a write transaction)."""
+    """Record that the chain starts at the next position (inside the migration's write
+    transaction: no event can slip in)."""
     position = head(conn) + 1
     conn.execute(
         "INSERT INTO chain_start (id, position, hash) VALUES (1, ?, ?)",

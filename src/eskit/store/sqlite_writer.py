@@ -18,7 +18,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import datetime as dt
-import importlib.resources
 import queue
 import sqlite3
 import threading
@@ -30,12 +29,12 @@ from typing import Any, Final, Literal
 import msgspec
 
 from eskit.errors import StoreError, StreamDeleted
-from eskit.store import rules
+from eskit.store import rules, sqlite_schema
 from eskit.store.chain import link
 from eskit.store.ids import new_event_ids
 from eskit.store.model import AppendResult, RecordedEvent
 from eskit.store.rules import ExistingEvent, PreparedAppend
-from eskit.store.sqlite_chain import ensure_chain_start, head
+from eskit.store.sqlite_chain import head
 
 Synchronous = Literal["FULL", "NORMAL"]
 InlineHook = Callable[[sqlite3.Connection, list[RecordedEvent]], None]
@@ -440,13 +439,11 @@ class Writer(ConnectionThread):
         conn = connect(self._path)
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute("PRAGMA journal_size_limit=67108864")
-        conn.executescript(
-            importlib.resources.files(__package__).joinpath("sqlite.sql").read_text()
-        )
-        columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
-        if "hash" not in columns:  # a file from before the hash chain: its events stay unlinked
-            conn.execute("ALTER TABLE events ADD COLUMN hash BLOB")
-        ensure_chain_start(conn, self.audit_key)
+        try:
+            sqlite_schema.migrate(conn, self._path, self.audit_key)
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def _serve(self, conn: sqlite3.Connection) -> None:

@@ -16,6 +16,20 @@ CREATE TABLE eskit_chain_start (
     hash     BYTEA   NOT NULL   -- chain_start_hash(position, audit key): keyed BLAKE2b-256
 );
 
+-- Written once: like the log (version 4), the table refuses changes, TRUNCATE included.
+CREATE FUNCTION eskit_refuse_chain_start_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'eskit: the chain start is written once, % of %.eskit_chain_start is refused',
+        TG_OP, TG_TABLE_SCHEMA USING ERRCODE = 'restrict_violation';
+END
+$$;
+
+CREATE TRIGGER eskit_chain_start_refuse_change BEFORE UPDATE OR DELETE ON eskit_chain_start
+    FOR EACH ROW EXECUTE FUNCTION eskit_refuse_chain_start_change();
+CREATE TRIGGER eskit_chain_start_refuse_truncate BEFORE TRUNCATE ON eskit_chain_start
+    FOR EACH STATEMENT EXECUTE FUNCTION eskit_refuse_chain_start_change();
+
 -- eskit_append_group (version 3) numbered the rows from the head it locked. The writer now
 -- hashes each row with its position, so it sends the positions, from the head it expects
 -- (the head after its own last commit): the function writes only if the head is still

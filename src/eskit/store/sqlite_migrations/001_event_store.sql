@@ -1,4 +1,9 @@
--- eskit event store schema for SQLite (applied on open; every statement is idempotent).
+-- eskit event store schema for SQLite, version 1 (PRAGMA user_version; store/sqlite_schema.py).
+--
+-- The schema as it stood when SQLite files got a version. Files written before that have
+-- user_version 0 and most of these tables already, so every statement is idempotent; a
+-- file from before the hash chain gets its `hash` column from sqlite_schema.py right after
+-- this script (SQLite cannot add a column only if it is missing). A new file gets it all.
 
 -- The log. One row per event; never updated, only deleted by an explicit purge.
 CREATE TABLE IF NOT EXISTS events (
