@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.resources
 import math
 import random
 import sqlite3
@@ -16,6 +15,7 @@ from typing import Any, TypeAlias
 import msgspec
 
 from eskit import EventStore, NewEvent
+from eskit.store import sqlite_schema
 
 EVENT_TYPE = "InvoiceIssued"
 
@@ -132,12 +132,11 @@ def fill_log(path: Path, chunks: Iterable[list[Payload]], per_stream: int) -> No
     """A new file with eskit's own schema holding the events of ``chunks``, one transaction
     per chunk, written with the raw driver (``synchronous=OFF``: setup, never timed) and
     checkpointed, so that eskit and raw sqlite3 read the very same table."""
-    schema = importlib.resources.files("eskit.store").joinpath("sqlite.sql").read_text()
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=OFF")
-        conn.executescript(schema)
+        sqlite_schema.migrate(conn, str(path))
         start = 0
         for items in chunks:
             conn.execute("BEGIN IMMEDIATE")

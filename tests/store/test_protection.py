@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 import eskit
+from eskit.store.audit import verify
 from tests import postgres
 from tests.store.tamper import tamper_postgres, tamper_sqlite
 
@@ -62,6 +63,11 @@ def plain(path: Path) -> Iterator[sqlite3.Connection]:
     [
         ("UPDATE events SET data = '{}' WHERE position = 2", "an UPDATE of events is refused"),
         ("UPDATE events SET hash = NULL", "an UPDATE of events is refused"),
+        (
+            "INSERT INTO events SELECT * FROM events WHERE true"
+            " ON CONFLICT (position) DO UPDATE SET data = '{}'",
+            "an UPDATE of events is refused",
+        ),
         ("DELETE FROM events WHERE position = 2", "a DELETE of events is refused unless"),
         ("DELETE FROM events", "first recorded in removals"),
     ],
@@ -94,6 +100,22 @@ async def test_sqlite_needs_the_recorded_stream_and_version_to_match(sqlite_file
         conn.execute(REMOVAL.format(removals="removals").replace("'order-1', 1", "'order-9', 1"))
         with pytest.raises(sqlite3.IntegrityError, match="refused"):
             conn.execute("DELETE FROM events WHERE position = 2")
+
+
+async def test_sqlite_insert_or_replace_is_left_to_verify(sqlite_file: Path) -> None:
+    """REPLACE deletes without firing DELETE triggers: the guard misses it, verify does not."""
+    url = f"sqlite:///{sqlite_file}"
+    with plain(sqlite_file) as conn:
+        conn.execute(
+            "INSERT OR REPLACE INTO events SELECT position, id, stream, category, version, type,"
+            " '{\"n\": 99}', metadata, recorded_at, hash FROM events WHERE position = 2"
+        )
+    assert (await events(url))[1] == (2, {"n": 99})
+    async with eskit.open_store(url) as store:
+        report = await verify(store)
+    assert [(p.version, p.what) for p in report.problems] == [
+        (1, "altered: the link does not match the event")
+    ]
 
 
 @pytest.mark.parametrize(
@@ -186,6 +208,19 @@ async def test_postgres_deletes_an_event_whose_removal_was_recorded(postgres_url
         with pytest.raises(psycopg.errors.RestrictViolation):  # only that one
             conn.execute("DELETE FROM eskit_events WHERE position = 3")
     assert [position for position, _ in await events(postgres_url)] == [1, 3]
+
+
+async def test_postgres_needs_the_recorded_stream_and_version_to_match(
+    postgres_url: str,
+) -> None:
+    with connection(postgres_url) as conn:
+        conn.execute(
+            "INSERT INTO eskit_removals (position, stream, version, reason, removed_at)"
+            " VALUES (2, 'order-1', 2, 'wrong version', 0)"
+        )
+        assert conn.execute("SELECT removed_by FROM eskit_removals").fetchone() == ("postgres",)
+        with pytest.raises(psycopg.errors.RestrictViolation):
+            conn.execute("DELETE FROM eskit_events WHERE position = 2")
 
 
 @pytest.mark.parametrize(

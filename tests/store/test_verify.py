@@ -440,3 +440,40 @@ async def test_old_links_cleared_in_an_upgraded_store_are_found_only_against_anc
     assert (await checked(upgraded, None)).unlinked == 2
     report = await checked(upgraded, release_anchors(upgraded))
     assert found(report) == {("invoice-2", 1, ANCHOR)}
+
+
+# -- the chain start record is written once --------------------------------------------------
+
+
+async def test_the_chain_start_refuses_changes_through_a_plain_connection(
+    tmp_path: Path,
+) -> None:
+    """Like the log (migrations SQLite 002, PostgreSQL 004), only past the guard triggers,
+    as an intruder, can it be changed."""
+    sqlite_url, postgres_url = f"sqlite:///{tmp_path}/events.db", postgres.store_url()
+    for url in (sqlite_url, postgres_url):
+        async with eskit.open_store(url):
+            pass
+    with sqlite3.connect(sqlite_path(sqlite_url)) as conn:
+        for statement in ("UPDATE chain_start SET position = 99", "DELETE FROM chain_start"):
+            with pytest.raises(sqlite3.IntegrityError, match="the chain start is written once"):
+                conn.execute(statement)
+    schema = postgres_url.rsplit("schema=", 1)[1]
+    for statement in (
+        "UPDATE eskit_chain_start SET position = 99",
+        "DELETE FROM eskit_chain_start",
+        "TRUNCATE eskit_chain_start",
+    ):
+        with psycopg.connect(postgres.database_url(), autocommit=True) as conn:
+            conn.execute(f'SET search_path TO "{schema}"'.encode())
+            with pytest.raises(psycopg.errors.RestrictViolation, match="written once"):
+                conn.execute(statement.encode())
+
+
+async def test_a_removed_chain_start_record_is_found(tmp_path: Path) -> None:
+    log = SQLiteLog(f"sqlite:///{tmp_path}/events.db")
+    await written(log, anchored=False)
+    with log.connection() as conn:
+        conn.execute("DELETE FROM chain_start")
+    report = await checked(log, None)
+    assert found(report) == {("", None, "no chain start is recorded: the record was removed")}

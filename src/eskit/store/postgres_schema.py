@@ -83,6 +83,8 @@ async def migrate(conn: Connection, schema: str, key: bytes | None = None) -> li
     ``key`` (default ``ESKIT_AUDIT_KEY``) keys the records a migration writes: give the
     writers' key."""
     check_schema(schema)
+    if await _version(conn, schema) == newest(migrations()):
+        return []  # up to date: no lock, no DDL, so a role without CREATE rights can open
     key = key if key is not None else audit_key()
     applied: list[Migration] = []
     async with conn.transaction():
@@ -120,15 +122,22 @@ async def check_version(conn: Connection, schema: str) -> None:
     """Raise a clear ``StoreError`` unless ``schema`` holds exactly this eskit's version."""
     check_schema(schema)
     known = newest(migrations())
-    try:
-        cursor = await conn.execute(f'SELECT max(version) FROM "{schema}".eskit_migrations')
-        row = await cursor.fetchone()
-        version = row[0] if row is not None else None  # type: ignore[index]
-    except psycopg.errors.UndefinedTable:
-        version = None
+    version = await _version(conn, schema)
     if version != known:
         found = "has no eskit tables" if version is None else f"is at version {version}"
         raise StoreError(
-            f"schema {schema} {found}; this eskit needs version {newest}: run"
+            f"schema {schema} {found}; this eskit needs version {known}: run"
             " `eskit migrate URL` (or open the store with migrate_on_open=True)"
         )
+
+
+async def _version(conn: psycopg.AsyncConnection[object], schema: str) -> int | None:
+    """The newest migration recorded in ``schema``; None if it has no eskit tables. Reads
+    only (no error inside the caller's transaction when the table is missing)."""
+    cursor = await conn.execute("SELECT to_regclass(%s)", (f'"{schema}".eskit_migrations',))
+    row = await cursor.fetchone()
+    if row is None or row[0] is None:  # type: ignore[index]
+        return None
+    cursor = await conn.execute(f'SELECT max(version) FROM "{schema}".eskit_migrations')
+    row = await cursor.fetchone()
+    return None if row is None else row[0]  # type: ignore[index]
