@@ -424,7 +424,7 @@ class Writer(ConnectionThread):
         self.clock: Callable[[], int] = lambda: 0  # microseconds since the epoch, UTC
         self.before_commit: Callable[[], None] | None = None  # fault injection for tests
         self.audit_key: bytes | None = None
-        """Key of the hash chain's links (``chain.audit_key``); None: plain SHA-256."""
+        """Key of the hash chain's links (``chain.audit_key``); None: plain BLAKE2b."""
         self.inline: list[InlineHook] = []
         """Inline projections, run in every append's transaction; changed only by
         operations (on this thread), so a change takes effect between two transactions."""
