@@ -233,6 +233,7 @@ def test_eskit_verify_names_what_was_changed(sqlite_url: str, tmp_path: Path) ->
     clean = invoke(["verify", sqlite_url, "--save-anchors", str(anchors)])
     assert clean.exit_code == 0, clean.output
     assert "12" in clean.stdout
+    assert "the chain starts at position 1" in clean.stdout
     assert anchors.read_text().count("\n") == 4  # three streams and the chain start
     tamper(
         sqlite_url,
