@@ -104,6 +104,9 @@ async def test_deleted_streams_fail_and_revive_as_the_long_way_does(anyio_backen
             assert await cursor.fetchone() in (None, (0,))
 
 
+NASTY = "it's \\ a \"quote\"'); COMMIT; DROP TABLE x; --"
+
+
 class Paths(PostgresStore):
     """Counts the groups written in one statement with the head locked first."""
 
@@ -145,7 +148,8 @@ async def test_writers_taking_turns_number_from_the_locked_head(anyio_backend: s
             expected: eskit.ExpectedVersion = eskit.NO_STREAM
             for i in range(each):
                 event_id = uuid.uuid4()
-                event = eskit.NewEvent("Noted", {"i": i}, id=event_id)
+                data = {"i": i, "text": NASTY}
+                event = eskit.NewEvent("Noted", data, id=event_id)
                 result = await store.append(f"writer-{n}", [event], expected)
                 placed.append((result.last_position, event_id))
                 expected = result.last_version
@@ -154,10 +158,12 @@ async def test_writers_taking_turns_number_from_the_locked_head(anyio_backend: s
         following = asyncio.create_task(follow())
         placed = await asyncio.gather(*(write(n, s) for n, s in enumerate(stores)))
         await asyncio.wait_for(following, 30)
-        log = [(e.position, e.id) async for e in reader.read_all()]
+        events = [e async for e in reader.read_all()]
+        log = [(e.position, e.id) for e in events]
         report = await verify(reader)
     assert [position for position, _ in log] == list(range(1, writers * each + 1))
     assert sorted(p for ps in placed for p in ps) == log
     assert delivered == log
     assert report.ok, report.problems
+    assert {e.data["text"] for e in events} == {NASTY}  # quoted as literals, intact
     assert Paths.locked > 0

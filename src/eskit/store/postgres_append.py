@@ -8,8 +8,9 @@ function, which writes nothing (NULL) if the head or a stream is not as expected
 - while other processes write too (the head the writer remembers is stale almost every
   time): lock the head row and read it (``BEGIN`` and ``SELECT ... FOR UPDATE`` in one
   round trip), then send the call and ``COMMIT`` together: two round trips, with the lock
-  held over one. The long way (lock, read the stream heads, check, insert, move the head,
-  commit) costs six.
+  held over one and the client's work between them (under contention, the price of a link
+  that covers the position). The long way (lock, read the stream heads, check, insert, move
+  the head, commit) costs six.
 """
 
 from __future__ import annotations
@@ -17,11 +18,15 @@ from __future__ import annotations
 from typing import Any, Final
 
 import psycopg
+from psycopg import sql
 
 Connection = psycopg.AsyncConnection[Any]
 
 _APPEND_GROUP: Final = (
     "SELECT eskit_append_group(%s, %s::json, %s::json, %s::json, %s, %s::text[], %s)"
+)
+_APPEND_GROUP_AND_COMMIT: Final = sql.SQL(
+    "SELECT eskit_append_group({}, {}::json, {}::json, {}::json, {}, {}::text[], {}); COMMIT"
 )
 _LOCK_HEAD: Final = "BEGIN; SELECT position FROM eskit_head FOR UPDATE"
 """Two statements without parameters: sent in one round trip (simple query protocol)."""
@@ -47,10 +52,14 @@ async def lock_head(conn: Connection) -> int:
 
 
 async def append_group_and_commit(conn: Connection, arguments: tuple[Any, ...]) -> bool:
-    """``append_group`` and COMMIT, sent together, in the transaction ``lock_head`` began."""
-    async with conn.pipeline():
-        cursor = await conn.execute(_APPEND_GROUP, arguments)
-        await conn.execute("COMMIT")
+    """``append_group`` and COMMIT, sent together, in the transaction ``lock_head`` began.
+
+    One simple query, its arguments quoted as literals by psycopg (``sql.Literal``): the
+    head's lock is held until it returns, and it costs a few hundred microseconds less of
+    client time than the same two statements in a pipeline (measured), time during which
+    every other writer waits."""
+    query = _APPEND_GROUP_AND_COMMIT.format(*map(sql.Literal, arguments))
+    cursor = await conn.execute(query)
     row = await cursor.fetchone()
     assert row is not None
     return row[0] is not None
