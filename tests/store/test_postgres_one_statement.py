@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 import eskit
+from eskit.store import postgres as postgres_store
 from eskit.store.audit import verify
 from eskit.store.postgres import PostgresStore
 from tests import postgres
@@ -167,3 +168,26 @@ async def test_writers_taking_turns_number_from_the_locked_head(anyio_backend: s
     assert report.ok, report.problems
     assert {e.data["text"] for e in events} == {NASTY}  # quoted as literals, intact
     assert Paths.locked > 0
+
+
+async def test_a_failure_with_the_head_locked_lets_the_lock_go(
+    anyio_backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The group is tried again the long way, and other writers are not kept waiting."""
+    url = postgres.store_url()
+    async with eskit.open_store(url) as mine, eskit.open_store(url) as other:
+        await mine.append("a-1", [eskit.NewEvent("A", {})], eskit.NO_STREAM)
+        await other.append("b-1", [eskit.NewEvent("B", {})], eskit.NO_STREAM)
+        assert isinstance(mine, PostgresStore)
+        mine._contended = True  # the head it remembers is stale: it locks the head first
+
+        async def lost(conn: object, arguments: object) -> bool:
+            raise RuntimeError("the call failed with the head locked")
+
+        monkeypatch.setattr(postgres_store, "append_group_and_commit", lost)
+        result = await asyncio.wait_for(mine.append("a-1", [eskit.NewEvent("A", {})], 0), 10)
+        assert (result.last_version, result.last_position) == (1, 3)
+        await asyncio.wait_for(other.append("b-1", [eskit.NewEvent("B", {})], 0), 5)
+        report = await verify(mine)
+    assert report.ok, report.problems
+    assert report.events == 4

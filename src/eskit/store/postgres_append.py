@@ -66,6 +66,11 @@ async def append_group_and_commit(conn: Connection, arguments: tuple[Any, ...]) 
 
 
 async def roll_back(conn: Connection) -> None:
-    """End the transaction ``lock_head`` began, if it is still open."""
-    if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+    """End the transaction ``lock_head`` began, if it is still open; close the connection
+    if even that fails (the writer opens a new one), so that the head's lock is let go."""
+    if conn.closed or conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        return
+    try:
         await conn.execute("ROLLBACK")
+    except Exception:  # the caller raises what went wrong first
+        await conn.close()
