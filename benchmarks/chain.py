@@ -24,7 +24,16 @@ def link_cost(key: bytes | None, count: int = 200_000) -> float:
     started = time.perf_counter()
     for version in range(count):
         previous = chain.link(
-            previous, "invoice-123", version, event_id, "InvoiceCreated", DATA, METADATA, 1, key
+            previous,
+            version + 1,
+            "invoice-123",
+            version,
+            event_id,
+            "InvoiceCreated",
+            DATA,
+            METADATA,
+            1,
+            key,
         )
     return (time.perf_counter() - started) / count * 1e6
 

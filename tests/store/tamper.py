@@ -2,9 +2,9 @@
 the SQLite file or with PostgreSQL's superuser (or the tables' owner) can: for the tests of
 ``eskit verify``, which must find what such a change did.
 
-- SQLite: ``sqlite_past_guard(path)`` drops every trigger on ``events`` and ``removals``
-  inside one transaction, yields the connection, then recreates them from their saved SQL
-  and commits: outside that transaction the guard never looked absent.
+- SQLite: ``sqlite_past_guard(path)`` drops every trigger on ``events``, ``removals`` and
+  ``chain_start`` inside one transaction, yields the connection, then recreates them from
+  their saved SQL and commits: outside that transaction the guard never looked absent.
 - PostgreSQL: ``postgres_past_guard(url)`` connects as the server's superuser to the store's
   schema and sets ``session_replication_role = replica`` for one transaction, in which
   ordinary triggers do not fire.
@@ -26,7 +26,7 @@ import psycopg
 
 Statement = str | tuple[str, Sequence[Any]]
 
-GUARDED = ("events", "removals")
+GUARDED = ("events", "removals", "chain_start")
 """The SQLite tables whose triggers the intruder drops."""
 
 
@@ -39,7 +39,8 @@ def sqlite_past_guard(path: str | Path) -> Iterator[sqlite3.Connection]:
         conn.execute("PRAGMA busy_timeout=10000")
         conn.execute("BEGIN IMMEDIATE")
         triggers = conn.execute(
-            "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name IN (?, ?)",
+            "SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"
+            f" AND tbl_name IN ({', '.join('?' * len(GUARDED))})",
             GUARDED,
         ).fetchall()
         for name, _ in triggers:

@@ -17,6 +17,7 @@ import pytest
 import eskit
 from eskit.errors import StoreError
 from eskit.projections import ProjectionRunner
+from eskit.store.audit import verify
 from eskit.store.model import Snapshot, StreamMetadata
 from eskit.store.postgres_roles import grant_app_role
 from tests import postgres
@@ -220,3 +221,23 @@ def test_migrate_refuses_an_app_role_for_sqlite_or_a_bad_name(tmp_path: Any) -> 
     result = invoke(["migrate", postgres.store_url(), "--app-role", "App; DROP"])
     assert result.exit_code == 1
     assert "invalid PostgreSQL role" in result.output
+
+
+async def test_the_app_role_verifies_and_cannot_move_the_chain_start(
+    app: Role, anyio_backend: str
+) -> None:
+    """It reads the chain start record (``eskit verify``) and may not change it."""
+    _, url = app
+    async with eskit.open_store(url) as store:
+        await store.append("cart-1", [eskit.NewEvent("Added", {"amount": 2})])
+        report = await verify(store)
+    assert report.ok, report.problems
+    assert report.chain_start is not None
+    assert report.chain_start.position == 1
+    for statement in (
+        "UPDATE eskit_chain_start SET position = 99",
+        "DELETE FROM eskit_chain_start",
+        "TRUNCATE eskit_chain_start",
+    ):
+        with connect_as(url) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(statement.encode())

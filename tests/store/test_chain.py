@@ -7,13 +7,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import eskit
 from eskit.store import chain
-from eskit.store.audit import Anchor, load_anchors, save_anchors, verify
+from eskit.store.audit import Anchor, Anchors, load_anchors, save_anchors, verify
 from tests import postgres
 from tests.cli.conftest import invoke
 from tests.projections.models import store_url
@@ -91,16 +92,8 @@ def test_any_history_verifies_and_every_byte_matters(
             assert (await verify(store)).ok
             rows = store._chain  # type: ignore[attr-defined]
             victim = rows[len(rows) // 2]
-            rows[len(rows) // 2] = type(victim)(
-                victim.position,
-                victim.stream,
-                victim.version,
-                victim.id,
-                victim.type,
-                victim.data.replace("}", ', "x": 1}'),
-                victim.metadata,
-                victim.recorded_at,
-                victim.hash,
+            rows[len(rows) // 2] = msgspec.structs.replace(
+                victim, data=victim.data.replace("}", ', "x": 1}')
             )
             report = await verify(store)
             assert [(p.stream, p.version) for p in report.problems] == [
@@ -187,8 +180,8 @@ async def test_a_recomputed_chain_is_found_when_the_writers_had_a_key(
         conn.execute("UPDATE events SET data = '{\"n\": 7}' WHERE version = 1")
         previous = None
         for row in conn.execute(
-            "SELECT position, stream, version, id, type, data, metadata, recorded_at, NULL"
-            " FROM events ORDER BY position"
+            "SELECT position, stream, category, version, id, type, data, metadata,"
+            " recorded_at, NULL FROM events ORDER BY position"
         ).fetchall():
             plain = chain.ChainRow(*row).expected(previous, key=None)
             conn.execute("UPDATE events SET hash = ? WHERE position = ?", (plain, row[0]))
@@ -199,7 +192,7 @@ async def test_a_recomputed_chain_is_found_when_the_writers_had_a_key(
 
 async def test_a_cut_off_end_is_found_against_anchors(sqlite_url: str, tmp_path: Path) -> None:
     async with eskit.open_store(sqlite_url) as store:
-        anchors = (await verify(store)).ends
+        anchors = (await verify(store)).anchors()
     path = tmp_path / "anchors.jsonl"
     save_anchors(path, anchors)
     assert load_anchors(path) == anchors
@@ -232,7 +225,7 @@ def test_anchor_files_refuse_garbage(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"anchors\.jsonl:2: not an anchor line"):
         load_anchors(path)
     path.write_text('{"stream": "a-1", "version": 1, "hash": "00"}\n')
-    assert load_anchors(path) == {"a-1": Anchor(1, "00")}
+    assert load_anchors(path) == Anchors({"a-1": Anchor(1, "00")})
 
 
 def test_eskit_verify_names_what_was_changed(sqlite_url: str, tmp_path: Path) -> None:
@@ -240,7 +233,8 @@ def test_eskit_verify_names_what_was_changed(sqlite_url: str, tmp_path: Path) ->
     clean = invoke(["verify", sqlite_url, "--save-anchors", str(anchors)])
     assert clean.exit_code == 0, clean.output
     assert "12" in clean.stdout
-    assert anchors.read_text().count("\n") == 3
+    assert "the chain starts at position 1" in clean.stdout
+    assert anchors.read_text().count("\n") == 4  # three streams and the chain start
     tamper(
         sqlite_url,
         "UPDATE events SET data = '{}' WHERE stream = 'order-1' AND version = 0",
@@ -261,7 +255,7 @@ async def test_a_change_in_postgresql_is_found_and_named(anyio_backend: str) -> 
     async with eskit.open_store(url) as store:
         await fill(store)
         assert (await verify(store)).ok
-        anchors = (await verify(store)).ends
+        anchors = (await verify(store)).anchors()
     tamper_postgres(
         url,
         "UPDATE eskit_events SET data = '{}' WHERE stream = 'order-1' AND version = 1",

@@ -4,12 +4,15 @@ otherwise the group runs the long way with the same outcome."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 
 import psycopg
 import pytest
 
 import eskit
+from eskit.store import postgres as postgres_store
 from eskit.store.audit import verify
 from eskit.store.postgres import PostgresStore
 from tests import postgres
@@ -100,3 +103,91 @@ async def test_deleted_streams_fail_and_revive_as_the_long_way_does(anyio_backen
                 f'SELECT state FROM "{schema}".eskit_streams WHERE stream = %s', ("soft-1",)
             )
             assert await cursor.fetchone() in (None, (0,))
+
+
+NASTY = "it's \\ a \"quote\"'); COMMIT; DROP TABLE x; --"
+
+
+class Paths(PostgresStore):
+    """Counts the groups written in one statement with the head locked first."""
+
+    locked = 0
+
+    async def _one_statement(self, conn, batch, expected, head, locked=False):  # type: ignore[no-untyped-def]
+        outcomes = await super()._one_statement(conn, batch, expected, head, locked)
+        if locked and outcomes is not None:
+            type(self).locked += 1
+        return outcomes
+
+
+async def test_writers_taking_turns_number_from_the_locked_head(anyio_backend: str) -> None:
+    """Several writers (a store each: its own connection, as another process would have)
+    append at once, each to its own stream: the head each remembers is stale almost every
+    time, so they lock it before numbering and hashing. The log is gap-free, each event
+    where its append said, delivered once and in order to a subscriber that follows it
+    meanwhile (no gap filled in later), and its chain verifies."""
+    url = postgres.store_url()
+    writers, each = 4, 40
+    Paths.locked = 0
+    stores = [eskit.open_store(url) for _ in range(writers)]
+    for store in stores:
+        store.__class__ = Paths
+    async with contextlib.AsyncExitStack() as stack:
+        for store in stores:
+            await stack.enter_async_context(store)
+        reader = await stack.enter_async_context(eskit.open_store(url))
+        delivered: list[tuple[int, uuid.UUID]] = []
+
+        async def follow() -> None:
+            async for event in reader.subscribe():
+                delivered.append((event.position, event.id))
+                if len(delivered) == writers * each:
+                    return
+
+        async def write(n: int, store: eskit.EventStore) -> list[tuple[int, uuid.UUID]]:
+            placed: list[tuple[int, uuid.UUID]] = []
+            expected: eskit.ExpectedVersion = eskit.NO_STREAM
+            for i in range(each):
+                event_id = uuid.uuid4()
+                data = {"i": i, "text": NASTY}
+                event = eskit.NewEvent("Noted", data, id=event_id)
+                result = await store.append(f"writer-{n}", [event], expected)
+                placed.append((result.last_position, event_id))
+                expected = result.last_version
+            return placed
+
+        following = asyncio.create_task(follow())
+        placed = await asyncio.gather(*(write(n, s) for n, s in enumerate(stores)))
+        await asyncio.wait_for(following, 30)
+        events = [e async for e in reader.read_all()]
+        log = [(e.position, e.id) for e in events]
+        report = await verify(reader)
+    assert [position for position, _ in log] == list(range(1, writers * each + 1))
+    assert sorted(p for ps in placed for p in ps) == log
+    assert delivered == log
+    assert report.ok, report.problems
+    assert {e.data["text"] for e in events} == {NASTY}  # quoted as literals, intact
+    assert Paths.locked > 0
+
+
+async def test_a_failure_with_the_head_locked_lets_the_lock_go(
+    anyio_backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The group is tried again the long way, and other writers are not kept waiting."""
+    url = postgres.store_url()
+    async with eskit.open_store(url) as mine, eskit.open_store(url) as other:
+        await mine.append("a-1", [eskit.NewEvent("A", {})], eskit.NO_STREAM)
+        await other.append("b-1", [eskit.NewEvent("B", {})], eskit.NO_STREAM)
+        assert isinstance(mine, PostgresStore)
+        mine._contended = True  # the head it remembers is stale: it locks the head first
+
+        async def lost(conn: object, arguments: object) -> bool:
+            raise RuntimeError("the call failed with the head locked")
+
+        monkeypatch.setattr(postgres_store, "append_group_and_commit", lost)
+        result = await asyncio.wait_for(mine.append("a-1", [eskit.NewEvent("A", {})], 0), 10)
+        assert (result.last_version, result.last_position) == (1, 3)
+        await asyncio.wait_for(other.append("b-1", [eskit.NewEvent("B", {})], 0), 5)
+        report = await verify(mine)
+    assert report.ok, report.problems
+    assert report.events == 4

@@ -18,6 +18,7 @@ import eskit
 from eskit.cli.common import Url, cell, fail, out, run, when
 from eskit.errors import StoreError
 from eskit.store import sqlite_schema
+from eskit.store.chain import audit_key
 from eskit.store.postgres import PostgresStore
 from eskit.store.postgres_roles import check_role, grant_app_role
 from eskit.store.postgres_schema import Migration
@@ -105,7 +106,7 @@ def _migrate_sqlite(path: Path) -> None:
     which."""
     try:
         with contextlib.closing(connect(str(path))) as conn:
-            applied = sqlite_schema.migrate(conn, str(path))
+            applied = sqlite_schema.migrate(conn, str(path), audit_key())
             version = sqlite_schema.version(conn)
     except sqlite3.Error as error:
         fail(f"migrating {path} failed, nothing was changed: {error}")

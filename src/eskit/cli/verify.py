@@ -11,26 +11,31 @@ from rich.table import Table
 from rich.text import Text
 
 from eskit.cli.common import Url, cell, fail, opened, out, progress_bar, run
-from eskit.store.audit import Anchor, AuditReport, load_anchors, save_anchors, verify
+from eskit.store.audit import Anchors, AuditReport, load_anchors, save_anchors, verify
 
 AnchorsFile = Annotated[
     Path | None,
     typer.Option(
         "--anchors",
-        help="Anchors saved by an earlier run (--save-anchors): finds events cut off the end.",
+        help="Anchors saved by an earlier run (--save-anchors): finds events cut off the end"
+        " and a chain start that moved.",
     ),
 ]
 SaveFile = Annotated[
     Path | None,
-    typer.Option("--save-anchors", help="Write where every stream ends now, for the next run."),
+    typer.Option(
+        "--save-anchors",
+        help="Write where every stream ends now and the chain start, for the next run.",
+    ),
 ]
 
 
 def verify_command(url: Url, anchors: AnchorsFile = None, save: SaveFile = None) -> None:
     """Check every stream's hash chain (and, with --anchors, that no stream lost its end).
 
-    Set ESKIT_AUDIT_KEY as the writers had it. Exit status 1 if anything was altered or
-    removed; each finding names the stream, version and position.
+    Set ESKIT_AUDIT_KEY as the writers had it. Exit status 1 if anything was altered,
+    moved or removed; each finding names the stream, version and position. What each
+    combination of key and anchors detects: docs/security.md.
 
     Example: eskit verify sqlite:///./events.db --anchors anchors.jsonl
     """
@@ -38,14 +43,14 @@ def verify_command(url: Url, anchors: AnchorsFile = None, save: SaveFile = None)
     with progress_bar("verifying") as bar:
         report = run(_verify(url, known, bar))
     if save is not None:
-        save_anchors(save, report.ends)
+        save_anchors(save, report.anchors())
     _show(url, report)
     if not report.ok:
         fail(f"{len(report.problems)} problem(s): the log was changed behind eskit's back")
 
 
 async def _verify(
-    url: str, anchors: dict[str, Anchor] | None, progress: Callable[[int, int], None]
+    url: str, anchors: Anchors | None, progress: Callable[[int, int], None]
 ) -> AuditReport:
     async with opened(url, readonly=True) as store:
         return await verify(store, anchors=anchors, progress=progress)
@@ -60,6 +65,8 @@ def _show(url: str, report: AuditReport) -> None:
         cell(report.events), cell(report.streams), cell(report.unlinked), cell(len(report.problems))
     )
     console.print(summary)
+    if report.chain_start is not None:
+        console.print(Text(f"the chain starts at position {report.chain_start.position}"))
     if report.unlinked:
         console.print(Text(f"{report.unlinked} events predate the chain and were not checked"))
     if report.problems:

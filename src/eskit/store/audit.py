@@ -1,7 +1,13 @@
 """Checking the hash chains (``eskit verify``): every event's link recomputed from what is
-stored, every stream's versions contiguous, and the streams' ends compared with anchors
-saved earlier, so an event altered, removed from the middle or cut off the end of a stream
-is found and named.
+stored, every stream's versions contiguous, every category column recomputed from its
+stream's name, the store's chain start checked against its own hash, and the streams' ends
+and the chain start compared with anchors saved earlier, so an event altered, moved,
+removed from the middle or cut off the end of a stream is found and named.
+
+From the chain start on, every event must carry a link in the current format (a missing
+one was removed); before it, events of a store upgraded from a release without positions
+in the links are checked in the old format, and events with no link at all are counted as
+predating the chain.
 
 The log is read once in position order, a page at a time; memory grows with the number of
 streams (their last version and link), not with the number of events.
@@ -10,13 +16,14 @@ streams (their last version and link), not with the number of events.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import msgspec
 
+from eskit.store import rules
 from eskit.store.base import EventStore
-from eskit.store.chain import ChainRow, audit_key
+from eskit.store.chain import ChainRow, ChainStart, audit_key
 
 
 class Anchor(msgspec.Struct, frozen=True):
@@ -26,8 +33,17 @@ class Anchor(msgspec.Struct, frozen=True):
     hash: str
 
 
+class Anchors(msgspec.Struct, frozen=True):
+    """What an earlier run saw (``--save-anchors``): where each stream ended, and the
+    store's chain start."""
+
+    streams: dict[str, Anchor] = msgspec.field(default_factory=dict)
+    chain_start: ChainStart | None = None
+
+
 class Problem(msgspec.Struct, frozen=True):
     stream: str
+    """Empty for a problem of the whole store (its chain start)."""
     version: int | None
     position: int | None
     what: str
@@ -37,14 +53,20 @@ class AuditReport(msgspec.Struct):
     events: int = 0
     streams: int = 0
     unlinked: int = 0
-    """Events written before the store kept a chain: not checked."""
+    """Events written before the store kept a chain (before its chain start): not checked."""
     problems: list[Problem] = msgspec.field(default_factory=list)
     ends: dict[str, Anchor] = msgspec.field(default_factory=dict)
     """Each stream's last version and link: tomorrow's anchors."""
+    chain_start: ChainStart | None = None
+    """The store's chain start as recorded (None if the record is missing)."""
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    def anchors(self) -> Anchors:
+        """Tomorrow's anchors: the streams' ends and the chain start."""
+        return Anchors(self.ends, self.chain_start)
 
 
 class _Stream:
@@ -61,16 +83,20 @@ async def verify(
     store: EventStore,
     *,
     key: bytes | None = None,
-    anchors: Mapping[str, Anchor] | None = None,
+    anchors: Anchors | None = None,
     progress: Callable[[int, int], None] | None = None,
     page_size: int = 1000,
 ) -> AuditReport:
-    """Check every stream's chain (with ``key``, default ``ESKIT_AUDIT_KEY``) and, given
-    ``anchors``, that no stream lost its end."""
+    """Check the chain start and every stream's chain (with ``key``, default
+    ``ESKIT_AUDIT_KEY``) and, given ``anchors``, that no stream lost its end and the chain
+    start did not move."""
     key = key if key is not None else audit_key()
     head = await store.last_position()
     report, streams = AuditReport(), dict[str, _Stream]()
-    anchors = anchors or {}
+    anchors = anchors or Anchors()
+    report.chain_start = await store._chain_start()
+    first = _check_chain_start(report, key, anchors.chain_start)
+    ends = anchors.streams
     after = 0
     while True:
         rows = await store._chain_page(after, page_size)
@@ -78,14 +104,14 @@ async def verify(
             stream = streams.get(row.stream)
             if stream is None:
                 stream = streams[row.stream] = _Stream()
-            _check(row, stream, key, anchors.get(row.stream), report)
+            _check(row, row.position >= first, stream, key, ends.get(row.stream), report)
         if rows:
             after = rows[-1].position
         if progress is not None:
             progress(after, max(head, after))
         if len(rows) < page_size:
             break
-    for name, anchor in anchors.items():
+    for name, anchor in ends.items():
         reached = streams.get(name)
         if reached is None or reached.version < anchor.version:
             last = None if reached is None else reached.version
@@ -105,11 +131,58 @@ async def verify(
     return report
 
 
+def _check_chain_start(report: AuditReport, key: bytes | None, anchored: ChainStart | None) -> int:
+    """Check the store's chain start record; the position from which events are checked
+    as linked in the current format (the earliest of the record and its anchor)."""
+    recorded = report.chain_start
+    if recorded is None:
+        report.problems.append(
+            Problem("", None, None, "no chain start is recorded: the record was removed")
+        )
+    elif not recorded.holds(key):
+        report.problems.append(
+            Problem(
+                "",
+                None,
+                recorded.position,
+                "the chain start record does not match its hash: moved or forged",
+            )
+        )
+    if anchored is not None and anchored != recorded:
+        found = "nothing" if recorded is None else recorded.position
+        report.problems.append(
+            Problem(
+                "",
+                None,
+                None if recorded is None else recorded.position,
+                f"the chain start moved: the anchor has position {anchored.position},"
+                f" the store records {found}",
+            )
+        )
+    starts = [start.position for start in (recorded, anchored) if start is not None]
+    return min(starts, default=1)
+
+
 def _check(
-    row: ChainRow, stream: _Stream, key: bytes | None, anchor: Anchor | None, report: AuditReport
+    row: ChainRow,
+    v2: bool,
+    stream: _Stream,
+    key: bytes | None,
+    anchor: Anchor | None,
+    report: AuditReport,
 ) -> None:
+    """Check one row; ``v2``: it is at or after the chain start, so must carry a link in
+    the current format."""
     report.events += 1
     where = (row.stream, row.version, row.position)
+    category = rules.category(row.stream)
+    if row.category != category:
+        report.problems.append(
+            Problem(
+                *where,
+                f"the category column says {row.category!r}, the stream's category is {category!r}",
+            )
+        )
     if row.version != stream.version + 1:
         what = (
             f"versions {stream.version + 1}..{row.version - 1} are missing"
@@ -119,38 +192,46 @@ def _check(
         report.problems.append(Problem(*where, what))
     checkable = row.version == stream.version + 1 and not stream.broken
     if row.hash is None:
-        if stream.link is not None or stream.broken:
+        if v2 or stream.link is not None or stream.broken:
             report.problems.append(Problem(*where, "the link was removed"))
             stream.broken = True
         else:
             report.unlinked += 1
     else:
-        if checkable and row.expected(stream.link, key) != row.hash:
+        if checkable and row.expected(stream.link, key, v2) != row.hash:
             report.problems.append(Problem(*where, "altered: the link does not match the event"))
         stream.broken = False
     anchored = None if anchor is None or row.version != anchor.version else anchor.hash
-    if anchored is not None and row.hash is not None and row.hash.hex() != anchored:
+    if anchored is not None and (row.hash is None or row.hash.hex() != anchored):
         report.problems.append(Problem(*where, "differs from its anchor"))
     stream.version, stream.link = row.version, row.hash
 
 
-def load_anchors(path: Path) -> dict[str, Anchor]:
-    """Anchors saved by ``save_anchors``: one JSON object per line."""
-    anchors = {}
+def load_anchors(path: Path) -> Anchors:
+    """Anchors saved by ``save_anchors``: one JSON object per line, a stream's end
+    (``stream``, ``version``, ``hash``) or the chain start (``chain_start``, ``hash``)."""
+    streams, chain_start = {}, None
     for number, line in enumerate(path.read_text().splitlines(), 1):
         try:
             item = json.loads(line)
-            anchors[item["stream"]] = Anchor(int(item["version"]), str(item["hash"]))
-        except (ValueError, KeyError, TypeError) as error:
+            if "chain_start" in item:
+                chain_start = ChainStart(int(item["chain_start"]), bytes.fromhex(item["hash"]))
+            else:
+                streams[item["stream"]] = Anchor(int(item["version"]), str(item["hash"]))
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise ValueError(f"{path}:{number}: not an anchor line ({error})") from None
-    return anchors
+    return Anchors(streams, chain_start)
 
 
-def save_anchors(path: Path, ends: Mapping[str, Anchor]) -> None:
-    path.write_text("".join(_lines(ends)))
+def save_anchors(path: Path, anchors: Anchors) -> None:
+    path.write_text("".join(_lines(anchors)))
 
 
-def _lines(ends: Mapping[str, Anchor]) -> Iterable[str]:
+def _lines(anchors: Anchors) -> Iterable[str]:
+    start = anchors.chain_start
+    if start is not None:
+        yield json.dumps({"chain_start": start.position, "hash": start.hash.hex()}) + "\n"
+    ends = anchors.streams
     for stream in sorted(ends):
         anchor = ends[stream]
         yield json.dumps({"stream": stream, "version": anchor.version, "hash": anchor.hash}) + "\n"

@@ -18,7 +18,7 @@ from typing import Any, Protocol, Self, TypeVar
 
 from eskit.errors import StoreClosed, StoreError, StoreUnavailable
 from eskit.store import rules
-from eskit.store.chain import ChainRow
+from eskit.store.chain import ChainRow, ChainStart
 from eskit.store.model import (
     ANY,
     Append,
@@ -513,6 +513,10 @@ class EventStore(abc.ABC):
     async def _chain_page(self, after: int, limit: int) -> list[ChainRow]:
         """Events past position ``after`` as stored, with their links, for ``eskit verify``
         (``eskit.store.audit``); a backend without a chain raises NotImplementedError."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no hash chain")
+
+    async def _chain_start(self) -> ChainStart | None:
+        """The store's chain start record (``chain.ChainStart``), None if it is missing."""
         raise NotImplementedError(f"{type(self).__name__} keeps no hash chain")
 
     @abc.abstractmethod

@@ -1,14 +1,23 @@
-"""The hash chain each stream carries, so that an event altered or removed behind eskit's back
-is found (``eskit verify``).
+"""The hash chain each stream carries, so that an event altered, moved or removed behind
+eskit's back is found (``eskit verify``).
 
 Every event stores ``link(previous, ...)``: a BLAKE2b-256 hash over the link of the
-stream's previous event and everything the event is (stream, version, id, type, data and
-metadata as stored, recording time). Changing any of it, or removing an event, breaks the
-chain from there on. Whoever can write the database could recompute a plain chain; with an
-audit key (``ESKIT_AUDIT_KEY``, kept away from the database) the links are keyed BLAKE2b (a
-MAC) and cannot be recomputed without it. BLAKE2b rather than SHA-256: a third cheaper on
-CPUs without SHA instructions, and keyed natively. A removed tail is only
-seen against anchors saved earlier (``eskit verify --save-anchors``).
+stream's previous event and everything a reader relies on (global position, stream,
+version, id, type, data and metadata as stored, recording time). Changing any of it,
+swapping two events' positions or removing an event breaks the chain from there on. The
+category is not linked: it is the stream name's prefix, and verify recomputes it. Whoever
+can write the database could recompute a plain chain; with an audit key
+(``ESKIT_AUDIT_KEY``, kept away from the database) the links are keyed BLAKE2b (a MAC) and
+cannot be recomputed without it. BLAKE2b rather than SHA-256: a third cheaper on CPUs
+without SHA instructions, and keyed natively. A removed tail is only seen against anchors
+saved earlier (``eskit verify --save-anchors``).
+
+Two link formats exist. Stores written before eskit covered the position hold ``v1``
+links (``link_v1``: no position) or none. Each store records its *chain start*
+(``ChainStart``), the first position whose event must carry a ``v2`` link: 1 for a store
+created with it, the next position for a store upgraded to it. The record is keyed like
+the links (``chain_start_hash``), so that moving it to hide edited events behind it is
+found; saved anchors hold it too.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ class ChainRow(msgspec.Struct, frozen=True, gc=False):
 
     position: int
     stream: str
+    category: str
     version: int
     id: bytes
     type: str
@@ -40,10 +50,24 @@ class ChainRow(msgspec.Struct, frozen=True, gc=False):
     hash: bytes | None
     """None for events written before the store kept a chain."""
 
-    def expected(self, previous: bytes | None, key: bytes | None) -> bytes:
-        """What the link of this row must be, after ``previous``."""
+    def expected(self, previous: bytes | None, key: bytes | None, v2: bool = True) -> bytes:
+        """What the link of this row must be, after ``previous``: in the current format, or
+        (``v2=False``) in the one of events written before the store's chain start."""
+        if not v2:
+            return link_v1(
+                previous,
+                self.stream,
+                self.version,
+                self.id,
+                self.type,
+                self.data,
+                self.metadata,
+                self.recorded_at,
+                key,
+            )
         return link(
             previous,
+            self.position,
             self.stream,
             self.version,
             self.id,
@@ -71,12 +95,71 @@ def audit_key() -> bytes | None:
     return key
 
 
-_HEADER: Final = struct.Struct(">32s16sqqIIII")
-"""previous link, id, version, recorded_at, then the lengths of stream, type, data and
-metadata, which follow: no two events hash alike by shifting bytes between fields."""
+class ChainStart(msgspec.Struct, frozen=True):
+    """The store's record of where its chain starts, and that record's own hash."""
+
+    position: int
+    hash: bytes
+
+    def holds(self, key: bytes | None) -> bool:
+        """Whether the record is as a writer with ``key`` made it."""
+        return chain_start_hash(self.position, key) == self.hash
+
+
+_CHAIN_START: Final = b"eskit chain start"
+"""Domain separation: no event's link message can equal a chain start's (nor its length)."""
+
+
+def chain_start_hash(position: int, key: bytes | None) -> bytes:
+    """The hash of a chain start record: keyed BLAKE2b-256 with the audit key, plain
+    without one."""
+    return _digest(key, _CHAIN_START, position.to_bytes(8, "big"))
+
+
+_HEADER: Final = struct.Struct(">2s32s16sqqqIIII")
+"""The format's tag, previous link, id, position, version, recorded_at, then the lengths of
+stream, type, data and metadata, which follow: no two events hash alike by shifting bytes
+between fields."""
+_V2: Final = b"v2"
 
 
 def link(
+    previous: bytes | None,
+    position: int,
+    stream: str,
+    version: int,
+    event_id: uuid.UUID | bytes,
+    type_: str,
+    data: str,
+    metadata: str,
+    recorded_at: int,
+    key: bytes | None,
+) -> bytes:
+    """The hash of one event at ``position``, chained to ``previous`` (the stream's last
+    event's, or None for its first). Runs on the writer's thread for every event: kept to
+    one buffer and one call into C."""
+    raw_id = event_id.bytes if isinstance(event_id, uuid.UUID) else event_id
+    name, kind, body, meta = stream.encode(), type_.encode(), data.encode(), metadata.encode()
+    header = _HEADER.pack(
+        _V2,
+        previous or GENESIS,
+        raw_id,
+        position,
+        version,
+        recorded_at,
+        len(name),
+        len(kind),
+        len(body),
+        len(meta),
+    )
+    return _digest(key, header, name, kind, body, meta)
+
+
+_HEADER_V1: Final = struct.Struct(">32s16sqqIIII")
+"""The first format (no position): previous link, id, version, recorded_at, lengths."""
+
+
+def link_v1(
     previous: bytes | None,
     stream: str,
     version: int,
@@ -87,12 +170,11 @@ def link(
     recorded_at: int,
     key: bytes | None,
 ) -> bytes:
-    """The hash of one event, chained to ``previous`` (the stream's last event's, or None
-    for its first). Runs on the writer's thread for every event: kept to one buffer and
-    one call into C."""
+    """The link of events written before their store's chain start: only ``verify`` still
+    computes it."""
     raw_id = event_id.bytes if isinstance(event_id, uuid.UUID) else event_id
     name, kind, body, meta = stream.encode(), type_.encode(), data.encode(), metadata.encode()
-    header = _HEADER.pack(
+    header = _HEADER_V1.pack(
         previous or GENESIS,
         raw_id,
         version,
@@ -102,8 +184,12 @@ def link(
         len(body),
         len(meta),
     )
+    return _digest(key, header, name, kind, body, meta)
+
+
+def _digest(key: bytes | None, *parts: bytes) -> bytes:
     hasher = (_HASHERS.get(key) or _keyed(key)).copy()
-    hasher.update(b"".join((header, name, kind, body, meta)))
+    hasher.update(b"".join(parts))
     digest: bytes = hasher.digest()
     return digest
 

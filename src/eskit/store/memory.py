@@ -8,6 +8,7 @@ a model-based test check it).
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import datetime as dt
 import uuid
@@ -17,7 +18,7 @@ import msgspec
 from eskit.errors import StoreNotFound, StreamDeleted
 from eskit.store import rules
 from eskit.store.base import EventStore
-from eskit.store.chain import ChainRow, audit_key
+from eskit.store.chain import ChainRow, ChainStart, audit_key, chain_start_hash
 from eskit.store.ids import new_event_ids
 from eskit.store.model import (
     AppendResult,
@@ -62,6 +63,8 @@ class MemoryStore(EventStore):
         """The log as a SQL backend stores it, with its links (``eskit verify``)."""
         self._links: dict[str, bytes] = {}
         self._audit_key = audit_key()
+        self._start: ChainStart | None = ChainStart(1, chain_start_hash(1, self._audit_key))
+        """Every event of a memory store is linked in the current format."""
 
     async def _open_backend(self) -> None:
         if self.readonly and not (self._log or self._streams):  # it lives in this object
@@ -121,6 +124,7 @@ class MemoryStore(EventStore):
             row = ChainRow(
                 recorded.position,
                 recorded.stream,
+                rules.category(recorded.stream),
                 recorded.version,
                 recorded.id.bytes,
                 event.type,
@@ -136,7 +140,11 @@ class MemoryStore(EventStore):
         return AppendResult(last.version, last.position, len(append.events))
 
     async def _chain_page(self, after: int, limit: int) -> list[ChainRow]:
-        return self._chain[after : after + limit]
+        first = bisect.bisect_right(self._chain, after, key=lambda row: row.position)
+        return self._chain[first : first + limit]
+
+    async def _chain_start(self) -> ChainStart | None:
+        return self._start
 
     def _existing(self, event_id: uuid.UUID | None) -> ExistingEvent | None:
         found = self._ids.get(event_id) if event_id is not None else None

@@ -10,9 +10,12 @@ How it stays correct and fast:
   each on its own against the stream heads as they stand inside the group, so a conflict
   fails that request alone. Callers are answered after COMMIT; if the transaction fails,
   each request is tried again alone so that one bad request cannot fail the others.
-- One statement per group when it can: the writer remembers the stream heads it saw commit,
-  checks a group against them here (``rules``, the one place the rules live) and sends it
-  to ``eskit_append_group`` (migration 003), which writes it only if the heads still hold;
+- Every event's hash link covers its position, so the writer numbers and hashes the rows
+  itself, from a head it knows: the long way locks the head row and reads it first.
+- One statement per group when it can: the writer remembers the log's head and the stream
+  heads it saw commit, checks a group against them here (``rules``, the one place the
+  rules live), numbers and hashes its rows from that head and sends it to
+  ``eskit_append_group`` (migration 005), which writes it only if the heads still hold;
   otherwise, and for operations, retries and inline projections, the group runs the long
   way (lock, read the heads, check, insert), with the same outcome.
 - Readers read a page and the committed head in one statement (one snapshot).
@@ -43,7 +46,7 @@ import psycopg_pool
 from eskit.errors import StoreClosed, StoreError, StoreUnavailable, StreamDeleted
 from eskit.store import rules
 from eskit.store.base import EventStore, versions_up_to
-from eskit.store.chain import ChainRow, audit_key, link
+from eskit.store.chain import ChainRow, ChainStart, audit_key, link
 from eskit.store.ids import new_event_ids
 from eskit.store.model import (
     ANY,
@@ -56,8 +59,14 @@ from eskit.store.model import (
     StreamInfo,
     StreamMetadata,
 )
+from eskit.store.postgres_append import (
+    append_group,
+    append_group_and_commit,
+    lock_head,
+    roll_back,
+)
 from eskit.store.postgres_inline import InlineGroup, InlineHook, InlineProjections, Refused
-from eskit.store.postgres_schema import check_schema, check_version, migrate
+from eskit.store.postgres_schema import check_schema, check_version, migrate, read_chain_start
 from eskit.store.rules import ExistingEvent, PreparedAppend, PreparedSnapshot, clamp
 from eskit.store.sqlite_writer import micros, moment
 
@@ -71,10 +80,8 @@ _INSERT: Final = (
     "INSERT INTO eskit_events (position, id, stream, category, version, type, data, metadata,"
     " recorded_at, hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
-_APPEND_GROUP: Final = "SELECT eskit_append_group(%s::json, %s::json, %s::json, %s, %s::text[], %s)"
-"""One group in one statement (migration 003), if the stream heads are as expected."""
 _ROW_KEYS: Final = (
-    "at",
+    "position",
     "id",
     "stream",
     "category",
@@ -142,6 +149,8 @@ class _Group:
         self, conn: Connection, head: int, recorded_at: int, key: bytes | None = None
     ) -> None:
         self.conn = conn
+        self.start = head
+        """The log's head before the group: its rows are numbered (and hashed) from here."""
         self.head = head
         self.recorded_at = recorded_at
         self.key = key
@@ -238,7 +247,7 @@ class _Group:
             id_ = event.id
             assert id_ is not None, "ids are given before the first attempt (_with_ids)"
             version, kind, data, meta = first + i, event.type, event.data, event.metadata
-            previous = link(previous, stream, version, id_, kind, data, meta, at, key)
+            previous = link(previous, self.head, stream, version, id_, kind, data, meta, at, key)
             self.rows.append(
                 (self.head, id_, stream, category, version, kind, data, meta, at, previous)
             )
@@ -300,6 +309,7 @@ class _Group:
         rows = [dict(zip(_ROW_KEYS, row, strict=True)) for row in self.rows]
         encode = msgspec.json.encode
         return (
+            self.start,
             encode(heads).decode(),
             encode(given).decode(),
             encode(rows).decode(),
@@ -345,15 +355,6 @@ def _with_ids(
     return with_ids, frozenset(fresh)
 
 
-async def _append_group(conn: Connection, arguments: tuple[Any, ...]) -> int | None:
-    """Call ``eskit_append_group``: the head before the group, or None if nothing was
-    written (a stream was not as expected)."""
-    cursor = await conn.execute(_APPEND_GROUP, arguments)
-    row = await cursor.fetchone()
-    assert row is not None
-    return None if row[0] is None else int(row[0])
-
-
 def _ids_to_look_up(requests: Sequence[_Request]) -> list[uuid.UUID]:
     """The event ids that may have been written before: those callers gave, and all the
     ids of a request tried again (its COMMIT may have gone through)."""
@@ -365,11 +366,6 @@ def _ids_to_look_up(requests: Sequence[_Request]) -> list[uuid.UUID]:
         for e in a.events
         if e.id is not None and (r.retried or e.id not in r.generated)
     ]
-
-
-def _moved(results: list[AppendResult], start: int) -> list[AppendResult]:
-    """Results numbered from position 0, moved to follow ``start``."""
-    return [msgspec.structs.replace(r, last_position=r.last_position + start) for r in results]
 
 
 def _new_ids(count: int) -> list[uuid.UUID]:
@@ -403,6 +399,12 @@ class PostgresStore(EventStore):
         self._inline = InlineProjections()
         self._known: dict[str, _Head] = {}
         """Stream heads this writer saw commit: what the one-statement path expects."""
+        self._head: int | None = None
+        """The log's head after this writer's last commit (None: not known): the position
+        the one-statement path numbers its rows from."""
+        self._contended = False
+        """Another process moved the head since this writer's previous commit: lock it
+        before numbering (``postgres_append``)."""
         self._listener: asyncio.Task[None] | None = None
         self._last_wait = 0.0
         self._decode_text = msgspec.json.decode
@@ -439,9 +441,11 @@ class PostgresStore(EventStore):
                 self.conninfo, autocommit=True
             ) as conn:
                 if self.migrate_on_open and not self.readonly:
-                    await migrate(conn, self.schema)
+                    await migrate(conn, self.schema, self._audit_key)
                 else:
                     await check_version(conn, self.schema)
+                await self._configure(conn)
+                self._head = await _head(conn)  # the one-statement path's first guess
         except psycopg.OperationalError as error:
             raise StoreUnavailable(f"cannot connect to PostgreSQL: {error}") from error
         pool: psycopg_pool.AsyncConnectionPool[Connection] = psycopg_pool.AsyncConnectionPool(
@@ -581,35 +585,61 @@ class PostgresStore(EventStore):
         """Run the batch as one call of ``eskit_append_group``, checked here against the
         heads this writer saw commit; None (nothing written) if it cannot be done so: the
         batch holds an operation, a retry, a stream not seen and not expected to be new,
-        inline projections run, or another process moved one of the streams meanwhile."""
+        inline projections run, or another process moved one of the streams meanwhile.
+        While other processes write too (the log's head this writer remembered was stale),
+        the head is locked and read first (``postgres_append``)."""
         expected = self._expected_heads(batch)
-        if expected is None:
+        if expected is None or self._head is None:
             return None
         conn = await self._writer_connection()
-        group = _Group(conn, 0, micros(self.clock()), self._audit_key)  # positions from 1
+        try:
+            if not self._contended:
+                outcomes = await self._one_statement(conn, batch, expected, self._head)
+                if outcomes is not None:
+                    return outcomes
+                self._contended = True  # or a stream moved: the locked try will tell
+            if self.before_commit is not None:
+                return None
+            head = await lock_head(conn)
+            self._contended = head != self._head
+            return await self._one_statement(conn, batch, expected, head, locked=True)
+        except psycopg.OperationalError:
+            self._head = None
+            await conn.close()  # broken: the next transaction opens a new one
+            raise
+        except BaseException:
+            await roll_back(conn)
+            raise
+
+    async def _one_statement(
+        self,
+        conn: Connection,
+        batch: list[_Request],
+        expected: dict[str, _Head],
+        head: int,
+        locked: bool = False,
+    ) -> list[Outcome] | None:
+        """Number and hash the batch's rows from ``head`` and send them; None if the
+        function refused them. ``locked``: in the transaction ``lock_head`` began."""
+        group = _Group(conn, head, micros(self.clock()), self._audit_key)
         group.expect(expected)
         outcomes: list[Outcome] = []
         group.add_all(batch, outcomes)
         given = _ids_to_look_up(batch)  # no request here is retried (_expected_heads)
         arguments = group.arguments(expected, given, self.notify_channel)
-        try:
-            if self.before_commit is None:  # autocommit: one round trip
-                start = await _append_group(conn, arguments)
-            else:
-                async with conn.transaction():
-                    start = await _append_group(conn, arguments)
-                    if start is not None:
-                        await self.before_commit()
-        except psycopg.OperationalError:
-            await conn.close()  # broken: the next transaction opens a new one
-            raise
-        if start is None:
+        if locked:
+            written = await append_group_and_commit(conn, arguments)
+        elif self.before_commit is None:  # autocommit: one round trip
+            written = await append_group(conn, arguments)
+        else:
+            async with conn.transaction():
+                written = await append_group(conn, arguments)
+                if written:
+                    await self.before_commit()
+        if not written:
             return None
-        self._remember(group.known())
-        return [
-            (r, value if failure else _moved(value, start), failure)
-            for r, value, failure in outcomes
-        ]
+        self._remember(group.known(), group.head)
+        return outcomes
 
     def _expected_heads(self, batch: list[_Request]) -> dict[str, _Head] | None:
         """The head the one-statement path expects of each stream of ``batch``: as this
@@ -631,12 +661,14 @@ class PostgresStore(EventStore):
                 expected[append.stream] = head
         return expected
 
-    def _remember(self, heads: dict[str, _Head]) -> None:
-        """Remember committed stream heads for the one-statement path (a bounded guess:
-        the statement checks it, so a stale one costs a round trip, never a wrong write)."""
+    def _remember(self, heads: dict[str, _Head], head: int) -> None:
+        """Remember committed stream heads and the log's head for the one-statement path
+        (a bounded guess: the statement checks it, so a stale one costs a round trip, never
+        a wrong write)."""
         if len(self._known) > _KNOWN_STREAMS:
             self._known.clear()
         self._known.update(heads)
+        self._head = head
 
     async def _transaction(self, batch: list[_Request], savepoints: bool = False) -> list[Outcome]:
         outcomes: list[Outcome] = []
@@ -645,11 +677,12 @@ class PostgresStore(EventStore):
             async with conn.transaction():
                 group = await self._group(conn, batch, outcomes, savepoints)
         except psycopg.OperationalError:
+            self._head = None
             await conn.close()  # broken: the next transaction opens a new one
             raise
         if any(request.operation is not None for request in batch):
             self._known.clear()  # an operation may have changed any stream
-        self._remember(group.known())
+        self._remember(group.known(), group.head)
         return outcomes
 
     async def _writer_connection(self) -> Connection:
@@ -924,17 +957,22 @@ class PostgresStore(EventStore):
     async def _chain_page(self, after: int, limit: int) -> list[ChainRow]:
         async def run(conn: Connection) -> list[tuple[Any, ...]]:
             cursor = await conn.execute(
-                "SELECT position, stream, version, id, type, data, metadata, recorded_at, hash"
-                " FROM eskit_events WHERE position > %s ORDER BY position LIMIT %s",
+                "SELECT position, stream, category, version, id, type, data, metadata,"
+                " recorded_at, hash FROM eskit_events WHERE position > %s ORDER BY position"
+                " LIMIT %s",
                 (after, limit),
             )
             return await cursor.fetchall()
 
         rows = await self._read(run)
         return [
-            ChainRow(position, stream, version, id_.bytes, kind, data, meta, at, link_)
-            for position, stream, version, id_, kind, data, meta, at, link_ in rows
+            ChainRow(position, stream, category, version, id_.bytes, kind, data, meta, at, link_)
+            for position, stream, category, version, id_, kind, data, meta, at, link_ in rows
         ]
+
+    async def _chain_start(self) -> ChainStart | None:
+        found: ChainStart | None = await self._read(read_chain_start)
+        return found
 
     async def _find_event(self, event_id: uuid.UUID) -> RecordedEvent | None:
         async def run(conn: Connection) -> list[tuple[Any, ...]]:

@@ -13,6 +13,8 @@ eskit's runtime needs and nothing more:
 - ``eskit_streams``: SELECT, INSERT, UPDATE (lifecycle and stream metadata);
 - ``eskit_snapshots``: SELECT, INSERT, UPDATE, DELETE (retention deletes old snapshots);
 - ``eskit_migrations``: SELECT (the version check on open);
+- ``eskit_chain_start``: SELECT (``eskit verify`` reads it; it is written once, by
+  ``eskit migrate``);
 - eskit's run-time tables that already exist (made by the admin): SELECT, INSERT, UPDATE,
   DELETE; EXECUTE on the schema's functions; USAGE and SELECT on its sequences.
 
@@ -39,6 +41,7 @@ STORE_TABLES: Final = {
     "eskit_streams": "SELECT, INSERT, UPDATE",
     "eskit_snapshots": "SELECT, INSERT, UPDATE, DELETE",
     "eskit_migrations": "SELECT",
+    "eskit_chain_start": "SELECT",
 }
 """The store's own tables (made by migrations) and what the app may do to each."""
 REFUSED: Final = ("eskit_removals",)

@@ -3,18 +3,22 @@
 Each file ``postgres_migrations/NNN_name.sql`` is one version, applied once, in order. All
 pending versions are applied in one transaction that first takes an advisory lock keyed by
 the schema, so two processes migrating at once take turns (the second finds nothing left
-to do), and a failing migration leaves the schema as it was.
+to do), and a failing migration leaves the schema as it was. A migration that needs what
+SQL cannot do (a hash keyed with the audit key, which the database must not see) has a
+step in Python, run right after its file in the same transaction (``_AFTER``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 import psycopg
 
 from eskit.errors import StoreError, StoreNotFound
+from eskit.store.chain import ChainStart, audit_key, chain_start_hash
 from eskit.store.migrations import Migration, load, newest
 
 __all__ = ["Migration", "check_schema", "check_version", "migrate", "migrations"]
@@ -41,11 +45,47 @@ def _lock_key(schema: str) -> int:
     return int.from_bytes(hashlib.sha256(f"eskit:{schema}".encode()).digest()[:8], "big") >> 1
 
 
-async def migrate(conn: psycopg.AsyncConnection[object], schema: str) -> list[Migration]:
-    """Apply the pending migrations to ``schema``; the ones applied (none if up to date)."""
+Connection = psycopg.AsyncConnection[object]
+
+
+async def record_chain_start(conn: Connection, key: bytes | None) -> None:
+    """Record that the chain starts at the next position (migration 005): 1 in a new store,
+    after the last event in an upgraded one. The head is locked: no event can slip in."""
+    cursor = await conn.execute("SELECT position FROM eskit_head FOR UPDATE")
+    row = await cursor.fetchone()
+    assert row is not None
+    position = int(row[0]) + 1  # type: ignore[index]
+    await conn.execute(
+        "INSERT INTO eskit_chain_start (position, hash) VALUES (%s, %s)",
+        (position, chain_start_hash(position, key)),
+    )
+
+
+async def read_chain_start(conn: Connection) -> ChainStart | None:
+    """The chain start record, or None if it was removed (in autocommit mode)."""
+    try:
+        cursor = await conn.execute("SELECT position, hash FROM eskit_chain_start")
+        row = await cursor.fetchone()
+    except psycopg.errors.UndefinedTable:
+        return None
+    return None if row is None else ChainStart(int(row[0]), bytes(row[1]))  # type: ignore[index]
+
+
+_AFTER: Final[dict[int, Callable[[Connection, bytes | None], Awaitable[None]]]] = {
+    5: record_chain_start,
+}
+"""Steps a migration needs that SQL cannot say, run right after its SQL, in its transaction,
+with the audit key (a record keyed with it: the database must not see the key)."""
+
+
+async def migrate(conn: Connection, schema: str, key: bytes | None = None) -> list[Migration]:
+    """Apply the pending migrations to ``schema``; the ones applied (none if up to date).
+    ``key`` (default ``ESKIT_AUDIT_KEY``) keys the records a migration writes: give the
+    writers' key."""
     check_schema(schema)
     if await _version(conn, schema) == newest(migrations()):
         return []  # up to date: no lock, no DDL, so a role without CREATE rights can open
+    key = key if key is not None else audit_key()
     applied: list[Migration] = []
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(schema),))
@@ -67,6 +107,9 @@ async def migrate(conn: psycopg.AsyncConnection[object], schema: str) -> list[Mi
             if migration.version in done:
                 continue
             await conn.execute(migration.sql.encode())
+            after = _AFTER.get(migration.version)
+            if after is not None:
+                await after(conn, key)
             await conn.execute(
                 "INSERT INTO eskit_migrations (version, name) VALUES (%s, %s)",
                 (migration.version, migration.name),
@@ -75,7 +118,7 @@ async def migrate(conn: psycopg.AsyncConnection[object], schema: str) -> list[Mi
     return applied
 
 
-async def check_version(conn: psycopg.AsyncConnection[object], schema: str) -> None:
+async def check_version(conn: Connection, schema: str) -> None:
     """Raise a clear ``StoreError`` unless ``schema`` holds exactly this eskit's version:
     ``StoreNotFound`` if it has no eskit tables (or does not exist); nothing is created."""
     check_schema(schema)

@@ -44,7 +44,7 @@ import msgspec
 from eskit.errors import StoreError, StoreNotFound, StreamDeleted
 from eskit.store import rules
 from eskit.store.base import EventStore, versions_up_to
-from eskit.store.chain import ChainRow, audit_key
+from eskit.store.chain import ChainRow, ChainStart, audit_key
 from eskit.store.model import (
     AppendResult,
     ExpectedVersion,
@@ -56,6 +56,7 @@ from eskit.store.model import (
     StreamStatus,
 )
 from eskit.store.rules import PreparedAppend, PreparedSnapshot, clamp
+from eskit.store.sqlite_chain import read_chain_start
 from eskit.store.sqlite_reader import Reader, check_store
 from eskit.store.sqlite_reader import stop as stop_readers
 from eskit.store.sqlite_writer import (
@@ -418,14 +419,18 @@ class SQLiteStore(EventStore):
     async def _chain_page(self, after: int, limit: int) -> list[ChainRow]:
         def run(conn: sqlite3.Connection) -> list[ChainRow]:
             rows = conn.execute(
-                "SELECT position, stream, version, id, type, data, metadata, recorded_at, hash"
-                " FROM events WHERE position > ? ORDER BY position LIMIT ?",
+                "SELECT position, stream, category, version, id, type, data, metadata,"
+                " recorded_at, hash FROM events WHERE position > ? ORDER BY position LIMIT ?",
                 (after, limit),
             ).fetchall()
             return [ChainRow(*row) for row in rows]
 
         result: list[ChainRow] = await self._read(run)
         return result
+
+    async def _chain_start(self) -> ChainStart | None:
+        found: ChainStart | None = await self._read(read_chain_start)
+        return found
 
     async def _last_position(self) -> int:
         result: int = await self._read(_head)

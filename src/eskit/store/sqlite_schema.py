@@ -19,6 +19,7 @@ from typing import Final
 
 from eskit.errors import StoreError
 from eskit.store.migrations import Migration, load, newest
+from eskit.store.sqlite_chain import record_chain_start
 
 
 def migrations() -> list[Migration]:
@@ -43,10 +44,11 @@ def not_newer(conn: sqlite3.Connection, path: str) -> int:
     return at
 
 
-def migrate(conn: sqlite3.Connection, path: str) -> list[Migration]:
+def migrate(conn: sqlite3.Connection, path: str, key: bytes | None = None) -> list[Migration]:
     """Apply the pending migrations to the file of ``conn`` (in autocommit mode); the ones
-    applied (none if it is up to date). Raises ``StoreError`` for a file newer than this
-    eskit."""
+    applied (none if it is up to date). ``key`` is the audit key the records a migration
+    writes are keyed with (the writers' key). Raises ``StoreError`` for a file newer than
+    this eskit."""
     shipped = migrations()
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -57,7 +59,7 @@ def migrate(conn: sqlite3.Connection, path: str) -> list[Migration]:
                 conn.execute(statement)
             after = _AFTER.get(migration.version)
             if after is not None:
-                after(conn)
+                after(conn, key)
             conn.execute(f"PRAGMA user_version = {migration.version:d}")
         conn.execute("COMMIT")
     except BaseException:
@@ -85,7 +87,7 @@ def _only_comments(text: str) -> bool:
     return all(not line.strip() or line.strip().startswith("--") for line in text.splitlines())
 
 
-def _add_hash_column(conn: sqlite3.Connection) -> None:
+def _add_hash_column(conn: sqlite3.Connection, key: bytes | None) -> None:
     """Files written before the hash chain have an events table without ``hash``: 001's
     ``CREATE TABLE IF NOT EXISTS`` leaves it as it is, so add the column (their events stay
     unlinked). SQLite has no ``ADD COLUMN IF NOT EXISTS``, hence this step in Python."""
@@ -94,5 +96,9 @@ def _add_hash_column(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE events ADD COLUMN hash BLOB")
 
 
-_AFTER: Final[dict[int, Callable[[sqlite3.Connection], None]]] = {1: _add_hash_column}
-"""Steps a migration needs that SQL cannot say, run right after its SQL, in its transaction."""
+_AFTER: Final[dict[int, Callable[[sqlite3.Connection, bytes | None], None]]] = {
+    1: _add_hash_column,
+    3: record_chain_start,
+}
+"""Steps a migration needs that SQL cannot say, run right after its SQL, in its transaction,
+with the audit key (a record keyed with it: the database must not see the key)."""

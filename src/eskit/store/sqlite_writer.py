@@ -36,6 +36,7 @@ from eskit.store.chain import link
 from eskit.store.ids import new_event_ids
 from eskit.store.model import AppendResult, RecordedEvent
 from eskit.store.rules import ExistingEvent, PreparedAppend
+from eskit.store.sqlite_chain import head
 
 Synchronous = Literal["FULL", "NORMAL"]
 InlineHook = Callable[[sqlite3.Connection, list[RecordedEvent]], None]
@@ -47,8 +48,8 @@ STOP: Final = object()
 CHECKPOINT_EVERY: Final = 100
 """Commits between WAL checkpoints while writes never pause (plus one whenever idle)."""
 _INSERT: Final = (
-    "INSERT INTO events (id, stream, category, version, type, data, metadata, recorded_at,"
-    " hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO events (position, id, stream, category, version, type, data, metadata,"
+    " recorded_at, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _LAST_LINK: Final = "SELECT hash FROM events WHERE stream = ? ORDER BY version DESC LIMIT 1"
 
@@ -172,7 +173,7 @@ class _WroteThenFailed(Exception):
 
 
 class _Write(msgspec.Struct, frozen=True, gc=False):
-    """One part of a request that passed its checks: the rows it will insert."""
+    """One part of a request that passed its checks: what it will insert."""
 
     append: PreparedAppend
     ids: list[bytes]
@@ -185,7 +186,13 @@ Checked = AppendResult | _Write
 
 
 class _AppendGroup:
-    """The appends of one transaction: checked request by request, inserted together."""
+    """The appends of one transaction: checked request by request, inserted together.
+
+    Each event's position is given here, before its link is hashed (the link covers it):
+    counted from the store's head, read once under the transaction's write lock, and
+    inserted explicitly. AUTOINCREMENT's counter moves with the inserts (and back with a
+    rollback), so no position is ever given twice.
+    """
 
     def __init__(
         self,
@@ -205,8 +212,10 @@ class _AppendGroup:
         self.recorded_at = recorded_at  # one time for the group: when it was written
         self.fresh_ids = iter(new_event_ids(new_ids))  # drawn for the group at once
         self.heads: dict[str, tuple[int | None, int]] = {}
+        self.position: int | None = None
+        """The last position given; None: read the store's head before the next."""
         self.rows: list[tuple[Any, ...]] = []
-        self.pending: list[tuple[AppendRequest, list[Checked]]] = []
+        self.pending: list[tuple[AppendRequest, list[AppendResult]]] = []
         self.revived: list[str] = []
 
     def load_heads(self, streams: Sequence[str]) -> None:
@@ -243,10 +252,7 @@ class _AppendGroup:
         if self.inline and any(isinstance(part, _Write) for part in parts):
             self._add_inline(request, parts)
             return
-        for part in parts:
-            if isinstance(part, _Write):
-                self._queue(part)
-        self.pending.append((request, parts))
+        self.pending.append((request, list(map(self._queue, parts))))
 
     def _add_inline(self, request: AppendRequest, parts: list[Checked]) -> None:
         """Write the request's rows and run the inline projections on its events inside a
@@ -255,11 +261,10 @@ class _AppendGroup:
         writes = [part for part in parts if isinstance(part, _Write)]
         heads = {w.append.stream: self.heads[w.append.stream] for w in writes}
         links = {w.append.stream: self.links[w.append.stream] for w in writes}
+        position = self.position
         self.conn.execute("SAVEPOINT inline")
         try:
-            for write in writes:
-                self._queue(write)
-            self.pending.append((request, parts))
+            self.pending.append((request, list(map(self._queue, parts))))
             events = self.flush()
             for hook in self.inline:
                 hook(self.conn, events)
@@ -270,6 +275,7 @@ class _AppendGroup:
             self.conn.execute("RELEASE inline")
             self.heads.update(heads)
             self.links.update(links)
+            self.position = position
             self.outcomes[-1] = (request, None, error)
             log.warning("%s", error)  # "the append to ... was refused by projection ...: ..."
             return
@@ -290,20 +296,27 @@ class _AppendGroup:
         rules.check_version_matches(stream, expected, last, state == SOFT_DELETED)
         return _Write(append, ids, 0 if last is None else last + 1, state == SOFT_DELETED)
 
-    def _queue(self, write: _Write) -> None:
-        stream, events = write.append.stream, write.append.events
-        category, at, first, key = rules.category(stream), self.recorded_at, write.first, self.key
+    def _queue(self, part: Checked) -> AppendResult:
+        """Queue a new append's rows at the next positions (a retry: its original result)."""
+        if isinstance(part, AppendResult):
+            return part
+        stream, events = part.append.stream, part.append.events
+        category, at, first, key = rules.category(stream), self.recorded_at, part.first, self.key
+        position = head(self.conn) if self.position is None else self.position
         previous = self.links[stream]
-        for i, (id_, e) in enumerate(zip(write.ids, events, strict=True)):
-            version = first + i
-            previous = link(previous, stream, version, id_, e.type, e.data, e.metadata, at, key)
-            self.rows.append(
-                (id_, stream, category, version, e.type, e.data, e.metadata, at, previous)
+        for i, (id_, e) in enumerate(zip(part.ids, events, strict=True)):
+            version, position = first + i, position + 1
+            previous = link(
+                previous, position, stream, version, id_, e.type, e.data, e.metadata, at, key
             )
-        self.links[stream] = previous
+            self.rows.append(
+                (position, id_, stream, category, version, e.type, e.data, e.metadata, at, previous)
+            )
+        self.links[stream], self.position = previous, position
         self.heads[stream] = (first + len(events) - 1, LIVE)
-        if write.revives:
+        if part.revives:
             self.revived.append(stream)
+        return AppendResult(first + len(events) - 1, position, len(events))
 
     def _head(self, stream: str) -> tuple[int | None, int]:
         try:
@@ -316,10 +329,8 @@ class _AppendGroup:
         return head
 
     def flush(self) -> list[RecordedEvent]:
-        """Insert the queued rows and answer their requests; positions follow in insertion
-        order under the write lock. Returns the events written when inline projections
-        need them."""
-        position = 0
+        """Insert the queued rows and answer their requests. Returns the events written
+        when inline projections need them."""
         written: list[RecordedEvent] = []
         if self.rows:
             try:
@@ -329,24 +340,14 @@ class _AppendGroup:
                 )
             except Exception as error:
                 raise _WroteThenFailed(error) from error
-            position = self.conn.execute("SELECT last_insert_rowid()").fetchone()[0]
-            position -= len(self.rows)
             if self.inline:
-                written = self._recorded(position + 1)
-        for request, parts in self.pending:
-            results: list[AppendResult] = []
-            for part in parts:
-                if isinstance(part, AppendResult):  # a retry: its original result
-                    results.append(part)
-                    continue
-                count = len(part.ids)
-                position += count
-                results.append(AppendResult(part.first + count - 1, position, count))
+                written = self._recorded()
+        for request, results in self.pending:
             self.outcomes.append((request, results, None))
         self.rows, self.pending, self.revived = [], [], []
         return written
 
-    def _recorded(self, first_position: int) -> list[RecordedEvent]:
+    def _recorded(self) -> list[RecordedEvent]:
         """The queued rows as the events a reader will see."""
         decode, at = msgspec.json.decode, moment(self.recorded_at)
         return [
@@ -354,13 +355,13 @@ class _AppendGroup:
                 uuid.UUID(bytes=id_),
                 stream,
                 version,
-                first_position + i,
+                position,
                 type_,
                 decode(data),
                 decode(metadata),
                 at,
             )
-            for i, (id_, stream, _, version, type_, data, metadata, _, _) in enumerate(self.rows)
+            for position, id_, stream, _, version, type_, data, metadata, _, _ in self.rows
         ]
 
 
@@ -438,7 +439,7 @@ class Writer(ConnectionThread):
         self.clock: Callable[[], int] = lambda: 0  # microseconds since the epoch, UTC
         self.before_commit: Callable[[], None] | None = None  # fault injection for tests
         self.audit_key: bytes | None = None
-        """Key of the hash chain's links (``chain.audit_key``); None: plain SHA-256."""
+        """Key of the hash chain's links (``chain.audit_key``); None: plain BLAKE2b."""
         self.inline: list[InlineHook] = []
         """Inline projections, run in every append's transaction; changed only by
         operations (on this thread), so a change takes effect between two transactions."""
@@ -454,7 +455,7 @@ class Writer(ConnectionThread):
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute("PRAGMA journal_size_limit=67108864")
         try:
-            sqlite_schema.migrate(conn, self._path)
+            sqlite_schema.migrate(conn, self._path, self.audit_key)
         except BaseException:
             conn.close()
             raise
@@ -511,6 +512,7 @@ class Writer(ConnectionThread):
                 elif isinstance(request, Operation):
                     appends.flush()
                     appends.heads.clear()  # the operation may change stream states
+                    appends.position = None  # ... and purge events (the head stays)
                     self._run(conn, request, outcomes)
             appends.flush()
             if self.before_commit is not None:

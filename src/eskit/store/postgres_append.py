@@ -1,0 +1,76 @@
+"""The PostgreSQL writer's one-statement path: ``eskit_append_group`` (migration 005) called
+with rows the writer numbered and hashed itself (every link covers its event's position).
+
+The writer must know the log's head before it hashes. Two ways, both checked by the
+function, which writes nothing (NULL) if the head or a stream is not as expected:
+
+- alone: the head after the writer's own last commit, one autocommit round trip;
+- while other processes write too (the head the writer remembers is stale almost every
+  time): lock the head row and read it (``BEGIN`` and ``SELECT ... FOR UPDATE`` in one
+  round trip), then send the call and ``COMMIT`` together: two round trips, with the lock
+  held over one and the client's work between them (under contention, the price of a link
+  that covers the position). The long way (lock, read the stream heads, check, insert, move
+  the head, commit) costs six.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import psycopg
+from psycopg import sql
+
+Connection = psycopg.AsyncConnection[Any]
+
+_APPEND_GROUP: Final = (
+    "SELECT eskit_append_group(%s, %s::json, %s::json, %s::json, %s, %s::text[], %s)"
+)
+_APPEND_GROUP_AND_COMMIT: Final = sql.SQL(
+    "SELECT eskit_append_group({}, {}::json, {}::json, {}::json, {}, {}::text[], {}); COMMIT"
+)
+_LOCK_HEAD: Final = "BEGIN; SELECT position FROM eskit_head FOR UPDATE"
+"""Two statements without parameters: sent in one round trip (simple query protocol)."""
+
+
+async def append_group(conn: Connection, arguments: tuple[Any, ...]) -> bool:
+    """Call ``eskit_append_group``: whether it wrote the group (False: the log or a stream
+    was not as expected)."""
+    cursor = await conn.execute(_APPEND_GROUP, arguments)
+    row = await cursor.fetchone()
+    assert row is not None
+    return row[0] is not None
+
+
+async def lock_head(conn: Connection) -> int:
+    """Begin a transaction on ``conn`` (in autocommit mode), lock the head row and read it;
+    end it with ``append_group_and_commit`` or ``roll_back``."""
+    cursor = await conn.execute(_LOCK_HEAD)
+    cursor.nextset()  # past BEGIN's empty result
+    row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def append_group_and_commit(conn: Connection, arguments: tuple[Any, ...]) -> bool:
+    """``append_group`` and COMMIT, sent together, in the transaction ``lock_head`` began.
+
+    One simple query, its arguments quoted as literals by psycopg (``sql.Literal``): the
+    head's lock is held until it returns, and it costs a few hundred microseconds less of
+    client time than the same two statements in a pipeline (measured), time during which
+    every other writer waits."""
+    query = _APPEND_GROUP_AND_COMMIT.format(*map(sql.Literal, arguments))
+    cursor = await conn.execute(query)
+    row = await cursor.fetchone()
+    assert row is not None
+    return row[0] is not None
+
+
+async def roll_back(conn: Connection) -> None:
+    """End the transaction ``lock_head`` began, if it is still open; close the connection
+    if even that fails (the writer opens a new one), so that the head's lock is let go."""
+    if conn.closed or conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        return
+    try:
+        await conn.execute("ROLLBACK")
+    except Exception:  # the caller raises what went wrong first
+        await conn.close()
