@@ -114,7 +114,7 @@ def test_forget_from_a_missing_key_store_is_an_error_naming_it(
     before = sorted(tmp_path.rglob("*"))
     typo, empty = tmp_path / "kyes.db", tmp_path / "empty.db"
     empty.touch()
-    cases = {typo: "no such file", empty: "the file holds no keys"}
+    cases = {typo: "no such file", empty: "the file is no key store"}
     for path, why in cases.items():
         result = invoke(["forget", url, "c-1", "--keys", f"sqlite:///{path}", "-y"])
         assert result.exit_code == 1

@@ -68,7 +68,7 @@ class PostgresKeyStore(SQLKeyStore):
             if not create and self._conn.execute(
                 "SELECT to_regclass(%s)", (self.table,)
             ).fetchone() == (None,):
-                raise no_such_key_store(f"PostgreSQL schema {self.schema}", "it holds no keys")
+                raise no_such_key_store(f"PostgreSQL schema {self.schema}", "it holds no key store")
             with self._conn.transaction():
                 self._conn.execute(_SCHEMA.format(schema=self.schema))
         except BaseException:

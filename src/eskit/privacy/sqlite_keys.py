@@ -73,7 +73,7 @@ class SQLiteKeyStore(SQLKeyStore):
                     f"{self.path} holds an event store: keep the keys in a file of their own"
                 )
             if not (create or _has_table(conn, self.table, self.path)):
-                raise no_such_key_store(str(self.path.absolute()), "the file holds no keys")
+                raise no_such_key_store(str(self.path.absolute()), "the file is no key store")
             conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
