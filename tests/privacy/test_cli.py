@@ -90,6 +90,50 @@ def test_forget_refuses_the_event_store_as_key_store(files: tuple[str, str]) -> 
     )
 
 
+def test_forget_from_a_mistyped_event_store_creates_nothing(
+    files: tuple[str, str], tmp_path: Path
+) -> None:
+    """The event store is checked before the key store is opened: neither a store nor a
+    key store file is left behind, whether the key store exists or not."""
+    _, keys = files
+    before = sorted(tmp_path.rglob("*")), (tmp_path / "keys.db").read_bytes()
+    typo = tmp_path / "typo.db"
+    for keys_url in (keys, f"sqlite:///{tmp_path}/new/keys.db"):
+        result = invoke(["forget", f"sqlite:///{typo}", "c-1", "--keys", keys_url, "-y"])
+        assert result.exit_code == 1
+        assert result.stderr.strip() == f"error: no such store: {typo}"
+        assert (sorted(tmp_path.rglob("*")), (tmp_path / "keys.db").read_bytes()) == before
+
+
+def test_forget_from_a_missing_key_store_is_an_error_naming_it(
+    files: tuple[str, str], master: MasterKey, tmp_path: Path
+) -> None:
+    """Forgetting from a key store that is not there: nothing to forget, and nothing is
+    created (an empty key store would answer that no subject has a key)."""
+    url, keys = files
+    before = sorted(tmp_path.rglob("*"))
+    typo, empty = tmp_path / "kyes.db", tmp_path / "empty.db"
+    empty.touch()
+    cases = {typo: "no such file", empty: "the file is no key store"}
+    for path, why in cases.items():
+        result = invoke(["forget", url, "c-1", "--keys", f"sqlite:///{path}", "-y"])
+        assert result.exit_code == 1
+        assert result.stderr.strip() == f"error: no such key store: {path} ({why})"
+    assert sorted(tmp_path.rglob("*")) == sorted([*before, empty])
+    assert names(url, keys, master) == ["c-1 name", "c-2 name"]  # nothing forgotten
+
+
+def test_keys_commands_on_a_missing_key_store_create_nothing(tmp_path: Path) -> None:
+    typo = tmp_path / "keys.db"
+    (tmp_path / "new.key").write_text(MasterKey.generate().text())
+    rotate = ["keys", "rotate", f"sqlite:///{typo}", "--master-key-file", f"{tmp_path}/new.key"]
+    for args in (["keys", "status", f"sqlite:///{typo}"], rotate):
+        result = invoke(args)
+        assert result.exit_code == 1, args
+        assert result.stderr.strip() == f"error: no such key store: {typo} (no such file)"
+    assert [p.name for p in tmp_path.iterdir()] == ["new.key"]
+
+
 def test_rotate_rewraps_with_the_new_master_key(
     files: tuple[str, str], master: MasterKey, tmp_path: Path
 ) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import threading
 from pathlib import Path
 
+import psycopg
 import pytest
 
 import eskit
@@ -116,3 +117,31 @@ async def test_a_key_store_refuses_the_event_store_schema() -> None:
 def test_unknown_key_store_urls_are_refused() -> None:
     with pytest.raises(ValueError, match=r"unsupported key store URL 'mysql://x'"):
         open_keystore("mysql://x")
+
+
+def test_a_key_store_that_is_not_there_is_not_created_when_asked_not_to(
+    tmp_path: Path,
+) -> None:
+    """``create=False`` (the CLI's forget, rotate and status): ``no such key store``, and
+    no file, folder or schema appears; an existing key store opens as before."""
+    url = postgres.store_url().replace("schema=t_", "schema=k_")
+    schema = url.rsplit("schema=", 1)[1]
+    cases = {
+        "memory://": "memory://",
+        f"sqlite:///{tmp_path}/dir/keys.db": f"{tmp_path}/dir/keys.db",
+        url: f"PostgreSQL schema {schema}",
+    }
+    for missing, where in cases.items():
+        with pytest.raises(ValueError, match=rf"^no such key store: {where} \("):
+            open_keystore(missing, create=False)
+    assert list(tmp_path.iterdir()) == []
+    with psycopg.connect(postgres.database_url()) as conn:
+        assert conn.execute("SELECT to_regnamespace(%s)", (schema,)).fetchone() == (None,)
+    try:
+        for existing in list(cases)[1:]:
+            open_keystore(existing).close()
+            keys = open_keystore(existing, create=False)
+            assert keys.count_by_master() == {}
+            keys.close()
+    finally:
+        drop_schema(url)

@@ -16,6 +16,7 @@ import pytest
 
 import eskit
 from eskit.store import transfer
+from eskit.store.rules import MAX_NESTING
 from eskit.store.transfer import (
     Digest,
     ExportedEvent,
@@ -26,7 +27,7 @@ from eskit.store.transfer import (
     export_events,
     import_events,
 )
-from eskit.testing.conformance.helpers import PAYLOADS
+from eskit.testing.conformance.helpers import PAYLOADS, nested
 from tests import postgres
 
 pytestmark = pytest.mark.anyio
@@ -399,3 +400,64 @@ async def test_an_oversized_event_names_its_line(tmp_path: Path) -> None:
         with pytest.raises(TransferError, match=r"log.jsonl:2: event 0 .* bytes of JSON"):
             await import_events(store, tmp_path / "log.jsonl")
         assert await store.last_position() == 0  # the chunk is atomic
+
+
+def _write_with_deep_line(path: Path, rows: list[dict[str, Any]], depth: int) -> None:
+    """An export of ``rows`` with a matching summary, where each ``"DEEP"`` value becomes
+    JSON nested so that its object ``{"a": "DEEP"}`` is ``depth`` levels deep (like
+    ``nested(depth)``), written as text: too deep for json or msgspec to encode."""
+    inner = range(2, depth + 1)
+    deep = "".join('{"a":' if level % 2 else "[" for level in inner) + "1"
+    deep += "".join("}" if level % 2 else "]" for level in reversed(inner))
+    lines = export_lines(rows)
+    digest = Digest()
+    for row in rows:
+        digest.add(canonical(msgspec.convert(row, ExportedEvent)).replace(b'"DEEP"', deep.encode()))
+    lines[-1] = json.dumps({"summary": msgspec.to_builtins(digest.summary())})
+    path.write_text("".join(line.replace('"DEEP"', deep) + "\n" for line in lines))
+
+
+@pytest.mark.parametrize(
+    ("field", "depth"), [("data", MAX_NESTING + 1), ("data", 10_000), ("metadata", 10_000)]
+)
+async def test_a_line_nested_too_deep_is_refused_before_anything_is_written(
+    target: eskit.EventStore,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    field: str,
+    depth: int,
+) -> None:
+    """The store's nesting limit, checked in the first pass: the line and the path are
+    named, never a ``RecursionError`` from a parser that recurses, nor a refusal halfway
+    through the appends. The target keeps its events and its last position."""
+    monkeypatch.setattr(transfer, "CHUNK_EVENTS", 3)  # many appends before the deep line
+    rows = [_line(f"a-{i}", 0) for i in range(7)]
+    rows += [_line("deep-1", 0, **{field: {"a": "DEEP"}}), _line("z-1", 0)]
+    path = tmp_path / "deep.jsonl"
+    _write_with_deep_line(path, rows, depth)
+    assert depth > 1000 or json.loads(path.read_text().splitlines()[7])[field] == nested(depth)
+    await target.append("other-1", [eskit.NewEvent("Kept", {})])
+    before = (await log(target), await target.last_position())
+    where = rf"{field}(\.a\[0\]){{{MAX_NESTING // 2}}}"  # data.a[0].a[0]... (101 levels)
+    refused = rf"deep\.jsonl:8: nested deeper than {MAX_NESTING} levels, at {where} \("
+
+    with pytest.raises(TransferError, match=refused):
+        await check_file(path)
+    with pytest.raises(TransferError, match=refused):
+        await import_events(target, path)
+
+    assert (await log(target), await target.last_position()) == before
+
+
+async def test_a_line_nested_to_the_limit_is_imported(
+    target: eskit.EventStore, tmp_path: Path
+) -> None:
+    """Data and metadata nested ``MAX_NESTING`` deep, as the store takes them, inside the
+    line's own object: not refused."""
+    rows = [_line("a-1", 0, data=nested(MAX_NESTING), metadata=nested(MAX_NESTING))]
+    write_export(tmp_path / "log.jsonl", rows)
+
+    imported = await import_events(target, tmp_path / "log.jsonl")
+
+    assert imported.written == 1
+    assert (await log(target))[0][4:] == (nested(MAX_NESTING), nested(MAX_NESTING))

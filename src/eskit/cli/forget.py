@@ -58,8 +58,9 @@ def forget_command(
     """Forget a data subject: delete its key, so its encrypted fields read as masks for good.
 
     Records a SubjectForgotten event in the privacy-forgotten stream. Cannot be undone.
-    Exits 1 for a subject that has no key and was never forgotten, and when another
-    process kept a copy of the key readable (run it again once that process is gone).
+    Exits 1 for a store or key store that does not exist (nothing is created), for a
+    subject that has no key and was never forgotten, and when another process kept a copy
+    of the key readable (run it again once that process is gone).
 
     Example: eskit forget sqlite:///./events.db c-7 --keys sqlite:///./keys.db --by dpo --yes
     """
@@ -71,8 +72,7 @@ def forget_command(
             " for good",
             abort=True,
         )
-    with _keystore(keys) as store:
-        result = run(_forget(url, store, subject, by or getpass.getuser(), reason))
+    result = run(_forget(url, keys, subject, by or getpass.getuser(), reason))
     out().print(
         Text(
             f"subject {subject} forgotten; recorded at position {result.last_position}"
@@ -83,12 +83,15 @@ def forget_command(
 
 
 async def _forget(
-    url: str, keys: KeyStore, subject: str, by: str, reason: str | None
+    url: str, keys_url: str, subject: str, by: str, reason: str | None
 ) -> AppendResult:
-    from eskit.privacy import forget
-
+    """Forget ``subject`` once both stores are found: the event store first, so that a
+    mistyped one leaves nothing behind, then the key store (never created here either)."""
     async with opened(url, create=False) as store:
-        return await forget(store, keys, subject, by=by, reason=reason)
+        with _keystore(keys_url) as keys:
+            from eskit.privacy import forget
+
+            return await forget(store, keys, subject, by=by, reason=reason)
 
 
 @app.command()
@@ -165,12 +168,14 @@ def _keyring(
 
 @contextlib.contextmanager
 def _keystore(url: str) -> Iterator[KeyStore]:
+    """The key store at ``url``, which must exist: these commands work on the keys that are
+    there, so a mistyped URL is ``no such key store: PATH`` and creates nothing."""
     try:
         from eskit.privacy import open_keystore
     except ImportError as error:
         fail(f"encrypted fields need the cryptography package (pip install 'eskit[ops]'): {error}")
     try:
-        store = open_keystore(url)
+        store = open_keystore(url, create=False)
     except (ValueError, OSError, EskitError) as error:
         fail(str(error))
     try:

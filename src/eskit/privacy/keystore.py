@@ -135,26 +135,35 @@ class MemoryKeyStore:
         pass
 
 
-def open_keystore(url: str) -> KeyStore:
+def open_keystore(url: str, *, create: bool = True) -> KeyStore:
     """The key store named by ``url``: ``memory://``, ``sqlite:///keys.db`` (a file of its
     own) or ``postgresql://user@host/database?schema=eskit_keys`` (a schema of its own).
 
     Raises ``ValueError`` for a URL it cannot open, and refuses a database that holds an
     event store: keys kept beside the events end up in the same backups, which would bring
-    forgotten keys back.
+    forgotten keys back. With ``create=False`` (to work on keys that are there: forget,
+    rotate, status) a key store that does not exist is a ``ValueError`` too, ``no such key
+    store: PATH``, and nothing is created.
     """
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme == "memory":
+        if not create:
+            raise no_such_key_store("memory://", "a memory key store holds nothing when opened")
         return MemoryKeyStore()
     if parsed.scheme == "sqlite":
         from eskit.privacy.sqlite_keys import SQLiteKeyStore
 
-        return SQLiteKeyStore.from_url(parsed)
+        return SQLiteKeyStore.from_url(parsed, create=create)
     if parsed.scheme in ("postgresql", "postgres"):
         from eskit.privacy.postgres_keys import PostgresKeyStore
 
-        return PostgresKeyStore.from_url(parsed)
+        return PostgresKeyStore.from_url(parsed, create=create)
     raise ValueError(
         f"unsupported key store URL {url!r}: use memory://, sqlite:///path/to/keys.db"
         " or postgresql://user@host/database?schema=eskit_keys"
     )
+
+
+def no_such_key_store(location: str, reason: str) -> ValueError:
+    """The error for a key store asked for with ``create=False`` that is not there."""
+    return ValueError(f"no such key store: {location} ({reason})")

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from eskit.errors import StoreUnavailable
+from eskit.privacy.keystore import no_such_key_store
 from eskit.privacy.sql_keys import Connection, SQLKeyStore
 from eskit.store.postgres_schema import check_schema
 
@@ -47,7 +48,9 @@ class PostgresKeyStore(SQLKeyStore):
 
     placeholder = "%s"
 
-    def __init__(self, conninfo: str, *, schema: str = "eskit_keys") -> None:
+    def __init__(self, conninfo: str, *, schema: str = "eskit_keys", create: bool = True) -> None:
+        """``create=False``: the schema must hold a key store already (``ValueError`` if
+        not, and nothing is created)."""
         self.conninfo = conninfo
         self.schema = check_schema(schema)
         self.table = f'"{self.schema}".eskit_subject_keys'
@@ -62,6 +65,10 @@ class PostgresKeyStore(SQLKeyStore):
                     f"schema {self.schema} holds an event store: keep the keys in a schema"
                     " (or database) of their own"
                 )
+            if not create and self._conn.execute(
+                "SELECT to_regclass(%s)", (self.table,)
+            ).fetchone() == (None,):
+                raise no_such_key_store(f"PostgreSQL schema {self.schema}", "it holds no key store")
             with self._conn.transaction():
                 self._conn.execute(_SCHEMA.format(schema=self.schema))
         except BaseException:
@@ -69,14 +76,14 @@ class PostgresKeyStore(SQLKeyStore):
             raise
 
     @classmethod
-    def from_url(cls, url: urllib.parse.SplitResult) -> PostgresKeyStore:
+    def from_url(cls, url: urllib.parse.SplitResult, *, create: bool = True) -> PostgresKeyStore:
         """``postgresql://user@host:port/database?schema=name`` (default ``eskit_keys``)."""
         query = dict(urllib.parse.parse_qsl(url.query))
         schema = query.pop("schema", "eskit_keys")
         conninfo = urllib.parse.urlunsplit(
             (url.scheme, url.netloc, url.path, urllib.parse.urlencode(query), "")
         )
-        return cls(conninfo, schema=schema)
+        return cls(conninfo, schema=schema, create=create)
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from eskit.errors import ForgetIncomplete
+from eskit.privacy.keystore import no_such_key_store
 from eskit.privacy.sql_keys import Connection, SQLKeyStore
 
 T = TypeVar("T")
@@ -48,21 +49,31 @@ class SQLiteKeyStore(SQLKeyStore):
     table = "eskit_subject_keys"
     forgotten_table = "eskit_forgotten_subjects"
 
-    def __init__(self, path: str | Path, *, forget_timeout: float = 30.0) -> None:
+    def __init__(
+        self, path: str | Path, *, forget_timeout: float = 30.0, create: bool = True
+    ) -> None:
+        """``create=False``: the file must be a key store already (``ValueError`` if not,
+        and nothing is created)."""
         if not forget_timeout >= 0:
             raise ValueError(f"forget_timeout must be >= 0 seconds, got {forget_timeout!r}")
         self.path = Path(path)
         self.forget_timeout = forget_timeout
         """How long ``forget`` waits for readers to let it empty the write-ahead log."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        elif not self.path.is_file():
+            raise no_such_key_store(str(self.path.absolute()), "no such file")
+        else:  # mode=rw: never creates the file
+            uri = f"{self.path.absolute().as_uri()}?mode=rw"
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         try:
-            if conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'"
-            ).fetchone():
+            if _has_table(conn, "events", self.path):
                 raise ValueError(
                     f"{self.path} holds an event store: keep the keys in a file of their own"
                 )
+            if not (create or _has_table(conn, self.table, self.path)):
+                raise no_such_key_store(str(self.path.absolute()), "the file is no key store")
             conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
@@ -75,7 +86,7 @@ class SQLiteKeyStore(SQLKeyStore):
         self._lock = threading.Lock()
 
     @classmethod
-    def from_url(cls, url: urllib.parse.SplitResult) -> SQLiteKeyStore:
+    def from_url(cls, url: urllib.parse.SplitResult, *, create: bool = True) -> SQLiteKeyStore:
         """``sqlite:///relative/keys.db`` or ``sqlite:////absolute/keys.db``, optionally
         with ``?forget_timeout=<seconds>``."""
         options = dict(urllib.parse.parse_qsl(url.query))
@@ -92,7 +103,7 @@ class SQLiteKeyStore(SQLKeyStore):
                 f"forget_timeout must be a number of seconds, got {timeout!r}"
             ) from None
         path = urllib.parse.unquote(url.path[1:] if url.path.startswith("/") else url.path)
-        return cls(path, forget_timeout=seconds)
+        return cls(path, forget_timeout=seconds, create=create)
 
     def _run(self, work: Callable[[Connection], T], *, write: bool = False) -> T:
         with self._lock:
@@ -142,3 +153,14 @@ class SQLiteKeyStore(SQLKeyStore):
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _has_table(conn: sqlite3.Connection, name: str, path: Path) -> bool:
+    """Whether the file holds the table ``name``; ``ValueError`` if it is no SQLite file."""
+    try:
+        found = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).fetchone()
+    except sqlite3.DatabaseError as error:
+        raise ValueError(f"{path}: not a SQLite database: {error}") from None
+    return found is not None

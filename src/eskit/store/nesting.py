@@ -2,13 +2,15 @@
 (``rules.MAX_NESTING``) must hold for any input, and a recursive measure would itself fail
 with ``RecursionError`` on the documents it is meant to refuse.
 
-Two measures: ``may_nest_too_deep`` reads encoded JSON with a few C calls (cheap enough for
+Three measures: ``may_nest_too_deep`` reads encoded JSON with a few C calls (cheap enough for
 every append), ``check_nesting`` walks Python values and names the path where they go too
-deep (only for what the first cannot clear).
+deep, and ``too_deep_at`` names that path in JSON text that the parser cannot read (request
+bodies, lines of an export file); the last two only for what the first cannot clear.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any, Final
 
 
@@ -63,6 +65,44 @@ def may_nest_too_deep(json: bytes, limit: int) -> bool:
             return False
         brackets = brackets.replace(b"()", b"")
     return bool(brackets)
+
+
+def too_deep_at(text: str, limit: int) -> str | None:
+    """The path (``events[0].data.a[0]``) of the first object or array in JSON ``text``
+    that is nested deeper than ``limit``, or None.
+
+    Reads the text with a list of its own, never recursing: it is what answers for JSON too
+    deep for the parser (which recurses). Strings are skipped by the standard library's scanner.
+    """
+    places: list[str | int] = []  # in each open container: the key or index reached
+    i, end = 0, len(text)
+    try:
+        while i < end:
+            char = text[i]
+            if char == '"':
+                value, i = json.decoder.scanstring(text, i + 1)  # type: ignore[attr-defined]
+                after = i
+                while after < end and text[after] in " \t\r\n":
+                    after += 1
+                if places and isinstance(places[-1], str) and text[after : after + 1] == ":":
+                    places[-1] = value  # a key of the object
+                continue
+            if char in "{[":
+                if len(places) >= limit:
+                    return _path_of(places)
+                places.append(0 if char == "[" else "")
+            elif char in "}]" and places:
+                places.pop()
+            elif char == "," and places and isinstance(places[-1], int):
+                places[-1] += 1
+            i += 1
+    except ValueError:  # not JSON after all: the parser's error will do
+        return None
+    return None
+
+
+def _path_of(places: list[str | int]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p[:40]}" for p in places).lstrip(".")
 
 
 def opens_enough(json: bytes, limit: int) -> bool:

@@ -35,7 +35,8 @@ import msgspec
 from eskit.errors import IdempotencyConflict, StoreError
 from eskit.store.base import EventStore
 from eskit.store.model import NO_STREAM, Append, AppendResult, NewEvent, RecordedEvent
-from eskit.store.rules import check_name, prepare_append
+from eskit.store.nesting import may_nest_too_deep, too_deep_at
+from eskit.store.rules import MAX_NESTING, check_name, prepare_append
 
 Progress = Callable[[int, int], None]
 """Called with (done, total) as a transfer advances: positions for an export, bytes read
@@ -196,7 +197,8 @@ class Imported(Summary, frozen=True):
 async def check_file(path: str | os.PathLike[str], progress: Progress | None = None) -> Summary:
     """Read an export file through once, writing nothing, and return its summary.
 
-    Every line must be an exported event with a usable stream name, and the last line the
+    Every line must be an exported event with a usable stream name and data and metadata
+    nested at most ``MAX_NESTING`` deep (refused unparsed, however deep), and the last line the
     summary ``export_events`` writes, whose count and digest match the lines before it.
     Raises ``TransferError`` naming the line (or the end of the file) where it goes wrong:
     a file cut short, edited, or not written by an export is refused as a whole.
@@ -296,7 +298,22 @@ async def _lines(
         progress(size, size)
 
 
+LINE_NESTING: Final = MAX_NESTING + 1
+"""Deepest nesting of a line: the event's object around data and metadata nested at most
+``MAX_NESTING`` deep, as the store takes them."""
+
+
 def _parse(raw: bytes, source: Path, number: int) -> ExportedEvent | _Trailer:
+    """The line as an event or the summary; ``TransferError`` naming the file, the line
+    and why not. A line nested deeper than the store takes is refused before the parser
+    (which recurses) reads it, naming the path where it goes too deep."""
+    if may_nest_too_deep(raw, LINE_NESTING):
+        path = too_deep_at(raw.decode(errors="replace"), LINE_NESTING)
+        if path is not None:
+            raise TransferError(
+                f"{source}:{number}: nested deeper than {MAX_NESTING} levels, at {path}"
+                f" (event data and metadata may nest {MAX_NESTING} levels)"
+            )
     try:
         value = _decode_line(raw)
         if isinstance(value, dict) and "summary" in value:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Mapping
+from typing import Final
 
 import msgspec
 from fastapi.exceptions import RequestValidationError
@@ -35,10 +36,13 @@ STATUS_BY_ERROR: tuple[tuple[type[BaseException], int], ...] = (
     (AggregateNotFound, 404),
     (StoreClosed, 503),
     (Unavailable, 503),
-    (ProjectionError, 503),
+    (ProjectionError, 503),  # a runner's projection is stuck; not an inline refusal: 409
     (ValueError, 422),  # eskit checks input before writing and says what is wrong
 )
 """eskit's own errors and the status each becomes, the first match winning."""
+REFUSED_BY_PROJECTION: Final = 409
+"""An append an inline projection refused (``ProjectionError.refused``): a conflict with
+the read model's rule (an e-mail address already taken), which a retry would meet again."""
 
 
 class ApiError(Exception):
@@ -109,6 +113,8 @@ def _status(error: BaseException, domain: Mapping[type[BaseException], int]) -> 
     for kind in type(error).__mro__:
         if kind in domain:
             return domain[kind]
+    if isinstance(error, ProjectionError) and error.refused is not None:
+        return REFUSED_BY_PROJECTION
     for kind, status in STATUS_BY_ERROR:
         if isinstance(error, kind):
             return status

@@ -3,7 +3,6 @@ next page."""
 
 from __future__ import annotations
 
-import json
 import urllib.parse
 from typing import Any, TypeVar
 
@@ -13,7 +12,7 @@ from starlette.requests import Request
 
 from eskit.store import rules
 from eskit.store.model import ExpectedVersion, StreamState
-from eskit.store.nesting import may_nest_too_deep
+from eskit.store.nesting import may_nest_too_deep, too_deep_at
 from eskit.web.errors import ApiError
 from eskit.web.schemas import JSON
 
@@ -60,44 +59,6 @@ def decode(body: bytes, kind: type[T]) -> T:
             f"body: nested too deep to read, at {path} (event data and metadata may nest"
             f" {rules.MAX_NESTING} levels)",
         ) from None
-
-
-def too_deep_at(text: str, limit: int) -> str | None:
-    """The path (``events[0].data.a[0]``) of the first object or array in JSON ``text``
-    that is nested deeper than ``limit``, or None.
-
-    Reads the text with a list of its own, never recursing: it is what answers for a body
-    too deep for the JSON parser. Strings are skipped by the standard library's scanner.
-    """
-    places: list[str | int] = []  # in each open container: the key or index reached
-    i, end = 0, len(text)
-    try:
-        while i < end:
-            char = text[i]
-            if char == '"':
-                value, i = json.decoder.scanstring(text, i + 1)  # type: ignore[attr-defined]
-                after = i
-                while after < end and text[after] in " \t\r\n":
-                    after += 1
-                if places and isinstance(places[-1], str) and text[after : after + 1] == ":":
-                    places[-1] = value  # a key of the object
-                continue
-            if char in "{[":
-                if len(places) >= limit:
-                    return _path_of(places)
-                places.append(0 if char == "[" else "")
-            elif char in "}]" and places:
-                places.pop()
-            elif char == "," and places and isinstance(places[-1], int):
-                places[-1] += 1
-            i += 1
-    except ValueError:  # not JSON after all: the parser's error will do
-        return None
-    return None
-
-
-def _path_of(places: list[str | int]) -> str:
-    return "".join(f"[{p}]" if isinstance(p, int) else f".{p[:40]}" for p in places).lstrip(".")
 
 
 def parse_expected_version(header: str | None) -> ExpectedVersion:
