@@ -410,15 +410,16 @@ WORKLOADS: tuple[Workload, ...] = (
 )
 
 
-def select(only: str | None) -> list[Workload]:
-    """The workloads named in ``only`` ("W1,W3"), or all; raise ValueError for unknown names."""
+def select(only: str | None, also: tuple[str, ...] = ()) -> list[Workload]:
+    """The workloads named in ``only`` ("W1,W3"), or all; raise ValueError for names that
+    are neither these workloads' nor in ``also`` (other tables' workloads)."""
     if not only:
         return list(WORKLOADS)
-    known = {w.name.lower() for w in WORKLOADS}
+    known = {w.name.lower() for w in WORKLOADS} | {name.lower() for name in also}
     wanted = [name.strip() for name in only.split(",") if name.strip()]
     unknown = [name for name in wanted if name.lower() not in known]
     if unknown or not wanted:
-        names = ", ".join(w.name for w in WORKLOADS)
+        names = ", ".join([*(w.name for w in WORKLOADS), *also])
         raise ValueError(f"unknown workload(s) {', '.join(unknown) or only!r}; choose from {names}")
     chosen = {name.lower() for name in wanted}
     return [w for w in WORKLOADS if w.name.lower() in chosen]
