@@ -121,7 +121,7 @@ def _peer_load(backend: Backend, directory: Path, items: list[Payload]) -> Measu
 def _workloads(prefix: str, backend: Backend) -> tuple[Workload, ...]:
     sqlite = backend == "sqlite"
     commands = COMMANDS_SQLITE if sqlite else COMMANDS_POSTGRES
-    where = "SQLite" if sqlite else "PostgreSQL"
+    where = "SQLite" if sqlite else "PG"
     new: tuple[Target, ...]
     existing: tuple[Target, ...]
     single: tuple[Target, ...]
@@ -136,7 +136,7 @@ def _workloads(prefix: str, backend: Backend) -> tuple[Workload, ...]:
     return (
         Workload(
             f"{prefix}1",
-            f"{where}: {commands:,} new aggregates, one command each",
+            f"{where}: {commands:,} new aggregates",
             backend,
             commands,
             {
@@ -151,7 +151,7 @@ def _workloads(prefix: str, backend: Backend) -> tuple[Workload, ...]:
         ),
         Workload(
             f"{prefix}2",
-            f"{where}: {commands:,} commands on 100 aggregates (load, one event)",
+            f"{where}: {commands:,} commands on 100 aggregates",
             backend,
             commands,
             {
@@ -184,7 +184,7 @@ def _workloads(prefix: str, backend: Backend) -> tuple[Workload, ...]:
         ),
         Workload(
             f"{prefix}4",
-            f"{where}: load a {LOAD_EVENTS:,}-event aggregate",
+            f"{where}: load {LOAD_EVENTS:,} events",
             backend,
             LOAD_EVENTS,
             {

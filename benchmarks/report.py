@@ -130,7 +130,7 @@ def _targets(o: peer.Outcome) -> Text:
     text = Text()
     for i, target in enumerate(o.workload.targets):
         met = o.met(target)
-        text.append(("\n" if i else "") + f"{target.label}: ")
+        text.append(("\n" if i else "") + f"{target.label} ")
         text.append("met" if met else "missed", style="green" if met else "red")
     return text if o.workload.targets else Text("—", style="dim")
 
@@ -150,7 +150,7 @@ def peer_table(outcomes: list[peer.Outcome], repeat: int) -> Table:
     t.add_column("unit")
     for name in ("async/peer", "sync/peer", "async/raw", "sync/raw"):
         t.add_column(name, justify="right")
-    t.add_column("targets (issue 13), same run")
+    t.add_column("targets (issue 13)", no_wrap=True)
     notes = ["Ratios compare speeds: above 1.00 eskit is faster, whatever the unit."]
     for o in outcomes:
         w = o.workload
