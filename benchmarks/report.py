@@ -144,19 +144,17 @@ def peer_table(outcomes: list[peer.Outcome], repeat: int) -> Table:
         caption_justify="left",
     )
     t.add_column("workload")
-    t.add_column("what")
     for face in peer.FACES:
-        t.add_column(FACE_NAMES[face], justify="right")
+        t.add_column(FACE_NAMES[face], justify="right", no_wrap=True)
     t.add_column("unit")
     for name in ("async/peer", "sync/peer", "async/raw", "sync/raw"):
-        t.add_column(name, justify="right")
+        t.add_column(name, justify="right", no_wrap=True)
     t.add_column("targets (issue 13)", no_wrap=True)
     notes = ["Ratios compare speeds: above 1.00 eskit is faster, whatever the unit."]
     for o in outcomes:
         w = o.workload
         t.add_row(
             w.name,
-            w.what,
             *(_cell(o, face) for face in peer.FACES),
             w.unit.label,
             _ratio(o, "async", "peer"),
@@ -165,7 +163,7 @@ def peer_table(outcomes: list[peer.Outcome], repeat: int) -> Table:
             _ratio(o, "sync", "raw"),
             _targets(o),
         )
-        notes.append(f"{w.name}: {w.notes}.")
+        notes.append(f"{w.name} — {w.what}: {w.notes}.")
         for face, side in w.sides.items():
             if isinstance(side, str):
                 notes.append(f"{w.name} {FACE_NAMES[face]}: n/a ({side}).")
