@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rich.markup import escape
+
 from benchmarks import memory, peer, postgres, report, workloads
 
 
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     if pg or any(p.backend == "postgres" for p in peers):
         out.print(f"[dim]{postgres.describe()}[/]", highlight=False)
     for line in skipped:
-        out.print(f"[yellow]{line}[/]", highlight=False)
+        out.print(f"[yellow]{escape(line)}[/]", highlight=False)
 
     def progress(line: str) -> None:
         out.print(f"[dim]{line}[/]")
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
         report.print_peer_results(peer_outcomes, args.repeat, out)
     if outcomes or peer_outcomes:
         for line in skipped:  # again, below the tables
-            out.print(f"[yellow]{line}[/]", highlight=False)
+            out.print(f"[yellow]{escape(line)}[/]", highlight=False)
 
 
 if __name__ == "__main__":
