@@ -100,22 +100,16 @@ class Outcome:
         return [f for f, m in self.best.items() if m.count != self.workload.expected]
 
 
-def _peer(name: str) -> Run:
+def _peer(name: str, **options: int) -> Run:
     """The peer's side ``name``, imported only when it runs (eventsourcing is optional)."""
 
     def run(backend: Backend, directory: Path, items: list[Payload]) -> Measurement:
         from benchmarks import peer_eventsourcing
 
-        side: Run = getattr(peer_eventsourcing, name)
-        return side(backend, directory, items)
+        side: Callable[..., Measurement] = getattr(peer_eventsourcing, name)
+        return side(backend, directory, items, **options)
 
     return run
-
-
-def _peer_load(backend: Backend, directory: Path, items: list[Payload]) -> Measurement:
-    from benchmarks import peer_eventsourcing
-
-    return peer_eventsourcing.load(backend, directory, items, LOADS_EACH)
 
 
 def _workloads(prefix: str, backend: Backend) -> tuple[Workload, ...]:
@@ -190,7 +184,7 @@ def _workloads(prefix: str, backend: Backend) -> tuple[Workload, ...]:
             {
                 "async": functools.partial(peer_eskit.load, loads=LOADS_EACH),
                 "sync": NO_REPOSITORY,
-                "peer": _peer_load,
+                "peer": _peer("load", loads=LOADS_EACH),
                 "raw": functools.partial(peer_raw.load, loads=LOADS_EACH),
             },
             f"no snapshot, every event read, decoded and applied, mean of {LOADS_EACH} loads."
