@@ -6,6 +6,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-fast bench lint clean
 
+# The dev extra includes the bench extra (eventsourcing, the benchmarks' peer): make bench
+# runs it and make lint type-checks benchmarks/ against it.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip

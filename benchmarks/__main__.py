@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from benchmarks import memory, postgres, report, workloads
+from rich.markup import escape
+
+from benchmarks import memory, peer, postgres, report, workloads
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,10 +38,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--repeat must be at least 1")
     if args.memory_events < 1:
         parser.error("--memory-events must be at least 1")
+    peers = tuple(w.name for w in peer.WORKLOADS)
     try:
-        args.selected = workloads.select(args.only)
+        args.selected = workloads.select(args.only, also=peers)
     except ValueError as error:
         parser.error(str(error))
+    wanted = {name.strip().lower() for name in (args.only or "").split(",")}
+    args.peers = [w for w in peer.WORKLOADS if not args.only or w.name.lower() in wanted]
     return args
 
 
@@ -60,21 +65,34 @@ def main(argv: list[str] | None = None) -> None:
             runnable.append(w)
         else:
             skipped.append(f"{w.name} skipped: {reason}")
-    if any(w.backend == workloads.PG_BACKEND for w in runnable):
+    peers = []
+    for p in args.peers:
+        reason = p.unavailable()
+        if reason is None:
+            peers.append(p)
+        else:
+            skipped.append(f"{p.name} skipped: {reason}")
+    pg = any(w.backend == workloads.PG_BACKEND for w in runnable)
+    if pg or any(p.backend == "postgres" for p in peers):
         out.print(f"[dim]{postgres.describe()}[/]", highlight=False)
     for line in skipped:
-        out.print(f"[yellow]{line}[/]", highlight=False)
+        out.print(f"[yellow]{escape(line)}[/]", highlight=False)
+
+    def progress(line: str) -> None:
+        out.print(f"[dim]{line}[/]")
+
     try:
-        outcomes = [
-            workloads.run(w, args.repeat, args.dir, lambda line: out.print(f"[dim]{line}[/]"))
-            for w in runnable
-        ]
+        outcomes = [workloads.run(w, args.repeat, args.dir, progress) for w in runnable]
+        peer_outcomes = [peer.run(p, args.repeat, args.dir, progress) for p in peers]
     finally:
         postgres.drop_database()
     if outcomes:
         report.print_results(outcomes, args.repeat, out)
-        for line in skipped:  # again, below the table
-            out.print(f"[yellow]{line}[/]", highlight=False)
+    if peer_outcomes:
+        report.print_peer_results(peer_outcomes, args.repeat, out)
+    if outcomes or peer_outcomes:
+        for line in skipped:  # again, below the tables
+            out.print(f"[yellow]{escape(line)}[/]", highlight=False)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ async def warm_up_writes(store: eskit.EventStore) -> None:
         await store.append(stream, [event], expected_version=eskit.NO_STREAM)
 
 
-async def _written_since(store: eskit.EventStore, mark: int) -> int:
+async def written_since(store: eskit.EventStore, mark: int) -> int:
     """How many events the log holds after position ``mark`` (checked after the clock)."""
     count = 0
     async for _ in store.read_all(after=mark):
@@ -94,7 +94,7 @@ async def append_one_at_a_time(directory: Path, items: list[Payload]) -> Measure
     """One event per append to a new stream, each append awaited before the next."""
     async with eskit.open_store(_url(directory)) as store:
         mark, elapsed = await timed_one_at_a_time(store, items)
-        written = await _written_since(store, mark)
+        written = await written_since(store, mark)
     return Measurement(written, elapsed)
 
 
@@ -112,7 +112,7 @@ async def append_concurrently(directory: Path, items: list[Payload], tasks: int)
             lambda i: store.append(streams[i], [events[i]], expected_version=eskit.NO_STREAM),
         )
         elapsed = time.perf_counter() - start
-        written = await _written_since(store, mark)
+        written = await written_since(store, mark)
     return Measurement(written, elapsed)
 
 
@@ -120,7 +120,7 @@ async def append_batches(directory: Path, items: list[Payload], per_append: int)
     """All events into one stream, ``per_append`` per append, with exact expected versions."""
     async with eskit.open_store(_url(directory)) as store:
         mark, elapsed = await timed_batches(store, items, per_append)
-        written = await _written_since(store, mark)
+        written = await written_since(store, mark)
     return Measurement(written, elapsed)
 
 
@@ -198,7 +198,7 @@ async def subscribe(directory: Path, items: list[Payload], per_stream: int) -> M
 # -- the write side: commands and aggregate loads -------------------------------------------
 
 
-async def _invoices_created_since(store: eskit.EventStore, mark: int) -> int:
+async def invoices_created_since(store: eskit.EventStore, mark: int) -> int:
     """How many new invoices were created after position ``mark`` (checked after the clock):
     events ``InvoiceCreated`` at version 0 of an ``invoice-inv-…`` stream."""
     count = 0
@@ -211,8 +211,13 @@ async def _invoices_created_since(store: eskit.EventStore, mark: int) -> int:
 async def send_commands(directory: Path, items: list[Payload], tasks: int) -> Measurement:
     """A ``CreateInvoice`` for a new invoice per payload through the invoicing example's
     ``CommandBus`` (each records one event), sent from ``tasks`` concurrent tasks."""
+    return await send_commands_to(_url(directory), items, tasks)
+
+
+async def send_commands_to(url: str, items: list[Payload], tasks: int) -> Measurement:
+    """:func:`send_commands` on the store at ``url`` (any backend)."""
     commands = invoices.create_commands(items)
-    async with eskit.open_store(_url(directory)) as store:
+    async with eskit.open_store(url) as store:
         bus = invoicing(store)
         for command in invoices.warm_up_commands(WARM_UP):
             await bus.send(command)
@@ -220,7 +225,7 @@ async def send_commands(directory: Path, items: list[Payload], tasks: int) -> Me
         start = time.perf_counter()
         await in_tasks(tasks, len(commands), lambda i: bus.send(commands[i]))
         elapsed = time.perf_counter() - start
-        created = await _invoices_created_since(store, mark)
+        created = await invoices_created_since(store, mark)
     return Measurement(created, elapsed)
 
 
@@ -239,16 +244,16 @@ async def append_created(directory: Path, items: list[Payload], tasks: int) -> M
             lambda i: store.append(streams[i], [envelopes[i]], expected_version=eskit.NO_STREAM),
         )
         elapsed = time.perf_counter() - start
-        created = await _invoices_created_since(store, mark)
+        created = await invoices_created_since(store, mark)
     return Measurement(created, elapsed)
 
 
-async def _fill_invoice(directory: Path, history: invoices.History, snapshot: bool) -> None:
+async def _fill_invoice(url: str, history: invoices.History, snapshot: bool) -> None:
     """Write one invoice's events, ``FILL_BATCH`` per append, and with ``snapshot`` its
     snapshot at the last event; then close the store so its WAL is checkpointed."""
     envelopes = invoices.envelopes(history)
     model = invoices.WITH_SNAPSHOTS
-    async with eskit.open_store(_url(directory)) as store:
+    async with eskit.open_store(url) as store:
         expected: eskit.ExpectedVersion = eskit.NO_STREAM
         for i in range(0, len(envelopes), FILL_BATCH):
             batch = envelopes[i : i + FILL_BATCH]
@@ -267,10 +272,17 @@ async def load_invoice(
 ) -> Measurement:
     """``Repository.load`` of one invoice of ``len(items)`` events, ``loads`` times; with
     ``snapshots`` from its snapshot at the last event, else replaying every event."""
+    return await load_invoice_from(_url(directory), items, loads, snapshots)
+
+
+async def load_invoice_from(
+    url: str, items: list[Payload], loads: int, snapshots: bool
+) -> Measurement:
+    """:func:`load_invoice` from the store at ``url`` (any backend)."""
     history = invoices.history(items)
-    await _fill_invoice(directory, history, snapshots)
+    await _fill_invoice(url, history, snapshots)
     model = invoices.WITH_SNAPSHOTS if snapshots else invoices.WITHOUT_SNAPSHOTS
-    async with eskit.open_store(_url(directory)) as store:
+    async with eskit.open_store(url) as store:
         repository = Repository(store, invoice_events, model)
         await repository.load(invoices.AGGREGATE_ID, version=9)
         start = time.perf_counter()

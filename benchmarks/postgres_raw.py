@@ -55,7 +55,7 @@ def _warm_up_rows() -> list[Row]:
     return postgres.rows(placements(WARM_UP, 1, "warmup"), payloads(WARM_UP, seed=1), 10**9)
 
 
-def _head(conn: psycopg.Connection[Any]) -> int:
+def read_head(conn: psycopg.Connection[Any]) -> int:
     row = conn.execute("SELECT position FROM eskit_head").fetchone()
     assert row is not None
     return int(row[0])
@@ -69,7 +69,7 @@ def append_one_at_a_time(directory: Path, items: list[Payload]) -> Measurement:
         with postgres.connect(schema) as conn:
             for row in _warm_up_rows():
                 conn.execute(APPEND_ONE, row, prepare=True)
-            mark = _head(conn)
+            mark = read_head(conn)
             start = time.perf_counter()
             for row in rows:
                 conn.execute(APPEND_ONE, row, prepare=True)
@@ -139,7 +139,7 @@ def append_batches(directory: Path, items: list[Payload], per_append: int) -> Me
         with postgres.connect(schema) as conn:
             for row in _warm_up_rows():
                 conn.execute(APPEND_ONE, row, prepare=True)
-            mark = _head(conn)
+            mark = read_head(conn)
             start = time.perf_counter()
             for batch in batches:
                 with conn.transaction():
@@ -154,7 +154,7 @@ def append_batches(directory: Path, items: list[Payload], per_append: int) -> Me
     return Measurement(count, elapsed)
 
 
-def _decode(rows: list[tuple[Any, ...]]) -> None:
+def decode_rows(rows: list[tuple[Any, ...]]) -> None:
     decode = msgspec.json.decode
     for _position, _id, _stream, _version, _type, data, metadata, _recorded in rows:
         decode(data)
@@ -169,19 +169,19 @@ def read_all(directory: Path, items: list[Payload], per_stream: int, page: int) 
         asyncio.run(postgres.prepare(schema, rows))
         del rows
         with postgres.connect(schema) as conn:
-            _decode(conn.execute(READ_PAGE, (0, 10)).fetchall())
+            decode_rows(conn.execute(READ_PAGE, (0, 10)).fetchall())
             count, after = 0, 0
             start = time.perf_counter()
             while True:
                 got = conn.execute(READ_PAGE, (after, page)).fetchall()
-                _decode(got)
+                decode_rows(got)
                 count += len(got)
                 if len(got) < page:
                     break
                 after = got[-1][0]
             elapsed = time.perf_counter() - start
             last = got[-1][0] if got else after
-            head = _head(conn)
+            head = read_head(conn)
     return Measurement(count if last == head else 0, elapsed)
 
 
@@ -226,6 +226,6 @@ def catch_up(directory: Path, items: list[Payload]) -> Measurement:
                     break
             elapsed = time.perf_counter() - start
             totals = conn.execute(f"SELECT sum(events), sum(amount) FROM {TABLE}").fetchone()
-            head = _head(conn)
+            head = read_head(conn)
     assert totals is not None
     return Measurement(counted_rows(totals, items, after, head), elapsed)

@@ -139,7 +139,8 @@ def _insert(path: Path, rows: list[RawRow], snapshot: tuple[Any, ...] | None = N
         conn.close()
 
 
-def _decode(rows: Iterable[Any]) -> int:
+def decode_rows(rows: Iterable[Any]) -> int:
+    """Decode the data and metadata of each row: how many rows there were."""
     decode = msgspec.json.decode
     count = 0
     for _position, _id, _stream, _version, _type, data, metadata, _recorded in rows:
@@ -155,9 +156,9 @@ def read_stream(directory: Path, items: list[Payload]) -> Measurement:
     fill(path, items, per_stream=len(items))
     conn = connect(path)
     try:
-        _decode(conn.execute(READ_STREAM + " LIMIT 10", ("invoice-0",)))
+        decode_rows(conn.execute(READ_STREAM + " LIMIT 10", ("invoice-0",)))
         start = time.perf_counter()
-        count = _decode(conn.execute(READ_STREAM, ("invoice-0",)))
+        count = decode_rows(conn.execute(READ_STREAM, ("invoice-0",)))
         elapsed = time.perf_counter() - start
     finally:
         conn.close()
@@ -169,7 +170,7 @@ def scan(conn: sqlite3.Connection, page: int) -> int:
     after, total = 0, 0
     while True:
         rows = conn.execute(READ_PAGE, (after, page)).fetchall()
-        total += _decode(rows)
+        total += decode_rows(rows)
         if len(rows) < page:
             return total
         after = rows[-1][0]
@@ -181,7 +182,7 @@ def read_all(directory: Path, items: list[Payload], per_stream: int, page: int) 
     fill(path, items, per_stream)
     conn = connect(path)
     try:
-        _decode(conn.execute(READ_PAGE, (0, 10)).fetchall())
+        decode_rows(conn.execute(READ_PAGE, (0, 10)).fetchall())
         start = time.perf_counter()
         count = scan(conn, page)
         elapsed = time.perf_counter() - start
@@ -217,7 +218,7 @@ def load_invoice(directory: Path, items: list[Payload], loads: int, snapshots: b
     _insert(path, rows, snapshot)
     conn = connect(path)
     try:
-        _decode(conn.execute(READ_STREAM + " LIMIT 10", (invoices.STREAM,)))
+        decode_rows(conn.execute(READ_STREAM + " LIMIT 10", (invoices.STREAM,)))
         snapshot_version = model.snapshot_version if snapshots else None
         start = time.perf_counter()
         folded = [_load_once(conn, snapshot_version) for _ in range(loads)]
@@ -235,4 +236,4 @@ def _load_once(conn: sqlite3.Connection, snapshot_version: int | None) -> int:
         version, state = conn.execute(READ_SNAPSHOT, (invoices.STREAM, snapshot_version)).fetchone()
         msgspec.json.decode(state)
         after = version
-    return after + 1 + _decode(conn.execute(READ_STREAM_FROM, (invoices.STREAM, after + 1)))
+    return after + 1 + decode_rows(conn.execute(READ_STREAM_FROM, (invoices.STREAM, after + 1)))

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from benchmarks import peer
 from benchmarks.common import event_size, payloads
 from benchmarks.workloads import Outcome, milliseconds
 
@@ -101,6 +102,84 @@ def print_results(outcomes: list[Outcome], repeat: int, out: Console) -> None:
     """Print the results table."""
     out.print()
     out.print(table(outcomes, repeat))
+
+
+FACE_NAMES: dict[peer.Face, str] = {
+    "async": "eskit async",
+    "sync": "eskit.sync",
+    "peer": "eventsourcing",
+    "raw": "raw",
+}
+
+
+def _cell(o: peer.Outcome, face: peer.Face) -> str:
+    if isinstance(o.workload.sides[face], str):
+        return "n/a"
+    m = o.best.get(face)
+    return o.workload.unit.show(m) if m is not None else "—"
+
+
+def _ratio(o: peer.Outcome, face: peer.Face, against: peer.Face) -> str:
+    ratio = o.ratio(face, against)
+    return "—" if ratio is None else f"{ratio:.2f}"
+
+
+def _targets(o: peer.Outcome) -> Text:
+    if o.wrong():
+        return Text(f"WRONG COUNT ({', '.join(o.wrong())})", style="bold red")
+    text = Text()
+    for i, target in enumerate(o.workload.targets):
+        met = o.met(target)
+        text.append(("\n" if i else "") + f"{target.label} ")
+        text.append("met" if met else "missed", style="green" if met else "red")
+    return text if o.workload.targets else Text("—", style="dim")
+
+
+def peer_table(outcomes: list[peer.Outcome], repeat: int) -> Table:
+    """eskit's two faces against the peer and the raw driver, their ratios and the targets."""
+    best = "one run" if repeat == 1 else f"best of {repeat}"
+    backends = dict.fromkeys(peer.backend_label(o.workload.backend) for o in outcomes)
+    t = Table(
+        title=f"eskit vs eventsourcing 9.5.6 and raw drivers ({'; '.join(backends)}) — {best}",
+        caption_justify="left",
+    )
+    t.add_column("workload")
+    for face in peer.FACES:
+        t.add_column(FACE_NAMES[face], justify="right", no_wrap=True)
+    t.add_column("unit")
+    for name in ("async/peer", "sync/peer", "async/raw", "sync/raw"):
+        t.add_column(name, justify="right", no_wrap=True)
+    t.add_column("targets (issue 13)", no_wrap=True)
+    notes = ["Ratios compare speeds: above 1.00 eskit is faster, whatever the unit."]
+    for o in outcomes:
+        w = o.workload
+        t.add_row(
+            w.name,
+            *(_cell(o, face) for face in peer.FACES),
+            w.unit.label,
+            _ratio(o, "async", "peer"),
+            _ratio(o, "sync", "peer"),
+            _ratio(o, "async", "raw"),
+            _ratio(o, "sync", "raw"),
+            _targets(o),
+        )
+        notes.append(f"{w.name} — {w.what}: {w.notes}.")
+        for face, side in w.sides.items():
+            if isinstance(side, str):
+                notes.append(f"{w.name} {FACE_NAMES[face]}: n/a ({side}).")
+        for face in o.wrong():
+            notes.append(
+                f"{w.name}: expected {w.expected:,} {w.unit.counted}, {face} handled"
+                f" {o.best[face].count:,}."
+            )
+    t.caption = "\n".join(notes)
+    return t
+
+
+def print_peer_results(outcomes: list[peer.Outcome], repeat: int, out: Console) -> None:
+    """Print the peer table."""
+    out.print()
+    out.print(peer_table(outcomes, repeat))
 
 
 def print_header(out: Console) -> None:
