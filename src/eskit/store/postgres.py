@@ -28,7 +28,7 @@ import datetime as dt
 import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import psycopg
@@ -40,6 +40,7 @@ from eskit.store import rules
 from eskit.store.base import EventStore
 from eskit.store.chain import ChainRow, ChainStart, audit_key
 from eskit.store.ids import new_event_ids
+from eskit.store.migrations import Migrated
 from eskit.store.model import (
     AppendResult,
     ExpectedVersion,
@@ -52,16 +53,23 @@ from eskit.store.model import (
 from eskit.store.postgres_inline import InlineHook, InlineProjections
 from eskit.store.postgres_listen import Listener
 from eskit.store.postgres_reads import SOFT_DELETED, TOMBSTONED
+from eskit.store.postgres_roles import grant_app_role
 from eskit.store.postgres_schema import check_schema, check_version, migrate, read_chain_start
 from eskit.store.postgres_writer import Operation, Request, Writer
 from eskit.store.rules import PreparedAppend, PreparedSnapshot
 from eskit.store.sqlite_writer import micros
+
+if TYPE_CHECKING:
+    from eskit.projections.database import PostgresDatabase
 
 Connection = psycopg.AsyncConnection[Any]
 
 
 class PostgresStore(EventStore):
     """Events in PostgreSQL: many processes, one log, no skipped events."""
+
+    grants_roles = True
+    read_models_in_sqlite = False
 
     def __init__(
         self,
@@ -121,6 +129,51 @@ class PostgresStore(EventStore):
         self._before_commit = hook
         if self._writer is not None:
             self._writer.before_commit = hook
+
+    # -- capabilities -----------------------------------------------------------------------
+
+    def read_model_database(self) -> PostgresDatabase:
+        """The store's database and schema: each batch is read from the log in the
+        transaction that applies it."""
+        from eskit.projections.database import PostgresDatabase  # projections build on stores
+
+        return PostgresDatabase(self)
+
+    async def migrate(self, app_role: str | None = None, login: bool = False) -> Migrated:
+        """On one connection of its own: the pending migrations, then ``app_role``'s grants,
+        then the schema's history (when each migration was applied)."""
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self.conninfo, autocommit=True, connect_timeout=10
+            )
+        except psycopg.Error as error:
+            raise StoreError(f"cannot connect to PostgreSQL: {_one_line(error)}") from error
+        schema = self.schema
+        async with conn:
+            try:
+                applied = await migrate(conn, schema)
+            except psycopg.Error as error:
+                raise StoreError(
+                    f"migrating schema {schema} failed, nothing was changed: {_one_line(error)}"
+                ) from error
+            created = False
+            if app_role is not None:
+                try:
+                    created = await grant_app_role(conn, schema, app_role, login=login)
+                except psycopg.Error as error:
+                    raise StoreError(
+                        f"granting role {app_role} failed, nothing was granted: {_one_line(error)}"
+                    ) from error
+            cursor = await conn.execute(
+                f'SELECT version, applied_at FROM "{schema}".eskit_migrations ORDER BY version'
+            )
+            history = {int(version): at for version, at in await cursor.fetchall()}
+        return Migrated(
+            f"schema {schema}",
+            [(m.version, m.name, history.get(m.version)) for m in applied],
+            max(history, default=0),
+            created,
+        )
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -435,3 +488,7 @@ def _with_ids(
 
 def _new_ids(count: int) -> list[uuid.UUID]:
     return [uuid.UUID(bytes=b) for b in new_event_ids(count)] if count else []
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
