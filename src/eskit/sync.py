@@ -21,6 +21,7 @@ from typing import Any, Generic, Self, TypeVar
 from eskit.errors import StoreClosed
 from eskit.store import EventStore
 from eskit.store import open_store as _open_async_store
+from eskit.store.migrations import Migrated
 from eskit.store.model import (
     ANY,
     Append,
@@ -230,6 +231,12 @@ class SyncStore:
     def is_open(self) -> bool:
         """Whether ``open()`` ran and ``close()`` did not since."""
         return self._thread is not None
+
+    def migrate(self, app_role: str | None = None, login: bool = False) -> Migrated | None:
+        """Blocking ``EventStore.migrate``; the store need not be open."""
+        if self._thread is None:
+            return asyncio.run(self._store.migrate(app_role, login))
+        return self._call(self._store.migrate(app_role, login))
 
     # -- the generic drivers ----------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from eskit.store.postgres_roles import grant_app_role
 from tests import postgres
 from tests.cli.conftest import invoke
 from tests.projections.test_on_postgres import Totals, totals
-from tests.store.test_postgres_one_statement import Counting, open_counting
+from tests.store.test_postgres_one_statement import CountingWriter, open_counting
 
 Role = tuple[str, str]
 """The role's name and the store URL that connects as it."""
@@ -72,13 +72,13 @@ def connect_as(url: str) -> psycopg.Connection[Any]:
 
 async def test_the_app_role_runs_eskit(app: Role, anyio_backend: str) -> None:
     _, url = app
-    Counting.long_way = 0
+    CountingWriter.long_way = 0
     async with open_counting(url) as store, eskit.open_store(url) as other:
         await store.append("cart-1", [eskit.NewEvent("Added", {"amount": 2})], eskit.NO_STREAM)
-        assert Counting.long_way == 0  # the one-statement path (eskit_append_group)
+        assert CountingWriter.long_way == 0  # the one-statement path (eskit_append_group)
         await other.append("cart-1", [eskit.NewEvent("Added", {"amount": 3})], 0)
         await store.append("cart-1", [eskit.NewEvent("Added", {"amount": 4})], 1)
-        assert Counting.long_way >= 1  # the other moved the stream: the long path
+        assert CountingWriter.long_way >= 1  # the other moved the stream: the long path
         await store.append("cart-2", [eskit.NewEvent("Added", {"amount": 1})])
         await store.delete_stream("cart-2")
         await store.append("cart-2", [eskit.NewEvent("Added", {"amount": 5})])  # revived

@@ -12,15 +12,27 @@ import psycopg
 import pytest
 
 import eskit
-from eskit.store import postgres as postgres_store
+from eskit.store import postgres_writer
 from eskit.store.audit import verify
 from eskit.store.postgres import PostgresStore
+from eskit.store.postgres_writer import Writer
 from tests import postgres
 
 pytestmark = pytest.mark.anyio
 
 
-class Counting(PostgresStore):
+class WriterSwapped(PostgresStore):
+    """Opens with its writer's class swapped for ``writer`` (a subclass that counts)."""
+
+    writer: type[Writer] = Writer
+
+    async def _open_backend(self) -> None:
+        await super()._open_backend()
+        if self._writer is not None:
+            self._writer.__class__ = self.writer
+
+
+class CountingWriter(Writer):
     """Counts the groups that went the long way (the one statement refused or skipped)."""
 
     long_way = 0
@@ -28,6 +40,10 @@ class Counting(PostgresStore):
     async def _transaction(self, batch, savepoints=False):  # type: ignore[no-untyped-def]
         type(self).long_way += 1
         return await super()._transaction(batch, savepoints)
+
+
+class Counting(WriterSwapped):
+    writer = CountingWriter
 
 
 def open_counting(url: str) -> Counting:
@@ -38,14 +54,14 @@ def open_counting(url: str) -> Counting:
 
 
 async def test_own_streams_take_one_statement_and_chain_verifies(anyio_backend: str) -> None:
-    Counting.long_way = 0
+    CountingWriter.long_way = 0
     async with open_counting(postgres.store_url()) as store:
         expected: eskit.ExpectedVersion = eskit.NO_STREAM
         for n in range(5):
             result = await store.append("order-1", [eskit.NewEvent("Placed", {"n": n})], expected)
             expected = result.last_version
         await store.append("order-2", [eskit.NewEvent("Placed", {})], eskit.NO_STREAM)
-        assert Counting.long_way == 0
+        assert CountingWriter.long_way == 0
         versions = [(e.version, e.position) async for e in store.read_stream("order-1")]
         assert versions == [(n, n + 1) for n in range(5)]
         report = await verify(store)
@@ -59,13 +75,13 @@ async def test_a_stream_moved_by_another_writer_is_checked_the_long_way(
     async with open_counting(url) as mine, eskit.open_store(url) as other:
         await mine.append("shared-1", [eskit.NewEvent("A", {})], eskit.NO_STREAM)
         await other.append("shared-1", [eskit.NewEvent("B", {})], 0)  # mine's memory is stale
-        Counting.long_way = 0
+        CountingWriter.long_way = 0
         with pytest.raises(eskit.WrongExpectedVersion) as raised:
             await mine.append("shared-1", [eskit.NewEvent("C", {})], 0)
         assert raised.value.actual == 1
-        assert Counting.long_way == 1
+        assert CountingWriter.long_way == 1
         result = await mine.append("shared-1", [eskit.NewEvent("C", {})], 1)
-        assert (result.last_version, Counting.long_way) == (2, 1)  # remembered again
+        assert (result.last_version, CountingWriter.long_way) == (2, 1)  # remembered again
         types = [e.type async for e in mine.read_stream("shared-1")]
     assert types == ["A", "B", "C"]
 
@@ -90,10 +106,10 @@ async def test_deleted_streams_fail_and_revive_as_the_long_way_does(anyio_backen
         await store.append("warm-1", [eskit.NewEvent("A", {})])  # remembers nothing deleted
         with pytest.raises(eskit.StreamDeleted):
             await store.append("gone-1", [eskit.NewEvent("B", {})])
-        Counting.long_way = 0
+        CountingWriter.long_way = 0
         with pytest.raises(eskit.StreamDeleted):  # now remembered: refused in one statement
             await store.append("gone-1", [eskit.NewEvent("B", {})])
-        assert Counting.long_way == 0
+        assert CountingWriter.long_way == 0
         revived = await store.append("soft-1", [eskit.NewEvent("B", {})], eskit.NO_STREAM)
         assert revived.last_version == 1
         assert await store.stream_version("soft-1") == 1
@@ -108,7 +124,7 @@ async def test_deleted_streams_fail_and_revive_as_the_long_way_does(anyio_backen
 NASTY = "it's \\ a \"quote\"'); COMMIT; DROP TABLE x; --"
 
 
-class Paths(PostgresStore):
+class PathsWriter(Writer):
     """Counts the groups written in one statement with the head locked first."""
 
     locked = 0
@@ -120,6 +136,10 @@ class Paths(PostgresStore):
         return outcomes
 
 
+class Paths(WriterSwapped):
+    writer = PathsWriter
+
+
 async def test_writers_taking_turns_number_from_the_locked_head(anyio_backend: str) -> None:
     """Several writers (a store each: its own connection, as another process would have)
     append at once, each to its own stream: the head each remembers is stale almost every
@@ -128,7 +148,7 @@ async def test_writers_taking_turns_number_from_the_locked_head(anyio_backend: s
     meanwhile (no gap filled in later), and its chain verifies."""
     url = postgres.store_url()
     writers, each = 4, 40
-    Paths.locked = 0
+    PathsWriter.locked = 0
     stores = [eskit.open_store(url) for _ in range(writers)]
     for store in stores:
         store.__class__ = Paths
@@ -167,7 +187,7 @@ async def test_writers_taking_turns_number_from_the_locked_head(anyio_backend: s
     assert delivered == log
     assert report.ok, report.problems
     assert {e.data["text"] for e in events} == {NASTY}  # quoted as literals, intact
-    assert Paths.locked > 0
+    assert PathsWriter.locked > 0
 
 
 async def test_a_failure_with_the_head_locked_lets_the_lock_go(
@@ -179,12 +199,13 @@ async def test_a_failure_with_the_head_locked_lets_the_lock_go(
         await mine.append("a-1", [eskit.NewEvent("A", {})], eskit.NO_STREAM)
         await other.append("b-1", [eskit.NewEvent("B", {})], eskit.NO_STREAM)
         assert isinstance(mine, PostgresStore)
-        mine._contended = True  # the head it remembers is stale: it locks the head first
+        assert mine._writer is not None
+        mine._writer._contended = True  # the head it remembers is stale: it locks the head first
 
         async def lost(conn: object, arguments: object) -> bool:
             raise RuntimeError("the call failed with the head locked")
 
-        monkeypatch.setattr(postgres_store, "append_group_and_commit", lost)
+        monkeypatch.setattr(postgres_writer, "append_group_and_commit", lost)
         result = await asyncio.wait_for(mine.append("a-1", [eskit.NewEvent("A", {})], 0), 10)
         assert (result.last_version, result.last_position) == (1, 3)
         await asyncio.wait_for(other.append("b-1", [eskit.NewEvent("B", {})], 0), 5)

@@ -11,7 +11,6 @@ from rich.text import Text
 
 from eskit.cli.common import err, opened, out, progress_bar, run
 from eskit.store.copy import Copied, copy_store
-from eskit.store.postgres import PostgresStore
 from eskit.store.transfer import Progress
 
 Source = Annotated[
@@ -38,7 +37,7 @@ def copy(source: Source, target: Target) -> None:
     Example: eskit copy sqlite:///./events.db postgresql://postgres@localhost/app
     """
     with progress_bar("copying") as bar:
-        copied, postgres = run(_copy(source, target, bar))
+        copied, apart = run(_copy(source, target, bar))
     console = out()
     console.print(
         Text(f"copied {copied.count} events ({copied.copied} appended now)"), soft_wrap=True
@@ -52,7 +51,7 @@ def copy(source: Source, target: Target) -> None:
             soft_wrap=True,
         )
     console.print(Text("the target's log matches the source's"), soft_wrap=True)
-    database = " --database read_models.db" if postgres else ""
+    database = " --database read_models.db" if apart else ""
     err().print(
         Text.assemble(
             ("note: ", "bold yellow"),
@@ -61,7 +60,7 @@ def copy(source: Source, target: Target) -> None:
             (
                 "\n(read models in PostgreSQL are not implemented yet: keep them in a SQLite"
                 " file with --database)"
-                if postgres
+                if apart
                 else ""
             ),
         ),
@@ -71,7 +70,8 @@ def copy(source: Source, target: Target) -> None:
 
 async def _copy(source: str, target: str, bar: Progress) -> tuple[Copied, bool]:
     """Copy with one bar for both phases: the copy fills its first half (source positions),
-    the final read of the target its second half (target positions)."""
+    the final read of the target its second half (target positions). Also whether the
+    target's own read models are not in SQLite (``read_models_in_sqlite``), for the note."""
     head = 0
 
     def copying(done: int, total: int) -> None:
@@ -84,7 +84,7 @@ async def _copy(source: str, target: str, bar: Progress) -> tuple[Copied, bool]:
 
     async with opened(source, readonly=True) as reader, opened(target) as writer:
         copied = await copy_store(reader, writer, copying, verify_progress=verifying)
-        return copied, isinstance(writer, PostgresStore)
+        return copied, not writer.read_models_in_sqlite
 
 
 def _shown(url: str) -> str:

@@ -3,30 +3,16 @@ version."""
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
-import sqlite3
-from pathlib import Path
 from typing import Annotated
 
-import psycopg
 import typer
 from rich.table import Table
 from rich.text import Text
 
 import eskit
 from eskit.cli.common import Url, cell, fail, out, run, when
-from eskit.errors import StoreError
-from eskit.store import sqlite_schema
-from eskit.store.chain import audit_key
-from eskit.store.postgres import PostgresStore
-from eskit.store.postgres_roles import check_role, grant_app_role
-from eskit.store.postgres_schema import Migration
-from eskit.store.postgres_schema import migrate as apply_migrations
-from eskit.store.sqlite import SQLiteStore
-from eskit.store.sqlite_writer import connect
+from eskit.store.postgres_roles import check_role
 
-Applied = tuple[int, str, dt.datetime]
 AppRole = Annotated[
     str | None,
     typer.Option(
@@ -65,97 +51,33 @@ def migrate(url: Url, app_role: AppRole = None, login: Login = False) -> None:
         store = eskit.open_store(url)  # checks the URL and the schema name; opens nothing
     except (ValueError, eskit.EskitError) as error:
         fail(str(error))
+    if app_role is not None and not store.grants_roles:
+        fail(f"--app-role is for PostgreSQL stores; {url} is not one")
+    migrated = run(store.migrate(app_role, login))
     console = out()
-    if not isinstance(store, PostgresStore):
-        if app_role is not None:
-            fail(f"--app-role is for PostgreSQL stores; {url} is not one")
-        if isinstance(store, SQLiteStore):
-            _migrate_sqlite(store.path)
-            return
+    if migrated is None:
         console.print(Text(f"nothing to migrate: {url} keeps nothing"), soft_wrap=True)
         return
-    schema, applied, history, created = run(_migrate(store, app_role, login))
-    version = history[-1][0] if history else 0
+    where, applied, version, created = migrated
     if app_role is not None:
         how = f"created ({'LOGIN' if login else 'NOLOGIN'})" if created else "exists"
         console.print(
             Text(
-                f"role {app_role} {how}: granted what eskit needs on schema {schema}, without"
+                f"role {app_role} {how}: granted what eskit needs on {where}, without"
                 " UPDATE, DELETE or TRUNCATE on eskit_events"
             ),
             soft_wrap=True,
         )
     if not applied:
-        console.print(Text(f"schema {schema} is up to date (version {version})"), soft_wrap=True)
+        console.print(Text(f"{where} is up to date (version {version})"), soft_wrap=True)
         return
-    table = Table(title=f"migrations applied to schema {schema}")
+    timed = any(at is not None for _, _, at in applied)  # a SQLite file records no time
+    table = Table(title=f"migrations applied to {where}")
     table.add_column("version", justify="right")
     table.add_column("name")
-    table.add_column("applied at")
-    moments = {number: moment for number, _, moment in history}
-    for migration in applied:
-        table.add_row(
-            f"{migration.version:03d}", cell(migration.name), when(moments.get(migration.version))
-        )
+    if timed:
+        table.add_column("applied at")
+    for number, name, at in applied:
+        table.add_row(f"{number:03d}", cell(name), *([when(at)] if timed else []))
     console.print(table)
-    console.print(Text(f"schema {schema} is now at version {version}"), soft_wrap=True)
-
-
-def _migrate_sqlite(path: Path) -> None:
-    """Apply the pending migrations to a SQLite store file (created if missing) and say
-    which."""
-    try:
-        with contextlib.closing(connect(str(path))) as conn:
-            applied = sqlite_schema.migrate(conn, str(path), audit_key())
-            version = sqlite_schema.version(conn)
-    except sqlite3.Error as error:
-        fail(f"migrating {path} failed, nothing was changed: {error}")
-    console = out()
-    if not applied:
-        console.print(Text(f"{path} is up to date (version {version})"), soft_wrap=True)
-        return
-    table = Table(title=f"migrations applied to {path}")
-    table.add_column("version", justify="right")
-    table.add_column("name")
-    for migration in applied:
-        table.add_row(f"{migration.version:03d}", cell(migration.name))
-    console.print(table)
-    console.print(Text(f"{path} is now at version {version}"), soft_wrap=True)
-
-
-async def _migrate(
-    store: PostgresStore, app_role: str | None, login: bool
-) -> tuple[str, list[Migration], list[Applied], bool]:
-    """The schema, the migrations applied now, every migration recorded in the schema and
-    whether ``app_role`` was created."""
-    try:
-        conn = await psycopg.AsyncConnection.connect(
-            store.conninfo, autocommit=True, connect_timeout=10
-        )
-    except psycopg.Error as error:
-        raise StoreError(f"cannot connect to PostgreSQL: {_one_line(error)}") from error
-    async with conn:
-        try:
-            applied = await apply_migrations(conn, store.schema)
-        except psycopg.Error as error:
-            raise StoreError(
-                f"migrating schema {store.schema} failed, nothing was changed: {_one_line(error)}"
-            ) from error
-        created = False
-        if app_role is not None:
-            try:
-                created = await grant_app_role(conn, store.schema, app_role, login=login)
-            except psycopg.Error as error:
-                raise StoreError(
-                    f"granting role {app_role} failed, nothing was granted: {_one_line(error)}"
-                ) from error
-        cursor = await conn.execute(
-            f'SELECT version, name, applied_at FROM "{store.schema}".eskit_migrations'
-            " ORDER BY version"
-        )
-        history = [(int(v), str(n), at) for v, n, at in await cursor.fetchall()]
-    return store.schema, applied, history, created
-
-
-def _one_line(error: Exception) -> str:
-    return " ".join(str(error).split())
+    console.print(Text(f"{where} is now at version {version}"), soft_wrap=True)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import sqlite3
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -22,7 +21,6 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from eskit.errors import StoreUnavailable
 from eskit.projections.sql import Connection
 from eskit.store.base import EventStore
-from eskit.store.memory import MemoryStore
 from eskit.store.model import Page
 from eskit.store.sqlite import SQLiteStore
 from eskit.store.sqlite_writer import connect
@@ -221,21 +219,16 @@ class PostgresDatabase(_OwnThread):
             self._conn = None
 
 
-def database_for(
-    store: EventStore, path: str | None = None
-) -> StoreDatabase | SQLiteDatabase | PostgresDatabase:
-    """The database projections of ``store`` use: ``path`` if given, else the store's own
-    file (SQLite) or database (PostgreSQL), else a private in-memory one (memory store)."""
+def database_for(store: EventStore, path: str | None = None) -> Database:
+    """The database projections of ``store`` use: ``path`` if given, else the one the store
+    offers (``EventStore.read_model_database``): its own file (SQLite) or database
+    (PostgreSQL), a private in-memory one (memory store)."""
     if path is not None:
         return SQLiteDatabase(path)
-    if isinstance(store, SQLiteStore):
-        return StoreDatabase(store)
-    postgres = sys.modules.get("eskit.store.postgres")  # a PostgresStore imported it
-    if postgres is not None and isinstance(store, postgres.PostgresStore):
-        return PostgresDatabase(store)
-    if isinstance(store, MemoryStore):
-        return SQLiteDatabase(":memory:")  # lives as long as the store's events do
-    raise ValueError(
-        f"projections over a {type(store).__name__} need a database for their checkpoints"
-        " and read models: pass database=SQLiteDatabase('readmodels.db') to the runner"
-    )
+    database = store.read_model_database()
+    if database is None:
+        raise ValueError(
+            f"projections over a {type(store).__name__} need a database for their checkpoints"
+            " and read models: pass database=SQLiteDatabase('readmodels.db') to the runner"
+        )
+    return database

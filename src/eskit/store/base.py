@@ -14,7 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Any, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
 from eskit.errors import StoreClosed, StoreError, StoreUnavailable
 from eskit.store import rules
@@ -32,6 +32,10 @@ from eskit.store.model import (
     StreamMetadata,
 )
 from eskit.store.rules import PreparedAppend, PreparedSnapshot
+
+if TYPE_CHECKING:
+    from eskit.projections.database import Database
+    from eskit.store.migrations import Migrated
 
 Clock = Callable[[], dt.datetime]
 C = TypeVar("C")
@@ -83,6 +87,11 @@ class EventStore(abc.ABC):
     """Seconds between checks for events written by other processes."""
     observer: AppendObserver | None = None
     """Told of every append, when set (``eskit.observability.instrument``)."""
+    grants_roles: bool = False
+    """Whether ``migrate`` can grant an application role (``app_role``)."""
+    read_models_in_sqlite: bool = True
+    """Whether the database ``read_model_database`` offers is a SQLite one (the store's file,
+    or in memory); False: the store's own server database, which speaks another SQL."""
 
     def __init__(
         self,
@@ -501,6 +510,28 @@ class EventStore(abc.ABC):
             if not waiter.done():
                 waiter.set_result(None)
         self._waiters.clear()
+
+    # -- capabilities: what a backend offers beyond the contract (no caller checks its type) --
+
+    def read_model_database(self) -> Database | None:
+        """The database projections of this store keep their read models and checkpoints in
+        when they are given none (``database_for``): the store's own file or database, where
+        a batch reads the log in the transaction that applies it. None: the store offers
+        none (give the runner one)."""
+        return None
+
+    async def migrate(self, app_role: str | None = None, login: bool = False) -> Migrated | None:
+        """Bring the store's schema to this eskit's version without opening the store: each
+        pending migration once, in order, in one transaction; what it applied, or None if the
+        store keeps nothing to migrate. ``app_role``: also create (``login``: with LOGIN) or
+        take that role and grant it only what eskit needs at run time; a store that does not
+        ``grants_roles`` raises ``ValueError`` for it before changing anything."""
+        self._check_no_role(app_role)
+        return None
+
+    def _check_no_role(self, app_role: str | None) -> None:
+        if app_role is not None and not self.grants_roles:
+            raise ValueError(f"app_role is for PostgreSQL stores; {type(self).__name__} has none")
 
     # -- what a backend implements ----------------------------------------------------------
 

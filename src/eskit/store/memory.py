@@ -12,6 +12,7 @@ import bisect
 import dataclasses
 import datetime as dt
 import uuid
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -31,6 +32,9 @@ from eskit.store.model import (
 )
 from eskit.store.rules import ExistingEvent, PreparedAppend, PreparedSnapshot
 from eskit.store.sqlite_writer import micros
+
+if TYPE_CHECKING:
+    from eskit.projections.database import SQLiteDatabase
 
 
 @dataclasses.dataclass
@@ -65,6 +69,12 @@ class MemoryStore(EventStore):
         self._audit_key = audit_key()
         self._start: ChainStart | None = ChainStart(1, chain_start_hash(1, self._audit_key))
         """Every event of a memory store is linked in the current format."""
+
+    def read_model_database(self) -> SQLiteDatabase:
+        """A private in-memory SQLite database: it lives as long as the store's events do."""
+        from eskit.projections.database import SQLiteDatabase  # projections build on stores
+
+        return SQLiteDatabase(":memory:")
 
     async def _open_backend(self) -> None:
         if self.readonly and not (self._log or self._streams):  # it lives in this object

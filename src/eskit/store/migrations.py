@@ -4,6 +4,7 @@ order, by that backend's schema module."""
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib.resources
 import re
 from typing import Final, NamedTuple
@@ -15,6 +16,19 @@ class Migration(NamedTuple):
     version: int
     name: str
     sql: str
+
+
+class Migrated(NamedTuple):
+    """What ``EventStore.migrate`` did."""
+
+    where: str
+    """The schema (``schema NAME``) or the file migrated, as messages name it."""
+    applied: list[tuple[int, str, dt.datetime | None]]
+    """The migrations applied now: version, name and when (None: the store records no time)."""
+    version: int
+    """The schema's version now."""
+    role_created: bool = False
+    """Whether ``app_role`` was created (False: it existed, or none was asked for)."""
 
 
 def load(folder: str) -> list[Migration]:

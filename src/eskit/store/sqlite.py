@@ -27,6 +27,7 @@ How it stays correct and fast:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import functools
 import os
@@ -37,14 +38,15 @@ import urllib.parse
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import msgspec
 
 from eskit.errors import StoreError, StoreNotFound, StreamDeleted
-from eskit.store import rules
+from eskit.store import rules, sqlite_schema
 from eskit.store.base import EventStore, versions_up_to
 from eskit.store.chain import ChainRow, ChainStart, audit_key
+from eskit.store.migrations import Migrated
 from eskit.store.model import (
     AppendResult,
     ExpectedVersion,
@@ -69,10 +71,14 @@ from eskit.store.sqlite_writer import (
     Request,
     Synchronous,
     Writer,
+    connect,
     micros,
     moment,
     stream_state,
 )
+
+if TYPE_CHECKING:
+    from eskit.projections.database import StoreDatabase
 
 Future = asyncio.Future[Any]
 T = TypeVar("T")
@@ -173,6 +179,29 @@ class SQLiteStore(EventStore):
         if query:
             raise ValueError(f"unknown sqlite URL options: {sorted(query)}")
         return cls(path, **options)
+
+    # -- capabilities -----------------------------------------------------------------------
+
+    def read_model_database(self) -> StoreDatabase:
+        """The store's own file: projection batches run in its group commits."""
+        from eskit.projections.database import StoreDatabase  # projections build on stores
+
+        return StoreDatabase(self)
+
+    async def migrate(self, app_role: str | None = None, login: bool = False) -> Migrated:
+        """Apply the pending migrations to the file (created if missing)."""
+        self._check_no_role(app_role)
+        return await asyncio.to_thread(self._migrate_file)
+
+    def _migrate_file(self) -> Migrated:
+        path = str(self.path)
+        try:
+            with contextlib.closing(connect(path)) as conn:
+                applied = sqlite_schema.migrate(conn, path, audit_key())
+                version = sqlite_schema.version(conn)
+        except sqlite3.Error as error:
+            raise StoreError(f"migrating {path} failed, nothing was changed: {error}") from error
+        return Migrated(path, [(m.version, m.name, None) for m in applied], version)
 
     # -- lifecycle ------------------------------------------------------------------------
 
