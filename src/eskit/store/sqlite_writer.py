@@ -446,9 +446,9 @@ class Writer(ConnectionThread):
                         appends.add(request)
                     appends.flush()
                 else:  # operations may change stream states: appends after them read anew
-                    for request in requests:
-                        assert isinstance(request, Operation)
-                        self._run(conn, request, outcomes)
+                    for operation in requests:
+                        assert isinstance(operation, Operation)
+                        self._run(conn, operation, outcomes)
             if self.before_commit is not None:
                 self.before_commit()
             conn.execute("COMMIT")
