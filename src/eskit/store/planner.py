@@ -24,8 +24,10 @@ plan (an inline projection refused it after its rows were written inside a savep
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Final, NamedTuple
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Final
+
+import msgspec
 
 from eskit.errors import IdempotencyConflict, StreamDeleted, WrongExpectedVersion
 from eskit.store import rules
@@ -38,7 +40,7 @@ LIVE, SOFT_DELETED, TOMBSTONED = 0, 1, 2
 """A stream's state, as the ``streams`` tables store it."""
 
 
-class Head(NamedTuple):
+class Head(msgspec.Struct, frozen=True, gc=False):
     """A stream as the group finds it: its last version (None: no events), its state and
     the link of its last event (None: no events, or none written with a link)."""
 
@@ -58,7 +60,7 @@ Refusal = StreamDeleted | WrongExpectedVersion | IdempotencyConflict
 """What a request can be refused with: it fails alone, the rest of its group goes on."""
 
 
-class Plan(NamedTuple):
+class Plan(msgspec.Struct, frozen=True, gc=False):
     """What one request comes to: its results (one per part: written or replayed) or the
     error refusing it, and the rows to insert and streams to revive (none if refused)."""
 
@@ -80,14 +82,6 @@ def lookups(requests: Iterable[Sequence[PreparedAppend]]) -> tuple[list[str], li
     return list(streams), ids
 
 
-def _fresh_ids(first: int) -> Iterator[bytes]:
-    """New ids for events given none: ``first`` drawn at once, then more as needed."""
-    count = max(first, 1)
-    while True:
-        yield from new_event_ids(count)
-        count = 16
-
-
 class Planner:
     """Decides the requests of one group, in order; see the module's docstring."""
 
@@ -98,20 +92,18 @@ class Planner:
         first_position: int,
         recorded_at: int,
         key: bytes | None = None,
-        new_ids: int = 0,
     ) -> None:
         """``heads`` of every stream the group appends to and ``earlier``, where each
         caller-given id of the group was written before (those not written: absent);
         ``first_position``: the position of the group's first event; ``recorded_at``:
         the group's time (microseconds since the epoch); ``key``: the audit key of the
-        links; ``new_ids``: how many events come without an id (drawn at once)."""
+        links. Events without an id get a fresh one (``ids.new_event_ids``)."""
         self.heads = dict(heads)
         """Each stream's head as the group goes: after the group, the heads it leaves."""
         self.earlier = dict(earlier)
         self.next_position = first_position
         self.recorded_at = recorded_at
         self.key = key
-        self._fresh = _fresh_ids(new_ids)
         self._undo: tuple[int, list[tuple[str, Head]], list[uuid.UUID]] | None = None
 
     def plan(self, appends: Sequence[PreparedAppend]) -> Plan:
@@ -169,12 +161,14 @@ class Planner:
     ) -> AppendResult:
         """Number, version and link the append's events into ``rows``; move the heads."""
         stream = append.stream
-        category, at, key, fresh = rules.category(stream), self.recorded_at, self.key, self._fresh
+        category, at, key = rules.category(stream), self.recorded_at, self.key
+        events = append.events
+        fresh = iter(new_event_ids(sum(e.id is None for e in events)))
         version = -1 if head.last is None else head.last
         position = self.next_position - 1
         previous = head.link
         earlier = self.earlier
-        for e in append.events:
+        for e in events:
             version += 1
             position += 1
             if e.id is None:
@@ -188,4 +182,4 @@ class Planner:
             rows.append((position, stream, category, version, id_, kind, data, meta, at, previous))
         self.next_position = position + 1
         self.heads[stream] = Head(version, LIVE, previous)
-        return AppendResult(version, position, len(append.events))
+        return AppendResult(version, position, len(events))

@@ -193,10 +193,8 @@ class _AppendGroup:
         self.inline = inline
         self.outcomes = outcomes
         streams, ids = lookups(r.appends for r in requests)
-        new_ids = sum(e.id is None for r in requests for a in r.appends for e in a.events)
-        self.planner = Planner(
-            _heads(conn, streams), _existing(conn, ids), head(conn) + 1, recorded_at, key, new_ids
-        )
+        earlier = _existing(conn, ids) if ids else {}
+        self.planner = Planner(_heads(conn, streams), earlier, head(conn) + 1, recorded_at, key)
         self.rows: list[Row] = []
         self.pending: list[tuple[AppendRequest, list[AppendResult]]] = []
         self.revived: list[str] = []
@@ -244,9 +242,11 @@ class _AppendGroup:
         if self.rows:
             try:
                 self.conn.executemany(_INSERT, self.rows)
-                self.conn.executemany(
-                    "UPDATE streams SET state = 0 WHERE stream = ?", [(s,) for s in self.revived]
-                )
+                if self.revived:
+                    self.conn.executemany(
+                        "UPDATE streams SET state = 0 WHERE stream = ?",
+                        [(s,) for s in self.revived],
+                    )
             except Exception as error:
                 raise _WroteThenFailed(error) from error
             if self.inline:
