@@ -99,11 +99,11 @@ class MemoryStore(EventStore):
         return plan.results
 
     def _head(self, stream: str) -> Head:
-        state = self._streams.get(stream)
-        if state is None or not state.events:
-            return Head(None, TOMBSTONED if state and state.tombstoned else LIVE)
+        """The stream as the planner needs it: last version, state and last link."""
+        state = self._streams.get(stream) or _Stream()
         status = TOMBSTONED if state.tombstoned else SOFT_DELETED if state.deleted else LIVE
-        return Head(state.events[-1].version, status, self._links.get(stream))
+        last = state.events[-1].version if state.events else None
+        return Head(last, status, self._links.get(stream))
 
     @staticmethod
     def _where(event: RecordedEvent) -> ExistingEvent:
