@@ -11,9 +11,11 @@ import random
 import re
 import sqlite3
 import threading
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import msgspec
 import psycopg
 import pytest
 
@@ -226,6 +228,34 @@ async def test_a_failing_handler_in_the_middle_of_a_group_refuses_only_its_appen
         assert await checkpoint(readmodels, name) == head
     # the refused append's positions were given again: no gap, every link covers its own
     assert [e.position async for e in store.read_all()] == list(range(1, head + 1))
+    report = await verify(store)
+    assert report.ok, report.problems
+
+
+async def test_a_refused_append_leaves_its_stream_and_ids_as_before_for_the_rest_of_the_group(
+    store: eskit.EventStore, readmodels: Database
+) -> None:
+    await add_inline(store, Emails())
+    await store.append("user-1", registered("ada@example.com"))
+    event_id = uuid.uuid4()
+    taken, free = (
+        [msgspec.structs.replace(e, id=event_id) for e in registered(address)]
+        for address in ("ada@example.com", "bob@example.com")
+    )
+    async with writer_held(store):  # both commit in one group once it is released
+        refused = asyncio.create_task(store.append("user-2", taken, eskit.NO_STREAM))
+        await asyncio.sleep(0.02)
+        accepted = asyncio.create_task(store.append("user-2", free, eskit.NO_STREAM))
+        await asyncio.sleep(0.05)
+    with pytest.raises(eskit.ProjectionError):
+        await refused
+    # the same id and NO_STREAM again: a new append (not a retry of the refused one) at
+    # the refused one's version and position, linked after nothing
+    result = await accepted
+    assert (result.last_version, result.last_position) == (0, await store.last_position())
+    assert [e.id async for e in store.read_stream("user-2")] == [event_id]
+    assert [e.position async for e in store.read_all()] == list(range(1, result.last_position + 1))
+    assert await emails(readmodels) == {"ada@example.com": "user-1", "bob@example.com": "user-2"}
     report = await verify(store)
     assert report.ok, report.problems
 

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 import pytest
 
 import eskit
+from eskit.store.audit import verify
 from eskit.store.sqlite import SQLiteStore
 
 T = TypeVar("T")
@@ -250,6 +251,62 @@ async def test_append_many_in_a_group_is_checked_whole_against_the_group(tmp_pat
             (head + 7, "g-6", 0),
         ]
         assert [e.data for e in log if "i" in e.data] == [{"i": i} for i in (0, 1, 2, 5, 7)]
+    assert integrity(tmp_path / "events.db") == [("ok",)]
+
+
+@pytest.mark.anyio
+async def test_appends_after_a_delete_in_the_same_group_see_what_it_changed(
+    tmp_path: Path,
+) -> None:
+    """Deletes are operations run inside the group's transaction: the appends queued after
+    one are planned against the stream as it left it (soft-deleted: revived after its last
+    version; tombstoned: refused), in one transaction."""
+    async with SQLiteStore(tmp_path / "events.db") as store:
+        entered, gate = threading.Event(), threading.Event()
+        commits = 0
+
+        def before_commit() -> None:  # the first group waits until all the rest is queued
+            nonlocal commits
+            commits += 1
+            if commits == 1:
+                entered.set()
+                gate.wait(TIMEOUT)
+
+        writer_of(store).before_commit = before_commit
+        calls: list[Awaitable[Any]] = [
+            store.append("d-1", [event(i=0)], eskit.NO_STREAM),
+            store.append("d-2", [event(i=1)], eskit.NO_STREAM),
+            store.delete_stream("d-1", 0),
+            store.tombstone_stream("d-2", 0),
+            store.append("d-1", [event(i=2)], eskit.NO_STREAM),  # soft-deleted: counts as new
+            store.append("d-2", [event(i=3)]),
+            store.append("d-1", [event(i=4)], 1),
+        ]
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                opener = asyncio.ensure_future(store.append("opener", [event()]))
+                assert await asyncio.to_thread(entered.wait, TIMEOUT)
+                outcome = asyncio.gather(*calls, return_exceptions=True)
+                await wait_until_queued(store, len(calls))
+                gate.set()
+                await opener
+                results = await outcome
+        finally:
+            gate.set()  # never leave the writer waiting
+        assert commits == 2, "the requests should have shared one transaction"
+
+        ok = eskit.AppendResult
+        assert results[:4] == [ok(0, 2), ok(0, 3), None, None]
+        assert results[4] == ok(1, 4)
+        assert isinstance(results[5], eskit.StreamDeleted)
+        assert results[6] == ok(2, 5)
+        assert [(e.version, e.data) for e in await collect(store.read_stream("d-1"))] == [
+            (1, {"i": 2}),
+            (2, {"i": 4}),
+        ]
+        assert [e.position for e in await collect(store.read_all())] == [1, 2, 3, 4, 5]
+        report = await verify(store)
+        assert report.ok, report.problems
     assert integrity(tmp_path / "events.db") == [("ok",)]
 
 

@@ -20,7 +20,6 @@ from eskit.errors import StoreNotFound, StreamDeleted
 from eskit.store import rules
 from eskit.store.base import EventStore
 from eskit.store.chain import ChainRow, ChainStart, audit_key, chain_start_hash
-from eskit.store.ids import new_event_ids
 from eskit.store.model import (
     AppendResult,
     ExpectedVersion,
@@ -30,6 +29,7 @@ from eskit.store.model import (
     StreamMetadata,
     StreamStatus,
 )
+from eskit.store.planner import LIVE, SOFT_DELETED, TOMBSTONED, Head, Planner, lookups
 from eskit.store.rules import ExistingEvent, PreparedAppend, PreparedSnapshot
 from eskit.store.sqlite_writer import micros
 
@@ -90,64 +90,53 @@ class MemoryStore(EventStore):
         return found
 
     async def _append_many(self, appends: list[PreparedAppend]) -> list[AppendResult]:
-        replays = [self._check(append) for append in appends]  # all checked before any write
+        """Decided by the planner like every backend's appends: a group of one request."""
+        streams, ids = lookups([appends])
+        heads = {stream: self._head(stream) for stream in streams}
+        earlier = {id_: self._where(found) for id_ in ids if (found := self._ids.get(id_))}
         now = self.clock()
-        results = [
-            self._write(append, now) if replayed is None else replayed
-            for append, replayed in zip(appends, replays, strict=True)
-        ]
-        if any(replayed is None for replayed in replays):
+        planner = Planner(heads, earlier, len(self._log) + 1, micros(now), self._audit_key)
+        plan = planner.plan(appends)
+        if plan.error is not None:
+            raise plan.error
+        assert plan.results is not None
+        for stream in plan.revived:
+            self._streams[stream].deleted = False
+        for row in plan.rows:
+            self._write(ChainRow(*row), now)
+        if plan.rows:
             self._notify_waiters()
-        return results
+        return plan.results
 
-    def _check(self, append: PreparedAppend) -> AppendResult | None:
-        """The original result of a retry, None for a new append; raises if it is refused."""
-        state = self._live(append.stream)
-        existing = [self._existing(e.id) for e in append.events]
-        replayed = rules.replayed_append(append.stream, append.expected, existing)
-        if replayed is None:
-            rules.check_version_matches(
-                append.stream, append.expected, state.version, state.deleted
-            )
-        return replayed
+    def _head(self, stream: str) -> Head:
+        """The stream as the planner needs it: last version, state and last link."""
+        state = self._streams.get(stream) or _Stream()
+        status = TOMBSTONED if state.tombstoned else SOFT_DELETED if state.deleted else LIVE
+        last = state.events[-1].version if state.events else None
+        return Head(last, status, self._links.get(stream))
 
-    def _write(self, append: PreparedAppend, now: dt.datetime) -> AppendResult:
-        state = self._streams.setdefault(append.stream, _Stream())
-        state.deleted = False
-        next_version = state.events[-1].version + 1 if state.events else 0
-        fresh = iter(new_event_ids(len(append.events)))
-        at = micros(now)
-        for offset, event in enumerate(append.events):
-            recorded = RecordedEvent(
-                id=event.id or uuid.UUID(bytes=next(fresh)),
-                stream=append.stream,
-                version=next_version + offset,
-                position=len(self._log) + 1,
-                type=event.type,
-                data=msgspec.json.decode(event.data),
-                metadata=msgspec.json.decode(event.metadata),
-                recorded_at=now,
-            )
-            self._log.append(recorded)
-            state.events.append(recorded)
-            self._ids[recorded.id] = recorded
-            row = ChainRow(
-                recorded.position,
-                recorded.stream,
-                rules.category(recorded.stream),
-                recorded.version,
-                recorded.id.bytes,
-                event.type,
-                event.data,
-                event.metadata,
-                at,
-                None,
-            )
-            linked = row.expected(self._links.get(append.stream), self._audit_key)
-            self._chain.append(msgspec.structs.replace(row, hash=linked))
-            self._links[append.stream] = linked
-        last = self._log[-1]
-        return AppendResult(last.version, last.position, len(append.events))
+    @staticmethod
+    def _where(event: RecordedEvent) -> ExistingEvent:
+        return ExistingEvent(event.stream, event.version, event.position)
+
+    def _write(self, row: ChainRow, now: dt.datetime) -> None:
+        """Keep one planned event: in the log, its stream, the id index and the chain."""
+        recorded = RecordedEvent(
+            id=uuid.UUID(bytes=row.id),
+            stream=row.stream,
+            version=row.version,
+            position=row.position,
+            type=row.type,
+            data=msgspec.json.decode(row.data),
+            metadata=msgspec.json.decode(row.metadata),
+            recorded_at=now,
+        )
+        self._log.append(recorded)
+        self._streams.setdefault(row.stream, _Stream()).events.append(recorded)
+        self._ids[recorded.id] = recorded
+        self._chain.append(row)
+        assert row.hash is not None
+        self._links[row.stream] = row.hash
 
     async def _chain_page(self, after: int, limit: int) -> list[ChainRow]:
         first = bisect.bisect_right(self._chain, after, key=lambda row: row.position)
@@ -155,10 +144,6 @@ class MemoryStore(EventStore):
 
     async def _chain_start(self) -> ChainStart | None:
         return self._start
-
-    def _existing(self, event_id: uuid.UUID | None) -> ExistingEvent | None:
-        found = self._ids.get(event_id) if event_id is not None else None
-        return None if found is None else ExistingEvent(found.stream, found.version, found.position)
 
     async def _delete(self, stream: str, expected: ExpectedVersion, hard: bool) -> None:
         state = self._live(stream)

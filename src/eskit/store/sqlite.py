@@ -57,14 +57,13 @@ from eskit.store.model import (
     StreamMetadata,
     StreamStatus,
 )
+from eskit.store.planner import SOFT_DELETED, TOMBSTONED
 from eskit.store.rules import PreparedAppend, PreparedSnapshot, clamp
 from eskit.store.sqlite_chain import read_chain_start
 from eskit.store.sqlite_reader import Reader, check_store
 from eskit.store.sqlite_reader import stop as stop_readers
 from eskit.store.sqlite_writer import (
-    SOFT_DELETED,
     STOP,
-    TOMBSTONED,
     AppendRequest,
     InlineHook,
     Operation,

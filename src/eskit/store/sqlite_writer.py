@@ -18,6 +18,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import datetime as dt
+import itertools
 import logging
 import queue
 import sqlite3
@@ -31,10 +32,9 @@ from typing import Any, Final, Literal
 import msgspec
 
 from eskit.errors import StoreError, StreamDeleted
-from eskit.store import rules, sqlite_schema
-from eskit.store.chain import link
-from eskit.store.ids import new_event_ids
+from eskit.store import sqlite_schema
 from eskit.store.model import AppendResult, RecordedEvent
+from eskit.store.planner import LIVE, TOMBSTONED, Head, Plan, Planner, Row, lookups
 from eskit.store.rules import ExistingEvent, PreparedAppend
 from eskit.store.sqlite_chain import head
 
@@ -43,15 +43,13 @@ InlineHook = Callable[[sqlite3.Connection, list[RecordedEvent]], None]
 """Called inside the append's transaction with the events just written (inline projections)."""
 
 log = logging.getLogger("eskit.store.sqlite")
-LIVE, SOFT_DELETED, TOMBSTONED = 0, 1, 2
 STOP: Final = object()
 CHECKPOINT_EVERY: Final = 100
 """Commits between WAL checkpoints while writes never pause (plus one whenever idle)."""
 _INSERT: Final = (
-    "INSERT INTO events (position, id, stream, category, version, type, data, metadata,"
+    "INSERT INTO events (position, stream, category, version, id, type, data, metadata,"
     " recorded_at, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_LAST_LINK: Final = "SELECT hash FROM events WHERE stream = ? ORDER BY version DESC LIMIT 1"
 
 
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -172,99 +170,57 @@ class _WroteThenFailed(Exception):
         self.error = error
 
 
-class _Write(msgspec.Struct, frozen=True, gc=False):
-    """One part of a request that passed its checks: what it will insert."""
-
-    append: PreparedAppend
-    ids: list[bytes]
-    first: int  # version of its first event
-    revives: bool  # the stream was soft-deleted
-
-
-Checked = AppendResult | _Write
-"""A part that is a retry (its original result) or a new append (what to write)."""
-
-
 class _AppendGroup:
-    """The appends of one transaction: checked request by request, inserted together.
+    """Consecutive appends of one transaction: read what the planner needs in a few
+    queries, let it decide each request, insert the rows of those it accepts together.
 
-    Each event's position is given here, before its link is hashed (the link covers it):
-    counted from the store's head, read once under the transaction's write lock, and
-    inserted explicitly. AUTOINCREMENT's counter moves with the inserts (and back with a
-    rollback), so no position is ever given twice.
+    Each event's position is given by the planner, before its link is hashed (the link
+    covers it): counted from the store's head, read once under the transaction's write
+    lock, and inserted explicitly. AUTOINCREMENT's counter moves with the inserts (and back
+    with a rollback), so no position is ever given twice.
     """
 
     def __init__(
         self,
         conn: sqlite3.Connection,
+        requests: Sequence[AppendRequest],
         outcomes: list[Outcome],
-        recorded_at: int,
-        new_ids: int,
+        recorded_at: int,  # one time for the group: when it was written
         inline: Sequence[InlineHook] = (),
         key: bytes | None = None,
     ) -> None:
         self.conn = conn
         self.inline = inline
-        self.key = key
-        self.links: dict[str, bytes | None] = {}
-        """The hash of each stream's last event, as the group goes (``chain.link``)."""
         self.outcomes = outcomes
-        self.recorded_at = recorded_at  # one time for the group: when it was written
-        self.fresh_ids = iter(new_event_ids(new_ids))  # drawn for the group at once
-        self.heads: dict[str, tuple[int | None, int]] = {}
-        self.position: int | None = None
-        """The last position given; None: read the store's head before the next."""
-        self.rows: list[tuple[Any, ...]] = []
+        streams, ids = lookups(r.appends for r in requests)
+        earlier = _existing(conn, ids) if ids else {}
+        self.planner = Planner(_heads(conn, streams), earlier, head(conn) + 1, recorded_at, key)
+        self.rows: list[Row] = []
         self.pending: list[tuple[AppendRequest, list[AppendResult]]] = []
         self.revived: list[str] = []
 
-    def load_heads(self, streams: Sequence[str]) -> None:
-        """Read the last version and state of every stream of the group in one query.
-
-        A correlated ``max(version)`` per stream is one index probe (SQLite's min/max
-        optimisation); ``GROUP BY`` over ``IN (...)`` would scan every event of the streams.
-        """
-        for chunk in range(0, len(streams), 500):
-            names = streams[chunk : chunk + 500]
-            rows = ", ".join(["(?)"] * len(names))
-            for stream, last, state, last_link in self.conn.execute(
-                f"WITH wanted(name) AS (VALUES {rows}) SELECT name,"
-                " (SELECT max(version) FROM events WHERE stream = name),"
-                " (SELECT state FROM streams WHERE stream = name),"
-                " (SELECT hash FROM events WHERE stream = name ORDER BY version DESC LIMIT 1)"
-                " FROM wanted",
-                names,
-            ):
-                self.heads[stream] = (last, LIVE if state is None else state)
-                self.links[stream] = last_link
-
     def add(self, request: AppendRequest) -> None:
-        """Check every part of a request against the heads as they stand in this group (the
-        streams of one request are distinct, so no part can affect another); only if all
-        pass, queue their rows and move the heads."""
-        try:
-            parts = list(map(self._check, request.appends))
-        except _WroteThenFailed:
-            raise  # an earlier request's rows failed to insert: not this request's fault
-        except Exception as error:
-            self.outcomes.append((request, None, error))
-            return
-        if self.inline and any(isinstance(part, _Write) for part in parts):
-            self._add_inline(request, parts)
-            return
-        self.pending.append((request, list(map(self._queue, parts))))
+        """Plan a request against the heads as they stand in this group; queue its rows if
+        it is accepted (a refused request fails alone and leaves nothing)."""
+        plan = self.planner.plan(request.appends)
+        if plan.results is None:
+            self.outcomes.append((request, None, plan.error))
+        elif self.inline and plan.rows:
+            self._add_inline(request, plan)
+        else:
+            self.rows += plan.rows
+            self.revived += plan.revived
+            self.pending.append((request, plan.results))
 
-    def _add_inline(self, request: AppendRequest, parts: list[Checked]) -> None:
+    def _add_inline(self, request: AppendRequest, plan: Plan) -> None:
         """Write the request's rows and run the inline projections on its events inside a
         SAVEPOINT: if a projection raises, the request fails alone and leaves nothing."""
+        assert plan.results is not None
         self.flush()  # the rows of earlier requests stay outside this request's savepoint
-        writes = [part for part in parts if isinstance(part, _Write)]
-        heads = {w.append.stream: self.heads[w.append.stream] for w in writes}
-        links = {w.append.stream: self.links[w.append.stream] for w in writes}
-        position = self.position
         self.conn.execute("SAVEPOINT inline")
         try:
-            self.pending.append((request, list(map(self._queue, parts))))
+            self.rows, self.revived = plan.rows, plan.revived
+            self.pending.append((request, plan.results))
             events = self.flush()
             for hook in self.inline:
                 hook(self.conn, events)
@@ -273,60 +229,11 @@ class _AppendGroup:
         except Exception as error:
             self.conn.execute("ROLLBACK TO inline")
             self.conn.execute("RELEASE inline")
-            self.heads.update(heads)
-            self.links.update(links)
-            self.position = position
+            self.planner.undo()
             self.outcomes[-1] = (request, None, error)
             log.warning("%s", error)  # "the append to ... was refused by projection ...: ..."
             return
         self.conn.execute("RELEASE inline")
-
-    def _check(self, append: PreparedAppend) -> Checked:
-        """Tombstone, idempotent retry, then expected version; changes nothing."""
-        stream, events, expected = append.stream, append.events, append.expected
-        last, state = self.heads.get(stream) or self._head(stream)
-        if state == TOMBSTONED:
-            raise StreamDeleted(stream)
-        ids = [next(self.fresh_ids) if e.id is None else e.id.bytes for e in events]
-        if any(e.id is not None for e in events):
-            self.flush()  # retries of this very group's appends must be visible
-            replayed = rules.replayed_append(stream, expected, _existing(self.conn, ids))
-            if replayed is not None:
-                return replayed
-        rules.check_version_matches(stream, expected, last, state == SOFT_DELETED)
-        return _Write(append, ids, 0 if last is None else last + 1, state == SOFT_DELETED)
-
-    def _queue(self, part: Checked) -> AppendResult:
-        """Queue a new append's rows at the next positions (a retry: its original result)."""
-        if isinstance(part, AppendResult):
-            return part
-        stream, events = part.append.stream, part.append.events
-        category, at, first, key = rules.category(stream), self.recorded_at, part.first, self.key
-        position = head(self.conn) if self.position is None else self.position
-        previous = self.links[stream]
-        for i, (id_, e) in enumerate(zip(part.ids, events, strict=True)):
-            version, position = first + i, position + 1
-            previous = link(
-                previous, position, stream, version, id_, e.type, e.data, e.metadata, at, key
-            )
-            self.rows.append(
-                (position, id_, stream, category, version, e.type, e.data, e.metadata, at, previous)
-            )
-        self.links[stream], self.position = previous, position
-        self.heads[stream] = (first + len(events) - 1, LIVE)
-        if part.revives:
-            self.revived.append(stream)
-        return AppendResult(first + len(events) - 1, position, len(events))
-
-    def _head(self, stream: str) -> tuple[int | None, int]:
-        try:
-            head = stream_state(self.conn, stream)
-        except StreamDeleted:
-            head = (None, TOMBSTONED)
-        self.heads[stream] = head
-        found = self.conn.execute(_LAST_LINK, (stream,)).fetchone()
-        self.links[stream] = None if found is None else found[0]
-        return head
 
     def flush(self) -> list[RecordedEvent]:
         """Insert the queued rows and answer their requests. Returns the events written
@@ -335,9 +242,11 @@ class _AppendGroup:
         if self.rows:
             try:
                 self.conn.executemany(_INSERT, self.rows)
-                self.conn.executemany(
-                    "UPDATE streams SET state = 0 WHERE stream = ?", [(s,) for s in self.revived]
-                )
+                if self.revived:
+                    self.conn.executemany(
+                        "UPDATE streams SET state = 0 WHERE stream = ?",
+                        [(s,) for s in self.revived],
+                    )
             except Exception as error:
                 raise _WroteThenFailed(error) from error
             if self.inline:
@@ -349,7 +258,7 @@ class _AppendGroup:
 
     def _recorded(self) -> list[RecordedEvent]:
         """The queued rows as the events a reader will see."""
-        decode, at = msgspec.json.decode, moment(self.recorded_at)
+        decode, at = msgspec.json.decode, moment(self.planner.recorded_at)
         return [
             RecordedEvent(
                 uuid.UUID(bytes=id_),
@@ -361,21 +270,45 @@ class _AppendGroup:
                 decode(metadata),
                 at,
             )
-            for position, id_, stream, _, version, type_, data, metadata, _, _ in self.rows
+            for position, stream, _, version, id_, type_, data, metadata, _, _ in self.rows
         ]
 
 
-def _existing(conn: sqlite3.Connection, ids: Sequence[bytes]) -> list[ExistingEvent | None]:
-    """Where each of ``ids`` was already written, if anywhere."""
-    found = {
-        row[0]: ExistingEvent(*row[1:])
-        for row in conn.execute(
-            f"SELECT id, stream, version, position FROM events"
-            f" WHERE id IN ({', '.join('?' * len(ids))})",
-            ids,
-        )
-    }
-    return [found.get(id_) for id_ in ids]
+def _heads(conn: sqlite3.Connection, streams: Sequence[str]) -> dict[str, Head]:
+    """The last version, state and last link of every stream of a group, in one query per
+    500 streams.
+
+    A correlated ``max(version)`` per stream is one index probe (SQLite's min/max
+    optimisation); ``GROUP BY`` over ``IN (...)`` would scan every event of the streams.
+    """
+    heads: dict[str, Head] = {}
+    for chunk in range(0, len(streams), 500):
+        names = streams[chunk : chunk + 500]
+        rows = ", ".join(["(?)"] * len(names))
+        for stream, last, state, last_link in conn.execute(
+            f"WITH wanted(name) AS (VALUES {rows}) SELECT name,"
+            " (SELECT max(version) FROM events WHERE stream = name),"
+            " (SELECT state FROM streams WHERE stream = name),"
+            " (SELECT hash FROM events WHERE stream = name ORDER BY version DESC LIMIT 1)"
+            " FROM wanted",
+            names,
+        ):
+            heads[stream] = Head(last, LIVE if state is None else state, last_link)
+    return heads
+
+
+def _existing(conn: sqlite3.Connection, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, ExistingEvent]:
+    """Where each of ``ids`` was already written, for those that were."""
+    found: dict[uuid.UUID, ExistingEvent] = {}
+    for chunk in range(0, len(ids), 500):
+        raw = [id_.bytes for id_ in ids[chunk : chunk + 500]]
+        for id_, stream, version, position in conn.execute(
+            "SELECT id, stream, version, position FROM events"
+            f" WHERE id IN ({', '.join('?' * len(raw))})",
+            raw,
+        ):
+            found[uuid.UUID(bytes=id_)] = ExistingEvent(stream, version, position)
+    return found
 
 
 class ConnectionThread(threading.Thread):
@@ -500,21 +433,22 @@ class Writer(ConnectionThread):
         outcomes: list[Outcome] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            parts = [a for r in batch if isinstance(r, AppendRequest) for a in r.appends]
-            new_ids = sum(e.id is None for a in parts for e in a.events)
-            appends = _AppendGroup(
-                conn, outcomes, self.clock(), new_ids, self.inline, self.audit_key
-            )
-            appends.load_heads(list({a.stream: None for a in parts}))
-            for request in batch:
-                if isinstance(request, AppendRequest):
-                    appends.add(request)
-                elif isinstance(request, Operation):
+            recorded_at = self.clock()
+            for appending, requests in itertools.groupby(
+                batch, key=lambda r: isinstance(r, AppendRequest)
+            ):
+                if appending:  # consecutive appends: planned together
+                    group = [r for r in requests if isinstance(r, AppendRequest)]
+                    appends = _AppendGroup(
+                        conn, group, outcomes, recorded_at, self.inline, self.audit_key
+                    )
+                    for request in group:
+                        appends.add(request)
                     appends.flush()
-                    appends.heads.clear()  # the operation may change stream states
-                    appends.position = None  # ... and purge events (the head stays)
-                    self._run(conn, request, outcomes)
-            appends.flush()
+                else:  # operations may change stream states: appends after them read anew
+                    for operation in requests:
+                        assert isinstance(operation, Operation)
+                        self._run(conn, operation, outcomes)
             if self.before_commit is not None:
                 self.before_commit()
             conn.execute("COMMIT")

@@ -1,0 +1,185 @@
+"""Where an append is decided: one planner for every backend, doing no IO.
+
+A backend reads, under its write lock, what the planner needs (``lookups`` names it): the
+head of every stream of the group (``Head``: last version, state, last link), where each
+caller-given event id was already written (``ExistingEvent``), and the next position of the
+log. ``Planner.plan`` then decides each request of the group in order, against the heads as
+they move within the group:
+
+1. a tombstoned stream refuses everything (``StreamDeleted``);
+2. an append whose ids were all written before, as this very batch, is a retry: it is
+   answered with the original result and writes nothing; ids partly or otherwise written
+   are an ``IdempotencyConflict``;
+3. otherwise the expected version must match (``WrongExpectedVersion``); a soft-deleted
+   stream counts as empty, and writing to it revives it;
+4. each new event gets its position and version, then its link (``chain.link`` covers the
+   position, so positions are given before anything is hashed).
+
+A request may append to several distinct streams (``append_many``): every part is checked
+before any is planned, so a refused request plans nothing. The backend writes the rows a
+plan returns, in order, and marks the streams it revives live. ``undo`` forgets the last
+plan (an inline projection refused it after its rows were written inside a savepoint).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Final
+
+import msgspec
+
+from eskit.errors import IdempotencyConflict, StreamDeleted, WrongExpectedVersion
+from eskit.store import rules
+from eskit.store.chain import link
+from eskit.store.ids import new_event_ids
+from eskit.store.model import AppendResult
+from eskit.store.rules import ExistingEvent, PreparedAppend
+
+LIVE, SOFT_DELETED, TOMBSTONED = 0, 1, 2
+"""A stream's state, as the ``streams`` tables store it."""
+
+
+class Head(msgspec.Struct, frozen=True, gc=False):
+    """A stream as the group finds it: its last version (None: no events), its state and
+    the link of its last event (None: no events, or none written with a link)."""
+
+    last: int | None = None
+    state: int = LIVE
+    link: bytes | None = None
+
+
+NEW_STREAM: Final = Head()
+
+Row = tuple[int, str, str, int, bytes, str, str, str, int, bytes]
+"""An event to insert: position, stream, category, version, id (16 bytes), type, data,
+metadata (JSON text), recorded_at (microseconds since the epoch) and link; the field order
+of ``chain.ChainRow``."""
+
+Refusal = StreamDeleted | WrongExpectedVersion | IdempotencyConflict
+"""What a request can be refused with: it fails alone, the rest of its group goes on."""
+
+
+class Plan(msgspec.Struct, frozen=True, gc=False):
+    """What one request comes to: its results (one per part: written or replayed) or the
+    error refusing it, and the rows to insert and streams to revive (none if refused)."""
+
+    results: list[AppendResult] | None
+    error: Refusal | None
+    rows: list[Row]
+    revived: list[str]
+
+
+def lookups(requests: Iterable[Sequence[PreparedAppend]]) -> tuple[list[str], list[uuid.UUID]]:
+    """What a backend must read before planning ``requests``: their streams (each once, in
+    order) and the ids their callers gave (those may have been written before)."""
+    streams: dict[str, None] = {}
+    ids: list[uuid.UUID] = []
+    for appends in requests:
+        for append in appends:
+            streams[append.stream] = None
+            ids += [e.id for e in append.events if e.id is not None]
+    return list(streams), ids
+
+
+class Planner:
+    """Decides the requests of one group, in order; see the module's docstring."""
+
+    def __init__(
+        self,
+        heads: Mapping[str, Head],
+        earlier: Mapping[uuid.UUID, ExistingEvent],
+        first_position: int,
+        recorded_at: int,
+        key: bytes | None = None,
+    ) -> None:
+        """``heads`` of every stream the group appends to and ``earlier``, where each
+        caller-given id of the group was written before (those not written: absent);
+        ``first_position``: the position of the group's first event; ``recorded_at``:
+        the group's time (microseconds since the epoch); ``key``: the audit key of the
+        links. Events without an id get a fresh one (``ids.new_event_ids``)."""
+        self.heads = dict(heads)
+        """Each stream's head as the group goes: after the group, the heads it leaves."""
+        self.earlier = dict(earlier)
+        self.next_position = first_position
+        self.recorded_at = recorded_at
+        self.key = key
+        self._undo: tuple[int, list[tuple[str, Head]], list[uuid.UUID]] | None = None
+
+    def plan(self, appends: Sequence[PreparedAppend]) -> Plan:
+        """Decide one request (the appends of one call, to distinct streams): all its parts
+        are written or replayed, or none is and the plan holds the error."""
+        try:
+            checked = [self._check(append) for append in appends]
+        except (StreamDeleted, WrongExpectedVersion, IdempotencyConflict) as error:
+            self._undo = None
+            return Plan(None, error, [], [])
+        rows: list[Row] = []
+        revived: list[str] = []
+        results: list[AppendResult] = []
+        undo = self._undo = (self.next_position, [], [])
+        for append, head in zip(appends, checked, strict=True):
+            if isinstance(head, AppendResult):
+                results.append(head)
+            else:
+                undo[1].append((append.stream, head))
+                results.append(self._queue(append, head, rows, undo[2]))
+                if head.state == SOFT_DELETED:
+                    revived.append(append.stream)
+        return Plan(results, None, rows, revived)
+
+    def undo(self) -> None:
+        """Forget the last plan, as if its request had never come: its positions will be
+        given again, its ids are unwritten and its streams' heads are as before."""
+        if self._undo is None:
+            return
+        self.next_position, heads, ids = self._undo
+        self.heads.update(heads)
+        for id_ in ids:
+            del self.earlier[id_]
+        self._undo = None
+
+    def _check(self, append: PreparedAppend) -> AppendResult | Head:
+        """The original result of a retry, or the head a new append writes after; raises
+        the refusal. Changes nothing."""
+        stream, expected = append.stream, append.expected
+        head = self.heads[stream]
+        if head.state == TOMBSTONED:
+            raise StreamDeleted(stream)
+        events = append.events
+        if self.earlier and any(e.id is not None for e in events):
+            earlier = self.earlier
+            existing = [None if e.id is None else earlier.get(e.id) for e in events]
+            replayed = rules.replayed_append(stream, expected, existing)
+            if replayed is not None:
+                return replayed
+        rules.check_version_matches(stream, expected, head.last, head.state == SOFT_DELETED)
+        return head
+
+    def _queue(
+        self, append: PreparedAppend, head: Head, rows: list[Row], given: list[uuid.UUID]
+    ) -> AppendResult:
+        """Number, version and link the append's events into ``rows``; move the heads."""
+        stream = append.stream
+        category, at, key = rules.category(stream), self.recorded_at, self.key
+        events = append.events
+        fresh = iter(new_event_ids(sum(e.id is None for e in events)))
+        version = -1 if head.last is None else head.last
+        position = self.next_position - 1
+        previous = head.link
+        earlier = self.earlier
+        for e in events:
+            version += 1
+            position += 1
+            if e.id is None:
+                id_ = next(fresh)
+            else:
+                id_ = e.id.bytes
+                earlier[e.id] = ExistingEvent(stream, version, position)
+                given.append(e.id)
+            kind, data, meta = e.type, e.data, e.metadata
+            previous = link(previous, position, stream, version, id_, kind, data, meta, at, key)
+            rows.append((position, stream, category, version, id_, kind, data, meta, at, previous))
+        self.next_position = position + 1
+        self.heads[stream] = Head(version, LIVE, previous)
+        return AppendResult(version, position, len(events))
