@@ -121,6 +121,37 @@ async def test_deleted_streams_fail_and_revive_as_the_long_way_does(anyio_backen
             assert await cursor.fetchone() in (None, (0,))
 
 
+async def test_appends_after_an_operation_in_a_group_see_what_it_did(anyio_backend: str) -> None:
+    """A group holding an operation plans each run of appends around it afresh: the run after
+    a tombstone sees it, and ids written by the run before are replays."""
+    url = postgres.store_url()
+    async with open_counting(url) as store:
+        await store.append("warm-1", [eskit.NewEvent("A", {})])
+        given = uuid.uuid4()
+        first = [eskit.NewEvent("A", {}, id=given)]
+        CountingWriter.long_way = 0
+        outcomes = await asyncio.gather(  # queued together: one group, one transaction
+            store.append("kept-1", first, eskit.NO_STREAM),
+            store.append("gone-1", [eskit.NewEvent("A", {})], eskit.NO_STREAM),
+            store.tombstone_stream("gone-1"),
+            store.append("gone-1", [eskit.NewEvent("B", {})]),
+            store.append("kept-1", first, eskit.NO_STREAM),
+            store.append("kept-1", [eskit.NewEvent("B", {})], 0),
+            return_exceptions=True,
+        )
+        assert CountingWriter.long_way == 1  # an operation: the long way, for all of them
+        assert outcomes[0] == eskit.AppendResult(0, 2, 1), outcomes
+        assert outcomes[1] == eskit.AppendResult(0, 3, 1), outcomes
+        assert outcomes[2] is None, outcomes
+        assert isinstance(outcomes[3], eskit.StreamDeleted), outcomes
+        assert outcomes[4] == outcomes[0], outcomes  # the retry is answered, not written
+        assert outcomes[5] == eskit.AppendResult(1, 4, 1), outcomes
+        written = [(e.stream, e.version, e.position) async for e in store.read_all()]
+        assert written == [("warm-1", 0, 1), ("kept-1", 0, 2), ("gone-1", 0, 3), ("kept-1", 1, 4)]
+        report = await verify(store)
+    assert report.ok, report
+
+
 NASTY = "it's \\ a \"quote\"'); COMMIT; DROP TABLE x; --"
 
 

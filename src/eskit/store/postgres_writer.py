@@ -1,20 +1,20 @@
 """The PostgreSQL writer: one task per store that commits every write of the process in
-groups, and the group it checks each request against.
+groups, each request decided by the append planner (``planner``).
 
 - Group commit: every write of this process is queued to the writer task, which takes all
-  the requests waiting, runs them in one transaction (one lock, one WAL flush) and checks
-  each on its own against the stream heads as they stand inside the group (``Group``), so
-  a conflict fails that request alone. Callers are answered after COMMIT; if the
-  transaction fails, each request is tried again alone so that one bad request cannot fail
-  the others.
+  the requests waiting, runs them in one transaction (one lock, one WAL flush) and has
+  the planner decide each on its own against the stream heads as they stand inside the
+  group (``Group``), so a conflict fails that request alone. Callers are answered after
+  COMMIT; if the transaction fails, each request is tried again alone so that one bad
+  request cannot fail the others.
 - Every event's hash link covers its position, so the writer numbers and hashes the rows
   itself, from a head it knows: the long way locks the head row and reads it first.
 - One statement per group when it can: the writer remembers the log's head and the stream
-  heads it saw commit, checks a group against them here (``rules``, the one place the
-  rules live), numbers and hashes its rows from that head and sends it to
+  heads it saw commit, plans a group from them (``planner``, the one place an append is
+  decided), which numbers and hashes its rows from that head, and sends it to
   ``eskit_append_group`` (migration 005, ``postgres_append``), which writes it only if the
   heads still hold; otherwise, and for operations, retries and inline projections, the
-  group runs the long way (lock, read the heads, check, insert), with the same outcome.
+  group runs the long way (lock, read the heads, plan, insert), with the same outcome.
 """
 
 from __future__ import annotations
@@ -23,17 +23,16 @@ import asyncio
 import functools
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 import msgspec
 import psycopg
 import psycopg_pool
 
-from eskit.errors import StoreError, StoreUnavailable, StreamDeleted
-from eskit.store import rules
+from eskit.errors import StoreError, StoreUnavailable
 from eskit.store.base import Clock
-from eskit.store.chain import link
-from eskit.store.model import ANY, NO_STREAM, AppendResult, RecordedEvent
+from eskit.store.model import ANY, NO_STREAM, RecordedEvent
+from eskit.store.planner import LIVE, NEW_STREAM, Head, Planner, Row, lookups
 from eskit.store.postgres_append import (
     append_group,
     append_group_and_commit,
@@ -41,27 +40,14 @@ from eskit.store.postgres_append import (
     roll_back,
 )
 from eskit.store.postgres_inline import InlineGroup, InlineProjections, Refused
-from eskit.store.postgres_reads import LIVE, SOFT_DELETED, TOMBSTONED
 from eskit.store.rules import ExistingEvent, PreparedAppend
-from eskit.store.sqlite_writer import micros, moment
+from eskit.store.sqlite_writer import micros, recorded
 
 _INSERT: Final = (
-    "INSERT INTO eskit_events (position, id, stream, category, version, type, data, metadata,"
+    "INSERT INTO eskit_events (position, stream, category, version, id, type, data, metadata,"
     " recorded_at, hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
-_ROW_KEYS: Final = (
-    "position",
-    "id",
-    "stream",
-    "category",
-    "version",
-    "type",
-    "data",
-    "metadata",
-    "_",
-    "hash",
-)
-"""The names of a ``Group`` row's values in ``eskit_append_group``'s JSON."""
+"""A planner's row (``planner.Row``), its id as a UUID."""
 _KNOWN_STREAMS: Final = 10_000
 """At most this many stream heads are remembered for the one-statement path."""
 Connection = psycopg.AsyncConnection[Any]
@@ -88,50 +74,45 @@ class Request:
         self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
 
-class Head(NamedTuple):
-    """A stream as the writer last saw it commit: what the one-statement path expects."""
-
-    last: int | None
-    state: int
-    link: bytes | None
-
-
-class _Mark(NamedTuple):
-    """How far a group had got before an append, to forget the append if it is refused."""
-
-    head: int
-    rows: int
-    revived: int
-    heads: dict[str, tuple[int | None, int] | None]
-    links: dict[str, bytes | None]
-
-
 class Group:
-    """The writes of one transaction: checked request by request against the heads as they
-    stand in the group, rows numbered from the locked head and inserted together."""
+    """The writes of one transaction: each run of appends between operations decided by a
+    ``Planner`` (from the heads and ids read for the run, or expected), its rows inserted
+    together."""
 
     def __init__(
-        self, conn: Connection, head: int, recorded_at: int, key: bytes | None = None
+        self, conn: Connection, start: int, recorded_at: int, key: bytes | None = None
     ) -> None:
         self.conn = conn
-        self.start = head
+        self.start = start
         """The log's head before the group: its rows are numbered (and hashed) from here."""
-        self.head = head
         self.recorded_at = recorded_at
         self.key = key
-        self.heads: dict[str, tuple[int | None, int]] = {}
-        self.links: dict[str, bytes | None] = {}
-        """The link of each stream's last event, as the group goes (``chain.link``)."""
-        self.earlier: dict[uuid.UUID, ExistingEvent] = {}
-        self.rows: list[tuple[Any, ...]] = []
+        self.planner = Planner({}, {}, start + 1, recorded_at, key)
+        """The planner of the current run (a run of appends between operations)."""
+        self.rows: list[Row] = []
         self.revived: list[str] = []
 
+    @property
+    def head(self) -> int:
+        """The log's head after the rows planned so far."""
+        return self.planner.next_position - 1
+
+    def expect(self, heads: dict[str, Head]) -> None:
+        """Plan from ``heads`` instead of reading them (the one-statement path): every
+        stream of the group must be in it."""
+        self.planner = Planner(heads, {}, self.head + 1, self.recorded_at, self.key)
+
+    def forget(self) -> None:
+        """Drop the heads planned from (an operation may have changed them)."""
+        self.expect({})
+
     async def load(self, requests: list[Request]) -> None:
-        """The heads of every stream and the earlier home of every id that may have been
-        written before, in two queries. Planned afresh each time (``prepare=False``): a
-        plan cached while the table was small would scan it whole for ever after."""
-        appends = [a for r in requests if r.appends for a in r.appends]
-        streams = list({a.stream: None for a in appends})
+        """Plan the run ``requests`` from what is written: the heads of its streams and the
+        earlier home of every id that may have been written before, in two queries. Planned
+        afresh each time (``prepare=False``): a plan cached while the table was small would
+        scan it whole for ever after."""
+        streams, _ = lookups(r.appends for r in requests if r.appends)
+        heads: dict[str, Head] = {}
         if streams:
             cursor = await self.conn.execute(
                 "SELECT s.name, (SELECT max(version) FROM eskit_events WHERE stream = s.name),"
@@ -143,8 +124,8 @@ class Group:
                 prepare=False,
             )
             for stream, last, state, last_link in await cursor.fetchall():
-                self.heads[stream] = (last, LIVE if state is None else state)
-                self.links[stream] = last_link
+                heads[stream] = Head(last, LIVE if state is None else state, last_link)
+        earlier: dict[uuid.UUID, ExistingEvent] = {}
         ids = _ids_to_look_up(requests)
         if ids:
             cursor = await self.conn.execute(
@@ -153,7 +134,8 @@ class Group:
                 prepare=False,
             )
             for id_, stream, version, position in await cursor.fetchall():
-                self.earlier[id_] = ExistingEvent(stream, version, position)
+                earlier[id_] = ExistingEvent(stream, version, position)
+        self.planner = Planner(heads, earlier, self.head + 1, self.recorded_at, self.key)
 
     def add_all(
         self,
@@ -161,117 +143,58 @@ class Group:
         outcomes: list[Outcome],
         inline: Callable[[list[RecordedEvent]], None] | None = None,
     ) -> None:
-        """Add each request, and give the events of each to ``inline`` (inline projections)
+        """Plan each request, and give the events of each to ``inline`` (inline projections)
         at once; a request it refuses is forgotten. A request that fails fails alone."""
+        planner = self.planner
         for request in requests:
             assert request.appends is not None
-            mark = self._mark(request.appends)
-            try:
-                results = self.add(request.appends)
-                if inline is not None and len(self.rows) > mark.rows:
-                    inline(self._events_since(mark))
-            except (Refused, psycopg.OperationalError):
-                raise  # the group must be run again; the connection is gone
-            except Exception as error:
-                self._undo(mark)
-                outcomes.append((request, None, error))
+            plan = planner.plan(request.appends)
+            if plan.error is not None:
+                outcomes.append((request, None, plan.error))
                 continue
-            outcomes.append((request, results, None))
-
-    def add(self, appends: list[PreparedAppend]) -> list[AppendResult]:
-        """Check every part, then number its rows; raises (writing nothing) if one fails."""
-        checked = [self._check(append) for append in appends]
-        results = []
-        for append, outcome in zip(appends, checked, strict=True):
-            if isinstance(outcome, AppendResult):
-                results.append(outcome)
-            else:
-                results.append(self._queue(append, *outcome))
-        return results
-
-    def _check(self, append: PreparedAppend) -> AppendResult | tuple[int, bool]:
-        stream, expected = append.stream, append.expected
-        last, state = self.heads.get(stream, (None, LIVE))
-        if state == TOMBSTONED:
-            raise StreamDeleted(stream)
-        ids = [e.id for e in append.events]
-        if any(id_ is not None for id_ in ids):
-            existing = [None if id_ is None else self.earlier.get(id_) for id_ in ids]
-            replayed = rules.replayed_append(stream, expected, existing)
-            if replayed is not None:
-                return replayed
-        rules.check_version_matches(stream, expected, last, state == SOFT_DELETED)
-        return (0 if last is None else last + 1, state == SOFT_DELETED)
-
-    def _queue(self, append: PreparedAppend, first: int, revives: bool) -> AppendResult:
-        stream, events = append.stream, append.events
-        category, at, key = rules.category(stream), self.recorded_at, self.key
-        previous = self.links.get(stream)
-        for i, event in enumerate(events):
-            self.head += 1
-            id_ = event.id
-            assert id_ is not None, "ids are given before the first attempt (PostgresStore)"
-            version, kind, data, meta = first + i, event.type, event.data, event.metadata
-            previous = link(previous, self.head, stream, version, id_, kind, data, meta, at, key)
-            self.rows.append(
-                (self.head, id_, stream, category, version, kind, data, meta, at, previous)
-            )
-            self.earlier[id_] = ExistingEvent(stream, first + i, self.head)
-        self.heads[stream] = (first + len(events) - 1, LIVE)
-        self.links[stream] = previous
-        if revives:
-            self.revived.append(stream)
-        return AppendResult(first + len(events) - 1, self.head, len(events))
-
-    def _mark(self, appends: list[PreparedAppend]) -> _Mark:
-        heads = {a.stream: self.heads.get(a.stream) for a in appends}
-        links = {a.stream: self.links.get(a.stream) for a in appends}
-        return _Mark(self.head, len(self.rows), len(self.revived), heads, links)
-
-    def _undo(self, mark: _Mark) -> None:
-        """Forget what was queued since ``mark`` (its positions are given again)."""
-        for row in self.rows[mark.rows :]:
-            del self.earlier[row[1]]
-        del self.rows[mark.rows :], self.revived[mark.revived :]
-        self.head = mark.head
-        for stream, head in mark.heads.items():
-            if head is None:
-                self.heads.pop(stream, None)
-            else:
-                self.heads[stream] = head
-        self.links.update(mark.links)
-
-    def _events_since(self, mark: _Mark) -> list[RecordedEvent]:
-        """The rows queued since ``mark``, as readers will see them."""
-        decode, at = msgspec.json.decode, moment(self.recorded_at)
-        return [
-            RecordedEvent(id_, stream, version, position, type_, decode(data), decode(meta), at)
-            for position, id_, stream, _, version, type_, data, meta, *_ in self.rows[mark.rows :]
-        ]
-
-    def expect(self, heads: dict[str, Head]) -> None:
-        """Start from ``heads`` instead of loading them (the one-statement path)."""
-        for stream, head in heads.items():
-            self.heads[stream] = (head.last, head.state)
-            self.links[stream] = head.link
+            if inline is not None and plan.rows:
+                try:
+                    inline(recorded(plan.rows))
+                except (Refused, psycopg.OperationalError):
+                    raise  # the group must be run again; the connection is gone
+                except Exception as error:
+                    planner.undo()
+                    outcomes.append((request, None, error))
+                    continue
+            self.rows += plan.rows
+            self.revived += plan.revived
+            outcomes.append((request, plan.results, None))
 
     def known(self) -> dict[str, Head]:
-        """The heads of the group's streams after it: true once it has committed."""
-        return {
-            stream: Head(last, state, self.links.get(stream))
-            for stream, (last, state) in self.heads.items()
-        }
+        """The heads of the current run's streams after it: true once it has committed."""
+        return self.planner.heads
 
     def arguments(
         self, expected: dict[str, Head], given: list[uuid.UUID], channel: str
     ) -> tuple[Any, ...]:
         """``_APPEND_GROUP``'s arguments: the heads expected, the caller's ids, the rows, as
-        JSON (msgspec encodes it far faster than psycopg dumps arrays)."""
+        JSON (msgspec encodes it far faster than psycopg dumps arrays). An id goes as its 32
+        hex digits, which PostgreSQL reads as a UUID."""
         heads = [
             {"stream": stream, "last": head.last, "state": head.state, "link": head.link}
             for stream, head in expected.items()
         ]
-        rows = [dict(zip(_ROW_KEYS, row, strict=True)) for row in self.rows]
+        rows = [
+            {
+                "position": position,
+                "stream": stream,
+                "category": category,
+                "version": version,
+                "id": id_.hex(),
+                "type": type_,
+                "data": data,
+                "metadata": metadata,
+                "hash": hash_,
+            }
+            for position, stream, category, version, id_, type_, data, metadata, _, hash_ in (
+                self.rows
+            )
+        ]
         encode = msgspec.json.encode
         return (
             self.start,
@@ -286,8 +209,12 @@ class Group:
     async def flush(self) -> None:
         """Insert the rows queued so far (before an operation that may read them)."""
         if self.rows:
+            rows = [
+                (position, stream, category, version, uuid.UUID(bytes=id_), *rest)
+                for position, stream, category, version, id_, *rest in self.rows
+            ]
             async with self.conn.cursor() as cursor:
-                await cursor.executemany(_INSERT, self.rows)
+                await cursor.executemany(_INSERT, rows)
             self.rows = []
         if self.revived:
             await self.conn.execute(
@@ -489,7 +416,7 @@ class Writer:
                 if head is None:
                     if append.expected is not NO_STREAM and append.expected is not ANY:
                         return None
-                    head = Head(None, LIVE, None)
+                    head = NEW_STREAM
                 expected[append.stream] = head
         return expected
 
@@ -530,13 +457,12 @@ class Writer:
     async def _group(
         self, conn: Connection, batch: list[Request], outcomes: list[Outcome], savepoints: bool
     ) -> Group:
-        """The body of a group's transaction: lock the head, check and write each request."""
+        """The body of a group's transaction: lock the head, plan and write each request."""
         cursor = await conn.execute("SELECT position FROM eskit_head FOR UPDATE")
         row = await cursor.fetchone()
         assert row is not None
         start = row[0]
         group = Group(conn, start, micros(self.clock()), self.key)
-        await group.load(batch)
         hooks = self.inline.hooks
         inline = InlineGroup(hooks, start, savepoints) if hooks else None
         appends: list[Request] = []
@@ -554,9 +480,7 @@ class Writer:
                 outcomes.append((request, value, None))
             except Exception as error:
                 outcomes.append((request, None, error))
-            group.heads.clear()  # the operation may have changed stream states
-            group.links.clear()
-            await group.load(batch)
+            group.forget()  # the operation may have changed stream states
         await self._add(conn, group, appends, outcomes, inline, last=True)
         await group.flush()
         if group.head != start:  # the new head and the wake-up in one statement
@@ -577,9 +501,12 @@ class Writer:
         inline: InlineGroup | None,
         last: bool = False,
     ) -> None:
-        """Add a run of append requests to the group. With inline projections, on their
-        thread (one hop for the run), which sends their waiting writes at the end of the run
-        and, after the group's last appends, moves their checkpoints."""
+        """Plan a run of append requests (read what it needs first) and add it to the group.
+        With inline projections, on their thread (one hop for the run), which sends their
+        waiting writes at the end of the run and, after the group's last appends, moves
+        their checkpoints."""
+        if requests:
+            await group.load(requests)
         if inline is None:
             group.add_all(requests, outcomes)
             return

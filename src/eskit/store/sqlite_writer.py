@@ -250,28 +250,30 @@ class _AppendGroup:
             except Exception as error:
                 raise _WroteThenFailed(error) from error
             if self.inline:
-                written = self._recorded()
+                written = recorded(self.rows)
         for request, results in self.pending:
             self.outcomes.append((request, results, None))
         self.rows, self.pending, self.revived = [], [], []
         return written
 
-    def _recorded(self) -> list[RecordedEvent]:
-        """The queued rows as the events a reader will see."""
-        decode, at = msgspec.json.decode, moment(self.planner.recorded_at)
-        return [
-            RecordedEvent(
-                uuid.UUID(bytes=id_),
-                stream,
-                version,
-                position,
-                type_,
-                decode(data),
-                decode(metadata),
-                at,
-            )
-            for position, stream, _, version, id_, type_, data, metadata, _, _ in self.rows
-        ]
+
+def recorded(rows: Sequence[Row]) -> list[RecordedEvent]:
+    """Rows a planner gave (``planner.Row``) as the events a reader will see: what inline
+    projections are given (SQLite and PostgreSQL)."""
+    decode = msgspec.json.decode
+    return [
+        RecordedEvent(
+            uuid.UUID(bytes=id_),
+            stream,
+            version,
+            position,
+            type_,
+            decode(data),
+            decode(metadata),
+            moment(at),
+        )
+        for position, stream, _, version, id_, type_, data, metadata, at, _ in rows
+    ]
 
 
 def _heads(conn: sqlite3.Connection, streams: Sequence[str]) -> dict[str, Head]:
