@@ -52,6 +52,12 @@ def test_all_lists_exactly_the_public_names() -> None:
     assert set(eskit.__all__) == PUBLIC
 
 
+def test_the_version_is_public_beside_the_names() -> None:
+    """``eskit.__version__`` is public too, outside ``__all__`` as is usual for dunders."""
+    assert isinstance(eskit.__version__, str)
+    assert "__version__" not in eskit.__all__
+
+
 def test_every_public_name_exists() -> None:
     for name in PUBLIC:
         assert hasattr(eskit, name), name

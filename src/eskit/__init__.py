@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# The one place the version lives: pyproject.toml reads it from here when building.
+__version__ = "0.1.0"
+
 from eskit.application import (
     AlsoAppend,
     CommandBus,

@@ -217,6 +217,7 @@ async def test_the_openapi_document_and_docs_are_served(api: Api) -> None:
     document = (await api.http.get("/openapi.json")).json()
     operations = {op["operationId"] for path in document["paths"].values() for op in path.values()}
     assert {"read_stream", "append_to_stream", "read_log", "follow_log"} <= operations
+    assert document["info"]["version"] == eskit.__version__
     assert "command_CreateInvoice" in operations
     schemas = document["components"]["schemas"]
     assert schemas["CreateInvoice"]["required"] == [

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
-from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import Depends, FastAPI
 from fastapi.security import HTTPBearer
@@ -18,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match, Route
 
+from eskit import __version__
 from eskit.application.commands import CommandBus
 from eskit.store import rules
 from eskit.store.base import EventStore
@@ -89,7 +89,7 @@ def create_app(
         finally:
             ctx.closing.set()
 
-    app = FastAPI(title=title, version=_version(), lifespan=run, redoc_url=None)
+    app = FastAPI(title=title, version=__version__, lifespan=run, redoc_url=None)
     app.state.eskit = ctx
     app.add_middleware(BodyLimit, max_body=settings.max_body)
     app.add_exception_handler(HTTPException, _http_error)
@@ -133,10 +133,3 @@ def _methods_at(request: Request) -> set[str]:
         if match is not Match.NONE and isinstance(route, Route):
             methods |= route.methods or set()
     return methods
-
-
-def _version() -> str:
-    try:
-        return version("eskit")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "0"
