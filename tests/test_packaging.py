@@ -25,6 +25,7 @@ NOT_SOURCE = (
     ".artifacts",
     ".hypothesis",
     "build",
+    "site",
     "dist",
     "*.egg-info",
     "__pycache__",
