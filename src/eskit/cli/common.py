@@ -1,5 +1,5 @@
 """What every command shares: consoles, running a coroutine with clear errors, opening the
-store, progress bars, and turning values into table cells."""
+store, progress bars, times for people (tables: ``records``)."""
 
 from __future__ import annotations
 
@@ -157,11 +157,6 @@ def progress_bar(description: str, unit: str = "events") -> Iterator[Phase]:
     """One progress bar (see ``progress_bars``)."""
     with progress_bars(description, unit=unit) as (update,):
         yield update
-
-
-def cell(value: object) -> Text:
-    """A table cell showing ``value`` literally (names may hold rich markup like ``[b]``)."""
-    return Text("" if value is None else str(value))
 
 
 def when(moment: dt.datetime | int | None) -> str:

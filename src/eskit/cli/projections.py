@@ -14,13 +14,11 @@ from typing import Annotated, Any, TypeVar
 
 import msgspec
 import typer
-from rich.table import Table
 from rich.text import Text
 
 import eskit
 from eskit.cli.common import (
     Url,
-    cell,
     err,
     fail,
     import_attribute,
@@ -363,12 +361,18 @@ def work(
     Example: eskit projections work postgresql://db/app invoice_totals --app app:projections
     """
     rows = run(_work(url, name, spec, partitions, lease))
-    table = Table(title=f"partitions of {name}")
-    for column in ("partition", "position", "owner"):
-        table.add_column(column, justify="left" if column == "owner" else "right")
-    for row in rows:
-        table.add_row(cell(row.partition), cell(row.position), cell(row.owner or "free"))
-    out().print(table)
+    records = [
+        {"partition": row.partition, "position": row.position, "owner": row.owner or "free"}
+        for row in rows
+    ]
+    show_records(PARTITION_COLUMNS, records, title=f"partitions of {name}", as_json=False)
+
+
+PARTITION_COLUMNS = (
+    Column("partition", right=True),
+    Column("position", right=True),
+    Column("owner", names=True),
+)
 
 
 async def _work(

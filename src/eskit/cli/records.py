@@ -64,7 +64,7 @@ def show_records(
             typer.echo(msgspec.json.encode({c.key: record.get(c.key) for c in columns}).decode())
         return
     shown = [c for c in columns if not c.optional or any(_filled(r.get(c.key)) for r in records)]
-    table = Table(title=title, title_justify="left")
+    table = Table()
     for column in shown:
         table.add_column(
             column.header or column.key.replace("_", " "),
@@ -75,7 +75,9 @@ def show_records(
         )
     for record in records:
         table.add_row(*(column.text(record.get(column.key)) for column in shown))
-    out().print(table)
+    console = out()
+    console.print(Text(title, style="italic", overflow="fold"))  # the terminal's width
+    console.print(table)
 
 
 def _filled(value: object) -> bool:
