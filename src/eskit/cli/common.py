@@ -123,7 +123,7 @@ def progress_bars(*phases: str, unit: str = "events") -> Iterator[list[Phase]]:
     )
     columns = [
         TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
+        BarColumn(bar_width=None),  # what the counts leave: they stay whole at 80 columns
         TaskProgressColumn(),
         *counts,
         TimeRemainingColumn(),
