@@ -4,6 +4,7 @@ projections of ``tests/cli/apps.py`` loaded through ``--app``."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sqlite3
 import threading
@@ -35,9 +36,12 @@ def read_model(url: str) -> list[tuple[str, int]]:
 
 
 def status_rows(url: str) -> dict[str, list[str]]:
-    result = invoke(["projections", "status", url])
+    """Each projection's status, read through ``--json``: its values in the table's order
+    (name, version, position, lag, status, updated, rebuild, skips, partitions, error)."""
+    result = invoke(["projections", "status", url, "--json"])
     assert result.exit_code == 0, result.output
-    return {row[0]: row for row in rows(result.stdout)}
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    return {r["name"]: ["" if v is None else str(v) for v in r.values()] for r in records}
 
 
 def catch_up(url: str, app: str = "tests.cli.apps:projections") -> None:

@@ -155,6 +155,8 @@ def test_rotate_rewraps_with_the_new_master_key(
     assert status.exit_code == 0
     assert new.id in status.output
     assert master.id not in status.output
+    listed = invoke(["keys", "status", keys, "--json"])
+    assert listed.stdout == f'{{"master_key_id":"{new.id}","subject_keys":2}}\n'
 
 
 def test_rotate_without_the_old_key_says_which_it_needs(

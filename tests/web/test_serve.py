@@ -36,6 +36,10 @@ def test_tokens_are_created_listed_and_revoked(tmp_path: Path) -> None:
     assert "ci" in listed.stdout
     assert "write:invoice" in listed.stdout
     assert token not in listed.stdout + Path(file).read_text()
+    as_json = invoke(["tokens", "list", "--file", file, "--json"]).stdout
+    (record,) = [json.loads(line) for line in as_json.splitlines()]
+    assert (record["name"], record["scopes"]) == ("ci", "write:invoice")
+    assert len(str(record["sha256"])) == 12  # the start of the hash only, as in the table
     assert invoke(["tokens", "revoke", "ci", "--file", file]).exit_code == 0
     assert "no tokens" in invoke(["tokens", "list", "--file", file]).stdout
     again = invoke(["tokens", "revoke", "ci", "--file", file])

@@ -4,16 +4,18 @@ example in its help; errors are one red line and exit status 1."""
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
 from eskit.cli import copy, forget, migrate, projections, relay, serve, streams, tokens, transfer
-from eskit.cli.common import Url, opened, out, run
+from eskit.cli.common import Url, opened, run
+from eskit.cli.records import AsJson, Column, show_records
 from eskit.cli.trace import trace_command
 from eskit.cli.verify import verify_command
 
 app = typer.Typer(
     help="eskit: inspect and operate an event store.",
     no_args_is_help=True,
+    # plain click help: typer's rich help shows a flag with a value type (`--help <bool>`)
+    rich_markup_mode=None,
     pretty_exceptions_show_locals=False,  # a crash's locals may hold decrypted personal data
 )
 
@@ -24,17 +26,17 @@ def _root() -> None:
 
 
 @app.command()
-def info(url: Url) -> None:
+def info(url: Url, as_json: AsJson = False) -> None:
     """Show the size of a store.
 
     Example: eskit info sqlite:///./events.db
     """
     position = run(_last_position(url))
-    table = Table(title=url)
-    table.add_column("store")
-    table.add_column("last position", justify="right")
-    table.add_row(url, str(position))
-    out().print(table)
+    record = {"store": url, "last_position": position}
+    show_records(INFO_COLUMNS, [record], title=url, as_json=as_json)
+
+
+INFO_COLUMNS = (Column("store", names=True), Column("last_position", right=True))
 
 
 async def _last_position(url: str) -> int:

@@ -1,5 +1,5 @@
 """What every command shares: consoles, running a coroutine with clear errors, opening the
-store, progress bars, and turning values into table cells."""
+store, progress bars, times for people (tables: ``records``)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from rich.progress import (
     Progress,
     ProgressColumn,
     Task,
+    TaskID,
     TaskProgressColumn,
     TextColumn,
     TimeRemainingColumn,
@@ -104,10 +105,17 @@ class _Rate(ProgressColumn):
         return Text(f"{shown} {self.unit}/s", style="progress.data.speed")
 
 
+Phase = Callable[[int, int], None]
+
+
 @contextlib.contextmanager
-def progress_bar(description: str, unit: str = "events") -> Iterator[Callable[[int, int], None]]:
-    """A progress bar on stderr with rate and time left; yields the ``(done, total)``
-    callback the library's long operations take."""
+def progress_bars(*phases: str, unit: str = "events") -> Iterator[list[Phase]]:
+    """Progress bars on stderr with rate and time left, one per phase of an operation; yields
+    the ``(done, total)`` callbacks the library's long operations take, one per phase.
+
+    A phase's bar appears on its first callback: a command that fails before any work (a
+    missing store) draws none, and one that fails midway takes its bars down, so an error
+    line is never followed by a bar."""
     counts: list[ProgressColumn] = (
         [DownloadColumn(), TransferSpeedColumn()]
         if unit == "bytes"
@@ -115,23 +123,40 @@ def progress_bar(description: str, unit: str = "events") -> Iterator[Callable[[i
     )
     columns = [
         TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
+        BarColumn(bar_width=None),  # what the counts leave: they stay whole at 80 columns
         TaskProgressColumn(),
         *counts,
         TimeRemainingColumn(),
     ]
-    with Progress(*columns, console=err()) as bar:
-        task = bar.add_task(description, total=None)
+    bar = Progress(*columns, console=err())
+    tasks: dict[str, TaskID] = {}
 
+    def phase(description: str) -> Phase:
         def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+            if not tasks:
+                bar.start()
+            if description not in tasks:
+                tasks[description] = bar.add_task(description, total=total)
+            bar.update(tasks[description], completed=done, total=total)
 
+        return update
+
+    try:
+        yield [phase(description) for description in phases]
+    except BaseException:
+        if tasks:  # an error ends the work: take the bars down, print nothing more
+            bar.live.transient = True
+            bar.live.stop()
+        raise
+    if tasks:  # never started: nothing to stop (stopping prints a line when piped)
+        bar.stop()
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, unit: str = "events") -> Iterator[Phase]:
+    """One progress bar (see ``progress_bars``)."""
+    with progress_bars(description, unit=unit) as (update,):
         yield update
-
-
-def cell(value: object) -> Text:
-    """A table cell showing ``value`` literally (names may hold rich markup like ``[b]``)."""
-    return Text("" if value is None else str(value))
 
 
 def when(moment: dt.datetime | int | None) -> str:

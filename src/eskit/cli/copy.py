@@ -9,9 +9,8 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from eskit.cli.common import err, opened, out, progress_bar, run
+from eskit.cli.common import Phase, err, opened, out, progress_bars, run
 from eskit.store.copy import Copied, copy_store
-from eskit.store.transfer import Progress
 
 Source = Annotated[
     str,
@@ -36,8 +35,8 @@ def copy(source: Source, target: Target) -> None:
 
     Example: eskit copy sqlite:///./events.db postgresql://postgres@localhost/app
     """
-    with progress_bar("copying") as bar:
-        copied, apart = run(_copy(source, target, bar))
+    with progress_bars("copying", "verifying") as (copying, verifying):
+        copied = run(_copy(source, target, copying, verifying))
     console = out()
     console.print(
         Text(f"copied {copied.count} events ({copied.copied} appended now)"), soft_wrap=True
@@ -51,40 +50,20 @@ def copy(source: Source, target: Target) -> None:
             soft_wrap=True,
         )
     console.print(Text("the target's log matches the source's"), soft_wrap=True)
-    database = " --database read_models.db" if apart else ""
     err().print(
         Text.assemble(
             ("note: ", "bold yellow"),
             "projections and read models are not copied; rebuild each one on the target:\n"
-            f"  eskit projections rebuild {_shown(target)} NAME --app module:attribute{database}",
-            (
-                "\n(read models in PostgreSQL are not implemented yet: keep them in a SQLite"
-                " file with --database)"
-                if apart
-                else ""
-            ),
+            f"  eskit projections rebuild {_shown(target)} NAME --app module:attribute",
         ),
         soft_wrap=True,
     )
 
 
-async def _copy(source: str, target: str, bar: Progress) -> tuple[Copied, bool]:
-    """Copy with one bar for both phases: the copy fills its first half (source positions),
-    the final read of the target its second half (target positions). Also whether the
-    target's own read models are not in SQLite (``read_models_in_sqlite``), for the note."""
-    head = 0
-
-    def copying(done: int, total: int) -> None:
-        nonlocal head
-        head = total
-        bar(done, 2 * total)
-
-    def verifying(done: int, total: int) -> None:
-        bar(head + done, head + total)
-
+async def _copy(source: str, target: str, copying: Phase, verifying: Phase) -> Copied:
+    """Copy, then read the target back: two phases, each with its own bar."""
     async with opened(source, readonly=True) as reader, opened(target) as writer:
-        copied = await copy_store(reader, writer, copying, verify_progress=verifying)
-        return copied, not writer.read_models_in_sqlite
+        return await copy_store(reader, writer, copying, verify_progress=verifying)
 
 
 def _shown(url: str) -> str:

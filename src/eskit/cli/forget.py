@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from eskit.cli.common import Url, fail, opened, out, run
+from eskit.cli.records import AsJson, Column, show_records
 from eskit.errors import EskitError
 from eskit.store.model import AppendResult
 
@@ -134,19 +134,18 @@ def rotate(
 
 
 @app.command()
-def status(keys: KeysArgument) -> None:
+def status(keys: KeysArgument, as_json: AsJson = False) -> None:
     """Show how many subject keys each master key wraps (to follow a rotation).
 
     Example: eskit keys status sqlite:///./keys.db
     """
     with _keystore(keys) as store:
         counts = store.count_by_master()
-    table = Table(title=f"subject keys in {keys}")
-    table.add_column("master key id")
-    table.add_column("subject keys", justify="right")
-    for master_id, count in sorted(counts.items()):
-        table.add_row(master_id, str(count))
-    out().print(table)
+    records = [{"master_key_id": m, "subject_keys": n} for m, n in sorted(counts.items())]
+    show_records(KEY_COLUMNS, records, title=f"subject keys in {keys}", as_json=as_json)
+
+
+KEY_COLUMNS = (Column("master_key_id", names=True), Column("subject_keys", right=True))
 
 
 def _keyring(

@@ -6,11 +6,11 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 import eskit
-from eskit.cli.common import Url, cell, fail, out, run, when
+from eskit.cli.common import Url, fail, out, run, when
+from eskit.cli.records import Column, show_records
 from eskit.store.postgres_roles import check_role
 
 AppRole = Annotated[
@@ -71,13 +71,14 @@ def migrate(url: Url, app_role: AppRole = None, login: Login = False) -> None:
     if not applied:
         console.print(Text(f"{where} is up to date (version {version})"), soft_wrap=True)
         return
-    timed = any(at is not None for _, _, at in applied)  # a SQLite file records no time
-    table = Table(title=f"migrations applied to {where}")
-    table.add_column("version", justify="right")
-    table.add_column("name")
-    if timed:
-        table.add_column("applied at")
-    for number, name, at in applied:
-        table.add_row(f"{number:03d}", cell(name), *([when(at)] if timed else []))
-    console.print(table)
+    records = [{"version": number, "name": name, "applied_at": at} for number, name, at in applied]
+    title = f"migrations applied to {where}"
+    show_records(MIGRATION_COLUMNS, records, title=title, as_json=False)
     console.print(Text(f"{where} is now at version {version}"), soft_wrap=True)
+
+
+MIGRATION_COLUMNS = (
+    Column("version", right=True, shown=lambda number: f"{number:03d}"),
+    Column("name", names=True),
+    Column("applied_at", optional=True, shown=when),  # a SQLite file records no time
+)

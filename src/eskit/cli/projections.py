@@ -14,13 +14,11 @@ from typing import Annotated, Any, TypeVar
 
 import msgspec
 import typer
-from rich.table import Table
 from rich.text import Text
 
 import eskit
 from eskit.cli.common import (
     Url,
-    cell,
     err,
     fail,
     import_attribute,
@@ -30,6 +28,7 @@ from eskit.cli.common import (
     run,
     when,
 )
+from eskit.cli.records import AsJson, Column, show_records
 from eskit.projections import (
     Database,
     PartitionedWorker,
@@ -134,40 +133,62 @@ async def _on_database(url: str, path: str | None, work: Callable[[sqlite3.Conne
 
 
 @app.command()
-def status(url: Url, database: DatabasePath = None) -> None:
+def status(url: Url, database: DatabasePath = None, as_json: AsJson = False) -> None:
     """Show every projection: checkpoint, lag behind the log, status, rebuild progress, skips.
 
     Example: eskit projections status sqlite:///./events.db
     """
     head, rows = run(_status(url, database))
-    if not rows:
+    if not rows and not as_json:
         out().print(Text(f"no projections have run on {url}"))
         return
-    table = Table(title=f"projections of {url} (head {head})")
-    columns = ("name", "version", "position", "lag", "status", "updated", "rebuild", "skips")
-    for column in (*columns, "partitions"):
-        right = column in ("version", "position", "lag", "skips", "partitions")
-        table.add_column(column, justify="right" if right else "left")
-    table.add_column("error", overflow="fold")
+    records = []
     for row in rows:
         state, rebuild = row.state, row.rebuild
         progress = ""
         if rebuild is not None:
             share = 100 * rebuild.position // head if head else 100
             progress = f"v{rebuild.version}: {rebuild.position}/{head} ({share}%)"
-        table.add_row(
-            cell(state.name),
-            cell(state.version),
-            cell(row.position),
-            cell(max(0, head - row.position)),
-            _styled(row.status),
-            when(state.updated_at),
-            progress,
-            cell(row.skips),
-            cell(row.workers),
-            cell(row.error),
+        records.append(
+            {
+                "name": state.name,
+                "version": state.version,
+                "position": row.position,
+                "lag": max(0, head - row.position),
+                "status": row.status,
+                "updated": state.updated_at,
+                "rebuild": progress,
+                "skips": row.skips,
+                "partitions": row.workers,
+                "error": row.error,
+            }
         )
-    out().print(table)
+    title = f"projections of {url} (head {head})"
+    show_records(STATUS_COLUMNS, records, title=title, as_json=as_json)
+
+
+_COLOURS = {"running": "green", "stuck": "bold red", "failing": "red", "rebuilding": "yellow"}
+_STATUS = Column("status", names=True, style=lambda s: _COLOURS.get(s, ""))
+STATUS_COLUMNS = (
+    Column("name", names=True),
+    Column("version", "v", right=True),
+    Column("position", right=True),
+    Column("lag", right=True),
+    _STATUS,
+    Column("updated", optional=True, shown=when),
+    Column("rebuild", optional=True),
+    Column("skips", right=True, optional=True),
+    Column("partitions", right=True, optional=True),
+    Column("error", optional=True),
+)
+RUN_COLUMNS = (
+    Column("name", names=True),
+    Column("version", "v", right=True),
+    Column("position", right=True),
+    Column("lag", right=True),
+    _STATUS,
+    Column("error", optional=True),
+)
 
 
 async def _status(url: str, path: str | None) -> tuple[int, list[_Row]]:
@@ -182,16 +203,12 @@ async def _status(url: str, path: str | None) -> tuple[int, list[_Row]]:
         return head, await database.read(read)
 
 
-def _styled(status: str) -> Text:
-    colour = {"running": "green", "stuck": "bold red", "failing": "red", "rebuilding": "yellow"}
-    return Text(status, style=colour.get(status, ""))
-
-
 def _error(error: str | None, position: int | None, event_type: str | None) -> str:
     """The error and the event it is about (a failed tick is about none)."""
     if error is None or position is None:
         return error or ""
-    return f"at {position} ({event_type}): {error}"
+    about = f" ({event_type})" if event_type else ""
+    return f"at {position}{about}: {error}"
 
 
 @app.command()
@@ -253,6 +270,7 @@ def run_projections(
     until_caught_up: Annotated[
         bool, typer.Option(help="Catch up to the current head once, then exit.")
     ] = False,
+    as_json: AsJson = False,
 ) -> None:
     """Run projections: catch up, then follow the log until Ctrl-C or SIGTERM.
 
@@ -261,20 +279,18 @@ def run_projections(
     Example: eskit projections run sqlite:///./events.db --app myapp.read:projections
     """
     statuses = run(_run(url, spec, until_caught_up))
-    table = Table(title=f"projections of {url}")
-    for column in ("name", "version", "position", "lag", "status"):
-        table.add_column(column, justify="left" if column in ("name", "status") else "right")
-    table.add_column("error", overflow="fold")
-    for s in statuses:
-        table.add_row(
-            cell(s.name),
-            cell(s.version),
-            cell(s.position),
-            cell(s.lag),
-            _styled(s.status),
-            cell(_error(s.error, s.error_position, None)),
-        )
-    out().print(table)
+    records = [
+        {
+            "name": s.name,
+            "version": s.version,
+            "position": s.position,
+            "lag": s.lag,
+            "status": s.status,
+            "error": _error(s.error, s.error_position, s.error_type),
+        }
+        for s in statuses
+    ]
+    show_records(RUN_COLUMNS, records, title=f"projections of {url}", as_json=as_json)
     stuck = [s.name for s in statuses if s.status == "stuck"]
     if stuck:
         fail(f"stuck: {', '.join(stuck)} (see the error; fix the code, or skip the event)")
@@ -345,12 +361,18 @@ def work(
     Example: eskit projections work postgresql://db/app invoice_totals --app app:projections
     """
     rows = run(_work(url, name, spec, partitions, lease))
-    table = Table(title=f"partitions of {name}")
-    for column in ("partition", "position", "owner"):
-        table.add_column(column, justify="left" if column == "owner" else "right")
-    for row in rows:
-        table.add_row(cell(row.partition), cell(row.position), cell(row.owner or "free"))
-    out().print(table)
+    records = [
+        {"partition": row.partition, "position": row.position, "owner": row.owner or "free"}
+        for row in rows
+    ]
+    show_records(PARTITION_COLUMNS, records, title=f"partitions of {name}", as_json=False)
+
+
+PARTITION_COLUMNS = (
+    Column("partition", right=True),
+    Column("position", right=True),
+    Column("owner", names=True),
+)
 
 
 async def _work(

@@ -7,11 +7,11 @@ from typing import Annotated
 import msgspec
 import typer
 from rich.json import JSON
-from rich.table import Table
 from rich.text import Text
 
 import eskit
-from eskit.cli.common import Url, cell, opened, out, run, when
+from eskit.cli.common import Url, err, opened, out, run, when
+from eskit.cli.records import AsJson, Column, show_records
 from eskit.store.model import StreamInfo
 
 app = typer.Typer(
@@ -32,33 +32,39 @@ def list_streams(
         str | None, typer.Option(help="Start after this stream name (the next page).")
     ] = None,
     limit: Annotated[int, typer.Option(min=1, help="Streams to show at most.")] = 100,
+    as_json: AsJson = False,
 ) -> None:
     """List streams by name with their last event; deleted ones are flagged.
 
     Example: eskit streams list sqlite:///./events.db --category invoice
     """
     infos = run(_list(url, category, after, limit + 1))
-    table = Table(title=f"streams in {url}")
-    for column in ("stream", "events", "last position", "last type", "last recorded", "status"):
-        table.add_column(
-            column, justify="right" if column in ("events", "last position") else "left"
-        )
-    for info in infos[:limit]:
-        status = Text(info.status, style="green" if info.status == "live" else "yellow")
-        table.add_row(
-            cell(info.stream),
-            cell(info.event_count),
-            cell(info.last_position),
-            cell(info.last_type),
-            when(info.last_recorded_at),
-            status,
-        )
-    console = out()
-    console.print(table)
+    records = [
+        {
+            "stream": info.stream,
+            "events": info.event_count,
+            "last_position": info.last_position,
+            "last_type": info.last_type,
+            "last_recorded": info.last_recorded_at,
+            "status": info.status,
+        }
+        for info in infos[:limit]
+    ]
+    show_records(STREAM_COLUMNS, records, title=f"streams in {url}", as_json=as_json)
     if len(infos) > limit:
-        console.print(
+        (err() if as_json else out()).print(
             Text(f"more streams follow: add --after {infos[limit - 1].stream!r}"), soft_wrap=True
         )
+
+
+STREAM_COLUMNS = (
+    Column("stream", names=True),
+    Column("events", right=True),
+    Column("last_position", "position", right=True),
+    Column("last_type", "last type", names=True),
+    Column("last_recorded", "last recorded", shown=when),
+    Column("status", names=True, style=lambda s: "green" if s == "live" else "yellow"),
+)
 
 
 async def _list(url: str, category: str | None, after: str | None, limit: int) -> list[StreamInfo]:
@@ -73,12 +79,19 @@ def show(
     from_version: Annotated[int | None, typer.Option(min=0, help="First version to show.")] = None,
     backwards: Annotated[bool, typer.Option(help="Newest first.")] = False,
     limit: Annotated[int, typer.Option(min=1, help="Events to show at most.")] = 100,
+    as_json: AsJson = False,
 ) -> None:
     """Show a stream's events with their metadata and data.
 
     Example: eskit streams show sqlite:///./events.db invoice-42 --backwards --limit 5
     """
     events = run(_read(url, stream, from_version, backwards, limit + 1))
+    if as_json:
+        for event in events[:limit]:
+            typer.echo(msgspec.json.encode(event).decode())
+        if len(events) > limit:
+            err().print(Text(f"more events follow: add --from-version {events[limit].version}"))
+        return
     console = out()
     if not events:
         console.print(Text(f"stream {stream!r} has no events"))

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
-from eskit.cli.common import cell, err, fail, out, when
+from eskit.cli.common import err, fail, out, when
+from eskit.cli.records import AsJson, Column, show_records
 from eskit.web.tokens import TokenFile
 
 app = typer.Typer(
@@ -53,7 +53,7 @@ def create(
 
 
 @app.command("list")
-def list_tokens(file: File = Path("tokens.json")) -> None:
+def list_tokens(file: File = Path("tokens.json"), as_json: AsJson = False) -> None:
     """List the tokens: name, scopes, creation time and the start of the hash.
 
     Example: eskit tokens list --file tokens.json
@@ -62,20 +62,27 @@ def list_tokens(file: File = Path("tokens.json")) -> None:
         records = TokenFile(file).read()
     except (ValueError, OSError) as error:
         fail(str(error))
-    if not records:
+    if not records and not as_json:
         out().print(Text(f"no tokens in {file}"))
         return
-    table = Table(title=f"tokens in {file}")
-    for column in ("name", "scopes", "created", "sha256"):
-        table.add_column(column)
-    for record in records:
-        table.add_row(
-            cell(record.name),
-            cell(" ".join(record.scopes)),
-            when(record.created_at),
-            cell(record.sha256[:12] + "…"),
-        )
-    out().print(table)
+    rows = [
+        {
+            "name": record.name,
+            "scopes": " ".join(record.scopes),
+            "created": record.created_at,
+            "sha256": record.sha256[:12],  # the start, enough to tell tokens apart
+        }
+        for record in records
+    ]
+    show_records(TOKEN_COLUMNS, rows, title=f"tokens in {file}", as_json=as_json)
+
+
+TOKEN_COLUMNS = (
+    Column("name", names=True),
+    Column("scopes", names=True),
+    Column("created", shown=when),
+    Column("sha256", shown=lambda start: f"{start}…"),
+)
 
 
 @app.command()

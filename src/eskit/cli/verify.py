@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
-from eskit.cli.common import Url, cell, fail, opened, out, progress_bar, run
+from eskit.cli.common import Url, fail, opened, out, progress_bar, run
+from eskit.cli.records import Column, show_records
 from eskit.store.audit import Anchors, AuditReport, load_anchors, save_anchors, verify
 
 AnchorsFile = Annotated[
@@ -58,28 +58,31 @@ async def _verify(
 
 def _show(url: str, report: AuditReport) -> None:
     console = out()
-    summary = Table(title=f"hash chains of {url}")
-    for column in ("events", "streams", "unlinked", "problems"):
-        summary.add_column(column, justify="right")
-    summary.add_row(
-        cell(report.events), cell(report.streams), cell(report.unlinked), cell(len(report.problems))
-    )
-    console.print(summary)
+    counts = {
+        "events": report.events,
+        "streams": report.streams,
+        "unlinked": report.unlinked,
+        "problems": len(report.problems),
+    }
+    show_records(SUMMARY_COLUMNS, [counts], title=f"hash chains of {url}", as_json=False)
     if report.chain_start is not None:
         console.print(Text(f"the chain starts at position {report.chain_start.position}"))
     if report.unlinked:
         console.print(Text(f"{report.unlinked} events predate the chain and were not checked"))
     if report.problems:
-        problems = Table(title="problems")
-        for column in ("stream", "version", "position", "what"):
-            problems.add_column(
-                column, justify="right" if column in ("version", "position") else "left"
-            )
-        for problem in report.problems:
-            problems.add_row(
-                cell(problem.stream),
-                cell("" if problem.version is None else problem.version),
-                cell("" if problem.position is None else problem.position),
-                Text(problem.what, style="bold red"),
-            )
-        console.print(problems)
+        found = [
+            {"stream": p.stream, "version": p.version, "position": p.position, "what": p.what}
+            for p in report.problems
+        ]
+        show_records(PROBLEM_COLUMNS, found, title="problems", as_json=False)
+
+
+SUMMARY_COLUMNS = tuple(
+    Column(key, right=True) for key in ("events", "streams", "unlinked", "problems")
+)
+PROBLEM_COLUMNS = (
+    Column("stream", names=True),
+    Column("version", right=True),
+    Column("position", right=True),
+    Column("what", names=True, style=lambda _: "bold red"),
+)
