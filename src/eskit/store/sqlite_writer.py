@@ -52,6 +52,11 @@ _INSERT: Final = (
 )
 
 
+_CLOSING: Final = threading.Lock()
+"""Connections close one at a time. The last connection to a WAL file checkpoints it and
+removes the -wal and -shm files, but only if it can tell it is the last: two closing at the
+same moment can each see the other and both leave the files behind."""
+
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MICROSECOND: Final = dt.timedelta(microseconds=1)
 
@@ -331,7 +336,8 @@ class ConnectionThread(threading.Thread):
         try:
             self._serve(conn)
         finally:
-            conn.close()
+            with _CLOSING:
+                conn.close()
 
     def _connect(self) -> sqlite3.Connection:
         raise NotImplementedError
