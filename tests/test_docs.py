@@ -1,0 +1,82 @@
+"""Every Python block in README.md and docs/*.md runs, so the docs show code that works.
+
+pytest-examples finds the blocks; each page's blocks then run in order in one namespace (a
+later block uses the names an earlier one defined), on one event loop (top-level ``await``
+works), in a temporary directory of the page's own. The namespace starts with the invoicing
+example's names (``examples/invoicing``) and an open in-memory store with its command bus,
+which the pages' fragments take as given. A block that cannot run alone is fenced
+``python test="skip" reason="..."``; the reason is required.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import contextlib
+import datetime as dt
+import inspect
+from pathlib import Path
+from typing import Any
+
+import pytest
+from examples.invoicing import app, commands, customer, invoice
+from examples.invoicing.events import events
+from pytest_examples import CodeExample, find_examples
+
+import eskit
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+BLOCK_TIMEOUT = 10.0  # seconds: a block that waits forever fails, not hangs
+NOW = dt.datetime(2024, 5, 2, 12, tzinfo=dt.UTC)
+
+
+def page_id(page: Path) -> str:
+    return str(page.relative_to(ROOT))
+
+
+def skipped(example: CodeExample) -> bool:
+    """Whether the block is fenced ``test="skip"``; such a block must say why."""
+    settings = example.prefix_settings()
+    if settings.get("test") != "skip":
+        return False
+    assert settings.get("reason"), f"{page_id(example.path)}:{example.start_line}: no reason"
+    return True
+
+
+async def given(stack: contextlib.AsyncExitStack) -> dict[str, Any]:
+    """The names the pages' fragments take as given: the invoicing example, opened."""
+    namespace: dict[str, Any] = {"__name__": "docs", "dt": dt, "eskit": eskit}
+    for module in (commands, customer, invoice):
+        namespace.update({k: v for k, v in vars(module).items() if not k.startswith("_")})
+    store = await stack.enter_async_context(eskit.open_store("memory://"))
+    bus = app.invoicing(store)
+    namespace.update(store=store, events=events, bus=bus, handle_invoice=app.handle_invoice)
+    namespace.update(now=NOW, later=NOW + dt.timedelta(days=1), due=NOW.date())
+    return namespace
+
+
+def run_block(example: CodeExample, namespace: dict[str, Any], loop: asyncio.Runner) -> None:
+    """Run one block; with top-level ``await`` it runs on the page's event loop."""
+    where = f"{page_id(example.path)}:{example.start_line}"
+    code = compile(
+        example.source, where, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True
+    )
+    result = eval(code, namespace)
+    if inspect.iscoroutine(result):
+        loop.run(asyncio.wait_for(result, BLOCK_TIMEOUT))
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_page_runs(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    examples = list(find_examples(page))
+    runnable = [example for example in examples if not skipped(example)]
+    with asyncio.Runner() as loop:
+        stack = contextlib.AsyncExitStack()
+        namespace = loop.run(given(stack))
+        try:
+            for example in runnable:
+                run_block(example, namespace, loop)
+        finally:
+            loop.run(stack.aclose())
