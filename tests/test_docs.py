@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import inspect
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from examples.invoicing.events import events
 from pytest_examples import CodeExample, find_examples
 
 import eskit
+from eskit.application import CommandBus
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -53,7 +55,25 @@ async def given(stack: contextlib.AsyncExitStack) -> dict[str, Any]:
     bus = app.invoicing(store)
     namespace.update(store=store, events=events, bus=bus, handle_invoice=app.handle_invoice)
     namespace.update(now=NOW, later=NOW + dt.timedelta(days=1), due=NOW.date())
+    namespace.update(request_id=uuid.uuid4(), transfer_id=uuid.uuid4(), line_id=uuid.uuid4())
+    await invoices(bus)
     return namespace
+
+
+async def invoices(bus: CommandBus) -> None:
+    """The invoices the pages use: inv-1 issued (total 3250, to pay), inv-2 a draft."""
+    for invoice_id in ("inv-1", "inv-2"):
+        await bus.send(commands.CreateInvoice(invoice_id, "c-1", "EUR", NOW.date()))
+    await bus.send(commands.AddInvoiceLine("inv-1", "book", 3000, "EUR"))
+    await bus.send(commands.AddInvoiceLine("inv-1", "pen", 250, "EUR"))
+    await bus.send(commands.IssueInvoice("inv-1", NOW))
+
+
+def give_back(given_names: dict[str, Any], example: CodeExample, namespace: dict[str, Any]) -> None:
+    """A block's own ``async with ... as store`` ends with the block: later blocks get the
+    page's open store back."""
+    if "as store" in example.source:
+        namespace["store"] = given_names["store"]
 
 
 def run_block(example: CodeExample, namespace: dict[str, Any], loop: asyncio.Runner) -> None:
@@ -75,8 +95,10 @@ def test_page_runs(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     with asyncio.Runner() as loop:
         stack = contextlib.AsyncExitStack()
         namespace = loop.run(given(stack))
+        given_names = dict(namespace)
         try:
             for example in runnable:
                 run_block(example, namespace, loop)
+                give_back(given_names, example, namespace)
         finally:
             loop.run(stack.aclose())
