@@ -3,9 +3,9 @@
 pytest-examples finds the blocks; each page's blocks then run in order in one namespace (a
 later block uses the names an earlier one defined), on one event loop (top-level ``await``
 works), in a temporary directory of the page's own. The namespace starts with the invoicing
-example's names (``examples/invoicing``) and an open in-memory store with its command bus,
-which the pages' fragments take as given. A block that cannot run alone is fenced
-``python test="skip" reason="..."``; the reason is required.
+example's names (``examples/invoicing``) and an open SQLite store in that directory, with
+its command bus and a few invoices, which the pages' fragments take as given. A block that
+cannot run alone is fenced ``python test="skip" reason="..."``; the reason is required.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from examples.invoicing import app, commands, customer, invoice
+from examples.invoicing import app, commands, customer, invoice, read_models
 from examples.invoicing.events import events
 from pytest_examples import CodeExample, find_examples
 
@@ -49,9 +49,9 @@ def skipped(example: CodeExample) -> bool:
 async def given(stack: contextlib.AsyncExitStack) -> dict[str, Any]:
     """The names the pages' fragments take as given: the invoicing example, opened."""
     namespace: dict[str, Any] = {"__name__": "docs", "dt": dt, "eskit": eskit}
-    for module in (commands, customer, invoice):
+    for module in (commands, customer, invoice, read_models):
         namespace.update({k: v for k, v in vars(module).items() if not k.startswith("_")})
-    store = await stack.enter_async_context(eskit.open_store("memory://"))
+    store = await stack.enter_async_context(eskit.open_store("sqlite:///./given.db"))
     bus = app.invoicing(store)
     namespace.update(store=store, events=events, bus=bus, handle_invoice=app.handle_invoice)
     namespace.update(now=NOW, later=NOW + dt.timedelta(days=1), due=NOW.date())
@@ -61,12 +61,18 @@ async def given(stack: contextlib.AsyncExitStack) -> dict[str, Any]:
 
 
 async def invoices(bus: CommandBus) -> None:
-    """The invoices the pages use: inv-1 issued (total 3250, to pay), inv-2 a draft."""
+    """The invoices the pages use: inv-1 issued (total 3250, to pay), inv-2 a draft, and
+    invoice-42 at version 3."""
     for invoice_id in ("inv-1", "inv-2"):
         await bus.send(commands.CreateInvoice(invoice_id, "c-1", "EUR", NOW.date()))
     await bus.send(commands.AddInvoiceLine("inv-1", "book", 3000, "EUR"))
     await bus.send(commands.AddInvoiceLine("inv-1", "pen", 250, "EUR"))
     await bus.send(commands.IssueInvoice("inv-1", NOW))
+    await bus.store.append(  # docs/event-store.md appends to invoice-42 at version 3
+        "invoice-42",
+        [eskit.NewEvent("InvoiceNoted", {"note": str(n)}) for n in range(4)],
+        expected_version=eskit.NO_STREAM,
+    )
 
 
 def give_back(given_names: dict[str, Any], example: CodeExample, namespace: dict[str, Any]) -> None:
