@@ -4,8 +4,9 @@ pytest-examples finds the blocks; each page's blocks then run in order in one na
 later block uses the names an earlier one defined), on one event loop (top-level ``await``
 works), in a temporary directory of the page's own. The namespace starts with the invoicing
 example's names (``examples/invoicing``) and an open SQLite store in that directory, with
-its command bus and a few invoices, which the pages' fragments take as given. A block that
-cannot run alone is fenced ``python test="skip" reason="..."``; the reason is required.
+its command bus, a projection runner (not started) and a few invoices, which the pages'
+fragments take as given. A block that cannot run alone is fenced
+``python test="skip" reason="..."``; the reason is required.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pytest_examples import CodeExample, find_examples
 
 import eskit
 from eskit.application import CommandBus
+from eskit.projections import ProjectionRunner
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -53,7 +55,9 @@ async def given(stack: contextlib.AsyncExitStack) -> dict[str, Any]:
         namespace.update({k: v for k, v in vars(module).items() if not k.startswith("_")})
     store = await stack.enter_async_context(eskit.open_store("sqlite:///./given.db"))
     bus = app.invoicing(store)
+    runner = ProjectionRunner(store, read_models.projections(store, bus))  # not started
     namespace.update(store=store, events=events, bus=bus, handle_invoice=app.handle_invoice)
+    namespace.update(runner=runner)
     namespace.update(now=NOW, later=NOW + dt.timedelta(days=1), due=NOW.date())
     namespace.update(request_id=uuid.uuid4(), transfer_id=uuid.uuid4(), line_id=uuid.uuid4())
     await invoices(bus)
@@ -83,14 +87,19 @@ def give_back(given_names: dict[str, Any], example: CodeExample, namespace: dict
 
 
 def run_block(example: CodeExample, namespace: dict[str, Any], loop: asyncio.Runner) -> None:
-    """Run one block; with top-level ``await`` it runs on the page's event loop."""
-    where = f"{page_id(example.path)}:{example.start_line}"
+    """Run one block on the page's event loop, as code in an async app runs: top-level
+    ``await`` works, and so does code that starts tasks."""
+    where = f"{page_id(example.path)}:{example.start_line + 1}"
     code = compile(
         example.source, where, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True
     )
-    result = eval(code, namespace)
-    if inspect.iscoroutine(result):
-        loop.run(asyncio.wait_for(result, BLOCK_TIMEOUT))
+
+    async def block() -> None:
+        result = eval(code, namespace)
+        if inspect.iscoroutine(result):
+            await result
+
+    loop.run(asyncio.wait_for(block(), BLOCK_TIMEOUT))
 
 
 @pytest.mark.parametrize("page", PAGES, ids=page_id)
