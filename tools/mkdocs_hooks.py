@@ -26,6 +26,9 @@ ROOT_PAGES = {"README.md": "index.md", "CHANGELOG.md": "changelog.md"}
 # A Markdown link or image: [text](target) with no space in the target.
 LINK = re.compile(r"(!?)\[([^\]\n]*)\]\(([^)\s]+)\)")
 FENCE = re.compile(r"^(```|~~~).*?^\1", re.MULTILINE | re.DOTALL)
+# The test suite's settings on a fence (```python test="skip" reason="...", read by
+# tests/test_docs.py): SuperFences would not take the block as code with them.
+FENCE_SETTINGS = re.compile(r'^([ \t]*(?:```|~~~)[\w+-]*)[ \t]+test="[^"]*".*$', re.MULTILINE)
 
 
 def on_files(files: Files, config: MkDocsConfig) -> Files:
@@ -37,7 +40,8 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
 
 
 def on_page_markdown(markdown: str, page: Page, **_: Any) -> str:
-    """Point links at the site's pages; name the repository files the site does not hold."""
+    """Point links at the site's pages; name the repository files the site does not hold;
+    drop the test suite's settings from fences."""
     # Links are relative to where the page's source lives: the root for README.md.
     base = ROOT if page.file.src_uri in ROOT_PAGES.values() else (DOCS / page.file.src_uri).parent
 
@@ -58,6 +62,7 @@ def on_page_markdown(markdown: str, page: Page, **_: Any) -> str:
         relative = _relative(site_path, PurePosixPath(page.file.src_uri).parent)
         return f"{bang}[{text}]({relative}{'#' + anchor if anchor else ''})"
 
+    markdown = FENCE_SETTINGS.sub(r"\1", markdown)
     return _outside_fences(markdown, lambda text: LINK.sub(rewrite, text))
 
 
