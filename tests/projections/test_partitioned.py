@@ -70,6 +70,8 @@ async def test_two_workers_share_the_partitions_and_apply_each_event_once(url: s
             assert set(a.held).isdisjoint(b.held)
             last = await fill(store, streams=24, each=10)
             await all_at(db, "ordered", last)
+            # A checkpoint is visible at COMMIT, a worker counts its batch just after.
+            await eventually(lambda: a.applied + b.applied >= 240)
             assert a.applied > 0
             assert b.applied > 0
             assert a.applied + b.applied == 240
@@ -268,6 +270,7 @@ async def test_a_handler_that_fails_twice_then_succeeds_is_not_stuck(url: str) -
             store, handler, partitions=4, lease=0.6, backoff=0.01
         ) as worker:
             await all_at(db, "ordered", last)
+            await eventually(lambda: worker.applied >= 12 * 8 + 1)  # counted after COMMIT
             assert not any(row.stuck for row in await worker.partitions())
             assert worker.applied == 12 * 8 + 1
         assert handler.tries[poison] == 3
