@@ -64,8 +64,7 @@ def _sqlite_commands(
         for row in rows:
             _sqlite_command(conn, row)
         elapsed = time.perf_counter() - start
-        sql = "SELECT count(*) FROM events WHERE position > ?"
-        written: int = conn.execute(sql, (mark,)).fetchone()[0]
+        written = raw.written_after(conn, mark)
     finally:
         conn.close()
     return Measurement(written, elapsed)

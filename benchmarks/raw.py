@@ -113,8 +113,7 @@ def write(directory: Path, items: list[Payload], per_stream: int, per_tx: int) -
                 conn.executemany(INSERT, chunk)
                 conn.execute("COMMIT")
         elapsed = time.perf_counter() - start
-        sql = "SELECT count(*) FROM events WHERE position > ?"
-        written: int = conn.execute(sql, (mark,)).fetchone()[0]
+        written = written_after(conn, mark)
     finally:
         conn.close()
     return Measurement(written, elapsed)
@@ -237,3 +236,11 @@ def _load_once(conn: sqlite3.Connection, snapshot_version: int | None) -> int:
         msgspec.json.decode(state)
         after = version
     return after + 1 + decode_rows(conn.execute(READ_STREAM_FROM, (invoices.STREAM, after + 1)))
+
+
+def written_after(conn: Any, mark: int) -> int:
+    """How many events a timed run wrote after position ``mark`` (checked after the clock)."""
+    found: int = conn.execute("SELECT count(*) FROM events WHERE position > ?", (mark,)).fetchone()[
+        0
+    ]
+    return found
