@@ -51,15 +51,15 @@ async def collect(events: AsyncIterator[T]) -> list[T]:
 
 
 def writer_of(store: SQLiteStore) -> Any:
-    """The store's writer thread (holds the ``before_commit`` fault-injection hook)."""
-    assert store._writer is not None, "the store is not open"
-    return store._writer
+    """The store's writer (holds the ``before_commit`` fault-injection hook)."""
+    return store.engine.writer
 
 
 def queued(store: SQLiteStore) -> int:
-    """How many operations wait for the writer thread."""
-    size: int = writer_of(store).queue.qsize()
-    return size
+    """How many requests wait for the next group commit."""
+    group = store.engine._group
+    assert group is not None, "the store is not open for writing"
+    return len(group._pending)
 
 
 async def wait_until_queued(store: SQLiteStore, count: int) -> None:
@@ -150,7 +150,7 @@ async def test_wrong_expected_version_fails_alone_in_its_group(
             assert commits <= 50, f"200 concurrent appends took {commits} commits: no grouping"
 
         failed = {i for i, r in enumerate(results) if isinstance(r, BaseException)}
-        assert failed == wrong, [results[i] for i in sorted(failed - wrong)]
+        assert failed == wrong, [repr(results[i]) for i in sorted(failed - wrong)][:3]
         for i in wrong:
             error = results[i]
             assert isinstance(error, eskit.WrongExpectedVersion)
@@ -610,7 +610,7 @@ async def test_positions_are_never_reused_after_the_tail_is_purged(tmp_path: Pat
 
 async def writer_pragma(store: SQLiteStore, name: str) -> Any:
     """A PRAGMA as the store's write connection sees it (synchronous is per connection)."""
-    return await store._write(lambda conn: conn.execute(f"PRAGMA {name}").fetchone()[0])
+    return await store.write_transaction(lambda conn: conn.execute(f"PRAGMA {name}").fetchone()[0])
 
 
 @pytest.mark.anyio
