@@ -29,6 +29,7 @@ import asyncio
 import datetime as dt
 import functools
 import sqlite3
+import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -53,7 +54,7 @@ from eskit.store.model import (
 from eskit.store.planner import SOFT_DELETED, TOMBSTONED
 from eskit.store.rules import PreparedAppend, PreparedSnapshot
 from eskit.store.sqlite_chain import read_chain_start
-from eskit.store.sqlite_reader import Reader, ReaderPool, check_store
+from eskit.store.sqlite_reader import Busy, Reader, ReaderPool, check_store
 from eskit.store.sqlite_writer import (
     AppendRequest,
     InlineHook,
@@ -68,6 +69,11 @@ from eskit.store.sqlite_writer import (
 T = TypeVar("T")
 READERS: Final = 8
 """Reader connections at most; more readers at once wait for one."""
+SHORT_READS: Final = frozenset(
+    {"get_metadata", "load_snapshot", "snapshot_and_page", "stream_version", "last_position"}
+)
+"""The reads ``short_reads_on_loop`` makes on the event loop: an index probe or two and at
+most one page of a stream."""
 
 
 class SQLiteEngine(Engine):
@@ -83,8 +89,12 @@ class SQLiteEngine(Engine):
         max_batch: int = 256,
         idle_checkpoint: float = 1.0,
         readers: int = READERS,
+        short_reads_on_loop: bool = False,
     ) -> None:
         super().__init__(clock=clock, readonly=readonly)
+        self.short_reads_on_loop = short_reads_on_loop
+        """Make the short reads (``SHORT_READS``) on the event loop, no hand-off, when a
+        reader is free (see benchmarks/loop.py for what it costs the loop)."""
         self.path = Path(path)
         self.synchronous = synchronous
         self.max_batch = max_batch
@@ -93,6 +103,7 @@ class SQLiteEngine(Engine):
         self._writer: Writer | None = None
         self._group: GroupCommit[Request] | None = None
         self._pool: ReaderPool | None = None
+        self._on_loop = threading.local()  # active: a short read runs on an event loop
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -131,6 +142,28 @@ class SQLiteEngine(Engine):
             pool.close()
         if writer is not None:
             writer.close()
+
+    async def call_async(self, run: Callable[..., T], *args: Any) -> T:
+        """A read for the event loop: in a worker thread (one hand-off), or, for a short
+        read with ``short_reads_on_loop``, on the loop itself if a reader is free; it then
+        yields to the loop once, as an await is expected to (a loop of reads would
+        otherwise starve every other task)."""
+        if (
+            self.short_reads_on_loop
+            and getattr(run, "__self__", None) is self
+            and run.__name__ in SHORT_READS
+        ):
+            self._on_loop.active = True
+            try:
+                result = run(*args)
+            except Busy:
+                pass
+            else:
+                await asyncio.sleep(0)
+                return result
+            finally:
+                self._on_loop.active = False
+        return await asyncio.to_thread(run, *args)
 
     def listen(self, listener: Callable[[], None], loop: asyncio.AbstractEventLoop) -> None:
         """Call ``listener`` on ``loop`` after every commit of this process that wrote."""
@@ -235,7 +268,11 @@ class SQLiteEngine(Engine):
     def read(self, run: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``run(conn)`` on a reader connection, in this thread: one consistent
         snapshot of the file."""
-        return self._readers().read(lambda reader: run(reader.conn))
+        return self._read(lambda reader: run(reader.conn))
+
+    def _read(self, run: Callable[[Reader], T]) -> T:
+        """``run`` on a reader in this thread; on the event loop only if one is free."""
+        return self._readers().read(run, wait=not getattr(self._on_loop, "active", False))
 
     def _readers(self) -> ReaderPool:
         if self._pool is None:
@@ -255,12 +292,12 @@ class SQLiteEngine(Engine):
         return reads.log_page(conn, reads.RowDecoder(), after, limit, types, category)
 
     def get_metadata(self, stream: str) -> StreamMetadata:
-        return self._readers().read(lambda r: reads.metadata(r.conn, stream))
+        return self._read(lambda r: reads.metadata(r.conn, stream))
 
     def load_snapshot(
         self, stream: str, snapshot_version: int, max_version: int
     ) -> Snapshot | None:
-        row = self._readers().read(
+        row = self._read(
             lambda r: reads.snapshot_row(r.conn, stream, snapshot_version, max_version)
         )
         return reads.snapshot(stream, snapshot_version, row)
@@ -277,26 +314,26 @@ class SQLiteEngine(Engine):
             page = reads.stream_page(reader.conn, reader.decode, stream, start, False, wanted, now)
             return row, page
 
-        row, page = self._readers().read(run)
+        row, page = self._read(run)
         return reads.snapshot(stream, snapshot_version, row), page
 
     def stream_version(self, stream: str) -> int | None:
-        return self._readers().read(lambda r: reads.stream_version(r.conn, stream))
+        return self._read(lambda r: reads.stream_version(r.conn, stream))
 
     def last_position(self) -> int:
-        return self._readers().read(lambda r: reads.head(r.conn))
+        return self._read(lambda r: reads.head(r.conn))
 
     def find_event(self, event_id: uuid.UUID) -> RecordedEvent | None:
-        return self._readers().read(lambda r: reads.find_event(r.conn, r.decode, event_id))
+        return self._read(lambda r: reads.find_event(r.conn, r.decode, event_id))
 
     def list_streams(self, category: str | None, after: str | None, limit: int) -> list[StreamInfo]:
-        return self._readers().read(lambda r: reads.list_streams(r.conn, category, after, limit))
+        return self._read(lambda r: reads.list_streams(r.conn, category, after, limit))
 
     def read_stream_page(
         self, stream: str, from_version: int | None, backwards: bool, count: int
     ) -> list[RecordedEvent]:
         now = self.clock()
-        return self._readers().read(
+        return self._read(
             lambda r: reads.stream_page(
                 r.conn, r.decode, stream, from_version, backwards, count, now
             )
@@ -305,16 +342,14 @@ class SQLiteEngine(Engine):
     def read_all_page(
         self, after: int, count: int, types: tuple[str, ...] | None, category: str | None
     ) -> tuple[list[RecordedEvent], int]:
-        page = self._readers().read(
-            lambda r: reads.log_page(r.conn, r.decode, after, count, types, category)
-        )
+        page = self._read(lambda r: reads.log_page(r.conn, r.decode, after, count, types, category))
         return page.events, page.next_after
 
     def chain_page(self, after: int, limit: int) -> list[ChainRow]:
-        return self._readers().read(lambda r: reads.chain_page(r.conn, after, limit))
+        return self._read(lambda r: reads.chain_page(r.conn, after, limit))
 
     def chain_start(self) -> ChainStart | None:
-        return self._readers().read(lambda r: read_chain_start(r.conn))
+        return self._read(lambda r: read_chain_start(r.conn))
 
 
 # -- the writes other than appends: operations on the write connection ----------------------

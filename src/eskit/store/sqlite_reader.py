@@ -23,6 +23,10 @@ from eskit.store.sqlite_writer import _CLOSING, connect
 T = TypeVar("T")
 
 
+class Busy(Exception):
+    """Every reader is in use (``ReaderPool.read`` told not to wait)."""
+
+
 class Reader:
     """A read-only connection and its own row decoder (it caches the last timestamp)."""
 
@@ -45,15 +49,16 @@ class ReaderPool:
         self._lock = threading.Lock()
         self._returned = threading.Condition(self._lock)
 
-    def read(self, run: Callable[[Reader], T]) -> T:
-        """Run ``run`` on a reader of the pool, in this thread."""
-        reader = self._check_out()
+    def read(self, run: Callable[[Reader], T], wait: bool = True) -> T:
+        """Run ``run`` on a reader of the pool, in this thread. Not ``wait``: raise ``Busy``
+        rather than wait for a reader (an event loop must not)."""
+        reader = self._check_out(wait)
         try:
             return run(reader)
         finally:
             self._give_back(reader)
 
-    def _check_out(self) -> Reader:
+    def _check_out(self, wait: bool) -> Reader:
         with self._lock:
             while True:
                 if self._closed:
@@ -63,6 +68,8 @@ class ReaderPool:
                 if self._opened < self._size:
                     self._opened += 1
                     break
+                if not wait:
+                    raise Busy
                 self._returned.wait()
         try:
             return Reader(self._path)
