@@ -11,7 +11,8 @@ API and kept in the web process, bounded:
   seconds from the first admin request on: the last hour, at most ``LAG_KEPT`` samples.
   It starts empty when the server starts (nothing is stored).
 - **the biggest streams and categories**: from ``list_streams``, at most
-  ``STREAMS_SCANNED`` streams (by name), recounted at most every ``BIGGEST_TTL`` seconds.
+  ``STREAMS_SCANNED`` streams (by name), recounted when the log has grown (at most every
+  ``BIGGEST_TTL`` seconds if there are more streams than one query lists).
 """
 
 from __future__ import annotations
@@ -46,7 +47,10 @@ LAG_KEPT: Final = 3600
 STREAMS_SCANNED: Final = 10_000
 """Streams read at most to find the biggest."""
 BIGGEST_TTL: Final = 30.0
-"""Seconds the biggest streams and categories are reused before they are recounted."""
+"""Seconds the biggest streams and categories of a grown log are reused when counting them
+took more than one query."""
+STREAMS_PAGE: Final = 1000
+"""Streams listed per query."""
 TOP: Final = 10
 
 
@@ -130,6 +134,8 @@ class Biggest:
     """Every stream was read (else only the first ``STREAMS_SCANNED`` by name)."""
     at: float
     """When they were counted (seconds since 1970)."""
+    head: int
+    """The log's head then."""
 
     @property
     def counted_at(self) -> dt.datetime:
@@ -141,9 +147,10 @@ async def biggest(store: EventStore, now: float) -> Biggest:
     the first ``STREAMS_SCANNED`` streams (by name)."""
     top: list[tuple[int, str, StreamInfo]] = []
     categories: dict[str, list[int]] = {}
+    head = await store.last_position()
     after, scanned, complete = None, 0, False
     while scanned < STREAMS_SCANNED:
-        wanted = min(1000, STREAMS_SCANNED - scanned)
+        wanted = min(STREAMS_PAGE, STREAMS_SCANNED - scanned)
         infos = await store.list_streams(after=after, limit=wanted)
         for info in infos:
             entry = (info.event_count, info.stream, info)
@@ -161,7 +168,7 @@ async def biggest(store: EventStore, now: float) -> Biggest:
         after = infos[-1].stream
     streams = [info for _, _, info in sorted(top, key=lambda t: (-t[0], t[1]))]
     ranked = sorted(categories.items(), key=lambda item: (-item[1][0], item[0]))[:TOP]
-    return Biggest(streams, [(c, n, s) for c, (n, s) in ranked], scanned, complete, now)
+    return Biggest(streams, [(c, n, s) for c, (n, s) in ranked], scanned, complete, now, head)
 
 
 LagSample = tuple[float, dict[str, int]]
@@ -198,11 +205,16 @@ class History:
         return self.throughput
 
     async def biggest_of(self, store: EventStore) -> Biggest:
-        """The biggest streams and categories, recounted if older than ``BIGGEST_TTL``."""
+        """The biggest streams and categories, recounted if the log grew since (and, when
+        counting took more than one query, ``BIGGEST_TTL`` seconds passed)."""
         async with self.lock:
-            now = time.time()
-            if self.biggest is None or now - self.biggest.at > BIGGEST_TTL:
+            now, last = time.time(), self.biggest
+            if last is None or (
+                await store.last_position() != last.head
+                and (last.scanned < STREAMS_PAGE or now - last.at > BIGGEST_TTL)
+            ):
                 self.biggest = await biggest(store, now)
+            assert self.biggest is not None
             return self.biggest
 
     def sample_in_background(self, lags: Callable[[], Awaitable[dict[str, int]]]) -> None:

@@ -6,6 +6,7 @@ errors into pages of the layout (and a missing login into the login form).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import secrets
@@ -200,8 +201,17 @@ class AdminRoute(APIRoute):
 def error_page(request: Request, status: int, message: str) -> HTMLResponse:
     """The error inside the layout, with a way back: the page the browser came from (if it
     is one of the admin's), else the dashboard."""
+    who: dict[str, Any] = {}
+    if status != 401:  # a logged-in visitor: the header names them, with the logout button
+        from eskit.web.admin.session import csrf_token, visitor  # (session imports this)
+
+        with contextlib.suppress(Exception):
+            found = visitor(request)
+            csrf = csrf_token(admin_of(request), found)
+            who = {"user": found.name, "csrf": csrf, "logout": found.token is not None}
     back = _back(request)
-    return page(request, "error.html", f"Error {status}", status=status, message=message, back=back)
+    title = f"Error {status}"
+    return page(request, "error.html", title, status=status, message=message, back=back, **who)
 
 
 def _back(request: Request) -> str | None:

@@ -70,7 +70,7 @@
 
   // A chart of one figure: made at the first data, remade when its series change, and
   // marked on the figure (data-drawn: draws so far; data-points: values shown) for tests.
-  function chart(figure, title, seriesOf) {
+  function chart(figure, padded, seriesOf) {
     const plot = figure.querySelector(".plot");
     let made = null;
     let labels = "";
@@ -94,10 +94,14 @@
       made = new uPlot({
         width: width(),
         height: 240,
-        title: title,
         series: [{}].concat(series),
+        tzDate: function (seconds) { return uPlot.tzDate(new Date(seconds * 1000), "Etc/UTC"); },
         axes: [{}, { size: 60 }],
-        scales: { y: { range: function (u, min, max) { return [0, Math.max(1, max * 1.1)]; } } },
+        scales: {
+          // bars: room for the first and the newest minute's
+          x: padded ? { range: function (u, min, max) { return [min - 30, max + 60]; } } : {},
+          y: { range: function (u, min, max) { return [0, Math.max(1, max * 1.1)]; } },
+        },
         hooks: {
           draw: [function () {
             figure.dataset.drawn = String(Number(figure.dataset.drawn || "0") + 1);
@@ -109,12 +113,12 @@
 
   function drawCharts(holder) {
     if (typeof uPlot === "undefined") return;
-    const throughput = chart(document.getElementById("throughput"), "", function () {
+    const throughput = chart(document.getElementById("throughput"), true, function () {
       return [{ label: "events/s", stroke: COLORS[0], fill: "rgba(36, 87, 197, 0.25)",
                 paths: uPlot.paths.bars({ size: [0.8, 24] }), points: { show: false } }];
     });
     let names = [];
-    const lag = chart(document.getElementById("lag"), "", function () {
+    const lag = chart(document.getElementById("lag"), false, function () {
       return names.map(function (name, i) {
         return { label: name, stroke: COLORS[i % COLORS.length], width: 2 };
       });
