@@ -160,7 +160,7 @@ def test_the_dashboard_draws_live_charts(page: Page, server: Served) -> None:
     expect(throughput).to_have_attribute("data-drawn", re.compile(r"^[1-9]"))
     expect(page.locator(total)).to_have_text(re.compile(r"^\d+$"))
     before = int(page.locator(total).inner_text())
-    assert before >= 9  # the three invoices above, at least
+    assert before >= 6  # the three invoices above (two events each), at least
     invoice(server, 200, 300)  # three events more: the chart follows without a reload
     expect(page.locator(total)).to_have_text(str(before + 3))
     expect(lag.locator("canvas")).to_have_count(1)
@@ -182,6 +182,10 @@ def test_a_stuck_projection_shows_at_the_top_of_the_dashboard(page: Page, server
     server.append(f"lab-{uuid.uuid4().hex[:8]}", "Poison", {"dose": 2})
     problem = page.locator("#attention li[data-projection=fragile]")  # refreshed in place
     expect(problem).to_contain_text("RuntimeError: cannot digest poison")
+    drawn = int(page.locator("#lag").get_attribute("data-drawn") or 0)  # the chart then
+    page.wait_for_function(
+        "n => Number(document.getElementById('lag').dataset.drawn) > n", arg=drawn
+    )
     shot(page, "dashboard-stuck")
     problem.locator("a:has-text('Skip')").click()
     page.fill("input[name=reason]", "poison from the lab, ticket 13")
