@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import os
 import sqlite3
 import urllib.parse
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -20,18 +18,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from eskit.errors import StoreError
 from eskit.store import sqlite_schema
 from eskit.store.base import EventStore
-from eskit.store.chain import ChainRow, ChainStart, audit_key
+from eskit.store.chain import audit_key
 from eskit.store.migrations import Migrated
-from eskit.store.model import (
-    AppendResult,
-    ExpectedVersion,
-    Page,
-    RecordedEvent,
-    Snapshot,
-    StreamInfo,
-    StreamMetadata,
-)
-from eskit.store.rules import PreparedAppend, PreparedSnapshot
+from eskit.store.model import Page
 from eskit.store.sqlite_engine import READERS, SQLiteEngine
 from eskit.store.sqlite_writer import InlineHook, Synchronous, connect
 
@@ -43,6 +32,8 @@ T = TypeVar("T")
 
 class SQLiteStore(EventStore):
     """Events in one SQLite file: durable, fast, safe to read from other processes."""
+
+    engine: SQLiteEngine
 
     def __init__(
         self,
@@ -110,16 +101,6 @@ class SQLiteStore(EventStore):
             raise StoreError(f"migrating {path} failed, nothing was changed: {error}") from error
         return Migrated(path, [(m.version, m.name, None) for m in applied], version)
 
-    # -- lifecycle ------------------------------------------------------------------------
-
-    async def _open_backend(self) -> None:
-        await asyncio.to_thread(self.engine.open)
-        self.engine.listen(self._notify_waiters, asyncio.get_running_loop())
-
-    async def _close_backend(self) -> None:
-        self.engine.unlisten(self._notify_waiters)
-        await asyncio.to_thread(self.engine.close)
-
     # -- for read models kept in the store's file (projections) ----------------------------
 
     async def write_transaction(self, run: Callable[[sqlite3.Connection], T]) -> T:
@@ -167,69 +148,3 @@ class SQLiteStore(EventStore):
         """``read_page`` with ``conn``, inside a transaction the caller runs (a projection
         reads its batch in the very write transaction that applies it: one round trip)."""
         return self.engine.page_in(conn, after, limit, types, category)
-
-    # -- the primitives: calls into the engine ------------------------------------------------
-
-    async def _append_many(self, appends: list[PreparedAppend]) -> list[AppendResult]:
-        return await self.engine.append_many_async(appends)
-
-    async def _delete(self, stream: str, expected: ExpectedVersion, hard: bool) -> None:
-        await self.engine.write_async(self.engine.delete, stream, expected, hard)
-
-    async def _set_metadata(self, stream: str, metadata: StreamMetadata) -> None:
-        await self.engine.write_async(self.engine.set_metadata, stream, metadata)
-
-    async def _save_snapshot(self, snapshot: PreparedSnapshot, recorded_at: dt.datetime) -> None:
-        await self.engine.write_async(self.engine.save_snapshot, snapshot, recorded_at)
-
-    async def _load_snapshot(
-        self, stream: str, snapshot_version: int, max_version: int
-    ) -> Snapshot | None:
-        engine = self.engine
-        return await engine.call_async(engine.load_snapshot, stream, snapshot_version, max_version)
-
-    async def _snapshot_and_page(
-        self, stream: str, snapshot_version: int, max_version: int, count: int
-    ) -> tuple[Snapshot | None, list[RecordedEvent]]:
-        engine = self.engine
-        return await engine.call_async(
-            engine.snapshot_and_page, stream, snapshot_version, max_version, count
-        )
-
-    async def _get_metadata(self, stream: str) -> StreamMetadata:
-        return await self.engine.call_async(self.engine.get_metadata, stream)
-
-    async def _stream_version(self, stream: str) -> int | None:
-        return await self.engine.call_async(self.engine.stream_version, stream)
-
-    async def _find_event(self, event_id: uuid.UUID) -> RecordedEvent | None:
-        return await self.engine.call_async(self.engine.find_event, event_id)
-
-    async def _chain_page(self, after: int, limit: int) -> list[ChainRow]:
-        return await self.engine.call_async(self.engine.chain_page, after, limit)
-
-    async def _chain_start(self) -> ChainStart | None:
-        return await self.engine.call_async(self.engine.chain_start)
-
-    async def _last_position(self) -> int:
-        return await self.engine.call_async(self.engine.last_position)
-
-    async def _list_streams(
-        self, category: str | None, after: str | None, limit: int
-    ) -> list[StreamInfo]:
-        return await self.engine.call_async(self.engine.list_streams, category, after, limit)
-
-    async def _read_stream_page(
-        self, stream: str, from_version: int | None, backwards: bool, count: int
-    ) -> list[RecordedEvent]:
-        engine = self.engine
-        return await engine.call_async(
-            engine.read_stream_page, stream, from_version, backwards, count
-        )
-
-    async def _read_all_page(
-        self, after: int, count: int, types: tuple[str, ...] | None, category: str | None
-    ) -> tuple[list[RecordedEvent], int]:
-        return await self.engine.call_async(
-            self.engine.read_all_page, after, count, types, category
-        )

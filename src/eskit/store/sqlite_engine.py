@@ -38,9 +38,8 @@ from typing import Any, Final, TypeVar
 from eskit.errors import StoreClosed, StoreError, StoreNotFound
 from eskit.store import rules
 from eskit.store import sqlite_reads as reads
-from eskit.store.base import versions_up_to
 from eskit.store.chain import ChainRow, ChainStart, audit_key
-from eskit.store.engine import Clock, Engine
+from eskit.store.engine import Clock, Engine, versions_up_to
 from eskit.store.group_commit import GroupCommit
 from eskit.store.model import (
     AppendResult,
@@ -142,6 +141,7 @@ class SQLiteEngine(Engine):
             pool.close()
         if writer is not None:
             writer.close()
+        self.committed()  # blocking subscriptions see the store close at once
 
     async def call_async(self, run: Callable[..., T], *args: Any) -> T:
         """A read for the event loop: in a worker thread (one hand-off), or, for a short
@@ -165,14 +165,20 @@ class SQLiteEngine(Engine):
                 self._on_loop.active = False
         return await asyncio.to_thread(run, *args)
 
-    def listen(self, listener: Callable[[], None], loop: asyncio.AbstractEventLoop) -> None:
-        """Call ``listener`` on ``loop`` after every commit of this process that wrote."""
-        if self._group is not None:
+    def listen(
+        self, listener: Callable[[], None], loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
+        """As ``Engine.listen``; a loop's listener is called in the same wake-up of its loop
+        as that loop's answers (``GroupCommit.listen``), not in one more."""
+        if loop is not None and self._group is not None:
             self._group.listen(listener, loop)
+        else:
+            super().listen(listener, loop)
 
     def unlisten(self, listener: Callable[[], None]) -> None:
         if self._group is not None:
             self._group.unlisten(listener)
+        super().unlisten(listener)
 
     # -- writes -------------------------------------------------------------------------------
 
