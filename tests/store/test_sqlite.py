@@ -112,7 +112,7 @@ async def test_wrong_expected_version_fails_alone_in_its_group(
         commits = 0
         entered, gate = threading.Event(), threading.Event()
 
-        def before_commit() -> None:  # runs on the writer thread
+        def before_commit() -> None:  # runs in the thread leading the group
             nonlocal commits
             commits += 1
             if grouping == "one-group" and commits == 1:
@@ -399,7 +399,7 @@ async def test_event_loop_never_blocked_by_appends(tmp_path: Path) -> None:
 async def _heartbeat_during_appends(path: Path) -> tuple[list[float], float]:
     """The lags of a 1 ms heartbeat while 100 tasks append 100 events each."""
     async with SQLiteStore(path) as store:
-        await store.append("warm-up", [event()])  # reader and writer threads running
+        await store.append("warm-up", [event()])  # the committer thread running
         lags: list[float] = []
         done = asyncio.Event()
 

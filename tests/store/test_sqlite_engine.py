@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import eskit
+import eskit.sync
 from eskit.errors import StoreClosed
 from eskit.store import rules
 from eskit.store.model import AppendResult
@@ -259,3 +260,22 @@ def test_a_missing_file_is_not_created_when_readonly(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(eskit.StoreError, match="read-only"):
         engine.append_many(one("x", 0))
+
+
+def test_eskit_sync_appends_and_reads_in_the_callers_thread(tmp_path: Path) -> None:
+    """The blocking face on SQLite: no hand-off, every statement of an uncontended append
+    and of a read runs in the thread that called."""
+    url = f"sqlite:///{tmp_path / 'events.db'}?synchronous=FULL"
+    with eskit.sync.open_store(url, idle_checkpoint=3600) as store:
+        engine = store.engine
+        assert isinstance(engine, SQLiteEngine)
+        threads: set[int] = set()
+        engine.writer.conn.set_trace_callback(lambda _: threads.add(threading.get_ident()))
+        store.append("s", [eskit.NewEvent("Happened", {})])
+        engine.writer.conn.set_trace_callback(None)
+        readers: list[int] = []
+        engine.read(lambda conn: readers.append(threading.get_ident()))
+        assert [e.data for e in store.read_stream("s")] == [{}]
+        assert threads == {threading.get_ident()}
+        assert readers == [threading.get_ident()]
+        assert [t.name for t in threading.enumerate() if "loop" in t.name] == []

@@ -326,7 +326,7 @@ class _Worker:
 
     async def _step_in_one_transaction(self, projection: SQLProjection) -> bool:
         """Read the batch, apply it and move the checkpoint in one write transaction: one
-        round trip to the writer thread instead of a read and then a write."""
+        visit to the write connection instead of a read and then a write."""
         state, after, at = self._state, self.reached, now()
         names = physical_names(state.tables, state.generation)
         started = time.time_ns()
