@@ -23,6 +23,7 @@ from eskit.store.sqlite import SQLiteStore
 APPENDS = 5_000
 TASKS = 100
 READERS = 20
+"""Tasks loading aggregates beside the appends (``--loaders``; 0: W1c and the heartbeat)."""
 STREAMS = 200
 EVENTS_EACH = 10
 
@@ -32,7 +33,7 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
 
 
-async def run(path: Path, on_loop: bool) -> dict[str, float]:
+async def run(path: Path, on_loop: bool, loaders: int) -> dict[str, float]:
     async with SQLiteStore(path) as store:
         store.engine.short_reads_on_loop = on_loop
         for i in range(STREAMS):
@@ -56,7 +57,7 @@ async def run(path: Path, on_loop: bool) -> dict[str, float]:
                 _, events = await store.read_from_snapshot(stream, 1)
                 assert len([e async for e in events]) == EVENTS_EACH
                 reads += 1
-                n += READERS
+                n += loaders
 
         async def appender(task: int) -> None:
             for n in range(task, APPENDS, TASKS):
@@ -66,7 +67,7 @@ async def run(path: Path, on_loop: bool) -> dict[str, float]:
         gc.freeze()  # earlier runs' garbage is not this run's pause
         try:
             beat = asyncio.create_task(heartbeat())
-            readers = [asyncio.create_task(reader(t)) for t in range(READERS)]
+            readers = [asyncio.create_task(reader(t)) for t in range(loaders)]
             started = time.perf_counter()
             await asyncio.gather(*(appender(t) for t in range(TASKS)))
             elapsed = time.perf_counter() - started
@@ -86,11 +87,13 @@ async def run(path: Path, on_loop: bool) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=3)
-    repeat = parser.parse_args().repeat
-    for on_loop in (False, True):
+    parser.add_argument("--loaders", type=int, default=READERS, help="tasks loading aggregates")
+    args = parser.parse_args()
+    repeat, loaders = args.repeat, args.loaders
+    for on_loop in (False, True) if loaders else (False,):
         for attempt in range(repeat):
             with tempfile.TemporaryDirectory() as directory:
-                figures = asyncio.run(run(Path(directory) / "events.db", on_loop))
+                figures = asyncio.run(run(Path(directory) / "events.db", on_loop, loaders))
             where = "on the loop" if on_loop else "hand-off   "
             print(
                 f"short reads {where} run {attempt + 1}: heartbeat lag p50"

@@ -279,3 +279,40 @@ def test_eskit_sync_appends_and_reads_in_the_callers_thread(tmp_path: Path) -> N
         assert threads == {threading.get_ident()}
         assert readers == [threading.get_ident()]
         assert [t.name for t in threading.enumerate() if "loop" in t.name] == []
+
+
+@pytest.mark.anyio
+async def test_short_reads_on_the_loop_when_a_reader_is_free(tmp_path: Path) -> None:
+    """``short_reads_on_loop`` (measured by benchmarks/loop.py, off by default): a short
+    read runs in the loop's thread, yields to the loop once, and falls back to a worker
+    thread rather than wait when every reader is busy. Other reads always hand off."""
+    with opened(tmp_path / "events.db", readers=1) as engine:
+        engine.append_many(one("s", 0))
+        engine.short_reads_on_loop = True
+        ran_in: list[int] = []
+        traced = threading.Event()
+
+        def trace(reader_conn: sqlite3.Connection) -> None:
+            reader_conn.set_trace_callback(lambda _: ran_in.append(threading.get_ident()))
+
+        engine.read(trace)  # the pool's one reader now reports where it runs
+        assert await engine.call_async(engine.stream_version, "s") == 0
+        assert set(ran_in) == {threading.get_ident()}
+        ran_in.clear()
+        await engine.call_async(engine.read_all_page, 0, 10, None, None)  # not short
+        assert threading.get_ident() not in ran_in
+
+        ran_in.clear()
+        release = threading.Event()
+        holder = threading.Thread(
+            target=engine.read, args=(lambda _: (traced.set(), release.wait(TIMEOUT)),)
+        )
+        holder.start()
+        assert await asyncio.to_thread(traced.wait, TIMEOUT)
+        reading = asyncio.ensure_future(engine.call_async(engine.stream_version, "s"))
+        await asyncio.sleep(0.05)
+        assert not reading.done()  # the loop did not wait: a worker thread does
+        release.set()
+        assert await reading == 0
+        holder.join(TIMEOUT)
+        assert threading.get_ident() not in ran_in
