@@ -304,9 +304,12 @@ async def test_short_reads_on_the_loop_when_a_reader_is_free(tmp_path: Path) -> 
 
         ran_in.clear()
         release = threading.Event()
-        holder = threading.Thread(
-            target=engine.read, args=(lambda _: (traced.set(), release.wait(TIMEOUT)),)
-        )
+
+        def hold(_: sqlite3.Connection) -> None:  # keeps the pool's only reader busy
+            traced.set()
+            release.wait(TIMEOUT)
+
+        holder = threading.Thread(target=engine.read, args=(hold,))
         holder.start()
         assert await asyncio.to_thread(traced.wait, TIMEOUT)
         reading = asyncio.ensure_future(engine.call_async(engine.stream_version, "s"))
