@@ -375,3 +375,15 @@ class SyncStore:
         """Blocking ``EventStore.subscribe``: catches up, then yields live events as they
         are committed, until the store closes or the caller leaves the loop."""
         return self._iterate(self._store.subscribe(after, types, category))
+
+    def read_model_database(self) -> Database | None:
+        """The database the store offers projections (``EventStore.read_model_database``),
+        for the blocking ``ProjectionRunner``."""
+        return self._store.read_model_database()
+
+
+# The blocking face's projection runner; after SyncStore, which it uses.
+from eskit.projections.blocking import ProjectionRunner  # noqa: E402
+from eskit.projections.database import Database  # noqa: E402
+
+__all__ += ["ProjectionRunner"]
