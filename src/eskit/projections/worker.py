@@ -190,8 +190,8 @@ class Worker:
                 yield Notify()
                 return
             except Exception as error:
-                pause = backoff(self.runner.backoff, failures)
                 failures += 1
+                pause = backoff(self.runner.backoff, failures)
                 name = self.projection.name
                 if isinstance(error, Unavailable):  # expected in an outage: one line each
                     text = describe(error)
