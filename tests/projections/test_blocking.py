@@ -228,3 +228,17 @@ def test_threads_appending_while_it_follows_lose_nothing(store: SyncStore) -> No
         runner.wait_until(store.last_position(), timeout=30)
         found = counts(runner.database)
     assert found == {(f"cart-{n}", "Added"): 20 for n in range(8)}
+
+
+@pytest.mark.anyio
+async def test_a_plain_projection_caught_up_from_a_thread_running_a_loop(store: SyncStore) -> None:
+    """Blocking calls from async code (a notebook cell, an async view) still run the
+    plain projection's coroutine handlers, in a loop of their own."""
+    seen = Seen()
+    last = append(store, "cart-1", "Added", "Removed")
+    runner = quick(store, seen)
+    try:
+        runner.run_until_caught_up()
+    finally:
+        runner.stop()
+    assert seen.positions == [1, last]

@@ -13,6 +13,7 @@ commands through the async command bus: run them on the async runner.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import threading
@@ -260,8 +261,15 @@ class ProjectionRunner:
 
 
 def _run_async(coro: Coroutine[Any, Any, None]) -> None:
-    """Run a plain projection's handler coroutine to its end, from this thread."""
-    asyncio.run(coro)
+    """Run a plain projection's handler coroutine to its end, from this thread (or, if
+    this thread runs an event loop already, from a thread of its own)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(coro)
+        return
+    with concurrent.futures.ThreadPoolExecutor(1, "eskit-projection-handler") as thread:
+        thread.submit(asyncio.run, coro).result()
 
 
 def _database_of(store: SyncStore) -> BlockingDatabase:
