@@ -6,6 +6,10 @@ handler that raises is retried event by event with backoff; if it keeps failing,
 projection stops at that event with status ``stuck`` and the error, and the others go on.
 An operator's ``skip`` (here or from another process) lets it continue. ``stop()`` lets
 each task finish the batch it is committing.
+
+The procedures are written once, without IO, in ``worker`` (with the engine's batch, retry
+and stuck loop, ``engine``), and shared with the blocking runner (``blocking``): this
+module performs their effects with coroutines.
 """
 
 from __future__ import annotations
@@ -119,7 +123,7 @@ class ProjectionRunner(Service):
         started runner, wait for its tasks to get there instead: a second reader of the same
         batches would hand a plain projection's handlers each event twice."""
         head = await self.store.last_position()
-        if any(w.task is not None and not w.task.done() for w in self.workers.values()):
+        if any(w.following for w in self.workers.values()):
             await self.wait_until(head)
             return
         for worker in self.workers.values():

@@ -1,0 +1,183 @@
+"""Leader/follower group commit (``eskit.store.group_commit``), with a fake transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+
+import pytest
+
+from eskit.errors import StoreClosed
+from eskit.store.group_commit import GroupCommit, Outcome
+
+
+class Log:
+    """A fake database: records every group, refuses the request "bad", and fails if two
+    commits ever overlap."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.groups: list[list[str]] = []
+        self.threads: list[int] = []
+        self.committed: set[str] = set()
+        self._busy = threading.Lock()
+
+    def commit(self, batch: Sequence[str]) -> tuple[list[Outcome], bool]:
+        assert self._busy.acquire(blocking=False), "two commits at once"
+        try:
+            time.sleep(self.delay)
+            self.groups.append(list(batch))
+            self.threads.append(threading.get_ident())
+            outcomes: list[Outcome] = []
+            for request in batch:
+                if request == "bad":
+                    outcomes.append((None, ValueError("refused")))
+                else:
+                    self.committed.add(request)
+                    outcomes.append((request.upper(), None))
+            return outcomes, True
+        finally:
+            self._busy.release()
+
+
+def test_an_uncontended_caller_commits_in_its_own_thread() -> None:
+    log = Log()
+    group: GroupCommit[str] = GroupCommit(log.commit, name="test")
+    assert group.run("a") == "A"
+    assert log.threads == [threading.get_ident()]
+    group.close()
+
+
+def test_a_refused_request_fails_alone() -> None:
+    log = Log()
+    group: GroupCommit[str] = GroupCommit(log.commit, name="test")
+    with pytest.raises(ValueError, match="refused"):
+        group.run("bad")
+    assert group.run("b") == "B"
+    group.close()
+
+
+def test_concurrent_blocking_callers_share_groups_and_are_answered_after_commit() -> None:
+    log = Log(delay=0.002)
+    group: GroupCommit[str] = GroupCommit(log.commit, name="test")
+    answers: dict[str, str] = {}
+    errors: list[BaseException] = []
+
+    def write(worker: int) -> None:
+        for n in range(30):
+            request = f"w{worker}-{n}"
+            try:
+                answers[request] = group.run(request)
+            except BaseException as error:  # pragma: no cover - reported below
+                errors.append(error)
+            assert request in log.committed  # answered only after its group committed
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert len(answers) == 16 * 30
+    assert all(v == k.upper() for k, v in answers.items())
+    assert sum(len(g) for g in log.groups) == 16 * 30
+    assert max(len(g) for g in log.groups) > 1  # followers were committed together
+    group.close()
+
+
+def test_a_loop_caller_never_blocks_the_loop_and_wakes_listeners_once_per_group() -> None:
+    log = Log(delay=0.001)
+    group: GroupCommit[str] = GroupCommit(log.commit, name="test")
+    woken: list[int] = []
+
+    async def main() -> list[str]:
+        loop = asyncio.get_running_loop()
+        group.listen(lambda: woken.append(threading.get_ident()), loop)
+        results = await asyncio.gather(*(group.call(f"r{n}") for n in range(200)))
+        return list(results)
+
+    results = asyncio.run(main())
+    assert results == [f"R{n}" for n in range(200)]
+    assert threading.get_ident() not in log.threads  # the committer thread committed
+    assert max(len(g) for g in log.groups) > 1
+    assert len(woken) == len(log.groups)
+    assert set(woken) == {threading.get_ident()}  # on the loop
+    group.close()
+
+
+def test_blocking_and_loop_callers_mixed() -> None:
+    log = Log(delay=0.001)
+    group: GroupCommit[str] = GroupCommit(log.commit, name="test")
+    blocking: list[str] = []
+
+    def write() -> None:
+        for n in range(50):
+            blocking.append(group.run(f"t{n}"))
+
+    async def main() -> list[str]:
+        return list(await asyncio.gather(*(group.call(f"a{n}") for n in range(100))))
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    results = asyncio.run(main())
+    thread.join()
+    assert results == [f"A{n}" for n in range(100)]
+    assert blocking == [f"T{n}" for n in range(50)]
+    group.close()
+
+
+def test_a_commit_function_that_breaks_fails_its_group_only() -> None:
+    calls = 0
+
+    def commit(batch: Sequence[str]) -> tuple[list[Outcome], bool]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("disk on fire")
+        return [(r, None) for r in batch], True
+
+    group: GroupCommit[str] = GroupCommit(commit, name="test")
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        group.run("a")
+    assert group.run("b") == "b"
+    group.close()
+
+
+def test_close_commits_what_is_queued_then_refuses() -> None:
+    log = Log(delay=0.01)
+    group: GroupCommit[str] = GroupCommit(log.commit, name="test")
+    answered: list[str] = []
+    refused: list[str] = []
+
+    def write(request: str) -> None:
+        try:
+            answered.append(group.run(request))
+        except StoreClosed:
+            refused.append(request)
+
+    threads = [threading.Thread(target=write, args=(f"c{n}",)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.005)
+    last: list[bool] = []
+    group.close(last=lambda: last.append(True))
+    assert last == [True]
+    for thread in threads:
+        thread.join()
+    # each caller either committed (and was answered) or was refused: none is left hanging
+    assert sorted(a.lower() for a in answered) == sorted(log.committed)
+    assert len(answered) + len(refused) == 8
+    assert answered
+    with pytest.raises(StoreClosed):
+        group.run("late")
+
+
+def test_idle_maintenance_runs_alone_when_nothing_is_written() -> None:
+    log = Log()
+    ran = threading.Event()
+    group: GroupCommit[str] = GroupCommit(log.commit, name="test", idle=ran.set, idle_after=0.02)
+    assert ran.wait(2)
+    assert group.run("a") == "A"
+    group.close()
