@@ -17,7 +17,8 @@ and the worker's own loop backs off (``backoff`` too) or reloads.
 The engine does no IO: ``apply_batch`` is a generator that yields what to do (``Commit``,
 ``Pause``, ``MarkStuck``) and is told how it went (an error is thrown into it). ``drive``
 runs it with coroutines, ``drive_blocking`` with blocking functions, so the async and
-the blocking faces share it, as they share ``steps.Steps`` for the runner's procedures.
+the blocking faces share it; ``translate`` nests it in a worker's own procedures (the
+runner's, in ``worker``), which the same drivers run.
 """
 
 from __future__ import annotations
