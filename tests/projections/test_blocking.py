@@ -242,3 +242,16 @@ async def test_a_plain_projection_caught_up_from_a_thread_running_a_loop(store: 
     finally:
         runner.stop()
     assert seen.positions == [1, last]
+
+
+def test_a_runner_started_again_follows_again(store: SyncStore) -> None:
+    runner = quick(store, Counter())
+    try:
+        runner.start()
+        runner.wait_until(append(store, "cart-1", "Added"), timeout=10)
+        runner.stop()
+        runner.start()
+        runner.wait_until(append(store, "cart-1", "Added"), timeout=10)
+        assert counts(runner.database) == {("cart-1", "Added"): 2}
+    finally:
+        runner.stop()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import logging
 import threading
 import time
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 from eskit.errors import StoreClosed
 from eskit.projections import state as st
 from eskit.projections.database import BlockingDatabase, Database, SQLiteDatabase
-from eskit.projections.engine import Steps, drive_blocking
+from eskit.projections.engine import Steps, backoff, drive_blocking
 from eskit.projections.process import ProcessManager
 from eskit.projections.projection import AnyProjection, SQLProjection
 from eskit.projections.steps import (
@@ -48,6 +47,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("eskit.projections")
 T = TypeVar("T")
+POLL = 1.0
+"""Seconds a following thread waits for the watcher at most before it reads the log."""
 
 
 class _Blockable(Protocol):
@@ -295,7 +296,8 @@ class _Heads:
         self._thread: threading.Thread | None = None
 
     def start(self, stopping: threading.Event) -> None:
-        if self._thread is not None and self._thread.is_alive() and not self._stopping.is_set():
+        """Watch until ``stopping`` is set (a watcher still running is kept)."""
+        if self._thread is not None and self._thread.is_alive():
             return
         self._stopping = stopping
         self.closed = False
@@ -305,20 +307,26 @@ class _Heads:
         self._thread.start()
 
     def _watch(self, stopping: threading.Event) -> None:
-        """Note the head after every append, until stopped (it notices a stop at the next
-        append or when the store closes) or the store closes."""
-        try:
-            head = self.store.last_position()
-            while not stopping.is_set():
+        """Note the head after every append until stopped (noticed at the next append, or
+        when the store closes) or the store closes; a store failing is retried."""
+        failures = 0
+        while not stopping.is_set():
+            try:
+                head = self.store.last_position()
                 self._publish(head)
                 self.store.wait_for_events(head)
-                head = self.store.last_position()
-        except StoreClosed:
-            pass
-        except Exception:
-            log.exception("projections: waiting for appends failed; following by polling")
+                failures = 0
+            except StoreClosed:
+                break
+            except Exception as error:
+                failures += 1
+                pause = backoff(0.1, failures)
+                log.warning(
+                    "projections: waiting for appends failed (%r); again in %.1f s", error, pause
+                )
+                stopping.wait(pause)
         with self._changed:
-            self.closed = True
+            self.closed = not stopping.is_set()
             self._changed.notify_all()
 
     def _publish(self, head: int) -> None:
@@ -331,14 +339,11 @@ class _Heads:
             self._changed.notify_all()
 
     def wait_past(self, after: int, timeout: float | None) -> None:
-        """Until the head is past ``after``, a stop, or ``timeout`` seconds (a second at
-        most once the watcher is gone, so a follower polls rather than hangs)."""
+        """Until the head is past ``after``, a stop, or ``timeout`` seconds; a second at
+        most, so a follower looks at the log itself now and then should the watcher be
+        gone (the store failing, or a restart racing with its end)."""
+        within = POLL if timeout is None else min(timeout, POLL)
         with self._changed:
             self._changed.wait_for(
-                lambda: self.head > after or self._stopping.is_set() or self.closed,
-                timeout,
+                lambda: self.head > after or self._stopping.is_set() or self.closed, within
             )
-            if self.closed and not self._stopping.is_set():
-                self._changed.wait(min(timeout or 1.0, 1.0))
-                with contextlib.suppress(Exception):
-                    self.head = max(self.head, self.store.last_position())
