@@ -169,3 +169,44 @@ async def test_a_poison_event_ends_stuck_then_a_skip_moves_on(
     assert skips == records
     assert sum(found.values()) == 60 == worker.applied  # every other event, once
     assert errors == []  # in order
+
+
+async def test_a_worker_started_later_leaves_a_stuck_partition_be(
+    store: eskit.EventStore, broker: tuple[str, Broker], tmp_path: Path
+) -> None:
+    """The stuck partition is kept in the read model: the next worker of the group (a
+    restart, a standby) holds the poison event back without applying it, until a skip."""
+    prefix, kind = broker
+    await append_events(store, 20, streams=3)
+    await store.append("poisoned", [eskit.NewEvent("Poison", {})])
+    await append_events(store, 20, streams=3, seed=2)
+    database = SQLiteDatabase(tmp_path / "read.db")
+    first, second = Poisoned(), Poisoned()
+    publisher = kind.publisher(prefix)
+    try:
+        worker = kind.consumer(prefix, first, database)
+        if not kind.queue_first:
+            await relay_to_head(store, publisher)
+        await worker.start()
+        try:
+            if kind.queue_first:
+                await relay_to_head(store, publisher)
+            await until(lambda: bool(worker.stuck))
+        finally:
+            await worker.stop()
+
+        later = kind.consumer(prefix, second, database)
+        async with later:
+            await asyncio.sleep(STUCK_POLL * 6)
+            held = dict(later.stuck)
+            await later.skip("poisoned by a test")
+            await until(lambda: worker.applied + later.applied >= 40 and not later.stuck)
+        found, errors = await counts(database)
+    finally:
+        await publisher.close()
+        await database.close()
+
+    assert held == worker.stuck
+    assert second.poison_calls == 0  # held back, never applied
+    assert sum(found.values()) == 40 == worker.applied + later.applied
+    assert errors == []
