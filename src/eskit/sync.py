@@ -22,3 +22,9 @@ def open_store(url: str, **options: Any) -> SyncStore:
     URLs and options are those of ``eskit.open_store``; ``ValueError`` for a bad URL.
     """
     return SyncStore(_open_async_store(url, **options))
+
+
+# The blocking face's projection runner (it builds on SyncStore).
+from eskit.projections.blocking import ProjectionRunner  # noqa: E402
+
+__all__ += ["ProjectionRunner"]
