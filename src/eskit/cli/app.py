@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from eskit.cli import copy, forget, migrate, projections, relay, serve, streams, tokens, transfer
+from eskit.cli import copy, events, forget, migrate, projections, relay, serve, streams, tokens, transfer
 from eskit.cli.common import Url, opened, run
 from eskit.cli.records import AsJson, Column, show_records
 from eskit.cli.trace import trace_command
@@ -45,6 +45,7 @@ async def _last_position(url: str) -> int:
 
 
 app.add_typer(streams.app, name="streams")
+app.add_typer(events.app, name="events")
 app.add_typer(projections.app, name="projections")
 app.command("trace")(trace_command)
 app.command("verify")(verify_command)
