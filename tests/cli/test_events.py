@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from typer.testing import CliRunner
 
@@ -63,7 +64,7 @@ def test_json_is_one_json_schema_document_of_every_type_and_version() -> None:
     assert "_invoice_created_v1" in old["description"]
 
 
-def resolve(document: dict[str, object], reference: str) -> dict[str, object]:
+def resolve(document: dict[str, Any], reference: str) -> dict[str, Any]:
     """The part of ``document`` a local ``$ref`` points at."""
     found: object = document
     for part in reference.removeprefix("#/").split("/"):
@@ -81,4 +82,5 @@ def test_a_bad_app_is_one_clear_error() -> None:
     ):
         result = invoke(["events", "catalog", "--app", spec])
         assert result.exit_code == 1
-        assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
+        assert result.stderr.startswith("error: "), result.stderr
+        assert message in result.stderr, result.stderr

@@ -183,9 +183,13 @@ def _problems(events: EventRegistry, golden: Golden) -> list[str]:
             f"{where}: decodes to {decoded}, the fixture expects {golden.expected}: an"
             " upcaster changed what old events mean; fix it (stored events never change)"
         ]
-    if current is not None and current.version == golden.schema_version:
-        if golden.schema is not None and golden.schema != class_schema(current.cls):
-            return [_changed(where, golden, "its JSON Schema differs from the one recorded")]
+    if (
+        current is not None
+        and current.version == golden.schema_version
+        and golden.schema is not None
+        and golden.schema != class_schema(current.cls)
+    ):
+        return [_changed(where, golden, "its JSON Schema differs from the one recorded")]
     return []
 
 

@@ -90,7 +90,8 @@ def add_aggregate_routes(
                 404, "NotFound", f"{stream} has no version {version}: its last is {last}"
             )
         loaded = await repository.load(aggregate_id, version=version, at=moment)
-        assert loaded.version is not None and last is not None  # load raises when none
+        assert loaded.version is not None  # load raises when there is none
+        assert last is not None
         body = AggregateState(
             kind, aggregate_id, stream, loaded.version, last, public_state(loaded.state)
         )
