@@ -177,12 +177,12 @@ async def test_what_a_function_returns_must_be_rewritten_events(
     stores: tuple[eskit.EventStore, eskit.EventStore],
 ) -> None:
     source, target = stores
-    wrong = EventMigration("wrong", lambda event: [event])  # type: ignore[arg-type, list-item]
+    wrong = EventMigration("wrong", lambda event: [event])  # type: ignore[list-item]
     bad_stream = EventMigration("bad", lambda event: [Rewritten.of(event, stream="")])
 
     with pytest.raises(TransferError, match=r"source position 1 \(order-0 v0 OrderPlaced"):
         await migrate_events(source, target, wrong)
-    with pytest.raises(TransferError, match="source position 1 .*stream name must not be empty"):
+    with pytest.raises(TransferError, match=r"source position 1 .*stream name must not be empty"):
         await migrate_events(source, target, bad_stream)
     assert await target.last_position() == 0
 
