@@ -81,6 +81,19 @@ def test_a_field_whose_type_changed_fails_through_the_recorded_schema(tmp_path: 
         check_event_fixtures(registry(ParcelSentInKilos), tmp_path)
 
 
+def test_a_docstring_edited_is_no_change_of_shape(tmp_path: Path) -> None:
+    write_fixture(registry(ParcelSent), tmp_path, ParcelSent("p-1", 900))
+
+    class Documented(msgspec.Struct, frozen=True):
+        """A parcel left the warehouse; its weight in grams."""
+
+        parcel_id: str
+        grams: int
+
+    Documented.__name__ = Documented.__qualname__ = "ParcelSent"  # the same class, documented
+    check_event_fixtures(registry(Documented), tmp_path)
+
+
 def test_a_new_version_needs_its_own_fixture_and_keeps_the_old_one(tmp_path: Path) -> None:
     write_fixture(registry(ParcelSent), tmp_path, ParcelSent("p-1", 900))
 

@@ -187,10 +187,33 @@ def _problems(events: EventRegistry, golden: Golden) -> list[str]:
         current is not None
         and current.version == golden.schema_version
         and golden.schema is not None
-        and golden.schema != class_schema(current.cls)
+        and _shape(golden.schema) != _shape(class_schema(current.cls))
     ):
         return [_changed(where, golden, "its JSON Schema differs from the one recorded")]
     return []
+
+
+_WORDS = frozenset({"title", "description", "examples"})
+"""What a schema says for people: a docstring edited is no change of shape."""
+_NAMED = frozenset({"properties", "$defs", "patternProperties"})
+"""Keywords whose keys are names (a field may be called ``description``), not keywords."""
+
+
+def _shape(schema: Any) -> Any:
+    """A JSON Schema without its words for people."""
+    if isinstance(schema, list):
+        return [_shape(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    shaped = {}
+    for key, value in schema.items():
+        if key in _WORDS:
+            continue
+        if key in _NAMED and isinstance(value, dict):
+            shaped[key] = {name: _shape(sub) for name, sub in value.items()}
+        else:
+            shaped[key] = _shape(value)
+    return shaped
 
 
 def _changed(where: str, golden: Golden, how: str) -> str:
