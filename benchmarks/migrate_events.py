@@ -46,7 +46,8 @@ def _rewrite(event: RecordedEvent) -> list[Rewritten]:
     data = {**event.data, "source": "migrated"}
     moved = Rewritten.of(event, stream="bill" + event.stream.removeprefix("invoice"), data=data)
     if event.version % 100 == 99:
-        return [moved, Rewritten.of(moved, type="InvoiceAudited", data={"by": "migration"})]
+        audited = Rewritten(moved.stream, "InvoiceAudited", {"by": "migration"}, event.metadata)
+        return [moved, audited]
     return [moved]
 
 
