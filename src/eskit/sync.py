@@ -375,3 +375,9 @@ class SyncStore:
         """Blocking ``EventStore.subscribe``: catches up, then yields live events as they
         are committed, until the store closes or the caller leaves the loop."""
         return self._iterate(self._store.subscribe(after, types, category))
+
+
+# The application layer's blocking face; imported last, as it needs ``SyncStore`` above.
+from eskit.application.blocking import CommandBus, Repository  # noqa: E402
+
+__all__ += ["CommandBus", "Repository"]
