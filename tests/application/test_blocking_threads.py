@@ -11,7 +11,7 @@ import json
 import threading
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
@@ -44,7 +44,7 @@ class Collide:
         self.lock = threading.Lock()
         self.calls = 0
 
-    def __call__(self, command: Deposit, state: Any) -> list[object]:
+    def __call__(self, command: Deposit, state: Any) -> Sequence[object]:
         if command.account_id == HOT:
             with self.lock:
                 self.calls += 1
