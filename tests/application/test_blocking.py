@@ -174,6 +174,22 @@ def test_snapshots_are_stored_before_send_returns(store: SyncStore, style: Style
     assert balance_of(bus, style, "a") == (15, 4)
 
 
+def test_a_failing_snapshot_is_counted_and_never_fails_the_command(
+    store: SyncStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(snapshot: eskit.Snapshot) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store, "save_snapshot", broken)
+    bus = make_bus(store, "decider")
+
+    results = [bus.send(Deposit("a", amount)) for amount in (1, 2, 3, 4)]
+
+    assert [r.version for r in results] == [0, 1, 2, 3]
+    assert bus.repository(account_decider).snapshot_failures == 2  # at versions 1 and 3
+    assert balance_of(bus, "decider", "a") == (10, 3)
+
+
 # -- plain functions only ---------------------------------------------------------------------
 
 
