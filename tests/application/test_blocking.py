@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import inspect
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -102,6 +103,31 @@ def interfering(store: SyncStore, times: int) -> tuple[Callable[[Handle], Handle
 
 def stream_events(store: SyncStore, stream: str) -> list[eskit.RecordedEvent]:
     return list(store.read_stream(stream))
+
+
+# -- the same API as the async face --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("async_class", "blocking_class"),
+    [(eskit.CommandBus, CommandBus), (eskit.Repository, Repository)],
+    ids=["CommandBus", "Repository"],
+)
+def test_every_public_method_of_the_async_face_has_a_blocking_twin(
+    async_class: type[Any], blocking_class: type[Any]
+) -> None:
+    public = [n for n in dir(async_class) if not n.startswith("_") or n == "__init__"]
+    for name in public:
+        method, twin = getattr(async_class, name), getattr(blocking_class, name, None)
+        assert twin is not None, f"{blocking_class.__qualname__} has no {name}"
+        if not inspect.isfunction(method):
+            continue
+        assert not inspect.iscoroutinefunction(twin), name
+        assert parameters(twin) == parameters(method), f"{name} differs"
+
+
+def parameters(function: Any) -> list[tuple[str, Any, Any]]:
+    return [(p.name, p.kind, p.default) for p in inspect.signature(function).parameters.values()]
 
 
 # -- handling ---------------------------------------------------------------------------------

@@ -247,7 +247,11 @@ class BusCore:
                 loaded = Loaded(repository.model.initial_state(), None)
             else:
                 loaded = yield from repository.loading(aggregate_id, missing_ok=True)
-            if digest is not None:  # checked after loading: a racing original is then seen
+            # A command id costs a lookup before deciding: the store's idempotent-append rule
+            # would catch a retry only after the handler decided it again (its events may lie
+            # before a snapshot, be hidden, or be on another stream), and a retry is replayed
+            # without deciding again. Checked after loading: a racing original is then seen.
+            if digest is not None:
                 earlier = yield from self._earlier_result(stream, context, digest)
                 if earlier is not None:
                     return earlier
