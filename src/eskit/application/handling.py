@@ -26,7 +26,6 @@ event, that caused it) and the command's type in its metadata.
 from __future__ import annotations
 
 import dataclasses
-import random
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TypeAlias, TypeVar
@@ -38,6 +37,7 @@ from eskit.domain.aggregate import Aggregate, decided_events
 from eskit.domain.events import EventRegistry
 from eskit.domain.model import Decider, Model
 from eskit.errors import ConcurrencyError, DomainError, IdempotencyConflict, WrongExpectedVersion
+from eskit.retry import backoff
 from eskit.store.ids import new_event_ids
 from eskit.store.model import ANY, ExpectedVersion
 
@@ -311,7 +311,7 @@ class BusCore:
                 raise ConcurrencyError(stream, attempt)
             if self.on_retry is not None:
                 self.on_retry(context, attempt)
-            yield Sleep(min(1.0, random.uniform(0, self.backoff * 2**attempt)))
+            yield Sleep(backoff(self.backoff, attempt, cap=1.0))
 
     def _used_for(
         self,

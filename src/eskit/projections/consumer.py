@@ -48,11 +48,12 @@ from eskit.projections import consumer_stuck
 from eskit.projections import state as st
 from eskit.projections.consumer_stuck import StuckPartition
 from eskit.projections.database import Database
-from eskit.projections.engine import Commit, MarkStuck, Outcome, Policy, apply_batch, backoff, drive
+from eskit.projections.engine import Commit, MarkStuck, Outcome, Policy, apply_batch, drive
 from eskit.projections.failure import describe, log_failure
 from eskit.projections.projection import SQLProjection, apply, check_name, physical_names
 from eskit.projections.service import Service
 from eskit.projections.sql import Connection, execute, kind_of, lock_setup
+from eskit.retry import backoff
 from eskit.store.model import RecordedEvent
 from eskit.store.sqlite_writer import micros
 

@@ -34,9 +34,9 @@ from eskit.brokers.rabbitmq import ERRORS
 from eskit.errors import BrokerUnavailable
 from eskit.projections.consumer import BrokerWorker
 from eskit.projections.database import Database
-from eskit.projections.engine import backoff
 from eskit.projections.failure import describe
 from eskit.projections.projection import SQLProjection, check_name
+from eskit.retry import backoff
 
 log = logging.getLogger("eskit.projections.rabbit_consumer")
 SINGLE_ACTIVE: Final = {"x-single-active-consumer": True}

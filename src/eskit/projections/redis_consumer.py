@@ -33,9 +33,9 @@ from eskit.brokers.redis import BODY, client, stream_key
 from eskit.errors import BrokerUnavailable
 from eskit.projections.consumer import BrokerWorker
 from eskit.projections.database import Database
-from eskit.projections.engine import backoff
 from eskit.projections.failure import describe
 from eskit.projections.projection import SQLProjection
+from eskit.retry import backoff
 
 log = logging.getLogger("eskit.projections.redis_consumer")
 _BODY = BODY.encode()
