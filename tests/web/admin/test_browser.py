@@ -59,10 +59,11 @@ def log_in(tab: Page, server: Served, name: str) -> None:
     tab.click("button:has-text('Log in')")
 
 
-def shot(tab: Page, name: str) -> None:
-    """Keep a screenshot of the whole page as a test artifact."""
+def shot(tab: Page, name: str, *, full_page: bool = True) -> None:
+    """Keep a screenshot of the whole page (else of what the window shows) as a test
+    artifact."""
     path = artifacts() / f"{name}.png"
-    tab.screenshot(path=str(path), full_page=True)
+    tab.screenshot(path=str(path), full_page=full_page)
     assert path.stat().st_size > 0
 
 
@@ -233,6 +234,8 @@ def test_the_event_catalog_shows_a_schema_when_opened(page: Page, server: Served
     expect(schema).to_contain_text('"due_date"')
     assert refused == []
     shot(page, "catalog")
+    created.scroll_into_view_if_needed()
+    shot(page, "catalog-schema", full_page=False)  # the picture in docs/admin.md
 
 
 def test_an_error_page_leads_back(page: Page, server: Served) -> None:
