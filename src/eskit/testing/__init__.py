@@ -1,4 +1,5 @@
-"""Testing tools shipped with eskit: the event store conformance suite and model test.
+"""Testing tools shipped with eskit: the event store conformance suite and model test,
+given/when/then specs for aggregates (``Spec``) and projections (``ProjectionSpec``).
 
 Third-party backends run the same checks as eskit's own (needs pytest, anyio, hypothesis).
 """
@@ -12,5 +13,7 @@ import pytest
 pytest.register_assert_rewrite("eskit.testing.conformance")
 
 from eskit.testing.conformance import EventStoreConformance, store_model_test  # noqa: E402
+from eskit.testing.projections import ProjectionSpec  # noqa: E402
+from eskit.testing.specs import Spec  # noqa: E402
 
-__all__ = ["EventStoreConformance", "store_model_test"]
+__all__ = ["EventStoreConformance", "ProjectionSpec", "Spec", "store_model_test"]
