@@ -9,13 +9,13 @@ import asyncio
 import sys
 
 from eskit.projections import SQLiteDatabase
-from eskit.projections.consumer import JetStreamConsumer
+from eskit.projections.consumers.nats import NatsConsumer
 from tests.brokers.models import StreamLog
 
 
 async def main(url: str, prefix: str, path: str) -> None:
     database = SQLiteDatabase(path)
-    worker = JetStreamConsumer(url, StreamLog(), database, prefix=prefix, ack_wait=1.0)
+    worker = NatsConsumer(url, StreamLog(), database, prefix=prefix, ack_wait=1.0)
     async with worker:
         print("started", flush=True)
         await asyncio.Event().wait()  # until killed

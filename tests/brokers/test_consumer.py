@@ -15,7 +15,8 @@ from eskit.brokers import message
 from eskit.brokers.nats import MSG_ID, NatsPublisher, connect, subject
 from eskit.errors import BrokerUnavailable
 from eskit.projections import PostgresDatabase, SQLiteDatabase
-from eskit.projections.consumer import JetStreamConsumer, drop_consumer
+from eskit.projections.consumers.base import drop_consumer
+from eskit.projections.consumers.nats import NatsConsumer
 from tests import postgres, services
 from tests.brokers.fixtures import (
     append_events,
@@ -38,7 +39,7 @@ async def prefix() -> AsyncIterator[str]:
     await delete_nats_stream(url, name)
 
 
-async def until_applied(workers: Sequence[JetStreamConsumer], total: int) -> None:
+async def until_applied(workers: Sequence[NatsConsumer], total: int) -> None:
     await until(lambda: sum(w.applied for w in workers) >= total)
 
 
@@ -51,7 +52,7 @@ async def test_workers_share_partitions_and_keep_stream_order(
     await publisher.close()
     databases = [SQLiteDatabase(tmp_path / "read.db") for _ in range(2)]
     workers = [
-        JetStreamConsumer(services.nats_url(), StreamLog(), db, prefix=prefix) for db in databases
+        NatsConsumer(services.nats_url(), StreamLog(), db, prefix=prefix) for db in databases
     ]
     async with running(workers):
         await until_applied(workers, 300)
@@ -84,7 +85,7 @@ async def test_repeats_stored_after_the_duplicate_window_are_applied_once(
         assert not ack.duplicate, "the window has expired: NATS stores the repeat"
     await client.close()
     database = SQLiteDatabase(tmp_path / "read.db")
-    async with JetStreamConsumer(services.nats_url(), StreamLog(), database, prefix=prefix) as w:
+    async with NatsConsumer(services.nats_url(), StreamLog(), database, prefix=prefix) as w:
         await until(lambda: w.applied + w.repeats >= 65)
     found, errors = await counts(database)
     await database.close()
@@ -103,7 +104,7 @@ async def test_postgresql_read_model_of_its_own(store: eskit.EventStore, prefix:
     schema = services.unique("read")
     databases = [PostgresDatabase(url=postgres.database_url(), schema=schema) for _ in range(2)]
     workers = [
-        JetStreamConsumer(services.nats_url(), PgStreamLog(), db, prefix=prefix) for db in databases
+        NatsConsumer(services.nats_url(), PgStreamLog(), db, prefix=prefix) for db in databases
     ]
     async with running(workers):
         await until_applied(workers, 60)
@@ -131,14 +132,14 @@ async def test_a_new_version_is_refused_until_reset(
     await relay_to_head(store, publisher)
     await publisher.close()
     database = SQLiteDatabase(tmp_path / "read.db")
-    async with JetStreamConsumer(services.nats_url(), StreamLog(), database, prefix=prefix) as w:
+    async with NatsConsumer(services.nats_url(), StreamLog(), database, prefix=prefix) as w:
         await until_applied([w], 5)
 
     class StreamLogV2(StreamLog):
         name = "stream_log"
         version = 2
 
-    v2 = JetStreamConsumer(services.nats_url(), StreamLogV2(), database, prefix=prefix)
+    v2 = NatsConsumer(services.nats_url(), StreamLogV2(), database, prefix=prefix)
     with pytest.raises(ValueError, match="built by version 1, not 2"):
         await v2.start()
     await database.write(lambda c: drop_consumer(c, StreamLogV2()))
@@ -151,9 +152,9 @@ async def test_a_new_version_is_refused_until_reset(
 
 async def test_a_worker_started_before_the_relay_says_so(prefix: str, tmp_path: Path) -> None:
     database = SQLiteDatabase(tmp_path / "read.db")
-    worker = JetStreamConsumer(services.nats_url(), StreamLog(), database, prefix=prefix)
+    worker = NatsConsumer(services.nats_url(), StreamLog(), database, prefix=prefix)
     with pytest.raises(BrokerUnavailable, match="start the relay first"):
         await worker.start()
     await database.close()
     with pytest.raises(ValueError, match="applies a SQLProjection"):
-        JetStreamConsumer(services.nats_url(), object(), database)  # type: ignore[arg-type]
+        NatsConsumer(services.nats_url(), object(), database)  # type: ignore[arg-type]

@@ -17,7 +17,7 @@ import pytest
 import eskit
 from eskit.brokers.nats import NatsPublisher
 from eskit.projections import SQLiteDatabase
-from eskit.projections.consumer import JetStreamConsumer
+from eskit.projections.consumers.nats import NatsConsumer
 from eskit.relay import Relay, relay_runner, relay_status
 from tests import services
 from tests.brokers.fixtures import counts, counts_then_close, until, until_counted
@@ -67,7 +67,7 @@ async def test_broker_killed_mid_stream_while_appends_go_on(
     relay = Relay(publisher, batch_size=25)
     databases = [SQLiteDatabase(tmp_path / "read.db") for _ in range(2)]
     workers = [
-        JetStreamConsumer(server.url, StreamLog(), db, prefix=PREFIX, ack_wait=1.0, fetch_wait=0.2)
+        NatsConsumer(server.url, StreamLog(), db, prefix=PREFIX, ack_wait=1.0, fetch_wait=0.2)
         for db in databases
     ]
     appender = Appender(store)
@@ -140,7 +140,7 @@ async def test_relay_killed_between_publishing_and_checkpointing(
     events = [e async for e in store.read_all()]
     assert [e for _, _, e in await nats_messages(server.url, PREFIX)] == events
     database = SQLiteDatabase(tmp_path / "read.db")
-    async with JetStreamConsumer(server.url, StreamLog(), database, prefix=PREFIX) as worker:
+    async with NatsConsumer(server.url, StreamLog(), database, prefix=PREFIX) as worker:
         await until(lambda: worker.applied >= 100)
     found, errors = await counts(database)
     await database.close()
@@ -192,7 +192,7 @@ async def test_a_worker_killed_mid_stream_loses_nothing(
     assert child.stdout is not None
     assert await child.stdout.readline() == b"started\n"
     database = SQLiteDatabase(read_db)
-    survivor = JetStreamConsumer(server.url, StreamLog(), database, prefix=PREFIX, ack_wait=1.0)
+    survivor = NatsConsumer(server.url, StreamLog(), database, prefix=PREFIX, ack_wait=1.0)
     appender = Appender(store)
     try:
         relay = Relay(publisher, batch_size=20)
@@ -230,7 +230,7 @@ async def test_repeated_outages_and_relay_restarts(
     await publisher.published()
     databases = [SQLiteDatabase(tmp_path / "read.db") for _ in range(2)]
     workers = [
-        JetStreamConsumer(server.url, StreamLog(), db, prefix=PREFIX, ack_wait=1.0, fetch_wait=0.2)
+        NatsConsumer(server.url, StreamLog(), db, prefix=PREFIX, ack_wait=1.0, fetch_wait=0.2)
         for db in databases
     ]
     appender = Appender(store)

@@ -23,9 +23,10 @@ from eskit.brokers.rabbitmq import RabbitPublisher
 from eskit.brokers.redis import RedisPublisher, stream_key
 from eskit.projections import ReadModelConnection, SQLiteDatabase, handles
 from eskit.projections import state as st
-from eskit.projections.consumer import BrokerWorker, JetStreamConsumer
-from eskit.projections.rabbit_consumer import RabbitConsumer
-from eskit.projections.redis_consumer import RedisStreamConsumer
+from eskit.projections.consumers.base import BrokerWorker
+from eskit.projections.consumers.nats import NatsConsumer
+from eskit.projections.consumers.rabbitmq import RabbitConsumer
+from eskit.projections.consumers.redis import RedisConsumer
 from eskit.store.model import RecordedEvent
 from tests import services
 from tests.brokers.fixtures import append_events, counts, relay_to_head, until
@@ -61,7 +62,7 @@ class Broker:
 BROKERS = {
     "nats": Broker(
         lambda prefix: NatsPublisher(services.nats_url(), prefix),
-        lambda prefix, projection, db: JetStreamConsumer(
+        lambda prefix, projection, db: NatsConsumer(
             services.nats_url(),
             projection,
             db,
@@ -74,7 +75,7 @@ BROKERS = {
     ),
     "redis": Broker(
         lambda prefix: RedisPublisher(services.redis_url(), prefix),
-        lambda prefix, projection, db: RedisStreamConsumer(
+        lambda prefix, projection, db: RedisConsumer(
             services.redis_url(),
             projection,
             db,
@@ -145,7 +146,7 @@ async def test_a_poison_event_ends_stuck_then_a_skip_moves_on(
         [(partition, stuck)] = worker.stuck.items()
         await asyncio.sleep(STUCK_POLL * 6)  # redelivered, held again: never applied
         calls = projection.poison_calls
-        if isinstance(worker, JetStreamConsumer):
+        if isinstance(worker, NatsConsumer):
             shown = {s.partition: s for s in await worker.status()}[partition]
             assert (shown.stuck, shown.error_position, shown.error_type) == (
                 True,

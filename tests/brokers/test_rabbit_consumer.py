@@ -14,7 +14,7 @@ import pytest
 import eskit
 from eskit.brokers.rabbitmq import RabbitPublisher, amqp_message
 from eskit.projections import ReadModelConnection, SQLiteDatabase, handles
-from eskit.projections.rabbit_consumer import RabbitConsumer
+from eskit.projections.consumers.rabbitmq import RabbitConsumer
 from eskit.store.model import RecordedEvent
 from tests import services
 from tests.brokers.fixtures import (

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 import eskit
 from eskit.brokers.redis import RedisPublisher, stream_key
 from eskit.projections import SQLiteDatabase
-from eskit.projections.redis_consumer import RedisStreamConsumer
+from eskit.projections.consumers.redis import RedisConsumer
 from tests import services
 from tests.brokers.fixtures import (
     append_events,
@@ -45,7 +45,7 @@ async def test_one_worker_applies_the_standby_waits(
     await publisher.close()
     databases = [SQLiteDatabase(tmp_path / "read.db") for _ in range(2)]
     workers = [
-        RedisStreamConsumer(services.redis_url(), StreamLog(), db, prefix=prefix, batch_size=20)
+        RedisConsumer(services.redis_url(), StreamLog(), db, prefix=prefix, batch_size=20)
         for db in databases
     ]
     async with running(workers):
@@ -66,14 +66,14 @@ async def test_a_standby_takes_over_what_a_dead_holder_left_pending(
     await relay_to_head(store, publisher)
     await publisher.close()
     database = SQLiteDatabase(tmp_path / "read.db")
-    dead = RedisStreamConsumer(
+    dead = RedisConsumer(
         services.redis_url(), StreamLog(), database, prefix=prefix, lease=0.5, block=0.1
     )
     await dead._redis.xgroup_create(stream_key(prefix), "stream_log", id="0", mkstream=True)
     assert await dead._hold()
     assert len(await dead._read(pending=False)) == 60  # delivered to the group, never acked
     await dead._redis.aclose()  # dies holding the lease
-    standby = RedisStreamConsumer(
+    standby = RedisConsumer(
         services.redis_url(), StreamLog(), database, prefix=prefix, lease=0.5, block=0.1
     )
     async with standby:
