@@ -10,7 +10,7 @@ import pytest
 
 # The suite lives in the package, not in a test file: ask pytest to rewrite its asserts
 # anyway, so a failure shows the values compared and not a bare AssertionError.
-pytest.register_assert_rewrite("eskit.testing.conformance")
+pytest.register_assert_rewrite("eskit.testing.conformance", "eskit.testing.brokers")
 
 from eskit.testing.conformance import EventStoreConformance, store_model_test  # noqa: E402
 from eskit.testing.projections import ProjectionSpec  # noqa: E402
