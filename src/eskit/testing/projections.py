@@ -49,6 +49,7 @@ class ProjectionSpec:
         self.store = MemoryStore(clock=self._tick)
         self._given: list[tuple[str, list[NewEvent]]] = []
         self._applied = False
+        self._runner: ProjectionRunner | None = None
 
     def _tick(self) -> dt.datetime:
         self.now += dt.timedelta(seconds=1)
@@ -139,15 +140,14 @@ class ProjectionSpec:
         stuck fails the spec with its error."""
         if self._applied:
             return
-        if not hasattr(self, "_runner"):
+        if self._runner is None:
             await self.store.open()
-            self._runner: ProjectionRunner | None = ProjectionRunner(
+            self._runner = ProjectionRunner(
                 self.store, [self.projection], database=self.database, retries=0, backoff=0.0
             )
         for stream, events in self._given:
             await self.store.append(stream, events)
         self._given.clear()
-        assert self._runner is not None
         await self._runner.run_until_caught_up()
         self._applied = True
         for status in await self._runner.status():
@@ -159,7 +159,7 @@ class ProjectionSpec:
 
     async def close(self) -> None:
         """Close what the spec opened (not a database it was given)."""
-        runner = getattr(self, "_runner", None)
+        runner, self._runner = self._runner, None
         if runner is not None:
             await runner.stop()
             await self.store.close()
