@@ -35,9 +35,9 @@ from eskit.brokers.rabbitmq import ERRORS
 from eskit.errors import BrokerUnavailable
 from eskit.projections.consumers.base import BrokerWorker, PartitionStatus, stuck_event
 from eskit.projections.database import Database
-from eskit.projections.engine import backoff
 from eskit.projections.failure import describe
 from eskit.projections.projection import SQLProjection, check_name
+from eskit.retry import backoff
 
 log = logging.getLogger("eskit.projections.consumers.rabbitmq")
 SINGLE_ACTIVE: Final = {"x-single-active-consumer": True}

@@ -34,9 +34,9 @@ from eskit.brokers.redis import BODY, client, stream_key
 from eskit.errors import BrokerUnavailable
 from eskit.projections.consumers.base import BrokerWorker, PartitionStatus, stuck_event
 from eskit.projections.database import Database
-from eskit.projections.engine import backoff
 from eskit.projections.failure import describe
 from eskit.projections.projection import SQLProjection
+from eskit.retry import backoff
 
 log = logging.getLogger("eskit.projections.consumers.redis")
 _BODY = BODY.encode()
