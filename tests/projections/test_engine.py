@@ -1,6 +1,6 @@
 """The projection engine on its own (it does no IO): a batch that fails goes event by event;
 a poison event is retried with backoff, then stuck, holding back only its key; failures
-that are not a handler's end the batch; the one backoff policy doubles, jitters and caps."""
+that are not a handler's end the batch (the backoff policy: tests/test_retry.py)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,11 @@ import pytest
 
 from eskit.errors import StoreUnavailable
 from eskit.projections.engine import (
-    CAP,
     Commit,
     MarkStuck,
     Outcome,
     Policy,
     apply_batch,
-    backoff,
     drive,
     drive_blocking,
 )
@@ -111,11 +109,3 @@ async def test_the_async_driver_runs_the_same_steps() -> None:
     outcome = await drive(apply_batch("p", events, 3, POLICY, key=lambda e: e.stream), perform)
     assert outcome == Outcome(frozenset({"b"}))
     assert target.applied == [1, 3]
-
-
-def test_the_backoff_doubles_with_jitter_up_to_the_cap() -> None:
-    for attempt in range(6):
-        pause = backoff(0.1, attempt)
-        assert 0.05 * 2**attempt <= pause <= 0.15 * 2**attempt
-    assert backoff(0.1, 1_000) <= CAP * 1.5
-    assert backoff(0.1, 1_000, cap=5.0) <= 7.5

@@ -96,3 +96,12 @@ async def test_misuse_is_said_plainly() -> None:
     async with ProjectionSpec(Totals()) as spec:
         with pytest.raises(ValueError, match="has no table 'nope'"):
             await spec.then_rows("nope")
+
+
+async def test_rows_as_dicts_compare_their_columns_in_any_order() -> None:
+    async with ProjectionSpec(Totals()) as spec:
+        spec.given("a", added(1)).given("b", added(2)).given("c", added(3))
+
+        await spec.then_rows("totals", {"total": 3}, {"total": 1}, {"total": 2})
+        with pytest.raises(TypeError, match="all as tuples, or all as dicts"):
+            await spec.then_rows("totals", {"total": 3}, ("a", 1))

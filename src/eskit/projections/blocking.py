@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 from eskit.errors import StoreClosed
 from eskit.projections import state as st
 from eskit.projections.database import BlockingDatabase, Database, SQLiteDatabase
-from eskit.projections.engine import Steps, backoff, drive_blocking
+from eskit.projections.engine import Steps, drive_blocking
 from eskit.projections.process import ProcessManager
 from eskit.projections.projection import AnyProjection, SQLProjection
 from eskit.projections.steps import (
@@ -40,6 +40,7 @@ from eskit.projections.steps import (
     Write,
 )
 from eskit.projections.worker import BatchObserver, Progress, ProjectionStatus, Worker
+from eskit.retry import backoff
 from eskit.store.model import Page
 
 if TYPE_CHECKING:

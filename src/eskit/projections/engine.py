@@ -25,32 +25,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Generator, Hashable, Sequence
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
 from eskit.errors import StoreClosed, Unavailable
 from eskit.projections.failure import describe
 from eskit.projections.state import ProjectionMoved
+from eskit.retry import backoff
 from eskit.store.model import RecordedEvent
 
 log = logging.getLogger("eskit.projections")
 T = TypeVar("T")
 
-CAP: Final = 30.0
-"""The longest pause between two attempts, in seconds."""
-
 NOT_THE_HANDLER: tuple[type[BaseException], ...] = (StoreClosed, Unavailable, ProjectionMoved)
 """Failures never blamed on an event: they end the batch for the worker to deal with."""
-
-
-def backoff(base: float, attempt: int, cap: float = CAP) -> float:
-    """The one backoff policy: ``base``·2^``attempt`` seconds, at most ``cap``, with
-    jitter (times 0.5 to 1.5) so workers that failed together do not retry together."""
-    return float(min(cap, base * 2.0 ** min(attempt, 32))) * (0.5 + random.random())
 
 
 class Policy(msgspec.Struct, frozen=True):

@@ -32,21 +32,14 @@ from eskit.errors import StoreClosed
 from eskit.projections import leases
 from eskit.projections import state as st
 from eskit.projections.database import Database, database_for
-from eskit.projections.engine import (
-    NOT_THE_HANDLER,
-    Commit,
-    MarkStuck,
-    Policy,
-    apply_batch,
-    backoff,
-    drive,
-)
+from eskit.projections.engine import NOT_THE_HANDLER, Commit, MarkStuck, Policy, apply_batch, drive
 from eskit.projections.failure import describe, log_failure
 from eskit.projections.leases import Lease, LeaseLost, PartitionRow, partition_of
 from eskit.projections.projection import AnyProjection, SQLProjection, apply, physical_names
 from eskit.projections.runner import now
 from eskit.projections.service import Service
 from eskit.projections.sql import Connection, is_sqlite
+from eskit.retry import backoff
 from eskit.store.base import EventStore
 from eskit.store.model import RecordedEvent
 

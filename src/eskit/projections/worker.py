@@ -30,7 +30,6 @@ from eskit.projections.engine import (
     Policy,
     Steps,
     apply_batch,
-    backoff,
     translate,
 )
 from eskit.projections.failure import describe, log_failure
@@ -56,6 +55,7 @@ from eskit.projections.steps import (
     WaitForEvents,
     Write,
 )
+from eskit.retry import backoff
 from eskit.store.model import Page, RecordedEvent
 from eskit.store.sqlite_writer import micros
 

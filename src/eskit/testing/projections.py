@@ -49,6 +49,7 @@ class ProjectionSpec:
         self.store = MemoryStore(clock=self._tick)
         self._given: list[tuple[str, list[NewEvent]]] = []
         self._applied = False
+        self._runner: ProjectionRunner | None = None
 
     def _tick(self) -> dt.datetime:
         self.now += dt.timedelta(seconds=1)
@@ -73,29 +74,28 @@ class ProjectionSpec:
         self, table_name: str, *expected: Sequence[Any] | Mapping[str, Any], order_by: str = ""
     ) -> list[Any]:
         """Assert the logical table holds exactly these rows: tuples in column order, or
-        dicts (compared on their keys only), in ``order_by`` order (default: any order)."""
+        dicts of the same columns (only those compared), in ``order_by`` order (default:
+        any order)."""
         if not isinstance(self.projection, SQLProjection):
             raise TypeError("then_rows is for a SQLProjection: use then_answer")
         if table_name not in self.projection.tables:
             raise ValueError(f"{self.projection.name} has no table {table_name!r}")
-        keys = [list(row) if isinstance(row, Mapping) else None for row in expected]
+        as_dicts = [isinstance(row, Mapping) for row in expected]
+        if any(as_dicts) and not all(as_dicts):
+            raise TypeError("give rows all as tuples, or all as dicts of the same columns")
+        columns = list(expected[0]) if expected and all(as_dicts) else None
         order = f" ORDER BY {order_by}" if order_by else ""
 
-        def read(conn: Any) -> list[dict[str, Any]]:
+        def read(conn: Any) -> list[Any]:
             cursor = ReadModelConnection(conn).execute(f'SELECT * FROM "{table_name}"{order}')
             names = [column[0] for column in cursor.description]
-            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+            rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+            if columns is None:
+                return [tuple(row.values()) for row in rows]
+            return [{k: row.get(k) for k in columns} for row in rows]
 
-        found = await self._read(read)
+        actual: list[Any] = await self._read(read)
         wanted = [dict(row) if isinstance(row, Mapping) else tuple(row) for row in expected]
-        actual: list[Any] = [
-            tuple(row.values()) if i >= len(keys) or keys[i] is None else row
-            for i, row in enumerate(found)
-        ]
-        actual = [
-            {k: row.get(k) for k in keys[i] or ()} if isinstance(row, dict) else row
-            for i, row in enumerate(actual)
-        ]
         if not order_by:
             wanted, actual = sorted(wanted, key=repr), sorted(actual, key=repr)
         if actual != wanted:
@@ -140,15 +140,14 @@ class ProjectionSpec:
         stuck fails the spec with its error."""
         if self._applied:
             return
-        if not hasattr(self, "_runner"):
+        if self._runner is None:
             await self.store.open()
-            self._runner: ProjectionRunner | None = ProjectionRunner(
+            self._runner = ProjectionRunner(
                 self.store, [self.projection], database=self.database, retries=0, backoff=0.0
             )
         for stream, events in self._given:
             await self.store.append(stream, events)
         self._given.clear()
-        assert self._runner is not None
         await self._runner.run_until_caught_up()
         self._applied = True
         for status in await self._runner.status():
@@ -160,7 +159,7 @@ class ProjectionSpec:
 
     async def close(self) -> None:
         """Close what the spec opened (not a database it was given)."""
-        runner = getattr(self, "_runner", None)
+        runner, self._runner = self._runner, None
         if runner is not None:
             await runner.stop()
             await self.store.close()

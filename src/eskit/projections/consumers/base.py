@@ -177,6 +177,11 @@ class BrokerWorker(Service):
         await self._look_for_stuck()
         return records
 
+    async def status(self) -> list[PartitionStatus]:
+        """Per partition (one, ``0``, where the broker has none): events not yet acked,
+        redeliveries, the last error, and the event it is stuck on, if it is."""
+        raise NotImplementedError
+
     async def _look_for_stuck(self) -> None:
         """Read which partitions are stuck (by any worker of the group, or skipped)."""
         group = self.group

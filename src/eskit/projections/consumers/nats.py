@@ -36,9 +36,10 @@ from eskit.brokers.nats import NATS_ERRORS, connect, partition_subject, partitio
 from eskit.errors import BrokerUnavailable
 from eskit.projections.consumers.base import BrokerWorker, PartitionStatus, stuck_event
 from eskit.projections.database import Database
-from eskit.projections.engine import Outcome, backoff
+from eskit.projections.engine import Outcome
 from eskit.projections.failure import describe, log_failure
 from eskit.projections.projection import SQLProjection
+from eskit.retry import backoff
 from eskit.store.model import RecordedEvent
 
 log = logging.getLogger("eskit.projections.consumers.nats")

@@ -33,11 +33,11 @@ from eskit.brokers import message
 from eskit.brokers.publisher import safe_address
 from eskit.brokers.rabbitmq import ERRORS
 from eskit.errors import BrokerUnavailable
-from eskit.projections.consumers.base import BrokerWorker
+from eskit.projections.consumers.base import BrokerWorker, PartitionStatus, stuck_event
 from eskit.projections.database import Database
-from eskit.projections.engine import backoff
 from eskit.projections.failure import describe
 from eskit.projections.projection import SQLProjection, check_name
+from eskit.retry import backoff
 
 log = logging.getLogger("eskit.projections.consumers.rabbitmq")
 SINGLE_ACTIVE: Final = {"x-single-active-consumer": True}
@@ -77,6 +77,8 @@ class RabbitConsumer(BrokerWorker):
         self.batch_size, self.linger = batch_size, linger
         self.error: str | None = None
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
+        self._declared: aio_pika.abc.AbstractQueue | None = None
+        self._in_hand: list[Message] = []
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -94,7 +96,7 @@ class RabbitConsumer(BrokerWorker):
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        connection, self._connection = self._connection, None
+        connection, self._connection, self._declared = self._connection, None, None
         if connection is not None:
             with contextlib.suppress(*ERRORS):
                 await connection.close()
@@ -113,6 +115,7 @@ class RabbitConsumer(BrokerWorker):
                 self.queue_name, durable=True, arguments=SINGLE_ACTIVE
             )
             await queue.bind(exchange, self.binding)
+            self._declared = queue
         except ERRORS as error:
             await self.stop()
             raise BrokerUnavailable(
@@ -135,6 +138,7 @@ class RabbitConsumer(BrokerWorker):
                 await self._look_for_stuck()
                 continue
             batch, held = held or await self._take(inbox), []
+            self._in_hand = batch
             if not batch:
                 continue
             try:
@@ -147,6 +151,7 @@ class RabbitConsumer(BrokerWorker):
                     held = batch  # applied again after the skip: the inbox drops repeats
                     continue
                 await batch[-1].ack(multiple=True)
+                self._in_hand = []
                 failures, self.error = 0, None
             except Exception as error:  # the read model failing, RabbitMQ away: again
                 failures += 1
@@ -178,3 +183,25 @@ class RabbitConsumer(BrokerWorker):
             self.error = f"stuck at position {stuck.position} ({stuck.event_type}): {stuck.error}"
             return False
         return True
+
+    async def status(self) -> list[PartitionStatus]:
+        """The group as one partition (``0``): messages waiting in the queue or in this
+        worker's hands, those redelivered among the latter, and where it is stuck."""
+        if self._declared is None:
+            raise BrokerUnavailable(f"consumer {self.group} is not started")
+        declared = await self._declared.declare()  # declared again: the counts of now
+        waiting = declared.message_count or 0
+        in_hand = self._in_hand
+        redelivered = sum(1 for incoming in in_hand if incoming.redelivered)
+        stuck = self.stuck.get(0)
+        error = self.error if stuck is None else stuck.error
+        return [
+            PartitionStatus(
+                0,
+                waiting + len(in_hand),
+                redelivered,
+                error,
+                stuck is not None,
+                *stuck_event(stuck),
+            )
+        ]

@@ -29,13 +29,14 @@ from typing import Any
 import redis.exceptions
 
 from eskit.brokers import message
+from eskit.brokers.publisher import safe_address
 from eskit.brokers.redis import BODY, client, stream_key
 from eskit.errors import BrokerUnavailable
-from eskit.projections.consumers.base import BrokerWorker
+from eskit.projections.consumers.base import BrokerWorker, PartitionStatus, stuck_event
 from eskit.projections.database import Database
-from eskit.projections.engine import backoff
 from eskit.projections.failure import describe
 from eskit.projections.projection import SQLProjection
+from eskit.retry import backoff
 
 log = logging.getLogger("eskit.projections.consumers.redis")
 _BODY = BODY.encode()
@@ -85,6 +86,7 @@ class RedisConsumer(BrokerWorker):
         self.token = uuid.uuid4().hex
         self.holding = False
         self.error: str | None = None
+        self.url = url
         self._redis = client(url, timeout=block + 5.0)
         self._task: asyncio.Task[None] | None = None
 
@@ -99,7 +101,9 @@ class RedisConsumer(BrokerWorker):
             if "BUSYGROUP" not in str(error):
                 raise
         except redis.exceptions.RedisError as error:
-            raise BrokerUnavailable(f"Redis {self.key}: {error!r}") from error
+            raise BrokerUnavailable(
+                f"Redis {safe_address(self.url)} key {self.key}: {error!r}"
+            ) from error
         self._stopping.clear()
         self._task = asyncio.create_task(self._run(), name=f"{self.group}:redis")
 
@@ -176,3 +180,23 @@ class RedisConsumer(BrokerWorker):
             return False
         await self._redis.xack(self.key, self.group, *(entry_id for entry_id, _ in entries))
         return True
+
+    async def status(self) -> list[PartitionStatus]:
+        """The group as one partition (``0``): entries not yet acked (read by no one yet,
+        or pending), those delivered more than once, and where it is stuck, if it is."""
+        groups: Any = await self._redis.xinfo_groups(self.key)
+        group = next((g for g in groups if _text(g["name"]) == self.group), None)
+        pending = 0 if group is None else int(group["pending"]) + int(group.get("lag") or 0)
+        found: Any = await self._redis.xpending_range(
+            self.key, self.group, min="-", max="+", count=self.batch_size
+        )
+        redelivered = sum(1 for entry in found if entry["times_delivered"] > 1)
+        stuck = self.stuck.get(0)
+        error = self.error if stuck is None else stuck.error
+        return [
+            PartitionStatus(0, pending, redelivered, error, stuck is not None, *stuck_event(stuck))
+        ]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
