@@ -94,6 +94,9 @@ async def test_filters_on_any_field_with_or_without_words(database: Database) ->
         await spec.then_answer(keys("", where={"topic": "math"}), ["a", "c"])
         await spec.then_answer(keys("math"), ["c"])  # topic is stored, not searched
         await spec.then_answer(keys(""), [])
+        await spec.then_answer(keys("\x00 "), [])  # NUL separates words: nothing to find
+        await spec.then_answer(keys("math\x00engines"), [])
+        await spec.then_answer(keys("steam\x00engines"), ["a"])
         with pytest.raises(ValueError, match="no field colour"):
             await Notes.search(database, "x", where={"colour": "red"})
 
@@ -173,6 +176,25 @@ async def test_sqlite_secure_delete_is_on_while_the_index_writes(tmp_path: Path)
 
         assert Watched.secure == [1]
         assert await database.read(lambda c: c.execute("PRAGMA secure_delete").fetchone()) == (0,)
+    await database.close()
+
+
+class Stemmed(Notes):
+    """The same notes, their words stemmed by PostgreSQL's ``english`` configuration."""
+
+    name = "stemmed_notes"
+    language = "english"
+
+
+async def test_postgresql_stems_words_in_the_language_given() -> None:
+    database = PostgresDatabase(url=postgres.database_url(), schema=services.unique("stem"))
+    async with ProjectionSpec(Stemmed(), database) as spec:
+        spec.given("n", note("a", "Invoices", "the engines weaving"))
+
+        async def stemmed(database: Database) -> list[str]:
+            return [hit.key for hit in await Stemmed.search(database, "invoice engine weaves")]
+
+        await spec.then_answer(stemmed, ["a"])
     await database.close()
 
 

@@ -211,6 +211,7 @@ class SearchIndex(SQLProjection):
         syntax), best first, and whose fields equal ``where``'s values. ``words``: about
         how long a snippet is. Empty ``text`` lists the filtered documents by key (none
         without a filter)."""
+        text = text.replace("\x00", " ")  # no engine takes NUL: it separates words here
         filters = dict(where or {})
         unknown = set(filters) - {f.name for f in cls.fields}
         if unknown:
