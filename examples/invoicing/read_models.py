@@ -6,7 +6,7 @@
 Queries are plain functions of a ``Database`` (``runner.database``); they read the logical
 tables (views of the live build), so a rebuild never takes them away. ``InvoiceList``,
 ``CustomerBalances`` and the queries are portable SQL: they run unchanged on SQLite and
-PostgreSQL (the search index is SQLite's FTS5). ``projections`` wires
+PostgreSQL, and so does the search index (``eskit.projections.search``). ``projections`` wires
 every read model of the example, the search index and the reminder process included;
 ``projections_for`` does the same from a store alone, for the CLI
 (``--app examples.invoicing.read_models:projections_for``).

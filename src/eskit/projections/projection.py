@@ -195,6 +195,12 @@ class SQLProjection(_Base):
             for table in cls.tables:
                 check_name(table, "table name")
 
+    def statements(self, sqlite: bool) -> Sequence[str]:
+        """The statements that create one build's tables, for SQLite or PostgreSQL: the
+        ``schema``, the same on both (override when they must differ, as a search index's
+        FTS5 table and ``tsvector`` column do)."""
+        return self.schema
+
     def handle_batch(self, events: Sequence[RecordedEvent], db: ReadModelConnection) -> None:
         """Apply a batch in order inside one transaction (it may hold types without
         handlers: they are skipped); override to write in bulk."""
