@@ -6,8 +6,10 @@ partitions), which shows projections run anywhere, and from a runner's live view
 knows how far the projections it runs really got and whether they run. A partitioned
 projection's checkpoint is its slowest partition's; when partitions are stuck, the one
 shown is the one stuck earliest in the log (the lowest ``error_position``): the event an
-operator looks at first, whatever order the partitions are numbered in. A broker
-consumer group whose read model is in the database read shows as a projection too.
+operator looks at first, whatever order the partitions are numbered in. The last rebuild
+(when it switched in, events replayed, seconds) is the stored row's, or the runner's if it
+switched one in since. A broker consumer group whose read model is in the database read
+shows as a projection too.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from eskit.projections import state as st
 from eskit.projections.consumers import stuck as consumer_stuck
 from eskit.projections.consumers.base import GENERATION
 from eskit.projections.sql import Connection
-from eskit.projections.worker import ProjectionStatus, last_rebuild
+from eskit.projections.worker import ProjectionStatus, shown_rebuild
 
 
 class Stored(msgspec.Struct, frozen=True):
@@ -124,7 +126,7 @@ def of_stored(stored: Stored, head: int) -> Status:
         len({p.owner for p in stored.partitions if p.owner is not None}),
         updated_at=state.updated_at,
     )
-    status = _with_last_rebuild(status, *last_rebuild(state.last_rebuild))
+    status = _with_last_rebuild(status, *shown_rebuild(state.last_rebuild))
     if not stored.partitions:
         return status
     position = min(p.position for p in stored.partitions)

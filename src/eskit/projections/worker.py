@@ -86,7 +86,8 @@ class ProjectionStatus(msgspec.Struct, frozen=True):
     last_rebuild_events: int | None = None
     """How many events it replayed."""
     last_rebuild_seconds: float | None = None
-    """How long it took, from its start (a resumed one: from the run it resumed)."""
+    """How long it took, from its start (a resumed rebuild: from the start of the run it
+    resumed)."""
 
     @property
     def lag(self) -> int:
@@ -504,11 +505,11 @@ class Worker:
             state.error_type,
             state.error_event,
             None if self.rebuilding is None else self.rebuilding.position,
-            *last_rebuild(state.last_rebuild),
+            *shown_rebuild(state.last_rebuild),
         )
 
 
-def last_rebuild(
+def shown_rebuild(
     done: st.LastRebuild | None,
 ) -> tuple[dt.datetime | None, int | None, float | None]:
     """What a status shows of the last rebuild: when it switched in, how many events it
