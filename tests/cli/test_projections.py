@@ -4,6 +4,7 @@ projections of ``tests/cli/apps.py`` loaded through ``--app``."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import signal
 import sqlite3
@@ -13,9 +14,11 @@ from pathlib import Path
 import pytest
 
 import eskit
+from eskit.cli.common import when
 from eskit.projections import Database, PartitionedWorker, ProjectionRunner, database_for
 from eskit.projections import state as st
 from eskit.projections.leases import partition_of
+from eskit.projections.sql import columns
 from tests.cli.apps import InvoiceTotals
 from tests.cli.conftest import append, invoke
 from tests.cli.test_streams import rows
@@ -37,7 +40,8 @@ def read_model(url: str) -> list[tuple[str, int]]:
 
 def status_rows(url: str) -> dict[str, list[str]]:
     """Each projection's status, read through ``--json``: its values in the table's order
-    (name, version, position, lag, status, updated, rebuild, skips, partitions, error)."""
+    (name, version, position, lag, status, updated, rebuild, skips, partitions, error,
+    last_rebuild, last_rebuild_events, last_rebuild_seconds)."""
     result = invoke(["projections", "status", url, "--json"])
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in result.stdout.splitlines()]
@@ -116,6 +120,42 @@ def test_rebuild_prints_the_digest_of_the_new_read_model(url: str) -> None:
     assert f"digest sha256:{expected}" in result.stdout
     assert generation == 2  # a new build, switched in
     assert read_model(url) == [("invoice-1", 100), ("invoice-2", 0)]
+
+
+def test_status_shows_when_the_last_rebuild_switched_in(url: str) -> None:
+    catch_up(url)
+    before = json.loads(invoke(["projections", "status", url, "--json"]).stdout)
+    table_before = invoke(["projections", "status", url]).stdout
+    started = dt.datetime.now(dt.UTC)
+    rebuilt = invoke(["projections", "rebuild", url, "invoice_totals", "--app", APP])
+    assert rebuilt.exit_code == 0, rebuilt.output
+
+    after = json.loads(invoke(["projections", "status", url, "--json"]).stdout)
+    table = invoke(["projections", "status", url]).stdout
+
+    assert (before["last_rebuild"], before["last_rebuild_events"]) == (None, None)
+    assert "last rebuild" not in table_before  # an empty column is left out
+    at = dt.datetime.fromisoformat(after["last_rebuild"])
+    assert started <= at <= dt.datetime.now(dt.UTC)
+    assert after["last_rebuild_events"] == 4  # of the 5 events, those it handles
+    assert after["last_rebuild_seconds"] >= 0
+    assert "last rebuild" in table
+    assert when(at) in " ".join(table.split())  # folded: the date and time apart
+
+
+def test_status_reads_tables_of_an_older_eskit_as_never_rebuilt(url: str) -> None:
+    """``status`` opens the file read-only: it reads the old tables as they are."""
+    catch_up(url)
+    with sqlite3.connect(path_of(url)) as conn:
+        for column in st.LAST_REBUILD:
+            conn.execute(f"ALTER TABLE eskit_projections DROP COLUMN {column}")
+        conn.execute("ALTER TABLE eskit_projection_rebuilds DROP COLUMN events")
+
+    row = status_rows(url)["invoice_totals"]
+
+    assert (row[4], row[10]) == ("running", "")
+    with sqlite3.connect(path_of(url)) as conn:
+        assert "rebuilt_at" not in columns(conn, "eskit_projections")
 
 
 def test_rebuild_of_an_unknown_projection(url: str) -> None:
@@ -307,10 +347,10 @@ def test_status_shows_a_failed_tick_as_failing_with_its_error(url: str) -> None:
 
     asyncio.run(store_tick(failed=True))
     row = status_rows(url)["invoice_totals"]
-    assert (row[4], row[-1]) == ("failing", error)
+    assert (row[4], row[9]) == ("failing", error)
     asyncio.run(store_tick(failed=False))
     row = status_rows(url)["invoice_totals"]
-    assert (row[4], row[-1]) == ("running", "")
+    assert (row[4], row[9]) == ("running", "")
 
 
 @pytest.mark.anyio

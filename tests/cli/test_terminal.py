@@ -72,6 +72,25 @@ def test_projections_status_at_80_columns_cuts_no_name_or_status(url: str) -> No
     assert (row[0], row[4]) == ("invoice_totals", "running")
 
 
+def test_projections_status_at_80_columns_after_a_rebuild_cuts_nothing(url: str) -> None:
+    """The last rebuild's column (and the skips') fold; name and status stay whole."""
+    ran = invoke(["projections", "run", url, "--app", APP, "--until-caught-up"])
+    assert ran.exit_code == 0, ran.output
+    rebuilt = invoke(["projections", "rebuild", url, "invoice_totals", "--app", APP])
+    assert rebuilt.exit_code == 0, rebuilt.output
+
+    result = narrow(["projections", "status", url])
+
+    assert result.exit_code == 0, result.output
+    assert max(map(len, result.stdout.splitlines())) <= 80
+    assert "…" not in result.stdout
+    assert folded(result.stdout, 0) == ["invoice_totals"]
+    assert "".join(folded(result.stdout, 4)) == "running"
+    assert "last rebuild" in result.stdout
+    (rebuilt_at,) = folded(result.stdout, 6)
+    assert rebuilt_at.endswith(" UTC")
+
+
 def test_projections_run_shows_the_event_type_of_an_error(url: str) -> None:
     asyncio.run(append(url, "invoice-9", eskit.NewEvent("Poison", {})))
     result = invoke(

@@ -22,7 +22,6 @@ import sys
 import eskit
 from eskit.projections import ProjectionRunner, ReadModelConnection, SQLProjection, handles
 from eskit.store.model import RecordedEvent
-from tests.projections.models import sql
 
 STREAMS = 50
 COUNTED = "Counted"
@@ -48,19 +47,17 @@ class Counter(SQLProjection):
     def counted(self, event: RecordedEvent, db: ReadModelConnection) -> None:
         n = event.data["n"]
         db.execute(
-            sql(
-                db,
+            (
                 "INSERT INTO {stream_counts} VALUES (?, 1, ?) ON CONFLICT (stream) DO UPDATE"
                 " SET events = {stream_counts}.events + 1,"
-                " amount = {stream_counts}.amount + excluded.amount",
+                " amount = {stream_counts}.amount + excluded.amount"
             ),
             (event.stream, n),
         )
         db.execute(
-            sql(
-                db,
+            (
                 "INSERT INTO {totals} VALUES (1, 1, ?) ON CONFLICT (id) DO UPDATE"
-                " SET events = {totals}.events + 1, amount = {totals}.amount + excluded.amount",
+                " SET events = {totals}.events + 1, amount = {totals}.amount + excluded.amount"
             ),
             (n,),
         )

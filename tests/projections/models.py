@@ -2,8 +2,9 @@
 
 ``Counter`` counts the events of each stream and type it handles, so an event applied twice
 (or not at all) shows as a wrong count; ``fold`` is the same count in plain Python. The
-models run on SQLite and PostgreSQL alike: their SQL is written with ``?`` and goes through
-``sql``, and upserts name the target table (``{counts}.n``), which PostgreSQL requires.
+models run on SQLite and PostgreSQL alike: their SQL is written once, with ``?`` (which eskit
+translates for PostgreSQL), and upserts name the target table (``{counts}.n``), which
+PostgreSQL requires.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from typing import ClassVar
 import eskit
 from eskit.projections import Database, ReadModelConnection, SQLProjection, handles
 from eskit.projections import state as st
-from eskit.projections.sql import Connection, is_sqlite
 from tests import postgres
 
 BACKENDS = ("memory", "sqlite", "postgres")
@@ -36,13 +36,6 @@ def store_url(backend: str, directory: Path) -> str:
     if backend == "sqlite":
         return f"sqlite:///{directory}/events.db"
     return postgres.store_url()
-
-
-def sql(db: ReadModelConnection | Connection, statement: str) -> str:
-    """``statement`` (``?`` placeholders) for the database behind ``db``, a handler's
-    connection or a raw one: psycopg wants ``%s`` where sqlite3 wants ``?``."""
-    conn = db.conn if isinstance(db, ReadModelConnection) else db
-    return statement if is_sqlite(conn) else statement.replace("?", "%s")
 
 
 class Counter(SQLProjection):
@@ -64,10 +57,9 @@ class Counter(SQLProjection):
     def count(self, event: eskit.RecordedEvent, db: ReadModelConnection) -> None:
         self.applied += 1
         db.execute(
-            sql(
-                db,
+            (
                 "INSERT INTO {counts} VALUES (?, ?, ?)"
-                " ON CONFLICT (stream, type) DO UPDATE SET n = {counts}.n + excluded.n",
+                " ON CONFLICT (stream, type) DO UPDATE SET n = {counts}.n + excluded.n"
             ),
             (event.stream, event.type, self.step),
         )
@@ -90,10 +82,9 @@ class Totals(SQLProjection):
     @handles("Added")
     def add(self, event: eskit.RecordedEvent, db: ReadModelConnection) -> None:
         db.execute(
-            sql(
-                db,
+            (
                 "INSERT INTO {totals} VALUES (?, ?)"
-                " ON CONFLICT (stream) DO UPDATE SET amount = {totals}.amount + excluded.amount",
+                " ON CONFLICT (stream) DO UPDATE SET amount = {totals}.amount + excluded.amount"
             ),
             (event.stream, event.data["amount"]),
         )

@@ -23,7 +23,6 @@ from eskit.projections import (
     leases,
 )
 from eskit.store.model import RecordedEvent
-from tests.projections.models import sql
 
 
 class Ordered(SQLProjection):
@@ -52,16 +51,15 @@ class Ordered(SQLProjection):
         if event.stream == self.pause_on and event.version == 0:
             self.paused.set()
             self.resume.wait(30)
-        row = db.execute(sql(db, "SELECT next FROM {ordered} WHERE stream = ?"), (event.stream,))
+        row = db.execute("SELECT next FROM {ordered} WHERE stream = ?", (event.stream,))
         found = row.fetchone()
         expected = 0 if found is None else found[0]
         if self.strict and event.version != expected:
             raise AssertionError(f"{event.stream}: got v{event.version}, expected v{expected}")
         db.execute(
-            sql(
-                db,
+            (
                 "INSERT INTO {ordered} VALUES (?, ?, 1) ON CONFLICT (stream) DO UPDATE"
-                " SET next = excluded.next, events = {ordered}.events + 1",
+                " SET next = excluded.next, events = {ordered}.events + 1"
             ),
             (event.stream, event.version + 1),
         )

@@ -18,7 +18,7 @@ from eskit.projections import Projection, ReadModelConnection, SQLProjection, ha
 from eskit.projections import state as st
 from eskit.projections.database import BlockingDatabase
 from eskit.sync import ProjectionRunner, SyncStore
-from tests.projections.models import COUNTED, Counter, Doubled, fold, sql
+from tests.projections.models import COUNTED, Counter, Doubled, fold
 
 RETRIES = 2
 
@@ -42,7 +42,7 @@ class Fragile(SQLProjection):
 
     @handles("Added")
     def added(self, event: eskit.RecordedEvent, db: ReadModelConnection) -> None:
-        db.execute(sql(db, "INSERT INTO {handled} VALUES (?, ?)"), (event.position, event.type))
+        db.execute("INSERT INTO {handled} VALUES (?, ?)", (event.position, event.type))
 
     @handles("Poison")
     def poison(self, event: eskit.RecordedEvent, db: ReadModelConnection) -> None:

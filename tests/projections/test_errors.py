@@ -17,7 +17,7 @@ from eskit.projections import (
 )
 from eskit.projections import state as st
 from eskit.projections.runner import now
-from tests.projections.models import Counter, append, counts, sql
+from tests.projections.models import Counter, append, counts
 
 pytestmark = pytest.mark.anyio
 
@@ -38,12 +38,12 @@ class Fragile(SQLProjection):
 
     @handles("Added")
     def added(self, event: eskit.RecordedEvent, db: ReadModelConnection) -> None:
-        db.execute(sql(db, "INSERT INTO {handled} VALUES (?, ?)"), (event.position, event.type))
+        db.execute("INSERT INTO {handled} VALUES (?, ?)", (event.position, event.type))
 
     @handles("Poison")
     def poison(self, event: eskit.RecordedEvent, db: ReadModelConnection) -> None:
         self.poison_calls += 1
-        db.execute(sql(db, "INSERT INTO {handled} VALUES (?, ?)"), (event.position, event.type))
+        db.execute("INSERT INTO {handled} VALUES (?, ?)", (event.position, event.type))
         if self.poison_calls <= self.failures:
             raise RuntimeError("cannot digest poison")
 

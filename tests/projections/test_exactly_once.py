@@ -17,7 +17,7 @@ from eskit.projections import (
     handles,
 )
 from eskit.projections import state as st
-from tests.projections.models import Counter, append, counts, sql, stored
+from tests.projections.models import Counter, append, counts, stored
 
 pytestmark = pytest.mark.anyio
 
@@ -31,7 +31,7 @@ class WritesThenFails(SQLProjection):
 
     @handles("Added", "Poison")
     def write(self, event: eskit.RecordedEvent, db: ReadModelConnection) -> None:
-        db.execute(sql(db, "INSERT INTO {rows} VALUES (?, ?)"), (event.position, event.type))
+        db.execute("INSERT INTO {rows} VALUES (?, ?)", (event.position, event.type))
         if event.type == "Poison":
             raise RuntimeError("fails after writing")
 

@@ -30,11 +30,12 @@ from eskit.projections import (
     handles,
 )
 from eskit.projections import state as st
+from eskit.projections.sql import execute
 from eskit.store.audit import verify
 from eskit.store.postgres import PostgresStore
 from eskit.store.sqlite import SQLiteStore
 from tests import postgres
-from tests.projections.models import sql, store_url
+from tests.projections.models import store_url
 
 pytestmark = pytest.mark.anyio
 
@@ -60,9 +61,7 @@ class Emails(SQLProjection):
 
     @handles("Registered")
     def registered(self, event: eskit.RecordedEvent, db: ReadModelConnection) -> None:
-        db.execute(
-            sql(db, "INSERT INTO {emails} VALUES (?, ?)"), (event.data["email"], event.stream)
-        )
+        db.execute("INSERT INTO {emails} VALUES (?, ?)", (event.data["email"], event.stream))
 
 
 class Logins(SQLProjection):
@@ -76,10 +75,9 @@ class Logins(SQLProjection):
     @handles("Registered", "LoggedIn")
     def seen(self, event: eskit.RecordedEvent, db: ReadModelConnection) -> None:
         db.write(
-            sql(
-                db,
+            (
                 "INSERT INTO {logins} VALUES (?, 1)"
-                " ON CONFLICT (stream) DO UPDATE SET n = {logins}.n + 1",
+                " ON CONFLICT (stream) DO UPDATE SET n = {logins}.n + 1"
             ),
             (event.stream,),
         )
@@ -100,7 +98,7 @@ class Nicknames(SQLProjection):
 
     @handles("Registered")
     def registered(self, event: eskit.RecordedEvent, db: ReadModelConnection) -> None:
-        db.write(sql(db, "INSERT INTO {nicknames} VALUES (?)"), (event.data["nick"],))
+        db.write("INSERT INTO {nicknames} VALUES (?)", (event.data["nick"],))
 
 
 def registered(email: str, nick: str | None = None) -> list[eskit.NewEvent]:
@@ -340,7 +338,7 @@ async def test_a_reset_or_stuck_projection_refuses_appends(
         await readmodels.write(lambda c: st.reset(c, "emails"))
     else:
         await readmodels.write(
-            lambda c: c.execute(sql(c, "UPDATE eskit_projections SET status = ?"), (st.STUCK,))
+            lambda c: execute(c, "UPDATE eskit_projections SET status = ?", (st.STUCK,))
         )
 
     with pytest.raises(

@@ -24,8 +24,8 @@ from eskit.projections import (
     write_live,
 )
 from eskit.projections import state as st
+from eskit.projections.sql import execute
 from tests.application.conftest import START, ManualClock
-from tests.projections.models import sql
 
 pytestmark = pytest.mark.anyio
 
@@ -65,14 +65,15 @@ class Reminders(ProcessManager):
     @handles("OrderPlaced")
     def placed(self, event: eskit.RecordedEvent, db: ReadModelConnection) -> None:
         db.execute(
-            sql(db, "INSERT INTO {reminders} VALUES (?, ?, ?)"),
+            "INSERT INTO {reminders} VALUES (?, ?, ?)",
             (event.data["order_id"], event.data["due"], str(event.id)),
         )
 
     async def tick(self, db: Database, now: dt.datetime) -> None:
         due = await db.read(
-            lambda c: c.execute(
-                sql(c, "SELECT order_id, placed FROM reminders WHERE due <= ? ORDER BY order_id"),
+            lambda c: execute(
+                c,
+                "SELECT order_id, placed FROM reminders WHERE due <= ? ORDER BY order_id",
                 (now.isoformat(),),
             ).fetchall()
         )
@@ -166,14 +167,15 @@ class MarkingReminders(Reminders):
     @handles("OrderPlaced")
     def placed(self, event: eskit.RecordedEvent, db: ReadModelConnection) -> None:
         db.execute(
-            sql(db, "INSERT INTO {marked} (order_id, due, placed) VALUES (?, ?, ?)"),
+            "INSERT INTO {marked} (order_id, due, placed) VALUES (?, ?, ?)",
             (event.data["order_id"], event.data["due"], str(event.id)),
         )
 
     async def tick(self, db: Database, now: dt.datetime) -> None:
         due = await db.read(
-            lambda c: c.execute(
-                sql(c, "SELECT order_id FROM marked WHERE due <= ? AND sent_position IS NULL"),
+            lambda c: execute(
+                c,
+                "SELECT order_id FROM marked WHERE due <= ? AND sent_position IS NULL",
                 (now.isoformat(),),
             ).fetchall()
         )
@@ -184,7 +186,7 @@ class MarkingReminders(Reminders):
                 t: ReadModelConnection, order_id: str = order_id, at: int | None = result.position
             ) -> None:
                 t.execute(
-                    sql(t, "UPDATE {marked} SET sent_position = ? WHERE order_id = ?"),
+                    "UPDATE {marked} SET sent_position = ? WHERE order_id = ?",
                     (at, order_id),
                 )
 

@@ -12,7 +12,6 @@ import pytest
 
 from eskit.projections import ReadModelConnection
 from tests import postgres
-from tests.projections.models import sql
 
 NAMES = {"items": "items__g1", "log": "log__g1"}
 
@@ -40,15 +39,13 @@ def db(request: pytest.FixtureRequest) -> Iterator[ReadModelConnection]:
         conn.close()
 
 
-def upsert(db: ReadModelConnection) -> str:
-    return sql(
-        db, "INSERT INTO {items} VALUES (?, 1) ON CONFLICT (k) DO UPDATE SET n = {items}.n + 1"
-    )
+UPSERT = "INSERT INTO {items} VALUES (?, 1) ON CONFLICT (k) DO UPDATE SET n = {items}.n + 1"
+"""Written once: ``ReadModelConnection`` translates ``?`` for PostgreSQL."""
 
 
 def test_writes_are_visible_to_the_next_execute(db: ReadModelConnection) -> None:
     for key in ["a", "b", "a"]:
-        db.write(upsert(db), (key,))
+        db.write(UPSERT, (key,))
 
     rows = db.execute("SELECT k, n FROM {items} ORDER BY k").fetchall()
 
@@ -56,9 +53,9 @@ def test_writes_are_visible_to_the_next_execute(db: ReadModelConnection) -> None
 
 
 def test_interleaved_statements_keep_their_order(db: ReadModelConnection) -> None:
-    db.write(upsert(db), ("a",))
+    db.write(UPSERT, ("a",))
     db.write("INSERT INTO {log} (k) SELECT k || n FROM {items}", ())
-    db.write(upsert(db), ("a",))
+    db.write(UPSERT, ("a",))
     db.write("INSERT INTO {log} (k) SELECT k || n FROM {items}", ())
     db.flush()
 
@@ -66,8 +63,8 @@ def test_interleaved_statements_keep_their_order(db: ReadModelConnection) -> Non
 
 
 def test_nothing_is_written_before_flush_or_execute(db: ReadModelConnection) -> None:
-    db.write(upsert(db), ("a",))
+    db.write(UPSERT, ("a",))
 
     assert db.conn.execute("SELECT count(*) FROM items__g1").fetchone() == (0,)
-    db.executemany(upsert(db), [("b",)])
+    db.executemany(UPSERT, [("b",)])
     assert db.conn.execute("SELECT count(*) FROM items__g1").fetchone() == (2,)

@@ -161,7 +161,9 @@ async def test_an_interrupted_rebuild_resumes_where_it_stopped(
         rebuild = st.start_rebuild(conn, crashed, now())
         names = physical_names(crashed.tables, rebuild.generation)
         crashed.handle_batch(page.events, ReadModelConnection(conn, names))
-        st.advance_rebuild(conn, crashed.name, rebuild.generation, page.next_after)
+        st.advance_rebuild(
+            conn, crashed.name, rebuild.generation, page.next_after, len(page.events)
+        )
 
     await readmodels.write(rebuild_partly)
     assert await counts(readmodels) == fold(written)  # readers still see version 1

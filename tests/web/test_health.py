@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,7 @@ async def test_live_and_ready_need_no_token(tmp_path: Path) -> None:
         assert set(body["lag"]) == {
             "invoice_list", "customer_balances", "invoice_search", "invoice_reminders"
         }  # fmt: skip
+        assert body["last_rebuild"] == dict.fromkeys(body["lag"])  # none rebuilt yet
 
 
 async def test_a_projection_over_the_lag_threshold_makes_the_server_unready(
@@ -113,6 +115,25 @@ async def test_a_projection_over_the_lag_threshold_makes_the_server_unready(
         assert body["status"] == "unready"
         assert body["lag"] == {"fragile": 3}
         assert body["reasons"] == ["projection fragile is 3 events behind (over 1, stuck)"]
+
+
+async def test_ready_says_when_each_projection_was_last_rebuilt(tmp_path: Path) -> None:
+    runners: list[ProjectionRunner] = []
+
+    def spec(store: eskit.EventStore) -> AppSpec:
+        runners.append(ProjectionRunner(store, [Fragile()], backoff=0.01))
+        return AppSpec(runner=runners[0])
+
+    async with served(tmp_path, spec) as api:
+        await api.append("lab-1", "InvoiceCreated")
+        before = (await ready(api)).json()
+        await runners[0].rebuild("fragile")
+        after = (await ready(api)).json()
+
+    assert before["last_rebuild"] == {"fragile": None}
+    (at,) = after["last_rebuild"].values()
+    assert dt.datetime.fromisoformat(at) <= dt.datetime.now(dt.UTC)
+    assert after["status"] == "ready"
 
 
 async def test_the_server_is_unready_while_stopping_or_without_its_store(tmp_path: Path) -> None:

@@ -21,7 +21,6 @@ from eskit.projections import (
 )
 from eskit.web import AppSpec, serving_app
 from tests.cli.apps import Fragile
-from tests.projections.models import sql
 from tests.web.api import DUE, Api, client, error, token_file
 from tests.web.conftest import api_on, store_url
 
@@ -38,7 +37,7 @@ class OneInvoicePerCustomer(SQLProjection):
     @handles("InvoiceCreated")
     def created(self, event: eskit.RecordedEvent, db: ReadModelConnection) -> None:
         db.execute(
-            sql(db, "INSERT INTO {invoice_of} VALUES (?, ?)"),
+            "INSERT INTO {invoice_of} VALUES (?, ?)",
             (event.data["customer_id"], event.stream),
         )
 

@@ -93,7 +93,8 @@ async def _on_database(url: str, path: str | None, work: Callable[[sqlite3.Conne
 
 @app.command()
 def status(url: Url, database: DatabasePath = None, as_json: AsJson = False) -> None:
-    """Show every projection: checkpoint, lag behind the log, status, rebuild progress, skips.
+    """Show every projection: checkpoint, lag behind the log, status, rebuild progress, skips,
+    when it was last rebuilt.
 
     Example: eskit projections status sqlite:///./events.db
     """
@@ -119,6 +120,9 @@ def status(url: Url, database: DatabasePath = None, as_json: AsJson = False) -> 
                 "skips": row.skips,
                 "partitions": f"{row.partitions} on {row.owners}" if row.partitions else "",
                 "error": _shown_error(row),
+                "last_rebuild": row.last_rebuild,
+                "last_rebuild_events": row.last_rebuild_events,
+                "last_rebuild_seconds": row.last_rebuild_seconds,
             }
         )
     title = f"projections of {url} (head {head})"
@@ -138,6 +142,9 @@ STATUS_COLUMNS = (
     Column("skips", right=True, optional=True),
     Column("partitions", right=True, optional=True),
     Column("error", optional=True),
+    Column("last_rebuild", optional=True, shown=when),
+    Column("last_rebuild_events", in_table=False),
+    Column("last_rebuild_seconds", in_table=False),
 )
 RUN_COLUMNS = (
     Column("name", names=True),

@@ -25,14 +25,16 @@ class Column:
     """A column of records: ``key`` in the JSON objects, ``header`` in the table.
 
     ``names`` a record: never cut, folded onto more lines when narrow. ``optional``: left out
-    of the table (not the JSON) when empty in every row. ``shown`` turns the value into the
-    cell text; ``style`` colours it."""
+    of the table (not the JSON) when empty in every row; ``in_table=False``: always (a
+    detail for scripts the table has no room for). ``shown`` turns the value into the cell
+    text; ``style`` colours it."""
 
     key: str
     header: str = ""
     right: bool = False
     names: bool = False
     optional: bool = False
+    in_table: bool = True
     shown: Callable[[Any], str] | None = None
     style: Callable[[Any], str] | None = None
 
@@ -63,7 +65,11 @@ def show_records(
         for record in records:
             typer.echo(msgspec.json.encode({c.key: record.get(c.key) for c in columns}).decode())
         return
-    shown = [c for c in columns if not c.optional or any(_filled(r.get(c.key)) for r in records)]
+    shown = [
+        c
+        for c in columns
+        if c.in_table and (not c.optional or any(_filled(r.get(c.key)) for r in records))
+    ]
     table = Table()
     for column in shown:
         table.add_column(

@@ -200,7 +200,7 @@ class InlineProjection:
         projection = self.projection
         state = st.setup(conn, projection, now())
         names = physical_names(state.tables, state.generation)
-        position = apply_to_head(self.database, conn, projection, names, state.position)
+        position, _ = apply_to_head(self.database, conn, projection, names, state.position)
         st.advance(conn, projection.name, state, position, now())
 
     async def remove(self) -> None:

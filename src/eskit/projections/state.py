@@ -8,6 +8,7 @@ and switches the views in one transaction.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from collections.abc import Iterable
@@ -17,8 +18,9 @@ import msgspec
 
 from eskit.errors import EskitError
 from eskit.projections.projection import AnyProjection, SQLProjection, physical_names
-from eskit.projections.sql import Connection, execute, is_sqlite, kind_of, lock_setup
+from eskit.projections.sql import Connection, columns, execute, is_sqlite, kind_of, lock_setup
 from eskit.store.model import RecordedEvent
+from eskit.store.sqlite_writer import moment
 
 RUNNING: Final = "running"
 STUCK: Final = "stuck"
@@ -39,14 +41,18 @@ SCHEMA: Final = (
         error_position BIGINT,           -- the event it is stuck on
         error_event    TEXT,
         error_type     TEXT,
-        updated_at     BIGINT  NOT NULL   -- microseconds since 1970-01-01 UTC
+        updated_at     BIGINT  NOT NULL,  -- microseconds since 1970-01-01 UTC
+        rebuild_started_at BIGINT,        -- the last rebuild switched in: when it began,
+        rebuilt_at     BIGINT,            -- when it switched in,
+        rebuild_events BIGINT             -- and how many events it replayed
     )""",
     """CREATE TABLE IF NOT EXISTS eskit_projection_rebuilds (
         name       TEXT PRIMARY KEY,
         version    BIGINT  NOT NULL,
         generation BIGINT  NOT NULL,      -- the build being written
         position   BIGINT  NOT NULL,      -- how far it got
-        started_at BIGINT  NOT NULL
+        started_at BIGINT  NOT NULL,
+        events     BIGINT  NOT NULL DEFAULT 0  -- how many it replayed so far
     )""",
     """CREATE TABLE IF NOT EXISTS eskit_projection_skips (
         name       TEXT    NOT NULL,
@@ -58,14 +64,42 @@ SCHEMA: Final = (
         skipped_at BIGINT  NOT NULL
     )""",
 )
+ADDED: Final = (
+    ("eskit_projections", "rebuild_started_at", "BIGINT"),
+    ("eskit_projections", "rebuilt_at", "BIGINT"),
+    ("eskit_projections", "rebuild_events", "BIGINT"),
+    ("eskit_projection_rebuilds", "events", "BIGINT NOT NULL DEFAULT 0"),
+)
+"""Columns added since the tables were first created: tables made by an older eskit get
+them when ``ensure_schema`` next runs; until then they read as NULL (or 0)."""
+LAST_REBUILD: Final = ("rebuild_started_at", "rebuilt_at", "rebuild_events")
 
 
 class ProjectionMoved(EskitError):
     """The projection was rebuilt, reset or skipped by someone else since it was loaded."""
 
 
+class LastRebuild(msgspec.Struct, frozen=True):
+    """The last rebuild that switched in: when it began and finished (microseconds since
+    1970), and how many events it replayed (those of a run it resumed included)."""
+
+    started_at: int
+    finished_at: int
+    events: int
+
+    @property
+    def finished(self) -> dt.datetime:
+        return moment(self.finished_at)
+
+    @property
+    def seconds(self) -> float:
+        return max(0, self.finished_at - self.started_at) / 1_000_000
+
+
 class State(msgspec.Struct, frozen=True):
-    """A projection's row: where it is and how it is doing."""
+    """A projection's row: where it is and how it is doing. ``last_rebuild`` is read by
+    ``setup``, ``switch`` and ``load_all``, not by ``load`` (which every read of a live
+    read model runs)."""
 
     name: str
     version: int
@@ -78,6 +112,7 @@ class State(msgspec.Struct, frozen=True):
     error_event: str | None = None
     error_type: str | None = None
     updated_at: int = 0
+    last_rebuild: LastRebuild | None = None
 
 
 class Rebuild(msgspec.Struct, frozen=True):
@@ -86,6 +121,7 @@ class Rebuild(msgspec.Struct, frozen=True):
     generation: int
     position: int
     started_at: int
+    events: int = 0
 
 
 class Skip(msgspec.Struct, frozen=True):
@@ -99,8 +135,20 @@ class Skip(msgspec.Struct, frozen=True):
 
 
 def ensure_schema(conn: Connection) -> None:
+    """Create the tables, or add the columns an older eskit's tables lack (in the
+    caller's transaction, serialised with other processes doing the same)."""
+    lock_setup(conn)
     for statement in SCHEMA:
         execute(conn, statement)
+    for table in dict.fromkeys(table for table, _, _ in ADDED):
+        have = columns(conn, table)
+        for column, kind in ((c, k) for t, c, k in ADDED if t == table and c not in have):
+            execute(conn, f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+
+def _or_null(have: set[str], wanted: Iterable[str]) -> str:
+    """The select list of ``wanted``, NULL for a column an older table lacks."""
+    return ", ".join(c if c in have else "NULL" for c in wanted)
 
 
 def load(conn: Connection, name: str) -> State | None:
@@ -116,22 +164,48 @@ def load(conn: Connection, name: str) -> State | None:
     return State(name_, version, generation, position, json.loads(tables), *rest)
 
 
+def last_rebuild(conn: Connection, name: str) -> LastRebuild | None:
+    """The projection's last rebuild that switched in (None if none did, or if its table
+    predates the columns that record it)."""
+    selected = _or_null(columns(conn, "eskit_projections"), LAST_REBUILD)
+    row = execute(
+        conn, f"SELECT {selected} FROM eskit_projections WHERE name = ?", (name,)
+    ).fetchone()
+    if row is None or row[1] is None:
+        return None
+    started, finished, events = row
+    return LastRebuild(finished if started is None else started, finished, events or 0)
+
+
+def _with_last_rebuild(conn: Connection, state: State) -> State:
+    return msgspec.structs.replace(state, last_rebuild=last_rebuild(conn, state.name))
+
+
 def load_all(conn: Connection) -> list[tuple[State, Rebuild | None]]:
-    """Every projection's state and rebuild in progress, by name; [] before any ran."""
+    """Every projection's state (with its last rebuild) and rebuild in progress, by
+    name; [] before any ran."""
     if not _has_schema(conn):
         return []
     names = [row[0] for row in execute(conn, "SELECT name FROM eskit_projections ORDER BY name")]
-    return [(state, load_rebuild(conn, name)) for name in names if (state := load(conn, name))]
+    return [
+        (_with_last_rebuild(conn, state), load_rebuild(conn, name))
+        for name in names
+        if (state := load(conn, name))
+    ]
 
 
 def load_rebuild(conn: Connection, name: str) -> Rebuild | None:
+    events = _or_null(columns(conn, "eskit_projection_rebuilds"), ["events"])
     row = execute(
         conn,
-        "SELECT name, version, generation, position, started_at"
+        f"SELECT name, version, generation, position, started_at, {events}"
         " FROM eskit_projection_rebuilds WHERE name = ?",
         (name,),
     ).fetchone()
-    return None if row is None else Rebuild(*row)
+    if row is None:
+        return None
+    name_, version, generation, position, started_at, replayed = row
+    return Rebuild(name_, version, generation, position, started_at, replayed or 0)
 
 
 def skips(conn: Connection, name: str) -> list[Skip]:
@@ -156,7 +230,7 @@ def setup(conn: Connection, projection: AnyProjection, now: int) -> State:
     ensure_schema(conn)
     state = load(conn, projection.name)
     if state is not None:
-        return state
+        return _with_last_rebuild(conn, state)
     tables = list(projection.tables) if isinstance(projection, SQLProjection) else []
     _claim_views(conn, projection.name, tables)
     if isinstance(projection, SQLProjection):
@@ -332,9 +406,9 @@ def start_rebuild(conn: Connection, projection: SQLProjection, now: int) -> Rebu
     execute(
         conn,
         "INSERT INTO eskit_projection_rebuilds (name, version, generation, position,"
-        " started_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
+        " started_at, events) VALUES (?, ?, ?, ?, ?, 0) ON CONFLICT (name) DO UPDATE SET"
         " version = excluded.version, generation = excluded.generation,"
-        " position = excluded.position, started_at = excluded.started_at",
+        " position = excluded.position, started_at = excluded.started_at, events = 0",
         (projection.name, projection.version, generation, projection.start_from, now),
     )
     rebuild = load_rebuild(conn, projection.name)
@@ -342,18 +416,23 @@ def start_rebuild(conn: Connection, projection: SQLProjection, now: int) -> Rebu
     return rebuild
 
 
-def advance_rebuild(conn: Connection, name: str, generation: int, position: int) -> None:
+def advance_rebuild(
+    conn: Connection, name: str, generation: int, position: int, events: int
+) -> None:
+    """Move the rebuild to ``position``, ``events`` more events replayed."""
     changed = execute(
         conn,
-        "UPDATE eskit_projection_rebuilds SET position = ? WHERE name = ? AND generation = ?",
-        (position, name, generation),
+        "UPDATE eskit_projection_rebuilds SET position = ?, events = events + ?"
+        " WHERE name = ? AND generation = ?",
+        (position, events, name, generation),
     ).rowcount
     if not changed:
         raise ProjectionMoved(name)
 
 
 def switch(conn: Connection, projection: SQLProjection, rebuild: Rebuild, now: int) -> State:
-    """Make the rebuilt tables the live ones and drop the old build, atomically."""
+    """Make the rebuilt tables the live ones and drop the old build, atomically, and
+    record the rebuild as the last one (``rebuild.events``: all it replayed)."""
     live = load(conn, projection.name)
     current = load_rebuild(conn, projection.name)
     if live is None or current is None or current.generation != rebuild.generation:
@@ -368,7 +447,8 @@ def switch(conn: Connection, projection: SQLProjection, rebuild: Rebuild, now: i
         conn,
         "UPDATE eskit_projections SET version = ?, generation = ?, position = ?, tables = ?,"
         " status = ?, error = NULL, error_position = NULL, error_event = NULL,"
-        " error_type = NULL, updated_at = ? WHERE name = ?",
+        " error_type = NULL, updated_at = ?, rebuild_started_at = ?, rebuilt_at = ?,"
+        " rebuild_events = ? WHERE name = ?",
         (
             rebuild.version,
             rebuild.generation,
@@ -376,13 +456,16 @@ def switch(conn: Connection, projection: SQLProjection, rebuild: Rebuild, now: i
             json.dumps(tables),
             RUNNING,
             now,
+            rebuild.started_at,
+            now,
+            rebuild.events,
             projection.name,
         ),
     )
     execute(conn, "DELETE FROM eskit_projection_rebuilds WHERE name = ?", (projection.name,))
     state = load(conn, projection.name)
     assert state is not None
-    return state
+    return _with_last_rebuild(conn, state)
 
 
 def digest(conn: Connection, tables: Iterable[str]) -> str:

@@ -6,12 +6,15 @@ partitions), which shows projections run anywhere, and from a runner's live view
 knows how far the projections it runs really got and whether they run. A partitioned
 projection's checkpoint is its slowest partition's; when partitions are stuck, the one
 shown is the one stuck earliest in the log (the lowest ``error_position``): the event an
-operator looks at first, whatever order the partitions are numbered in. A broker
-consumer group whose read model is in the database read shows as a projection too.
+operator looks at first, whatever order the partitions are numbered in. The last rebuild
+(when it switched in, events replayed, seconds) is the stored row's, or the runner's if it
+switched one in since. A broker consumer group whose read model is in the database read
+shows as a projection too.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 
 import msgspec
@@ -21,7 +24,7 @@ from eskit.projections import state as st
 from eskit.projections.consumers import stuck as consumer_stuck
 from eskit.projections.consumers.base import GENERATION
 from eskit.projections.sql import Connection
-from eskit.projections.worker import ProjectionStatus
+from eskit.projections.worker import ProjectionStatus, shown_rebuild
 
 
 class Stored(msgspec.Struct, frozen=True):
@@ -91,6 +94,12 @@ class Status(msgspec.Struct, frozen=True):
     updated_at: int = 0
     here: bool = False
     """Run by the runner that was asked (``live``)."""
+    last_rebuild: dt.datetime | None = None
+    """When the last rebuild switched in (UTC); None if none did."""
+    last_rebuild_events: int | None = None
+    """How many events it replayed."""
+    last_rebuild_seconds: float | None = None
+    """How long it took, from its start to its switch."""
 
     @property
     def lag(self) -> int:
@@ -117,6 +126,7 @@ def of_stored(stored: Stored, head: int) -> Status:
         len({p.owner for p in stored.partitions if p.owner is not None}),
         updated_at=state.updated_at,
     )
+    status = _with_last_rebuild(status, *shown_rebuild(state.last_rebuild))
     if not stored.partitions:
         return status
     position = min(p.position for p in stored.partitions)
@@ -142,7 +152,14 @@ def of_live(live: ProjectionStatus, stored: Status | None) -> Status:
     rebuild, version = live.rebuild_position, None
     if rebuild is None and stored is not None:
         rebuild, version = stored.rebuild_position, stored.rebuild_version
-    return Status(
+    done = (live.last_rebuild, live.last_rebuild_events, live.last_rebuild_seconds)
+    if (
+        stored is not None
+        and stored.last_rebuild is not None
+        and (live.last_rebuild is None or stored.last_rebuild > live.last_rebuild)
+    ):  # rebuilt by another process since this runner loaded its state
+        done = (stored.last_rebuild, stored.last_rebuild_events, stored.last_rebuild_seconds)
+    status = Status(
         live.name,
         live.version,
         live.position,
@@ -157,6 +174,15 @@ def of_live(live: ProjectionStatus, stored: Status | None) -> Status:
         stored.skips if stored is not None else 0,
         updated_at=stored.updated_at if stored is not None else 0,
         here=True,
+    )
+    return _with_last_rebuild(status, *done)
+
+
+def _with_last_rebuild(
+    status: Status, at: dt.datetime | None, events: int | None, seconds: float | None
+) -> Status:
+    return msgspec.structs.replace(
+        status, last_rebuild=at, last_rebuild_events=events, last_rebuild_seconds=seconds
     )
 
 

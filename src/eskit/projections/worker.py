@@ -81,6 +81,13 @@ class ProjectionStatus(msgspec.Struct, frozen=True):
     error_type: str | None = None
     error_event: str | None = None
     rebuild_position: int | None = None
+    last_rebuild: dt.datetime | None = None
+    """When the last rebuild switched in (UTC), if one did."""
+    last_rebuild_events: int | None = None
+    """How many events it replayed."""
+    last_rebuild_seconds: float | None = None
+    """How long it took, from its start (a resumed rebuild: from the start of the run it
+    resumed)."""
 
     @property
     def lag(self) -> int:
@@ -120,15 +127,17 @@ def apply_to_head(
     projection: SQLProjection,
     names: Mapping[str, str],
     after: int,
-) -> int:
+) -> tuple[int, int]:
     """Apply every event past ``after`` to the tables ``names``, reading the log in the
-    caller's transaction (when the log is in ``db``); the position searched up to."""
+    caller's transaction (when the log is in ``db``); the position searched up to, and
+    how many events were applied."""
+    applied = 0
     while page := db.page_in(conn, after, projection.batch_size, projection.types):
         apply(projection, conn, names, page.events)
-        after = page.next_after
+        after, applied = page.next_after, applied + len(page.events)
         if len(page.events) < projection.batch_size:
             break
-    return after
+    return after, applied
 
 
 class Worker:
@@ -435,7 +444,7 @@ class Worker:
                 events: list[RecordedEvent] = page.events,
                 done: int = done,
             ) -> None:
-                st.advance_rebuild(conn, projection.name, rebuild.generation, done)
+                st.advance_rebuild(conn, projection.name, rebuild.generation, done, len(events))
                 apply(projection, conn, names, events)
 
             yield Write(run)
@@ -459,8 +468,10 @@ class Worker:
         if rebuild is None:
             raise st.ProjectionMoved(projection.name)
         names = physical_names(projection.tables, rebuild.generation)
-        position = apply_to_head(self.db, conn, projection, names, position)
-        rebuild = msgspec.structs.replace(rebuild, position=position)
+        position, applied = apply_to_head(self.db, conn, projection, names, position)
+        rebuild = msgspec.structs.replace(
+            rebuild, position=position, events=rebuild.events + applied
+        )
         return st.switch(conn, projection, rebuild, now())
 
     # -- status -----------------------------------------------------------------------------
@@ -494,4 +505,15 @@ class Worker:
             state.error_type,
             state.error_event,
             None if self.rebuilding is None else self.rebuilding.position,
+            *shown_rebuild(state.last_rebuild),
         )
+
+
+def shown_rebuild(
+    done: st.LastRebuild | None,
+) -> tuple[dt.datetime | None, int | None, float | None]:
+    """What a status shows of the last rebuild: when it switched in, how many events it
+    replayed, how long it took."""
+    if done is None:
+        return None, None, None
+    return done.finished, done.events, done.seconds

@@ -1,6 +1,7 @@
 """When a server is ready for traffic: it is not stopping, the store answers within
 ``STORE_TIMEOUT``, and every projection of its runner is at most ``max_lag`` events behind
-the log's head (a stuck projection falls behind as soon as events arrive).
+the log's head (a stuck projection falls behind as soon as events arrive). The answer
+also says when each projection was last rebuilt.
 
 No FastAPI here: ``eskit serve`` reads the default without loading the web stack.
 """
@@ -8,6 +9,7 @@ No FastAPI here: ``eskit serve`` reads the default without loading the web stack
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from typing import Final
 
 import msgspec
@@ -29,6 +31,8 @@ class Readiness(msgspec.Struct, frozen=True):
     head: int | None
     lag: dict[str, int]
     reasons: list[str]
+    last_rebuild: dict[str, dt.datetime | None] = {}
+    """When each projection's last rebuild switched in (None: never rebuilt)."""
 
 
 async def readiness(
@@ -46,12 +50,14 @@ async def readiness(
         head = None
         reasons.append(f"the store is not reachable ({type(error).__name__})")
     lag: dict[str, int] = {}
+    rebuilt: dict[str, dt.datetime | None] = {}
     if runner is not None and head is not None:
         for status in statuses(head, [], await runner.status()):
+            rebuilt[status.name] = status.last_rebuild
             behind = lag[status.name] = status.lag
             if behind > max_lag:
                 state = f", {status.status}" if status.status != "running" else ""
                 reasons.append(
                     f"projection {status.name} is {behind} events behind (over {max_lag}{state})"
                 )
-    return Readiness("unready" if reasons else "ready", head, lag, reasons)
+    return Readiness("unready" if reasons else "ready", head, lag, reasons, rebuilt)

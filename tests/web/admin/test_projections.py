@@ -4,6 +4,7 @@ projection skipped with a reason."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 import pytest
@@ -55,7 +56,16 @@ async def test_the_dashboard_shows_every_projection_at_the_head(logged_in: Admin
     assert "/admin/projections/fragile/rebuild" not in page  # not this server's runner
 
 
+def last_rebuilds(fragment: str) -> dict[str, str]:
+    """Each projection's last rebuild as the dashboard's table shows it ("": none)."""
+    found = re.findall(
+        r'<tr data-projection="(\w+)".*?<td class="rebuilt">(.*?)</td>', fragment, re.DOTALL
+    )
+    return {name: text(cell) for name, cell in found}
+
+
 async def test_a_rebuild_started_from_the_page_runs_to_the_head(logged_in: Admin) -> None:
+    before = last_rebuilds(await logged_in.page(TABLE))
     started = await logged_in.submit(
         "/admin/projections", "/admin/projections/invoice_list/rebuild"
     )
@@ -72,6 +82,13 @@ async def test_a_rebuild_started_from_the_page_runs_to_the_head(logged_in: Admin
     assert rows(table)["invoice_list"] == ("running", 0)
     assert "rebuilt at" in text(table)
     assert "by admin" in text(table)
+    assert before["invoice_list"] == ""
+    shown = last_rebuilds(table)["invoice_list"]
+    assert job.finished_at is not None
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(\d+ events, \d+\.\d s\)", shown)
+    at = dt.datetime.strptime(shown[:19], "%Y-%m-%d %H:%M:%S").replace(tzinfo=dt.UTC)
+    assert job.started_at - dt.timedelta(seconds=1) <= at <= job.finished_at  # to the second
+    assert last_rebuilds(table)["invoice_search"] == ""
     listed = await logged_in.http.get("/queries/invoices", headers=logged_in.as_("reader"))
     assert sorted(i["invoice_id"] for i in listed.json()) == ["1", "2"]  # the new build serves
 

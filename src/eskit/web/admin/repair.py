@@ -46,6 +46,10 @@ class Row:
     skips: int
     here: bool
     """Run by this server's runner: it can be rebuilt from the page."""
+    last_rebuild: dt.datetime | None = None
+    """When the last rebuild switched in (wherever it ran)."""
+    last_rebuild_events: int | None = None
+    last_rebuild_seconds: float | None = None
 
 
 async def dashboard(
@@ -77,6 +81,9 @@ def _row(status: Status) -> Row:
         status.rebuild_position,
         status.skips,
         status.here,
+        status.last_rebuild,
+        status.last_rebuild_events,
+        status.last_rebuild_seconds,
     )
 
 
