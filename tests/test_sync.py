@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +33,6 @@ def store(url: str) -> Iterator[SyncStore]:
 
 def events(count: int, type_: str = "Happened") -> list[NewEvent]:
     return [NewEvent(type_, {"n": n}) for n in range(count)]
-
-
-def tasks_on_loop(store: SyncStore) -> set[asyncio.Task[Any]]:
-    """Every task on the store's loop besides the one asking."""
-
-    async def others() -> set[asyncio.Task[Any]]:
-        return asyncio.all_tasks() - {asyncio.current_task()}
-
-    return store._call(others())
 
 
 # -- the facade cannot fall behind the async API ----------------------------------------------
@@ -221,12 +211,9 @@ def test_a_subscription_receives_events_from_another_thread_live(url: str) -> No
                 break
         writer.join()
 
-        assert set(threading.enumerate()) - before  # the loop (and backend) threads
         assert seen == [2, 3, 4, 5, 6, 7, 8]
         assert len(latencies) == 5
         assert max(latencies) < 0.1, latencies
-        assert tasks_on_loop(store) == set()  # leaving the loop cancelled the subscription
-        assert store._store._waiters == set()
     assert set(threading.enumerate()) <= before
 
 
@@ -245,7 +232,7 @@ def test_closing_the_store_ends_a_waiting_subscription(url: str) -> None:
 
 
 def test_an_iterator_used_after_close_raises_store_closed(store: SyncStore) -> None:
-    store.chunk_size = 10
+    store.page_size = 10
     store.append("invoice-1", events(100))
     reading = store.read_all()
     assert next(reading).position == 1
@@ -260,22 +247,12 @@ def test_errors_inside_an_iteration_reach_the_caller(store: SyncStore) -> None:
     with pytest.raises(ValueError, match="category"):
         next(store.subscribe(category=""))
 
-    async def fails_midway() -> AsyncIterator[int]:
-        yield 1
-        yield 2
-        raise KeyError("boom")
-
-    reading = store._iterate(fails_midway())
-    assert [next(reading), next(reading)] == [1, 2]
-    with pytest.raises(KeyError, match="boom"):
-        next(reading)
-
 
 def test_read_all_pages_through_20000_events(url: str) -> None:
     inner = eskit.store.open_store(url)
     inner.page_size = 37
     store = SyncStore(inner)
-    store.chunk_size = 64
+    assert store.page_size == 37
     with store:
         for batch in range(20):
             store.append(f"invoice-{batch}", events(1000))
@@ -285,29 +262,35 @@ def test_read_all_pages_through_20000_events(url: str) -> None:
         assert sum(1 for _ in store.read_stream("invoice-7", limit=500)) == 500
 
 
-def test_an_iterator_runs_at_most_a_chunk_ahead_and_is_released_on_break(
-    store: SyncStore,
-) -> None:
-    store.chunk_size = 50
-    produced = 0
-    released = threading.Event()
+def test_a_read_fetches_a_page_at_a_time(store: SyncStore) -> None:
+    store.page_size = 50
+    store.append("invoice-1", events(500))
+    fetched: list[int] = []
+    read_all_page = store.engine.read_all_page
 
-    async def endless() -> AsyncIterator[int]:
-        nonlocal produced
-        try:
-            while True:
-                produced += 1
-                yield produced
-        finally:
-            released.set()
+    def counting(*args: Any) -> Any:
+        page = read_all_page(*args)
+        fetched.append(len(page[0]))
+        return page
 
-    reading = store._iterate(endless())
-    assert next(reading) == 1
-    time.sleep(0.05)  # give the loop every chance to run ahead
-    assert produced <= 2 * store.chunk_size + 1
+    store.engine.read_all_page = counting  # type: ignore[method-assign,assignment]
+    reading = store.read_all()
+    assert next(reading).position == 1
+    assert fetched == [50]  # nothing read ahead of the caller
     reading.close()
-    assert released.is_set()
-    assert tasks_on_loop(store) == set()
+    assert sum(1 for _ in store.read_all()) == 500
+    assert fetched[1:] == [50] * 10 + [0]  # a full last page: one more look to know
+
+
+def test_calls_run_in_the_callers_thread_with_no_loop(url: str) -> None:
+    """The blocking face starts no event loop and no thread of its own on memory."""
+    before = set(threading.enumerate())
+    with eskit.sync.open_store(url) as store:
+        store.append("invoice-1", events(3))
+        assert [e.version for e in store.read_stream("invoice-1")] == [0, 1, 2]
+        if url.startswith("memory"):
+            assert set(threading.enumerate()) == before
+    assert set(threading.enumerate()) <= before
 
 
 def test_a_readonly_store_is_found_or_not_as_on_the_async_face(tmp_path: Path) -> None:

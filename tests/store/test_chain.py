@@ -90,7 +90,7 @@ def test_any_history_verifies_and_every_byte_matters(
             for stream, count in batches:
                 await store.append(stream, [eskit.NewEvent("E", {"i": i}) for i in range(count)])
             assert (await verify(store)).ok
-            rows = store._chain  # type: ignore[attr-defined]
+            rows = store.engine._chain  # type: ignore[attr-defined]
             victim = rows[len(rows) // 2]
             rows[len(rows) // 2] = msgspec.structs.replace(
                 victim, data=victim.data.replace("}", ', "x": 1}')

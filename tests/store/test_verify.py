@@ -75,15 +75,15 @@ class MemoryLog(Log):
         yield self.store  # the log lives as long as the store: kept open
 
     def rows(self) -> list[ChainRow]:
-        return list(self.store._chain)
+        return list(self.store.engine._chain)
 
     def put(self, rows: Sequence[ChainRow], removed: Sequence[int] = ()) -> None:
         new = {row.position: row for row in rows}
-        kept = [r for r in self.store._chain if r.position not in new]
-        self.store._chain = sorted([*kept, *new.values()], key=lambda r: r.position)
+        kept = [r for r in self.store.engine._chain if r.position not in new]
+        self.store.engine._chain = sorted([*kept, *new.values()], key=lambda r: r.position)
 
     def put_chain_start(self, start: ChainStart) -> None:
-        self.store._start = start
+        self.store.engine._start = start
 
 
 class SQLLog(Log):

@@ -7,7 +7,6 @@ A backend subclasses ``EventStore`` and implements a handful of primitives (``_a
 
 from __future__ import annotations
 
-import abc
 import asyncio
 import datetime as dt
 import uuid
@@ -17,8 +16,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
 from eskit.errors import StoreClosed, StoreError, StoreUnavailable
-from eskit.store import rules
+from eskit.store import arguments, rules
+from eskit.store.arguments import LogCursor, StreamCursor
 from eskit.store.chain import ChainRow, ChainStart
+from eskit.store.engine import Engine
 from eskit.store.model import (
     ANY,
     Append,
@@ -39,9 +40,6 @@ if TYPE_CHECKING:
 
 Clock = Callable[[], dt.datetime]
 C = TypeVar("C")
-StreamCursor = tuple[int | None, int | None]
-"""Where a stream read goes on: the version to read from, and how many events are still
-wanted (None: all)."""
 
 
 def utc_now() -> dt.datetime:
@@ -56,7 +54,7 @@ class AppendObserver(Protocol):
     def append(self, appends: Sequence[PreparedAppend]) -> AbstractContextManager[None]: ...
 
 
-class EventStore(abc.ABC):
+class EventStore:
     """An append-only log of events grouped in streams, with optimistic concurrency.
 
     Guarantees, on every backend:
@@ -257,11 +255,8 @@ class EventStore(abc.ABC):
         ``truncate_before``) are hidden, like the events they fold in. Raises
         ``StreamDeleted`` for a tombstoned stream.
         """
-        rules.check_name(stream)
-        rules.check_number("snapshot_version", snapshot_version)
-        rules.check_optional_count("max_version", max_version, minimum=0)
+        bound = arguments.snapshot(stream, snapshot_version, max_version)
         self._check_open()
-        bound = rules.MAX_INT64 if max_version is None else rules.clamp(max_version)
         return await self._load_snapshot(stream, snapshot_version, bound)
 
     # -- reading --------------------------------------------------------------------------
@@ -281,8 +276,7 @@ class EventStore(abc.ABC):
         Events hidden from their stream (deleted, truncated, too old) are still found: the
         log keeps them. Command handling uses this to recognise a command it already ran.
         """
-        if not isinstance(event_id, uuid.UUID):
-            raise TypeError(f"event_id must be a uuid.UUID, got {event_id!r:.60}")
+        arguments.event_id(event_id)
         self._check_open()
         return await self._find_event(event_id)
 
@@ -301,15 +295,9 @@ class EventStore(abc.ABC):
         that never had an event (only metadata, or tombstoned while empty) are not listed.
         Costs a few index lookups per stream listed, whatever the streams' lengths.
         """
-        if category is not None:
-            rules.check_name(category, "category")
-        if after is not None and not isinstance(after, str):
-            raise TypeError(f"after must be a stream name (str) or None, got {after!r:.60}")
-        rules.check_count("limit", limit, minimum=1)
+        possible = arguments.list_streams(category, after, limit)
         self._check_open()
-        if category is not None and "-" in category:
-            return []  # a category is what comes before the first "-": it never holds one
-        return await self._list_streams(category, after, limit)
+        return await self._list_streams(category, after, limit) if possible else []
 
     async def read_stream(
         self,
@@ -324,10 +312,7 @@ class EventStore(abc.ABC):
         A stream that does not exist reads as empty; a tombstoned one raises
         ``StreamDeleted``. Stream metadata (truncate_before, max_count, max_age) hides events.
         """
-        rules.check_name(stream)
-        rules.check_optional_count("from_version", from_version, minimum=0)
-        rules.check_flag("backwards", backwards)
-        rules.check_optional_count("limit", limit, minimum=0)
+        arguments.read_stream(stream, from_version, backwards, limit)
         self._check_open()
         # at least one page, so that a tombstoned stream raises even for limit=0
         async for event in self._stream_events(stream, backwards, (from_version, limit)):
@@ -339,17 +324,14 @@ class EventStore(abc.ABC):
         """``load_snapshot``, and the stream's events after the snapshot (all of them if
         there is none) up to ``max_version``, as ``read_stream`` yields them, fetched
         together: loading an aggregate costs one round trip to the database, not two."""
-        rules.check_name(stream)
-        rules.check_number("snapshot_version", snapshot_version)
-        rules.check_optional_count("max_version", max_version, minimum=0)
+        bound = arguments.snapshot(stream, snapshot_version, max_version)
         self._check_open()
-        bound = rules.MAX_INT64 if max_version is None else rules.clamp(max_version)
         snapshot, page = await self._snapshot_and_page(
             stream, snapshot_version, bound, self.page_size
         )
-        start = None if snapshot is None else snapshot.version + 1
-        wanted = None if max_version is None else versions_up_to(max_version, start)
-        events = self._stream_events(stream, False, (start, wanted), page)
+        taken_at = None if snapshot is None else snapshot.version
+        cursor = arguments.events_after_snapshot(taken_at, max_version)
+        events = self._stream_events(stream, False, cursor, page)
         return snapshot, events
 
     async def _stream_events(
@@ -364,18 +346,13 @@ class EventStore(abc.ABC):
 
         async def read(cursor: StreamCursor) -> tuple[list[RecordedEvent], StreamCursor | None]:
             start, remaining = cursor
-            count = self.page_size if remaining is None else min(remaining, self.page_size)
+            count = arguments.page_count(remaining, self.page_size)
             if given:
                 page = given.pop()
             else:
                 self._check_open()  # every backend stops a read the same way when closed
                 page = await self._read_stream_page(stream, start, backwards, count)
-            if len(page) < count or count == 0:
-                return page, None
-            following = page[-1].version + (-1 if backwards else 1)
-            if following < 0:
-                return page, None
-            return page, (following, None if remaining is None else remaining - len(page))
+            return page, arguments.next_stream_cursor(page, cursor, count, backwards)
 
         given = [] if first is None else [first]
         async for page in _read_ahead(read, cursor):
@@ -395,15 +372,13 @@ class EventStore(abc.ABC):
         type_filter = self._check_log_filter(after, types, category)
         if limit == 0:
             return
-        Cursor = tuple[int, int | None]  # after, events still wanted
 
-        async def read(cursor: Cursor) -> tuple[list[RecordedEvent], Cursor | None]:
+        async def read(cursor: LogCursor) -> tuple[list[RecordedEvent], LogCursor | None]:
             checkpoint, remaining = cursor
-            count = self.page_size if remaining is None else min(remaining, self.page_size)
+            count = arguments.page_count(remaining, self.page_size)
             self._check_open()
             page, checkpoint = await self._read_all_page(checkpoint, count, type_filter, category)
-            left = None if remaining is None else remaining - len(page)
-            return page, None if len(page) < count or left == 0 else (checkpoint, left)
+            return page, arguments.next_log_cursor(page, checkpoint, remaining, count)
 
         async for page in _read_ahead(read, (after, limit)):
             for event in page:
@@ -429,10 +404,7 @@ class EventStore(abc.ABC):
         self, after: int, types: Iterable[str] | None, category: str | None
     ) -> tuple[str, ...] | None:
         """Check the arguments that select events of the log; the type filter to use."""
-        rules.check_count("after", after)
-        type_filter = rules.check_types(types)
-        if category is not None:
-            rules.check_name(category, "category")
+        type_filter = arguments.log_filter(after, types, category)
         self._check_open()
         return type_filter
 
@@ -533,86 +505,97 @@ class EventStore(abc.ABC):
         if app_role is not None and not self.grants_roles:
             raise ValueError(f"app_role is for PostgreSQL stores; {type(self).__name__} has none")
 
-    # -- what a backend implements ----------------------------------------------------------
+    # -- what a backend implements: by default, calls into its engine ----------------------
 
-    @abc.abstractmethod
-    async def _open_backend(self) -> None: ...
+    engine: Engine
+    """The backend's blocking primitives (``eskit.store.engine``), shared with the blocking
+    face. A backend without one overrides the primitives below."""
 
-    @abc.abstractmethod
-    async def _close_backend(self) -> None: ...
+    async def _open_backend(self) -> None:
+        await self.engine.call_async(self.engine.open)
+        self.engine.listen(self._notify_waiters, asyncio.get_running_loop())
+
+    async def _close_backend(self) -> None:
+        self.engine.unlisten(self._notify_waiters)
+        await self.engine.call_async(self.engine.close)
 
     async def _chain_page(self, after: int, limit: int) -> list[ChainRow]:
         """Events past position ``after`` as stored, with their links, for ``eskit verify``
         (``eskit.store.audit``); a backend without a chain raises NotImplementedError."""
-        raise NotImplementedError(f"{type(self).__name__} keeps no hash chain")
+        return await self.engine.call_async(self.engine.chain_page, after, limit)
 
     async def _chain_start(self) -> ChainStart | None:
         """The store's chain start record (``chain.ChainStart``), None if it is missing."""
-        raise NotImplementedError(f"{type(self).__name__} keeps no hash chain")
+        return await self.engine.call_async(self.engine.chain_start)
 
-    @abc.abstractmethod
     async def _append_many(self, appends: list[PreparedAppend]) -> list[AppendResult]:
         """Write every append or none (``append`` is the case of one). Check each one
         (tombstone, idempotent replay, then expected version) before writing any; return
         results in order, positions consecutive in that order. The streams are distinct."""
+        return await self.engine.append_many_async(appends)
 
-    @abc.abstractmethod
-    async def _delete(self, stream: str, expected: ExpectedVersion, hard: bool) -> None: ...
+    async def _delete(self, stream: str, expected: ExpectedVersion, hard: bool) -> None:
+        await self.engine.write_async(self.engine.delete, stream, expected, hard)
 
-    @abc.abstractmethod
-    async def _set_metadata(self, stream: str, metadata: StreamMetadata) -> None: ...
+    async def _set_metadata(self, stream: str, metadata: StreamMetadata) -> None:
+        await self.engine.write_async(self.engine.set_metadata, stream, metadata)
 
-    @abc.abstractmethod
-    async def _get_metadata(self, stream: str) -> StreamMetadata: ...
+    async def _get_metadata(self, stream: str) -> StreamMetadata:
+        return await self.engine.call_async(self.engine.get_metadata, stream)
 
-    @abc.abstractmethod
     async def _save_snapshot(self, snapshot: PreparedSnapshot, recorded_at: dt.datetime) -> None:
         """Store or replace it unless the stream is tombstoned; keep the newest few."""
+        await self.engine.write_async(self.engine.save_snapshot, snapshot, recorded_at)
 
-    @abc.abstractmethod
     async def _load_snapshot(
         self, stream: str, snapshot_version: int, max_version: int
     ) -> Snapshot | None:
         """The newest visible snapshot at or below ``max_version``; raise if tombstoned."""
+        return await self.engine.call_async(
+            self.engine.load_snapshot, stream, snapshot_version, max_version
+        )
 
     async def _snapshot_and_page(
         self, stream: str, snapshot_version: int, max_version: int, count: int
     ) -> tuple[Snapshot | None, list[RecordedEvent]]:
         """``_load_snapshot`` and the first page after it (at most ``count`` events, none
-        past ``max_version``); a backend that can read both in one round trip does so."""
-        snapshot = await self._load_snapshot(stream, snapshot_version, max_version)
-        start = None if snapshot is None else snapshot.version + 1
-        count = min(count, versions_up_to(max_version, start))
-        return snapshot, await self._read_stream_page(stream, start, False, count)
+        past ``max_version``), in one visit to the engine."""
+        return await self.engine.call_async(
+            self.engine.snapshot_and_page, stream, snapshot_version, max_version, count
+        )
 
-    @abc.abstractmethod
-    async def _stream_version(self, stream: str) -> int | None: ...
+    async def _stream_version(self, stream: str) -> int | None:
+        return await self.engine.call_async(self.engine.stream_version, stream)
 
-    @abc.abstractmethod
-    async def _last_position(self) -> int: ...
+    async def _last_position(self) -> int:
+        return await self.engine.call_async(self.engine.last_position)
 
-    @abc.abstractmethod
-    async def _find_event(self, event_id: uuid.UUID) -> RecordedEvent | None: ...
+    async def _find_event(self, event_id: uuid.UUID) -> RecordedEvent | None:
+        return await self.engine.call_async(self.engine.find_event, event_id)
 
-    @abc.abstractmethod
     async def _list_streams(
         self, category: str | None, after: str | None, limit: int
     ) -> list[StreamInfo]:
         """Up to ``limit`` streams with events named after ``after``, by name (``category``
         never contains ``-``)."""
+        return await self.engine.call_async(self.engine.list_streams, category, after, limit)
 
-    @abc.abstractmethod
     async def _read_stream_page(
         self, stream: str, from_version: int | None, backwards: bool, count: int
     ) -> list[RecordedEvent]:
         """Up to ``count`` visible events from ``from_version`` (None: first or last)."""
+        return await self.engine.call_async(
+            self.engine.read_stream_page, stream, from_version, backwards, count
+        )
 
-    @abc.abstractmethod
     async def _read_all_page(
         self, after: int, count: int, types: tuple[str, ...] | None, category: str | None
     ) -> tuple[list[RecordedEvent], int]:
         """Up to ``count`` matching events after ``after``, and the position up to which
         the log was searched (the next page starts there)."""
+        return await self.engine.call_async(
+            self.engine.read_all_page, after, count, types, category
+        )
 
 
 def _drop(read: asyncio.Future[Any] | None) -> None:
@@ -620,12 +603,6 @@ def _drop(read: asyncio.Future[Any] | None) -> None:
     take its error, so that it is not reported as never retrieved."""
     if read is not None and not read.cancel() and not read.cancelled():
         read.exception()
-
-
-def versions_up_to(max_version: int, start: int | None) -> int:
-    """How many versions lie from ``start`` (None: 0) to ``max_version``: a read of at most
-    that many events from ``start`` ends at or before it."""
-    return max(0, max_version - (start or 0) + 1)
 
 
 async def _read_ahead(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import datetime as dt
 import threading
 import uuid
@@ -45,6 +46,7 @@ class Engine(abc.ABC):
         self.readonly = readonly
         self._committed = threading.Condition()
         self._commits = 0
+        self._listeners: list[tuple[asyncio.AbstractEventLoop | None, Callable[[], None]]] = []
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -77,17 +79,39 @@ class Engine(abc.ABC):
 
     # -- commit notifications (subscriptions) ---------------------------------------------
 
+    def listen(
+        self, listener: Callable[[], None], loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
+        """Call ``listener`` after every commit that wrote something: on ``loop`` if given
+        (the async face's subscriptions), else in the committing thread."""
+        with self._committed:
+            self._listeners.append((loop, listener))
+
+    def unlisten(self, listener: Callable[[], None]) -> None:
+        with self._committed:
+            self._listeners = [(lp, fn) for lp, fn in self._listeners if fn is not listener]
+
+    def commit_count(self) -> int:
+        """How many commits this process has seen so far (pass it to ``wait_for_commit``)."""
+        return self._commits
+
     def committed(self) -> None:
-        """Called by the engine after every commit that wrote something (in any thread):
-        wakes the blocking face's waiters. The async face listens through its backend."""
+        """The engine calls this after every commit that wrote (or when another process
+        did, or the engine closes), in any thread: wakes both faces' waiters."""
         with self._committed:
             self._commits += 1
             self._committed.notify_all()
+            listeners = list(self._listeners)
+        for loop, listener in listeners:
+            if loop is None or _running_loop() is loop:
+                listener()
+            else:
+                with contextlib.suppress(RuntimeError):  # its loop closed: nobody waits
+                    loop.call_soon_threadsafe(listener)
 
-    def wait_for_commit(self, timeout: float) -> None:
-        """Block until the next commit of this process, or ``timeout`` seconds."""
+    def wait_for_commit(self, seen: int, timeout: float) -> None:
+        """Block until a commit after ``seen`` (``commit_count``), or ``timeout`` seconds."""
         with self._committed:
-            seen = self._commits
             self._committed.wait_for(lambda: self._commits != seen, timeout)
 
     # -- writes -----------------------------------------------------------------------------
@@ -117,11 +141,16 @@ class Engine(abc.ABC):
         self, stream: str, snapshot_version: int, max_version: int
     ) -> Snapshot | None: ...
 
-    @abc.abstractmethod
     def snapshot_and_page(
         self, stream: str, snapshot_version: int, max_version: int, count: int
     ) -> tuple[Snapshot | None, list[RecordedEvent]]:
-        """The newest visible snapshot and the first page after it, in one visit."""
+        """The newest visible snapshot and the first page after it (at most ``count``
+        events, none past ``max_version``); an engine that can read both in one visit to
+        its database does so."""
+        snapshot = self.load_snapshot(stream, snapshot_version, max_version)
+        start = None if snapshot is None else snapshot.version + 1
+        count = min(count, versions_up_to(max_version, start))
+        return snapshot, self.read_stream_page(stream, start, False, count)
 
     @abc.abstractmethod
     def stream_version(self, stream: str) -> int | None: ...
@@ -152,3 +181,16 @@ class Engine(abc.ABC):
 
     def chain_start(self) -> ChainStart | None:
         raise NotImplementedError(f"{type(self).__name__} keeps no hash chain")
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def versions_up_to(max_version: int, start: int | None) -> int:
+    """How many versions lie from ``start`` (None: 0) to ``max_version``: a read of at most
+    that many events from ``start`` ends at or before it."""
+    return max(0, max_version - (start or 0) + 1)

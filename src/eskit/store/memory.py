@@ -1,9 +1,10 @@
 """The in-memory reference backend: the executable specification of the contract.
 
-Everything lives in Python lists and dicts and every operation runs without awaiting in
-the middle, so each append (and each append to several streams) is trivially atomic. The
-SQLite and PostgreSQL backends must behave exactly like this one (the conformance suite and
-a model-based test check it).
+Everything lives in Python lists and dicts, and every operation runs under one lock
+without waiting on anything, so each append (and each append to several streams) is
+trivially atomic and the engine is safe from any thread; the async face calls it on its
+loop (``runs_on_loop``). The SQLite and PostgreSQL backends must behave exactly like this
+one (the conformance suite and a model-based test check it).
 """
 
 from __future__ import annotations
@@ -11,15 +12,19 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import datetime as dt
+import functools
+import threading
 import uuid
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
 import msgspec
 
 from eskit.errors import StoreNotFound, StreamDeleted
 from eskit.store import rules
-from eskit.store.base import EventStore
+from eskit.store.base import EventStore, utc_now
 from eskit.store.chain import ChainRow, ChainStart, audit_key, chain_start_hash
+from eskit.store.engine import Clock, Engine
 from eskit.store.model import (
     AppendResult,
     ExpectedVersion,
@@ -35,6 +40,23 @@ from eskit.store.sqlite_writer import micros
 
 if TYPE_CHECKING:
     from eskit.projections.database import SQLiteDatabase
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _locked(
+    method: Callable[Concatenate[MemoryEngine, P], T],
+) -> Callable[Concatenate[MemoryEngine, P], T]:
+    """Run an engine method under the engine's lock: the blocking face calls from threads."""
+
+    @functools.wraps(method)
+    def run(engine: MemoryEngine, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        with engine._lock:
+            return method(engine, *args, **kwargs)
+
+    return run
 
 
 @dataclasses.dataclass
@@ -55,11 +77,14 @@ class _Stream:
         return None if self.deleted or not self.events else self.events[-1].version
 
 
-class MemoryStore(EventStore):
-    """Events in process memory; gone when the process ends. For tests and examples."""
+class MemoryEngine(Engine):
+    """The memory backend's state and primitives (see the module docstring)."""
 
-    def __init__(self, **options: object) -> None:
-        super().__init__(**options)  # type: ignore[arg-type]
+    runs_on_loop = True
+
+    def __init__(self, *, clock: Clock = utc_now, readonly: bool = False) -> None:
+        super().__init__(clock=clock, readonly=readonly)
+        self._lock = threading.RLock()
         self._log: list[RecordedEvent] = []
         self._streams: dict[str, _Stream] = {}
         self._ids: dict[uuid.UUID, RecordedEvent] = {}
@@ -70,18 +95,12 @@ class MemoryStore(EventStore):
         self._start: ChainStart | None = ChainStart(1, chain_start_hash(1, self._audit_key))
         """Every event of a memory store is linked in the current format."""
 
-    def read_model_database(self) -> SQLiteDatabase:
-        """A private in-memory SQLite database: it lives as long as the store's events do."""
-        from eskit.projections.database import SQLiteDatabase  # projections build on stores
-
-        return SQLiteDatabase(":memory:")
-
-    async def _open_backend(self) -> None:
+    def open(self) -> None:
         if self.readonly and not (self._log or self._streams):  # it lives in this object
             raise StoreNotFound("memory://", "nothing was ever written to this memory store")
 
-    async def _close_backend(self) -> None:
-        pass
+    def close(self) -> None:
+        self.committed()  # blocking subscriptions see the store close at once
 
     def _live(self, stream: str) -> _Stream:
         found = self._streams.get(stream) or _Stream()
@@ -89,7 +108,8 @@ class MemoryStore(EventStore):
             raise StreamDeleted(stream)
         return found
 
-    async def _append_many(self, appends: list[PreparedAppend]) -> list[AppendResult]:
+    @_locked
+    def append_many(self, appends: list[PreparedAppend]) -> list[AppendResult]:
         """Decided by the planner like every backend's appends: a group of one request."""
         streams, ids = lookups([appends])
         heads = {stream: self._head(stream) for stream in streams}
@@ -105,7 +125,7 @@ class MemoryStore(EventStore):
         for row in plan.rows:
             self._write(ChainRow(*row), now)
         if plan.rows:
-            self._notify_waiters()
+            self.committed()
         return plan.results
 
     def _head(self, stream: str) -> Head:
@@ -138,14 +158,17 @@ class MemoryStore(EventStore):
         assert row.hash is not None
         self._links[row.stream] = row.hash
 
-    async def _chain_page(self, after: int, limit: int) -> list[ChainRow]:
+    @_locked
+    def chain_page(self, after: int, limit: int) -> list[ChainRow]:
         first = bisect.bisect_right(self._chain, after, key=lambda row: row.position)
         return self._chain[first : first + limit]
 
-    async def _chain_start(self) -> ChainStart | None:
+    @_locked
+    def chain_start(self) -> ChainStart | None:
         return self._start
 
-    async def _delete(self, stream: str, expected: ExpectedVersion, hard: bool) -> None:
+    @_locked
+    def delete(self, stream: str, expected: ExpectedVersion, hard: bool) -> None:
         state = self._live(stream)
         rules.check_version_matches(stream, expected, state.version, state.deleted)
         self._streams[stream] = state
@@ -159,13 +182,16 @@ class MemoryStore(EventStore):
                 state.metadata, truncate_before=truncate_before
             )
 
-    async def _set_metadata(self, stream: str, metadata: StreamMetadata) -> None:
+    @_locked
+    def set_metadata(self, stream: str, metadata: StreamMetadata) -> None:
         self._streams.setdefault(stream, _Stream()).metadata = metadata
 
-    async def _get_metadata(self, stream: str) -> StreamMetadata:
+    @_locked
+    def get_metadata(self, stream: str) -> StreamMetadata:
         return self._streams.get(stream, _Stream()).metadata
 
-    async def _save_snapshot(self, snapshot: PreparedSnapshot, recorded_at: dt.datetime) -> None:
+    @_locked
+    def save_snapshot(self, snapshot: PreparedSnapshot, recorded_at: dt.datetime) -> None:
         state = self._live(snapshot.stream)
         self._streams[snapshot.stream] = state
         kept = state.snapshots.setdefault(snapshot.snapshot_version, {})
@@ -173,7 +199,8 @@ class MemoryStore(EventStore):
         for version in sorted(kept)[: -rules.SNAPSHOTS_KEPT]:
             del kept[version]
 
-    async def _load_snapshot(
+    @_locked
+    def load_snapshot(
         self, stream: str, snapshot_version: int, max_version: int
     ) -> Snapshot | None:
         state = self._live(stream)
@@ -185,18 +212,20 @@ class MemoryStore(EventStore):
         data, recorded_at = kept[version]
         return Snapshot(stream, version, snapshot_version, msgspec.json.decode(data), recorded_at)
 
-    async def _stream_version(self, stream: str) -> int | None:
+    @_locked
+    def stream_version(self, stream: str) -> int | None:
         return self._live(stream).version
 
-    async def _find_event(self, event_id: uuid.UUID) -> RecordedEvent | None:
+    @_locked
+    def find_event(self, event_id: uuid.UUID) -> RecordedEvent | None:
         return self._ids.get(event_id)
 
-    async def _last_position(self) -> int:
+    @_locked
+    def last_position(self) -> int:
         return len(self._log)
 
-    async def _list_streams(
-        self, category: str | None, after: str | None, limit: int
-    ) -> list[StreamInfo]:
+    @_locked
+    def list_streams(self, category: str | None, after: str | None, limit: int) -> list[StreamInfo]:
         names = (
             name
             for name in sorted(self._streams)
@@ -214,7 +243,8 @@ class MemoryStore(EventStore):
         )
         return StreamInfo(name, last.version, last.position, last.type, last.recorded_at, status)
 
-    async def _read_stream_page(
+    @_locked
+    def read_stream_page(
         self, stream: str, from_version: int | None, backwards: bool, count: int
     ) -> list[RecordedEvent]:
         state = self._live(stream)
@@ -233,7 +263,8 @@ class MemoryStore(EventStore):
             visible = (e for e in visible if e.recorded_at >= oldest)
         return [e for _, e in zip(range(count), visible, strict=False)]
 
-    async def _read_all_page(
+    @_locked
+    def read_all_page(
         self, after: int, count: int, types: tuple[str, ...] | None, category: str | None
     ) -> tuple[list[RecordedEvent], int]:
         page: list[RecordedEvent] = []
@@ -248,3 +279,17 @@ class MemoryStore(EventStore):
             ):
                 page.append(event)
         return page, searched
+
+
+class MemoryStore(EventStore):
+    """Events in process memory; gone when the process ends. For tests and examples."""
+
+    def __init__(self, **options: object) -> None:
+        super().__init__(**options)  # type: ignore[arg-type]
+        self.engine: MemoryEngine = MemoryEngine(clock=lambda: self.clock(), readonly=self.readonly)
+
+    def read_model_database(self) -> SQLiteDatabase:
+        """A private in-memory SQLite database: it lives as long as the store's events do."""
+        from eskit.projections.database import SQLiteDatabase  # projections build on stores
+
+        return SQLiteDatabase(":memory:")

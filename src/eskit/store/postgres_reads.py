@@ -18,8 +18,8 @@ import psycopg
 
 from eskit.errors import StreamDeleted
 from eskit.store import rules
-from eskit.store.base import versions_up_to
 from eskit.store.chain import ChainRow
+from eskit.store.engine import versions_up_to
 from eskit.store.model import RecordedEvent, Snapshot, StreamInfo, StreamMetadata
 from eskit.store.rules import clamp
 from eskit.store.sqlite_writer import micros, moment

@@ -44,8 +44,9 @@ import msgspec
 
 from eskit.errors import StoreError, StoreNotFound, StreamDeleted
 from eskit.store import rules, sqlite_schema
-from eskit.store.base import EventStore, versions_up_to
+from eskit.store.base import EventStore
 from eskit.store.chain import ChainRow, ChainStart, audit_key
+from eskit.store.engine import versions_up_to
 from eskit.store.migrations import Migrated
 from eskit.store.model import (
     AppendResult,

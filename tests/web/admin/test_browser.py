@@ -1,6 +1,8 @@
 """The admin UI in a real headless Chromium against a real ``eskit serve``: login is
-required, every page loads (a screenshot of each is kept), the live tail shows a command
-sent meanwhile, a rebuild started from the dashboard finishes, a stuck projection is
+required, every page loads (a screenshot of each is kept), the dashboard draws its charts
+and they follow new events, a stuck projection shows at its top and is skipped from there,
+the audit is paged, an error page leads back, the live tail shows a command sent
+meanwhile, a rebuild started from the projections page finishes, a stuck projection is
 skipped from the page, and an XSS payload in event data is shown as text."""
 
 from __future__ import annotations
@@ -116,6 +118,7 @@ def test_every_page_loads(page: Page, server: Served) -> None:
         ("stream", f"/admin/stream?name={stream}", stream, "InvoiceIssued"),
         ("live", "/admin/live", "Live tail", "connected"),
         ("projections", "/admin/projections", "Projections", "invoice_list"),
+        ("dashboard-page", "/admin/dashboard", "Dashboard", "Biggest streams"),
         ("trace", f"/admin/trace?correlation_id=order-{invoice_id}", "Trace", "IssueInvoice"),
         ("time-travel", f"/admin/aggregates?kind=invoice&id={invoice_id}&version=1",
          "Time travel", '"total": 1200'),
@@ -126,6 +129,100 @@ def test_every_page_loads(page: Page, server: Served) -> None:
         expect(page.locator("h1")).to_have_text(title)
         expect(page.locator("main")).to_contain_text(shown)
         shot(page, name)
+
+
+def drawn_pixels(tab: Page, chart: str) -> int:
+    """The pixels the chart's canvas has painted (not transparent)."""
+    count: int = tab.evaluate(
+        """(id) => {
+            const canvas = document.querySelector("#" + id + " canvas");
+            const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height);
+            let painted = 0;
+            for (let i = 3; i < pixels.data.length; i += 4) if (pixels.data[i] > 0) painted++;
+            return painted;
+        }""",
+        chart,
+    )
+    return count
+
+
+def test_the_dashboard_draws_live_charts(page: Page, server: Served) -> None:
+    from playwright.sync_api import expect
+
+    refused: list[str] = []  # the CSP would say so on the console
+    page.on("console", lambda m: refused.append(m.text) if "Content Security" in m.text else None)
+    for _ in range(3):
+        invoice(server, 100)
+    page.goto(f"{server.url}/admin/dashboard")
+    expect(page.locator("h1")).to_have_text("Dashboard")
+    throughput, lag, total = page.locator("#throughput"), page.locator("#lag"), "#throughput-total"
+    expect(throughput.locator("canvas")).to_have_count(1)
+    expect(throughput).to_have_attribute("data-drawn", re.compile(r"^[1-9]"))
+    expect(page.locator(total)).to_have_text(re.compile(r"^\d+$"))
+    before = int(page.locator(total).inner_text())
+    assert before >= 6  # the three invoices above (two events each), at least
+    invoice(server, 200, 300)  # three events more: the chart follows without a reload
+    expect(page.locator(total)).to_have_text(str(before + 3))
+    expect(lag.locator("canvas")).to_have_count(1)
+    expect(lag.locator(".u-legend")).to_contain_text("invoice_list")
+    lag_points = re.compile(r"^(1\d|[2-9]\d|\d{3,})$")  # two samples of five projections
+    expect(lag).to_have_attribute("data-points", lag_points)
+    assert drawn_pixels(page, "throughput") > 100
+    assert drawn_pixels(page, "lag") > 100
+    expect(page.locator("table.biggest-streams")).to_contain_text("invoice-")
+    expect(page.locator("#attention p.ok")).to_contain_text("projections are running")
+    assert refused == []
+    shot(page, "dashboard")
+
+
+def test_a_stuck_projection_shows_at_the_top_of_the_dashboard(page: Page, server: Served) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(f"{server.url}/admin/dashboard")
+    server.append(f"lab-{uuid.uuid4().hex[:8]}", "Poison", {"dose": 2})
+    problem = page.locator("#attention li[data-projection=fragile]")  # refreshed in place
+    expect(problem).to_contain_text("RuntimeError: cannot digest poison")
+    drawn = int(page.locator("#lag").get_attribute("data-drawn") or 0)  # the chart then
+    page.wait_for_function(
+        "n => Number(document.getElementById('lag').dataset.drawn) > n", arg=drawn
+    )
+    shot(page, "dashboard-stuck")
+    problem.locator("a:has-text('Skip')").click()
+    page.fill("input[name=reason]", "poison from the lab, ticket 13")
+    page.click("button:has-text('Skip the event')")
+    page.goto(f"{server.url}/admin/dashboard")
+    expect(page.locator("#attention p.ok")).to_contain_text("projections are running")
+
+
+def test_the_audit_is_paged(page: Page, server: Served) -> None:
+    from playwright.sync_api import expect
+
+    for _ in range(4):
+        invoice(server)
+    page.goto(f"{server.url}/admin/audit?limit=3")
+    rows = page.locator("table.audit tbody tr")
+    expect(rows).to_have_count(3)
+    newest = rows.first.locator("code").inner_text()
+    page.click("a:has-text('older commands')")
+    expect(page).to_have_url(re.compile(r"/admin/audit\?before=\d+&limit=3$"))
+    expect(rows).to_have_count(3)
+    expect(page.locator("table.audit")).not_to_contain_text(newest)
+    expect(page.locator("nav.pager")).to_contain_text("newest commands")
+    shot(page, "audit-paged")
+
+
+def test_an_error_page_leads_back(page: Page, server: Served) -> None:
+    from playwright.sync_api import expect
+
+    came_from = f"{server.url}/admin/streams?category=invoice"
+    page.goto(f"{server.url}/admin/aggregates?kind=ship&id=1", referer=came_from)
+    expect(page.locator("h1")).to_have_text("Error 404")
+    expect(page.locator("p.error")).to_have_text("no aggregate kind 'ship'")
+    expect(page.locator("header nav")).to_contain_text("Dashboard")  # inside the layout
+    shot(page, "error")
+    page.click("a:has-text('Back to the previous page')")
+    expect(page).to_have_url(came_from)
+    expect(page.locator("h1")).to_have_text("Streams")
 
 
 def test_the_live_tail_shows_a_command_sent_meanwhile(page: Page, server: Served) -> None:

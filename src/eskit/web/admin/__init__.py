@@ -1,5 +1,6 @@
-"""The admin UI at ``/admin``: server-rendered pages (no front-end build, one small script)
-to browse streams, follow the log live, watch and repair projections, trace a correlation
+"""The admin UI at ``/admin``: server-rendered pages (Jinja2 templates, no front-end build,
+one small script and uPlot for the charts) showing throughput and lag on a dashboard, to
+browse streams, follow the log live, watch and repair projections, trace a correlation
 id, load an aggregate at any version, and see who did what.
 
 Every page needs a token with the admin scope (see ``session``); without tokens the API,
@@ -23,6 +24,7 @@ from eskit.projections.runner import ProjectionRunner
 from eskit.store.base import EventStore
 from eskit.web.admin.aggregates import add_aggregate_routes
 from eskit.web.admin.audit import add_audit_routes
+from eskit.web.admin.dashboard import add_dashboard_routes
 from eskit.web.admin.live import add_live_routes
 from eskit.web.admin.projections import add_projection_routes
 from eskit.web.admin.session import add_session_routes, visitor
@@ -40,6 +42,8 @@ STATIC: Final = {
         ("admin.css", "text/css"),
         ("admin.js", "text/javascript"),
         ("favicon.svg", "image/svg+xml"),
+        ("uPlot.iife.min.js", "text/javascript"),
+        ("uPlot.min.css", "text/css"),
     )
 }
 
@@ -66,6 +70,7 @@ def add_admin(
     app.state.eskit_admin = admin
     router = APIRouter(prefix="/admin", route_class=AdminRoute, include_in_schema=False)
     add_session_routes(router)
+    add_dashboard_routes(router)
     add_stream_routes(router)
     add_live_routes(router)
     add_projection_routes(router)
@@ -76,15 +81,21 @@ def add_admin(
     @router.get("/")
     async def home(request: Request) -> Response:
         visitor(request)
-        return RedirectResponse(f"{base(request)}/streams", 303, headers=HEADERS)
+        return RedirectResponse(f"{base(request)}/dashboard", 303, headers=HEADERS)
 
     @router.get("/static/{name}")
     async def static(name: str) -> Response:
-        """The stylesheet and the script (public: they hold no data)."""
+        """The stylesheet and the scripts (public: they hold no data)."""
         if name not in STATIC:
             raise ApiError(404, "NotFound", f"no file {name[:100]!r}")
         content, kind = STATIC[name]
         return Response(content, media_type=kind, headers={"Cache-Control": "max-age=300"})
+
+    @router.get("/{path:path}")
+    async def unknown(request: Request, path: str) -> Response:
+        """Any other path under /admin: the error page, in the layout."""
+        visitor(request)
+        raise ApiError(404, "NotFound", f"the admin UI has no page /admin/{path[:100]}")
 
     app.include_router(router)  # /admin itself redirects to /admin/ (Starlette)
     return admin

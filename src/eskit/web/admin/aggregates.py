@@ -7,6 +7,7 @@ state is built by their code.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Annotated, Any, Final
 
@@ -16,14 +17,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from eskit.application.repository import Repository
-from eskit.cli.common import when
 from eskit.domain.aggregate import Aggregate
 from eskit.errors import AggregateNotFound, EskitError, StoreError, Unavailable
 from eskit.store import rules
 from eskit.store.model import RecordedEvent
-from eskit.web.admin.html import Html, field, link, pretty_json, search_form, tag, url
 from eskit.web.admin.session import user_page, visitor
-from eskit.web.admin.site import admin_of, base
+from eskit.web.admin.site import admin_of
 from eskit.web.errors import ApiError
 
 AROUND: Final = 25
@@ -41,38 +40,30 @@ def add_aggregate_routes(router: APIRouter) -> None:
     ) -> Response:
         """The form, and the state it asks for."""
         who = visitor(request)
-        known = admin_of(request).aggregates
-        if not known:
-            explained = tag(
-                "p",
-                "This application names no aggregates: give them to its AppSpec, e.g."
-                ' AppSpec(aggregates={"invoice": bus.repository(Invoice.model())}).',
-            )
-            return user_page(request, who, "Time travel", explained)
-        form = _form(request, list(known), kind, id, version, at)
-        if not (kind and id):
-            return user_page(request, who, "Time travel", form)
-        state = await _state(request, kind, id, version, _moment(at))
-        return user_page(request, who, "Time travel", form, state)
+        known = list(admin_of(request).aggregates)
+        asked = {"kinds": known, "kind": kind, "id": id, "version": version, "at": at}
+        shown = None
+        if known and kind and id:
+            shown = await _state(request, kind, id, version, _moment(at))
+        return user_page(request, who, "aggregates.html", "Time travel", shown=shown, **asked)
 
 
-def _form(
-    request: Request, kinds: list[str], kind: str, id: str, version: int | None, at: str
-) -> Html:
-    options = [tag("option", k, value=k, selected=k == kind) for k in kinds]
-    return search_form(
-        f"{base(request)}/aggregates",
-        "Load",
-        tag("label", "Aggregate ", tag("select", *options, name="kind")),
-        field("Id", "id", id, required=True, placeholder="42"),
-        field("Version", "version", version, type="number", min=0),
-        field("or at (UTC)", "at", at, type="datetime-local", step=1),
-    )
+@dataclasses.dataclass(frozen=True)
+class Shown:
+    """An aggregate at a version, or the event it cannot be loaded past, and the events
+    around that version."""
+
+    stream: str
+    version: int | None
+    where: str
+    state: object = None
+    problem: str | None = None
+    history: list[RecordedEvent] = dataclasses.field(default_factory=list)
 
 
 async def _state(
     request: Request, kind: str, aggregate_id: str, version: int | None, at: dt.datetime | None
-) -> Html:
+) -> Shown:
     repository = admin_of(request).aggregates.get(kind)
     if repository is None:
         raise ApiError(404, "NotFound", f"no aggregate kind {kind!r}")
@@ -83,28 +74,21 @@ async def _state(
     except (StoreError, Unavailable, AggregateNotFound):
         raise
     except Exception as error:  # an event its code cannot decode or apply: say which
-        return await _unloadable(request, repository, kind, aggregate_id, (version, at), error)
+        return await _unloadable(repository, aggregate_id, (version, at), error)
     assert loaded.version is not None  # load raises AggregateNotFound for no events
     last = await repository.store.stream_version(stream)
     where = f"at version {loaded.version} of {last}" if last is not None else ""
-    return tag(
-        "div",
-        _heading(request, stream, where, loaded.version),
-        tag("div", tag("h3", "state"), pretty_json(_plain(loaded.state)), class_="state"),
-        await _history(request, repository, kind, aggregate_id, loaded.version),
-        class_="travel",
-    )
+    history = await _history(repository, aggregate_id, loaded.version)
+    return Shown(stream, loaded.version, where, _plain(loaded.state), history=history)
 
 
 async def _unloadable(
-    request: Request,
     repository: Repository[Any],
-    kind: str,
     aggregate_id: str,
     until: tuple[int | None, dt.datetime | None],
     error: Exception,
-) -> Html:
-    """The page for an aggregate that does not load: the event it fails on, and why."""
+) -> Shown:
+    """An aggregate that does not load: the event it fails on, and why."""
     version, at = until
     stream = repository.stream(aggregate_id)
     failed, error = await _failing_event(repository, stream, version, at, error)
@@ -117,13 +101,8 @@ async def _unloadable(
             f" decoded or applied: {why}"
         )
     shown = version if failed is None else failed.version
-    return tag(
-        "div",
-        _heading(request, stream, "cannot be loaded", shown),
-        tag("p", problem, class_="error", data_failed_version=shown),
-        await _history(request, repository, kind, aggregate_id, shown),
-        class_="travel",
-    )
+    history = await _history(repository, aggregate_id, shown)
+    return Shown(stream, shown, "cannot be loaded", problem=problem, history=history)
 
 
 async def _failing_event(
@@ -159,48 +138,14 @@ def _why(error: Exception) -> str:
     return f"{type(error).__name__} (the message is not shown: it may quote the event's data)"
 
 
-def _heading(request: Request, stream: str, where: str, version: int | None) -> Html:
-    root = base(request)
-    return tag(
-        "h2",
-        link(url(f"{root}/stream", {"name": stream}), stream),
-        f" {where}",
-        data_version=version,
-    )
-
-
 async def _history(
-    request: Request, repository: Repository[Any], kind: str, aggregate_id: str, shown: int | None
-) -> Html:
-    """The events around version ``shown``, each a link to the aggregate at that version."""
-    root = base(request)
+    repository: Repository[Any], aggregate_id: str, shown: int | None
+) -> list[RecordedEvent]:
+    """The events around version ``shown`` (the page links each to its version)."""
     stream = repository.stream(aggregate_id)
     start = max(0, (shown or 0) - AROUND)
     reading = repository.store.read_stream(stream, from_version=start, limit=2 * AROUND + 1)
-    here = {"kind": kind, "id": aggregate_id}
-    rows = [
-        tag(
-            "tr",
-            tag(
-                "td",
-                link(url(f"{root}/aggregates", {**here, "version": e.version}), f"v{e.version}"),
-            ),
-            tag("td", e.type),
-            tag("td", e.position),
-            tag("td", when(e.recorded_at)),
-            class_="current" if e.version == shown else None,
-        )
-        async for e in reading
-    ]
-    events = tag(
-        "table",
-        tag(
-            "thead", tag("tr", *(tag("th", h) for h in ("version", "type", "position", "written")))
-        ),
-        tag("tbody", *rows),
-        class_="versions",
-    )
-    return tag("div", tag("h3", "events (pick a version)"), events, class_="history")
+    return [event async for event in reading]
 
 
 def _plain(state: object) -> object:

@@ -2,10 +2,12 @@
 HTTP API stamp on every event of a command (``command``, ``command_id``,
 ``correlation_id``, and ``user``: the name of the token that sent it).
 
-The log is read a window of positions at a time, from the head back: a command is one row
-(its events grouped by ``command_id``). Raw appends (``POST /streams/...``) carry the
-token's name too but no command, so only commands are listed; a token allowed to append
-could still write metadata that looks like a command's, which the audit cannot tell apart.
+The log is read a window of positions at a time, from the head back, until a page of
+commands is found (or ``SCAN`` windows were read: a filter that matches little does not
+read the whole log at once): a command is one row (its events grouped by ``command_id``).
+Raw appends (``POST /streams/...``) carry the token's name too but no command, so only
+commands are listed; a token allowed to append could still write metadata that looks like
+a command's, which the audit cannot tell apart.
 """
 
 from __future__ import annotations
@@ -18,17 +20,19 @@ from fastapi import APIRouter, Query
 from starlette.requests import Request
 from starlette.responses import Response
 
-from eskit.cli.common import when
 from eskit.store import rules
 from eskit.store.base import EventStore
 from eskit.store.model import RecordedEvent
-from eskit.web.admin.html import Html, field, join, link, search_form, table, tag, url
 from eskit.web.admin.session import user_page, visitor
-from eskit.web.admin.site import admin_of, base
+from eskit.web.admin.site import admin_of, base, url
 from eskit.web.auth import USER
 
 WINDOW: Final = 1000
-"""Positions of the log read per page."""
+"""Positions of the log read per query."""
+SCAN: Final = 20
+"""Windows read at most per page."""
+PAGE: Final = 50
+"""Commands shown per page."""
 Filter = Annotated[str, Query(max_length=200)]
 
 
@@ -47,24 +51,39 @@ class Entry:
 
 
 async def entries(
-    store: EventStore, before: int | None, user: str = "", command: str = ""
+    store: EventStore,
+    before: int | None,
+    user: str = "",
+    command: str = "",
+    limit: int = PAGE,
 ) -> tuple[list[Entry], int]:
-    """The commands among the ``WINDOW`` positions up to ``before`` (default: the head),
-    newest first, and where the previous window ends (0: none)."""
+    """Up to ``limit`` commands (of ``user``, of type ``command``) among the positions up to
+    ``before`` (default: the head), newest first, and where the next page starts (0: the
+    log's start was reached)."""
     head = await store.last_position()
-    end = head if before is None else min(before, head)
-    start = max(0, end - WINDOW)
-    page = await store.read_page(after=start, limit=WINDOW)
+    start = head if before is None else min(before, head)
     found: dict[str, Entry] = {}
-    for event in page.events:
-        if event.position <= end:
-            _add(found, event)
-    kept = [
-        e
-        for e in found.values()
-        if (not user or e.user == user) and (not command or e.command == command)
-    ]
-    return sorted(kept, key=lambda e: -e.first_position), start
+    for _ in range(SCAN):
+        if start == 0:
+            break
+        low = max(0, start - WINDOW)
+        page = await store.read_page(after=low, limit=WINDOW)
+        for event in page.events:
+            if event.position <= start:
+                _add(found, event)
+        start = low
+        if sum(1 for e in found.values() if _matches(e, user, command)) > limit:
+            break
+    kept = sorted(
+        (e for e in found.values() if _matches(e, user, command)), key=lambda e: -e.first_position
+    )
+    if len(kept) > limit:  # the next page starts just before the last command shown
+        return kept[:limit], kept[limit - 1].first_position - 1
+    return kept, start
+
+
+def _matches(entry: Entry, user: str, command: str) -> bool:
+    return (not user or entry.user == user) and (not command or entry.command == command)
 
 
 def _add(found: dict[str, Entry], event: RecordedEvent) -> None:
@@ -100,38 +119,29 @@ def add_audit_routes(router: APIRouter) -> None:
         user: Filter = "",
         command: Filter = "",
         before: Annotated[int | None, Query(ge=0, le=rules.MAX_INT64)] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = PAGE,
     ) -> Response:
-        """Commands by time, newest first; filtered by user and command type."""
+        """Commands by time, newest first, a page at a time; filtered by user and command
+        type."""
         who = visitor(request)
+        store = admin_of(request).store
+        found, start = await entries(store, before, user, command, limit)
         root = base(request)
-        form = search_form(
-            f"{root}/audit",
-            "Filter",
-            field("User", "user", user, placeholder="token name"),
-            field("Command", "command", command, placeholder="PayInvoice"),
+        here = {"user": user, "command": command, "limit": None if limit == PAGE else limit}
+        links: list[tuple[str | None, str]] = []
+        if before is not None:
+            links.append((url(f"{root}/audit", here), "newest commands"))
+        if start > 0:
+            links.append((url(f"{root}/audit", {"before": start, **here}), "older commands"))
+        end = await store.last_position() if before is None else before
+        return user_page(
+            request,
+            who,
+            "audit.html",
+            "Audit",
+            user_filter=user,
+            command=command,
+            found=found,
+            links=links,
+            searched=(start, end),
         )
-        found, start = await entries(admin_of(request).store, before, user, command)
-        return user_page(request, who, "Audit", form, _listing(root, found, start, user, command))
-
-
-def _listing(root: str, found: list[Entry], start: int, user: str, command: str) -> Html:
-    rows = [
-        (
-            when(e.recorded_at),
-            tag("span", e.user or "—", class_="user"),
-            tag("strong", e.command),
-            join((link(url(f"{root}/stream", {"name": s}), s) for s in e.streams), ", "),
-            e.events,
-            link(url(f"{root}/trace", {"correlation_id": e.correlation_id}), e.correlation_id)
-            if e.correlation_id
-            else "",
-            tag("code", e.command_id),
-        )
-        for e in found
-    ]
-    headings = ("when", "user", "command", "streams", "events", "correlation", "command id")
-    listed = table(headings, rows, class_="audit") if rows else tag("p", "no commands here")
-    if start == 0:
-        return listed
-    older = {"user": user, "command": command, "before": start}
-    return Html(listed + tag("p", link(url(f"{root}/audit", older), "older commands")))

@@ -11,9 +11,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from eskit.store import rules
-from eskit.web.admin.html import field, search_form, table, tag, url
 from eskit.web.admin.session import user_page, visitor
-from eskit.web.admin.site import admin_of, base
+from eskit.web.admin.site import admin_of, base, url
 from eskit.web.context import context
 from eskit.web.events import live_response
 
@@ -30,22 +29,9 @@ def add_live_routes(router: APIRouter) -> None:
         root = base(request)
         after = max(0, await admin_of(request).store.last_position() - BACKLOG)
         source = url(f"{root}/live/feed", {"after": after, "category": category, "types": type})
-        filters = search_form(
-            f"{root}/live",
-            "Follow",
-            field("Category", "category", category, placeholder="invoice"),
-            field("Event type", "type", type, placeholder="InvoicePaid"),
+        return user_page(
+            request, who, "live.html", "Live tail", category=category, type=type, feed=source
         )
-        status = tag(
-            "p",
-            tag("span", "connecting", id="tail-status"),
-            " · ",
-            tag("span", "0", id="tail-count"),
-            " events received",
-        )
-        headings = ("position", "written", "stream", "type", "by", "data")
-        events = table(headings, [], id="tail", data_feed=source, data_stream=f"{root}/stream")
-        return user_page(request, who, "Live tail", filters, status, events)
 
     @router.get("/live/feed")
     async def follow(

@@ -6,7 +6,7 @@ shows as it goes.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 from starlette.requests import Request
@@ -14,9 +14,8 @@ from starlette.responses import RedirectResponse, Response
 
 from eskit.cli.common import when
 from eskit.projections import state as st
-from eskit.web.admin.html import Html, join, link, table, tag, url
 from eskit.web.admin.repair import RebuildJob, Row, dashboard, skip_event, skips, start_rebuild
-from eskit.web.admin.session import Visitor, post_form, posted, user_page, visitor
+from eskit.web.admin.session import csrf_token, posted, user_page, visitor
 from eskit.web.admin.site import HEADERS, admin_of, base, fragment
 from eskit.web.errors import ApiError
 
@@ -27,27 +26,15 @@ def add_projection_routes(router: APIRouter) -> None:
     @router.get("/projections")
     async def projections(request: Request) -> Response:
         who = visitor(request)
-        root = base(request)
-        explained = tag(
-            "p",
-            "Lag is the number of positions between the log's head and the checkpoint."
-            " A stuck projection stops at the event its code fails on: fix the code and"
-            " restart, or skip the event. Rebuild replays the log into new tables beside"
-            " the live ones and switches when it is done.",
-            class_="hint",
-        )
-        current = tag(
-            "div",
-            await _table(request, who),
-            id="projections",
-            data_src=f"{root}/projections/table",
-        )
-        return user_page(request, who, "Projections", explained, current)
+        shown = await _table(request)
+        return user_page(request, who, "projections.html", "Projections", **shown)
 
     @router.get("/projections/table")
     async def projections_table(request: Request) -> Response:
         """The dashboard's table alone: the page's script refreshes it every second."""
-        return fragment(await _table(request, visitor(request)))
+        who = visitor(request)
+        csrf = csrf_token(admin_of(request), who)
+        return fragment(request, "projections_table.html", csrf=csrf, **await _table(request))
 
     @router.post("/projections/{name}/rebuild")
     async def rebuild(request: Request, name: Name) -> Response:
@@ -65,13 +52,9 @@ def add_projection_routes(router: APIRouter) -> None:
         row = next((r for r in rows if r.name == name), None)
         if row is None:
             raise ApiError(404, "NotFound", f"no projection named {name!r}")
-        if row.status != st.STUCK:
-            message = f"projection {name} is not stuck (status {row.status}): nothing to skip"
-            return user_page(request, who, f"Skip in {name}", tag("p", message))
-        skipped = await skips(admin.database, name)
-        return user_page(
-            request, who, f"Skip in {name}", *_skip_content(request, who, row, skipped)
-        )
+        skipped = await skips(admin.database, name) if row.status == st.STUCK else []
+        title = f"Skip in {name}"
+        return user_page(request, who, "skip.html", title, row=row, skipped=skipped)
 
     @router.post("/projections/{name}/skip")
     async def skip(request: Request, name: Name) -> Response:
@@ -86,112 +69,26 @@ def add_projection_routes(router: APIRouter) -> None:
         return RedirectResponse(f"{base(request)}/projections", 303, headers=HEADERS)
 
 
-async def _table(request: Request, who: Visitor) -> Html:
+async def _table(request: Request) -> dict[str, Any]:
+    """What the table shows: the log's head, the rows and the rebuilds started here (no
+    rows and ``runs`` False: this server has no projections to show)."""
     admin = admin_of(request)
     if admin.database is None and admin.runner is None:
-        return tag("p", "this server runs no projections and has no projection database")
+        return {"runs": False, "head": 0, "rows": [], "rebuilds": {}}
     head, rows = await dashboard(admin.store, admin.runner, admin.database)
-    if not rows:
-        return tag("p", "no projections have run on this store yet")
-    headings = ("name", "version", "position", "lag", "status", "rebuild", "skips", "error", "")
-    body = [
-        tag(
-            "tr",
-            *(tag("td", cell) for cell in _cells(request, who, row, head)),
-            data_projection=row.name,
-            data_status=row.status,
-            data_lag=row.lag,
-        )
-        for row in rows
-    ]
-    heading = tag("thead", tag("tr", *(tag("th", h) for h in headings)))
-    caption = tag("caption", f"head of the log: position {head}")
-    return tag("table", caption, heading, tag("tbody", *body), class_="projections")
+    rebuilds = {row.name: _rebuild(admin.jobs.get(row.name), row, head) for row in rows}
+    return {"runs": True, "head": head, "rows": rows, "rebuilds": rebuilds}
 
 
-def _cells(request: Request, who: Visitor, row: Row, head: int) -> list[object]:
-    root = base(request)
-    error = ""
-    if row.error is not None:  # about an event, or (a failed tick) about none
-        about = (
-            "" if row.error_position is None else f"at {row.error_position} ({row.error_type}): "
-        )
-        error = tag("span", f"{about}{row.error}", class_="error")
-    actions: list[object] = []
-    if row.here and row.status != "rebuilding":
-        button = tag("button", "Rebuild", class_="rebuild")
-        actions.append(post_form(request, who, f"{root}/projections/{row.name}/rebuild", button))
-    if row.status == st.STUCK:
-        actions.append(link(f"{root}/projections/{row.name}/skip", "Skip…", class_="skip"))
-    return [
-        row.name,
-        row.version,
-        row.position,
-        row.lag,
-        tag("span", row.status, class_=f"status {row.status}"),
-        _rebuild(admin_of(request).jobs.get(row.name), row, head),
-        row.skips,
-        error,
-        join(actions),
-    ]
-
-
-def _rebuild(job: RebuildJob | None, row: Row, head: int) -> Html:
+def _rebuild(job: RebuildJob | None, row: Row, head: int) -> dict[str, Any] | None:
     """The rebuild in progress (a bar), or how the last one started here ended."""
     if row.rebuild is not None:
         share = 100 * row.rebuild // head if head else 100
-        bar = tag("progress", f"{share}%", value=row.rebuild, max=max(head, 1))
-        return join([bar, f" {row.rebuild}/{head} ({share}%)"])
+        return {"position": row.rebuild, "head": head, "share": share}
     if job is None:
-        return Html("")
+        return None
     if job.running:
-        return tag("span", "starting…")
+        return {"note": "starting…", "class": ""}
     if job.error is not None:
-        return tag("span", f"failed at {when(job.finished_at)}: {job.error}", class_="error")
-    return tag("span", f"rebuilt at {when(job.finished_at)} by {job.user}", class_="done")
-
-
-def _skip_content(request: Request, who: Visitor, row: Row, skipped: list[st.Skip]) -> list[object]:
-    root = base(request)
-    stuck = tag(
-        "p",
-        f"Projection {row.name} is stuck at position {row.error_position} on an event of"
-        f" type {row.error_type}:",
-    )
-    error = tag("pre", row.error or "", class_="error")
-    event = link(url(f"{root}/streams", {"type": row.error_type}), "streams with this type")
-    form = post_form(
-        request,
-        who,
-        f"{root}/projections/{row.name}/skip",
-        tag(
-            "label",
-            "Why skip it (kept with the skip, with your name)",
-            tag(
-                "input",
-                name="reason",
-                required=True,
-                size=60,
-                placeholder="bad import, ticket OPS-12",
-            ),
-        ),
-        tag("button", "Skip the event", class_="skip"),
-        class_="skip",
-    )
-    warning = tag(
-        "p",
-        "The projection will never apply this event: its read model then lacks what the"
-        " event says. Skip only what must be ignored; fixing the code and restarting (or"
-        " rebuilding) is usually better.",
-        class_="hint",
-    )
-    history = ""
-    if skipped:
-        rows = [(s.position, s.event_type, s.error, s.reason, when(s.skipped_at)) for s in skipped]
-        history = join(
-            [
-                tag("h2", "skipped before"),
-                table(("position", "type", "error", "reason", "when"), rows),
-            ]
-        )
-    return [stuck, error, tag("p", event), warning, form, history]
+        return {"note": f"failed at {when(job.finished_at)}: {job.error}", "class": "error"}
+    return {"note": f"rebuilt at {when(job.finished_at)} by {job.user}", "class": "done"}

@@ -14,13 +14,12 @@ import dataclasses
 import hashlib
 import hmac
 import urllib.parse
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Query
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from eskit.web.admin.html import Html, field, hidden, tag
 from eskit.web.admin.site import HEADERS, Admin, LoginNeeded, admin_of, base, page
 from eskit.web.auth import OPEN, grant_of
 from eskit.web.context import context
@@ -75,14 +74,6 @@ def csrf_token(admin: Admin, who: Visitor) -> str:
     return hmac.new(admin.secret, b"csrf:" + session, hashlib.sha256).hexdigest()
 
 
-def post_form(
-    request: Request, who: Visitor, action: str, *content: object, **attributes: object
-) -> Html:
-    """A whole POST form to ``action`` carrying the CSRF token."""
-    token = hidden(CSRF, csrf_token(admin_of(request), who))
-    return tag("form", token, *content, method="post", action=action, **attributes)
-
-
 async def posted(request: Request, who: Visitor | None) -> dict[str, str]:
     """The fields of a form POSTed from this server's pages; 403 for one that was not
     (another site's page, or a form from before the server restarted)."""
@@ -95,17 +86,14 @@ async def posted(request: Request, who: Visitor | None) -> dict[str, str]:
     return fields
 
 
-def logout_form(request: Request, who: Visitor) -> Html | None:
-    if who.token is None:
-        return None
-    return post_form(
-        request, who, f"{base(request)}/logout", tag("button", "Log out"), class_="logout"
-    )
-
-
-def user_page(request: Request, who: Visitor, title: str, *content: object) -> Response:
-    """A page for ``who``: their name and a logout button in the header."""
-    return page(request, title, *content, user=who.name, logout=logout_form(request, who))
+def user_page(
+    request: Request, who: Visitor, template: str, title: str, **context: Any
+) -> Response:
+    """A page for ``who``: their name and (for a cookie session) a logout button in the
+    header; its forms carry ``who``'s CSRF token."""
+    csrf = csrf_token(admin_of(request), who)
+    logout = who.token is not None
+    return page(request, template, title, user=who.name, csrf=csrf, logout=logout, **context)
 
 
 def add_session_routes(router: APIRouter) -> None:
@@ -152,23 +140,7 @@ def add_session_routes(router: APIRouter) -> None:
 def _login_page(
     request: Request, target: str, problem: str | None = None, status: int = 200
 ) -> Response:
-    form = tag(
-        "form",
-        hidden("next", target),
-        field("Admin token", "token", type="password", autocomplete="off", required=True),
-        tag("button", "Log in"),
-        method="post",
-        action=f"{base(request)}/login",
-        class_="login",
-    )
-    explained = tag(
-        "p",
-        "Give a token with the admin scope (eskit tokens create NAME --scope admin). It is"
-        " kept in a cookie only this admin UI receives, until you log out or close the"
-        " browser.",
-    )
-    error = tag("p", problem, class_="error") if problem else ""
-    return page(request, "Log in", error, form, explained, status=status)
+    return page(request, "login.html", "Log in", status=status, target=target, problem=problem)
 
 
 def _target(request: Request, wanted: str) -> str:

@@ -1,29 +1,34 @@
-"""What every admin page shares: the admin's state on the app, the page layout, and the
-route class that turns errors into HTML pages (and a missing login into the login form).
+"""What every admin page shares: the admin's state on the app, the Jinja2 templates (with
+autoescaping: whatever the store holds is shown as text), and the route class that turns
+errors into pages of the layout (and a missing login into the login form).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import secrets
-import string
+import urllib.parse
 from collections.abc import Callable, Coroutine, Mapping
-from importlib import resources
+from pathlib import Path
 from typing import Any, Final
 
+import jinja2
 import msgspec
 from fastapi.routing import APIRoute
+from fastapi.templating import Jinja2Templates
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from eskit.application.repository import Repository
+from eskit.cli.common import when
 from eskit.projections.database import Database
 from eskit.projections.runner import ProjectionRunner
 from eskit.store.base import EventStore
-from eskit.web.admin.html import Html, escape, join, link, tag, url
-from eskit.web.admin.repair import RebuildJob
+from eskit.web.admin.history import History
+from eskit.web.admin.repair import RebuildJob, dashboard
 from eskit.web.auth import Tokens
 from eskit.web.context import context
 from eskit.web.errors import ApiError, translate
@@ -40,6 +45,7 @@ HEADERS: Final = {
     "Cache-Control": "no-store",
 }
 PAGES: Final = (
+    ("dashboard", "Dashboard"),
     ("streams", "Streams"),
     ("live", "Live tail"),
     ("projections", "Projections"),
@@ -47,9 +53,36 @@ PAGES: Final = (
     ("aggregates", "Time travel"),
     ("audit", "Audit"),
 )
-LAYOUT = string.Template(
-    resources.files("eskit.web.admin").joinpath("templates/layout.html").read_text("utf-8")
-)
+
+
+def url(path: str, query: Mapping[str, Any] | None = None) -> str:
+    """``path`` with the query's non-empty values (lists repeat the key)."""
+    kept = {k: v for k, v in (query or {}).items() if v not in (None, "", [])}
+    return f"{path}?{urllib.parse.urlencode(kept, doseq=True)}" if kept else path
+
+
+def pretty_json(value: object) -> str:
+    """``value`` as indented JSON (anything JSON cannot hold is shown as its ``str``)."""
+    return msgspec.json.format(msgspec.json.encode(value, enc_hook=str), indent=2).decode()
+
+
+def _environment() -> jinja2.Environment:
+    """The templates beside this module, every value escaped unless a template says not."""
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    environment.globals["url"] = url
+    environment.filters["when"] = when
+    environment.filters["pretty_json"] = pretty_json
+    environment.filters["repr"] = repr
+    return environment
+
+
+TEMPLATES: Final = Jinja2Templates(env=_environment())
 
 
 @dataclasses.dataclass
@@ -67,10 +100,25 @@ class Admin:
     secret: bytes = dataclasses.field(default_factory=lambda: secrets.token_bytes(32))
     """Signs the forms' CSRF tokens; new at every start (open forms are then refused)."""
     jobs: dict[str, RebuildJob] = dataclasses.field(default_factory=dict)
+    history: History = dataclasses.field(default_factory=History)
+    """What the dashboard's charts show: throughput and the projections' lag over time."""
+
+    def start_sampling(self) -> None:
+        """Sample the projections' lag in the background from now on (the dashboard's
+        chart; done at the first request, in the server's event loop)."""
+        if self.database is None and self.runner is None:
+            return
+
+        async def lags() -> dict[str, int]:
+            _, rows = await dashboard(self.store, self.runner, self.database)
+            return {row.name: row.lag for row in rows}
+
+        self.history.sample_in_background(lags)
 
     async def close(self) -> None:
-        """Stop the rebuilds in progress (they resume on the next rebuild) and release the
-        database if it is the admin's own."""
+        """Stop the rebuilds in progress (they resume on the next rebuild) and the lag
+        sampler, and release the database if it is the admin's own."""
+        await self.history.close()
         tasks = [j.task for j in self.jobs.values() if j.task is not None and not j.task.done()]
         for task in tasks:
             task.cancel()
@@ -91,29 +139,36 @@ def base(request: Request) -> str:
 
 def page(
     request: Request,
+    template: str,
     title: str,
-    *content: object,
+    *,
     user: str | None = None,
-    logout: Html | None = None,
+    csrf: str | None = None,
     status: int = 200,
+    **context: Any,
 ) -> HTMLResponse:
-    """A whole page in the admin's layout."""
+    """A whole page: ``template`` (which extends the layout) with ``context``. ``user``:
+    who is logged in (shown in the header); ``csrf``: the token the page's forms carry (and
+    the logout button, if given)."""
     root = base(request)
     current = request.url.path.removeprefix(root).strip("/").split("/")[0]
-    nav = join(
-        link(f"{root}/{name}", label, class_="current" if name == current else None)
-        for name, label in PAGES
+    shared = {"title": title, "base": root, "pages": PAGES, "current": current, "user": user}
+    response: HTMLResponse = TEMPLATES.TemplateResponse(
+        request,
+        template,
+        {**shared, "csrf": csrf, "logout": False, **context},
+        status_code=status,
+        headers=HEADERS,
     )
-    who = join([tag("span", user, class_="user"), logout or ""]) if user else Html("")
-    body = LAYOUT.substitute(
-        title=escape(title), base=escape(root), nav=nav, who=who, content=join(content)
-    )
-    return HTMLResponse(body, status, headers=HEADERS)
+    return response
 
 
-def fragment(content: Html) -> HTMLResponse:
+def fragment(request: Request, template: str, **context: Any) -> HTMLResponse:
     """Part of a page, for the page's script to swap in."""
-    return HTMLResponse(content, headers=HEADERS)
+    response: HTMLResponse = TEMPLATES.TemplateResponse(
+        request, template, {"base": base(request), **context}, headers=HEADERS
+    )
+    return response
 
 
 class LoginNeeded(Exception):
@@ -128,6 +183,7 @@ class AdminRoute(APIRoute):
         handle = super().get_route_handler()
 
         async def handle_or_show(request: Request) -> Response:
+            admin_of(request).start_sampling()
             try:
                 return await handle(request)
             except LoginNeeded as needed:
@@ -143,7 +199,29 @@ class AdminRoute(APIRoute):
 
 
 def error_page(request: Request, status: int, message: str) -> HTMLResponse:
-    return page(request, f"Error {status}", tag("p", message, class_="error"), status=status)
+    """The error inside the layout, with a way back: the page the browser came from (if it
+    is one of the admin's), else the dashboard."""
+    who: dict[str, Any] = {}
+    if status != 401:  # a logged-in visitor: the header names them, with the logout button
+        from eskit.web.admin.session import csrf_token, visitor  # (session imports this)
+
+        with contextlib.suppress(Exception):
+            found = visitor(request)
+            csrf = csrf_token(admin_of(request), found)
+            who = {"user": found.name, "csrf": csrf, "logout": found.token is not None}
+    back = _back(request)
+    title = f"Error {status}"
+    return page(request, "error.html", title, status=status, message=message, back=back, **who)
+
+
+def _back(request: Request) -> str | None:
+    """The admin page that linked here (from ``Referer``), or None."""
+    referer = urllib.parse.urlsplit(request.headers.get("referer", ""))
+    here = request.url
+    if referer.netloc != here.netloc or not referer.path.startswith(f"{base(request)}/"):
+        return None
+    target = referer.path + (f"?{referer.query}" if referer.query else "")
+    return None if target == _here(request) else target
 
 
 def _explain(error: Exception, request: Request, where: str) -> tuple[int, str]:

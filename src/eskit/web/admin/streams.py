@@ -3,7 +3,9 @@ type), and one stream's events with their metadata and data."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import dataclasses
+import datetime as dt
+from collections.abc import Mapping
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Query
@@ -11,17 +13,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from eskit.application.repository import Repository
-from eskit.cli.common import when
 from eskit.store import rules
 from eskit.store.model import RecordedEvent
-from eskit.web.admin.html import Html, field, link, pretty_json, search_form, table, tag, url
 from eskit.web.admin.session import user_page, visitor
-from eskit.web.admin.site import admin_of, base
+from eskit.web.admin.site import admin_of, base, url
 
 TYPE_SCAN: Final = 1000
 """Events of the type read per page when searching streams by event type."""
 Text = Annotated[str, Query(max_length=200)]
 Count = Annotated[int, Query(ge=1, le=1000)]
+DEFAULT_LIMIT: Final = 50
+"""Streams listed per page."""
 
 
 def add_stream_routes(router: APIRouter) -> None:
@@ -32,27 +34,18 @@ def add_stream_routes(router: APIRouter) -> None:
         type: Text = "",
         after: Text = "",
         after_position: Annotated[int, Query(ge=0, le=rules.MAX_INT64)] = 0,
-        limit: Count = 50,
+        limit: Count = DEFAULT_LIMIT,
     ) -> Response:
-        """Streams by name (of one category), or those with events of one type."""
+        """Streams by name (of one category), a page at a time, or those with events of
+        one type."""
         who = visitor(request)
-        root = base(request)
-        search = search_form(
-            f"{root}/streams",
-            "Search",
-            field("Category", "category", category, placeholder="invoice"),
-            field("Event type", "type", type, placeholder="InvoicePaid"),
-        )
-        go = search_form(
-            f"{root}/stream",
-            "Open",
-            field("Stream", "name", placeholder="invoice-42", required=True),
-        )
         if type:
             found = await _with_type(request, type, category or None, after_position)
         else:
             found = await _by_name(request, category or None, after or None, limit)
-        return user_page(request, who, "Streams", search, go, found)
+        return user_page(
+            request, who, "streams.html", "Streams", category=category, type=type, **found
+        )
 
     @router.get("/stream")
     async def stream(
@@ -71,45 +64,38 @@ def add_stream_routes(router: APIRouter) -> None:
         root = base(request)
         here = {"name": name, "backwards": str(backwards).lower(), "limit": limit}
         order = "oldest first" if backwards else "newest first"
-        links = [
-            link(url(f"{root}/stream", {**here, "backwards": str(not backwards).lower()}), order)
+        links: list[tuple[str | None, str]] = [
+            (url(f"{root}/stream", {**here, "backwards": str(not backwards).lower()}), order)
         ]
+        if from_version is not None:
+            links.append((url(f"{root}/stream", here), "newest" if backwards else "oldest"))
         if len(events) > limit:
             following = url(f"{root}/stream", {**here, "from_version": events[limit].version})
-            links.append(link(following, "older events" if backwards else "newer events"))
+            links.append((following, "older events" if backwards else "newer events"))
         cards = [_card(root, event, admin.aggregates) for event in events[:limit]]
-        empty = tag("p", f"stream {name!r} has no events") if not events else ""
-        return user_page(
-            request, who, name, tag("p", *_spaced(links), class_="pager"), empty, *cards
-        )
+        return user_page(request, who, "stream.html", name, name=name, links=links, cards=cards)
 
 
-async def _by_name(request: Request, category: str | None, after: str | None, limit: int) -> Html:
+async def _by_name(
+    request: Request, category: str | None, after: str | None, limit: int
+) -> dict[str, Any]:
+    """A page of ``limit`` streams after the name ``after``, and the links to the first and
+    the next page."""
     infos = await admin_of(request).store.list_streams(category, after, limit + 1)
     root = base(request)
-    rows = [
-        (
-            link(url(f"{root}/stream", {"name": i.stream}), i.stream),
-            i.category,
-            i.event_count,
-            i.last_type,
-            i.last_position,
-            when(i.last_recorded_at),
-            tag("span", i.status, class_=f"status {i.status}"),
-        )
-        for i in infos[:limit]
-    ]
-    headings = ("stream", "category", "events", "last type", "last position", "last written")
-    listed = table((*headings, "status"), rows, class_="streams")
-    if not infos:
-        return tag("p", "no streams" + (f" of category {category!r}" if category else ""))
-    if len(infos) <= limit:
-        return listed
-    following = {"category": category, "after": infos[limit - 1].stream, "limit": limit}
-    return Html(listed + tag("p", link(url(f"{root}/streams", following), "next streams")))
+    here = {"category": category, "limit": limit if limit != DEFAULT_LIMIT else None}
+    links: list[tuple[str | None, str]] = []
+    if after is not None:
+        links.append((url(f"{root}/streams", here), "first streams"))
+    if len(infos) > limit:
+        following = url(f"{root}/streams", {**here, "after": infos[limit - 1].stream})
+        links.append((following, "next streams"))
+    return {"infos": infos[:limit], "links": links, "after": after}
 
 
-async def _with_type(request: Request, kind: str, category: str | None, after: int) -> Html:
+async def _with_type(
+    request: Request, kind: str, category: str | None, after: int
+) -> dict[str, Any]:
     """The streams holding events of type ``kind``, in the order the log reached them."""
     rules.check_types([kind])
     store = admin_of(request).store
@@ -119,52 +105,50 @@ async def _with_type(request: Request, kind: str, category: str | None, after: i
         found.setdefault(event.stream, []).append(event)
     root = base(request)
     rows = [
-        (
-            link(url(f"{root}/stream", {"name": name}), name),
-            len(events),
-            events[0].position,
-            events[-1].position,
-            when(events[-1].recorded_at),
-        )
+        Found(name, len(events), events[0].position, events[-1].position, events[-1].recorded_at)
         for name, events in found.items()
     ]
-    scope = f" of category {category!r}" if category else ""
-    heading = tag("h2", f"streams with {kind} events{scope}, after position {after}")
-    if not rows:
-        return Html(heading + tag("p", "none found"))
-    headings = ("stream", f"{kind} events", "first position", "last position", "last written")
-    listed = table(headings, rows, class_="streams")
-    if page.next_after >= await store.last_position():
-        return Html(heading + listed)
-    following = {"type": kind, "category": category, "after_position": page.next_after}
-    more = tag("p", link(url(f"{root}/streams", following), "search further"))
-    return Html(heading + listed + more)
+    links: list[tuple[str | None, str]] = []
+    if after:
+        first = {"type": kind, "category": category}
+        links.append((url(f"{root}/streams", first), "search from the start"))
+    if rows and page.next_after < await store.last_position():
+        following = {"type": kind, "category": category, "after_position": page.next_after}
+        links.append((url(f"{root}/streams", following), "search further"))
+    return {"found": rows, "links": links, "after_position": after}
 
 
-def _card(root: str, event: RecordedEvent, aggregates: Mapping[str, Repository[Any]]) -> Html:
-    """One event: where it is, what it says, and links to its trace and its aggregate."""
-    metadata = event.metadata
-    facts: list[object] = [
-        f"position {event.position}",
-        when(event.recorded_at),
-        f"id {event.id}",
-    ]
-    correlation = metadata.get("correlation_id")
+@dataclasses.dataclass(frozen=True)
+class Found:
+    """A stream holding events of the type searched for (in the page read)."""
+
+    stream: str
+    events: int
+    first_position: int
+    last_position: int
+    recorded_at: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class Card:
+    """One event as the stream page shows it, with links to its trace and its aggregate."""
+
+    event: RecordedEvent
+    trace: str | None
+    aggregate: str | None
+
+
+def _card(root: str, event: RecordedEvent, aggregates: Mapping[str, Repository[Any]]) -> Card:
+    correlation = event.metadata.get("correlation_id")
+    trace = None
     if correlation is not None:
-        facts.append(link(url(f"{root}/trace", {"correlation_id": correlation}), "trace"))
+        trace = url(f"{root}/trace", {"correlation_id": correlation})
     kind = _aggregate_of(event.stream, aggregates)
+    aggregate = None
     if kind is not None:
         at = {"kind": kind, "id": event.stream.split("-", 1)[1], "version": event.version}
-        facts.append(link(url(f"{root}/aggregates", at), "state after this event"))
-    return tag(
-        "article",
-        tag("h2", f"v{event.version} ", tag("span", event.type, class_="type")),
-        tag("p", *_spaced(facts), class_="facts"),
-        tag("div", tag("h3", "metadata"), pretty_json(metadata), class_="metadata"),
-        tag("div", tag("h3", "data"), pretty_json(event.data), class_="data"),
-        class_="event",
-        data_version=event.version,
-    )
+        aggregate = url(f"{root}/aggregates", at)
+    return Card(event, trace, aggregate)
 
 
 def _aggregate_of(stream: str, aggregates: Mapping[str, Repository[Any]]) -> str | None:
@@ -172,11 +156,3 @@ def _aggregate_of(stream: str, aggregates: Mapping[str, Repository[Any]]) -> str
     if not dash:
         return None
     return next((k for k, r in aggregates.items() if r.model.category == category), None)
-
-
-def _spaced(parts: Sequence[object]) -> list[object]:
-    """The parts separated by a middle dot."""
-    spaced: list[object] = []
-    for part in parts:
-        spaced += [" · ", part] if spaced else [part]
-    return spaced
