@@ -120,8 +120,8 @@ def test_threads_appending_at_once_share_groups_and_are_answered_after_commit(
     assert sum(size for size, _ in recorded.groups) == threads * each
     page, _ = engine.read_all_page(0, threads * each + 1, None, None)
     assert [e.position for e in page] == list(range(1, threads * each + 1))
-    for worker in range(threads):
-        versions = [e.version for e in engine.read_stream_page(f"thread-{worker}", None, False, 99)]
+    for n in range(threads):
+        versions = [e.version for e in engine.read_stream_page(f"thread-{n}", None, False, 99)]
         assert versions == list(range(each))
 
 

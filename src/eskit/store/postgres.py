@@ -23,10 +23,8 @@ store call handed to the engine.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import inspect
 import urllib.parse
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -35,22 +33,15 @@ import psycopg
 from eskit.errors import StoreError
 from eskit.store import postgres_reads as reads
 from eskit.store.base import EventStore
-from eskit.store.chain import ChainRow, ChainStart, audit_key
+from eskit.store.chain import audit_key
 from eskit.store.migrations import Migrated
 from eskit.store.model import (
-    AppendResult,
-    ExpectedVersion,
     Page,
-    RecordedEvent,
-    Snapshot,
-    StreamInfo,
-    StreamMetadata,
 )
 from eskit.store.postgres_engine import PostgresEngine
 from eskit.store.postgres_inline import InlineHook
 from eskit.store.postgres_roles import grant_app_role
 from eskit.store.postgres_schema import check_schema, migrate
-from eskit.store.rules import PreparedAppend, PreparedSnapshot
 
 if TYPE_CHECKING:
     from eskit.projections.database import PostgresDatabase
@@ -80,21 +71,17 @@ class PostgresStore(EventStore):
         self.pool_size = pool_size
         self.max_batch = max_batch
         self.migrate_on_open = migrate_on_open
-        self._audit_key = audit_key()
-        self._engine = self._new_engine()
-        self._before_commit: Hook | None = None
-
-    def _new_engine(self) -> PostgresEngine:
-        return PostgresEngine(
-            self.conninfo,
+        self.engine: PostgresEngine = PostgresEngine(
+            conninfo,
             schema=self.schema,
-            pool_size=self.pool_size,
-            max_batch=self.max_batch,
-            migrate_on_open=self.migrate_on_open,
-            key=self._audit_key,
-            clock=self.clock,
+            pool_size=pool_size,
+            max_batch=max_batch,
+            migrate_on_open=migrate_on_open,
+            key=audit_key(),
+            clock=lambda: self.clock(),
             readonly=self.readonly,
         )
+        self._before_commit: Hook | None = None
 
     @classmethod
     def from_url(cls, url: urllib.parse.SplitResult, **options: Any) -> PostgresStore:
@@ -109,13 +96,8 @@ class PostgresStore(EventStore):
         return cls(conninfo, **options)
 
     @property
-    def engine(self) -> PostgresEngine:
-        """The blocking engine this face hands every call to."""
-        return self._engine
-
-    @property
     def notify_channel(self) -> str:
-        return self._engine.channel
+        return self.engine.channel
 
     @property
     def before_commit(self) -> Hook | None:
@@ -128,7 +110,7 @@ class PostgresStore(EventStore):
     @before_commit.setter
     def before_commit(self, hook: Hook | None) -> None:
         self._before_commit = hook
-        self._engine.before_commit = None if hook is None else _blocking(hook)
+        self.engine.before_commit = None if hook is None else _blocking(hook)
 
     # -- capabilities -----------------------------------------------------------------------
 
@@ -178,21 +160,9 @@ class PostgresStore(EventStore):
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    async def _open_backend(self) -> None:
-        engine = self._new_engine()  # a store opened again starts afresh
-        if self._before_commit is not None:
-            engine.before_commit = _blocking(self._before_commit)
-        await asyncio.to_thread(engine.open)
-        engine.listen(self._notify_waiters, asyncio.get_running_loop())
-        self._engine = engine
-
-    async def _close_backend(self) -> None:
-        self._engine.unlisten(self._notify_waiters)
-        await asyncio.to_thread(self._engine.close)
-
     async def _wait_for_events_after(self, position: int) -> None:
         if self._open:
-            self._engine.waited()
+            self.engine.waited()
         await super()._wait_for_events_after(position)
 
     # -- inline projections (eskit.projections.inline) --------------------------------------
@@ -203,78 +173,13 @@ class PostgresStore(EventStore):
         """Run ``first`` (catch a projection up) and start running ``hook`` in every group
         that appends, in one transaction that holds the head lock: no append of any process
         can fall between. ``first`` gets the writer's connection in that transaction."""
-        await self._engine.call_async(self._engine.add_inline, hook, first)
+        await self.engine.call_async(self.engine.add_inline, hook, first)
 
     async def remove_inline(self, hook: InlineHook) -> None:
         """Stop running ``hook``: no group that starts after this returns runs it."""
-        await self._engine.call_async(self._engine.remove_inline, hook)
+        await self.engine.call_async(self.engine.remove_inline, hook)
 
-    # -- writes -----------------------------------------------------------------------------
-
-    async def _append_many(self, appends: list[PreparedAppend]) -> list[AppendResult]:
-        return await self._engine.append_many_async(appends)
-
-    async def _delete(self, stream: str, expected: ExpectedVersion, hard: bool) -> None:
-        await self._engine.write_async(self._engine.delete, stream, expected, hard)
-
-    async def _set_metadata(self, stream: str, metadata: StreamMetadata) -> None:
-        await self._engine.write_async(self._engine.set_metadata, stream, metadata)
-
-    async def _save_snapshot(self, snapshot: PreparedSnapshot, recorded_at: dt.datetime) -> None:
-        await self._engine.write_async(self._engine.save_snapshot, snapshot, recorded_at)
-
-    # -- reads ------------------------------------------------------------------------------
-
-    async def _load_snapshot(
-        self, stream: str, snapshot_version: int, max_version: int
-    ) -> Snapshot | None:
-        engine = self._engine
-        return await engine.call_async(engine.load_snapshot, stream, snapshot_version, max_version)
-
-    async def _snapshot_and_page(
-        self, stream: str, snapshot_version: int, max_version: int, count: int
-    ) -> tuple[Snapshot | None, list[RecordedEvent]]:
-        engine = self._engine
-        return await engine.call_async(
-            engine.snapshot_and_page, stream, snapshot_version, max_version, count
-        )
-
-    async def _get_metadata(self, stream: str) -> StreamMetadata:
-        return await self._engine.call_async(self._engine.get_metadata, stream)
-
-    async def _stream_version(self, stream: str) -> int | None:
-        return await self._engine.call_async(self._engine.stream_version, stream)
-
-    async def _chain_page(self, after: int, limit: int) -> list[ChainRow]:
-        return await self._engine.call_async(self._engine.chain_page, after, limit)
-
-    async def _chain_start(self) -> ChainStart | None:
-        return await self._engine.call_async(self._engine.chain_start)
-
-    async def _find_event(self, event_id: uuid.UUID) -> RecordedEvent | None:
-        return await self._engine.call_async(self._engine.find_event, event_id)
-
-    async def _last_position(self) -> int:
-        return await self._engine.call_async(self._engine.last_position)
-
-    async def _list_streams(
-        self, category: str | None, after: str | None, limit: int
-    ) -> list[StreamInfo]:
-        return await self._engine.call_async(self._engine.list_streams, category, after, limit)
-
-    async def _read_stream_page(
-        self, stream: str, from_version: int | None, backwards: bool, count: int
-    ) -> list[RecordedEvent]:
-        engine = self._engine
-        return await engine.call_async(
-            engine.read_stream_page, stream, from_version, backwards, count
-        )
-
-    async def _read_all_page(
-        self, after: int, count: int, types: tuple[str, ...] | None, category: str | None
-    ) -> tuple[list[RecordedEvent], int]:
-        engine = self._engine
-        return await engine.call_async(engine.read_all_page, after, count, types, category)
+    # -- reads in a projection's transaction ---------------------------------------------
 
     def page_in(
         self,

@@ -88,6 +88,8 @@ class PostgresEngine(Engine):
         conn.execute(f'SET search_path TO "{self.schema}"')
 
     def open(self) -> None:
+        self._closed = False
+        self._listener = Listener(self.conninfo, self.channel, self._notified)
         try:
             with psycopg.connect(self.conninfo, autocommit=True) as conn:
                 if self.migrate_on_open and not self.readonly:
@@ -139,6 +141,8 @@ class PostgresEngine(Engine):
         self._listener.close()
         if self._pool is not None:
             self._pool.close()
+        self._group = self._writer = self._pool = None
+        self.committed()  # wakes the blocking face's subscriptions: they end
 
     # -- wake-ups -------------------------------------------------------------------------
 
@@ -161,9 +165,9 @@ class PostgresEngine(Engine):
         if not self._closed:
             self._listener.waited()
 
-    def wait_for_commit(self, timeout: float) -> None:
+    def wait_for_commit(self, seen: int, timeout: float) -> None:
         self.waited()
-        super().wait_for_commit(timeout)
+        super().wait_for_commit(seen, timeout)
 
     def _notified(self) -> None:
         """Another process committed (the listener's thread)."""
@@ -193,7 +197,7 @@ class PostgresEngine(Engine):
         if self._group is None:
             if self.readonly:
                 raise StoreError("the store is open read-only (readonly=True): nothing was written")
-            raise StoreClosed("the store is not open")
+            raise StoreClosed("the store is closing: nothing was written")
         return self._group
 
     def append_many(self, appends: list[PreparedAppend]) -> list[AppendResult]:
