@@ -1,6 +1,6 @@
 """The PostgreSQL backend's reads: each a function of a pooled connection (in autocommit
-mode), so the store runs it with its retry (``PostgresStore._read``) and a projection in its
-own transaction (``PostgresStore.page_in``).
+mode), so the engine runs it with its retry (``PostgresEngine._read``) and a projection in
+its own transaction (``PostgresStore.page_in``).
 
 Readers read a page and the committed head in one statement (one snapshot): every event at
 or below the head is committed, because commit order is position order.
