@@ -25,7 +25,6 @@ from typing import Any, Final
 
 import msgspec
 import psycopg
-import psycopg_pool
 
 from eskit.errors import StoreError, StoreUnavailable
 from eskit.store.base import Clock
@@ -477,7 +476,7 @@ def transaction_failed(error: Exception) -> StoreError:
     """The error a caller gets: unknown outcome if the connection failed (the COMMIT may
     have gone through), nothing written otherwise."""
     failure: StoreError
-    if isinstance(error, psycopg.OperationalError | psycopg_pool.PoolTimeout):
+    if isinstance(error, psycopg.OperationalError):
         failure = StoreUnavailable(
             f"PostgreSQL could not be reached or dropped the connection ({error}); the write"
             " may or may not have been committed: appending the same events again with the"
