@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -172,3 +173,41 @@ def test_processes_appending_at_once_number_from_the_locked_head(url: str) -> No
         assert report.ok, report.problems
 
     anyio.run(check)
+
+
+def listening(url: str) -> int:
+    conninfo, schema = url.split("?schema=")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE query = %s",
+            (f'LISTEN "eskit_{schema}"',),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_blocking_wait_wakes_when_another_process_commits(
+    engine: PostgresEngine, url: str
+) -> None:
+    """Only ``LISTEN`` can wake it: the waiting engine never commits itself."""
+    other = eskit.open_store(url)
+    assert isinstance(other, PostgresStore)
+    other.engine.open()
+    try:
+        engine.wait_for_commit(engine.commit_count(), 0.01)  # a wait starts the listener
+        deadline = time.monotonic() + 10
+        while listening(url) < 1:
+            assert time.monotonic() < deadline, "the engine never listened"
+            time.sleep(0.02)
+        seen = engine.commit_count()
+        writer = threading.Timer(0.1, other.engine.append_many, ([one("elsewhere-1", 0)],))
+        started = time.monotonic()
+        writer.start()
+        engine.wait_for_commit(seen, 10.0)
+        waited = time.monotonic() - started
+        writer.join()
+    finally:
+        other.engine.close()
+    assert engine.commit_count() != seen
+    assert waited < 2.0, waited
+    assert engine.last_position() == 1
