@@ -248,7 +248,7 @@ async def append_created(directory: Path, items: list[Payload], tasks: int) -> M
     return Measurement(created, elapsed)
 
 
-async def _fill_invoice(url: str, history: invoices.History, snapshot: bool) -> None:
+async def fill_invoice(url: str, history: invoices.History, snapshot: bool) -> None:
     """Write one invoice's events, ``FILL_BATCH`` per append, and with ``snapshot`` its
     snapshot at the last event; then close the store so its WAL is checkpointed."""
     envelopes = invoices.envelopes(history)
@@ -280,7 +280,7 @@ async def load_invoice_from(
 ) -> Measurement:
     """:func:`load_invoice` from the store at ``url`` (any backend)."""
     history = invoices.history(items)
-    await _fill_invoice(url, history, snapshots)
+    await fill_invoice(url, history, snapshots)
     model = invoices.WITH_SNAPSHOTS if snapshots else invoices.WITHOUT_SNAPSHOTS
     async with eskit.open_store(url) as store:
         repository = Repository(store, invoice_events, model)

@@ -25,8 +25,6 @@ Face = Literal["async", "sync", "peer", "raw"]
 FACES: tuple[Face, ...] = ("async", "sync", "peer", "raw")
 RUN_ORDER: tuple[Face, ...] = ("raw", "peer", "async", "sync")
 Run = Callable[[Backend, Path, list[Payload]], Measurement]
-NO_BUS = "no blocking CommandBus yet"
-NO_REPOSITORY = "no blocking Repository yet"
 COMMANDS_SQLITE = 2_000
 COMMANDS_POSTGRES = 1_000
 LOAD_EVENTS = 10_000
@@ -135,7 +133,7 @@ def _workloads(prefix: str, backend: Backend) -> tuple[Workload, ...]:
             commands,
             {
                 "async": peer_eskit.new_aggregates,
-                "sync": NO_BUS,
+                "sync": peer_eskit.sync_new_aggregates,
                 "peer": _peer("new_aggregates"),
                 "raw": functools.partial(peer_raw.commands, existing=False),
             },
@@ -150,7 +148,7 @@ def _workloads(prefix: str, backend: Backend) -> tuple[Workload, ...]:
             commands,
             {
                 "async": peer_eskit.existing_aggregates,
-                "sync": NO_BUS,
+                "sync": peer_eskit.sync_existing_aggregates,
                 "peer": _peer("existing_aggregates"),
                 "raw": functools.partial(peer_raw.commands, existing=True),
             },
@@ -183,7 +181,7 @@ def _workloads(prefix: str, backend: Backend) -> tuple[Workload, ...]:
             LOAD_EVENTS,
             {
                 "async": functools.partial(peer_eskit.load, loads=LOADS_EACH),
-                "sync": NO_REPOSITORY,
+                "sync": functools.partial(peer_eskit.sync_load, loads=LOADS_EACH),
                 "peer": _peer("load", loads=LOADS_EACH),
                 "raw": functools.partial(peer_raw.load, loads=LOADS_EACH),
             },

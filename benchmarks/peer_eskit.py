@@ -1,6 +1,7 @@
 """eskit's sides of the peer workloads: the async face (``eskit.open_store``, the invoicing
-example's ``CommandBus`` and ``Repository``) and the blocking face (``eskit.sync``, which
-today covers only the store), on a fresh SQLite file or PostgreSQL schema, with defaults.
+example's ``CommandBus`` and ``Repository``) and the blocking face (``eskit.sync``: its
+store, and the same example's bus and repository on it), on a fresh SQLite file or
+PostgreSQL schema, with defaults.
 
 Each function sets up and warms up untimed, times only the workload, then checks what was
 written (or loaded) after the clock.
@@ -12,8 +13,9 @@ import asyncio
 import time
 from pathlib import Path
 
-from examples.invoicing.app import invoicing
+from examples.invoicing.app import invoicing, sync_invoicing
 from examples.invoicing.commands import AddInvoiceLine, CreateInvoice
+from examples.invoicing.events import events as invoice_events
 
 import eskit
 import eskit.sync
@@ -36,6 +38,22 @@ def new_aggregates(backend: Backend, directory: Path, items: list[Payload]) -> M
     """``bus.send(CreateInvoice(...))`` for a new invoice per payload, one at a time."""
     with eskit_url(backend, directory) as url:
         return asyncio.run(eskit_side.send_commands_to(url, items, tasks=1))
+
+
+def sync_new_aggregates(backend: Backend, directory: Path, items: list[Payload]) -> Measurement:
+    """The same creates through ``eskit.sync.CommandBus``, the blocking face."""
+    commands = invoices.create_commands(items)
+    with eskit_url(backend, directory) as url, eskit.sync.open_store(url) as store:
+        bus = sync_invoicing(store)
+        for command in invoices.warm_up_commands(WARM_UP):
+            bus.send(command)
+        mark = store.last_position()
+        start = time.perf_counter()
+        for command in commands:
+            bus.send(command)
+        elapsed = time.perf_counter() - start
+        created = sum(e.type == "InvoiceCreated" for e in store.read_all(after=mark))
+    return Measurement(created, elapsed)
 
 
 def existing_aggregates(backend: Backend, directory: Path, items: list[Payload]) -> Measurement:
@@ -61,6 +79,26 @@ async def _existing_aggregates(url: str, items: list[Payload]) -> Measurement:
         added = 0
         async for event in store.read_all(after=mark):
             added += event.type == "InvoiceLineAdded"
+    return Measurement(added, elapsed)
+
+
+def sync_existing_aggregates(
+    backend: Backend, directory: Path, items: list[Payload]
+) -> Measurement:
+    """The same commands on existing invoices through ``eskit.sync.CommandBus``."""
+    commands = [AddInvoiceLine(x.invoice_id, x.sku, x.amount, CURRENCY) for x in lines(items)]
+    with eskit_url(backend, directory) as url, eskit.sync.open_store(url) as store:
+        bus = sync_invoicing(store)
+        for invoice_id in existing_ids():
+            bus.send(CreateInvoice(invoice_id, CUSTOMER, CURRENCY, invoices.DUE))
+        for x in warm_up_lines(WARM_UP):
+            bus.send(AddInvoiceLine(x.invoice_id, x.sku, x.amount, CURRENCY))
+        mark = store.last_position()
+        start = time.perf_counter()
+        for command in commands:
+            bus.send(command)
+        elapsed = time.perf_counter() - start
+        added = sum(e.type == "InvoiceLineAdded" for e in store.read_all(after=mark))
     return Measurement(added, elapsed)
 
 
@@ -99,3 +137,19 @@ def load(backend: Backend, directory: Path, items: list[Payload], loads: int) ->
     read, decoded and applied), ``loads`` times."""
     with eskit_url(backend, directory) as url:
         return asyncio.run(eskit_side.load_invoice_from(url, items, loads, snapshots=False))
+
+
+def sync_load(backend: Backend, directory: Path, items: list[Payload], loads: int) -> Measurement:
+    """The same loads through ``eskit.sync.Repository`` (the invoice written as for
+    :func:`load`)."""
+    history = invoices.history(items)
+    with eskit_url(backend, directory) as url:
+        asyncio.run(eskit_side.fill_invoice(url, history, snapshot=False))
+        with eskit.sync.open_store(url) as store:
+            repository = eskit.sync.Repository(store, invoice_events, invoices.WITHOUT_SNAPSHOTS)
+            repository.load(invoices.AGGREGATE_ID, version=9)
+            start = time.perf_counter()
+            loaded = [repository.load(invoices.AGGREGATE_ID) for _ in range(loads)]
+            elapsed = time.perf_counter() - start
+    expected, last = invoices.final_state(history), len(history) - 1
+    return Measurement(sum(invoices.loaded_right(r, expected, last) for r in loaded), elapsed)

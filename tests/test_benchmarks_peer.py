@@ -59,9 +59,7 @@ def test_every_side_on_postgres_handles_what_it_must(name: str, tmp_path: Path) 
     _check(peer.run(_tiny(name), 1, tmp_path, lambda _: None))
 
 
-def test_the_blocking_face_has_no_command_bus_or_repository_yet() -> None:
-    """The sync cells say why they are empty instead of measuring something else."""
-    sides = {w.name: w.sides["sync"] for w in peer.WORKLOADS}
-    assert sides["ES1"] == sides["ES2"] == peer.NO_BUS
-    assert sides["ES4"] == peer.NO_REPOSITORY
-    assert callable(sides["ES3"])
+def test_the_blocking_face_runs_every_workload() -> None:
+    """The sync cells measure ``eskit.sync``'s CommandBus and Repository, as the async cells
+    measure the async ones."""
+    assert all(callable(w.sides["sync"]) for w in peer.WORKLOADS)

@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # What the site is built from (mkdocs.yml names them), and the folders the pages link to.
 SOURCES = ("mkdocs.yml", "README.md", "CHANGELOG.md", "docs", "tools", "src", "examples", "tests")
-PUBLIC_MODULES = ("eskit", "sync", "application", "projections", "testing")
+PUBLIC_MODULES = ("eskit", "sync", "application", "projections", "migration", "testing")
 
 
 @pytest.fixture

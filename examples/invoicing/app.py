@@ -1,11 +1,14 @@
 """Wiring: the command bus routes invoice commands to the Invoice aggregate (class style) and
-customer commands to the customer decider (functional style)."""
+customer commands to the customer decider (functional style). The same routes serve both
+faces: ``invoicing`` builds the async bus, ``sync_invoicing`` the blocking one
+(``eskit.sync``)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import TypeAlias, assert_never
 
+import eskit.sync
 from eskit.application import CommandBus, CommandContext, CommandResult
 from eskit.errors import WrongExpectedVersion
 from eskit.store import EventStore
@@ -42,7 +45,23 @@ InvoiceCommand: TypeAlias = (
 def invoicing(store: EventStore) -> CommandBus:
     """A command bus for the invoicing and customer commands on ``store``."""
     bus = CommandBus(store, events, middleware=[refuse_used_emails])
-    bus.register(CreateInvoice, Invoice, aggregate_id=invoice_id, handle=handle_invoice)
+    route(bus)
+    return bus
+
+
+def sync_invoicing(store: eskit.sync.SyncStore) -> eskit.sync.CommandBus:
+    """The same bus on the blocking face, for a blocking store (``eskit.sync``)."""
+    bus = eskit.sync.CommandBus(store, events, middleware=[refuse_used_emails_blocking])
+    route(bus)
+    return bus
+
+
+def route(bus: CommandBus | eskit.sync.CommandBus) -> None:
+    """Route every invoicing and customer command on ``bus`` (either face)."""
+    # A create skips loading the stream that does not exist yet (one round trip).
+    bus.register(
+        CreateInvoice, Invoice, aggregate_id=invoice_id, handle=handle_invoice, creates=True
+    )
     bus.register(AddInvoiceLine, Invoice, aggregate_id=invoice_id, handle=handle_invoice)
     bus.register(IssueInvoice, Invoice, aggregate_id=invoice_id, handle=handle_invoice)
     bus.register(PayInvoice, Invoice, aggregate_id=invoice_id, handle=handle_invoice)
@@ -50,9 +69,8 @@ def invoicing(store: EventStore) -> CommandBus:
     bus.register(SendPaymentReminder, Invoice, aggregate_id=invoice_id, handle=handle_invoice)
     bus.register(MarkInvoiceOverdue, Invoice, aggregate_id=invoice_id, handle=handle_invoice)
     # A Decider's own `decide` handles its commands: no `handle=` needed.
-    bus.register(RegisterCustomer, customer_decider, aggregate_id=customer_id)
+    bus.register(RegisterCustomer, customer_decider, aggregate_id=customer_id, creates=True)
     bus.register(ChangeCustomerName, customer_decider, aggregate_id=customer_id)
-    return bus
 
 
 def handle_invoice(command: InvoiceCommand, invoice: Invoice) -> None:
@@ -97,7 +115,20 @@ async def refuse_used_emails(
     try:
         return await call_next(context)
     except WrongExpectedVersion as conflict:
-        category, _, email = conflict.stream.partition("-")
-        if category == EMAIL_CATEGORY:
-            raise EmailAlreadyUsed(email) from None
-        raise
+        raise email_taken(conflict) from None
+
+
+def refuse_used_emails_blocking(
+    context: CommandContext, call_next: Callable[[CommandContext], CommandResult]
+) -> CommandResult:
+    """``refuse_used_emails`` for the blocking bus."""
+    try:
+        return call_next(context)
+    except WrongExpectedVersion as conflict:
+        raise email_taken(conflict) from None
+
+
+def email_taken(conflict: WrongExpectedVersion) -> Exception:
+    """``EmailAlreadyUsed`` for a conflict on an ``email-`` stream, else the conflict."""
+    category, _, email = conflict.stream.partition("-")
+    return EmailAlreadyUsed(email) if category == EMAIL_CATEGORY else conflict

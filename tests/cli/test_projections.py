@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import eskit
-from eskit.projections import PartitionedWorker, ProjectionRunner, database_for
+from eskit.projections import Database, PartitionedWorker, ProjectionRunner, database_for
 from eskit.projections import state as st
 from eskit.projections.leases import partition_of
 from tests.cli.apps import InvoiceTotals
@@ -311,3 +311,44 @@ def test_status_shows_a_failed_tick_as_failing_with_its_error(url: str) -> None:
     asyncio.run(store_tick(failed=False))
     row = status_rows(url)["invoice_totals"]
     assert (row[4], row[-1]) == ("running", "")
+
+
+@pytest.mark.anyio
+async def test_the_cli_and_the_admin_show_the_partition_stuck_earliest(tmp_path: Path) -> None:
+    """Two partitions stuck: both screens show the one stuck earliest in the log (the
+    lowest error position), not the lowest-numbered one."""
+    from eskit.web.admin.repair import dashboard
+
+    url = store_url("sqlite", tmp_path)
+    streams = {partition_of(f"poison-{n}", 4): f"poison-{n}" for n in range(20)}
+    low, high = min(streams), max(streams)
+    async with eskit.open_store(url) as store:
+        db = database_for(store)
+        try:
+            await fill(store, streams=3, each=1)
+            first = await store.append(streams[high], [eskit.NewEvent("Poison", {})])
+            await store.append(streams[low], [eskit.NewEvent("Poison", {})])
+            async with PartitionedWorker(store, Poisoned(), partitions=4, lease=0.6, backoff=0.01):
+                await eventually_stuck(db, count=2)
+                cli = (await asyncio.to_thread(status_rows, url))["ordered"]
+                _, rows = await dashboard(store, None, db)
+        finally:
+            await db.close()
+    (admin,) = rows
+    assert cli[9] == (
+        f"partition {high} at {first.last_position} (Poison): RuntimeError: cannot digest"
+        " poison (2 of 4 stuck)"
+    )
+    assert (admin.status, admin.error_position) == ("stuck", first.last_position)
+    assert admin.error == (
+        f"partition {high} (and 1 more partitions): RuntimeError: cannot digest poison"
+    )
+
+
+async def eventually_stuck(db: Database, count: int) -> None:
+    """Wait until ``count`` partitions of ``ordered`` are stuck."""
+    for _ in range(400):
+        if len(await stuck(db, "ordered")) >= count:
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"{count} partitions not stuck in 20 s")

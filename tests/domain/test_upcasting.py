@@ -1,7 +1,8 @@
 """Upcasting: old stored versions become today's events at read time (correctness.md §7).
 
 The golden fixtures in ``fixtures/`` hold one stored payload per (type, schema version) the
-invoicing example ever shipped, with what it must decode to today. Stored events are never
+invoicing example ever shipped, with what it must decode to today, checked by the helper
+any application can use (``eskit.testing.check_event_fixtures``). Stored events are never
 rewritten, so these payloads must keep decoding for as long as the code lives.
 """
 
@@ -10,9 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime as dt
-import json
 import uuid
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -33,27 +32,10 @@ from eskit.application import Repository
 from eskit.domain import EventRegistry
 from eskit.errors import UnknownEventType, UnsupportedEventVersion
 from eskit.store.model import JSONObject
+from eskit.testing import check_event_fixtures
+from eskit.testing.golden import Golden, goldens
 
 FIXTURES = Path(__file__).with_name("fixtures")
-
-
-@dataclasses.dataclass(frozen=True)
-class Golden:
-    file: str
-    type: str
-    schema_version: int
-    data: JSONObject
-    expected: list[JSONObject]
-
-
-def goldens() -> list[Golden]:
-    found = []
-    for path in sorted(FIXTURES.glob("*.json")):
-        raw = json.loads(path.read_text())
-        found.append(
-            Golden(path.name, raw["type"], raw["schema_version"], raw["data"], raw["expected"])
-        )
-    return found
 
 
 def stored(
@@ -84,7 +66,7 @@ def as_json(events: EventRegistry, decoded: list[Any]) -> list[JSONObject]:
 # -- golden fixtures (T7.1, T7.2) -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("golden", goldens(), ids=lambda g: g.file)
+@pytest.mark.parametrize("golden", goldens(FIXTURES), ids=lambda g: g.file)
 def test_every_shipped_payload_decodes_to_todays_event(golden: Golden) -> None:
     decoded = invoicing_events.decode(stored(golden.type, golden.data, golden.schema_version))
 
@@ -93,23 +75,12 @@ def test_every_shipped_payload_decodes_to_todays_event(golden: Golden) -> None:
         assert type(event) is invoicing_events.by_name(expected["type"]).cls
 
 
-def test_every_shipped_type_and_version_has_a_golden_fixture() -> None:
-    events = invoicing_events
-    shipped = {
-        (name, version)
-        for name in events.names()
-        for version in range(1, events.by_name(name).version + 1)
-    }
-    shipped |= set(events.upcasters.keys())  # also types renamed away since
-    covered = Counter((g.type, g.schema_version) for g in goldens())
-
-    assert sorted(shipped - set(covered)) == [], "add a fixture for each of these"
-    assert sorted(set(covered) - shipped) == [], "fixtures of versions nobody registered"
-    assert [key for key, count in covered.items() if count > 1] == []
+def test_every_shipped_type_and_version_has_a_golden_fixture_of_its_shape() -> None:
+    check_event_fixtures(invoicing_events, FIXTURES)  # tests/domain/test_event_fixtures.py
 
 
 def test_the_chain_is_the_identity_on_todays_payloads() -> None:
-    for golden in goldens():
+    for golden in goldens(FIXTURES):
         entry = invoicing_events.by_name(golden.type)
         if golden.schema_version != entry.version:
             continue
@@ -119,7 +90,7 @@ def test_the_chain_is_the_identity_on_todays_payloads() -> None:
 
 def test_upcasting_leaves_the_stored_event_unchanged() -> None:
     # The invoicing upcaster pops `created_on` from the dict it is given.
-    (v1,) = [g for g in goldens() if (g.type, g.schema_version) == ("InvoiceCreated", 1)]
+    (v1,) = [g for g in goldens(FIXTURES) if (g.type, g.schema_version) == ("InvoiceCreated", 1)]
     recorded = stored(v1.type, copy.deepcopy(v1.data), v1.schema_version)
 
     first = invoicing_events.decode(recorded)

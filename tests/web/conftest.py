@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 from examples.invoicing.app import invoicing
-from examples.invoicing.customer import CustomerError
-from examples.invoicing.invoice import InvoiceError
+from examples.invoicing.customer import CustomerError, customer_decider
+from examples.invoicing.invoice import Invoice, InvoiceError
 
 import eskit
 from eskit.web import create_app
@@ -29,13 +29,18 @@ def store_url(backend: str, directory: Path) -> str:
 async def api_on(url: str, directory: Path) -> AsyncIterator[Api]:
     tokens, issued = token_file(directory)
     async with eskit.open_store(url) as store:
+        bus = invoicing(store)
         app = create_app(
             store,
-            bus=invoicing(store),
+            bus=bus,
             queries={"last_position": store.last_position},
             tokens=tokens,
             errors={InvoiceError: 409, CustomerError: 409},
             free_form=FREE_FORM,
+            aggregates={
+                "invoice": bus.repository(Invoice.model()),
+                "customer": bus.repository(customer_decider),
+            },
         )
         async with client(app) as http:
             yield Api(app, store, http, issued)

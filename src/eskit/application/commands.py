@@ -1,101 +1,49 @@
-"""Command handling: load, decide, append with the expected version, retry on conflict.
-
-One engine for both styles. A handler receives the command and the aggregate's state and
-either returns the new events (decider style) or calls command methods on an ``Aggregate``,
-which records them. The bus then appends them with the version it loaded; on
-``WrongExpectedVersion`` it reloads and decides again, a bounded number of times with
-jittered backoff, then raises ``ConcurrencyError``.
-
-Idempotency: with a ``command_id``, event ids are derived from it (uuid5), and a command
-already handled returns its original result without deciding again, so a client may safely
-retry after a lost reply. The events record what the id was used for (type and a digest of
-the arguments, ``eskit.application.idempotency``): the id sent again with any other command
-raises ``IdempotencyConflict`` instead of dropping that command. Every event gets
-``correlation_id`` (flows through a whole chain), ``causation_id`` (the command, or the
-event, that caused it) and the command's type in its metadata.
+"""The command bus, async face: ``send`` runs the middleware around the one command-handling
+flow (``eskit.application.handling``, where load, decide, append, retry and idempotency are
+written) against an ``EventStore``. ``eskit.sync.CommandBus`` is the same bus, blocking.
 """
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
-import inspect
-import random
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from typing import Any, Generic, TypeAlias, TypeVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeAlias, TypeVar, cast
 
-from eskit.application import idempotency
-from eskit.application.repository import Loaded, Repository
-from eskit.domain.aggregate import Aggregate, decided_events
+from eskit.application.effects import run_async
+from eskit.application.handling import (
+    COMMAND_NAMESPACE,
+    AlsoAppend,
+    BusCore,
+    CommandContext,
+    CommandResult,
+    Handler,
+    command_event_id,
+)
+from eskit.application.repository import Repository, RepositoryCore
 from eskit.domain.events import EventRegistry
-from eskit.domain.model import Decider, Model
-from eskit.errors import ConcurrencyError, DomainError, IdempotencyConflict, WrongExpectedVersion
+from eskit.domain.model import Model
 from eskit.store.base import EventStore
-from eskit.store.ids import new_event_ids
-from eskit.store.model import ANY, ExpectedVersion
 
-C = TypeVar("C")
+__all__ = [
+    "COMMAND_NAMESPACE",
+    "AlsoAppend",
+    "CommandBus",
+    "CommandContext",
+    "CommandResult",
+    "Handler",
+    "Middleware",
+    "command_event_id",
+]
+
 S = TypeVar("S")
 
-COMMAND_NAMESPACE = uuid.UUID("6f2c7d9e-58a4-4d8b-9a57-0c3f5e0e7a11")
-"""Namespace of the event ids derived from command ids (never change it)."""
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class CommandContext:
-    """Who and what a command belongs to; middleware may add to ``metadata``."""
-
-    command: object
-    command_id: uuid.UUID
-    correlation_id: str
-    causation_id: str
-    metadata: dict[str, Any]
-    idempotent: bool
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class AlsoAppend:
-    """Part of a decision: typed events for another stream, appended in the same atomic
-    transaction as the aggregate's own events (for invariants that span aggregates, e.g.
-    claiming ``email-<address>`` with ``NO_STREAM`` so an e-mail is used once).
-
-    A conflict on such a stream is not retried: it is raised as ``WrongExpectedVersion``.
-    """
-
-    stream: str
-    events: Sequence[object]
-    expected_version: ExpectedVersion = ANY
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class CommandResult:
-    """What a command did: the events it appended (none if it decided nothing)."""
-
-    stream: str
-    version: int | None
-    position: int | None
-    events: list[Any]
-    replayed: bool = False
-    """True when the command had been handled before and this is the original result."""
-
-
-Handler: TypeAlias = Callable[[Any, Any], Any]
 Middleware: TypeAlias = Callable[
     [CommandContext, Callable[[CommandContext], Awaitable[CommandResult]]],
     Awaitable[CommandResult],
 ]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Route(Generic[S]):
-    repository: Repository[S]
-    aggregate_id: Callable[[Any], str]
-    handle: Handler
-    retry_may_change: frozenset[str]
-
-
-class CommandBus:
+class CommandBus(BusCore):
     """Routes commands to handlers and runs them against the event store."""
 
     def __init__(
@@ -107,93 +55,21 @@ class CommandBus:
         backoff: float = 0.002,
         middleware: Sequence[Middleware] = (),
     ) -> None:
+        super().__init__(events, max_attempts=max_attempts, backoff=backoff)
         self.store = store
-        self.events = events
-        self.max_attempts = max_attempts
-        self.backoff = backoff
         self.middleware = list(middleware)
-        self.on_retry: Callable[[CommandContext, int], None] | None = None
-        """Called before a command is decided again after a conflict (metrics)."""
-        self._routes: dict[type[Any], _Route[Any]] = {}
-        self._repositories: dict[int, Repository[Any]] = {}
 
-    def register(
-        self,
-        command_type: type[C],
-        target: Model[Any] | type[Aggregate],
-        *,
-        aggregate_id: Callable[[C], str],
-        handle: Handler | None = None,
-        retry_may_change: Collection[str] = ("now",),
-    ) -> None:
-        """Route ``command_type`` to the aggregate ``target`` (a Decider, Model or Aggregate
-        class) whose id ``aggregate_id(command)`` gives.
-
-        ``handle(command, state)`` returns the new events or, for an Aggregate, calls its
-        command methods; it may be async. A Decider's ``decide`` is the default handler.
-        ``retry_may_change`` names the fields a retry of the command may send differently
-        (the time it is sent): they do not count when a command id is sent again.
-        """
-        if command_type in self._routes:
-            raise ValueError(f"{command_type.__qualname__} already has a handler")
-        model = target.model() if isinstance(target, type) else target
-        if handle is None:
-            if not isinstance(model, Decider):
-                raise TypeError(f"{command_type.__qualname__}: give `handle=` (no Decider to use)")
-            handle = model.decide
-        self._routes[command_type] = _Route(
-            self.repository(model), aggregate_id, handle, frozenset(retry_may_change)
-        )
-
-    def handles(
-        self,
-        command_type: type[C],
-        target: Model[Any] | type[Aggregate],
-        *,
-        aggregate_id: Callable[[C], str],
-        retry_may_change: Collection[str] = ("now",),
-    ) -> Callable[[Handler], Handler]:
-        """Decorator form of ``register``."""
-
-        def add(handle: Handler) -> Handler:
-            self.register(
-                command_type,
-                target,
-                aggregate_id=aggregate_id,
-                handle=handle,
-                retry_may_change=retry_may_change,
-            )
-            return handle
-
-        return add
-
-    @property
-    def command_types(self) -> list[type[Any]]:
-        """The command classes this bus handles, in the order they were registered."""
-        return list(self._routes)
-
-    def stream_of(self, command: object) -> str:
-        """The stream of the aggregate ``command`` goes to (e.g. to check who may send it)."""
-        route = self._routes.get(type(command))
-        if route is None:
-            raise DomainError(f"no handler for command {type(command).__qualname__}")
-        return route.repository.stream(route.aggregate_id(command))
+    def repository(self, model: Model[S]) -> Repository[S]:
+        """The repository the bus uses for ``model`` (one per model, shared)."""
+        return cast(Repository[S], self._repository(model))
 
     def repository_for(self, stream: str) -> Repository[Any] | None:
         """The repository of the aggregate whose stream this is (``category-id``, by a model
         the bus routes commands to), or None."""
-        category, dash, _ = stream.partition("-")
-        if not dash:
-            return None
-        found = (r for r in self._repositories.values() if r.model.category == category)
-        return next(found, None)
+        return cast(Repository[Any] | None, self._repository_for(stream))
 
-    def repository(self, model: Model[S]) -> Repository[S]:
-        """The repository the bus uses for ``model`` (one per model, shared)."""
-        repository = self._repositories.get(id(model))
-        if repository is None:
-            repository = self._repositories[id(model)] = Repository(self.store, self.events, model)
-        return repository
+    def _new_repository(self, model: Model[Any]) -> RepositoryCore[Any]:
+        return Repository(self.store, self.events, model)
 
     async def send(
         self,
@@ -213,168 +89,14 @@ class CommandBus:
         ``IdempotencyConflict`` when ``command_id`` was used by another command (another
         type, or the same type with other arguments).
         """
-        if type(command) not in self._routes:
-            raise DomainError(f"no handler for command {type(command).__qualname__}")
-        idempotent = command_id is not None
-        the_id = command_id if command_id is not None else uuid.UUID(bytes=new_event_ids(1)[0])
-        id_text = str(the_id)
-        context = CommandContext(
-            command=command,
-            command_id=the_id,
-            correlation_id=correlation_id or id_text,
-            causation_id=causation_id or id_text,
-            metadata=dict(metadata or {}),
-            idempotent=idempotent,
-        )
+        context = self._context(command, command_id, correlation_id, causation_id, metadata)
         run: Callable[[CommandContext], Awaitable[CommandResult]] = self._run
         for middleware in reversed(self.middleware):
             run = _wrap(middleware, run)
         return await run(context)
 
     async def _run(self, context: CommandContext) -> CommandResult:
-        route = self._routes[type(context.command)]
-        repository = route.repository
-        aggregate_id = route.aggregate_id(context.command)
-        stream = repository.stream(aggregate_id)
-        digest = (
-            idempotency.command_digest(context.command, route.retry_may_change)
-            if context.idempotent
-            else None
-        )
-        for attempt in range(1, self.max_attempts + 1):
-            loaded = await repository.load(aggregate_id, missing_ok=True)
-            if digest is not None:  # checked after loading: a racing original is then seen
-                earlier = await self._earlier_result(stream, context, digest)
-                if earlier is not None:
-                    return earlier
-            decision = await _decide(route.handle, context.command, loaded)
-            events = [e for e in decision if not isinstance(e, AlsoAppend)]
-            others = [
-                (o.stream, o.events, o.expected_version)
-                for o in decision
-                if isinstance(o, AlsoAppend)
-            ]
-            if not events and not others:
-                return CommandResult(stream, loaded.version, None, [])
-            state = (
-                loaded.state
-                if isinstance(loaded.state, Aggregate)  # its methods applied the events
-                else repository.model.replay(events, loaded.state)
-            )
-            try:
-                result = await repository.save(
-                    aggregate_id,
-                    events,
-                    loaded.expected_version,
-                    metadata=_metadata(
-                        context, self._used_for(context, digest, stream, events, others)
-                    ),
-                    ids=_event_ids(context, len(events) + sum(len(o[1]) for o in others)),
-                    state=state,
-                    also=others,
-                )
-            except WrongExpectedVersion as conflict:
-                if conflict.stream != stream:
-                    raise  # another stream's rule (e.g. an e-mail already claimed): no retry
-            except IdempotencyConflict:
-                pass  # the same command ran concurrently: the next attempt replays it
-            else:
-                if result is None:  # only other streams were written
-                    return CommandResult(stream, loaded.version, None, [])
-                return CommandResult(stream, result.last_version, result.last_position, events)
-            if attempt == self.max_attempts:
-                raise ConcurrencyError(stream, attempt)
-            if self.on_retry is not None:
-                self.on_retry(context, attempt)
-            await asyncio.sleep(min(1.0, random.uniform(0, self.backoff * 2**attempt)))
-        raise AssertionError("unreachable")
-
-    def _used_for(
-        self,
-        context: CommandContext,
-        digest: str | None,
-        stream: str,
-        events: list[Any],
-        others: list[tuple[str, Sequence[object], ExpectedVersion]],
-    ) -> dict[str, Any]:
-        """What the events record of the command their command id was used for: its
-        digest sealed with a data subject's key when they hold personal data."""
-        if digest is None:
-            return {}
-        written = [(stream, e) for e in events] + [(s, e) for s, more, _ in others for e in more]
-        recorded: Any = digest
-        subject = self._first_subject(written)
-        if subject is not None:
-            first = (written[0][0], command_event_id(context.command_id, 0))
-            recorded = idempotency.seal(self.events.cipher, digest, subject, *first)
-        return idempotency.used_for(recorded, None if events else stream)
-
-    def _first_subject(self, written: list[tuple[str, object]]) -> str | None:
-        """The subject whose key seals a command's digest: that of the first sensitive
-        field of the first event holding one, in the order the events are written."""
-        for stream, event in written:
-            subject = self.events.first_subject(event, stream)
-            if subject is not None:
-                return subject
-        return None
-
-    async def _earlier_result(
-        self, stream: str, context: CommandContext, digest: str
-    ) -> CommandResult | None:
-        """The original result of this command if it ran before (its first event exists).
-
-        Events are found by their derived ids, so the result is found even when the stream
-        has since hidden them (deleted, truncated). A command id reused for another command
-        (type or arguments) raises ``IdempotencyConflict`` rather than replaying someone
-        else's result and dropping this command.
-        """
-        command_id = context.command_id
-        first = await self.store.find_event(command_event_id(command_id, 0))
-        if first is None:
-            return None
-        idempotency.check_reuse(
-            first, context.command, stream, digest, command_id, self.events.cipher
-        )
-        if first.stream != stream:  # it only wrote other streams
-            return CommandResult(stream, None, None, [], replayed=True)
-        recorded = [first]
-        while (
-            found := await self.store.find_event(command_event_id(command_id, len(recorded)))
-        ) and (found.stream == stream):
-            recorded.append(found)
-        typed = [e for r in recorded for e in self.events.decode(r)]
-        last = recorded[-1]
-        return CommandResult(stream, last.version, last.position, typed, replayed=True)
-
-
-async def _decide(handle: Handler, command: object, loaded: Loaded[Any]) -> list[Any]:
-    """Run a handler (sync or async); an Aggregate's recorded events are its decision."""
-    decision = handle(command, loaded.state)
-    if inspect.isawaitable(decision):
-        decision = await decision
-    return decided_events(loaded.state, decision)
-
-
-def command_event_id(command_id: uuid.UUID, index: int) -> uuid.UUID:
-    """The id of the ``index``-th event (from 0) a command sent with ``command_id`` appends."""
-    return uuid.uuid5(COMMAND_NAMESPACE, f"{command_id}:{index}")
-
-
-def _event_ids(context: CommandContext, count: int) -> list[uuid.UUID] | None:
-    if not context.idempotent:
-        return None
-    return [command_event_id(context.command_id, i) for i in range(count)]
-
-
-def _metadata(context: CommandContext, used_for: dict[str, str]) -> dict[str, Any]:
-    return {
-        **context.metadata,
-        "correlation_id": context.correlation_id,
-        "causation_id": context.causation_id,
-        idempotency.COMMAND: type(context.command).__qualname__,
-        "command_id": str(context.command_id),
-        **used_for,
-    }
+        return await run_async(self.store, self.handling(context))
 
 
 def _wrap(

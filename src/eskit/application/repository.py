@@ -4,7 +4,12 @@ Load reads the newest snapshot whose ``snapshot_version`` matches the code, then
 events after it; a snapshot of another version is ignored and the aggregate is replayed from
 its first event. Save appends with the loaded version as the expected version, so a
 concurrent change raises ``WrongExpectedVersion`` instead of being overwritten. Snapshots are
-taken after the commit, in the background: a failing snapshot never fails a save.
+taken after the commit: in the background on the async face, in the caller's thread on the
+blocking one; a failing snapshot never fails a save.
+
+The logic is written once, IO-free, in ``RepositoryCore`` (flows that yield their reads and
+writes, ``eskit.application.effects``); ``Repository`` here is the async face over it and
+``eskit.sync.Repository`` the blocking one.
 """
 
 from __future__ import annotations
@@ -14,9 +19,21 @@ import dataclasses
 import datetime as dt
 import logging
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
+from eskit.application.effects import (
+    AppendEvents,
+    AppendMany,
+    Consume,
+    Flow,
+    Later,
+    LoadSnapshot,
+    ReadFromSnapshot,
+    ReadStream,
+    SaveSnapshot,
+    run_async,
+)
 from eskit.domain.events import SCHEMA_VERSION, EventRegistry
 from eskit.domain.model import Model
 from eskit.domain.sensitive import holds_sealed
@@ -51,98 +68,91 @@ class Loaded(Generic[S]):
         return NO_STREAM if self.version is None else self.version
 
 
-class Repository(Generic[S]):
-    """Loads and saves the aggregates of one ``Model`` in an event store."""
+class RepositoryCore(Generic[S]):
+    """What both faces' repositories share: the model, the events' registry, and loading,
+    saving and snapshotting as flows (no IO of their own)."""
 
-    def __init__(self, store: EventStore, events: EventRegistry, model: Model[S]) -> None:
-        self.store = store
+    def __init__(self, events: EventRegistry, model: Model[S]) -> None:
         self.events = events
         self.model = model
         self.snapshot_failures = 0
-        self._snapshot_tasks: set[asyncio.Task[None]] = set()
+        self._snapshot_tasks: set[Any] = set()  # the async face's snapshots being stored
 
     def stream(self, aggregate_id: str) -> str:
         """The stream of one aggregate."""
         return self.model.stream(aggregate_id)
 
-    async def load(
+    def loading(
         self,
         aggregate_id: str,
-        *,
         version: int | None = None,
         at: dt.datetime | None = None,
         missing_ok: bool = False,
-    ) -> Loaded[S]:
-        """The aggregate now, or as it was at ``version`` or at time ``at`` (time travel).
-
-        Raises ``AggregateNotFound`` when it has no events (unless ``missing_ok``, which
-        returns the initial state at version None).
-        """
+        spot: Callable[[RecordedEvent], None] | None = None,
+    ) -> Flow[Loaded[S]]:
+        """``load`` as a flow; ``spot`` is shown every event read, as stored (the command
+        bus looks there for a command it handled before)."""
         if at is not None and at.utcoffset() is None:
             raise ValueError(f"at must be a timezone-aware datetime, got {at!r}")
         stream = self.stream(aggregate_id)
         model = self.model
         state, current = None, None
-        events: AsyncIterator[RecordedEvent] | None = None  # those after the snapshot
+        source: Any = None  # the events after the snapshot
         if model.snapshot_every is not None and at is None:
-            snapshot, events = await self.store.read_from_snapshot(
-                stream, model.snapshot_version, version
-            )
+            snapshot, source = yield ReadFromSnapshot(stream, model.snapshot_version, version)
             if snapshot is not None and model.from_snapshot is not None:
                 try:
                     state, current = model.from_snapshot(snapshot.state), snapshot.version
                 except Exception:  # a snapshot is a cache: replay the events instead
                     log.exception("ignoring the unreadable snapshot of %s", stream)
-                    events = None  # all of them, then (that one was never started)
-        if state is None:
-            state = model.initial_state()
+                    source = None  # all of them, then (that one was never started)
+        folded: S = model.initial_state() if state is None else state
         evolve, decode_old, current_types, opener = (
             model.evolve,
             self.events.decode_old,
             self.events.current(),
             self.events.opener(),  # None unless events may hold encrypted fields
         )
-        start = None if current is None else current + 1
+
+        def step(recorded: RecordedEvent) -> bool:
+            nonlocal folded, current
+            if (version is not None and recorded.version > version) or (
+                at is not None and recorded.recorded_at > at
+            ):
+                return False
+            if spot is not None:
+                spot(recorded)
+            if opener is not None:
+                recorded = opener(recorded)
+            known = current_types.get(recorded.type)
+            if known is not None and known[0] == recorded.metadata.get(SCHEMA_VERSION, 1):
+                folded = evolve(folded, known[1](recorded.data))  # today's type: no upcasting
+            else:
+                for event in decode_old(recorded):
+                    folded = evolve(folded, event)
+            current = recorded.version
+            return True
+
         if version is None or current is None or version > current:
-            if events is None:
-                events = self.store.read_stream(stream, from_version=start)
-            async for recorded in events:
-                if (version is not None and recorded.version > version) or (
-                    at is not None and recorded.recorded_at > at
-                ):
-                    break
-                if opener is not None:
-                    recorded = opener(recorded)
-                known = current_types.get(recorded.type)
-                if known is not None and known[0] == recorded.metadata.get(SCHEMA_VERSION, 1):
-                    state = evolve(state, known[1](recorded.data))  # today's type: no upcasting
-                else:
-                    for event in decode_old(recorded):
-                        state = evolve(state, event)
-                current = recorded.version
+            if source is None:
+                start = None if current is None else current + 1
+                source = yield ReadStream(stream, start)
+            yield Consume(source, step)
         if current is None and not missing_ok:
             raise AggregateNotFound(stream)
-        return Loaded(state, current)
+        return Loaded(folded, current)
 
-    async def save(
+    def saving(
         self,
         aggregate_id: str,
         events: Sequence[object],
         expected_version: ExpectedVersion,
-        *,
         metadata: Mapping[str, Any] | None = None,
         ids: Sequence[Any] | None = None,
         state: S | None = None,
         also: Sequence[tuple[str, Sequence[object], ExpectedVersion]] = (),
-    ) -> AppendResult | None:
-        """Append ``events`` if the aggregate is still at ``expected_version``.
-
-        ``metadata`` goes on every event (each also gets its ``schema_version``); ``ids``
-        (one per event, ``also`` included) makes the append idempotent. ``also`` appends
-        events to other streams in the same atomic transaction. Pass the ``state`` after the
-        events to let the snapshot policy take a snapshot in the background. Returns None
-        when nothing was appended to the aggregate's own stream.
-        """
+    ) -> Flow[AppendResult | None]:
+        """``save`` as a flow."""
         stream = self.stream(aggregate_id)
         batches = [(stream, events, expected_version)] if events else []
         batches += [(other, list(more), expected) for other, more, expected in also if more]
@@ -156,14 +166,17 @@ class Repository(Generic[S]):
             return None
         if len(appends) == 1:
             only = appends[0]
-            results = [await self.store.append(only.stream, only.events, only.expected_version)]
+            results = [(yield AppendEvents(only.stream, only.events, only.expected_version))]
         else:
-            results = await self.store.append_many(appends)
+            results = yield AppendMany(appends)
         if not events:
             return None
         if state is not None:
-            self._maybe_snapshot(aggregate_id, results[0], len(events), state)
-        return results[0]
+            snapshot = self._due_snapshot(aggregate_id, results[0], len(events), state)
+            if snapshot is not None:
+                yield Later(self._snapshotting(snapshot), self._snapshot_tasks)
+        result: AppendResult = results[0]
+        return result
 
     def to_new_events(
         self,
@@ -189,53 +202,102 @@ class Repository(Generic[S]):
             )
         return envelopes
 
-    def _maybe_snapshot(
+    def _due_snapshot(
         self, aggregate_id: str, result: AppendResult, count: int, state: S
-    ) -> None:
+    ) -> Snapshot | None:
+        """The snapshot to take after an append, if it crossed a multiple of
+        ``snapshot_every`` (made now: the caller may go on changing the state)."""
         every = self.model.snapshot_every
         before = result.last_version - count
         if every is None or (result.last_version + 1) // every == (before + 1) // every:
-            return
+            return None
         assert self.model.to_snapshot is not None
         try:
-            snapshot = Snapshot(
+            return Snapshot(
                 self.stream(aggregate_id),
                 result.last_version,
                 self.model.snapshot_version,
-                self.model.to_snapshot(state),  # now: the caller may go on changing the state
+                self.model.to_snapshot(state),
             )
         except Exception:
             self.snapshot_failures += 1
             log.exception("snapshot of %s failed", self.stream(aggregate_id))
-            return
-        task = asyncio.create_task(self._snapshot(snapshot))
-        self._snapshot_tasks.add(task)
-        task.add_done_callback(self._snapshot_tasks.discard)
+            return None
 
-    async def _snapshot(self, snapshot: Snapshot) -> None:
+    def _snapshotting(self, snapshot: Snapshot) -> Flow[None]:
         """Store a snapshot; a failure is logged and counted, never raised to a command."""
         try:
-            if self.events.opener() is not None and await self._folds_encrypted(snapshot):
+            if self.events.opener() is not None and (yield from self._folds_encrypted(snapshot)):
                 log.info("no snapshot of %s: its events hold encrypted fields", snapshot.stream)
                 return
-            await self.store.save_snapshot(snapshot)
+            yield SaveSnapshot(snapshot)
         except Exception:
             self.snapshot_failures += 1
             log.exception("snapshot of %s at version %d failed", snapshot.stream, snapshot.version)
 
-    async def _folds_encrypted(self, snapshot: Snapshot) -> bool:
+    def _folds_encrypted(self, snapshot: Snapshot) -> Flow[bool]:
         """Whether the state folds in encrypted fields, which a snapshot would hold in
         plaintext (and keep after the subject is forgotten): such aggregates are never
         snapshotted. Only the events since the previous snapshot are read, as a snapshot
         is only ever taken of events without encrypted fields."""
-        previous = await self.store.load_snapshot(snapshot.stream, snapshot.snapshot_version)
+        previous = yield LoadSnapshot(snapshot.stream, snapshot.snapshot_version)
         start = 0 if previous is None else previous.version + 1
-        async for recorded in self.store.read_stream(snapshot.stream, from_version=start):
+        sealed = False
+
+        def step(recorded: RecordedEvent) -> bool:
+            nonlocal sealed
             if recorded.version > snapshot.version:
-                break
-            if holds_sealed(recorded.data):
-                return True
-        return False
+                return False
+            sealed = holds_sealed(recorded.data)
+            return not sealed
+
+        yield Consume((yield ReadStream(snapshot.stream, start)), step)
+        return sealed
+
+
+class Repository(RepositoryCore[S]):
+    """Loads and saves the aggregates of one ``Model`` in an event store."""
+
+    def __init__(self, store: EventStore, events: EventRegistry, model: Model[S]) -> None:
+        super().__init__(events, model)
+        self.store = store
+
+    async def load(
+        self,
+        aggregate_id: str,
+        *,
+        version: int | None = None,
+        at: dt.datetime | None = None,
+        missing_ok: bool = False,
+    ) -> Loaded[S]:
+        """The aggregate now, or as it was at ``version`` or at time ``at`` (time travel).
+
+        Raises ``AggregateNotFound`` when it has no events (unless ``missing_ok``, which
+        returns the initial state at version None).
+        """
+        return await run_async(self.store, self.loading(aggregate_id, version, at, missing_ok))
+
+    async def save(
+        self,
+        aggregate_id: str,
+        events: Sequence[object],
+        expected_version: ExpectedVersion,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        ids: Sequence[Any] | None = None,
+        state: S | None = None,
+        also: Sequence[tuple[str, Sequence[object], ExpectedVersion]] = (),
+    ) -> AppendResult | None:
+        """Append ``events`` if the aggregate is still at ``expected_version``.
+
+        ``metadata`` goes on every event (each also gets its ``schema_version``); ``ids``
+        (one per event, ``also`` included) makes the append idempotent. ``also`` appends
+        events to other streams in the same atomic transaction. Pass the ``state`` after the
+        events to let the snapshot policy take a snapshot in the background. Returns None
+        when nothing was appended to the aggregate's own stream.
+        """
+        flow = self.saving(aggregate_id, events, expected_version, metadata, ids, state, also)
+        return await run_async(self.store, flow)
 
     async def wait_for_snapshots(self) -> None:
         """Wait until the snapshots started so far are stored (for tests and shutdown)."""

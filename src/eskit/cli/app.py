@@ -5,7 +5,19 @@ from __future__ import annotations
 
 import typer
 
-from eskit.cli import copy, forget, migrate, projections, relay, serve, streams, tokens, transfer
+from eskit.cli import (
+    copy,
+    events,
+    forget,
+    migrate,
+    migrate_events,
+    projections,
+    relay,
+    serve,
+    streams,
+    tokens,
+    transfer,
+)
 from eskit.cli.common import Url, opened, run
 from eskit.cli.records import AsJson, Column, show_records
 from eskit.cli.trace import trace_command
@@ -45,6 +57,7 @@ async def _last_position(url: str) -> int:
 
 
 app.add_typer(streams.app, name="streams")
+app.add_typer(events.app, name="events")
 app.add_typer(projections.app, name="projections")
 app.command("trace")(trace_command)
 app.command("verify")(verify_command)
@@ -52,6 +65,7 @@ app.command("export")(transfer.export)
 app.command("import")(transfer.import_)
 app.command("copy")(copy.copy)
 app.command("migrate")(migrate.migrate)
+app.command("migrate-events")(migrate_events.migrate_events_command)
 app.command("relay")(relay.relay)
 app.command("serve")(serve.serve)
 app.add_typer(tokens.app, name="tokens")

@@ -54,7 +54,7 @@ def copy(source: Source, target: Target) -> None:
         Text.assemble(
             ("note: ", "bold yellow"),
             "projections and read models are not copied; rebuild each one on the target:\n"
-            f"  eskit projections rebuild {_shown(target)} NAME --app module:attribute",
+            f"  eskit projections rebuild {shown_url(target)} NAME --app module:attribute",
         ),
         soft_wrap=True,
     )
@@ -66,7 +66,7 @@ async def _copy(source: str, target: str, copying: Phase, verifying: Phase) -> C
         return await copy_store(reader, writer, copying, verify_progress=verifying)
 
 
-def _shown(url: str) -> str:
+def shown_url(url: str) -> str:
     """The URL as a shell argument, its password hidden."""
     parts = urllib.parse.urlsplit(url)
     if parts.password is not None:

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-import msgspec
 import typer
 from rich.text import Text
 
@@ -42,6 +41,7 @@ from eskit.projections import (
 from eskit.projections import state as st
 from eskit.projections.failure import describe
 from eskit.projections.runner import now
+from eskit.projections.status import Status, read_stored, statuses
 
 app = typer.Typer(
     help="Operate projections (read models).\n\n"
@@ -69,47 +69,6 @@ DatabasePath = Annotated[
 
 
 # -- reading and changing the stored state ----------------------------------------------------
-
-
-class _Row(msgspec.Struct, frozen=True):
-    state: st.State
-    rebuild: st.Rebuild | None
-    skips: int
-    partitions: list[leases.PartitionRow]
-
-    @property
-    def position(self) -> int:
-        """The checkpoint: the lowest partition's for a partitioned projection."""
-        if self.partitions:
-            return min(p.position for p in self.partitions)
-        return self.state.position
-
-    @property
-    def stuck(self) -> list[leases.PartitionRow]:
-        return [p for p in self.partitions if p.stuck]
-
-    @property
-    def status(self) -> str:
-        """``stuck`` when a partition is, whatever the projection's own row says."""
-        return st.STUCK if self.stuck else st.shown_status(self.state)
-
-    @property
-    def error(self) -> str:
-        """The projection's error, or the first stuck partition's and how many are."""
-        stuck = self.stuck
-        if not stuck:
-            state = self.state
-            return _error(state.error, state.error_position, state.error_type)
-        first = stuck[0]
-        error = _error(first.error, first.error_position, first.error_type)
-        return f"partition {first.partition} {error} ({len(stuck)} of {len(self.partitions)} stuck)"
-
-    @property
-    def workers(self) -> str:
-        if not self.partitions:
-            return ""
-        owners = {p.owner for p in self.partitions if p.owner is not None}
-        return f"{len(self.partitions)} on {len(owners)}"
 
 
 @contextlib.asynccontextmanager
@@ -144,23 +103,22 @@ def status(url: Url, database: DatabasePath = None, as_json: AsJson = False) -> 
         return
     records = []
     for row in rows:
-        state, rebuild = row.state, row.rebuild
         progress = ""
-        if rebuild is not None:
-            share = 100 * rebuild.position // head if head else 100
-            progress = f"v{rebuild.version}: {rebuild.position}/{head} ({share}%)"
+        if row.rebuild_position is not None:
+            share = 100 * row.rebuild_position // head if head else 100
+            progress = f"v{row.rebuild_version}: {row.rebuild_position}/{head} ({share}%)"
         records.append(
             {
-                "name": state.name,
-                "version": state.version,
+                "name": row.name,
+                "version": row.version,
                 "position": row.position,
-                "lag": max(0, head - row.position),
+                "lag": row.lag,
                 "status": row.status,
-                "updated": state.updated_at,
+                "updated": row.updated_at,
                 "rebuild": progress,
                 "skips": row.skips,
-                "partitions": row.workers,
-                "error": row.error,
+                "partitions": f"{row.partitions} on {row.owners}" if row.partitions else "",
+                "error": _shown_error(row),
             }
         )
     title = f"projections of {url} (head {head})"
@@ -191,16 +149,20 @@ RUN_COLUMNS = (
 )
 
 
-async def _status(url: str, path: str | None) -> tuple[int, list[_Row]]:
-    def read(conn: sqlite3.Connection) -> list[_Row]:
-        return [
-            _Row(s, r, len(st.skips(conn, s.name)), leases.partitions(conn, s.name))
-            for s, r in st.load_all(conn)
-        ]
-
+async def _status(url: str, path: str | None) -> tuple[int, list[Status]]:
     async with _database(url, path, readonly=True) as (store, database):
         head = await store.last_position()
-        return head, await database.read(read)
+        return head, statuses(head, await database.read(read_stored))
+
+
+def _shown_error(row: Status) -> str:
+    """The error and its event; for stuck partitions, the one stuck earliest and how many
+    are."""
+    error = _error(row.error, row.error_position, row.error_type)
+    if row.stuck_partition is None:
+        return error
+    stuck = f"{row.stuck_partitions} of {row.partitions} stuck"
+    return f"partition {row.stuck_partition} {error} ({stuck})"
 
 
 def _error(error: str | None, position: int | None, event_type: str | None) -> str:

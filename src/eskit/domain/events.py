@@ -233,11 +233,13 @@ class EventRegistry:
             decoded.append(entry.decode(current_data))
         return decoded
 
-    def upcast(self, recorded: RecordedEvent) -> list[RecordedEvent]:
+    def upcast(self, recorded: RecordedEvent, *, open: bool = True) -> list[RecordedEvent]:
         """The stored event in today's schema, still as an envelope with JSON data: what
         read models want. Renamed, split or dropped by the upcasters; a type this registry
-        does not know passes through unchanged. Encrypted fields are decrypted (``open``)."""
-        recorded = self.open(recorded)
+        does not know passes through unchanged. Encrypted fields are decrypted (``open``)
+        unless ``open=False``, which leaves them as stored (a migration copies them)."""
+        if open:
+            recorded = self.open(recorded)
         version = recorded.metadata.get(SCHEMA_VERSION, 1)
         entry = self._by_name.get(recorded.type)
         if entry is None and not self.upcasters.knows(recorded.type):

@@ -58,6 +58,11 @@ class Upcasters:
 
         return run
 
+    def function(self, name: str, version: int) -> UpcasterFunction | None:
+        """The function registered for ``name`` at ``version`` as given (to name it in the
+        event catalog); None if none."""
+        return self._by_key.get((name, version))
+
     def knows(self, name: str) -> bool:
         """Whether some upcaster reads events stored under ``name``."""
         return any(key[0] == name for key in self._by_key)

@@ -17,8 +17,10 @@ any machines, with the same ``group``: they share the load and each event is app
   absorbs.
 - **Failures.** A broker that goes away: workers keep retrying (the client reconnects by
   itself) and the unacked event comes back after ``ack_wait``. A handler that raises: the
-  event is negatively acked with a growing delay and retried, holding back only its
-  partition; ``status()`` shows the error.
+  projection engine (``engine``) applies the batch event by event, retries the failing
+  one with backoff, then marks its partition stuck (``consumer_stuck``), holding back only
+  that partition: the event stays unacked until an operator skips it (``skip``), and
+  ``status()`` shows it with its position, type and error.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Final
 
 import msgspec
@@ -41,13 +43,17 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamInfo
 
 from eskit.brokers import message
 from eskit.brokers.nats import NATS_ERRORS, connect, partition_subject, partitions_of
-from eskit.errors import BrokerUnavailable, StoreClosed, Unavailable
+from eskit.errors import BrokerUnavailable
+from eskit.projections import consumer_stuck
 from eskit.projections import state as st
+from eskit.projections.consumer_stuck import StuckPartition
 from eskit.projections.database import Database
+from eskit.projections.engine import Commit, MarkStuck, Outcome, Policy, apply_batch, drive
 from eskit.projections.failure import describe, log_failure
 from eskit.projections.projection import SQLProjection, apply, check_name, physical_names
 from eskit.projections.service import Service
 from eskit.projections.sql import Connection, execute, kind_of, lock_setup
+from eskit.retry import backoff
 from eskit.store.model import RecordedEvent
 from eskit.store.sqlite_writer import micros
 
@@ -73,19 +79,23 @@ GENERATION: Final = 1
 
 
 class PartitionStatus(msgspec.Struct, frozen=True):
-    """One partition as the broker sees it: events waiting, and this worker's last error."""
+    """One partition as the broker sees it: events waiting, and this worker's last error;
+    if it is stuck, the event it is stuck on."""
 
     partition: int
     pending: int
     redelivered: int
     error: str | None = None
+    stuck: bool = False
+    error_position: int | None = None
+    error_type: str | None = None
 
 
 def setup(conn: Connection, projection: SQLProjection, now: int) -> None:
     """Create the consumer's tables (and its read model's, behind views) on first run;
     refuse a projection whose version changed (its tables were built by other code)."""
     lock_setup(conn)
-    for statement in SCHEMA:
+    for statement in (*SCHEMA, consumer_stuck.SCHEMA):
         execute(conn, statement)
     row = execute(
         conn, "SELECT version FROM eskit_consumers WHERE name = ?", (projection.name,)
@@ -151,7 +161,16 @@ class BrokerWorker(Service):
     to, their counters, the transaction that applies a batch once, and pauses that a stop
     cuts short."""
 
-    def __init__(self, projection: SQLProjection, database: Database, group: str | None) -> None:
+    def __init__(
+        self,
+        projection: SQLProjection,
+        database: Database,
+        group: str | None,
+        *,
+        backoff: float = 0.1,
+        retries: int = 3,
+        stuck_poll: float = 0.5,
+    ) -> None:
         if not isinstance(projection, SQLProjection):
             raise ValueError(f"a {type(self).__name__} applies a SQLProjection, got {projection!r}")
         self.projection, self.database = projection, database
@@ -161,7 +180,54 @@ class BrokerWorker(Service):
         """Events this worker applied (repeats it dropped not counted)."""
         self.repeats = 0
         """Deliveries whose event the read model already had."""
+        self.backoff, self.retries, self.stuck_poll = backoff, retries, stuck_poll
+        self.stuck: dict[int, StuckPartition] = {}
+        """The group's partitions stuck on an event, as last read from the read model."""
         self._stopping = asyncio.Event()
+
+    async def skip(self, reason: str) -> list[st.Skip]:
+        """Step every stuck partition of the group (whichever worker got it stuck) over
+        its event, recording who/why in ``reason``; the partitions go on from there."""
+        group = self.group
+        records = await self.database.write(lambda c: consumer_stuck.skip(c, group, reason, now()))
+        await self._look_for_stuck()
+        return records
+
+    async def _look_for_stuck(self) -> None:
+        """Read which partitions are stuck (by any worker of the group, or skipped)."""
+        group = self.group
+        self.stuck = await self.database.read(lambda c: consumer_stuck.stuck(c, group))
+
+    async def _apply_events(
+        self, events: Sequence[RecordedEvent], partition: Callable[[RecordedEvent], int]
+    ) -> Outcome:
+        """Apply ``events`` with the engine: as a batch, or event by event with retries;
+        an event that still fails gets its partition stuck. The partitions now stuck."""
+        group = self.group
+
+        async def perform(effect: object) -> None:
+            if isinstance(effect, Commit) and effect.events:
+                await self._commit(effect.events)
+            elif isinstance(effect, MarkStuck):
+                key, event, text = partition(effect.event), effect.event, effect.text
+                row = await self.database.write(
+                    lambda c: consumer_stuck.mark_stuck(c, group, key, event, text, now())
+                )
+                self.stuck[key] = row
+                log.error(
+                    "consumer %s: partition %d stuck at position %d (event %s, %s): %s",
+                    group,
+                    key,
+                    event.position,
+                    event.id,
+                    event.type,
+                    text,
+                )
+
+        policy = Policy(self.retries, self.backoff)
+        position = events[-1].position if events else 0
+        steps = apply_batch(group, events, position, policy, key=partition)
+        return await drive(steps, perform)
 
     async def _set_up_read_model(self) -> None:
         projection = self.projection
@@ -218,10 +284,14 @@ class JetStreamConsumer(BrokerWorker):
         ack_wait: float = 30.0,
         fetch_wait: float = 1.0,
         backoff: float = 0.1,
+        retries: int = 3,
+        stuck_poll: float = 0.5,
     ) -> None:
-        super().__init__(projection, database, group)
+        super().__init__(
+            projection, database, group, backoff=backoff, retries=retries, stuck_poll=stuck_poll
+        )
         self.url, self.prefix = url, message.check_prefix(prefix)
-        self.ack_wait, self.fetch_wait, self.backoff = ack_wait, fetch_wait, backoff
+        self.ack_wait, self.fetch_wait = ack_wait, fetch_wait
         self.errors: dict[int, str] = {}
         self._client: Client | None = None
         self._subscriptions: dict[int, JetStreamContext.PullSubscription] = {}
@@ -235,6 +305,7 @@ class JetStreamConsumer(BrokerWorker):
         Raises ``BrokerUnavailable`` if NATS cannot be reached, ``ValueError`` if the stream
         is not the relay's or the projection's version changed."""
         await self._set_up_read_model()
+        await self._look_for_stuck()
         self._client = await connect(self.url)
         try:
             js = self._client.jetstream()
@@ -322,7 +393,7 @@ class JetStreamConsumer(BrokerWorker):
                 failures += 1
                 level = logging.WARNING if failures % 50 == 5 else logging.DEBUG
                 log.log(level, "consumer %s p%d: %r", self.group, partition, error)
-                await asyncio.sleep(min(5.0, self.backoff * 2**failures))
+                await asyncio.sleep(backoff(self.backoff, failures, cap=5.0))
                 continue
             for msg in msgs:
                 done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -350,8 +421,8 @@ class JetStreamConsumer(BrokerWorker):
                     self._queue.task_done()
 
     async def _apply(self, batch: list[_Delivery]) -> None:
-        """Apply a batch in one transaction; on failure, event by event (so one bad event
-        holds back only its own partition)."""
+        """Apply a batch with the engine: in one transaction, or event by event (so one
+        bad event holds back only its own partition, stuck until skipped)."""
         decoded: list[tuple[_Delivery, RecordedEvent]] = []
         for delivery in batch:
             try:
@@ -359,29 +430,29 @@ class JetStreamConsumer(BrokerWorker):
             except ValueError as error:  # not an event: nothing to retry, keep it out
                 log.error("consumer %s: dropped a message: %s", self.group, error)
                 await self._settle(delivery.msg.term())
-        if not decoded:
-            return
+        if any((d.msg.metadata.num_delivered or 1) > 1 for d, _ in decoded):
+            await self._look_for_stuck()  # stuck, or skipped, by another worker maybe
+        held = [d for d, _ in decoded if d.partition in self.stuck]
+        decoded = [(d, e) for d, e in decoded if d.partition not in self.stuck]
+        partitions = {event.id: d.partition for d, event in decoded}
         try:
-            await self._commit([event for _, event in decoded])
-        except Exception as error:
-            if len(decoded) > 1 and not isinstance(error, Unavailable | StoreClosed):
-                for one in decoded:
-                    await self._apply_one(*one)
-                return
+            outcome = await self._apply_events(
+                [event for _, event in decoded], lambda event: partitions[event.id]
+            )
+        except Exception as error:  # the read model or the broker, not a handler
             await self._retry_later([d for d, _ in decoded], error)
-            return
+            outcome = Outcome(frozenset(partitions.values()))
         for delivery, _ in decoded:
-            self.errors.pop(delivery.partition, None)
-            await self._settle(delivery.msg.ack())
-
-    async def _apply_one(self, delivery: _Delivery, event: RecordedEvent) -> None:
-        try:
-            await self._commit([event])
-        except Exception as error:
-            await self._retry_later([delivery], error)
-            return
-        self.errors.pop(delivery.partition, None)
-        await self._settle(delivery.msg.ack())
+            if delivery.partition in outcome.stuck:
+                held.append(delivery)
+            else:
+                self.errors.pop(delivery.partition, None)
+                await self._settle(delivery.msg.ack())
+        for delivery in held:  # back when a skip may have come: never applied meanwhile
+            stuck = self.stuck.get(delivery.partition)
+            if stuck is not None:
+                self.errors[delivery.partition] = stuck.error
+                await self._settle(delivery.msg.nak(delay=self.stuck_poll))
 
     async def _retry_later(self, deliveries: list[_Delivery], error: Exception) -> None:
         for delivery in deliveries:
@@ -397,7 +468,7 @@ class JetStreamConsumer(BrokerWorker):
                 attempt,
                 text,
             )
-            await self._settle(delivery.msg.nak(delay=min(30.0, self.backoff * 2**attempt)))
+            await self._settle(delivery.msg.nak(delay=backoff(self.backoff, attempt)))
 
     async def _settle(self, reply: Awaitable[None]) -> None:
         """Send an ack, nak or term; if it is lost, the broker redelivers (and the inbox
@@ -420,6 +491,12 @@ class JetStreamConsumer(BrokerWorker):
                     (info.num_pending or 0) + (info.num_ack_pending or 0),
                     info.num_redelivered or 0,
                     self.errors.get(partition),
+                    partition in self.stuck,
+                    *_stuck_event(self.stuck.get(partition)),
                 )
             )
         return found
+
+
+def _stuck_event(stuck: StuckPartition | None) -> tuple[int | None, str | None]:
+    return (None, None) if stuck is None else (stuck.position, stuck.event_type)

@@ -7,6 +7,9 @@ transactions.
 - ``SQLiteDatabase``: a SQLite file of its own (or ``:memory:``), with one thread owning
   the connection. Used for read models kept apart from the store, and for projections over
   a memory store.
+
+Each offers a blocking face (``blocking()``) for the blocking runner (``eskit.sync``): the
+same transactions, waited for in the caller's thread.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import sqlite3
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -79,6 +83,11 @@ class StoreDatabase:
     async def close(self) -> None:
         """The store is closed by its owner."""
 
+    def blocking(self) -> BlockingDatabase:
+        """The store's file on a connection of its own, written in the caller's thread
+        (SQLite's lock orders its transactions with the store's group commits)."""
+        return _StoreFile(self.store).blocking()
+
 
 class _OwnThread:
     """A database whose one connection is used by one thread of its own (blocking
@@ -121,6 +130,54 @@ class _OwnThread:
         self._executor.shutdown(wait=True)
         self._executor = None
 
+    def blocking(self) -> BlockingDatabase:
+        """This database's blocking face: the same thread and connection, waited for."""
+        return _Blocking(self)
+
+
+class BlockingDatabase(Protocol):
+    """``Database``, blocking: for the blocking runner (``eskit.sync.ProjectionRunner``)."""
+
+    holds_log: bool
+
+    def write(self, run: Callable[[Connection], T]) -> T: ...
+
+    def read(self, run: Callable[[Connection], T]) -> T: ...
+
+    def page_in(
+        self, conn: Connection, after: int, limit: int, types: tuple[str, ...] | None
+    ) -> Page | None: ...
+
+    def close(self) -> None: ...
+
+
+class _Blocking:
+    """An ``_OwnThread`` database's transactions, run in the caller's thread, one at a
+    time (its connection is used by one thread at a time; do not use the async face of
+    the same object meanwhile)."""
+
+    def __init__(self, database: _OwnThread) -> None:
+        self.database = database
+        self.holds_log = database.holds_log
+        self._lock = threading.Lock()
+
+    def write(self, run: Callable[[Connection], T]) -> T:
+        with self._lock:
+            return self.database._transaction(run, True)
+
+    def read(self, run: Callable[[Connection], T]) -> T:
+        with self._lock:
+            return self.database._transaction(run, False)
+
+    def page_in(
+        self, conn: Connection, after: int, limit: int, types: tuple[str, ...] | None
+    ) -> Page | None:
+        return self.database.page_in(conn, after, limit, types)
+
+    def close(self) -> None:
+        with self._lock:
+            self.database._disconnect()
+
 
 class SQLiteDatabase(_OwnThread):
     """A SQLite file of its own (WAL), or ``:memory:``."""
@@ -158,6 +215,22 @@ class SQLiteDatabase(_OwnThread):
         if self._conn is not None and self.path != ":memory:":
             self._conn.close()
             self._conn = None
+
+
+class _StoreFile(SQLiteDatabase):
+    """The SQLite store's file on a connection of its own: its log is there to read."""
+
+    holds_log = True
+
+    def __init__(self, store: SQLiteStore) -> None:
+        super().__init__(store.path)
+        self.store = store
+
+    def page_in(
+        self, conn: Connection, after: int, limit: int, types: tuple[str, ...] | None
+    ) -> Page | None:
+        assert isinstance(conn, sqlite3.Connection)
+        return self.store.page_in(conn, after, limit, types)
 
 
 class PostgresDatabase(_OwnThread):

@@ -22,23 +22,24 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import socket
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 
 import msgspec
 
-from eskit.errors import StoreClosed, Unavailable
+from eskit.errors import StoreClosed
 from eskit.projections import leases
 from eskit.projections import state as st
 from eskit.projections.database import Database, database_for
+from eskit.projections.engine import NOT_THE_HANDLER, Commit, MarkStuck, Policy, apply_batch, drive
 from eskit.projections.failure import describe, log_failure
 from eskit.projections.leases import Lease, LeaseLost, PartitionRow, partition_of
 from eskit.projections.projection import AnyProjection, SQLProjection, apply, physical_names
 from eskit.projections.runner import now
 from eskit.projections.service import Service
 from eskit.projections.sql import Connection, is_sqlite
+from eskit.retry import backoff
 from eskit.store.base import EventStore
 from eskit.store.model import RecordedEvent
 
@@ -220,7 +221,7 @@ class PartitionedWorker(Service):
             except Exception as error:  # a database that went away: retry
                 failures += 1
                 self.error = describe(error)
-                pause = min(30.0, self.backoff * 2**failures)
+                pause = backoff(self.backoff, failures)
                 name = self.projection.name
                 log_failure(log, "projection %s: retrying in %.1f s", name, pause, error=error)
                 await _first(asyncio.sleep(pause), self._stopping.wait())
@@ -239,56 +240,38 @@ class PartitionedWorker(Service):
         if page.next_after <= low:
             return False
         mine = self._mine(page.events, held)
-        try:
-            await self._commit(state, held, mine, page.next_after)
-        except (LeaseLost, StoreClosed, Unavailable):
-            raise  # not the handler's fault: the work loop looks at the leases or backs off
-        except Exception as error:  # a handler failed: event by event, with retries
-            log.warning(
-                "projection %s: batch up to %d failed (%s); retrying event by event",
-                projection.name,
-                page.next_after,
-                describe(error),
-            )
-            held = await self._apply_one_by_one(state, held, mine)
-            await self._commit(state, held, [], page.next_after)
+        held = dict(held)
+        count = self.count
+
+        async def perform(effect: object) -> None:
+            if isinstance(effect, MarkStuck):
+                assert isinstance(effect.key, int)
+                await self._stuck(held.pop(effect.key), effect.event, effect.text)
+            elif isinstance(effect, Commit) and effect.key is None:  # the batch, or the rest
+                rest = {p: lease for p, lease in held.items() if p not in effect.stuck}
+                await self._commit(state, rest, effect.events, effect.position)
+            elif isinstance(effect, Commit):  # one event, alone
+                assert isinstance(effect.key, int)
+                lease = held[effect.key]
+                await self._commit(state, {effect.key: lease}, effect.events, effect.position)
+                held[effect.key] = msgspec.structs.replace(lease, position=effect.position)
+                self._advanced({effect.key: held[effect.key]}, effect.position)
+
+        policy = Policy(self.retries, self.backoff, (*NOT_THE_HANDLER, LeaseLost))
+        steps = apply_batch(
+            projection.name,
+            mine,
+            page.next_after,
+            policy,
+            key=lambda event: partition_of(event.stream, count),
+        )
+        await drive(steps, perform)
         self._advanced(held, page.next_after)
         return len(page.events) == projection.batch_size
 
-    async def _apply_one_by_one(
-        self, state: st.State, held: dict[int, Lease], events: list[RecordedEvent]
-    ) -> dict[int, Lease]:
-        """Apply each event alone, retried with backoff; an event that still fails marks
-        its partition stuck. The leases of the partitions that are not stuck, advanced."""
-        held = dict(held)
-        for event in events:
-            partition = partition_of(event.stream, self.count)
-            lease = held.get(partition)
-            if lease is None:  # stuck on an earlier event of this page
-                continue
-            for attempt in range(self.retries + 1):
-                try:
-                    await self._commit(state, {partition: lease}, [event], event.position)
-                except (LeaseLost, StoreClosed, Unavailable):
-                    raise  # never blame an event for a lease or a database
-                except Exception as error:
-                    if attempt < self.retries:
-                        pause = self.backoff * 2**attempt * (0.5 + random.random())
-                        await asyncio.sleep(pause)  # not cut short by a stop: no early stuck
-                        continue
-                    await self._stuck(lease, event, error)
-                    del held[partition]
-                    break
-                lease = msgspec.structs.replace(lease, position=event.position)
-                held[partition] = lease
-                self._advanced({partition: lease}, event.position)
-                break
-        return held
-
-    async def _stuck(self, lease: Lease, event: RecordedEvent, error: Exception) -> None:
+    async def _stuck(self, lease: Lease, event: RecordedEvent, text: str) -> None:
         """Stop the partition before ``event`` for an operator to skip; the others go on."""
         name, worker = self.projection.name, self.worker
-        text = describe(error)
         await self.db.write(lambda c: leases.mark_stuck(c, name, worker, lease, event, text))
         current = self.held.get(lease.partition)
         if current is not None and current.generation == lease.generation:
@@ -324,7 +307,11 @@ class PartitionedWorker(Service):
         return mine
 
     async def _commit(
-        self, state: st.State, held: dict[int, Lease], events: list[RecordedEvent], position: int
+        self,
+        state: st.State,
+        held: dict[int, Lease],
+        events: Sequence[RecordedEvent],
+        position: int,
     ) -> None:
         """Apply ``events`` and move the held checkpoints to ``position``: one transaction
         for a SQL projection (the lease check last, so its row locks are held briefly);

@@ -12,7 +12,10 @@ nothing.
 
 Declare the queue (start a worker once) before the relay publishes: an exchange drops
 messages no queue is bound to. Limits, plainly: no load sharing (use JetStream partitions
-for that); a handler that keeps failing holds back every stream (``error`` says why).
+for that). A handler that keeps failing on an event (after the engine's retries) gets the
+group stuck (``consumer_stuck``, partition 0): every stream waits, the batch stays unacked
+in the worker's hands, and ``stuck`` and ``error`` say where and why, until an operator
+skips it (``skip``).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from eskit.projections.consumer import BrokerWorker
 from eskit.projections.database import Database
 from eskit.projections.failure import describe
 from eskit.projections.projection import SQLProjection, check_name
+from eskit.retry import backoff
 
 log = logging.getLogger("eskit.projections.rabbit_consumer")
 SINGLE_ACTIVE: Final = {"x-single-active-consumer": True}
@@ -56,8 +60,12 @@ class RabbitConsumer(BrokerWorker):
         batch_size: int = 100,
         linger: float = 0.05,
         backoff: float = 0.1,
+        retries: int = 3,
+        stuck_poll: float = 0.5,
     ) -> None:
-        super().__init__(projection, database, group)
+        super().__init__(
+            projection, database, group, backoff=backoff, retries=retries, stuck_poll=stuck_poll
+        )
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.url, self.prefix = url, message.check_prefix(prefix)
@@ -65,7 +73,7 @@ class RabbitConsumer(BrokerWorker):
         self.binding = "#"  # every event, or one category's, escaped as the relay does
         if category is not None:
             self.binding = f"{message.token(check_name(category, 'category'))}.#"
-        self.batch_size, self.linger, self.backoff = batch_size, linger, backoff
+        self.batch_size, self.linger = batch_size, linger
         self.error: str | None = None
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
         self._task: asyncio.Task[None] | None = None
@@ -74,6 +82,7 @@ class RabbitConsumer(BrokerWorker):
         """Set up the read model, declare and bind the queue, then follow in the background.
         Raises ``BrokerUnavailable`` if RabbitMQ cannot be reached."""
         await self._set_up_read_model()
+        await self._look_for_stuck()
         queue = await self._queue()
         self._stopping.clear()
         self._task = asyncio.create_task(self._run(queue), name=f"{self.group}:rabbitmq")
@@ -118,12 +127,24 @@ class RabbitConsumer(BrokerWorker):
         inbox: asyncio.Queue[Message] = asyncio.Queue()
         await queue.consume(inbox.put)
         failures = 0
+        held: list[Message] = []
         while not self._stopping.is_set():
-            batch = await self._take(inbox)
+            if self.stuck:  # until an operator skips the event: take nothing, hold the batch
+                await self._pause(self.stuck_poll)
+                await self._look_for_stuck()
+                continue
+            batch, held = held or await self._take(inbox), []
             if not batch:
                 continue
             try:
-                await self._apply(batch)
+                if any(incoming.redelivered for incoming in batch):
+                    await self._look_for_stuck()  # stuck by the worker before this one?
+                    if self.stuck:
+                        held = batch
+                        continue
+                if not await self._apply(batch):
+                    held = batch  # applied again after the skip: the inbox drops repeats
+                    continue
                 await batch[-1].ack(multiple=True)
                 failures, self.error = 0, None
             except Exception as error:  # the read model failing, RabbitMQ away: again
@@ -132,7 +153,7 @@ class RabbitConsumer(BrokerWorker):
                 log.warning("consumer %s: %s (retrying)", self.group, self.error)
                 with contextlib.suppress(*ERRORS):
                     await batch[-1].nack(multiple=True, requeue=True)
-                await self._pause(min(30.0, self.backoff * 2**failures))
+                await self._pause(backoff(self.backoff, failures))
 
     async def _take(self, inbox: asyncio.Queue[Message]) -> list[Message]:
         """The messages delivered so far, up to ``batch_size``: waits for the first (up to
@@ -148,7 +169,11 @@ class RabbitConsumer(BrokerWorker):
             batch.append(inbox.get_nowait())
         return batch
 
-    async def _apply(self, batch: list[Message]) -> None:
+    async def _apply(self, batch: list[Message]) -> bool:
+        """Apply the batch with the engine; False if an event got stuck."""
         events = self._decode((incoming.message_id, incoming.body) for incoming in batch)
-        if events:
-            await self._commit(events)
+        if (await self._apply_events(events, lambda event: 0)).stuck:
+            stuck = self.stuck[0]
+            self.error = f"stuck at position {stuck.position} ({stuck.event_type}): {stuck.error}"
+            return False
+        return True

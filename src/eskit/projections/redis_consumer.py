@@ -11,8 +11,11 @@ batch is applied with its event ids recorded in the read model's inbox, in one t
 
 Limits, plainly: no load sharing (use JetStream partitions for that); a holder paused past
 its lease (a long GC pause, a frozen VM) may commit one batch after its successor started,
-which can put two events of a stream out of order in the read model (never twice); a
-handler that keeps failing holds back every stream, and ``error`` says why.
+which can put two events of a stream out of order in the read model (never twice).
+
+A handler that keeps failing on an event (after the engine's retries) gets the group
+stuck (``consumer_stuck``, partition 0): every stream waits, the event stays pending, and
+``stuck`` and ``error`` say where and why, until an operator skips it (``skip``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from eskit.projections.consumer import BrokerWorker
 from eskit.projections.database import Database
 from eskit.projections.failure import describe
 from eskit.projections.projection import SQLProjection
+from eskit.retry import backoff
 
 log = logging.getLogger("eskit.projections.redis_consumer")
 _BODY = BODY.encode()
@@ -67,13 +71,17 @@ class RedisStreamConsumer(BrokerWorker):
         lease: float = 10.0,
         block: float = 1.0,
         backoff: float = 0.1,
+        retries: int = 3,
+        stuck_poll: float = 0.5,
     ) -> None:
-        super().__init__(projection, database, group)
+        super().__init__(
+            projection, database, group, backoff=backoff, retries=retries, stuck_poll=stuck_poll
+        )
         if not block < lease / 2:
             raise ValueError(f"block ({block} s) must be under half the lease ({lease} s)")
         self.key = stream_key(message.check_prefix(prefix))
         self.lease_key = f"{self.key}:lease:{self.group}"
-        self.batch_size, self.lease, self.block, self.backoff = batch_size, lease, block, backoff
+        self.batch_size, self.lease, self.block = batch_size, lease, block
         self.token = uuid.uuid4().hex
         self.holding = False
         self.error: str | None = None
@@ -84,6 +92,7 @@ class RedisStreamConsumer(BrokerWorker):
         """Set up the read model and the group; then follow in the background. Raises
         ``BrokerUnavailable`` if Redis cannot be reached."""
         await self._set_up_read_model()
+        await self._look_for_stuck()
         try:
             await self._redis.xgroup_create(self.key, self.group, id="0", mkstream=True)
         except redis.exceptions.ResponseError as error:
@@ -114,18 +123,27 @@ class RedisStreamConsumer(BrokerWorker):
                 if not await self._hold():
                     await self._pause(self.lease / 4)
                     continue
+                if self.stuck:  # until an operator skips the event: read nothing
+                    await self._pause(self.stuck_poll)
+                    await self._look_for_stuck()
+                    pending_first = True  # the skipped event's turn: dropped as applied
+                    continue
+                if pending_first:  # taken over maybe: stuck by the last holder?
+                    await self._look_for_stuck()
+                    if self.stuck:
+                        continue
                 entries = await self._read(pending_first)
                 if pending_first and not entries:
                     pending_first = False  # nothing left over: read new entries from now on
                     continue
-                if entries:
-                    await self._apply(entries)
+                if entries and not await self._apply(entries):
+                    continue
                 failures, self.error = 0, None
             except Exception as error:  # Redis away, the read model failing: retry later
                 failures, pending_first = failures + 1, True
                 self.error = describe(error)
                 log.warning("consumer %s: %s (retrying)", self.group, self.error)
-                await self._pause(min(30.0, self.backoff * 2**failures))
+                await self._pause(backoff(self.backoff, failures))
 
     async def _hold(self) -> bool:
         """Take or renew the lease; False while another worker holds it."""
@@ -148,8 +166,13 @@ class RedisStreamConsumer(BrokerWorker):
         )
         return list(found[0][1]) if found else []
 
-    async def _apply(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+    async def _apply(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> bool:
+        """Apply the entries with the engine and ack them; False if an event got stuck
+        (nothing acked: the entries stay pending, for after the skip)."""
         events = self._decode((entry_id, fields.get(_BODY)) for entry_id, fields in entries)
-        if events:
-            await self._commit(events)
+        if (await self._apply_events(events, lambda event: 0)).stuck:
+            stuck = self.stuck[0]
+            self.error = f"stuck at position {stuck.position} ({stuck.event_type}): {stuck.error}"
+            return False
         await self._redis.xack(self.key, self.group, *(entry_id for entry_id, _ in entries))
+        return True

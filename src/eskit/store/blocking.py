@@ -35,6 +35,7 @@ from eskit.store.model import (
 from eskit.store.rules import PreparedAppend
 
 if TYPE_CHECKING:
+    from eskit.projections.database import Database
     from eskit.store.base import EventStore
     from eskit.store.engine import Engine
     from eskit.store.migrations import Migrated
@@ -325,6 +326,11 @@ class SyncStore:
             yield from page
             if len(page) < self.page_size and self._open:
                 self.engine.wait_for_commit(seen, self._store.poll_interval)
+
+    def read_model_database(self) -> Database | None:
+        """The database the store offers projections (``EventStore.read_model_database``),
+        for the blocking ``ProjectionRunner`` (its ``blocking()`` face)."""
+        return self._store.read_model_database()
 
 
 def _loop_engine(store: EventStore) -> Engine:

@@ -18,7 +18,7 @@ target's whole log is read back and its count and digest compared with the sourc
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncIterator
 
 from eskit.store.base import EventStore
 from eskit.store.model import RecordedEvent
@@ -32,6 +32,7 @@ from eskit.store.transfer import (
     TransferError,
     canonical,
     exported,
+    log_events,
     log_pages,
 )
 
@@ -65,7 +66,7 @@ async def copy_store(
     """
     head = await source.last_position()
     digest = Digest()
-    async with contextlib.aclosing(_events(source, head)) as events:
+    async with contextlib.aclosing(log_events(source, head)) as events:
         await _skip_copied(events, target, digest, progress, head)
         chunk = Chunk(target, lambda position: f"source position {position}")
         copied = 0
@@ -101,13 +102,6 @@ async def copy_store(
     return Copied(expected.count, expected.digest, copied, head, target_position)
 
 
-async def _events(store: EventStore, until: int) -> AsyncGenerator[RecordedEvent, None]:
-    async with contextlib.aclosing(log_pages(store, until)) as pages:
-        async for page in pages:
-            for event in page:
-                yield event
-
-
 async def _skip_copied(
     events: AsyncIterator[RecordedEvent],
     target: EventStore,
@@ -118,7 +112,7 @@ async def _skip_copied(
     """Walk the target's log beside the source's, taking from ``events`` the ones the
     target already holds; raise if the target's log is not a beginning of the source's."""
     held = await target.last_position()
-    async with contextlib.aclosing(_events(target, held)) as theirs:
+    async with contextlib.aclosing(log_events(target, held)) as theirs:
         async for stored in theirs:
             event = await anext(events, None)
             if event is None:

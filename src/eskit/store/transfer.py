@@ -121,6 +121,14 @@ async def log_pages(store: EventStore, until: int) -> AsyncGenerator[list[Record
         after = page.next_after
 
 
+async def log_events(store: EventStore, until: int) -> AsyncGenerator[RecordedEvent, None]:
+    """``log_pages``, an event at a time."""
+    async with contextlib.aclosing(log_pages(store, until)) as pages:
+        async for page in pages:
+            for event in page:
+                yield event
+
+
 async def export_events(
     store: EventStore, path: str | os.PathLike[str], progress: Progress | None = None
 ) -> Summary:

@@ -1,4 +1,5 @@
-"""Testing tools shipped with eskit: the event store conformance suite and model test.
+"""Testing tools shipped with eskit: the event store conformance suite and model test,
+and the golden fixtures of stored events (``eskit.testing.golden``).
 
 Third-party backends run the same checks as eskit's own (needs pytest, anyio, hypothesis).
 """
@@ -12,5 +13,16 @@ import pytest
 pytest.register_assert_rewrite("eskit.testing.conformance")
 
 from eskit.testing.conformance import EventStoreConformance, store_model_test  # noqa: E402
+from eskit.testing.golden import (  # noqa: E402
+    check_event_fixtures,
+    write_fixture,
+    write_old_fixture,
+)
 
-__all__ = ["EventStoreConformance", "store_model_test"]
+__all__ = [
+    "EventStoreConformance",
+    "check_event_fixtures",
+    "store_model_test",
+    "write_fixture",
+    "write_old_fixture",
+]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
+from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.security import HTTPBearer
@@ -19,9 +20,13 @@ from starlette.routing import Match, Route
 
 from eskit import __version__
 from eskit.application.commands import CommandBus
+from eskit.application.repository import Repository
+from eskit.domain.catalog import Catalog
 from eskit.store import rules
 from eskit.store.base import EventStore
+from eskit.web.aggregates import AggregateState, add_aggregate_routes
 from eskit.web.auth import Tokens, authenticator
+from eskit.web.catalog import add_catalog_route
 from eskit.web.commands import add_command_routes
 from eskit.web.context import ApiRoute, Context, Settings
 from eskit.web.errors import http_error
@@ -50,10 +55,12 @@ def create_app(
     lifespan: Lifespan | None = None,
     title: str = "eskit",
     free_form: Collection[str] = (),
+    aggregates: Mapping[str, Repository[Any]] | None = None,
 ) -> FastAPI:
     """An HTTP API over ``store``.
 
-    - ``bus``: its commands get ``POST /commands/{Name}``.
+    - ``bus``: its commands get ``POST /commands/{Name}``, and its event registry's
+      catalog is served at ``GET /events/catalog``.
     - ``queries``: read-model queries by name, served at ``GET /queries/{name}``;
       ``wait_until(position)`` (e.g. ``runner.wait_until``) lets a query wait for the read
       models to reach a position.
@@ -68,6 +75,8 @@ def create_app(
       events its registry decodes (registered type, data that fits the class, through the
       upcasters) and, on an aggregate's stream, that the aggregate applies; else it is
       refused with 422 and nothing is written (``eskit.web.raw_appends``).
+    - ``aggregates``: repositories by name, whose aggregates ``GET /aggregates/{kind}/{id}``
+      loads now, at a version or at a moment (time travel).
     """
     settings = settings or Settings()
     ctx = Context(
@@ -97,8 +106,12 @@ def create_app(
     router.route_class = ApiRoute
     secured = [Depends(bearer)] if tokens is not None else []
     add_stream_routes(router, secured, settings.max_limit)
+    if bus is not None:
+        add_catalog_route(router, bus.events, secured)
     add_event_routes(router, secured, settings.max_limit)
-    _, components = schemas_of(REPLY_TYPES)
+    if aggregates:
+        add_aggregate_routes(router, aggregates, secured)
+    _, components = schemas_of((*REPLY_TYPES, AggregateState, Catalog))
     if bus is not None:
         components.update(add_command_routes(router, bus, secured))
     if queries:

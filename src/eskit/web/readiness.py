@@ -13,6 +13,7 @@ from typing import Final
 import msgspec
 
 from eskit.projections.runner import ProjectionRunner
+from eskit.projections.status import statuses
 from eskit.store.base import EventStore
 
 DEFAULT_MAX_LAG: Final = 1000
@@ -46,7 +47,7 @@ async def readiness(
         reasons.append(f"the store is not reachable ({type(error).__name__})")
     lag: dict[str, int] = {}
     if runner is not None and head is not None:
-        for status in await runner.status():
+        for status in statuses(head, [], await runner.status()):
             behind = lag[status.name] = status.lag
             if behind > max_lag:
                 state = f", {status.status}" if status.status != "running" else ""

@@ -47,8 +47,8 @@ class AppSpec:
     """The projection runner: ``/health/ready`` checks its lag, ``/metrics`` samples it,
     the admin UI rebuilds its projections."""
     aggregates: Mapping[str, Repository[Any]] = dataclasses.field(default_factory=dict)
-    """Repositories by name, whose aggregates the admin UI loads at any version (e.g.
-    ``{"invoice": bus.repository(Invoice.model())}``)."""
+    """Repositories by name, whose aggregates the admin UI and ``GET /aggregates/{kind}/{id}``
+    load at any version (e.g. ``{"invoice": bus.repository(Invoice.model())}``)."""
     free_form_categories: Collection[str] = ()
     """Stream categories whose raw appends (``POST /streams``) take events of any type and
     shape (e.g. ``{"audit", "import"}``). In every other category, an app with a ``bus``
@@ -105,6 +105,7 @@ def serving_app(
         settings=settings,
         lifespan=lifespan,
         free_form=spec.free_form_categories,
+        aggregates=spec.aggregates,
     )
     add_health_routes(app, spec.runner, ready_max_lag)
     if metrics is not None:

@@ -1,9 +1,10 @@
 """The admin UI in a real headless Chromium against a real ``eskit serve``: login is
 required, every page loads (a screenshot of each is kept), the dashboard draws its charts
 and they follow new events, a stuck projection shows at its top and is skipped from there,
-the audit is paged, an error page leads back, the live tail shows a command sent
-meanwhile, a rebuild started from the projections page finishes, a stuck projection is
-skipped from the page, and an XSS payload in event data is shown as text."""
+the audit is paged, the event catalog opens a schema, an error page leads back, the live
+tail shows a command sent meanwhile, a rebuild started from the projections page finishes,
+a stuck projection is skipped from the page, and an XSS payload in event data is shown as
+text."""
 
 from __future__ import annotations
 
@@ -58,10 +59,11 @@ def log_in(tab: Page, server: Served, name: str) -> None:
     tab.click("button:has-text('Log in')")
 
 
-def shot(tab: Page, name: str) -> None:
-    """Keep a screenshot of the whole page as a test artifact."""
+def shot(tab: Page, name: str, *, full_page: bool = True) -> None:
+    """Keep a screenshot of the whole page (else of what the window shows) as a test
+    artifact."""
     path = artifacts() / f"{name}.png"
-    tab.screenshot(path=str(path), full_page=True)
+    tab.screenshot(path=str(path), full_page=full_page)
     assert path.stat().st_size > 0
 
 
@@ -209,6 +211,31 @@ def test_the_audit_is_paged(page: Page, server: Served) -> None:
     expect(page.locator("table.audit")).not_to_contain_text(newest)
     expect(page.locator("nav.pager")).to_contain_text("newest commands")
     shot(page, "audit-paged")
+
+
+def test_the_event_catalog_shows_a_schema_when_opened(page: Page, server: Served) -> None:
+    from playwright.sync_api import expect
+
+    refused: list[str] = []  # the CSP would say so on the console
+    page.on("console", lambda m: refused.append(m.text) if "Content Security" in m.text else None)
+    page.goto(f"{server.url}/admin/dashboard")
+    page.click("header nav a:has-text('Catalog')")
+    expect(page).to_have_url(f"{server.url}/admin/catalog")
+    expect(page.locator("h1")).to_have_text("Event catalog")
+    page.click("table.catalog a:has-text('InvoiceCreated')")
+    expect(page).to_have_url(f"{server.url}/admin/catalog#type-InvoiceCreated")
+    created = page.locator("section[data-type=InvoiceCreated]")
+    expect(created.locator("tr[data-version='1']")).to_contain_text("_invoice_created_v1")
+    current = created.locator("tr[data-version='2']")
+    schema = current.locator("pre.json")
+    expect(schema).to_be_hidden()  # collapsed until opened
+    current.locator("summary").click()
+    expect(schema).to_be_visible()
+    expect(schema).to_contain_text('"due_date"')
+    assert refused == []
+    shot(page, "catalog")
+    created.scroll_into_view_if_needed()
+    shot(page, "catalog-schema", full_page=False)  # the picture in docs/admin.md
 
 
 def test_an_error_page_leads_back(page: Page, server: Served) -> None:

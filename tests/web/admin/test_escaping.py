@@ -1,17 +1,24 @@
 """Event data is user input: whatever a stream name, an event type, data or metadata holds,
-the admin pages show it as text and never as markup (checked by parsing the pages)."""
+the admin pages show it as text and never as markup (checked by parsing the pages); so are
+the names the event catalog shows (types, fields, upcasters, docstrings)."""
 
 from __future__ import annotations
 
 import html.parser
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import eskit
+from eskit.domain import EventRegistry
+from eskit.privacy import Sensitive
+from eskit.store.model import JSONObject
 from eskit.web.admin.site import TEMPLATES
+from tests.web.admin.app import bus_only, served
 from tests.web.admin.client import PAGE, Admin, text
 
 pytestmark = pytest.mark.anyio
@@ -25,6 +32,27 @@ METADATA = {
     "command_id": "<b>c-1</b>",
     "correlation_id": '"><script>alert(6)</script>',
 }
+
+HOSTILE = EventRegistry()
+"""Event types whose names, fields, docstring and upcaster are markup (the catalog)."""
+FIELD = "<b>mail</b>"
+RENAMED = '"><svg onload=alert(8)>'
+UPCASTER = "<img src=x onerror=alert(9)>"
+
+
+@HOSTILE.register(TYPE)
+class Hostile(msgspec.Struct, frozen=True):
+    """</pre><script>alert(7)</script>"""
+
+    mail: Annotated[str, Sensitive()] = msgspec.field(name=FIELD)
+
+
+def _renamed(data: JSONObject) -> list[tuple[str, int, JSONObject]]:
+    return [(TYPE, 1, data)]
+
+
+_renamed.__qualname__ = UPCASTER
+HOSTILE.upcasters.register(RENAMED, from_version=1)(_renamed)
 
 
 class Parsed(html.parser.HTMLParser):
@@ -82,6 +110,7 @@ async def test_hostile_events_are_shown_as_text_on_every_page(admin: Admin) -> N
         ("/admin/live", {"category": TYPE, "type": TYPE}),
         ("/admin/dashboard", {}),
         ("/admin/projections", {}),
+        ("/admin/catalog", {}),
         ("/admin/nowhere/" + TYPE, {}),
     ]
     for path, params in pages:
@@ -105,3 +134,18 @@ async def test_error_pages_escape_what_they_quote(admin: Admin) -> None:
     assert response.status_code == 404
     assert_inert(response.text)
     assert f"no aggregate kind {TYPE!r}" in text(response.text)
+
+
+async def test_the_catalog_shows_hostile_names_as_text(tmp_path: Path) -> None:
+    async with served(tmp_path, bus_only(HOSTILE)) as hostile:
+        await hostile.login()
+        page = await hostile.page("/admin/catalog")
+    parsed = assert_inert(page)
+    shown = text(page)
+    assert f"{TYPE} current version v1 · sensitive fields: {FIELD}" in shown
+    assert f"v1 upcaster {__name__}.{UPCASTER}" in shown
+    assert RENAMED in shown
+    assert '"description": "</pre><script>alert(7)</script>"' in shown  # the docstring
+    assert ("section", {"class": "event-type", "id": f"type-{RENAMED}", "data-type": RENAMED}) in (
+        parsed.elements
+    )

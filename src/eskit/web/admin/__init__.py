@@ -1,7 +1,7 @@
 """The admin UI at ``/admin``: server-rendered pages (Jinja2 templates, no front-end build,
 one small script and uPlot for the charts) showing throughput and lag on a dashboard, to
 browse streams, follow the log live, watch and repair projections, trace a correlation
-id, load an aggregate at any version, and see who did what.
+id, load an aggregate at any version, see who did what, and read the event catalog.
 
 Every page needs a token with the admin scope (see ``session``); without tokens the API,
 and so the admin UI, is open. ``serving_app`` (``eskit serve``) mounts it; to mount it on
@@ -24,6 +24,7 @@ from eskit.projections.runner import ProjectionRunner
 from eskit.store.base import EventStore
 from eskit.web.admin.aggregates import add_aggregate_routes
 from eskit.web.admin.audit import add_audit_routes
+from eskit.web.admin.catalog import add_catalog_routes
 from eskit.web.admin.dashboard import add_dashboard_routes
 from eskit.web.admin.live import add_live_routes
 from eskit.web.admin.projections import add_projection_routes
@@ -77,6 +78,7 @@ def add_admin(
     add_trace_routes(router)
     add_aggregate_routes(router)
     add_audit_routes(router)
+    add_catalog_routes(router)
 
     @router.get("/")
     async def home(request: Request) -> Response:

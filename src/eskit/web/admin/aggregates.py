@@ -17,12 +17,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from eskit.application.repository import Repository
-from eskit.domain.aggregate import Aggregate
 from eskit.errors import AggregateNotFound, EskitError, StoreError, Unavailable
 from eskit.store import rules
 from eskit.store.model import RecordedEvent
 from eskit.web.admin.session import user_page, visitor
 from eskit.web.admin.site import admin_of
+from eskit.web.aggregates import parse_moment, public_state
 from eskit.web.errors import ApiError
 
 AROUND: Final = 25
@@ -44,7 +44,7 @@ def add_aggregate_routes(router: APIRouter) -> None:
         asked = {"kinds": known, "kind": kind, "id": id, "version": version, "at": at}
         shown = None
         if known and kind and id:
-            shown = await _state(request, kind, id, version, _moment(at))
+            shown = await _state(request, kind, id, version, parse_moment(at or None))
         return user_page(request, who, "aggregates.html", "Time travel", shown=shown, **asked)
 
 
@@ -79,7 +79,7 @@ async def _state(
     last = await repository.store.stream_version(stream)
     where = f"at version {loaded.version} of {last}" if last is not None else ""
     history = await _history(repository, aggregate_id, loaded.version)
-    return Shown(stream, loaded.version, where, _plain(loaded.state), history=history)
+    return Shown(stream, loaded.version, where, public_state(loaded.state), history=history)
 
 
 async def _unloadable(
@@ -146,22 +146,3 @@ async def _history(
     start = max(0, (shown or 0) - AROUND)
     reading = repository.store.read_stream(stream, from_version=start, limit=2 * AROUND + 1)
     return [event async for event in reading]
-
-
-def _plain(state: object) -> object:
-    """What to show of a state: an aggregate object's public attributes, else the state
-    itself (a Struct or dataclass)."""
-    if isinstance(state, Aggregate):
-        return {k: v for k, v in vars(state).items() if not k.startswith("_")}
-    return state
-
-
-def _moment(text: str) -> dt.datetime | None:
-    """A moment as the form sends it (``2024-05-01T09:00``), in UTC unless it says."""
-    if not text:
-        return None
-    try:
-        moment = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise ApiError(422, "ValidationError", f"at: not a date and time: {text!r}") from None
-    return moment if moment.utcoffset() is not None else moment.replace(tzinfo=dt.UTC)

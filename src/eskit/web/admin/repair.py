@@ -21,8 +21,8 @@ from eskit.projections import leases
 from eskit.projections import state as st
 from eskit.projections.database import Database
 from eskit.projections.failure import describe, log_failure
-from eskit.projections.runner import ProjectionRunner, ProjectionStatus, now
-from eskit.projections.sql import Connection
+from eskit.projections.runner import ProjectionRunner, now
+from eskit.projections.status import Status, read_stored, statuses
 from eskit.store.base import EventStore
 from eskit.web.errors import ApiError
 
@@ -48,86 +48,35 @@ class Row:
     """Run by this server's runner: it can be rebuilt from the page."""
 
 
-@dataclasses.dataclass(frozen=True)
-class _Stored:
-    state: st.State
-    rebuild: st.Rebuild | None
-    skips: int
-    partitions: list[leases.PartitionRow]
-
-
 async def dashboard(
     store: EventStore, runner: ProjectionRunner | None, database: Database | None
 ) -> tuple[int, list[Row]]:
     """The log's head and every projection's row, by name: those stored in ``database``,
-    and those ``runner`` runs."""
+    and those ``runner`` runs (``status.statuses``, as the CLI shows them)."""
     head = await store.last_position()
-    stored = await database.read(_read_stored) if database is not None else []
-    live = {s.name: s for s in await runner.status()} if runner is not None else {}
-    rows = {s.state.name: _stored_row(s, head, s.state.name in live) for s in stored}
-    for name, status in live.items():
-        rows[name] = _live_row(status, rows.get(name))
-    return head, [rows[name] for name in sorted(rows)]
+    stored = await database.read(read_stored) if database is not None else []
+    live = await runner.status() if runner is not None else []
+    return head, [_row(status) for status in statuses(head, stored, live)]
 
 
-def _read_stored(conn: Connection) -> list[_Stored]:
-    return [
-        _Stored(
-            state, rebuild, len(st.skips(conn, state.name)), leases.partitions(conn, state.name)
-        )
-        for state, rebuild in st.load_all(conn)
-    ]
-
-
-def _stored_row(stored: _Stored, head: int, here: bool) -> Row:
-    state = stored.state
-    position = state.position
-    status, error, error_position, error_type = (
-        st.shown_status(state),
-        state.error,
-        state.error_position,
-        state.error_type,
-    )
-    if stored.partitions:  # the slowest partition is the projection's checkpoint
-        position = min(p.position for p in stored.partitions)
-        stuck = [p for p in stored.partitions if p.stuck]
-        if stuck:  # the others go on; the page shows the first stuck one, skip steps them all
-            first = min(stuck, key=lambda p: p.error_position or 0)
-            status, error_position, error_type = st.STUCK, first.error_position, first.error_type
-            others = f" (and {len(stuck) - 1} more partitions)" if len(stuck) > 1 else ""
-            error = f"partition {first.partition}{others}: {first.error}"
-    rebuild = stored.rebuild.position if stored.rebuild is not None else None
-    return Row(
-        state.name,
-        state.version,
-        position,
-        max(0, head - position),
-        status,
-        error,
-        error_position,
-        error_type,
-        rebuild,
-        stored.skips,
-        here,
-    )
-
-
-def _live_row(status: ProjectionStatus, stored: Row | None) -> Row:
-    rebuild = status.rebuild_position
-    if rebuild is None and stored is not None:
-        rebuild = stored.rebuild
+def _row(status: Status) -> Row:
+    error = status.error
+    if status.stuck_partition is not None:  # the page shows one; a skip steps them all
+        more = status.stuck_partitions - 1
+        others = f" (and {more} more partitions)" if more else ""
+        error = f"partition {status.stuck_partition}{others}: {status.error}"
     return Row(
         status.name,
         status.version,
         status.position,
         status.lag,
         status.status,
-        status.error,
+        error,
         status.error_position,
         status.error_type,
-        rebuild,
-        stored.skips if stored is not None else 0,
-        True,
+        status.rebuild_position,
+        status.skips,
+        status.here,
     )
 
 

@@ -52,6 +52,7 @@ PAGES: Final = (
     ("trace", "Trace"),
     ("aggregates", "Time travel"),
     ("audit", "Audit"),
+    ("catalog", "Catalog"),
 )
 
 

@@ -1,0 +1,261 @@
+"""What the application logic asks of the store, and the two drivers that do it.
+
+Loading, saving and handling a command are written once, as generators that never touch
+the store: they ``yield`` a request (``ReadStream``, ``AppendEvents``, ``FindEvent``,
+``Sleep``...) and are sent its result, or thrown its exception, by a driver. ``run_async``
+does the IO with an ``EventStore`` (the async face); ``run_blocking`` does it with a
+``SyncStore`` in the calling thread (the blocking face, ``eskit.sync``). Nothing else differs
+between the faces, so a rule of command handling cannot be fixed in one and not the other.
+
+A read is streamed, not gathered: ``ReadStream`` returns the store's iterator as it is, and
+``Consume(source, step)`` has the driver feed its items to ``step`` (plain code of the
+logic) until ``step`` returns False, so a long stream is folded in constant memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import time
+import uuid
+from collections.abc import Callable, Generator, Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+
+from eskit.store.base import EventStore
+from eskit.store.model import Append, ExpectedVersion, NewEvent, RecordedEvent, Snapshot
+
+if TYPE_CHECKING:
+    from eskit.sync import SyncStore
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReadStream:
+    """``store.read_stream(stream, from_version)``: returns the (unstarted) iterator."""
+
+    stream: str
+    from_version: int | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReadFromSnapshot:
+    """``store.read_from_snapshot``: returns the snapshot (or None) and the events after it."""
+
+    stream: str
+    snapshot_version: int
+    max_version: int | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Consume:
+    """Feed the items of ``source`` (from a read) to ``step`` until it returns False."""
+
+    source: Any
+    step: Callable[[RecordedEvent], bool]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AppendEvents:
+    """``store.append``: returns the ``AppendResult``."""
+
+    stream: str
+    events: Sequence[NewEvent]
+    expected_version: ExpectedVersion
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AppendMany:
+    """``store.append_many``: returns the list of ``AppendResult``."""
+
+    appends: Sequence[Append]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FindEvent:
+    """``store.find_event``: returns the ``RecordedEvent`` or None."""
+
+    event_id: uuid.UUID
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LoadSnapshot:
+    """``store.load_snapshot``: returns the ``Snapshot`` or None."""
+
+    stream: str
+    snapshot_version: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SaveSnapshot:
+    """``store.save_snapshot``."""
+
+    snapshot: Snapshot
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Call:
+    """Call user code (a command handler) with ``args``: returns what it returned. The async
+    face awaits an awaitable result; the blocking face refuses one (``TypeError``)."""
+
+    function: Callable[..., Any]
+    args: tuple[Any, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Sleep:
+    """Wait ``seconds`` (the backoff between attempts of a command)."""
+
+    seconds: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Later:
+    """Run ``flow`` after the caller is answered, ignoring its result: the async face in a
+    task added to ``tasks`` (until it ends), the blocking face at once, in the caller's
+    thread. ``flow`` must not raise (a snapshot logs its own failure)."""
+
+    flow: Flow[None]
+    tasks: set[Any]
+
+
+Request: TypeAlias = (
+    ReadStream
+    | ReadFromSnapshot
+    | Consume
+    | AppendEvents
+    | AppendMany
+    | FindEvent
+    | LoadSnapshot
+    | SaveSnapshot
+    | Call
+    | Sleep
+    | Later
+)
+Flow: TypeAlias = Generator[Request, Any, T]
+"""Logic that does IO only by yielding requests; it returns a ``T``."""
+
+
+async def run_async(store: EventStore, flow: Flow[T]) -> T:
+    """Run ``flow`` against an async store: its result, or the exception it lets out."""
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            request = flow.send(value) if error is None else flow.throw(error)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+        try:
+            value, error = await _perform_async(store, request), None
+        except Exception as raised:
+            value, error = None, raised
+
+
+async def _perform_async(store: EventStore, request: Request) -> Any:
+    match request:
+        case ReadStream(stream, from_version):
+            return store.read_stream(stream, from_version=from_version)
+        case ReadFromSnapshot(stream, snapshot_version, max_version):
+            return await store.read_from_snapshot(stream, snapshot_version, max_version)
+        case Consume(source, step):
+            async for item in source:
+                if not step(item):
+                    break
+            return None
+        case AppendEvents(stream, events, expected_version):
+            return await store.append(stream, events, expected_version)
+        case AppendMany(appends):
+            return await store.append_many(appends)
+        case FindEvent(event_id):
+            return await store.find_event(event_id)
+        case LoadSnapshot(stream, snapshot_version):
+            return await store.load_snapshot(stream, snapshot_version)
+        case SaveSnapshot(snapshot):
+            return await store.save_snapshot(snapshot)
+        case Call(function, args):
+            returned = function(*args)
+            return (await returned) if inspect.isawaitable(returned) else returned
+        case Sleep(seconds):
+            return await asyncio.sleep(seconds)
+        case Later(flow, tasks):
+            task = asyncio.create_task(run_async(store, flow))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            return None
+
+
+def run_blocking(store: SyncStore, flow: Flow[T]) -> T:
+    """Run ``flow`` against a blocking store, in this thread: its result, or the exception
+    it lets out."""
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            request = flow.send(value) if error is None else flow.throw(error)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+        try:
+            value, error = _perform_blocking(store, request), None
+        except Exception as raised:
+            value, error = None, raised
+
+
+def _perform_blocking(store: SyncStore, request: Request) -> Any:
+    match request:
+        case ReadStream(stream, from_version):
+            return store.read_stream(stream, from_version=from_version)
+        case ReadFromSnapshot(stream, snapshot_version, max_version):
+            return store.read_from_snapshot(stream, snapshot_version, max_version)
+        case Consume(source, step):
+            try:
+                for item in source:
+                    if not step(item):
+                        break
+            finally:
+                source.close()  # release the read now, not when it is collected
+            return None
+        case AppendEvents(stream, events, expected_version):
+            return store.append(stream, events, expected_version)
+        case AppendMany(appends):
+            return store.append_many(appends)
+        case FindEvent(event_id):
+            return store.find_event(event_id)
+        case LoadSnapshot(stream, snapshot_version):
+            return store.load_snapshot(stream, snapshot_version)
+        case SaveSnapshot(snapshot):
+            return store.save_snapshot(snapshot)
+        case Call(function, args):
+            return blocking_call(function, *args)
+        case Sleep(seconds):
+            return time.sleep(seconds)
+        case Later(flow, _):
+            return run_blocking(store, flow)
+
+
+def blocking_call(function: Callable[..., Any], *args: Any) -> Any:
+    """Call user code from the blocking face, refusing an async function (or anything
+    returning an awaitable, which would silently never run)."""
+    returned = function(*args)
+    if inspect.isawaitable(returned):
+        if inspect.iscoroutine(returned):
+            returned.close()  # never started: no "was never awaited" warning
+        raise TypeError(
+            f"{_name(function)} returned an awaitable: the blocking face (eskit.sync) runs"
+            " plain functions; give it a `def`, or use the async CommandBus"
+        )
+    return returned
+
+
+def is_async(function: Callable[..., Any]) -> bool:
+    """Whether calling ``function`` gives a coroutine (an ``async def``, or an object whose
+    ``__call__`` is one), so that the blocking face can refuse it when it is registered."""
+    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
+        getattr(function, "__call__", None)  # noqa: B004 - a callable object's method
+    )
+
+
+def _name(function: Callable[..., Any]) -> str:
+    return getattr(function, "__qualname__", None) or repr(function)

@@ -1,0 +1,175 @@
+"""The command-handling flow on its own, driven by hand: what it asks of the store, in which
+order, and what it makes of the answers (no store, no event loop, no thread)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import pytest
+
+from eskit.application.effects import (
+    AppendEvents,
+    Call,
+    Consume,
+    FindEvent,
+    Flow,
+    ReadStream,
+    Request,
+    Sleep,
+)
+from eskit.application.handling import BusCore, CommandResult, command_event_id
+from eskit.application.repository import RepositoryCore
+from eskit.domain import Decider, Model
+from eskit.errors import ConcurrencyError, WrongExpectedVersion
+from eskit.store.model import NO_STREAM, AppendResult, RecordedEvent
+from tests.application.test_commands import Deposit, Deposited, account_decider, events
+
+T0 = dt.datetime(2024, 3, 1, tzinfo=dt.UTC)
+account = Decider(  # the account without snapshots: plain reads
+    category="account",
+    initial_state=account_decider.initial_state,
+    evolve=account_decider.evolve,
+    decide=account_decider.decide,
+)
+
+
+class Bus(BusCore):
+    def _new_repository(self, model: Model[Any]) -> RepositoryCore[Any]:
+        return RepositoryCore(self.events, model)
+
+
+def bus(creates: bool = False, **options: Any) -> Bus:
+    made = Bus(events, **options)
+    made.register(Deposit, account, aggregate_id=lambda c: c.account_id, creates=creates)
+    return made
+
+
+def flow_of(made: Bus, command: object, command_id: uuid.UUID | None = None) -> Flow[Any]:
+    return made.handling(made._context(command, command_id, None, None, None))
+
+
+def recorded(
+    version: int, amount: int, event_id: uuid.UUID | None = None, **metadata: Any
+) -> RecordedEvent:
+    return RecordedEvent(
+        event_id or uuid.uuid4(),
+        "account-a",
+        version,
+        version + 1,
+        "Deposited",
+        {"amount": amount},
+        {"schema_version": 1, **metadata},
+        T0,
+    )
+
+
+def fold(flow: Flow[Any], history: list[RecordedEvent]) -> Request:
+    """Answer the flow's read of the stream with ``history``; the request after it."""
+    read = next(flow)
+    assert read == ReadStream("account-a", None)
+    consume = flow.send(iter(history))
+    assert isinstance(consume, Consume)
+    for event in consume.source:
+        assert consume.step(event)
+    return flow.send(None)
+
+
+def called(request: Request) -> Call:
+    """The request, which must be a call of the handler."""
+    assert isinstance(request, Call)
+    return request
+
+
+def finish(flow: Flow[Any], value: Any) -> Any:
+    with pytest.raises(StopIteration) as stopped:
+        flow.send(value)
+    return stopped.value.value
+
+
+def test_a_command_reads_the_stream_decides_and_appends_at_the_version_read() -> None:
+    flow = flow_of(bus(), Deposit("a", 5))
+
+    call = called(fold(flow, [recorded(0, 10), recorded(1, 20)]))
+    assert call.args[1].balance == 30
+    append = flow.send(call.function(*call.args))
+    assert isinstance(append, AppendEvents)
+    assert (append.stream, append.expected_version, [e.type for e in append.events]) == (
+        "account-a",
+        1,
+        ["Deposited"],
+    )
+
+    result = finish(flow, AppendResult(2, 3, 1))
+    assert result == CommandResult("account-a", 2, 3, [Deposited(5)])
+
+
+def test_a_conflict_backs_off_then_reads_again_until_the_bound() -> None:
+    flow = flow_of(bus(max_attempts=2, backoff=0.01), Deposit("a", 5))
+    conflict = WrongExpectedVersion("account-a", 0, 1)
+
+    call = called(fold(flow, [recorded(0, 10)]))
+    flow.send(call.function(*call.args))
+    sleep = flow.throw(conflict)
+    assert isinstance(sleep, Sleep)
+    assert 0 <= sleep.seconds <= 0.04
+    call = called(fold(flow, [recorded(0, 10), recorded(1, 1)]))
+    append = flow.send(call.function(*call.args))
+    assert isinstance(append, AppendEvents)
+    assert append.expected_version == 1
+
+    with pytest.raises(ConcurrencyError, match="changed under the command 2 times"):
+        flow.throw(conflict)
+
+
+def test_a_create_is_decided_and_appended_without_reading() -> None:
+    flow = flow_of(bus(creates=True), Deposit("a", 5))
+
+    call = called(next(flow))
+    assert call.args[1].balance == 0
+    append = flow.send(call.function(*call.args))
+    assert isinstance(append, AppendEvents)
+    assert append.expected_version == NO_STREAM
+
+    assert finish(flow, AppendResult(0, 1, 1)).version == 0
+
+
+def test_a_create_whose_stream_exists_reads_it_and_decides_again_at_once() -> None:
+    flow = flow_of(bus(creates=True), Deposit("a", 5))
+    call = called(next(flow))
+    flow.send(call.function(*call.args))
+
+    call = called(fold_after(flow.throw(WrongExpectedVersion("account-a", NO_STREAM, 0)), flow))
+    assert call.args[1].balance == 10
+    append = flow.send(call.function(*call.args))
+    assert isinstance(append, AppendEvents)
+    assert append.expected_version == 0
+
+
+def fold_after(read: Request, flow: Flow[Any]) -> Request:
+    assert read == ReadStream("account-a", None)
+    consume = flow.send(iter([recorded(0, 10)]))
+    assert isinstance(consume, Consume)
+    for event in consume.source:
+        consume.step(event)
+    return flow.send(None)
+
+
+def test_a_command_id_is_looked_up_after_the_read_and_replays_what_it_wrote() -> None:
+    command_id = uuid.uuid4()
+    first_id = command_event_id(command_id, 0)
+    flow = flow_of(bus(), Deposit("a", 5), command_id)
+    written = recorded(0, 5, first_id, command="Deposit", command_digest="")
+
+    find = fold(flow, [written])
+    assert find == FindEvent(first_id)
+    assert flow.send(written) == FindEvent(command_event_id(command_id, 1))
+
+    result = finish(flow, None)  # the handler was never called
+    assert (result.version, result.position, result.events, result.replayed) == (
+        0,
+        1,
+        [Deposited(5)],
+        True,
+    )
