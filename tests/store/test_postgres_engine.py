@@ -211,3 +211,22 @@ def test_a_blocking_wait_wakes_when_another_process_commits(
     assert engine.commit_count() != seen
     assert waited < 2.0, waited
     assert engine.last_position() == 1
+
+
+def test_functions_of_a_connection_write_in_a_group_and_read_on_a_reader(
+    engine: PostgresEngine,
+) -> None:
+    """``write`` runs in the next group's transaction, in a savepoint of its own (a failure
+    fails alone), blocking or from a loop; ``read`` on a reader connection."""
+    engine.write(lambda conn: conn.execute("CREATE TABLE notes (n INTEGER)"))
+    engine.write(lambda conn: conn.execute("INSERT INTO notes VALUES (1)"))
+    with pytest.raises(psycopg.errors.UndefinedTable):
+        engine.write(lambda conn: conn.execute("INSERT INTO missing VALUES (1)"))
+
+    def insert(n: int, conn: psycopg.Connection[Any]) -> int:
+        conn.execute("INSERT INTO notes VALUES (%s)", (n,))
+        return n
+
+    assert anyio.run(engine.write_async, insert, 2) == 2
+    rows = engine.read(lambda conn: conn.execute("SELECT n FROM notes ORDER BY n").fetchall())
+    assert rows == [(1,), (2,)]
