@@ -77,7 +77,7 @@ class PostgresEngine(Engine):
         self._pool: psycopg_pool.ConnectionPool[Connection] | None = None
         self._writer: Writer | None = None
         self._group: GroupCommit[Request] | None = None
-        self._listener = Listener(conninfo, self.channel, self._notified)
+        self._listener: Listener | None = None
         self._listening: list[Listening] = []
         self._before_commit: Callable[[], None] | None = None
         self._closed = False
@@ -138,7 +138,9 @@ class PostgresEngine(Engine):
         if self._group is not None:
             assert self._writer is not None
             self._group.close(last=self._writer.close)
-        self._listener.close()
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
         if self._pool is not None:
             self._pool.close()
         self._group = self._writer = self._pool = None
@@ -162,8 +164,9 @@ class PostgresEngine(Engine):
 
     def waited(self) -> None:
         """Something waits for events: listen for other processes' commits (a while)."""
-        if not self._closed:
-            self._listener.waited()
+        listener = self._listener
+        if listener is not None and not self._closed:
+            listener.waited()
 
     def wait_for_commit(self, seen: int, timeout: float) -> None:
         self.waited()
