@@ -144,18 +144,18 @@ async def aconnect(schema: str) -> psycopg.AsyncConnection[Any]:
 async def prepare(schema: str, rows: list[Row] | None = None) -> None:
     """Create ``schema`` with eskit's migrations and, with ``rows``, fill it with them
     (positions 1, 2, ...; ``COPY``, then ``VACUUM ANALYZE``: setup, never timed)."""
-    async with await psycopg.AsyncConnection.connect(database_url(), autocommit=True) as conn:
-        await migrate(conn, schema)
+    with psycopg.connect(database_url(), autocommit=True) as conn:
+        migrate(conn, schema)
         if not rows:
             return
-        await conn.execute(f'SET search_path TO "{schema}"')
-        async with conn.transaction():
+        conn.execute(f'SET search_path TO "{schema}"')
+        with conn.transaction():
             cursor = conn.cursor()
-            async with cursor.copy(f"COPY eskit_events (position, {COLUMNS}) FROM STDIN") as copy:
+            with cursor.copy(f"COPY eskit_events (position, {COLUMNS}) FROM STDIN") as copy:
                 for position, row in enumerate(rows, 1):
-                    await copy.write_row((position, *row))
-            await conn.execute("UPDATE eskit_head SET position = %s", (len(rows),))
-        await conn.execute("VACUUM ANALYZE eskit_events")
+                    copy.write_row((position, *row))
+            conn.execute("UPDATE eskit_head SET position = %s", (len(rows),))
+        conn.execute("VACUUM ANALYZE eskit_events")
 
 
 def rows(where: list[tuple[str, int]], items: list[Payload], id_start: int = 0) -> list[Row]:

@@ -65,17 +65,17 @@ def test_two_processes_migrating_at_once_both_succeed() -> None:
     schema = schema_of(url)
 
     async def race() -> list[tuple[int, str, str]]:
-        async with await psycopg.AsyncConnection.connect(database_url(), autocommit=True) as conn:
+        with psycopg.connect(database_url(), autocommit=True) as conn:
             lock = MigrationLock(conn, schema)
-            await lock.take()
+            lock.take()
             processes = [start("migrate", url), start("migrate", url)]
             try:
                 with anyio.fail_after(60):
                     await lock.wait_for(2, alive=lambda: all(p.poll() is None for p in processes))
             finally:
-                await lock.free()
+                lock.free()
                 outputs = [(p, *p.communicate(timeout=60)) for p in processes]
-            rows = await recorded(conn, schema)
+            rows = recorded(conn, schema)
             assert rows == every_version()
             return [(p.returncode, out, err) for p, out, err in outputs]
 

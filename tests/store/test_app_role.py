@@ -170,14 +170,14 @@ async def test_the_owner_or_a_superuser_is_refused_as_app_role(anyio_backend: st
     role = f"own_{uuid.uuid4().hex[:12]}"
     await fill(url)
     try:
-        async with await psycopg.AsyncConnection.connect(server(url), autocommit=True) as conn:
+        with psycopg.connect(server(url), autocommit=True) as conn:
             with pytest.raises(StoreError, match="superuser"):
-                await grant_app_role(conn, schema, "postgres")
-            await conn.execute(f'CREATE ROLE "{role}"'.encode())
-            await conn.execute(f'ALTER TABLE "{schema}".eskit_events OWNER TO "{role}"'.encode())
+                grant_app_role(conn, schema, "postgres")
+            conn.execute(f'CREATE ROLE "{role}"'.encode())
+            conn.execute(f'ALTER TABLE "{schema}".eskit_events OWNER TO "{role}"'.encode())
             with pytest.raises(StoreError, match="owns the store's tables"):
-                await grant_app_role(conn, schema, role)
-            await conn.execute(f'ALTER TABLE "{schema}".eskit_events OWNER TO postgres'.encode())
+                grant_app_role(conn, schema, role)
+            conn.execute(f'ALTER TABLE "{schema}".eskit_events OWNER TO postgres'.encode())
     finally:
         drop_role(role)
 

@@ -4,7 +4,7 @@ transaction; processes migrating at once take turns; bad schema names never reac
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Iterator
 
 import anyio
 import psycopg
@@ -16,7 +16,7 @@ from eskit.store.postgres_schema import Migration, check_schema, migrate, migrat
 from tests.postgres import database_url
 
 pytestmark = pytest.mark.anyio
-Connection = psycopg.AsyncConnection[tuple[object, ...]]
+Connection = psycopg.Connection[tuple[object, ...]]
 
 
 def new_schema() -> str:
@@ -24,25 +24,25 @@ def new_schema() -> str:
 
 
 @pytest.fixture
-async def conn() -> AsyncIterator[Connection]:
-    async with await psycopg.AsyncConnection.connect(database_url(), autocommit=True) as conn:
+def conn() -> Iterator[Connection]:
+    with psycopg.connect(database_url(), autocommit=True) as conn:
         yield conn
 
 
-async def recorded(conn: Connection, schema: str) -> list[tuple[object, ...]]:
+def recorded(conn: Connection, schema: str) -> list[tuple[object, ...]]:
     """The (version, name) rows of the schema's eskit_migrations table."""
-    cursor = await conn.execute(f'SELECT version, name FROM "{schema}".eskit_migrations')
-    return sorted(await cursor.fetchall())
+    cursor = conn.execute(f'SELECT version, name FROM "{schema}".eskit_migrations')
+    return sorted(cursor.fetchall())
 
 
-async def schema_exists(conn: Connection, schema: str) -> bool:
-    cursor = await conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
-    return await cursor.fetchone() is not None
+def schema_exists(conn: Connection, schema: str) -> bool:
+    cursor = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+    return cursor.fetchone() is not None
 
 
-async def table_exists(conn: Connection, schema: str, table: str) -> bool:
-    cursor = await conn.execute("SELECT to_regclass(%s)", (f'"{schema}".{table}',))
-    row = await cursor.fetchone()
+def table_exists(conn: Connection, schema: str, table: str) -> bool:
+    cursor = conn.execute("SELECT to_regclass(%s)", (f'"{schema}".{table}',))
+    row = cursor.fetchone()
     return row is not None and row[0] is not None
 
 
@@ -58,20 +58,20 @@ class MigrationLock:
         self.conn = conn
         self.key = postgres_schema._lock_key(schema)
 
-    async def take(self) -> None:
-        await self.conn.execute("SELECT pg_advisory_lock(%s)", (self.key,))
+    def take(self) -> None:
+        self.conn.execute("SELECT pg_advisory_lock(%s)", (self.key,))
 
-    async def free(self) -> None:
-        await self.conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
+    def free(self) -> None:
+        self.conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
 
-    async def waiting(self) -> int:
+    def waiting(self) -> int:
         """How many sessions wait for the lock (a bigint key shows as two 32-bit oids)."""
-        cursor = await self.conn.execute(
+        cursor = self.conn.execute(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
             " AND classid = %s AND objid = %s AND objsubid = 1",
             (self.key >> 32, self.key & 0xFFFFFFFF),
         )
-        row = await cursor.fetchone()
+        row = cursor.fetchone()
         assert row is not None
         count = row[0]
         assert isinstance(count, int)
@@ -79,21 +79,21 @@ class MigrationLock:
 
     async def wait_for(self, count: int, alive: Callable[[], bool]) -> None:
         """Poll until ``count`` sessions wait for the lock (bound it with a timeout)."""
-        while await self.waiting() < count:
+        while self.waiting() < count:
             assert alive(), "a migration ended before waiting for the lock"
             await anyio.sleep(0.01)
 
 
 async def test_each_version_is_applied_once(conn: Connection) -> None:
     schema = new_schema()
-    first = await migrate(conn, schema)
-    second = await migrate(conn, schema)
+    first = migrate(conn, schema)
+    second = migrate(conn, schema)
 
     assert first == migrations()
     assert second == []
-    assert await recorded(conn, schema) == every_version()
+    assert recorded(conn, schema) == every_version()
     for table in ("eskit_head", "eskit_events", "eskit_streams", "eskit_snapshots"):
-        assert await table_exists(conn, schema, table)
+        assert table_exists(conn, schema, table)
 
 
 def test_versions_count_from_one_without_gaps() -> None:
@@ -110,11 +110,14 @@ async def test_racing_migrations_take_turns(conn: Connection) -> None:
     lock = MigrationLock(conn, schema)
     results: list[list[Migration]] = []
 
-    async def racer() -> None:
-        async with await psycopg.AsyncConnection.connect(database_url(), autocommit=True) as own:
-            results.append(await migrate(own, schema))
+    def migrate_own() -> None:
+        with psycopg.connect(database_url(), autocommit=True) as own:
+            results.append(migrate(own, schema))
 
-    await lock.take()
+    async def racer() -> None:
+        await anyio.to_thread.run_sync(migrate_own)
+
+    lock.take()
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(racer)
         tasks.start_soon(racer)
@@ -122,10 +125,10 @@ async def test_racing_migrations_take_turns(conn: Connection) -> None:
             with anyio.fail_after(10):
                 await lock.wait_for(2, alive=lambda: not results)
         finally:
-            await lock.free()
+            lock.free()
 
     assert sorted(results, key=len) == [[], migrations()]
-    assert await recorded(conn, schema) == every_version()
+    assert recorded(conn, schema) == every_version()
 
 
 async def test_a_failing_migration_changes_nothing(
@@ -139,30 +142,30 @@ async def test_a_failing_migration_changes_nothing(
     schema = new_schema()
 
     with pytest.raises(psycopg.errors.DivisionByZero):
-        await migrate(conn, schema)
-    assert not await schema_exists(conn, schema)
+        migrate(conn, schema)
+    assert not schema_exists(conn, schema)
 
     monkeypatch.setattr(postgres_schema, "migrations", lambda: shipped)
-    await migrate(conn, schema)
+    migrate(conn, schema)
     monkeypatch.setattr(postgres_schema, "migrations", lambda: [*shipped, broken])
     with pytest.raises(psycopg.errors.DivisionByZero):
-        await migrate(conn, schema)
-    assert await recorded(conn, schema) == every_version()
-    assert not await table_exists(conn, schema, "extra")
+        migrate(conn, schema)
+    assert recorded(conn, schema) == every_version()
+    assert not table_exists(conn, schema, "extra")
 
 
 async def test_a_new_version_is_applied_to_a_migrated_schema(
     conn: Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     schema = new_schema()
-    await migrate(conn, schema)
+    migrate(conn, schema)
     shipped = migrations()
     later = Migration(len(shipped) + 1, "later", "CREATE TABLE later (a INTEGER);")
     monkeypatch.setattr(postgres_schema, "migrations", lambda: [*shipped, later])
 
-    assert await migrate(conn, schema) == [later]
-    assert await migrate(conn, schema) == []
-    assert await table_exists(conn, schema, "later")
+    assert migrate(conn, schema) == [later]
+    assert migrate(conn, schema) == []
+    assert table_exists(conn, schema, "later")
 
 
 BAD_SCHEMAS = ["", "Public", "1st", 'a"b', "a; DROP TABLE x", "a-b", "é", "x" * 64, None, 7]
@@ -181,18 +184,18 @@ def test_bad_schema_names_are_refused(schema: object) -> None:
 @pytest.mark.parametrize("schema", ['a"b', "a; DROP TABLE x", "Public"], ids=repr)
 async def test_migrate_refuses_a_bad_schema_before_any_sql(conn: Connection, schema: str) -> None:
     with pytest.raises(ValueError, match="invalid PostgreSQL schema"):
-        await migrate(conn, schema)
+        migrate(conn, schema)
     assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
 
 
 async def test_a_store_opens_on_a_migrated_schema_without_migrating(conn: Connection) -> None:
     schema = new_schema()
-    await migrate(conn, schema)
+    migrate(conn, schema)
     url = f"{database_url()}?schema={schema}"
     async with eskit.open_store(url, migrate_on_open=False) as store:
         await store.append("a-1", [eskit.NewEvent("E", {"n": 1})])
         assert await store.last_position() == 1
-    assert await recorded(conn, schema) == every_version()
+    assert recorded(conn, schema) == every_version()
 
 
 async def test_a_store_that_does_not_migrate_refuses_an_unmigrated_schema_clearly() -> None:
@@ -204,7 +207,7 @@ async def test_a_store_that_does_not_migrate_refuses_an_unmigrated_schema_clearl
 
 async def test_a_store_that_does_not_migrate_opens_a_migrated_schema(conn: Connection) -> None:
     schema = new_schema()
-    await migrate(conn, schema)
+    migrate(conn, schema)
     async with eskit.store.PostgresStore(
         database_url(), schema=schema, migrate_on_open=False
     ) as store:
@@ -213,12 +216,12 @@ async def test_a_store_that_does_not_migrate_opens_a_migrated_schema(conn: Conne
 
 async def test_a_schema_newer_than_the_code_is_refused(conn: Connection) -> None:
     schema = new_schema()
-    await migrate(conn, schema)
-    await conn.execute(
+    migrate(conn, schema)
+    conn.execute(
         f'INSERT INTO "{schema}".eskit_migrations (version, name) VALUES (999, %s)', ("future",)
     )
     with pytest.raises(eskit.StoreError, match="newer than this eskit knows"):
-        await migrate(conn, schema)
+        migrate(conn, schema)
 
 
 # -- readonly=True: inspect an existing schema, never create or migrate one ------------------
@@ -232,31 +235,31 @@ async def test_a_readonly_open_of_a_missing_schema_is_not_found_and_creates_noth
     with pytest.raises(eskit.StoreNotFound, match=rf"no such store: PostgreSQL schema {schema}"):
         await store.open()
     assert not store.is_open
-    assert not await schema_exists(conn, schema)
+    assert not schema_exists(conn, schema)
 
 
 async def test_a_readonly_open_of_a_schema_without_eskit_tables_creates_none(
     conn: Connection,
 ) -> None:
     schema = new_schema()
-    await conn.execute(f'CREATE SCHEMA "{schema}"')
+    conn.execute(f'CREATE SCHEMA "{schema}"')
     with pytest.raises(eskit.StoreNotFound, match=r"has no eskit tables.*eskit migrate"):
         await eskit.open_store(f"{database_url()}?schema={schema}", readonly=True).open()
-    assert not await table_exists(conn, schema, "eskit_migrations")
-    assert not await table_exists(conn, schema, "events")
+    assert not table_exists(conn, schema, "eskit_migrations")
+    assert not table_exists(conn, schema, "events")
 
 
 async def test_a_readonly_open_does_not_migrate_an_older_schema(
     conn: Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     schema = new_schema()
-    await migrate(conn, schema)
+    migrate(conn, schema)
     shipped = migrations()
     later = Migration(len(shipped) + 1, "later", "CREATE TABLE later (a INTEGER);")
     monkeypatch.setattr(postgres_schema, "migrations", lambda: [*shipped, later])
     with pytest.raises(eskit.StoreError, match=r"is at version \d+.*eskit migrate"):
         await eskit.open_store(f"{database_url()}?schema={schema}", readonly=True).open()
-    assert not await table_exists(conn, schema, "later")
+    assert not table_exists(conn, schema, "later")
 
 
 async def test_a_readonly_store_reads_a_schema_and_runs_no_writer(conn: Connection) -> None:
@@ -265,7 +268,7 @@ async def test_a_readonly_store_reads_a_schema_and_runs_no_writer(conn: Connecti
         await store.append("a-1", [eskit.NewEvent("E", {"n": 1})])
     async with eskit.open_store(url, readonly=True) as store:
         assert isinstance(store, eskit.store.PostgresStore)
-        assert store._writer is None
+        assert store.engine._group is None
         assert [e.data async for e in store.read_stream("a-1")] == [{"n": 1}]
         with pytest.raises(eskit.StoreError, match="read-only"):
             await store.append("a-1", [eskit.NewEvent("E", {"n": 2})])

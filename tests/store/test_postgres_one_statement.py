@@ -28,8 +28,8 @@ class WriterSwapped(PostgresStore):
 
     async def _open_backend(self) -> None:
         await super()._open_backend()
-        if self._writer is not None:
-            self._writer.__class__ = self.writer
+        if self.engine._writer is not None:
+            self.engine._writer.__class__ = self.writer
 
 
 class CountingWriter(Writer):
@@ -37,9 +37,9 @@ class CountingWriter(Writer):
 
     long_way = 0
 
-    async def _transaction(self, batch, savepoints=False):  # type: ignore[no-untyped-def]
+    def _transaction(self, batch, savepoints=False):  # type: ignore[no-untyped-def]
         type(self).long_way += 1
-        return await super()._transaction(batch, savepoints)
+        return super()._transaction(batch, savepoints)
 
 
 class Counting(WriterSwapped):
@@ -160,8 +160,8 @@ class PathsWriter(Writer):
 
     locked = 0
 
-    async def _one_statement(self, conn, batch, expected, head, locked=False):  # type: ignore[no-untyped-def]
-        outcomes = await super()._one_statement(conn, batch, expected, head, locked)
+    def _one_statement(self, conn, batch, expected, head, locked=False):  # type: ignore[no-untyped-def]
+        outcomes = super()._one_statement(conn, batch, expected, head, locked)
         if locked and outcomes is not None:
             type(self).locked += 1
         return outcomes
@@ -230,10 +230,12 @@ async def test_a_failure_with_the_head_locked_lets_the_lock_go(
         await mine.append("a-1", [eskit.NewEvent("A", {})], eskit.NO_STREAM)
         await other.append("b-1", [eskit.NewEvent("B", {})], eskit.NO_STREAM)
         assert isinstance(mine, PostgresStore)
-        assert mine._writer is not None
-        mine._writer._contended = True  # the head it remembers is stale: it locks the head first
+        assert mine.engine._writer is not None
+        mine.engine._writer._contended = (
+            True  # the head it remembers is stale: it locks the head first
+        )
 
-        async def lost(conn: object, arguments: object) -> bool:
+        def lost(conn: object, arguments: object) -> bool:
             raise RuntimeError("the call failed with the head locked")
 
         monkeypatch.setattr(postgres_writer, "append_group_and_commit", lost)

@@ -20,7 +20,7 @@ from typing import Any, Final
 import psycopg
 from psycopg import sql
 
-Connection = psycopg.AsyncConnection[Any]
+Connection = psycopg.Connection[Any]
 
 _APPEND_GROUP: Final = (
     "SELECT eskit_append_group(%s, %s::json, %s::json, %s::json, %s, %s::text[], %s)"
@@ -32,26 +32,26 @@ _LOCK_HEAD: Final = "BEGIN; SELECT position FROM eskit_head FOR UPDATE"
 """Two statements without parameters: sent in one round trip (simple query protocol)."""
 
 
-async def append_group(conn: Connection, arguments: tuple[Any, ...]) -> bool:
+def append_group(conn: Connection, arguments: tuple[Any, ...]) -> bool:
     """Call ``eskit_append_group``: whether it wrote the group (False: the log or a stream
     was not as expected)."""
-    cursor = await conn.execute(_APPEND_GROUP, arguments)
-    row = await cursor.fetchone()
+    cursor = conn.execute(_APPEND_GROUP, arguments)
+    row = cursor.fetchone()
     assert row is not None
     return row[0] is not None
 
 
-async def lock_head(conn: Connection) -> int:
+def lock_head(conn: Connection) -> int:
     """Begin a transaction on ``conn`` (in autocommit mode), lock the head row and read it;
     end it with ``append_group_and_commit`` or ``roll_back``."""
-    cursor = await conn.execute(_LOCK_HEAD)
+    cursor = conn.execute(_LOCK_HEAD)
     cursor.nextset()  # past BEGIN's empty result
-    row = await cursor.fetchone()
+    row = cursor.fetchone()
     assert row is not None
     return int(row[0])
 
 
-async def append_group_and_commit(conn: Connection, arguments: tuple[Any, ...]) -> bool:
+def append_group_and_commit(conn: Connection, arguments: tuple[Any, ...]) -> bool:
     """``append_group`` and COMMIT, sent together, in the transaction ``lock_head`` began.
 
     One simple query, its arguments quoted as literals by psycopg (``sql.Literal``): the
@@ -59,18 +59,18 @@ async def append_group_and_commit(conn: Connection, arguments: tuple[Any, ...]) 
     client time than the same two statements in a pipeline (measured), time during which
     every other writer waits."""
     query = _APPEND_GROUP_AND_COMMIT.format(*map(sql.Literal, arguments))
-    cursor = await conn.execute(query)
-    row = await cursor.fetchone()
+    cursor = conn.execute(query)
+    row = cursor.fetchone()
     assert row is not None
     return row[0] is not None
 
 
-async def roll_back(conn: Connection) -> None:
+def roll_back(conn: Connection) -> None:
     """End the transaction ``lock_head`` began, if it is still open; close the connection
     if even that fails (the writer opens a new one), so that the head's lock is let go."""
     if conn.closed or conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
         return
     try:
-        await conn.execute("ROLLBACK")
+        conn.execute("ROLLBACK")
     except Exception:  # the caller raises what went wrong first
-        await conn.close()
+        conn.close()

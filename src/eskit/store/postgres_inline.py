@@ -1,11 +1,5 @@
 """Inline projections on the PostgreSQL writer: read models updated in the group commit that
-appends their events.
-
-The writer is a task on an asyncio connection, but projection handlers are plain functions
-written for a blocking psycopg connection. They get one that shares the writer's server
-session, and so its transaction (``blocking_twin``), and run on a thread of their own while
-the writer task awaits them: the event loop stays free, and one thread hop serves every
-append of a group.
+appends their events, by plain functions on the writer's own (blocking) connection.
 
 Each append's events are applied as soon as the append passes its checks, so a handler sees
 what the appends before it in the group did. A group first runs without savepoints, and its
@@ -20,18 +14,15 @@ refused append fails alone, and the others commit together.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol, TypeVar
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
 
 import psycopg
 
 from eskit.store.model import RecordedEvent
 
-T = TypeVar("T")
 log = logging.getLogger("eskit.store.postgres")
 Blocking = psycopg.Connection[Any]
 
@@ -61,55 +52,8 @@ class Refused(Exception):
     """An inline projection refused an append of a group run without savepoints."""
 
 
-def blocking_twin(conn: psycopg.AsyncConnection[Any]) -> Blocking:
-    """A blocking connection object on ``conn``'s server session: the same transaction, for
-    plain functions run on a thread while ``conn``'s task awaits them (never both at once).
-    It prepares no statements: their names would clash with ``conn``'s, and ``conn``'s
-    rollbacks deallocate every prepared statement of the session."""
-    pgconn = conn.pgconn
-    notice, notify = pgconn.notice_handler, pgconn.notify_handler
-    twin: Blocking = psycopg.Connection(pgconn)
-    pgconn.notice_handler, pgconn.notify_handler = notice, notify  # the twin took them
-    twin.prepare_threshold = None
-    return twin
-
-
-class InlineProjections:
-    """A writer's inline projections, and the thread and connection they run on."""
-
-    def __init__(self) -> None:
-        self.hooks: list[InlineHook] = []
-        """Changed by the writer's operations only: a change takes effect between groups."""
-        self._thread: concurrent.futures.ThreadPoolExecutor | None = None
-        self._twin: Blocking | None = None
-
-    async def call(
-        self, conn: psycopg.AsyncConnection[Any], run: Callable[..., T], *args: Any
-    ) -> T:
-        """``run(twin, *args)`` on the thread, in the transaction ``conn`` is in."""
-        if self._twin is None or self._twin.pgconn is not conn.pgconn:
-            self._twin = blocking_twin(conn)  # the writer connection was opened again
-        if self._thread is None:
-            self._thread = concurrent.futures.ThreadPoolExecutor(1, "eskit-postgres-inline")
-        done = self._thread.submit(run, self._twin, *args)
-        try:
-            return await asyncio.wrap_future(done)
-        except asyncio.CancelledError:
-            concurrent.futures.wait([done])  # nobody may use the connection while it runs
-            raise
-
-    def close(self) -> None:
-        """Once the writer and its connection are closed (a store opened again starts with
-        no inline projections, as on SQLite)."""
-        if self._thread is not None:
-            self._thread.shutdown(wait=True)
-            self._thread = None
-        self._twin = None
-        self.hooks = []
-
-
 class InlineGroup:
-    """The inline projections' part of one group commit (its methods run on the thread)."""
+    """The inline projections' part of one group commit."""
 
     def __init__(self, hooks: Sequence[InlineHook], head: int, savepoints: bool) -> None:
         self.hooks = list(hooks)  # the hooks installed when the group began

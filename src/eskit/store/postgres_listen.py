@@ -2,16 +2,18 @@
 commits.
 
 It only wakes them early: if the listening connection dies, subscriptions still find new
-events by polling every ``poll_interval``. The store listens only while something waits
-for events (and ``_LISTEN_IDLE`` after): a process that only writes does not wake up for
-each of its own commits.
+events by polling every ``poll_interval``. The engine listens, on a thread of its own with
+a connection of its own, only while something waits for events (and ``_LISTEN_IDLE``
+after): a process that only writes does not wake up for each of its own commits.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
+import select
+import socket
+import threading
+import time
 from collections.abc import Callable
 from typing import Final
 
@@ -25,58 +27,67 @@ _NOTIFY_CHECK: Final = 1.0
 
 
 class Listener:
-    """Listens on ``channel`` while the store is open and something waits (``waiting()``)
-    or lately did, calling ``wake`` for each notification."""
+    """Listens on ``channel`` while something waited lately (``waited``), calling ``wake``
+    (in its thread) for each notification."""
 
-    def __init__(
-        self,
-        conninfo: str,
-        channel: str,
-        *,
-        is_open: Callable[[], bool],
-        waiting: Callable[[], bool],
-        wake: Callable[[], None],
-    ) -> None:
-        self.conninfo, self.channel = conninfo, channel
-        self._is_open, self._waiting, self._wake = is_open, waiting, wake
-        self._task: asyncio.Task[None] | None = None
+    def __init__(self, conninfo: str, channel: str, wake: Callable[[], None]) -> None:
+        self.conninfo, self.channel, self._wake = conninfo, channel, wake
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
         self._last_wait = 0.0
+        self._closed = False
+        self._stop_r, self._stop_w = socket.socketpair()  # wakes the thread to close
 
     def waited(self) -> None:
         """Note a wait for events, and start listening if not yet."""
-        self._last_wait = asyncio.get_running_loop().time()
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._listen(), name="eskit-postgres-listener")
+        self._last_wait = time.monotonic()
+        with self._lock:
+            if self._closed or (self._thread is not None and self._thread.is_alive()):
+                return
+            self._thread = threading.Thread(
+                target=self._listen, name="eskit-postgres-listener", daemon=True
+            )
+            self._thread.start()
 
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            thread, self._thread = self._thread, None
+        self._stop_w.send(b"x")
+        if thread is not None:
+            thread.join()
+        self._stop_r.close()
+        self._stop_w.close()
 
     def _wanted(self) -> bool:
-        """Whether something waits for events, or did within ``_LISTEN_IDLE`` seconds."""
-        idle = asyncio.get_running_loop().time() - self._last_wait
-        return self._is_open() and (self._waiting() or idle < _LISTEN_IDLE)
+        """Whether something waited for events within ``_LISTEN_IDLE`` seconds."""
+        return not self._closed and time.monotonic() - self._last_wait < _LISTEN_IDLE
 
-    async def _listen(self) -> None:
+    def _pause(self, seconds: float) -> bool:
+        """Sleep ``seconds`` unless closed meanwhile; True if closed."""
+        ready, _, _ = select.select([self._stop_r], [], [], seconds)
+        return bool(ready) or self._closed
+
+    def _listen(self) -> None:
         """Wake subscriptions when any process commits, while something waits for events;
         reconnect if the connection dies."""
         pause = 0.1
         while self._wanted():
             try:
-                async with await psycopg.AsyncConnection.connect(
-                    self.conninfo, autocommit=True
-                ) as conn:
-                    await conn.execute(f'LISTEN "{self.channel}"')
+                with psycopg.connect(self.conninfo, autocommit=True) as conn:
+                    conn.execute(f'LISTEN "{self.channel}"')
                     pause = 0.1
                     while self._wanted():
-                        async for _ in conn.notifies(timeout=_NOTIFY_CHECK):
+                        stop = self._stop_r.fileno()
+                        ready, _, _ = select.select([conn.fileno(), stop], [], [], _NOTIFY_CHECK)
+                        if stop in ready:
+                            return
+                        if ready and sum(1 for _ in conn.notifies(timeout=0)):
                             self._wake()
-            except asyncio.CancelledError:
-                raise
             except Exception as error:  # polling still finds new events meanwhile
+                if self._closed:
+                    return
                 log.warning("LISTEN connection lost (%s); reconnecting in %.1f s", error, pause)
-                await asyncio.sleep(pause)
+                if self._pause(pause):
+                    return
                 pause = min(5.0, pause * 2)

@@ -1,6 +1,6 @@
 """The PostgreSQL backend's reads: each a function of a pooled connection (in autocommit
-mode), so the store runs it with its retry (``PostgresStore._read``) and a projection in its
-own transaction (``PostgresStore.page_in``).
+mode), so the engine runs it with its retry (``PostgresEngine._read``) and a projection in
+its own transaction (``PostgresStore.page_in``).
 
 Readers read a page and the committed head in one statement (one snapshot): every event at
 or below the head is committed, because commit order is position order.
@@ -30,7 +30,7 @@ _STATUSES: Final = {None: "live", LIVE: "live", SOFT_DELETED: "deleted", TOMBSTO
 _COLUMNS: Final = "id, stream, version, position, type, data, metadata, recorded_at"
 _ROW: Final = f"{_COLUMNS}, NULL"
 """An event as ``decode`` takes it: its columns and one more (a page's committed head)."""
-Connection = psycopg.AsyncConnection[Any]
+Connection = psycopg.Connection[Any]
 Rows = list[tuple[Any, ...]]
 
 
@@ -64,16 +64,16 @@ def page(rows: Rows, after: int, count: int) -> tuple[list[RecordedEvent], int]:
     return events, (events[-1].position if len(events) == count else max(head, after))
 
 
-async def all_page(
+def all_page(
     conn: Connection, after: int, count: int, types: tuple[str, ...] | None, category: str | None
 ) -> Rows:
     """The rows of a page of the log (``page`` reads them)."""
     sql, extra, prepare = page_query(types, category)
-    cursor = await conn.execute(sql, (clamp(after), *extra, count), prepare=prepare)
-    return await cursor.fetchall()
+    cursor = conn.execute(sql, (clamp(after), *extra, count), prepare=prepare)
+    return cursor.fetchall()
 
 
-async def stream_page(
+def stream_page(
     conn: Connection,
     stream: str,
     from_version: int | None,
@@ -82,19 +82,17 @@ async def stream_page(
     now: dt.datetime,
 ) -> Rows:
     """The rows of a page of one stream, as its rules let readers see it at ``now``."""
-    metadata = await read_rules(conn, stream)
-    return await stream_rows(conn, stream, from_version, backwards, count, now, metadata)
+    metadata = read_rules(conn, stream)
+    return stream_rows(conn, stream, from_version, backwards, count, now, metadata)
 
 
-async def load_snapshot(
-    conn: Connection, stream: str, snapshot_version: int, max_version: int
-) -> Any:
+def load_snapshot(conn: Connection, stream: str, snapshot_version: int, max_version: int) -> Any:
     """The row of the newest visible snapshot (``snapshot`` reads it)."""
-    metadata = await read_rules(conn, stream)
-    return await snapshot_row(conn, stream, snapshot_version, max_version, metadata)
+    metadata = read_rules(conn, stream)
+    return snapshot_row(conn, stream, snapshot_version, max_version, metadata)
 
 
-async def snapshot_and_page(
+def snapshot_and_page(
     conn: Connection,
     stream: str,
     snapshot_version: int,
@@ -104,29 +102,29 @@ async def snapshot_and_page(
 ) -> tuple[Any, Rows]:
     """Both on one connection, the stream's rules read once: three round trips, not four
     on two connections."""
-    metadata = await read_rules(conn, stream)
-    row = await snapshot_row(conn, stream, snapshot_version, max_version, metadata)
+    metadata = read_rules(conn, stream)
+    row = snapshot_row(conn, stream, snapshot_version, max_version, metadata)
     start = None if row is None else row[0] + 1
     wanted = min(count, versions_up_to(max_version, start))
-    return row, await stream_rows(conn, stream, start, False, wanted, now, metadata)
+    return row, stream_rows(conn, stream, start, False, wanted, now, metadata)
 
 
-async def metadata(conn: Connection, stream: str) -> StreamMetadata:
-    cursor = await conn.execute(
+def metadata(conn: Connection, stream: str) -> StreamMetadata:
+    cursor = conn.execute(
         "SELECT truncate_before, max_count, max_age FROM eskit_streams WHERE stream = %s",
         (stream,),
     )
-    row = await cursor.fetchone()
+    row = cursor.fetchone()
     return StreamMetadata() if row is None else StreamMetadata(*row)
 
 
-async def stream_version(conn: Connection, stream: str) -> int | None:
-    last, state = await stream_state(conn, stream)
+def stream_version(conn: Connection, stream: str) -> int | None:
+    last, state = stream_state(conn, stream)
     return None if state == SOFT_DELETED else last
 
 
-async def chain_page(conn: Connection, after: int, limit: int) -> list[ChainRow]:
-    cursor = await conn.execute(
+def chain_page(conn: Connection, after: int, limit: int) -> list[ChainRow]:
+    cursor = conn.execute(
         "SELECT position, stream, category, version, id, type, data, metadata,"
         " recorded_at, hash FROM eskit_events WHERE position > %s ORDER BY position"
         " LIMIT %s",
@@ -135,18 +133,18 @@ async def chain_page(conn: Connection, after: int, limit: int) -> list[ChainRow]
     return [
         ChainRow(position, stream, category, version, id_.bytes, kind, data, meta, at, link_)
         for position, stream, category, version, id_, kind, data, meta, at, link_ in (
-            await cursor.fetchall()
+            cursor.fetchall()
         )
     ]
 
 
-async def find_event(conn: Connection, event_id: uuid.UUID) -> RecordedEvent | None:
-    cursor = await conn.execute(f"SELECT {_ROW} FROM eskit_events WHERE id = %s", (event_id,))
-    rows = await cursor.fetchall()
+def find_event(conn: Connection, event_id: uuid.UUID) -> RecordedEvent | None:
+    cursor = conn.execute(f"SELECT {_ROW} FROM eskit_events WHERE id = %s", (event_id,))
+    rows = cursor.fetchall()
     return decode(rows)[0] if rows else None
 
 
-async def list_streams(
+def list_streams(
     conn: Connection, category: str | None, after: str | None, limit: int
 ) -> list[StreamInfo]:
     """A skip scan over the (stream, version) index: one seek per stream listed."""
@@ -168,10 +166,10 @@ async def list_streams(
             WHERE stream = n.stream ORDER BY version DESC LIMIT 1) AS last
         LEFT JOIN eskit_streams AS s ON s.stream = n.stream
         ORDER BY n.stream"""
-    cursor = await conn.execute(sql, {"a": after or "", "c": category, "l": limit})
+    cursor = conn.execute(sql, {"a": after or "", "c": category, "l": limit})
     return [
         StreamInfo(stream, version, position, type_, moment(at), _STATUSES[state])  # type: ignore[arg-type]
-        for stream, version, position, type_, at, state in await cursor.fetchall()
+        for stream, version, position, type_, at, state in cursor.fetchall()
     ]
 
 
@@ -214,20 +212,20 @@ def page_query(
     return sql, extra, None if types is None and category is None else False
 
 
-async def head(conn: Connection) -> int:
-    cursor = await conn.execute("SELECT position FROM eskit_head")
-    row = await cursor.fetchone()
+def head(conn: Connection) -> int:
+    cursor = conn.execute("SELECT position FROM eskit_head")
+    row = cursor.fetchone()
     return 0 if row is None else int(row[0])
 
 
-async def stream_state(conn: Connection, stream: str) -> tuple[int | None, int]:
+def stream_state(conn: Connection, stream: str) -> tuple[int | None, int]:
     """The stream's last version (None: no events) and state; raises if tombstoned."""
-    cursor = await conn.execute(
+    cursor = conn.execute(
         "SELECT (SELECT max(version) FROM eskit_events WHERE stream = %(s)s),"
         " (SELECT state FROM eskit_streams WHERE stream = %(s)s)",
         {"s": stream},
     )
-    row = await cursor.fetchone()
+    row = cursor.fetchone()
     assert row is not None
     last, state = row
     if state == TOMBSTONED:
@@ -235,7 +233,7 @@ async def stream_state(conn: Connection, stream: str) -> tuple[int | None, int]:
     return last, LIVE if state is None else state
 
 
-async def snapshot_row(
+def snapshot_row(
     conn: Connection,
     stream: str,
     snapshot_version: int,
@@ -244,13 +242,13 @@ async def snapshot_row(
 ) -> Any:
     """The newest visible snapshot's version, state and time (None: there is none)."""
     lowest = 0 if metadata is None else rules.lowest_snapshot_version(metadata)
-    cursor = await conn.execute(
+    cursor = conn.execute(
         "SELECT version, state, recorded_at FROM eskit_snapshots"
         " WHERE stream = %s AND snapshot_version = %s AND version <= %s"
         " AND version >= %s ORDER BY version DESC LIMIT 1",
         (stream, snapshot_version, clamp(max_version), lowest),
     )
-    return await cursor.fetchone()
+    return cursor.fetchone()
 
 
 def snapshot(stream: str, snapshot_version: int, row: Any) -> Snapshot | None:
@@ -262,7 +260,7 @@ def snapshot(stream: str, snapshot_version: int, row: Any) -> Snapshot | None:
     )
 
 
-async def stream_rows(
+def stream_rows(
     conn: Connection,
     stream: str,
     from_version: int | None,
@@ -274,28 +272,26 @@ async def stream_rows(
     """Up to ``count`` rows of the stream's visible events from ``from_version``."""
     last = None
     if metadata is not None:  # only then does the window depend on the last version
-        cursor = await conn.execute(
-            "SELECT max(version) FROM eskit_events WHERE stream = %s", (stream,)
-        )
-        row = await cursor.fetchone()
+        cursor = conn.execute("SELECT max(version) FROM eskit_events WHERE stream = %s", (stream,))
+        row = cursor.fetchone()
         last = None if row is None else row[0]
     start, first, oldest = rules.read_bounds(metadata, last, now, from_version, backwards)
     compare, descending = ("<=", " DESC") if backwards else (">=", "")
-    cursor = await conn.execute(
+    cursor = conn.execute(
         f"SELECT {_ROW} FROM eskit_events WHERE stream = %s AND version {compare} %s"
         f" AND version >= %s AND recorded_at >= %s ORDER BY version{descending}"
         " LIMIT %s",
         (stream, start, first, -1 if oldest is None else micros(oldest), count),
     )
-    return await cursor.fetchall()
+    return cursor.fetchall()
 
 
-async def read_rules(conn: Connection, stream: str) -> StreamMetadata | None:
-    cursor = await conn.execute(
+def read_rules(conn: Connection, stream: str) -> StreamMetadata | None:
+    cursor = conn.execute(
         "SELECT state, truncate_before, max_count, max_age FROM eskit_streams WHERE stream = %s",
         (stream,),
     )
-    row = await cursor.fetchone()
+    row = cursor.fetchone()
     if row is None:
         return None
     if row[0] == TOMBSTONED:

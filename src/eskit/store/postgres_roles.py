@@ -68,8 +68,8 @@ def check_role(role: object) -> str:
     return role
 
 
-async def grant_app_role(
-    conn: psycopg.AsyncConnection[object], schema: str, role: str, *, login: bool = False
+def grant_app_role(
+    conn: psycopg.Connection[object], schema: str, role: str, *, login: bool = False
 ) -> bool:
     """Create ``role`` if missing (NOLOGIN unless ``login``) and give it exactly the rights
     above on ``schema``, which must be migrated; True if the role was created. Raises
@@ -77,36 +77,36 @@ async def grant_app_role(
     not bind it) and ``ValueError`` for a bad name. All or nothing, in one transaction."""
     check_schema(schema)
     check_role(role)
-    async with conn.transaction():
-        cursor = await conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = %s", (role,))
-        found = await cursor.fetchone()
+    with conn.transaction():
+        cursor = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = %s", (role,))
+        found = cursor.fetchone()
         if found is None:
-            await conn.execute(f'CREATE ROLE "{role}" {"LOGIN" if login else "NOLOGIN"}')
+            conn.execute(f'CREATE ROLE "{role}" {"LOGIN" if login else "NOLOGIN"}')
         elif found[0]:  # type: ignore[index]
             raise StoreError(f"role {role} is a superuser: it bypasses every guard of the log")
-        await _check_not_owner(conn, schema, role)
+        _check_not_owner(conn, schema, role)
         on = f'"{schema}"'
-        await conn.execute(f'GRANT USAGE, CREATE ON SCHEMA {on} TO "{role}"')
+        conn.execute(f'GRANT USAGE, CREATE ON SCHEMA {on} TO "{role}"')
         for table in (*STORE_TABLES, *REFUSED):
-            await conn.execute(f'REVOKE ALL ON {on}.{table} FROM "{role}"')
+            conn.execute(f'REVOKE ALL ON {on}.{table} FROM "{role}"')
         for table, rights in STORE_TABLES.items():
-            await conn.execute(f'GRANT {rights} ON {on}.{table} TO "{role}"')
-        for table in await _existing(conn, schema, RUNTIME_TABLES):
-            await conn.execute(f'GRANT SELECT, INSERT, UPDATE, DELETE ON {on}.{table} TO "{role}"')
-        await conn.execute(f'GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {on} TO "{role}"')
-        await conn.execute(f'GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {on} TO "{role}"')
+            conn.execute(f'GRANT {rights} ON {on}.{table} TO "{role}"')
+        for table in _existing(conn, schema, RUNTIME_TABLES):
+            conn.execute(f'GRANT SELECT, INSERT, UPDATE, DELETE ON {on}.{table} TO "{role}"')
+        conn.execute(f'GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {on} TO "{role}"')
+        conn.execute(f'GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {on} TO "{role}"')
     return found is None
 
 
-async def _check_not_owner(conn: psycopg.AsyncConnection[object], schema: str, role: str) -> None:
+def _check_not_owner(conn: psycopg.Connection[object], schema: str, role: str) -> None:
     """The owner of eskit_events (or a member of the owning role) can disable its triggers."""
-    cursor = await conn.execute(
+    cursor = conn.execute(
         "SELECT pg_get_userbyid(c.relowner), pg_has_role(%s, c.relowner, 'MEMBER')"
         " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
         " WHERE n.nspname = %s AND c.relname = 'eskit_events'",
         (role, schema),
     )
-    row = await cursor.fetchone()
+    row = cursor.fetchone()
     if row is None:
         raise StoreError(f"schema {schema} has no eskit_events table: migrate it first")
     owner, member = str(row[0]), bool(row[1])  # type: ignore[index]
@@ -117,12 +117,10 @@ async def _check_not_owner(conn: psycopg.AsyncConnection[object], schema: str, r
         )
 
 
-async def _existing(
-    conn: psycopg.AsyncConnection[object], schema: str, tables: tuple[str, ...]
-) -> list[str]:
-    cursor = await conn.execute(
+def _existing(conn: psycopg.Connection[object], schema: str, tables: tuple[str, ...]) -> list[str]:
+    cursor = conn.execute(
         "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
         " WHERE n.nspname = %s AND c.relname = ANY(%s) AND c.relkind = 'r' ORDER BY 1",
         (schema, list(tables)),
     )
-    return [str(row[0]) for row in await cursor.fetchall()]  # type: ignore[index]
+    return [str(row[0]) for row in cursor.fetchall()]  # type: ignore[index]

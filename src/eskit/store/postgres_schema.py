@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Final
 
 import psycopg
@@ -45,58 +45,58 @@ def _lock_key(schema: str) -> int:
     return int.from_bytes(hashlib.sha256(f"eskit:{schema}".encode()).digest()[:8], "big") >> 1
 
 
-Connection = psycopg.AsyncConnection[object]
+Connection = psycopg.Connection[object]
 
 
-async def record_chain_start(conn: Connection, key: bytes | None) -> None:
+def record_chain_start(conn: Connection, key: bytes | None) -> None:
     """Record that the chain starts at the next position (migration 005): 1 in a new store,
     after the last event in an upgraded one. The head is locked: no event can slip in."""
-    cursor = await conn.execute("SELECT position FROM eskit_head FOR UPDATE")
-    row = await cursor.fetchone()
+    cursor = conn.execute("SELECT position FROM eskit_head FOR UPDATE")
+    row = cursor.fetchone()
     assert row is not None
     position = int(row[0]) + 1  # type: ignore[index]
-    await conn.execute(
+    conn.execute(
         "INSERT INTO eskit_chain_start (position, hash) VALUES (%s, %s)",
         (position, chain_start_hash(position, key)),
     )
 
 
-async def read_chain_start(conn: Connection) -> ChainStart | None:
+def read_chain_start(conn: Connection) -> ChainStart | None:
     """The chain start record, or None if it was removed (in autocommit mode)."""
     try:
-        cursor = await conn.execute("SELECT position, hash FROM eskit_chain_start")
-        row = await cursor.fetchone()
+        cursor = conn.execute("SELECT position, hash FROM eskit_chain_start")
+        row = cursor.fetchone()
     except psycopg.errors.UndefinedTable:
         return None
     return None if row is None else ChainStart(int(row[0]), bytes(row[1]))  # type: ignore[index]
 
 
-_AFTER: Final[dict[int, Callable[[Connection, bytes | None], Awaitable[None]]]] = {
+_AFTER: Final[dict[int, Callable[[Connection, bytes | None], None]]] = {
     5: record_chain_start,
 }
 """Steps a migration needs that SQL cannot say, run right after its SQL, in its transaction,
 with the audit key (a record keyed with it: the database must not see the key)."""
 
 
-async def migrate(conn: Connection, schema: str, key: bytes | None = None) -> list[Migration]:
+def migrate(conn: Connection, schema: str, key: bytes | None = None) -> list[Migration]:
     """Apply the pending migrations to ``schema``; the ones applied (none if up to date).
     ``key`` (default ``ESKIT_AUDIT_KEY``) keys the records a migration writes: give the
     writers' key."""
     check_schema(schema)
-    if await _version(conn, schema) == newest(migrations()):
+    if _version(conn, schema) == newest(migrations()):
         return []  # up to date: no lock, no DDL, so a role without CREATE rights can open
     key = key if key is not None else audit_key()
     applied: list[Migration] = []
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(schema),))
-        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-        await conn.execute(f'SET LOCAL search_path TO "{schema}"')
-        await conn.execute(
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(schema),))
+        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        conn.execute(f'SET LOCAL search_path TO "{schema}"')
+        conn.execute(
             "CREATE TABLE IF NOT EXISTS eskit_migrations (version INTEGER PRIMARY KEY,"
             " name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
         )
-        cursor = await conn.execute("SELECT version FROM eskit_migrations")
-        done = {row[0] for row in await cursor.fetchall()}  # type: ignore[index]
+        cursor = conn.execute("SELECT version FROM eskit_migrations")
+        done = {row[0] for row in cursor.fetchall()}  # type: ignore[index]
         known = newest(migrations())
         if done and max(done) > known:
             raise StoreError(
@@ -106,11 +106,11 @@ async def migrate(conn: Connection, schema: str, key: bytes | None = None) -> li
         for migration in migrations():
             if migration.version in done:
                 continue
-            await conn.execute(migration.sql.encode())
+            conn.execute(migration.sql.encode())
             after = _AFTER.get(migration.version)
             if after is not None:
-                await after(conn, key)
-            await conn.execute(
+                after(conn, key)
+            conn.execute(
                 "INSERT INTO eskit_migrations (version, name) VALUES (%s, %s)",
                 (migration.version, migration.name),
             )
@@ -118,12 +118,12 @@ async def migrate(conn: Connection, schema: str, key: bytes | None = None) -> li
     return applied
 
 
-async def check_version(conn: Connection, schema: str) -> None:
+def check_version(conn: Connection, schema: str) -> None:
     """Raise a clear ``StoreError`` unless ``schema`` holds exactly this eskit's version:
     ``StoreNotFound`` if it has no eskit tables (or does not exist); nothing is created."""
     check_schema(schema)
     known = newest(migrations())
-    version = await _version(conn, schema)
+    version = _version(conn, schema)
     if version is None:
         raise StoreNotFound(
             f"PostgreSQL schema {schema}",
@@ -136,13 +136,13 @@ async def check_version(conn: Connection, schema: str) -> None:
         )
 
 
-async def _version(conn: psycopg.AsyncConnection[object], schema: str) -> int | None:
+def _version(conn: psycopg.Connection[object], schema: str) -> int | None:
     """The newest migration recorded in ``schema``; None if it has no eskit tables. Reads
     only (no error inside the caller's transaction when the table is missing)."""
-    cursor = await conn.execute("SELECT to_regclass(%s)", (f'"{schema}".eskit_migrations',))
-    row = await cursor.fetchone()
+    cursor = conn.execute("SELECT to_regclass(%s)", (f'"{schema}".eskit_migrations',))
+    row = cursor.fetchone()
     if row is None or row[0] is None:  # type: ignore[index]
         return None
-    cursor = await conn.execute(f'SELECT max(version) FROM "{schema}".eskit_migrations')
-    row = await cursor.fetchone()
+    cursor = conn.execute(f'SELECT max(version) FROM "{schema}".eskit_migrations')
+    row = cursor.fetchone()
     return None if row is None else row[0]  # type: ignore[index]

@@ -1,12 +1,11 @@
-"""The PostgreSQL writer: one task per store that commits every write of the process in
-groups, each request decided by the append planner (``planner``).
+"""The PostgreSQL writer: what one group commit (``group_commit``) runs, on the engine's one
+write connection, each request decided by the append planner (``planner``).
 
-- Group commit: every write of this process is queued to the writer task, which takes all
-  the requests waiting, runs them in one transaction (one lock, one WAL flush) and has
-  the planner decide each on its own against the stream heads as they stand inside the
-  group (``Group``), so a conflict fails that request alone. Callers are answered after
-  COMMIT; if the transaction fails, each request is tried again alone so that one bad
-  request cannot fail the others.
+- Group commit: the requests waiting when a commit starts run in one transaction (one
+  lock, one WAL flush); the planner decides each on its own against the stream heads as
+  they stand inside the group (``Group``), so a conflict fails that request alone. Callers
+  are answered after COMMIT; if the transaction fails, each request is tried again alone
+  so that one bad request cannot fail the others.
 - Every event's hash link covers its position, so the writer numbers and hashes the rows
   itself, from a head it knows: the long way locks the head row and reads it first.
 - One statement per group when it can: the writer remembers the log's head and the stream
@@ -19,15 +18,13 @@ groups, each request decided by the append planner (``planner``).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import msgspec
 import psycopg
-import psycopg_pool
 
 from eskit.errors import StoreError, StoreUnavailable
 from eskit.store.base import Clock
@@ -39,7 +36,7 @@ from eskit.store.postgres_append import (
     lock_head,
     roll_back,
 )
-from eskit.store.postgres_inline import InlineGroup, InlineProjections, Refused
+from eskit.store.postgres_inline import InlineGroup, InlineHook, Refused
 from eskit.store.rules import ExistingEvent, PreparedAppend
 from eskit.store.sqlite_writer import micros, recorded
 
@@ -50,15 +47,15 @@ _INSERT: Final = (
 """A planner's row (``planner.Row``), its id as a UUID."""
 _KNOWN_STREAMS: Final = 10_000
 """At most this many stream heads are remembered for the one-statement path."""
-Connection = psycopg.AsyncConnection[Any]
-Operation = Callable[[Connection], Awaitable[Any]]
+Connection = psycopg.Connection[Any]
+Operation = Callable[[Connection], Any]
 Outcome = tuple["Request", Any, BaseException | None]
 
 
 class Request:
-    """A write queued for the writer task: appends, or an operation on the connection."""
+    """A write for the next group: appends, or an operation on the connection."""
 
-    __slots__ = ("appends", "future", "generated", "operation", "retried")
+    __slots__ = ("appends", "generated", "operation", "retried")
 
     def __init__(
         self,
@@ -71,7 +68,6 @@ class Request:
         """Ids eskit gave the events: new, so nobody can have written them, unless this
         request is tried again after a failed transaction (``retried``)."""
         self.retried = False
-        self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
 
 class Group:
@@ -106,7 +102,7 @@ class Group:
         """Drop the heads planned from (an operation may have changed them)."""
         self.expect({})
 
-    async def load(self, requests: list[Request]) -> None:
+    def load(self, requests: list[Request]) -> None:
         """Plan the run ``requests`` from what is written: the heads of its streams and the
         earlier home of every id that may have been written before, in two queries. Planned
         afresh each time (``prepare=False``): a plan cached while the table was small would
@@ -114,7 +110,7 @@ class Group:
         streams, _ = lookups(r.appends for r in requests if r.appends)
         heads: dict[str, Head] = {}
         if streams:
-            cursor = await self.conn.execute(
+            cursor = self.conn.execute(
                 "SELECT s.name, (SELECT max(version) FROM eskit_events WHERE stream = s.name),"
                 " (SELECT state FROM eskit_streams WHERE stream = s.name),"
                 " (SELECT hash FROM eskit_events WHERE stream = s.name"
@@ -123,17 +119,17 @@ class Group:
                 (streams,),
                 prepare=False,
             )
-            for stream, last, state, last_link in await cursor.fetchall():
+            for stream, last, state, last_link in cursor.fetchall():
                 heads[stream] = Head(last, LIVE if state is None else state, last_link)
         earlier: dict[uuid.UUID, ExistingEvent] = {}
         ids = _ids_to_look_up(requests)
         if ids:
-            cursor = await self.conn.execute(
+            cursor = self.conn.execute(
                 "SELECT id, stream, version, position FROM eskit_events WHERE id = ANY(%s)",
                 (ids,),
                 prepare=False,
             )
-            for id_, stream, version, position in await cursor.fetchall():
+            for id_, stream, version, position in cursor.fetchall():
                 earlier[id_] = ExistingEvent(stream, version, position)
         self.planner = Planner(heads, earlier, self.head + 1, self.recorded_at, self.key)
 
@@ -206,18 +202,18 @@ class Group:
             channel,
         )
 
-    async def flush(self) -> None:
+    def flush(self) -> None:
         """Insert the rows queued so far (before an operation that may read them)."""
         if self.rows:
             rows = [
                 (position, stream, category, version, uuid.UUID(bytes=id_), *rest)
                 for position, stream, category, version, id_, *rest in self.rows
             ]
-            async with self.conn.cursor() as cursor:
-                await cursor.executemany(_INSERT, rows)
+            with self.conn.cursor() as cursor:
+                cursor.executemany(_INSERT, rows)
             self.rows = []
         if self.revived:
-            await self.conn.execute(
+            self.conn.execute(
                 "UPDATE eskit_streams SET state = 0 WHERE stream = ANY(%s)", (self.revived,)
             )
             self.revived = []
@@ -237,32 +233,27 @@ def _ids_to_look_up(requests: Sequence[Request]) -> list[uuid.UUID]:
 
 
 class Writer:
-    """The writer task of one store, on a connection of its own: takes the requests
-    waiting, commits them as a group, answers each after COMMIT."""
+    """The commit function of one engine's group commit (``commit``), on the engine's write
+    connection (opened on first use, again after it broke). One thread at a time runs it."""
 
     def __init__(
         self,
         conninfo: str,
-        configure: Callable[[Connection], Awaitable[None]],
+        configure: Callable[[Connection], None],
         *,
         channel: str,
-        max_batch: int,
         clock: Clock,
         key: bytes | None,
-        inline: InlineProjections,
         head: int | None,
-        committed: Callable[[], None],
     ) -> None:
         self.conninfo, self._configure = conninfo, configure
         self.channel = channel
         """Notified in each transaction that appends (wakes every process's listeners)."""
-        self.max_batch = max_batch
-        self.clock, self.key, self.inline = clock, key, inline
-        self.committed = committed
-        """Called after each group is answered (wakes this process's subscriptions)."""
-        self.before_commit: Callable[[], Awaitable[None]] | None = None
+        self.clock, self.key = clock, key
+        self.inline: list[InlineHook] = []
+        """The inline projections, changed only by operations: between groups."""
+        self.before_commit: Callable[[], None] | None = None
         """Fault injection for tests (``PostgresStore.before_commit``)."""
-        self._queue: asyncio.Queue[Request | None] = asyncio.Queue()
         self._writer_conn: Connection | None = None
         self._known: dict[str, Head] = {}
         """Stream heads this writer saw commit: what the one-statement path expects."""
@@ -272,55 +263,28 @@ class Writer:
         self._contended = False
         """Another process moved the head since this writer's previous commit: lock it
         before numbering (``postgres_append``)."""
-        self._task = asyncio.create_task(self._write_loop(), name="eskit-postgres-writer")
 
-    @property
-    def running(self) -> bool:
-        return not self._task.done()
-
-    async def submit(self, request: Request) -> Any:
-        """Queue ``request`` and wait for its answer, given after its group's COMMIT."""
-        await self._queue.put(request)
-        return await request.future
-
-    async def stop(self) -> None:
-        """Commit what is queued and stop the task."""
-        await self._queue.put(None)
-        await self._task
-
-    async def close(self) -> None:
-        """Close the connection (after ``stop``)."""
+    def close(self) -> None:
+        """Close the connection (holding the lead: no group runs)."""
         if self._writer_conn is not None:
-            await self._writer_conn.close()
+            self._writer_conn.close()
             self._writer_conn = None
+        self.inline = []
 
-    async def _write_loop(self) -> None:
-        while True:
-            first = await self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            stop = False
-            while len(batch) < self.max_batch and not self._queue.empty():
-                item = self._queue.get_nowait()
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            await self._commit(batch)
-            if stop:
-                return
-
-    async def _commit(self, batch: list[Request]) -> None:
+    def commit(
+        self, batch: Sequence[Request]
+    ) -> tuple[list[tuple[Any, BaseException | None]], bool]:
         """Run the batch in one transaction (if an inline projection refused an append: again,
-        with a savepoint per append); if that fails as a whole, each request alone."""
+        with a savepoint per append); if that fails as a whole, each request alone. Each
+        request's value or error, in order, and whether anything may have been written."""
+        batch = list(batch)
         try:
             try:
-                outcomes = await self._in_one_statement(batch)
+                outcomes = self._in_one_statement(batch)
                 if outcomes is None:
-                    outcomes = await self._transaction(batch)
+                    outcomes = self._transaction(batch)
             except Refused:
-                outcomes = await self._transaction(batch, savepoints=True)
+                outcomes = self._transaction(batch, savepoints=True)
         except Exception:
             # Each request again, alone: one bad request cannot fail the others, and if the
             # COMMIT went through but its answer was lost, a request's retry is a replay.
@@ -328,19 +292,14 @@ class Writer:
             for request in batch:
                 request.retried = True  # its COMMIT may have gone through: look its ids up
                 try:
-                    outcomes += await self._transaction([request], savepoints=True)
+                    outcomes += self._transaction([request], savepoints=True)
                 except Exception as error:
                     outcomes.append((request, None, transaction_failed(error)))
-        for request, value, failure in outcomes:
-            if request.future.done():
-                continue
-            if failure is None:
-                request.future.set_result(value)
-            else:
-                request.future.set_exception(failure)
-        self.committed()
+        answers = {id(request): (value, failure) for request, value, failure in outcomes}
+        wrote = any(failure is None for _, _, failure in outcomes)
+        return [answers[id(request)] for request in batch], wrote
 
-    async def _in_one_statement(self, batch: list[Request]) -> list[Outcome] | None:
+    def _in_one_statement(self, batch: list[Request]) -> list[Outcome] | None:
         """Run the batch as one call of ``eskit_append_group``, checked here against the
         heads this writer saw commit; None (nothing written) if it cannot be done so: the
         batch holds an operation, a retry, a stream not seen and not expected to be new,
@@ -350,27 +309,27 @@ class Writer:
         expected = self._expected_heads(batch)
         if expected is None or self._head is None:
             return None
-        conn = await self._connection()
+        conn = self._connection()
         try:
             if not self._contended:
-                outcomes = await self._one_statement(conn, batch, expected, self._head)
+                outcomes = self._one_statement(conn, batch, expected, self._head)
                 if outcomes is not None:
                     return outcomes
                 self._contended = True  # or a stream moved: the locked try will tell
             if self.before_commit is not None:
                 return None
-            head = await lock_head(conn)
+            head = lock_head(conn)
             self._contended = head != self._head
-            return await self._one_statement(conn, batch, expected, head, locked=True)
+            return self._one_statement(conn, batch, expected, head, locked=True)
         except psycopg.OperationalError:
             self._head = None
-            await conn.close()  # broken: the next transaction opens a new one
+            conn.close()  # broken: the next transaction opens a new one
             raise
         except BaseException:
-            await roll_back(conn)
+            roll_back(conn)
             raise
 
-    async def _one_statement(
+    def _one_statement(
         self,
         conn: Connection,
         batch: list[Request],
@@ -387,14 +346,14 @@ class Writer:
         given = _ids_to_look_up(batch)  # no request here is retried (_expected_heads)
         arguments = group.arguments(expected, given, self.channel)
         if locked:
-            written = await append_group_and_commit(conn, arguments)
+            written = append_group_and_commit(conn, arguments)
         elif self.before_commit is None:  # autocommit: one round trip
-            written = await append_group(conn, arguments)
+            written = append_group(conn, arguments)
         else:
-            async with conn.transaction():
-                written = await append_group(conn, arguments)
+            with conn.transaction():
+                written = append_group(conn, arguments)
                 if written:
-                    await self.before_commit()
+                    self.before_commit()
         if not written:
             return None
         self._remember(group.known(), group.head)
@@ -403,7 +362,7 @@ class Writer:
     def _expected_heads(self, batch: list[Request]) -> dict[str, Head] | None:
         """The head the one-statement path expects of each stream of ``batch``: as this
         writer last saw it commit, else empty if the stream is expected to be new."""
-        if self.inline.hooks:
+        if self.inline:
             return None
         expected: dict[str, Head] = {}
         for request in batch:
@@ -429,70 +388,68 @@ class Writer:
         self._known.update(heads)
         self._head = head
 
-    async def _transaction(self, batch: list[Request], savepoints: bool = False) -> list[Outcome]:
+    def _transaction(self, batch: list[Request], savepoints: bool = False) -> list[Outcome]:
         outcomes: list[Outcome] = []
-        conn = await self._connection()
+        conn = self._connection()
         try:
-            async with conn.transaction():
-                group = await self._group(conn, batch, outcomes, savepoints)
+            with conn.transaction():
+                group = self._group(conn, batch, outcomes, savepoints)
         except psycopg.OperationalError:
             self._head = None
-            await conn.close()  # broken: the next transaction opens a new one
+            conn.close()  # broken: the next transaction opens a new one
             raise
         if any(request.operation is not None for request in batch):
             self._known.clear()  # an operation may have changed any stream
         self._remember(group.known(), group.head)
         return outcomes
 
-    async def _connection(self) -> Connection:
+    def _connection(self) -> Connection:
         """The writer's own connection (not borrowed from the pool for each group: no
         check round trip per transaction); reopened after it broke."""
         if self._writer_conn is None or self._writer_conn.closed:
-            self._writer_conn = await psycopg.AsyncConnection.connect(
-                self.conninfo, autocommit=True
-            )
-            await self._configure(self._writer_conn)
+            conn = psycopg.connect(self.conninfo, autocommit=True)
+            self._configure(conn)
+            self._writer_conn = conn
         return self._writer_conn
 
-    async def _group(
+    def _group(
         self, conn: Connection, batch: list[Request], outcomes: list[Outcome], savepoints: bool
     ) -> Group:
         """The body of a group's transaction: lock the head, plan and write each request."""
-        cursor = await conn.execute("SELECT position FROM eskit_head FOR UPDATE")
-        row = await cursor.fetchone()
+        cursor = conn.execute("SELECT position FROM eskit_head FOR UPDATE")
+        row = cursor.fetchone()
         assert row is not None
         start = row[0]
         group = Group(conn, start, micros(self.clock()), self.key)
-        hooks = self.inline.hooks
-        inline = InlineGroup(hooks, start, savepoints) if hooks else None
+        inline = InlineGroup(self.inline, start, savepoints) if self.inline else None
         appends: list[Request] = []
         for request in batch:
             if request.appends is not None:
                 appends.append(request)
                 continue
-            await self._add(conn, group, appends, outcomes, inline)
+            self._add(conn, group, appends, outcomes, inline)
             appends = []
             assert request.operation is not None
-            await group.flush()
+            group.flush()
             try:
-                async with conn.transaction():  # a savepoint: it fails alone
-                    value = await request.operation(conn)
+                with conn.transaction():  # a savepoint: it fails alone
+                    value = request.operation(conn)
                 outcomes.append((request, value, None))
             except Exception as error:
                 outcomes.append((request, None, error))
             group.forget()  # the operation may have changed stream states
-        await self._add(conn, group, appends, outcomes, inline, last=True)
-        await group.flush()
+        self._add(conn, group, appends, outcomes, inline, last=True)
+        group.flush()
         if group.head != start:  # the new head and the wake-up in one statement
-            await conn.execute(
+            conn.execute(
                 "UPDATE eskit_head SET position = %s RETURNING pg_notify(%s, '')",
                 (group.head, self.channel),
             )
         if self.before_commit is not None:
-            await self.before_commit()
+            self.before_commit()
         return group
 
-    async def _add(
+    def _add(
         self,
         conn: Connection,
         group: Group,
@@ -502,28 +459,24 @@ class Writer:
         last: bool = False,
     ) -> None:
         """Plan a run of append requests (read what it needs first) and add it to the group.
-        With inline projections, on their thread (one hop for the run), which sends their
-        waiting writes at the end of the run and, after the group's last appends, moves
-        their checkpoints."""
+        With inline projections, each append's events are applied as it is planned; their
+        waiting writes are sent at the end of the run and, after the group's last appends,
+        their checkpoints moved."""
         if requests:
-            await group.load(requests)
+            group.load(requests)
         if inline is None:
             group.add_all(requests, outcomes)
             return
-
-        def run(twin: psycopg.Connection[Any]) -> None:
-            group.add_all(requests, outcomes, functools.partial(inline.apply, twin))
-            inline.flush(twin, group.head if last else None)
-
         if requests or (last and inline.begun):
-            await self.inline.call(conn, run)
+            group.add_all(requests, outcomes, functools.partial(inline.apply, conn))
+            inline.flush(conn, group.head if last else None)
 
 
 def transaction_failed(error: Exception) -> StoreError:
     """The error a caller gets: unknown outcome if the connection failed (the COMMIT may
     have gone through), nothing written otherwise."""
     failure: StoreError
-    if isinstance(error, psycopg.OperationalError | psycopg_pool.PoolTimeout):
+    if isinstance(error, psycopg.OperationalError):
         failure = StoreUnavailable(
             f"PostgreSQL could not be reached or dropped the connection ({error}); the write"
             " may or may not have been committed: appending the same events again with the"
