@@ -325,3 +325,8 @@ def test_arguments_are_checked_as_the_async_store_checks_them(store: SyncStore) 
     with pytest.raises(ValueError, match=r"nested deeper than 100 levels, at data\.a\.a"):
         store.append("invoice-1", [NewEvent("A", deep)])
     assert [e.version for e in store.read_stream("invoice-1")] == [0, 1]
+
+
+def test_a_store_without_an_engine_has_no_blocking_face() -> None:
+    with pytest.raises(TypeError, match="has no engine"):
+        SyncStore(EventStore())

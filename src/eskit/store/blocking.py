@@ -53,7 +53,13 @@ class SyncStore:
 
     def __init__(self, store: EventStore) -> None:
         self._store = store
-        self.engine: Engine = getattr(store, "engine", None) or _loop_engine(store)
+        engine: Engine | None = getattr(store, "engine", None)
+        if engine is None:
+            raise TypeError(
+                f"{type(store).__name__} has no engine (eskit.store.engine.Engine): the"
+                " blocking face calls a backend's engine directly"
+            )
+        self.engine = engine
         self._open = False
         self._lock = threading.Lock()  # serialises open() and close()
 
@@ -331,9 +337,3 @@ class SyncStore:
         """The database the store offers projections (``EventStore.read_model_database``),
         for the blocking ``ProjectionRunner`` (its ``blocking()`` face)."""
         return self._store.read_model_database()
-
-
-def _loop_engine(store: EventStore) -> Engine:
-    from eskit.store.loop_engine import LoopEngine  # only for backends without an engine
-
-    return LoopEngine(store)
