@@ -8,6 +8,7 @@ or nacks it (retry, park, skip). Everything a group knows lives in the store's d
 from __future__ import annotations
 
 import asyncio
+import builtins
 import os
 import socket
 import uuid
@@ -51,7 +52,7 @@ def shared_database(store: Any, make: Callable[[], T]) -> T:
     database = _databases.get(store)
     if database is None:
         database = _databases[store] = make()
-    return database  # type: ignore[no-any-return]
+    return database
 
 
 def consumer_name() -> str:
@@ -122,7 +123,7 @@ class Groups:
     ) -> Group:
         """A new group over ``source`` from ``start`` (``"start"``, ``"end"`` or a
         position); ``GroupExists`` if the name is taken."""
-        _check_name(name)
+        check_name(name)
         position = start_position(start, await self.store.last_position() if start == END else 0)
         await self._write(
             lambda c: tables.create(c, name, source, settings or Settings(), position)
@@ -167,7 +168,7 @@ class Groups:
         reason: str | BaseException | None = None,
     ) -> int:
         """Nack events ``consumer`` holds, by id (see ``Consumer.nack``)."""
-        _check_action(action)
+        check_action(action)
         ids, text = [str(i) for i in event_ids], steps.reason_of(reason)
 
         def run(conn: Connection) -> int:
@@ -178,7 +179,9 @@ class Groups:
 
     # -- parked events -------------------------------------------------------------------------
 
-    async def parked(self, group: str, *, after: int = 0, limit: int = 100) -> list[Parked]:
+    async def parked(
+        self, group: str, *, after: int = 0, limit: int = 100
+    ) -> builtins.list[Parked]:
         """A page of the parked events with their reasons (``seq`` > ``after``)."""
         return await self._read(lambda c: tables.parked(c, group, after, limit))
 
@@ -211,7 +214,7 @@ class Groups:
 
         return await engine.drive(steps.replay(group, requested_by, up_to, page), perform)
 
-    async def replays(self, group: str) -> list[Replay]:
+    async def replays(self, group: str) -> builtins.list[Replay]:
         return await self._read(lambda c: tables.replays(c, group))
 
     async def close(self) -> None:
@@ -256,7 +259,7 @@ class Consumer:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def fetch(self, limit: int = 100) -> list[Delivery]:
+    async def fetch(self, limit: int = 100) -> builtins.list[Delivery]:
         """Up to ``limit`` events now (fewer, none, if there are none)."""
         fetched = await engine.drive(steps.fetch(self.group, self.name, limit), self.groups.perform)
         return [Delivery(self, claimed, event) for claimed, event in fetched]
@@ -281,7 +284,7 @@ class Consumer:
     ) -> None:
         """``retry`` (handed out again after a backoff, parked after ``max_retries``),
         ``park`` or ``skip``, with a reason (redacted before it is stored)."""
-        _check_action(action)
+        check_action(action)
         positions, text = [d.claimed.position for d in deliveries], steps.reason_of(reason)
         await self.groups._write(
             lambda c: tables.nack(c, self.group, self.name, positions, action, text)
@@ -322,11 +325,11 @@ class Consumer:
         await self.groups._write(lambda c: tables.leave(c, self.group, self.name))
 
 
-def _check_name(name: str) -> None:
+def check_name(name: str) -> None:
     if not isinstance(name, str) or not name or len(name) > 200 or not name.isprintable():
         raise ValueError(f"a group name is 1 to 200 printable characters, not {name!r}")
 
 
-def _check_action(action: str) -> None:
+def check_action(action: str) -> None:
     if action not in ACTIONS:
         raise ValueError(f"a nack is one of {', '.join(ACTIONS)}, not {action!r}")

@@ -19,7 +19,7 @@ one at a time; SQLite's write lock does the same.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 
@@ -313,7 +313,7 @@ def claim(conn: Connection, name: str, consumer: str, limit: int) -> Want:
 
 def _pinned(
     conn: Connection, name: str, consumer: str, want: int, clock: int, timeout: int
-) -> list[tuple[object, ...]]:
+) -> list[tuple[Any, ...]]:
     """Waiting events of streams pinned to ``consumer``, or whose consumer is gone (then
     pinned to it), in position order; a stream with an earlier event held elsewhere or
     waiting out a retry backoff is passed over, so each stream's order holds."""
@@ -337,7 +337,7 @@ def _pinned(
             (name, consumer),
         ).fetchall()
     }
-    chosen: list[tuple[object, ...]] = []
+    chosen: list[tuple[Any, ...]] = []
     for position, stream, event_id, attempts, replay, available_at in execute(
         conn,
         "SELECT position, stream, event_id, attempts, replay, available_at"
