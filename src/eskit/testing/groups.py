@@ -114,7 +114,8 @@ class GroupConformance:
         first, second = await a.fetch(6), await b.fetch(6)
         assert [d.event.position for d in first] == [1, 2, 3, 4, 5, 6]
         assert [d.event.position for d in second] == [7, 8, 9, 10]
-        assert await a.fetch() == [] and await b.fetch() == []
+        assert await a.fetch() == []
+        assert await b.fetch() == []
         await a.ack(first)
         await b.ack(second)
         assert await a.fetch() == []
@@ -128,7 +129,8 @@ class GroupConformance:
         await groups.create("mail", Source.all(), settings=Settings(max_in_flight=3))
         consumer = groups.consumer("mail", "a")
         held = await consumer.fetch(10)
-        assert len(held) == 3 and await consumer.fetch(10) == []
+        assert len(held) == 3
+        assert await consumer.fetch(10) == []
         await held[0].ack()
         assert len(await consumer.fetch(10)) == 1
 
