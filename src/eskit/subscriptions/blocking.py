@@ -62,8 +62,6 @@ class Groups:
         return self.database.write(run)
 
     def _read(self, run: Callable[[Connection], T]) -> T:
-        if not self._ready:
-            self._write(lambda c: None)
         return self.database.read(run)
 
     def perform(self, effect: Any, handler: Callable[[RecordedEvent], Any] | None = None) -> Any:

@@ -94,8 +94,6 @@ class Groups:
         return await self.database.write(run)
 
     async def _read(self, run: Callable[[Connection], T]) -> T:
-        if not self._ready:
-            await self._write(lambda c: None)
         return await self.database.read(run)
 
     async def perform(

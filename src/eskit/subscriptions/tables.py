@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import msgspec
 
-from eskit.projections.sql import Connection, execute, is_sqlite, lock_setup, now_sql
+from eskit.projections.sql import Connection, execute, is_sqlite, kind_of, lock_setup, now_sql
 from eskit.retry import backoff
 from eskit.subscriptions.model import (
     Action,
@@ -137,6 +137,8 @@ def now(conn: Connection) -> int:
 
 def _row(conn: Connection, name: str, lock: bool = True) -> tuple[object, ...]:
     """The group's row, locked for this transaction on PostgreSQL; ``GroupNotFound``."""
+    if not lock and kind_of(conn, "eskit_groups") is None:  # a reader: nothing created yet
+        raise GroupNotFound(name)
     lock_clause = " FOR UPDATE" if lock and not is_sqlite(conn) else ""
     row = execute(
         conn, f"SELECT {_GROUP_COLUMNS} FROM eskit_groups WHERE name = ?{lock_clause}", (name,)
@@ -202,6 +204,8 @@ def load(conn: Connection, name: str) -> Group:
 
 
 def names(conn: Connection) -> list[str]:
+    if kind_of(conn, "eskit_groups") is None:
+        return []
     return [row[0] for row in execute(conn, "SELECT name FROM eskit_groups ORDER BY name")]
 
 
@@ -547,12 +551,9 @@ def parked(conn: Connection, name: str, after: int = 0, limit: int = 100) -> lis
 def start_replay(conn: Connection, name: str, requested_by: str, up_to: int | None) -> Replay:
     """Record a replay of the parked events up to ``up_to`` (all parked now, if None):
     events parked again while it runs come after it, and wait for another."""
-    row = execute(
-        conn, "SELECT parked_seq FROM eskit_groups WHERE name = ?" + _lock(conn), (name,)
-    ).fetchone()
-    if row is None:
-        raise GroupNotFound(name)
-    last = int(row[0]) if up_to is None else min(int(up_to), int(row[0]))
+    _row(conn, name)
+    (seq,) = execute(conn, "SELECT parked_seq FROM eskit_groups WHERE name = ?", (name,)).fetchone()
+    last = int(seq) if up_to is None else min(int(up_to), int(seq))
     (number,) = execute(
         conn, "SELECT COALESCE(MAX(id), 0) + 1 FROM eskit_group_replays WHERE grp = ?", (name,)
     ).fetchone()
@@ -564,10 +565,6 @@ def start_replay(conn: Connection, name: str, requested_by: str, up_to: int | No
         (name, number, requested_by, last, clock),
     )
     return Replay(int(number), name, requested_by, last, clock)
-
-
-def _lock(conn: Connection) -> str:
-    return "" if is_sqlite(conn) else " FOR UPDATE"
 
 
 def replay_page(conn: Connection, replay: Replay, limit: int) -> int:
@@ -603,6 +600,7 @@ def replay_page(conn: Connection, replay: Replay, limit: int) -> int:
 
 
 def replays(conn: Connection, name: str) -> list[Replay]:
+    _row(conn, name, lock=False)
     rows = execute(
         conn,
         "SELECT id, grp, requested_by, up_to, requested_at, replayed, finished_at"
@@ -627,6 +625,7 @@ def leave(conn: Connection, name: str, consumer: str) -> None:
 
 
 def count_parked(conn: Connection, name: str, up_to: int | None = None) -> int:
+    _row(conn, name, lock=False)
     (count,) = execute(
         conn,
         "SELECT COUNT(*) FROM eskit_group_parked WHERE grp = ? AND seq <= ?",
