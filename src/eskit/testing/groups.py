@@ -151,6 +151,17 @@ class GroupConformance:
         assert await other.fetch() == []
         assert (await groups.get("mail")).checkpoint == 2
 
+    async def test_group_consumer_that_closes_hands_back_what_it_holds(
+        self, store: EventStore, groups: Groups
+    ) -> None:
+        await _append(store, "invoice-1", 2)
+        await groups.create("mail", Source.all(), settings=Settings(message_timeout=60))
+        async with groups.consumer("mail", "leaving") as leaving:
+            assert len(await leaving.fetch()) == 2
+        again = await groups.consumer("mail", "staying").fetch()
+        assert [(d.event.position, d.attempt) for d in again] == [(1, 1), (2, 1)]
+        assert (await groups.get("mail")).consumers == ("staying",)
+
     async def test_group_late_ack_still_counts(self, store: EventStore, groups: Groups) -> None:
         """An ack after the timeout, before anyone took the event again: not handed out again."""
         await _append(store, "invoice-1", 1)
