@@ -300,14 +300,14 @@ def claim(conn: Connection, name: str, consumer: str, limit: int) -> Want:
                 (name, clock, want),
             ).fetchall()
         )
-        for position, stream, event_id, attempts, replay in rows:
+        for chunk in _chunks([row[0] for row in rows]):
             execute(
                 conn,
                 "UPDATE eskit_group_events SET consumer = ?, expires_at = ?,"
-                " attempts = attempts + 1 WHERE grp = ? AND position = ?",
-                (consumer, clock + timeout, name, position),
+                f" attempts = attempts + 1 WHERE grp = ? AND position IN {_marks(chunk)}",
+                (consumer, clock + timeout, name, *chunk),
             )
-            claimed.append(Claimed(position, stream, event_id, int(attempts) + 1, int(replay)))
+        claimed = [Claimed(p, s, i, int(a) + 1, int(r)) for p, s, i, a, r in rows]
     (window,) = execute(
         conn, "SELECT COUNT(*) FROM eskit_group_events WHERE grp = ? AND replay = 0", (name,)
     ).fetchone()
@@ -390,14 +390,15 @@ def fill(
     group = _group(_row(conn, name))
     if group.read_position != after or to <= after:
         return
-    for position, stream, event_id, event_type in events:
-        execute(
-            conn,
+    if events:
+        statement = (
             "INSERT INTO eskit_group_events (grp, position, stream, event_id, event_type,"
             " consumer, expires_at, available_at, attempts, replay)"
-            " VALUES (?, ?, ?, ?, ?, NULL, 0, 0, 0, 0)",
-            (name, position, stream, event_id, event_type),
+            " VALUES (?, ?, ?, ?, ?, NULL, 0, 0, 0, 0)"
         )
+        if not is_sqlite(conn):
+            statement = statement.replace("?", "%s")
+        conn.cursor().executemany(statement, [(name, *event) for event in events])
     execute(conn, "UPDATE eskit_groups SET read_position = ? WHERE name = ?", (to, name))
     _advance(conn, name)
 
@@ -433,12 +434,26 @@ def ack(conn: Connection, name: str, positions: list[int]) -> int:
     counts, so the event is not handed out again). Returns how many were there."""
     _row(conn, name)
     done = 0
-    for position in positions:
-        done += execute(
-            conn, "DELETE FROM eskit_group_events WHERE grp = ? AND position = ?", (name, position)
-        ).rowcount
+    for chunk in _chunks(positions):
+        done += len(
+            execute(
+                conn,
+                f"DELETE FROM eskit_group_events WHERE grp = ? AND position IN {_marks(chunk)}"
+                " RETURNING position",
+                (name, *chunk),
+            ).fetchall()
+        )
     _advance(conn, name)
     return done
+
+
+def _chunks(values: list[int], size: int = 500) -> list[list[int]]:
+    """``values`` in lists small enough for one statement's parameters."""
+    return [values[i : i + size] for i in range(0, len(values), size)]
+
+
+def _marks(values: list[int]) -> str:
+    return f"({', '.join('?' * len(values))})"
 
 
 def nack(
