@@ -1,5 +1,6 @@
 """The canary in a consumer group: a handler that fails quoting a decrypted value, and a
-nack whose reason quotes one, leave no plaintext in the parked reasons or the store's file."""
+nack whose reason quotes one, leave no plaintext in the parked reasons or the store's file;
+forgetting the subject scrubs the reasons about its events."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import eskit
 from eskit.application import Repository
 from eskit.domain import EventRegistry
 from eskit.domain.redaction import REDACTED
+from eskit.privacy import Keyring, forget
+from eskit.projections.failure import FORGOTTEN_ERROR
 from eskit.subscriptions import Groups, Settings, Source
 from tests.privacy import events as examples
 from tests.privacy.conftest import files_bytes
@@ -20,7 +23,7 @@ pytestmark = pytest.mark.anyio
 
 
 async def test_parked_reasons_never_carry_the_canary(
-    store: eskit.EventStore, events: EventRegistry, tmp_path: Path
+    store: eskit.EventStore, events: EventRegistry, keyring: Keyring, tmp_path: Path
 ) -> None:
     canary = f"canary{uuid.uuid4().hex}"
     await Repository(store, events, examples.Customer.model()).save(
@@ -48,3 +51,8 @@ async def test_parked_reasons_never_carry_the_canary(
     await renamed.nack("park", f"cannot greet {decoded.name}")
     assert [p.reason for p in await groups.parked("greet")] == [f"cannot greet {REDACTED}"]
     assert canary.encode() not in files_bytes(tmp_path, "events.db")
+    await forget(store, keyring, "c-1", by="dpo")  # the subject's reasons: scrubbed too
+    assert [p.reason for p in await groups.parked("mail")] == [
+        f"ValueError: {FORGOTTEN_ERROR}",
+        f"KeyError: {FORGOTTEN_ERROR}",
+    ]
