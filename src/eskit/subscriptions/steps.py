@@ -90,14 +90,15 @@ def fetch(name: str, consumer: str, limit: int) -> engine.Steps[Fetched]:
 
 def read_at(positions: Sequence[int]) -> engine.Steps[dict[int, RecordedEvent]]:
     """The events at ``positions``, read in as few pages as they allow."""
-    wanted = sorted(set(positions))
+    wanted_set = set(positions)
+    wanted = sorted(wanted_set)
     found: dict[int, RecordedEvent] = {}
     index = 0
     while index < len(wanted):
         first = wanted[index]
         page = yield ReadLog(first - 1, min(READ_AHEAD, wanted[-1] - first + 1))
         for event in page.events:
-            if event.position in positions:
+            if event.position in wanted_set:
                 found[event.position] = event
         last = page.events[-1].position if page.events else wanted[-1]
         while index < len(wanted) and wanted[index] <= max(last, first):
