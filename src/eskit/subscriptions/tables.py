@@ -68,6 +68,7 @@ SCHEMA: Final = (
         event_id     TEXT    NOT NULL,
         event_type   TEXT    NOT NULL,
         consumer     TEXT,               -- NULL while waiting
+        last_consumer TEXT,              -- who failed it last: another gets it, if any lives
         expires_at   BIGINT  NOT NULL,   -- in flight until (database clock, microseconds)
         available_at BIGINT  NOT NULL,   -- not handed out before (retry backoff)
         attempts     BIGINT  NOT NULL,   -- deliveries so far
@@ -292,13 +293,7 @@ def claim(conn: Connection, name: str, consumer: str, limit: int) -> Want:
         rows = (
             _pinned(conn, name, consumer, want, clock, timeout)
             if settings.strategy == "pinned"
-            else execute(
-                conn,
-                "SELECT position, stream, event_id, attempts, replay FROM eskit_group_events"
-                " WHERE grp = ? AND consumer IS NULL AND available_at <= ?"
-                " ORDER BY position LIMIT ?",
-                (name, clock, want),
-            ).fetchall()
+            else _round_robin(conn, name, consumer, want, clock, timeout)
         )
         for chunk in _chunks([row[0] for row in rows]):
             execute(
@@ -313,6 +308,28 @@ def claim(conn: Connection, name: str, consumer: str, limit: int) -> Want:
     ).fetchone()
     room = 0 if len(claimed) >= want else min(WINDOW - int(window), 10 * max(want, 10))
     return Want(claimed, group.read_position, max(0, room), group.source)
+
+
+def _round_robin(
+    conn: Connection, name: str, consumer: str, want: int, clock: int, timeout: int
+) -> list[tuple[Any, ...]]:
+    """The first waiting events, in position order; while another consumer lives, not
+    those this one failed last (timed out or nacked): they go to another."""
+    (others,) = execute(
+        conn,
+        "SELECT COUNT(*) FROM eskit_group_consumers WHERE grp = ? AND consumer <> ?"
+        " AND seen_at > ?",
+        (name, consumer, clock - timeout),
+    ).fetchone()
+    elsewhere = " AND (last_consumer IS NULL OR last_consumer <> ?)" if others else ""
+    rows: list[tuple[Any, ...]] = execute(
+        conn,
+        "SELECT position, stream, event_id, attempts, replay FROM eskit_group_events"
+        f" WHERE grp = ? AND consumer IS NULL AND available_at <= ?{elsewhere}"
+        " ORDER BY position LIMIT ?",
+        (name, clock, *([consumer] if others else []), want),
+    ).fetchall()
+    return rows
 
 
 def _pinned(
@@ -515,8 +532,8 @@ def _failed(conn: Connection, group: Group, positions: list[int], reason: str, c
         pause = backoff(group.settings.retry_backoff, int(attempts) - 1)
         execute(
             conn,
-            "UPDATE eskit_group_events SET consumer = NULL, expires_at = 0, available_at = ?,"
-            " reason = ? WHERE grp = ? AND position = ?",
+            "UPDATE eskit_group_events SET last_consumer = consumer, consumer = NULL,"
+            " expires_at = 0, available_at = ?, reason = ? WHERE grp = ? AND position = ?",
             (clock + int(pause * MICROS), reason, group.name, position),
         )
         retried += 1

@@ -162,6 +162,21 @@ class GroupConformance:
         assert [(d.event.position, d.attempt) for d in again] == [(1, 1), (2, 1)]
         assert (await groups.get("mail")).consumers == ("staying",)
 
+    async def test_group_timed_out_event_skips_its_slow_consumer_while_another_lives(
+        self, store: EventStore, groups: Groups
+    ) -> None:
+        await _append(store, "invoice-1", 1)
+        settings = Settings(message_timeout=1.0, retry_backoff=0.0)
+        await groups.create("mail", Source.all(), settings=settings)
+        slow, other = groups.consumer("mail", "slow"), groups.consumer("mail", "other")
+        assert len(await slow.fetch()) == 1
+        await asyncio.sleep(0.6)
+        assert await other.fetch() == []  # still held; "other" is seen alive
+        await asyncio.sleep(0.6)  # the event timed out; "other" was seen 0.6 s ago
+        assert await slow.fetch() == []
+        (again,) = await other.fetch()
+        assert again.attempt == 2
+
     async def test_group_late_ack_still_counts(self, store: EventStore, groups: Groups) -> None:
         """An ack after the timeout, before anyone took the event again: not handed out again."""
         await _append(store, "invoice-1", 1)
