@@ -215,9 +215,6 @@ class Groups:
     async def replays(self, group: str) -> builtins.list[Replay]:
         return await self._read(lambda c: tables.replays(c, group))
 
-    async def close(self) -> None:
-        """Close the group database if this object opened it for a store without one."""
-
 
 class Delivery:
     """An event handed to a consumer: ack it, or nack it, before ``message_timeout``."""
