@@ -77,6 +77,8 @@ SCHEMA: Final = (
         PRIMARY KEY (grp, position)
     )""",
     "CREATE INDEX IF NOT EXISTS eskit_group_events_event ON eskit_group_events (grp, event_id)",
+    "CREATE INDEX IF NOT EXISTS eskit_group_events_held"
+    " ON eskit_group_events (grp, consumer, expires_at)",
     """CREATE TABLE IF NOT EXISTS eskit_group_parked (
         grp        TEXT    NOT NULL,
         seq        BIGINT  NOT NULL,
