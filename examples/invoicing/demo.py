@@ -352,7 +352,7 @@ async def show_balances(runner: ProjectionRunner) -> None:
 
 
 async def full_text_search(runner: ProjectionRunner) -> None:
-    step("Full-text search (SQLite FTS5): every word must match; bm25 ranks, snippets show why")
+    step("Full-text search (SearchIndex): every word must match; ranked, snippets show why")
     for text in ("grace", "lamp", "ada pen", '"lamp AND'):
         hits = await search_invoices(runner.database, text)
         found = ", ".join(f"{hit.invoice_id} ({hit.status}: {escape(hit.snippet)})" for hit in hits)

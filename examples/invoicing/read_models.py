@@ -4,7 +4,9 @@
 - ``CustomerBalances``: per customer and currency, how many invoices and what is owed.
 
 Queries are plain functions of a ``Database`` (``runner.database``); they read the logical
-tables (views of the live build), so a rebuild never takes them away. ``projections`` wires
+tables (views of the live build), so a rebuild never takes them away. ``InvoiceList``,
+``CustomerBalances`` and the queries are portable SQL: they run unchanged on SQLite and
+PostgreSQL, and so does the search index (``eskit.projections.search``). ``projections`` wires
 every read model of the example, the search index and the reminder process included;
 ``projections_for`` does the same from a store alone, for the CLI
 (``--app examples.invoicing.read_models:projections_for``).
@@ -43,8 +45,8 @@ class InvoiceList(SQLProjection):
             currency    TEXT    NOT NULL,
             due_date    TEXT    NOT NULL,  -- ISO date
             status      TEXT    NOT NULL,  -- draft | issued | overdue | paid | cancelled
-            total       INTEGER NOT NULL,  -- minor units (cents)
-            paid        INTEGER NOT NULL,
+            total       BIGINT  NOT NULL,  -- minor units (cents)
+            paid        BIGINT  NOT NULL,
             updated_at  TEXT    NOT NULL   -- when its last event was recorded (ISO, UTC)
         )""",
         "CREATE INDEX {invoices}_by_status ON {invoices} (status, due_date)",
@@ -102,15 +104,15 @@ class CustomerBalances(SQLProjection):
         """CREATE TABLE {customer_balances} (
             customer_id TEXT    NOT NULL,
             currency    TEXT    NOT NULL,  -- amounts in different currencies never add up
-            invoices    INTEGER NOT NULL,  -- created for this customer, in this currency
-            outstanding INTEGER NOT NULL,  -- issued, not yet paid nor cancelled (cents)
+            invoices    BIGINT  NOT NULL,  -- created for this customer, in this currency
+            outstanding BIGINT  NOT NULL,  -- issued, not yet paid nor cancelled (cents)
             PRIMARY KEY (customer_id, currency)
         )""",
         """CREATE TABLE {customer_balance_invoices} (
             invoice_id  TEXT PRIMARY KEY,
             customer_id TEXT    NOT NULL,
             currency    TEXT    NOT NULL,
-            outstanding INTEGER NOT NULL   -- what this invoice adds to its customer's
+            outstanding BIGINT  NOT NULL   -- what this invoice adds to its customer's
         )""",
     )
 
@@ -122,8 +124,9 @@ class CustomerBalances(SQLProjection):
             (invoice_id(event), created.customer_id, created.currency),
         )
         db.execute(
-            "INSERT INTO {customer_balances} VALUES (?, ?, 1, 0) ON CONFLICT DO UPDATE"
-            " SET invoices = invoices + 1",
+            "INSERT INTO {customer_balances} VALUES (?, ?, 1, 0)"
+            " ON CONFLICT (customer_id, currency)"
+            " DO UPDATE SET invoices = {customer_balances}.invoices + 1",
             (created.customer_id, created.currency),
         )
 
@@ -178,7 +181,7 @@ class Balance(msgspec.Struct, frozen=True):
 
 async def list_invoices(db: Database, limit: int = 50) -> list[InvoiceRow]:
     """Invoices by due date, then id (a page of the list a clerk scrolls)."""
-    return await _invoices(db, "1 ORDER BY due_date, invoice_id LIMIT ?", (limit,))
+    return await _invoices(db, "TRUE ORDER BY due_date, invoice_id LIMIT ?", (limit,))
 
 
 async def open_invoices(db: Database) -> list[InvoiceRow]:
@@ -203,7 +206,7 @@ async def find_invoice(db: Database, invoice: str) -> InvoiceRow | None:
 
 async def count_invoices(db: Database) -> int:
     count: int = await db.read(lambda c: c.execute("SELECT count(*) FROM invoices").fetchone()[0])
-    return count
+    return int(count)
 
 
 async def customer_balances(db: Database) -> list[Balance]:
@@ -219,8 +222,8 @@ async def customer_balances(db: Database) -> list[Balance]:
 
 
 async def _invoices(db: Database, where: str, values: tuple[object, ...] = ()) -> list[InvoiceRow]:
-    query = f"SELECT * FROM invoices WHERE {where}"
-    return await db.read(lambda c: rows(c.execute(query, values), InvoiceRow))
+    query = f"SELECT * FROM invoices WHERE {where}"  # `?` works on PostgreSQL too:
+    return await db.read(lambda c: rows(ReadModelConnection(c).execute(query, values), InvoiceRow))
 
 
 # -- wiring -----------------------------------------------------------------------------------

@@ -1,18 +1,18 @@
-"""Full-text search over invoices: an SQLite FTS5 index kept by a projection.
+"""Full-text search over invoices: a ``SearchIndex`` (SQLite FTS5 or PostgreSQL full text).
 
 Each invoice is one document: its customer (the name once the customer's registration is
-seen, the id until then), the skus of its lines and its status. FTS5 ranks with ``bm25`` and
-cuts ``snippet``s, two functions that take the FTS table itself, not a view of it: the query
-looks the live build's table up in the same read transaction (``live_tables``).
+seen, the id until then), the skus of its lines and its status. The customer's name is
+strongest, a status weakest; the customer is the document's data subject and their name
+its personal field, masked in the index when the customer is forgotten. The names learnt
+before their invoices wait in a table of the index's own, cleared on a forget too.
 """
 
 from __future__ import annotations
 
-import sqlite3
-
 import msgspec
 
-from eskit.projections import Database, ReadModelConnection, SQLProjection, handles, live_tables
+from eskit.projections import Database, ReadModelConnection, handles
+from eskit.projections.search import Field, SearchIndex
 from eskit.store.model import RecordedEvent
 from examples.invoicing.events import (
     CustomerRegistered,
@@ -20,7 +20,7 @@ from examples.invoicing.events import (
     InvoiceCreated,
     InvoiceLineAdded,
 )
-from examples.invoicing.reading import customer_id, invoice_id, rows, typed
+from examples.invoicing.reading import customer_id, invoice_id, typed
 
 STATUSES = {
     "InvoiceIssued": "issued",
@@ -29,30 +29,20 @@ STATUSES = {
     "InvoiceMarkedOverdue": "overdue",
 }
 
-WEIGHTS = (0.0, 4.0, 2.0, 1.0)
-"""bm25 weight per column (invoice_id, customer, lines, status): a customer's name is the
-strongest hint, a status the weakest."""
 
-
-class InvoiceSearch(SQLProjection):
-    """The FTS5 index, plus what it needs to keep documents current."""
+class InvoiceSearch(SearchIndex):
+    """One document per invoice, kept current as its customer and lines change."""
 
     name = "invoice_search"
-    tables = ("invoice_search", "invoice_search_docs", "invoice_search_customers")
-    schema = (
-        # rowid = the invoice's row in invoice_search_docs
-        "CREATE VIRTUAL TABLE {invoice_search}"
-        " USING fts5(invoice_id UNINDEXED, customer, lines, status)",
-        """CREATE TABLE {invoice_search_docs} (
-            id          INTEGER PRIMARY KEY,  -- the document's rowid in the FTS table
-            invoice_id  TEXT NOT NULL UNIQUE,
-            customer_id TEXT NOT NULL
-        )""",
-        "CREATE INDEX {invoice_search_docs}_by_customer ON {invoice_search_docs} (customer_id)",
-        """CREATE TABLE {invoice_search_customers} (
-            customer_id TEXT PRIMARY KEY,
-            name        TEXT NOT NULL
-        )""",
+    fields = (
+        Field("customer", weight=4.0, personal=True),
+        Field("lines", weight=2.0),
+        Field("status", weight=1.0),
+    )
+    extra_tables = ("invoice_search_customers",)
+    extra_schema = (
+        "CREATE TABLE {invoice_search_customers}"
+        " (customer_id TEXT PRIMARY KEY, name TEXT NOT NULL)",
     )
 
     @handles("CustomerRegistered")
@@ -66,88 +56,60 @@ class InvoiceSearch(SQLProjection):
 
     @handles("InvoiceCreated")
     def created(self, event: RecordedEvent, db: ReadModelConnection) -> None:
-        created = typed(event, InvoiceCreated)
-        invoice = invoice_id(event)
+        customer = typed(event, InvoiceCreated).customer_id
         row = db.execute(
-            "SELECT name FROM {invoice_search_customers} WHERE customer_id = ?",
-            (created.customer_id,),
+            "SELECT name FROM {invoice_search_customers} WHERE customer_id = ?", (customer,)
         ).fetchone()
-        doc = db.execute(
-            "INSERT INTO {invoice_search_docs} (invoice_id, customer_id) VALUES (?, ?)",
-            (invoice, created.customer_id),
-        ).lastrowid
-        db.execute(
-            "INSERT INTO {invoice_search} (rowid, invoice_id, customer, lines, status)"
-            " VALUES (?, ?, ?, '', 'draft')",
-            (doc, invoice, created.customer_id if row is None else row[0]),
-        )
+        name = customer if row is None else row[0]
+        self.put(db, invoice_id(event), subject=customer, customer=name, status="draft")
 
     @handles("InvoiceLineAdded")
     def line_added(self, event: RecordedEvent, db: ReadModelConnection) -> None:
-        sku = typed(event, InvoiceLineAdded).sku
-        self._update(db, event, "lines = trim(lines || ' ' || ?)", sku)
+        invoice = invoice_id(event)
+        document = self.get(db, invoice)
+        if document is not None:
+            lines = f"{document['lines']} {typed(event, InvoiceLineAdded).sku}".strip()
+            self.update(db, invoice, lines=lines)
 
     @handles(*STATUSES)
     def status_changed(self, event: RecordedEvent, db: ReadModelConnection) -> None:
-        self._update(db, event, "status = ?", STATUSES[event.type])
+        self.update(db, invoice_id(event), status=STATUSES[event.type])
 
-    @staticmethod
-    def _update(db: ReadModelConnection, event: RecordedEvent, change: str, value: str) -> None:
-        db.execute(
-            f"UPDATE {{invoice_search}} SET {change} WHERE rowid ="
-            " (SELECT id FROM {invoice_search_docs} WHERE invoice_id = ?)",
-            (value, invoice_id(event)),
-        )
+    def forget(self, db: ReadModelConnection, subject: str) -> None:
+        db.execute("DELETE FROM {invoice_search_customers} WHERE customer_id = ?", (subject,))
+        super().forget(db, subject)
 
-    @staticmethod
-    def _name(db: ReadModelConnection, customer: str, name: str) -> None:
+    def _name(self, db: ReadModelConnection, customer: str, name: str) -> None:
         """Remember the customer's name and put it in the documents of their invoices."""
         db.execute(
             "INSERT INTO {invoice_search_customers} VALUES (?, ?)"
-            " ON CONFLICT DO UPDATE SET name = excluded.name",
+            " ON CONFLICT (customer_id) DO UPDATE SET name = excluded.name",
             (customer, name),
         )
-        db.execute(
-            "UPDATE {invoice_search} SET customer = ? WHERE rowid IN"
-            " (SELECT id FROM {invoice_search_docs} WHERE customer_id = ?)",
-            (name, customer),
-        )
+        self.update_subject(db, customer, customer=name)
 
 
 class SearchHit(msgspec.Struct, frozen=True):
     invoice_id: str
     customer: str
     status: str
-    snippet: str  # the best matching column, matches between the ``highlight`` marks
-    score: float  # bm25: lower is better
-
-
-def match_expression(text: str) -> str:
-    """The user's words as an FTS5 query that cannot be a syntax error: each word becomes a
-    quoted string (``"`` doubled inside), so operators and quotes are searched as text and
-    the words must all match. Empty if there is nothing to search for. (NUL is the one
-    character FTS5 refuses inside a string: it separates words here.)"""
-    words = text.replace("\x00", " ").split()
-    return " ".join('"' + word.replace('"', '""') + '"' for word in words)
+    snippet: str  # the best matching passage, matches between the ``highlight`` marks
+    score: float  # the higher the better
 
 
 async def search_invoices(
-    db: Database, text: str, *, limit: int = 10, highlight: tuple[str, str] = ("«", "»")
+    db: Database,
+    text: str,
+    *,
+    status: str | None = None,
+    limit: int = 10,
+    highlight: tuple[str, str] = ("«", "»"),
 ) -> list[SearchHit]:
-    """Invoices matching every word of ``text``, the best match first."""
-    query = match_expression(text)
-    if not query:
-        return []
-    weights = ", ".join(map(str, WEIGHTS))
-
-    def run(conn: sqlite3.Connection) -> list[SearchHit]:
-        fts = live_tables(conn, InvoiceSearch)["invoice_search"]
-        cursor = conn.execute(
-            f"SELECT invoice_id, customer, status,"
-            f' snippet("{fts}", -1, ?, ?, \'…\', 8) AS snippet, bm25("{fts}", {weights}) AS score'
-            f' FROM "{fts}" WHERE "{fts}" MATCH ? ORDER BY score, invoice_id LIMIT ?',
-            (*highlight, query, limit),
-        )
-        return rows(cursor, SearchHit)
-
-    return await db.read(run)
+    """Invoices matching every word of ``text`` (and in ``status``, if given), the best
+    match first."""
+    where = {} if status is None else {"status": status}
+    hits = await InvoiceSearch.search(db, text, where=where, limit=limit, highlight=highlight)
+    return [
+        SearchHit(hit.key, hit.fields["customer"], hit.fields["status"], hit.snippet, hit.score)
+        for hit in hits
+    ]

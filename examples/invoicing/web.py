@@ -41,9 +41,10 @@ def app_spec(store: EventStore) -> AppSpec:
     runner = ProjectionRunner(store, projections(store, bus), database=apart)
     db = runner.database
 
-    async def search(text: str, limit: int = 10) -> list[SearchHit]:
-        """Invoices matching every word of ``text``, the best match first."""
-        return await search_invoices(db, text, limit=limit)
+    async def search(text: str, status: str | None = None, limit: int = 10) -> list[SearchHit]:
+        """Invoices matching every word of ``text`` (in ``status``, if given), the best
+        match first, with a highlighted snippet."""
+        return await search_invoices(db, text, status=status, limit=limit)
 
     @contextlib.asynccontextmanager
     async def running() -> AsyncIterator[None]:

@@ -17,11 +17,10 @@ import pytest
 import eskit
 from eskit.brokers.nats import NatsPublisher
 from eskit.projections import SQLiteDatabase
-from eskit.projections.consumer import JetStreamConsumer
+from eskit.projections.consumers.nats import NatsConsumer
 from eskit.relay import Relay, relay_runner, relay_status
 from tests import services
-from tests.brokers.fixtures import counts, counts_then_close, until, until_counted
-from tests.brokers.models import StreamLog
+from tests.brokers.fixtures import StreamLog, counts, counts_then_close, until, until_counted
 from tests.brokers.reading import nats_messages
 
 pytestmark = pytest.mark.anyio
@@ -67,7 +66,7 @@ async def test_broker_killed_mid_stream_while_appends_go_on(
     relay = Relay(publisher, batch_size=25)
     databases = [SQLiteDatabase(tmp_path / "read.db") for _ in range(2)]
     workers = [
-        JetStreamConsumer(server.url, StreamLog(), db, prefix=PREFIX, ack_wait=1.0, fetch_wait=0.2)
+        NatsConsumer(server.url, StreamLog(), db, prefix=PREFIX, ack_wait=1.0, fetch_wait=0.2)
         for db in databases
     ]
     appender = Appender(store)
@@ -140,7 +139,7 @@ async def test_relay_killed_between_publishing_and_checkpointing(
     events = [e async for e in store.read_all()]
     assert [e for _, _, e in await nats_messages(server.url, PREFIX)] == events
     database = SQLiteDatabase(tmp_path / "read.db")
-    async with JetStreamConsumer(server.url, StreamLog(), database, prefix=PREFIX) as worker:
+    async with NatsConsumer(server.url, StreamLog(), database, prefix=PREFIX) as worker:
         await until(lambda: worker.applied >= 100)
     found, errors = await counts(database)
     await database.close()
@@ -172,51 +171,6 @@ async def test_relay_waits_for_a_broker_that_starts_late(
     assert relay.sent == 30
 
 
-async def test_a_worker_killed_mid_stream_loses_nothing(
-    server: services.NatsServer, store: eskit.EventStore, tmp_path: Path
-) -> None:
-    """SIGKILL a worker process while it holds events: after ``ack_wait`` the other worker
-    gets them; the read model counts every event once, in order per stream."""
-    publisher = NatsPublisher(server.url, PREFIX, partitions=4)
-    await publisher.published()
-    read_db = tmp_path / "read.db"
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.brokers.consumer_child",
-        server.url,
-        PREFIX,
-        str(read_db),
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert child.stdout is not None
-    assert await child.stdout.readline() == b"started\n"
-    database = SQLiteDatabase(read_db)
-    survivor = JetStreamConsumer(server.url, StreamLog(), database, prefix=PREFIX, ack_wait=1.0)
-    appender = Appender(store)
-    try:
-        relay = Relay(publisher, batch_size=20)
-        async with relay_runner(store, relay, backoff=0.05), survivor:
-            appending = asyncio.create_task(appender.run())
-            await asyncio.sleep(1.0)
-            child.kill()
-            await child.wait()
-            await asyncio.sleep(0.5)
-            appender.stopping.set()
-            await appending
-            total = sum(appender.per_stream.values())
-            await until_counted(database, total)
-    finally:
-        if child.returncode is None:
-            child.kill()
-        await publisher.close()
-    found, errors = await counts(database)
-    await database.close()
-    assert found == appender.per_stream
-    assert errors == []
-    assert survivor.applied < total, "the killed worker had applied events too"
-
-
 @pytest.mark.slow
 async def test_repeated_outages_and_relay_restarts(
     server: services.NatsServer, store: eskit.EventStore, tmp_path: Path
@@ -230,7 +184,7 @@ async def test_repeated_outages_and_relay_restarts(
     await publisher.published()
     databases = [SQLiteDatabase(tmp_path / "read.db") for _ in range(2)]
     workers = [
-        JetStreamConsumer(server.url, StreamLog(), db, prefix=PREFIX, ack_wait=1.0, fetch_wait=0.2)
+        NatsConsumer(server.url, StreamLog(), db, prefix=PREFIX, ack_wait=1.0, fetch_wait=0.2)
         for db in databases
     ]
     appender = Appender(store)

@@ -31,7 +31,7 @@ from eskit.projections import (
     database_for,
 )
 from eskit.projections import state as st
-from eskit.projections.consumer import JetStreamConsumer
+from eskit.projections.consumers.nats import NatsConsumer
 from eskit.projections.failure import FORGOTTEN_ERROR
 from eskit.projections.sql import execute
 from eskit.web import serving_app
@@ -250,7 +250,7 @@ async def test_a_broker_consumer_error_never_carries_the_canary(
             await relay_to_head(store, publisher)
             await publisher.close()
         database = SQLiteDatabase(tmp_path / "read.db")
-        consumer = JetStreamConsumer(url, Names(events), database, prefix=prefix, backoff=0.01)
+        consumer = NatsConsumer(url, Names(events), database, prefix=prefix, backoff=0.01)
         async with consumer:
             for _ in range(300):
                 errors = [s.error for s in await consumer.status() if s.error]

@@ -51,15 +51,15 @@ async def collect(events: AsyncIterator[T]) -> list[T]:
 
 
 def writer_of(store: SQLiteStore) -> Any:
-    """The store's writer thread (holds the ``before_commit`` fault-injection hook)."""
-    assert store._writer is not None, "the store is not open"
-    return store._writer
+    """The store's writer (holds the ``before_commit`` fault-injection hook)."""
+    return store.engine.writer
 
 
 def queued(store: SQLiteStore) -> int:
-    """How many operations wait for the writer thread."""
-    size: int = writer_of(store).queue.qsize()
-    return size
+    """How many requests wait for the next group commit."""
+    group = store.engine._group
+    assert group is not None, "the store is not open for writing"
+    return len(group._pending)
 
 
 async def wait_until_queued(store: SQLiteStore, count: int) -> None:
@@ -112,7 +112,7 @@ async def test_wrong_expected_version_fails_alone_in_its_group(
         commits = 0
         entered, gate = threading.Event(), threading.Event()
 
-        def before_commit() -> None:  # runs on the writer thread
+        def before_commit() -> None:  # runs in the thread leading the group
             nonlocal commits
             commits += 1
             if grouping == "one-group" and commits == 1:
@@ -399,7 +399,7 @@ async def test_event_loop_never_blocked_by_appends(tmp_path: Path) -> None:
 async def _heartbeat_during_appends(path: Path) -> tuple[list[float], float]:
     """The lags of a 1 ms heartbeat while 100 tasks append 100 events each."""
     async with SQLiteStore(path) as store:
-        await store.append("warm-up", [event()])  # reader and writer threads running
+        await store.append("warm-up", [event()])  # the committer thread running
         lags: list[float] = []
         done = asyncio.Event()
 
@@ -610,7 +610,7 @@ async def test_positions_are_never_reused_after_the_tail_is_purged(tmp_path: Pat
 
 async def writer_pragma(store: SQLiteStore, name: str) -> Any:
     """A PRAGMA as the store's write connection sees it (synchronous is per connection)."""
-    return await store._write(lambda conn: conn.execute(f"PRAGMA {name}").fetchone()[0])
+    return await store.write_transaction(lambda conn: conn.execute(f"PRAGMA {name}").fetchone()[0])
 
 
 @pytest.mark.anyio

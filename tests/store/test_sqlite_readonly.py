@@ -125,14 +125,13 @@ async def test_a_checkpointed_file_is_read_and_left_without_wal_files(tmp_path: 
     assert wal_files(path) == []
 
 
-async def test_a_readonly_store_starts_no_writer_thread(tmp_path: Path) -> None:
+async def test_a_readonly_store_starts_no_thread(tmp_path: Path) -> None:
     path = tmp_path / "events.db"
     await write(path, 1)
     async with eskit.open_store(url(path), readonly=True) as store:
         assert isinstance(store, SQLiteStore)
         names = [t.name for t in threading.enumerate()]
-        assert not [n for n in names if n.startswith("eskit-sqlite-writer")], names
-        assert [n for n in names if n.startswith("eskit-sqlite-reader")]
+        assert not [n for n in names if n.startswith("eskit-sqlite")], names
         with pytest.raises(eskit.StoreError, match="read-only"):
             await store.write_transaction(lambda conn: conn.execute("DELETE FROM events"))
         assert await store.last_position() == 1

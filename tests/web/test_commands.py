@@ -218,6 +218,11 @@ async def test_commands_reach_the_read_models_and_their_queries(served: Api) -> 
     ]
     hits = await served.http.get("/queries/search", params={"text": "s-1"}, headers=reader)
     assert [h["invoice_id"] for h in hits.json()] == ["42"]
+    assert hits.json()[0]["snippet"] == "«s-1»"  # the matched words, highlighted
+    for status, wanted in (("issued", ["42"]), ("draft", [])):
+        params = {"text": "s-1", "status": status}
+        hits = await served.http.get("/queries/search", params=params, headers=reader)
+        assert [h["invoice_id"] for h in hits.json()] == wanted
 
 
 async def test_query_parameters_are_checked_and_none_is_a_404(served: Api) -> None:

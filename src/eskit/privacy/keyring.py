@@ -39,8 +39,9 @@ from eskit.store.model import JSONObject
 class Keyring:
     """Subject keys for sealing and opening sensitive fields (a ``FieldCipher``).
 
-    Thread-safe: SQL projections decode on the store's writer thread while commands run on
-    the event loop. ``previous`` master keys open keys not yet re-wrapped by ``rotate``.
+    Thread-safe: SQL projections decode in the thread that commits their batch while
+    commands run on the event loop. ``previous`` master keys open keys not yet re-wrapped
+    by ``rotate``.
     """
 
     def __init__(

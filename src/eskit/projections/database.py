@@ -84,9 +84,32 @@ class StoreDatabase:
         """The store is closed by its owner."""
 
     def blocking(self) -> BlockingDatabase:
-        """The store's file on a connection of its own, written in the caller's thread
-        (SQLite's lock orders its transactions with the store's group commits)."""
-        return _StoreFile(self.store).blocking()
+        """The same, blocking: a batch runs in the store engine's next group commit, led
+        by the caller's thread when nobody else is writing (one fsync with the appends)."""
+        return _StoreEngine(self.store)
+
+
+class _StoreEngine:
+    """The SQLite store's file through its engine, blocking (``StoreDatabase.blocking``)."""
+
+    holds_log = True
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store = store
+
+    def write(self, run: Callable[[sqlite3.Connection], T]) -> T:
+        return self.store.engine.write(run)
+
+    def read(self, run: Callable[[sqlite3.Connection], T]) -> T:
+        return self.store.engine.read(run)
+
+    def page_in(
+        self, conn: sqlite3.Connection, after: int, limit: int, types: tuple[str, ...] | None
+    ) -> Page | None:
+        return self.store.page_in(conn, after, limit, types)
+
+    def close(self) -> None:
+        """The store is closed by its owner."""
 
 
 class _OwnThread:
@@ -215,22 +238,6 @@ class SQLiteDatabase(_OwnThread):
         if self._conn is not None and self.path != ":memory:":
             self._conn.close()
             self._conn = None
-
-
-class _StoreFile(SQLiteDatabase):
-    """The SQLite store's file on a connection of its own: its log is there to read."""
-
-    holds_log = True
-
-    def __init__(self, store: SQLiteStore) -> None:
-        super().__init__(store.path)
-        self.store = store
-
-    def page_in(
-        self, conn: Connection, after: int, limit: int, types: tuple[str, ...] | None
-    ) -> Page | None:
-        assert isinstance(conn, sqlite3.Connection)
-        return self.store.page_in(conn, after, limit, types)
 
 
 class PostgresDatabase(_OwnThread):

@@ -28,6 +28,7 @@ import msgspec
 
 from eskit.errors import EskitError
 from eskit.projections import state as st
+from eskit.projections.consumers import stuck as consumer_stuck
 from eskit.projections.sql import Connection, columns, execute, lock_setup
 from eskit.projections.sql import now_sql as _now
 from eskit.store.model import RecordedEvent
@@ -307,9 +308,14 @@ def skip(conn: Connection, name: str, reason: str, now: int) -> list[st.Skip]:
 
 
 def skip_stuck(conn: Connection, name: str, reason: str, now: int) -> list[st.Skip]:
-    """Skip what is stuck of ``name``: its stuck partitions' events, or else the event the
-    whole projection is stuck on (``state.skip``, which refuses one that is not stuck)."""
-    return skip(conn, name, reason, now) or [st.skip(conn, name, reason, now)]
+    """Skip what is stuck of ``name``: its stuck partitions' events, or a broker consumer
+    group's (its read model in this database), or else the event the whole projection is
+    stuck on (``state.skip``, which refuses one that is not stuck)."""
+    return (
+        skip(conn, name, reason, now)
+        or consumer_stuck.skip(conn, name, reason, now)
+        or [st.skip(conn, name, reason, now)]
+    )
 
 
 def release(conn: Connection, name: str, worker: str, partitions: list[int] | None) -> None:

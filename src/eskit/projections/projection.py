@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from eskit.domain.events import EventRegistry
+from eskit.projections.sql import portable
 from eskit.store.model import RecordedEvent
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -194,6 +195,12 @@ class SQLProjection(_Base):
             for table in cls.tables:
                 check_name(table, "table name")
 
+    def statements(self, sqlite: bool) -> Sequence[str]:
+        """The statements that create one build's tables, for SQLite or PostgreSQL: the
+        ``schema``, the same on both (override when they must differ, as a search index's
+        FTS5 table and ``tsvector`` column do)."""
+        return self.schema
+
     def handle_batch(self, events: Sequence[RecordedEvent], db: ReadModelConnection) -> None:
         """Apply a batch in order inside one transaction (it may hold types without
         handlers: they are skipped); override to write in bulk."""
@@ -206,7 +213,9 @@ class SQLProjection(_Base):
 
 class ReadModelConnection:
     """The connection handlers write with: ``{table}`` placeholders in SQL become the
-    physical tables of the build being written.
+    physical tables of the build being written, and on PostgreSQL ``?`` and ``:name``
+    placeholders become psycopg's ``%s`` and ``%(name)s`` (``sql.portable``), so one
+    handler runs on both databases. Each statement is rewritten once, then cached.
 
     ``write`` is for statements whose result the handler does not need (inserts, upserts,
     deletes): consecutive writes of the same statement are sent to SQLite together with
@@ -215,10 +224,11 @@ class ReadModelConnection:
     order the handlers issued it.
     """
 
-    def __init__(self, conn: sqlite3.Connection, names: Mapping[str, str]) -> None:
+    def __init__(self, conn: sqlite3.Connection, names: Mapping[str, str] | None = None) -> None:
         self.conn = conn
-        self.names = dict(names)
+        self.names = dict(names or {})
         self._sql: dict[str, str] = {}
+        self._portable = not isinstance(conn, sqlite3.Connection)
         self._pending: str | None = None
         self._rows: list[Sequence[Any] | Mapping[str, Any]] = []
 
@@ -226,7 +236,10 @@ class ReadModelConnection:
         """``statement`` with its ``{table}`` placeholders filled in."""
         text = self._sql.get(statement)
         if text is None:
-            text = self._sql[statement] = statement.format_map(self.names)
+            text = statement.format_map(self.names) if self.names else statement
+            if self._portable:
+                text = portable(text)
+            self._sql[statement] = text
         return text
 
     def write(self, statement: str, parameters: Sequence[Any] | Mapping[str, Any] = ()) -> None:

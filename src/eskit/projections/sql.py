@@ -1,13 +1,15 @@
 """The few places where SQLite and PostgreSQL differ, for the projections' own tables.
 
 eskit's projection SQL is written once, with ``?`` placeholders; on PostgreSQL (psycopg)
-they become ``%s``. Handlers' own SQL is not rewritten: it is written for the database
-the read model lives in.
+they become ``%s``. Handlers' SQL goes through ``ReadModelConnection``, which does the same
+(``portable``): a read model written with ``?`` or ``:name`` placeholders runs on both.
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
+from functools import lru_cache
 from typing import Any
 
 Connection = Any
@@ -23,6 +25,37 @@ def execute(conn: Connection, statement: str, parameters: Any = ()) -> Any:
     if not is_sqlite(conn):
         statement = statement.replace("?", "%s")
     return conn.execute(statement, parameters)
+
+
+_TOKENS = re.compile(
+    r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|/\*.*?\*/|::|(?<![\w:]):([A-Za-z_]\w*)|\?|%""",
+    re.DOTALL,
+)
+"""What ``portable`` looks at: string literals, quoted names and comments (whose ``?``
+and ``:`` are not placeholders), ``::`` casts, ``:name`` and ``?`` placeholders, and ``%``
+(doubled for psycopg, everywhere)."""
+
+
+@lru_cache(maxsize=4096)
+def portable(statement: str) -> str:
+    """``statement`` with its ``?`` and ``:name`` placeholders in psycopg's style (``%s``,
+    ``%(name)s``; a literal ``%`` doubled). A statement without either is returned as it
+    is: it may be written for psycopg already (``%s``)."""
+    found = False
+
+    def swap(match: re.Match[str]) -> str:
+        nonlocal found
+        text = match.group(0)
+        if text == "?":
+            found = True
+            return "%s"
+        if match.group(1) is not None:
+            found = True
+            return f"%({match.group(1)})s"
+        return text.replace("%", "%%")  # psycopg reads every %, in literals too
+
+    translated = _TOKENS.sub(swap, statement)
+    return translated if found else statement
 
 
 def kind_of(conn: Connection, name: str) -> str | None:

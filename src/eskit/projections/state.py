@@ -17,7 +17,7 @@ import msgspec
 
 from eskit.errors import EskitError
 from eskit.projections.projection import AnyProjection, SQLProjection, physical_names
-from eskit.projections.sql import Connection, execute, kind_of, lock_setup
+from eskit.projections.sql import Connection, execute, is_sqlite, kind_of, lock_setup
 from eskit.store.model import RecordedEvent
 
 RUNNING: Final = "running"
@@ -196,7 +196,7 @@ def _claim_views(conn: Connection, name: str, tables: list[str]) -> None:
 
 def create_tables(conn: Connection, projection: SQLProjection, generation: int) -> None:
     names = physical_names(projection.tables, generation)
-    for statement in projection.schema:
+    for statement in projection.statements(is_sqlite(conn)):
         execute(conn, statement.format_map(names))
 
 

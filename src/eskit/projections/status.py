@@ -6,7 +6,8 @@ partitions), which shows projections run anywhere, and from a runner's live view
 knows how far the projections it runs really got and whether they run. A partitioned
 projection's checkpoint is its slowest partition's; when partitions are stuck, the one
 shown is the one stuck earliest in the log (the lowest ``error_position``): the event an
-operator looks at first, whatever order the partitions are numbered in.
+operator looks at first, whatever order the partitions are numbered in. A broker
+consumer group whose read model is in the database read shows as a projection too.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import msgspec
 
 from eskit.projections import leases
 from eskit.projections import state as st
+from eskit.projections.consumers import stuck as consumer_stuck
+from eskit.projections.consumers.base import GENERATION
 from eskit.projections.sql import Connection
 from eskit.projections.worker import ProjectionStatus
 
@@ -31,11 +34,35 @@ class Stored(msgspec.Struct, frozen=True):
 
 
 def read_stored(conn: Connection) -> list[Stored]:
-    """Every stored projection, by name (in the caller's read transaction)."""
+    """Every stored projection, by name (in the caller's read transaction), and every
+    broker consumer group whose read model is in this database (``of_group``)."""
     return [
         Stored(state, rebuild, len(st.skips(conn, state.name)), leases.partitions(conn, state.name))
         for state, rebuild in st.load_all(conn)
+    ] + [of_group(group, len(st.skips(conn, group.name))) for group in consumer_stuck.groups(conn)]
+
+
+def of_group(group: consumer_stuck.Group, skips: int) -> Stored:
+    """A broker consumer group as a stored projection: its position is the newest event it
+    recorded, its partitions the stuck ones (the broker knows the others)."""
+    state = st.State(
+        group.name, group.version, GENERATION, group.position, group.tables, st.RUNNING
+    )
+    stuck = [
+        leases.PartitionRow(
+            p.partition,
+            group.position,
+            None,
+            GENERATION,
+            0,
+            p.error,
+            p.position,
+            p.event_id,
+            p.event_type,
+        )
+        for p in group.stuck
     ]
+    return Stored(state, None, skips, stuck)
 
 
 class Status(msgspec.Struct, frozen=True):

@@ -31,7 +31,7 @@ def open_store(url: str, **options: Any) -> EventStore:
     raises ``StoreNotFound`` (a missing file or folder, a file or a PostgreSQL schema
     without eskit's tables, any ``memory://``) and leaves nothing behind; a schema that
     needs an upgrade raises ``StoreError`` (a read-only open cannot migrate); every write
-    raises ``StoreError``. SQLite runs no writer thread then, PostgreSQL no writer task.
+    raises ``StoreError``. SQLite opens no write connection then, PostgreSQL no writer task.
     """
     if not isinstance(url, str):
         raise ValueError(f"store URL must be a str, got {url!r}")

@@ -136,8 +136,8 @@ def link(
     key: bytes | None,
 ) -> bytes:
     """The hash of one event at ``position``, chained to ``previous`` (the stream's last
-    event's, or None for its first). Runs on the writer's thread for every event: kept to
-    one buffer and one call into C."""
+    event's, or None for its first). Runs inside the write transaction for every event:
+    kept to one buffer and one call into C."""
     raw_id = event_id.bytes if isinstance(event_id, uuid.UUID) else event_id
     name, kind, body, meta = stream.encode(), type_.encode(), data.encode(), metadata.encode()
     header = _HEADER.pack(

@@ -32,6 +32,9 @@ Commit = Callable[[Sequence[R]], tuple[list[Outcome], bool]]
 """Runs a batch in one transaction: an outcome per request, in order, and whether anything
 was committed (listeners are told only then). Must not raise for one request's failure."""
 
+Listener = tuple[asyncio.AbstractEventLoop | None, Callable[[], None]]
+"""Told after each group that wrote: on its loop, or (None) in the committing thread."""
+
 _LEAD: Final = object()
 _STOP: Final = object()
 
@@ -82,7 +85,9 @@ class GroupCommit(Generic[R]):
         self._pending: collections.deque[_Ticket[R]] = collections.deque()
         self._leading = False
         self._closed = False
-        self._listeners: list[tuple[asyncio.AbstractEventLoop | None, Callable[[], None]]] = []
+        self._listeners: tuple[
+            tuple[asyncio.AbstractEventLoop | None, Callable[[], None]], ...
+        ] = ()
         self._signals: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._committer: threading.Thread | None = None
         if idle is not None:
@@ -95,35 +100,52 @@ class GroupCommit(Generic[R]):
     ) -> None:
         """Call ``listener`` after every group that committed something: on ``loop`` (with
         that loop's answers, one wake-up) or, without one, in the committing thread."""
-        with self._lock:
-            self._listeners.append((loop, listener))
+        with self._lock:  # replaced, never changed in place: committers read it unlocked
+            self._listeners = (*self._listeners, (loop, listener))
 
     def unlisten(self, listener: Callable[[], None]) -> None:
         with self._lock:
-            self._listeners = [(lp, fn) for lp, fn in self._listeners if fn is not listener]
+            self._listeners = tuple((lp, fn) for lp, fn in self._listeners if fn is not listener)
 
     # -- submitting ---------------------------------------------------------------------
 
     def run(self, request: R) -> Any:
         """Commit ``request`` (with whatever else is waiting) and return its value or raise
         its error, blocking this thread until its group committed."""
-        ticket: _Ticket[R] = _Ticket(request)
         with self._lock:
             self._check_open()
-            self._pending.append(ticket)
-            if self._leading:
+            if not self._leading:  # nobody commits: commit it here and now, alone
+                self._leading = True
+                ticket = None
+            else:
+                ticket = _Ticket(request)
                 ticket.wake = threading.Lock()
                 ticket.wake.acquire()
-            else:
-                self._leading = True
-                ticket.lead = True
-        if ticket.wake is not None:
-            ticket.wake.acquire()  # released when answered, or told to lead
+                self._pending.append(ticket)
+        if ticket is None:
+            return self._commit_alone(request)
+        wake = ticket.wake
+        assert wake is not None
+        wake.acquire()  # released when answered, or told to lead
         if ticket.lead:
             self._lead(ticket)
         if ticket.error is not None:
             raise ticket.error
         return ticket.value
+
+    def _commit_alone(self, request: R) -> Any:
+        """The uncontended path: no ticket, no queue; then hand the lead on."""
+        try:
+            ((value, error),), wrote = self._commit([request])
+        except BaseException as broke:
+            value, error, wrote = None, broke, False
+        finally:
+            self._hand_over(committer=False)
+        if wrote:
+            self._tell(self._listeners, {})
+        if error is not None:
+            raise error
+        return value
 
     def submit(
         self, request: R, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]
@@ -204,8 +226,6 @@ class GroupCommit(Generic[R]):
             outcomes, wrote = self._commit([t.request for t in batch])
         except BaseException as error:  # the commit function broke: everyone gets to know
             outcomes, wrote = [(None, error)] * len(batch), False
-        with self._lock:
-            listeners = list(self._listeners) if wrote else []
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Outcome]]] = {}
         for ticket, outcome in zip(batch, outcomes, strict=True):
             if ticket.loop is None or ticket.future is None:
@@ -214,6 +234,14 @@ class GroupCommit(Generic[R]):
                     ticket.wake.release()
             else:
                 by_loop.setdefault(ticket.loop, []).append((ticket.future, outcome))
+        self._tell(self._listeners if wrote else (), by_loop)
+
+    @staticmethod
+    def _tell(
+        listeners: tuple[Listener, ...],
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Outcome]]],
+    ) -> None:
+        """Answer the loops' callers and run the listeners: one wake-up per loop."""
         for loop, listener in listeners:
             if loop is None:
                 listener()

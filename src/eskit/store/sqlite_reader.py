@@ -1,71 +1,111 @@
-"""SQLite reader threads: each owns a read-only connection and answers reads in batches;
-and the check that a file opened only to read (``readonly=True``) holds a store.
+"""SQLite reader connections, used in the caller's thread; and the check that a file opened
+only to read (``readonly=True``) holds a store.
 
-Reads wait on SQLite in these threads, never in the event loop. A thread takes every read
-waiting in the shared queue and hands all their results back to the loop in one call, so a
-burst of concurrent reads (many commands loading their aggregates at once) costs one
-loop wake-up, not one per read.
+A read checks a connection out of the pool, runs on it in the thread that asked, and gives
+it back: no reader thread, no queue, no hand-off. WAL lets readers run while the writer
+writes. Connections are opened on demand, up to a bound; a caller that finds them all busy
+waits for one.
 """
 
 from __future__ import annotations
 
-import queue
 import sqlite3
+import threading
 from collections.abc import Callable
-from typing import Final
+from typing import TypeVar
 
-from eskit.errors import StoreError, StoreNotFound
+from eskit.errors import StoreClosed, StoreError, StoreNotFound
 from eskit.store import sqlite_schema
 from eskit.store.migrations import newest
-from eskit.store.sqlite_writer import (
-    STOP,
-    ConnectionThread,
-    Operation,
-    Outcome,
-    answer,
-    connect,
-    take_batch,
-)
+from eskit.store.sqlite_reads import RowDecoder
+from eskit.store.sqlite_writer import _CLOSING, connect
 
-MAX_BATCH: Final = 64
+T = TypeVar("T")
 
 
-class Reader(ConnectionThread):
-    """One reader: its connection, then reads from ``requests`` until it takes a STOP."""
+class Busy(Exception):
+    """Every reader is in use (``ReaderPool.read`` told not to wait)."""
 
-    def __init__(
-        self,
-        path: str,
-        requests: queue.SimpleQueue[Operation | object],
-        setup: Callable[[], None],
-    ) -> None:
-        super().__init__(f"eskit-sqlite-reader:{path}")
-        self.requests = requests
+
+class Reader:
+    """A read-only connection and its own row decoder (it caches the last timestamp)."""
+
+    __slots__ = ("conn", "decode")
+
+    def __init__(self, path: str) -> None:
+        self.conn = connect(path, readonly=True)
+        self.decode = RowDecoder()
+
+
+class ReaderPool:
+    """Up to ``size`` readers, each used by one caller at a time (see the module)."""
+
+    def __init__(self, path: str, size: int) -> None:
         self._path = path
-        self._setup = setup  # per-thread state of the store (its row decoder)
+        self._size = size
+        self._idle: list[Reader] = []
+        self._opened = 0  # readers that exist: idle or checked out
+        self._closed = False
+        self._lock = threading.Lock()
+        self._returned = threading.Condition(self._lock)
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = connect(self._path, readonly=True)
-        self._setup()
-        return conn
+    def read(self, run: Callable[[Reader], T], wait: bool = True) -> T:
+        """Run ``run`` on a reader of the pool, in this thread. Not ``wait``: raise ``Busy``
+        rather than wait for a reader (an event loop must not)."""
+        reader = self._check_out(wait)
+        try:
+            return run(reader)
+        finally:
+            self._give_back(reader)
 
-    def _serve(self, conn: sqlite3.Connection) -> None:
-        stop = False
-        while not stop:
-            batch, stop = take_batch(self.requests, self.requests.get(), MAX_BATCH)
-            outcomes: list[Outcome] = []
-            for op in batch:
-                try:
-                    outcomes.append((op, op.run(conn), None))
-                except Exception as error:
-                    outcomes.append((op, None, error))
-            answer(outcomes)
+    def _check_out(self, wait: bool) -> Reader:
+        with self._lock:
+            while True:
+                if self._closed:
+                    raise StoreClosed("the store is closing")
+                if self._idle:
+                    return self._idle.pop()
+                if self._opened < self._size:
+                    self._opened += 1
+                    break
+                if not wait:
+                    raise Busy
+                self._returned.wait()
+        try:
+            return Reader(self._path)
+        except BaseException:
+            with self._lock:
+                self._opened -= 1
+                self._returned.notify()
+            raise
 
+    def _give_back(self, reader: Reader) -> None:
+        with self._lock:
+            if not self._closed:
+                self._idle.append(reader)
+                self._returned.notify()
+                return
+        self._close_one(reader)
 
-def stop(requests: queue.SimpleQueue[Operation | object], readers: int) -> None:
-    """Ask every reader to finish (after the reads queued before)."""
-    for _ in range(readers):
-        requests.put(STOP)
+    def _close_one(self, reader: Reader) -> None:
+        with _CLOSING:
+            reader.conn.close()
+        with self._lock:
+            self._opened -= 1
+            self._returned.notify_all()
+
+    def close(self) -> None:
+        """Refuse new reads, wait for those running, close every connection (one at a
+        time: the last to close a WAL file removes it)."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._returned.notify_all()  # callers waiting for a reader give up
+        for reader in idle:
+            self._close_one(reader)
+        with self._lock:
+            while self._opened:
+                self._returned.wait()
 
 
 def check_store(conn: sqlite3.Connection, path: str) -> None:

@@ -1,26 +1,22 @@
-"""The SQLite writer thread: the only code that writes, committing appends in groups.
+"""The SQLite write connection and the transaction a group of writes commits in.
 
-Every write is queued to one thread that owns the only write connection. It takes all the
-requests waiting in its queue (up to ``max_batch``) and runs them in one ``BEGIN IMMEDIATE``
-transaction with a single COMMIT, so concurrent callers share one fsync. Each request is
-checked on its own (tombstone, idempotent retry, expected version) against the stream heads
-as they stand inside the group, so a conflict fails that request alone. A request may append
-to several streams (``append_many``; ``append`` is the case of one): all its parts are
-checked before any of their rows is queued, so a refused request leaves nothing in the
-group. Rows of all accepted appends are inserted with one ``executemany``. Callers are
-answered only after COMMIT returned; if the transaction fails, every caller of the group
-gets the error.
+Writes reach it through a ``GroupCommit`` (``group_commit``): whichever thread leads the
+group runs ``Writer.commit`` with every request waiting (up to ``max_batch``) in one
+``BEGIN IMMEDIATE`` transaction with a single COMMIT, so concurrent callers share one fsync.
+Each request is checked on its own (tombstone, idempotent retry, expected version) against
+the stream heads as they stand inside the group, so a conflict fails that request alone. A
+request may append to several streams (``append_many``; ``append`` is the case of one): all
+its parts are checked before any of their rows is queued, so a refused request leaves
+nothing in the group. Rows of all accepted appends are inserted with one ``executemany``.
+Callers are answered only after COMMIT returned; if the transaction fails, every caller of
+the group gets the error.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import contextlib
 import datetime as dt
 import itertools
 import logging
-import queue
 import sqlite3
 import threading
 import time
@@ -33,6 +29,7 @@ import msgspec
 
 from eskit.errors import StoreError, StreamDeleted
 from eskit.store import sqlite_schema
+from eskit.store.group_commit import Outcome
 from eskit.store.model import AppendResult, RecordedEvent
 from eskit.store.planner import LIVE, TOMBSTONED, Head, Plan, Planner, Row, lookups
 from eskit.store.rules import ExistingEvent, PreparedAppend
@@ -43,7 +40,6 @@ InlineHook = Callable[[sqlite3.Connection, list[RecordedEvent]], None]
 """Called inside the append's transaction with the events just written (inline projections)."""
 
 log = logging.getLogger("eskit.store.sqlite")
-STOP: Final = object()
 CHECKPOINT_EVERY: Final = 100
 """Commits between WAL checkpoints while writes never pause (plus one whenever idle)."""
 _INSERT: Final = (
@@ -119,34 +115,19 @@ def stream_state(conn: sqlite3.Connection, stream: str) -> tuple[int | None, int
     return last, LIVE if state is None else state
 
 
-class Request:
-    """Something queued for the writer, and where to send its outcome."""
-
-    __slots__ = ("future", "loop")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]) -> None:
-        self.loop, self.future = loop, future
-
-
-class AppendRequest(Request):
+class AppendRequest:
     """Appends to distinct streams, validated and encoded by the caller, written all or none.
 
-    The writer gives them ids and a time; the outcome is a list of one AppendResult each.
+    The group gives them positions and a time; the outcome is one AppendResult each.
     """
 
     __slots__ = ("appends",)
 
-    def __init__(
-        self,
-        appends: list[PreparedAppend],
-        loop: asyncio.AbstractEventLoop,
-        future: asyncio.Future[Any],
-    ) -> None:
-        super().__init__(loop, future)
+    def __init__(self, appends: list[PreparedAppend]) -> None:
         self.appends = appends
 
 
-class Operation(Request):
+class Operation:
     """Any other write (delete, metadata, a projection's batch): a function of the write
     connection, run inside its own SAVEPOINT of the group's transaction. If it raises, its
     writes are rolled back and its caller gets the error; the rest of the group commits.
@@ -154,17 +135,11 @@ class Operation(Request):
 
     __slots__ = ("run",)
 
-    def __init__(
-        self,
-        run: Callable[[sqlite3.Connection], Any],
-        loop: asyncio.AbstractEventLoop,
-        future: asyncio.Future[Any],
-    ) -> None:
-        super().__init__(loop, future)
+    def __init__(self, run: Callable[[sqlite3.Connection], Any]) -> None:
         self.run = run
 
 
-Outcome = tuple[Request, Any, BaseException | None]
+Request = AppendRequest | Operation
 
 
 class _WroteThenFailed(Exception):
@@ -201,7 +176,7 @@ class _AppendGroup:
         earlier = _existing(conn, ids) if ids else {}
         self.planner = Planner(_heads(conn, streams), earlier, head(conn) + 1, recorded_at, key)
         self.rows: list[Row] = []
-        self.pending: list[tuple[AppendRequest, list[AppendResult]]] = []
+        self.pending: list[tuple[int, list[AppendResult]]] = []  # outcome slot, results
         self.revived: list[str] = []
 
     def add(self, request: AppendRequest) -> None:
@@ -209,23 +184,26 @@ class _AppendGroup:
         it is accepted (a refused request fails alone and leaves nothing)."""
         plan = self.planner.plan(request.appends)
         if plan.results is None:
-            self.outcomes.append((request, None, plan.error))
+            self.outcomes.append((None, plan.error))
         elif self.inline and plan.rows:
-            self._add_inline(request, plan)
+            self._add_inline(plan)
         else:
-            self.rows += plan.rows
-            self.revived += plan.revived
-            self.pending.append((request, plan.results))
+            self._queue(plan)
 
-    def _add_inline(self, request: AppendRequest, plan: Plan) -> None:
+    def _queue(self, plan: Plan) -> None:
+        assert plan.results is not None
+        self.rows += plan.rows
+        self.revived += plan.revived
+        self.pending.append((len(self.outcomes), plan.results))
+        self.outcomes.append((None, None))  # answered by flush, once its rows are in
+
+    def _add_inline(self, plan: Plan) -> None:
         """Write the request's rows and run the inline projections on its events inside a
         SAVEPOINT: if a projection raises, the request fails alone and leaves nothing."""
-        assert plan.results is not None
         self.flush()  # the rows of earlier requests stay outside this request's savepoint
         self.conn.execute("SAVEPOINT inline")
         try:
-            self.rows, self.revived = plan.rows, plan.revived
-            self.pending.append((request, plan.results))
+            self._queue(plan)
             events = self.flush()
             for hook in self.inline:
                 hook(self.conn, events)
@@ -235,7 +213,7 @@ class _AppendGroup:
             self.conn.execute("ROLLBACK TO inline")
             self.conn.execute("RELEASE inline")
             self.planner.undo()
-            self.outcomes[-1] = (request, None, error)
+            self.outcomes[-1] = (None, error)
             log.warning("%s", error)  # "the append to ... was refused by projection ...: ..."
             return
         self.conn.execute("RELEASE inline")
@@ -256,8 +234,8 @@ class _AppendGroup:
                 raise _WroteThenFailed(error) from error
             if self.inline:
                 written = recorded(self.rows)
-        for request, results in self.pending:
-            self.outcomes.append((request, results, None))
+        for slot, results in self.pending:
+            self.outcomes[slot] = (results, None)
         self.rows, self.pending, self.revived = [], [], []
         return written
 
@@ -318,126 +296,63 @@ def _existing(conn: sqlite3.Connection, ids: Sequence[uuid.UUID]) -> dict[uuid.U
     return found
 
 
-class ConnectionThread(threading.Thread):
-    """A thread that owns one SQLite connection: opens it, says so through ``ready`` (or
-    reports why it could not), serves requests until told to stop, then closes it."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(name=name, daemon=True)
-        self.ready: concurrent.futures.Future[None] = concurrent.futures.Future()
-
-    def run(self) -> None:
-        try:
-            conn = self._connect()
-        except Exception as error:  # reported to open(); the thread has nothing left to do
-            self.ready.set_exception(error)
-            return
-        self.ready.set_result(None)
-        try:
-            self._serve(conn)
-        finally:
-            with _CLOSING:
-                conn.close()
-
-    def _connect(self) -> sqlite3.Connection:
-        raise NotImplementedError
-
-    def _serve(self, conn: sqlite3.Connection) -> None:
-        raise NotImplementedError
-
-
-def take_batch(
-    requests: queue.SimpleQueue[Any], first: object, limit: int
-) -> tuple[list[Any], bool]:
-    """``first`` and the requests already waiting behind it (``limit`` in all), and whether
-    a STOP was taken: the thread finishes this batch, then ends."""
-    if not isinstance(first, Request):
-        return [], True
-    batch = [first]
-    while len(batch) < limit:
-        try:
-            item = requests.get_nowait()
-        except queue.Empty:
-            break
-        if not isinstance(item, Request):
-            return batch, True
-        batch.append(item)
-    return batch, False
-
-
-class Writer(ConnectionThread):
-    """The only thread that writes: runs queued requests in group-committed transactions."""
+class Writer:
+    """The write connection and what runs on it: ``commit`` is the ``GroupCommit``'s
+    transaction function, so only the thread leading the group uses the connection."""
 
     def __init__(
-        self, path: str, synchronous: Synchronous, max_batch: int, idle_checkpoint: float
+        self,
+        path: str,
+        synchronous: Synchronous,
+        clock: Callable[[], int],
+        audit_key: bytes | None,
     ) -> None:
-        super().__init__(f"eskit-sqlite-writer:{path}")
-        self.queue: queue.SimpleQueue[Request | object] = queue.SimpleQueue()
-        # Run on this loop after each commit (wakes subscriptions), in the same call that
-        # answers the loop's callers: one wake-up of the loop per group, not two.
-        self.after_commit: tuple[asyncio.AbstractEventLoop, Callable[[], None]] | None = None
-        self._committed = False
-        self.clock: Callable[[], int] = lambda: 0  # microseconds since the epoch, UTC
-        self.before_commit: Callable[[], None] | None = None  # fault injection for tests
-        self.audit_key: bytes | None = None
+        self.clock = clock  # microseconds since the epoch, UTC
+        self.audit_key = audit_key
         """Key of the hash chain's links (``chain.audit_key``); None: plain BLAKE2b."""
+        self.before_commit: Callable[[], None] | None = None  # fault injection for tests
         self.inline: list[InlineHook] = []
         """Inline projections, run in every append's transaction; changed only by
-        operations (on this thread), so a change takes effect between two transactions."""
-        self._path = path
-        self._synchronous = synchronous
-        self._max_batch = max_batch
-        self._idle_checkpoint = idle_checkpoint
+        operations (inside a commit), so a change takes effect between two transactions."""
         self._commits_since_checkpoint = 0
         self._wal_to_truncate = False
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = connect(self._path)
-        conn.execute(f"PRAGMA synchronous={self._synchronous}")
-        conn.execute("PRAGMA journal_size_limit=67108864")
+        self._last_commit = time.monotonic()
+        self.conn = connect(path)
         try:
-            sqlite_schema.migrate(conn, self._path, self.audit_key)
+            self.conn.execute(f"PRAGMA synchronous={synchronous}")
+            self.conn.execute("PRAGMA journal_size_limit=67108864")
+            sqlite_schema.migrate(self.conn, path, audit_key)
         except BaseException:
-            conn.close()
+            self.close()
             raise
-        return conn
 
-    def _serve(self, conn: sqlite3.Connection) -> None:
-        while True:
-            try:
-                first = self.queue.get(timeout=self._idle_checkpoint)
-            except queue.Empty:
-                self._checkpoint(conn, "TRUNCATE")
-                continue
-            batch, stop = take_batch(self.queue, first, self._max_batch)
-            if batch:
-                self._commit(conn, batch)
-            if self._commits_since_checkpoint >= CHECKPOINT_EVERY:
-                self._checkpoint(conn, "RESTART")
-            if stop:
-                self._checkpoint(conn, "TRUNCATE")
-                return
-
-    def _commit(self, conn: sqlite3.Connection, batch: list[Request]) -> None:
-        """Commit a group of requests together; answer every caller after COMMIT."""
+    def commit(self, batch: Sequence[Request]) -> tuple[list[Outcome], bool]:
+        """Commit a group of requests together (``GroupCommit``): an outcome per request,
+        and whether anything was committed. After a write failed midway the group is
+        rolled back and each request is retried in a transaction of its own."""
+        if self._commits_since_checkpoint >= CHECKPOINT_EVERY:
+            self.checkpoint("RESTART")
+        wrote = False
         try:
-            outcomes = self._transaction(conn, batch)
+            outcomes = self._transaction(batch)
+            wrote = True
         except _WroteThenFailed:
             outcomes = []
             for request in batch:
                 try:
-                    outcomes += self._transaction(conn, [request])
+                    outcomes += self._transaction([request])
+                    wrote = True
                 except _WroteThenFailed as failed:
-                    outcomes.append((request, None, failed.error))
+                    outcomes.append((None, failed.error))
                 except Exception as error:
-                    outcomes.append((request, None, _transaction_failed(error)))
+                    outcomes.append((None, _transaction_failed(error)))
         except Exception as error:
-            outcomes = [(request, None, _transaction_failed(error)) for request in batch]
-        committed, self._committed = self._committed, False
-        answer(outcomes, self.after_commit if committed else None)
+            outcomes = [(None, _transaction_failed(error))] * len(batch)
+        return outcomes, wrote
 
-    def _transaction(self, conn: sqlite3.Connection, batch: list[Request]) -> list[Outcome]:
+    def _transaction(self, batch: Sequence[Request]) -> list[Outcome]:
         """Run ``batch`` in one transaction; a request that fails its checks fails alone."""
+        conn = self.conn
         outcomes: list[Outcome] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -456,7 +371,7 @@ class Writer(ConnectionThread):
                 else:  # operations may change stream states: appends after them read anew
                     for operation in requests:
                         assert isinstance(operation, Operation)
-                        self._run(conn, operation, outcomes)
+                        outcomes.append(self._run(operation))
             if self.before_commit is not None:
                 self.before_commit()
             conn.execute("COMMIT")
@@ -466,25 +381,30 @@ class Writer(ConnectionThread):
             raise
         self._commits_since_checkpoint += 1
         self._wal_to_truncate = True
-        self._committed = True
+        self._last_commit = time.monotonic()
         return outcomes
 
-    @staticmethod
-    def _run(conn: sqlite3.Connection, op: Operation, outcomes: list[Outcome]) -> None:
+    def _run(self, op: Operation) -> Outcome:
         """Run one operation inside its own SAVEPOINT: if it raises, what it wrote is
         rolled back and it fails alone; the rest of the group still commits."""
+        conn = self.conn
         conn.execute("SAVEPOINT operation")
         try:
             value = op.run(conn)
         except Exception as error:
             conn.execute("ROLLBACK TO operation")
             conn.execute("RELEASE operation")
-            outcomes.append((op, None, error))
-            return
+            return None, error
         conn.execute("RELEASE operation")
-        outcomes.append((op, value, None))
+        return value, None
 
-    def _checkpoint(self, conn: sqlite3.Connection, mode: Literal["RESTART", "TRUNCATE"]) -> None:
+    def idle(self, after: float) -> None:
+        """Truncate the WAL once nothing was committed for ``after`` seconds (run by the
+        group's committer thread holding the lead)."""
+        if time.monotonic() - self._last_commit >= after:
+            self.checkpoint("TRUNCATE")
+
+    def checkpoint(self, mode: Literal["RESTART", "TRUNCATE"]) -> None:
         """Copy the WAL into the database and start it over (TRUNCATE also empties the file).
 
         SQLite's own checkpoints are passive: under readers that never pause they cannot
@@ -493,6 +413,7 @@ class Writer(ConnectionThread):
         """
         if not (self._wal_to_truncate if mode == "TRUNCATE" else self._commits_since_checkpoint):
             return
+        conn = self.conn
         conn.execute("PRAGMA busy_timeout=20")
         try:
             busy = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()[0]
@@ -504,37 +425,12 @@ class Writer(ConnectionThread):
             self._commits_since_checkpoint = 0
             self._wal_to_truncate = mode != "TRUNCATE"
 
+    def close(self) -> None:
+        with _CLOSING:
+            self.conn.close()
+
 
 def _transaction_failed(error: Exception) -> StoreError:
     failure = StoreError(f"SQLite transaction failed, nothing of it was written: {error}")
     failure.__cause__ = error
     return failure
-
-
-def answer(
-    outcomes: list[Outcome],
-    then: tuple[asyncio.AbstractEventLoop, Callable[[], None]] | None = None,
-) -> None:
-    """Hand results to the waiting coroutines, one thread-safe call per event loop; ``then``
-    runs on its loop right after that loop's results are handed over."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
-    for outcome in outcomes:
-        by_loop.setdefault(outcome[0].loop, []).append(outcome)
-    if then is not None:
-        by_loop.setdefault(then[0], [])
-    for loop, items in by_loop.items():
-        follow_up = then[1] if then is not None and then[0] is loop else None
-        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-            loop.call_soon_threadsafe(_settle, items, follow_up)
-
-
-def _settle(items: list[Outcome], then: Callable[[], None] | None = None) -> None:
-    for request, value, error in items:
-        if request.future.done():
-            continue
-        if error is None:
-            request.future.set_result(value)
-        else:
-            request.future.set_exception(error)
-    if then is not None:
-        then()

@@ -86,12 +86,12 @@ class When(Generic[S]):
         if self.error is not None:
             raise AssertionError(
                 f"expected events, but the command raised {self.error!r}\n"
-                f"{_table(list(expected), [])}"
+                f"{table(list(expected), [])}"
             ) from self.error
         if list(expected) != self.events:
             raise AssertionError(
                 "the events decided differ from those expected\n"
-                + _table(list(expected), self.events)
+                + table(list(expected), self.events)
             )
         return self.events
 
@@ -104,7 +104,7 @@ class When(Generic[S]):
         if self.error is None:
             raise AssertionError(
                 f"expected {error_type.__name__}, but the command decided:\n"
-                + _table([], self.events)
+                + table([], self.events)
             )
         if not isinstance(self.error, error_type):
             raise AssertionError(
@@ -128,12 +128,12 @@ class When(Generic[S]):
         return state
 
 
-def _table(expected: Sequence[object], actual: Sequence[object]) -> str:
-    """Expected and actual events line by line, marking where they differ."""
+def table(expected: Sequence[object], actual: Sequence[object], what: str = "events") -> str:
+    """Expected and actual events (or rows) line by line, marking where they differ."""
     lines = []
     for i in range(max(len(expected), len(actual))):
         want = repr(expected[i]) if i < len(expected) else "(nothing)"
         got = repr(actual[i]) if i < len(actual) else "(nothing)"
         mark = "  " if want == got else "✗ "
         lines.append(f"{mark}#{i} expected {want}\n{' ' * len(mark)}#{i} actual   {got}")
-    return "\n".join(lines) if lines else "  (no events on either side)"
+    return "\n".join(lines) if lines else f"  (no {what} on either side)"

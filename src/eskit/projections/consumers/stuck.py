@@ -5,17 +5,19 @@ event marks the event's partition stuck (Redis and RabbitMQ have one: ``0``), in
 model's database so every worker of the group, in any process, sees it: none applies
 that partition again, and the broker keeps the event unacked, until an operator skips it.
 A skip records the event's id in the inbox, as if applied: its next delivery is dropped
-as a repeat and acked, and the partition goes on.
+as a repeat and acked, and the partition goes on. ``eskit projections skip`` and
+``status`` reach a group through its read model's database (``groups``).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Final
 
 import msgspec
 
 from eskit.projections import state as st
-from eskit.projections.sql import Connection, execute
+from eskit.projections.sql import Connection, execute, kind_of
 from eskit.store.model import RecordedEvent
 
 SCHEMA: Final = """CREATE TABLE IF NOT EXISTS eskit_consumer_stuck (
@@ -70,7 +72,9 @@ def stuck(conn: Connection, consumer: str) -> dict[int, StuckPartition]:
 
 def skip(conn: Connection, consumer: str, reason: str, now: int) -> list[st.Skip]:
     """Step every stuck partition of ``consumer`` over its event (recorded in the inbox
-    as applied, and in ``eskit_projection_skips`` with ``reason``)."""
+    as applied, and in ``eskit_projection_skips`` with ``reason``); [] if none is."""
+    if kind_of(conn, "eskit_consumer_stuck") != "table":
+        return []
     records = []
     for row in stuck(conn, consumer).values():
         execute(
@@ -87,3 +91,29 @@ def skip(conn: Connection, consumer: str, reason: str, now: int) -> list[st.Skip
         records.append(record)
     execute(conn, "DELETE FROM eskit_consumer_stuck WHERE consumer = ?", (consumer,))
     return records
+
+
+class Group(msgspec.Struct, frozen=True):
+    """A broker consumer group as its read model stores it, for status screens."""
+
+    name: str
+    version: int
+    tables: list[str]
+    position: int
+    """The newest event its inbox recorded (applied or skipped): how far it got."""
+    stuck: list[StuckPartition]
+
+
+def groups(conn: Connection) -> list[Group]:
+    """Every consumer group whose read model lives in this database, by name ([] if none)."""
+    if kind_of(conn, "eskit_consumers") != "table":
+        return []
+    rows = execute(
+        conn,
+        "SELECT c.name, c.version, c.tables, (SELECT max(position) FROM eskit_consumer_inbox i"
+        " WHERE i.consumer = c.name) FROM eskit_consumers c ORDER BY c.name",
+    ).fetchall()
+    return [
+        Group(name, version, json.loads(tables), position or 0, list(stuck(conn, name).values()))
+        for name, version, tables, position in rows
+    ]
