@@ -16,8 +16,9 @@ from eskit.application.blocking import CommandBus, Repository
 from eskit.projections.blocking import ProjectionRunner
 from eskit.store import open_store as _open_async_store
 from eskit.store.blocking import SyncStore
+from eskit.subscriptions.blocking import Groups
 
-__all__ = ["CommandBus", "ProjectionRunner", "Repository", "SyncStore", "open_store"]
+__all__ = ["CommandBus", "Groups", "ProjectionRunner", "Repository", "SyncStore", "open_store"]
 
 
 def open_store(url: str, **options: Any) -> SyncStore:

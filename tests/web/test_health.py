@@ -20,6 +20,7 @@ import eskit
 from eskit.brokers.nats import NatsPublisher
 from eskit.projections import ProjectionRunner
 from eskit.relay import Relay
+from eskit.subscriptions import Groups, Source
 from eskit.web import AppSpec, serving_app
 from eskit.web.app import begin_shutdown
 from tests.cli.apps import Fragile
@@ -226,3 +227,17 @@ async def test_a_relay_whose_broker_is_down_shows_its_lag(tmp_path: Path) -> Non
         assert got[("eskit_projection_position", (("projection", relay.name),))] == 0
         reason = f"projection {relay.name} is 3 events behind (over 2)"
         await ready_until(api, lambda body: body["reasons"] == [reason])
+
+
+async def test_metrics_show_the_consumer_groups(tmp_path: Path) -> None:
+    async with served(tmp_path) as api:
+        assert (await api.create_invoice("1")).status_code == 200
+        groups = Groups(api.store)
+        await groups.create("mail", Source.all())
+        (delivery,) = await groups.consumer("mail", "a").fetch()
+        await delivery.nack("park", "poison")
+        got = await metrics(api)
+    assert got[("eskit_group_parked", (("group", "mail"),))] == 1
+    assert got[("eskit_group_parked_total", (("group", "mail"),))] == 1
+    assert got[("eskit_group_in_flight", (("group", "mail"),))] == 0
+    assert got[("eskit_group_lag", (("group", "mail"),))] == 0

@@ -15,6 +15,7 @@ from eskit.cli import (
     relay,
     serve,
     streams,
+    subscriptions,
     tokens,
     transfer,
 )
@@ -59,6 +60,7 @@ async def _last_position(url: str) -> int:
 app.add_typer(streams.app, name="streams")
 app.add_typer(events.app, name="events")
 app.add_typer(projections.app, name="projections")
+app.add_typer(subscriptions.app, name="subscriptions")
 app.command("trace")(trace_command)
 app.command("verify")(verify_command)
 app.command("export")(transfer.export)

@@ -29,7 +29,8 @@ import msgspec
 from eskit.errors import EskitError
 from eskit.projections import state as st
 from eskit.projections.consumers import stuck as consumer_stuck
-from eskit.projections.sql import Connection, columns, execute, is_sqlite, lock_setup
+from eskit.projections.sql import Connection, columns, execute, lock_setup
+from eskit.projections.sql import now_sql as _now
 from eskit.store.model import RecordedEvent
 
 SCHEMA: Final = (
@@ -113,13 +114,6 @@ class PartitionRow(msgspec.Struct, frozen=True):
 def partition_of(stream: str, count: int) -> int:
     """The partition of a stream: the same on every machine and Python run (CRC-32)."""
     return zlib.crc32(stream.encode()) % count
-
-
-def _now(conn: Connection) -> str:
-    """SQL for the database's clock in microseconds since 1970."""
-    if is_sqlite(conn):
-        return "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)"
-    return "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)"
 
 
 def prepare(conn: Connection, name: str, count: int, build: int, position: int) -> None:

@@ -4,7 +4,8 @@ Errors are redacted before they are stored (``eskit.projections.failure``), but 
 stored by an older eskit, or one that quotes a value redaction could not recognise, may
 still hold personal data. Forgetting a subject therefore replaces the text of every stored
 error about an event that holds a field its key no longer opens (``scrubbed``): the stuck
-projections and partitions, and the record of skipped events. The error's type, the
+projections and partitions, the record of skipped events, and the reasons consumer groups
+parked events for. The error's type, the
 event, its position and the projection stay, for the operator.
 """
 
@@ -21,11 +22,13 @@ from eskit.store.base import EventStore
 from eskit.store.model import RecordedEvent
 
 ERROR_TABLES: Final = (
-    ("eskit_projections", "error_event", "error_position"),
-    ("eskit_partitions", "error_event", "error_position"),
-    ("eskit_projection_skips", "event_id", "position"),
+    ("eskit_projections", "error_event", "error_position", "error"),
+    ("eskit_partitions", "error_event", "error_position", "error"),
+    ("eskit_projection_skips", "event_id", "position", "error"),
+    ("eskit_group_parked", "event_id", "position", "reason"),
 )
-"""The tables that keep an error text, with the columns naming its event."""
+"""The tables that keep an error text, with the columns naming its event and the text's
+(a consumer group's parked events keep the reason they were parked for)."""
 
 
 class StoredError(NamedTuple):
@@ -59,13 +62,13 @@ async def scrub_errors(store: EventStore, forgotten: Callable[[RecordedEvent], b
 def stored_errors(conn: Connection) -> list[StoredError]:
     """Every error text the projections' tables keep, with its event."""
     found: list[StoredError] = []
-    for table, event_column, position_column in ERROR_TABLES:
+    for table, event_column, position_column, text in ERROR_TABLES:
         if event_column not in columns(conn, table):  # no such table (yet), or an old one
             continue
         rows = execute(
             conn,
-            f"SELECT {event_column}, {position_column}, error FROM {table}"
-            f" WHERE error IS NOT NULL AND {event_column} IS NOT NULL",
+            f"SELECT {event_column}, {position_column}, {text} FROM {table}"
+            f" WHERE {text} IS NOT NULL AND {text} <> '' AND {event_column} IS NOT NULL",
         ).fetchall()
         found.extend(StoredError(table, *row) for row in rows)
     return found
@@ -73,11 +76,12 @@ def stored_errors(conn: Connection) -> list[StoredError]:
 
 def replace(conn: Connection, rows: list[StoredError]) -> None:
     """Scrub these errors (unless they changed since they were read)."""
-    columns = {table: event_column for table, event_column, _ in ERROR_TABLES}
+    named = {table: (event_column, text) for table, event_column, _, text in ERROR_TABLES}
     for row in rows:
+        event_column, text = named[row.table]
         execute(
             conn,
-            f"UPDATE {row.table} SET error = ? WHERE {columns[row.table]} = ? AND error = ?",
+            f"UPDATE {row.table} SET {text} = ? WHERE {event_column} = ? AND {text} = ?",
             (scrubbed(row.error), row.event_id, row.error),
         )
 

@@ -95,3 +95,11 @@ def lock_setup(conn: Connection) -> None:
         conn.execute(
             "SELECT pg_advisory_xact_lock(hashtext('eskit_projections:' || current_schema()))"
         )
+
+
+def now_sql(conn: Connection) -> str:
+    """SQL for the database's clock in microseconds since 1970: leases and deadlines kept
+    by machines whose clocks disagree still agree."""
+    if is_sqlite(conn):
+        return "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)"
+    return "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)"

@@ -31,6 +31,7 @@ from eskit.web.commands import add_command_routes
 from eskit.web.context import ApiRoute, Context, Settings
 from eskit.web.errors import http_error
 from eskit.web.events import add_event_routes
+from eskit.web.groups import GROUP_TYPES, add_group_routes
 from eskit.web.limits import BodyLimit
 from eskit.web.openapi import add_components, schemas_of
 from eskit.web.queries import Query, add_query_routes
@@ -109,9 +110,10 @@ def create_app(
     if bus is not None:
         add_catalog_route(router, bus.events, secured)
     add_event_routes(router, secured, settings.max_limit)
+    add_group_routes(router, secured, settings.max_limit)
     if aggregates:
         add_aggregate_routes(router, aggregates, secured)
-    _, components = schemas_of((*REPLY_TYPES, AggregateState, Catalog))
+    _, components = schemas_of((*REPLY_TYPES, *GROUP_TYPES, AggregateState, Catalog))
     if bus is not None:
         components.update(add_command_routes(router, bus, secured))
     if queries:

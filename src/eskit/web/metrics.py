@@ -65,6 +65,11 @@ def add_metrics_route(router: APIRouter, metrics: Metrics, secured: bool) -> Non
     when ``secured``."""
     from prometheus_client.exposition import choose_encoder
 
+    from eskit.observability.groups import GroupCollector
+    from eskit.web.groups import groups_of
+
+    group_metrics = GroupCollector(metrics.registry)
+
     documented = responses(
         200, {"type": "string"}, secured=secured, media_type="text/plain", description=_TEXT
     )
@@ -79,11 +84,13 @@ def add_metrics_route(router: APIRouter, metrics: Metrics, secured: bool) -> Non
     )
     async def scrape(request: Request) -> Response:
         """Every collector in the format the scraper asks for (Prometheus text, or
-        OpenMetrics); the head is read now, the projections' positions and lags are
-        sampled every second."""
+        OpenMetrics); the head and the consumer groups' counts are read now, the
+        projections' positions and lags are sampled every second."""
         ctx = context(request)
         require(ctx.authenticate(request), "read")
         only_parameters(request)
-        metrics.head.set(await ctx.store.last_position())
+        head = await ctx.store.last_position()
+        metrics.head.set(head)
+        group_metrics.refresh(await groups_of(request).list(), head)
         encode, media_type = choose_encoder(request.headers.get("accept", ""))
         return Response(encode(metrics.registry), headers={"Content-Type": media_type})

@@ -3,8 +3,8 @@ required, every page loads (a screenshot of each is kept), the dashboard draws i
 and they follow new events, a stuck projection shows at its top and is skipped from there,
 the audit is paged, the event catalog opens a schema, an error page leads back, the live
 tail shows a command sent meanwhile, a rebuild started from the projections page finishes,
-a stuck projection is skipped from the page, and an XSS payload in event data is shown as
-text."""
+a stuck projection is skipped from the page, parked events are replayed from a consumer
+group's page, and an XSS payload in event data is shown as text."""
 
 from __future__ import annotations
 
@@ -125,6 +125,7 @@ def test_every_page_loads(page: Page, server: Served) -> None:
         ("time-travel", f"/admin/aggregates?kind=invoice&id={invoice_id}&version=1",
          "Time travel", '"total": 1200'),
         ("audit", "/admin/audit", "Audit", traced["command_id"]),
+        ("subscriptions", "/admin/subscriptions", "Subscriptions", "consumer group"),
     ]  # fmt: skip
     for name, path, title, shown in pages:
         page.goto(server.url + path)
@@ -296,6 +297,32 @@ def test_a_stuck_projection_is_skipped_from_the_page(page: Page, server: Served)
     expect(page).to_have_url(f"{server.url}/admin/projections")
     expect(fragile).to_have_attribute("data-status", "running")
     expect(fragile).to_have_attribute("data-lag", "0")
+
+
+def test_parked_events_are_replayed_from_the_page(page: Page, server: Served) -> None:
+    from playwright.sync_api import expect
+
+    import eskit.sync
+    from eskit.subscriptions import Source
+
+    stream, name = f"note-{uuid.uuid4().hex[:8]}", f"mail-{uuid.uuid4().hex[:6]}"
+    server.append(stream, "MailDue", {"to": "ann"})
+    with eskit.sync.open_store(f"sqlite:///{server.log.parent}/events.db") as store:
+        groups = eskit.sync.Groups(store)
+        groups.create(name, Source.stream(stream))
+        consumer = groups.consumer(name, "mailer")
+        consumer.nack(consumer.fetch(), "park", "mailbox full")
+    page.goto(f"{server.url}/admin/dashboard")
+    parked = page.locator(f"li[data-group={name}]")
+    expect(parked).to_contain_text("has 1 parked events")
+    parked.locator("a").click()
+    expect(page.locator("h1")).to_have_text(f"Group {name}")
+    expect(page.locator("table.parked")).to_contain_text("mailbox full")
+    shot(page, "group-parked")
+    page.click("button:has-text('Replay parked events')")
+    expect(page.locator("dd.parked")).to_have_text("0")
+    expect(page.locator("dd.waiting")).to_have_text("1")
+    expect(page.locator("td.by")).to_contain_text("admin (admin UI)")
 
 
 def test_an_xss_payload_in_event_data_is_shown_as_text(page: Page, server: Served) -> None:

@@ -31,6 +31,7 @@ from eskit.web.admin.projections import add_projection_routes
 from eskit.web.admin.session import add_session_routes, visitor
 from eskit.web.admin.site import HEADERS, Admin, AdminRoute, base
 from eskit.web.admin.streams import add_stream_routes
+from eskit.web.admin.subscriptions import add_subscription_routes
 from eskit.web.admin.trace import add_trace_routes
 from eskit.web.auth import Tokens
 from eskit.web.errors import ApiError
@@ -75,6 +76,7 @@ def add_admin(
     add_stream_routes(router)
     add_live_routes(router)
     add_projection_routes(router)
+    add_subscription_routes(router)
     add_trace_routes(router)
     add_aggregate_routes(router)
     add_audit_routes(router)

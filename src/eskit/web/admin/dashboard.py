@@ -1,5 +1,5 @@
 """The dashboard, the admin's home: what needs attention first (stuck or failing
-projections; parked events once there are persistent subscriptions), then charts of the
+projections; consumer groups with parked events), then charts of the
 events appended per second over the last hour and of each projection's lag over time, and
 the biggest categories and streams (``history`` computes them).
 
@@ -22,6 +22,7 @@ from eskit.projections import state as st
 from eskit.web.admin.repair import Row, dashboard
 from eskit.web.admin.session import user_page, visitor
 from eskit.web.admin.site import HEADERS, Admin, admin_of, fragment
+from eskit.web.admin.subscriptions import summaries
 
 ATTENTION = (st.STUCK, "failing")
 """The statuses shown at the top of the dashboard."""
@@ -77,10 +78,18 @@ async def _rows(admin: Admin) -> list[Row] | None:
     return rows
 
 
+async def _parked(admin: Admin) -> list[dict[str, Any]] | None:
+    """The consumer groups with parked events (None: there are no groups to show)."""
+    rows = await summaries(admin)
+    if not rows:
+        return None
+    return [row for row in rows if row["group"].parked]
+
+
 async def _attention(admin: Admin) -> dict[str, Any]:
     rows = await _rows(admin)
     return {
         "rows": rows,
         "troubled": [row for row in rows or [] if row.status in ATTENTION],
-        "parked": None,  # persistent subscriptions (and so parked events) do not exist yet
+        "parked": await _parked(admin),
     }

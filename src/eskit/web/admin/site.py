@@ -49,6 +49,7 @@ PAGES: Final = (
     ("streams", "Streams"),
     ("live", "Live tail"),
     ("projections", "Projections"),
+    ("subscriptions", "Subscriptions"),
     ("trace", "Trace"),
     ("aggregates", "Time travel"),
     ("audit", "Audit"),
