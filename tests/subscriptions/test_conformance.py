@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import eskit
-from eskit.testing.groups import GroupConformance
+from eskit.testing import GroupConformance
 from tests import postgres
 
 
@@ -23,3 +23,10 @@ class TestSQLiteGroups(GroupConformance):
 class TestPostgresGroups(GroupConformance):
     def make_store(self, tmp_path: Path, **options: Any) -> eskit.EventStore:
         return eskit.open_store(postgres.store_url(), **options)
+
+
+def test_a_failure_in_the_suite_shows_the_values_compared() -> None:
+    """``eskit.testing`` has pytest rewrite the suite's asserts, as in a test module."""
+    import eskit.testing.groups as suite
+
+    assert "@pytest_ar" in vars(suite)

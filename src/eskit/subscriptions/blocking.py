@@ -15,7 +15,7 @@ from eskit.projections.database import BlockingDatabase, Database, database_for
 from eskit.projections.sql import Connection
 from eskit.store.blocking import SyncStore
 from eskit.store.model import RecordedEvent
-from eskit.subscriptions import steps, tables
+from eskit.subscriptions import parking, steps, tables, window
 from eskit.subscriptions.groups import (
     GROUP_POLICY,
     POLL,
@@ -103,7 +103,7 @@ class Groups:
     def ack(self, group: str, event_ids: Iterable[str]) -> int:
         ids = [str(i) for i in event_ids]
         return self._write(
-            lambda c: tables.ack(c, group, list(tables.positions_of(c, group, ids).values()))
+            lambda c: window.ack(c, group, list(window.positions_of(c, group, ids).values()))
         )
 
     def nack(
@@ -118,13 +118,13 @@ class Groups:
         ids, text = [str(i) for i in event_ids], steps.reason_of(reason)
 
         def run(conn: Connection) -> int:
-            positions = list(tables.positions_of(conn, group, ids).values())
-            return tables.nack(conn, group, consumer, positions, action, text)
+            positions = list(window.positions_of(conn, group, ids).values())
+            return window.nack(conn, group, consumer, positions, action, text)
 
         return self._write(run)
 
     def parked(self, group: str, *, after: int = 0, limit: int = 100) -> builtins.list[Parked]:
-        return self._read(lambda c: tables.parked(c, group, after, limit))
+        return self._read(lambda c: parking.parked(c, group, after, limit))
 
     def iter_parked(self, group: str, *, page: int = 500) -> Iterator[Parked]:
         after = 0
@@ -151,7 +151,7 @@ class Groups:
         return engine.drive_blocking(steps.replay(group, requested_by, up_to, page), perform)
 
     def replays(self, group: str) -> builtins.list[Replay]:
-        return self._read(lambda c: tables.replays(c, group))
+        return self._read(lambda c: parking.replays(c, group))
 
 
 class Delivery:
@@ -202,7 +202,7 @@ class Consumer:
 
     def ack(self, deliveries: Iterable[Delivery]) -> None:
         positions = [d.claimed.position for d in deliveries]
-        self.groups._write(lambda c: tables.ack(c, self.group, positions))
+        self.groups._write(lambda c: window.ack(c, self.group, positions))
 
     def nack(
         self,
@@ -212,7 +212,7 @@ class Consumer:
     ) -> None:
         check_action(action)
         positions, text = [d.claimed.position for d in deliveries], steps.reason_of(reason)
-        self.groups._write(lambda c: tables.nack(c, self.group, self.name, positions, action, text))
+        self.groups._write(lambda c: window.nack(c, self.group, self.name, positions, action, text))
 
     def run(
         self,
@@ -243,4 +243,4 @@ class Consumer:
         return acked
 
     def close(self) -> None:
-        self.groups._write(lambda c: tables.leave(c, self.group, self.name))
+        self.groups._write(lambda c: window.leave(c, self.group, self.name))

@@ -2,7 +2,8 @@
 
 A group hands each event of its source to one consumer at a time; the consumer acks it,
 or nacks it (retry, park, skip). Everything a group knows lives in the store's database
-(``tables``), so consumers in any number of processes share it with no leader.
+(``tables``, ``window``, ``parking``), so consumers in any number of processes share it
+with no leader.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from eskit.projections.database import Database, database_for
 from eskit.projections.sql import Connection
 from eskit.store.base import EventStore
 from eskit.store.model import RecordedEvent
-from eskit.subscriptions import steps, tables
+from eskit.subscriptions import parking, steps, tables, window
 from eskit.subscriptions.model import (
     ACTIONS,
     END,
@@ -153,7 +154,7 @@ class Groups:
         ids = [str(i) for i in event_ids]
 
         def run(conn: Connection) -> int:
-            return tables.ack(conn, group, list(tables.positions_of(conn, group, ids).values()))
+            return window.ack(conn, group, list(window.positions_of(conn, group, ids).values()))
 
         return await self._write(run)
 
@@ -170,8 +171,8 @@ class Groups:
         ids, text = [str(i) for i in event_ids], steps.reason_of(reason)
 
         def run(conn: Connection) -> int:
-            positions = list(tables.positions_of(conn, group, ids).values())
-            return tables.nack(conn, group, consumer, positions, action, text)
+            positions = list(window.positions_of(conn, group, ids).values())
+            return window.nack(conn, group, consumer, positions, action, text)
 
         return await self._write(run)
 
@@ -181,7 +182,7 @@ class Groups:
         self, group: str, *, after: int = 0, limit: int = 100
     ) -> builtins.list[Parked]:
         """A page of the parked events with their reasons (``seq`` > ``after``)."""
-        return await self._read(lambda c: tables.parked(c, group, after, limit))
+        return await self._read(lambda c: parking.parked(c, group, after, limit))
 
     async def iter_parked(self, group: str, *, page: int = 500) -> AsyncIterator[Parked]:
         """Every parked event, read a page at a time."""
@@ -213,7 +214,7 @@ class Groups:
         return await engine.drive(steps.replay(group, requested_by, up_to, page), perform)
 
     async def replays(self, group: str) -> builtins.list[Replay]:
-        return await self._read(lambda c: tables.replays(c, group))
+        return await self._read(lambda c: parking.replays(c, group))
 
 
 class Delivery:
@@ -269,7 +270,7 @@ class Consumer:
 
     async def ack(self, deliveries: Iterable[Delivery]) -> None:
         positions = [d.claimed.position for d in deliveries]
-        await self.groups._write(lambda c: tables.ack(c, self.group, positions))
+        await self.groups._write(lambda c: window.ack(c, self.group, positions))
 
     async def nack(
         self,
@@ -282,7 +283,7 @@ class Consumer:
         check_action(action)
         positions, text = [d.claimed.position for d in deliveries], steps.reason_of(reason)
         await self.groups._write(
-            lambda c: tables.nack(c, self.group, self.name, positions, action, text)
+            lambda c: window.nack(c, self.group, self.name, positions, action, text)
         )
 
     async def run(
@@ -317,7 +318,7 @@ class Consumer:
 
     async def close(self) -> None:
         """Leave the group: what it holds is handed to others at once."""
-        await self.groups._write(lambda c: tables.leave(c, self.group, self.name))
+        await self.groups._write(lambda c: window.leave(c, self.group, self.name))
 
 
 def check_name(name: str) -> None:

@@ -15,7 +15,7 @@ from eskit.projections import engine
 from eskit.projections.failure import describe
 from eskit.projections.sql import Connection
 from eskit.store.model import RecordedEvent
-from eskit.subscriptions import tables
+from eskit.subscriptions import parking, window
 from eskit.subscriptions.model import Claimed, Replay, Source
 
 READ_AHEAD: Final = 500
@@ -63,7 +63,7 @@ def matches(source: Source, event: RecordedEvent) -> bool:
 def fetch(name: str, consumer: str, limit: int) -> engine.Steps[Fetched]:
     """Hand ``consumer`` up to ``limit`` events: waiting ones first, else read on in the
     log (the read is outside the transaction; ``fill`` keeps what no one read first)."""
-    want: tables.Want = yield Write(lambda c: tables.claim(c, name, consumer, limit))
+    want: window.Want = yield Write(lambda c: window.claim(c, name, consumer, limit))
     claimed = list(want.claimed)
     if len(claimed) < limit and want.room > 0:
         page = yield ReadLog(want.read_position, want.room, want.source.category_filter)
@@ -75,16 +75,16 @@ def fetch(name: str, consumer: str, limit: int) -> engine.Steps[Fetched]:
         if page.next_after > want.read_position:
             after, rest = want.read_position, limit - len(claimed)
 
-            def fill_and_claim(conn: Connection) -> tables.Want:
-                tables.fill(conn, name, after, rows, page.next_after)
-                return tables.claim(conn, name, consumer, rest)
+            def fill_and_claim(conn: Connection) -> window.Want:
+                window.fill(conn, name, after, rows, page.next_after)
+                return window.claim(conn, name, consumer, rest)
 
-            more: tables.Want = yield Write(fill_and_claim)
+            more: window.Want = yield Write(fill_and_claim)
             claimed += more.claimed
     events = yield from read_at([c.position for c in claimed])
     gone = [c.position for c in claimed if c.position not in events]
     if gone:  # the event is no longer in the log (scrubbed, truncated): nothing to do
-        yield Write(lambda c: tables.ack(c, name, gone))
+        yield Write(lambda c: window.ack(c, name, gone))
     return [(c, events[c.position]) for c in claimed if c.position in events]
 
 
@@ -109,16 +109,16 @@ def read_at(positions: Sequence[int]) -> engine.Steps[dict[int, RecordedEvent]]:
 def replay(name: str, requested_by: str, up_to: int | None, page_size: int) -> engine.Steps[Replay]:
     """Put parked events back to be handed out, one page per transaction (memory stays
     bounded whatever the count), recorded with who asked; the checkpoint does not move."""
-    record: Replay = yield Write(lambda c: tables.start_replay(c, name, requested_by, up_to))
-    total: int = yield Read(lambda c: tables.count_parked(c, name, record.up_to))
+    record: Replay = yield Write(lambda c: parking.start_replay(c, name, requested_by, up_to))
+    total: int = yield Read(lambda c: parking.count_parked(c, name, record.up_to))
     done = 0
     while True:
-        moved: int = yield Write(lambda c: tables.replay_page(c, record, page_size))
+        moved: int = yield Write(lambda c: parking.replay_page(c, record, page_size))
         done += moved
         yield Progress(done, total)
         if moved < page_size:
             break
-    finished: list[Replay] = yield Read(lambda c: tables.replays(c, name))
+    finished: list[Replay] = yield Read(lambda c: parking.replays(c, name))
     return next(r for r in finished if r.id == record.id)
 
 
@@ -152,8 +152,8 @@ def handle(
     left = [e.position for e in events if e.position not in failed and e.position not in done]
 
     def finish(conn: Connection) -> None:
-        tables.ack(conn, name, done)
-        tables.release(conn, name, consumer, left)
+        window.ack(conn, name, done)
+        window.release(conn, name, consumer, left)
 
     yield Write(finish)
     return len(done)
@@ -166,7 +166,7 @@ def _commit(events: Sequence[RecordedEvent], done: list[int]) -> engine.Steps[No
 
 
 def _nack(name: str, consumer: str, position: int, text: str) -> engine.Steps[None]:
-    yield Write(lambda c: tables.nack(c, name, consumer, [position], "retry", text))
+    yield Write(lambda c: window.nack(c, name, consumer, [position], "retry", text))
 
 
 def reason_of(reason: str | BaseException | None) -> str:

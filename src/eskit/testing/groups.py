@@ -2,7 +2,7 @@
 
 Subclass ``GroupConformance`` and say how to make a store, as for the event store suite::
 
-    from eskit.testing.groups import GroupConformance
+    from eskit.testing import GroupConformance
 
     class TestMyStoreGroups(GroupConformance):
         def make_store(self, tmp_path, **options):
