@@ -10,16 +10,16 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Protocol, Self
 
 from eskit.errors import StoreClosed, StoreError, StoreUnavailable
 from eskit.store import arguments, rules
 from eskit.store.arguments import LogCursor, StreamCursor
 from eskit.store.chain import ChainRow, ChainStart
-from eskit.store.engine import Engine
+from eskit.store.engine import Clock, Engine
 from eskit.store.model import (
     ANY,
     Append,
@@ -32,14 +32,12 @@ from eskit.store.model import (
     StreamInfo,
     StreamMetadata,
 )
+from eskit.store.read_ahead import drop, read_ahead
 from eskit.store.rules import PreparedAppend, PreparedSnapshot
 
 if TYPE_CHECKING:
     from eskit.projections.database import Database
     from eskit.store.migrations import Migrated
-
-Clock = Callable[[], dt.datetime]
-C = TypeVar("C")
 
 
 def utc_now() -> dt.datetime:
@@ -355,7 +353,7 @@ class EventStore:
             return page, arguments.next_stream_cursor(page, cursor, count, backwards)
 
         given = [] if first is None else [first]
-        async for page in _read_ahead(read, cursor):
+        async for page in read_ahead(read, cursor):
             for event in page:
                 yield event
 
@@ -380,7 +378,7 @@ class EventStore:
             page, checkpoint = await self._read_all_page(checkpoint, count, type_filter, category)
             return page, arguments.next_log_cursor(page, checkpoint, remaining, count)
 
-        async for page in _read_ahead(read, (after, limit)):
+        async for page in read_ahead(read, (after, limit)):
             for event in page:
                 yield event
 
@@ -459,7 +457,7 @@ class EventStore:
                 if caught_up:
                     await self._wait_for_events_after(checkpoint)
         finally:  # the caller stopped, or the store closed
-            _drop(ahead)
+            drop(ahead)
 
     async def _wait_for_events_after(self, position: int) -> None:
         """Return once an event past ``position`` may exist, the store closed, or a poll
@@ -596,32 +594,3 @@ class EventStore:
         return await self.engine.call_async(
             self.engine.read_all_page, after, count, types, category
         )
-
-
-def _drop(read: asyncio.Future[Any] | None) -> None:
-    """Cancel a read nobody will wait for; if it already failed (say, the store closed),
-    take its error, so that it is not reported as never retrieved."""
-    if read is not None and not read.cancel() and not read.cancelled():
-        read.exception()
-
-
-async def _read_ahead(
-    read: Callable[[C], Awaitable[tuple[list[RecordedEvent], C | None]]], cursor: C
-) -> AsyncIterator[list[RecordedEvent]]:
-    """Yield the pages ``read`` returns, each with the cursor of the next (None: no more).
-
-    The next page is asked for before this one is handed over, so the database reads it
-    while the caller works through this one (two pages in memory at most). A read of one
-    page starts no task.
-    """
-    page, following = await read(cursor)
-    while True:
-        ahead = None if following is None else asyncio.ensure_future(read(following))
-        try:
-            yield page
-        except BaseException:  # the caller stopped: the page read ahead is not wanted
-            _drop(ahead)
-            raise
-        if ahead is None:
-            return
-        page, following = await ahead

@@ -27,7 +27,7 @@ import msgspec
 import psycopg
 
 from eskit.errors import StoreError, StoreUnavailable
-from eskit.store.base import Clock
+from eskit.store.engine import Clock
 from eskit.store.model import ANY, NO_STREAM, RecordedEvent
 from eskit.store.planner import LIVE, NEW_STREAM, Head, Planner, Row, lookups
 from eskit.store.postgres_append import (
