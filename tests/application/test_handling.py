@@ -17,11 +17,11 @@ from eskit.application.effects import (
     Flow,
     ReadStream,
     Request,
-    Sleep,
 )
 from eskit.application.handling import BusCore, CommandResult, command_event_id
 from eskit.application.repository import RepositoryCore
 from eskit.domain import Decider, Model
+from eskit.drivers import Pause
 from eskit.errors import ConcurrencyError, WrongExpectedVersion
 from eskit.store.model import NO_STREAM, AppendResult, RecordedEvent
 from tests.application.test_commands import Deposit, Deposited, account_decider, events
@@ -112,7 +112,7 @@ def test_a_conflict_backs_off_then_reads_again_until_the_bound() -> None:
     call = called(fold(flow, [recorded(0, 10)]))
     flow.send(call.function(*call.args))
     sleep = flow.throw(conflict)
-    assert isinstance(sleep, Sleep)
+    assert isinstance(sleep, Pause)
     assert 0 <= sleep.seconds <= 0.04
     call = called(fold(flow, [recorded(0, 10), recorded(1, 1)]))
     append = flow.send(call.function(*call.args))

@@ -2,9 +2,10 @@
 
 Loading, saving and handling a command are written once, as generators that never touch
 the store: they ``yield`` a request (``ReadStream``, ``AppendEvents``, ``FindEvent``,
-``Sleep``...) and are sent its result, or thrown its exception, by a driver. ``run_async``
-does the IO with an ``EventStore`` (the async face); ``run_blocking`` does it with a
-``SyncStore`` in the calling thread (the blocking face, ``eskit.sync``). Nothing else differs
+``Pause``...) and are sent its result, or thrown its exception, by a driver
+(``eskit.drivers``, shared with the projection engine). ``run_async`` does the IO with an
+``EventStore`` (the async face); ``run_blocking`` does it with a ``SyncStore`` in the calling
+thread (the blocking face, ``eskit.sync``). Nothing else differs
 between the faces, so a rule of command handling cannot be fixed in one and not the other.
 
 A read is streamed, not gathered: ``ReadStream`` returns the store's iterator as it is, and
@@ -16,12 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import inspect
-import time
 import uuid
 from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
+from eskit.drivers import Pause, drive, drive_blocking
 from eskit.store.base import EventStore
 from eskit.store.model import Append, ExpectedVersion, NewEvent, RecordedEvent, Snapshot
 
@@ -104,13 +106,6 @@ class Call:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Sleep:
-    """Wait ``seconds`` (the backoff between attempts of a command)."""
-
-    seconds: float
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
 class Later:
     """Run ``flow`` after the caller is answered, ignoring its result: the async face in a
     task added to ``tasks`` (until it ends), the blocking face at once, in the caller's
@@ -130,7 +125,7 @@ Request: TypeAlias = (
     | LoadSnapshot
     | SaveSnapshot
     | Call
-    | Sleep
+    | Pause
     | Later
 )
 Flow: TypeAlias = Generator[Request, Any, T]
@@ -139,18 +134,7 @@ Flow: TypeAlias = Generator[Request, Any, T]
 
 async def run_async(store: EventStore, flow: Flow[T]) -> T:
     """Run ``flow`` against an async store: its result, or the exception it lets out."""
-    value: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            request = flow.send(value) if error is None else flow.throw(error)
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
-        try:
-            value, error = await _perform_async(store, request), None
-        except Exception as raised:
-            value, error = None, raised
+    return await drive(flow, functools.partial(_perform_async, store))
 
 
 async def _perform_async(store: EventStore, request: Request) -> Any:
@@ -177,8 +161,6 @@ async def _perform_async(store: EventStore, request: Request) -> Any:
         case Call(function, args):
             returned = function(*args)
             return (await returned) if inspect.isawaitable(returned) else returned
-        case Sleep(seconds):
-            return await asyncio.sleep(seconds)
         case Later(flow, tasks):
             task = asyncio.create_task(run_async(store, flow))
             tasks.add(task)
@@ -189,18 +171,7 @@ async def _perform_async(store: EventStore, request: Request) -> Any:
 def run_blocking(store: SyncStore, flow: Flow[T]) -> T:
     """Run ``flow`` against a blocking store, in this thread: its result, or the exception
     it lets out."""
-    value: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            request = flow.send(value) if error is None else flow.throw(error)
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
-        try:
-            value, error = _perform_blocking(store, request), None
-        except Exception as raised:
-            value, error = None, raised
+    return drive_blocking(flow, functools.partial(_perform_blocking, store))
 
 
 def _perform_blocking(store: SyncStore, request: Request) -> Any:
@@ -229,8 +200,6 @@ def _perform_blocking(store: SyncStore, request: Request) -> Any:
             return store.save_snapshot(snapshot)
         case Call(function, args):
             return blocking_call(function, *args)
-        case Sleep(seconds):
-            return time.sleep(seconds)
         case Later(flow, _):
             return run_blocking(store, flow)
 

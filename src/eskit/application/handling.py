@@ -31,11 +31,12 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TypeAlias, TypeVar
 
 from eskit.application import idempotency
-from eskit.application.effects import Call, FindEvent, Flow, Sleep
+from eskit.application.effects import Call, FindEvent, Flow
 from eskit.application.repository import Loaded, RepositoryCore
 from eskit.domain.aggregate import Aggregate, decided_events
 from eskit.domain.events import EventRegistry
 from eskit.domain.model import Decider, Model
+from eskit.drivers import Pause
 from eskit.errors import ConcurrencyError, DomainError, IdempotencyConflict, WrongExpectedVersion
 from eskit.retry import backoff
 from eskit.store.ids import new_event_ids
@@ -311,7 +312,7 @@ class BusCore:
                 raise ConcurrencyError(stream, attempt)
             if self.on_retry is not None:
                 self.on_retry(context, attempt)
-            yield Sleep(backoff(self.backoff, attempt, cap=1.0))
+            yield Pause(backoff(self.backoff, attempt, cap=1.0))
 
     def _used_for(
         self,

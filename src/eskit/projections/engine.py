@@ -23,14 +23,16 @@ runner's, in ``worker``), which the same drivers run.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable, Generator, Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
 import msgspec
 
+from eskit.drivers import Pause as Pause
+from eskit.drivers import Steps as Steps
+from eskit.drivers import drive as drive
+from eskit.drivers import drive_blocking as drive_blocking
 from eskit.errors import StoreClosed, Unavailable
 from eskit.projections.failure import describe
 from eskit.projections.state import ProjectionMoved
@@ -65,12 +67,6 @@ class Commit(msgspec.Struct, frozen=True):
     """Keys stuck in this batch: leave their checkpoints where they are."""
 
 
-class Pause(msgspec.Struct, frozen=True):
-    """Wait ``seconds`` before the next attempt."""
-
-    seconds: float
-
-
 class MarkStuck(msgspec.Struct, frozen=True):
     """Record that ``event`` of ``key`` keeps failing with ``error``; ``text`` says why,
     redacted (``failure.describe``)."""
@@ -82,8 +78,6 @@ class MarkStuck(msgspec.Struct, frozen=True):
 
 
 Effect = Commit | Pause | MarkStuck
-Steps = Generator[Any, Any, T]
-"""A procedure that yields effects and is sent (or thrown) their outcomes."""
 
 
 class Outcome(msgspec.Struct, frozen=True):
@@ -147,55 +141,6 @@ def _apply_one(event: RecordedEvent, key: Hashable | None, policy: Policy) -> St
                 continue
             yield MarkStuck(event, error, describe(error), key)
     return False
-
-
-async def drive(
-    steps: Steps[T],
-    perform: Callable[[Any], Awaitable[Any]],
-) -> T:
-    """Run ``steps``: each effect it yields is awaited with ``perform`` (``Pause`` with
-    ``asyncio.sleep`` if ``perform`` returns it unhandled), its result sent back, its
-    error thrown in."""
-    result: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            effect = steps.throw(error) if error is not None else steps.send(result)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        result, error = None, None
-        try:
-            if isinstance(effect, Pause):
-                await asyncio.sleep(effect.seconds)
-            else:
-                result = await perform(effect)
-        except BaseException as raised:
-            error = raised
-            if not isinstance(raised, Exception):  # cancelled, interrupted: no catching it
-                steps.close()
-                raise
-
-
-def drive_blocking(steps: Steps[T], perform: Callable[[Any], Any]) -> T:
-    """``drive`` for the blocking face: ``perform`` blocks, ``Pause`` sleeps."""
-    result: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            effect = steps.throw(error) if error is not None else steps.send(result)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        result, error = None, None
-        try:
-            if isinstance(effect, Pause):
-                time.sleep(effect.seconds)
-            else:
-                result = perform(effect)
-        except BaseException as raised:
-            error = raised
-            if not isinstance(raised, Exception):
-                steps.close()
-                raise
 
 
 def translate(steps: Steps[T], perform: Callable[[Any], Steps[Any] | None]) -> Steps[T]:

@@ -1,0 +1,69 @@
+"""The two drivers of eskit's IO-free procedures (command handling, the projection engine,
+consumer groups): a procedure is a generator that yields effects and is sent each one's
+result, or thrown its exception. ``drive`` performs them for the async face, ``drive_blocking``
+in the caller's thread; a ``Pause`` is slept by the driver itself."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any, TypeVar
+
+import msgspec
+
+T = TypeVar("T")
+Steps = Generator[Any, Any, T]
+"""A procedure that yields effects and is sent (or thrown) their outcomes."""
+
+
+class Pause(msgspec.Struct, frozen=True):
+    """Wait ``seconds`` before the next attempt."""
+
+    seconds: float
+
+
+async def drive(steps: Steps[T], perform: Callable[[Any], Awaitable[Any]]) -> T:
+    """Run ``steps``: each effect it yields is awaited with ``perform`` (a ``Pause`` with
+    ``asyncio.sleep``), its result sent back, its error thrown in. A cancellation or an
+    interrupt closes the procedure and goes on up."""
+    result: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            effect = steps.throw(error) if error is not None else steps.send(result)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        result, error = None, None
+        try:
+            if isinstance(effect, Pause):
+                await asyncio.sleep(effect.seconds)
+            else:
+                result = await perform(effect)
+        except BaseException as raised:
+            error = raised
+            if not isinstance(raised, Exception):
+                steps.close()
+                raise
+
+
+def drive_blocking(steps: Steps[T], perform: Callable[[Any], Any]) -> T:
+    """``drive`` for the blocking face: ``perform`` blocks, ``Pause`` sleeps."""
+    result: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            effect = steps.throw(error) if error is not None else steps.send(result)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        result, error = None, None
+        try:
+            if isinstance(effect, Pause):
+                time.sleep(effect.seconds)
+            else:
+                result = perform(effect)
+        except BaseException as raised:
+            error = raised
+            if not isinstance(raised, Exception):
+                steps.close()
+                raise
