@@ -10,8 +10,8 @@ from typing import Any
 import msgspec
 
 import eskit
-from eskit.projections import ProjectionRunner, SQLProjection, handles
 from eskit import Snapshot
+from eskit.projections import ProjectionRunner, SQLProjection, handles
 from eskit.subscriptions import Groups, Source
 from tests.postgres import store_url
 from tests.store.test_transfer import fill
@@ -34,7 +34,8 @@ class Counts(SQLProjection):
     @handles("Held", "Touched", "Created")
     def counted(self, event: eskit.RecordedEvent, db: Any) -> None:
         db.write(
-            "INSERT INTO {counts} VALUES (?, 1) ON CONFLICT (stream) DO UPDATE SET n = {counts}.n + 1",
+            "INSERT INTO {counts} VALUES (?, 1)"
+            " ON CONFLICT (stream) DO UPDATE SET n = {counts}.n + 1",
             (event.stream,),
         )
 

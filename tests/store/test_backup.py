@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,12 +16,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import eskit
+from eskit.privacy.keystore import MemoryKeyStore, StoredKey
 from eskit.store import backup_file, sqlite_backup
 from eskit.store.audit import verify
 from eskit.store.backup import BackupError, backup, restore_backup
 from tests.store.backups import BACKENDS, furnish, new_url, picture
 
 pytestmark = pytest.mark.anyio
+
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -194,19 +199,20 @@ def test_a_file_cut_short_or_altered_anywhere_is_refused(
 
 
 @pytest.mark.parametrize(
-    ("cut", "message"),
+    ("damage", "message"),
     [
-        (-1, "is cut short: the closing manifest is missing"),
-        (10, "is not an eskit backup"),
+        (lambda b: b[:-1], "is cut short: the closing manifest is missing"),
+        (lambda b: b[: len(b) // 2], "is cut short: the closing manifest is missing"),
+        (lambda b: b"not a backup at all" + b, "is not an eskit backup"),
+        (lambda b: b[:-60] + b"}" + b[-59:], "is corrupted: its manifest does not match"),
     ],
+    ids=["last-byte-cut", "half-cut", "foreign", "manifest-edited"],
 )
 def test_the_refusal_says_what_is_wrong(
-    sealed: bytes, tmp_path: Path, cut: int, message: str
+    sealed: bytes, tmp_path: Path, damage: Callable[[bytes], bytes], message: str
 ) -> None:
     file = tmp_path / "damaged.backup"
-    file.write_bytes(sealed[:cut] if cut > 0 else sealed[:cut])
-    if cut == 10:
-        file.write_bytes(b"not a backup at all" + sealed)
+    file.write_bytes(damage(sealed))
     with pytest.raises(BackupError, match=message):
         backup_file.check(file)
 
@@ -223,7 +229,7 @@ async def test_a_memory_store_cannot_be_backed_up(tmp_path: Path) -> None:
     async with eskit.open_store("memory://") as store:
         with pytest.raises(BackupError, match="MemoryStore keeps nothing to back up"):
             await backup(store, tmp_path / "x.backup")
-    assert list(tmp_path.iterdir()) == []
+    assert not (tmp_path / "x.backup").exists()
 
 
 async def test_a_sqlite_backup_restores_only_into_sqlite(tmp_path: Path) -> None:
@@ -232,3 +238,23 @@ async def test_a_sqlite_backup_restores_only_into_sqlite(tmp_path: Path) -> None
         await backup(source, tmp_path / "store.backup")
     with pytest.raises(BackupError, match="is a sqlite backup: it restores into a sqlite store"):
         await restore_backup(tmp_path / "store.backup", new_url("postgresql", tmp_path, "t"))
+
+
+async def test_keys_are_counted_never_copied_and_missing_ones_are_named(
+    tmp_path: Path,
+) -> None:
+    keys = MemoryKeyStore()
+    for n, master in enumerate(("m-old", "m-old", "m-new")):
+        keys.add(StoredKey(f"k{n}", f"s{n}", b"\x01wrapped-secret", master, NOW))
+    file = tmp_path / "store.backup"
+    async with eskit.open_store(f"sqlite:///{tmp_path}/source.db") as source:
+        await source.append("a-1", [eskit.NewEvent("A", {})])
+        manifest = await backup(source, file, keys=keys)
+    keys.forget("s0")
+    keys.forget("s1")  # every key wrapped by m-old is gone now
+
+    restored = await restore_backup(file, f"sqlite:///{tmp_path}/target.db", keys=keys)
+
+    assert manifest.keys == {"m-old": 2, "m-new": 1}
+    assert b"wrapped-secret" not in file.read_bytes()
+    assert restored.keys_missing == ["m-old"]

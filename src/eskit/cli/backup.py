@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.text import Text
 
+import eskit
 from eskit.cli.common import Phase, Url, fail, opened, out, progress_bars, run
 from eskit.cli.forget import keystore_at
 from eskit.cli.records import Column, show_records
@@ -42,7 +43,8 @@ def backup_command(url: Url, file: File, keys: Keys = None) -> None:
 
     Example: eskit backup sqlite:///./events.db events.backup
     """
-    with progress_bars("copying", "writing", unit="steps") as bars:
+    units = {"copying": _steps(url), "writing": "bytes"}
+    with progress_bars("copying", "writing", units=units) as bars:
         manifest = run(_backup(url, file, keys, _phases(("copying", "writing"), bars)))
     snapshot = manifest.snapshot
     out().print(
@@ -77,13 +79,20 @@ def restore_command(
     """
     known = load_anchors(anchors) if anchors is not None else None
     names = ("checking", "restoring", "verifying")
-    with progress_bars(*names, unit="steps") as bars:
+    units = {"checking": "bytes", "restoring": _steps(url)}
+    with progress_bars(*names, units=units) as bars:
         restored = run(_restore(file, url, force, known, keys, _phases(names, bars)))
     if save is not None:
         save_anchors(save, restored.report.anchors())
     _show(file, url, restored)
     if not restored.report.ok:
         fail(f"{len(restored.report.problems)} problem(s) in the restored store's chains")
+
+
+def _steps(url: str) -> str:
+    """What the store's copy and restore count (its capability; "steps" if it has none)."""
+    engine = eskit.open_store(url).backup_engine()  # not opened: nothing is connected
+    return "steps" if engine is None else engine.steps
 
 
 def _phases(names: tuple[str, ...], bars: list[Phase]) -> Phases:

@@ -68,6 +68,11 @@ class BackupEngine(Protocol):
     @property
     def backend(self) -> Literal["sqlite", "postgresql"]: ...
 
+    @property
+    def steps(self) -> str:
+        """What the progress of ``copy`` and ``restore`` counts (``pages``...)."""
+        ...
+
     def copy(self, payload: Path, progress: Progress | None = None) -> Snapshot:
         """Copy the store as of one moment into the file ``payload``; measure the copy."""
         ...

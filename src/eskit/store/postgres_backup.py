@@ -65,6 +65,7 @@ class PostgresBackup:
     """The backup capability of a PostgreSQL store (``PostgresStore.backup_engine``)."""
 
     backend: Final = "postgresql"
+    steps: Final = "steps"
 
     def __init__(self, conninfo: str, schema: str) -> None:
         self.conninfo = conninfo

@@ -25,7 +25,7 @@ import msgspec
 
 from eskit.store.backup_file import BackupError, Progress, RowDigest, Snapshot, TableDigest
 
-PAGES: Final = 1024
+PAGES = 1024
 """Pages copied per backup step (4 MiB with the default page size)."""
 BOOKKEEPING: Final = frozenset({"chain_start", "sqlite_sequence"})
 """Tables that hold rows in a new, empty store."""
@@ -35,6 +35,7 @@ class SQLiteBackup:
     """The backup capability of a store file (``SQLiteStore.backup_engine``)."""
 
     backend: Final = "sqlite"
+    steps: Final = "pages"
 
     def __init__(self, path: Path) -> None:
         self.path = path
