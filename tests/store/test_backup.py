@@ -258,3 +258,13 @@ async def test_keys_are_counted_never_copied_and_missing_ones_are_named(
     assert manifest.keys == {"m-old": 2, "m-new": 1}
     assert b"wrapped-secret" not in file.read_bytes()
     assert restored.keys_missing == ["m-old"]
+
+
+def test_a_password_reaches_the_postgresql_tools_in_their_environment_only() -> None:
+    from eskit.store.postgres_backup import _without_password
+
+    dsn, env = _without_password("postgresql://owner:s3cret@db.internal:5432/billing")
+
+    assert "s3cret" not in dsn
+    assert "billing" in dsn
+    assert env["PGPASSWORD"] == "s3cret"

@@ -73,6 +73,11 @@ class BackupEngine(Protocol):
         """What the progress of ``copy`` and ``restore`` counts (``pages``...)."""
         ...
 
+    @property
+    def scratch(self) -> Path | None:
+        """The folder a restore unpacks the copy in (None: the system's temporary one)."""
+        ...
+
     def copy(self, payload: Path, progress: Progress | None = None) -> Snapshot:
         """Copy the store as of one moment into the file ``payload``; measure the copy."""
         ...
@@ -169,7 +174,9 @@ async def restore_backup(
         )
     if not force and not await asyncio.to_thread(engine.is_empty):
         raise BackupError(f"{url} is not empty: restoring over it needs force (--force)")
-    with tempfile.TemporaryDirectory(prefix="eskit-restore-") as scratch:
+    if engine.scratch is not None:
+        engine.scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".eskit-restore-", dir=engine.scratch) as scratch:
         payload = Path(scratch) / "payload"
         await asyncio.to_thread(extract, source, payload)
         await asyncio.to_thread(

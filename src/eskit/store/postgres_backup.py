@@ -20,6 +20,7 @@ ISO dates, hex bytea, shortest exact floats), summed in ``numeric`` per 64-bit h
 from __future__ import annotations
 
 import glob
+import os
 import secrets
 import shutil
 import subprocess
@@ -28,6 +29,7 @@ from typing import Any, Final
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from eskit.store.backup_file import BackupError, Progress, Snapshot, TableDigest
 
@@ -66,6 +68,8 @@ class PostgresBackup:
 
     backend: Final = "postgresql"
     steps: Final = "steps"
+    scratch: Final = None
+    """The archive is unpacked for ``pg_restore`` in the system's temporary folder."""
 
     def __init__(self, conninfo: str, schema: str) -> None:
         self.conninfo = conninfo
@@ -74,6 +78,7 @@ class PostgresBackup:
     def copy(self, payload: Path, progress: Progress | None = None) -> Snapshot:
         """Dump the store's schema, as of one snapshot, into ``payload`` and digest it."""
         pg_dump = tool("pg_dump")
+        dsn, env = _without_password(self.conninfo)
         with self._connect() as conn:
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             conn.read_only = True
@@ -86,9 +91,10 @@ class PostgresBackup:
                     f'--schema="{self.schema}"',
                     "--no-password",
                     f"--file={payload}",
-                    f"--dbname={self.conninfo}",
+                    f"--dbname={dsn}",
                 ],
                 "pg_dump",
+                env,
             )
             measured = measure(conn, self.schema, progress)
             conn.rollback()
@@ -134,6 +140,7 @@ class PostgresBackup:
             after.append(f"ALTER SCHEMA {_name(aside)} RENAME TO {_name(source)}")
         if progress is not None:
             progress(0, 1)
+        dsn, env = _without_password(self.conninfo)
         restore = subprocess.Popen(
             [tool("pg_restore"), "--file=-", str(payload)],
             stdout=subprocess.PIPE,
@@ -141,14 +148,18 @@ class PostgresBackup:
         )
         assert restore.stdout is not None
         command = [tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction"]
-        command += [f"--dbname={self.conninfo}", "--no-password"]
+        command += [f"--dbname={dsn}", "--no-password"]
         for statement in before:
             command += ["-c", statement]
         command += ["-f", "-"]
         for statement in after:
             command += ["-c", statement]
         psql = subprocess.run(
-            command, stdin=restore.stdout, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            command,
+            stdin=restore.stdout,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
         )
         restore.stdout.close()
         restore.wait()
@@ -276,8 +287,19 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _run(command: list[str], name: str) -> None:
-    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def _without_password(conninfo: str) -> tuple[str, dict[str, str]]:
+    """The connection string for a tool's command line, and its environment: a password
+    goes in ``PGPASSWORD``, never in arguments other users can list."""
+    params = conninfo_to_dict(conninfo)
+    password = params.pop("password", None)
+    env = dict(os.environ)
+    if password is not None:
+        env["PGPASSWORD"] = str(password)
+    return make_conninfo("", **params), env
+
+
+def _run(command: list[str], name: str, env: dict[str, str]) -> None:
+    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     if done.returncode != 0:
         raise BackupError(f"{name} failed: {_last(done.stderr.decode(errors='replace'))}")
 

@@ -39,6 +39,8 @@ class SQLiteBackup:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.scratch = path.absolute().parent
+        """Where a restore unpacks the copy first: beside the target, on its disk."""
 
     def copy(self, payload: Path, progress: Progress | None = None) -> Snapshot:
         """Copy the store, as of one moment, into a new database file ``payload``."""
