@@ -21,10 +21,12 @@ and a restore reports the master keys whose subject keys the key store no longer
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -122,8 +124,8 @@ async def backup(
     """
     engine = _engine(store)
     target = Path(path)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.") as scratch:
-        payload = Path(scratch) / "payload"
+    with _scratch(target.parent / f".{target.name}.partial.d") as scratch:
+        payload = scratch / "payload"
         snapshot = await asyncio.to_thread(engine.copy, payload, _phase(progress, "copying"))
         counted = None if keys is None else await asyncio.to_thread(keys.count_by_master)
 
@@ -174,10 +176,9 @@ async def restore_backup(
         )
     if not force and not await asyncio.to_thread(engine.is_empty):
         raise BackupError(f"{url} is not empty: restoring over it needs force (--force)")
-    if engine.scratch is not None:
-        engine.scratch.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".eskit-restore-", dir=engine.scratch) as scratch:
-        payload = Path(scratch) / "payload"
+    folder = Path(tempfile.gettempdir()) if engine.scratch is None else engine.scratch
+    with _scratch(folder / f".{source.name}.restoring.d") as scratch:
+        payload = scratch / "payload"
         await asyncio.to_thread(extract, source, payload)
         await asyncio.to_thread(
             engine.restore, payload, manifest.snapshot, force, _phase(progress, "restoring")
@@ -199,6 +200,18 @@ async def restore_backup(
         present = await asyncio.to_thread(keys.count_by_master)
         missing = sorted(master for master in manifest.keys if master not in present)
     return Restored(manifest, report, missing)
+
+
+@contextlib.contextmanager
+def _scratch(folder: Path) -> Iterator[Path]:
+    """A working folder of a fixed name, emptied first: what a killed run left there is
+    removed by the next run, not left to fill the disk."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _engine(store: EventStore) -> BackupEngine:
