@@ -66,3 +66,12 @@ def test_restore_refuses_a_file_cut_short(url: str, tmp_path: Path) -> None:
     assert refused.exit_code == 1
     assert "is cut short: the closing manifest is missing" in refused.stderr
     assert not target.exists()
+
+
+def test_a_missing_file_or_an_unknown_url_is_one_red_line(url: str, tmp_path: Path) -> None:
+    missing = invoke(["restore-backup", str(tmp_path / "nothing.backup"), url])
+    unknown = invoke(["backup", "ftp://somewhere/events", str(tmp_path / "x.backup")])
+
+    assert missing.exit_code == unknown.exit_code == 1
+    assert "error: no such backup file:" in missing.stderr
+    assert "error: unsupported store URL 'ftp://somewhere/events'" in unknown.stderr

@@ -91,7 +91,10 @@ def restore_command(
 
 def _steps(url: str) -> str:
     """What the store's copy and restore count (its capability; "steps" if it has none)."""
-    engine = eskit.open_store(url).backup_engine()  # not opened: nothing is connected
+    try:
+        engine = eskit.open_store(url).backup_engine()  # not opened: nothing is connected
+    except ValueError:  # a URL eskit cannot open: the command itself says so
+        return "steps"
     return "steps" if engine is None else engine.steps
 
 

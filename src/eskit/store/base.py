@@ -492,8 +492,7 @@ class EventStore:
         return None
 
     def backup_engine(self) -> BackupEngine | None:
-        """How the store copies and restores itself whole (``eskit.store.backup``), even
-        while in use; None: it keeps nothing to back up (``memory://``)."""
+        """How it copies and restores itself whole (``eskit.store.backup``); None: never."""
         return None
 
     async def migrate(self, app_role: str | None = None, login: bool = False) -> Migrated | None:
