@@ -11,6 +11,7 @@ import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -268,3 +269,36 @@ def test_a_password_reaches_the_postgresql_tools_in_their_environment_only() -> 
     assert "s3cret" not in dsn
     assert "billing" in dsn
     assert env["PGPASSWORD"] == "s3cret"
+
+
+async def test_a_restore_whose_tables_differ_from_the_manifest_is_refused(
+    backend: str, tmp_path: Path
+) -> None:
+    """A manifest sealed over other digests (as a bug in a copy would leave it): the
+    restore says which table differs, before anything is written (SQLite) or before COMMIT
+    (PostgreSQL), so the target keeps what it held."""
+    source_url, target_url = (new_url(backend, tmp_path, n) for n in ("source", "target"))
+    file, forged = tmp_path / "store.backup", tmp_path / "forged.backup"
+    async with eskit.open_store(source_url) as source:
+        await source.append("a-1", [eskit.NewEvent("A", {"n": 1})])
+        manifest = await backup(source, file)
+    events = "events" if backend == "sqlite" else "eskit_events"
+    tables = dict(manifest.snapshot.tables)
+    tables[events] = backup_file.TableDigest(tables[events].rows, "0" * 32)
+    snapshot = msgspec.structs.replace(manifest.snapshot, tables=tables)
+    backup_file.extract(file, tmp_path / "payload")
+    backup_file.write(
+        forged,
+        tmp_path / "payload",
+        lambda size, sha: msgspec.structs.replace(
+            manifest, snapshot=snapshot, payload_size=size, payload_sha256=sha
+        ),
+    )
+    async with eskit.open_store(target_url) as target:
+        await target.append("old-1", [eskit.NewEvent("Old", {})])
+
+    with pytest.raises(BackupError, match=f"table {events} differs"):
+        await restore_backup(forged, target_url, force=True)
+
+    async with eskit.open_store(target_url) as target:
+        assert [e.stream async for e in target.read_all()] == ["old-1"]

@@ -10,7 +10,8 @@
   then, so a restore killed midway leaves the target as it was (or, for a new file, an
   empty one): never half a store.
 - **Digests** of every table (``sqlite_sequence`` included: it keeps positions from being
-  reused) are measured in the copy and again in the restored file.
+  reused) are measured in the copy, in the payload before it is restored, and in the
+  restored file.
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ from typing import Final
 
 import msgspec
 
-from eskit.store.backup_file import BackupError, Progress, RowDigest, Snapshot, TableDigest
+from eskit.store.backup_file import (
+    BackupError,
+    Progress,
+    RowDigest,
+    Snapshot,
+    TableDigest,
+    differences,
+)
 
 PAGES = 1024
 """Pages copied per backup step (4 MiB with the default page size)."""
@@ -53,7 +61,7 @@ class SQLiteBackup:
                 source.backup(copy, pages=PAGES, progress=_steps(progress))
             source.execute("COMMIT")
         with contextlib.closing(_connect(payload, readonly=True)) as copy:
-            return snapshot(copy)
+            return measure(copy)
 
     def is_empty(self) -> bool:
         """Whether the target holds nothing worth keeping: no file, an empty file, or a
@@ -73,8 +81,15 @@ class SQLiteBackup:
     def restore(
         self, payload: Path, snapshot: Snapshot, force: bool, progress: Progress | None = None
     ) -> None:
-        """Copy the payload into the store file, in one transaction of the target (the
-        caller checked ``force`` against ``is_empty``; the payload carries the snapshot)."""
+        """Check the payload's tables against ``snapshot``, then copy it into the store
+        file in one transaction of the target (the caller checked ``force``)."""
+        with contextlib.closing(_connect(payload, readonly=True)) as copy:
+            problems = differences(snapshot.tables, measure(copy).tables)
+        if problems:
+            raise BackupError(
+                f"the backup's copy does not match its manifest, {self.path} is unchanged: "
+                + "; ".join(problems)
+            )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             with (
@@ -90,10 +105,10 @@ class SQLiteBackup:
     def digests(self) -> Snapshot:
         """The store file's head, events and table digests, as ``copy`` measures them."""
         with contextlib.closing(_connect(self.path, readonly=True)) as conn:
-            return snapshot(conn)
+            return measure(conn)
 
 
-def snapshot(conn: sqlite3.Connection) -> Snapshot:
+def measure(conn: sqlite3.Connection) -> Snapshot:
     """Measure a store file in one read transaction."""
     conn.execute("BEGIN")
     try:
