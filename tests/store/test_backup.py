@@ -8,10 +8,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -21,6 +23,7 @@ from eskit.privacy.keystore import MemoryKeyStore, StoredKey
 from eskit.store import backup_file, sqlite_backup
 from eskit.store.audit import verify
 from eskit.store.backup import BackupError, backup, restore_backup
+from tests.postgres import database_url
 from tests.store.backups import BACKENDS, furnish, new_url, picture
 
 pytestmark = pytest.mark.anyio
@@ -302,3 +305,27 @@ async def test_a_restore_whose_tables_differ_from_the_manifest_is_refused(
 
     async with eskit.open_store(target_url) as target:
         assert [e.stream async for e in target.read_all()] == ["old-1"]
+
+
+async def test_a_postgresql_backup_restores_into_another_database_under_its_own_name(
+    tmp_path: Path,
+) -> None:
+    source_url = new_url("postgresql", tmp_path, "source")
+    file = tmp_path / "store.backup"
+    async with eskit.open_store(source_url) as source:
+        await source.append("a-1", [eskit.NewEvent("A", {"n": n}) for n in range(3)])
+        await backup(source, file)
+        wanted = [e async for e in source.read_all()]
+    server = database_url().rsplit("/", 1)[0]
+    other = f"eskit_backup_{uuid.uuid4().hex[:8]}"
+    schema = source_url.rsplit("schema=", 1)[1]
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{other}"')
+    try:
+        target_url = f"{server}/{other}?schema={schema}"
+        assert (await restore_backup(file, target_url)).report.ok
+        async with eskit.open_store(target_url, readonly=True) as target:
+            assert [e async for e in target.read_all()] == wanted
+    finally:
+        with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{other}" WITH (FORCE)')
