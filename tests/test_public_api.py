@@ -29,6 +29,7 @@ PUBLIC = {
     "Model",
     "NewEvent",
     "ProjectionError",
+    "RawData",
     "RecordedEvent",
     "Repository",
     "Snapshot",

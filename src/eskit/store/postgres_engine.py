@@ -349,6 +349,19 @@ class PostgresEngine(Engine):
         rows = self._read(lambda conn: reads.all_page(conn, after, count, types, category))
         return reads.page(rows, after, count)
 
+    def read_all_page_backwards(
+        self,
+        before: int,
+        after: int,
+        count: int,
+        types: tuple[str, ...] | None,
+        category: str | None,
+    ) -> list[RecordedEvent]:
+        rows = self._read(
+            lambda conn: reads.all_page_backwards(conn, before, after, count, types, category)
+        )
+        return reads.decode(rows) if rows[0][0] is not None else []
+
 
 # -- operations: run in a group's transaction, each in a savepoint ----------------------------
 
@@ -378,10 +391,10 @@ def _set_metadata(
     engine: PostgresEngine, stream: str, metadata: StreamMetadata, conn: Connection
 ) -> None:
     conn.execute(
-        "INSERT INTO eskit_streams (stream, truncate_before, max_count, max_age)"
-        " VALUES (%s, %s, %s, %s) ON CONFLICT (stream) DO UPDATE SET"
+        "INSERT INTO eskit_streams (stream, truncate_before, max_count, max_age, custom)"
+        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (stream) DO UPDATE SET"
         " truncate_before = excluded.truncate_before, max_count = excluded.max_count,"
-        " max_age = excluded.max_age",
+        " max_age = excluded.max_age, custom = excluded.custom",
         (stream, *rules.stored_metadata(metadata)),
     )
 

@@ -42,7 +42,8 @@ from eskit.store.sqlite_writer import micros, recorded
 
 _INSERT: Final = (
     "INSERT INTO eskit_events (position, stream, category, version, id, type, data, metadata,"
-    " recorded_at, hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " recorded_at, hash, content_type, raw_data, raw_metadata)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
 """A planner's row (``planner.Row``), its id as a UUID."""
 _KNOWN_STREAMS: Final = 10_000
@@ -187,7 +188,7 @@ class Group:
                 "metadata": metadata,
                 "hash": hash_,
             }
-            for position, stream, category, version, id_, type_, data, metadata, _, hash_ in (
+            for position, stream, category, version, id_, type_, data, metadata, _, hash_, *_ in (
                 self.rows
             )
         ]
@@ -369,6 +370,8 @@ class Writer:
             if request.appends is None or request.retried:
                 return None
             for append in request.appends:
+                if append.raw:  # eskit_append_group (written before them) takes no raw parts
+                    return None
                 if append.stream in expected:
                     continue
                 head = self._known.get(append.stream)

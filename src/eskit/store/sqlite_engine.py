@@ -351,6 +351,20 @@ class SQLiteEngine(Engine):
         page = self._read(lambda r: reads.log_page(r.conn, r.decode, after, count, types, category))
         return page.events, page.next_after
 
+    def read_all_page_backwards(
+        self,
+        before: int,
+        after: int,
+        count: int,
+        types: tuple[str, ...] | None,
+        category: str | None,
+    ) -> list[RecordedEvent]:
+        return self._read(
+            lambda r: reads.log_page_backwards(
+                r.conn, r.decode, before, after, count, types, category
+            )
+        )
+
     def chain_page(self, after: int, limit: int) -> list[ChainRow]:
         return self._read(lambda r: reads.chain_page(r.conn, after, limit))
 
@@ -389,9 +403,9 @@ def _setting_metadata(
 ) -> Callable[[sqlite3.Connection], None]:
     def run(conn: sqlite3.Connection) -> None:
         conn.execute(
-            "INSERT INTO streams (stream, truncate_before, max_count, max_age)"
-            " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (stream) DO UPDATE SET"
-            " truncate_before = ?2, max_count = ?3, max_age = ?4",
+            "INSERT INTO streams (stream, truncate_before, max_count, max_age, custom)"
+            " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (stream) DO UPDATE SET"
+            " truncate_before = ?2, max_count = ?3, max_age = ?4, custom = ?5",
             (stream, *rules.stored_metadata(metadata)),
         )
 
