@@ -1,0 +1,46 @@
+"""An ``eskit grpc`` server per backend (SQLite file, PostgreSQL schema) per test module,
+and a ``kurrentdbclient.KurrentDBClient`` connected to it. Tests name their own streams
+(``unique_stream``), so they share the server without seeing each other's streams."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kurrentdbclient import KurrentDBClient
+
+from tests import postgres
+from tests.kurrentdb.servers import GrpcProcess
+
+BACKENDS = ["sqlite", "postgres"]
+
+
+def store_url(backend: str, directory: Path) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{directory}/events.db"
+    return postgres.store_url()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GrpcProcess]:
+    """``eskit grpc`` over a store of the module's own on each backend."""
+    url = store_url(request.param, tmp_path_factory.mktemp("grpc"))
+    with GrpcProcess(url) as process:
+        yield process
+
+
+@pytest.fixture
+def client(server: GrpcProcess) -> Iterator[KurrentDBClient]:
+    connected = KurrentDBClient(server.uri())
+    yield connected
+    connected.close()
+
+
+@pytest.fixture
+def stream() -> str:
+    """A stream name of the test's own: ``order-<hex>`` (category ``order``)."""
+    return f"order-{uuid.uuid4().hex[:12]}"
