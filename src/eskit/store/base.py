@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Protocol, Self
 from eskit.errors import StoreClosed, StoreError, StoreUnavailable
 from eskit.store import arguments, rules
 from eskit.store.arguments import LogCursor, StreamCursor
-from eskit.store.chain import ChainRow, ChainStart
-from eskit.store.engine import Clock, Engine
+from eskit.store.engine import Clock
+from eskit.store.engine_primitives import EnginePrimitives
 from eskit.store.model import (
     ANY,
     Append,
@@ -33,7 +33,7 @@ from eskit.store.model import (
     StreamMetadata,
 )
 from eskit.store.read_ahead import drop, read_ahead
-from eskit.store.rules import PreparedAppend, PreparedSnapshot
+from eskit.store.rules import PreparedAppend
 
 if TYPE_CHECKING:
     from eskit.projections.database import Database
@@ -52,7 +52,7 @@ class AppendObserver(Protocol):
     def append(self, appends: Sequence[PreparedAppend]) -> AbstractContextManager[None]: ...
 
 
-class EventStore:
+class EventStore(EnginePrimitives):
     """An append-only log of events grouped in streams, with optimistic concurrency.
 
     Guarantees, on every backend:
@@ -363,11 +363,24 @@ class EventStore:
         limit: int | None = None,
         types: Iterable[str] | None = None,
         category: str | None = None,
+        *,
+        backwards: bool = False,
+        before: int | None = None,
     ) -> AsyncIterator[RecordedEvent]:
         """Yield events with position > ``after`` in position order, optionally only those
-        of the given ``types`` or stream ``category``, at most ``limit`` of them."""
+        of the given ``types`` or stream ``category``, at most ``limit`` of them.
+
+        ``backwards=True`` yields them newest first, from the end of the log or, with
+        ``before``, from the event just below that position (``before`` is exclusive, as
+        ``after`` is; pass the last position seen to read the next page). ``after`` still
+        bounds the read from below. ``before`` without ``backwards`` is a ``ValueError``.
+        """
         rules.check_optional_count("limit", limit, minimum=0)
         type_filter = self._check_log_filter(after, types, category)
+        if arguments.read_backwards(backwards, before):
+            async for event in self._log_backwards(after, before, limit, type_filter, category):
+                yield event
+            return
         if limit == 0:
             return
 
@@ -381,6 +394,27 @@ class EventStore:
         async for page in read_ahead(read, (after, limit)):
             for event in page:
                 yield event
+
+    async def _log_backwards(
+        self,
+        after: int,
+        before: int | None,
+        limit: int | None,
+        types: tuple[str, ...] | None,
+        category: str | None,
+    ) -> AsyncIterator[RecordedEvent]:
+        async def read(cursor: LogCursor) -> tuple[list[RecordedEvent], LogCursor | None]:
+            below, remaining = cursor
+            count = arguments.page_count(remaining, self.page_size)
+            self._check_open()
+            page = await self._read_all_page_backwards(below, after, count, types, category)
+            return page, arguments.next_backwards_cursor(page, remaining, count)
+
+        first = arguments.backwards_cursor(after, before, limit)
+        if first is not None:
+            async for page in read_ahead(read, first):
+                for event in page:
+                    yield event
 
     async def read_page(
         self,
@@ -503,11 +537,7 @@ class EventStore:
         if app_role is not None and not self.grants_roles:
             raise ValueError(f"app_role is for PostgreSQL stores; {type(self).__name__} has none")
 
-    # -- what a backend implements: by default, calls into its engine ----------------------
-
-    engine: Engine
-    """The backend's blocking primitives (``eskit.store.engine``), shared with the blocking
-    face. A backend without one overrides the primitives below."""
+    # -- what a backend implements: by default, calls into its engine (EnginePrimitives) ---
 
     async def _open_backend(self) -> None:
         await self.engine.call_async(self.engine.open)
@@ -516,81 +546,3 @@ class EventStore:
     async def _close_backend(self) -> None:
         self.engine.unlisten(self._notify_waiters)
         await self.engine.call_async(self.engine.close)
-
-    async def _chain_page(self, after: int, limit: int) -> list[ChainRow]:
-        """Events past position ``after`` as stored, with their links, for ``eskit verify``
-        (``eskit.store.audit``); a backend without a chain raises NotImplementedError."""
-        return await self.engine.call_async(self.engine.chain_page, after, limit)
-
-    async def _chain_start(self) -> ChainStart | None:
-        """The store's chain start record (``chain.ChainStart``), None if it is missing."""
-        return await self.engine.call_async(self.engine.chain_start)
-
-    async def _append_many(self, appends: list[PreparedAppend]) -> list[AppendResult]:
-        """Write every append or none (``append`` is the case of one). Check each one
-        (tombstone, idempotent replay, then expected version) before writing any; return
-        results in order, positions consecutive in that order. The streams are distinct."""
-        return await self.engine.append_many_async(appends)
-
-    async def _delete(self, stream: str, expected: ExpectedVersion, hard: bool) -> None:
-        await self.engine.write_async(self.engine.delete, stream, expected, hard)
-
-    async def _set_metadata(self, stream: str, metadata: StreamMetadata) -> None:
-        await self.engine.write_async(self.engine.set_metadata, stream, metadata)
-
-    async def _get_metadata(self, stream: str) -> StreamMetadata:
-        return await self.engine.call_async(self.engine.get_metadata, stream)
-
-    async def _save_snapshot(self, snapshot: PreparedSnapshot, recorded_at: dt.datetime) -> None:
-        """Store or replace it unless the stream is tombstoned; keep the newest few."""
-        await self.engine.write_async(self.engine.save_snapshot, snapshot, recorded_at)
-
-    async def _load_snapshot(
-        self, stream: str, snapshot_version: int, max_version: int
-    ) -> Snapshot | None:
-        """The newest visible snapshot at or below ``max_version``; raise if tombstoned."""
-        return await self.engine.call_async(
-            self.engine.load_snapshot, stream, snapshot_version, max_version
-        )
-
-    async def _snapshot_and_page(
-        self, stream: str, snapshot_version: int, max_version: int, count: int
-    ) -> tuple[Snapshot | None, list[RecordedEvent]]:
-        """``_load_snapshot`` and the first page after it (at most ``count`` events, none
-        past ``max_version``), in one visit to the engine."""
-        return await self.engine.call_async(
-            self.engine.snapshot_and_page, stream, snapshot_version, max_version, count
-        )
-
-    async def _stream_version(self, stream: str) -> int | None:
-        return await self.engine.call_async(self.engine.stream_version, stream)
-
-    async def _last_position(self) -> int:
-        return await self.engine.call_async(self.engine.last_position)
-
-    async def _find_event(self, event_id: uuid.UUID) -> RecordedEvent | None:
-        return await self.engine.call_async(self.engine.find_event, event_id)
-
-    async def _list_streams(
-        self, category: str | None, after: str | None, limit: int
-    ) -> list[StreamInfo]:
-        """Up to ``limit`` streams with events named after ``after``, by name (``category``
-        never contains ``-``)."""
-        return await self.engine.call_async(self.engine.list_streams, category, after, limit)
-
-    async def _read_stream_page(
-        self, stream: str, from_version: int | None, backwards: bool, count: int
-    ) -> list[RecordedEvent]:
-        """Up to ``count`` visible events from ``from_version`` (None: first or last)."""
-        return await self.engine.call_async(
-            self.engine.read_stream_page, stream, from_version, backwards, count
-        )
-
-    async def _read_all_page(
-        self, after: int, count: int, types: tuple[str, ...] | None, category: str | None
-    ) -> tuple[list[RecordedEvent], int]:
-        """Up to ``count`` matching events after ``after``, and the position up to which
-        the log was searched (the next page starts there)."""
-        return await self.engine.call_async(
-            self.engine.read_all_page, after, count, types, category
-        )

@@ -284,11 +284,26 @@ class SyncStore:
         limit: int | None = None,
         types: Iterable[str] | None = None,
         category: str | None = None,
+        *,
+        backwards: bool = False,
+        before: int | None = None,
     ) -> Generator[RecordedEvent, None, None]:
         """Blocking ``EventStore.read_all``; errors surface at the first ``next()``."""
         rules.check_optional_count("limit", limit, minimum=0)
         type_filter = arguments.log_filter(after, types, category)
         self._check_open()
+        if arguments.read_backwards(backwards, before):
+            below = arguments.backwards_cursor(after, before, limit)
+            while below is not None:
+                position, remaining = below
+                count = arguments.page_count(remaining, self.page_size)
+                self._check_open()
+                page = self.engine.read_all_page_backwards(
+                    position, after, count, type_filter, category
+                )
+                below = arguments.next_backwards_cursor(page, remaining, count)
+                yield from page
+            return
         cursor: LogCursor | None = None if limit == 0 else (after, limit)
         while cursor is not None:
             searched, remaining = cursor

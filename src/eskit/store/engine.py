@@ -176,6 +176,18 @@ class Engine(abc.ABC):
         self, after: int, count: int, types: tuple[str, ...] | None, category: str | None
     ) -> tuple[list[RecordedEvent], int]: ...
 
+    @abc.abstractmethod
+    def read_all_page_backwards(
+        self,
+        before: int,
+        after: int,
+        count: int,
+        types: tuple[str, ...] | None,
+        category: str | None,
+    ) -> list[RecordedEvent]:
+        """Up to ``count`` matching events with ``after < position < before``, newest
+        first (a full page: the next one is before its last event's position)."""
+
     def chain_page(self, after: int, limit: int) -> list[ChainRow]:
         raise NotImplementedError(f"{type(self).__name__} keeps no hash chain")
 

@@ -280,6 +280,26 @@ class MemoryEngine(Engine):
                 page.append(event)
         return page, searched
 
+    @_locked
+    def read_all_page_backwards(
+        self,
+        before: int,
+        after: int,
+        count: int,
+        types: tuple[str, ...] | None,
+        category: str | None,
+    ) -> list[RecordedEvent]:
+        page: list[RecordedEvent] = []
+        for index in range(min(before, len(self._log) + 1) - 2, after - 1, -1):
+            if len(page) == count:
+                break
+            event = self._log[index]
+            if (types is None or event.type in types) and (
+                category is None or rules.category(event.stream) == category
+            ):
+                page.append(event)
+        return page
+
 
 class MemoryStore(EventStore):
     """Events in process memory; gone when the process ends. For tests and examples."""

@@ -349,6 +349,19 @@ class PostgresEngine(Engine):
         rows = self._read(lambda conn: reads.all_page(conn, after, count, types, category))
         return reads.page(rows, after, count)
 
+    def read_all_page_backwards(
+        self,
+        before: int,
+        after: int,
+        count: int,
+        types: tuple[str, ...] | None,
+        category: str | None,
+    ) -> list[RecordedEvent]:
+        rows = self._read(
+            lambda conn: reads.all_page_backwards(conn, before, after, count, types, category)
+        )
+        return reads.decode(rows) if rows[0][0] is not None else []
+
 
 # -- operations: run in a group's transaction, each in a savepoint ----------------------------
 

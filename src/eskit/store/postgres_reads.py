@@ -73,6 +73,21 @@ def all_page(
     return cursor.fetchall()
 
 
+def all_page_backwards(
+    conn: Connection,
+    before: int,
+    after: int,
+    count: int,
+    types: tuple[str, ...] | None,
+    category: str | None,
+) -> Rows:
+    """The rows of a page of the log read backwards: ``after < position < before``, at
+    most up to the committed head, newest first (``page_query``)."""
+    sql, extra, prepare = page_query(types, category, backwards=True)
+    cursor = conn.execute(sql, (clamp(after), clamp(before), *extra, count), prepare=prepare)
+    return cursor.fetchall()
+
+
 def stream_page(
     conn: Connection,
     stream: str,
@@ -174,7 +189,7 @@ def list_streams(
 
 
 def page_query(
-    types: tuple[str, ...] | None, category: str | None
+    types: tuple[str, ...] | None, category: str | None, backwards: bool = False
 ) -> tuple[str, list[Any], bool | None]:
     """A page of the log and the committed head, in one statement and one snapshot: events
     after a position, up to the head, filtered; each row ends with the head, and an empty
@@ -189,8 +204,10 @@ def page_query(
     Filtered pages are planned afresh each time (``prepare=False``): a generic plan cannot
     see how narrow the range is. The unfiltered page has one plan whatever the table (the
     primary key's range), so psycopg may prepare it (``None``): no parsing and planning
-    per page."""
+    per page. ``backwards``: below a position too (a second parameter), newest first."""
     where = ["position > %s", "position <= h.head"]
+    if backwards:
+        where.append("position < %s")
     extra: list[Any] = []
     if types is not None and len(types) == 1:
         where.append("type = %s")
@@ -207,7 +224,7 @@ def page_query(
     sql = (
         f"SELECT e.*, h.head FROM (SELECT (SELECT position FROM eskit_head) AS head) AS h"
         f" LEFT JOIN LATERAL (SELECT {_COLUMNS} FROM eskit_events WHERE {conditions}"
-        " ORDER BY position LIMIT %s) AS e ON true"
+        f" ORDER BY position{' DESC' if backwards else ''} LIMIT %s) AS e ON true"
     )
     return sql, extra, None if types is None and category is None else False
 

@@ -235,7 +235,7 @@ def _prepare_quickly(events: Sequence[NewEvent], max_event_size: int) -> list[Pr
                     meta_json = distinct_jsons[-1].decode()
             metas.append(meta_json)
         all_data = b"[" + b",".join(datas) + b"]"
-        values = [e.data for e in events]
+        values: list[Any] = [e.data for e in events]
         if opens_enough(all_data, MAX_NESTING):  # the whole batch at once: the hot path
             _check_each_nesting(datas, values, "data")
         if _decode(all_data) != values:

@@ -351,6 +351,20 @@ class SQLiteEngine(Engine):
         page = self._read(lambda r: reads.log_page(r.conn, r.decode, after, count, types, category))
         return page.events, page.next_after
 
+    def read_all_page_backwards(
+        self,
+        before: int,
+        after: int,
+        count: int,
+        types: tuple[str, ...] | None,
+        category: str | None,
+    ) -> list[RecordedEvent]:
+        return self._read(
+            lambda r: reads.log_page_backwards(
+                r.conn, r.decode, before, after, count, types, category
+            )
+        )
+
     def chain_page(self, after: int, limit: int) -> list[ChainRow]:
         return self._read(lambda r: reads.chain_page(r.conn, after, limit))
 

@@ -185,6 +185,36 @@ def log_page(
     category: str | None = None,
 ) -> Page:
     """Up to ``limit`` matching events after ``after``, and where the next page starts."""
+    conditions, extra = _log_filter(types, category)
+    sql = f"SELECT {_COLUMNS} FROM events WHERE {conditions} ORDER BY position LIMIT ?"
+    # The head is read first: every event at or below it is committed (commit order is
+    # position order), so when the page is not full the log was searched up to it.
+    top = head(conn)
+    rows = conn.execute(sql, (clamp(after), top, *extra, limit)).fetchall()
+    events = decode(rows)
+    return Page(events, events[-1].position if len(events) == limit else max(top, after))
+
+
+def log_page_backwards(
+    conn: sqlite3.Connection,
+    decode: RowDecoder,
+    before: int,
+    after: int,
+    limit: int,
+    types: tuple[str, ...] | None,
+    category: str | None,
+) -> list[RecordedEvent]:
+    """Up to ``limit`` matching events with ``after < position < before``, newest first: a
+    walk down the position index (or (category, position)) that stops after one page."""
+    conditions, extra = _log_filter(types, category)
+    sql = f"SELECT {_COLUMNS} FROM events WHERE {conditions} ORDER BY position DESC LIMIT ?"
+    rows = conn.execute(sql, (clamp(after), clamp(before) - 1, *extra, limit)).fetchall()
+    return decode(rows)
+
+
+def _log_filter(types: tuple[str, ...] | None, category: str | None) -> tuple[str, list[Any]]:
+    """The WHERE clause of a page of the log (after the lowest and highest positions, its
+    first two parameters) and the values of its filters."""
     where = ["position > ?", "position <= ?"]
     extra: list[Any] = []
     if types is not None:
@@ -193,13 +223,7 @@ def log_page(
     if category is not None:
         where.append("category = ?")
         extra.append(category)
-    sql = f"SELECT {_COLUMNS} FROM events WHERE {' AND '.join(where)} ORDER BY position LIMIT ?"
-    # The head is read first: every event at or below it is committed (commit order is
-    # position order), so when the page is not full the log was searched up to it.
-    top = head(conn)
-    rows = conn.execute(sql, (clamp(after), top, *extra, limit)).fetchall()
-    events = decode(rows)
-    return Page(events, events[-1].position if len(events) == limit else max(top, after))
+    return " AND ".join(where), extra
 
 
 def snapshot_row(

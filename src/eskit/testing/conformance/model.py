@@ -34,6 +34,7 @@ from eskit.store.model import (
     AppendResult,
     ExpectedVersion,
     NewEvent,
+    RawData,
     RecordedEvent,
     StreamMetadata,
 )
@@ -58,7 +59,7 @@ class _Written:
     version: int
     position: int
     type: str
-    data: dict[str, Any]
+    data: dict[str, Any] | RawData
 
 
 @dataclasses.dataclass
@@ -197,11 +198,19 @@ class _Model:
         return [state.events[v] for v in chosen][:limit]
 
     def read_all(
-        self, after: int, limit: int | None, types: list[str] | None, category: str | None
+        self,
+        after: int,
+        limit: int | None,
+        types: list[str] | None,
+        category: str | None,
+        backwards: bool = False,
+        before: int | None = None,
     ) -> list[_Written]:
+        end = len(self.log) if before is None else max(0, before - 1)  # position < before
+        log = self.log[after:end]
         matching = [
             e
-            for e in self.log[after:]
+            for e in (reversed(log) if backwards else log)
             if (types is None or e.type in types)
             and (category is None or e.stream.split("-", 1)[0] == category)
         ]
@@ -227,7 +236,7 @@ def _model_outcome(call: Callable[[], object]) -> Outcome:
 def _same_events(model: list[_Written], store: list[RecordedEvent]) -> bool:
     return len(model) == len(store) and all(
         (m.stream, m.version, m.position, m.type, m.data)
-        == (s.stream, s.version, s.position, s.type, s.data)
+        == (s.stream, s.version, s.position, s.type, s.data if s.raw is None else s.raw)
         and (m.id is None or m.id == s.id)
         for m, s in zip(model, store, strict=True)
     )
@@ -452,6 +461,26 @@ def store_model_test(
             store_events = self.runner.run(
                 collect(self.store.read_all(after, limit, types, category))
             )
+            assert _same_events(model_events, store_events), (model_events, store_events)
+
+        @rule(
+            after=st.integers(0, 40),
+            before=st.none() | st.integers(0, 45),
+            limit=st.none() | st.integers(0, 12),
+            types=st.none() | st.lists(st.sampled_from(_MODEL_TYPES), max_size=2),
+            category=st.none() | st.sampled_from(_MODEL_CATEGORIES),
+        )
+        def read_all_backwards(
+            self,
+            after: int,
+            before: int | None,
+            limit: int | None,
+            types: list[str] | None,
+            category: str | None,
+        ) -> None:
+            model_events = self.model.read_all(after, limit, types, category, True, before)
+            read = self.store.read_all(after, limit, types, category, backwards=True, before=before)
+            store_events = self.runner.run(collect(read))
             assert _same_events(model_events, store_events), (model_events, store_events)
 
         @rule(stream=st.sampled_from(_MODEL_STREAMS))
