@@ -1,4 +1,4 @@
-"""An ``eskit grpc`` server per backend (SQLite file, PostgreSQL schema) per test module,
+"""An ``eskit grpc`` server per backend (SQLite file, PostgreSQL schema) for the session,
 and a ``kurrentdbclient.KurrentDBClient`` connected to it. Tests name their own streams
 (``unique_stream``), so they share the server without seeing each other's streams."""
 
@@ -23,11 +23,12 @@ def store_url(backend: str, directory: Path) -> str:
     return postgres.store_url()
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+@pytest.fixture(scope="session", params=BACKENDS)
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GrpcProcess]:
-    """``eskit grpc`` over a store of the module's own on each backend."""
+    """``eskit grpc`` over a store of its own on each backend (started once: a start costs
+    seconds on a busy machine)."""
     url = store_url(request.param, tmp_path_factory.mktemp("grpc"))
     with GrpcProcess(url) as process:
         yield process

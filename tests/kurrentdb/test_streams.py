@@ -17,7 +17,7 @@ from kurrentdbclient.exceptions import (
 
 
 def event(kind: str = "OrderPlaced", **data: object) -> NewEvent:
-    return NewEvent(type=kind, data=json.dumps(data).encode())
+    return NewEvent(type=kind, data=json.dumps(data, separators=(",", ":")).encode())
 
 
 def test_append_with_each_expected_state(client: KurrentDBClient, stream: str) -> None:

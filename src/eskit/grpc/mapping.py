@@ -1,10 +1,13 @@
 """KurrentDB's messages to eskit's envelopes and back.
 
 - Revisions are versions; commit and prepare positions are both eskit's position.
-- Data and metadata are bytes in KurrentDB. Data under ``application/json`` that is a JSON
-  object becomes eskit's ``data``, custom metadata that is a JSON object its ``metadata``
-  (both go back out as compact JSON); anything else is kept as ``RawData`` and goes back
-  byte for byte.
+- Data and metadata are bytes in KurrentDB, and every client gets back the bytes it sent.
+  Data under ``application/json`` that is a JSON object in eskit's own (compact) encoding,
+  as JSON.stringify, System.Text.Json, Jackson, Go and serde write it, becomes eskit's
+  ``data``; custom metadata likewise becomes its ``metadata``. Anything else (JSON that is
+  not an object or is spaced differently, such as Python's ``json.dumps``, text, binary) is
+  kept as ``RawData`` (``RecordedEvent.raw`` / ``raw_metadata``) and goes back byte for
+  byte.
 - ``created`` is the time eskit recorded the event, in 100 ns ticks since 1970.
 """
 
@@ -94,14 +97,17 @@ def new_event(proposed: Any) -> NewEvent:
 
 
 def _object(body: bytes) -> JSONObject | None:
-    """``body`` decoded if it is a JSON object, else None."""
-    if not body.lstrip().startswith(b"{"):
+    """``body`` decoded if it is a JSON object that eskit encodes back to the same bytes
+    (so that reading it gives the client what it sent), else None."""
+    if not body.startswith(b"{"):
         return None
     try:
         decoded = msgspec.json.decode(body)
     except msgspec.DecodeError:
         return None
-    return decoded if isinstance(decoded, dict) else None
+    if not isinstance(decoded, dict) or msgspec.json.encode(decoded) != body:
+        return None
+    return decoded
 
 
 def data_bytes(event: RecordedEvent) -> bytes:
