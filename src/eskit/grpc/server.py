@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import ipaddress
 import logging
 from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 
+from eskit.addresses import is_loopback, split_address
 from eskit.grpc import gossip, streams
 from eskit.grpc.auth import AuthInterceptor
 from eskit.grpc.features import Unserved, features_handler
@@ -57,7 +57,7 @@ class GrpcSettings:
     def check(self) -> tuple[str, int]:
         """Host and port to listen on; ``ValueError`` for a bad address, half a TLS pair,
         or insecure serving off loopback without ``unsafe_insecure``."""
-        host, port = split_address(self.listen)
+        host, port = split_address(self.listen, DEFAULT_LISTEN)
         if (self.certificate is None) != (self.key is None):
             raise ValueError("TLS needs both a certificate and its key (--tls-cert, --tls-key)")
         for path in (self.certificate, self.key):
@@ -70,24 +70,6 @@ class GrpcSettings:
                 " 127.0.0.1, or pass --unsafe-insecure if that is what you want"
             )
         return host, port
-
-
-def split_address(address: str) -> tuple[str, int]:
-    """``host:port`` (``[v6]:port``) as a pair; ``ValueError`` if malformed."""
-    host, colon, port = address.rpartition(":")
-    if not colon or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"listen address {address!r}: expected HOST:PORT, e.g. {DEFAULT_LISTEN}")
-    return host.removeprefix("[").removesuffix("]"), int(port)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is only reachable from this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class GrpcServer:

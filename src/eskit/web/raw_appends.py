@@ -16,7 +16,7 @@ from eskit.application.repository import Repository
 from eskit.domain.events import SCHEMA_VERSION
 from eskit.errors import EskitError, StoreError, Unavailable
 from eskit.store import rules
-from eskit.store.model import NewEvent, RawData
+from eskit.store.model import NewEvent
 from eskit.store.nesting import check_nesting
 from eskit.web.errors import ApiError
 
@@ -37,13 +37,6 @@ async def check_raw_append(
 def _decoded(bus: CommandBus, index: int, event: NewEvent) -> list[Any]:
     """Today's events ``event`` becomes, read as every reader of the store will read it."""
     where = f"events[{index}] ({event.type})"
-    if isinstance(event.data, RawData) or isinstance(event.metadata, RawData):
-        raise ApiError(
-            422,
-            "InvalidEvent",
-            f"{where} is not a JSON object (raw bytes): the application's events are JSON"
-            " objects; only its free-form categories take other payloads",
-        )
     metadata = event.metadata or {}
     deepest = rules.MAX_NESTING  # checked before anything recurses into the event
     check_nesting(event.data, f"{where} data", "data", deepest)
