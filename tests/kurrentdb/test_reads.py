@@ -88,6 +88,10 @@ def test_category_and_type_streams(client: KurrentDBClient, category: str) -> No
     assert [e.link.stream_position for e in in_category if e.link] == positions
     last_paid = client.get_stream("$et-Paid", backwards=True, limit=1)
     assert [(e.stream_name, e.type) for e in last_paid] == [(f"{category}-1", "Paid")]
+    indexed = client.read_index(f"ce-{category}", commit_position=positions[0])
+    assert [e.commit_position for e in indexed] == positions
+    by_type = client.read_index("et-Voided", commit_position=positions[0])
+    assert [(e.stream_name, e.type) for e in by_type] == [(f"{category}-3", "Voided")]
 
 
 def test_stream_metadata_round_trips(client: KurrentDBClient, category: str) -> None:

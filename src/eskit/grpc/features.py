@@ -23,6 +23,7 @@ UNSERVED = {
     "event_store.client.users.Users": "users",
     "event_store.client.operations.Operations": "operations",
     "event_store.client.monitoring.Monitoring": "monitoring",
+    "kurrentdb.protocol.v2.streams.StreamsService": "multi-stream append (v2 streams)",
 }
 """Services of KurrentDB that eskit answers UNIMPLEMENTED, by their gRPC names."""
 

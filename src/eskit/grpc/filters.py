@@ -19,6 +19,9 @@ from eskit.web.tokens import Grant
 
 CATEGORY_STREAM = "$ce-"
 TYPE_STREAM = "$et-"
+INDEX = "$idx-"
+"""KurrentDB 25's secondary indexes are read as a stream-name prefix filter on ``$all``:
+``$idx-ce-<category>`` and ``$idx-et-<type>`` are eskit's category and type filters."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +52,8 @@ class Selection:
 
 
 def of_filter(options: Any, grant: Grant) -> Selection:
-    """The selection of a ``$all`` read's ``filter`` / ``no_filter`` options."""
+    """The selection of a ``$all`` read's ``filter`` / ``no_filter`` options (a prefix
+    ``$idx-ce-``/``$idx-et-`` is a secondary index: a category or a type)."""
     readable = _readable(grant)
     if options.WhichOneof("filter_option") != "filter":
         return Selection(readable=readable)
@@ -67,6 +71,10 @@ def of_filter(options: Any, grant: Grant) -> Selection:
                 f"the filter's regex {expression.regex!r} is not valid: {error}"
             ) from None
     prefixes = tuple(expression.prefix)
+    if which == "stream_identifier" and len(prefixes) == 1 and prefixes[0].startswith(INDEX):
+        index = of_stream("$" + prefixes[0][len(INDEX) :], grant)
+        if index is not None:
+            return index
     return Selection(
         by_stream=which == "stream_identifier",
         prefixes=prefixes,
