@@ -34,7 +34,7 @@ from eskit.application.effects import (
     SaveSnapshot,
     run_async,
 )
-from eskit.domain.events import SCHEMA_VERSION, EventRegistry
+from eskit.domain.events import SCHEMA_VERSION, EventRegistry, not_a_domain_event
 from eskit.domain.model import Model
 from eskit.domain.sensitive import holds_sealed
 from eskit.errors import AggregateNotFound
@@ -122,6 +122,8 @@ class RepositoryCore(Generic[S]):
                 return False
             if spot is not None:
                 spot(recorded)
+            if recorded.raw is not None:
+                raise not_a_domain_event(recorded)
             if opener is not None:
                 recorded = opener(recorded)
             known = current_types.get(recorded.type)

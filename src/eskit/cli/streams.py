@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Annotated
 
 import msgspec
@@ -103,12 +104,31 @@ def show(
             soft_wrap=True,
         )
         console.print(Text("metadata", style="bold"))
-        console.print(JSON(msgspec.json.encode(event.metadata).decode()))
-        console.print(Text("data", style="bold"))
-        console.print(JSON(msgspec.json.encode(event.data).decode()))
+        if event.raw_metadata is None:
+            console.print(JSON(msgspec.json.encode(event.metadata).decode()))
+        else:
+            console.print(Text(shown_bytes(event.raw_metadata)), soft_wrap=True)
+        if event.raw is None:
+            console.print(Text("data", style="bold"))
+            console.print(JSON(msgspec.json.encode(event.data).decode()))
+        else:
+            console.print(Text(f"data ({event.content_type or 'no content type'})", style="bold"))
+            console.print(Text(shown_bytes(event.raw.body)), soft_wrap=True)
     if len(events) > limit:
         next_version = events[limit].version
         console.print(Text(f"more events follow: add --from-version {next_version}"))
+
+
+def shown_bytes(body: bytes) -> str:
+    """A payload kept as bytes (``eskit.RawData``), for a person: its text when it is
+    UTF-8 without control characters, else base64; with its length."""
+    try:
+        text = body.decode()
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and (text.isprintable() or not text):
+        return f"{text} ({len(body)} bytes)"
+    return f"base64:{base64.b64encode(body).decode()} ({len(body)} bytes)"
 
 
 async def _read(
@@ -147,7 +167,11 @@ async def _tail(
     async with opened(url, readonly=True) as store:
         start = await store.last_position() if after is None else after
         async for event in store.subscribe(after=start, types=types or None, category=category):
-            data = msgspec.json.encode(event.data).decode()
+            data = (
+                msgspec.json.encode(event.data).decode()
+                if event.raw is None
+                else f"({event.content_type}) {shown_bytes(event.raw.body)}"
+            )
             line = Text.assemble(
                 (f"{event.position:>8} ", "dim"),
                 (f"{when(event.recorded_at)} ", "dim"),

@@ -73,8 +73,11 @@ class Append(msgspec.Struct, frozen=True):
     expected_version: ExpectedVersion = ANY
 
 
-class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
-    """An event as stored: where it sits in its stream (version) and in the log (position)."""
+class RecordedEvent(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """An event as stored: where it sits in its stream (version) and in the log (position).
+
+    Encoded (msgspec: the HTTP API, brokers), ``raw`` and ``raw_metadata`` appear only when
+    set, their bytes as base64."""
 
     id: uuid.UUID
     stream: str
@@ -98,6 +101,11 @@ class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
     def content_type(self) -> str:
         """``application/json`` for JSON object data, else the raw data's content type."""
         return JSON_CONTENT_TYPE if self.raw is None else self.raw.content_type
+
+
+def raw_data(content_type: str | None, body: bytes | None) -> RawData | None:
+    """The ``RecordedEvent.raw`` of a stored event (content type None: JSON object data)."""
+    return None if content_type is None else RawData(content_type, body or b"")
 
 
 class AppendResult(msgspec.Struct, frozen=True):

@@ -391,10 +391,10 @@ def _set_metadata(
     engine: PostgresEngine, stream: str, metadata: StreamMetadata, conn: Connection
 ) -> None:
     conn.execute(
-        "INSERT INTO eskit_streams (stream, truncate_before, max_count, max_age)"
-        " VALUES (%s, %s, %s, %s) ON CONFLICT (stream) DO UPDATE SET"
+        "INSERT INTO eskit_streams (stream, truncate_before, max_count, max_age, custom)"
+        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (stream) DO UPDATE SET"
         " truncate_before = excluded.truncate_before, max_count = excluded.max_count,"
-        " max_age = excluded.max_age",
+        " max_age = excluded.max_age, custom = excluded.custom",
         (stream, *rules.stored_metadata(metadata)),
     )
 

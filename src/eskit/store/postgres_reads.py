@@ -20,14 +20,17 @@ from eskit.errors import StreamDeleted
 from eskit.store import rules
 from eskit.store.chain import ChainRow
 from eskit.store.engine import versions_up_to
-from eskit.store.model import RecordedEvent, Snapshot, StreamInfo, StreamMetadata
+from eskit.store.model import RawData, RecordedEvent, Snapshot, StreamInfo, StreamMetadata
 from eskit.store.rules import clamp
 from eskit.store.sqlite_writer import micros, moment
 
 LIVE, SOFT_DELETED, TOMBSTONED = 0, 1, 2
 """A stream's ``state`` in ``eskit_streams`` (no row: live)."""
 _STATUSES: Final = {None: "live", LIVE: "live", SOFT_DELETED: "deleted", TOMBSTONED: "tombstoned"}
-_COLUMNS: Final = "id, stream, version, position, type, data, metadata, recorded_at"
+_COLUMNS: Final = (
+    "id, stream, version, position, type, data, metadata, recorded_at, content_type,"
+    " raw_data, raw_metadata"
+)
 _ROW: Final = f"{_COLUMNS}, NULL"
 """An event as ``decode`` takes it: its columns and one more (a page's committed head)."""
 Connection = psycopg.Connection[Any]
@@ -38,7 +41,8 @@ def decode(rows: Sequence[tuple[Any, ...]]) -> list[RecordedEvent]:
     """Rows of ``_ROW`` as events (the last column is not the event's)."""
     decode_text, events = msgspec.json.decode, []
     last_micros, last_moment = -1, moment(0)  # the events of one commit share a time
-    for id_, stream, version, position, type_, data, metadata, recorded, _ in rows:
+    for row in rows:
+        id_, stream, version, position, type_, data, metadata, recorded, kind, raw, meta, _ = row
         if recorded != last_micros:
             last_micros, last_moment = recorded, moment(recorded)
         events.append(
@@ -51,6 +55,8 @@ def decode(rows: Sequence[tuple[Any, ...]]) -> list[RecordedEvent]:
                 decode_text(data),
                 decode_text(metadata),
                 last_moment,
+                None if kind is None else RawData(kind, raw),
+                meta,
             )
         )
     return events
@@ -126,11 +132,11 @@ def snapshot_and_page(
 
 def metadata(conn: Connection, stream: str) -> StreamMetadata:
     cursor = conn.execute(
-        "SELECT truncate_before, max_count, max_age FROM eskit_streams WHERE stream = %s",
+        "SELECT truncate_before, max_count, max_age, custom FROM eskit_streams WHERE stream = %s",
         (stream,),
     )
     row = cursor.fetchone()
-    return StreamMetadata() if row is None else StreamMetadata(*row)
+    return StreamMetadata() if row is None else rules.loaded_metadata(*row)
 
 
 def stream_version(conn: Connection, stream: str) -> int | None:
@@ -141,15 +147,13 @@ def stream_version(conn: Connection, stream: str) -> int | None:
 def chain_page(conn: Connection, after: int, limit: int) -> list[ChainRow]:
     cursor = conn.execute(
         "SELECT position, stream, category, version, id, type, data, metadata,"
-        " recorded_at, hash FROM eskit_events WHERE position > %s ORDER BY position"
-        " LIMIT %s",
+        " recorded_at, hash, content_type, raw_data, raw_metadata FROM eskit_events"
+        " WHERE position > %s ORDER BY position LIMIT %s",
         (after, limit),
     )
     return [
-        ChainRow(position, stream, category, version, id_.bytes, kind, data, meta, at, link_)
-        for position, stream, category, version, id_, kind, data, meta, at, link_ in (
-            cursor.fetchall()
-        )
+        ChainRow(position, stream, category, version, id_.bytes, *rest)
+        for position, stream, category, version, id_, *rest in cursor.fetchall()
     ]
 
 

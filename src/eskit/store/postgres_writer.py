@@ -42,7 +42,8 @@ from eskit.store.sqlite_writer import micros, recorded
 
 _INSERT: Final = (
     "INSERT INTO eskit_events (position, stream, category, version, id, type, data, metadata,"
-    " recorded_at, hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " recorded_at, hash, content_type, raw_data, raw_metadata)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
 """A planner's row (``planner.Row``), its id as a UUID."""
 _KNOWN_STREAMS: Final = 10_000
@@ -187,7 +188,7 @@ class Group:
                 "metadata": metadata,
                 "hash": hash_,
             }
-            for position, stream, category, version, id_, type_, data, metadata, _, hash_ in (
+            for position, stream, category, version, id_, type_, data, metadata, _, hash_, *_ in (
                 self.rows
             )
         ]
@@ -217,6 +218,16 @@ class Group:
                 "UPDATE eskit_streams SET state = 0 WHERE stream = ANY(%s)", (self.revived,)
             )
             self.revived = []
+
+
+def _has_raw(appends: Sequence[PreparedAppend]) -> bool:
+    """Whether an append holds raw payloads, which ``eskit_append_group`` (written before
+    them) does not take: such a group goes the long way."""
+    return any(
+        e.content_type is not None or e.raw_metadata is not None
+        for append in appends
+        for e in append.events
+    )
 
 
 def _ids_to_look_up(requests: Sequence[Request]) -> list[uuid.UUID]:
@@ -366,7 +377,7 @@ class Writer:
             return None
         expected: dict[str, Head] = {}
         for request in batch:
-            if request.appends is None or request.retried:
+            if request.appends is None or request.retried or _has_raw(request.appends):
                 return None
             for append in request.appends:
                 if append.stream in expected:

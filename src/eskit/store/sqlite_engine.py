@@ -403,9 +403,9 @@ def _setting_metadata(
 ) -> Callable[[sqlite3.Connection], None]:
     def run(conn: sqlite3.Connection) -> None:
         conn.execute(
-            "INSERT INTO streams (stream, truncate_before, max_count, max_age)"
-            " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (stream) DO UPDATE SET"
-            " truncate_before = ?2, max_count = ?3, max_age = ?4",
+            "INSERT INTO streams (stream, truncate_before, max_count, max_age, custom)"
+            " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (stream) DO UPDATE SET"
+            " truncate_before = ?2, max_count = ?3, max_age = ?4, custom = ?5",
             (stream, *rules.stored_metadata(metadata)),
         )
 

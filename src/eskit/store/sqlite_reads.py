@@ -16,6 +16,7 @@ from eskit.store import rules
 from eskit.store.chain import ChainRow
 from eskit.store.model import (
     Page,
+    RawData,
     RecordedEvent,
     Snapshot,
     StreamInfo,
@@ -32,7 +33,10 @@ _STATUSES: Final[dict[int | None, StreamStatus]] = {
     SOFT_DELETED: "deleted",
     TOMBSTONED: "tombstoned",
 }
-_COLUMNS: Final = "id, stream, version, position, type, data, metadata, recorded_at"
+_COLUMNS: Final = (
+    "id, stream, version, position, type, data, metadata, recorded_at, content_type,"
+    " raw_data, raw_metadata"
+)
 _BIN16: Final = b"\xc4\x10"  # msgpack: 16 bytes of binary follow
 
 
@@ -59,9 +63,8 @@ class RowDecoder:
             else b"\x90"
         )
         events = []
-        for id_, (_, stream, version, position, type_, data, metadata, recorded) in zip(
-            ids, rows, strict=True
-        ):
+        for id_, row in zip(ids, rows, strict=True):
+            _, stream, version, position, type_, data, metadata, recorded, kind, raw, meta = row
             if recorded != self._micros:
                 self._micros, self._moment = recorded, moment(recorded)
             events.append(
@@ -74,6 +77,8 @@ class RowDecoder:
                     decode(data),
                     decode(metadata),
                     self._moment,
+                    None if kind is None else RawData(kind, raw),
+                    meta,
                 )
             )
         return events
@@ -86,9 +91,10 @@ def head(conn: sqlite3.Connection) -> int:
 
 def metadata(conn: sqlite3.Connection, stream: str) -> StreamMetadata:
     row = conn.execute(
-        "SELECT truncate_before, max_count, max_age FROM streams WHERE stream = ?", (stream,)
+        "SELECT truncate_before, max_count, max_age, custom FROM streams WHERE stream = ?",
+        (stream,),
     ).fetchone()
-    return StreamMetadata() if row is None else StreamMetadata(*row)
+    return StreamMetadata() if row is None else rules.loaded_metadata(*row)
 
 
 def stream_version(conn: sqlite3.Connection, stream: str) -> int | None:
@@ -106,7 +112,8 @@ def find_event(
 def chain_page(conn: sqlite3.Connection, after: int, limit: int) -> list[ChainRow]:
     rows = conn.execute(
         "SELECT position, stream, category, version, id, type, data, metadata,"
-        " recorded_at, hash FROM events WHERE position > ? ORDER BY position LIMIT ?",
+        " recorded_at, hash, content_type, raw_data, raw_metadata FROM events"
+        " WHERE position > ? ORDER BY position LIMIT ?",
         (after, limit),
     ).fetchall()
     return [ChainRow(*row) for row in rows]

@@ -30,7 +30,7 @@ import msgspec
 from eskit.errors import StoreError, StreamDeleted
 from eskit.store import sqlite_schema
 from eskit.store.group_commit import Outcome
-from eskit.store.model import AppendResult, RecordedEvent
+from eskit.store.model import AppendResult, RecordedEvent, raw_data
 from eskit.store.planner import LIVE, TOMBSTONED, Head, Plan, Planner, Row, lookups
 from eskit.store.rules import ExistingEvent, PreparedAppend
 from eskit.store.sqlite_chain import head
@@ -44,7 +44,8 @@ CHECKPOINT_EVERY: Final = 100
 """Commits between WAL checkpoints while writes never pause (plus one whenever idle)."""
 _INSERT: Final = (
     "INSERT INTO events (position, stream, category, version, id, type, data, metadata,"
-    " recorded_at, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " recorded_at, hash, content_type, raw_data, raw_metadata)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -254,8 +255,24 @@ def recorded(rows: Sequence[Row]) -> list[RecordedEvent]:
             decode(data),
             decode(metadata),
             moment(at),
+            raw_data(content_type, raw),
+            raw_metadata,
         )
-        for position, stream, _, version, id_, type_, data, metadata, at, _ in rows
+        for (
+            position,
+            stream,
+            _,
+            version,
+            id_,
+            type_,
+            data,
+            metadata,
+            at,
+            _,
+            content_type,
+            raw,
+            raw_metadata,
+        ) in rows
     ]
 
 

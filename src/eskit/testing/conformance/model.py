@@ -60,6 +60,7 @@ class _Written:
     position: int
     type: str
     data: dict[str, Any] | RawData
+    raw_metadata: bytes | None = None
 
 
 @dataclasses.dataclass
@@ -153,6 +154,7 @@ class _Model:
                 len(self.log) + 1,
                 event.type,
                 event.data,
+                event.metadata.body if isinstance(event.metadata, RawData) else None,
             )
             self.log.append(written)
             state.events.append(written)
@@ -235,8 +237,15 @@ def _model_outcome(call: Callable[[], object]) -> Outcome:
 
 def _same_events(model: list[_Written], store: list[RecordedEvent]) -> bool:
     return len(model) == len(store) and all(
-        (m.stream, m.version, m.position, m.type, m.data)
-        == (s.stream, s.version, s.position, s.type, s.data if s.raw is None else s.raw)
+        (m.stream, m.version, m.position, m.type, m.data, m.raw_metadata)
+        == (
+            s.stream,
+            s.version,
+            s.position,
+            s.type,
+            s.data if s.raw is None else s.raw,
+            s.raw_metadata,
+        )
         and (m.id is None or m.id == s.id)
         for m, s in zip(model, store, strict=True)
     )
@@ -248,6 +257,8 @@ _EXPECTED = st.one_of(
 """An expected version: the three states, the stream's current version, or any small int."""
 
 Batch = tuple[str, tuple[NewEvent, ...]]
+
+_CONTENT_TYPES = ["application/json", "application/octet-stream", ""]
 
 
 _MANY_PART = st.tuples(
@@ -355,6 +366,26 @@ def store_model_test(
             events = self._events(size, type_, with_ids)
             self._append(stream, events, expected)
             return (stream, events) if with_ids else multiple()
+
+        @rule(
+            target=batches,
+            stream=st.sampled_from(_MODEL_STREAMS),
+            data=st.lists(
+                st.builds(RawData, st.sampled_from(_CONTENT_TYPES), st.binary(max_size=300)),
+                min_size=1,
+                max_size=3,
+            ),
+            metadata=st.none() | st.binary(max_size=100),
+            expected=_EXPECTED,
+        )
+        def append_raw(
+            self, stream: str, data: list[RawData], metadata: bytes | None, expected: object
+        ) -> object:
+            """Payloads that are not JSON objects, arbitrary bytes, kept byte for byte."""
+            meta = None if metadata is None else RawData("", metadata)
+            events = tuple(NewEvent("Raw", raw, meta, uuid.uuid4()) for raw in data)
+            self._append(stream, events, expected)
+            return (stream, events)
 
         @rule(
             batch=batches,
@@ -507,11 +538,17 @@ def store_model_test(
             stream=st.sampled_from(_MODEL_STREAMS),
             truncate_before=st.none() | st.integers(0, 6),
             max_count=st.none() | st.integers(1, 5),
+            custom=st.none()
+            | st.dictionaries(st.text(max_size=5), st.integers(-(2**53), 2**53) | st.text()),
         )
         def set_stream_metadata(
-            self, stream: str, truncate_before: int | None, max_count: int | None
+            self,
+            stream: str,
+            truncate_before: int | None,
+            max_count: int | None,
+            custom: dict[str, Any] | None,
         ) -> None:
-            metadata = StreamMetadata(truncate_before=truncate_before, max_count=max_count)
+            metadata = StreamMetadata(truncate_before, max_count, custom=custom)
             self.model.set_metadata(stream, metadata)
             self.runner.run(self.store.set_stream_metadata(stream, metadata))
 
