@@ -96,11 +96,10 @@ def test_bad_requests_get_statuses_and_the_server_stays_up(server: GrpcProcess) 
     client.close()
 
 
-@pytest.fixture(scope="module")
-def with_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GrpcProcess]:
-    directory: Path = tmp_path_factory.mktemp("app")
+@pytest.fixture
+def with_app(tmp_path: Path) -> Iterator[GrpcProcess]:
     options = ["--app", "tests.kurrentdb.apps:invoicing_with_lab"]
-    with GrpcProcess(f"sqlite:///{directory}/events.db", options) as process:
+    with GrpcProcess(f"sqlite:///{tmp_path}/events.db", options) as process:
         yield process
 
 
@@ -125,3 +124,5 @@ def test_an_application_refuses_what_it_cannot_read(with_app: GrpcProcess) -> No
     with pytest.raises(KurrentDBClientError):
         client.get_stream(f"invoice-{tag}")
     client.close()
+    assert with_app.stop() == 0  # SIGTERM: the server stops and closes the store
+    assert "stopped serving sqlite:///" in with_app.output()
