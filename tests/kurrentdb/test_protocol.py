@@ -64,6 +64,15 @@ def read(channel: grpc.Channel, options: streams_pb2.ReadReq.Options) -> list[ob
     return list(stub.Read(streams_pb2.ReadReq(options=options)))
 
 
+def stream_options(stream: str) -> streams_pb2.ReadReq.Options:
+    options = streams_pb2.ReadReq.Options(count=10)
+    options.stream.stream_identifier.stream_name = stream.encode()
+    options.stream.start.SetInParent()
+    options.no_filter.SetInParent()
+    options.uuid_option.string.SetInParent()
+    return options
+
+
 def test_bad_requests_get_statuses_and_the_server_stays_up(server: GrpcProcess) -> None:
     with grpc.insecure_channel(server.address) as channel:
         bad_name = streams_pb2.ReadReq.Options(count=1)
@@ -87,6 +96,25 @@ def test_bad_requests_get_statuses_and_the_server_stays_up(server: GrpcProcess) 
             stub.Append(iter([message]))
         assert headless.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "starts with its options" in str(headless.value.details())
+        stream = f"order-{uuid.uuid4().hex}"
+        options = streams_pb2.AppendReq(options=streams_pb2.AppendReq.Options())
+        options.options.stream_identifier.stream_name = stream.encode()
+        options.options.any.SetInParent()
+
+        def proposed(data: bytes) -> streams_pb2.AppendReq:
+            message = streams_pb2.AppendReq.ProposedMessage(data=data, metadata={"type": "A"})
+            message.id.string = str(uuid.uuid4())
+            return streams_pb2.AppendReq(proposed_message=message)
+
+        too_many = [options, *(proposed(b"{}") for _ in range(10_001))]
+        too_big = [options, proposed(b"{}"), proposed(b"x" * (1024 * 1024 + 1))]
+        for requests, said in ((too_many, "at most 10000 events"), (too_big, "the limit is")):
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.Append(iter(requests))
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert said in str(refused.value.details())
+        written = stub.Read(streams_pb2.ReadReq(options=stream_options(stream)))
+        assert [r.WhichOneof("content") for r in written] == ["stream_not_found"]
     client = KurrentDBClient(server.uri())
     with pytest.raises(GrpcError, match="needs a type"):
         client.append_to_stream(

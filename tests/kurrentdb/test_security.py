@@ -14,7 +14,13 @@ from kurrentdbclient import KurrentDBClient, NewEvent, StreamState
 from kurrentdbclient.events import CaughtUp
 from kurrentdbclient.exceptions import AccessDeniedError, UnauthenticatedError
 
-from eskit.grpc.protos import streams_pb2, streams_pb2_grpc
+from eskit.grpc.protos import (
+    SupportedMethods,
+    gossip_pb2_grpc,
+    shared_pb2,
+    streams_pb2,
+    streams_pb2_grpc,
+)
 from eskit.grpc.server import GrpcSettings
 from eskit.web.tokens import TokenFile
 from tests.cli.conftest import invoke
@@ -96,8 +102,16 @@ def test_missing_and_wrong_credentials_are_unauthenticated(secured: Secured) -> 
         request.options.all.start.SetInParent()
         with pytest.raises(grpc.RpcError) as anonymous:
             list(streams_pb2_grpc.StreamsStub(channel).Read(request))  # type: ignore[no-untyped-call]
+        features = channel.unary_unary(
+            "/event_store.client.server_features.ServerFeatures/GetSupportedMethods",
+            request_serializer=shared_pb2.Empty.SerializeToString,
+            response_deserializer=SupportedMethods.FromString,
+        )(shared_pb2.Empty())
+        gossip = gossip_pb2_grpc.GossipStub(channel).Read(shared_pb2.Empty())  # type: ignore[no-untyped-call]
     assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert "this server needs credentials" in str(anonymous.value.details())
+    assert features.methods  # gossip and server features answer anyone
+    assert len(gossip.members) == 1
     impostor = secured.client("admin", secured.tokens["reader"])
     with pytest.raises(UnauthenticatedError):
         impostor.get_stream("order-1")
