@@ -21,6 +21,7 @@ from eskit.cli import (
     transfer,
 )
 from eskit.cli.common import Url, opened, run
+from eskit.cli.grpc_serve import grpc_command
 from eskit.cli.records import AsJson, Column, show_records
 from eskit.cli.trace import trace_command
 from eskit.cli.verify import verify_command
@@ -73,6 +74,7 @@ app.command("migrate")(migrate.migrate)
 app.command("migrate-events")(migrate_events.migrate_events_command)
 app.command("relay")(relay.relay)
 app.command("serve")(serve.serve)
+app.command("grpc")(grpc_command)
 app.add_typer(tokens.app, name="tokens")
 app.command("forget")(forget.forget_command)
 app.add_typer(forget.app, name="keys")
