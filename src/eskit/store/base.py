@@ -283,6 +283,11 @@ class EventStore:
         self._check_open()
         return await self._last_position()
 
+    async def written_position(self) -> int:
+        """The newest position written, which ``last_position`` (the newest readable) may
+        lag behind while the log is read from a replica (PostgreSQL's ``replica=``)."""
+        return await self.engine.call_async(self.engine.written_position)
+
     async def list_streams(
         self, category: str | None = None, after: str | None = None, limit: int = 100
     ) -> list[StreamInfo]:

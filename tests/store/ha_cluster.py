@@ -1,0 +1,182 @@
+"""A PostgreSQL primary and a streaming standby of the test's own, on loopback ports.
+
+``Cluster`` runs PostgreSQL 15's binaries (``ESKIT_TEST_PG_BIN``, default
+``/usr/lib/postgresql/15/bin``): ``initdb`` a primary, ``pg_basebackup -R`` a standby from it,
+then ``kill`` (an immediate stop: no checkpoint, no goodbye to clients, as a crash) and
+``promote``. The server refuses to run as root: as root, every binary runs as the
+``postgres`` OS user, in a temporary directory it owns. Everything is stopped and removed on
+``close``. Outside CI a machine without the binaries skips; under ``CI=true`` it fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+BIN = Path(os.environ.get("ESKIT_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
+_USER = "postgres"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def unavailable(reason: str) -> None:
+    """Skip, or fail under ``CI=true``."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: the failover tests must run)")
+    pytest.skip(reason)
+
+
+class Cluster:
+    """A primary and one standby, synchronous (``remote_apply``) or asynchronous."""
+
+    def __init__(self, synchronous: bool = True) -> None:
+        if not (BIN / "initdb").exists():
+            unavailable(f"no PostgreSQL binaries at {BIN}")
+        self.synchronous = synchronous
+        self.root = Path(tempfile.mkdtemp(prefix="eskit-ha-"))
+        self.as_root = os.geteuid() == 0
+        if self.as_root:
+            shutil.chown(self.root, _USER, _USER)
+        self.ports = {"primary": _free_port(), "standby": _free_port()}
+        self.running: set[str] = set()
+        self.primary = "primary"
+
+    # -- running the binaries -------------------------------------------------------------
+
+    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        command = [str(BIN / args[0]), *args[1:]]
+        if self.as_root:
+            command = ["runuser", "-u", _USER, "--", *command]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        if check and result.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed: {result.stdout}{result.stderr}")
+        return result
+
+    def _start(self, node: str, *settings: str) -> None:
+        options = [
+            f"-p {self.ports[node]}",
+            "-c listen_addresses=127.0.0.1",
+            f"-c unix_socket_directories={self.root}",
+            "-c fsync=off",  # a process crash keeps the page cache: no data is lost
+            "-c hot_standby=on",
+            "-c wal_level=replica",
+            "-c max_wal_senders=4",
+            *settings,
+        ]
+        log = self.root / f"{node}.log"
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.root / node),
+            "-l",
+            str(log),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            " ".join(options),
+            "start",
+        )
+        self.running.add(node)
+
+    # -- the cluster ----------------------------------------------------------------------
+
+    def start(self) -> Cluster:
+        try:
+            self._run(
+                "initdb",
+                "-D",
+                str(self.root / "primary"),
+                "-U",
+                _USER,
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            )
+            sync = (
+                ["-c synchronous_standby_names='*'", "-c synchronous_commit=remote_apply"]
+                if self.synchronous
+                else []
+            )
+            self._start("primary", *sync)
+            self._run(
+                "pg_basebackup",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.ports["primary"]),
+                "-U",
+                _USER,
+                "-D",
+                str(self.root / "standby"),
+                "-R",
+                "-X",
+                "stream",
+                "--no-sync",
+            )
+            # Its own settings, not the primary's: once promoted it waits for no standby.
+            self._start("standby", "-c synchronous_standby_names=''")
+            with psycopg.connect(self.dsn("primary", "postgres"), autocommit=True) as conn:
+                conn.execute("CREATE DATABASE ha")
+            self.wait_replayed()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def dsn(self, node: str, database: str = "ha") -> str:
+        return f"postgresql://{_USER}@127.0.0.1:{self.ports[node]}/{database}"
+
+    def url(self, **query: str) -> str:
+        """The multi-host URL an application uses: whichever node is the primary."""
+        hosts = ",".join(f"127.0.0.1:{self.ports[n]}" for n in ("primary", "standby"))
+        params = "&".join(
+            f"{k}={v}" for k, v in {"target_session_attrs": "read-write", **query}.items()
+        )
+        return f"postgresql://{_USER}@{hosts}/ha?{params}"
+
+    def wait_replayed(self, timeout: float = 30.0) -> None:
+        """Until the standby replayed everything the primary wrote so far."""
+        with psycopg.connect(self.dsn("primary", "postgres"), autocommit=True) as conn:
+            row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+        assert row is not None
+        deadline = time.monotonic() + timeout
+        with psycopg.connect(self.dsn("standby", "postgres"), autocommit=True) as conn:
+            while True:
+                done = conn.execute(
+                    "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (row[0],)
+                ).fetchone()
+                if done is not None and done[0]:
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the standby did not catch up")
+                time.sleep(0.05)
+
+    def kill(self, node: str = "primary") -> None:
+        """Stop ``node`` the way a crash does: no shutdown checkpoint, clients cut off."""
+        self._run("pg_ctl", "-D", str(self.root / node), "-m", "immediate", "stop")
+        self.running.discard(node)
+
+    def promote(self) -> None:
+        self._run("pg_ctl", "-D", str(self.root / "standby"), "-w", "promote")
+        self.primary = "standby"
+
+    def close(self) -> None:
+        for node in list(self.running):
+            with contextlib.suppress(Exception):
+                self.kill(node)
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -1,0 +1,337 @@
+"""PostgreSQL high availability, for real: a primary and a standby of the test's own
+(``ha_cluster``), the primary killed and the standby promoted while a writer, a subscriber
+and a projection run; and reads of the log served by a replica.
+
+The figures (time from the primary's death to the first append on the new primary, events/s
+before and after, what asynchronous replication lost) are printed: run with ``-s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.parse
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import psycopg
+import pytest
+
+import eskit
+from eskit.projections import ProjectionRunner, ReadModelConnection, SQLProjection, handles
+from eskit.store.model import RecordedEvent
+from eskit.web.readiness import Readiness, readiness
+from tests.store.ha_cluster import Cluster
+
+pytestmark = pytest.mark.anyio
+WRITERS = 4
+"""Writers appending at once (their appends share group commits)."""
+
+
+class Seen(SQLProjection):
+    """Every event once, by id: applying one twice fails on the primary key (and sticks)."""
+
+    name = "seen"
+    tables: ClassVar[tuple[str, ...]] = ("seen",)
+    schema: ClassVar[tuple[str, ...]] = (
+        "CREATE TABLE {seen} (id UUID PRIMARY KEY, position BIGINT NOT NULL)",
+    )
+    batch_size = 50
+
+    @handles("Wrote")
+    def wrote(self, event: RecordedEvent, db: ReadModelConnection) -> None:
+        db.write("INSERT INTO {seen} VALUES (%s, %s)", (event.id, event.position))
+
+
+class Reached:
+    """Where a subscriber got to, waited for."""
+
+    def __init__(self) -> None:
+        self.position = 0
+        self.target: int | None = None
+        self.there = asyncio.Event()
+
+    def notify(self, position: int) -> None:
+        self.position = position
+        if self.target is not None and position >= self.target:
+            self.there.set()
+
+    async def wait(self, position: int) -> None:
+        self.target = position
+        self.notify(self.position)
+        await self.there.wait()
+
+
+@dataclass
+class Run:
+    """What a writer, a subscriber and a projection saw across a failover."""
+
+    acked: dict[int, tuple[int, float, float]] = field(default_factory=dict)
+    """Each acknowledged append's number: its position, when it was sent and acknowledged."""
+    errors: list[tuple[float, BaseException]] = field(default_factory=list)
+    readiness: list[tuple[float, Readiness]] = field(default_factory=list)
+    received: list[RecordedEvent] = field(default_factory=list)
+    log: list[RecordedEvent] = field(default_factory=list)
+    projected: list[tuple[uuid.UUID, int]] = field(default_factory=list)
+    died: float = 0.0
+    promoted: float = 0.0
+    started: float = 0.0
+    stopped: float = 0.0
+
+    def back(self) -> float:
+        """When the first append sent after the primary's death was acknowledged."""
+        return min(at for _, sent, at in self.acked.values() if sent > self.died)
+
+    def rate(self, start: float, end: float) -> float:
+        return sum(start < at <= end for _, _, at in self.acked.values()) / (end - start)
+
+    def unready(self) -> float:
+        """Seconds ``/health/ready`` answered unready."""
+        times = [at for at, answer in self.readiness if answer.status != "ready"]
+        return max(times) - min(times) if times else 0.0
+
+    def report(self, title: str) -> str:
+        back = self.back()
+        return (
+            f"\n{title}: first append on the new primary {back - self.died:.2f} s after the"
+            f" primary died ({back - self.promoted:.2f} s after the promotion ended);"
+            f" {self.rate(self.started, self.died):.0f} events/s before,"
+            f" {self.rate(back, self.stopped):.0f} after; {len(self.acked)} acknowledged,"
+            f" {len(self.errors)} errors; /health/ready unready for {self.unready():.1f} s"
+        )
+
+
+async def ride(cluster: Cluster, before: float = 2.0, after: float = 3.0) -> Run:
+    """Write, subscribe and project through the cluster's multi-host URL; kill the primary
+    after ``before`` seconds, promote the standby, go on ``after`` seconds more."""
+    run = Run()
+    async with (
+        eskit.open_store(cluster.url()) as store,
+        ProjectionRunner(store, [Seen()]) as runner,
+    ):
+        stop = asyncio.Event()
+        caught_up = Reached()
+
+        async def write(first: int) -> None:
+            n = first
+            while not stop.is_set():
+                sent = time.monotonic()
+                try:
+                    result = await store.append(f"ha-{n % 10}", [eskit.NewEvent("Wrote", {"n": n})])
+                    run.acked[n] = (result.last_position, sent, time.monotonic())
+                except eskit.StoreError as error:
+                    run.errors.append((time.monotonic(), error))
+                n += WRITERS
+
+        async def check() -> None:
+            while not stop.is_set():
+                answer = await readiness(store, runner, max_lag=1000)
+                run.readiness.append((time.monotonic(), answer))
+                await asyncio.sleep(0.1)
+
+        async def subscribe() -> None:
+            async for event in store.subscribe():
+                run.received.append(event)
+                caught_up.notify(event.position)
+
+        run.started = time.monotonic()
+        writers = [asyncio.create_task(write(first)) for first in range(WRITERS)]
+        subscriber = asyncio.create_task(subscribe())
+        checker = asyncio.create_task(check())
+        await asyncio.sleep(before)
+        await asyncio.to_thread(cluster.kill)
+        run.died = time.monotonic()
+        await asyncio.to_thread(cluster.promote)
+        run.promoted = time.monotonic()
+        await asyncio.sleep(after)
+        stop.set()
+        await asyncio.gather(*writers, checker)
+        run.stopped = time.monotonic()
+        head = await store.last_position()
+        async with asyncio.timeout(30):
+            await runner.wait_until(head)
+            await caught_up.wait(head)
+        subscriber.cancel()
+        run.log = [e async for e in store.read_all()]
+        rows = await runner.database.read(
+            lambda conn: conn.execute("SELECT id, position FROM seen ORDER BY position").fetchall()
+        )
+        run.projected = [(id_, position) for id_, position in rows]
+    return run
+
+
+@pytest.fixture
+def synchronous() -> Iterator[Cluster]:
+    cluster = Cluster(synchronous=True).start()
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def asynchronous() -> Iterator[Cluster]:
+    cluster = Cluster(synchronous=False).start()
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.mark.slow
+async def test_a_writer_subscriber_and_projection_ride_through_a_failover(
+    synchronous: Cluster, anyio_backend: str
+) -> None:
+    run = await ride(synchronous)
+    print(run.report("synchronous (remote_apply)"))
+    assert run.errors == []  # nobody had to be restarted, no call gave up
+    numbers = Counter(e.data["n"] for e in run.log)
+    assert set(run.acked) <= set(numbers)  # every acknowledged event is there
+    assert max(numbers.values()) == 1  # once
+    for n, (position, _, _) in run.acked.items():  # where its append said it is
+        assert next(e for e in run.log if e.data["n"] == n).position == position
+    assert [e.position for e in run.received] == [e.position for e in run.log]
+    assert run.projected == [(e.id, e.position) for e in run.log]
+    assert run.back() - run.died < 30
+    assert run.readiness[-1][1].status == "ready"
+
+
+@pytest.mark.slow
+async def test_asynchronous_replication_loses_at_most_the_last_commits(
+    asynchronous: Cluster, anyio_backend: str
+) -> None:
+    run = await ride(asynchronous)
+    on_new = {e.data["n"]: e.position for e in run.log}
+    assert max(Counter(e.data["n"] for e in run.log).values()) == 1  # nothing twice
+    lost = {n: acked for n, acked in run.acked.items() if n not in on_new}
+    kept = [acked[0] for n, acked in run.acked.items() if n in on_new and acked[2] < run.died]
+    print(run.report("asynchronous"), f"; lost {len(lost)} acknowledged events")
+    if lost:  # the last commits before the death, that had not reached the standby
+        assert min(position for position, _, _ in lost.values()) > max(kept)
+        assert max(at for _, _, at in lost.values()) <= run.died
+    assert run.back() - run.died < 30
+
+
+# -- deadlines: no call hangs --------------------------------------------------------------
+
+
+async def test_with_no_primary_every_call_gives_up_at_the_deadline(anyio_backend: str) -> None:
+    cluster = Cluster(synchronous=False).start()
+    try:
+        url = cluster.url(failover_deadline="2")
+        async with eskit.open_store(url) as store:
+            await store.append("d-1", [eskit.NewEvent("Wrote", {"n": 0})])
+            await asyncio.to_thread(cluster.kill)  # and nobody promotes the standby
+            started = time.monotonic()
+            with pytest.raises(eskit.OutcomeUnknown, match="may or may not"):
+                await store.append("d-1", [eskit.NewEvent("Wrote", {"n": 1})])
+            assert 1.0 < time.monotonic() - started < 6
+            started = time.monotonic()
+            with pytest.raises(eskit.StoreUnavailable, match="could not be reached"):
+                await store.append("d-1", [eskit.NewEvent("Wrote", {"n": 2})])
+            assert time.monotonic() - started < 6
+            started = time.monotonic()
+            with pytest.raises(eskit.StoreUnavailable):
+                await store.stream_version("d-1")
+            assert time.monotonic() - started < 6
+            started = time.monotonic()
+        assert time.monotonic() - started < 6  # close
+    finally:
+        cluster.close()
+
+
+# -- reads from a replica -------------------------------------------------------------------
+
+
+@pytest.fixture
+async def replicated(anyio_backend: str) -> AsyncIterator[tuple[Cluster, eskit.EventStore]]:
+    cluster = Cluster(synchronous=False).start()
+    try:
+        replica = urllib.parse.quote(cluster.dsn("standby"), safe="")
+        async with eskit.open_store(f"{cluster.dsn('primary')}?replica={replica}") as store:
+            yield cluster, store
+    finally:
+        cluster.close()
+
+
+def replay(cluster: Cluster, paused: bool) -> None:
+    with psycopg.connect(cluster.dsn("standby"), autocommit=True) as conn:
+        conn.execute(f"SELECT pg_wal_replay_{'pause' if paused else 'resume'}()")
+
+
+async def test_reads_of_the_log_wait_for_the_replica_to_replay(
+    replicated: tuple[Cluster, eskit.EventStore],
+) -> None:
+    cluster, store = replicated
+    first = await store.append("r-1", [eskit.NewEvent("Wrote", {"n": 0})])
+    await asyncio.to_thread(cluster.wait_replayed)
+    async with ProjectionRunner(store, [Seen()]) as runner:
+        async with asyncio.timeout(10):
+            await runner.wait_until(first.last_position)
+        await asyncio.to_thread(replay, cluster, True)
+        second = await store.append("r-1", [eskit.NewEvent("Wrote", {"n": 1})])
+        assert await store.written_position() == second.last_position
+        assert await store.last_position() == first.last_position  # not replayed yet
+        assert [e.position async for e in store.read_all()] == [first.last_position]
+        waiting = asyncio.ensure_future(runner.wait_until(second.last_position))
+        await asyncio.sleep(0.5)
+        assert not waiting.done()  # read your writes: not before the replica has them
+        await asyncio.to_thread(replay, cluster, False)
+        async with asyncio.timeout(10):
+            await waiting
+        assert await store.last_position() == second.last_position
+
+
+@pytest.mark.slow
+async def test_a_replica_serves_a_subscription_and_a_projection_while_the_primary_writes(
+    replicated: tuple[Cluster, eskit.EventStore],
+) -> None:
+    _, store = replicated
+    for n in range(300):  # a log to catch up on
+        await store.append(f"c-{n % 7}", [eskit.NewEvent("Wrote", {"n": n})])
+    received: list[int] = []
+    caught_up = Reached()
+    heads: list[int] = []
+    older: list[int] = []
+
+    async def subscribe() -> None:
+        async for event in store.subscribe():
+            received.append(event.position)
+            caught_up.notify(event.position)
+
+    async def watch() -> None:  # a reader that saw p never later sees a new event <= p
+        seen = 0
+        while True:
+            page = await store.read_page(after=seen, limit=100)
+            heads.append(seen)
+            if page.events:
+                if page.events[0].position <= seen:
+                    older.append(page.events[0].position)
+                seen = page.events[-1].position
+            await asyncio.sleep(0.001)
+
+    subscriber = asyncio.create_task(subscribe())
+    watcher = asyncio.create_task(watch())
+    async with ProjectionRunner(store, [Seen()]) as runner:
+        started = time.monotonic()
+        n = 300
+        while time.monotonic() - started < 3:
+            await store.append(f"c-{n % 7}", [eskit.NewEvent("Wrote", {"n": n})])
+            n += 1
+        head = await store.written_position()
+        async with asyncio.timeout(30):
+            await runner.wait_until(head)
+            await caught_up.wait(head)
+        subscriber.cancel()
+        watcher.cancel()
+        log = [e async for e in store.read_all()]
+        rows = await runner.database.read(
+            lambda conn: conn.execute("SELECT id, position FROM seen ORDER BY position").fetchall()
+        )
+    assert received == [e.position for e in log] == list(range(1, n + 1))
+    assert [(id_, position) for id_, position in rows] == [(e.id, e.position) for e in log]
+    assert older == []
+    assert heads == sorted(heads)
