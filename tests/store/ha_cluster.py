@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -39,13 +40,65 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-class Cluster:
-    """A primary and one standby, synchronous (``remote_apply``) or asynchronous."""
+class Proxy:
+    """A TCP relay from a loopback port to ``target`` that can hold what passes (``held``):
+    put between a standby and its primary, it makes the standby lag for as long as it
+    holds."""
 
-    def __init__(self, synchronous: bool = True) -> None:
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.held = threading.Event()
+        self._closed = False
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._server.getsockname()[1])
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, name="ha-proxy", daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._server.accept()
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                continue
+            self._sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while not self._closed:
+                if self.held.is_set():
+                    time.sleep(0.01)
+                    continue
+                data = source.recv(65536)
+                if not data:
+                    break
+                sink.sendall(data)
+        for end in (source, sink):
+            with contextlib.suppress(OSError):
+                end.close()
+
+    def close(self) -> None:
+        self._closed = True
+        self._server.close()
+        for end in self._sockets:
+            with contextlib.suppress(OSError):
+                end.close()
+
+
+class Cluster:
+    """A primary and one standby, synchronous (``remote_apply``) or asynchronous.
+    ``inherited``: the standby keeps the primary's synchronous settings (as when they are
+    in ``postgresql.conf``, which ``pg_basebackup`` copies): once promoted, its commits wait
+    for a standby it does not have."""
+
+    def __init__(
+        self, synchronous: bool = True, inherited: bool = False, proxied: bool = False
+    ) -> None:
         if not (BIN / "initdb").exists():
             unavailable(f"no PostgreSQL binaries at {BIN}")
-        self.synchronous = synchronous
+        self.synchronous, self.inherited = synchronous, inherited
         self.root = Path(tempfile.mkdtemp(prefix="eskit-ha-"))
         self.as_root = os.geteuid() == 0
         if self.as_root:
@@ -53,6 +106,8 @@ class Cluster:
         self.ports = {"primary": _free_port(), "standby": _free_port()}
         self.running: set[str] = set()
         self.primary = "primary"
+        self.proxy = Proxy(self.ports["primary"]) if proxied else None
+        """Between the standby and the primary, when ``proxied``: ``hold`` makes it lag."""
 
     # -- running the binaries -------------------------------------------------------------
 
@@ -129,7 +184,11 @@ class Cluster:
                 "--no-sync",
             )
             # Its own settings, not the primary's: once promoted it waits for no standby.
-            self._start("standby", "-c synchronous_standby_names=''")
+            settings = sync if self.inherited else ["-c synchronous_standby_names=''"]
+            if self.proxy is not None:
+                upstream = f"host=127.0.0.1 port={self.proxy.port} user={_USER}"
+                settings = [*settings, f"-c primary_conninfo='{upstream}'"]
+            self._start("standby", *settings)
             with psycopg.connect(self.dsn("primary", "postgres"), autocommit=True) as conn:
                 conn.execute("CREATE DATABASE ha")
             self.wait_replayed()
@@ -176,6 +235,8 @@ class Cluster:
         self.primary = "standby"
 
     def close(self) -> None:
+        if self.proxy is not None:
+            self.proxy.close()
         for node in list(self.running):
             with contextlib.suppress(Exception):
                 self.kill(node)

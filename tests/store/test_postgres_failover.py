@@ -9,6 +9,7 @@ before and after, what asynchronous replication lost) are printed: run with ``-s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import urllib.parse
 import uuid
@@ -21,9 +22,17 @@ import psycopg
 import pytest
 
 import eskit
-from eskit.projections import ProjectionRunner, ReadModelConnection, SQLProjection, handles
+from eskit.projections import (
+    PartitionedWorker,
+    ProjectionRunner,
+    ReadModelConnection,
+    SQLProjection,
+    database_for,
+    handles,
+)
 from eskit.store.model import RecordedEvent
 from eskit.web.readiness import Readiness, readiness
+from tests.projections.partitioning import Ordered, all_at, eventually, fill, ordered_counts
 from tests.store.ha_cluster import Cluster
 
 pytestmark = pytest.mark.anyio
@@ -77,6 +86,7 @@ class Run:
     log: list[RecordedEvent] = field(default_factory=list)
     projected: list[tuple[uuid.UUID, int]] = field(default_factory=list)
     died: float = 0.0
+    held: float = 0.0
     promoted: float = 0.0
     started: float = 0.0
     stopped: float = 0.0
@@ -104,9 +114,10 @@ class Run:
         )
 
 
-async def ride(cluster: Cluster, before: float = 2.0, after: float = 3.0) -> Run:
+async def ride(cluster: Cluster, before: float = 2.0, after: float = 3.0, hold: float = 0) -> Run:
     """Write, subscribe and project through the cluster's multi-host URL; kill the primary
-    after ``before`` seconds, promote the standby, go on ``after`` seconds more."""
+    after ``before`` seconds (the last ``hold`` of them with the standby held back by the
+    cluster's proxy), promote the standby, go on ``after`` seconds more."""
     run = Run()
     async with (
         eskit.open_store(cluster.url()) as store,
@@ -141,7 +152,12 @@ async def ride(cluster: Cluster, before: float = 2.0, after: float = 3.0) -> Run
         writers = [asyncio.create_task(write(first)) for first in range(WRITERS)]
         subscriber = asyncio.create_task(subscribe())
         checker = asyncio.create_task(check())
-        await asyncio.sleep(before)
+        await asyncio.sleep(before - hold)
+        if hold:
+            assert cluster.proxy is not None
+            cluster.proxy.held.set()
+            run.held = time.monotonic()
+            await asyncio.sleep(hold)
         await asyncio.to_thread(cluster.kill)
         run.died = time.monotonic()
         await asyncio.to_thread(cluster.promote)
@@ -174,7 +190,7 @@ def synchronous() -> Iterator[Cluster]:
 
 @pytest.fixture
 def asynchronous() -> Iterator[Cluster]:
-    cluster = Cluster(synchronous=False).start()
+    cluster = Cluster(synchronous=False, proxied=True).start()
     try:
         yield cluster
     finally:
@@ -203,16 +219,88 @@ async def test_a_writer_subscriber_and_projection_ride_through_a_failover(
 async def test_asynchronous_replication_loses_at_most_the_last_commits(
     asynchronous: Cluster, anyio_backend: str
 ) -> None:
-    run = await ride(asynchronous)
+    run = await ride(asynchronous, hold=0.5)  # the standby 0.5 s behind when the primary dies
     on_new = {e.data["n"]: e.position for e in run.log}
     assert max(Counter(e.data["n"] for e in run.log).values()) == 1  # nothing twice
     lost = {n: acked for n, acked in run.acked.items() if n not in on_new}
     kept = [acked[0] for n, acked in run.acked.items() if n in on_new and acked[2] < run.died]
-    print(run.report("asynchronous"), f"; lost {len(lost)} acknowledged events")
-    if lost:  # the last commits before the death, that had not reached the standby
-        assert min(position for position, _, _ in lost.values()) > max(kept)
-        assert max(at for _, _, at in lost.values()) <= run.died
+    held = sum(run.held <= at <= run.died for _, _, at in run.acked.values())
+    ids = {e.id for e in run.log}
+    seen_lost = sum(e.id not in ids for e in run.received)
+    print(
+        run.report("asynchronous"),
+        f"; lost {len(lost)} acknowledged events of the {held} acknowledged while the"
+        f" standby was held back; the subscriber had received {seen_lost} of them",
+    )
+    assert lost  # the last commits, that had not reached the standby
+    assert min(position for position, _, _ in lost.values()) > max(kept)  # a suffix
+    assert min(at for _, _, at in lost.values()) >= run.held - 0.1
+    assert run.projected == [(e.id, e.position) for e in run.log]  # lost with the log
     assert run.back() - run.died < 30
+
+
+@pytest.mark.slow
+async def test_listen_is_re_established_on_the_new_primary(
+    synchronous: Cluster, anyio_backend: str
+) -> None:
+    async with (
+        eskit.open_store(synchronous.url()) as follower,
+        eskit.open_store(synchronous.url()) as writer,  # another process, as far as LISTEN goes
+    ):
+        follower.poll_interval = 30.0  # a wake-up within seconds is LISTEN's, not a poll's
+        received: list[float] = []
+        arrived = asyncio.Event()
+
+        async def follow() -> None:
+            async for _ in follower.subscribe():
+                received.append(time.monotonic())
+                arrived.set()
+
+        task = asyncio.create_task(follow())
+        await writer.append("l-1", [eskit.NewEvent("Wrote", {"n": 0})])
+        async with asyncio.timeout(5):
+            await arrived.wait()
+        await asyncio.to_thread(synchronous.kill)
+        await asyncio.to_thread(synchronous.promote)
+        await asyncio.sleep(3)  # the listener finds the new primary
+        arrived.clear()
+        sent = time.monotonic()
+        await writer.append("l-1", [eskit.NewEvent("Wrote", {"n": 1})])
+        async with asyncio.timeout(5):
+            await arrived.wait()
+        task.cancel()
+        assert received[-1] - sent < 2
+
+
+@pytest.mark.slow
+async def test_partitioned_workers_take_their_leases_again_on_the_new_primary(
+    synchronous: Cluster, anyio_backend: str
+) -> None:
+    """The failover outlasts the leases (1 s): on the new primary each worker finds its
+    leases expired, and whatever it commits is checked against them again."""
+    async with contextlib.AsyncExitStack() as stack:
+        store = await stack.enter_async_context(eskit.open_store(synchronous.url()))
+        other = await stack.enter_async_context(eskit.open_store(synchronous.url()))
+        db = database_for(store)
+        stack.push_async_callback(db.close)
+        a = await stack.enter_async_context(
+            PartitionedWorker(store, Ordered(), partitions=8, lease=1.0)
+        )
+        b = await stack.enter_async_context(
+            PartitionedWorker(other, Ordered(), partitions=8, lease=1.0)
+        )
+        await eventually(lambda: len(a.held) == len(b.held) == 4)
+        await fill(store, streams=16, each=5)
+        await asyncio.to_thread(synchronous.kill)
+        await asyncio.sleep(1.5)  # every lease expires meanwhile
+        await asyncio.to_thread(synchronous.promote)
+        last = await fill(store, streams=16, each=5)
+        await all_at(db, "ordered", last, within=30)
+        await eventually(lambda: len(a.held) + len(b.held) == 8, within=30)
+        assert set(a.held).isdisjoint(b.held)
+        assert await ordered_counts(db) == {f"s-{n}": 10 for n in range(16)}
+        await eventually(lambda: a.applied + b.applied >= 160)
+        assert a.applied + b.applied == 160  # exactly once
 
 
 # -- deadlines: no call hangs --------------------------------------------------------------
@@ -239,6 +327,24 @@ async def test_with_no_primary_every_call_gives_up_at_the_deadline(anyio_backend
             assert time.monotonic() - started < 6
             started = time.monotonic()
         assert time.monotonic() - started < 6  # close
+    finally:
+        cluster.close()
+
+
+@pytest.mark.slow
+async def test_a_commit_waiting_for_a_standby_that_is_gone_is_not_waited_for_ever(
+    anyio_backend: str,
+) -> None:
+    cluster = Cluster(synchronous=True, inherited=True).start()
+    try:
+        async with eskit.open_store(cluster.url(failover_deadline="2")) as store:
+            await store.append("w-1", [eskit.NewEvent("Wrote", {"n": 0})])
+            await asyncio.to_thread(cluster.kill)
+            await asyncio.to_thread(cluster.promote)  # it waits for a synchronous standby
+            started = time.monotonic()
+            result = await store.append("w-1", [eskit.NewEvent("Wrote", {"n": 1})])
+            assert 1.5 < time.monotonic() - started < 5  # the watchdog cancelled the wait
+            assert [e.position async for e in store.read_all()] == [1, result.last_position]
     finally:
         cluster.close()
 
@@ -283,6 +389,13 @@ async def test_reads_of_the_log_wait_for_the_replica_to_replay(
         async with asyncio.timeout(10):
             await waiting
         assert await store.last_position() == second.last_position
+    async with eskit.open_store(cluster.dsn("standby"), readonly=True) as alone:
+        assert [e.position async for e in alone.read_all()] == [1, 2]
+        waiting = asyncio.ensure_future(alone.wait_for_events(after=2))
+        third = await store.append("r-1", [eskit.NewEvent("Wrote", {"n": 2})])
+        async with asyncio.timeout(10):  # a standby cannot LISTEN: found by polling
+            await waiting
+        assert await alone.last_position() == third.last_position
 
 
 @pytest.mark.slow

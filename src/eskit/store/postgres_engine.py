@@ -237,10 +237,11 @@ class PostgresEngine(Engine):
         results: list[AppendResult] = await self._writes().call(_request(appends))
         return results
 
-    def write(self, run: Callable[[Connection], T]) -> T:
+    def write(self, run: Callable[[Connection], T], patient: bool = False) -> T:
         """Run ``run(conn)`` in the next group's transaction, in a savepoint of its own (it
-        fails alone), on the write connection; its value once the group committed."""
-        value: T = self._writes().run(Request(None, run))
+        fails alone), on the write connection; its value once the group committed.
+        ``patient``: it may take longer than the failover deadline (no watchdog)."""
+        value: T = self._writes().run(Request(None, run, patient=patient))
         return value
 
     async def write_async(self, write: Callable[..., T], *args: Any) -> T:
@@ -269,7 +270,7 @@ class PostgresEngine(Engine):
         that appends, in one transaction that holds the head lock: no append of any process
         can fall between."""
         try:
-            self.write(functools.partial(_add_inline, self, hook, first))
+            self.write(functools.partial(_add_inline, self, hook, first), patient=True)
         except BaseException:
             self._forget_inline(hook)  # the transaction may have failed after `first`
             raise
@@ -447,7 +448,6 @@ def _add_inline(
     first: Callable[[Connection], None],
     conn: Connection,
 ) -> None:
-    conn.execute("SET LOCAL statement_timeout = 0")  # catching up may take long
     first(conn)
     assert engine._writer is not None
     engine._writer.inline.append(hook)

@@ -7,21 +7,24 @@ every wait, and the one retry loop the writer and the readers use.
   ``target_session_attrs=read-write`` libpq finds the new primary by itself.
 - No call hangs: libpq's ``connect_timeout`` bounds each connection attempt, TCP keepalives
   and ``tcp_user_timeout`` a peer that vanished without closing, and the writer's
-  ``statement_timeout`` a statement the server never answers (a commit waiting for a
-  synchronous standby that is gone).
+  ``Watchdog`` a statement the server does not answer (a lock never granted, a COMMIT
+  waiting for a synchronous standby that is gone).
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import psycopg
 from psycopg import conninfo as libpq
 
 from eskit.retry import backoff
 
+log = logging.getLogger("eskit.store.postgres")
 T = TypeVar("T")
 DEADLINE: Final = 30.0
 """Seconds a call keeps trying to reach the (new) primary before it gives up."""
@@ -84,3 +87,55 @@ def retrying(
             attempt += 1
             if between is not None:
                 between()
+
+
+class Watchdog:
+    """Cancels a statement the server has not answered within ``deadline`` seconds, from a
+    thread of its own that looks every ``deadline / 4`` seconds (at most one second): the
+    writer notes when it sends (``sent``) and when it is answered (``answered``), no more
+    on the hot path. Needed where no server setting helps: a COMMIT waiting for a
+    synchronous standby that is gone (``statement_timeout`` ends before COMMIT waits).
+    A transaction of a ``patient`` request (catching a projection up) is not watched.
+    PostgreSQL then ends the wait with a warning: the transaction is committed on the
+    primary, not confirmed by a standby."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self._since: float | None = None
+        self._conn: psycopg.Connection[Any] | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def sent(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn, self._since = conn, time.monotonic()
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._watch, name="eskit-postgres-watchdog", daemon=True
+            )
+            self._thread.start()
+
+    def answered(self) -> None:
+        self._since = None
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _watch(self) -> None:
+        tick = min(1.0, self.deadline / 4)
+        while not self._stop.wait(tick):
+            since, conn = self._since, self._conn
+            if since is None or conn is None or time.monotonic() - since < self.deadline:
+                continue
+            self._since = None  # once per statement
+            log.warning(
+                "PostgreSQL did not answer the writer within %g s: cancelling the statement"
+                " (a COMMIT waiting for a synchronous standby that is gone?)",
+                self.deadline,
+            )
+            try:
+                conn.cancel_safe(timeout=self.deadline)
+            except Exception as error:  # the connection broke meanwhile: nothing waits
+                log.warning("cancelling failed: %s", error)

@@ -37,7 +37,7 @@ from eskit.store.postgres_append import (
     lock_head,
     roll_back,
 )
-from eskit.store.postgres_failover import DEADLINE, retrying, transient
+from eskit.store.postgres_failover import DEADLINE, Watchdog, retrying, transient
 from eskit.store.postgres_inline import InlineGroup, InlineHook, Refused
 from eskit.store.rules import ExistingEvent, PreparedAppend
 from eskit.store.sqlite_writer import micros, recorded
@@ -57,15 +57,19 @@ Outcome = tuple["Request", Any, BaseException | None]
 class Request:
     """A write for the next group: appends, or an operation on the connection."""
 
-    __slots__ = ("appends", "generated", "operation", "retried")
+    __slots__ = ("appends", "generated", "operation", "patient", "retried")
 
     def __init__(
         self,
         appends: list[PreparedAppend] | None,
         operation: Operation | None,
         generated: frozenset[uuid.UUID] = frozenset(),
+        patient: bool = False,
     ) -> None:
         self.appends, self.operation = appends, operation
+        self.patient = patient
+        """An operation that may take longer than the deadline (catching a projection up):
+        the watchdog leaves its transaction alone."""
         self.generated = generated
         """Ids eskit gave the events: new, so nobody can have written them, unless this
         request is tried again after a failed transaction (``retried``)."""
@@ -254,6 +258,7 @@ class Writer:
         """Seconds a write keeps trying to reach the (new) primary (``postgres_failover``)."""
         self.closing = False
         """Set when the engine closes: a write waiting for the database gives up."""
+        self._watchdog = Watchdog(deadline)
         self.channel = channel
         """Notified in each transaction that appends (wakes every process's listeners)."""
         self.clock, self.key = clock, key
@@ -273,6 +278,7 @@ class Writer:
 
     def close(self) -> None:
         """Close the connection (holding the lead: no group runs)."""
+        self._watchdog.close()
         if self._writer_conn is not None:
             self._writer_conn.close()
             self._writer_conn = None
@@ -338,6 +344,7 @@ class Writer:
         if expected is None or self._head is None:
             return None
         conn = self._connection()
+        self._watchdog.sent(conn)
         try:
             if not self._contended:
                 outcomes = self._one_statement(conn, batch, expected, self._head)
@@ -356,6 +363,8 @@ class Writer:
             self._head = None
             conn.close()  # broken (or read-only): the next transaction opens a new one
             raise
+        finally:
+            self._watchdog.answered()
 
     def _one_statement(
         self,
@@ -419,6 +428,8 @@ class Writer:
     def _transaction(self, batch: list[Request], savepoints: bool = False) -> list[Outcome]:
         outcomes: list[Outcome] = []
         conn = self._connection()
+        if not any(request.patient for request in batch):
+            self._watchdog.sent(conn)
         try:
             with conn.transaction():
                 group = self._group(conn, batch, outcomes, savepoints)
@@ -427,6 +438,8 @@ class Writer:
                 self._head = None
                 conn.close()  # broken (or read-only): the next transaction opens a new one
             raise
+        finally:
+            self._watchdog.answered()
         if any(request.operation is not None for request in batch):
             self._known.clear()  # an operation may have changed any stream
         self._remember(group.known(), group.head)
@@ -435,12 +448,11 @@ class Writer:
     def _connection(self) -> Connection:
         """The writer's own connection (not borrowed from the pool for each group: no
         check round trip per transaction); reopened after it broke. A statement the server
-        does not answer within the deadline is cancelled (``postgres_failover``)."""
+        does not answer within the deadline is cancelled (``Watchdog``)."""
         if self._writer_conn is None or self._writer_conn.closed:
             try:
                 conn = psycopg.connect(self.conninfo, autocommit=True)
                 self._configure(conn)
-                conn.execute(f"SET statement_timeout = {int(self.deadline * 1000)}")
             except psycopg.OperationalError as error:
                 raise Unreached(str(error)) from error
             self._writer_conn = conn
