@@ -285,8 +285,7 @@ class EventStore:
         return await self._last_position()
 
     async def written_position(self) -> int:
-        """The newest position written, which ``last_position`` (the newest readable) may
-        lag behind while the log is read from a replica (PostgreSQL's ``replica=``)."""
+        """The newest position written: ``last_position`` may lag it on a replica."""
         return await self.engine.call_async(self.engine.written_position)
 
     async def list_streams(
