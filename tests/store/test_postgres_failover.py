@@ -375,6 +375,12 @@ async def test_with_no_primary_every_call_gives_up_at_the_deadline(anyio_backend
             with pytest.raises(eskit.StoreUnavailable):
                 await store.stream_version("d-1")
             assert time.monotonic() - started < 4
+            answer = await readiness(store, None, max_lag=1000)  # /health/ready
+            assert answer.status == "unready"
+            assert answer.reasons[0] in (
+                "the store is not reachable (StoreUnavailable)",
+                "the store did not answer within 2 s",  # its last attempt outlasted 2 s
+            )
             started = time.monotonic()
         assert time.monotonic() - started < 4  # close
     finally:
