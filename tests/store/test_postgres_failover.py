@@ -23,6 +23,8 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 import eskit
+from eskit.brokers import message
+from eskit.brokers.publisher import publisher_for
 from eskit.projections import (
     PartitionedWorker,
     ProjectionRunner,
@@ -31,10 +33,13 @@ from eskit.projections import (
     database_for,
     handles,
 )
+from eskit.relay import Relay, relay_runner
 from eskit.store import postgres_failover
 from eskit.store.model import RecordedEvent
 from eskit.store.postgres_failover import bounded, retrying
 from eskit.web.readiness import Readiness, readiness
+from tests import services
+from tests.brokers.reading import redis_entries, redis_key
 from tests.projections.partitioning import Ordered, all_at, eventually, fill, ordered_counts
 from tests.store.ha_cluster import Cluster
 
@@ -305,6 +310,33 @@ async def test_partitioned_workers_take_their_leases_again_on_the_new_primary(
         await eventually(lambda: len(a.held) + len(b.held) == 8, within=30)
         assert set(a.held).isdisjoint(b.held)
         assert await ordered_counts(db) == {f"s-{n}": 10 for n in range(16)}  # exactly once
+
+
+@pytest.mark.slow
+async def test_the_relay_resumes_from_its_checkpoint_on_the_new_primary(
+    synchronous: Cluster, anyio_backend: str
+) -> None:
+    url, prefix = services.redis_url(), services.unique("ha")
+    async with redis_key(url, prefix), eskit.open_store(synchronous.url()) as store:
+        publisher = publisher_for(url, prefix)
+        runner = relay_runner(store, Relay(publisher, batch_size=20))
+        await runner.start()
+        try:
+            for n in range(200):
+                if n == 100:  # the relay is following: it is cut off in the middle
+                    await asyncio.to_thread(synchronous.kill)
+                    await asyncio.to_thread(synchronous.promote)
+                await store.append(f"relay-{n % 5}", [eskit.NewEvent("Wrote", {"n": n})])
+            head = await store.last_position()
+            async with asyncio.timeout(30):
+                await runner.wait_until(head)
+        finally:
+            await runner.stop()
+            await publisher.close()
+        events = [e async for e in store.read_all()]
+        entries = await redis_entries(url, prefix)
+    assert len(events) == 200
+    assert [entry[message.EVENT_ID].decode() for entry in entries] == [str(e.id) for e in events]
 
 
 # -- deadlines: no call hangs ----------------------------------------------------------------
