@@ -34,7 +34,6 @@ from eskit.projections import (
     handles,
 )
 from eskit.relay import Relay, relay_runner
-from eskit.store import postgres_failover
 from eskit.store.model import RecordedEvent
 from eskit.store.postgres_failover import bounded, retrying
 from eskit.web.readiness import Readiness, readiness
@@ -350,24 +349,20 @@ def test_every_wait_on_a_connection_is_bounded_unless_the_url_says_otherwise() -
     assert given["host"] == "h1,h2"
 
 
-def test_a_retry_gives_up_at_the_deadline_and_only_for_connection_failures(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_retry_gives_up_at_the_deadline_and_only_for_connection_failures() -> None:
     calls: list[float] = []
     pauses: list[float] = []
-    sleep = time.sleep
 
     def paused(seconds: float) -> None:
         pauses.append(seconds)
-        sleep(seconds)
+        time.sleep(seconds)
 
     def broken() -> None:
         calls.append(time.monotonic())
         raise psycopg.OperationalError("gone")
 
-    monkeypatch.setattr(postgres_failover.time, "sleep", paused)
     with pytest.raises(psycopg.OperationalError):
-        retrying(broken, 0.5, lambda: False)
+        retrying(broken, 0.5, lambda: False, sleep=paused)
     assert len(calls) >= 3
     assert calls[-1] - calls[0] < 0.5 + 0.2  # no attempt starts after the deadline
     assert pauses[0] == 0  # a dropped idle connection: again at once

@@ -63,6 +63,7 @@ def retrying(
     closed: Callable[[], bool],
     between: Callable[[], None] | None = None,
     also: tuple[type[BaseException], ...] = (),
+    sleep: Callable[[float], None] = time.sleep,
 ) -> T:
     """``run()``, tried again while it fails with a ``transient`` error (or one of ``also``),
     until ``deadline`` seconds passed since the first failure or ``closed()``; then the last
@@ -83,7 +84,7 @@ def retrying(
             pause = backoff(_PAUSE, attempt - 1, _LONGEST_PAUSE) if attempt else 0.0
             if now + pause >= give_up:
                 raise
-            time.sleep(pause)
+            sleep(pause)
             attempt += 1
             if between is not None:
                 between()
