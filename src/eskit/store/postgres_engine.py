@@ -144,7 +144,6 @@ class PostgresEngine(Engine):
             kwargs={"autocommit": True},
             configure=self.configure,
             timeout=min(_CHECKOUT, self.deadline),
-            reconnect_timeout=max(self.deadline, 60.0),
             open=False,
         )
         try:
