@@ -5,7 +5,8 @@
 then ``kill`` (an immediate stop: no checkpoint, no goodbye to clients, as a crash) and
 ``promote``. The server refuses to run as root: as root, every binary runs as the
 ``postgres`` OS user, in a temporary directory it owns. Everything is stopped and removed on
-``close``. Outside CI a machine without the binaries skips; under ``CI=true`` it fails.
+``close``, and clusters whose test run was killed are removed by the next one. Outside CI a
+machine without the binaries skips; under ``CI=true`` it fails.
 """
 
 from __future__ import annotations
@@ -99,8 +100,10 @@ class Cluster:
         if not (BIN / "initdb").exists():
             unavailable(f"no PostgreSQL binaries at {BIN}")
         self.synchronous, self.inherited = synchronous, inherited
-        self.root = Path(tempfile.mkdtemp(prefix="eskit-ha-"))
         self.as_root = os.geteuid() == 0
+        self._reap_orphans()
+        self.root = Path(tempfile.mkdtemp(prefix="eskit-ha-"))
+        (self.root / "owner").write_text(str(os.getpid()))
         if self.as_root:
             shutil.chown(self.root, _USER, _USER)
         self.ports = {"primary": _free_port(), "standby": _free_port()}
@@ -108,6 +111,21 @@ class Cluster:
         self.primary = "primary"
         self.proxy = Proxy(self.ports["primary"]) if proxied else None
         """Between the standby and the primary, when ``proxied``: ``hold`` makes it lag."""
+
+    def _reap_orphans(self) -> None:
+        """Stop and remove the clusters of test runs that were killed before cleaning up
+        (their owner process is gone)."""
+        for root in Path(tempfile.gettempdir()).glob("eskit-ha-*"):
+            owner = root / "owner"
+            pid = owner.read_text().strip() if owner.exists() else ""
+            if not pid.isdigit() or os.path.exists(f"/proc/{pid}"):
+                continue
+            for node in ("primary", "standby"):
+                if (root / node / "postmaster.pid").exists():
+                    self._run(
+                        "pg_ctl", "-D", str(root / node), "-m", "immediate", "stop", check=False
+                    )
+            shutil.rmtree(root, ignore_errors=True)
 
     # -- running the binaries -------------------------------------------------------------
 
