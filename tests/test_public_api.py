@@ -28,6 +28,7 @@ PUBLIC = {
     "Loaded",
     "Model",
     "NewEvent",
+    "OutcomeUnknown",
     "ProjectionError",
     "RawData",
     "RecordedEvent",

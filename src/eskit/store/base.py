@@ -287,6 +287,10 @@ class EventStore(EnginePrimitives):
         self._check_open()
         return await self._last_position()
 
+    async def written_position(self) -> int:
+        """The newest position written: ``last_position`` may lag it on a replica."""
+        return await self.engine.call_async(self.engine.written_position)
+
     async def list_streams(
         self, category: str | None = None, after: str | None = None, limit: int = 100
     ) -> list[StreamInfo]:

@@ -209,6 +209,11 @@ class SyncStore:
         self._check_open()
         return self.engine.last_position()
 
+    def written_position(self) -> int:
+        """Blocking ``EventStore.written_position``."""
+        self._check_open()
+        return self.engine.written_position()
+
     def list_streams(
         self, category: str | None = None, after: str | None = None, limit: int = 100
     ) -> list[StreamInfo]:

@@ -158,6 +158,10 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def last_position(self) -> int: ...
 
+    def written_position(self) -> int:
+        """The newest position written: ``last_position`` unless reads go to a replica."""
+        return self.last_position()
+
     @abc.abstractmethod
     def find_event(self, event_id: uuid.UUID) -> RecordedEvent | None: ...
 
