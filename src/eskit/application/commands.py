@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeAlias, TypeVar, cast
 
-from eskit.application.effects import run_async
+from eskit.application.effects import catches_up, run_async
 from eskit.application.handling import (
     COMMAND_NAMESPACE,
     AlsoAppend,
@@ -20,6 +20,7 @@ from eskit.application.handling import (
     command_event_id,
 )
 from eskit.application.repository import Repository, RepositoryCore
+from eskit.application.state_cache import STATE_CACHE
 from eskit.domain.events import EventRegistry
 from eskit.domain.model import Model
 from eskit.store.base import EventStore
@@ -54,8 +55,14 @@ class CommandBus(BusCore):
         max_attempts: int = 5,
         backoff: float = 0.002,
         middleware: Sequence[Middleware] = (),
+        state_cache: int = STATE_CACHE,
     ) -> None:
-        super().__init__(events, max_attempts=max_attempts, backoff=backoff)
+        super().__init__(
+            events,
+            max_attempts=max_attempts,
+            backoff=backoff,
+            state_cache=state_cache if catches_up(store) else 0,
+        )
         self.store = store
         self.middleware = list(middleware)
 

@@ -51,6 +51,15 @@ class ReadFromSnapshot:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class CatchUp:
+    """``engine.events_after``: the events of ``stream`` after ``version`` (a page at most)
+    if it never hid one, else None (``eskit.application.state_cache``)."""
+
+    stream: str
+    version: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Consume:
     """Feed the items of ``source`` (from a read) to ``step`` until it returns False."""
 
@@ -118,6 +127,7 @@ class Later:
 Request: TypeAlias = (
     ReadStream
     | ReadFromSnapshot
+    | CatchUp
     | Consume
     | AppendEvents
     | AppendMany
@@ -143,6 +153,9 @@ async def _perform_async(store: EventStore, request: Request) -> Any:
             return store.read_stream(stream, from_version=from_version)
         case ReadFromSnapshot(stream, snapshot_version, max_version):
             return await store.read_from_snapshot(stream, snapshot_version, max_version)
+        case CatchUp(stream, version):
+            engine = store.engine
+            return await engine.call_async(engine.events_after, stream, version, store.page_size)
         case Consume(source, step):
             async for item in source:
                 if not step(item):
@@ -180,6 +193,8 @@ def _perform_blocking(store: SyncStore, request: Request) -> Any:
             return store.read_stream(stream, from_version=from_version)
         case ReadFromSnapshot(stream, snapshot_version, max_version):
             return store.read_from_snapshot(stream, snapshot_version, max_version)
+        case CatchUp(stream, version):
+            return store.engine.events_after(stream, version, store.page_size)
         case Consume(source, step):
             try:
                 for item in source:
@@ -202,6 +217,12 @@ def _perform_blocking(store: SyncStore, request: Request) -> Any:
             return blocking_call(function, *args)
         case Later(flow, _):
             return run_blocking(store, flow)
+
+
+def catches_up(store: EventStore | SyncStore) -> bool:
+    """Whether ``store`` answers ``CatchUp`` (else the command bus keeps no states)."""
+    engine = getattr(store, "engine", None)
+    return bool(getattr(engine, "catches_up", False))
 
 
 def blocking_call(function: Callable[..., Any], *args: Any) -> Any:

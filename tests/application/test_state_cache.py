@@ -1,0 +1,211 @@
+"""The states the command bus keeps between commands (``eskit.application.state_cache``):
+used only when the store vouches that nothing changed under them, caught up with what
+others appended, never shared by two commands, never kept for encrypted events, bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import eskit
+import eskit.sync
+from eskit.application import CommandBus
+from eskit.application.state_cache import StateCache
+from eskit.privacy import Keyring, MasterKey, MemoryKeyStore
+from eskit.sync import SyncStore
+from tests.application.test_commands import (
+    Account,
+    Deposit,
+    Withdraw,
+    account_decider,
+    events,
+    handle_account,
+)
+from tests.privacy import events as private
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/events.db"
+
+
+@pytest.fixture
+def stores(url: str) -> Iterator[tuple[SyncStore, SyncStore]]:
+    """Two stores on one file: two processes, each with its own bus and kept states."""
+    with eskit.sync.open_store(url) as one, eskit.sync.open_store(url) as other:
+        yield one, other
+
+
+UNSNAPSHOTTED = dataclasses.replace(account_decider, snapshot_every=None)
+"""The account without snapshots: a load reads exactly the events its read rules leave."""
+
+
+def accounts(store: SyncStore, state_cache: int = 1000) -> eskit.sync.CommandBus:
+    bus = eskit.sync.CommandBus(store, events, state_cache=state_cache)
+    bus.register(Deposit, UNSNAPSHOTTED, aggregate_id=lambda c: c.account_id)
+    bus.register(Withdraw, UNSNAPSHOTTED, aggregate_id=lambda c: c.account_id)
+    return bus
+
+
+def balance(store: SyncStore, account_id: str) -> tuple[int, int | None]:
+    loaded = eskit.sync.Repository(store, events, UNSNAPSHOTTED).load(account_id)
+    return loaded.state.balance, loaded.version
+
+
+def test_a_kept_state_saves_the_next_command_its_load(
+    stores: tuple[SyncStore, SyncStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, _ = stores
+    bus = accounts(store)
+    bus.send(Deposit("a", 5))
+    reads: list[str] = []
+    monkeypatch.setattr(store, "read_from_snapshot", lambda *a: reads.append("load"))
+
+    bus.send(Withdraw("a", 2))  # decided on the kept state: nothing loaded
+
+    assert reads == []
+    assert len(bus.states) == 1
+    monkeypatch.undo()
+    assert balance(store, "a") == (3, 1)
+
+
+def test_events_another_process_appended_are_applied_to_the_kept_state(
+    stores: tuple[SyncStore, SyncStore],
+) -> None:
+    one, other = stores
+    mine, theirs = accounts(one), accounts(other)
+    mine.send(Deposit("a", 5))
+    theirs.send(Deposit("a", 10))
+    theirs.send(Withdraw("a", 1))
+
+    mine.send(Withdraw("a", 14))  # refused if the kept state (5) were used as it is
+
+    assert balance(one, "a") == (0, 3)
+
+
+def test_a_stream_deleted_by_another_process_is_loaded_not_caught_up(
+    stores: tuple[SyncStore, SyncStore],
+) -> None:
+    one, other = stores
+    mine, theirs = accounts(one), accounts(other)
+    mine.send(Deposit("a", 5))
+    other.delete_stream("account-a")  # soft delete: the 5 is hidden from now on
+    theirs.send(Deposit("a", 1))  # the stream lives again, at version 1
+
+    with pytest.raises(Exception, match="2 > 1"):  # the balance is 1, not 6
+        mine.send(Withdraw("a", 2))
+    mine.send(Withdraw("a", 1))
+    assert balance(one, "a") == (0, 2)
+
+
+def test_read_rules_set_by_another_process_make_the_next_command_load(
+    stores: tuple[SyncStore, SyncStore],
+) -> None:
+    one, other = stores
+    mine = accounts(one)
+    mine.send(Deposit("a", 5))
+    mine.send(Deposit("a", 7))
+    other.set_stream_metadata("account-a", eskit.StreamMetadata(max_count=1))
+
+    with pytest.raises(Exception, match="8 > 7"):  # only the last deposit is visible now
+        mine.send(Withdraw("a", 8))
+
+
+def test_a_handler_that_fails_after_changing_the_state_leaves_no_trace(
+    stores: tuple[SyncStore, SyncStore],
+) -> None:
+    store, _ = stores
+    bus = eskit.sync.CommandBus(store, events)
+
+    def deposit_then_fail(command: Deposit, account: Account) -> None:
+        account.deposit(command.amount)  # applied to the state, then the handler fails
+        raise RuntimeError("refused after the fact")
+
+    bus.register(Deposit, Account, aggregate_id=lambda c: c.account_id, handle=handle_account)
+    bus.register(Withdraw, Account, aggregate_id=lambda c: c.account_id, handle=handle_account)
+    bus.send(Deposit("a", 5))
+    failing = eskit.sync.CommandBus(store, events)
+    failing.register(Deposit, Account, aggregate_id=lambda c: c.account_id, handle=handle_account)
+    failing.states = bus.states  # share the kept states with a bus whose handler fails
+    failing._routes[Deposit] = dataclasses.replace(
+        failing._routes[Deposit], handle=deposit_then_fail
+    )
+
+    with pytest.raises(RuntimeError, match="after the fact"):
+        failing.send(Deposit("a", 100))
+    with pytest.raises(Exception, match="6 > 5"):
+        bus.send(Withdraw("a", 6))
+    bus.send(Withdraw("a", 5))
+    assert len(bus.states) == 1
+
+
+@pytest.mark.anyio
+async def test_concurrent_commands_on_one_aggregate_never_share_a_state(url: str) -> None:
+    async with eskit.open_store(url) as store:
+        bus = CommandBus(store, events, backoff=0, max_attempts=50)
+        bus.register(Deposit, Account, aggregate_id=lambda c: c.account_id, handle=handle_account)
+        await bus.send(Deposit("a", 1))
+        for _ in range(5):
+            await asyncio.gather(*(bus.send(Deposit("a", 1)) for _ in range(8)))
+        loaded = await bus.repository(Account.model()).load("a")
+        assert (loaded.state.balance, loaded.version) == (41, 40)
+
+
+def test_states_of_events_that_may_hold_encrypted_fields_are_never_kept(
+    stores: tuple[SyncStore, SyncStore],
+) -> None:
+    store, _ = stores
+    registry = private.registry()
+    registry.encrypt_with(Keyring(MemoryKeyStore(), MasterKey.generate()))
+    bus = eskit.sync.CommandBus(store, registry)
+
+    def rename(command: Any, customer: private.Customer) -> list[object]:
+        return [private.CustomerRenamed(command)]
+
+    bus.register(str, private.Customer, aggregate_id=lambda c: "c-1", handle=rename)
+    bus.send("Ada")
+    bus.send("Grace")
+
+    assert len(bus.states) == 0
+
+
+def test_a_store_that_cannot_vouch_for_a_state_keeps_none() -> None:
+    with eskit.sync.open_store("memory://") as store:
+        bus = accounts(store)
+        bus.send(Deposit("a", 5))
+        bus.send(Withdraw("a", 5))
+        assert bus.states.size == 0
+        assert len(bus.states) == 0
+        assert balance(store, "a") == (0, 1)
+
+
+def test_at_most_state_cache_aggregates_are_kept_the_least_recently_used_dropped(
+    stores: tuple[SyncStore, SyncStore],
+) -> None:
+    store, _ = stores
+    bus = accounts(store, state_cache=2)
+    for account_id in ("a", "b", "c", "b"):
+        bus.send(Deposit(account_id, 1))
+    assert len(bus.states) == 2
+    assert bus.states.take("account-a") is None
+    kept = bus.states.take("account-b")
+    assert kept is not None
+    assert (kept[0], kept[1].balance) == (1, 2)
+
+
+def test_state_cache_zero_keeps_nothing(stores: tuple[SyncStore, SyncStore]) -> None:
+    store, _ = stores
+    bus = accounts(store, state_cache=0)
+    bus.send(Deposit("a", 5))
+    assert len(bus.states) == 0
+
+
+@pytest.mark.parametrize(("size", "error"), [(-1, ValueError), ("5", TypeError), (True, TypeError)])
+def test_a_bad_state_cache_size_is_refused(size: Any, error: type[Exception]) -> None:
+    with pytest.raises(error, match="state_cache"):
+        StateCache(size)
