@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -209,3 +210,64 @@ def test_state_cache_zero_keeps_nothing(stores: tuple[SyncStore, SyncStore]) -> 
 def test_a_bad_state_cache_size_is_refused(size: Any, error: type[Exception]) -> None:
     with pytest.raises(error, match="state_cache"):
         StateCache(size)
+
+
+# -- the async face: a plain handler's command in one hand-off ---------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_plain_handlers_command_costs_the_loop_one_hand_off(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with eskit.open_store(url) as store:
+        bus = CommandBus(store, events)
+        bus.register(Deposit, Account, aggregate_id=lambda c: c.account_id, handle=handle_account)
+        await bus.send(Deposit("a", 1))
+        bus.states.clear()  # the next command loads and appends: both in one visit
+        hand_offs: list[str] = []
+        to_thread = asyncio.to_thread
+
+        async def counted(function: Any, /, *args: Any) -> Any:
+            hand_offs.append(getattr(function, "__name__", "?"))
+            return await to_thread(function, *args)
+
+        async def queued(*args: Any) -> Any:
+            hand_offs.append("append_many_async")
+            raise AssertionError("the append is made in the worker thread")
+
+        monkeypatch.setattr(asyncio, "to_thread", counted)
+        monkeypatch.setattr(store.engine, "append_many_async", queued)
+        loop_thread = threading.get_ident()
+        threads: list[int] = []
+
+        def deposit(command: Deposit, account: Account) -> None:
+            threads.append(threading.get_ident())
+            account.deposit(command.amount)
+
+        bus._routes[Deposit] = dataclasses.replace(bus._routes[Deposit], handle=deposit)
+        bus._plain.clear()
+
+        result = await bus.send(Deposit("a", 2))
+
+        assert (result.version, hand_offs) == (1, ["_in_thread"])
+        assert len(threads) == 1
+        assert threads[0] != loop_thread  # the handler ran in the worker thread
+
+
+@pytest.mark.anyio
+async def test_an_async_handler_runs_on_the_loop(url: str) -> None:
+    async with eskit.open_store(url) as store:
+        bus = CommandBus(store, events)
+        threads: list[int] = []
+
+        async def deposit(command: Deposit, account: Account) -> None:
+            threads.append(threading.get_ident())
+            account.deposit(command.amount)
+
+        bus.register(Deposit, Account, aggregate_id=lambda c: c.account_id, handle=deposit)
+        await bus.send(Deposit("a", 1))
+        await bus.send(Deposit("a", 2))
+
+        assert threads == [threading.get_ident()] * 2
+        loaded = await bus.repository(Account.model()).load("a")
+        assert loaded.state.balance == 3

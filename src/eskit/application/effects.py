@@ -181,6 +181,65 @@ async def _perform_async(store: EventStore, request: Request) -> Any:
             return None
 
 
+async def run_threaded(store: EventStore, blocking: SyncStore, flow: Flow[T]) -> T:
+    """Run ``flow`` for the async face with one hand-off for all its IO: its reads, appends
+    and (plain) calls are made in one worker thread visit, with ``blocking`` (the blocking
+    face of ``store``'s engine); only what needs the event loop is done on it (a ``Pause``,
+    a ``Later``, an awaitable a call returned). The loop never waits on IO."""
+    done, value = await asyncio.to_thread(_in_thread, blocking, flow, None)
+    while not done:
+        result: Any = None
+        error: BaseException | None = None
+        try:
+            if isinstance(value, Pause):
+                await asyncio.sleep(value.seconds)
+            elif isinstance(value, Later):
+                result = await _perform_async(store, value)
+            else:  # an awaitable a call returned
+                result = await value
+        except BaseException as raised:
+            error = raised
+            if not isinstance(raised, Exception):
+                flow.close()
+                raise
+        try:  # what comes next: on the loop if it needs it, else in a worker thread again
+            value = flow.throw(error) if error is not None else flow.send(result)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        if not isinstance(value, Pause | Later):
+            done, value = await asyncio.to_thread(_in_thread, blocking, flow, value)
+    return value  # type: ignore[no-any-return]
+
+
+def _in_thread(blocking: SyncStore, flow: Flow[T], effect: Request | None) -> tuple[bool, Any]:
+    """Perform ``effect`` (None: start ``flow``) and drive ``flow`` on in this worker thread
+    until it ends (True, its value) or needs the event loop (False, what for)."""
+    result: Any = None
+    error: BaseException | None = None
+    try:
+        while True:
+            if effect is not None:
+                try:
+                    if isinstance(effect, Call):
+                        result = effect.function(*effect.args)
+                        if inspect.isawaitable(result):
+                            return False, result
+                    else:
+                        result = _perform_blocking(blocking, effect)
+                except Exception as raised:
+                    error = raised
+            try:
+                effect = flow.throw(error) if error is not None else flow.send(result)
+            except StopIteration as stop:
+                return True, stop.value
+            result, error = None, None
+            if isinstance(effect, Pause | Later):
+                return False, effect
+    except BaseException:
+        flow.close()
+        raise
+
+
 def run_blocking(store: SyncStore, flow: Flow[T]) -> T:
     """Run ``flow`` against a blocking store, in this thread: its result, or the exception
     it lets out."""
