@@ -271,3 +271,29 @@ async def test_an_async_handler_runs_on_the_loop(url: str) -> None:
         assert threads == [threading.get_ident()] * 2
         loaded = await bus.repository(Account.model()).load("a")
         assert loaded.state.balance == 3
+
+
+@pytest.mark.anyio
+async def test_a_command_cancelled_while_its_handler_runs_in_the_thread_appends_nothing(
+    url: str,
+) -> None:
+    async with eskit.open_store(url) as store:
+        bus = CommandBus(store, events)
+        started, release = threading.Event(), threading.Event()
+
+        def slow_deposit(command: Deposit, account: Account) -> None:
+            started.set()
+            release.wait(10)
+            account.deposit(command.amount)
+
+        bus.register(Deposit, Account, aggregate_id=lambda c: c.account_id, handle=slow_deposit)
+        sending = asyncio.create_task(bus.send(Deposit("a", 1)))
+        assert await asyncio.to_thread(started.wait, 10)
+        sending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sending
+        release.set()
+        for _ in range(50):  # the worker thread finishes the flow, up to its append
+            await asyncio.sleep(0.02)
+        assert await store.stream_version("account-a") is None
+        assert len(bus.states) == 0

@@ -19,9 +19,10 @@ import asyncio
 import dataclasses
 import functools
 import inspect
+import threading
 import uuid
 from collections.abc import Callable, Generator, Sequence
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar
 
 from eskit.drivers import Pause, drive, drive_blocking
 from eskit.store.base import EventStore
@@ -185,8 +186,23 @@ async def run_threaded(store: EventStore, blocking: SyncStore, flow: Flow[T]) ->
     """Run ``flow`` for the async face with one hand-off for all its IO: its reads, appends
     and (plain) calls are made in one worker thread visit, with ``blocking`` (the blocking
     face of ``store``'s engine); only what needs the event loop is done on it (a ``Pause``,
-    a ``Later``, an awaitable a call returned). The loop never waits on IO."""
-    done, value = await asyncio.to_thread(_in_thread, blocking, flow, None)
+    a ``Later``, an awaitable a call returned). The loop never waits on IO.
+
+    Cancelled while the thread works, the flow goes on there only up to its next write,
+    which it does not make: as on the loop, a command cancelled before its append appends
+    nothing."""
+    cancelled = threading.Event()
+    try:
+        return await _run_threaded(store, blocking, flow, cancelled)
+    except asyncio.CancelledError:
+        cancelled.set()
+        raise
+
+
+async def _run_threaded(
+    store: EventStore, blocking: SyncStore, flow: Flow[T], cancelled: threading.Event
+) -> T:
+    done, value = await asyncio.to_thread(_in_thread, blocking, flow, None, cancelled)
     while not done:
         result: Any = None
         error: BaseException | None = None
@@ -207,17 +223,25 @@ async def run_threaded(store: EventStore, blocking: SyncStore, flow: Flow[T]) ->
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
         if not isinstance(value, Pause | Later):
-            done, value = await asyncio.to_thread(_in_thread, blocking, flow, value)
+            done, value = await asyncio.to_thread(_in_thread, blocking, flow, value, cancelled)
     return value  # type: ignore[no-any-return]
 
 
-def _in_thread(blocking: SyncStore, flow: Flow[T], effect: Request | None) -> tuple[bool, Any]:
+_WRITES: Final = (AppendEvents, AppendMany, SaveSnapshot)
+
+
+def _in_thread(
+    blocking: SyncStore, flow: Flow[T], effect: Request | None, cancelled: threading.Event
+) -> tuple[bool, Any]:
     """Perform ``effect`` (None: start ``flow``) and drive ``flow`` on in this worker thread
-    until it ends (True, its value) or needs the event loop (False, what for)."""
+    until it ends (True, its value) or needs the event loop (False, what for); its caller
+    ``cancelled``: stop before a write."""
     result: Any = None
     error: BaseException | None = None
     try:
         while True:
+            if isinstance(effect, _WRITES) and cancelled.is_set():
+                raise asyncio.CancelledError  # nobody waits: the flow is closed, unwritten
             if effect is not None:
                 try:
                     if isinstance(effect, Call):
