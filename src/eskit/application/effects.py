@@ -174,7 +174,7 @@ async def _perform_async(store: EventStore, request: Request) -> Any:
             return await store.save_snapshot(snapshot)
         case Call(function, args):
             returned = function(*args)
-            return (await returned) if inspect.isawaitable(returned) else returned
+            return (await returned) if _awaitable(returned) else returned
         case Later(flow, tasks):
             task = asyncio.create_task(run_async(store, flow))
             tasks.add(task)
@@ -246,7 +246,7 @@ def _in_thread(
                 try:
                     if isinstance(effect, Call):
                         result = effect.function(*effect.args)
-                        if inspect.isawaitable(result):
+                        if _awaitable(result):
                             return False, result
                     else:
                         result = _perform_blocking(blocking, effect)
@@ -312,7 +312,7 @@ def blocking_call(function: Callable[..., Any], *args: Any) -> Any:
     """Call user code from the blocking face, refusing an async function (or anything
     returning an awaitable, which would silently never run)."""
     returned = function(*args)
-    if inspect.isawaitable(returned):
+    if _awaitable(returned):
         if inspect.iscoroutine(returned):
             returned.close()  # never started: no "was never awaited" warning
         raise TypeError(
@@ -320,6 +320,15 @@ def blocking_call(function: Callable[..., Any], *args: Any) -> Any:
             " plain functions; give it a `def`, or use the async CommandBus"
         )
     return returned
+
+
+def _awaitable(returned: object) -> bool:
+    """``inspect.isawaitable``, answered at once for what handlers return most (None, a
+    list of events, a result)."""
+    return returned is not None and type(returned) not in _PLAIN and inspect.isawaitable(returned)
+
+
+_PLAIN: Final = frozenset({list, tuple})
 
 
 def is_async(function: Callable[..., Any]) -> bool:
