@@ -183,10 +183,12 @@ async def _perform_async(store: EventStore, request: Request) -> Any:
 
 
 async def run_threaded(store: EventStore, blocking: SyncStore, flow: Flow[T]) -> T:
-    """Run ``flow`` for the async face with one hand-off for all its IO: its reads, appends
-    and (plain) calls are made in one worker thread visit, with ``blocking`` (the blocking
-    face of ``store``'s engine); only what needs the event loop is done on it (a ``Pause``,
-    a ``Later``, an awaitable a call returned). The loop never waits on IO.
+    """Run ``flow`` for the async face with one hand-off for all its IO: from its first
+    read on, its reads, calls and appends are made in one worker thread visit, with
+    ``blocking`` (the blocking face of ``store``'s engine), and only what needs the event
+    loop comes back to it (a ``Pause``, a ``Later``, an awaitable a call returned). A flow
+    that reads nothing (a create) runs on the loop and appends as ``run_async`` does: one
+    hand-off either way. The loop never waits on IO.
 
     Cancelled while the thread works, the flow goes on there only up to its next write,
     which it does not make: as on the loop, a command cancelled before its append appends
@@ -202,56 +204,65 @@ async def run_threaded(store: EventStore, blocking: SyncStore, flow: Flow[T]) ->
 async def _run_threaded(
     store: EventStore, blocking: SyncStore, flow: Flow[T], cancelled: threading.Event
 ) -> T:
-    done, value = await asyncio.to_thread(_in_thread, blocking, flow, None, cancelled)
-    while not done:
-        result: Any = None
-        error: BaseException | None = None
+    result: Any = None
+    error: BaseException | None = None
+    while True:
         try:
-            if isinstance(value, Pause):
-                await asyncio.sleep(value.seconds)
-            elif isinstance(value, Later):
-                result = await _perform_async(store, value)
-            else:  # an awaitable a call returned
-                result = await value
+            effect = flow.throw(error) if error is not None else flow.send(result)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        result, error = None, None
+        step: Any = effect
+        if isinstance(effect, _READS):  # the flow's own errors (and a cancellation) go up
+            done, step = await asyncio.to_thread(_in_thread, blocking, flow, effect, cancelled)
+            if done:
+                return step  # type: ignore[no-any-return]
+        try:
+            if isinstance(step, Pause):
+                await asyncio.sleep(step.seconds)
+            elif isinstance(step, _Awaiting):
+                result = await step.awaitable
+            else:
+                result = await _perform_async(store, step)
         except BaseException as raised:
             error = raised
             if not isinstance(raised, Exception):
                 flow.close()
                 raise
-        try:  # what comes next: on the loop if it needs it, else in a worker thread again
-            value = flow.throw(error) if error is not None else flow.send(result)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        if not isinstance(value, Pause | Later):
-            done, value = await asyncio.to_thread(_in_thread, blocking, flow, value, cancelled)
-    return value  # type: ignore[no-any-return]
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Awaiting:
+    """What a call returned in the worker thread, to await on the loop."""
+
+    awaitable: Any
+
+
+_READS: Final = (ReadStream, ReadFromSnapshot, CatchUp, FindEvent, LoadSnapshot)
 _WRITES: Final = (AppendEvents, AppendMany, SaveSnapshot)
 
 
 def _in_thread(
-    blocking: SyncStore, flow: Flow[T], effect: Request | None, cancelled: threading.Event
+    blocking: SyncStore, flow: Flow[T], effect: Request, cancelled: threading.Event
 ) -> tuple[bool, Any]:
-    """Perform ``effect`` (None: start ``flow``) and drive ``flow`` on in this worker thread
-    until it ends (True, its value) or needs the event loop (False, what for); its caller
-    ``cancelled``: stop before a write."""
+    """Perform ``effect`` and drive ``flow`` on in this worker thread until it ends (True,
+    its value) or needs the event loop (False, what for); its caller ``cancelled``: stop
+    before a write."""
     result: Any = None
     error: BaseException | None = None
     try:
         while True:
             if isinstance(effect, _WRITES) and cancelled.is_set():
                 raise asyncio.CancelledError  # nobody waits: the flow is closed, unwritten
-            if effect is not None:
-                try:
-                    if isinstance(effect, Call):
-                        result = effect.function(*effect.args)
-                        if _awaitable(result):
-                            return False, result
-                    else:
-                        result = _perform_blocking(blocking, effect)
-                except Exception as raised:
-                    error = raised
+            try:
+                if isinstance(effect, Call):
+                    result = effect.function(*effect.args)
+                    if _awaitable(result):
+                        return False, _Awaiting(result)
+                else:
+                    result = _perform_blocking(blocking, effect)
+            except Exception as raised:
+                error = raised
             try:
                 effect = flow.throw(error) if error is not None else flow.send(result)
             except StopIteration as stop:
