@@ -297,3 +297,25 @@ async def test_a_command_cancelled_while_its_handler_runs_in_the_thread_appends_
             await asyncio.sleep(0.02)
         assert await store.stream_version("account-a") is None
         assert len(bus.states) == 0
+
+
+# -- the engine's side: events_after ------------------------------------------------------------
+
+
+def test_events_after_gives_the_newer_events_of_a_stream_that_never_hid_one(
+    stores: tuple[SyncStore, SyncStore],
+) -> None:
+    store, _ = stores
+    event = eskit.NewEvent("Deposited", {"amount": 1})
+    store.append("s-1", [event, event, event], eskit.NO_STREAM)
+    engine = store.engine
+
+    assert [e.version for e in engine.events_after("s-1", 0, 10) or []] == [1, 2]
+    assert engine.events_after("s-1", 2, 10) == []
+    assert engine.events_after("never-written", 5, 10) == []
+    assert engine.events_after("s-1", -1, 2) is None  # more than `count` follow
+    store.set_stream_metadata("s-1", eskit.StreamMetadata())  # a rules row, even empty
+    assert engine.events_after("s-1", 2, 10) is None
+    store.tombstone_stream("s-1")
+    with pytest.raises(eskit.StreamDeleted):
+        engine.events_after("s-1", 2, 10)
