@@ -80,7 +80,11 @@ class Repository(RepositoryCore[S]):
 
 
 class CommandBus(BusCore):
-    """Routes commands to handlers and runs them against a blocking store."""
+    """Routes commands to handlers and runs them against a blocking store.
+
+    ``state_cache``: how many aggregates' states the bus keeps between commands, checked
+    against the store before each use (``eskit.application.state_cache``; 0: none).
+    """
 
     def __init__(
         self,

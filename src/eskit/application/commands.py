@@ -46,7 +46,11 @@ Middleware: TypeAlias = Callable[
 
 
 class CommandBus(BusCore):
-    """Routes commands to handlers and runs them against the event store."""
+    """Routes commands to handlers and runs them against the event store.
+
+    ``state_cache``: how many aggregates' states the bus keeps between commands, checked
+    against the store before each use (``eskit.application.state_cache``; 0: none).
+    """
 
     def __init__(
         self,
