@@ -9,7 +9,8 @@ can tell that the stream never hid an event (no read rules, never deleted: see
 ``Engine.events_after``); otherwise, or when the store cannot tell, the aggregate is loaded
 as always. Correct across processes: events another process appended are read and applied,
 and the append still expects the version the state was folded to, so a change that lands
-in between is a conflict, as for any load.
+in between is a conflict, as for any load. (It rests on stored events never changing; a
+restore over a store is made with every process using it stopped, ``docs/lifecycle.md``.)
 
 An entry is taken out while a command uses it, so two commands never share a state (one
 that fails, or whose append fails, leaves nothing behind); it is put back only after the
