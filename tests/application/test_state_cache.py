@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sqlite3
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -319,3 +321,50 @@ def test_events_after_gives_the_newer_events_of_a_stream_that_never_hid_one(
     store.tombstone_stream("s-1")
     with pytest.raises(eskit.StreamDeleted):
         engine.events_after("s-1", 2, 10)
+
+
+def test_the_event_loop_never_waits_on_sqlite_when_commands_run(tmp_path: Path) -> None:
+    """As tests/store's loop test, through the async bus: creates, commands that load or
+    catch up, conflicts between tasks on the same aggregates (retries, pauses) and
+    snapshots make no call into ``sqlite3`` on the loop's thread."""
+    calls: list[str] = []
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "c_call" and isinstance(
+            getattr(arg, "__self__", None), sqlite3.Connection | sqlite3.Cursor
+        ):
+            calls.append(arg.__qualname__)
+
+    async def main() -> None:
+        async with eskit.open_store(f"sqlite:///{tmp_path}/events.db") as store:
+            bus = CommandBus(store, events, backoff=0, max_attempts=100)
+            bus.register(
+                Deposit, Account, aggregate_id=lambda c: c.account_id, handle=handle_account
+            )
+            sys.setprofile(profile)  # this thread only: the loop's
+            try:
+                await asyncio.gather(*(bus.send(Deposit(f"a-{n % 10}", 1)) for n in range(200)))
+            finally:
+                sys.setprofile(None)
+            loaded = await bus.repository(Account.model()).load("a-3")
+            assert (loaded.state.balance, loaded.version) == (20, 19)
+
+    asyncio.run(main())
+    assert calls == []
+
+
+@pytest.mark.anyio
+async def test_on_the_memory_store_a_plain_handler_runs_on_the_loop() -> None:
+    async with eskit.open_store("memory://") as store:
+        bus = CommandBus(store, events)
+        threads: list[int] = []
+
+        def deposit(command: Deposit, account: Account) -> None:
+            threads.append(threading.get_ident())
+            account.deposit(command.amount)
+
+        bus.register(Deposit, Account, aggregate_id=lambda c: c.account_id, handle=deposit)
+        await bus.send(Deposit("a", 1))
+        await bus.send(Deposit("a", 2))
+
+        assert threads == [threading.get_ident()] * 2
