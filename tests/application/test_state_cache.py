@@ -9,6 +9,7 @@ import dataclasses
 import sqlite3
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -368,3 +369,17 @@ async def test_on_the_memory_store_a_plain_handler_runs_on_the_loop() -> None:
         await bus.send(Deposit("a", 2))
 
         assert threads == [threading.get_ident()] * 2
+
+
+def test_no_state_is_kept_after_a_command_sent_with_a_command_id(
+    stores: tuple[SyncStore, SyncStore],
+) -> None:
+    """Its append may have been the replay of a concurrent retry's, whose events (a time,
+    say) may differ from what this one decided: the next command loads."""
+    store, _ = stores
+    bus = accounts(store)
+    bus.send(Deposit("a", 5), command_id=uuid.uuid4())
+    assert len(bus.states) == 0
+    bus.send(Deposit("a", 1))
+    assert len(bus.states) == 1
+    assert balance(store, "a") == (6, 1)

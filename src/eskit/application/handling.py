@@ -314,7 +314,8 @@ class BusCore:
             else:
                 if result is None:  # only other streams were written
                     return CommandResult(stream, loaded.version, None, [])
-                self._keep(stream, result.last_version, state)
+                if not context.idempotent:  # a retry's append may be the original's replay,
+                    self._keep(stream, result.last_version, state)  # decided a bit otherwise
                 return CommandResult(stream, result.last_version, result.last_position, events)
             attempt += 1
             if attempt == self.max_attempts:
