@@ -16,9 +16,9 @@ An entry is taken out while a command uses it, so two commands never share a sta
 that fails, or whose append fails, leaves nothing behind); it is put back only after the
 append committed (not after a command sent with a command id, whose append may have been
 a concurrent retry's, decided a little otherwise). States of events that may hold
-encrypted fields are never kept: a
-forgotten data subject's fields must not outlive the key in memory. At most ``size``
-aggregates are kept, the least recently used dropped first.
+encrypted fields are never kept: a forgotten data subject's fields must not outlive the
+key in memory. At most ``size`` aggregates are kept, the least recently used dropped
+first.
 """
 
 from __future__ import annotations
