@@ -357,3 +357,24 @@ class SyncStore:
         """The database the store offers projections (``EventStore.read_model_database``),
         for the blocking ``ProjectionRunner`` (its ``blocking()`` face)."""
         return self._store.read_model_database()
+
+
+class BorrowedStore(SyncStore):
+    """The blocking face of an async store, open while it is: what a command bus on the
+    async face runs a command's reads and append with, in a worker thread (one hand-off for
+    the whole command, ``eskit.application.effects.run_threaded``). It never opens or
+    closes the engine itself."""
+
+    def open(self) -> None:
+        raise TypeError("a borrowed blocking face opens with its async store")
+
+    def close(self) -> None:
+        raise TypeError("a borrowed blocking face closes with its async store")
+
+    @property
+    def is_open(self) -> bool:
+        return self._store.is_open
+
+    def _check_open(self) -> None:
+        if not self._store.is_open:
+            raise StoreClosed("the store is not open: use `async with eskit.open_store(url)`")

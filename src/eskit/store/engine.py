@@ -40,6 +40,9 @@ class Engine(abc.ABC):
 
     runs_on_loop: bool = False
     """True: calls never wait on IO (memory), so the async face makes them on its loop."""
+    catches_up: bool = False
+    """True: ``events_after`` can tell a stream that never hid an event (the command bus
+    then keeps aggregates' states between commands, ``eskit.application.state_cache``)."""
 
     def __init__(self, *, clock: Clock, readonly: bool) -> None:
         self.clock = clock
@@ -151,6 +154,14 @@ class Engine(abc.ABC):
         start = None if snapshot is None else snapshot.version + 1
         count = min(count, versions_up_to(max_version, start))
         return snapshot, self.read_stream_page(stream, start, False, count)
+
+    def events_after(self, stream: str, version: int, count: int) -> list[RecordedEvent] | None:
+        """The events of ``stream`` after ``version`` when no event of it was ever hidden
+        (it never had read rules, was never deleted) and they are at most ``count``, else
+        None; raises
+        ``StreamDeleted`` if tombstoned. What a state folded from the stream's first
+        ``version + 1`` events needs to be current (``catches_up``); by default None."""
+        return None
 
     @abc.abstractmethod
     def stream_version(self, stream: str) -> int | None: ...

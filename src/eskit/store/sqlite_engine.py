@@ -69,7 +69,14 @@ T = TypeVar("T")
 READERS: Final = 8
 """Reader connections at most; more readers at once wait for one."""
 SHORT_READS: Final = frozenset(
-    {"get_metadata", "load_snapshot", "snapshot_and_page", "stream_version", "last_position"}
+    {
+        "get_metadata",
+        "load_snapshot",
+        "snapshot_and_page",
+        "events_after",
+        "stream_version",
+        "last_position",
+    }
 )
 """The reads ``short_reads_on_loop`` makes on the event loop: an index probe or two and at
 most one page of a stream."""
@@ -77,6 +84,8 @@ most one page of a stream."""
 
 class SQLiteEngine(Engine):
     """The blocking SQLite backend both faces call (see the module docstring)."""
+
+    catches_up = True
 
     def __init__(
         self,
@@ -322,6 +331,9 @@ class SQLiteEngine(Engine):
 
         row, page = self._read(run)
         return reads.snapshot(stream, snapshot_version, row), page
+
+    def events_after(self, stream: str, version: int, count: int) -> list[RecordedEvent] | None:
+        return self._read(lambda r: reads.events_after(r.conn, r.decode, stream, version, count))
 
     def stream_version(self, stream: str) -> int | None:
         return self._read(lambda r: reads.stream_version(r.conn, stream))

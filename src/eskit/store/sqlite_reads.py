@@ -183,6 +183,26 @@ def stream_page(
     return decode(rows)
 
 
+def events_after(
+    conn: sqlite3.Connection, decode: RowDecoder, stream: str, version: int, count: int
+) -> list[RecordedEvent] | None:
+    """The events of ``stream`` after ``version`` if it never hid one and they are at most
+    ``count``, else None.
+
+    A stream hides events only once it has a row in ``streams`` (read rules, a delete), and
+    that row is never removed; events are never changed. So when the row is missing after
+    the events were read, it was missing when they were read: every event was visible, and
+    these follow on from the first ``version + 1``. (Two statements, not one transaction:
+    the row is read second for that reason.)"""
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM events WHERE stream = ? AND version > ? ORDER BY version LIMIT ?",
+        (stream, version, count + 1),
+    ).fetchall()
+    if _read_rules(conn, stream) is not None or len(rows) > count:
+        return None
+    return decode(rows)
+
+
 def log_page(
     conn: sqlite3.Connection,
     decode: RowDecoder,
