@@ -33,6 +33,7 @@ _COLUMNS: Final = (
 )
 _ROW: Final = f"{_COLUMNS}, NULL"
 """An event as ``decode`` takes it: its columns and one more (a page's committed head)."""
+_ROW_WIDTH: Final = _ROW.count(",") + 1
 Connection = psycopg.Connection[Any]
 Rows = list[tuple[Any, ...]]
 
@@ -119,7 +120,7 @@ _SNAPSHOT_AND_PAGE: Final = f"""
         WHERE stream = %(s)s AND snapshot_version = %(v)s AND version <= %(m)s
         ORDER BY version DESC LIMIT 1)
     SELECT 0, r.state, r.truncate_before, r.max_count, r.max_age,
-           snap.version, snap.state, snap.recorded_at, {", ".join(["NULL"] * 9)}
+           snap.version, snap.state, snap.recorded_at, {", ".join(["NULL"] * _ROW_WIDTH)}
     FROM (SELECT 1) AS one
     LEFT JOIN eskit_streams AS r ON r.stream = %(s)s
     LEFT JOIN snap ON true
