@@ -12,6 +12,7 @@ import pytest
 
 import eskit
 from eskit.store import postgres_schema
+from eskit.store.migrations import newest
 from eskit.store.postgres_schema import Migration, check_schema, migrate, migrations
 from tests.postgres import database_url
 
@@ -137,7 +138,7 @@ async def test_a_failing_migration_changes_nothing(
     """All pending versions run in one transaction: a failure in the last one undoes the
     ones before it, and even the creation of the schema."""
     shipped = migrations()
-    broken = Migration(len(shipped) + 1, "broken", "CREATE TABLE extra (a INTEGER); SELECT 1/0;")
+    broken = Migration(newest(shipped) + 1, "broken", "CREATE TABLE extra (a INTEGER); SELECT 1/0;")
     monkeypatch.setattr(postgres_schema, "migrations", lambda: [*shipped, broken])
     schema = new_schema()
 
@@ -160,7 +161,7 @@ async def test_a_new_version_is_applied_to_a_migrated_schema(
     schema = new_schema()
     migrate(conn, schema)
     shipped = migrations()
-    later = Migration(len(shipped) + 1, "later", "CREATE TABLE later (a INTEGER);")
+    later = Migration(newest(shipped) + 1, "later", "CREATE TABLE later (a INTEGER);")
     monkeypatch.setattr(postgres_schema, "migrations", lambda: [*shipped, later])
 
     assert migrate(conn, schema) == [later]
@@ -255,7 +256,7 @@ async def test_a_readonly_open_does_not_migrate_an_older_schema(
     schema = new_schema()
     migrate(conn, schema)
     shipped = migrations()
-    later = Migration(len(shipped) + 1, "later", "CREATE TABLE later (a INTEGER);")
+    later = Migration(newest(shipped) + 1, "later", "CREATE TABLE later (a INTEGER);")
     monkeypatch.setattr(postgres_schema, "migrations", lambda: [*shipped, later])
     with pytest.raises(eskit.StoreError, match=r"is at version \d+.*eskit migrate"):
         await eskit.open_store(f"{database_url()}?schema={schema}", readonly=True).open()

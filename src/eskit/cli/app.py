@@ -22,6 +22,7 @@ from eskit.cli import (
 from eskit.cli.common import Url, opened, run
 from eskit.cli.records import AsJson, Column, show_records
 from eskit.cli.trace import trace_command
+from eskit.cli.scavenge import scavenge_command
 from eskit.cli.verify import verify_command
 
 app = typer.Typer(
@@ -63,6 +64,7 @@ app.add_typer(projections.app, name="projections")
 app.add_typer(subscriptions.app, name="subscriptions")
 app.command("trace")(trace_command)
 app.command("verify")(verify_command)
+app.command("scavenge")(scavenge_command)
 app.command("export")(transfer.export)
 app.command("import")(transfer.import_)
 app.command("copy")(copy.copy)

@@ -38,6 +38,7 @@ from eskit.store.rules import PreparedAppend, PreparedSnapshot
 if TYPE_CHECKING:
     from eskit.projections.database import Database
     from eskit.store.migrations import Migrated
+    from eskit.store.scavenge import Scavenger
 
 
 def utc_now() -> dt.datetime:
@@ -497,6 +498,11 @@ class EventStore:
         take that role and grant it only what eskit needs at run time; a store that does not
         ``grants_roles`` raises ``ValueError`` for it before changing anything."""
         self._check_no_role(app_role)
+        return None
+
+    def scavenger(self) -> Scavenger | None:
+        """The backend's scavenging primitives (``eskit.store.scavenge``), blocking, on
+        connections of their own; None: the store keeps nothing to scavenge."""
         return None
 
     def _check_no_role(self, app_role: str | None) -> None:

@@ -45,6 +45,7 @@ from eskit.store.postgres_schema import check_schema, migrate
 
 if TYPE_CHECKING:
     from eskit.projections.database import PostgresDatabase
+    from eskit.store.postgres_scavenge import PostgresScavenger
 
 Hook = Callable[[], Awaitable[None] | None]
 
@@ -120,6 +121,13 @@ class PostgresStore(EventStore):
         from eskit.projections.database import PostgresDatabase  # projections build on stores
 
         return PostgresDatabase(self)
+
+    def scavenger(self) -> PostgresScavenger:
+        """Scavenging on a connection of its own, with the rights of the role the store was
+        opened as (the owner's are needed)."""
+        from eskit.store.postgres_scavenge import PostgresScavenger
+
+        return PostgresScavenger(self.conninfo, self.schema)
 
     async def migrate(self, app_role: str | None = None, login: bool = False) -> Migrated:
         """On one connection of its own: the pending migrations, then ``app_role``'s grants,
