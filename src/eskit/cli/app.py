@@ -21,8 +21,8 @@ from eskit.cli import (
 )
 from eskit.cli.common import Url, opened, run
 from eskit.cli.records import AsJson, Column, show_records
-from eskit.cli.trace import trace_command
 from eskit.cli.scavenge import scavenge_command
+from eskit.cli.trace import trace_command
 from eskit.cli.verify import verify_command
 
 app = typer.Typer(
