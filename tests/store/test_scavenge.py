@@ -25,8 +25,11 @@ from typing import Any
 import msgspec
 import psycopg
 import pytest
+from examples.invoicing.app import invoicing
+from examples.invoicing.commands import AddInvoiceLine, CreateInvoice
 
 import eskit
+from eskit.application.commands import command_event_id
 from eskit.errors import IdempotencyConflict, StoreError
 from eskit.projections.projection import Projection
 from eskit.projections.runner import ProjectionRunner
@@ -217,6 +220,30 @@ async def test_a_scavenge_removes_only_what_no_read_shows_and_readers_see_the_sa
 
         again = await scavenge(store)  # nothing left to remove
         assert again.total == 0
+
+
+async def test_a_command_whose_events_were_scavenged_is_recognised_and_not_run_again(
+    url: str,
+) -> None:
+    async with opened(url) as store:
+        bus = invoicing(store)
+        await bus.send(CreateInvoice("44", "c-1", "EUR", dt.date(2024, 4, 1)))
+        command_id = uuid.uuid4()
+        line = AddInvoiceLine("44", "pen", 250, "EUR")
+        first = await bus.send(line, command_id=command_id)
+        await store.delete_stream("invoice-44")
+        assert (await scavenge(store)).removed == {"deleted": 2}
+        head = await store.last_position()
+
+        again = await bus.send(line, command_id=command_id)
+
+        assert again.replayed
+        assert (again.version, again.position) == (first.version, first.position)
+        assert await store.last_position() == head  # nothing appended
+        gone = await store.find_removed(command_event_id(command_id, 0))
+        assert gone is not None
+        assert (gone.stream, gone.version, gone.reason) == ("invoice-44", 1, "deleted")
+        assert await store.find_removed(uuid.uuid4()) is None
 
 
 async def test_a_scavenge_of_an_untouched_store_changes_nothing(url: str) -> None:

@@ -38,7 +38,7 @@ from eskit.store.rules import PreparedAppend, PreparedSnapshot
 if TYPE_CHECKING:
     from eskit.projections.database import Database
     from eskit.store.migrations import Migrated
-    from eskit.store.scavenge import Scavenger
+    from eskit.store.scavenge import Removal, Scavenger
 
 
 def utc_now() -> dt.datetime:
@@ -278,6 +278,14 @@ class EventStore:
         arguments.event_id(event_id)
         self._check_open()
         return await self._find_event(event_id)
+
+    async def find_removed(self, event_id: uuid.UUID) -> Removal | None:
+        """The record of the event with this id if a scavenge removed it (position,
+        stream, version, reason), or None (``eskit.store.scavenge``). Command handling
+        uses it to recognise a command whose events were scavenged."""
+        arguments.event_id(event_id)
+        self._check_open()
+        return await self.engine.call_async(self.engine.find_removed, event_id)
 
     async def last_position(self) -> int:
         """Position of the newest event a reader can see; 0 when the store is empty."""

@@ -13,21 +13,9 @@ from typing import Any, Final
 import psycopg
 
 from eskit.errors import StoreError
-from eskit.store.scavenge import Dialect, Removal, Step, removed_page, scavenge_streams
+from eskit.store.scavenge import POSTGRES as DIALECT
+from eskit.store.scavenge import Removal, Step, removed_page, scavenge_streams
 
-DIALECT: Final = Dialect(
-    events="eskit_events",
-    removals="eskit_removals",
-    streams="eskit_streams",
-    snapshots="eskit_snapshots",
-    mark="%s",
-    lock=" FOR UPDATE",
-    head="SELECT position FROM eskit_head",
-    tables=(
-        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND c.relname IN (%s)"
-    ),
-)
 MAINTAINED: Final = ("eskit_events", "eskit_removals", "eskit_streams", "eskit_snapshots")
 
 

@@ -41,7 +41,7 @@ from typing import Any, Final, NamedTuple, Protocol
 
 import msgspec
 
-from eskit.store import rules
+from eskit.store import rules, sqlite_chain
 from eskit.store.model import StreamMetadata
 from eskit.store.planner import SOFT_DELETED, TOMBSTONED
 
@@ -150,6 +150,31 @@ class Dialect(NamedTuple):
             snapshots=self.snapshots,
             lock=self.lock,
         ).replace("?", self.mark)
+
+
+SQLITE: Final = Dialect(
+    events="events",
+    removals="removals",
+    streams="streams",
+    snapshots="snapshots",
+    mark="?",
+    lock="",
+    head=sqlite_chain.HEAD,
+    tables="SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (%s)",
+)
+POSTGRES: Final = Dialect(
+    events="eskit_events",
+    removals="eskit_removals",
+    streams="eskit_streams",
+    snapshots="eskit_snapshots",
+    mark="%s",
+    lock=" FOR UPDATE",
+    head="SELECT position FROM eskit_head",
+    tables=(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND c.relname IN (%s)"
+    ),
+)
 
 
 class Step(NamedTuple):
@@ -270,6 +295,20 @@ def removed_page(conn: Any, dialect: Dialect, after: int, limit: int) -> list[Re
         (after, limit),
     ).fetchall()
     return [Removal(p, s, v, _id_bytes(i), link, why) for p, s, v, i, link, why in rows]
+
+
+def find_removed(conn: Any, dialect: Dialect, event_id: Any) -> Removal | None:
+    """The removal record of the event with this id (as the driver stores ids), or None."""
+    rows = conn.execute(
+        dialect.sql(
+            "SELECT position, stream, version, id, link, reason FROM {removals} WHERE id = ?"
+        ),
+        (event_id,),
+    ).fetchall()
+    if not rows:
+        return None
+    position, stream, version, id_, link, why = rows[0]
+    return Removal(position, stream, version, _id_bytes(id_), link, why)
 
 
 def _id_bytes(id_: Any) -> bytes | None:

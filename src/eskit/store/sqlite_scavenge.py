@@ -10,21 +10,11 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Final
 
-from eskit.store import sqlite_chain
-from eskit.store.scavenge import Dialect, Removal, Step, removed_page, scavenge_streams
+from eskit.store.scavenge import SQLITE as DIALECT
+from eskit.store.scavenge import Removal, Step, removed_page, scavenge_streams
 from eskit.store.sqlite_engine import SQLiteEngine
 from eskit.store.sqlite_writer import connect
 
-DIALECT: Final = Dialect(
-    events="events",
-    removals="removals",
-    streams="streams",
-    snapshots="snapshots",
-    mark="?",
-    lock="",
-    head=sqlite_chain.HEAD,
-    tables="SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (%s)",
-)
 INCREMENTAL: Final = 2
 """``PRAGMA auto_vacuum`` of a file that gives free pages back on request."""
 VACUUM_STEP: Final = 2048
