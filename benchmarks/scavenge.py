@@ -70,8 +70,10 @@ async def during_scavenge(store: eskit.EventStore, batch: int) -> tuple[Scavenge
     until = asyncio.Event()
     tasks = [asyncio.create_task(appending(store, until, w)) for w in range(WRITERS)]
     started = time.perf_counter()
-    report = await scavenge(store, batch_size=batch)
-    until.set()
+    try:
+        report = await scavenge(store, batch_size=batch)
+    finally:
+        until.set()
     counts = await asyncio.gather(*tasks)
     return report, sum(counts) / (time.perf_counter() - started)
 

@@ -108,7 +108,7 @@ async def verify(
         if stream is None:
             stream = streams[row.stream] = _Stream()
         if isinstance(row, Removal):
-            _check_removed(row, stream, ends.get(row.stream), report)
+            _check_removed(row, row.position >= first, stream, ends.get(row.stream), report)
         else:
             _check(row, row.position >= first, stream, key, ends.get(row.stream), report)
         seen += 1
@@ -251,10 +251,11 @@ def _check(
 
 
 def _check_removed(
-    removal: Removal, stream: _Stream, anchor: Anchor | None, report: AuditReport
+    removal: Removal, v2: bool, stream: _Stream, anchor: Anchor | None, report: AuditReport
 ) -> None:
     """Count a removed event and carry its stream's chain on with its recorded link (the
-    event itself is gone: its link cannot be recomputed)."""
+    event itself is gone: its link cannot be recomputed). A removal recorded without its
+    link (by hand) leaves the next link uncheckable, like a removed link."""
     report.removed[removal.reason] = report.removed.get(removal.reason, 0) + 1
     where = (removal.stream, removal.version, removal.position)
     _check_version(where, stream, report)
@@ -262,7 +263,7 @@ def _check_removed(
     if anchored is not None and (removal.link is None or removal.link.hex() != anchored):
         report.problems.append(Problem(*where, "differs from its anchor (removed event)"))
     stream.version, stream.link = removal.version, removal.link
-    stream.broken = removal.link is None and stream.broken
+    stream.broken = removal.link is None and v2
 
 
 def _check_version(where: tuple[str, int, int], stream: _Stream, report: AuditReport) -> None:
