@@ -19,6 +19,7 @@ from eskit.cli import (
     tokens,
     transfer,
 )
+from eskit.cli.archive import archive_command, restore_command
 from eskit.cli.common import Url, opened, run
 from eskit.cli.records import AsJson, Column, show_records
 from eskit.cli.scavenge import scavenge_command
@@ -65,6 +66,8 @@ app.add_typer(subscriptions.app, name="subscriptions")
 app.command("trace")(trace_command)
 app.command("verify")(verify_command)
 app.command("scavenge")(scavenge_command)
+app.command("archive")(archive_command)
+app.command("restore")(restore_command)
 app.command("export")(transfer.export)
 app.command("import")(transfer.import_)
 app.command("copy")(copy.copy)

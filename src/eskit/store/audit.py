@@ -168,11 +168,14 @@ async def _removals(store: EventStore, page_size: int) -> AsyncIterator[Removal]
 async def _merged(
     rows: AsyncIterator[ChainRow], removed: AsyncIterator[Removal]
 ) -> AsyncIterator[ChainRow | Removal]:
-    """Events and removal records, in position order (no position is in both)."""
+    """Events and removal records, in position order. An event restored from an archive
+    (``eskit restore``) is both in the log and recorded as removed: the event counts."""
     row, gone = await anext(rows, None), await anext(removed, None)
     while row is not None or gone is not None:
-        if gone is None or (row is not None and row.position < gone.position):
+        if gone is None or (row is not None and row.position <= gone.position):
             assert row is not None
+            if gone is not None and gone.position == row.position:
+                gone = await anext(removed, None)
             yield row
             row = await anext(rows, None)
         else:

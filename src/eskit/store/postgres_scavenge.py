@@ -7,15 +7,25 @@ scavenges; appends never wait for it on the log's head."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
-from typing import Any, Final
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, Final, TypeVar
 
 import psycopg
 
 from eskit.errors import StoreError
 from eskit.store.scavenge import POSTGRES as DIALECT
-from eskit.store.scavenge import Removal, Step, removed_page, scavenge_streams
+from eskit.store.scavenge import (
+    Removal,
+    Step,
+    remove_through,
+    removed_page,
+    restore_rows,
+    scavenge_streams,
+    stream_rows,
+)
 
+T = TypeVar("T")
 MAINTAINED: Final = ("eskit_events", "eskit_removals", "eskit_streams", "eskit_snapshots")
 
 
@@ -47,15 +57,32 @@ class PostgresScavenger:
         return 0 if row is None else int(row[0])
 
     def step(self, streams: Sequence[str], budget: int, now: dt.datetime, by: str) -> Step:
+        return self._owned(lambda conn: scavenge_streams(conn, DIALECT, streams, budget, now, by))
+
+    def _owned(self, run: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """``run`` in a transaction of its own, which needs the owner's rights."""
         conn = self.conn
         try:
             with conn.transaction():
-                return scavenge_streams(conn, DIALECT, streams, budget, now, by)
+                return run(conn)
         except psycopg.errors.InsufficientPrivilege as error:
             raise StoreError(
                 f"scavenging schema {self.schema} needs the owner's rights (to record removals"
                 f" and delete events); this role has none: {' '.join(str(error).split())}"
             ) from error
+
+    def rows(self, stream: str, after_version: int, limit: int) -> list[tuple[Any, ...]]:
+        return [
+            (p, i.bytes, *rest)
+            for p, i, *rest in stream_rows(self.conn, DIALECT, stream, after_version, limit)
+        ]
+
+    def remove_through(self, stream: str, version: int, now: dt.datetime, by: str) -> int | None:
+        return self._owned(lambda conn: remove_through(conn, DIALECT, stream, version, now, by))
+
+    def restore(self, rows: Sequence[tuple[Any, ...]]) -> int:
+        as_stored = [(p, uuid.UUID(bytes=i), *rest) for p, i, *rest in rows]
+        return self._owned(lambda conn: restore_rows(conn, DIALECT, as_stored))
 
     def removed_page(self, after: int, limit: int) -> list[Removal]:
         return removed_page(self.conn, DIALECT, after, limit)

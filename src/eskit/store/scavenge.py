@@ -45,7 +45,7 @@ from eskit.store import rules, sqlite_chain
 from eskit.store.model import StreamMetadata
 from eskit.store.planner import SOFT_DELETED, TOMBSTONED
 
-REASONS: Final = ("deleted", "tombstoned", "truncate_before", "max_count", "max_age")
+REASONS: Final = ("deleted", "tombstoned", "truncate_before", "max_count", "max_age", "archived")
 """Why an event was removed, as the removals table records it."""
 CONSUMER_CHECKPOINTS: Final = (
     ("eskit_projections", "position"),
@@ -256,26 +256,7 @@ def _scavenge_stream(
         (stream, budget),
     ).fetchall()
     taken = removable(found, last_version, [Candidate(*r) for r in rows], floor, now)
-    by = removed_by
-    if taken:
-        at = int(now.timestamp() * 1_000_000)
-        conn.cursor().executemany(
-            q(
-                "INSERT INTO {removals} (position, stream, version, reason, removed_at,"
-                " removed_by, id, link) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-            ),
-            [(e.position, stream, e.version, why, at, by, e.id, e.link) for e, why in taken],
-        )
-        conn.execute(
-            q("DELETE FROM {events} WHERE stream = ? AND version >= ? AND version <= ?"),
-            (stream, taken[0][0].version, taken[-1][0].version),
-        )
-        newest = taken[-1][0]
-        if newest.version == last_version:  # the stream keeps its head
-            conn.execute(
-                q("UPDATE {streams} SET last_version = ?, last_link = ? WHERE stream = ?"),
-                (newest.version, newest.link, stream),
-            )
+    _remove(conn, dialect, stream, taken, last_version, now, removed_by)
     if found.truncate_before is not None:  # snapshots reads no longer show go too
         conn.execute(
             q("DELETE FROM {snapshots} WHERE stream = ? AND version < ?"),
@@ -283,6 +264,107 @@ def _scavenge_stream(
         )
     done = len(taken) < len(rows) or len(rows) < budget
     return Counter(why for _, why in taken), done
+
+
+def _remove(
+    conn: Any,
+    dialect: Dialect,
+    stream: str,
+    taken: Sequence[tuple[Candidate, str]],
+    last_version: int,
+    now: dt.datetime,
+    by: str,
+) -> None:
+    """Record and delete ``taken`` (a prefix of the stream, in version order) in the
+    caller's transaction; keep the stream's head if its last event goes."""
+    if not taken:
+        return
+    q = dialect.sql
+    at = _micros(now)
+    conn.cursor().executemany(
+        q(
+            "INSERT INTO {removals} (position, stream, version, reason, removed_at,"
+            " removed_by, id, link) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        ),
+        [(e.position, stream, e.version, why, at, by, e.id, e.link) for e, why in taken],
+    )
+    conn.execute(
+        q("DELETE FROM {events} WHERE stream = ? AND version >= ? AND version <= ?"),
+        (stream, taken[0][0].version, taken[-1][0].version),
+    )
+    newest = taken[-1][0]
+    if newest.version == last_version:  # the stream keeps its head
+        conn.execute(
+            q(
+                "INSERT INTO {streams} (stream, last_version, last_link) VALUES (?, ?, ?)"
+                " ON CONFLICT (stream) DO UPDATE"
+                " SET last_version = excluded.last_version, last_link = excluded.last_link"
+            ),
+            (stream, newest.version, newest.link),
+        )
+
+
+ROW_COLUMNS: Final = "position, id, stream, version, type, data, metadata, recorded_at, hash"
+"""An event as archives keep it: every column but the category (the stream's prefix)."""
+
+
+def stream_rows(
+    conn: Any, dialect: Dialect, stream: str, after_version: int, limit: int
+) -> list[tuple[Any, ...]]:
+    """The stream's events as stored (``ROW_COLUMNS``) past ``after_version``, by version."""
+    rows = conn.execute(
+        dialect.sql(
+            f"SELECT {ROW_COLUMNS} FROM {{events}} WHERE stream = ? AND version > ?"
+            " ORDER BY version LIMIT ?"
+        ),
+        (stream, after_version, limit),
+    ).fetchall()
+    return [tuple(row) for row in rows]
+
+
+def remove_through(
+    conn: Any, dialect: Dialect, stream: str, version: int, now: dt.datetime, by: str
+) -> int | None:
+    """Remove the stream's events up to ``version`` as ``archived`` (the caller archived
+    them), in the caller's transaction: how many, or None if a registered consumer has not
+    passed them yet (then nothing is removed)."""
+    q = dialect.sql
+    conn.execute(q("SELECT stream FROM {streams} WHERE stream = ?{lock}"), (stream,)).fetchall()
+    last = conn.execute(q("SELECT max(version) FROM {events} WHERE stream = ?"), (stream,))
+    last_version = last.fetchone()[0]
+    rows = conn.execute(
+        q(
+            "SELECT position, version, id, recorded_at, hash FROM {events}"
+            " WHERE stream = ? AND version <= ? ORDER BY version"
+        ),
+        (stream, version),
+    ).fetchall()
+    if not rows or last_version is None:
+        return 0
+    if rows[-1][0] > floor(conn, dialect):
+        return None
+    _remove(
+        conn, dialect, stream, [(Candidate(*r), "archived") for r in rows], last_version, now, by
+    )
+    return len(rows)
+
+
+def restore_rows(conn: Any, dialect: Dialect, rows: Sequence[tuple[Any, ...]]) -> int:
+    """Put archived events back at their positions, ids, links and times (``ROW_COLUMNS``),
+    in the caller's transaction; those already in the log are left alone. How many went in."""
+    q = dialect.sql
+    cursor = conn.cursor()
+    added = 0
+    for row in rows:
+        cursor.execute(
+            q(
+                f"INSERT INTO {{events}} ({ROW_COLUMNS}, category)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+            ),
+            (*row, rules.category(row[2])),
+        )
+        added += cursor.rowcount
+    return added
 
 
 def removed_page(conn: Any, dialect: Dialect, after: int, limit: int) -> list[Removal]:
@@ -337,6 +419,18 @@ class Scavenger(Protocol):
         ...
 
     def removed_page(self, after: int, limit: int) -> list[Removal]: ...
+
+    def rows(self, stream: str, after_version: int, limit: int) -> list[tuple[Any, ...]]:
+        """``stream_rows`` (for archives)."""
+        ...
+
+    def remove_through(self, stream: str, version: int, now: dt.datetime, by: str) -> int | None:
+        """``remove_through`` in one transaction of its own."""
+        ...
+
+    def restore(self, rows: Sequence[tuple[Any, ...]]) -> int:
+        """``restore_rows`` in one transaction of its own."""
+        ...
 
     def size(self) -> int:
         """Bytes the store's log takes (file pages in use, or the tables' relation size)."""

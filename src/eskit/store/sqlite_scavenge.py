@@ -8,10 +8,18 @@ import contextlib
 import datetime as dt
 import sqlite3
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 from eskit.store.scavenge import SQLITE as DIALECT
-from eskit.store.scavenge import Removal, Step, removed_page, scavenge_streams
+from eskit.store.scavenge import (
+    Removal,
+    Step,
+    remove_through,
+    removed_page,
+    restore_rows,
+    scavenge_streams,
+    stream_rows,
+)
 from eskit.store.sqlite_engine import SQLiteEngine
 from eskit.store.sqlite_writer import connect
 
@@ -47,6 +55,19 @@ class SQLiteScavenger:
 
     def removed_page(self, after: int, limit: int) -> list[Removal]:
         return self.engine.read(lambda conn: removed_page(conn, DIALECT, after, limit))
+
+    def rows(self, stream: str, after_version: int, limit: int) -> list[tuple[Any, ...]]:
+        return self.engine.read(
+            lambda conn: stream_rows(conn, DIALECT, stream, after_version, limit)
+        )
+
+    def remove_through(self, stream: str, version: int, now: dt.datetime, by: str) -> int | None:
+        return self.engine.write(
+            lambda conn: remove_through(conn, DIALECT, stream, version, now, by)
+        )
+
+    def restore(self, rows: Sequence[tuple[Any, ...]]) -> int:
+        return self.engine.write(lambda conn: restore_rows(conn, DIALECT, rows))
 
     def size(self) -> int:
         def pages(conn: sqlite3.Connection) -> int:
