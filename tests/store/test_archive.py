@@ -12,11 +12,12 @@ import msgspec
 import pytest
 
 import eskit
+from eskit.projections.runner import ProjectionRunner
 from eskit.store.archive import archive as archive_streams
 from eskit.store.archive import check_archive, load_manifest, read_stream_through, restore
 from eskit.store.audit import verify
 from tests.cli.conftest import invoke
-from tests.store.test_scavenge import Clock, event_positions, opened, removals, shown, url
+from tests.store.test_scavenge import Clock, Seen, event_positions, opened, removals, shown, url
 
 pytestmark = pytest.mark.anyio
 __all__ = ["url"]  # the fixture: SQLite and PostgreSQL
@@ -124,3 +125,19 @@ async def test_the_commands_archive_and_restore(url: str, tmp_path: Path) -> Non
     )
     assert result.exit_code == 1
     assert "an age is a positive whole number" in result.output
+
+
+async def test_a_stream_a_consumer_has_not_passed_is_archived_but_kept(
+    url: str, tmp_path: Path
+) -> None:
+    clock = Clock()
+    async with opened(url, clock) as store:
+        await store.append("order-1", [eskit.NewEvent("Placed", {})])
+        async with ProjectionRunner(store, [Seen()]) as runner:
+            await asyncio.wait_for(runner.wait_until(1), 10)
+        await store.append("order-2", [eskit.NewEvent("Placed", {})])
+        clock.now += 2 * DAY
+        report = await archive_streams(store, tmp_path / "a", category="order", older_than=DAY)
+        assert (report.streams, report.removed, report.kept) == (2, 1, ["order-2"])
+        assert event_positions(url) == {2}
+        assert load_manifest(tmp_path / "a").files[0].streams == ["order-1", "order-2"]
