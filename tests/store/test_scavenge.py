@@ -432,3 +432,17 @@ async def test_a_scavenge_killed_midway_leaves_whole_batches_and_a_rerun_finishe
         assert checked.removed == {"deleted": 5000}
         revived = await store.append("gone-0-0", [eskit.NewEvent("Added", {})])
         assert (revived.last_version, revived.last_position) == (25, max(everything) + 1)
+
+
+async def test_a_persistent_subscription_group_holds_back_a_scavenge(url: str) -> None:
+    from eskit.subscriptions import Groups, Source
+
+    async with opened(url) as store:
+        await store.append("gone-1", [eskit.NewEvent("Added", {"n": n}) for n in range(3)])
+        groups = Groups(store)
+        await groups.create("mailer", Source.category("gone"), start=2)  # passed 1 and 2
+        await store.delete_stream("gone-1")
+        assert (await scavenge(store)).removed == {"deleted": 2}
+        assert event_positions(url) == {3}
+        await groups.delete("mailer")
+        assert (await scavenge(store)).removed == {"deleted": 1}
