@@ -281,13 +281,15 @@ def _remove(
         return
     q = dialect.sql
     at = _micros(now)
-    conn.cursor().executemany(
-        q(
-            "INSERT INTO {removals} (position, stream, version, reason, removed_at,"
-            " removed_by, id, link) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-        ),
-        [(e.position, stream, e.version, why, at, by, e.id, e.link) for e, why in taken],
-    )
+    for why, first, last in _runs(taken):  # one statement per run of one reason
+        conn.execute(
+            q(
+                "INSERT INTO {removals} (position, stream, version, reason, removed_at,"
+                " removed_by, id, link) SELECT position, stream, version, ?, ?, ?, id, hash"
+                " FROM {events} WHERE stream = ? AND version >= ? AND version <= ?"
+            ),
+            (why, at, by, stream, first, last),
+        )
     conn.execute(
         q("DELETE FROM {events} WHERE stream = ? AND version >= ? AND version <= ?"),
         (stream, taken[0][0].version, taken[-1][0].version),
@@ -302,6 +304,18 @@ def _remove(
             ),
             (stream, newest.version, newest.link),
         )
+
+
+def _runs(taken: Sequence[tuple[Candidate, str]]) -> list[tuple[str, int, int]]:
+    """``taken`` as runs of consecutive versions removed for one reason: (reason, first
+    version, last version)."""
+    runs: list[tuple[str, int, int]] = []
+    for event, why in taken:
+        if runs and runs[-1][0] == why:
+            runs[-1] = (why, runs[-1][1], event.version)
+        else:
+            runs.append((why, event.version, event.version))
+    return runs
 
 
 ROW_COLUMNS: Final = "position, id, stream, version, type, data, metadata, recorded_at, hash"
