@@ -272,17 +272,17 @@ class EventStore:
     async def find_event(self, event_id: uuid.UUID) -> RecordedEvent | None:
         """The event with this id, wherever it is, or None.
 
-        Events hidden from their stream (deleted, truncated, too old) are still found: the
-        log keeps them. Command handling uses this to recognise a command it already ran.
+        Events hidden from their stream (deleted, truncated, too old) are still found until
+        a scavenge removes them (``find_removed``). Command handling recognises by it a
+        command it already ran.
         """
         arguments.event_id(event_id)
         self._check_open()
         return await self._find_event(event_id)
 
     async def find_removed(self, event_id: uuid.UUID) -> Removal | None:
-        """The record of the event with this id if a scavenge removed it (position,
-        stream, version, reason), or None (``eskit.store.scavenge``). Command handling
-        uses it to recognise a command whose events were scavenged."""
+        """The record of the event with this id if a scavenge removed it (``Removal``),
+        else None: command handling recognises a scavenged command by it."""
         arguments.event_id(event_id)
         self._check_open()
         return await self.engine.call_async(self.engine.find_removed, event_id)
@@ -509,8 +509,7 @@ class EventStore:
         return None
 
     def scavenger(self) -> Scavenger | None:
-        """The backend's scavenging primitives (``eskit.store.scavenge``), blocking, on
-        connections of their own; None: the store keeps nothing to scavenge."""
+        """Blocking scavenging primitives (``eskit.store.scavenge``), None if none."""
         return None
 
     def _check_no_role(self, app_role: str | None) -> None:
