@@ -6,6 +6,7 @@ from __future__ import annotations
 import typer
 
 from eskit.cli import (
+    backup,
     copy,
     events,
     forget,
@@ -70,6 +71,8 @@ app.command("archive")(archive_command)
 app.command("restore")(restore_command)
 app.command("export")(transfer.export)
 app.command("import")(transfer.import_)
+app.command("backup")(backup.backup_command)
+app.command("restore-backup")(backup.restore_command)
 app.command("copy")(copy.copy)
 app.command("migrate")(migrate.migrate)
 app.command("migrate-events")(migrate_events.migrate_events_command)

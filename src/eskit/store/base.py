@@ -37,6 +37,7 @@ from eskit.store.rules import PreparedAppend, PreparedSnapshot
 
 if TYPE_CHECKING:
     from eskit.projections.database import Database
+    from eskit.store.backup import BackupEngine
     from eskit.store.migrations import Migrated
     from eskit.store.scavenge import Removal, Scavenger
 
@@ -497,6 +498,10 @@ class EventStore:
         when they are given none (``database_for``): the store's own file or database, where
         a batch reads the log in the transaction that applies it. None: the store offers
         none (give the runner one)."""
+        return None
+
+    def backup_engine(self) -> BackupEngine | None:
+        """How it copies and restores itself whole (``eskit.store.backup``); None: never."""
         return None
 
     async def migrate(self, app_role: str | None = None, login: bool = False) -> Migrated | None:

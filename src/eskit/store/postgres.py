@@ -46,6 +46,7 @@ from eskit.store.postgres_schema import check_schema, migrate
 if TYPE_CHECKING:
     from eskit.projections.database import PostgresDatabase
     from eskit.store.postgres_scavenge import PostgresScavenger
+    from eskit.store.postgres_backup import PostgresBackup
 
 Hook = Callable[[], Awaitable[None] | None]
 
@@ -128,6 +129,12 @@ class PostgresStore(EventStore):
         from eskit.store.postgres_scavenge import PostgresScavenger
 
         return PostgresScavenger(self.conninfo, self.schema)
+
+    def backup_engine(self) -> PostgresBackup:
+        """``pg_dump`` of the store's schema from an exported snapshot, with digests."""
+        from eskit.store.postgres_backup import PostgresBackup
+
+        return PostgresBackup(self.conninfo, self.schema)
 
     async def migrate(self, app_role: str | None = None, login: bool = False) -> Migrated:
         """On one connection of its own: the pending migrations, then ``app_role``'s grants,
