@@ -273,17 +273,15 @@ class EventStore:
     async def find_event(self, event_id: uuid.UUID) -> RecordedEvent | None:
         """The event with this id, wherever it is, or None.
 
-        Events hidden from their stream (deleted, truncated, too old) are still found until
-        a scavenge removes them (``find_removed``). Command handling recognises by it a
-        command it already ran.
+        Events hidden from their stream are found until a scavenge removes them (then see
+        ``find_removed``). Command handling recognises a command it already ran by it.
         """
         arguments.event_id(event_id)
         self._check_open()
         return await self._find_event(event_id)
 
     async def find_removed(self, event_id: uuid.UUID) -> Removal | None:
-        """The record of the event with this id if a scavenge removed it (``Removal``),
-        else None: command handling recognises a scavenged command by it."""
+        """The record of the event with this id if a scavenge removed it, else None."""
         arguments.event_id(event_id)
         self._check_open()
         return await self.engine.call_async(self.engine.find_removed, event_id)

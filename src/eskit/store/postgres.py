@@ -45,8 +45,8 @@ from eskit.store.postgres_schema import check_schema, migrate
 
 if TYPE_CHECKING:
     from eskit.projections.database import PostgresDatabase
-    from eskit.store.postgres_scavenge import PostgresScavenger
     from eskit.store.postgres_backup import PostgresBackup
+    from eskit.store.postgres_scavenge import PostgresScavenger
 
 Hook = Callable[[], Awaitable[None] | None]
 

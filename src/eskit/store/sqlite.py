@@ -26,8 +26,8 @@ from eskit.store.sqlite_writer import InlineHook, Synchronous, connect
 
 if TYPE_CHECKING:
     from eskit.projections.database import StoreDatabase
-    from eskit.store.sqlite_scavenge import SQLiteScavenger
     from eskit.store.sqlite_backup import SQLiteBackup
+    from eskit.store.sqlite_scavenge import SQLiteScavenger
 
 T = TypeVar("T")
 
