@@ -5,7 +5,12 @@ removal path, read through when asked, and come back exactly, at their positions
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import msgspec
@@ -14,9 +19,16 @@ import pytest
 import eskit
 from eskit.projections.runner import ProjectionRunner
 from eskit.store.archive import archive as archive_streams
-from eskit.store.archive import check_archive, load_manifest, read_stream_through, restore
+from eskit.store.archive import (
+    archived_events,
+    check_archive,
+    load_manifest,
+    read_stream_through,
+    restore,
+)
 from eskit.store.audit import verify
 from tests.cli.conftest import invoke
+from tests.processes import ROOT
 from tests.store.test_scavenge import Clock, Seen, event_positions, opened, removals, shown, url
 
 pytestmark = pytest.mark.anyio
@@ -141,3 +153,53 @@ async def test_a_stream_a_consumer_has_not_passed_is_archived_but_kept(
         assert (report.streams, report.removed, report.kept) == (2, 1, ["order-2"])
         assert event_positions(url) == {2}
         assert load_manifest(tmp_path / "a").files[0].streams == ["order-1", "order-2"]
+
+
+def archived_positions(folder: Path) -> set[int]:
+    """The positions of the events in the files the manifest lists."""
+    try:
+        manifest = check_archive(folder)
+    except ValueError:  # killed before the first file was listed
+        return set()
+    return {e.position for e in archived_events(folder, manifest)}
+
+
+@pytest.mark.slow
+async def test_an_archive_killed_midway_loses_nothing(url: str, tmp_path: Path) -> None:
+    clock = Clock()
+    async with opened(url, clock) as store:
+        for n in range(60):
+            batch = [eskit.NewEvent("Placed", {"pad": "x" * 100, "i": i}) for i in range(20)]
+            await store.append(f"order-{n}", batch)
+        log = shown([e async for e in store.read_all()])
+        anchors = (await verify(store)).anchors()
+    everything = event_positions(url)
+    folder = tmp_path / "cold"
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "eskit.cli", "archive", url, str(folder), "--category", "order"),
+        *("--older-than", "1s", "--events-per-file", "40"),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while len(removals(url)) < 400 and time.monotonic() < deadline:
+        if child.returncode is not None:
+            break
+        await asyncio.sleep(0.005)
+    with contextlib.suppress(ProcessLookupError):
+        child.send_signal(signal.SIGKILL)
+    await child.wait()
+
+    gone, kept, archived = set(removals(url)), event_positions(url), archived_positions(folder)
+    assert gone  # it was killed while removing
+    assert not gone & kept
+    assert gone | kept == everything
+    assert gone <= archived  # nothing removed that a listed file does not hold
+    async with opened(url, clock) as store:
+        restored = await restore(store, folder)
+        assert restored.events == len(gone)
+        assert shown([e async for e in store.read_all()]) == log
+        checked = await verify(store, anchors=anchors)
+        assert checked.ok, checked.problems[:3]

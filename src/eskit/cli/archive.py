@@ -14,6 +14,9 @@ from eskit.store.archive import ArchiveReport, RestoreReport, archive, parse_age
 
 Directory = Annotated[Path, typer.Argument(help="The archive's directory.", show_default=False)]
 Category = Annotated[str, typer.Option("--category", help="The category to archive.")]
+PerFile = Annotated[
+    int, typer.Option("--events-per-file", min=1, help="Close a file after this many events.")
+]
 OlderThan = Annotated[
     str,
     typer.Option("--older-than", help="Archive streams whose last event is older: 365d, 12h, 2w."),
@@ -25,6 +28,7 @@ def archive_command(
     directory: Directory,
     category: Category,
     older_than: OlderThan,
+    events_per_file: PerFile = 100_000,
     as_json: AsJson = False,
 ) -> None:
     """Write whole streams of a category whose last event is older than --older-than to
@@ -39,7 +43,7 @@ def archive_command(
     except ValueError as error:
         fail(str(error))
     with progress_bar("archiving") as bar:
-        report = run(_archive(url, directory, category, age, bar))
+        report = run(_archive(url, directory, category, age, events_per_file, bar))
     record = {
         "streams": report.streams,
         "events": report.events,
@@ -54,11 +58,16 @@ def archive_command(
 
 
 async def _archive(
-    url: str, directory: Path, category: str, age: dt.timedelta, bar: Phase
+    url: str, directory: Path, category: str, age: dt.timedelta, per_file: int, bar: Phase
 ) -> ArchiveReport:
     async with opened(url, create=False) as store:
         return await archive(
-            store, directory, category=category, older_than=age, progress=lambda n: bar(n, n)
+            store,
+            directory,
+            category=category,
+            older_than=age,
+            progress=lambda n: bar(n, n),
+            events_per_file=per_file,
         )
 
 

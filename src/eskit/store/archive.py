@@ -157,13 +157,16 @@ async def archive(
     older_than: dt.timedelta,
     removed_by: str = "eskit archive",
     progress: Callable[[int], None] | None = None,
+    events_per_file: int = EVENTS_PER_FILE,
 ) -> ArchiveReport:
     """Archive the live streams of ``category`` whose last event is older than
     ``older_than`` into ``directory`` (new or empty), then remove them from ``store``;
-    ``progress`` gets the number of events written so far."""
+    ``progress`` gets the number of events written so far. A file is closed once it holds
+    ``events_per_file`` events (or more: streams are not split)."""
     rules.check_name(category, "category")
     if "-" in category:
         raise ValueError(f"a category has no '-': {category!r}")
+    rules.check_count("events_per_file", events_per_file, minimum=1)
     if not isinstance(older_than, dt.timedelta) or older_than <= dt.timedelta(0):
         raise ValueError(f"older_than must be a positive timedelta, got {older_than!r}")
     folder = Path(directory)
@@ -175,7 +178,7 @@ async def archive(
     report = ArchiveReport()
     scavenger = _scavenger(store)
     try:
-        writer = _Writer(folder, category, zstd)
+        writer = _Writer(folder, category, zstd, events_per_file)
         after: str | None = None
         while True:
             page = await store.list_streams(category=category, after=after, limit=PAGE)
@@ -245,8 +248,8 @@ async def _finish(
 class _Writer:
     """Writes events into files of at most ``EVENTS_PER_FILE`` events (whole streams)."""
 
-    def __init__(self, folder: Path, category: str, zstd: Any) -> None:
-        self.folder, self.category, self.zstd = folder, category, zstd
+    def __init__(self, folder: Path, category: str, zstd: Any, per_file: int) -> None:
+        self.folder, self.category, self.zstd, self.per_file = folder, category, zstd, per_file
         self.total, self.files = 0, 0
         self.streams: dict[str, int] = {}
         """The current file's streams and the last version written of each."""
@@ -258,7 +261,7 @@ class _Writer:
 
     @property
     def full(self) -> bool:
-        return self._count >= EVENTS_PER_FILE
+        return self._count >= self.per_file
 
     def write(self, row: tuple[Any, ...]) -> None:
         if self._out is None:
