@@ -446,3 +446,13 @@ async def test_a_persistent_subscription_group_holds_back_a_scavenge(url: str) -
         assert event_positions(url) == {3}
         await groups.delete("mailer")
         assert (await scavenge(store)).removed == {"deleted": 1}
+
+
+async def test_a_read_only_store_is_not_scavenged(url: str) -> None:
+    async with opened(url) as store:
+        await store.append("gone-1", [eskit.NewEvent("Added", {})])
+        await store.delete_stream("gone-1")
+    async with eskit.open_store(url, readonly=True) as store:
+        with pytest.raises(ValueError, match="read-only"):
+            await scavenge(store)
+    assert len(event_positions(url)) == 1

@@ -35,7 +35,7 @@ import msgspec
 
 from eskit.store import rules
 from eskit.store.model import RecordedEvent
-from eskit.store.scavenge import Scavenger
+from eskit.store.scavenge import Scavenger, writable_scavenger
 
 FORMAT: Final = "eskit-archive/1"
 MANIFEST: Final = "manifest.json"
@@ -142,13 +142,6 @@ def parse_age(text: str) -> dt.timedelta:
     return dt.timedelta(seconds=int(number) * units[unit])
 
 
-def _scavenger(store: Any) -> Scavenger:
-    scavenger: Scavenger | None = store.scavenger()
-    if scavenger is None:
-        raise ValueError(f"{type(store).__name__} keeps no archive")
-    return scavenger
-
-
 async def archive(
     store: Any,
     directory: str | os.PathLike[str],
@@ -176,7 +169,7 @@ async def archive(
     cutoff = now - older_than
     manifest = Manifest(FORMAT, category, cutoff.isoformat(), now.isoformat())
     report = ArchiveReport()
-    scavenger = _scavenger(store)
+    scavenger = writable_scavenger(store)
     try:
         writer = _Writer(folder, category, zstd, events_per_file)
         after: str | None = None
@@ -408,7 +401,7 @@ async def restore(
     positions are not sent them again; a rebuild from the start sees them."""
     manifest = await asyncio.to_thread(check_archive, directory)
     total = sum(file.events for file in manifest.files)
-    scavenger = _scavenger(store)
+    scavenger = writable_scavenger(store)
     report = RestoreReport(files=len(manifest.files))
     try:
         events = archived_events(directory, manifest)

@@ -458,6 +458,16 @@ class Scavenger(Protocol):
     def close(self) -> None: ...
 
 
+def writable_scavenger(store: Any) -> Scavenger:
+    """``store``'s scavenger; ``ValueError`` for a store that has none or is read-only."""
+    scavenger: Scavenger | None = store.scavenger()
+    if scavenger is None:
+        raise ValueError(f"{type(store).__name__} keeps nothing to scavenge, archive or restore")
+    if store.readonly:
+        raise ValueError("the store is open read-only: scavenging, archives and restores write")
+    return scavenger
+
+
 class ScavengeReport(msgspec.Struct):
     """What a scavenge did."""
 
@@ -497,9 +507,7 @@ async def scavenge(
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     if not isinstance(removed_by, str) or not removed_by:
         raise ValueError("removed_by must be a non-empty str (it is recorded with each removal)")
-    scavenger: Scavenger | None = store.scavenger()
-    if scavenger is None:
-        raise ValueError(f"{type(store).__name__} keeps nothing to scavenge")
+    scavenger = writable_scavenger(store)
     started = time.monotonic()
     try:
         report = ScavengeReport(size_before=await asyncio.to_thread(scavenger.size))
