@@ -11,12 +11,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
 import pytest
 
 import eskit
+from eskit.projections.projection import Projection
 from eskit.projections.runner import ProjectionRunner
 from eskit.store.archive import archive as archive_streams
 from eskit.store.archive import (
@@ -47,6 +49,17 @@ async def fill(store: eskit.EventStore, clock: Clock) -> None:
     await store.append("order-1", [eskit.NewEvent("Shipped", {"to": "Zoë ✓"}, {"by": "b"})])
     clock.now += 400 * DAY
     await store.append("order-6", [eskit.NewEvent("Placed", {"n": 6})])
+
+
+class Counting(Projection):
+    name = "orders_seen"
+    every_type = True
+
+    def __init__(self) -> None:
+        self.orders = 0
+
+    async def handle_batch(self, events: Sequence[eskit.RecordedEvent]) -> None:
+        self.orders += sum(e.stream.startswith("order-") for e in events)
 
 
 async def test_an_archive_round_trips_exactly(url: str, tmp_path: Path) -> None:
@@ -95,6 +108,10 @@ async def test_an_archive_round_trips_exactly(url: str, tmp_path: Path) -> None:
         checked = await verify(store, anchors=anchors)
         assert checked.ok, checked.problems
         assert checked.removed == {}
+        rebuilt = Counting()  # a projection built from the start sees the restored events
+        async with ProjectionRunner(store, [rebuilt]) as runner:
+            await asyncio.wait_for(runner.wait_until(await store.last_position()), 10)
+        assert rebuilt.orders == 16 + 1
         again = await restore(store, folder)
         assert (again.events, again.present) == (0, 16)
         next_one = await store.append("order-1", [eskit.NewEvent("Returned", {})])
