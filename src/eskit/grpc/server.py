@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 
 from eskit.addresses import is_loopback, split_address
-from eskit.grpc import gossip, streams
+from eskit.grpc import gossip, persistent, streams
 from eskit.grpc.auth import AuthInterceptor
 from eskit.grpc.features import Unserved, features_handler
 from eskit.grpc.policy import AppendPolicy
@@ -36,7 +36,7 @@ MAX_MESSAGE = 64 * 1024 * 1024
 ``max_event_size`` per event)."""
 
 
-SERVICES: tuple[Registrar, ...] = (streams.register, gossip.register)
+SERVICES: tuple[Registrar, ...] = (streams.register, persistent.register, gossip.register)
 """The service modules the server serves (server features are added last, listing them)."""
 
 
