@@ -14,10 +14,13 @@ from kurrentdbclient import KurrentDBClient
 from tests import postgres
 from tests.kurrentdb.servers import GrpcProcess
 
-BACKENDS = ["sqlite", "postgres"]
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.slow)]
+"""Both in ``make test``; ``-m 'not slow'`` runs the client tests on SQLite only (a server
+process starts in seconds on a busy machine)."""
 
 
 def store_url(backend: str, directory: Path) -> str:
+    """A store of its own on ``backend`` (``directory``: where a SQLite file goes)."""
     if backend == "sqlite":
         return f"sqlite:///{directory}/events.db"
     return postgres.store_url()

@@ -11,7 +11,9 @@ import importlib.metadata
 import re
 
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
-HEADING = re.compile(r"^#+ (.*?)(?:<a id=.*)?$", re.M)
+HEADING = re.compile(r"^#+ (.*?)<a id=", re.M)
+"""The README's headings end with an anchor (``## Synopsis<a id="synopsis"></a>``), which
+tells them from the comments in its code."""
 
 
 def blocks() -> list[tuple[str, str]]:

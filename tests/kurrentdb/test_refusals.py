@@ -101,7 +101,7 @@ async def filled(directory: Path) -> eskit.EventStore:
     return store
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(read_options())
 def test_any_read_is_answered_or_refused_on_purpose(directory: Path, options: Any) -> None:
     async def check() -> None:
@@ -130,7 +130,7 @@ proposed = st.builds(
 )
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(names, st.lists(proposed, max_size=3), st.one_of(st.none(), U64))
 def test_any_append_is_written_or_refused_on_purpose(
     directory: Path, stream: str, messages: list[Any], revision: int | None

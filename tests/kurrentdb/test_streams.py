@@ -74,6 +74,9 @@ def test_delete_and_tombstone(client: KurrentDBClient, stream: str) -> None:
     client.delete_stream(stream, current_version=1)
     with pytest.raises(NotFoundError):
         client.get_stream(stream)
+    with pytest.raises(WrongCurrentVersionError) as absent:  # soft-deleted counts as absent
+        client.append_to_stream(stream, events=event(n=2), current_version=1)
+    assert absent.value.actual_version is StreamState.NO_STREAM
     client.append_to_stream(stream, events=event(n=2), current_version=StreamState.ANY)
     assert [e.stream_position for e in client.get_stream(stream)] == [2]
     client.tombstone_stream(stream, current_version=StreamState.ANY)
