@@ -11,12 +11,11 @@ from typing import Any
 
 import pytest
 from kurrentdbclient import KurrentDBClient, NewEvent, StreamState
-from kurrentdbclient.common import construct_filter_include_regex
+from kurrentdbclient.common import AbstractPersistentSubscription, construct_filter_include_regex
 from kurrentdbclient.events import RecordedEvent
 from kurrentdbclient.exceptions import AlreadyExistsError, KurrentDBClientError, NotFoundError
-from kurrentdbclient.persistent import PersistentSubscription
 
-from tests.kurrentdb.readme import sections
+from tests.kurrentdb.readme import blocks, sections
 from tests.kurrentdb.servers import GrpcProcess
 from tests.kurrentdb.test_readme import SECTIONS, run
 
@@ -34,7 +33,7 @@ def append(client: KurrentDBClient, stream: str, *types: str) -> list[NewEvent]:
     return events
 
 
-def take(subscription: PersistentSubscription, count: int) -> Iterable[RecordedEvent]:
+def take(subscription: AbstractPersistentSubscription, count: int) -> Iterable[RecordedEvent]:
     """The next ``count`` events the subscription hands out, as they come."""
     for taken, event in enumerate(subscription, start=1):
         yield event
@@ -99,7 +98,7 @@ def test_nack_retry_park_skip_and_replay_parked(client: KurrentDBClient, stream:
     retried, parked, skipped = append(client, stream, "Retried", "Parked", "Skipped")
     name = group()
     client.create_subscription_to_stream(name, stream, max_retry_count=2)
-    seen: list[tuple[str, int]] = []
+    seen: list[tuple[str, int | None]] = []
     with client.read_subscription_to_stream(name, stream, timeout=TIMEOUT) as subscription:
         for event in subscription:
             seen.append((event.type, event.retry_count))
@@ -172,7 +171,7 @@ def test_to_all_from_a_position_reads_every_category(client: KurrentDBClient) ->
             subscription.ack(event)
     # from the position, inclusive, as KurrentDB; every category
     assert [e.id for e in received] == [first[0].id, later[0].id]
-    assert [e.commit_position for e in received][0] == position
+    assert received[0].commit_position == position
     client.delete_subscription(name)
 
 
@@ -182,7 +181,9 @@ def test_refusals(client: KurrentDBClient, stream: str) -> None:
     with pytest.raises(KurrentDBClientError, match="one category"):
         client.create_subscription_to_all(group(), filter_include=["a.*", "b.*"])
     with pytest.raises(KurrentDBClientError, match="PinnedByCorrelation"):
-        client.create_subscription_to_stream(group(), stream, consumer_strategy="PinnedByCorrelation")
+        client.create_subscription_to_stream(
+            group(), stream, consumer_strategy="PinnedByCorrelation"
+        )
     include = construct_filter_include_regex(["x"])
     with pytest.raises(KurrentDBClientError, match="one category"):
         client.create_subscription_to_all(group(), filter_include=[include])
@@ -203,14 +204,18 @@ PERSISTENT_SECTIONS = (
     "Delete subscription",
 )
 """kurrentdbclient's README on persistent subscriptions, in order: it follows the usage
-sections (whose events and streams it reads), so they run first, in one namespace."""
+sections (whose events and streams it reads), so they run first, in one namespace (the
+whole README runs in test_readme; this adds its persistent part)."""
 
 
+@pytest.mark.slow
 def test_the_readme_on_persistent_subscriptions(
     server: GrpcProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KDB_URI", server.uri())
     namespace: dict[str, Any] = {}
+    heading, synopsis = next((h, c) for h, c in blocks() if h == "Synopsis")
+    run(synopsis.replace("localhost:2113", server.address), namespace, heading)
     try:
         for heading, code in sections(*SECTIONS, *PERSISTENT_SECTIONS):
             run(code, namespace, heading)
