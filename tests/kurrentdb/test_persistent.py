@@ -9,15 +9,25 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+import grpc
 import pytest
 from kurrentdbclient import KurrentDBClient, NewEvent, StreamState
 from kurrentdbclient.common import AbstractPersistentSubscription, construct_filter_include_regex
 from kurrentdbclient.events import RecordedEvent
-from kurrentdbclient.exceptions import AlreadyExistsError, KurrentDBClientError, NotFoundError
+from kurrentdbclient.exceptions import (
+    AccessDeniedError,
+    AlreadyExistsError,
+    KurrentDBClientError,
+    NotFoundError,
+)
 
+from eskit.grpc.protos import persistent_pb2, persistent_pb2_grpc, shared_pb2
 from tests.kurrentdb.readme import blocks, sections
 from tests.kurrentdb.servers import GrpcProcess
 from tests.kurrentdb.test_readme import SECTIONS, run
+from tests.kurrentdb.test_security import Secured, secured
+
+__all__ = ["secured"]  # the TLS server with tokens, shared fixture
 
 TIMEOUT = 30.0
 """Seconds a read may take at most (a hang fails the test instead of the suite)."""
@@ -223,3 +233,72 @@ def test_the_readme_on_persistent_subscriptions(
         client = namespace.get("client")
         if client is not None:
             client.close()
+
+
+def test_nack_stop_retries_and_ends_the_read(client: KurrentDBClient, stream: str) -> None:
+    (appended,) = append(client, stream, "A")
+    name = group()
+    client.create_subscription_to_stream(name, stream)
+    with client.read_subscription_to_stream(name, stream, timeout=TIMEOUT) as subscription:
+        first = next(iter(subscription))
+        subscription.nack(first, "stop")
+        assert list(subscription) == []  # the server ended the read
+    with client.read_subscription_to_stream(name, stream, timeout=TIMEOUT) as subscription:
+        again = next(iter(subscription))
+        subscription.ack(again)
+    assert first.id == again.id == appended.id
+    assert (first.retry_count, again.retry_count) == (0, 1)
+
+
+def test_replay_the_first_parked_only(
+    client: KurrentDBClient, server: GrpcProcess, stream: str
+) -> None:
+    appended = append(client, stream, "A", "B")
+    name = group()
+    client.create_subscription_to_stream(name, stream)
+    with client.read_subscription_to_stream(name, stream, timeout=TIMEOUT) as subscription:
+        for event in take(subscription, 2):
+            subscription.nack(event, "park")
+    options = persistent_pb2.ReplayParkedReq.Options(  # kurrentdbclient has no stop_at
+        group_name=name,
+        stream_identifier=shared_pb2.StreamIdentifier(stream_name=stream.encode()),
+        stop_at=1,
+    )
+    with grpc.insecure_channel(server.address) as channel:
+        stub = persistent_pb2_grpc.PersistentSubscriptionsStub(channel)  # type: ignore[no-untyped-call]
+        stub.ReplayParked(persistent_pb2.ReplayParkedReq(options=options), timeout=TIMEOUT)
+    with client.read_subscription_to_stream(name, stream, timeout=TIMEOUT) as subscription:
+        replayed = next(iter(subscription))
+        subscription.ack(replayed)
+    assert replayed.id == appended[0].id
+    assert client.get_subscription_info(name, stream_name=stream).parked_message_count == 1
+
+
+def test_token_scopes(secured: Secured) -> None:
+    """``read:invoice`` manages and reads groups over invoices only; never ``$all``."""
+    tag = uuid.uuid4().hex[:8]
+    admin, billing = secured.client("admin"), secured.client("billing")
+    try:
+        append(admin, f"invoice-{tag}", "Issued")
+        name = group()
+        billing.create_subscription_to_stream(name, f"invoice-{tag}")
+        with billing.read_subscription_to_stream(name, f"invoice-{tag}", timeout=TIMEOUT) as sub:
+            event = next(iter(sub))
+            sub.ack(event)
+        assert event.stream_name == f"invoice-{tag}"
+        with pytest.raises(AccessDeniedError):
+            billing.create_subscription_to_stream(group(), f"order-{tag}")
+        with pytest.raises(AccessDeniedError):
+            billing.create_subscription_to_all(group())
+        other = group()
+        admin.create_subscription_to_stream(other, f"order-{tag}")
+        with pytest.raises(AccessDeniedError):
+            billing.get_subscription_info(other, stream_name=f"order-{tag}")
+        with pytest.raises(AccessDeniedError):
+            billing.read_subscription_to_stream(other, f"order-{tag}", timeout=TIMEOUT)
+        listed = {i.group_name for i in billing.list_subscriptions()}
+        assert name in listed
+        assert other not in listed
+    finally:
+        admin.close()
+        billing.close()
