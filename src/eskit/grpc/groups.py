@@ -41,6 +41,8 @@ STRATEGIES: Final[dict[str, Strategy]] = {
     "DispatchToSingle": "round_robin",
     "Pinned": "pinned",
 }
+LAST_REVISION: Final = (1 << 64) - 1
+"""The revision the older create form names for "from the end"."""
 NAMED: Final = {0: "DispatchToSingle", 1: "RoundRobin", 2: "Pinned"}
 """The deprecated ``named_consumer_strategy`` enum (updates still send it)."""
 SHOWN: Final = {"round_robin": "RoundRobin", "pinned": "Pinned"}
@@ -114,9 +116,10 @@ async def created(store: EventStore, options: Any) -> tuple[Source, Start]:
         source = Source.parse(stream_name(given.stream_identifier))
         where = given.WhichOneof("revision_option")
         revision = given.revision
-    elif which == "stream_identifier":  # before 21.10: the revision is in the settings
-        source = Source.parse(stream_name(options.stream_identifier))
-        where, revision = "revision", options.settings.revision
+    elif options.HasField("stream_identifier"):  # the older form (Node.js still sends it):
+        source = Source.parse(stream_name(options.stream_identifier))  # revision in settings
+        revision = options.settings.revision
+        where = "end" if revision == LAST_REVISION else "revision"
     else:
         raise invalid("a persistent subscription needs a stream or $all")
     if where == "end":

@@ -1,0 +1,161 @@
+"""What KurrentDB's protocol costs (issue 17, point 8): the same work through
+``kurrentdbclient`` against ``eskit grpc`` and through eskit's Python API, in one run.
+
+Work, each on a fresh store of its own (SQLite file by default, ``--postgres`` for a
+PostgreSQL schema):
+
+- appends of one event at a time, from one client (appends/s);
+- appends in batches of ``--batch`` events (events/s);
+- one ``read_all`` of the whole log (events/s);
+- a catch-up subscription to ``$all`` from the start until it has every event (events/s).
+
+The gRPC side is the server eskit ships (``grpc.aio`` on the store's event loop, in a thread
+of this process) and the client in the main thread, reading without kurrentdbclient's
+default filter (it leaves out KurrentDB's system events, which eskit has none of, at a
+regular expression per event); the Python side is the blocking face
+(``eskit.sync``), no protocol. Each run is repeated (best kept) and the ratio grpc / python
+printed: the share of the store's speed a KurrentDB client gets.
+Run: ``python -m benchmarks.grpc [--repeat 3] [--postgres]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from kurrentdbclient import KurrentDBClient, NewEvent, StreamState
+
+import eskit
+import eskit.sync
+from benchmarks.grpc_faces import aio_server, free_port
+
+SINGLE = 1_000
+BATCHES = 50
+LOG = 20_000
+"""Events in the log read and subscribed to (filled through eskit before timing)."""
+Figures = dict[str, float]
+
+
+def rate(count: int, work: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    work()
+    return count / (time.perf_counter() - start)
+
+
+def fill(url: str) -> None:
+    with eskit.sync.open_store(url) as store:
+        for i in range(LOG // 500):
+            store.append(f"fill-{i}", [eskit.NewEvent("Filled", {"i": i}) for _ in range(500)])
+
+
+def through_grpc(port: int, batch: int) -> Figures:
+    client = KurrentDBClient(f"kurrentdb://127.0.0.1:{port}?tls=false")
+    try:
+        stream = f"single-{uuid.uuid4().hex}"
+
+        def singles() -> None:
+            for n in range(SINGLE):
+                event = NewEvent(type="Appended", data=b'{"n":%d}' % n)
+                client.append_to_stream(stream, events=event, current_version=StreamState.ANY)
+
+        def batches() -> None:
+            name = f"batch-{uuid.uuid4().hex}"
+            for _ in range(BATCHES):
+                events = [NewEvent(type="Appended", data=b'{"n":1}') for _ in range(batch)]
+                client.append_to_stream(name, events=events, current_version=StreamState.ANY)
+
+        def read() -> None:
+            assert sum(1 for _ in client.read_all(limit=LOG, filter_exclude=())) == LOG
+
+        def subscribe() -> None:
+            with client.subscribe_to_all(filter_exclude=()) as subscription:
+                for seen, _ in enumerate(subscription, start=1):
+                    if seen == LOG:
+                        break
+
+        return {
+            "appends/s (one event)": rate(SINGLE, singles),
+            f"events/s (appends of {batch})": rate(BATCHES * batch, batches),
+            "read_all events/s": rate(LOG, read),
+            "subscription events/s": rate(LOG, subscribe),
+        }
+    finally:
+        client.close()
+
+
+def through_python(url: str, batch: int) -> Figures:
+    with eskit.sync.open_store(url) as store:
+        stream = f"single-{uuid.uuid4().hex}"
+
+        def singles() -> None:
+            for n in range(SINGLE):
+                store.append(stream, [eskit.NewEvent("Appended", {"n": n})])
+
+        def batches() -> None:
+            name = f"batch-{uuid.uuid4().hex}"
+            for _ in range(BATCHES):
+                store.append(name, [eskit.NewEvent("Appended", {"n": 1}) for _ in range(batch)])
+
+        def read() -> None:
+            assert sum(1 for _ in store.read_all(0, LOG)) == LOG
+
+        def subscribe() -> None:
+            for seen, _ in enumerate(store.subscribe(), start=1):
+                if seen == LOG:
+                    break
+
+        return {
+            "appends/s (one event)": rate(SINGLE, singles),
+            f"events/s (appends of {batch})": rate(BATCHES * batch, batches),
+            "read_all events/s": rate(LOG, read),
+            "subscription events/s": rate(LOG, subscribe),
+        }
+
+
+def postgres_url(schema: str) -> str:
+    base = os.environ.get("ESKIT_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    return f"{base}?schema={schema}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.grpc")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per side; best is kept")
+    parser.add_argument("--batch", type=int, default=100, help="events per batch append")
+    parser.add_argument("--postgres", action="store_true", help="PostgreSQL instead of SQLite")
+    args = parser.parse_args(argv)
+    best: dict[str, Figures] = {}
+    with tempfile.TemporaryDirectory() as directory:
+        for run in range(args.repeat):
+            for side in ("grpc", "python"):
+                if args.postgres:
+                    url = postgres_url(f"bench_grpc_{uuid.uuid4().hex[:8]}")
+                else:
+                    url = f"sqlite:///{Path(directory) / f'{side}-{run}.db'}"
+                fill(url)
+                if side == "python":
+                    figures = through_python(url, args.batch)
+                else:
+                    port = free_port()
+                    stop = aio_server(url, port)
+                    try:
+                        figures = through_grpc(port, args.batch)
+                    finally:
+                        stop()
+                kept = best.setdefault(side, figures)
+                for name, value in figures.items():
+                    kept[name] = max(kept[name], value)
+    names = list(best["grpc"])
+    print(f"{'':16}" + "".join(f"{n:>28}" for n in names))
+    for side, figures in best.items():
+        print(f"{side:16}" + "".join(f"{figures[n]:>28,.0f}" for n in names))
+    share = {n: best["grpc"][n] / best["python"][n] for n in names}
+    print(f"{'grpc / python':16}" + "".join(f"{share[n]:>28.2f}" for n in names))
+
+
+if __name__ == "__main__":
+    main()
