@@ -60,6 +60,7 @@ def test_create_info_list_update_delete(client: KurrentDBClient, stream: str) ->
     assert (info.group_name, info.event_source) == (name, stream)
     assert (info.message_timeout, info.max_retry_count) == (7.5, 3)
     assert info.consumer_strategy == "Pinned"
+    assert (info.live_buffer_size, info.read_batch_size, info.max_subscriber_count) == (0, 0, 0)
     assert name in {i.group_name for i in client.list_subscriptions()}
     assert [i.group_name for i in client.list_subscriptions_to_stream(stream)] == [name]
     with pytest.raises(AlreadyExistsError):
@@ -95,6 +96,9 @@ def test_read_with_ack_resumes_after_what_was_acked(client: KurrentDBClient, str
     assert [e.retry_count for e in received] == [0, 0, 0]
     assert [e.stream_position for e in received] == [0, 1, 2]
 
+    # an update names a start (the client sends the info's "from the start"): ignored,
+    # the group keeps its checkpoint
+    client.update_subscription_to_stream(name, stream, max_retry_count=4)
     later = append(client, stream, "D")
     with client.read_subscription_to_stream(name, stream, timeout=TIMEOUT) as subscription:
         event = next(iter(subscription))
