@@ -64,6 +64,15 @@ def read(channel: grpc.Channel, options: streams_pb2.ReadReq.Options) -> list[ob
     return list(stub.Read(streams_pb2.ReadReq(options=options)))
 
 
+def stream_options(stream: str) -> streams_pb2.ReadReq.Options:
+    options = streams_pb2.ReadReq.Options(count=10)
+    options.stream.stream_identifier.stream_name = stream.encode()
+    options.stream.start.SetInParent()
+    options.no_filter.SetInParent()
+    options.uuid_option.string.SetInParent()
+    return options
+
+
 def test_bad_requests_get_statuses_and_the_server_stays_up(server: GrpcProcess) -> None:
     with grpc.insecure_channel(server.address) as channel:
         bad_name = streams_pb2.ReadReq.Options(count=1)
@@ -87,6 +96,25 @@ def test_bad_requests_get_statuses_and_the_server_stays_up(server: GrpcProcess) 
             stub.Append(iter([message]))
         assert headless.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "starts with its options" in str(headless.value.details())
+        stream = f"order-{uuid.uuid4().hex}"
+        options = streams_pb2.AppendReq(options=streams_pb2.AppendReq.Options())
+        options.options.stream_identifier.stream_name = stream.encode()
+        options.options.any.SetInParent()
+
+        def proposed(data: bytes) -> streams_pb2.AppendReq:
+            message = streams_pb2.AppendReq.ProposedMessage(data=data, metadata={"type": "A"})
+            message.id.string = str(uuid.uuid4())
+            return streams_pb2.AppendReq(proposed_message=message)
+
+        too_many = [options, *(proposed(b"{}") for _ in range(10_001))]
+        too_big = [options, proposed(b"{}"), proposed(b"x" * (1024 * 1024 + 1))]
+        for requests, said in ((too_many, "at most 10000 events"), (too_big, "the limit is")):
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.Append(iter(requests))
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert said in str(refused.value.details())
+        written = stub.Read(streams_pb2.ReadReq(options=stream_options(stream)))
+        assert [r.WhichOneof("content") for r in written] == ["stream_not_found"]
     client = KurrentDBClient(server.uri())
     with pytest.raises(GrpcError, match="needs a type"):
         client.append_to_stream(
@@ -96,11 +124,10 @@ def test_bad_requests_get_statuses_and_the_server_stays_up(server: GrpcProcess) 
     client.close()
 
 
-@pytest.fixture(scope="module")
-def with_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GrpcProcess]:
-    directory: Path = tmp_path_factory.mktemp("app")
+@pytest.fixture
+def with_app(tmp_path: Path) -> Iterator[GrpcProcess]:
     options = ["--app", "tests.kurrentdb.apps:invoicing_with_lab"]
-    with GrpcProcess(f"sqlite:///{directory}/events.db", options) as process:
+    with GrpcProcess(f"sqlite:///{tmp_path}/events.db", options) as process:
         yield process
 
 
@@ -125,3 +152,5 @@ def test_an_application_refuses_what_it_cannot_read(with_app: GrpcProcess) -> No
     with pytest.raises(KurrentDBClientError):
         client.get_stream(f"invoice-{tag}")
     client.close()
+    assert with_app.stop() == 0  # SIGTERM: the server stops and closes the store
+    assert "stopped serving sqlite:///" in with_app.output()

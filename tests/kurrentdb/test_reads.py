@@ -100,7 +100,13 @@ def test_stream_metadata_round_trips(client: KurrentDBClient, category: str) -> 
     client.append_to_stream(
         stream, events=[made(str(n)) for n in range(5)], current_version=StreamState.NO_STREAM
     )
-    written = {"$maxCount": 2, "$tb": 1, "$maxAge": 3600, "owner": {"team": "billing"}}
+    written = {
+        "$maxCount": 2,
+        "$tb": 1,
+        "$maxAge": 3600,
+        "$acl": {"$r": "$all"},  # kept, not enforced: access is by tokens
+        "owner": {"team": "billing"},
+    }
     client.set_stream_metadata(stream, metadata=written)
     read, _ = client.get_stream_metadata(stream)
     assert read == written

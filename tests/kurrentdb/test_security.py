@@ -14,7 +14,13 @@ from kurrentdbclient import KurrentDBClient, NewEvent, StreamState
 from kurrentdbclient.events import CaughtUp
 from kurrentdbclient.exceptions import AccessDeniedError, UnauthenticatedError
 
-from eskit.grpc.protos import streams_pb2, streams_pb2_grpc
+from eskit.grpc.protos import (
+    SupportedMethods,
+    gossip_pb2_grpc,
+    shared_pb2,
+    streams_pb2,
+    streams_pb2_grpc,
+)
 from eskit.grpc.server import GrpcSettings
 from eskit.web.tokens import TokenFile
 from tests.cli.conftest import invoke
@@ -24,14 +30,20 @@ from tests.kurrentdb.tls import self_signed
 
 
 class Secured:
-    def __init__(self, server: GrpcProcess, certificate: bytes, tokens: dict[str, str]) -> None:
-        self.server, self.certificate, self.tokens = server, certificate, tokens
+    def __init__(self, server: GrpcProcess, certificate: Path, tokens: dict[str, str]) -> None:
+        self.server, self.tokens = server, tokens
+        self.certificate_path, self.certificate = certificate, certificate.read_bytes()
 
     def client(self, name: str, token: str | None = None) -> KurrentDBClient:
         user = f"{name}:{token or self.tokens[name]}"
         return KurrentDBClient(
             self.server.uri(tls=True, user=user), root_certificates=self.certificate
         )
+
+    def client_with_ca_file(self, name: str) -> KurrentDBClient:
+        """As docs/kurrentdb.md shows it: the certificate named in the connection string."""
+        uri = self.server.uri(tls=True, user=f"{name}:{self.tokens[name]}")
+        return KurrentDBClient(f"{uri}&tlsCAFile={self.certificate_path}")
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -48,7 +60,7 @@ def secured(
     }
     options = ["--tls-cert", str(cert), "--tls-key", str(key), "--tokens", str(file.path)]
     with GrpcProcess(store_url(request.param, directory), options) as server:
-        yield Secured(server, cert.read_bytes(), tokens)
+        yield Secured(server, cert, tokens)
 
 
 def event() -> NewEvent:
@@ -58,7 +70,8 @@ def event() -> NewEvent:
 def test_tokens_and_their_scopes_over_tls(secured: Secured) -> None:
     tag = uuid.uuid4().hex[:8]
     invoice, order = f"invoice-{tag}", f"order-{tag}"
-    admin, reader, billing = (secured.client(n) for n in ("admin", "reader", "billing"))
+    admin, reader = secured.client("admin"), secured.client("reader")
+    billing = secured.client_with_ca_file("billing")
     start = admin.get_commit_position()
     admin.append_to_stream(order, events=event(), current_version=StreamState.NO_STREAM)
     billing.append_to_stream(
@@ -96,8 +109,16 @@ def test_missing_and_wrong_credentials_are_unauthenticated(secured: Secured) -> 
         request.options.all.start.SetInParent()
         with pytest.raises(grpc.RpcError) as anonymous:
             list(streams_pb2_grpc.StreamsStub(channel).Read(request))  # type: ignore[no-untyped-call]
+        features = channel.unary_unary(
+            "/event_store.client.server_features.ServerFeatures/GetSupportedMethods",
+            request_serializer=shared_pb2.Empty.SerializeToString,
+            response_deserializer=SupportedMethods.FromString,
+        )(shared_pb2.Empty())
+        gossip = gossip_pb2_grpc.GossipStub(channel).Read(shared_pb2.Empty())  # type: ignore[no-untyped-call]
     assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert "this server needs credentials" in str(anonymous.value.details())
+    assert features.methods  # gossip and server features answer anyone
+    assert len(gossip.members) == 1
     impostor = secured.client("admin", secured.tokens["reader"])
     with pytest.raises(UnauthenticatedError):
         impostor.get_stream("order-1")

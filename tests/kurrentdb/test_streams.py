@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 
+import grpc
 import pytest
 from kurrentdbclient import KurrentDBClient, NewEvent, StreamState
 from kurrentdbclient.exceptions import (
@@ -14,6 +15,8 @@ from kurrentdbclient.exceptions import (
     StreamTombstonedError,
     WrongCurrentVersionError,
 )
+
+from eskit.grpc.protos import streams_pb2, streams_pb2_grpc
 
 
 def event(kind: str = "OrderPlaced", **data: object) -> NewEvent:
@@ -86,3 +89,31 @@ def test_delete_and_tombstone(client: KurrentDBClient, stream: str) -> None:
         client.append_to_stream(stream, events=event(), current_version=StreamState.ANY)
     with pytest.raises(StreamIsDeletedError):  # batch appends carry KurrentDB 20's detail
         client.append_to_stream(stream, events=[event(), event()], current_version=StreamState.ANY)
+
+
+def test_reads_from_the_start_and_the_end(client: KurrentDBClient, stream: str) -> None:
+    client.append_to_stream(
+        stream, events=[event(n=n) for n in range(3)], current_version=StreamState.NO_STREAM
+    )
+    with grpc.insecure_channel(client.connection_target) as channel:
+        stub = streams_pb2_grpc.StreamsStub(channel)  # type: ignore[no-untyped-call]
+
+        def read(where: str, backwards: bool, on_all: bool = False) -> list[int]:
+            options = streams_pb2.ReadReq.Options(count=10)
+            if backwards:
+                options.read_direction = streams_pb2.ReadReq.Options.Backwards
+            place = options.all if on_all else options.stream
+            if not on_all:
+                options.stream.stream_identifier.stream_name = stream.encode()
+            getattr(place, where).SetInParent()
+            options.no_filter.SetInParent()
+            options.uuid_option.string.SetInParent()
+            found = stub.Read(streams_pb2.ReadReq(options=options))
+            return [r.event.event.stream_revision for r in found if r.HasField("event")]
+
+        assert read("start", backwards=False) == [0, 1, 2]
+        assert read("start", backwards=True) == [0]
+        assert read("end", backwards=False) == []
+        assert read("end", backwards=True) == [2, 1, 0]
+        assert read("start", backwards=True, on_all=True) == []
+        assert read("end", backwards=False, on_all=True) == []

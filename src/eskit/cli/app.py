@@ -6,6 +6,7 @@ from __future__ import annotations
 import typer
 
 from eskit.cli import (
+    backup,
     copy,
     events,
     forget,
@@ -66,6 +67,8 @@ app.command("trace")(trace_command)
 app.command("verify")(verify_command)
 app.command("export")(transfer.export)
 app.command("import")(transfer.import_)
+app.command("backup")(backup.backup_command)
+app.command("restore-backup")(backup.restore_command)
 app.command("copy")(copy.copy)
 app.command("migrate")(migrate.migrate)
 app.command("migrate-events")(migrate_events.migrate_events_command)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -100,6 +103,14 @@ def grpc_command(
             console.print(Text("no tokens: every client may read and write", "yellow"))
 
     async def main() -> None:
+        serving = asyncio.ensure_future(serve())
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, serving.cancel)  # stop as Ctrl-C does
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+        err().print(Text(f"stopped serving {url}"), soft_wrap=True)
+
+    async def serve() -> None:
         async with store:
             await server.serve(started)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Annotated
 
 import msgspec
@@ -13,7 +12,7 @@ from rich.text import Text
 import eskit
 from eskit.cli.common import Url, err, opened, out, run, when
 from eskit.cli.records import AsJson, Column, show_records
-from eskit.store.model import StreamInfo
+from eskit.store.model import StreamInfo, readable
 
 app = typer.Typer(
     help="Look at streams and follow the log.\n\nExample: eskit streams list sqlite:///./events.db",
@@ -107,28 +106,16 @@ def show(
         if event.raw_metadata is None:
             console.print(JSON(msgspec.json.encode(event.metadata).decode()))
         else:
-            console.print(Text(shown_bytes(event.raw_metadata)), soft_wrap=True)
+            console.print(Text(readable(event.raw_metadata)), soft_wrap=True)
         if event.raw is None:
             console.print(Text("data", style="bold"))
             console.print(JSON(msgspec.json.encode(event.data).decode()))
         else:
             console.print(Text(f"data ({event.content_type or 'no content type'})", style="bold"))
-            console.print(Text(shown_bytes(event.raw.body)), soft_wrap=True)
+            console.print(Text(readable(event.raw.body)), soft_wrap=True)
     if len(events) > limit:
         next_version = events[limit].version
         console.print(Text(f"more events follow: add --from-version {next_version}"))
-
-
-def shown_bytes(body: bytes) -> str:
-    """A payload kept as bytes (``eskit.RawData``), for a person: its text when it is
-    UTF-8 without control characters, else base64; with its length."""
-    try:
-        text = body.decode()
-    except UnicodeDecodeError:
-        text = None
-    if text is not None and (text.isprintable() or not text):
-        return f"{text} ({len(body)} bytes)"
-    return f"base64:{base64.b64encode(body).decode()} ({len(body)} bytes)"
 
 
 async def _read(
@@ -170,7 +157,7 @@ async def _tail(
             data = (
                 msgspec.json.encode(event.data).decode()
                 if event.raw is None
-                else f"({event.content_type}) {shown_bytes(event.raw.body)}"
+                else f"({event.content_type}) {readable(event.raw.body)}"
             )
             line = Text.assemble(
                 (f"{event.position:>8} ", "dim"),

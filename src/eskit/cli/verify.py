@@ -44,7 +44,7 @@ def verify_command(url: Url, anchors: AnchorsFile = None, save: SaveFile = None)
         report = run(_verify(url, known, bar))
     if save is not None:
         save_anchors(save, report.anchors())
-    _show(url, report)
+    show_report(url, report)
     if not report.ok:
         fail(f"{len(report.problems)} problem(s): the log was changed behind eskit's back")
 
@@ -56,7 +56,7 @@ async def _verify(
         return await verify(store, anchors=anchors, progress=progress)
 
 
-def _show(url: str, report: AuditReport) -> None:
+def show_report(url: str, report: AuditReport) -> None:
     console = out()
     counts = {
         "events": report.events,

@@ -88,7 +88,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler | None:
-        method = handler_call_details.method or ""
+        method = (handler_call_details.method or "").lstrip("/")
         metadata: Any = handler_call_details.invocation_metadata
         sent = any(key == "authorization" for key, _ in metadata or ())
         if sent or not method.startswith(ANONYMOUS_SERVICES):

@@ -118,6 +118,8 @@ class Reader:
         structured: bool,
     ) -> AsyncIterator[Any]:
         start: int | None = revision if where == "revision" else None
+        if where == "start" and backwards:  # backwards from the start: the first event
+            start = 0
         if where == "end" and not backwards:
             start = _after_last(await self.store.stream_version(stream))
         any_read = False
@@ -148,6 +150,8 @@ class Reader:
             return
         store_limit = limit if selection.narrowed else None
         if backwards:
+            if where == "start":  # nothing lies before the start of the log
+                return
             before = position if where == "position" or where == "revision" else None
             events = self.store.read_all(
                 backwards=True,

@@ -49,6 +49,8 @@ METHODS: Methods = {
 }
 MAX_EVENTS = 10_000
 """Events one append may carry (KurrentDB bounds an append by size; eskit also by count)."""
+MAX_PENDING_BATCHES = 64
+"""Batch appends one ``BatchAppend`` call may have open (begun, not final) at once."""
 
 
 def register(server: grpc.aio.Server, service: Service) -> Methods:
@@ -146,6 +148,11 @@ class Streams(streams_pb2_grpc.StreamsServicer):
             if key not in pending:
                 if not request.HasField("options"):
                     raise invalid("a batch append starts with its options")
+                if len(pending) >= MAX_PENDING_BATCHES:
+                    raise invalid(
+                        f"at most {MAX_PENDING_BATCHES} batch appends may be open at once"
+                        " on one call: finish one (is_final) before starting another"
+                    )
                 pending[key] = (request, [])
             first, events = pending[key]
             events.extend(new_event(message) for message in request.proposed_messages)

@@ -37,6 +37,7 @@ from eskit.store.rules import PreparedAppend
 
 if TYPE_CHECKING:
     from eskit.projections.database import Database
+    from eskit.store.backup import BackupEngine
     from eskit.store.migrations import Migrated
 
 
@@ -70,7 +71,8 @@ class EventStore(EnginePrimitives):
       the wrong type raises ``TypeError`` (a str or bool for a version, a bare string for
       a list of types), a value of the right type that breaks a rule raises ``ValueError``
       (a negative limit, an invalid name). Event data and metadata that are not JSON
-      objects, nested deeper than ``rules.MAX_NESTING`` or oversized raise ``ValueError``.
+      objects, nested deeper than ``rules.MAX_NESTING`` or oversized raise ``ValueError``;
+      payloads given as ``RawData`` are kept as bytes, exactly (``RecordedEvent.raw``).
     - A subscription delivers every event once, in position order, catching up first and
       then following live; it resumes from any checkpoint (a position).
     - Snapshots are kept beside the streams, the newest ``rules.SNAPSHOTS_KEPT`` per stream
@@ -158,7 +160,8 @@ class EventStore(EnginePrimitives):
         Raises ``WrongExpectedVersion`` (nothing written), ``StreamDeleted`` for a
         tombstoned stream, ``IdempotencyConflict`` for partly repeated ids, ``TypeError`` for
         an argument of the wrong type and ``ValueError`` for invalid input (data or metadata
-        that is not a JSON object, nested too deep or too large; see ``rules.prepare``).
+        that is not a JSON object or ``RawData``, nested too deep or too large; see
+        ``rules.prepare``).
         """
         prepared = rules.prepare_append(stream, events, expected_version, self.max_event_size)
         self._check_open()
@@ -211,7 +214,8 @@ class EventStore(EnginePrimitives):
         await self._delete(stream, expected, hard=True)
 
     async def set_stream_metadata(self, stream: str, metadata: StreamMetadata) -> None:
-        """Replace the stream's read rules (truncate_before, max_count, max_age)."""
+        """Replace the stream's read rules (truncate_before, max_count, max_age) and custom
+        keys (``custom``, kept exactly as set)."""
         rules.check_name(stream)
         rules.check_metadata(metadata)
         self._check_open()
@@ -522,6 +526,10 @@ class EventStore(EnginePrimitives):
         when they are given none (``database_for``): the store's own file or database, where
         a batch reads the log in the transaction that applies it. None: the store offers
         none (give the runner one)."""
+        return None
+
+    def backup_engine(self) -> BackupEngine | None:
+        """How it copies and restores itself whole (``eskit.store.backup``); None: never."""
         return None
 
     async def migrate(self, app_role: str | None = None, login: bool = False) -> Migrated | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import enum
 import uuid
@@ -101,6 +102,18 @@ class RecordedEvent(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     def content_type(self) -> str:
         """``application/json`` for JSON object data, else the raw data's content type."""
         return JSON_CONTENT_TYPE if self.raw is None else self.raw.content_type
+
+
+def readable(body: bytes) -> str:
+    """Bytes kept as they came (``RawData``), for a person: the text when they are UTF-8
+    without control characters, else base64; with their length."""
+    try:
+        text = body.decode()
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and (text.isprintable() or not text):
+        return f"{text} ({len(body)} bytes)"
+    return f"base64:{base64.b64encode(body).decode()} ({len(body)} bytes)"
 
 
 def raw_data(content_type: str | None, body: bytes | None) -> RawData | None:

@@ -45,6 +45,7 @@ from eskit.store.postgres_schema import check_schema, migrate
 
 if TYPE_CHECKING:
     from eskit.projections.database import PostgresDatabase
+    from eskit.store.postgres_backup import PostgresBackup
 
 Hook = Callable[[], Awaitable[None] | None]
 
@@ -120,6 +121,12 @@ class PostgresStore(EventStore):
         from eskit.projections.database import PostgresDatabase  # projections build on stores
 
         return PostgresDatabase(self)
+
+    def backup_engine(self) -> PostgresBackup:
+        """``pg_dump`` of the store's schema from an exported snapshot, with digests."""
+        from eskit.store.postgres_backup import PostgresBackup
+
+        return PostgresBackup(self.conninfo, self.schema)
 
     async def migrate(self, app_role: str | None = None, login: bool = False) -> Migrated:
         """On one connection of its own: the pending migrations, then ``app_role``'s grants,

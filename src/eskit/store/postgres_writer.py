@@ -220,16 +220,6 @@ class Group:
             self.revived = []
 
 
-def _has_raw(appends: Sequence[PreparedAppend]) -> bool:
-    """Whether an append holds raw payloads, which ``eskit_append_group`` (written before
-    them) does not take: such a group goes the long way."""
-    return any(
-        e.content_type is not None or e.raw_metadata is not None
-        for append in appends
-        for e in append.events
-    )
-
-
 def _ids_to_look_up(requests: Sequence[Request]) -> list[uuid.UUID]:
     """The event ids that may have been written before: those callers gave, and all the
     ids of a request tried again (its COMMIT may have gone through)."""
@@ -377,9 +367,11 @@ class Writer:
             return None
         expected: dict[str, Head] = {}
         for request in batch:
-            if request.appends is None or request.retried or _has_raw(request.appends):
+            if request.appends is None or request.retried:
                 return None
             for append in request.appends:
+                if append.raw:  # eskit_append_group (written before them) takes no raw parts
+                    return None
                 if append.stream in expected:
                     continue
                 head = self._known.get(append.stream)

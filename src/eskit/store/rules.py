@@ -68,6 +68,8 @@ class PreparedAppend(msgspec.Struct, frozen=True, gc=False):
     stream: str
     events: list[PreparedEvent]
     expected: ExpectedVersion
+    raw: bool = False
+    """Whether an event holds a payload kept as bytes (``RawData``)."""
 
 
 class PreparedSnapshot(msgspec.Struct, frozen=True, gc=False):
@@ -154,17 +156,26 @@ def prepare(events: Sequence[NewEvent], max_event_size: int) -> list[PreparedEve
     name, data or metadata that is not a JSON object, nested deeper than ``MAX_NESTING``
     or over ``max_event_size``.
     """
+    return _prepare_events(events, max_event_size)[0]
+
+
+def _prepare_events(
+    events: Sequence[NewEvent], max_event_size: int
+) -> tuple[list[PreparedEvent], bool]:
+    """``prepare``, and whether an event holds a payload kept as bytes."""
     if isinstance(events, NewEvent) or not isinstance(events, Sequence):
         raise TypeError(f"events must be a list of eskit.NewEvent, got {type(events).__name__}")
     if not events:
         raise ValueError("an append needs at least one event")
+    raw = False
     prepared = _prepare_quickly(events, max_event_size)
-    if prepared is None:  # something is off: find and name it, event by event
+    if prepared is None:  # something is off (or raw): find and name it, event by event
         prepared = [_prepare_one(i, e, max_event_size) for i, e in enumerate(events)]
+        raw = any(p.content_type is not None or p.raw_metadata is not None for p in prepared)
     ids = [p.id for p in prepared if p.id is not None]
     if len(ids) != len(set(ids)):
         raise ValueError("the same event id appears twice in one append")
-    return prepared
+    return prepared, raw
 
 
 def prepare_append(
@@ -173,7 +184,8 @@ def prepare_append(
     """Validate and encode the append of ``events`` to ``stream``; raise ``ValueError`` if bad."""
     name = check_name(stream)
     expected = check_expected_version(expected_version)
-    return PreparedAppend(name, prepare(events, max_event_size), expected)
+    prepared, raw = _prepare_events(events, max_event_size)
+    return PreparedAppend(name, prepared, expected, raw)
 
 
 def prepare_many(appends: object, max_event_size: int) -> list[PreparedAppend]:

@@ -26,6 +26,7 @@ from eskit.store.sqlite_writer import InlineHook, Synchronous, connect
 
 if TYPE_CHECKING:
     from eskit.projections.database import StoreDatabase
+    from eskit.store.sqlite_backup import SQLiteBackup
 
 T = TypeVar("T")
 
@@ -85,6 +86,12 @@ class SQLiteStore(EventStore):
         from eskit.projections.database import StoreDatabase  # projections build on stores
 
         return StoreDatabase(self)
+
+    def backup_engine(self) -> SQLiteBackup:
+        """SQLite's online backup API, page by page, from one read snapshot."""
+        from eskit.store.sqlite_backup import SQLiteBackup
+
+        return SQLiteBackup(self.path)
 
     async def migrate(self, app_role: str | None = None, login: bool = False) -> Migrated:
         """Apply the pending migrations to the file (created if missing)."""
