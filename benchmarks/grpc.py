@@ -7,10 +7,12 @@ PostgreSQL schema):
 - appends of one event at a time, from one client (appends/s);
 - appends in batches of ``--batch`` events (events/s);
 - one ``read_all`` of the whole log (events/s);
-- a catch-up subscription to ``$all`` from the start until it has every event (events/s).
+- a catch-up subscription to ``$all`` from the start until it has every event (events/s);
+- a persistent subscription (an eskit consumer group) over the one-event stream, every
+  event handed out and acked (events/s; the Python side fetches and acks 100 at a time).
 
-The gRPC side is the server eskit ships (``grpc.aio`` on the store's event loop, in a thread
-of this process) and the client in the main thread, reading without kurrentdbclient's
+The gRPC side is ``eskit grpc`` in a process of its own (as users run it) and the client
+in this one, reading without kurrentdbclient's
 default filter (it leaves out KurrentDB's system events, which eskit has none of, at a
 regular expression per event); the Python side is the blocking face
 (``eskit.sync``), no protocol. Each run is repeated (best kept) and the ratio grpc / python
@@ -21,24 +23,53 @@ Run: ``python -m benchmarks.grpc [--repeat 3] [--postgres]``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import socket
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from kurrentdbclient import KurrentDBClient, NewEvent, StreamState
 
 import eskit
 import eskit.sync
-from benchmarks.grpc_faces import aio_server, free_port
+from benchmarks.grpc_faces import free_port
+from eskit.subscriptions import Source
 
 SINGLE = 1_000
 BATCHES = 50
 LOG = 20_000
 """Events in the log read and subscribed to (filled through eskit before timing)."""
 Figures = dict[str, float]
+
+
+@contextlib.contextmanager
+def served(url: str, port: int) -> Iterator[None]:
+    """``eskit grpc URL`` listening on ``port`` until the block ends."""
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    command = [sys.executable, "-m", "eskit.cli", "grpc", url, "--listen", f"127.0.0.1:{port}"]
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"eskit grpc did not start ({process.returncode})")
+            time.sleep(0.05)
+        yield
+    finally:
+        process.terminate()
+        process.wait(30)
 
 
 def rate(count: int, work: Callable[[], object]) -> float:
@@ -78,11 +109,21 @@ def through_grpc(port: int, batch: int) -> Figures:
                     if seen == LOG:
                         break
 
+        def persistent() -> None:
+            group = f"group-{uuid.uuid4().hex}"
+            client.create_subscription_to_stream(group, stream)
+            with client.read_subscription_to_stream(group, stream) as subscription:
+                for seen, event in enumerate(subscription, start=1):
+                    subscription.ack(event)
+                    if seen == SINGLE:
+                        break
+
         return {
             "appends/s (one event)": rate(SINGLE, singles),
             f"events/s (appends of {batch})": rate(BATCHES * batch, batches),
             "read_all events/s": rate(LOG, read),
             "subscription events/s": rate(LOG, subscribe),
+            "persistent events/s": rate(SINGLE, persistent),
         }
     finally:
         client.close()
@@ -109,11 +150,23 @@ def through_python(url: str, batch: int) -> Figures:
                 if seen == LOG:
                     break
 
+        def persistent() -> None:
+            groups = eskit.sync.Groups(store)
+            group = f"group-{uuid.uuid4().hex}"
+            groups.create(group, Source.stream(stream))
+            acked = 0
+            with groups.consumer(group) as consumer:
+                while acked < SINGLE:
+                    deliveries = consumer.fetch(100)
+                    consumer.ack(deliveries)
+                    acked += len(deliveries)
+
         return {
             "appends/s (one event)": rate(SINGLE, singles),
             f"events/s (appends of {batch})": rate(BATCHES * batch, batches),
             "read_all events/s": rate(LOG, read),
             "subscription events/s": rate(LOG, subscribe),
+            "persistent events/s": rate(SINGLE, persistent),
         }
 
 
@@ -141,11 +194,8 @@ def main(argv: list[str] | None = None) -> None:
                     figures = through_python(url, args.batch)
                 else:
                     port = free_port()
-                    stop = aio_server(url, port)
-                    try:
+                    with served(url, port):
                         figures = through_grpc(port, args.batch)
-                    finally:
-                        stop()
                 kept = best.setdefault(side, figures)
                 for name, value in figures.items():
                     kept[name] = max(kept[name], value)
