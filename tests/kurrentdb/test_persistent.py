@@ -306,3 +306,15 @@ def test_token_scopes(secured: Secured) -> None:
     finally:
         admin.close()
         billing.close()
+
+
+def test_a_group_deleted_while_read_ends_the_read(client: KurrentDBClient, stream: str) -> None:
+    append(client, stream, "A")
+    name = group()
+    client.create_subscription_to_stream(name, stream)
+    with client.read_subscription_to_stream(name, stream, timeout=TIMEOUT) as subscription:
+        event = next(iter(subscription))
+        subscription.ack(event)
+        client.delete_subscription(name, stream_name=stream)
+        with pytest.raises(NotFoundError):  # (kurrentdbclient drops the message here)
+            next(iter(subscription))

@@ -219,7 +219,10 @@ class Reader:
                 for event_id in [i for i, deadline in self.held.items() if deadline < now]:
                     del self.held[event_id]
                 room = self.buffer - len(self.held)
-                batch = await self.consumer.fetch(room) if room > 0 else []
+                try:
+                    batch = await self.consumer.fetch(room) if room > 0 else []
+                except GroupNotFound:  # deleted while read
+                    raise not_found(self.group.name, str(self.group.source)) from None
                 for delivery in batch:
                     self.held[str(delivery.event.id)] = now + self.timeout
                     yield persistent_pb2.ReadResp(
@@ -236,7 +239,8 @@ class Reader:
             answers.result()  # an error of the client's requests ends the call with it
         finally:
             answers.cancel()
-            await asyncio.shield(self.consumer.close())
+            with contextlib.suppress(GroupNotFound):
+                await asyncio.shield(self.consumer.close())
 
     async def _answer(self, requests: AsyncIterator[Any]) -> None:
         """Apply the client's acks and nacks until it stops sending (or says ``stop``)."""
