@@ -2,7 +2,7 @@
 ``kurrentdbclient`` against ``eskit grpc`` and through eskit's Python API, in one run.
 
 Work, each on a fresh store of its own (SQLite file by default, ``--postgres`` for a
-PostgreSQL schema):
+PostgreSQL schema in a database of the run's own, dropped at the end: ``benchmarks.postgres``):
 
 - appends of one event at a time, from one client (appends/s);
 - appends in batches of ``--batch`` events (events/s);
@@ -38,6 +38,7 @@ from kurrentdbclient import KurrentDBClient, NewEvent, StreamState
 
 import eskit
 import eskit.sync
+from benchmarks import postgres
 from benchmarks.grpc_faces import free_port
 from eskit.subscriptions import Source
 
@@ -170,11 +171,6 @@ def through_python(url: str, batch: int) -> Figures:
         }
 
 
-def postgres_url(schema: str) -> str:
-    base = os.environ.get("ESKIT_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    return f"{base}?schema={schema}"
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.grpc")
     parser.add_argument("--repeat", type=int, default=3, help="runs per side; best is kept")
@@ -182,20 +178,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--postgres", action="store_true", help="PostgreSQL instead of SQLite")
     args = parser.parse_args(argv)
     best: dict[str, Figures] = {}
-    with tempfile.TemporaryDirectory() as directory:
+    if args.postgres and (reason := postgres.unavailable()) is not None:
+        raise SystemExit(reason)
+    with tempfile.TemporaryDirectory() as directory, contextlib.ExitStack() as cleanup:
+        if args.postgres:
+            cleanup.callback(postgres.drop_database)
+            print(postgres.describe())
         for run in range(args.repeat):
             for side in ("grpc", "python"):
-                if args.postgres:
-                    url = postgres_url(f"bench_grpc_{uuid.uuid4().hex[:8]}")
-                else:
-                    url = f"sqlite:///{Path(directory) / f'{side}-{run}.db'}"
-                fill(url)
-                if side == "python":
-                    figures = through_python(url, args.batch)
-                else:
-                    port = free_port()
-                    with served(url, port):
-                        figures = through_grpc(port, args.batch)
+                with contextlib.ExitStack() as schema:
+                    if args.postgres:
+                        url = postgres.store_url(schema.enter_context(postgres.fresh_schema()))
+                    else:
+                        url = f"sqlite:///{Path(directory) / f'{side}-{run}.db'}"
+                    fill(url)
+                    if side == "python":
+                        figures = through_python(url, args.batch)
+                    else:
+                        port = free_port()
+                        with served(url, port):
+                            figures = through_grpc(port, args.batch)
                 kept = best.setdefault(side, figures)
                 for name, value in figures.items():
                     kept[name] = max(kept[name], value)
