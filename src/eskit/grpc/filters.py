@@ -55,12 +55,13 @@ def of_filter(options: Any, grant: Grant) -> Selection:
     """The selection of a ``$all`` read's ``filter`` / ``no_filter`` options (a prefix
     ``$idx-ce-``/``$idx-et-`` is a secondary index: a category or a type)."""
     readable = _readable(grant)
+    only = next(iter(readable)) if readable is not None and len(readable) == 1 else None
     if options.WhichOneof("filter_option") != "filter":
-        return Selection(readable=readable)
+        return Selection(category=only, readable=readable)
     given = options.filter
     which = given.WhichOneof("filter")
     if which is None:
-        return Selection(readable=readable)
+        return Selection(category=only, readable=readable)
     expression = getattr(given, which)
     pattern = None
     if expression.regex:
@@ -76,6 +77,7 @@ def of_filter(options: Any, grant: Grant) -> Selection:
         if index is not None:
             return index
     return Selection(
+        category=only,  # a token of one category: the store reads no other
         by_stream=which == "stream_identifier",
         prefixes=prefixes,
         pattern=pattern,

@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2
 from eskit.grpc import metadata as stream_metadata
 from eskit.grpc.errors import Refused, denied
 from eskit.grpc.filters import Selection, of_filter, of_stream
-from eskit.grpc.mapping import recorded, stream_name, ticks
+from eskit.grpc.mapping import recorded, stream_name, ticks, uuid_message
 from eskit.grpc.protos import shared_pb2, streams_pb2
 from eskit.store import rules
 from eskit.store.base import EventStore
@@ -190,8 +190,6 @@ class Reader:
                 )
             )
             return
-        from eskit.grpc.mapping import uuid_message
-
         message = streams_pb2.ReadResp.ReadEvent.RecordedEvent(
             id=uuid_message(stream_metadata.event_id(stream), structured),
             stream_identifier=shared_pb2.StreamIdentifier(stream_name=stream.encode()),

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
+import msgspec
 from google.protobuf import any_pb2, empty_pb2
 from kurrentdbclient.protos.google.rpc import code_pb2
 
@@ -124,7 +125,7 @@ class Streams(streams_pb2_grpc.StreamsServicer):
         if not events:
             raise invalid("an append to a metadata stream needs a $metadata event")
         last = events[-1]
-        body = last.data.body if isinstance(last.data, RawData) else _json(last.data)
+        body = last.data.body if isinstance(last.data, RawData) else msgspec.json.encode(last.data)
         await self.store.set_stream_metadata(target, stream_metadata.parse(body))
         return AppendResult(0, 0)
 
@@ -223,12 +224,6 @@ class Streams(streams_pb2_grpc.StreamsServicer):
         else:
             await self.store.delete_stream(stream, expected)
         return await self.store.last_position()
-
-
-def _json(data: dict[str, Any]) -> bytes:
-    import msgspec
-
-    return msgspec.json.encode(data)
 
 
 def _wrong_version(error: WrongExpectedVersion) -> Any:
