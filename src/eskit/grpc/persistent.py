@@ -245,25 +245,30 @@ class Reader:
     async def _answer(self, requests: AsyncIterator[Any]) -> None:
         """Apply the client's acks and nacks until it stops sending (or says ``stop``)."""
         try:
-            async for request in requests:
-                which = request.WhichOneof("content")
-                if which not in ("ack", "nack"):
-                    raise invalid("a persistent subscription read sends its options once")
-                given = getattr(request, which)
-                ids = [str(uuid_of(i)) for i in given.ids]
-                if which == "ack":
-                    await self.groups.ack(self.group.name, ids)
-                else:
-                    action = ACTIONS.get(given.action)
-                    if action is None:
-                        raise invalid(f"unknown nack action {given.action}")
-                    await self.groups.nack(
-                        self.group.name, self.consumer.name, ids, action, given.reason or None
-                    )
-                for event_id in ids:
-                    self.held.pop(event_id, None)
-                self.wake.set()
-                if which == "nack" and given.action == Nack.Stop:
-                    return
+            await self._apply(requests)
+        except GroupNotFound:  # deleted while read
+            raise not_found(self.group.name, str(self.group.source)) from None
         finally:
             self.wake.set()
+
+    async def _apply(self, requests: AsyncIterator[Any]) -> None:
+        async for request in requests:
+            which = request.WhichOneof("content")
+            if which not in ("ack", "nack"):
+                raise invalid("a persistent subscription read sends its options once")
+            given = getattr(request, which)
+            ids = [str(uuid_of(i)) for i in given.ids]
+            if which == "ack":
+                await self.groups.ack(self.group.name, ids)
+            else:
+                action = ACTIONS.get(given.action)
+                if action is None:
+                    raise invalid(f"unknown nack action {given.action}")
+                await self.groups.nack(
+                    self.group.name, self.consumer.name, ids, action, given.reason or None
+                )
+            for event_id in ids:
+                self.held.pop(event_id, None)
+            self.wake.set()
+            if which == "nack" and given.action == Nack.Stop:
+                return
