@@ -312,12 +312,7 @@ def test_a_group_deleted_while_read_ends_the_read(client: KurrentDBClient, strea
     append(client, stream, "A")
     name = group()
     client.create_subscription_to_stream(name, stream)
-    with client.read_subscription_to_stream(
-        name,
-        stream,
-        timeout=TIMEOUT,
-        stopping_grace=0.1,  # the client's wait once it failed
-    ) as subscription:
+    with client.read_subscription_to_stream(name, stream, timeout=TIMEOUT) as subscription:
         event = next(iter(subscription))
         subscription.ack(event)
         client.delete_subscription(name, stream_name=stream)
