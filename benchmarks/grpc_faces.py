@@ -94,11 +94,10 @@ def threaded_server(path: Path, port: int) -> Callable[[], None]:
     return stop
 
 
-def aio_server(path: Path | str, port: int) -> Callable[[], None]:
-    """``eskit grpc`` in a thread of this process over a SQLite file (or a store URL)."""
+def aio_server(path: Path, port: int) -> Callable[[], None]:
     loop = asyncio.new_event_loop()
     started = threading.Event()
-    store = eskit.open_store(path if isinstance(path, str) else f"sqlite:///{path}")
+    store = eskit.open_store(f"sqlite:///{path}")
     server = GrpcServer(store, GrpcSettings(f"127.0.0.1:{port}"))
 
     async def main() -> None:
