@@ -75,10 +75,14 @@ class PersistentSubscriptions(persistent_pb2_grpc.PersistentSubscriptionsService
         self.auth = auth
         self._ready = False
 
-    async def _grant(self, context: Context) -> Grant:
-        if not self._ready:  # the group tables, before the first read of them
+    async def ready(self) -> None:
+        """The group tables, before the first read of them."""
+        if not self._ready:
             await self.groups.database.write(tables.ensure_schema)
             self._ready = True
+
+    async def _grant(self, context: Context) -> Grant:
+        await self.ready()
         return self.auth.grant(context.invocation_metadata())
 
     def _check(self, grant: Grant, source: Source) -> None:
@@ -101,8 +105,9 @@ class PersistentSubscriptions(persistent_pb2_grpc.PersistentSubscriptionsService
 
     @answered
     async def Create(self, request: Any, context: Context) -> Any:
-        grant = await self._grant(context)
-        options = request.options
+        return await self.create(await self._grant(context), request.options)
+
+    async def create(self, grant: Grant, options: Any) -> Any:
         source, start = await created(self.groups.store, options)
         self._check(grant, source)
         settings = settings_of(options.settings, create=True)
@@ -114,8 +119,9 @@ class PersistentSubscriptions(persistent_pb2_grpc.PersistentSubscriptionsService
 
     @answered
     async def Update(self, request: Any, context: Context) -> Any:
-        grant = await self._grant(context)
-        options = request.options
+        return await self.update(await self._grant(context), request.options)
+
+    async def update(self, grant: Grant, options: Any) -> Any:
         which = options.WhichOneof("stream_option")
         if which == "stream":
             source = Source.parse(stream_name(options.stream.stream_identifier))
@@ -129,23 +135,26 @@ class PersistentSubscriptions(persistent_pb2_grpc.PersistentSubscriptionsService
 
     @answered
     async def Delete(self, request: Any, context: Context) -> Any:
-        grant = await self._grant(context)
-        options = request.options
+        return await self.delete(await self._grant(context), request.options)
+
+    async def delete(self, grant: Grant, options: Any) -> Any:
         group = await self._group(grant, options.group_name, named_source(options))
         await self.groups.delete(group.name)
         return persistent_pb2.DeleteResp()
 
     @answered
     async def GetInfo(self, request: Any, context: Context) -> Any:
-        grant = await self._grant(context)
-        options = request.options
+        return await self.get_info(await self._grant(context), request.options)
+
+    async def get_info(self, grant: Grant, options: Any) -> Any:
         group = await self._group(grant, options.group_name, named_source(options))
         return persistent_pb2.GetInfoResp(subscription_info=info(group, named_source(options)))
 
     @answered
     async def List(self, request: Any, context: Context) -> Any:
-        grant = await self._grant(context)
-        options = request.options
+        return await self.list(await self._grant(context), request.options)
+
+    async def list(self, grant: Grant, options: Any) -> Any:
         wanted: str | None = None
         if options.WhichOneof("list_option") == "list_for_stream":
             given = options.list_for_stream
@@ -161,8 +170,9 @@ class PersistentSubscriptions(persistent_pb2_grpc.PersistentSubscriptionsService
 
     @answered
     async def ReplayParked(self, request: Any, context: Context) -> Any:
-        grant = await self._grant(context)
-        options = request.options
+        return await self.replay_parked(await self._grant(context), request.options)
+
+    async def replay_parked(self, grant: Grant, options: Any) -> Any:
         group = await self._group(grant, options.group_name, named_source(options))
         up_to: int | None = None
         if options.WhichOneof("stop_at_option") == "stop_at":
