@@ -49,6 +49,11 @@ class ChainRow(msgspec.Struct, frozen=True, gc=False):
     recorded_at: int
     hash: bytes | None
     """None for events written before the store kept a chain."""
+    content_type: str | None = None
+    """The content type of data kept as bytes (``raw_data``); None: ``data`` is the data."""
+    raw_data: bytes | None = None
+    raw_metadata: bytes | None = None
+    """Metadata kept as bytes; None: ``metadata`` is the metadata."""
 
     def expected(self, previous: bytes | None, key: bytes | None, v2: bool = True) -> bytes:
         """What the link of this row must be, after ``previous``: in the current format, or
@@ -76,6 +81,9 @@ class ChainRow(msgspec.Struct, frozen=True, gc=False):
             self.metadata,
             self.recorded_at,
             key,
+            self.content_type,
+            self.raw_data,
+            self.raw_metadata,
         )
 
 
@@ -121,6 +129,11 @@ _HEADER: Final = struct.Struct(">2s32s16sqqqIIII")
 stream, type, data and metadata, which follow: no two events hash alike by shifting bytes
 between fields."""
 _V2: Final = b"v2"
+_RAW: Final = b"r2"
+"""The tag of a v2 link over an event with raw payloads: their lengths and bytes follow."""
+_RAW_LENGTHS: Final = struct.Struct(">III")
+_NONE: Final = 0xFFFFFFFF
+"""The length of a raw part that is absent (so absent and empty hash differently)."""
 
 
 def link(
@@ -134,14 +147,19 @@ def link(
     metadata: str,
     recorded_at: int,
     key: bytes | None,
+    content_type: str | None = None,
+    raw_data: bytes | None = None,
+    raw_metadata: bytes | None = None,
 ) -> bytes:
     """The hash of one event at ``position``, chained to ``previous`` (the stream's last
     event's, or None for its first). Runs inside the write transaction for every event:
-    kept to one buffer and one call into C."""
+    kept to one buffer and one call into C. An event with raw payloads (``RawData``) is
+    hashed with its content type and bytes too."""
     raw_id = event_id.bytes if isinstance(event_id, uuid.UUID) else event_id
     name, kind, body, meta = stream.encode(), type_.encode(), data.encode(), metadata.encode()
+    raw = content_type is not None or raw_metadata is not None
     header = _HEADER.pack(
-        _V2,
+        _RAW if raw else _V2,
         previous or GENESIS,
         raw_id,
         position,
@@ -152,7 +170,20 @@ def link(
         len(body),
         len(meta),
     )
+    if raw:
+        return _digest(
+            key, header, name, kind, body, meta, *_raw_parts(content_type, raw_data, raw_metadata)
+        )
     return _digest(key, header, name, kind, body, meta)
+
+
+def _raw_parts(
+    content_type: str | None, raw_data: bytes | None, raw_metadata: bytes | None
+) -> tuple[bytes, ...]:
+    """The lengths, then the bytes, of an event's raw parts (absent: ``_NONE``, no bytes)."""
+    parts = (None if content_type is None else content_type.encode(), raw_data, raw_metadata)
+    lengths = _RAW_LENGTHS.pack(*(_NONE if p is None else len(p) for p in parts))
+    return (lengths, *(p or b"" for p in parts))
 
 
 _HEADER_V1: Final = struct.Struct(">32s16sqqIIII")
