@@ -306,8 +306,8 @@ class PostgresEngine(Engine):
         if pool is None or self._closed:
             raise StoreClosed("the store is not open")
 
-        def once() -> T:
-            with pool.connection() as conn:
+        def once(seconds: float) -> T:
+            with pool.connection(timeout=min(_CHECKOUT, seconds)) as conn:
                 return run(conn)
 
         try:

@@ -14,6 +14,7 @@ every wait, and the one retry loop the writer and the readers use.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -58,29 +59,34 @@ def transient(error: BaseException) -> bool:
 
 
 def retrying(
-    run: Callable[[], T],
+    run: Callable[[float], T],
     deadline: float,
     closed: Callable[[], bool],
     between: Callable[[], None] | None = None,
     also: tuple[type[BaseException], ...] = (),
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
-    """``run()``, tried again while it fails with a ``transient`` error (or one of ``also``),
-    until ``deadline`` seconds passed since the first failure or ``closed()``; then the last
-    error is raised. The first new attempt is made at once (the server dropped an idle
-    connection), the next ones after a backoff. ``between`` runs before each new attempt
-    (drop broken connections)."""
+    """``run(seconds)``, tried again while it fails with a ``transient`` error (or one of
+    ``also``: a wait that timed out, dated from the attempt's start), until ``deadline``
+    seconds passed since the first failure or ``closed()``; then the last error is raised.
+    ``seconds`` is how long the attempt may wait (for a connection): ``deadline`` on the
+    first, the time left on the next ones, so that the last one ends at the deadline too.
+    The first new attempt is made at once (the server dropped an idle connection), the next
+    ones after a backoff. ``between`` runs before each new attempt (drop broken
+    connections)."""
     attempt = 0
     give_up: float | None = None
     while True:
+        began = time.monotonic()
         try:
-            return run()
+            return run(deadline if give_up is None else max(0.0, give_up - began))
         except Exception as error:
-            if not (transient(error) or isinstance(error, also)) or closed():
+            waited = isinstance(error, also)
+            if not (transient(error) or waited) or closed():
                 raise
             now = time.monotonic()
             if give_up is None:
-                give_up = now + deadline
+                give_up = (began if waited else now) + deadline
             pause = backoff(_PAUSE, attempt - 1, _LONGEST_PAUSE) if attempt else 0.0
             if now + pause >= give_up:
                 raise
@@ -88,6 +94,13 @@ def retrying(
             attempt += 1
             if between is not None:
                 between()
+
+
+def connect_timeout(seconds: float, given: str | int | None = None) -> int:
+    """libpq's ``connect_timeout`` (per host) for an attempt that may take ``seconds``: the
+    whole seconds, at least 2 (libpq's least), at most the URL's (``given``)."""
+    wanted = max(2, math.ceil(seconds))
+    return wanted if given is None else min(max(2, int(float(given))), wanted)
 
 
 class Watchdog:

@@ -26,6 +26,7 @@ from typing import Any, Final
 
 import msgspec
 import psycopg
+from psycopg import conninfo as libpq
 
 from eskit.errors import OutcomeUnknown, StoreError, StoreUnavailable
 from eskit.store.engine import Clock
@@ -37,7 +38,13 @@ from eskit.store.postgres_append import (
     lock_head,
     roll_back,
 )
-from eskit.store.postgres_failover import DEADLINE, Watchdog, retrying, transient
+from eskit.store.postgres_failover import (
+    DEADLINE,
+    Watchdog,
+    connect_timeout,
+    retrying,
+    transient,
+)
 from eskit.store.postgres_inline import InlineGroup, InlineHook, Refused
 from eskit.store.rules import ExistingEvent, PreparedAppend
 from eskit.store.sqlite_writer import micros, recorded
@@ -260,6 +267,9 @@ class Writer:
         self.closing = False
         """Set when the engine closes: a write waiting for the database gives up."""
         self._watchdog = Watchdog(deadline)
+        self._patience: float | None = None
+        """How long a new connection may take (per host): None, as the URL says; while a
+        write is tried again, the time left before its deadline."""
         self.channel = channel
         """Notified in each transaction that appends (wakes every process's listeners)."""
         self.clock, self.key = clock, key
@@ -317,8 +327,9 @@ class Writer:
             request.retried = True  # its COMMIT may have gone through: look its ids up
             unknown = sent
 
-            def alone(request: Request = request) -> list[Outcome]:
+            def alone(seconds: float, request: Request = request) -> list[Outcome]:
                 nonlocal unknown
+                self._patience = seconds
                 try:
                     return self._transaction([request], savepoints=True)
                 except Unreached:
@@ -326,6 +337,8 @@ class Writer:
                 except Exception as error:
                     unknown = unknown or transient(error)
                     raise
+                finally:
+                    self._patience = None
 
             try:
                 remaining = max(0.0, give_up - time.monotonic())
@@ -454,7 +467,12 @@ class Writer:
         does not answer within the deadline is cancelled (``Watchdog``)."""
         if self._writer_conn is None or self._writer_conn.closed:
             try:
-                conn = psycopg.connect(self.conninfo, autocommit=True)
+                conninfo = self.conninfo
+                if self._patience is not None:  # a retry: its last attempt ends in time
+                    given = libpq.conninfo_to_dict(conninfo).get("connect_timeout")
+                    timeout = connect_timeout(self._patience, given)
+                    conninfo = libpq.make_conninfo(conninfo, connect_timeout=timeout)
+                conn = psycopg.connect(conninfo, autocommit=True)
                 self._configure(conn)
             except psycopg.OperationalError as error:
                 raise Unreached(str(error)) from error
