@@ -409,6 +409,14 @@ async def test_a_failover_deadline_must_be_positive(anyio_backend: str) -> None:
         eskit.open_store("postgresql://u@127.0.0.1/db?failover_deadline=0")
 
 
+async def timed_append(store: eskit.EventStore, stream: str) -> float:
+    """Seconds an append took to fail."""
+    started = time.monotonic()
+    with pytest.raises(eskit.StoreUnavailable):
+        await store.append(stream, [eskit.NewEvent("Wrote", {})])
+    return time.monotonic() - started
+
+
 async def test_with_no_primary_every_call_gives_up_at_the_deadline(anyio_backend: str) -> None:
     cluster = Cluster(synchronous=False).start()
     try:
@@ -424,6 +432,12 @@ async def test_with_no_primary_every_call_gives_up_at_the_deadline(anyio_backend
             with pytest.raises(eskit.StoreUnavailable, match="could not be reached"):
                 await store.append("d-1", [eskit.NewEvent("Wrote", {"n": 2})])
             assert time.monotonic() - started < 4
+            ahead = asyncio.ensure_future(store.append("q-0", [eskit.NewEvent("Wrote", {})]))
+            await asyncio.sleep(0.1)  # its group is being retried: these queue behind it
+            took = await asyncio.gather(*(timed_append(store, f"q-{n}") for n in range(1, 6)))
+            with pytest.raises(eskit.StoreUnavailable):
+                await ahead
+            assert max(took) < 1 + 0.5  # their own deadline, not the group's and then theirs
             started = time.monotonic()
             with pytest.raises(eskit.StoreUnavailable):
                 await store.stream_version("d-1")

@@ -186,6 +186,9 @@ async def test_the_operator_pages_answer_during_a_failover_and_recover_after_it(
         assert page.status_code == 503
         assert "PostgreSQL read failed" in shown
         assert took_page < deadline + 1.5  # its last attempt ends at the deadline
+        groups_page, took_page = await timed(admin.http, "/admin/subscriptions")
+        assert groups_page.status_code == 503
+        assert took_page < deadline + 1.5
 
         await asyncio.to_thread(synchronous.promote)
         promoted = time.monotonic()
