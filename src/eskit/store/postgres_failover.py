@@ -21,7 +21,9 @@ from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
 import psycopg
+import psycopg_pool
 from psycopg import conninfo as libpq
+from psycopg_pool.base import AttemptWithBackoff
 
 from eskit.retry import backoff
 
@@ -101,6 +103,29 @@ def connect_timeout(seconds: float, given: str | int | None = None) -> int:
     whole seconds, at least 2 (libpq's least), at most the URL's (``given``)."""
     wanted = max(2, math.ceil(seconds))
     return wanted if given is None else min(max(2, int(float(given))), wanted)
+
+
+class _Reconnecting(AttemptWithBackoff):
+    """The pool's attempts to replace a lost connection: from ``_PAUSE`` doubling to
+    ``_LONGEST_PAUSE`` (psycopg_pool's own start at 1 s and double up to its
+    ``reconnect_timeout``: after a 30 s outage the next attempt could come 16 s after the
+    new primary is up, and reads would wait for it)."""
+
+    INITIAL_DELAY = _PAUSE
+
+    def update_delay(self, now: float) -> None:
+        super().update_delay(now)
+        self.delay = min(self.delay, _LONGEST_PAUSE)
+
+
+class Pool(psycopg_pool.ConnectionPool[Any]):
+    """A connection pool that finds the new primary within ``_LONGEST_PAUSE`` of its
+    promotion, however long the failover took."""
+
+    def _add_connection(self, attempt: AttemptWithBackoff | None, growing: bool = False) -> None:
+        if attempt is None:
+            attempt = _Reconnecting(timeout=self.reconnect_timeout)
+        super()._add_connection(attempt, growing)
 
 
 class Watchdog:
