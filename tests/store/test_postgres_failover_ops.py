@@ -24,10 +24,13 @@ from eskit.projections import ProjectionRunner
 from eskit.subscriptions import Consumer, Groups, Settings, Source
 from eskit.web import serving_app
 from eskit.web.admin.repair import dashboard
+from eskit.web.admin.site import Admin
+from eskit.web.admin.subscriptions import summaries
 from eskit.web.readiness import STORE_TIMEOUT, readiness
 from tests.store.ha_cluster import Cluster
 from tests.store.test_postgres_failover import Seen
-from tests.web.admin.client import PAGE, Admin, text
+from tests.web.admin.client import PAGE, text
+from tests.web.admin.client import Admin as Browser
 from tests.web.api import client, token_file
 
 pytestmark = pytest.mark.anyio
@@ -142,13 +145,13 @@ async def test_a_consumer_group_resumes_on_the_new_primary_from_its_state(
 
 
 @contextlib.asynccontextmanager
-async def served(url: str, directory: Path) -> AsyncIterator[Admin]:
+async def served(url: str, directory: Path) -> AsyncIterator[Browser]:
     """The invoicing application served as ``eskit serve`` builds it, on ``url``."""
     store = eskit.open_store(url)
     file, issued = token_file(directory)
     app = serving_app(store, app_spec(store), tokens=file)
     async with app.router.lifespan_context(app), client(app) as http:
-        yield Admin(app, store, http, issued, file)
+        yield Browser(app, store, http, issued, file)
 
 
 async def timed(http: httpx.AsyncClient, path: str) -> tuple[httpx.Response, float]:
@@ -244,5 +247,9 @@ async def test_with_a_replica_lags_are_measured_against_the_primarys_head(
             head, rows = await dashboard(store, runner, None)  # the projections page
             assert head == last.last_position
             assert {row.name: row.lag for row in rows} == {"seen": 3}
+            admin = Admin(store, None, runner, {}, None, own_database=False)
+            listed = await summaries(admin)  # the subscriptions page
+            assert listed is not None
+            assert [entry["lag"] for entry in listed] == [last.last_position]
         finally:
             await asyncio.to_thread(replay, cluster, False)
