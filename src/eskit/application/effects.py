@@ -92,6 +92,13 @@ class FindEvent:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class FindRemoved:
+    """``store.find_removed``: returns the removal record (``scavenge.Removal``) or None."""
+
+    event_id: uuid.UUID
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class LoadSnapshot:
     """``store.load_snapshot``: returns the ``Snapshot`` or None."""
 
@@ -133,6 +140,7 @@ Request: TypeAlias = (
     | AppendEvents
     | AppendMany
     | FindEvent
+    | FindRemoved
     | LoadSnapshot
     | SaveSnapshot
     | Call
@@ -168,6 +176,8 @@ async def _perform_async(store: EventStore, request: Request) -> Any:
             return await store.append_many(appends)
         case FindEvent(event_id):
             return await store.find_event(event_id)
+        case FindRemoved(event_id):
+            return await store.find_removed(event_id)
         case LoadSnapshot(stream, snapshot_version):
             return await store.load_snapshot(stream, snapshot_version)
         case SaveSnapshot(snapshot):
@@ -303,6 +313,8 @@ def _perform_blocking(store: SyncStore, request: Request) -> Any:
             return store.append_many(appends)
         case FindEvent(event_id):
             return store.find_event(event_id)
+        case FindRemoved(event_id):
+            return store.find_removed(event_id)
         case LoadSnapshot(stream, snapshot_version):
             return store.load_snapshot(stream, snapshot_version)
         case SaveSnapshot(snapshot):

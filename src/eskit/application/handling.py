@@ -31,7 +31,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TypeAlias, TypeVar
 
 from eskit.application import idempotency
-from eskit.application.effects import Call, CatchUp, FindEvent, Flow
+from eskit.application.effects import Call, CatchUp, FindEvent, FindRemoved, Flow
 from eskit.application.repository import Loaded, RepositoryCore
 from eskit.application.state_cache import StateCache
 from eskit.domain.aggregate import Aggregate, decided_events
@@ -388,7 +388,7 @@ class BusCore:
         command_id = context.command_id
         first = yield FindEvent(command_event_id(command_id, 0))
         if first is None:
-            return None
+            return (yield from self._scavenged_result(stream, command_id))
         idempotency.check_reuse(
             first, context.command, stream, digest, command_id, self.events.cipher
         )
@@ -402,6 +402,23 @@ class BusCore:
         typed = [e for r in recorded for e in self.events.decode(r)]
         last = recorded[-1]
         return CommandResult(stream, last.version, last.position, typed, replayed=True)
+
+    def _scavenged_result(self, stream: str, command_id: uuid.UUID) -> Flow[CommandResult | None]:
+        """The original result of a command whose events a scavenge removed (their ids
+        and places are recorded, their contents are gone: the result has no events, and
+        whether it was this very command can no longer be told), or None if it never ran."""
+        gone = yield FindRemoved(command_event_id(command_id, 0))
+        if gone is None:
+            return None
+        if gone.stream != stream:
+            return CommandResult(stream, None, None, [], replayed=True)
+        version, position, index = gone.version, gone.position, 1
+        while True:
+            id_ = command_event_id(command_id, index)
+            found = (yield FindRemoved(id_)) or (yield FindEvent(id_))
+            if found is None or found.stream != stream:
+                return CommandResult(stream, version, position, [], replayed=True)
+            version, position, index = found.version, found.position, index + 1
 
 
 def command_event_id(command_id: uuid.UUID, index: int) -> uuid.UUID:

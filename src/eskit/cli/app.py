@@ -20,9 +20,11 @@ from eskit.cli import (
     tokens,
     transfer,
 )
+from eskit.cli.archive import archive_command, restore_command
 from eskit.cli.common import Url, opened, run
 from eskit.cli.grpc_serve import grpc_command
 from eskit.cli.records import AsJson, Column, show_records
+from eskit.cli.scavenge import scavenge_command
 from eskit.cli.trace import trace_command
 from eskit.cli.verify import verify_command
 
@@ -65,6 +67,9 @@ app.add_typer(projections.app, name="projections")
 app.add_typer(subscriptions.app, name="subscriptions")
 app.command("trace")(trace_command)
 app.command("verify")(verify_command)
+app.command("scavenge")(scavenge_command)
+app.command("archive")(archive_command)
+app.command("restore")(restore_command)
 app.command("export")(transfer.export)
 app.command("import")(transfer.import_)
 app.command("backup")(backup.backup_command)

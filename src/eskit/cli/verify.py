@@ -67,6 +67,9 @@ def show_report(url: str, report: AuditReport) -> None:
     show_records(SUMMARY_COLUMNS, [counts], title=f"hash chains of {url}", as_json=False)
     if report.chain_start is not None:
         console.print(Text(f"the chain starts at position {report.chain_start.position}"))
+    if report.removed:
+        why = ", ".join(f"{count} {reason}" for reason, count in sorted(report.removed.items()))
+        console.print(Text(f"{sum(report.removed.values())} events were scavenged ({why})"))
     if report.unlinked:
         console.print(Text(f"{report.unlinked} events predate the chain and were not checked"))
     if report.problems:

@@ -3,9 +3,10 @@ KurrentDB (EventStoreDB) clients (.NET, Java, Go, Node, Rust, Python's ``kurrent
 append, read and subscribe against an embedded SQLite file or PostgreSQL.
 
 One module per service: ``streams`` (append, batch append, read, subscribe, delete,
-tombstone), ``gossip`` (a single node that is always the leader), ``features`` (the server
-features and the services answered ``UNIMPLEMENTED``). ``server`` puts them on one
-``grpc.aio`` server with TLS and the token check of ``auth``.
+tombstone), ``persistent`` (persistent subscriptions over eskit's consumer groups, with
+``groups`` mapping their settings), ``gossip`` (a single node that is always the leader),
+``features`` (the server features and the services answered ``UNIMPLEMENTED``).
+``server`` puts them on one ``grpc.aio`` server with TLS and the token check of ``auth``.
 
 The message classes are those ``kurrentdbclient`` generates from KurrentDB's published
 ``.proto`` files (``protos``): the optional ``eskit[grpc]`` dependencies.

@@ -24,10 +24,6 @@ UNSERVED = {
     "event_store.client.operations.Operations": "operations",
     "event_store.client.monitoring.Monitoring": "monitoring",
     "kurrentdb.protocol.v2.streams.StreamsService": "multi-stream append (v2 streams)",
-    # until persistent.py serves it (then this line goes):
-    "event_store.client.persistent_subscriptions.PersistentSubscriptions": (
-        "persistent subscriptions (gRPC)"
-    ),
 }
 """Services of KurrentDB that eskit answers UNIMPLEMENTED, by their gRPC names."""
 

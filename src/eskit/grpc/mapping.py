@@ -125,10 +125,13 @@ def ticks(moment: dt.datetime) -> int:
     return (moment - EPOCH) // dt.timedelta(microseconds=1) * 10
 
 
-def recorded(event: RecordedEvent, structured: bool, stream: str | None = None) -> Any:
+def recorded(
+    event: RecordedEvent, structured: bool, stream: str | None = None, kind: Any = RecordedMessage
+) -> Any:
     """The ``RecordedEvent`` message of ``event`` (``stream``: the name to show, when it is
-    read through ``$ce-``/``$et-``, which KurrentDB serves as the original event)."""
-    return RecordedMessage(
+    read through ``$ce-``/``$et-``, which KurrentDB serves as the original event; ``kind``:
+    the message class, the persistent subscriptions' has the same fields)."""
+    return kind(
         id=uuid_message(event.id, structured),
         stream_identifier=shared_pb2.StreamIdentifier(
             stream_name=(stream or event.stream).encode()

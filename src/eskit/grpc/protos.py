@@ -17,6 +17,8 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from kurrentdbclient.protos.v1 import (
     gossip_pb2,
     gossip_pb2_grpc,
+    persistent_pb2,
+    persistent_pb2_grpc,
     shared_pb2,
     status_pb2,
     streams_pb2,
@@ -29,6 +31,8 @@ __all__ = [
     "SupportedMethods",
     "gossip_pb2",
     "gossip_pb2_grpc",
+    "persistent_pb2",
+    "persistent_pb2_grpc",
     "shared_pb2",
     "status_pb2",
     "streams_pb2",

@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 
 from eskit.addresses import is_loopback, split_address
-from eskit.grpc import gossip, streams
+from eskit.grpc import gossip, persistent, streams
 from eskit.grpc.auth import AuthInterceptor
 from eskit.grpc.features import Unserved, features_handler
 from eskit.grpc.policy import AppendPolicy
@@ -36,7 +36,7 @@ MAX_MESSAGE = 64 * 1024 * 1024
 ``max_event_size`` per event)."""
 
 
-SERVICES: tuple[Registrar, ...] = (streams.register, gossip.register)
+SERVICES: tuple[Registrar, ...] = (streams.register, persistent.register, gossip.register)
 """The service modules the server serves (server features are added last, listing them)."""
 
 
@@ -91,6 +91,11 @@ class GrpcServer:
                 ("grpc.max_receive_message_length", MAX_MESSAGE),
                 ("grpc.max_send_message_length", MAX_MESSAGE),
                 ("grpc.so_reuseport", 0),  # a second server on the same port fails
+                # KurrentDB's clients ping every 10 s (Node.js's, even with no call open):
+                # allow it, or the server answers GOAWAY "too many pings" and drops them
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+                ("grpc.http2.max_ping_strikes", 0),
             ],
         )
         address = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"

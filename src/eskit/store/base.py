@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from eskit.projections.database import Database
     from eskit.store.backup import BackupEngine
     from eskit.store.migrations import Migrated
+    from eskit.store.scavenge import Removal, Scavenger
 
 
 def utc_now() -> dt.datetime:
@@ -275,12 +276,18 @@ class EventStore(EnginePrimitives):
     async def find_event(self, event_id: uuid.UUID) -> RecordedEvent | None:
         """The event with this id, wherever it is, or None.
 
-        Events hidden from their stream (deleted, truncated, too old) are still found: the
-        log keeps them. Command handling uses this to recognise a command it already ran.
+        Events hidden from their stream are found until a scavenge removes them (then see
+        ``find_removed``). Command handling recognises a command it already ran by it.
         """
         arguments.event_id(event_id)
         self._check_open()
         return await self._find_event(event_id)
+
+    async def find_removed(self, event_id: uuid.UUID) -> Removal | None:
+        """The record of the event with this id if a scavenge removed it, else None."""
+        arguments.event_id(event_id)
+        self._check_open()
+        return await self.engine.call_async(self.engine.find_removed, event_id)
 
     async def last_position(self) -> int:
         """Position of the newest event a reader can see; 0 when the store is empty."""
@@ -543,6 +550,10 @@ class EventStore(EnginePrimitives):
         take that role and grant it only what eskit needs at run time; a store that does not
         ``grants_roles`` raises ``ValueError`` for it before changing anything."""
         self._check_no_role(app_role)
+        return None
+
+    def scavenger(self) -> Scavenger | None:
+        """Blocking scavenging primitives (``eskit.store.scavenge``), None if none."""
         return None
 
     def _check_no_role(self, app_role: str | None) -> None:

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from eskit.store.base import EventStore
     from eskit.store.engine import Engine
     from eskit.store.migrations import Migrated
+    from eskit.store.scavenge import Removal
 
 
 class SyncStore:
@@ -203,6 +204,12 @@ class SyncStore:
         arguments.event_id(event_id)
         self._check_open()
         return self.engine.find_event(event_id)
+
+    def find_removed(self, event_id: uuid.UUID) -> Removal | None:
+        """Blocking ``EventStore.find_removed``."""
+        arguments.event_id(event_id)
+        self._check_open()
+        return self.engine.find_removed(event_id)
 
     def last_position(self) -> int:
         """Blocking ``EventStore.last_position``."""

@@ -18,7 +18,7 @@ import datetime as dt
 import threading
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from eskit.store.chain import ChainRow, ChainStart
 from eskit.store.model import (
@@ -30,6 +30,9 @@ from eskit.store.model import (
     StreamMetadata,
 )
 from eskit.store.rules import PreparedAppend, PreparedSnapshot
+
+if TYPE_CHECKING:
+    from eskit.store.scavenge import Removal
 
 T = TypeVar("T")
 Clock = Callable[[], dt.datetime]
@@ -175,6 +178,11 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def find_event(self, event_id: uuid.UUID) -> RecordedEvent | None: ...
+
+    def find_removed(self, event_id: uuid.UUID) -> Removal | None:
+        """The record of the event with this id if a scavenge removed it (None: it was
+        not, or the store removes nothing)."""
+        return None
 
     @abc.abstractmethod
     def list_streams(

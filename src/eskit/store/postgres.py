@@ -47,6 +47,7 @@ from eskit.store.postgres_schema import check_schema, migrate
 if TYPE_CHECKING:
     from eskit.projections.database import PostgresDatabase
     from eskit.store.postgres_backup import PostgresBackup
+    from eskit.store.postgres_scavenge import PostgresScavenger
 
 Hook = Callable[[], Awaitable[None] | None]
 
@@ -133,6 +134,13 @@ class PostgresStore(EventStore):
         from eskit.projections.database import PostgresDatabase  # projections build on stores
 
         return PostgresDatabase(self)
+
+    def scavenger(self) -> PostgresScavenger:
+        """Scavenging on a connection of its own, with the rights of the role the store was
+        opened as (the owner's are needed)."""
+        from eskit.store.postgres_scavenge import PostgresScavenger
+
+        return PostgresScavenger(self.conninfo, self.schema)
 
     def backup_engine(self) -> PostgresBackup:
         """``pg_dump`` of the store's schema from an exported snapshot, with digests."""

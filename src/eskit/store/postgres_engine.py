@@ -47,6 +47,7 @@ from eskit.store.postgres_reads import SOFT_DELETED, TOMBSTONED
 from eskit.store.postgres_schema import check_version, migrate, read_chain_start
 from eskit.store.postgres_writer import Connection, Operation, Request, Writer
 from eskit.store.rules import PreparedAppend, PreparedSnapshot
+from eskit.store.scavenge import POSTGRES, Removal, find_removed
 from eskit.store.sqlite_writer import micros
 
 T = TypeVar("T")
@@ -348,6 +349,9 @@ class PostgresEngine(Engine):
 
     def chain_page(self, after: int, limit: int) -> list[ChainRow]:
         return self._read(lambda conn: reads.chain_page(conn, after, limit))
+
+    def find_removed(self, event_id: uuid.UUID) -> Removal | None:
+        return self._read(lambda conn: find_removed(conn, POSTGRES, event_id))
 
     def chain_start(self) -> ChainStart | None:
         return self._read(read_chain_start)

@@ -275,7 +275,8 @@ def head(conn: Connection) -> int:
 def stream_state(conn: Connection, stream: str) -> tuple[int | None, int]:
     """The stream's last version (None: no events) and state; raises if tombstoned."""
     cursor = conn.execute(
-        "SELECT (SELECT max(version) FROM eskit_events WHERE stream = %(s)s),"
+        "SELECT coalesce((SELECT max(version) FROM eskit_events WHERE stream = %(s)s),"
+        " (SELECT last_version FROM eskit_streams WHERE stream = %(s)s)),"
         " (SELECT state FROM eskit_streams WHERE stream = %(s)s)",
         {"s": stream},
     )

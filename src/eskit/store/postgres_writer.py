@@ -128,21 +128,25 @@ class Group:
         if streams:
             cursor = self.conn.execute(
                 "SELECT s.name, (SELECT max(version) FROM eskit_events WHERE stream = s.name),"
-                " (SELECT state FROM eskit_streams WHERE stream = s.name),"
                 " (SELECT hash FROM eskit_events WHERE stream = s.name"
-                " ORDER BY version DESC LIMIT 1)"
-                " FROM unnest(%s::text[]) AS s(name)",
+                " ORDER BY version DESC LIMIT 1), t.state, t.last_version, t.last_link"
+                " FROM unnest(%s::text[]) AS s(name)"
+                " LEFT JOIN eskit_streams AS t ON t.stream = s.name",
                 (streams,),
                 prepare=False,
             )
-            for stream, last, state, last_link in cursor.fetchall():
+            for stream, last, last_link, state, kept, kept_link in cursor.fetchall():
+                if last is None and kept is not None:  # every event scavenged (migration 008)
+                    last, last_link = kept, kept_link
                 heads[stream] = Head(last, LIVE if state is None else state, last_link)
         earlier: dict[uuid.UUID, ExistingEvent] = {}
         ids = _ids_to_look_up(requests)
         if ids:
             cursor = self.conn.execute(
-                "SELECT id, stream, version, position FROM eskit_events WHERE id = ANY(%s)",
-                (ids,),
+                "SELECT id, stream, version, position FROM eskit_events WHERE id = ANY(%s)"
+                " UNION ALL SELECT id, stream, version, position FROM eskit_removals"
+                " WHERE id = ANY(%s)",
+                (ids, ids),
                 prepare=False,
             )
             for id_, stream, version, position in cursor.fetchall():

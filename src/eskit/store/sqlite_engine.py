@@ -52,6 +52,7 @@ from eskit.store.model import (
 )
 from eskit.store.planner import SOFT_DELETED, TOMBSTONED
 from eskit.store.rules import PreparedAppend, PreparedSnapshot
+from eskit.store.scavenge import SQLITE, Removal, find_removed
 from eskit.store.sqlite_chain import read_chain_start
 from eskit.store.sqlite_reader import Busy, Reader, ReaderPool, check_store
 from eskit.store.sqlite_writer import (
@@ -382,6 +383,9 @@ class SQLiteEngine(Engine):
 
     def chain_start(self) -> ChainStart | None:
         return self._read(lambda r: read_chain_start(r.conn))
+
+    def find_removed(self, event_id: uuid.UUID) -> Removal | None:
+        return self._read(lambda r: find_removed(r.conn, SQLITE, event_id.bytes))
 
 
 # -- the writes other than appends: operations on the write connection ----------------------

@@ -12,7 +12,7 @@ from typing import Any, Final
 import msgspec
 
 from eskit.errors import StreamDeleted
-from eskit.store import rules
+from eskit.store import rules, sqlite_chain
 from eskit.store.chain import ChainRow
 from eskit.store.model import (
     Page,
@@ -85,8 +85,9 @@ class RowDecoder:
 
 
 def head(conn: sqlite3.Connection) -> int:
-    position: int | None = conn.execute("SELECT max(position) FROM events").fetchone()[0]
-    return position or 0
+    """The newest position given: it never moves back, not even when scavenging removes
+    the newest events (``sqlite_chain.head``)."""
+    return sqlite_chain.head(conn)
 
 
 def metadata(conn: sqlite3.Connection, stream: str) -> StreamMetadata:

@@ -85,7 +85,11 @@ def connect(path: str, readonly: bool = False) -> sqlite3.Connection:
     conn.execute("PRAGMA busy_timeout=10000")
     if readonly:
         conn.execute("PRAGMA query_only=1")
-    elif _switch_to_wal(conn) != "wal":
+        return conn
+    # A new file gives free pages back in steps after a scavenge (eskit.store.scavenge).
+    # Only a file without tables takes it, before WAL mode; any other ignores it.
+    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    if _switch_to_wal(conn) != "wal":
         raise StoreError(f"{path}: SQLite could not switch to WAL mode")
     return conn
 
@@ -107,7 +111,8 @@ def _switch_to_wal(conn: sqlite3.Connection) -> str:
 def stream_state(conn: sqlite3.Connection, stream: str) -> tuple[int | None, int]:
     """The stream's last version (None: no events) and state; raises if tombstoned."""
     last, state = conn.execute(
-        "SELECT (SELECT max(version) FROM events WHERE stream = ?1),"
+        "SELECT coalesce((SELECT max(version) FROM events WHERE stream = ?1),"
+        " (SELECT last_version FROM streams WHERE stream = ?1)),"
         " (SELECT state FROM streams WHERE stream = ?1)",
         (stream,),
     ).fetchone()
@@ -281,33 +286,38 @@ def _heads(conn: sqlite3.Connection, streams: Sequence[str]) -> dict[str, Head]:
     500 streams.
 
     A correlated ``max(version)`` per stream is one index probe (SQLite's min/max
-    optimisation); ``GROUP BY`` over ``IN (...)`` would scan every event of the streams.
+    optimisation); ``GROUP BY`` over ``IN (...)`` would scan every event of the streams. A
+    stream whose events were all scavenged keeps its head in ``streams`` (migration 005).
     """
     heads: dict[str, Head] = {}
     for chunk in range(0, len(streams), 500):
         names = streams[chunk : chunk + 500]
         rows = ", ".join(["(?)"] * len(names))
-        for stream, last, state, last_link in conn.execute(
+        for stream, last, last_link, state, kept, kept_link in conn.execute(
             f"WITH wanted(name) AS (VALUES {rows}) SELECT name,"
             " (SELECT max(version) FROM events WHERE stream = name),"
-            " (SELECT state FROM streams WHERE stream = name),"
-            " (SELECT hash FROM events WHERE stream = name ORDER BY version DESC LIMIT 1)"
-            " FROM wanted",
+            " (SELECT hash FROM events WHERE stream = name ORDER BY version DESC LIMIT 1),"
+            " s.state, s.last_version, s.last_link"
+            " FROM wanted LEFT JOIN streams AS s ON s.stream = name",
             names,
         ):
+            if last is None and kept is not None:
+                last, last_link = kept, kept_link
             heads[stream] = Head(last, LIVE if state is None else state, last_link)
     return heads
 
 
 def _existing(conn: sqlite3.Connection, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, ExistingEvent]:
-    """Where each of ``ids`` was already written, for those that were."""
+    """Where each of ``ids`` was already written, for those that were (scavenged ones too:
+    their removal keeps the id)."""
     found: dict[uuid.UUID, ExistingEvent] = {}
     for chunk in range(0, len(ids), 500):
         raw = [id_.bytes for id_ in ids[chunk : chunk + 500]]
+        marks = ", ".join("?" * len(raw))
         for id_, stream, version, position in conn.execute(
-            "SELECT id, stream, version, position FROM events"
-            f" WHERE id IN ({', '.join('?' * len(raw))})",
-            raw,
+            f"SELECT id, stream, version, position FROM events WHERE id IN ({marks})"
+            f" UNION ALL SELECT id, stream, version, position FROM removals WHERE id IN ({marks})",
+            raw + raw,
         ):
             found[uuid.UUID(bytes=id_)] = ExistingEvent(stream, version, position)
     return found
