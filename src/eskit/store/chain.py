@@ -26,6 +26,7 @@ import hashlib
 import os
 import struct
 import uuid
+from collections.abc import Callable
 from typing import Any, Final
 
 import msgspec
@@ -136,23 +137,64 @@ def link(
     key: bytes | None,
 ) -> bytes:
     """The hash of one event at ``position``, chained to ``previous`` (the stream's last
-    event's, or None for its first). Runs inside the write transaction for every event:
-    kept to one buffer and one call into C."""
+    event's, or None for its first)."""
     raw_id = event_id.bytes if isinstance(event_id, uuid.UUID) else event_id
-    name, kind, body, meta = stream.encode(), type_.encode(), data.encode(), metadata.encode()
-    header = _HEADER.pack(
-        _V2,
-        previous or GENESIS,
-        raw_id,
-        position,
-        version,
-        recorded_at,
-        len(name),
-        len(kind),
-        len(body),
-        len(meta),
+    return linker(stream, recorded_at, key)(
+        previous, position, version, raw_id, type_, data, metadata
     )
-    return _digest(key, header, name, kind, body, meta)
+
+
+Linker = Callable[[bytes | None, int, int, bytes, str, str, str], bytes]
+"""``(previous, position, version, id, type, data, metadata) -> link`` of one stream's
+events recorded at one time (``linker``)."""
+
+
+def linker(stream: str, recorded_at: int, key: bytes | None) -> Linker:
+    """``link`` for the events of ``stream`` recorded at ``recorded_at``: what they share
+    (the stream's bytes, the keyed hasher) is set up once. The writers call it for every
+    event inside their transaction: one buffer and one call into C per event."""
+    base = _HASHERS.get(key) or _keyed(key)
+    name = stream.encode()
+    name_length = len(name)
+    pack = _HEADER.pack
+
+    def link_of(
+        previous: bytes | None,
+        position: int,
+        version: int,
+        raw_id: bytes,
+        type_: str,
+        data: str,
+        metadata: str,
+    ) -> bytes:
+        kind, body, meta = type_.encode(), data.encode(), metadata.encode()
+        hasher = base.copy()
+        hasher.update(
+            b"".join(
+                (
+                    pack(
+                        _V2,
+                        previous or GENESIS,
+                        raw_id,
+                        position,
+                        version,
+                        recorded_at,
+                        name_length,
+                        len(kind),
+                        len(body),
+                        len(meta),
+                    ),
+                    name,
+                    kind,
+                    body,
+                    meta,
+                )
+            )
+        )
+        digest: bytes = hasher.digest()
+        return digest
+
+    return link_of
 
 
 _HEADER_V1: Final = struct.Struct(">32s16sqqIIII")

@@ -24,14 +24,14 @@ plan (an inline projection refused it after its rows were written inside a savep
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Final
 
 import msgspec
 
 from eskit.errors import IdempotencyConflict, StreamDeleted, WrongExpectedVersion
 from eskit.store import rules
-from eskit.store.chain import link
+from eskit.store.chain import linker
 from eskit.store.ids import new_event_ids
 from eskit.store.model import AppendResult
 from eskit.store.rules import ExistingEvent, PreparedAppend
@@ -161,25 +161,30 @@ class Planner:
     ) -> AppendResult:
         """Number, version and link the append's events into ``rows``; move the heads."""
         stream = append.stream
-        category, at, key = rules.category(stream), self.recorded_at, self.key
+        category, at = rules.category(stream), self.recorded_at
+        link_of = linker(stream, at, self.key)
         events = append.events
-        fresh = iter(new_event_ids(sum(e.id is None for e in events)))
+        fresh: Iterator[bytes] | None = None
         version = -1 if head.last is None else head.last
         position = self.next_position - 1
         previous = head.link
         earlier = self.earlier
+        add = rows.append
         for e in events:
             version += 1
             position += 1
-            if e.id is None:
+            given_id = e.id
+            if given_id is None:
+                if fresh is None:
+                    fresh = iter(new_event_ids(sum(x.id is None for x in events)))
                 id_ = next(fresh)
             else:
-                id_ = e.id.bytes
-                earlier[e.id] = ExistingEvent(stream, version, position)
-                given.append(e.id)
+                id_ = given_id.bytes
+                earlier[given_id] = ExistingEvent(stream, version, position)
+                given.append(given_id)
             kind, data, meta = e.type, e.data, e.metadata
-            previous = link(previous, position, stream, version, id_, kind, data, meta, at, key)
-            rows.append((position, stream, category, version, id_, kind, data, meta, at, previous))
+            previous = link_of(previous, position, version, id_, kind, data, meta)
+            add((position, stream, category, version, id_, kind, data, meta, at, previous))
         self.next_position = position + 1
         self.heads[stream] = Head(version, LIVE, previous)
         return AppendResult(version, position, len(events))

@@ -15,13 +15,13 @@ the group gets the error.
 from __future__ import annotations
 
 import datetime as dt
-import itertools
+import functools
 import logging
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -33,7 +33,7 @@ from eskit.store.group_commit import Outcome
 from eskit.store.model import AppendResult, RecordedEvent
 from eskit.store.planner import LIVE, TOMBSTONED, Head, Plan, Planner, Row, lookups
 from eskit.store.rules import ExistingEvent, PreparedAppend
-from eskit.store.sqlite_chain import head
+from eskit.store.sqlite_chain import HEAD_QUERY
 
 Synchronous = Literal["FULL", "NORMAL"]
 InlineHook = Callable[[sqlite3.Connection, list[RecordedEvent]], None]
@@ -174,7 +174,8 @@ class _AppendGroup:
         self.outcomes = outcomes
         streams, ids = lookups(r.appends for r in requests)
         earlier = _existing(conn, ids) if ids else {}
-        self.planner = Planner(_heads(conn, streams), earlier, head(conn) + 1, recorded_at, key)
+        heads, last_position = _heads(conn, streams)
+        self.planner = Planner(heads, earlier, last_position + 1, recorded_at, key)
         self.rows: list[Row] = []
         self.pending: list[tuple[int, list[AppendResult]]] = []  # outcome slot, results
         self.revived: list[str] = []
@@ -259,27 +260,34 @@ def recorded(rows: Sequence[Row]) -> list[RecordedEvent]:
     ]
 
 
-def _heads(conn: sqlite3.Connection, streams: Sequence[str]) -> dict[str, Head]:
-    """The last version, state and last link of every stream of a group, in one query per
-    500 streams.
+def _heads(conn: sqlite3.Connection, streams: Sequence[str]) -> tuple[dict[str, Head], int]:
+    """The last version, state and last link of every stream of a group, and the log's head
+    (``sqlite_chain.head``), in one query per 500 streams.
 
-    A correlated ``max(version)`` per stream is one index probe (SQLite's min/max
-    optimisation); ``GROUP BY`` over ``IN (...)`` would scan every event of the streams.
+    A stream's last event is one probe of the (stream, version) index, then one of the
+    table by its position; ``GROUP BY`` over ``IN (...)`` would scan every event of the
+    streams.
     """
     heads: dict[str, Head] = {}
+    last_position = 0
     for chunk in range(0, len(streams), 500):
         names = streams[chunk : chunk + 500]
-        rows = ", ".join(["(?)"] * len(names))
-        for stream, last, state, last_link in conn.execute(
-            f"WITH wanted(name) AS (VALUES {rows}) SELECT name,"
-            " (SELECT max(version) FROM events WHERE stream = name),"
-            " (SELECT state FROM streams WHERE stream = name),"
-            " (SELECT hash FROM events WHERE stream = name ORDER BY version DESC LIMIT 1)"
-            " FROM wanted",
-            names,
-        ):
+        for stream, last, state, last_link, at in conn.execute(_heads_query(len(names)), names):
             heads[stream] = Head(last, LIVE if state is None else state, last_link)
-    return heads
+            last_position = at
+    return heads, last_position
+
+
+@functools.lru_cache(maxsize=64)
+def _heads_query(streams: int) -> str:
+    """``_heads``' query for that many streams (the same text each time: SQLite's prepared
+    statement is reused)."""
+    return (
+        f"WITH wanted(name) AS (VALUES {', '.join(['(?)'] * streams)}) SELECT name, e.version,"
+        f" (SELECT state FROM streams WHERE stream = name), e.hash, ({HEAD_QUERY})"
+        " FROM wanted LEFT JOIN events e ON e.position ="
+        " (SELECT position FROM events WHERE stream = name ORDER BY version DESC LIMIT 1)"
+    )
 
 
 def _existing(conn: sqlite3.Connection, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, ExistingEvent]:
@@ -357,21 +365,16 @@ class Writer:
         try:
             conn.execute("BEGIN IMMEDIATE")
             recorded_at = self.clock()
-            for appending, requests in itertools.groupby(
-                batch, key=lambda r: isinstance(r, AppendRequest)
-            ):
-                if appending:  # consecutive appends: planned together
-                    group = [r for r in requests if isinstance(r, AppendRequest)]
-                    appends = _AppendGroup(
-                        conn, group, outcomes, recorded_at, self.inline, self.audit_key
-                    )
-                    for request in group:
-                        appends.add(request)
-                    appends.flush()
-                else:  # operations may change stream states: appends after them read anew
-                    for operation in requests:
-                        assert isinstance(operation, Operation)
-                        outcomes.append(self._run(operation))
+            for group in _runs(batch):
+                if isinstance(group, Operation):  # it may change stream states: appends
+                    outcomes.append(self._run(group))  # after it read them anew
+                    continue
+                appends = _AppendGroup(  # consecutive appends: planned together
+                    conn, group, outcomes, recorded_at, self.inline, self.audit_key
+                )
+                for request in group:
+                    appends.add(request)
+                appends.flush()
             if self.before_commit is not None:
                 self.before_commit()
             conn.execute("COMMIT")
@@ -428,6 +431,22 @@ class Writer:
     def close(self) -> None:
         with _CLOSING:
             self.conn.close()
+
+
+def _runs(batch: Sequence[Request]) -> Iterator[list[AppendRequest] | Operation]:
+    """The batch as runs of consecutive appends and single operations, in order."""
+    appends: list[AppendRequest] = []
+    for request in batch:
+        if type(request) is AppendRequest:
+            appends.append(request)
+            continue
+        if appends:
+            yield appends
+            appends = []
+        assert isinstance(request, Operation)
+        yield request
+    if appends:
+        yield appends
 
 
 def _transaction_failed(error: Exception) -> StoreError:
