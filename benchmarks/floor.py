@@ -1,4 +1,4 @@
-"""How close can a one-event append get to raw ``sqlite3``? (issue 13 point 6, ES3)
+"""How close can eskit's appends get to raw ``sqlite3``? (issue 13 point 6: ES3, W2)
 
 Five ways of making the same one-event appends to new streams, one at a time, each in the
 same run on the same kind of file (WAL, ``synchronous=FULL``), best of ``--repeat``:
@@ -12,6 +12,8 @@ same run on the same kind of file (WAL, ``synchronous=FULL``), best of ``--repea
   to a writer thread and answered back with ``call_soon_threadsafe``: the async face's
   floor, with nothing of eskit's but its table;
 - **eskit.sync** and **eskit async**: ``store.append`` through each face.
+
+And W2's appends of 100 events to one stream: raw, raw into eskit's table, and both faces.
 
 The ratios to raw show which part of the gap is the file eskit keeps, which the hand-offs
 and which eskit's own work. Run: ``python -m benchmarks.floor``.
@@ -42,20 +44,32 @@ APPENDS = 2_000
 Row = tuple[object, ...]
 
 
-def _raw_rows(count: int) -> list[tuple[object, ...]]:
-    data = '{"customer":"acme","amount":1250,"lines":[1,2,3]}'
-    return [
-        (uuid.uuid4().bytes, f"inv-{i}", 0, "InvoiceCreated", data, "{}", 1) for i in range(count)
-    ]
+DATA = '{"customer":"acme","amount":1250,"lines":[1,2,3]}'
+PER_APPEND = 100
+"""W2's events per append (all into one stream)."""
 
 
-def _eskit_rows(count: int, first: int) -> list[tuple[object, ...]]:
-    data = '{"customer":"acme","amount":1250,"lines":[1,2,3]}'
-    ids = new_event_ids(count)  # eskit's own (UUIDv7: in order, as eskit writes them)
+def _raw_rows(count: int, one_stream: bool = False) -> list[Row]:
     return [
-        (first + i, f"inv-{i}", "inv", 0, ids[i], "InvoiceCreated", data, "{}", 1, os.urandom(32))
+        (uuid.uuid4().bytes, *_where(i, one_stream), "InvoiceCreated", DATA, "{}", 1)
         for i in range(count)
     ]
+
+
+def _where(i: int, one_stream: bool) -> tuple[str, int]:
+    return ("invoice-0", i) if one_stream else (f"inv-{i}", 0)
+
+
+def _eskit_rows(count: int, first: int, one_stream: bool = False) -> list[Row]:
+    ids = new_event_ids(count)  # eskit's own (UUIDv7: in order, as eskit writes them)
+    rows: list[Row] = []
+    for i in range(count):
+        stream, version = _where(i, one_stream)
+        at, link = 1, os.urandom(32)
+        rows.append(
+            (first + i, stream, "inv", version, ids[i], "InvoiceCreated", DATA, "{}", at, link)
+        )
+    return rows
 
 
 def _one_at_a_time(conn: sqlite3.Connection, insert: str, rows: list[Row]) -> float:
@@ -63,6 +77,15 @@ def _one_at_a_time(conn: sqlite3.Connection, insert: str, rows: list[Row]) -> fl
     for row in rows:
         conn.execute("BEGIN IMMEDIATE")
         conn.execute(insert, row)
+        conn.execute("COMMIT")
+    return time.perf_counter() - start
+
+
+def _in_batches(conn: sqlite3.Connection, insert: str, rows: list[Row]) -> float:
+    start = time.perf_counter()
+    for i in range(0, len(rows), PER_APPEND):
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(insert, rows[i : i + PER_APPEND])
         conn.execute("COMMIT")
     return time.perf_counter() - start
 
@@ -125,6 +148,50 @@ def raw_handed_off(directory: Path, count: int) -> float:
         thread.join()
 
 
+def w2_raw(directory: Path, count: int) -> float:
+    conn = raw.create(directory / "raw.db")
+    try:
+        return count / _in_batches(conn, raw.INSERT, _raw_rows(count, one_stream=True))
+    finally:
+        conn.close()
+
+
+def w2_eskit_table(directory: Path, count: int) -> float:
+    conn, first = _eskit_table(directory / "table.db")
+    try:
+        return count / _in_batches(conn, _INSERT, _eskit_rows(count, first, one_stream=True))
+    finally:
+        conn.close()
+
+
+def w2_eskit_sync(directory: Path, count: int) -> float:
+    events = _events(count)
+    with eskit.sync.open_store(f"sqlite:///{directory / 'sync.db'}") as store:
+        store.append("warmup-0", [eskit.NewEvent("Warm", {})])
+        expected: eskit.ExpectedVersion = eskit.NO_STREAM
+        start = time.perf_counter()
+        for i in range(0, count, PER_APPEND):
+            batch = events[i : i + PER_APPEND]
+            expected = store.append("invoice-0", batch, expected).last_version
+        return count / (time.perf_counter() - start)
+
+
+def w2_eskit_async(directory: Path, count: int) -> float:
+    events = _events(count)
+
+    async def appends() -> float:
+        async with eskit.open_store(f"sqlite:///{directory / 'async.db'}") as store:
+            await store.append("warmup-0", [eskit.NewEvent("Warm", {})])
+            expected: eskit.ExpectedVersion = eskit.NO_STREAM
+            start = time.perf_counter()
+            for i in range(0, count, PER_APPEND):
+                batch = events[i : i + PER_APPEND]
+                expected = (await store.append("invoice-0", batch, expected)).last_version
+            return count / (time.perf_counter() - start)
+
+    return asyncio.run(appends())
+
+
 def _events(count: int) -> list[eskit.NewEvent]:
     return [
         eskit.NewEvent("InvoiceCreated", {"customer": "acme", "amount": 1250, "lines": [1, 2, 3]})
@@ -156,28 +223,46 @@ def eskit_async(directory: Path, count: int) -> float:
     return asyncio.run(appends())
 
 
-SIDES: dict[str, Callable[[Path, int], float]] = {
-    "raw": raw_side,
-    "raw, eskit's table": raw_eskit_table,
-    "raw, eskit's table, two hand-offs": raw_handed_off,
-    "eskit.sync": eskit_sync,
-    "eskit async": eskit_async,
+Side = Callable[[Path, int], float]
+WORKLOADS: dict[str, tuple[int, dict[str, Side]]] = {
+    "ES3 (one-event appends, one at a time)": (
+        APPENDS,
+        {
+            "raw": raw_side,
+            "raw, eskit's table": raw_eskit_table,
+            "raw, eskit's table, two hand-offs": raw_handed_off,
+            "eskit.sync": eskit_sync,
+            "eskit async": eskit_async,
+        },
+    ),
+    "W2 (10,000 events into one stream, 100 per append)": (
+        10_000,
+        {
+            "raw": w2_raw,
+            "raw, eskit's table": w2_eskit_table,
+            "eskit.sync": w2_eskit_sync,
+            "eskit async": w2_eskit_async,
+        },
+    ),
 }
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.floor", description=__doc__)
-    parser.add_argument("--appends", type=int, default=APPENDS)
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of the events")
     parser.add_argument("--repeat", type=int, default=3, help="runs per side; best is kept")
     parser.add_argument("--dir", type=Path, help="where the files go (default: TMPDIR)")
     args = parser.parse_args(argv)
-    best = dict.fromkeys(SIDES, 0.0)
-    for _ in range(args.repeat):  # the sides take turns: noise hits them alike
-        for name, side in SIDES.items():
-            with tempfile.TemporaryDirectory(prefix="eskit-floor-", dir=args.dir) as d:
-                best[name] = max(best[name], side(Path(d), args.appends))
-    for name, rate in best.items():
-        print(f"{name:<36} {rate:>9,.0f} appends/s   {rate / best['raw']:.2f} of raw")
+    for workload, (events, sides) in WORKLOADS.items():
+        count = max(PER_APPEND, int(events * args.scale) // PER_APPEND * PER_APPEND)
+        best = dict.fromkeys(sides, 0.0)
+        for _ in range(args.repeat):  # the sides take turns: noise hits them alike
+            for name, side in sides.items():
+                with tempfile.TemporaryDirectory(prefix="eskit-floor-", dir=args.dir) as d:
+                    best[name] = max(best[name], side(Path(d), count))
+        print(f"{workload}, {count:,} events, best of {args.repeat}")
+        for name, rate in best.items():
+            print(f"  {name:<36} {rate:>9,.0f} events/s   {rate / best['raw']:.2f} of raw")
 
 
 if __name__ == "__main__":

@@ -165,7 +165,7 @@ class Planner:
         link_of = linker(stream, at, self.key)
         events = append.events
         fresh: Iterator[bytes] | None = None
-        version = -1 if head.last is None else head.last
+        version = head_version = -1 if head.last is None else head.last
         position = self.next_position - 1
         previous = head.link
         earlier = self.earlier
@@ -175,8 +175,8 @@ class Planner:
             position += 1
             given_id = e.id
             if given_id is None:
-                if fresh is None:
-                    fresh = iter(new_event_ids(sum(x.id is None for x in events)))
+                if fresh is None:  # one for each event left (a few may go unused: harmless)
+                    fresh = iter(new_event_ids(len(events) - (version - head_version) + 1))
                 id_ = next(fresh)
             else:
                 id_ = given_id.bytes
