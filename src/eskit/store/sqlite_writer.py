@@ -163,6 +163,7 @@ class _AppendGroup:
     def __init__(
         self,
         conn: sqlite3.Connection,
+        cursor: sqlite3.Cursor,  # of conn: the group's statements run on it
         requests: Sequence[AppendRequest],
         outcomes: list[Outcome],
         recorded_at: int,  # one time for the group: when it was written
@@ -170,11 +171,12 @@ class _AppendGroup:
         key: bytes | None = None,
     ) -> None:
         self.conn = conn
+        self.cursor = cursor
         self.inline = inline
         self.outcomes = outcomes
         streams, ids = lookups(r.appends for r in requests)
-        earlier = _existing(conn, ids) if ids else {}
-        heads, last_position = _heads(conn, streams)
+        earlier = _existing(cursor, ids) if ids else {}
+        heads, last_position = _heads(cursor, streams)
         self.planner = Planner(heads, earlier, last_position + 1, recorded_at, key)
         self.rows: list[Row] = []
         self.pending: list[tuple[int, list[AppendResult]]] = []  # outcome slot, results
@@ -225,9 +227,9 @@ class _AppendGroup:
         written: list[RecordedEvent] = []
         if self.rows:
             try:
-                self.conn.executemany(_INSERT, self.rows)
+                self.cursor.executemany(_INSERT, self.rows)
                 if self.revived:
-                    self.conn.executemany(
+                    self.cursor.executemany(
                         "UPDATE streams SET state = 0 WHERE stream = ?",
                         [(s,) for s in self.revived],
                     )
@@ -260,7 +262,7 @@ def recorded(rows: Sequence[Row]) -> list[RecordedEvent]:
     ]
 
 
-def _heads(conn: sqlite3.Connection, streams: Sequence[str]) -> tuple[dict[str, Head], int]:
+def _heads(cursor: sqlite3.Cursor, streams: Sequence[str]) -> tuple[dict[str, Head], int]:
     """The last version, state and last link of every stream of a group, and the log's head
     (``sqlite_chain.head``), in one query per 500 streams.
 
@@ -272,7 +274,7 @@ def _heads(conn: sqlite3.Connection, streams: Sequence[str]) -> tuple[dict[str, 
     last_position = 0
     for chunk in range(0, len(streams), 500):
         names = streams[chunk : chunk + 500]
-        for stream, last, state, last_link, at in conn.execute(_heads_query(len(names)), names):
+        for stream, last, state, last_link, at in cursor.execute(_heads_query(len(names)), names):
             heads[stream] = Head(last, LIVE if state is None else state, last_link)
             last_position = at
     return heads, last_position
@@ -290,12 +292,12 @@ def _heads_query(streams: int) -> str:
     )
 
 
-def _existing(conn: sqlite3.Connection, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, ExistingEvent]:
+def _existing(cursor: sqlite3.Cursor, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, ExistingEvent]:
     """Where each of ``ids`` was already written, for those that were."""
     found: dict[uuid.UUID, ExistingEvent] = {}
     for chunk in range(0, len(ids), 500):
         raw = [id_.bytes for id_ in ids[chunk : chunk + 500]]
-        for id_, stream, version, position in conn.execute(
+        for id_, stream, version, position in cursor.execute(
             "SELECT id, stream, version, position FROM events"
             f" WHERE id IN ({', '.join('?' * len(raw))})",
             raw,
@@ -330,6 +332,8 @@ class Writer:
             self.conn.execute(f"PRAGMA synchronous={synchronous}")
             self.conn.execute("PRAGMA journal_size_limit=67108864")
             sqlite_schema.migrate(self.conn, path, audit_key)
+            self._cursor = self.conn.cursor()
+            """What appends' statements run on: one cursor for all, not one per statement."""
         except BaseException:
             self.close()
             raise
@@ -360,24 +364,24 @@ class Writer:
 
     def _transaction(self, batch: Sequence[Request]) -> list[Outcome]:
         """Run ``batch`` in one transaction; a request that fails its checks fails alone."""
-        conn = self.conn
+        conn, cursor = self.conn, self._cursor
         outcomes: list[Outcome] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            cursor.execute("BEGIN IMMEDIATE")
             recorded_at = self.clock()
             for group in _runs(batch):
                 if isinstance(group, Operation):  # it may change stream states: appends
                     outcomes.append(self._run(group))  # after it read them anew
                     continue
                 appends = _AppendGroup(  # consecutive appends: planned together
-                    conn, group, outcomes, recorded_at, self.inline, self.audit_key
+                    conn, cursor, group, outcomes, recorded_at, self.inline, self.audit_key
                 )
                 for request in group:
                     appends.add(request)
                 appends.flush()
             if self.before_commit is not None:
                 self.before_commit()
-            conn.execute("COMMIT")
+            cursor.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
