@@ -66,9 +66,8 @@ def _eskit_rows(count: int, first: int, one_stream: bool = False) -> list[Row]:
     for i in range(count):
         stream, version = _where(i, one_stream)
         at, link = 1, os.urandom(32)
-        rows.append(
-            (first + i, stream, "inv", version, ids[i], "InvoiceCreated", DATA, "{}", at, link)
-        )
+        row = (first + i, stream, "inv", version, ids[i], "InvoiceCreated", DATA, "{}", at, link)
+        rows.append((*row, None, None, None))  # no raw payloads (content type, data, metadata)
     return rows
 
 

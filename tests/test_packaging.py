@@ -31,6 +31,7 @@ NOT_SOURCE = (
     "__pycache__",
     ".*_cache",
     "*.db*",
+    "node_modules",  # the Node.js client of tests/kurrentdb (npm ci), not eskit's source
 )
 
 

@@ -100,6 +100,13 @@ class StoreUnavailable(StoreError, Unavailable):
     call may succeed a moment later (reads and subscriptions retry by themselves)."""
 
 
+class OutcomeUnknown(StoreUnavailable):
+    """The connection died after a write was sent and the database could not be reached
+    again within the failover deadline: the write may or may not have been committed.
+    Appending the same events again (same ids) is safe: if they were written, the append
+    is recognised as a replay and answers as the first one would have."""
+
+
 class BrokerUnavailable(Unavailable):
     """The message broker could not be reached or did not acknowledge in time."""
 

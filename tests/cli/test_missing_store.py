@@ -32,6 +32,7 @@ WORKING = {  # commands that change a store but are not meant to create one
     "projections reset": ["projections", "reset", "{url}", "invoice_totals", "--yes"],
     "projections skip": ["projections", "skip", "{url}", "invoice_totals", "--reason", "typo"],
     "forget": ["forget", "{url}", "c-7", "--keys", "sqlite:///{out}/keys.db", "--yes"],
+    "scavenge": ["scavenge", "{url}"],
 }
 
 

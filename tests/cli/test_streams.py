@@ -125,3 +125,23 @@ def test_tail_waits_for_new_events(url: str) -> None:
     thread.join(timeout=10)
     assert not thread.is_alive()
     assert "invoice-3 v0 InvoiceCreated" in done[0]
+
+
+def test_show_and_tail_print_events_kept_as_bytes(url: str) -> None:
+    quickstart = eskit.RawData("application/json", b"I wrote my first event")
+    binary = eskit.RawData("application/octet-stream", b"\x00\xff")
+    events = [
+        eskit.NewEvent("TestEvent", quickstart, eskit.RawData("", b"\x01")),
+        eskit.NewEvent("Blob", binary),
+    ]
+    asyncio.run(append(url, "blob-1", *events))
+    shown = invoke(["streams", "show", url, "blob-1"])
+    assert shown.exit_code == 0, shown.output
+    assert "data (application/json)" in shown.stdout
+    assert "I wrote my first event (22 bytes)" in shown.stdout
+    assert "base64:AQ== (1 bytes)" in shown.stdout
+    assert "base64:AP8= (2 bytes)" in shown.stdout
+    tail = invoke(["streams", "tail", url, "--after", "5", "--count", "2"])
+    assert tail.stdout.splitlines()[0].endswith(
+        "TestEvent (application/json) I wrote my first event (22 bytes)"
+    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import threading
 import uuid
 from typing import Any
 
@@ -94,15 +95,26 @@ async def test_a_conflict_retried_by_the_bus_is_counted(
     metrics, bus = Metrics(), invoicing(store)
     instrument(metrics, store=store, bus=bus)
     await bus.send(create(1))
-    append, raced = store.append, asyncio.Event()
+    append, raced = store.append, threading.Event()
+    engine, loop, loop_thread = store.engine, asyncio.get_running_loop(), threading.get_ident()
+    append_many = engine.append_many
+    other = AddInvoiceLine("inv-1", "other", 1, "EUR")
 
     async def race_then_append(*args: Any, **kwargs: Any) -> Any:
         if not raced.is_set():
             raced.set()
-            await bus.send(AddInvoiceLine("inv-1", "other", 1, "EUR"))
+            await bus.send(other)
         return await append(*args, **kwargs)
 
+    def race_then_append_in_thread(appends: Any) -> Any:
+        """The same race where the bus appends from a worker thread (a plain handler)."""
+        if not raced.is_set() and threading.get_ident() != loop_thread:
+            raced.set()
+            asyncio.run_coroutine_threadsafe(bus.send(other), loop).result()
+        return append_many(appends)
+
     monkeypatch.setattr(store, "append", race_then_append)
+    monkeypatch.setattr(engine, "append_many", race_then_append_in_thread)
     await bus.send(AddInvoiceLine("inv-1", "sku", 5, "EUR"))
     got = scrape(metrics)
     assert got[("eskit_command_retries_total", (("command", "AddInvoiceLine"),))] == 1

@@ -437,7 +437,8 @@ class Terminating(SQLProjection):
 
 
 async def test_a_connection_lost_in_a_handler_fails_appends_as_the_stores_error() -> None:
-    async with eskit.open_store(postgres.store_url()) as store:
+    # Each new attempt loses its connection too: tried again until the failover deadline.
+    async with eskit.open_store(f"{postgres.store_url()}&failover_deadline=1") as store:
         await add_inline(store, Terminating())
         database = database_for(store)
         try:

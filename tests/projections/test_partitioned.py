@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 import eskit
-from eskit.projections import Database, PartitionedWorker, ProjectionRunner, database_for
+from eskit.projections import Database, PartitionedWorker, ProjectionRunner, database_for, leases
 from eskit.projections import state as st
 from eskit.projections.leases import partition_of
 from eskit.projections.sql import execute
@@ -318,3 +319,21 @@ async def test_a_rebuild_starts_a_stuck_partition_afresh(url: str) -> None:
             await all_at(db, "ordered", last)
             assert not any(row.stuck for row in await new.partitions())
         assert await ordered_counts(db) == {**counts_with_bad_at(8, 8), POISONED: 1}
+
+
+def test_a_batch_whose_commit_answer_was_lost_cannot_move_the_checkpoint_again(
+    tmp_path: Path,
+) -> None:
+    """A worker that believes its batch failed (the COMMIT's answer was lost in a failover)
+    while it went through still holds the lease: applying the batch again must be refused,
+    or its events would be applied twice."""
+    conn = sqlite3.connect(tmp_path / "leases.db", isolation_level=None)
+    leases.prepare(conn, "p", count=2, build=1, position=0)
+    held = leases.heartbeat(conn, "p", "w", ttl=60_000_000, count=2, build=1, position=0)
+    assert sorted(held) == [0, 1]
+    leases.advance(conn, "p", "w", held, 10)  # committed; the worker never heard
+    with pytest.raises(leases.LeaseLost):
+        leases.advance(conn, "p", "w", held, 10)  # the same batch again, from 0
+    fresh = leases.heartbeat(conn, "p", "w", ttl=60_000_000, count=2, build=1, position=0)
+    assert [lease.position for lease in fresh.values()] == [10, 10]
+    leases.advance(conn, "p", "w", fresh, 20)  # from where it really is

@@ -46,7 +46,9 @@ def planner(
 
 def check_links(rows: Sequence[Row], previous: bytes | None) -> None:
     """Each row's link is the chain's link after the one before it in its stream."""
-    for position, stream, category, version, id_, kind, data, meta, at, hash_ in rows:
+    for row in rows:
+        position, stream, category, version, id_, kind, data, meta, at, hash_ = row[:10]
+        assert row[10:] == (None, None, None)  # no raw parts
         assert category == rules.category(stream)
         expected = link(previous, position, stream, version, id_, kind, data, meta, at, KEY)
         assert hash_ == expected
@@ -320,6 +322,9 @@ def test_the_planner_answers_as_the_model(
 def check_chain(rows: list[Row]) -> None:
     assert [r[3] for r in rows] == list(range(len(rows)))
     previous = None
-    for position, stream, _, version, id_, kind, data, meta, at, hash_ in rows:
-        assert hash_ == link(previous, position, stream, version, id_, kind, data, meta, at, None)
+    for row in rows:
+        position, stream, _, version, id_, kind, data, meta, at, hash_ = row[:10]
+        assert row[10:] == (None, None, None)  # no raw parts
+        expected = link(previous, position, stream, version, id_, kind, data, meta, at, None)
+        assert hash_ == expected
         previous = hash_

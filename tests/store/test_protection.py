@@ -108,7 +108,8 @@ async def test_sqlite_insert_or_replace_is_left_to_verify(sqlite_file: Path) -> 
     with plain(sqlite_file) as conn:
         conn.execute(
             "INSERT OR REPLACE INTO events SELECT position, id, stream, category, version, type,"
-            " '{\"n\": 99}', metadata, recorded_at, hash FROM events WHERE position = 2"
+            " '{\"n\": 99}', metadata, recorded_at, hash, content_type, raw_data, raw_metadata"
+            " FROM events WHERE position = 2"
         )
     assert (await events(url))[1] == (2, {"n": 99})
     async with eskit.open_store(url) as store:

@@ -4,6 +4,7 @@ written, and disagreeing stores are refused with the line named."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import uuid
@@ -19,7 +20,7 @@ from eskit.store import transfer
 from eskit.store.rules import MAX_NESTING
 from eskit.store.transfer import (
     Digest,
-    ExportedEvent,
+    ExportedRawEvent,
     Summary,
     TransferError,
     canonical,
@@ -28,6 +29,7 @@ from eskit.store.transfer import (
     import_events,
 )
 from eskit.testing.conformance.helpers import PAYLOADS, nested
+from eskit.testing.conformance.raw import RAW_EXAMPLES
 from tests import postgres
 
 pytestmark = pytest.mark.anyio
@@ -48,12 +50,12 @@ async def target(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         yield store
 
 
-FILLED = 2 * len(PAYLOADS) + 5
+FILLED = 2 * len(PAYLOADS) + 5 + len(RAW_EXAMPLES)
 
 
 async def fill(store: eskit.EventStore) -> None:
-    """Interleaved streams, all kinds of JSON, metadata, a soft-deleted stream: ``FILLED``
-    events."""
+    """Interleaved streams, all kinds of JSON, metadata, payloads kept as bytes, a
+    soft-deleted stream: ``FILLED`` events."""
     for name, payload in PAYLOADS.items():
         await store.append(f"payload-{name}", [eskit.NewEvent("Held", payload, {"p": name})])
         await store.append("invoice-1", [eskit.NewEvent("Touched", {"by": name})])
@@ -61,12 +63,18 @@ async def fill(store: eskit.EventStore) -> None:
         "invoice-2",
         [eskit.NewEvent("Created", {"n": i}, {"correlation_id": "c"}) for i in range(5)],
     )
+    metadata = [None, eskit.RawData("", b"\xff raw metadata")]
+    for i, raw in enumerate(RAW_EXAMPLES):
+        await store.append("blob-1", [eskit.NewEvent("Blob", raw, metadata[i % 2])])
     await store.delete_stream("payload-empty")
 
 
 async def log(store: eskit.EventStore) -> list[tuple[Any, ...]]:
     """The log without what the target assigns itself (positions, times)."""
-    return [(e.id, e.stream, e.version, e.type, e.data, e.metadata) async for e in store.read_all()]
+    return [
+        (e.id, e.stream, e.version, e.type, e.data, e.metadata, e.raw, e.raw_metadata)
+        async for e in store.read_all()
+    ]
 
 
 def files(directory: Path) -> list[str]:
@@ -81,7 +89,7 @@ def export_lines(rows: list[dict[str, Any]]) -> list[str]:
     """``rows`` as the lines of an export: one per event, then their summary."""
     digest = Digest()
     for row in rows:
-        digest.add(canonical(msgspec.convert(row, ExportedEvent)))
+        digest.add(canonical(msgspec.convert(row, ExportedRawEvent)))
     trailer = {"summary": msgspec.to_builtins(digest.summary())}
     return [json.dumps(row) for row in [*rows, trailer]]
 
@@ -412,7 +420,9 @@ def _write_with_deep_line(path: Path, rows: list[dict[str, Any]], depth: int) ->
     lines = export_lines(rows)
     digest = Digest()
     for row in rows:
-        digest.add(canonical(msgspec.convert(row, ExportedEvent)).replace(b'"DEEP"', deep.encode()))
+        digest.add(
+            canonical(msgspec.convert(row, ExportedRawEvent)).replace(b'"DEEP"', deep.encode())
+        )
     lines[-1] = json.dumps({"summary": msgspec.to_builtins(digest.summary())})
     path.write_text("".join(line.replace('"DEEP"', deep) + "\n" for line in lines))
 
@@ -460,4 +470,31 @@ async def test_a_line_nested_to_the_limit_is_imported(
     imported = await import_events(target, tmp_path / "log.jsonl")
 
     assert imported.written == 1
-    assert (await log(target))[0][4:] == (nested(MAX_NESTING), nested(MAX_NESTING))
+    assert (await log(target))[0][4:6] == (nested(MAX_NESTING), nested(MAX_NESTING))
+
+
+async def test_raw_payloads_are_exported_as_base64_beside_empty_data(
+    source: eskit.EventStore, tmp_path: Path
+) -> None:
+    raw = eskit.RawData("application/octet-stream", bytes(range(256)))
+    await source.append("blob-1", [eskit.NewEvent("Blob", raw, eskit.RawData("", b"m"))])
+    await export_events(source, tmp_path / "log.jsonl")
+
+    first, _ = lines(tmp_path / "log.jsonl")
+    assert (first["data"], first["metadata"]) == ({}, {})
+    assert first["content_type"] == "application/octet-stream"
+    assert base64.b64decode(first["raw_data"]) == bytes(range(256))
+    assert base64.b64decode(first["raw_metadata"]) == b"m"
+
+
+async def test_an_edited_raw_payload_is_refused_by_the_digest(
+    source: eskit.EventStore, target: eskit.EventStore, tmp_path: Path
+) -> None:
+    await source.append("blob-1", [eskit.NewEvent("Blob", eskit.RawData("", b"abc"))])
+    await export_events(source, tmp_path / "log.jsonl")
+    text = (tmp_path / "log.jsonl").read_text()
+    edited = text.replace(base64.b64encode(b"abc").decode(), base64.b64encode(b"abd").decode())
+    (tmp_path / "log.jsonl").write_text(edited)
+    with pytest.raises(TransferError, match="damaged"):
+        await import_events(target, tmp_path / "log.jsonl")
+    assert await log(target) == []

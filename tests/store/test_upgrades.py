@@ -51,6 +51,13 @@ async def check(url: str, release: str, backend: str) -> None:
         assert not (await verify(store, key=bytes.fromhex("00" * 32))).ok
         # and it still takes new events, linked to the old ones
         await store.append("invoice-1", [eskit.NewEvent("InvoicePaid", {})], expected_version=2)
+        # and what later schemas added: payloads kept as bytes, custom metadata keys
+        raw = eskit.RawData("application/octet-stream", b"\x00\x01")
+        await store.append("blob-1", [eskit.NewEvent("Blob", raw, eskit.RawData("", b"m"))])
+        (blob,) = [e async for e in store.read_stream("blob-1")]
+        assert (blob.raw, blob.raw_metadata) == (raw, b"m")
+        await store.set_stream_metadata("blob-1", eskit.StreamMetadata(custom={"k": [1]}))
+        assert await store.get_stream_metadata("blob-1") == eskit.StreamMetadata(custom={"k": [1]})
         assert (await verify(store, key=bytes.fromhex(AUDIT_KEY), anchors=anchors)).ok
 
 

@@ -111,7 +111,8 @@ class SQLLog(Log):
         with self.connection() as conn:
             found = conn.execute(
                 "SELECT position, stream, category, version, id, type, data, metadata,"
-                f" recorded_at, hash FROM {self.events} ORDER BY position"
+                f" recorded_at, hash, content_type, raw_data, raw_metadata FROM {self.events}"
+                " ORDER BY position"
             ).fetchall()
         return [
             ChainRow(position, stream, category, version, _raw_id(id_), *rest)
@@ -129,8 +130,8 @@ class SQLLog(Log):
                 conn.execute(
                     self.sql(
                         f"INSERT INTO {self.events} (position, stream, category, version, id,"
-                        " type, data, metadata, recorded_at, hash)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                        " type, data, metadata, recorded_at, hash, content_type, raw_data,"
+                        " raw_metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                     ),
                     (
                         *msgspec.structs.astuple(row)[:4],
@@ -326,6 +327,28 @@ async def test_a_changed_category_is_found(log: Log, key: bool, anchored: bool) 
     assert found(report) == {
         ("order-1", 1, "the category column says 'invoice', the stream's category is 'order'")
     }
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"raw_data": b"\x00\x02"},
+        {"content_type": "text/plain"},
+        {"content_type": None, "raw_data": None},
+        {"raw_metadata": b"n"},
+        {"raw_metadata": None},
+    ],
+    ids=["raw-bytes", "content-type", "raw-dropped", "raw-metadata", "raw-metadata-dropped"],
+)
+async def test_changed_raw_payloads_are_found(log: Log, key: bool, change: dict[str, Any]) -> None:
+    """The chain covers payloads kept as bytes (``RawData``) and their content type."""
+    raw = eskit.RawData("application/octet-stream", b"\x00\x01")
+    async with log.opened() as store:
+        await store.append("blob-1", [eskit.NewEvent("Raw", raw, eskit.RawData("", b"m"))])
+        assert (await verify(store)).ok
+    log.change("blob-1", 0, **change)
+    report = await checked(log, None)
+    assert found(report) == {("blob-1", 0, ALTERED)}
 
 
 # -- (iv) the chain start moved --------------------------------------------------------------

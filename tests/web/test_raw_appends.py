@@ -12,10 +12,13 @@ from typing import Any
 
 import httpx
 import pytest
+from examples.invoicing.app import invoicing
 from examples.invoicing.web import app_spec
 
 import eskit
 from eskit.web import serving_app
+from eskit.web.errors import ApiError
+from eskit.web.raw_appends import check_raw_append
 from tests.web.api import DUE, Api, client, error, token_file
 
 pytestmark = pytest.mark.anyio
@@ -204,3 +207,18 @@ async def test_an_event_its_aggregate_does_not_apply_is_refused(api: Api) -> Non
     assert (await post(api, "customer-c-1", renamed, token="admin")).status_code == 201
     claimed = {"type": "EmailClaimed", "data": {"customer_id": "c-2"}}  # no aggregate there
     assert (await post(api, "email-b@example.com", claimed, token="admin")).status_code == 201
+
+
+async def test_data_kept_as_bytes_is_refused_unless_the_category_is_free_form() -> None:
+    """The policy other protocols' raw appends go through (gRPC): bytes decode into no
+    event of the application."""
+    async with eskit.open_store("memory://") as store:
+        bus = invoicing(store)
+        raw = [eskit.NewEvent("InvoiceCreated", eskit.RawData("application/json", b"[1]"))]
+        with pytest.raises(ApiError, match=r"events\[0\] \(InvoiceCreated\) data is bytes") as no:
+            await check_raw_append(bus, frozenset(), "invoice-1", raw)
+        assert no.value.status == 422
+        await check_raw_append(bus, frozenset({"lab"}), "lab-1", raw)
+        meta = [eskit.NewEvent("InvoiceCreated", {**CREATED}, eskit.RawData("", b"\x00"))]
+        with pytest.raises(ApiError, match="as schema version 1"):  # bytes hold no version
+            await check_raw_append(bus, frozenset(), "invoice-1", meta)

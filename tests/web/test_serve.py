@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 import eskit.sync
-from eskit.cli.serve import is_loopback
+from eskit.addresses import is_loopback
 from tests.cli.conftest import invoke
 from tests.services import free_port
 

@@ -4,9 +4,13 @@ version on SQLite and PostgreSQL (``any_api``), and every bad input answered wit
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
 import urllib.parse
+import uuid
 from collections.abc import AsyncIterator
 
+import msgspec
 import pytest
 
 import eskit
@@ -252,3 +256,42 @@ async def test_appended_events_name_the_token_that_wrote_them(api: Api) -> None:
     assert response.status_code == 201, response.text
     (stored,) = [e async for e in api.store.read_stream("invoice-1")]
     assert stored.metadata == {"user": "writer", "note": "kept"}
+
+
+async def test_events_kept_as_bytes_read_back_as_base64_with_their_content_type(
+    any_api: Api,
+) -> None:
+    """Reads of a stream and of the log show a raw event's bytes as base64 beside its
+    content type; other events carry no raw fields at all."""
+    body = bytes(range(256))
+    await any_api.store.append(
+        "blob-1",
+        [
+            eskit.NewEvent("Blob", eskit.RawData("application/octet-stream", body), {"m": 1}),
+            eskit.NewEvent("Note", {"n": 1}, eskit.RawData("", b"I wrote my first event")),
+        ],
+    )
+    for path in ("/streams/blob-1", "/events"):
+        events = (await any_api.http.get(path, headers=any_api.as_("reader"))).json()["events"]
+        blob, note = events
+        assert blob["data"] == {}
+        assert blob["raw"] == {
+            "content_type": "application/octet-stream",
+            "body": base64.b64encode(body).decode(),
+        }
+        assert "raw_metadata" not in blob
+        assert (note["data"], note["metadata"]) == ({"n": 1}, {})
+        assert base64.b64decode(note["raw_metadata"]) == b"I wrote my first event"
+        assert "raw" not in note
+
+
+def test_a_raw_event_encodes_as_the_api_shows_it() -> None:
+    """The live feed and brokers encode RecordedEvent the same way (msgspec)."""
+    raw = eskit.RawData("text/plain", b"hi")
+    event = eskit.RecordedEvent(
+        uuid.uuid4(), "blob-1", 0, 1, "Blob", {}, {}, dt.datetime.now(dt.UTC), raw, b"m"
+    )
+    encoded = msgspec.json.decode(msgspec.json.encode(event))
+    assert encoded["raw"] == {"content_type": "text/plain", "body": "aGk="}
+    assert encoded["raw_metadata"] == "bQ=="
+    assert msgspec.json.decode(msgspec.json.encode(event), type=eskit.RecordedEvent) == event

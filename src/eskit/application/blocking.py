@@ -17,9 +17,10 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, cast
 
-from eskit.application.effects import blocking_call, is_async, run_blocking
+from eskit.application.effects import blocking_call, catches_up, is_async, run_blocking
 from eskit.application.handling import BusCore, CommandContext, CommandResult, Handler
 from eskit.application.repository import Loaded, RepositoryCore
+from eskit.application.state_cache import STATE_CACHE
 from eskit.domain.events import EventRegistry
 from eskit.domain.model import Model
 from eskit.store.model import AppendResult, ExpectedVersion
@@ -79,7 +80,11 @@ class Repository(RepositoryCore[S]):
 
 
 class CommandBus(BusCore):
-    """Routes commands to handlers and runs them against a blocking store."""
+    """Routes commands to handlers and runs them against a blocking store.
+
+    ``state_cache``: how many aggregates' states the bus keeps between commands, checked
+    against the store before each use (``eskit.application.state_cache``; 0: none).
+    """
 
     def __init__(
         self,
@@ -89,8 +94,14 @@ class CommandBus(BusCore):
         max_attempts: int = 5,
         backoff: float = 0.002,
         middleware: Sequence[Middleware] = (),
+        state_cache: int = STATE_CACHE,
     ) -> None:
-        super().__init__(events, max_attempts=max_attempts, backoff=backoff)
+        super().__init__(
+            events,
+            max_attempts=max_attempts,
+            backoff=backoff,
+            state_cache=state_cache if catches_up(store) else 0,
+        )
         self.store = store
         for each in middleware:
             _refuse_async(each, "middleware")

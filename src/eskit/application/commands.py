@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeAlias, TypeVar, cast
 
-from eskit.application.effects import run_async
+from eskit.application.effects import catches_up, is_async, run_async, run_threaded
 from eskit.application.handling import (
     COMMAND_NAMESPACE,
     AlsoAppend,
@@ -20,9 +20,11 @@ from eskit.application.handling import (
     command_event_id,
 )
 from eskit.application.repository import Repository, RepositoryCore
+from eskit.application.state_cache import STATE_CACHE
 from eskit.domain.events import EventRegistry
 from eskit.domain.model import Model
 from eskit.store.base import EventStore
+from eskit.store.blocking import BorrowedStore
 
 __all__ = [
     "COMMAND_NAMESPACE",
@@ -44,7 +46,11 @@ Middleware: TypeAlias = Callable[
 
 
 class CommandBus(BusCore):
-    """Routes commands to handlers and runs them against the event store."""
+    """Routes commands to handlers and runs them against the event store.
+
+    ``state_cache``: how many aggregates' states the bus keeps between commands, checked
+    against the store before each use (``eskit.application.state_cache``; 0: none).
+    """
 
     def __init__(
         self,
@@ -54,10 +60,21 @@ class CommandBus(BusCore):
         max_attempts: int = 5,
         backoff: float = 0.002,
         middleware: Sequence[Middleware] = (),
+        state_cache: int = STATE_CACHE,
     ) -> None:
-        super().__init__(events, max_attempts=max_attempts, backoff=backoff)
+        super().__init__(
+            events,
+            max_attempts=max_attempts,
+            backoff=backoff,
+            state_cache=state_cache if catches_up(store) else 0,
+        )
         self.store = store
         self.middleware = list(middleware)
+        engine = getattr(store, "engine", None)
+        self._blocking = None if engine is None or engine.runs_on_loop else BorrowedStore(store)
+        """Where a plain handler's command does all its IO in one hand-off (None: on the
+        loop, for an engine that never waits on IO)."""
+        self._plain: dict[type[Any], bool] = {}
 
     def repository(self, model: Model[S]) -> Repository[S]:
         """The repository the bus uses for ``model`` (one per model, shared)."""
@@ -96,7 +113,17 @@ class CommandBus(BusCore):
         return await run(context)
 
     async def _run(self, context: CommandContext) -> CommandResult:
-        return await run_async(self.store, self.handling(context))
+        flow = self.handling(context)
+        if self._blocking is not None and self._is_plain(type(context.command)):
+            return await run_threaded(self.store, self._blocking, flow)
+        return await run_async(self.store, flow)
+
+    def _is_plain(self, command_type: type[Any]) -> bool:
+        """Whether the command's handler is a plain function (its IO can run in a thread)."""
+        plain = self._plain.get(command_type)
+        if plain is None:
+            plain = self._plain[command_type] = not is_async(self._routes[command_type].handle)
+        return plain
 
 
 def _wrap(

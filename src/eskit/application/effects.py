@@ -19,9 +19,10 @@ import asyncio
 import dataclasses
 import functools
 import inspect
+import threading
 import uuid
 from collections.abc import Callable, Generator, Sequence
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar
 
 from eskit.drivers import Pause, drive, drive_blocking
 from eskit.store.base import EventStore
@@ -51,6 +52,15 @@ class ReadFromSnapshot:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class CatchUp:
+    """``engine.events_after``: the events of ``stream`` after ``version`` (a page at most)
+    if it never hid one, else None (``eskit.application.state_cache``)."""
+
+    stream: str
+    version: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Consume:
     """Feed the items of ``source`` (from a read) to ``step`` until it returns False."""
 
@@ -77,6 +87,13 @@ class AppendMany:
 @dataclasses.dataclass(frozen=True, slots=True)
 class FindEvent:
     """``store.find_event``: returns the ``RecordedEvent`` or None."""
+
+    event_id: uuid.UUID
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FindRemoved:
+    """``store.find_removed``: returns the removal record (``scavenge.Removal``) or None."""
 
     event_id: uuid.UUID
 
@@ -118,10 +135,12 @@ class Later:
 Request: TypeAlias = (
     ReadStream
     | ReadFromSnapshot
+    | CatchUp
     | Consume
     | AppendEvents
     | AppendMany
     | FindEvent
+    | FindRemoved
     | LoadSnapshot
     | SaveSnapshot
     | Call
@@ -143,6 +162,9 @@ async def _perform_async(store: EventStore, request: Request) -> Any:
             return store.read_stream(stream, from_version=from_version)
         case ReadFromSnapshot(stream, snapshot_version, max_version):
             return await store.read_from_snapshot(stream, snapshot_version, max_version)
+        case CatchUp(stream, version):
+            engine = store.engine
+            return await engine.call_async(engine.events_after, stream, version, store.page_size)
         case Consume(source, step):
             async for item in source:
                 if not step(item):
@@ -154,18 +176,113 @@ async def _perform_async(store: EventStore, request: Request) -> Any:
             return await store.append_many(appends)
         case FindEvent(event_id):
             return await store.find_event(event_id)
+        case FindRemoved(event_id):
+            return await store.find_removed(event_id)
         case LoadSnapshot(stream, snapshot_version):
             return await store.load_snapshot(stream, snapshot_version)
         case SaveSnapshot(snapshot):
             return await store.save_snapshot(snapshot)
         case Call(function, args):
             returned = function(*args)
-            return (await returned) if inspect.isawaitable(returned) else returned
+            return (await returned) if _awaitable(returned) else returned
         case Later(flow, tasks):
             task = asyncio.create_task(run_async(store, flow))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             return None
+
+
+async def run_threaded(store: EventStore, blocking: SyncStore, flow: Flow[T]) -> T:
+    """Run ``flow`` for the async face with one hand-off for all its IO: from its first
+    read on, its reads, calls and appends are made in one worker thread visit, with
+    ``blocking`` (the blocking face of ``store``'s engine), and only what needs the event
+    loop comes back to it (a ``Pause``, a ``Later``, an awaitable a call returned). A flow
+    that reads nothing (a create) runs on the loop and appends as ``run_async`` does: one
+    hand-off either way. The loop never waits on IO.
+
+    Cancelled while the thread works, the flow goes on there only up to its next write,
+    which it does not make: as on the loop, a command cancelled before its append appends
+    nothing."""
+    cancelled = threading.Event()
+    try:
+        return await _run_threaded(store, blocking, flow, cancelled)
+    except asyncio.CancelledError:
+        cancelled.set()
+        raise
+
+
+async def _run_threaded(
+    store: EventStore, blocking: SyncStore, flow: Flow[T], cancelled: threading.Event
+) -> T:
+    result: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            effect = flow.throw(error) if error is not None else flow.send(result)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        result, error = None, None
+        step: Any = effect
+        if isinstance(effect, _READS):  # the flow's own errors (and a cancellation) go up
+            done, step = await asyncio.to_thread(_in_thread, blocking, flow, effect, cancelled)
+            if done:
+                return step  # type: ignore[no-any-return]
+        try:
+            if isinstance(step, Pause):
+                await asyncio.sleep(step.seconds)
+            elif isinstance(step, _Awaiting):
+                result = await step.awaitable
+            else:
+                result = await _perform_async(store, step)
+        except BaseException as raised:
+            error = raised
+            if not isinstance(raised, Exception):
+                flow.close()
+                raise
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Awaiting:
+    """What a call returned in the worker thread, to await on the loop."""
+
+    awaitable: Any
+
+
+_READS: Final = (ReadStream, ReadFromSnapshot, CatchUp, FindEvent, LoadSnapshot)
+_WRITES: Final = (AppendEvents, AppendMany, SaveSnapshot)
+
+
+def _in_thread(
+    blocking: SyncStore, flow: Flow[T], effect: Request, cancelled: threading.Event
+) -> tuple[bool, Any]:
+    """Perform ``effect`` and drive ``flow`` on in this worker thread until it ends (True,
+    its value) or needs the event loop (False, what for); its caller ``cancelled``: stop
+    before a write."""
+    result: Any = None
+    error: BaseException | None = None
+    try:
+        while True:
+            if isinstance(effect, _WRITES) and cancelled.is_set():
+                raise asyncio.CancelledError  # nobody waits: the flow is closed, unwritten
+            try:
+                if isinstance(effect, Call):
+                    result = effect.function(*effect.args)
+                    if _awaitable(result):
+                        return False, _Awaiting(result)
+                else:
+                    result = _perform_blocking(blocking, effect)
+            except Exception as raised:
+                error = raised
+            try:
+                effect = flow.throw(error) if error is not None else flow.send(result)
+            except StopIteration as stop:
+                return True, stop.value
+            result, error = None, None
+            if isinstance(effect, Pause | Later):
+                return False, effect
+    except BaseException:
+        flow.close()
+        raise
 
 
 def run_blocking(store: SyncStore, flow: Flow[T]) -> T:
@@ -180,6 +297,8 @@ def _perform_blocking(store: SyncStore, request: Request) -> Any:
             return store.read_stream(stream, from_version=from_version)
         case ReadFromSnapshot(stream, snapshot_version, max_version):
             return store.read_from_snapshot(stream, snapshot_version, max_version)
+        case CatchUp(stream, version):
+            return store.engine.events_after(stream, version, store.page_size)
         case Consume(source, step):
             try:
                 for item in source:
@@ -194,6 +313,8 @@ def _perform_blocking(store: SyncStore, request: Request) -> Any:
             return store.append_many(appends)
         case FindEvent(event_id):
             return store.find_event(event_id)
+        case FindRemoved(event_id):
+            return store.find_removed(event_id)
         case LoadSnapshot(stream, snapshot_version):
             return store.load_snapshot(stream, snapshot_version)
         case SaveSnapshot(snapshot):
@@ -204,11 +325,17 @@ def _perform_blocking(store: SyncStore, request: Request) -> Any:
             return run_blocking(store, flow)
 
 
+def catches_up(store: EventStore | SyncStore) -> bool:
+    """Whether ``store`` answers ``CatchUp`` (else the command bus keeps no states)."""
+    engine = getattr(store, "engine", None)
+    return bool(getattr(engine, "catches_up", False))
+
+
 def blocking_call(function: Callable[..., Any], *args: Any) -> Any:
     """Call user code from the blocking face, refusing an async function (or anything
     returning an awaitable, which would silently never run)."""
     returned = function(*args)
-    if inspect.isawaitable(returned):
+    if _awaitable(returned):
         if inspect.iscoroutine(returned):
             returned.close()  # never started: no "was never awaited" warning
         raise TypeError(
@@ -216,6 +343,15 @@ def blocking_call(function: Callable[..., Any], *args: Any) -> Any:
             " plain functions; give it a `def`, or use the async CommandBus"
         )
     return returned
+
+
+def _awaitable(returned: object) -> bool:
+    """``inspect.isawaitable``, answered at once for what handlers return most (None, a
+    list of events, a result)."""
+    return returned is not None and type(returned) not in _PLAIN and inspect.isawaitable(returned)
+
+
+_PLAIN: Final = frozenset({list, tuple})
 
 
 def is_async(function: Callable[..., Any]) -> bool:

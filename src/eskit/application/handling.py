@@ -31,8 +31,9 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TypeAlias, TypeVar
 
 from eskit.application import idempotency
-from eskit.application.effects import Call, FindEvent, Flow
+from eskit.application.effects import Call, CatchUp, FindEvent, FindRemoved, Flow
 from eskit.application.repository import Loaded, RepositoryCore
+from eskit.application.state_cache import StateCache
 from eskit.domain.aggregate import Aggregate, decided_events
 from eskit.domain.events import EventRegistry
 from eskit.domain.model import Decider, Model
@@ -108,11 +109,18 @@ class BusCore:
     of its face (``_new_repository``)."""
 
     def __init__(
-        self, events: EventRegistry, *, max_attempts: int = 5, backoff: float = 0.002
+        self,
+        events: EventRegistry,
+        *,
+        max_attempts: int = 5,
+        backoff: float = 0.002,
+        state_cache: int = 0,
     ) -> None:
         self.events = events
         self.max_attempts = max_attempts
         self.backoff = backoff
+        self.states = StateCache(state_cache)
+        """Aggregates' states kept between commands (``eskit.application.state_cache``)."""
         self.on_retry: Callable[[CommandContext, int], None] | None = None
         """Called before a command is decided again after a conflict (metrics)."""
         self._routes: dict[type[Any], Route] = {}
@@ -247,7 +255,7 @@ class BusCore:
             if guess_new:
                 loaded = Loaded(repository.model.initial_state(), None)
             else:
-                loaded = yield from repository.loading(aggregate_id, missing_ok=True)
+                loaded = yield from self._loading(repository, aggregate_id, stream)
             # A command id costs a lookup before deciding: the store's idempotent-append rule
             # would catch a retry only after the handler decided it again (its events may lie
             # before a snapshot, be hidden, or be on another stream), and a retry is replayed
@@ -306,6 +314,8 @@ class BusCore:
             else:
                 if result is None:  # only other streams were written
                     return CommandResult(stream, loaded.version, None, [])
+                if not context.idempotent:  # a retry's append may be the original's replay,
+                    self._keep(stream, result.last_version, state)  # decided a bit otherwise
                 return CommandResult(stream, result.last_version, result.last_position, events)
             attempt += 1
             if attempt == self.max_attempts:
@@ -313,6 +323,28 @@ class BusCore:
             if self.on_retry is not None:
                 self.on_retry(context, attempt)
             yield Pause(backoff(self.backoff, attempt, cap=1.0))
+
+    def _loading(
+        self, repository: RepositoryCore[Any], aggregate_id: str, stream: str
+    ) -> Flow[Loaded[Any]]:
+        """The aggregate now: its kept state caught up when the store vouches for it (see
+        ``state_cache``), else loaded."""
+        entry = self.states.take(stream) if self.states.size else None
+        if entry is not None and self.events.opener() is None:
+            version, state = entry
+            newer = yield CatchUp(stream, version)
+            if newer is not None:
+                fold = repository.folder()
+                for recorded in newer:
+                    state, version = fold(state, recorded), recorded.version
+                return Loaded(state, version)
+        loaded: Loaded[Any] = yield from repository.loading(aggregate_id, missing_ok=True)
+        return loaded
+
+    def _keep(self, stream: str, version: int, state: Any) -> None:
+        """Keep the state a command appended from, for the next command on it."""
+        if self.states.size and self.events.opener() is None:
+            self.states.put(stream, version, state)
 
     def _used_for(
         self,
@@ -356,7 +388,7 @@ class BusCore:
         command_id = context.command_id
         first = yield FindEvent(command_event_id(command_id, 0))
         if first is None:
-            return None
+            return (yield from self._scavenged_result(stream, command_id))
         idempotency.check_reuse(
             first, context.command, stream, digest, command_id, self.events.cipher
         )
@@ -370,6 +402,23 @@ class BusCore:
         typed = [e for r in recorded for e in self.events.decode(r)]
         last = recorded[-1]
         return CommandResult(stream, last.version, last.position, typed, replayed=True)
+
+    def _scavenged_result(self, stream: str, command_id: uuid.UUID) -> Flow[CommandResult | None]:
+        """The original result of a command whose events a scavenge removed (their ids
+        and places are recorded, their contents are gone: the result has no events, and
+        whether it was this very command can no longer be told), or None if it never ran."""
+        gone = yield FindRemoved(command_event_id(command_id, 0))
+        if gone is None:
+            return None
+        if gone.stream != stream:
+            return CommandResult(stream, None, None, [], replayed=True)
+        version, position, index = gone.version, gone.position, 1
+        while True:
+            id_ = command_event_id(command_id, index)
+            found = (yield FindRemoved(id_)) or (yield FindEvent(id_))
+            if found is None or found.stream != stream:
+                return CommandResult(stream, version, position, [], replayed=True)
+            version, position, index = found.version, found.position, index + 1
 
 
 def command_event_id(command_id: uuid.UUID, index: int) -> uuid.UUID:

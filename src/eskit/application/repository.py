@@ -34,7 +34,7 @@ from eskit.application.effects import (
     SaveSnapshot,
     run_async,
 )
-from eskit.domain.events import SCHEMA_VERSION, EventRegistry
+from eskit.domain.events import SCHEMA_VERSION, EventRegistry, not_a_domain_event
 from eskit.domain.model import Model
 from eskit.domain.sensitive import holds_sealed
 from eskit.errors import AggregateNotFound
@@ -107,12 +107,7 @@ class RepositoryCore(Generic[S]):
                     log.exception("ignoring the unreadable snapshot of %s", stream)
                     source = None  # all of them, then (that one was never started)
         folded: S = model.initial_state() if state is None else state
-        evolve, decode_old, current_types, opener = (
-            model.evolve,
-            self.events.decode_old,
-            self.events.current(),
-            self.events.opener(),  # None unless events may hold encrypted fields
-        )
+        fold = self.folder()
 
         def step(recorded: RecordedEvent) -> bool:
             nonlocal folded, current
@@ -122,14 +117,7 @@ class RepositoryCore(Generic[S]):
                 return False
             if spot is not None:
                 spot(recorded)
-            if opener is not None:
-                recorded = opener(recorded)
-            known = current_types.get(recorded.type)
-            if known is not None and known[0] == recorded.metadata.get(SCHEMA_VERSION, 1):
-                folded = evolve(folded, known[1](recorded.data))  # today's type: no upcasting
-            else:
-                for event in decode_old(recorded):
-                    folded = evolve(folded, event)
+            folded = fold(folded, recorded)
             current = recorded.version
             return True
 
@@ -141,6 +129,30 @@ class RepositoryCore(Generic[S]):
         if current is None and not missing_ok:
             raise AggregateNotFound(stream)
         return Loaded(folded, current)
+
+    def folder(self) -> Callable[[S, RecordedEvent], S]:
+        """``fold(state, recorded)``: the state with one stored event applied (decrypted,
+        decoded, upcast as needed)."""
+        evolve, decode_old, current_types, opener = (
+            self.model.evolve,
+            self.events.decode_old,
+            self.events.current(),
+            self.events.opener(),  # None unless events may hold encrypted fields
+        )
+
+        def fold(state: S, recorded: RecordedEvent) -> S:
+            if recorded.raw is not None:
+                raise not_a_domain_event(recorded)
+            if opener is not None:
+                recorded = opener(recorded)
+            known = current_types.get(recorded.type)
+            if known is not None and known[0] == recorded.metadata.get(SCHEMA_VERSION, 1):
+                return evolve(state, known[1](recorded.data))  # today's type: no upcasting
+            for event in decode_old(recorded):
+                state = evolve(state, event)
+            return state
+
+        return fold
 
     def saving(
         self,

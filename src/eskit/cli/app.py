@@ -6,6 +6,7 @@ from __future__ import annotations
 import typer
 
 from eskit.cli import (
+    backup,
     copy,
     events,
     forget,
@@ -19,8 +20,11 @@ from eskit.cli import (
     tokens,
     transfer,
 )
+from eskit.cli.archive import archive_command, restore_command
 from eskit.cli.common import Url, opened, run
+from eskit.cli.grpc_serve import grpc_command
 from eskit.cli.records import AsJson, Column, show_records
+from eskit.cli.scavenge import scavenge_command
 from eskit.cli.trace import trace_command
 from eskit.cli.verify import verify_command
 
@@ -63,13 +67,19 @@ app.add_typer(projections.app, name="projections")
 app.add_typer(subscriptions.app, name="subscriptions")
 app.command("trace")(trace_command)
 app.command("verify")(verify_command)
+app.command("scavenge")(scavenge_command)
+app.command("archive")(archive_command)
+app.command("restore")(restore_command)
 app.command("export")(transfer.export)
 app.command("import")(transfer.import_)
+app.command("backup")(backup.backup_command)
+app.command("restore-backup")(backup.restore_command)
 app.command("copy")(copy.copy)
 app.command("migrate")(migrate.migrate)
 app.command("migrate-events")(migrate_events.migrate_events_command)
 app.command("relay")(relay.relay)
 app.command("serve")(serve.serve)
+app.command("grpc")(grpc_command)
 app.add_typer(tokens.app, name="tokens")
 app.command("forget")(forget.forget_command)
 app.add_typer(forget.app, name="keys")

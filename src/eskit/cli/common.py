@@ -105,22 +105,41 @@ class _Rate(ProgressColumn):
         return Text(f"{shown} {self.unit}/s", style="progress.data.speed")
 
 
+class _Counts(ProgressColumn):
+    """A phase's progress in the unit of its task (``unit`` field): sizes and a transfer
+    speed for bytes, counts and a rate for anything else."""
+
+    def render(self, task: Task) -> Text:
+        unit = str(task.fields["unit"])
+        if unit == "bytes":
+            done, speed = DownloadColumn().render(task), TransferSpeedColumn().render(task)
+        else:
+            done, speed = MofNCompleteColumn().render(task), _Rate(unit).render(task)
+        return Text.assemble(done, " ", speed)
+
+
 Phase = Callable[[int, int], None]
 
 
 @contextlib.contextmanager
-def progress_bars(*phases: str, unit: str = "events") -> Iterator[list[Phase]]:
+def progress_bars(
+    *phases: str, unit: str = "events", units: dict[str, str] | None = None
+) -> Iterator[list[Phase]]:
     """Progress bars on stderr with rate and time left, one per phase of an operation; yields
     the ``(done, total)`` callbacks the library's long operations take, one per phase.
+    ``units`` gives a phase a unit of its own (``"bytes"``: sizes and a transfer speed).
 
     A phase's bar appears on its first callback: a command that fails before any work (a
     missing store) draws none, and one that fails midway takes its bars down, so an error
     line is never followed by a bar."""
-    counts: list[ProgressColumn] = (
-        [DownloadColumn(), TransferSpeedColumn()]
-        if unit == "bytes"
-        else [MofNCompleteColumn(), _Rate(unit)]
-    )
+    units = units or {}
+    counts: list[ProgressColumn]
+    if units:
+        counts = [_Counts()]
+    elif unit == "bytes":
+        counts = [DownloadColumn(), TransferSpeedColumn()]
+    else:
+        counts = [MofNCompleteColumn(), _Rate(unit)]
     columns = [
         TextColumn("[progress.description]{task.description}"),
         BarColumn(bar_width=None),  # what the counts leave: they stay whole at 80 columns
@@ -136,7 +155,9 @@ def progress_bars(*phases: str, unit: str = "events") -> Iterator[list[Phase]]:
             if not tasks:
                 bar.start()
             if description not in tasks:
-                tasks[description] = bar.add_task(description, total=total)
+                tasks[description] = bar.add_task(
+                    description, total=total, unit=units.get(description, unit)
+                )
             bar.update(tasks[description], completed=done, total=total)
 
         return update

@@ -88,7 +88,7 @@ async def _forget(
     """Forget ``subject`` once both stores are found: the event store first, so that a
     mistyped one leaves nothing behind, then the key store (never created here either)."""
     async with opened(url, create=False) as store:
-        with _keystore(keys_url) as keys:
+        with keystore_at(keys_url) as keys:
             from eskit.privacy import forget
 
             return await forget(store, keys, subject, by=by, reason=reason)
@@ -124,7 +124,7 @@ def rotate(
 
     Example: eskit keys rotate sqlite:///./keys.db --master-key-file new.key
     """
-    with _keystore(keys) as store:
+    with keystore_at(keys) as store:
         keyring = _keyring(store, master_key_file, previous_key_file)
         try:
             count = keyring.rotate()
@@ -139,7 +139,7 @@ def status(keys: KeysArgument, as_json: AsJson = False) -> None:
 
     Example: eskit keys status sqlite:///./keys.db
     """
-    with _keystore(keys) as store:
+    with keystore_at(keys) as store:
         counts = store.count_by_master()
     records = [{"master_key_id": m, "subject_keys": n} for m, n in sorted(counts.items())]
     show_records(KEY_COLUMNS, records, title=f"subject keys in {keys}", as_json=as_json)
@@ -166,7 +166,7 @@ def _keyring(
 
 
 @contextlib.contextmanager
-def _keystore(url: str) -> Iterator[KeyStore]:
+def keystore_at(url: str) -> Iterator[KeyStore]:
     """The key store at ``url``, which must exist: these commands work on the keys that are
     there, so a mistyped URL is ``no such key store: PATH`` and creates nothing."""
     try:

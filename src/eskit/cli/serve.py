@@ -3,7 +3,6 @@ application's commands and queries (``--app module:function``)."""
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -11,12 +10,16 @@ import typer
 from rich.text import Text
 
 import eskit
+from eskit.addresses import is_loopback
 from eskit.cli.common import err, fail, import_attribute, run
 from eskit.store.rules import DEFAULT_MAX_EVENT_SIZE
 from eskit.web.readiness import DEFAULT_MAX_LAG
 from eskit.web.tokens import TokenFile
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from eskit.grpc.server import GrpcSettings
     from eskit.web.spec import AppSpec
 
 
@@ -53,6 +56,30 @@ def serve(
             min=0, help="Events a projection may lag behind before /health/ready answers 503."
         ),
     ] = DEFAULT_MAX_LAG,
+    grpc: Annotated[
+        str | None,
+        typer.Option(
+            "--grpc",
+            help="Also serve KurrentDB's gRPC API on HOST:PORT (as eskit grpc does), with the"
+            " same store, tokens and --app.",
+            show_default=False,
+        ),
+    ] = None,
+    grpc_tls_cert: Annotated[
+        Path | None,
+        typer.Option("--grpc-tls-cert", help="TLS certificate of --grpc.", show_default=False),
+    ] = None,
+    grpc_tls_key: Annotated[
+        Path | None,
+        typer.Option("--grpc-tls-key", help="TLS key of --grpc.", show_default=False),
+    ] = None,
+    grpc_unsafe_insecure: Annotated[
+        bool,
+        typer.Option(
+            "--grpc-unsafe-insecure",
+            help="Serve --grpc without TLS on an address other hosts can reach.",
+        ),
+    ] = False,
 ) -> None:
     """Serve the HTTP API: commands, queries, streams, the log and its live feed (SSE).
 
@@ -73,6 +100,13 @@ def serve(
     try:
         store = eskit.open_store(url)
         spec = load_spec(app_spec, store) if app_spec else AppSpec()
+        if grpc is not None:
+            from eskit.grpc.server import GrpcSettings
+
+            settings = GrpcSettings(
+                grpc, grpc_tls_cert, grpc_tls_key, token_file, grpc_unsafe_insecure
+            )
+            spec = with_grpc(store, spec, settings)
     except (ValueError, TypeError) as error:
         fail(str(error))
     app = serving_app(
@@ -98,14 +132,30 @@ def serve(
         fail("the server did not start (see the log above)")
 
 
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is only reachable from this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def with_grpc(store: eskit.EventStore, spec: AppSpec, settings: GrpcSettings) -> AppSpec:
+    """``spec`` running KurrentDB's gRPC API too, while the store is open, with the
+    application's raw-append policy."""
+    import contextlib
+    import dataclasses
+
+    from eskit.grpc.policy import AppendPolicy
+    from eskit.grpc.server import GrpcServer
+    from eskit.web.spec import running_part
+
+    policy = AppendPolicy(spec.bus, spec.free_form_categories)
+    server = GrpcServer(store, dataclasses.replace(settings, policy=policy))
+
+    @contextlib.asynccontextmanager
+    async def running() -> AsyncIterator[None]:
+        async with running_part(spec):
+            port = await server.start()
+            err().print(Text(f"serving KurrentDB's gRPC API on {server.host}:{port}"))
+            try:
+                yield
+            finally:
+                await server.stop()
+
+    return dataclasses.replace(spec, running=running)
 
 
 def load_spec(spec: str, store: eskit.EventStore) -> AppSpec:

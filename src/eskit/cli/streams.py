@@ -12,7 +12,7 @@ from rich.text import Text
 import eskit
 from eskit.cli.common import Url, err, opened, out, run, when
 from eskit.cli.records import AsJson, Column, show_records
-from eskit.store.model import StreamInfo
+from eskit.store.model import StreamInfo, readable
 
 app = typer.Typer(
     help="Look at streams and follow the log.\n\nExample: eskit streams list sqlite:///./events.db",
@@ -103,9 +103,16 @@ def show(
             soft_wrap=True,
         )
         console.print(Text("metadata", style="bold"))
-        console.print(JSON(msgspec.json.encode(event.metadata).decode()))
-        console.print(Text("data", style="bold"))
-        console.print(JSON(msgspec.json.encode(event.data).decode()))
+        if event.raw_metadata is None:
+            console.print(JSON(msgspec.json.encode(event.metadata).decode()))
+        else:
+            console.print(Text(readable(event.raw_metadata)), soft_wrap=True)
+        if event.raw is None:
+            console.print(Text("data", style="bold"))
+            console.print(JSON(msgspec.json.encode(event.data).decode()))
+        else:
+            console.print(Text(f"data ({event.content_type or 'no content type'})", style="bold"))
+            console.print(Text(readable(event.raw.body)), soft_wrap=True)
     if len(events) > limit:
         next_version = events[limit].version
         console.print(Text(f"more events follow: add --from-version {next_version}"))
@@ -147,7 +154,11 @@ async def _tail(
     async with opened(url, readonly=True) as store:
         start = await store.last_position() if after is None else after
         async for event in store.subscribe(after=start, types=types or None, category=category):
-            data = msgspec.json.encode(event.data).decode()
+            data = (
+                msgspec.json.encode(event.data).decode()
+                if event.raw is None
+                else f"({event.content_type}) {readable(event.raw.body)}"
+            )
             line = Text.assemble(
                 (f"{event.position:>8} ", "dim"),
                 (f"{when(event.recorded_at)} ", "dim"),

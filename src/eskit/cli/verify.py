@@ -44,7 +44,7 @@ def verify_command(url: Url, anchors: AnchorsFile = None, save: SaveFile = None)
         report = run(_verify(url, known, bar))
     if save is not None:
         save_anchors(save, report.anchors())
-    _show(url, report)
+    show_report(url, report)
     if not report.ok:
         fail(f"{len(report.problems)} problem(s): the log was changed behind eskit's back")
 
@@ -56,7 +56,7 @@ async def _verify(
         return await verify(store, anchors=anchors, progress=progress)
 
 
-def _show(url: str, report: AuditReport) -> None:
+def show_report(url: str, report: AuditReport) -> None:
     console = out()
     counts = {
         "events": report.events,
@@ -67,6 +67,9 @@ def _show(url: str, report: AuditReport) -> None:
     show_records(SUMMARY_COLUMNS, [counts], title=f"hash chains of {url}", as_json=False)
     if report.chain_start is not None:
         console.print(Text(f"the chain starts at position {report.chain_start.position}"))
+    if report.removed:
+        why = ", ".join(f"{count} {reason}" for reason, count in sorted(report.removed.items()))
+        console.print(Text(f"{sum(report.removed.values())} events were scavenged ({why})"))
     if report.unlinked:
         console.print(Text(f"{report.unlinked} events predate the chain and were not checked"))
     if report.problems:

@@ -188,9 +188,12 @@ class EventRegistry:
 
         Usually one event; an upcaster may split an event into several or drop it (none).
         Raises ``UnknownEventType`` or ``UnsupportedEventVersion`` (a version newer than
-        this code knows, e.g. written by a newer deployment). Encrypted fields are
-        decrypted first (``open``).
+        this code knows, e.g. written by a newer deployment), and ``ValueError`` for an
+        event whose data is kept as bytes (``RecordedEvent.raw``: not a domain event).
+        Encrypted fields are decrypted first (``open``).
         """
+        if recorded.raw is not None:
+            raise not_a_domain_event(recorded)
         recorded = self.open(recorded)
         version = recorded.metadata.get(SCHEMA_VERSION, 1)
         entry = self._by_name.get(recorded.type)
@@ -201,6 +204,8 @@ class EventRegistry:
     def decode_old(self, recorded: RecordedEvent) -> list[Any]:
         """``decode`` for an event that is not of a current type and version: upcast it.
         Expects an event already ``open``-ed."""
+        if recorded.raw is not None:
+            raise not_a_domain_event(recorded)
         version = recorded.metadata.get(SCHEMA_VERSION, 1)
         return [
             self.by_name(name).decode(data)
@@ -237,7 +242,11 @@ class EventRegistry:
         """The stored event in today's schema, still as an envelope with JSON data: what
         read models want. Renamed, split or dropped by the upcasters; a type this registry
         does not know passes through unchanged. Encrypted fields are decrypted (``open``)
-        unless ``open=False``, which leaves them as stored (a migration copies them)."""
+        unless ``open=False``, which leaves them as stored (a migration copies them). An
+        event whose data is kept as bytes (``RecordedEvent.raw``) passes unchanged: no
+        upcaster reads bytes."""
+        if recorded.raw is not None:
+            return [recorded]
         if open:
             recorded = self.open(recorded)
         version = recorded.metadata.get(SCHEMA_VERSION, 1)
@@ -319,3 +328,12 @@ def from_json_object(cls: type[E], data: JSONObject) -> E:
 _convert = msgspec.convert
 _json_encode = msgspec.json.encode
 _json_decode = msgspec.json.decode
+
+
+def not_a_domain_event(recorded: RecordedEvent) -> ValueError:
+    """The error for an event whose data is kept as bytes where a domain event is needed."""
+    return ValueError(
+        f"event {recorded.id} ({recorded.type}) of {recorded.stream!r} at version"
+        f" {recorded.version} holds data as bytes ({recorded.content_type or 'no content type'}),"
+        " not a JSON object: it is not a domain event, so no aggregate or decoder takes it"
+    )

@@ -38,7 +38,7 @@ from eskit.domain.sensitive import holds_sealed
 from eskit.errors import EskitError
 from eskit.store import rules
 from eskit.store.base import EventStore
-from eskit.store.model import ANY, Append, JSONObject, NewEvent, RecordedEvent
+from eskit.store.model import ANY, Append, JSONObject, NewEvent, RawData, RecordedEvent
 from eskit.store.transfer import (
     CHUNK_BYTES,
     CHUNK_EVENTS,
@@ -64,18 +64,19 @@ class Rewritten(msgspec.Struct, frozen=True):
 
     stream: str
     type: str
-    data: JSONObject
-    metadata: JSONObject = {}
+    data: JSONObject | RawData
+    metadata: JSONObject | RawData = {}
 
     @classmethod
     def of(cls, event: RecordedEvent, **changes: Any) -> Rewritten:
         """``event`` as it is, but for ``changes`` (``stream``, ``type``, ``data``,
-        ``metadata``)."""
+        ``metadata``); payloads kept as bytes stay ``RawData``."""
+        raw_metadata = event.raw_metadata
         fields: dict[str, Any] = {
             "stream": event.stream,
             "type": event.type,
-            "data": event.data,
-            "metadata": event.metadata,
+            "data": event.data if event.raw is None else event.raw,
+            "metadata": event.metadata if raw_metadata is None else RawData("", raw_metadata),
         }
         unknown = set(changes) - set(fields)
         if unknown:
@@ -232,7 +233,8 @@ def _outputs(
                 f"source position {event.position} ({_describe(event)}): the migration"
                 f" {migration.name!r} must return Rewritten events, got {out!r:.80}"
             )
-        if holds_sealed(out.data) and (n > 0 or out.stream != event.stream):
+        sealed = isinstance(out.data, dict) and holds_sealed(out.data)
+        if sealed and (n > 0 or out.stream != event.stream):
             raise TransferError(
                 f"source position {event.position} ({_describe(event)}): it holds encrypted"
                 " fields, bound to its stream and id: it may be changed in place or dropped,"
@@ -247,8 +249,19 @@ def _outputs(
 def _shape(event_id: uuid.UUID, event: Rewritten) -> bytes:
     """What the target must hold for one output: id, stream, type, data and metadata
     (positions and versions are the target's own)."""
-    fields = (str(event_id), event.stream, event.type, event.data, event.metadata)
+    fields = (
+        str(event_id),
+        event.stream,
+        event.type,
+        _payload(event.data),
+        _payload(event.metadata),
+    )
     return msgspec.json.encode(fields, order="sorted") + b"\n"
+
+
+def _payload(value: JSONObject | RawData) -> Any:
+    """A payload as ``_shape`` encodes it: bytes as a tagged list, never equal to an object."""
+    return value if isinstance(value, dict) else ["raw", value.content_type, value.body]
 
 
 class _Held:

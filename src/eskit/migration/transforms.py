@@ -67,13 +67,22 @@ def chain(*transforms: Transform) -> Transform:
     def transform(event: RecordedEvent) -> list[Rewritten]:
         current = [event]
         for step in transforms:
-            current = [
-                msgspec.structs.replace(
-                    e, stream=out.stream, type=out.type, data=out.data, metadata=out.metadata
-                )
-                for e in current
-                for out in step(e)
-            ]
+            current = [_as_recorded(e, out) for e in current for out in step(e)]
         return [Rewritten.of(e) for e in current]
 
     return transform
+
+
+def _as_recorded(event: RecordedEvent, out: Rewritten) -> RecordedEvent:
+    """``event`` rewritten as ``out`` says, for the next transform of a chain (payloads kept
+    as bytes go back to ``raw`` and ``raw_metadata``)."""
+    data, metadata = out.data, out.metadata
+    return msgspec.structs.replace(
+        event,
+        stream=out.stream,
+        type=out.type,
+        data=data if isinstance(data, dict) else {},
+        raw=None if isinstance(data, dict) else data,
+        metadata=metadata if isinstance(metadata, dict) else {},
+        raw_metadata=None if isinstance(metadata, dict) else metadata.body,
+    )

@@ -261,9 +261,11 @@ class PostgresDatabase(_OwnThread):
         from eskit.store.postgres_schema import check_schema
 
         self.store = store
-        self.conninfo = store.conninfo if store is not None else str(url)
+        self.conninfo = store.engine.conninfo if store is not None else str(url)
         self.schema = store.schema if store is not None else check_schema(schema)
-        self.holds_log = store is not None
+        self.holds_log = store is not None and store.replica is None
+        """With a replica, batches are read from it (``read_page``), not in the
+        transaction that applies them: still exactly once (the checkpoint moves in it)."""
         self._conn: psycopg.Connection[Any] | None = None
 
     def _connection(self) -> psycopg.Connection[Any]:

@@ -241,12 +241,14 @@ def advance(
     conn: Connection, name: str, worker: str, leases: Mapping[int, Lease], position: int
 ) -> None:
     """Move every leased partition's checkpoint to ``position``, each in one statement that
-    also checks the lease (owner, generation, build, expiry, not stuck); raise
-    ``LeaseLost`` if any check fails, so the caller's transaction, read-model writes
-    included, rolls back."""
+    also checks the lease (owner, generation, build, expiry, not stuck) and that the
+    checkpoint is still where the lease says (a batch whose COMMIT's answer was lost, in a
+    failover, did move it); raise ``LeaseLost`` if any check fails, so the caller's
+    transaction, read-model writes included, rolls back and the worker reads its leases
+    again."""
     for lease in leases.values():
         if lease.position < position:
-            _fenced(conn, name, worker, lease, "position = ?", (position,))
+            _fenced(conn, name, worker, lease, "position = ?", (position,), lease.position)
 
 
 def mark_stuck(
@@ -265,15 +267,23 @@ def mark_stuck(
 
 
 def _fenced(
-    conn: Connection, name: str, worker: str, lease: Lease, changes: str, values: tuple[object, ...]
+    conn: Connection,
+    name: str,
+    worker: str,
+    lease: Lease,
+    changes: str,
+    values: tuple[object, ...],
+    at: int | None = None,
 ) -> None:
-    """Change a partition's row only while ``lease`` holds it and it is not stuck."""
+    """Change a partition's row only while ``lease`` holds it and it is not stuck (and,
+    given ``at``, its checkpoint is there)."""
     now = _now(conn)
+    where = "" if at is None else f" AND position = {int(at)}"
     changed = execute(
         conn,
         f"UPDATE eskit_partitions SET {changes} WHERE name = ? AND partition = ?"
         f" AND owner = ? AND generation = ? AND build = ? AND expires_at > {now}"
-        " AND error_position IS NULL",
+        f" AND error_position IS NULL{where}",
         (*values, name, lease.partition, worker, lease.generation, lease.build),
     ).rowcount
     if not changed:

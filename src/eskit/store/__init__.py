@@ -7,12 +7,20 @@ from typing import TYPE_CHECKING, Any
 
 from eskit.store.base import EventStore
 from eskit.store.memory import MemoryStore
+from eskit.store.model import RawData
 from eskit.store.sqlite import SQLiteStore
 
 if TYPE_CHECKING:
     from eskit.store.postgres import PostgresStore
 
-__all__ = ["EventStore", "MemoryStore", "PostgresStore", "SQLiteStore", "open_store"]
+__all__ = [
+    "EventStore",
+    "MemoryStore",
+    "PostgresStore",
+    "RawData",
+    "SQLiteStore",
+    "open_store",
+]
 
 
 def open_store(url: str, **options: Any) -> EventStore:

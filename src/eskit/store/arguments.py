@@ -72,6 +72,31 @@ def log_filter(
     return type_filter
 
 
+def read_backwards(backwards: object, before: object) -> bool:
+    """Check ``read_all``'s direction: whether it reads backwards. ``before`` bounds only a
+    backwards read (a forward read stops where the log ends)."""
+    rules.check_flag("backwards", backwards)
+    rules.check_optional_count("before", before)
+    if before is not None and not backwards:
+        raise ValueError("before= bounds a backwards read: pass backwards=True too")
+    return bool(backwards)
+
+
+def backwards_cursor(after: int, before: int | None, limit: int | None) -> LogCursor | None:
+    """Where a backwards read of the log starts (None: it reads nothing)."""
+    below = rules.MAX_INT64 if before is None else rules.clamp(before)
+    return None if limit == 0 or below <= after + 1 else (below, limit)
+
+
+def next_backwards_cursor(
+    page: list[RecordedEvent], remaining: int | None, count: int
+) -> LogCursor | None:
+    """Where a backwards read of the log goes on after ``page``: below its last (oldest)
+    event; None: done."""
+    left = None if remaining is None else remaining - len(page)
+    return None if len(page) < count or left == 0 else (page[-1].position, left)
+
+
 def page_count(remaining: int | None, page_size: int) -> int:
     """How many events to ask for next."""
     return page_size if remaining is None else min(remaining, page_size)

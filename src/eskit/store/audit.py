@@ -15,8 +15,9 @@ streams (their last version and link), not with the number of events.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 
 import msgspec
@@ -24,6 +25,7 @@ import msgspec
 from eskit.store import rules
 from eskit.store.base import EventStore
 from eskit.store.chain import ChainRow, ChainStart, audit_key
+from eskit.store.scavenge import Removal
 
 
 class Anchor(msgspec.Struct, frozen=True):
@@ -55,6 +57,9 @@ class AuditReport(msgspec.Struct):
     unlinked: int = 0
     """Events written before the store kept a chain (before its chain start): not checked."""
     problems: list[Problem] = msgspec.field(default_factory=list)
+    removed: dict[str, int] = msgspec.field(default_factory=dict)
+    """Events removed through the audited path (``eskit scavenge``), by reason: their
+    recorded links carry each stream's chain across the gap."""
     ends: dict[str, Anchor] = msgspec.field(default_factory=dict)
     """Each stream's last version and link: tomorrow's anchors."""
     chain_start: ChainStart | None = None
@@ -97,20 +102,20 @@ async def verify(
     report.chain_start = await store._chain_start()
     first = _check_chain_start(report, key, anchors.chain_start)
     ends = anchors.streams
-    after = 0
-    while True:
-        rows = await store._chain_page(after, page_size)
-        for row in rows:
-            stream = streams.get(row.stream)
-            if stream is None:
-                stream = streams[row.stream] = _Stream()
+    seen = 0
+    async for row in _merged(_chain_rows(store, page_size), _removals(store, page_size)):
+        stream = streams.get(row.stream)
+        if stream is None:
+            stream = streams[row.stream] = _Stream()
+        if isinstance(row, Removal):
+            _check_removed(row, row.position >= first, stream, ends.get(row.stream), report)
+        else:
             _check(row, row.position >= first, stream, key, ends.get(row.stream), report)
-        if rows:
-            after = rows[-1].position
-        if progress is not None:
-            progress(after, max(head, after))
-        if len(rows) < page_size:
-            break
+        seen += 1
+        if progress is not None and seen % page_size == 0:
+            progress(row.position, max(head, row.position))
+    if progress is not None:
+        progress(head, head)
     for name, anchor in ends.items():
         reached = streams.get(name)
         if reached is None or reached.version < anchor.version:
@@ -129,6 +134,53 @@ async def verify(
         name: Anchor(s.version, s.link.hex()) for name, s in streams.items() if s.link is not None
     }
     return report
+
+
+async def _chain_rows(store: EventStore, page_size: int) -> AsyncIterator[ChainRow]:
+    after = 0
+    while True:
+        rows = await store._chain_page(after, page_size)
+        for row in rows:
+            yield row
+        if len(rows) < page_size:
+            return
+        after = rows[-1].position
+
+
+async def _removals(store: EventStore, page_size: int) -> AsyncIterator[Removal]:
+    """The store's removal records in position order (none for a store that keeps none)."""
+    scavenger = store.scavenger()
+    if scavenger is None:
+        return
+    try:
+        after = 0
+        while True:
+            rows = await asyncio.to_thread(scavenger.removed_page, after, page_size)
+            for row in rows:
+                yield row
+            if len(rows) < page_size:
+                return
+            after = rows[-1].position
+    finally:
+        await asyncio.to_thread(scavenger.close)
+
+
+async def _merged(
+    rows: AsyncIterator[ChainRow], removed: AsyncIterator[Removal]
+) -> AsyncIterator[ChainRow | Removal]:
+    """Events and removal records, in position order. An event restored from an archive
+    (``eskit restore``) is both in the log and recorded as removed: the event counts."""
+    row, gone = await anext(rows, None), await anext(removed, None)
+    while row is not None or gone is not None:
+        if gone is None or (row is not None and row.position <= gone.position):
+            assert row is not None
+            if gone is not None and gone.position == row.position:
+                gone = await anext(removed, None)
+            yield row
+            row = await anext(rows, None)
+        else:
+            yield gone
+            gone = await anext(removed, None)
 
 
 def _check_chain_start(report: AuditReport, key: bytes | None, anchored: ChainStart | None) -> int:
@@ -183,13 +235,7 @@ def _check(
                 f"the category column says {row.category!r}, the stream's category is {category!r}",
             )
         )
-    if row.version != stream.version + 1:
-        what = (
-            f"versions {stream.version + 1}..{row.version - 1} are missing"
-            if row.version > stream.version + 1
-            else f"version {row.version} after version {stream.version}"
-        )
-        report.problems.append(Problem(*where, what))
+    _check_version(where, stream, report)
     checkable = row.version == stream.version + 1 and not stream.broken
     if row.hash is None:
         if v2 or stream.link is not None or stream.broken:
@@ -205,6 +251,33 @@ def _check(
     if anchored is not None and (row.hash is None or row.hash.hex() != anchored):
         report.problems.append(Problem(*where, "differs from its anchor"))
     stream.version, stream.link = row.version, row.hash
+
+
+def _check_removed(
+    removal: Removal, v2: bool, stream: _Stream, anchor: Anchor | None, report: AuditReport
+) -> None:
+    """Count a removed event and carry its stream's chain on with its recorded link (the
+    event itself is gone: its link cannot be recomputed). A removal recorded without its
+    link (by hand) leaves the next link uncheckable, like a removed link."""
+    report.removed[removal.reason] = report.removed.get(removal.reason, 0) + 1
+    where = (removal.stream, removal.version, removal.position)
+    _check_version(where, stream, report)
+    anchored = None if anchor is None or removal.version != anchor.version else anchor.hash
+    if anchored is not None and (removal.link is None or removal.link.hex() != anchored):
+        report.problems.append(Problem(*where, "differs from its anchor (removed event)"))
+    stream.version, stream.link = removal.version, removal.link
+    stream.broken = removal.link is None and v2
+
+
+def _check_version(where: tuple[str, int, int], stream: _Stream, report: AuditReport) -> None:
+    version = where[1]
+    if version != stream.version + 1:
+        what = (
+            f"versions {stream.version + 1}..{version - 1} are missing"
+            if version > stream.version + 1
+            else f"version {version} after version {stream.version}"
+        )
+        report.problems.append(Problem(*where, what))
 
 
 def load_anchors(path: Path) -> Anchors:

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Protocol, Self
 from eskit.errors import StoreClosed, StoreError, StoreUnavailable
 from eskit.store import arguments, rules
 from eskit.store.arguments import LogCursor, StreamCursor
-from eskit.store.chain import ChainRow, ChainStart
-from eskit.store.engine import Clock, Engine
+from eskit.store.engine import Clock
+from eskit.store.engine_primitives import EnginePrimitives
 from eskit.store.model import (
     ANY,
     Append,
@@ -33,11 +33,13 @@ from eskit.store.model import (
     StreamMetadata,
 )
 from eskit.store.read_ahead import drop, read_ahead
-from eskit.store.rules import PreparedAppend, PreparedSnapshot
+from eskit.store.rules import PreparedAppend
 
 if TYPE_CHECKING:
     from eskit.projections.database import Database
+    from eskit.store.backup import BackupEngine
     from eskit.store.migrations import Migrated
+    from eskit.store.scavenge import Removal, Scavenger
 
 
 def utc_now() -> dt.datetime:
@@ -52,7 +54,7 @@ class AppendObserver(Protocol):
     def append(self, appends: Sequence[PreparedAppend]) -> AbstractContextManager[None]: ...
 
 
-class EventStore:
+class EventStore(EnginePrimitives):
     """An append-only log of events grouped in streams, with optimistic concurrency.
 
     Guarantees, on every backend:
@@ -70,7 +72,8 @@ class EventStore:
       the wrong type raises ``TypeError`` (a str or bool for a version, a bare string for
       a list of types), a value of the right type that breaks a rule raises ``ValueError``
       (a negative limit, an invalid name). Event data and metadata that are not JSON
-      objects, nested deeper than ``rules.MAX_NESTING`` or oversized raise ``ValueError``.
+      objects, nested deeper than ``rules.MAX_NESTING`` or oversized raise ``ValueError``;
+      payloads given as ``RawData`` are kept as bytes, exactly (``RecordedEvent.raw``).
     - A subscription delivers every event once, in position order, catching up first and
       then following live; it resumes from any checkpoint (a position).
     - Snapshots are kept beside the streams, the newest ``rules.SNAPSHOTS_KEPT`` per stream
@@ -158,7 +161,8 @@ class EventStore:
         Raises ``WrongExpectedVersion`` (nothing written), ``StreamDeleted`` for a
         tombstoned stream, ``IdempotencyConflict`` for partly repeated ids, ``TypeError`` for
         an argument of the wrong type and ``ValueError`` for invalid input (data or metadata
-        that is not a JSON object, nested too deep or too large; see ``rules.prepare``).
+        that is not a JSON object or ``RawData``, nested too deep or too large; see
+        ``rules.prepare``).
         """
         prepared = rules.prepare_append(stream, events, expected_version, self.max_event_size)
         self._check_open()
@@ -211,7 +215,8 @@ class EventStore:
         await self._delete(stream, expected, hard=True)
 
     async def set_stream_metadata(self, stream: str, metadata: StreamMetadata) -> None:
-        """Replace the stream's read rules (truncate_before, max_count, max_age)."""
+        """Replace the stream's read rules (truncate_before, max_count, max_age) and custom
+        keys (``custom``, kept exactly as set)."""
         rules.check_name(stream)
         rules.check_metadata(metadata)
         self._check_open()
@@ -271,17 +276,27 @@ class EventStore:
     async def find_event(self, event_id: uuid.UUID) -> RecordedEvent | None:
         """The event with this id, wherever it is, or None.
 
-        Events hidden from their stream (deleted, truncated, too old) are still found: the
-        log keeps them. Command handling uses this to recognise a command it already ran.
+        Events hidden from their stream are found until a scavenge removes them (then see
+        ``find_removed``). Command handling recognises a command it already ran by it.
         """
         arguments.event_id(event_id)
         self._check_open()
         return await self._find_event(event_id)
 
+    async def find_removed(self, event_id: uuid.UUID) -> Removal | None:
+        """The record of the event with this id if a scavenge removed it, else None."""
+        arguments.event_id(event_id)
+        self._check_open()
+        return await self.engine.call_async(self.engine.find_removed, event_id)
+
     async def last_position(self) -> int:
         """Position of the newest event a reader can see; 0 when the store is empty."""
         self._check_open()
         return await self._last_position()
+
+    async def written_position(self) -> int:
+        """The newest position written: ``last_position`` may lag it on a replica."""
+        return await self.engine.call_async(self.engine.written_position)
 
     async def list_streams(
         self, category: str | None = None, after: str | None = None, limit: int = 100
@@ -363,11 +378,24 @@ class EventStore:
         limit: int | None = None,
         types: Iterable[str] | None = None,
         category: str | None = None,
+        *,
+        backwards: bool = False,
+        before: int | None = None,
     ) -> AsyncIterator[RecordedEvent]:
         """Yield events with position > ``after`` in position order, optionally only those
-        of the given ``types`` or stream ``category``, at most ``limit`` of them."""
+        of the given ``types`` or stream ``category``, at most ``limit`` of them.
+
+        ``backwards=True`` yields them newest first, from the end of the log or, with
+        ``before``, from the event just below that position (``before`` is exclusive, as
+        ``after`` is; pass the last position seen to read the next page). ``after`` still
+        bounds the read from below. ``before`` without ``backwards`` is a ``ValueError``.
+        """
         rules.check_optional_count("limit", limit, minimum=0)
         type_filter = self._check_log_filter(after, types, category)
+        if arguments.read_backwards(backwards, before):
+            async for event in self._log_backwards(after, before, limit, type_filter, category):
+                yield event
+            return
         if limit == 0:
             return
 
@@ -381,6 +409,27 @@ class EventStore:
         async for page in read_ahead(read, (after, limit)):
             for event in page:
                 yield event
+
+    async def _log_backwards(
+        self,
+        after: int,
+        before: int | None,
+        limit: int | None,
+        types: tuple[str, ...] | None,
+        category: str | None,
+    ) -> AsyncIterator[RecordedEvent]:
+        async def read(cursor: LogCursor) -> tuple[list[RecordedEvent], LogCursor | None]:
+            below, remaining = cursor
+            count = arguments.page_count(remaining, self.page_size)
+            self._check_open()
+            page = await self._read_all_page_backwards(below, after, count, types, category)
+            return page, arguments.next_backwards_cursor(page, remaining, count)
+
+        first = arguments.backwards_cursor(after, before, limit)
+        if first is not None:
+            async for page in read_ahead(read, first):
+                for event in page:
+                    yield event
 
     async def read_page(
         self,
@@ -490,6 +539,10 @@ class EventStore:
         none (give the runner one)."""
         return None
 
+    def backup_engine(self) -> BackupEngine | None:
+        """How it copies and restores itself whole (``eskit.store.backup``); None: never."""
+        return None
+
     async def migrate(self, app_role: str | None = None, login: bool = False) -> Migrated | None:
         """Bring the store's schema to this eskit's version without opening the store: each
         pending migration once, in order, in one transaction; what it applied, or None if the
@@ -499,15 +552,15 @@ class EventStore:
         self._check_no_role(app_role)
         return None
 
+    def scavenger(self) -> Scavenger | None:
+        """Blocking scavenging primitives (``eskit.store.scavenge``), None if none."""
+        return None
+
     def _check_no_role(self, app_role: str | None) -> None:
         if app_role is not None and not self.grants_roles:
             raise ValueError(f"app_role is for PostgreSQL stores; {type(self).__name__} has none")
 
-    # -- what a backend implements: by default, calls into its engine ----------------------
-
-    engine: Engine
-    """The backend's blocking primitives (``eskit.store.engine``), shared with the blocking
-    face. A backend without one overrides the primitives below."""
+    # -- what a backend implements: by default, calls into its engine (EnginePrimitives) ---
 
     async def _open_backend(self) -> None:
         await self.engine.call_async(self.engine.open)
@@ -516,81 +569,3 @@ class EventStore:
     async def _close_backend(self) -> None:
         self.engine.unlisten(self._notify_waiters)
         await self.engine.call_async(self.engine.close)
-
-    async def _chain_page(self, after: int, limit: int) -> list[ChainRow]:
-        """Events past position ``after`` as stored, with their links, for ``eskit verify``
-        (``eskit.store.audit``); a backend without a chain raises NotImplementedError."""
-        return await self.engine.call_async(self.engine.chain_page, after, limit)
-
-    async def _chain_start(self) -> ChainStart | None:
-        """The store's chain start record (``chain.ChainStart``), None if it is missing."""
-        return await self.engine.call_async(self.engine.chain_start)
-
-    async def _append_many(self, appends: list[PreparedAppend]) -> list[AppendResult]:
-        """Write every append or none (``append`` is the case of one). Check each one
-        (tombstone, idempotent replay, then expected version) before writing any; return
-        results in order, positions consecutive in that order. The streams are distinct."""
-        return await self.engine.append_many_async(appends)
-
-    async def _delete(self, stream: str, expected: ExpectedVersion, hard: bool) -> None:
-        await self.engine.write_async(self.engine.delete, stream, expected, hard)
-
-    async def _set_metadata(self, stream: str, metadata: StreamMetadata) -> None:
-        await self.engine.write_async(self.engine.set_metadata, stream, metadata)
-
-    async def _get_metadata(self, stream: str) -> StreamMetadata:
-        return await self.engine.call_async(self.engine.get_metadata, stream)
-
-    async def _save_snapshot(self, snapshot: PreparedSnapshot, recorded_at: dt.datetime) -> None:
-        """Store or replace it unless the stream is tombstoned; keep the newest few."""
-        await self.engine.write_async(self.engine.save_snapshot, snapshot, recorded_at)
-
-    async def _load_snapshot(
-        self, stream: str, snapshot_version: int, max_version: int
-    ) -> Snapshot | None:
-        """The newest visible snapshot at or below ``max_version``; raise if tombstoned."""
-        return await self.engine.call_async(
-            self.engine.load_snapshot, stream, snapshot_version, max_version
-        )
-
-    async def _snapshot_and_page(
-        self, stream: str, snapshot_version: int, max_version: int, count: int
-    ) -> tuple[Snapshot | None, list[RecordedEvent]]:
-        """``_load_snapshot`` and the first page after it (at most ``count`` events, none
-        past ``max_version``), in one visit to the engine."""
-        return await self.engine.call_async(
-            self.engine.snapshot_and_page, stream, snapshot_version, max_version, count
-        )
-
-    async def _stream_version(self, stream: str) -> int | None:
-        return await self.engine.call_async(self.engine.stream_version, stream)
-
-    async def _last_position(self) -> int:
-        return await self.engine.call_async(self.engine.last_position)
-
-    async def _find_event(self, event_id: uuid.UUID) -> RecordedEvent | None:
-        return await self.engine.call_async(self.engine.find_event, event_id)
-
-    async def _list_streams(
-        self, category: str | None, after: str | None, limit: int
-    ) -> list[StreamInfo]:
-        """Up to ``limit`` streams with events named after ``after``, by name (``category``
-        never contains ``-``)."""
-        return await self.engine.call_async(self.engine.list_streams, category, after, limit)
-
-    async def _read_stream_page(
-        self, stream: str, from_version: int | None, backwards: bool, count: int
-    ) -> list[RecordedEvent]:
-        """Up to ``count`` visible events from ``from_version`` (None: first or last)."""
-        return await self.engine.call_async(
-            self.engine.read_stream_page, stream, from_version, backwards, count
-        )
-
-    async def _read_all_page(
-        self, after: int, count: int, types: tuple[str, ...] | None, category: str | None
-    ) -> tuple[list[RecordedEvent], int]:
-        """Up to ``count`` matching events after ``after``, and the position up to which
-        the log was searched (the next page starts there)."""
-        return await self.engine.call_async(
-            self.engine.read_all_page, after, count, types, category
-        )

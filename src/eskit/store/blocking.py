@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from eskit.store.base import EventStore
     from eskit.store.engine import Engine
     from eskit.store.migrations import Migrated
+    from eskit.store.scavenge import Removal
 
 
 class SyncStore:
@@ -204,10 +205,21 @@ class SyncStore:
         self._check_open()
         return self.engine.find_event(event_id)
 
+    def find_removed(self, event_id: uuid.UUID) -> Removal | None:
+        """Blocking ``EventStore.find_removed``."""
+        arguments.event_id(event_id)
+        self._check_open()
+        return self.engine.find_removed(event_id)
+
     def last_position(self) -> int:
         """Blocking ``EventStore.last_position``."""
         self._check_open()
         return self.engine.last_position()
+
+    def written_position(self) -> int:
+        """Blocking ``EventStore.written_position``."""
+        self._check_open()
+        return self.engine.written_position()
 
     def list_streams(
         self, category: str | None = None, after: str | None = None, limit: int = 100
@@ -284,11 +296,26 @@ class SyncStore:
         limit: int | None = None,
         types: Iterable[str] | None = None,
         category: str | None = None,
+        *,
+        backwards: bool = False,
+        before: int | None = None,
     ) -> Generator[RecordedEvent, None, None]:
         """Blocking ``EventStore.read_all``; errors surface at the first ``next()``."""
         rules.check_optional_count("limit", limit, minimum=0)
         type_filter = arguments.log_filter(after, types, category)
         self._check_open()
+        if arguments.read_backwards(backwards, before):
+            below = arguments.backwards_cursor(after, before, limit)
+            while below is not None:
+                position, remaining = below
+                count = arguments.page_count(remaining, self.page_size)
+                self._check_open()
+                page = self.engine.read_all_page_backwards(
+                    position, after, count, type_filter, category
+                )
+                below = arguments.next_backwards_cursor(page, remaining, count)
+                yield from page
+            return
         cursor: LogCursor | None = None if limit == 0 else (after, limit)
         while cursor is not None:
             searched, remaining = cursor
@@ -337,3 +364,24 @@ class SyncStore:
         """The database the store offers projections (``EventStore.read_model_database``),
         for the blocking ``ProjectionRunner`` (its ``blocking()`` face)."""
         return self._store.read_model_database()
+
+
+class BorrowedStore(SyncStore):
+    """The blocking face of an async store, open while it is: what a command bus on the
+    async face runs a command's reads and append with, in a worker thread (one hand-off for
+    the whole command, ``eskit.application.effects.run_threaded``). It never opens or
+    closes the engine itself."""
+
+    def open(self) -> None:
+        raise TypeError("a borrowed blocking face opens with its async store")
+
+    def close(self) -> None:
+        raise TypeError("a borrowed blocking face closes with its async store")
+
+    @property
+    def is_open(self) -> bool:
+        return self._store.is_open
+
+    def _check_open(self) -> None:
+        if not self._store.is_open:
+            raise StoreClosed("the store is not open: use `async with eskit.open_store(url)`")

@@ -50,6 +50,11 @@ class ChainRow(msgspec.Struct, frozen=True, gc=False):
     recorded_at: int
     hash: bytes | None
     """None for events written before the store kept a chain."""
+    content_type: str | None = None
+    """The content type of data kept as bytes (``raw_data``); None: ``data`` is the data."""
+    raw_data: bytes | None = None
+    raw_metadata: bytes | None = None
+    """Metadata kept as bytes; None: ``metadata`` is the metadata."""
 
     def expected(self, previous: bytes | None, key: bytes | None, v2: bool = True) -> bytes:
         """What the link of this row must be, after ``previous``: in the current format, or
@@ -77,6 +82,9 @@ class ChainRow(msgspec.Struct, frozen=True, gc=False):
             self.metadata,
             self.recorded_at,
             key,
+            self.content_type,
+            self.raw_data,
+            self.raw_metadata,
         )
 
 
@@ -122,6 +130,11 @@ _HEADER: Final = struct.Struct(">2s32s16sqqqIIII")
 stream, type, data and metadata, which follow: no two events hash alike by shifting bytes
 between fields."""
 _V2: Final = b"v2"
+_RAW: Final = b"r2"
+"""The tag of a v2 link over an event with raw payloads: their lengths and bytes follow."""
+_RAW_LENGTHS: Final = struct.Struct(">III")
+_NONE: Final = 0xFFFFFFFF
+"""The length of a raw part that is absent (so absent and empty hash differently)."""
 
 
 def link(
@@ -135,18 +148,34 @@ def link(
     metadata: str,
     recorded_at: int,
     key: bytes | None,
+    content_type: str | None = None,
+    raw_data: bytes | None = None,
+    raw_metadata: bytes | None = None,
 ) -> bytes:
     """The hash of one event at ``position``, chained to ``previous`` (the stream's last
-    event's, or None for its first)."""
+    event's, or None for its first). An event with raw payloads (``RawData``) is hashed
+    with its content type and bytes too."""
     raw_id = event_id.bytes if isinstance(event_id, uuid.UUID) else event_id
     return linker(stream, recorded_at, key)(
-        previous, position, version, raw_id, type_, data, metadata
+        previous,
+        position,
+        version,
+        raw_id,
+        type_,
+        data,
+        metadata,
+        content_type,
+        raw_data,
+        raw_metadata,
     )
 
 
-Linker = Callable[[bytes | None, int, int, bytes, str, str, str], bytes]
-"""``(previous, position, version, id, type, data, metadata) -> link`` of one stream's
-events recorded at one time (``linker``)."""
+Linker = Callable[
+    [bytes | None, int, int, bytes, str, str, str, str | None, bytes | None, bytes | None],
+    bytes,
+]
+"""``(previous, position, version, id, type, data, metadata, content_type, raw_data,
+raw_metadata) -> link`` of one stream's events recorded at one time (``linker``)."""
 
 
 def linker(stream: str, recorded_at: int, key: bytes | None) -> Linker:
@@ -166,14 +195,18 @@ def linker(stream: str, recorded_at: int, key: bytes | None) -> Linker:
         type_: str,
         data: str,
         metadata: str,
+        content_type: str | None,
+        raw_data: bytes | None,
+        raw_metadata: bytes | None,
     ) -> bytes:
         kind, body, meta = type_.encode(), data.encode(), metadata.encode()
+        raw = content_type is not None or raw_metadata is not None
         hasher = base.copy()
         hasher.update(
             b"".join(
                 (
                     pack(
-                        _V2,
+                        _RAW if raw else _V2,
                         previous or GENESIS,
                         raw_id,
                         position,
@@ -188,6 +221,7 @@ def linker(stream: str, recorded_at: int, key: bytes | None) -> Linker:
                     kind,
                     body,
                     meta,
+                    *(_raw_parts(content_type, raw_data, raw_metadata) if raw else ()),
                 )
             )
         )
@@ -195,6 +229,15 @@ def linker(stream: str, recorded_at: int, key: bytes | None) -> Linker:
         return digest
 
     return link_of
+
+
+def _raw_parts(
+    content_type: str | None, raw_data: bytes | None, raw_metadata: bytes | None
+) -> tuple[bytes, ...]:
+    """The lengths, then the bytes, of an event's raw parts (absent: ``_NONE``, no bytes)."""
+    parts = (None if content_type is None else content_type.encode(), raw_data, raw_metadata)
+    lengths = _RAW_LENGTHS.pack(*(_NONE if p is None else len(p) for p in parts))
+    return (lengths, *(p or b"" for p in parts))
 
 
 _HEADER_V1: Final = struct.Struct(">32s16sqqIIII")

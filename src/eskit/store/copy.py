@@ -31,9 +31,9 @@ from eskit.store.transfer import (
     Summary,
     TransferError,
     canonical,
-    exported,
     log_events,
     log_pages,
+    to_append,
 )
 
 __all__ = ["Copied", "copy_store"]
@@ -71,7 +71,7 @@ async def copy_store(
         chunk = Chunk(target, lambda position: f"source position {position}")
         copied = 0
         async for event in events:
-            line = Line(event.position, exported(event), canonical(event))
+            line = Line(event.position, to_append(event), canonical(event))
             digest.add(line.encoded)
             if not chunk.fits(line):
                 copied += await chunk.flush()

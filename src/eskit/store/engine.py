@@ -18,7 +18,7 @@ import datetime as dt
 import threading
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from eskit.store.chain import ChainRow, ChainStart
 from eskit.store.model import (
@@ -31,6 +31,9 @@ from eskit.store.model import (
 )
 from eskit.store.rules import PreparedAppend, PreparedSnapshot
 
+if TYPE_CHECKING:
+    from eskit.store.scavenge import Removal
+
 T = TypeVar("T")
 Clock = Callable[[], dt.datetime]
 
@@ -40,6 +43,9 @@ class Engine(abc.ABC):
 
     runs_on_loop: bool = False
     """True: calls never wait on IO (memory), so the async face makes them on its loop."""
+    catches_up: bool = False
+    """True: ``events_after`` can tell a stream that never hid an event (the command bus
+    then keeps aggregates' states between commands, ``eskit.application.state_cache``)."""
 
     def __init__(self, *, clock: Clock, readonly: bool) -> None:
         self.clock = clock
@@ -158,14 +164,31 @@ class Engine(abc.ABC):
         count = min(count, versions_up_to(max_version, start))
         return snapshot, self.read_stream_page(stream, start, False, count)
 
+    def events_after(self, stream: str, version: int, count: int) -> list[RecordedEvent] | None:
+        """The events of ``stream`` after ``version`` when no event of it was ever hidden
+        (it never had read rules, was never deleted) and they are at most ``count``, else
+        None; raises
+        ``StreamDeleted`` if tombstoned. What a state folded from the stream's first
+        ``version + 1`` events needs to be current (``catches_up``); by default None."""
+        return None
+
     @abc.abstractmethod
     def stream_version(self, stream: str) -> int | None: ...
 
     @abc.abstractmethod
     def last_position(self) -> int: ...
 
+    def written_position(self) -> int:
+        """The newest position written: ``last_position`` unless reads go to a replica."""
+        return self.last_position()
+
     @abc.abstractmethod
     def find_event(self, event_id: uuid.UUID) -> RecordedEvent | None: ...
+
+    def find_removed(self, event_id: uuid.UUID) -> Removal | None:
+        """The record of the event with this id if a scavenge removed it (None: it was
+        not, or the store removes nothing)."""
+        return None
 
     @abc.abstractmethod
     def list_streams(
@@ -181,6 +204,18 @@ class Engine(abc.ABC):
     def read_all_page(
         self, after: int, count: int, types: tuple[str, ...] | None, category: str | None
     ) -> tuple[list[RecordedEvent], int]: ...
+
+    @abc.abstractmethod
+    def read_all_page_backwards(
+        self,
+        before: int,
+        after: int,
+        count: int,
+        types: tuple[str, ...] | None,
+        category: str | None,
+    ) -> list[RecordedEvent]:
+        """Up to ``count`` matching events with ``after < position < before``, newest
+        first (a full page: the next one is before its last event's position)."""
 
     def chain_page(self, after: int, limit: int) -> list[ChainRow]:
         raise NotImplementedError(f"{type(self).__name__} keeps no hash chain")

@@ -33,6 +33,7 @@ from eskit.store.model import (
     StreamInfo,
     StreamMetadata,
     StreamStatus,
+    raw_data,
 )
 from eskit.store.planner import LIVE, SOFT_DELETED, TOMBSTONED, Head, Planner, lookups
 from eskit.store.rules import ExistingEvent, PreparedAppend, PreparedSnapshot
@@ -150,6 +151,8 @@ class MemoryEngine(Engine):
             data=msgspec.json.decode(row.data),
             metadata=msgspec.json.decode(row.metadata),
             recorded_at=now,
+            raw=raw_data(row.content_type, row.raw_data),
+            raw_metadata=row.raw_metadata,
         )
         self._log.append(recorded)
         self._streams.setdefault(row.stream, _Stream()).events.append(recorded)
@@ -184,11 +187,15 @@ class MemoryEngine(Engine):
 
     @_locked
     def set_metadata(self, stream: str, metadata: StreamMetadata) -> None:
-        self._streams.setdefault(stream, _Stream()).metadata = metadata
+        stored = rules.loaded_metadata(*rules.stored_metadata(metadata))  # nobody shares it
+        self._streams.setdefault(stream, _Stream()).metadata = stored
 
     @_locked
     def get_metadata(self, stream: str) -> StreamMetadata:
-        return self._streams.get(stream, _Stream()).metadata
+        found = self._streams.get(stream, _Stream()).metadata
+        if found.custom is None:
+            return found
+        return rules.loaded_metadata(*rules.stored_metadata(found))  # a copy: nobody shares it
 
     @_locked
     def save_snapshot(self, snapshot: PreparedSnapshot, recorded_at: dt.datetime) -> None:
@@ -279,6 +286,26 @@ class MemoryEngine(Engine):
             ):
                 page.append(event)
         return page, searched
+
+    @_locked
+    def read_all_page_backwards(
+        self,
+        before: int,
+        after: int,
+        count: int,
+        types: tuple[str, ...] | None,
+        category: str | None,
+    ) -> list[RecordedEvent]:
+        page: list[RecordedEvent] = []
+        for index in range(min(before, len(self._log) + 1) - 2, after - 1, -1):
+            if len(page) == count:
+                break
+            event = self._log[index]
+            if (types is None or event.type in types) and (
+                category is None or rules.category(event.stream) == category
+            ):
+                page.append(event)
+        return page
 
 
 class MemoryStore(EventStore):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import enum
 import uuid
@@ -34,16 +35,34 @@ ExpectedVersion: TypeAlias = StreamState | int
 
 JSONObject: TypeAlias = dict[str, Any]
 
+JSON_CONTENT_TYPE: Final = "application/json"
+"""The content type of event data that is a JSON object (``RecordedEvent.content_type``)."""
+
+
+class RawData(msgspec.Struct, frozen=True):
+    """A payload that is not a JSON object, kept byte for byte with its content type.
+
+    KurrentDB's clients send data and metadata as bytes: JSON that is not an object
+    (``[1, 2]``), text under a JSON content type that is not JSON at all, binary data. eskit
+    stores such a payload as it came and gives it back in ``RecordedEvent.raw`` (data) or
+    ``RecordedEvent.raw_metadata`` (metadata, whose content type is not kept). Raw events are
+    not domain events: upcasters and aggregates do not take them.
+    """
+
+    content_type: str
+    body: bytes
+
 
 class NewEvent(msgspec.Struct, frozen=True):
     """An event to append: a type name, a JSON object of data, optional metadata and id.
 
-    Give an ``id`` to make the append idempotent: retrying it writes nothing twice.
+    Give an ``id`` to make the append idempotent: retrying it writes nothing twice. Data or
+    metadata that must be kept as bytes (not a JSON object) is given as ``RawData``.
     """
 
     type: str
-    data: JSONObject
-    metadata: JSONObject | None = None
+    data: JSONObject | RawData
+    metadata: JSONObject | RawData | None = None
     id: uuid.UUID | None = None
 
 
@@ -55,8 +74,11 @@ class Append(msgspec.Struct, frozen=True):
     expected_version: ExpectedVersion = ANY
 
 
-class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
-    """An event as stored: where it sits in its stream (version) and in the log (position)."""
+class RecordedEvent(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """An event as stored: where it sits in its stream (version) and in the log (position).
+
+    Encoded (msgspec: the HTTP API, brokers), ``raw`` and ``raw_metadata`` appear only when
+    set, their bytes as base64."""
 
     id: uuid.UUID
     stream: str
@@ -66,11 +88,37 @@ class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
     data: JSONObject
     metadata: JSONObject
     recorded_at: dt.datetime
+    raw: RawData | None = None
+    """The data as given when it was not a JSON object (``data`` is then ``{}``)."""
+    raw_metadata: bytes | None = None
+    """The metadata as given when it was not a JSON object (``metadata`` is then ``{}``)."""
 
     @property
     def category(self) -> str:
         """The part of the stream name before the first ``-``."""
         return self.stream.split("-", 1)[0]
+
+    @property
+    def content_type(self) -> str:
+        """``application/json`` for JSON object data, else the raw data's content type."""
+        return JSON_CONTENT_TYPE if self.raw is None else self.raw.content_type
+
+
+def readable(body: bytes) -> str:
+    """Bytes kept as they came (``RawData``), for a person: the text when they are UTF-8
+    without control characters, else base64; with their length."""
+    try:
+        text = body.decode()
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and (text.isprintable() or not text):
+        return f"{text} ({len(body)} bytes)"
+    return f"base64:{base64.b64encode(body).decode()} ({len(body)} bytes)"
+
+
+def raw_data(content_type: str | None, body: bytes | None) -> RawData | None:
+    """The ``RecordedEvent.raw`` of a stored event (content type None: JSON object data)."""
+    return None if content_type is None else RawData(content_type, body or b"")
 
 
 class AppendResult(msgspec.Struct, frozen=True):
@@ -138,11 +186,15 @@ class StreamMetadata(msgspec.Struct, frozen=True):
     events are visible. ``max_age``: events older than this many seconds are hidden. When
     several are set, an event is hidden as soon as one of them says so. Nothing is deleted
     from the log: ``read_all`` still yields hidden events.
+
+    ``custom``: any other keys (KurrentDB clients keep their own in stream metadata), a JSON
+    object stored and given back as it was set; eskit applies no rule of its own to it.
     """
 
     truncate_before: int | None = None
     max_count: int | None = None
     max_age: float | None = None
+    custom: JSONObject | None = None
 
 
 class Snapshot(msgspec.Struct, frozen=True):

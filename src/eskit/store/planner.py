@@ -51,10 +51,13 @@ class Head(msgspec.Struct, frozen=True, gc=False):
 
 NEW_STREAM: Final = Head()
 
-Row = tuple[int, str, str, int, bytes, str, str, str, int, bytes]
+Row = tuple[
+    int, str, str, int, bytes, str, str, str, int, bytes, str | None, bytes | None, bytes | None
+]
 """An event to insert: position, stream, category, version, id (16 bytes), type, data,
-metadata (JSON text), recorded_at (microseconds since the epoch) and link; the field order
-of ``chain.ChainRow``."""
+metadata (JSON text), recorded_at (microseconds since the epoch), link, and the raw parts
+(content type, data bytes, metadata bytes: None unless given as ``RawData``); the field
+order of ``chain.ChainRow``."""
 
 Refusal = StreamDeleted | WrongExpectedVersion | IdempotencyConflict
 """What a request can be refused with: it fails alone, the rest of its group goes on."""
@@ -183,8 +186,27 @@ class Planner:
                 earlier[given_id] = ExistingEvent(stream, version, position)
                 given.append(given_id)
             kind, data, meta = e.type, e.data, e.metadata
-            previous = link_of(previous, position, version, id_, kind, data, meta)
-            add((position, stream, category, version, id_, kind, data, meta, at, previous))
+            ct, raw, raw_meta = e.content_type, e.raw_data, e.raw_metadata
+            previous = link_of(
+                previous, position, version, id_, kind, data, meta, ct, raw, raw_meta
+            )
+            add(
+                (
+                    position,
+                    stream,
+                    category,
+                    version,
+                    id_,
+                    kind,
+                    data,
+                    meta,
+                    at,
+                    previous,
+                    ct,
+                    raw,
+                    raw_meta,
+                )
+            )
         self.next_position = position + 1
         self.heads[stream] = Head(version, LIVE, previous)
         return AppendResult(version, position, len(events))

@@ -39,12 +39,15 @@ from eskit.store.model import (
     Page,
 )
 from eskit.store.postgres_engine import PostgresEngine
+from eskit.store.postgres_failover import DEADLINE
 from eskit.store.postgres_inline import InlineHook
 from eskit.store.postgres_roles import grant_app_role
 from eskit.store.postgres_schema import check_schema, migrate
 
 if TYPE_CHECKING:
     from eskit.projections.database import PostgresDatabase
+    from eskit.store.postgres_backup import PostgresBackup
+    from eskit.store.postgres_scavenge import PostgresScavenger
 
 Hook = Callable[[], Awaitable[None] | None]
 
@@ -63,10 +66,17 @@ class PostgresStore(EventStore):
         pool_size: int = 10,
         max_batch: int = 256,
         migrate_on_open: bool = True,
+        replica: str | None = None,
+        failover_deadline: float = DEADLINE,
         **options: Any,
     ) -> None:
         super().__init__(**options)
+        if failover_deadline <= 0:
+            raise ValueError(f"failover_deadline must be positive seconds, not {failover_deadline}")
         self.conninfo = conninfo
+        self.replica = replica
+        """A read-only replica for reads of the log (subscriptions, projections)."""
+        self.failover_deadline = failover_deadline
         self.schema = check_schema(schema)
         self.pool_size = pool_size
         self.max_batch = max_batch
@@ -80,14 +90,18 @@ class PostgresStore(EventStore):
             key=audit_key(),
             clock=lambda: self.clock(),
             readonly=self.readonly,
+            deadline=failover_deadline,
+            replica=replica,
         )
         self._before_commit: Hook | None = None
 
     @classmethod
     def from_url(cls, url: urllib.parse.SplitResult, **options: Any) -> PostgresStore:
-        """``postgresql://user@host:port/database?schema=name&pool_size=n``."""
+        """``postgresql://user@host:port/database?schema=name&pool_size=n``, and for high
+        availability ``failover_deadline=seconds`` and ``replica=<URL, percent-encoded>``."""
         query = dict(urllib.parse.parse_qsl(url.query))
-        for name, convert in (("schema", str), ("pool_size", int), ("max_batch", int)):
+        numbers = (("pool_size", int), ("max_batch", int), ("failover_deadline", float))
+        for name, convert in (("schema", str), ("replica", str), *numbers):
             if name in query:
                 options.setdefault(name, convert(query.pop(name)))
         conninfo = urllib.parse.urlunsplit(
@@ -120,6 +134,19 @@ class PostgresStore(EventStore):
         from eskit.projections.database import PostgresDatabase  # projections build on stores
 
         return PostgresDatabase(self)
+
+    def scavenger(self) -> PostgresScavenger:
+        """Scavenging on a connection of its own, with the rights of the role the store was
+        opened as (the owner's are needed)."""
+        from eskit.store.postgres_scavenge import PostgresScavenger
+
+        return PostgresScavenger(self.conninfo, self.schema)
+
+    def backup_engine(self) -> PostgresBackup:
+        """``pg_dump`` of the store's schema from an exported snapshot, with digests."""
+        from eskit.store.postgres_backup import PostgresBackup
+
+        return PostgresBackup(self.conninfo, self.schema)
 
     async def migrate(self, app_role: str | None = None, login: bool = False) -> Migrated:
         """On one connection of its own: the pending migrations, then ``app_role``'s grants,

@@ -19,7 +19,7 @@ import datetime as dt
 import functools
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import msgspec
 import psycopg
@@ -40,15 +40,19 @@ from eskit.store.model import (
     StreamInfo,
     StreamMetadata,
 )
+from eskit.store.postgres_failover import DEADLINE, bounded, retrying
 from eskit.store.postgres_inline import InlineHook
 from eskit.store.postgres_listen import Listener
 from eskit.store.postgres_reads import SOFT_DELETED, TOMBSTONED
 from eskit.store.postgres_schema import check_version, migrate, read_chain_start
 from eskit.store.postgres_writer import Connection, Operation, Request, Writer
 from eskit.store.rules import PreparedAppend, PreparedSnapshot
+from eskit.store.scavenge import POSTGRES, Removal, find_removed
 from eskit.store.sqlite_writer import micros
 
 T = TypeVar("T")
+_CHECKOUT: Final = 5.0
+"""Seconds a read waits for a connection of the pool before it tries again."""
 Listening = tuple[asyncio.AbstractEventLoop | None, Callable[[], None]]
 
 
@@ -66,8 +70,15 @@ class PostgresEngine(Engine):
         key: bytes | None,
         clock: Clock,
         readonly: bool,
+        deadline: float = DEADLINE,
+        replica: str | None = None,
     ) -> None:
         super().__init__(clock=clock, readonly=readonly)
+        self.deadline = deadline
+        """Seconds a call keeps trying to reach the (new) primary (``postgres_failover``)."""
+        conninfo = bounded(conninfo, deadline)
+        self.replica = None if replica is None else bounded(replica, deadline)
+        """A read-only replica's connection string: reads of the log go there."""
         self.conninfo, self.schema = conninfo, schema
         self.pool_size, self.max_batch = pool_size, max_batch
         self.migrate_on_open = migrate_on_open
@@ -75,6 +86,7 @@ class PostgresEngine(Engine):
         self.channel = f"eskit_{schema}"
         """Notified in each transaction that appends (``postgres_listen``)."""
         self._pool: psycopg_pool.ConnectionPool[Connection] | None = None
+        self._replica: psycopg_pool.ConnectionPool[Connection] | None = None
         self._writer: Writer | None = None
         self._group: GroupCommit[Request] | None = None
         self._listener: Listener | None = None
@@ -100,20 +112,13 @@ class PostgresEngine(Engine):
                 head = reads.head(conn)  # the one-statement path's first guess
         except psycopg.OperationalError as error:
             raise StoreUnavailable(f"cannot connect to PostgreSQL: {error}") from error
-        pool: psycopg_pool.ConnectionPool[Connection] = psycopg_pool.ConnectionPool(
-            self.conninfo,
-            min_size=1,
-            max_size=self.pool_size,
-            kwargs={"autocommit": True},
-            configure=self.configure,
-            open=False,
-        )
-        try:
-            pool.open(wait=True, timeout=10)
-        except psycopg_pool.PoolTimeout as error:
-            pool.close()
-            raise StoreError(f"cannot connect to PostgreSQL: {error}") from error
-        self._pool = pool
+        self._pool = self._open_pool(self.conninfo)
+        if self.replica is not None:
+            try:
+                self._replica = self._open_pool(self.replica)
+            except BaseException:
+                self._pool.close()
+                raise
         if not self.readonly:
             self._writer = Writer(
                 self.conninfo,
@@ -122,6 +127,7 @@ class PostgresEngine(Engine):
                 clock=self.clock,
                 key=self.key,
                 head=head,
+                deadline=self.deadline,
             )
             self._writer.before_commit = self._before_commit
             self._group = GroupCommit(
@@ -131,19 +137,39 @@ class PostgresEngine(Engine):
             for loop, listener in self._listening:
                 self._group.listen(listener, loop)
 
+    def _open_pool(self, conninfo: str) -> psycopg_pool.ConnectionPool[Connection]:
+        pool: psycopg_pool.ConnectionPool[Connection] = psycopg_pool.ConnectionPool(
+            conninfo,
+            min_size=1,
+            max_size=self.pool_size,
+            kwargs={"autocommit": True},
+            configure=self.configure,
+            timeout=min(_CHECKOUT, self.deadline),
+            open=False,
+        )
+        try:
+            pool.open(wait=True, timeout=10)
+        except psycopg_pool.PoolTimeout as error:
+            pool.close()
+            raise StoreError(f"cannot connect to PostgreSQL: {error}") from error
+        return pool
+
     def close(self) -> None:
-        """Commit what is queued, then close the writer, the listener and the pool (reads
-        in flight finish on their connections first)."""
+        """Commit what is queued (a write waiting for the database to come back gives up),
+        then close the writer, the listener and the pools (reads in flight finish on their
+        connections first)."""
         self._closed = True
         if self._group is not None:
             assert self._writer is not None
+            self._writer.closing = True
             self._group.close(last=self._writer.close)
         if self._listener is not None:
             self._listener.close()
             self._listener = None
-        if self._pool is not None:
-            self._pool.close()
-        self._group = self._writer = self._pool = None
+        for pool in (self._pool, self._replica):
+            if pool is not None:
+                pool.close()
+        self._group = self._writer = self._pool = self._replica = None
         self.committed()  # wakes the blocking face's subscriptions: they end
 
     # -- wake-ups -------------------------------------------------------------------------
@@ -211,10 +237,11 @@ class PostgresEngine(Engine):
         results: list[AppendResult] = await self._writes().call(_request(appends))
         return results
 
-    def write(self, run: Callable[[Connection], T]) -> T:
+    def write(self, run: Callable[[Connection], T], patient: bool = False) -> T:
         """Run ``run(conn)`` in the next group's transaction, in a savepoint of its own (it
-        fails alone), on the write connection; its value once the group committed."""
-        value: T = self._writes().run(Request(None, run))
+        fails alone), on the write connection; its value once the group committed.
+        ``patient``: it may take longer than the failover deadline (no watchdog)."""
+        value: T = self._writes().run(Request(None, run, patient=patient))
         return value
 
     async def write_async(self, write: Callable[..., T], *args: Any) -> T:
@@ -243,7 +270,7 @@ class PostgresEngine(Engine):
         that appends, in one transaction that holds the head lock: no append of any process
         can fall between."""
         try:
-            self.write(functools.partial(_add_inline, self, hook, first))
+            self.write(functools.partial(_add_inline, self, hook, first), patient=True)
         except BaseException:
             self._forget_inline(hook)  # the transaction may have failed after `first`
             raise
@@ -270,23 +297,24 @@ class PostgresEngine(Engine):
 
         return self._read(transaction)
 
-    def _read(self, run: Callable[[Connection], T]) -> T:
-        pool = self._pool
+    def _read(self, run: Callable[[Connection], T], replica: bool = False) -> T:
+        """``run(conn)`` on a connection of the pool (of the replica's, if asked and there
+        is one). A connection the server dropped fails at its first use: then check them
+        all and try again at once (cheaper than checking every connection at every checkout,
+        which costs a round trip per read); while the database cannot be reached (a
+        failover), again with backoff until the deadline."""
+        pool = self._replica if replica and self._replica is not None else self._pool
         if pool is None or self._closed:
             raise StoreClosed("the store is not open")
+
+        def once() -> T:
+            with pool.connection() as conn:
+                return run(conn)
+
         try:
-            for attempt in (1, 2):
-                try:
-                    with pool.connection() as conn:
-                        return run(conn)
-                except psycopg.OperationalError:
-                    # Idle connections the server dropped fail at their first use: then
-                    # check them all and try once more (cheaper than checking every
-                    # connection at every checkout, which costs a round trip per read).
-                    if attempt == 2 or self._closed:
-                        raise
-                    pool.check()
-            raise AssertionError("unreachable")
+            return retrying(
+                once, self.deadline, lambda: self._closed, pool.check, (psycopg_pool.PoolTimeout,)
+            )
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as error:
             if self._closed:
                 raise StoreClosed("the store was closed during the read") from error
@@ -322,6 +350,9 @@ class PostgresEngine(Engine):
     def chain_page(self, after: int, limit: int) -> list[ChainRow]:
         return self._read(lambda conn: reads.chain_page(conn, after, limit))
 
+    def find_removed(self, event_id: uuid.UUID) -> Removal | None:
+        return self._read(lambda conn: find_removed(conn, POSTGRES, event_id))
+
     def chain_start(self) -> ChainStart | None:
         return self._read(read_chain_start)
 
@@ -329,6 +360,11 @@ class PostgresEngine(Engine):
         return self._read(lambda conn: reads.find_event(conn, event_id))
 
     def last_position(self) -> int:
+        """The newest position readers of the log can see: the replica's, if reads of the
+        log go to one (it may lag behind the primary's, ``written_position``)."""
+        return self._read(reads.head, replica=True)
+
+    def written_position(self) -> int:
         return self._read(reads.head)
 
     def list_streams(self, category: str | None, after: str | None, limit: int) -> list[StreamInfo]:
@@ -346,8 +382,23 @@ class PostgresEngine(Engine):
     def read_all_page(
         self, after: int, count: int, types: tuple[str, ...] | None, category: str | None
     ) -> tuple[list[RecordedEvent], int]:
-        rows = self._read(lambda conn: reads.all_page(conn, after, count, types, category))
+        rows = self._read(
+            lambda conn: reads.all_page(conn, after, count, types, category), replica=True
+        )
         return reads.page(rows, after, count)
+
+    def read_all_page_backwards(
+        self,
+        before: int,
+        after: int,
+        count: int,
+        types: tuple[str, ...] | None,
+        category: str | None,
+    ) -> list[RecordedEvent]:
+        rows = self._read(
+            lambda conn: reads.all_page_backwards(conn, before, after, count, types, category)
+        )
+        return reads.decode(rows) if rows[0][0] is not None else []
 
 
 # -- operations: run in a group's transaction, each in a savepoint ----------------------------
@@ -378,10 +429,10 @@ def _set_metadata(
     engine: PostgresEngine, stream: str, metadata: StreamMetadata, conn: Connection
 ) -> None:
     conn.execute(
-        "INSERT INTO eskit_streams (stream, truncate_before, max_count, max_age)"
-        " VALUES (%s, %s, %s, %s) ON CONFLICT (stream) DO UPDATE SET"
+        "INSERT INTO eskit_streams (stream, truncate_before, max_count, max_age, custom)"
+        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (stream) DO UPDATE SET"
         " truncate_before = excluded.truncate_before, max_count = excluded.max_count,"
-        " max_age = excluded.max_age",
+        " max_age = excluded.max_age, custom = excluded.custom",
         (stream, *rules.stored_metadata(metadata)),
     )
 

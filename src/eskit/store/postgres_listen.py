@@ -19,9 +19,13 @@ from typing import Final
 
 import psycopg
 
+from eskit.retry import backoff
+
 log = logging.getLogger("eskit.store.postgres")
 _LISTEN_IDLE: Final = 10.0
 """Seconds the LISTEN connection stays open after the last wait for events."""
+_LONGEST_PAUSE: Final = 2.0
+"""The longest pause between two attempts to LISTEN again, in seconds."""
 _NOTIFY_CHECK: Final = 1.0
 """Seconds between the listener's checks that someone still waits."""
 
@@ -36,13 +40,15 @@ class Listener:
         self._thread: threading.Thread | None = None
         self._last_wait = 0.0
         self._closed = False
+        self.standby = False
+        """The server is a standby (a replica): it cannot LISTEN, nobody tries again."""
         self._stop_r, self._stop_w = socket.socketpair()  # wakes the thread to close
 
     def waited(self) -> None:
         """Note a wait for events, and start listening if not yet."""
         self._last_wait = time.monotonic()
         with self._lock:
-            if self._closed or (self._thread is not None and self._thread.is_alive()):
+            if self.standby or self._closed or (self._thread and self._thread.is_alive()):
                 return
             self._thread = threading.Thread(
                 target=self._listen, name="eskit-postgres-listener", daemon=True
@@ -70,13 +76,20 @@ class Listener:
 
     def _listen(self) -> None:
         """Wake subscriptions when any process commits, while something waits for events;
-        reconnect if the connection dies."""
-        pause = 0.1
+        reconnect if the connection dies (a failover: the new primary), and wake them once
+        then, for what was committed while nobody listened. A standby (a replica) cannot
+        LISTEN: there subscriptions wake by polling only."""
+        attempt = 0
         while self._wanted():
             try:
                 with psycopg.connect(self.conninfo, autocommit=True) as conn:
+                    if conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,):
+                        self.standby = True
+                        return
                     conn.execute(f'LISTEN "{self.channel}"')
-                    pause = 0.1
+                    if attempt:
+                        self._wake()
+                    attempt = 0
                     while self._wanted():
                         stop = self._stop_r.fileno()
                         ready, _, _ = select.select([conn.fileno(), stop], [], [], _NOTIFY_CHECK)
@@ -87,7 +100,8 @@ class Listener:
             except Exception as error:  # polling still finds new events meanwhile
                 if self._closed:
                     return
+                pause = backoff(0.1, attempt, _LONGEST_PAUSE)
                 log.warning("LISTEN connection lost (%s); reconnecting in %.1f s", error, pause)
                 if self._pause(pause):
                     return
-                pause = min(5.0, pause * 2)
+                attempt += 1

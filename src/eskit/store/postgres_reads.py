@@ -20,16 +20,20 @@ from eskit.errors import StreamDeleted
 from eskit.store import rules
 from eskit.store.chain import ChainRow
 from eskit.store.engine import versions_up_to
-from eskit.store.model import RecordedEvent, Snapshot, StreamInfo, StreamMetadata
+from eskit.store.model import RawData, RecordedEvent, Snapshot, StreamInfo, StreamMetadata
 from eskit.store.rules import clamp
 from eskit.store.sqlite_writer import micros, moment
 
 LIVE, SOFT_DELETED, TOMBSTONED = 0, 1, 2
 """A stream's ``state`` in ``eskit_streams`` (no row: live)."""
 _STATUSES: Final = {None: "live", LIVE: "live", SOFT_DELETED: "deleted", TOMBSTONED: "tombstoned"}
-_COLUMNS: Final = "id, stream, version, position, type, data, metadata, recorded_at"
+_COLUMNS: Final = (
+    "id, stream, version, position, type, data, metadata, recorded_at, content_type,"
+    " raw_data, raw_metadata"
+)
 _ROW: Final = f"{_COLUMNS}, NULL"
 """An event as ``decode`` takes it: its columns and one more (a page's committed head)."""
+_ROW_WIDTH: Final = _ROW.count(",") + 1
 Connection = psycopg.Connection[Any]
 Rows = list[tuple[Any, ...]]
 
@@ -38,7 +42,8 @@ def decode(rows: Sequence[tuple[Any, ...]]) -> list[RecordedEvent]:
     """Rows of ``_ROW`` as events (the last column is not the event's)."""
     decode_text, events = msgspec.json.decode, []
     last_micros, last_moment = -1, moment(0)  # the events of one commit share a time
-    for id_, stream, version, position, type_, data, metadata, recorded, _ in rows:
+    for row in rows:
+        id_, stream, version, position, type_, data, metadata, recorded, kind, raw, meta, _ = row
         if recorded != last_micros:
             last_micros, last_moment = recorded, moment(recorded)
         events.append(
@@ -51,6 +56,8 @@ def decode(rows: Sequence[tuple[Any, ...]]) -> list[RecordedEvent]:
                 decode_text(data),
                 decode_text(metadata),
                 last_moment,
+                None if kind is None else RawData(kind, raw),
+                meta,
             )
         )
     return events
@@ -73,6 +80,21 @@ def all_page(
     return cursor.fetchall()
 
 
+def all_page_backwards(
+    conn: Connection,
+    before: int,
+    after: int,
+    count: int,
+    types: tuple[str, ...] | None,
+    category: str | None,
+) -> Rows:
+    """The rows of a page of the log read backwards: ``after < position < before``, at
+    most up to the committed head, newest first (``page_query``)."""
+    sql, extra, prepare = page_query(types, category, backwards=True)
+    cursor = conn.execute(sql, (clamp(after), clamp(before), *extra, count), prepare=prepare)
+    return cursor.fetchall()
+
+
 def stream_page(
     conn: Connection,
     stream: str,
@@ -92,6 +114,27 @@ def load_snapshot(conn: Connection, stream: str, snapshot_version: int, max_vers
     return snapshot_row(conn, stream, snapshot_version, max_version, metadata)
 
 
+_SNAPSHOT_AND_PAGE: Final = f"""
+    WITH snap AS (
+        SELECT version, state, recorded_at FROM eskit_snapshots
+        WHERE stream = %(s)s AND snapshot_version = %(v)s AND version <= %(m)s
+        ORDER BY version DESC LIMIT 1)
+    SELECT 0, r.state, r.truncate_before, r.max_count, r.max_age,
+           snap.version, snap.state, snap.recorded_at, {", ".join(["NULL"] * _ROW_WIDTH)}
+    FROM (SELECT 1) AS one
+    LEFT JOIN eskit_streams AS r ON r.stream = %(s)s
+    LEFT JOIN snap ON true
+    UNION ALL
+    (SELECT 1, {", ".join(["NULL"] * 7)}, {_ROW} FROM eskit_events
+     WHERE stream = %(s)s AND version > coalesce((SELECT version FROM snap), -1)
+       AND version <= %(m)s
+     ORDER BY version LIMIT %(n)s)"""
+"""``snapshot_and_page`` in one statement for a stream without a row in ``eskit_streams``
+(no rules, never deleted: every event visible, every snapshot usable), and that row if
+there is one. Rows: one of kind 0 (the stream's row, the newest snapshot), then the events
+after the snapshot, kind 1, each as ``_ROW`` from the ninth column on."""
+
+
 def snapshot_and_page(
     conn: Connection,
     stream: str,
@@ -100,9 +143,20 @@ def snapshot_and_page(
     count: int,
     now: dt.datetime,
 ) -> tuple[Any, Rows]:
-    """Both on one connection, the stream's rules read once: three round trips, not four
-    on two connections."""
-    metadata = read_rules(conn, stream)
+    """The newest visible snapshot's row (``snapshot`` reads it) and the rows of the first
+    page after it, on one connection: one round trip for a stream without rules (most
+    streams), two more when it has them."""
+    bound = clamp(max_version)
+    rows = conn.execute(
+        _SNAPSHOT_AND_PAGE, {"s": stream, "v": snapshot_version, "m": bound, "n": count}
+    ).fetchall()
+    header = next(row for row in rows if row[0] == 0)
+    state, *limits = header[1:5]
+    if state is None:
+        return (None if header[5] is None else header[5:8]), [r[8:] for r in rows if r[0] == 1]
+    if state == TOMBSTONED:
+        raise StreamDeleted(stream)
+    metadata = StreamMetadata(*limits)
     row = snapshot_row(conn, stream, snapshot_version, max_version, metadata)
     start = None if row is None else row[0] + 1
     wanted = min(count, versions_up_to(max_version, start))
@@ -111,11 +165,11 @@ def snapshot_and_page(
 
 def metadata(conn: Connection, stream: str) -> StreamMetadata:
     cursor = conn.execute(
-        "SELECT truncate_before, max_count, max_age FROM eskit_streams WHERE stream = %s",
+        "SELECT truncate_before, max_count, max_age, custom FROM eskit_streams WHERE stream = %s",
         (stream,),
     )
     row = cursor.fetchone()
-    return StreamMetadata() if row is None else StreamMetadata(*row)
+    return StreamMetadata() if row is None else rules.loaded_metadata(*row)
 
 
 def stream_version(conn: Connection, stream: str) -> int | None:
@@ -126,15 +180,13 @@ def stream_version(conn: Connection, stream: str) -> int | None:
 def chain_page(conn: Connection, after: int, limit: int) -> list[ChainRow]:
     cursor = conn.execute(
         "SELECT position, stream, category, version, id, type, data, metadata,"
-        " recorded_at, hash FROM eskit_events WHERE position > %s ORDER BY position"
-        " LIMIT %s",
+        " recorded_at, hash, content_type, raw_data, raw_metadata FROM eskit_events"
+        " WHERE position > %s ORDER BY position LIMIT %s",
         (after, limit),
     )
     return [
-        ChainRow(position, stream, category, version, id_.bytes, kind, data, meta, at, link_)
-        for position, stream, category, version, id_, kind, data, meta, at, link_ in (
-            cursor.fetchall()
-        )
+        ChainRow(position, stream, category, version, id_.bytes, *rest)
+        for position, stream, category, version, id_, *rest in cursor.fetchall()
     ]
 
 
@@ -174,7 +226,7 @@ def list_streams(
 
 
 def page_query(
-    types: tuple[str, ...] | None, category: str | None
+    types: tuple[str, ...] | None, category: str | None, backwards: bool = False
 ) -> tuple[str, list[Any], bool | None]:
     """A page of the log and the committed head, in one statement and one snapshot: events
     after a position, up to the head, filtered; each row ends with the head, and an empty
@@ -189,8 +241,10 @@ def page_query(
     Filtered pages are planned afresh each time (``prepare=False``): a generic plan cannot
     see how narrow the range is. The unfiltered page has one plan whatever the table (the
     primary key's range), so psycopg may prepare it (``None``): no parsing and planning
-    per page."""
+    per page. ``backwards``: below a position too (a second parameter), newest first."""
     where = ["position > %s", "position <= h.head"]
+    if backwards:
+        where.append("position < %s")
     extra: list[Any] = []
     if types is not None and len(types) == 1:
         where.append("type = %s")
@@ -207,7 +261,7 @@ def page_query(
     sql = (
         f"SELECT e.*, h.head FROM (SELECT (SELECT position FROM eskit_head) AS head) AS h"
         f" LEFT JOIN LATERAL (SELECT {_COLUMNS} FROM eskit_events WHERE {conditions}"
-        " ORDER BY position LIMIT %s) AS e ON true"
+        f" ORDER BY position{' DESC' if backwards else ''} LIMIT %s) AS e ON true"
     )
     return sql, extra, None if types is None and category is None else False
 
@@ -221,7 +275,8 @@ def head(conn: Connection) -> int:
 def stream_state(conn: Connection, stream: str) -> tuple[int | None, int]:
     """The stream's last version (None: no events) and state; raises if tombstoned."""
     cursor = conn.execute(
-        "SELECT (SELECT max(version) FROM eskit_events WHERE stream = %(s)s),"
+        "SELECT coalesce((SELECT max(version) FROM eskit_events WHERE stream = %(s)s),"
+        " (SELECT last_version FROM eskit_streams WHERE stream = %(s)s)),"
         " (SELECT state FROM eskit_streams WHERE stream = %(s)s)",
         {"s": stream},
     )

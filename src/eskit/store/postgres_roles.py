@@ -8,7 +8,8 @@ eskit's runtime needs and nothing more:
   leases, consumers, read models), which the role then owns; owning new tables gives it no
   right on the tables it does not own;
 - ``eskit_events``: SELECT and INSERT only, never UPDATE, DELETE, TRUNCATE or TRIGGER;
-- ``eskit_removals``: nothing (recording a removal is the audited path's, not the app's);
+- ``eskit_removals``: SELECT only (appends look removed event ids and stream heads up there;
+  recording a removal is the audited path's, ``eskit scavenge`` run by the owner, not the app's);
 - ``eskit_head``: SELECT and UPDATE (appends lock its row and move it);
 - ``eskit_streams``: SELECT, INSERT, UPDATE (lifecycle and stream metadata);
 - ``eskit_snapshots``: SELECT, INSERT, UPDATE, DELETE (retention deletes old snapshots);
@@ -42,10 +43,9 @@ STORE_TABLES: Final = {
     "eskit_snapshots": "SELECT, INSERT, UPDATE, DELETE",
     "eskit_migrations": "SELECT",
     "eskit_chain_start": "SELECT",
+    "eskit_removals": "SELECT",
 }
 """The store's own tables (made by migrations) and what the app may do to each."""
-REFUSED: Final = ("eskit_removals",)
-"""Tables the app role gets no right on at all."""
 RUNTIME_TABLES: Final = (
     "eskit_projections",
     "eskit_projection_rebuilds",
@@ -87,7 +87,7 @@ def grant_app_role(
         _check_not_owner(conn, schema, role)
         on = f'"{schema}"'
         conn.execute(f'GRANT USAGE, CREATE ON SCHEMA {on} TO "{role}"')
-        for table in (*STORE_TABLES, *REFUSED):
+        for table in STORE_TABLES:
             conn.execute(f'REVOKE ALL ON {on}.{table} FROM "{role}"')
         for table, rights in STORE_TABLES.items():
             conn.execute(f'GRANT {rights} ON {on}.{table} TO "{role}"')

@@ -19,6 +19,7 @@ write connection, each request decided by the append planner (``planner``).
 from __future__ import annotations
 
 import functools
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Final
@@ -26,7 +27,7 @@ from typing import Any, Final
 import msgspec
 import psycopg
 
-from eskit.errors import StoreError, StoreUnavailable
+from eskit.errors import OutcomeUnknown, StoreError, StoreUnavailable
 from eskit.store.engine import Clock
 from eskit.store.model import ANY, NO_STREAM, RecordedEvent
 from eskit.store.planner import LIVE, NEW_STREAM, Head, Planner, Row, lookups
@@ -36,13 +37,15 @@ from eskit.store.postgres_append import (
     lock_head,
     roll_back,
 )
+from eskit.store.postgres_failover import DEADLINE, Watchdog, retrying, transient
 from eskit.store.postgres_inline import InlineGroup, InlineHook, Refused
 from eskit.store.rules import ExistingEvent, PreparedAppend
 from eskit.store.sqlite_writer import micros, recorded
 
 _INSERT: Final = (
     "INSERT INTO eskit_events (position, stream, category, version, id, type, data, metadata,"
-    " recorded_at, hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " recorded_at, hash, content_type, raw_data, raw_metadata)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
 """A planner's row (``planner.Row``), its id as a UUID."""
 _KNOWN_STREAMS: Final = 10_000
@@ -55,15 +58,19 @@ Outcome = tuple["Request", Any, BaseException | None]
 class Request:
     """A write for the next group: appends, or an operation on the connection."""
 
-    __slots__ = ("appends", "generated", "operation", "retried")
+    __slots__ = ("appends", "generated", "operation", "patient", "retried")
 
     def __init__(
         self,
         appends: list[PreparedAppend] | None,
         operation: Operation | None,
         generated: frozenset[uuid.UUID] = frozenset(),
+        patient: bool = False,
     ) -> None:
         self.appends, self.operation = appends, operation
+        self.patient = patient
+        """An operation that may take longer than the deadline (catching a projection up):
+        the watchdog leaves its transaction alone."""
         self.generated = generated
         """Ids eskit gave the events: new, so nobody can have written them, unless this
         request is tried again after a failed transaction (``retried``)."""
@@ -112,21 +119,25 @@ class Group:
         if streams:
             cursor = self.conn.execute(
                 "SELECT s.name, (SELECT max(version) FROM eskit_events WHERE stream = s.name),"
-                " (SELECT state FROM eskit_streams WHERE stream = s.name),"
                 " (SELECT hash FROM eskit_events WHERE stream = s.name"
-                " ORDER BY version DESC LIMIT 1)"
-                " FROM unnest(%s::text[]) AS s(name)",
+                " ORDER BY version DESC LIMIT 1), t.state, t.last_version, t.last_link"
+                " FROM unnest(%s::text[]) AS s(name)"
+                " LEFT JOIN eskit_streams AS t ON t.stream = s.name",
                 (streams,),
                 prepare=False,
             )
-            for stream, last, state, last_link in cursor.fetchall():
+            for stream, last, last_link, state, kept, kept_link in cursor.fetchall():
+                if last is None and kept is not None:  # every event scavenged (migration 008)
+                    last, last_link = kept, kept_link
                 heads[stream] = Head(last, LIVE if state is None else state, last_link)
         earlier: dict[uuid.UUID, ExistingEvent] = {}
         ids = _ids_to_look_up(requests)
         if ids:
             cursor = self.conn.execute(
-                "SELECT id, stream, version, position FROM eskit_events WHERE id = ANY(%s)",
-                (ids,),
+                "SELECT id, stream, version, position FROM eskit_events WHERE id = ANY(%s)"
+                " UNION ALL SELECT id, stream, version, position FROM eskit_removals"
+                " WHERE id = ANY(%s)",
+                (ids, ids),
                 prepare=False,
             )
             for id_, stream, version, position in cursor.fetchall():
@@ -187,7 +198,7 @@ class Group:
                 "metadata": metadata,
                 "hash": hash_,
             }
-            for position, stream, category, version, id_, type_, data, metadata, _, hash_ in (
+            for position, stream, category, version, id_, type_, data, metadata, _, hash_, *_ in (
                 self.rows
             )
         ]
@@ -245,8 +256,14 @@ class Writer:
         clock: Clock,
         key: bytes | None,
         head: int | None,
+        deadline: float = DEADLINE,
     ) -> None:
         self.conninfo, self._configure = conninfo, configure
+        self.deadline = deadline
+        """Seconds a write keeps trying to reach the (new) primary (``postgres_failover``)."""
+        self.closing = False
+        """Set when the engine closes: a write waiting for the database gives up."""
+        self._watchdog = Watchdog(deadline)
         self.channel = channel
         """Notified in each transaction that appends (wakes every process's listeners)."""
         self.clock, self.key = clock, key
@@ -266,6 +283,7 @@ class Writer:
 
     def close(self) -> None:
         """Close the connection (holding the lead: no group runs)."""
+        self._watchdog.close()
         if self._writer_conn is not None:
             self._writer_conn.close()
             self._writer_conn = None
@@ -285,19 +303,40 @@ class Writer:
                     outcomes = self._transaction(batch)
             except Refused:
                 outcomes = self._transaction(batch, savepoints=True)
-        except Exception:
+        except Exception as error:
             # Each request again, alone: one bad request cannot fail the others, and if the
             # COMMIT went through but its answer was lost, a request's retry is a replay.
-            outcomes = []
-            for request in batch:
-                request.retried = True  # its COMMIT may have gone through: look its ids up
-                try:
-                    outcomes += self._transaction([request], savepoints=True)
-                except Exception as error:
-                    outcomes.append((request, None, transaction_failed(error)))
+            outcomes = self._one_by_one(batch, sent=not isinstance(error, Unreached))
         answers = {id(request): (value, failure) for request, value, failure in outcomes}
         wrote = any(failure is None for _, _, failure in outcomes)
         return [answers[id(request)] for request in batch], wrote
+
+    def _one_by_one(self, batch: list[Request], sent: bool) -> list[Outcome]:
+        """Each request of a batch that failed, alone; while the database cannot be reached
+        (a failover), again with backoff until the deadline. A request that was sent may have
+        been committed: it looks its ids up, and is answered as a replay if it was."""
+        give_up = time.monotonic() + self.deadline
+        outcomes: list[Outcome] = []
+        for request in batch:
+            request.retried = True  # its COMMIT may have gone through: look its ids up
+            unknown = sent
+
+            def alone(request: Request = request) -> list[Outcome]:
+                nonlocal unknown
+                try:
+                    return self._transaction([request], savepoints=True)
+                except Unreached:
+                    raise
+                except Exception as error:
+                    unknown = unknown or transient(error)
+                    raise
+
+            try:
+                remaining = max(0.0, give_up - time.monotonic())
+                outcomes += retrying(alone, remaining, lambda: self.closing)
+            except Exception as error:
+                outcomes.append((request, None, transaction_failed(error, unknown, self.deadline)))
+        return outcomes
 
     def _in_one_statement(self, batch: list[Request]) -> list[Outcome] | None:
         """Run the batch as one call of ``eskit_append_group``, checked here against the
@@ -310,6 +349,7 @@ class Writer:
         if expected is None or self._head is None:
             return None
         conn = self._connection()
+        self._watchdog.sent(conn)
         try:
             if not self._contended:
                 outcomes = self._one_statement(conn, batch, expected, self._head)
@@ -321,13 +361,15 @@ class Writer:
             head = lock_head(conn)
             self._contended = head != self._head
             return self._one_statement(conn, batch, expected, head, locked=True)
-        except psycopg.OperationalError:
+        except BaseException as error:
+            if not transient(error):
+                roll_back(conn)
+                raise
             self._head = None
-            conn.close()  # broken: the next transaction opens a new one
+            conn.close()  # broken (or read-only): the next transaction opens a new one
             raise
-        except BaseException:
-            roll_back(conn)
-            raise
+        finally:
+            self._watchdog.answered()
 
     def _one_statement(
         self,
@@ -369,6 +411,8 @@ class Writer:
             if request.appends is None or request.retried:
                 return None
             for append in request.appends:
+                if append.raw:  # eskit_append_group (written before them) takes no raw parts
+                    return None
                 if append.stream in expected:
                     continue
                 head = self._known.get(append.stream)
@@ -391,13 +435,18 @@ class Writer:
     def _transaction(self, batch: list[Request], savepoints: bool = False) -> list[Outcome]:
         outcomes: list[Outcome] = []
         conn = self._connection()
+        if not any(request.patient for request in batch):
+            self._watchdog.sent(conn)
         try:
             with conn.transaction():
                 group = self._group(conn, batch, outcomes, savepoints)
-        except psycopg.OperationalError:
-            self._head = None
-            conn.close()  # broken: the next transaction opens a new one
+        except Exception as error:
+            if transient(error):
+                self._head = None
+                conn.close()  # broken (or read-only): the next transaction opens a new one
             raise
+        finally:
+            self._watchdog.answered()
         if any(request.operation is not None for request in batch):
             self._known.clear()  # an operation may have changed any stream
         self._remember(group.known(), group.head)
@@ -405,10 +454,14 @@ class Writer:
 
     def _connection(self) -> Connection:
         """The writer's own connection (not borrowed from the pool for each group: no
-        check round trip per transaction); reopened after it broke."""
+        check round trip per transaction); reopened after it broke. A statement the server
+        does not answer within the deadline is cancelled (``Watchdog``)."""
         if self._writer_conn is None or self._writer_conn.closed:
-            conn = psycopg.connect(self.conninfo, autocommit=True)
-            self._configure(conn)
+            try:
+                conn = psycopg.connect(self.conninfo, autocommit=True)
+                self._configure(conn)
+            except psycopg.OperationalError as error:
+                raise Unreached(str(error)) from error
             self._writer_conn = conn
         return self._writer_conn
 
@@ -472,17 +525,31 @@ class Writer:
             inline.flush(conn, group.head if last else None)
 
 
-def transaction_failed(error: Exception) -> StoreError:
-    """The error a caller gets: unknown outcome if the connection failed (the COMMIT may
-    have gone through), nothing written otherwise."""
+class Unreached(psycopg.OperationalError):
+    """The writer could not connect: nothing of the request was sent."""
+
+
+def transaction_failed(error: Exception, sent: bool = True, deadline: float = 0.0) -> StoreError:
+    """The error a caller gets: unknown outcome if the connection failed after the write
+    was sent (the COMMIT may have gone through), nothing written otherwise."""
     failure: StoreError
-    if isinstance(error, psycopg.OperationalError):
+    if transient(error) and sent:
+        failure = OutcomeUnknown(
+            f"PostgreSQL dropped the connection and could not be reached again within"
+            f" {deadline:g} s ({_one_line(error)}); the write may or may not have been"
+            " committed: appending the same events again with the same ids is safe (it is"
+            " recognised as a replay)"
+        )
+    elif transient(error):
         failure = StoreUnavailable(
-            f"PostgreSQL could not be reached or dropped the connection ({error}); the write"
-            " may or may not have been committed: appending the same events again with the"
-            " same ids is safe (it is recognised as a replay)"
+            f"PostgreSQL could not be reached within {deadline:g} s ({_one_line(error)});"
+            " nothing was written"
         )
     else:
         failure = StoreError(f"PostgreSQL transaction failed, nothing of it was written: {error}")
     failure.__cause__ = error
     return failure
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())

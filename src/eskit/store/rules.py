@@ -23,6 +23,7 @@ from eskit.store.model import (
     AppendResult,
     ExpectedVersion,
     NewEvent,
+    RawData,
     Snapshot,
     StreamMetadata,
     StreamState,
@@ -46,12 +47,19 @@ _decode = msgspec.json.decode
 
 
 class PreparedEvent(msgspec.Struct, frozen=True, gc=False):
-    """A validated event, encoded once, ready for any backend to write."""
+    """A validated event, encoded once, ready for any backend to write.
+
+    Data given as ``RawData`` is ``data = "{}"`` and its content type and bytes; metadata
+    given so is ``metadata = "{}"`` and its bytes (``Raw``, as the planner's rows hold it).
+    """
 
     id: uuid.UUID | None
     type: str
     data: str
     metadata: str
+    content_type: str | None = None
+    raw_data: bytes | None = None
+    raw_metadata: bytes | None = None
 
 
 class PreparedAppend(msgspec.Struct, frozen=True, gc=False):
@@ -60,6 +68,8 @@ class PreparedAppend(msgspec.Struct, frozen=True, gc=False):
     stream: str
     events: list[PreparedEvent]
     expected: ExpectedVersion
+    raw: bool = False
+    """Whether an event holds a payload kept as bytes (``RawData``)."""
 
 
 class PreparedSnapshot(msgspec.Struct, frozen=True, gc=False):
@@ -146,17 +156,26 @@ def prepare(events: Sequence[NewEvent], max_event_size: int) -> list[PreparedEve
     name, data or metadata that is not a JSON object, nested deeper than ``MAX_NESTING``
     or over ``max_event_size``.
     """
+    return _prepare_events(events, max_event_size)[0]
+
+
+def _prepare_events(
+    events: Sequence[NewEvent], max_event_size: int
+) -> tuple[list[PreparedEvent], bool]:
+    """``prepare``, and whether an event holds a payload kept as bytes."""
     if isinstance(events, NewEvent) or not isinstance(events, Sequence):
         raise TypeError(f"events must be a list of eskit.NewEvent, got {type(events).__name__}")
     if not events:
         raise ValueError("an append needs at least one event")
+    raw = False
     prepared = _prepare_quickly(events, max_event_size)
-    if prepared is None:  # something is off: find and name it, event by event
+    if prepared is None:  # something is off (or raw): find and name it, event by event
         prepared = [_prepare_one(i, e, max_event_size) for i, e in enumerate(events)]
+        raw = any(p.content_type is not None or p.raw_metadata is not None for p in prepared)
     ids = [p.id for p in prepared if p.id is not None]
     if len(ids) != len(set(ids)):
         raise ValueError("the same event id appears twice in one append")
-    return prepared
+    return prepared, raw
 
 
 def prepare_append(
@@ -165,7 +184,8 @@ def prepare_append(
     """Validate and encode the append of ``events`` to ``stream``; raise ``ValueError`` if bad."""
     name = check_name(stream)
     expected = check_expected_version(expected_version)
-    return PreparedAppend(name, prepare(events, max_event_size), expected)
+    prepared, raw = _prepare_events(events, max_event_size)
+    return PreparedAppend(name, prepared, expected, raw)
 
 
 def prepare_many(appends: object, max_event_size: int) -> list[PreparedAppend]:
@@ -216,7 +236,7 @@ def _prepare_quickly(events: Sequence[NewEvent], max_event_size: int) -> list[Pr
     meta_json = "{}"
     try:
         for e in events:
-            if type(e) is not NewEvent or type(e.data) is not dict:
+            if type(e) is not NewEvent or type(e.data) is not dict:  # RawData: closer look
                 return None
             if e.type not in _checked_types or (e.id is not None and type(e.id) is not uuid.UUID):
                 return None
@@ -235,7 +255,7 @@ def _prepare_quickly(events: Sequence[NewEvent], max_event_size: int) -> list[Pr
                     meta_json = distinct_jsons[-1].decode()
             metas.append(meta_json)
         all_data = b"[" + b",".join(datas) + b"]"
-        values = [e.data for e in events]
+        values: list[Any] = [e.data for e in events]
         if opens_enough(all_data, MAX_NESTING):  # the whole batch at once: the hot path
             _check_each_nesting(datas, values, "data")
         if _decode(all_data) != values:
@@ -265,16 +285,49 @@ def _prepare_one(index: int, event: object, max_event_size: int) -> PreparedEven
     if event.id is not None and not isinstance(event.id, uuid.UUID):
         raise TypeError(f"event {index} id must be a uuid.UUID, got {event.id!r:.60}")
     where = f"event {index} ({event.type})"
-    data = _checked_json(event.data, f"{where} data", "data")
+    content_type = raw_data = raw_metadata = None
+    if isinstance(event.data, RawData):
+        content_type, raw_data = _checked_raw(event.data, f"{where} data")
+        data = b"{}"
+    else:
+        data = _checked_json(event.data, f"{where} data", "data")
     metadata = b"{}"
-    if event.metadata is not None:  # None, the default, means no metadata: anything else is
+    if isinstance(event.metadata, RawData):
+        raw_metadata = _checked_raw(event.metadata, f"{where} metadata")[1]
+    elif event.metadata is not None:  # None, the default, means no metadata: anything else is
         metadata = _checked_json(event.metadata, f"{where} metadata", "metadata")
-    size = len(data) + len(metadata)
+    size = sum(len(part or b"") for part in (data, metadata, raw_data, raw_metadata))
     if size > max_event_size:
         raise ValueError(
-            f"event {index} ({event.type}) is {size} bytes of JSON; the limit is {max_event_size}"
+            f"event {index} ({event.type}) is {size} bytes of"
+            f" {'JSON' if raw_data is raw_metadata is None else 'data and metadata'};"
+            f" the limit is {max_event_size}"
         )
-    return PreparedEvent(event.id, event.type, data.decode(), metadata.decode())
+    return PreparedEvent(
+        event.id,
+        event.type,
+        data.decode(),
+        metadata.decode(),
+        content_type,
+        raw_data,
+        raw_metadata,
+    )
+
+
+def _checked_raw(raw: RawData, where: str) -> tuple[str, bytes]:
+    """The content type and bytes of a raw payload; ``TypeError`` if they are not a str
+    and bytes, ``ValueError`` for a content type too long or with control characters."""
+    content_type, body = raw.content_type, raw.body
+    if not isinstance(content_type, str):
+        raise TypeError(f"{where} content_type must be a str, got {content_type!r:.60}")
+    if len(content_type) > MAX_NAME_LENGTH or not content_type.isprintable():
+        raise ValueError(
+            f"{where} content_type must be at most {MAX_NAME_LENGTH} printable characters,"
+            f" got {content_type!r:.60}"
+        )
+    if not isinstance(body, bytes):
+        raise TypeError(f"{where} body must be bytes, got {type(body).__name__}")
+    return content_type, body
 
 
 def _checked_json(value: object, where: str, root: str) -> bytes:
@@ -416,14 +469,26 @@ def read_bounds(
     return start, first, oldest
 
 
-def stored_metadata(metadata: StreamMetadata) -> tuple[int | None, int | None, float | None]:
-    """(truncate_before, max_count, max_age) as SQL stores them: counts beyond a 64-bit
-    integer clamped (they mean the same)."""
+def stored_metadata(
+    metadata: StreamMetadata,
+) -> tuple[int | None, int | None, float | None, str | None]:
+    """(truncate_before, max_count, max_age, custom) as SQL stores them: counts beyond a
+    64-bit integer clamped (they mean the same), custom keys as JSON text."""
+    custom = metadata.custom
     return (
         None if metadata.truncate_before is None else clamp(metadata.truncate_before),
         None if metadata.max_count is None else clamp(metadata.max_count),
         metadata.max_age,
+        None if custom is None else _encode(custom).decode(),
     )
+
+
+def loaded_metadata(
+    truncate_before: int | None, max_count: int | None, max_age: float | None, custom: str | None
+) -> StreamMetadata:
+    """Stream metadata as ``stored_metadata`` stored it."""
+    decoded = None if custom is None else _decode(custom)
+    return StreamMetadata(truncate_before, max_count, max_age, decoded)
 
 
 def prepare_snapshot(snapshot: object, max_size: int) -> PreparedSnapshot:
@@ -497,6 +562,16 @@ def check_metadata(metadata: object) -> StreamMetadata:
         raise TypeError(f"max_age must be a number of seconds, got {max_age!r:.60}")
     if max_age is not None and not (0 < max_age < math.inf):
         raise ValueError(f"max_age must be a positive number of seconds, got {max_age}")
+    custom: object = metadata.custom
+    if custom is not None:
+        if not isinstance(custom, dict):
+            raise TypeError(f"custom metadata must be a JSON object (dict), got {custom!r:.60}")
+        encoded = _checked_json(custom, "custom metadata", "custom")
+        if len(encoded) > DEFAULT_MAX_EVENT_SIZE:
+            raise ValueError(
+                f"custom metadata is {len(encoded)} bytes of JSON; the limit is"
+                f" {DEFAULT_MAX_EVENT_SIZE}"
+            )
     return metadata
 
 

@@ -26,6 +26,8 @@ from eskit.store.sqlite_writer import InlineHook, Synchronous, connect
 
 if TYPE_CHECKING:
     from eskit.projections.database import StoreDatabase
+    from eskit.store.sqlite_backup import SQLiteBackup
+    from eskit.store.sqlite_scavenge import SQLiteScavenger
 
 T = TypeVar("T")
 
@@ -85,6 +87,18 @@ class SQLiteStore(EventStore):
         from eskit.projections.database import StoreDatabase  # projections build on stores
 
         return StoreDatabase(self)
+
+    def scavenger(self) -> SQLiteScavenger:
+        """Scavenging steps run in the writer's group commits."""
+        from eskit.store.sqlite_scavenge import SQLiteScavenger
+
+        return SQLiteScavenger(self.engine, str(self.path))
+
+    def backup_engine(self) -> SQLiteBackup:
+        """SQLite's online backup API, page by page, from one read snapshot."""
+        from eskit.store.sqlite_backup import SQLiteBackup
+
+        return SQLiteBackup(self.path)
 
     async def migrate(self, app_role: str | None = None, login: bool = False) -> Migrated:
         """Apply the pending migrations to the file (created if missing)."""

@@ -13,17 +13,16 @@ from typing import Final
 
 from eskit.store.chain import ChainStart, chain_start_hash
 
-HEAD_QUERY: Final = (
+HEAD: Final = (
     "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0),"
     " coalesce((SELECT max(position) FROM events), 0))"
 )
-"""The last position ever given (``head``), as a query."""
 
 
 def head(conn: sqlite3.Connection) -> int:
     """The last position ever given (AUTOINCREMENT's counter): the next event's is one more,
     even if the newest events were purged. Read under the write lock, it cannot move."""
-    position: int = conn.execute(HEAD_QUERY).fetchone()[0]
+    position: int = conn.execute(HEAD).fetchone()[0]
     return position
 
 

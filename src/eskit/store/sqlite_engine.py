@@ -52,6 +52,7 @@ from eskit.store.model import (
 )
 from eskit.store.planner import SOFT_DELETED, TOMBSTONED
 from eskit.store.rules import PreparedAppend, PreparedSnapshot
+from eskit.store.scavenge import SQLITE, Removal, find_removed
 from eskit.store.sqlite_chain import read_chain_start
 from eskit.store.sqlite_reader import Busy, Reader, ReaderPool, check_store
 from eskit.store.sqlite_writer import (
@@ -69,7 +70,14 @@ T = TypeVar("T")
 READERS: Final = 8
 """Reader connections at most; more readers at once wait for one."""
 SHORT_READS: Final = frozenset(
-    {"get_metadata", "load_snapshot", "snapshot_and_page", "stream_version", "last_position"}
+    {
+        "get_metadata",
+        "load_snapshot",
+        "snapshot_and_page",
+        "events_after",
+        "stream_version",
+        "last_position",
+    }
 )
 """The reads ``short_reads_on_loop`` makes on the event loop: an index probe or two and at
 most one page of a stream."""
@@ -77,6 +85,8 @@ most one page of a stream."""
 
 class SQLiteEngine(Engine):
     """The blocking SQLite backend both faces call (see the module docstring)."""
+
+    catches_up = True
 
     def __init__(
         self,
@@ -323,6 +333,9 @@ class SQLiteEngine(Engine):
         row, page = self._read(run)
         return reads.snapshot(stream, snapshot_version, row), page
 
+    def events_after(self, stream: str, version: int, count: int) -> list[RecordedEvent] | None:
+        return self._read(lambda r: reads.events_after(r.conn, r.decode, stream, version, count))
+
     def stream_version(self, stream: str) -> int | None:
         return self._read(lambda r: reads.stream_version(r.conn, stream))
 
@@ -351,11 +364,28 @@ class SQLiteEngine(Engine):
         page = self._read(lambda r: reads.log_page(r.conn, r.decode, after, count, types, category))
         return page.events, page.next_after
 
+    def read_all_page_backwards(
+        self,
+        before: int,
+        after: int,
+        count: int,
+        types: tuple[str, ...] | None,
+        category: str | None,
+    ) -> list[RecordedEvent]:
+        return self._read(
+            lambda r: reads.log_page_backwards(
+                r.conn, r.decode, before, after, count, types, category
+            )
+        )
+
     def chain_page(self, after: int, limit: int) -> list[ChainRow]:
         return self._read(lambda r: reads.chain_page(r.conn, after, limit))
 
     def chain_start(self) -> ChainStart | None:
         return self._read(lambda r: read_chain_start(r.conn))
+
+    def find_removed(self, event_id: uuid.UUID) -> Removal | None:
+        return self._read(lambda r: find_removed(r.conn, SQLITE, event_id.bytes))
 
 
 # -- the writes other than appends: operations on the write connection ----------------------
@@ -389,9 +419,9 @@ def _setting_metadata(
 ) -> Callable[[sqlite3.Connection], None]:
     def run(conn: sqlite3.Connection) -> None:
         conn.execute(
-            "INSERT INTO streams (stream, truncate_before, max_count, max_age)"
-            " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (stream) DO UPDATE SET"
-            " truncate_before = ?2, max_count = ?3, max_age = ?4",
+            "INSERT INTO streams (stream, truncate_before, max_count, max_age, custom)"
+            " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (stream) DO UPDATE SET"
+            " truncate_before = ?2, max_count = ?3, max_age = ?4, custom = ?5",
             (stream, *rules.stored_metadata(metadata)),
         )
 

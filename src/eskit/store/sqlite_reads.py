@@ -12,10 +12,11 @@ from typing import Any, Final
 import msgspec
 
 from eskit.errors import StreamDeleted
-from eskit.store import rules
+from eskit.store import rules, sqlite_chain
 from eskit.store.chain import ChainRow
 from eskit.store.model import (
     Page,
+    RawData,
     RecordedEvent,
     Snapshot,
     StreamInfo,
@@ -32,7 +33,10 @@ _STATUSES: Final[dict[int | None, StreamStatus]] = {
     SOFT_DELETED: "deleted",
     TOMBSTONED: "tombstoned",
 }
-_COLUMNS: Final = "id, stream, version, position, type, data, metadata, recorded_at"
+_COLUMNS: Final = (
+    "id, stream, version, position, type, data, metadata, recorded_at, content_type,"
+    " raw_data, raw_metadata"
+)
 _BIN16: Final = b"\xc4\x10"  # msgpack: 16 bytes of binary follow
 
 
@@ -59,9 +63,8 @@ class RowDecoder:
             else b"\x90"
         )
         events = []
-        for id_, (_, stream, version, position, type_, data, metadata, recorded) in zip(
-            ids, rows, strict=True
-        ):
+        for id_, row in zip(ids, rows, strict=True):
+            _, stream, version, position, type_, data, metadata, recorded, kind, raw, meta = row
             if recorded != self._micros:
                 self._micros, self._moment = recorded, moment(recorded)
             events.append(
@@ -74,21 +77,25 @@ class RowDecoder:
                     decode(data),
                     decode(metadata),
                     self._moment,
+                    None if kind is None else RawData(kind, raw),
+                    meta,
                 )
             )
         return events
 
 
 def head(conn: sqlite3.Connection) -> int:
-    position: int | None = conn.execute("SELECT max(position) FROM events").fetchone()[0]
-    return position or 0
+    """The newest position given: it never moves back, not even when scavenging removes
+    the newest events (``sqlite_chain.head``)."""
+    return sqlite_chain.head(conn)
 
 
 def metadata(conn: sqlite3.Connection, stream: str) -> StreamMetadata:
     row = conn.execute(
-        "SELECT truncate_before, max_count, max_age FROM streams WHERE stream = ?", (stream,)
+        "SELECT truncate_before, max_count, max_age, custom FROM streams WHERE stream = ?",
+        (stream,),
     ).fetchone()
-    return StreamMetadata() if row is None else StreamMetadata(*row)
+    return StreamMetadata() if row is None else rules.loaded_metadata(*row)
 
 
 def stream_version(conn: sqlite3.Connection, stream: str) -> int | None:
@@ -106,7 +113,8 @@ def find_event(
 def chain_page(conn: sqlite3.Connection, after: int, limit: int) -> list[ChainRow]:
     rows = conn.execute(
         "SELECT position, stream, category, version, id, type, data, metadata,"
-        " recorded_at, hash FROM events WHERE position > ? ORDER BY position LIMIT ?",
+        " recorded_at, hash, content_type, raw_data, raw_metadata FROM events"
+        " WHERE position > ? ORDER BY position LIMIT ?",
         (after, limit),
     ).fetchall()
     return [ChainRow(*row) for row in rows]
@@ -176,6 +184,26 @@ def stream_page(
     return decode(rows)
 
 
+def events_after(
+    conn: sqlite3.Connection, decode: RowDecoder, stream: str, version: int, count: int
+) -> list[RecordedEvent] | None:
+    """The events of ``stream`` after ``version`` if it never hid one and they are at most
+    ``count``, else None.
+
+    A stream hides events only once it has a row in ``streams`` (read rules, a delete), and
+    that row is never removed; events are never changed. So when the row is missing after
+    the events were read, it was missing when they were read: every event was visible, and
+    these follow on from the first ``version + 1``. (Two statements, not one transaction:
+    the row is read second for that reason.)"""
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM events WHERE stream = ? AND version > ? ORDER BY version LIMIT ?",
+        (stream, version, count + 1),
+    ).fetchall()
+    if _read_rules(conn, stream) is not None or len(rows) > count:
+        return None
+    return decode(rows)
+
+
 def log_page(
     conn: sqlite3.Connection,
     decode: RowDecoder,
@@ -185,6 +213,36 @@ def log_page(
     category: str | None = None,
 ) -> Page:
     """Up to ``limit`` matching events after ``after``, and where the next page starts."""
+    conditions, extra = _log_filter(types, category)
+    sql = f"SELECT {_COLUMNS} FROM events WHERE {conditions} ORDER BY position LIMIT ?"
+    # The head is read first: every event at or below it is committed (commit order is
+    # position order), so when the page is not full the log was searched up to it.
+    top = head(conn)
+    rows = conn.execute(sql, (clamp(after), top, *extra, limit)).fetchall()
+    events = decode(rows)
+    return Page(events, events[-1].position if len(events) == limit else max(top, after))
+
+
+def log_page_backwards(
+    conn: sqlite3.Connection,
+    decode: RowDecoder,
+    before: int,
+    after: int,
+    limit: int,
+    types: tuple[str, ...] | None,
+    category: str | None,
+) -> list[RecordedEvent]:
+    """Up to ``limit`` matching events with ``after < position < before``, newest first: a
+    walk down the position index (or (category, position)) that stops after one page."""
+    conditions, extra = _log_filter(types, category)
+    sql = f"SELECT {_COLUMNS} FROM events WHERE {conditions} ORDER BY position DESC LIMIT ?"
+    rows = conn.execute(sql, (clamp(after), clamp(before) - 1, *extra, limit)).fetchall()
+    return decode(rows)
+
+
+def _log_filter(types: tuple[str, ...] | None, category: str | None) -> tuple[str, list[Any]]:
+    """The WHERE clause of a page of the log (after the lowest and highest positions, its
+    first two parameters) and the values of its filters."""
     where = ["position > ?", "position <= ?"]
     extra: list[Any] = []
     if types is not None:
@@ -193,13 +251,7 @@ def log_page(
     if category is not None:
         where.append("category = ?")
         extra.append(category)
-    sql = f"SELECT {_COLUMNS} FROM events WHERE {' AND '.join(where)} ORDER BY position LIMIT ?"
-    # The head is read first: every event at or below it is committed (commit order is
-    # position order), so when the page is not full the log was searched up to it.
-    top = head(conn)
-    rows = conn.execute(sql, (clamp(after), top, *extra, limit)).fetchall()
-    events = decode(rows)
-    return Page(events, events[-1].position if len(events) == limit else max(top, after))
+    return " AND ".join(where), extra
 
 
 def snapshot_row(

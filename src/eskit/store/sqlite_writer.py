@@ -30,10 +30,10 @@ import msgspec
 from eskit.errors import StoreError, StreamDeleted
 from eskit.store import sqlite_schema
 from eskit.store.group_commit import Outcome
-from eskit.store.model import AppendResult, RecordedEvent
+from eskit.store.model import AppendResult, RecordedEvent, raw_data
 from eskit.store.planner import LIVE, TOMBSTONED, Head, Plan, Planner, Row, lookups
 from eskit.store.rules import ExistingEvent, PreparedAppend
-from eskit.store.sqlite_chain import HEAD_QUERY
+from eskit.store.sqlite_chain import HEAD
 
 Synchronous = Literal["FULL", "NORMAL"]
 InlineHook = Callable[[sqlite3.Connection, list[RecordedEvent]], None]
@@ -44,7 +44,8 @@ CHECKPOINT_EVERY: Final = 100
 """Commits between WAL checkpoints while writes never pause (plus one whenever idle)."""
 _INSERT: Final = (
     "INSERT INTO events (position, stream, category, version, id, type, data, metadata,"
-    " recorded_at, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " recorded_at, hash, content_type, raw_data, raw_metadata)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -84,7 +85,11 @@ def connect(path: str, readonly: bool = False) -> sqlite3.Connection:
     conn.execute("PRAGMA busy_timeout=10000")
     if readonly:
         conn.execute("PRAGMA query_only=1")
-    elif _switch_to_wal(conn) != "wal":
+        return conn
+    # A new file gives free pages back in steps after a scavenge (eskit.store.scavenge).
+    # Only a file without tables takes it, before WAL mode; any other ignores it.
+    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    if _switch_to_wal(conn) != "wal":
         raise StoreError(f"{path}: SQLite could not switch to WAL mode")
     return conn
 
@@ -106,7 +111,8 @@ def _switch_to_wal(conn: sqlite3.Connection) -> str:
 def stream_state(conn: sqlite3.Connection, stream: str) -> tuple[int | None, int]:
     """The stream's last version (None: no events) and state; raises if tombstoned."""
     last, state = conn.execute(
-        "SELECT (SELECT max(version) FROM events WHERE stream = ?1),"
+        "SELECT coalesce((SELECT max(version) FROM events WHERE stream = ?1),"
+        " (SELECT last_version FROM streams WHERE stream = ?1)),"
         " (SELECT state FROM streams WHERE stream = ?1)",
         (stream,),
     ).fetchone()
@@ -257,8 +263,24 @@ def recorded(rows: Sequence[Row]) -> list[RecordedEvent]:
             decode(data),
             decode(metadata),
             moment(at),
+            raw_data(content_type, raw),
+            raw_metadata,
         )
-        for position, stream, _, version, id_, type_, data, metadata, at, _ in rows
+        for (
+            position,
+            stream,
+            _,
+            version,
+            id_,
+            type_,
+            data,
+            metadata,
+            at,
+            _,
+            content_type,
+            raw,
+            raw_metadata,
+        ) in rows
     ]
 
 
@@ -268,13 +290,18 @@ def _heads(cursor: sqlite3.Cursor, streams: Sequence[str]) -> tuple[dict[str, He
 
     A stream's last event is one probe of the (stream, version) index, then one of the
     table by its position; ``GROUP BY`` over ``IN (...)`` would scan every event of the
-    streams.
+    streams. A stream whose events were all scavenged keeps its head in ``streams``
+    (migration 005).
     """
     heads: dict[str, Head] = {}
     last_position = 0
     for chunk in range(0, len(streams), 500):
         names = streams[chunk : chunk + 500]
-        for stream, last, state, last_link, at in cursor.execute(_heads_query(len(names)), names):
+        for stream, last, last_link, state, kept, kept_link, at in cursor.execute(
+            _heads_query(len(names)), names
+        ):
+            if last is None and kept is not None:
+                last, last_link = kept, kept_link
             heads[stream] = Head(last, LIVE if state is None else state, last_link)
             last_position = at
     return heads, last_position
@@ -286,21 +313,24 @@ def _heads_query(streams: int) -> str:
     statement is reused)."""
     return (
         f"WITH wanted(name) AS (VALUES {', '.join(['(?)'] * streams)}) SELECT name, e.version,"
-        f" (SELECT state FROM streams WHERE stream = name), e.hash, ({HEAD_QUERY})"
-        " FROM wanted LEFT JOIN events e ON e.position ="
+        f" e.hash, s.state, s.last_version, s.last_link, ({HEAD})"
+        " FROM wanted LEFT JOIN streams AS s ON s.stream = name"
+        " LEFT JOIN events e ON e.position ="
         " (SELECT position FROM events WHERE stream = name ORDER BY version DESC LIMIT 1)"
     )
 
 
 def _existing(cursor: sqlite3.Cursor, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, ExistingEvent]:
-    """Where each of ``ids`` was already written, for those that were."""
+    """Where each of ``ids`` was already written, for those that were (scavenged ones too:
+    their removal keeps the id)."""
     found: dict[uuid.UUID, ExistingEvent] = {}
     for chunk in range(0, len(ids), 500):
         raw = [id_.bytes for id_ in ids[chunk : chunk + 500]]
+        marks = ", ".join("?" * len(raw))
         for id_, stream, version, position in cursor.execute(
-            "SELECT id, stream, version, position FROM events"
-            f" WHERE id IN ({', '.join('?' * len(raw))})",
-            raw,
+            f"SELECT id, stream, version, position FROM events WHERE id IN ({marks})"
+            f" UNION ALL SELECT id, stream, version, position FROM removals WHERE id IN ({marks})",
+            raw + raw,
         ):
             found[uuid.UUID(bytes=id_)] = ExistingEvent(stream, version, position)
     return found

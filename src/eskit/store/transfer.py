@@ -8,7 +8,10 @@ The file holds one event per line, in log order::
 
 and ends with a summary line ``{"summary": {"count": N, "digest": "…"}}``. The digest is a
 SHA-256 over a canonical encoding (sorted keys) of each event's id, stream, version, type,
-data and metadata, in order: what an import must reproduce exactly. Positions and
+data and metadata, in order: what an import must reproduce exactly. An event whose data or
+metadata is kept as bytes (``RawData``) has ``"data": {}`` (or ``"metadata": {}``) and
+carries them in ``content_type``, ``raw_data`` and ``raw_metadata`` (base64), which its
+digest covers too. Positions and
 ``recorded_at`` are the source's; the target assigns its own.
 
 Both directions stream in pages, so memory stays bounded whatever the size of the log. An
@@ -28,13 +31,13 @@ import os
 import uuid
 from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
-from typing import Annotated, Any, Final, NoReturn
+from typing import Annotated, Any, Final, NoReturn, TypeVar
 
 import msgspec
 
 from eskit.errors import IdempotencyConflict, StoreError
 from eskit.store.base import EventStore
-from eskit.store.model import NO_STREAM, Append, AppendResult, NewEvent, RecordedEvent
+from eskit.store.model import NO_STREAM, Append, AppendResult, NewEvent, RawData, RecordedEvent
 from eskit.store.nesting import may_nest_too_deep, too_deep_at
 from eskit.store.rules import MAX_NESTING, check_name, prepare_append
 
@@ -74,6 +77,29 @@ class ExportedEvent(msgspec.Struct, frozen=True):
     position: int | None = None
 
 
+class ExportedRawEvent(ExportedEvent, frozen=True):
+    """A line whose data or metadata is kept as bytes (``RawData``): the lines of other
+    events do not hold these fields at all."""
+
+    content_type: str | None = None
+    raw_data: bytes | None = None
+    raw_metadata: bytes | None = None
+
+    def new_data(self) -> dict[str, Any] | RawData:
+        """The data to append again."""
+        return (
+            self.data
+            if self.content_type is None
+            else RawData(self.content_type, self.raw_data or b"")
+        )
+
+    def new_metadata(self) -> dict[str, Any] | RawData:
+        return self.metadata if self.raw_metadata is None else RawData("", self.raw_metadata)
+
+
+_E = TypeVar("_E", bound=ExportedEvent)
+
+
 class _Trailer(msgspec.Struct, frozen=True):
     summary: Summary
 
@@ -82,10 +108,42 @@ _encode_line = msgspec.json.Encoder().encode
 _decode_line = msgspec.json.Decoder().decode
 
 
-def canonical(event: RecordedEvent | ExportedEvent) -> bytes:
+def canonical(event: RecordedEvent | ExportedRawEvent) -> bytes:
     """The bytes the digest covers for one event: what must survive a transfer unchanged."""
-    fields = (str(event.id), event.stream, event.version, event.type, event.data, event.metadata)
+    fields: tuple[Any, ...] = (
+        str(event.id),
+        event.stream,
+        event.version,
+        event.type,
+        event.data,
+        event.metadata,
+    )
+    raw = _raw_parts(event)
+    if raw is not None:
+        fields = (*fields, *raw)
     return msgspec.json.encode(fields, order="sorted") + b"\n"
+
+
+def _raw_parts(
+    event: RecordedEvent | ExportedRawEvent,
+) -> tuple[str | None, bytes | None, bytes | None] | None:
+    """(content type, data bytes, metadata bytes) of an event with raw parts, else None."""
+    if isinstance(event, RecordedEvent):
+        raw = event.raw
+        if raw is None and event.raw_metadata is None:
+            return None
+        return (
+            (None, None, event.raw_metadata)
+            if raw is None
+            else (
+                raw.content_type,
+                raw.body,
+                event.raw_metadata,
+            )
+        )
+    if event.content_type is None and event.raw_metadata is None:
+        return None
+    return event.content_type, event.raw_data, event.raw_metadata
 
 
 class Digest:
@@ -173,7 +231,19 @@ _SEPARATORS: Final = ("\u2028", "\u2029", "\x85")
 
 
 def exported(event: RecordedEvent) -> ExportedEvent:
-    return ExportedEvent(
+    """The line of an export file for ``event``: with raw fields only if it has raw parts."""
+    raw = _raw_parts(event)
+    return to_append(event) if raw is not None else _exported_as(ExportedEvent, event)
+
+
+def to_append(event: RecordedEvent) -> ExportedRawEvent:
+    """``event`` as an import or copy appends it again."""
+    raw = _raw_parts(event) or (None, None, None)
+    return _exported_as(ExportedRawEvent, event, *raw)
+
+
+def _exported_as(kind: type[_E], event: RecordedEvent, *raw: Any) -> _E:
+    return kind(
         event.id,
         event.stream,
         event.version,
@@ -182,6 +252,7 @@ def exported(event: RecordedEvent) -> ExportedEvent:
         event.metadata,
         event.recorded_at,
         event.position,
+        *raw,
     )
 
 
@@ -190,7 +261,7 @@ class Line(msgspec.Struct, frozen=True):
     and its ``canonical`` bytes."""
 
     number: int
-    event: ExportedEvent
+    event: ExportedRawEvent
     encoded: bytes
 
 
@@ -311,7 +382,7 @@ LINE_NESTING: Final = MAX_NESTING + 1
 ``MAX_NESTING`` deep, as the store takes them."""
 
 
-def _parse(raw: bytes, source: Path, number: int) -> ExportedEvent | _Trailer:
+def _parse(raw: bytes, source: Path, number: int) -> ExportedRawEvent | _Trailer:
     """The line as an event or the summary; ``TransferError`` naming the file, the line
     and why not. A line nested deeper than the store takes is refused before the parser
     (which recurses) reads it, naming the path where it goes too deep."""
@@ -326,7 +397,7 @@ def _parse(raw: bytes, source: Path, number: int) -> ExportedEvent | _Trailer:
         value = _decode_line(raw)
         if isinstance(value, dict) and "summary" in value:
             return msgspec.convert(value, _Trailer)
-        return msgspec.convert(value, ExportedEvent)
+        return msgspec.convert(value, ExportedRawEvent)
     except msgspec.MsgspecError as error:
         cut = "" if raw.endswith(b"\n") else " (the last line, without its end: cut short?)"
         raise TransferError(f"{source}:{number}: not an exported event{cut}: {error}") from None
@@ -418,7 +489,7 @@ class Chunk:
             last = held.get(stream)
             start = run[0].event.version if last is None else max(run[0].event.version, last + 1)
             events = [
-                NewEvent(x.event.type, x.event.data, x.event.metadata, x.event.id)
+                NewEvent(x.event.type, x.event.new_data(), x.event.new_metadata(), x.event.id)
                 for x in run
                 if x.event.version >= start
             ]
@@ -439,7 +510,7 @@ class Chunk:
             for line in run:
                 event = line.event
                 try:
-                    new = NewEvent(event.type, event.data, event.metadata, event.id)
+                    new = NewEvent(event.type, event.new_data(), event.new_metadata(), event.id)
                     prepare_append(stream, [new], NO_STREAM, self.store.max_event_size)
                 except ValueError as refused:
                     raise TransferError(f"{self.where(line.number)}: {refused}") from error

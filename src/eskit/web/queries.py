@@ -170,7 +170,7 @@ async def wait(ctx: Context, position: int) -> None:
     """Wait until the read models reached ``position``; 503 if they do not in time."""
     if ctx.wait_until is None:
         raise ApiError(400, "BadHeader", "Wait-For-Position: this API has no read models")
-    head = await ctx.store.last_position()
+    head = await ctx.store.written_position()  # a replica may not have replayed it yet
     if position > head:
         message = f"Wait-For-Position {position} is past the end of the log (position {head})"
         raise ApiError(422, "ValidationError", message)

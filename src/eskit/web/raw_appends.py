@@ -16,13 +16,17 @@ from eskit.application.repository import Repository
 from eskit.domain.events import SCHEMA_VERSION
 from eskit.errors import EskitError, StoreError, Unavailable
 from eskit.store import rules
-from eskit.store.model import NewEvent
+from eskit.store.model import NewEvent, RawData
 from eskit.store.nesting import check_nesting
+from eskit.web import schemas
 from eskit.web.errors import ApiError
 
 
 async def check_raw_append(
-    bus: CommandBus | None, free_form: frozenset[str], stream: str, events: Sequence[NewEvent]
+    bus: CommandBus | None,
+    free_form: frozenset[str],
+    stream: str,
+    events: Sequence[NewEvent | schemas.NewEvent],
 ) -> None:
     """422 naming the event and why, unless each event decodes and applies (or there is no
     bus, or the stream's category is free-form); nothing is written then."""
@@ -34,10 +38,18 @@ async def check_raw_append(
         await _applies(repository, stream, events, decoded)
 
 
-def _decoded(bus: CommandBus, index: int, event: NewEvent) -> list[Any]:
+def _decoded(bus: CommandBus, index: int, event: NewEvent | schemas.NewEvent) -> list[Any]:
     """Today's events ``event`` becomes, read as every reader of the store will read it."""
     where = f"events[{index}] ({event.type})"
-    metadata = event.metadata or {}
+    if isinstance(event.data, RawData):
+        raise ApiError(
+            422,
+            "InvalidEvent",
+            f"{where} data is bytes ({event.data.content_type or 'no content type'}), not a"
+            " JSON object: no event of the application decodes from it (a free-form"
+            " category takes it)",
+        )
+    metadata = event.metadata if isinstance(event.metadata, dict) else {}
     deepest = rules.MAX_NESTING  # checked before anything recurses into the event
     check_nesting(event.data, f"{where} data", "data", deepest)
     check_nesting(metadata, f"{where} metadata", "metadata", deepest)
@@ -57,7 +69,7 @@ def _decoded(bus: CommandBus, index: int, event: NewEvent) -> list[Any]:
 async def _applies(
     repository: Repository[Any],
     stream: str,
-    events: Sequence[NewEvent],
+    events: Sequence[NewEvent | schemas.NewEvent],
     decoded: list[list[Any]],
 ) -> None:
     """422 unless the aggregate of ``stream``, loaded as a command would load it, takes the

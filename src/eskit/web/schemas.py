@@ -9,7 +9,8 @@ from typing import Annotated, Any, Final
 import msgspec
 from starlette.responses import JSONResponse as StarletteJSON
 
-from eskit.store.model import NewEvent, RecordedEvent
+from eskit.store import model
+from eskit.store.model import JSONObject, RecordedEvent
 
 JSON: Final = "application/json"
 
@@ -51,6 +52,24 @@ class CommandReply(msgspec.Struct, frozen=True):
     position: int | None
     events: list[EventRef]
     replayed: bool
+
+
+class NewEvent(msgspec.Struct, frozen=True):
+    """An event to append: a type name, a JSON object of data, optional metadata and id.
+
+    Give an ``id`` to make the append idempotent: retrying it writes nothing twice. (The
+    store's ``eskit.NewEvent`` also takes payloads kept as bytes, which the HTTP API does
+    not: its bodies are JSON.)
+    """
+
+    type: str
+    data: JSONObject
+    metadata: JSONObject | None = None
+    id: uuid.UUID | None = None
+
+    def to_store(self, metadata: JSONObject | None) -> model.NewEvent:
+        """The event to append, with ``metadata`` in place of the body's."""
+        return model.NewEvent(self.type, self.data, metadata, self.id)
 
 
 class AppendBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -84,7 +84,7 @@ def serving_app(
         async with store:
             sampling = None if metrics is None else attach(metrics, runner=spec.runner)
             try:
-                async with _running(spec):
+                async with running_part(spec):
                     try:
                         yield
                     finally:
@@ -115,7 +115,7 @@ def serving_app(
     return app
 
 
-def _running(spec: AppSpec) -> contextlib.AbstractAsyncContextManager[object]:
+def running_part(spec: AppSpec) -> contextlib.AbstractAsyncContextManager[object]:
     """What runs while the server does: the spec's ``running``, else its runner."""
     if spec.running is not None:
         return spec.running()

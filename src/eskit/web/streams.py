@@ -5,7 +5,6 @@ import urllib.parse
 from collections.abc import Sequence
 from typing import Annotated, Any
 
-import msgspec
 from fastapi import APIRouter, Header, Query
 from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.requests import Request
@@ -106,8 +105,7 @@ def add_stream_routes(router: APIRouter, secured: Sequence[Any], max_limit: int)
         body = await json_body(request, AppendBody)
         await check_raw_append(ctx.bus, ctx.free_form, stream, body.events)
         events = [
-            msgspec.structs.replace(event, metadata={**(event.metadata or {}), USER: grant.name})
-            for event in body.events
+            event.to_store({**(event.metadata or {}), USER: grant.name}) for event in body.events
         ]
         result = await ctx.store.append(stream, events, expected)
         reply = AppendReply(stream, result.last_version, result.last_position, result.count)

@@ -231,3 +231,16 @@ def test_time_travel_names_other_errors_by_their_class_only() -> None:
     assert "Ada" not in _why(KeyError("Ada Lovelace"))
     decoding = msgspec.ValidationError("Object missing required field `amount`")
     assert _why(decoding) == "ValidationError: Object missing required field `amount`"
+
+
+async def test_a_stream_shows_payloads_kept_as_bytes_readably(seeded: Admin) -> None:
+    quickstart = eskit.RawData("application/json", b"I wrote my first event")
+    binary = eskit.RawData("application/octet-stream", b"\x00\xff")
+    await seeded.store.append(
+        "blob-1", [eskit.NewEvent("A", quickstart), eskit.NewEvent("B", {"n": 1}, binary)]
+    )
+    shown = text(await seeded.page("/admin/stream", name="blob-1"))
+    assert "data (application/json)" in shown
+    assert "I wrote my first event (22 bytes)" in shown
+    assert "metadata (bytes)" in shown
+    assert "base64:AP8= (2 bytes)" in shown

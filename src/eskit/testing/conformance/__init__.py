@@ -17,7 +17,7 @@ drift apart. Subclass ``EventStoreConformance`` in a test module and say how to 
 plugin and hypothesis (eskit's ``dev`` extra).
 
 The tests live in one mixin per area (``appends``, ``multi``, ``reads``, ``subscriptions``,
-``lifecycle``, ``snapshots``, ``listing``, ``validation``); ``helpers`` holds what they
+``lifecycle``, ``snapshots``, ``listing``, ``validation``, ``raw``); ``helpers`` holds what they
 share, ``model`` the model test.
 """
 
@@ -28,6 +28,7 @@ from eskit.testing.conformance.lifecycle import LifecycleConformance
 from eskit.testing.conformance.listing import ListingConformance
 from eskit.testing.conformance.model import store_model_test
 from eskit.testing.conformance.multi import MultiAppendConformance
+from eskit.testing.conformance.raw import RawPayloadConformance
 from eskit.testing.conformance.reads import ReadConformance
 from eskit.testing.conformance.snapshots import SnapshotConformance
 from eskit.testing.conformance.subscriptions import SubscriptionConformance
@@ -38,8 +39,9 @@ __all__ = ["EventStoreConformance", "store_model_test"]
 
 # pytest collects inherited tests in reverse MRO order, so the areas are listed last first:
 # the suite runs appends, multi, reads, subscriptions, lifecycle, snapshots, listing,
-# validation.
+# validation, raw.
 class EventStoreConformance(
+    RawPayloadConformance,
     ValidationConformance,
     ListingConformance,
     SnapshotConformance,

@@ -34,6 +34,7 @@ from eskit.store.model import (
     AppendResult,
     ExpectedVersion,
     NewEvent,
+    RawData,
     RecordedEvent,
     StreamMetadata,
 )
@@ -58,7 +59,8 @@ class _Written:
     version: int
     position: int
     type: str
-    data: dict[str, Any]
+    data: dict[str, Any] | RawData
+    raw_metadata: bytes | None = None
 
 
 @dataclasses.dataclass
@@ -152,6 +154,7 @@ class _Model:
                 len(self.log) + 1,
                 event.type,
                 event.data,
+                event.metadata.body if isinstance(event.metadata, RawData) else None,
             )
             self.log.append(written)
             state.events.append(written)
@@ -197,11 +200,19 @@ class _Model:
         return [state.events[v] for v in chosen][:limit]
 
     def read_all(
-        self, after: int, limit: int | None, types: list[str] | None, category: str | None
+        self,
+        after: int,
+        limit: int | None,
+        types: list[str] | None,
+        category: str | None,
+        backwards: bool = False,
+        before: int | None = None,
     ) -> list[_Written]:
+        end = len(self.log) if before is None else max(0, before - 1)  # position < before
+        log = self.log[after:end]
         matching = [
             e
-            for e in self.log[after:]
+            for e in (reversed(log) if backwards else log)
             if (types is None or e.type in types)
             and (category is None or e.stream.split("-", 1)[0] == category)
         ]
@@ -226,8 +237,15 @@ def _model_outcome(call: Callable[[], object]) -> Outcome:
 
 def _same_events(model: list[_Written], store: list[RecordedEvent]) -> bool:
     return len(model) == len(store) and all(
-        (m.stream, m.version, m.position, m.type, m.data)
-        == (s.stream, s.version, s.position, s.type, s.data)
+        (m.stream, m.version, m.position, m.type, m.data, m.raw_metadata)
+        == (
+            s.stream,
+            s.version,
+            s.position,
+            s.type,
+            s.data if s.raw is None else s.raw,
+            s.raw_metadata,
+        )
         and (m.id is None or m.id == s.id)
         for m, s in zip(model, store, strict=True)
     )
@@ -239,6 +257,8 @@ _EXPECTED = st.one_of(
 """An expected version: the three states, the stream's current version, or any small int."""
 
 Batch = tuple[str, tuple[NewEvent, ...]]
+
+_CONTENT_TYPES = ["application/json", "application/octet-stream", ""]
 
 
 _MANY_PART = st.tuples(
@@ -348,6 +368,26 @@ def store_model_test(
             return (stream, events) if with_ids else multiple()
 
         @rule(
+            target=batches,
+            stream=st.sampled_from(_MODEL_STREAMS),
+            data=st.lists(
+                st.builds(RawData, st.sampled_from(_CONTENT_TYPES), st.binary(max_size=300)),
+                min_size=1,
+                max_size=3,
+            ),
+            metadata=st.none() | st.binary(max_size=100),
+            expected=_EXPECTED,
+        )
+        def append_raw(
+            self, stream: str, data: list[RawData], metadata: bytes | None, expected: object
+        ) -> object:
+            """Payloads that are not JSON objects, arbitrary bytes, kept byte for byte."""
+            meta = None if metadata is None else RawData("", metadata)
+            events = tuple(NewEvent("Raw", raw, meta, uuid.uuid4()) for raw in data)
+            self._append(stream, events, expected)
+            return (stream, events)
+
+        @rule(
             batch=batches,
             stream=st.none() | st.sampled_from(_MODEL_STREAMS),
             expected=_EXPECTED,
@@ -454,6 +494,26 @@ def store_model_test(
             )
             assert _same_events(model_events, store_events), (model_events, store_events)
 
+        @rule(
+            after=st.integers(0, 40),
+            before=st.none() | st.integers(0, 45),
+            limit=st.none() | st.integers(0, 12),
+            types=st.none() | st.lists(st.sampled_from(_MODEL_TYPES), max_size=2),
+            category=st.none() | st.sampled_from(_MODEL_CATEGORIES),
+        )
+        def read_all_backwards(
+            self,
+            after: int,
+            before: int | None,
+            limit: int | None,
+            types: list[str] | None,
+            category: str | None,
+        ) -> None:
+            model_events = self.model.read_all(after, limit, types, category, True, before)
+            read = self.store.read_all(after, limit, types, category, backwards=True, before=before)
+            store_events = self.runner.run(collect(read))
+            assert _same_events(model_events, store_events), (model_events, store_events)
+
         @rule(stream=st.sampled_from(_MODEL_STREAMS))
         def stream_version(self, stream: str) -> None:
             model = _model_outcome(lambda: self.model.stream_version(stream))
@@ -478,11 +538,17 @@ def store_model_test(
             stream=st.sampled_from(_MODEL_STREAMS),
             truncate_before=st.none() | st.integers(0, 6),
             max_count=st.none() | st.integers(1, 5),
+            custom=st.none()
+            | st.dictionaries(st.text(max_size=5), st.integers(-(2**53), 2**53) | st.text()),
         )
         def set_stream_metadata(
-            self, stream: str, truncate_before: int | None, max_count: int | None
+            self,
+            stream: str,
+            truncate_before: int | None,
+            max_count: int | None,
+            custom: dict[str, Any] | None,
         ) -> None:
-            metadata = StreamMetadata(truncate_before=truncate_before, max_count=max_count)
+            metadata = StreamMetadata(truncate_before, max_count, custom=custom)
             self.model.set_metadata(stream, metadata)
             self.runner.run(self.store.set_stream_metadata(stream, metadata))
 

@@ -269,3 +269,75 @@ class ReadConformance(ConformanceBase):
         await store.append("order-1", numbered(1))
         assert await store.stream_version("order-1") == 3
         assert await store.stream_version("order-2") is None
+
+    # == read_all backwards ===================================================================
+
+    async def test_read_all_backwards_yields_the_log_newest_first(self, store: EventStore) -> None:
+        await store.append("order-1", numbered(3))
+        await store.append("user-1", numbered(2))
+        assert await positions(store, backwards=True) == [5, 4, 3, 2, 1]
+        assert await positions(store, backwards=True, limit=2) == [5, 4]
+        assert await positions(store, backwards=True, limit=0) == []
+
+    async def test_read_all_backwards_of_empty_store_is_empty(self, store: EventStore) -> None:
+        assert await positions(store, backwards=True) == []
+        assert await positions(store, backwards=True, before=10) == []
+
+    async def test_read_all_backwards_before_is_exclusive(self, store: EventStore) -> None:
+        """``before`` is the position just above the first event yielded: pass the last
+        position seen to read the next page."""
+        await store.append("order-1", numbered(5))
+        assert await positions(store, backwards=True, before=4) == [3, 2, 1]
+        assert await positions(store, backwards=True, before=4, limit=2) == [3, 2]
+        assert await positions(store, backwards=True, before=2, limit=2) == [1]
+        assert await positions(store, backwards=True, before=1) == []
+        assert await positions(store, backwards=True, before=0) == []
+        assert await positions(store, backwards=True, before=6) == [5, 4, 3, 2, 1]
+        assert await positions(store, backwards=True, before=2**64) == [5, 4, 3, 2, 1]
+
+    async def test_read_all_backwards_keeps_after_as_the_lower_bound(
+        self, store: EventStore
+    ) -> None:
+        await store.append("order-1", numbered(5))
+        assert await positions(store, backwards=True, after=2) == [5, 4, 3]
+        assert await positions(store, backwards=True, after=2, before=5) == [4, 3]
+        assert await positions(store, backwards=True, after=3, before=4) == []
+        assert await positions(store, backwards=True, after=2**64) == []
+
+    async def test_read_all_backwards_pages_with_filters(self, store: EventStore) -> None:
+        """Every match is found, newest first, across pages and with sparse matches."""
+        store.page_size = SMALL_PAGE
+        for i in range(100):
+            stream = "rare-1" if i % 10 == 3 else f"common-{i % 4}"
+            await store.append(stream, [new("Rare" if i % 10 == 3 else "Common", i=i)])
+        rare = [i + 1 for i in range(100) if i % 10 == 3][::-1]
+        assert await positions(store, backwards=True) == list(range(100, 0, -1))
+        assert await positions(store, backwards=True, types=["Rare"]) == rare
+        assert await positions(store, backwards=True, category="rare") == rare
+        assert await positions(store, backwards=True, category="rare", types=["Rare"]) == rare
+        assert await positions(store, backwards=True, types=["Rare"], before=50) == [
+            p for p in rare if p < 50
+        ]
+        assert await positions(store, backwards=True, category="rare", limit=3) == rare[:3]
+        assert await positions(store, backwards=True, types=["Nothing"]) == []
+        common = [p for p in range(100, 0, -1) if p not in rare]
+        assert await positions(store, backwards=True, category="common", limit=20) == common[:20]
+
+    async def test_read_all_backwards_yields_what_a_forward_read_yields(
+        self, store: EventStore
+    ) -> None:
+        await store.append("order-1", [new("A", n=1), new("B", n=2)])
+        forwards = await collect(store.read_all())
+        backwards = await collect(store.read_all(backwards=True))
+        assert backwards == forwards[::-1]
+
+    async def test_read_all_before_needs_backwards(self, store: EventStore) -> None:
+        await store.append("order-1", numbered(2))
+        with pytest.raises(ValueError, match="backwards"):
+            await collect(store.read_all(before=2))
+        with pytest.raises(TypeError, match="backwards"):
+            await collect(store.read_all(backwards="yes"))  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="before"):
+            await collect(store.read_all(backwards=True, before="2"))  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="before"):
+            await collect(store.read_all(backwards=True, before=-1))

@@ -27,6 +27,7 @@ from eskit.cli.common import when
 from eskit.projections.database import Database
 from eskit.projections.runner import ProjectionRunner
 from eskit.store.base import EventStore
+from eskit.store.model import readable
 from eskit.web.admin.history import History
 from eskit.web.admin.repair import RebuildJob, dashboard
 from eskit.web.auth import Tokens
@@ -81,6 +82,7 @@ def _environment() -> jinja2.Environment:
     environment.filters["when"] = when
     environment.filters["pretty_json"] = pretty_json
     environment.filters["repr"] = repr
+    environment.filters["readable"] = readable
     return environment
 
 

@@ -1,0 +1,64 @@
+"""Aggregates' states kept by the command bus between commands, checked against the store
+before every use.
+
+After a command appended to an aggregate, the bus keeps the state it decided on (with the
+events applied) and the stream's version. The next command on that aggregate takes the
+entry out and asks the store only for the events after that version (``CatchUp``): usually
+none, so nothing is read, decoded or applied again. The entry is used only when the store
+can tell that the stream never hid an event (no read rules, never deleted: see
+``Engine.events_after``); otherwise, or when the store cannot tell, the aggregate is loaded
+as always. Correct across processes: events another process appended are read and applied,
+and the append still expects the version the state was folded to, so a change that lands
+in between is a conflict, as for any load. (It rests on stored events never changing; a
+restore over a store is made with every process using it stopped, ``docs/lifecycle.md``.)
+
+An entry is taken out while a command uses it, so two commands never share a state (one
+that fails, or whose append fails, leaves nothing behind); it is put back only after the
+append committed (not after a command sent with a command id, whose append may have been
+a concurrent retry's, decided a little otherwise). States of events that may hold
+encrypted fields are never kept: a forgotten data subject's fields must not outlive the
+key in memory. At most ``size`` aggregates are kept, the least recently used dropped
+first.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from typing import Any, Final
+
+STATE_CACHE: Final = 1000
+"""Aggregates a command bus keeps by default (``CommandBus(..., state_cache=0)``: none)."""
+
+
+class StateCache:
+    """At most ``size`` aggregates' (version, state), by stream; safe from any thread."""
+
+    def __init__(self, size: int) -> None:
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise TypeError(f"state_cache must be an int, got {size!r}")
+        if size < 0:
+            raise ValueError(f"state_cache must be 0 (none) or more, got {size}")
+        self.size = size
+        self._entries: collections.OrderedDict[str, tuple[int, Any]] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def take(self, stream: str) -> tuple[int, Any] | None:
+        """The entry of ``stream``, removed (the caller owns the state now), or None."""
+        with self._lock:
+            return self._entries.pop(stream, None)
+
+    def put(self, stream: str, version: int, state: Any) -> None:
+        """Keep ``state``, folded from the stream's events up to ``version``."""
+        with self._lock:
+            self._entries[stream] = (version, state)
+            self._entries.move_to_end(stream)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()

@@ -1,0 +1,116 @@
+"""Loading an aggregate from PostgreSQL: the snapshot and the page after it in one statement
+for a stream without rules, and the same answer as reading them apart, whatever the stream
+holds (``postgres_reads.snapshot_and_page``)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import eskit
+import eskit.sync
+from eskit.store.engine import Engine
+from eskit.store.postgres_engine import PostgresEngine
+from tests import postgres
+
+
+@pytest.fixture(scope="module")
+def store() -> Iterator[eskit.sync.SyncStore]:
+    with eskit.sync.open_store(postgres.store_url()) as opened:
+        yield opened
+
+
+@pytest.fixture
+def statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The statements run on any connection from now on."""
+    seen: list[str] = []
+    execute = psycopg.Connection.execute
+
+    def counting(self: psycopg.Connection[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(str(query))
+        return execute(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Connection, "execute", counting)
+    return seen
+
+
+def engine_of(store: eskit.sync.SyncStore) -> PostgresEngine:
+    engine = store.engine
+    assert isinstance(engine, PostgresEngine)
+    return engine
+
+
+def test_a_stream_without_rules_loads_in_one_statement(
+    store: eskit.sync.SyncStore, statements: list[str]
+) -> None:
+    store.append("invoice-one", [eskit.NewEvent("Added", {"n": n}) for n in range(5)])
+    store.save_snapshot(eskit.Snapshot("invoice-one", 2, 1, {"total": 3}))
+    statements.clear()
+    snapshot, events = engine_of(store).snapshot_and_page("invoice-one", 1, 2**62, 100)
+    assert snapshot is not None
+    assert (snapshot.version, snapshot.state) == (2, {"total": 3})
+    assert [e.version for e in events] == [3, 4]
+    assert len(statements) == 1
+
+
+def test_a_stream_with_rules_is_read_by_its_rules(
+    store: eskit.sync.SyncStore, statements: list[str]
+) -> None:
+    store.append("invoice-ruled", [eskit.NewEvent("Added", {"n": n}) for n in range(6)])
+    store.save_snapshot(eskit.Snapshot("invoice-ruled", 1, 1, {"total": 2}))
+    store.set_stream_metadata("invoice-ruled", eskit.StreamMetadata(truncate_before=3))
+    statements.clear()
+    snapshot, events = engine_of(store).snapshot_and_page("invoice-ruled", 1, 2**62, 100)
+    assert snapshot is None  # it folds in events the rules hide
+    assert [e.version for e in events] == [3, 4, 5]
+    assert len(statements) > 1
+
+
+def test_a_tombstoned_stream_refuses_the_load(store: eskit.sync.SyncStore) -> None:
+    store.append("invoice-gone", [eskit.NewEvent("Added", {"n": 0})])
+    store.tombstone_stream("invoice-gone")
+    with pytest.raises(eskit.StreamDeleted):
+        engine_of(store).snapshot_and_page("invoice-gone", 1, 2**62, 100)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    events=st.integers(0, 8),
+    snapshots=st.lists(st.tuples(st.integers(0, 9), st.integers(1, 2)), max_size=3),
+    snapshot_version=st.integers(1, 2),
+    max_version=st.integers(-1, 10),
+    count=st.integers(1, 10),
+    soft_deleted=st.booleans(),
+)
+def test_one_statement_or_not_the_load_is_the_same_as_reading_apart(
+    store: eskit.sync.SyncStore,
+    events: int,
+    snapshots: list[tuple[int, int]],
+    snapshot_version: int,
+    max_version: int,
+    count: int,
+    soft_deleted: bool,
+) -> None:
+    """Against the engine's generic way: the snapshot, then a page of the stream."""
+    stream = f"invoice-{uuid.uuid4().hex}"
+    engine = engine_of(store)
+    if events:
+        store.append(stream, [eskit.NewEvent("Added", {"n": n}) for n in range(events)])
+    for version, kind in snapshots:
+        store.save_snapshot(eskit.Snapshot(stream, version, kind, {"at": version}))
+    if soft_deleted and events:
+        store.delete_stream(stream)
+    bound = max(max_version, 0) if max_version >= 0 else 2**62
+    one = engine.snapshot_and_page(stream, snapshot_version, bound, count)
+    apart = Engine.snapshot_and_page(engine, stream, snapshot_version, bound, count)
+    assert one == apart
