@@ -163,6 +163,38 @@ def snapshot_and_page(
     return row, stream_rows(conn, stream, start, False, wanted, now, metadata)
 
 
+_EVENTS_AFTER: Final = f"""
+    SELECT e.*, r.state
+    FROM (SELECT (SELECT state FROM eskit_streams WHERE stream = %(s)s) AS state) AS r
+    LEFT JOIN LATERAL (
+        SELECT {_COLUMNS} FROM eskit_events
+        WHERE stream = %(s)s AND version > %(v)s AND r.state IS NULL
+        ORDER BY version LIMIT %(n)s) AS e ON true"""
+"""``events_after`` in one statement: the events after a version, each as ``_ROW`` whose
+last column is the state of the stream's row in ``eskit_streams`` (NULL: it has none), or
+one row of NULLs and that state when there are no such events (or the row exists: its
+events are not read then)."""
+
+
+def events_after(conn: Connection, stream: str, version: int, count: int) -> Rows | None:
+    """The rows of the events of ``stream`` after ``version`` (``decode`` reads them) if it
+    never hid one and they are at most ``count``, else None; raises if tombstoned.
+
+    A stream hides events only once it has a row in ``eskit_streams`` (read rules, a
+    delete; a scavenge removes events only of streams with a row, and writes one when it
+    removes a stream's last event), and that row is never removed; events are never
+    changed. The events and the row are read in one statement, so in one snapshot (READ
+    COMMITTED gives each statement its own): when the row is missing from it, every event
+    in it was visible, and these follow on from the first ``version + 1``."""
+    rows = conn.execute(_EVENTS_AFTER, {"s": stream, "v": version, "n": count + 1}).fetchall()
+    state = rows[0][-1]
+    if state == TOMBSTONED:
+        raise StreamDeleted(stream)
+    if state is not None or len(rows) > count:
+        return None
+    return rows if rows[0][0] is not None else []
+
+
 def metadata(conn: Connection, stream: str) -> StreamMetadata:
     cursor = conn.execute(
         "SELECT truncate_before, max_count, max_age, custom FROM eskit_streams WHERE stream = %s",
