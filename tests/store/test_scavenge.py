@@ -251,7 +251,8 @@ async def test_streams_a_scavenge_or_an_archive_removed_events_of_are_never_caug
 ) -> None:
     """The command bus catches a kept state up (``Engine.events_after``) only on a stream
     without a row in the streams table: every stream a scavenge or an archive removes
-    events of has one (read rules, a delete, or the head it keeps), so it is loaded."""
+    events of has one (read rules, a delete, the head it keeps, or the mark an archive of
+    part of a stream leaves), so it is loaded."""
     async with opened(url) as store:
         engine, new = store.engine, eskit.NewEvent("Added", {})
         await store.append("ruled-1", [new, new, new])
@@ -259,14 +260,16 @@ async def test_streams_a_scavenge_or_an_archive_removed_events_of_are_never_caug
         await store.append("gone-1", [new, new])
         await store.delete_stream("gone-1")
         await store.append("whole-1", [new, new])
+        await store.append("part-1", [new, new, new])
         assert (await scavenge(store)).removed == {"max_count": 2, "deleted": 2}
         scavenger = store.scavenger()
         assert scavenger is not None
         try:
             assert await asyncio.to_thread(scavenger.remove_through, "whole-1", 1, T0, "t") == 2
+            assert await asyncio.to_thread(scavenger.remove_through, "part-1", 0, T0, "t") == 1
         finally:
             scavenger.close()
-        for stream in ("ruled-1", "gone-1", "whole-1"):
+        for stream in ("ruled-1", "gone-1", "whole-1", "part-1"):
             assert await engine.call_async(engine.events_after, stream, 0, 10) is None
 
 

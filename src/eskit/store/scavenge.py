@@ -276,7 +276,9 @@ def _remove(
     by: str,
 ) -> None:
     """Record and delete ``taken`` (a prefix of the stream, in version order) in the
-    caller's transaction; keep the stream's head if its last event goes."""
+    caller's transaction; keep the stream's head if its last event goes, and give the
+    stream a row in any case: a stream without one never hid an event (what
+    ``Engine.events_after`` relies on)."""
     if not taken:
         return
     q = dialect.sql
@@ -303,6 +305,11 @@ def _remove(
                 " SET last_version = excluded.last_version, last_link = excluded.last_link"
             ),
             (stream, newest.version, newest.link),
+        )
+    else:
+        conn.execute(
+            q("INSERT INTO {streams} (stream) VALUES (?) ON CONFLICT (stream) DO NOTHING"),
+            (stream,),
         )
 
 
