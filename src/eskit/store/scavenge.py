@@ -68,6 +68,10 @@ class Removal(msgspec.Struct, frozen=True, gc=False):
     id: bytes | None
     link: bytes | None
     reason: str
+    used_for: dict[str, Any] | None = None
+    """What the event's command id was used for (its metadata's ``command``,
+    ``command_digest`` and ``command_stream``), so that a reused command id is judged as
+    before the removal; None if no command with an id wrote it."""
 
 
 class Candidate(NamedTuple):
@@ -141,6 +145,9 @@ class Dialect(NamedTuple):
     """The newest position ever given."""
     tables: str
     """The names of the store database's tables among ``?`` (one placeholder per name)."""
+    used_for: str
+    """An event's metadata keys recording its command (``idempotency``), as a JSON object
+    without nulls; NULL for an event no command with an id wrote."""
 
     def sql(self, text: str) -> str:
         return text.format(
@@ -149,6 +156,7 @@ class Dialect(NamedTuple):
             streams=self.streams,
             snapshots=self.snapshots,
             lock=self.lock,
+            used_for=self.used_for,
         ).replace("?", self.mark)
 
 
@@ -161,6 +169,11 @@ SQLITE: Final = Dialect(
     lock="",
     head=sqlite_chain.HEAD,
     tables="SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (%s)",
+    used_for=(
+        "CASE WHEN metadata ->> '$.command' IS NOT NULL THEN json_patch('{}', json_object("
+        "'command', metadata -> '$.command', 'command_digest', metadata -> '$.command_digest',"
+        " 'command_stream', metadata -> '$.command_stream')) END"
+    ),
 )
 POSTGRES: Final = Dialect(
     events="eskit_events",
@@ -173,6 +186,12 @@ POSTGRES: Final = Dialect(
     tables=(
         "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
         " WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND c.relname IN (%s)"
+    ),
+    used_for=(
+        "(SELECT CASE WHEN m -> 'command' IS NOT NULL THEN jsonb_strip_nulls(jsonb_build_object("
+        "'command', m -> 'command', 'command_digest', m -> 'command_digest',"
+        " 'command_stream', m -> 'command_stream'))::text END"
+        " FROM (SELECT metadata::jsonb AS m) AS parsed)"
     ),
 )
 
@@ -285,7 +304,8 @@ def _remove(
         conn.execute(
             q(
                 "INSERT INTO {removals} (position, stream, version, reason, removed_at,"
-                " removed_by, id, link) SELECT position, stream, version, ?, ?, ?, id, hash"
+                " removed_by, id, link, used_for)"
+                " SELECT position, stream, version, ?, ?, ?, id, hash, {used_for}"
                 " FROM {events} WHERE stream = ? AND version >= ? AND version <= ?"
             ),
             (why, at, by, stream, first, last),
@@ -397,14 +417,16 @@ def find_removed(conn: Any, dialect: Dialect, event_id: Any) -> Removal | None:
     """The removal record of the event with this id (as the driver stores ids), or None."""
     rows = conn.execute(
         dialect.sql(
-            "SELECT position, stream, version, id, link, reason FROM {removals} WHERE id = ?"
+            "SELECT position, stream, version, id, link, reason, used_for FROM {removals}"
+            " WHERE id = ?"
         ),
         (event_id,),
     ).fetchall()
     if not rows:
         return None
-    position, stream, version, id_, link, why = rows[0]
-    return Removal(position, stream, version, _id_bytes(id_), link, why)
+    position, stream, version, id_, link, why, used_for = rows[0]
+    recorded = None if used_for is None else msgspec.json.decode(used_for)
+    return Removal(position, stream, version, _id_bytes(id_), link, why, recorded)
 
 
 def _id_bytes(id_: Any) -> bytes | None:
