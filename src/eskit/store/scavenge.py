@@ -32,8 +32,8 @@ The SQL is written once for both backends (``Dialect``); each backend's ``Scaven
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
+import functools
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -41,7 +41,7 @@ from typing import Any, Final, NamedTuple, Protocol
 
 import msgspec
 
-from eskit.store import rules, sqlite_chain
+from eskit.store import procedure, rules, sqlite_chain
 from eskit.store.model import StreamMetadata
 from eskit.store.planner import SOFT_DELETED, TOMBSTONED
 
@@ -523,27 +523,55 @@ async def scavenge(
     """Scavenge ``store`` (an open ``EventStore``) online; see the module's docstring.
 
     Each transaction removes at most ``batch_size`` events. Raises ``ValueError`` for a
-    store that cannot scavenge (the memory store) or a bad argument.
+    store that cannot scavenge (the memory store) or a bad argument. ``eskit.sync.scavenge``
+    is the same for a blocking store.
     """
+    steps = scavenging(store, batch_size, removed_by, progress, maintain, full_vacuum)
+    return await procedure.run_async(steps)
+
+
+def scavenging(
+    store: Any,
+    batch_size: int,
+    removed_by: str,
+    progress: Progress | None,
+    maintain: bool,
+    full_vacuum: bool,
+) -> procedure.Procedure[ScavengeReport]:
+    """``scavenge`` as a procedure (``eskit.store.procedure``) for either face's store."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     if not isinstance(removed_by, str) or not removed_by:
         raise ValueError("removed_by must be a non-empty str (it is recorded with each removal)")
     scavenger = writable_scavenger(store)
+    return _scavenging(
+        scavenger, store.clock, batch_size, removed_by, progress, maintain, full_vacuum
+    )
+
+
+def _scavenging(
+    scavenger: Scavenger,
+    clock: Callable[[], dt.datetime],
+    batch_size: int,
+    removed_by: str,
+    progress: Progress | None,
+    maintain: bool,
+    full_vacuum: bool,
+) -> procedure.Procedure[ScavengeReport]:
     started = time.monotonic()
     try:
-        report = ScavengeReport(size_before=await asyncio.to_thread(scavenger.size))
-        total = await asyncio.to_thread(scavenger.count_candidates)
+        report = ScavengeReport(size_before=(yield scavenger.size))
+        total = yield scavenger.count_candidates
         removed: Counter[str] = Counter()
         after, done = "", 0
         while True:
-            page = await asyncio.to_thread(scavenger.candidates, after, 500)
+            page = yield functools.partial(scavenger.candidates, after, 500)
             if not page:
                 break
             pending = list(page)
             while pending:
-                step = await asyncio.to_thread(
-                    scavenger.step, pending, batch_size, store.clock(), removed_by
+                step = yield functools.partial(
+                    scavenger.step, pending, batch_size, clock(), removed_by
                 )
                 removed.update(step.removed)
                 done += step.finished
@@ -554,9 +582,9 @@ async def scavenge(
         report.streams = done
         report.removed = {why: removed[why] for why in REASONS if removed[why]}
         if maintain:
-            report.maintenance = await asyncio.to_thread(scavenger.maintain, full_vacuum)
-        report.size_after = await asyncio.to_thread(scavenger.size)
+            report.maintenance = yield functools.partial(scavenger.maintain, full_vacuum)
+        report.size_after = yield scavenger.size
     finally:
-        await asyncio.to_thread(scavenger.close)
+        yield scavenger.close
     report.seconds = time.monotonic() - started
     return report
