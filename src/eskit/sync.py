@@ -95,13 +95,19 @@ def restore(
 
 
 def read_stream_through(
-    store: SyncStore, stream: str, directory: str | os.PathLike[str]
+    store: SyncStore,
+    stream: str,
+    directory: str | os.PathLike[str],
+    from_version: int | None = None,
 ) -> Iterator[RecordedEvent]:
     """``eskit.store.archive.read_stream_through`` for a blocking store: the archived
-    events of ``stream`` first, then the store's from the next version on."""
+    events of ``stream`` (from ``from_version``) first, then the store's from the next
+    version on."""
+    first = _archive.first_version(from_version)
     manifest = _archive.load_manifest(directory)
-    last = -1
+    last = first - 1
     for event in _archive.archived_events(directory, manifest, stream):
-        last = event.version
-        yield event.recorded()
+        if event.version >= first:
+            last = event.version
+            yield event.recorded()
     yield from store.read_stream(stream, from_version=last + 1)

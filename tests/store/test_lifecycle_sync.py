@@ -71,6 +71,10 @@ def test_a_blocking_archive_reads_through_and_restores_exactly(url: str, tmp_pat
         store.append("order-1", [eskit.NewEvent("Returned", {})])
         through = list(eskit.sync.read_stream_through(store, "order-1", folder))
         assert [e.version for e in through] == [0, 1, 2, 3, 4]
+        later = eskit.sync.read_stream_through(store, "order-1", folder, from_version=3)
+        assert [e.version for e in later] == [3, 4]
+        with pytest.raises(ValueError, match="from_version must be an int >= 0"):
+            list(eskit.sync.read_stream_through(store, "order-1", folder, from_version=-1))
 
         restored = eskit.sync.restore(store, folder)
 

@@ -28,7 +28,7 @@ import io
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -392,22 +392,34 @@ def archived_events(
 
 
 async def read_stream_through(
-    store: Any, stream: str, directory: str | os.PathLike[str]
-) -> AsyncIterator[RecordedEvent]:
-    """``store.read_stream(stream)`` read through to the archive in ``directory``: the
-    archived events first, then the store's from the next version on."""
+    store: Any, stream: str, directory: str | os.PathLike[str], from_version: int | None = None
+) -> AsyncGenerator[RecordedEvent, None]:
+    """``store.read_stream(stream, from_version)`` read through to the archive in
+    ``directory``: the archived events first, then the store's from the next version on.
+    ``eskit.sync.read_stream_through`` is the same for a blocking store."""
+    first = first_version(from_version)
     manifest = await asyncio.to_thread(load_manifest, directory)
-    last = -1
+    last = first - 1
     events = archived_events(directory, manifest, stream)
     while True:
         page = await asyncio.to_thread(_take, events, PAGE)
         for event in page:
-            last = event.version
-            yield event.recorded()
+            if event.version >= first:
+                last = event.version
+                yield event.recorded()
         if len(page) < PAGE:
             break
     async for recorded in store.read_stream(stream, from_version=last + 1):
         yield recorded
+
+
+def first_version(from_version: int | None) -> int:
+    """The first version a read through shows (``TypeError``, ``ValueError`` for a bad
+    ``from_version``, as ``read_stream`` raises)."""
+    if from_version is None:
+        return 0
+    rules.check_count("from_version", from_version)
+    return from_version
 
 
 def _take(events: Iterator[ArchivedEvent], count: int) -> list[ArchivedEvent]:
