@@ -87,6 +87,8 @@ def test_a_negative_retry_count_is_refused() -> None:
 
 
 U64 = st.integers(min_value=0, max_value=2**64 - 1)
+I64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+"""``stop_at`` of ``ReplayParkedReq`` is an ``int64``."""
 I32 = st.integers(min_value=-(2**31), max_value=2**31 - 1)
 names = st.one_of(
     st.sampled_from(["order-1", "$ce-order", "$ce-", "$all", "$$order-1", ""]),
@@ -128,7 +130,7 @@ def create_options(draw: st.DrawFn) -> Any:
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(create_options(), U64)
+@given(create_options(), I64)
 def test_any_management_request_is_answered_or_refused_on_purpose(
     directory: Path, options: Any, stop_at: int
 ) -> None:
@@ -137,7 +139,10 @@ def test_any_management_request_is_answered_or_refused_on_purpose(
 
     async def check() -> None:
         store = eskit.open_store(f"sqlite:///{directory}/{uuid.uuid4().hex}.db")
-        await store.open()
+        async with store:
+            await exchange(store)
+
+    async def exchange(store: eskit.EventStore) -> None:
         await store.append("order-1", [eskit.NewEvent("Made", {"n": n}) for n in range(3)])
         service = PersistentSubscriptions(Groups(store), Authenticator(None))
         await service.ready()
@@ -156,16 +161,13 @@ def test_any_management_request_is_answered_or_refused_on_purpose(
             replay.all.SetInParent()
         else:
             replay.stream_identifier.CopyFrom(named.stream_identifier)
-        try:
-            for call in (
-                service.create(OPEN, options),
-                service.get_info(OPEN, named),
-                service.replay_parked(OPEN, replay),
-                service.delete(OPEN, named),
-            ):
-                error = await failure(call)
-                assert error is None or refused_on_purpose(error), repr(error)
-        finally:
-            await store.close()
+        for call in (
+            service.create(OPEN, options),
+            service.get_info(OPEN, named),
+            service.replay_parked(OPEN, replay),
+            service.delete(OPEN, named),
+        ):
+            error = await failure(call)
+            assert error is None or refused_on_purpose(error), repr(error)
 
     asyncio.run(check())

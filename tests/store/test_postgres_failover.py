@@ -35,7 +35,7 @@ from eskit.projections import (
 )
 from eskit.relay import Relay, relay_runner
 from eskit.store.model import RecordedEvent
-from eskit.store.postgres_failover import bounded, retrying
+from eskit.store.postgres_failover import bounded, connect_timeout, retrying
 from eskit.web.readiness import Readiness, readiness
 from tests import services
 from tests.brokers.reading import redis_entries, redis_key
@@ -362,17 +362,42 @@ def test_a_retry_gives_up_at_the_deadline_and_only_for_connection_failures() -> 
         raise psycopg.OperationalError("gone")
 
     with pytest.raises(psycopg.OperationalError):
-        retrying(broken, 0.5, lambda: False, sleep=paused)
+        retrying(lambda _: broken(), 0.5, lambda: False, sleep=paused)
     assert len(calls) >= 3
     assert calls[-1] - calls[0] < 0.5 + 0.2  # no attempt starts after the deadline
     assert pauses[0] == 0  # a dropped idle connection: again at once
     assert all(0 < pause <= 1.5 for pause in pauses[1:])  # then with backoff
     calls.clear()
     with pytest.raises(psycopg.errors.UniqueViolation):
-        retrying(lambda: broken_by(psycopg.errors.UniqueViolation()), 5, lambda: False)
+        retrying(lambda _: broken_by(psycopg.errors.UniqueViolation()), 5, lambda: False)
     with pytest.raises(psycopg.OperationalError):
-        retrying(broken, 5, lambda: True)  # closing: no second attempt
+        retrying(lambda _: broken(), 5, lambda: True)  # closing: no second attempt
     assert len(calls) == 1
+
+
+def test_the_last_attempt_ends_at_the_deadline() -> None:
+    """An attempt may wait as long as the time left (a connection from the pool, a new
+    connection): the last one ends at the deadline, not one whole wait after it. A wait that
+    timed out counts from its start."""
+    allowed: list[float] = []
+
+    class Waited(Exception):
+        pass
+
+    def waiting(seconds: float) -> None:
+        allowed.append(seconds)
+        time.sleep(min(seconds, 0.3))
+        raise Waited
+
+    started = time.monotonic()
+    with pytest.raises(Waited):
+        retrying(waiting, 1.0, lambda: False, also=(Waited,))
+    assert time.monotonic() - started < 1.0 + 0.15
+    assert allowed[0] == 1.0
+    assert all(later < 1.0 for later in allowed[1:])
+    assert connect_timeout(0.2) == 2  # libpq's least
+    assert connect_timeout(3.5) == 4
+    assert connect_timeout(30, "5") == 5  # never more than the URL's
 
 
 def broken_by(error: Exception) -> None:
@@ -382,6 +407,14 @@ def broken_by(error: Exception) -> None:
 async def test_a_failover_deadline_must_be_positive(anyio_backend: str) -> None:
     with pytest.raises(ValueError, match="failover_deadline must be positive"):
         eskit.open_store("postgresql://u@127.0.0.1/db?failover_deadline=0")
+
+
+async def timed_append(store: eskit.EventStore, stream: str) -> float:
+    """Seconds an append took to fail."""
+    started = time.monotonic()
+    with pytest.raises(eskit.StoreUnavailable):
+        await store.append(stream, [eskit.NewEvent("Wrote", {})])
+    return time.monotonic() - started
 
 
 async def test_with_no_primary_every_call_gives_up_at_the_deadline(anyio_backend: str) -> None:
@@ -399,6 +432,12 @@ async def test_with_no_primary_every_call_gives_up_at_the_deadline(anyio_backend
             with pytest.raises(eskit.StoreUnavailable, match="could not be reached"):
                 await store.append("d-1", [eskit.NewEvent("Wrote", {"n": 2})])
             assert time.monotonic() - started < 4
+            ahead = asyncio.ensure_future(store.append("q-0", [eskit.NewEvent("Wrote", {})]))
+            await asyncio.sleep(0.1)  # its group is being retried: these queue behind it
+            took = await asyncio.gather(*(timed_append(store, f"q-{n}") for n in range(1, 6)))
+            with pytest.raises(eskit.StoreUnavailable):
+                await ahead
+            assert max(took) < 1 + 0.5  # their own deadline, not the group's and then theirs
             started = time.monotonic()
             with pytest.raises(eskit.StoreUnavailable):
                 await store.stream_version("d-1")

@@ -158,7 +158,7 @@ RUN_COLUMNS = (
 
 async def _status(url: str, path: str | None) -> tuple[int, list[Status]]:
     async with _database(url, path, readonly=True) as (store, database):
-        head = await store.last_position()
+        head = await store.written_position()
         return head, statuses(head, await database.read(read_stored))
 
 

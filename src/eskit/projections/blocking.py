@@ -211,7 +211,7 @@ class ProjectionRunner:
             raise ValueError(f"no projection named {name!r} in this runner") from None
 
     def status(self) -> list[ProjectionStatus]:
-        head = self.store.last_position()
+        head = self.store.written_position()  # the primary's: a replica's lag counts
         return [w.status(head) for w in self.workers.values()]
 
     def rebuild(self, name: str, progress: Progress | None = None) -> None:

@@ -147,7 +147,7 @@ class ProjectionRunner(Service):
             raise ValueError(f"no projection named {name!r} in this runner") from None
 
     async def status(self) -> list[ProjectionStatus]:
-        head = await self.store.last_position()
+        head = await self.store.written_position()  # the primary's: a replica's lag counts
         return [w.status(head) for w in self.workers.values()]
 
     async def rebuild(self, name: str, progress: Progress | None = None) -> None:

@@ -26,6 +26,7 @@ import hashlib
 import os
 import struct
 import uuid
+from collections.abc import Callable
 from typing import Any, Final
 
 import msgspec
@@ -152,29 +153,82 @@ def link(
     raw_metadata: bytes | None = None,
 ) -> bytes:
     """The hash of one event at ``position``, chained to ``previous`` (the stream's last
-    event's, or None for its first). Runs inside the write transaction for every event:
-    kept to one buffer and one call into C. An event with raw payloads (``RawData``) is
-    hashed with its content type and bytes too."""
+    event's, or None for its first). An event with raw payloads (``RawData``) is hashed
+    with its content type and bytes too."""
     raw_id = event_id.bytes if isinstance(event_id, uuid.UUID) else event_id
-    name, kind, body, meta = stream.encode(), type_.encode(), data.encode(), metadata.encode()
-    raw = content_type is not None or raw_metadata is not None
-    header = _HEADER.pack(
-        _RAW if raw else _V2,
-        previous or GENESIS,
-        raw_id,
+    return linker(stream, recorded_at, key)(
+        previous,
         position,
         version,
-        recorded_at,
-        len(name),
-        len(kind),
-        len(body),
-        len(meta),
+        raw_id,
+        type_,
+        data,
+        metadata,
+        content_type,
+        raw_data,
+        raw_metadata,
     )
-    if raw:
-        return _digest(
-            key, header, name, kind, body, meta, *_raw_parts(content_type, raw_data, raw_metadata)
+
+
+Linker = Callable[
+    [bytes | None, int, int, bytes, str, str, str, str | None, bytes | None, bytes | None],
+    bytes,
+]
+"""``(previous, position, version, id, type, data, metadata, content_type, raw_data,
+raw_metadata) -> link`` of one stream's events recorded at one time (``linker``)."""
+
+
+def linker(stream: str, recorded_at: int, key: bytes | None) -> Linker:
+    """``link`` for the events of ``stream`` recorded at ``recorded_at``: what they share
+    (the stream's bytes, the keyed hasher) is set up once. The writers call it for every
+    event inside their transaction: one buffer and one call into C per event."""
+    base = _HASHERS.get(key) or _keyed(key)
+    name = stream.encode()
+    name_length = len(name)
+    pack = _HEADER.pack
+
+    def link_of(
+        previous: bytes | None,
+        position: int,
+        version: int,
+        raw_id: bytes,
+        type_: str,
+        data: str,
+        metadata: str,
+        content_type: str | None,
+        raw_data: bytes | None,
+        raw_metadata: bytes | None,
+    ) -> bytes:
+        kind, body, meta = type_.encode(), data.encode(), metadata.encode()
+        raw = content_type is not None or raw_metadata is not None
+        hasher = base.copy()
+        hasher.update(
+            b"".join(
+                (
+                    pack(
+                        _RAW if raw else _V2,
+                        previous or GENESIS,
+                        raw_id,
+                        position,
+                        version,
+                        recorded_at,
+                        name_length,
+                        len(kind),
+                        len(body),
+                        len(meta),
+                    ),
+                    name,
+                    kind,
+                    body,
+                    meta,
+                    *(_raw_parts(content_type, raw_data, raw_metadata) if raw else ()),
+                )
+            )
         )
-    return _digest(key, header, name, kind, body, meta)
+        digest: bytes = hasher.digest()
+        return digest
+
+    return link_of
 
 
 def _raw_parts(

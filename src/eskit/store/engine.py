@@ -52,6 +52,7 @@ class Engine(abc.ABC):
         self.readonly = readonly
         self._committed = threading.Condition()
         self._commits = 0
+        self._waiting = 0  # threads in wait_for_commit: without any, nobody is notified
         self._listeners: list[tuple[asyncio.AbstractEventLoop | None, Callable[[], None]]] = []
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -90,8 +91,8 @@ class Engine(abc.ABC):
     ) -> None:
         """Call ``listener`` after every commit that wrote something: on ``loop`` if given
         (the async face's subscriptions), else in the committing thread."""
-        with self._committed:
-            self._listeners.append((loop, listener))
+        with self._committed:  # replaced, never changed in place: committed reads it as is
+            self._listeners = [*self._listeners, (loop, listener)]
 
     def unlisten(self, listener: Callable[[], None]) -> None:
         with self._committed:
@@ -106,8 +107,9 @@ class Engine(abc.ABC):
         did, or the engine closes), in any thread: wakes both faces' waiters."""
         with self._committed:
             self._commits += 1
-            self._committed.notify_all()
-            listeners = list(self._listeners)
+            if self._waiting:
+                self._committed.notify_all()
+            listeners = self._listeners
         for loop, listener in listeners:
             if loop is None or _running_loop() is loop:
                 listener()
@@ -118,7 +120,11 @@ class Engine(abc.ABC):
     def wait_for_commit(self, seen: int, timeout: float) -> None:
         """Block until a commit after ``seen`` (``commit_count``), or ``timeout`` seconds."""
         with self._committed:
-            self._committed.wait_for(lambda: self._commits != seen, timeout)
+            self._waiting += 1
+            try:
+                self._committed.wait_for(lambda: self._commits != seen, timeout)
+            finally:
+                self._waiting -= 1
 
     # -- writes -----------------------------------------------------------------------------
 

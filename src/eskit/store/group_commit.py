@@ -82,6 +82,7 @@ class GroupCommit(Generic[R]):
         self._idle_after = idle_after
         self._lock = threading.Lock()
         self._led = threading.Condition(self._lock)  # notified whenever the lead is released
+        self._awaiting_lead = 0  # threads in _led.wait(): without any, nobody is notified
         self._pending: collections.deque[_Ticket[R]] = collections.deque()
         self._leading = False
         self._closed = False
@@ -208,7 +209,8 @@ class GroupCommit(Generic[R]):
         with self._lock:
             if not self._pending:
                 self._leading = False
-                self._led.notify_all()
+                if self._awaiting_lead:
+                    self._led.notify_all()
                 return False
             first = self._pending[0]
             if first.wake is not None:
@@ -289,12 +291,20 @@ class GroupCommit(Generic[R]):
         writes queued before it are committed: e.g. the last checkpoint before closing."""
         with self._lock:
             while self._leading:
-                self._led.wait()
+                self._wait_for_lead()
             self._leading = True
         try:
             return run()
         finally:
             self._hand_over(committer=False)
+
+    def _wait_for_lead(self) -> None:
+        """Wait (holding ``_lock``) until the lead is next released."""
+        self._awaiting_lead += 1
+        try:
+            self._led.wait()
+        finally:
+            self._awaiting_lead -= 1
 
     def close(self, last: Callable[[], None] | None = None) -> None:
         """Refuse new requests, commit those queued, run ``last`` holding the lead, and
@@ -302,7 +312,7 @@ class GroupCommit(Generic[R]):
         with self._lock:
             self._closed = True
             while self._leading or self._pending:
-                self._led.wait()
+                self._wait_for_lead()
             committer, self._committer = self._committer, None
         if last is not None:
             self.exclusive(last)

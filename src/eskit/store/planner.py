@@ -24,14 +24,14 @@ plan (an inline projection refused it after its rows were written inside a savep
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Final
 
 import msgspec
 
 from eskit.errors import IdempotencyConflict, StreamDeleted, WrongExpectedVersion
 from eskit.store import rules
-from eskit.store.chain import link
+from eskit.store.chain import linker
 from eskit.store.ids import new_event_ids
 from eskit.store.model import AppendResult
 from eskit.store.rules import ExistingEvent, PreparedAppend
@@ -164,40 +164,33 @@ class Planner:
     ) -> AppendResult:
         """Number, version and link the append's events into ``rows``; move the heads."""
         stream = append.stream
-        category, at, key = rules.category(stream), self.recorded_at, self.key
+        category, at = rules.category(stream), self.recorded_at
+        link_of = linker(stream, at, self.key)
         events = append.events
-        fresh = iter(new_event_ids(sum(e.id is None for e in events)))
-        version = -1 if head.last is None else head.last
+        fresh: Iterator[bytes] | None = None
+        version = head_version = -1 if head.last is None else head.last
         position = self.next_position - 1
         previous = head.link
         earlier = self.earlier
+        add = rows.append
         for e in events:
             version += 1
             position += 1
-            if e.id is None:
+            given_id = e.id
+            if given_id is None:
+                if fresh is None:  # one for each event left (a few may go unused: harmless)
+                    fresh = iter(new_event_ids(len(events) - (version - head_version) + 1))
                 id_ = next(fresh)
             else:
-                id_ = e.id.bytes
-                earlier[e.id] = ExistingEvent(stream, version, position)
-                given.append(e.id)
+                id_ = given_id.bytes
+                earlier[given_id] = ExistingEvent(stream, version, position)
+                given.append(given_id)
             kind, data, meta = e.type, e.data, e.metadata
             ct, raw, raw_meta = e.content_type, e.raw_data, e.raw_metadata
-            previous = link(
-                previous,
-                position,
-                stream,
-                version,
-                id_,
-                kind,
-                data,
-                meta,
-                at,
-                key,
-                ct,
-                raw,
-                raw_meta,
+            previous = link_of(
+                previous, position, version, id_, kind, data, meta, ct, raw, raw_meta
             )
-            rows.append(
+            add(
                 (
                     position,
                     stream,

@@ -40,7 +40,7 @@ from eskit.store.model import (
     StreamInfo,
     StreamMetadata,
 )
-from eskit.store.postgres_failover import DEADLINE, bounded, retrying
+from eskit.store.postgres_failover import DEADLINE, Pool, bounded, retrying
 from eskit.store.postgres_inline import InlineHook
 from eskit.store.postgres_listen import Listener
 from eskit.store.postgres_reads import SOFT_DELETED, TOMBSTONED
@@ -138,7 +138,7 @@ class PostgresEngine(Engine):
                 self._group.listen(listener, loop)
 
     def _open_pool(self, conninfo: str) -> psycopg_pool.ConnectionPool[Connection]:
-        pool: psycopg_pool.ConnectionPool[Connection] = psycopg_pool.ConnectionPool(
+        pool: psycopg_pool.ConnectionPool[Connection] = Pool(
             conninfo,
             min_size=1,
             max_size=self.pool_size,
@@ -307,8 +307,8 @@ class PostgresEngine(Engine):
         if pool is None or self._closed:
             raise StoreClosed("the store is not open")
 
-        def once() -> T:
-            with pool.connection() as conn:
+        def once(seconds: float) -> T:
+            with pool.connection(timeout=min(_CHECKOUT, seconds)) as conn:
                 return run(conn)
 
         try:

@@ -14,13 +14,16 @@ every wait, and the one retry loop the writer and the readers use.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
 import psycopg
+import psycopg_pool
 from psycopg import conninfo as libpq
+from psycopg_pool.base import AttemptWithBackoff
 
 from eskit.retry import backoff
 
@@ -58,29 +61,34 @@ def transient(error: BaseException) -> bool:
 
 
 def retrying(
-    run: Callable[[], T],
+    run: Callable[[float], T],
     deadline: float,
     closed: Callable[[], bool],
     between: Callable[[], None] | None = None,
     also: tuple[type[BaseException], ...] = (),
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
-    """``run()``, tried again while it fails with a ``transient`` error (or one of ``also``),
-    until ``deadline`` seconds passed since the first failure or ``closed()``; then the last
-    error is raised. The first new attempt is made at once (the server dropped an idle
-    connection), the next ones after a backoff. ``between`` runs before each new attempt
-    (drop broken connections)."""
+    """``run(seconds)``, tried again while it fails with a ``transient`` error (or one of
+    ``also``: a wait that timed out, dated from the attempt's start), until ``deadline``
+    seconds passed since the first failure or ``closed()``; then the last error is raised.
+    ``seconds`` is how long the attempt may wait (for a connection): ``deadline`` on the
+    first, the time left on the next ones, so that the last one ends at the deadline too.
+    The first new attempt is made at once (the server dropped an idle connection), the next
+    ones after a backoff. ``between`` runs before each new attempt (drop broken
+    connections)."""
     attempt = 0
     give_up: float | None = None
     while True:
+        began = time.monotonic()
         try:
-            return run()
+            return run(deadline if give_up is None else max(0.0, give_up - began))
         except Exception as error:
-            if not (transient(error) or isinstance(error, also)) or closed():
+            waited = isinstance(error, also)
+            if not (transient(error) or waited) or closed():
                 raise
             now = time.monotonic()
             if give_up is None:
-                give_up = now + deadline
+                give_up = (began if waited else now) + deadline
             pause = backoff(_PAUSE, attempt - 1, _LONGEST_PAUSE) if attempt else 0.0
             if now + pause >= give_up:
                 raise
@@ -88,6 +96,36 @@ def retrying(
             attempt += 1
             if between is not None:
                 between()
+
+
+def connect_timeout(seconds: float, given: str | int | None = None) -> int:
+    """libpq's ``connect_timeout`` (per host) for an attempt that may take ``seconds``: the
+    whole seconds, at least 2 (libpq's least), at most the URL's (``given``)."""
+    wanted = max(2, math.ceil(seconds))
+    return wanted if given is None else min(max(2, int(float(given))), wanted)
+
+
+class _Reconnecting(AttemptWithBackoff):
+    """The pool's attempts to replace a lost connection: from ``_PAUSE`` doubling to
+    ``_LONGEST_PAUSE`` (psycopg_pool's own start at 1 s and double up to its
+    ``reconnect_timeout``: after a 30 s outage the next attempt could come 16 s after the
+    new primary is up, and reads would wait for it)."""
+
+    INITIAL_DELAY = _PAUSE
+
+    def update_delay(self, now: float) -> None:
+        super().update_delay(now)
+        self.delay = min(self.delay, _LONGEST_PAUSE)
+
+
+class Pool(psycopg_pool.ConnectionPool[Any]):
+    """A connection pool that finds the new primary within ``_LONGEST_PAUSE`` of its
+    promotion, however long the failover took."""
+
+    def _add_connection(self, attempt: AttemptWithBackoff | None, growing: bool = False) -> None:
+        if attempt is None:
+            attempt = _Reconnecting(timeout=self.reconnect_timeout)
+        super()._add_connection(attempt, growing)
 
 
 class Watchdog:

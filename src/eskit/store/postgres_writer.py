@@ -26,6 +26,7 @@ from typing import Any, Final
 
 import msgspec
 import psycopg
+from psycopg import conninfo as libpq
 
 from eskit.errors import OutcomeUnknown, StoreError, StoreUnavailable
 from eskit.store.engine import Clock
@@ -37,7 +38,13 @@ from eskit.store.postgres_append import (
     lock_head,
     roll_back,
 )
-from eskit.store.postgres_failover import DEADLINE, Watchdog, retrying, transient
+from eskit.store.postgres_failover import (
+    DEADLINE,
+    Watchdog,
+    connect_timeout,
+    retrying,
+    transient,
+)
 from eskit.store.postgres_inline import InlineGroup, InlineHook, Refused
 from eskit.store.rules import ExistingEvent, PreparedAppend
 from eskit.store.sqlite_writer import micros, recorded
@@ -58,7 +65,7 @@ Outcome = tuple["Request", Any, BaseException | None]
 class Request:
     """A write for the next group: appends, or an operation on the connection."""
 
-    __slots__ = ("appends", "generated", "operation", "patient", "retried")
+    __slots__ = ("appends", "generated", "operation", "patient", "queued", "retried")
 
     def __init__(
         self,
@@ -75,6 +82,8 @@ class Request:
         """Ids eskit gave the events: new, so nobody can have written them, unless this
         request is tried again after a failed transaction (``retried``)."""
         self.retried = False
+        self.queued = time.monotonic()
+        """When it was made: a failover's retries of it end ``deadline`` seconds later."""
 
 
 class Group:
@@ -264,6 +273,9 @@ class Writer:
         self.closing = False
         """Set when the engine closes: a write waiting for the database gives up."""
         self._watchdog = Watchdog(deadline)
+        self._patience: float | None = None
+        """How long a new connection may take (per host): None, as the URL says; while a
+        write is tried again, the time left before its deadline."""
         self.channel = channel
         """Notified in each transaction that appends (wakes every process's listeners)."""
         self.clock, self.key = clock, key
@@ -296,6 +308,8 @@ class Writer:
         with a savepoint per append); if that fails as a whole, each request alone. Each
         request's value or error, in order, and whether anything may have been written."""
         batch = list(batch)
+        # A new connection (after a failure) may take only the oldest request's time left.
+        self._patience = max(0.0, batch[0].queued + self.deadline - time.monotonic())
         try:
             try:
                 outcomes = self._in_one_statement(batch)
@@ -307,22 +321,28 @@ class Writer:
             # Each request again, alone: one bad request cannot fail the others, and if the
             # COMMIT went through but its answer was lost, a request's retry is a replay.
             outcomes = self._one_by_one(batch, sent=not isinstance(error, Unreached))
+        finally:
+            self._patience = None
         answers = {id(request): (value, failure) for request, value, failure in outcomes}
         wrote = any(failure is None for _, _, failure in outcomes)
         return [answers[id(request)] for request in batch], wrote
 
     def _one_by_one(self, batch: list[Request], sent: bool) -> list[Outcome]:
         """Each request of a batch that failed, alone; while the database cannot be reached
-        (a failover), again with backoff until the deadline. A request that was sent may have
-        been committed: it looks its ids up, and is answered as a replay if it was."""
-        give_up = time.monotonic() + self.deadline
+        (a failover), again with backoff until its deadline: ``deadline`` seconds after it
+        was made (a ``patient`` one: after now), so that an append queued behind a group
+        being retried does not wait for that group's deadline and then for its own. A
+        request that was sent may have been committed: it looks its ids up, and is answered
+        as a replay if it was."""
+        now = time.monotonic()
         outcomes: list[Outcome] = []
         for request in batch:
             request.retried = True  # its COMMIT may have gone through: look its ids up
             unknown = sent
 
-            def alone(request: Request = request) -> list[Outcome]:
+            def alone(seconds: float, request: Request = request) -> list[Outcome]:
                 nonlocal unknown
+                self._patience = seconds
                 try:
                     return self._transaction([request], savepoints=True)
                 except Unreached:
@@ -332,7 +352,8 @@ class Writer:
                     raise
 
             try:
-                remaining = max(0.0, give_up - time.monotonic())
+                since = now if request.patient else min(now, request.queued)
+                remaining = max(0.0, since + self.deadline - time.monotonic())
                 outcomes += retrying(alone, remaining, lambda: self.closing)
             except Exception as error:
                 outcomes.append((request, None, transaction_failed(error, unknown, self.deadline)))
@@ -458,7 +479,12 @@ class Writer:
         does not answer within the deadline is cancelled (``Watchdog``)."""
         if self._writer_conn is None or self._writer_conn.closed:
             try:
-                conn = psycopg.connect(self.conninfo, autocommit=True)
+                conninfo = self.conninfo
+                if self._patience is not None:  # a retry: its last attempt ends in time
+                    given = libpq.conninfo_to_dict(conninfo).get("connect_timeout")
+                    timeout = connect_timeout(self._patience, given)
+                    conninfo = libpq.make_conninfo(conninfo, connect_timeout=timeout)
+                conn = psycopg.connect(conninfo, autocommit=True)
                 self._configure(conn)
             except psycopg.OperationalError as error:
                 raise Unreached(str(error)) from error

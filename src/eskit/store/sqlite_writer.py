@@ -15,13 +15,13 @@ the group gets the error.
 from __future__ import annotations
 
 import datetime as dt
-import itertools
+import functools
 import logging
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -33,7 +33,7 @@ from eskit.store.group_commit import Outcome
 from eskit.store.model import AppendResult, RecordedEvent, raw_data
 from eskit.store.planner import LIVE, TOMBSTONED, Head, Plan, Planner, Row, lookups
 from eskit.store.rules import ExistingEvent, PreparedAppend
-from eskit.store.sqlite_chain import head
+from eskit.store.sqlite_chain import HEAD
 
 Synchronous = Literal["FULL", "NORMAL"]
 InlineHook = Callable[[sqlite3.Connection, list[RecordedEvent]], None]
@@ -169,6 +169,7 @@ class _AppendGroup:
     def __init__(
         self,
         conn: sqlite3.Connection,
+        cursor: sqlite3.Cursor,  # of conn: the group's statements run on it
         requests: Sequence[AppendRequest],
         outcomes: list[Outcome],
         recorded_at: int,  # one time for the group: when it was written
@@ -176,11 +177,13 @@ class _AppendGroup:
         key: bytes | None = None,
     ) -> None:
         self.conn = conn
+        self.cursor = cursor
         self.inline = inline
         self.outcomes = outcomes
         streams, ids = lookups(r.appends for r in requests)
-        earlier = _existing(conn, ids) if ids else {}
-        self.planner = Planner(_heads(conn, streams), earlier, head(conn) + 1, recorded_at, key)
+        earlier = _existing(cursor, ids) if ids else {}
+        heads, last_position = _heads(cursor, streams)
+        self.planner = Planner(heads, earlier, last_position + 1, recorded_at, key)
         self.rows: list[Row] = []
         self.pending: list[tuple[int, list[AppendResult]]] = []  # outcome slot, results
         self.revived: list[str] = []
@@ -230,9 +233,9 @@ class _AppendGroup:
         written: list[RecordedEvent] = []
         if self.rows:
             try:
-                self.conn.executemany(_INSERT, self.rows)
+                self.cursor.executemany(_INSERT, self.rows)
                 if self.revived:
-                    self.conn.executemany(
+                    self.cursor.executemany(
                         "UPDATE streams SET state = 0 WHERE stream = ?",
                         [(s,) for s in self.revived],
                     )
@@ -281,40 +284,50 @@ def recorded(rows: Sequence[Row]) -> list[RecordedEvent]:
     ]
 
 
-def _heads(conn: sqlite3.Connection, streams: Sequence[str]) -> dict[str, Head]:
-    """The last version, state and last link of every stream of a group, in one query per
-    500 streams.
+def _heads(cursor: sqlite3.Cursor, streams: Sequence[str]) -> tuple[dict[str, Head], int]:
+    """The last version, state and last link of every stream of a group, and the log's head
+    (``sqlite_chain.head``), in one query per 500 streams.
 
-    A correlated ``max(version)`` per stream is one index probe (SQLite's min/max
-    optimisation); ``GROUP BY`` over ``IN (...)`` would scan every event of the streams. A
-    stream whose events were all scavenged keeps its head in ``streams`` (migration 005).
+    A stream's last event is one probe of the (stream, version) index, then one of the
+    table by its position; ``GROUP BY`` over ``IN (...)`` would scan every event of the
+    streams. A stream whose events were all scavenged keeps its head in ``streams``
+    (migration 005).
     """
     heads: dict[str, Head] = {}
+    last_position = 0
     for chunk in range(0, len(streams), 500):
         names = streams[chunk : chunk + 500]
-        rows = ", ".join(["(?)"] * len(names))
-        for stream, last, last_link, state, kept, kept_link in conn.execute(
-            f"WITH wanted(name) AS (VALUES {rows}) SELECT name,"
-            " (SELECT max(version) FROM events WHERE stream = name),"
-            " (SELECT hash FROM events WHERE stream = name ORDER BY version DESC LIMIT 1),"
-            " s.state, s.last_version, s.last_link"
-            " FROM wanted LEFT JOIN streams AS s ON s.stream = name",
-            names,
+        for stream, last, last_link, state, kept, kept_link, at in cursor.execute(
+            _heads_query(len(names)), names
         ):
             if last is None and kept is not None:
                 last, last_link = kept, kept_link
             heads[stream] = Head(last, LIVE if state is None else state, last_link)
-    return heads
+            last_position = at
+    return heads, last_position
 
 
-def _existing(conn: sqlite3.Connection, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, ExistingEvent]:
+@functools.lru_cache(maxsize=64)
+def _heads_query(streams: int) -> str:
+    """``_heads``' query for that many streams (the same text each time: SQLite's prepared
+    statement is reused)."""
+    return (
+        f"WITH wanted(name) AS (VALUES {', '.join(['(?)'] * streams)}) SELECT name, e.version,"
+        f" e.hash, s.state, s.last_version, s.last_link, ({HEAD})"
+        " FROM wanted LEFT JOIN streams AS s ON s.stream = name"
+        " LEFT JOIN events e ON e.position ="
+        " (SELECT position FROM events WHERE stream = name ORDER BY version DESC LIMIT 1)"
+    )
+
+
+def _existing(cursor: sqlite3.Cursor, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, ExistingEvent]:
     """Where each of ``ids`` was already written, for those that were (scavenged ones too:
     their removal keeps the id)."""
     found: dict[uuid.UUID, ExistingEvent] = {}
     for chunk in range(0, len(ids), 500):
         raw = [id_.bytes for id_ in ids[chunk : chunk + 500]]
         marks = ", ".join("?" * len(raw))
-        for id_, stream, version, position in conn.execute(
+        for id_, stream, version, position in cursor.execute(
             f"SELECT id, stream, version, position FROM events WHERE id IN ({marks})"
             f" UNION ALL SELECT id, stream, version, position FROM removals WHERE id IN ({marks})",
             raw + raw,
@@ -349,6 +362,8 @@ class Writer:
             self.conn.execute(f"PRAGMA synchronous={synchronous}")
             self.conn.execute("PRAGMA journal_size_limit=67108864")
             sqlite_schema.migrate(self.conn, path, audit_key)
+            self._cursor = self.conn.cursor()
+            """What appends' statements run on: one cursor for all, not one per statement."""
         except BaseException:
             self.close()
             raise
@@ -379,29 +394,24 @@ class Writer:
 
     def _transaction(self, batch: Sequence[Request]) -> list[Outcome]:
         """Run ``batch`` in one transaction; a request that fails its checks fails alone."""
-        conn = self.conn
+        conn, cursor = self.conn, self._cursor
         outcomes: list[Outcome] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            cursor.execute("BEGIN IMMEDIATE")
             recorded_at = self.clock()
-            for appending, requests in itertools.groupby(
-                batch, key=lambda r: isinstance(r, AppendRequest)
-            ):
-                if appending:  # consecutive appends: planned together
-                    group = [r for r in requests if isinstance(r, AppendRequest)]
-                    appends = _AppendGroup(
-                        conn, group, outcomes, recorded_at, self.inline, self.audit_key
-                    )
-                    for request in group:
-                        appends.add(request)
-                    appends.flush()
-                else:  # operations may change stream states: appends after them read anew
-                    for operation in requests:
-                        assert isinstance(operation, Operation)
-                        outcomes.append(self._run(operation))
+            for group in _runs(batch):
+                if isinstance(group, Operation):  # it may change stream states: appends
+                    outcomes.append(self._run(group))  # after it read them anew
+                    continue
+                appends = _AppendGroup(  # consecutive appends: planned together
+                    conn, cursor, group, outcomes, recorded_at, self.inline, self.audit_key
+                )
+                for request in group:
+                    appends.add(request)
+                appends.flush()
             if self.before_commit is not None:
                 self.before_commit()
-            conn.execute("COMMIT")
+            cursor.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -455,6 +465,22 @@ class Writer:
     def close(self) -> None:
         with _CLOSING:
             self.conn.close()
+
+
+def _runs(batch: Sequence[Request]) -> Iterator[list[AppendRequest] | Operation]:
+    """The batch as runs of consecutive appends and single operations, in order."""
+    appends: list[AppendRequest] = []
+    for request in batch:
+        if type(request) is AppendRequest:
+            appends.append(request)
+            continue
+        if appends:
+            yield appends
+            appends = []
+        assert isinstance(request, Operation)
+        yield request
+    if appends:
+        yield appends
 
 
 def _transaction_failed(error: Exception) -> StoreError:

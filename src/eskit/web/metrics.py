@@ -89,7 +89,7 @@ def add_metrics_route(router: APIRouter, metrics: Metrics, secured: bool) -> Non
         ctx = context(request)
         require(ctx.authenticate(request), "read")
         only_parameters(request)
-        head = await ctx.store.last_position()
+        head = await ctx.store.written_position()  # the primary's: lags count a replica's
         metrics.head.set(head)
         group_metrics.refresh(await groups_of(request).list(), head)
         encode, media_type = choose_encoder(request.headers.get("accept", ""))

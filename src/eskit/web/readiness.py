@@ -42,7 +42,7 @@ async def readiness(
     reasons = ["the server is stopping"] if stopping else []
     try:
         async with asyncio.timeout(STORE_TIMEOUT):
-            head: int | None = await store.last_position()
+            head: int | None = await store.written_position()  # the primary's
     except TimeoutError:
         head = None
         reasons.append(f"the store did not answer within {STORE_TIMEOUT:g} s")

@@ -57,7 +57,7 @@ async def dashboard(
 ) -> tuple[int, list[Row]]:
     """The log's head and every projection's row, by name: those stored in ``database``,
     and those ``runner`` runs (``status.statuses``, as the CLI shows them)."""
-    head = await store.last_position()
+    head = await store.written_position()  # the primary's: a replica's lag counts too
     stored = await database.read(read_stored) if database is not None else []
     live = await runner.status() if runner is not None else []
     return head, [_row(status) for status in statuses(head, stored, live)]

@@ -33,7 +33,7 @@ async def summaries(admin: Admin) -> list[dict[str, Any]] | None:
     groups = groups_of(admin)
     if groups is None:
         return None
-    head = await admin.store.last_position()
+    head = await admin.store.written_position()  # the primary's, not a replica's
     return [
         {"group": g, "lag": max(0, head - g.checkpoint), "source": str(g.source)}
         for g in await groups.list()
@@ -68,7 +68,7 @@ def add_subscription_routes(router: APIRouter) -> None:
             title,
             group=found,
             source=str(found.source),
-            lag=max(0, await admin_of(request).store.last_position() - found.checkpoint),
+            lag=max(0, await admin_of(request).store.written_position() - found.checkpoint),
             parked=parked,
             following=following,
             replays=replays[-10:][::-1],
