@@ -37,6 +37,9 @@ _ROW_WIDTH: Final = _ROW.count(",") + 1
 Connection = psycopg.Connection[Any]
 Rows = list[tuple[Any, ...]]
 
+_SQL: Final = rules.SqlNames("eskit_events", "%s", "greatest")
+"""What ``rules.version_conditions`` writes a page's conditions in."""
+
 
 def decode(rows: Sequence[tuple[Any, ...]]) -> list[RecordedEvent]:
     """Rows of ``_ROW`` as events (the last column is not the event's)."""
@@ -357,18 +360,16 @@ def stream_rows(
     metadata: StreamMetadata | None,
 ) -> list[tuple[Any, ...]]:
     """Up to ``count`` rows of the stream's visible events from ``from_version``."""
-    last = None
-    if metadata is not None:  # only then does the window depend on the last version
-        cursor = conn.execute("SELECT max(version) FROM eskit_events WHERE stream = %s", (stream,))
-        row = cursor.fetchone()
-        last = None if row is None else row[0]
-    start, first, oldest = rules.read_bounds(metadata, last, now, from_version, backwards)
-    compare, descending = ("<=", " DESC") if backwards else (">=", "")
+    start, first, oldest = rules.read_bounds(metadata, now, from_version, backwards)
+    most = None if metadata is None else metadata.max_count
+    versions, parameters = rules.version_conditions(_SQL, stream, start, first, most, backwards)
+    at = -1 if oldest is None else micros(oldest)
+    descending = " DESC" if backwards else ""
     cursor = conn.execute(
-        f"SELECT {_ROW} FROM eskit_events WHERE stream = %s AND version {compare} %s"
-        f" AND version >= %s AND recorded_at >= %s ORDER BY version{descending}"
+        f"SELECT {_ROW} FROM eskit_events WHERE stream = %s AND {versions}"
+        f" AND recorded_at >= %s ORDER BY version{descending}"
         " LIMIT %s",
-        (stream, start, first, -1 if oldest is None else micros(oldest), count),
+        (stream, *parameters, at, count),
     )
     return cursor.fetchall()
 
