@@ -4,7 +4,9 @@ over an eskit store, with the caller's token checked on each stream's category.
 An append's expected state (any, no stream, exists, exact revision) is eskit's expected
 version; a mismatch answers KurrentDB's wrong-expected-version result with the stream's
 actual revision, and nothing is written. Event ids make a retried append idempotent, as in
-eskit. An append to ``$$<stream>`` sets the stream's metadata (``metadata``).
+eskit. An append to ``$$<stream>`` sets the stream's metadata (``metadata``). A soft-deleted
+stream matches both an expected "no stream" (eskit's view) and its last revision before the
+delete (KurrentDB's): the store decides it under its write lock (``deleted_keeps_revision``).
 """
 
 from __future__ import annotations
@@ -119,7 +121,7 @@ class Streams(streams_pb2_grpc.StreamsServicer):
         if not events:
             return await self._empty_append(stream, expected)
         await self.policy.check(stream, events)
-        return await self.store.append(stream, events, expected)
+        return await self.store.append(stream, events, expected, deleted_keeps_revision=True)
 
     async def _set_metadata(self, target: str, events: Sequence[NewEvent]) -> AppendResult:
         if not events:
@@ -220,9 +222,9 @@ class Streams(streams_pb2_grpc.StreamsServicer):
             raise denied(f"token {grant.name!r} may not write to category {category!r}")
         expected = expected_of(options)
         if hard:
-            await self.store.tombstone_stream(stream, expected)
+            await self.store.tombstone_stream(stream, expected, deleted_keeps_revision=True)
         else:
-            await self.store.delete_stream(stream, expected)
+            await self.store.delete_stream(stream, expected, deleted_keeps_revision=True)
         return await self.store.last_position()
 
 
