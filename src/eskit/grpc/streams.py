@@ -57,10 +57,36 @@ MAX_PENDING_BATCHES = 64
 
 
 def register(server: grpc.aio.Server, service: Service) -> Methods:
+    """The generated handlers, but Read's serializer also passes bytes through (an event's
+    ``ReadResp`` written by ``wire``)."""
+    captured = _Captured()
     streams_pb2_grpc.add_StreamsServicer_to_server(  # type: ignore[no-untyped-call]
-        Streams(service.store, service.auth, service.policy), server
+        Streams(service.store, service.auth, service.policy), captured
     )
+    handlers = dict(captured.handlers)
+    handlers["Read"] = handlers["Read"]._replace(response_serializer=_serialized)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)
     return METHODS
+
+
+SERVICE = "event_store.client.streams.Streams"
+
+
+class _Captured:
+    """Takes the handlers the generated code registers, to change one before serving."""
+
+    handlers: dict[str, Any]
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        self.handlers = handlers
+
+
+def _serialized(message: Any) -> bytes:
+    return message if type(message) is bytes else message.SerializeToString()
 
 
 class Streams(streams_pb2_grpc.StreamsServicer):
