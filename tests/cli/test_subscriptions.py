@@ -6,7 +6,7 @@ import asyncio
 import json
 
 import eskit
-from eskit.subscriptions import Groups
+from eskit.subscriptions import EventFilter, Groups, Source
 from tests.cli.conftest import invoke
 
 
@@ -58,6 +58,26 @@ def test_subscriptions_commands(url: str) -> None:
     assert (record["requested_by"], record["replayed"], record["up_to"]) == ("ann", 1, 1)
     assert invoke(["subscriptions", "delete", url, "mail"]).exit_code == 0
     assert invoke(["subscriptions", "list", url, "--json"]).output == ""
+
+
+def test_a_group_filter_is_listed(url: str) -> None:
+    async def create() -> None:
+        async with eskit.open_store(url) as store:
+            paid = Source.all(EventFilter("type", ("Paid", "Refunded")))
+            await Groups(store).create("payments", paid)
+            await Groups(store).create("everything", Source.all())
+
+    asyncio.run(create())
+    listed = [
+        json.loads(line)
+        for line in invoke(["subscriptions", "list", url, "--json"]).output.splitlines()
+    ]
+    assert [(g["name"], g["source"], g["filter"]) for g in listed] == [
+        ("everything", "$all", ""),
+        ("payments", "$all", "event type prefix 'Paid', 'Refunded'"),
+    ]
+    table = invoke(["subscriptions", "list", url]).output
+    assert "Refunded" in table
     missing = invoke(["subscriptions", "parked", url, "mail"])
     assert missing.exit_code == 1
     assert "no consumer group named 'mail'" in missing.output

@@ -1,7 +1,7 @@
 """Persistent subscriptions through ``eskit grpc`` with ``kurrentdbclient``, on SQLite and
 PostgreSQL: create, get info, list, update and delete; read with ack; nack retry, park and
-skip; replay parked events; to a stream, to ``$ce-``, and to ``$all`` (whole, or filtered to
-one category); refusals with KurrentDB's errors."""
+skip; replay parked events; to a stream, to ``$ce-``, and to ``$all`` (whole, filtered to
+one category, or by any stream or event-type filter); refusals with KurrentDB's errors."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 import pytest
 from kurrentdbclient import KurrentDBClient, NewEvent, StreamState
-from kurrentdbclient.common import AbstractPersistentSubscription, construct_filter_include_regex
+from kurrentdbclient.common import AbstractPersistentSubscription
 from kurrentdbclient.events import RecordedEvent
 from kurrentdbclient.exceptions import (
     AccessDeniedError,
@@ -192,15 +192,47 @@ def test_to_all_from_a_position_reads_every_category(client: KurrentDBClient) ->
 def test_refusals(client: KurrentDBClient, stream: str) -> None:
     with pytest.raises(NotFoundError):
         client.read_subscription_to_stream("no-such-group", stream, timeout=TIMEOUT)
-    with pytest.raises(KurrentDBClientError, match="one category"):
-        client.create_subscription_to_all(group(), filter_include=["a.*", "b.*"])
     with pytest.raises(KurrentDBClientError, match="PinnedByCorrelation"):
         client.create_subscription_to_stream(
             group(), stream, consumer_strategy="PinnedByCorrelation"
         )
-    include = construct_filter_include_regex(["x"])
-    with pytest.raises(KurrentDBClientError, match="one category"):
-        client.create_subscription_to_all(group(), filter_include=[include])
+    with pytest.raises(KurrentDBClientError, match="not valid"):
+        client.create_subscription_to_all(group(), filter_include=["a(("])
+
+
+def read_ids(client: KurrentDBClient, name: str, count: int) -> list[str]:
+    with client.read_subscription_to_all(name, timeout=TIMEOUT) as subscription:
+        received = []
+        for event in take(subscription, count):
+            received.append(str(event.id))
+            subscription.ack(event)
+    return received
+
+
+def test_to_all_with_an_event_type_prefix_and_a_stream_regex(client: KurrentDBClient) -> None:
+    """Filters beyond one category (kurrentdbclient sends each as a regex: a prefix is
+    ``Prefix.*``): events left out are never handed out."""
+    tag = uuid.uuid4().hex[:8]
+    start = client.get_commit_position()
+    wanted_types = append(client, f"a{tag}-1", f"Paid{tag}", "Other", f"Paid{tag}Late")
+    wanted_streams = append(client, f"b{tag}-7", "One") + append(client, f"c{tag}-7", "Two")
+    append(client, f"b{tag}-8", "Three")
+    by_type, by_stream = group(), group()
+    client.create_subscription_to_all(
+        by_type, commit_position=start, filter_include=[f"Paid{tag}.*"], filter_exclude=[]
+    )
+    client.create_subscription_to_all(
+        by_stream,
+        commit_position=start,
+        filter_include=[f"^[bc]{tag}-7$"],
+        filter_by_stream_name=True,
+        filter_exclude=[],
+    )
+    assert client.get_subscription_info(by_type).event_source == "$all"
+    assert read_ids(client, by_type, 2) == [str(e.id) for e in wanted_types[::2]]
+    assert read_ids(client, by_stream, 2) == [str(e.id) for e in wanted_streams]
+    last = append(client, f"b{tag}-7", "Four")
+    assert read_ids(client, by_stream, 1) == [str(last[0].id)]
 
 
 PERSISTENT_SECTIONS = (

@@ -26,13 +26,12 @@ SECTIONS = (
     "Get stream metadata",
     "Set stream metadata",
     "Delete stream",
+    "Tombstone stream",
     "Subscribe to all events",
     "Subscribe to stream events",
 )
 """The README's sections on what eskit serves, in order. Not: multi-stream and record
-appends (KurrentDB 25's v2 API); "Tombstone stream", which tombstones the stream the
-previous section soft-deleted expecting its old revision, where eskit counts a soft-deleted
-stream as absent (docs/kurrentdb.md, differences; tombstones: test_streams.py)."""
+appends (KurrentDB 25's v2 API)."""
 
 
 def run(code: str, namespace: dict[str, Any], where: str) -> None:

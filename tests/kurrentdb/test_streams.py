@@ -77,12 +77,19 @@ def test_delete_and_tombstone(client: KurrentDBClient, stream: str) -> None:
     client.delete_stream(stream, current_version=1)
     with pytest.raises(NotFoundError):
         client.get_stream(stream)
-    with pytest.raises(WrongCurrentVersionError) as absent:  # soft-deleted counts as absent
-        client.append_to_stream(stream, events=event(n=2), current_version=1)
-    assert absent.value.actual_version is StreamState.NO_STREAM
-    client.append_to_stream(stream, events=event(n=2), current_version=StreamState.ANY)
+    with pytest.raises(WrongCurrentVersionError) as stale:
+        client.append_to_stream(stream, events=event(n=2), current_version=0)
+    assert stale.value.actual_version is StreamState.NO_STREAM
+    # a soft-deleted stream is at its last revision (KurrentDB) and absent (eskit): both match
+    client.delete_stream(stream, current_version=1)
+    client.delete_stream(stream, current_version=StreamState.NO_STREAM)
+    client.append_to_stream(stream, events=event(n=2), current_version=1)
     assert [e.stream_position for e in client.get_stream(stream)] == [2]
-    client.tombstone_stream(stream, current_version=StreamState.ANY)
+    client.delete_stream(stream, current_version=2)
+    client.append_to_stream(stream, events=event(n=3), current_version=StreamState.NO_STREAM)
+    assert [e.stream_position for e in client.get_stream(stream)] == [3]
+    client.delete_stream(stream, current_version=3)
+    client.tombstone_stream(stream, current_version=3)
     with pytest.raises(StreamIsDeletedError):
         client.get_stream(stream)
     with pytest.raises(StreamTombstonedError):  # KurrentDB 25's rich error detail

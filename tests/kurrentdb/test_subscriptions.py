@@ -110,7 +110,8 @@ async def test_a_live_subscription_falls_behind_and_catches_up(
     responses: AsyncIterator[Any] = reads.Reader(store).read(options, OPEN)
     await store.append("a-1", [eskit.NewEvent("A", {})])
     kinds = []
-    async for response in responses:
+    async for sent in responses:  # an event as its bytes (wire), the rest as messages
+        response = streams_pb2.ReadResp.FromString(sent) if isinstance(sent, bytes) else sent
         kind = response.WhichOneof("content")
         kinds.append(kind)
         if kind == "caught_up" and kinds.count("caught_up") == 1:

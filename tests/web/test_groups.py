@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from eskit.subscriptions import Groups, Settings, Source
+from eskit.subscriptions import EventFilter, Groups, Settings, Source
 from tests.web.api import Api, error
 
 pytestmark = pytest.mark.anyio
@@ -40,6 +40,11 @@ async def test_http_consumer_reads_a_batch_then_acks_and_nacks_by_id(any_api: Ap
     shown = (await any_api.http.get("/subscriptions/mail", headers=any_api.as_("reader"))).json()
     assert (shown["checkpoint"], shown["parked"], shown["source"]) == (3, 1, "$ce-invoice")
     assert shown["consumers"] == ["php-1"]
+    assert shown["filter"] is None
+    by_stream = EventFilter("stream", regex="^invoice-[0-9]+$")
+    await groups.create("strict", Source.category("invoice").filtered(by_stream))
+    strict = await any_api.http.get("/subscriptions/strict", headers=any_api.as_("reader"))
+    assert strict.json()["filter"] == "stream regex '^invoice-[0-9]+$'"
     (parked,) = await groups.parked("mail")
     assert (parked.reason, parked.event_id) == ("bad", ids[2])
 

@@ -30,6 +30,7 @@ Strategy = Annotated[str | None, typer.Option(help="round_robin, or pinned (by s
 GROUP_COLUMNS = (
     Column("name", names=True),
     Column("source"),
+    Column("filter", optional=True),
     Column("strategy"),
     Column("checkpoint", right=True),
     Column("lag", right=True),
@@ -77,6 +78,7 @@ def _record(group: Group, head: int) -> dict[str, object]:
     return {
         "name": group.name,
         "source": str(group.source),
+        "filter": "" if group.source.filter is None else str(group.source.filter),
         "strategy": group.settings.strategy,
         "checkpoint": group.checkpoint,
         "lag": max(0, head - group.checkpoint),

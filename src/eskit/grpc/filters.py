@@ -1,7 +1,8 @@
 """Which events of the log a read or subscription of ``$all`` (or ``$ce-``/``$et-``) yields.
 
 KurrentDB's server-side filters select by stream name or event type, with a list of
-prefixes or a regular expression (searched, as .NET's ``Regex.IsMatch`` does). A token
+prefixes or a regular expression (``eskit.store.filters.EventFilter``, which consumer
+groups store too). A token
 limited to some categories sees only those. ``$ce-<category>`` and ``$et-<type>`` are
 answered from the store's own category and type filters, so they read no other events.
 """
@@ -9,11 +10,11 @@ answered from the store's own category and type filters, so they read no other e
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Any
 
 from eskit.grpc.errors import denied, invalid
 from eskit.store import rules
+from eskit.store.filters import EventFilter
 from eskit.store.model import RecordedEvent
 from eskit.web.tokens import Grant
 
@@ -31,24 +32,19 @@ class Selection:
 
     category: str | None = None
     types: tuple[str, ...] | None = None
-    by_stream: bool = True
-    prefixes: tuple[str, ...] = ()
-    pattern: re.Pattern[str] | None = None
+    filter: EventFilter | None = None
     readable: frozenset[str] | None = None
     """The categories the caller may read; None: all of them."""
 
     @property
     def narrowed(self) -> bool:
         """Whether the store yields only selected events (no check left to do here)."""
-        return not self.prefixes and self.pattern is None and self.readable is None
+        return self.filter is None and self.readable is None
 
     def matches(self, event: RecordedEvent) -> bool:
         if self.readable is not None and event.category not in self.readable:
             return False
-        subject = event.stream if self.by_stream else event.type
-        if self.prefixes and not subject.startswith(self.prefixes):
-            return False
-        return self.pattern is None or self.pattern.search(subject) is not None
+        return self.filter is None or self.filter.matches(event.stream, event.type)
 
 
 def of_filter(options: Any, grant: Grant) -> Selection:
@@ -62,27 +58,33 @@ def of_filter(options: Any, grant: Grant) -> Selection:
     which = given.WhichOneof("filter")
     if which is None:
         return Selection(category=only, readable=readable)
-    expression = getattr(given, which)
-    pattern = None
-    if expression.regex:
-        try:
-            pattern = re.compile(expression.regex)
-        except re.error as error:
-            raise invalid(
-                f"the filter's regex {expression.regex!r} is not valid: {error}"
-            ) from None
-    prefixes = tuple(expression.prefix)
+    prefixes = tuple(getattr(given, which).prefix)
     if which == "stream_identifier" and len(prefixes) == 1 and prefixes[0].startswith(INDEX):
         index = of_stream("$" + prefixes[0][len(INDEX) :], grant)
         if index is not None:
             return index
     return Selection(
         category=only,  # a token of one category: the store reads no other
-        by_stream=which == "stream_identifier",
-        prefixes=prefixes,
-        pattern=pattern,
+        filter=event_filter(given),
         readable=readable,
     )
+
+
+def event_filter(given: Any) -> EventFilter | None:
+    """The ``EventFilter`` of a ``FilterOptions`` message (None if it names none);
+    ``INVALID_ARGUMENT`` for a bad regex."""
+    which = given.WhichOneof("filter")
+    if which is None:
+        return None
+    expression = getattr(given, which)
+    try:
+        return EventFilter(
+            "stream" if which == "stream_identifier" else "type",
+            tuple(expression.prefix),
+            expression.regex,
+        )
+    except ValueError as error:
+        raise invalid(str(error)) from None
 
 
 def of_stream(stream: str, grant: Grant) -> Selection | None:

@@ -28,6 +28,7 @@ from typing import Any, Final
 import grpc
 
 from eskit.grpc.errors import Refused, invalid
+from eskit.grpc.filters import event_filter
 from eskit.grpc.mapping import stream_name
 from eskit.grpc.protos import persistent_pb2
 from eskit.store.base import EventStore
@@ -141,7 +142,8 @@ async def _after_version(store: EventStore, stream: str, version: int) -> Start:
 
 
 def _filtered(options: Any) -> Source:
-    """A ``$all`` group's source: ``$all``, or one category when the filter is one."""
+    """A ``$all`` group's source: ``$all``, one category when the filter is one (the
+    store then reads only that category), else ``$all`` with the filter."""
     if options.WhichOneof("filter_option") != "filter":
         return Source.all()
     given = options.filter
@@ -156,10 +158,7 @@ def _filtered(options: Any) -> Source:
         match = CATEGORY_REGEX.fullmatch(expression.regex) if not prefixes else None
         if match is not None:
             return Source.category(match["category"])
-    raise invalid(
-        "eskit's consumer groups read $all, one stream or one category: a $all filter"
-        " must be one stream-name prefix 'category-' (or the regex '^category-.*$')"
-    )
+    return Source.all(event_filter(given))
 
 
 def info(group: Group, source: Source | None = None) -> Any:

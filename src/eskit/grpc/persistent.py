@@ -1,6 +1,7 @@
 """The PersistentSubscriptions service over eskit's consumer groups (``eskit.subscriptions``):
 ``Create``, ``Update``, ``Delete``, ``GetInfo``, ``List``, ``ReplayParked`` and ``Read``, to a
-stream, to ``$ce-<category>`` and to ``$all`` (filtered to one category at most).
+stream, to ``$ce-<category>`` and to ``$all`` (with a filter: stream or event type, prefixes
+or a regex, stored with the group).
 
 ``Read`` is one consumer of the group per call: it hands out up to the client's
 ``buffer_size`` events at a time, each with its ``retry_count`` (deliveries before this

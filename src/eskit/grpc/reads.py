@@ -12,6 +12,9 @@ A subscription first confirms, then catches up page by page, says ``caught_up`` 
 reaches the head and follows live; a page that comes back full while live says
 ``fell_behind`` until it catches up again. Filtered ``$all`` subscriptions send a checkpoint
 every ``window * multiplier`` events searched, and at the head.
+
+Each event goes out as the bytes of its ``ReadResp`` (``wire``), the other messages as
+protobuf objects; the Read method's serializer takes both (``streams.register``).
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ from google.protobuf import timestamp_pb2
 from eskit.grpc import metadata as stream_metadata
 from eskit.grpc.errors import Refused, denied
 from eskit.grpc.filters import Selection, of_filter, of_stream
-from eskit.grpc.mapping import recorded, stream_name, ticks, uuid_message
+from eskit.grpc.mapping import stream_name, ticks, uuid_message
 from eskit.grpc.protos import shared_pb2, streams_pb2
+from eskit.grpc.wire import read_event
 from eskit.store import rules
 from eskit.store.base import EventStore
 from eskit.store.model import RecordedEvent
@@ -127,7 +131,7 @@ class Reader:
         async with _closed(events):
             async for event in events:
                 any_read = True
-                yield _event(event, structured)
+                yield read_event(event, structured)
         if not any_read and await self.store.stream_version(stream) is None:
             yield Resp(
                 stream_not_found=Resp.StreamNotFound(
@@ -171,7 +175,7 @@ class Reader:
         async with _closed(events):
             async for event in events:
                 if selection.matches(event):
-                    yield _event(event, structured, link)
+                    yield read_event(event, structured, link)
                     yielded += 1
                     if limit is not None and yielded >= limit:
                         return
@@ -226,7 +230,7 @@ class Reader:
             )
             for event in page.events:
                 if selection.matches(event):
-                    yield _event(event, structured, link)
+                    yield read_event(event, structured, link)
                 searched += 1
                 if interval and searched >= interval:
                     searched = 0
@@ -262,7 +266,7 @@ class Reader:
                 async for event in events:
                     got += 1
                     version = event.version + 1
-                    yield _event(event, structured)
+                    yield read_event(event, structured)
             if got == PAGE:
                 if live:
                     live = False
@@ -280,26 +284,6 @@ class Reader:
         await self.store.wait_for_events(after)
         if not self.store.is_open:
             raise Refused(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
-
-
-def _event(event: RecordedEvent, structured: bool, link: str | None = None) -> Any:
-    message = recorded(event, structured)
-    if link is None:
-        return Resp(event=Resp.ReadEvent(event=message, commit_position=event.position))
-    pointer = streams_pb2.ReadResp.ReadEvent.RecordedEvent(
-        id=message.id,
-        stream_identifier=shared_pb2.StreamIdentifier(stream_name=link.encode()),
-        stream_revision=event.position,
-        prepare_position=event.position,
-        commit_position=event.position,
-        metadata={
-            "type": "$>",
-            "content-type": "application/octet-stream",
-            "created": message.metadata["created"],
-        },
-        data=f"{event.version}@{event.stream}".encode(),
-    )
-    return Resp(event=Resp.ReadEvent(event=message, link=pointer, commit_position=event.position))
 
 
 @contextlib.asynccontextmanager

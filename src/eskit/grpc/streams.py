@@ -4,7 +4,9 @@ over an eskit store, with the caller's token checked on each stream's category.
 An append's expected state (any, no stream, exists, exact revision) is eskit's expected
 version; a mismatch answers KurrentDB's wrong-expected-version result with the stream's
 actual revision, and nothing is written. Event ids make a retried append idempotent, as in
-eskit. An append to ``$$<stream>`` sets the stream's metadata (``metadata``).
+eskit. An append to ``$$<stream>`` sets the stream's metadata (``metadata``). A soft-deleted
+stream matches both an expected "no stream" (eskit's view) and its last revision before the
+delete (KurrentDB's): the store decides it under its write lock (``deleted_keeps_revision``).
 """
 
 from __future__ import annotations
@@ -55,10 +57,36 @@ MAX_PENDING_BATCHES = 64
 
 
 def register(server: grpc.aio.Server, service: Service) -> Methods:
+    """The generated handlers, but Read's serializer also passes bytes through (an event's
+    ``ReadResp`` written by ``wire``)."""
+    captured = _Captured()
     streams_pb2_grpc.add_StreamsServicer_to_server(  # type: ignore[no-untyped-call]
-        Streams(service.store, service.auth, service.policy), server
+        Streams(service.store, service.auth, service.policy), captured
     )
+    handlers = dict(captured.handlers)
+    handlers["Read"] = handlers["Read"]._replace(response_serializer=_serialized)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)
     return METHODS
+
+
+SERVICE = "event_store.client.streams.Streams"
+
+
+class _Captured:
+    """Takes the handlers the generated code registers, to change one before serving."""
+
+    handlers: dict[str, Any]
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        self.handlers = handlers
+
+
+def _serialized(message: Any) -> bytes:
+    return message if type(message) is bytes else message.SerializeToString()
 
 
 class Streams(streams_pb2_grpc.StreamsServicer):
@@ -119,7 +147,7 @@ class Streams(streams_pb2_grpc.StreamsServicer):
         if not events:
             return await self._empty_append(stream, expected)
         await self.policy.check(stream, events)
-        return await self.store.append(stream, events, expected)
+        return await self.store.append(stream, events, expected, deleted_keeps_revision=True)
 
     async def _set_metadata(self, target: str, events: Sequence[NewEvent]) -> AppendResult:
         if not events:
@@ -220,9 +248,9 @@ class Streams(streams_pb2_grpc.StreamsServicer):
             raise denied(f"token {grant.name!r} may not write to category {category!r}")
         expected = expected_of(options)
         if hard:
-            await self.store.tombstone_stream(stream, expected)
+            await self.store.tombstone_stream(stream, expected, deleted_keeps_revision=True)
         else:
-            await self.store.delete_stream(stream, expected)
+            await self.store.delete_stream(stream, expected, deleted_keeps_revision=True)
         return await self.store.last_position()
 
 

@@ -155,8 +155,14 @@ class EventStore(EnginePrimitives):
         stream: str,
         events: Sequence[NewEvent],
         expected_version: ExpectedVersion = ANY,
+        *,
+        deleted_keeps_revision: bool = False,
     ) -> AppendResult:
         """Append ``events`` to ``stream`` atomically if it is at ``expected_version``.
+
+        A soft-deleted stream counts as empty; with ``deleted_keeps_revision`` it also counts
+        as still at its last version before the delete (KurrentDB's view: the gRPC layer
+        asks for it), so either expectation matches. Decided under the write lock.
 
         Raises ``WrongExpectedVersion`` (nothing written), ``StreamDeleted`` for a
         tombstoned stream, ``IdempotencyConflict`` for partly repeated ids, ``TypeError`` for
@@ -164,7 +170,9 @@ class EventStore(EnginePrimitives):
         that is not a JSON object or ``RawData``, nested too deep or too large; see
         ``rules.prepare``).
         """
-        prepared = rules.prepare_append(stream, events, expected_version, self.max_event_size)
+        prepared = rules.prepare_append(
+            stream, events, expected_version, self.max_event_size, deleted_keeps_revision
+        )
         self._check_open()
         self._check_writable()
         (result,) = await self._append_observed([prepared])
@@ -195,24 +203,37 @@ class EventStore(EnginePrimitives):
         with observer.append(prepared):
             return await self._append_many(prepared)
 
-    async def delete_stream(self, stream: str, expected_version: ExpectedVersion = ANY) -> None:
+    async def delete_stream(
+        self,
+        stream: str,
+        expected_version: ExpectedVersion = ANY,
+        *,
+        deleted_keeps_revision: bool = False,
+    ) -> None:
         """Soft-delete: the stream reads as empty and absent; a later append continues its
         version numbers and only the new events are visible. ``read_all`` still shows the old
-        events (nothing is removed from the log)."""
+        events (nothing is removed from the log). ``deleted_keeps_revision``: as ``append``."""
         rules.check_name(stream)
         expected = rules.check_expected_version(expected_version)
         self._check_open()
         self._check_writable()
-        await self._delete(stream, expected, hard=False)
+        await self._delete(stream, expected, False, deleted_keeps_revision)
 
-    async def tombstone_stream(self, stream: str, expected_version: ExpectedVersion = ANY) -> None:
+    async def tombstone_stream(
+        self,
+        stream: str,
+        expected_version: ExpectedVersion = ANY,
+        *,
+        deleted_keeps_revision: bool = False,
+    ) -> None:
         """Hard-delete: from now on every read of and append to the stream raises
-        ``StreamDeleted``, for ever. ``read_all`` still shows the old events."""
+        ``StreamDeleted``, for ever. ``read_all`` still shows the old events.
+        ``deleted_keeps_revision``: as ``append``."""
         rules.check_name(stream)
         expected = rules.check_expected_version(expected_version)
         self._check_open()
         self._check_writable()
-        await self._delete(stream, expected, hard=True)
+        await self._delete(stream, expected, True, deleted_keeps_revision)
 
     async def set_stream_metadata(self, stream: str, metadata: StreamMetadata) -> None:
         """Replace the stream's read rules (truncate_before, max_count, max_age) and custom

@@ -148,10 +148,12 @@ class SyncStore:
         stream: str,
         events: Sequence[NewEvent],
         expected_version: ExpectedVersion = ANY,
+        *,
+        deleted_keeps_revision: bool = False,
     ) -> AppendResult:
         """Blocking ``EventStore.append``."""
         prepared = rules.prepare_append(
-            stream, events, expected_version, self._store.max_event_size
+            stream, events, expected_version, self._store.max_event_size, deleted_keeps_revision
         )
         self._check_writable()
         (result,) = self._append_observed([prepared])
@@ -170,19 +172,31 @@ class SyncStore:
         with observer.append(prepared):
             return self.engine.append_many(prepared)
 
-    def delete_stream(self, stream: str, expected_version: ExpectedVersion = ANY) -> None:
+    def delete_stream(
+        self,
+        stream: str,
+        expected_version: ExpectedVersion = ANY,
+        *,
+        deleted_keeps_revision: bool = False,
+    ) -> None:
         """Blocking ``EventStore.delete_stream``."""
         rules.check_name(stream)
         expected = rules.check_expected_version(expected_version)
         self._check_writable()
-        self.engine.delete(stream, expected, False)
+        self.engine.delete(stream, expected, False, deleted_keeps_revision)
 
-    def tombstone_stream(self, stream: str, expected_version: ExpectedVersion = ANY) -> None:
+    def tombstone_stream(
+        self,
+        stream: str,
+        expected_version: ExpectedVersion = ANY,
+        *,
+        deleted_keeps_revision: bool = False,
+    ) -> None:
         """Blocking ``EventStore.tombstone_stream``."""
         rules.check_name(stream)
         expected = rules.check_expected_version(expected_version)
         self._check_writable()
-        self.engine.delete(stream, expected, True)
+        self.engine.delete(stream, expected, True, deleted_keeps_revision)
 
     def set_stream_metadata(self, stream: str, metadata: StreamMetadata) -> None:
         """Blocking ``EventStore.set_stream_metadata``."""

@@ -134,7 +134,11 @@ class Engine(abc.ABC):
         planner (``planner``); results in order, positions consecutive in that order."""
 
     @abc.abstractmethod
-    def delete(self, stream: str, expected: ExpectedVersion, hard: bool) -> None: ...
+    def delete(
+        self, stream: str, expected: ExpectedVersion, hard: bool, keeps_revision: bool = False
+    ) -> None:
+        """Soft-delete (or tombstone: ``hard``) ``stream`` if it is at ``expected``
+        (``rules.check_version_matches``, ``keeps_revision`` its ``deleted_keeps_revision``)."""
 
     @abc.abstractmethod
     def set_metadata(self, stream: str, metadata: StreamMetadata) -> None: ...

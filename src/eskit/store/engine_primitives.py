@@ -46,8 +46,10 @@ class EnginePrimitives:
         results in order, positions consecutive in that order. The streams are distinct."""
         return await self.engine.append_many_async(appends)
 
-    async def _delete(self, stream: str, expected: ExpectedVersion, hard: bool) -> None:
-        await self.engine.write_async(self.engine.delete, stream, expected, hard)
+    async def _delete(
+        self, stream: str, expected: ExpectedVersion, hard: bool, keeps_revision: bool = False
+    ) -> None:
+        await self.engine.write_async(self.engine.delete, stream, expected, hard, keeps_revision)
 
     async def _set_metadata(self, stream: str, metadata: StreamMetadata) -> None:
         await self.engine.write_async(self.engine.set_metadata, stream, metadata)

@@ -171,9 +171,12 @@ class MemoryEngine(Engine):
         return self._start
 
     @_locked
-    def delete(self, stream: str, expected: ExpectedVersion, hard: bool) -> None:
+    def delete(
+        self, stream: str, expected: ExpectedVersion, hard: bool, keeps_revision: bool = False
+    ) -> None:
         state = self._live(stream)
-        rules.check_version_matches(stream, expected, state.version, state.deleted)
+        last = state.events[-1].version if state.events else None
+        rules.check_version_matches(stream, expected, last, state.deleted, keeps_revision)
         self._streams[stream] = state
         if hard:
             state.tombstoned = True

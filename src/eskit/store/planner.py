@@ -11,7 +11,8 @@ they move within the group:
    answered with the original result and writes nothing; ids partly or otherwise written
    are an ``IdempotencyConflict``;
 3. otherwise the expected version must match (``WrongExpectedVersion``); a soft-deleted
-   stream counts as empty, and writing to it revives it;
+   stream counts as empty (and, for an append that asks so, as still at its last version:
+   KurrentDB's view, which the gRPC layer asks for), and writing to it revives it;
 4. each new event gets its position and version, then its link (``chain.link`` covers the
    position, so positions are given before anything is hashed).
 
@@ -156,7 +157,9 @@ class Planner:
             replayed = rules.replayed_append(stream, expected, existing)
             if replayed is not None:
                 return replayed
-        rules.check_version_matches(stream, expected, head.last, head.state == SOFT_DELETED)
+        rules.check_version_matches(
+            stream, expected, head.last, head.state == SOFT_DELETED, append.deleted_keeps_revision
+        )
         return head
 
     def _queue(

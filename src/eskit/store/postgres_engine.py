@@ -258,8 +258,10 @@ class PostgresEngine(Engine):
         value: T = await self._writes().call(Request(None, run))
         return value
 
-    def delete(self, stream: str, expected: ExpectedVersion, hard: bool) -> None:
-        self.write(functools.partial(_delete, self, stream, expected, hard))
+    def delete(
+        self, stream: str, expected: ExpectedVersion, hard: bool, keeps_revision: bool = False
+    ) -> None:
+        self.write(functools.partial(_delete, self, stream, expected, hard, keeps_revision))
 
     def set_metadata(self, stream: str, metadata: StreamMetadata) -> None:
         self.write(functools.partial(_set_metadata, self, stream, metadata))
@@ -412,10 +414,15 @@ class PostgresEngine(Engine):
 
 
 def _delete(
-    engine: PostgresEngine, stream: str, expected: ExpectedVersion, hard: bool, conn: Connection
+    engine: PostgresEngine,
+    stream: str,
+    expected: ExpectedVersion,
+    hard: bool,
+    keeps_revision: bool,
+    conn: Connection,
 ) -> None:
     last, state = reads.stream_state(conn, stream)
-    rules.check_version_matches(stream, expected, last, state == SOFT_DELETED)
+    rules.check_version_matches(stream, expected, last, state == SOFT_DELETED, keeps_revision)
     if hard:
         conn.execute(
             "INSERT INTO eskit_streams (stream, state) VALUES (%s, %s)"

@@ -70,6 +70,9 @@ class PreparedAppend(msgspec.Struct, frozen=True, gc=False):
     expected: ExpectedVersion
     raw: bool = False
     """Whether an event holds a payload kept as bytes (``RawData``)."""
+    deleted_keeps_revision: bool = False
+    """Whether a soft-deleted stream also matches its last version before the delete as
+    the expected version (``check_version_matches``)."""
 
 
 class PreparedSnapshot(msgspec.Struct, frozen=True, gc=False):
@@ -131,11 +134,19 @@ def check_expected_version(expected: object) -> ExpectedVersion:
 
 
 def check_version_matches(
-    stream: str, expected: ExpectedVersion, last: int | None, deleted: bool = False
+    stream: str,
+    expected: ExpectedVersion,
+    last: int | None,
+    deleted: bool = False,
+    deleted_keeps_revision: bool = False,
 ) -> None:
     """Raise ``WrongExpectedVersion`` unless a stream whose last event is ``last`` (None:
-    no events) is as ``expected``; a soft-``deleted`` stream counts as having none."""
+    no events) is as ``expected``; a soft-``deleted`` stream counts as having none, and
+    with ``deleted_keeps_revision`` (KurrentDB's view, for the gRPC layer) also as still
+    at ``last``, its last version before the delete."""
     if expected is ANY:
+        return
+    if deleted and deleted_keeps_revision and expected == last:
         return
     actual = None if deleted else last
     if expected is NO_STREAM:
@@ -179,13 +190,17 @@ def _prepare_events(
 
 
 def prepare_append(
-    stream: str, events: Sequence[NewEvent], expected_version: ExpectedVersion, max_event_size: int
+    stream: str,
+    events: Sequence[NewEvent],
+    expected_version: ExpectedVersion,
+    max_event_size: int,
+    deleted_keeps_revision: bool = False,
 ) -> PreparedAppend:
     """Validate and encode the append of ``events`` to ``stream``; raise ``ValueError`` if bad."""
     name = check_name(stream)
     expected = check_expected_version(expected_version)
     prepared, raw = _prepare_events(events, max_event_size)
-    return PreparedAppend(name, prepared, expected, raw)
+    return PreparedAppend(name, prepared, expected, raw, deleted_keeps_revision)
 
 
 def prepare_many(appends: object, max_event_size: int) -> list[PreparedAppend]:

@@ -233,8 +233,10 @@ class SQLiteEngine(Engine):
         result: T = await self._grouped().call(Operation(run))
         return result
 
-    def delete(self, stream: str, expected: ExpectedVersion, hard: bool) -> None:
-        self.write(_deleting(stream, expected, hard))
+    def delete(
+        self, stream: str, expected: ExpectedVersion, hard: bool, keeps_revision: bool = False
+    ) -> None:
+        self.write(_deleting(stream, expected, hard, keeps_revision))
 
     def set_metadata(self, stream: str, metadata: StreamMetadata) -> None:
         self.write(_setting_metadata(stream, metadata))
@@ -392,11 +394,11 @@ class SQLiteEngine(Engine):
 
 
 def _deleting(
-    stream: str, expected: ExpectedVersion, hard: bool
+    stream: str, expected: ExpectedVersion, hard: bool, keeps_revision: bool
 ) -> Callable[[sqlite3.Connection], None]:
     def run(conn: sqlite3.Connection) -> None:
         last, state = stream_state(conn, stream)
-        rules.check_version_matches(stream, expected, last, state == SOFT_DELETED)
+        rules.check_version_matches(stream, expected, last, state == SOFT_DELETED, keeps_revision)
         if hard:
             conn.execute(
                 "INSERT INTO streams (stream, state) VALUES (?1, ?2)"

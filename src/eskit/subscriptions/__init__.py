@@ -6,6 +6,7 @@ events; ``Groups.consumer(group)`` reads one. The blocking face is ``eskit.sync.
 
 from __future__ import annotations
 
+from eskit.store.filters import EventFilter
 from eskit.subscriptions.groups import Consumer, Delivery, Groups
 from eskit.subscriptions.model import (
     END,
@@ -24,6 +25,7 @@ __all__ = [
     "START",
     "Consumer",
     "Delivery",
+    "EventFilter",
     "Group",
     "GroupExists",
     "GroupNotFound",

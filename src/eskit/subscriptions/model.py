@@ -8,6 +8,7 @@ import msgspec
 
 from eskit.errors import EskitError
 from eskit.store import rules
+from eskit.store.filters import EventFilter
 
 START: Final = "start"
 END: Final = "end"
@@ -32,10 +33,14 @@ class GroupExists(EskitError, ValueError):
 
 
 class Source(msgspec.Struct, frozen=True):
-    """What a group reads: one stream, one category, or the whole log (``$all``)."""
+    """What a group reads: one stream, one category, or the whole log (``$all``), with an
+    optional ``filter`` on the events of those (stream name or event type: prefixes or a
+    regex). Events the filter leaves out are never handed out: they move the group's
+    checkpoint as if acked."""
 
     kind: Literal["stream", "category", "all"]
     name: str = ""
+    filter: EventFilter | None = None
 
     @classmethod
     def stream(cls, name: str) -> Source:
@@ -49,8 +54,18 @@ class Source(msgspec.Struct, frozen=True):
         return cls("category", name)
 
     @classmethod
-    def all(cls) -> Source:
-        return cls("all", "")
+    def all(cls, filter: EventFilter | None = None) -> Source:
+        return cls("all", "", filter)
+
+    def filtered(self, filter: EventFilter | None) -> Source:
+        """This source with ``filter`` on its events."""
+        return msgspec.structs.replace(self, filter=filter)
+
+    def matches(self, stream: str, event_type: str) -> bool:
+        """Whether an event of the log read with ``category_filter`` is the group's."""
+        if self.kind == "stream" and stream != self.name:
+            return False
+        return self.filter is None or self.filter.matches(stream, event_type)
 
     @classmethod
     def parse(cls, text: str) -> Source:

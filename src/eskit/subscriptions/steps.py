@@ -16,7 +16,7 @@ from eskit.projections.failure import describe
 from eskit.projections.sql import Connection
 from eskit.store.model import RecordedEvent
 from eskit.subscriptions import parking, window
-from eskit.subscriptions.model import Claimed, Replay, Source
+from eskit.subscriptions.model import Claimed, Replay
 
 READ_AHEAD: Final = 500
 """Events read from the log at most to fetch the ones handed out."""
@@ -56,10 +56,6 @@ class Progress(msgspec.Struct, frozen=True):
 Fetched = list[tuple[Claimed, RecordedEvent]]
 
 
-def matches(source: Source, event: RecordedEvent) -> bool:
-    return source.kind != "stream" or event.stream == source.name
-
-
 def fetch(name: str, consumer: str, limit: int) -> engine.Steps[Fetched]:
     """Hand ``consumer`` up to ``limit`` events: waiting ones first, else read on in the
     log (the read is outside the transaction; ``fill`` keeps what no one read first)."""
@@ -70,7 +66,7 @@ def fetch(name: str, consumer: str, limit: int) -> engine.Steps[Fetched]:
         rows = [
             (e.position, e.stream, str(e.id), e.type)
             for e in page.events
-            if matches(want.source, e)
+            if want.source.matches(e.stream, e.type)
         ]
         if page.next_after > want.read_position:
             after, rest = want.read_position, limit - len(claimed)

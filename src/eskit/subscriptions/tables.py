@@ -4,7 +4,8 @@ Every function takes a connection inside a transaction the caller runs (``Databa
 and reads the database's clock, so consumers in many processes and machines share one
 group through these rows alone:
 
-- ``eskit_groups``: settings, the checkpoint (every event up to it is acked, skipped or
+- ``eskit_groups``: the source (and its filter, as JSON: added to older tables when a
+  group store opens), settings, the checkpoint (every event up to it is acked, skipped or
   parked), how far the log was read, counters for metrics.
 - ``eskit_group_events``: the window, the events read from the log and not yet done:
   waiting (no consumer) or in flight (a consumer and a deadline), with their attempts.
@@ -26,7 +27,16 @@ from typing import Final
 
 import msgspec
 
-from eskit.projections.sql import Connection, execute, is_sqlite, kind_of, lock_setup, now_sql
+from eskit.projections.sql import (
+    Connection,
+    columns,
+    execute,
+    is_sqlite,
+    kind_of,
+    lock_setup,
+    now_sql,
+)
+from eskit.store.filters import EventFilter
 from eskit.subscriptions.model import (
     Group,
     GroupExists,
@@ -53,7 +63,8 @@ SCHEMA: Final = (
         retried         BIGINT  NOT NULL,  -- counters, for metrics
         parked_total    BIGINT  NOT NULL,
         replayed        BIGINT  NOT NULL,
-        created_at      BIGINT  NOT NULL
+        created_at      BIGINT  NOT NULL,
+        filter          TEXT               -- the source's EventFilter as JSON, NULL if none
     )""",
     """CREATE TABLE IF NOT EXISTS eskit_group_events (
         grp          TEXT    NOT NULL,
@@ -111,7 +122,8 @@ SCHEMA: Final = (
 
 _GROUP_COLUMNS: Final = (
     "name, kind, source, message_timeout, max_retries, max_in_flight, strategy,"
-    " retry_backoff, checkpoint, read_position, retried, parked_total, replayed, created_at"
+    " retry_backoff, checkpoint, read_position, retried, parked_total, replayed, created_at,"
+    " filter"
 )
 _TABLES: Final = (
     "eskit_group_events",
@@ -126,6 +138,8 @@ def ensure_schema(conn: Connection) -> None:
     lock_setup(conn)
     for statement in SCHEMA:
         execute(conn, statement)
+    if "filter" not in columns(conn, "eskit_groups"):  # a table made before filters
+        execute(conn, "ALTER TABLE eskit_groups ADD COLUMN filter TEXT")
 
 
 def now(conn: Connection) -> int:
@@ -134,11 +148,16 @@ def now(conn: Connection) -> int:
 
 def group_row(conn: Connection, name: str, lock: bool = True) -> tuple[object, ...]:
     """The group's row, locked for this transaction on PostgreSQL; ``GroupNotFound``."""
-    if not lock and kind_of(conn, "eskit_groups") is None:  # a reader: nothing created yet
-        raise GroupNotFound(name)
+    selected = _GROUP_COLUMNS
+    if not lock:  # a reader: the table may not exist yet, or predate filters
+        have = columns(conn, "eskit_groups")
+        if not have:
+            raise GroupNotFound(name)
+        if "filter" not in have:
+            selected = selected.replace(" filter", " NULL")
     lock_clause = " FOR UPDATE" if lock and not is_sqlite(conn) else ""
     row = execute(
-        conn, f"SELECT {_GROUP_COLUMNS} FROM eskit_groups WHERE name = ?{lock_clause}", (name,)
+        conn, f"SELECT {selected} FROM eskit_groups WHERE name = ?{lock_clause}", (name,)
     ).fetchone()
     if row is None:
         raise GroupNotFound(name)
@@ -147,7 +166,7 @@ def group_row(conn: Connection, name: str, lock: bool = True) -> tuple[object, .
 
 def as_group(row: tuple[object, ...]) -> Group:
     (name, kind, source, timeout, retries, in_flight, strategy, retry_backoff, checkpoint,
-     read, retried, parked_total, replayed, created_at) = row  # fmt: skip
+     read, retried, parked_total, replayed, created_at, filter_json) = row  # fmt: skip
     settings = Settings(
         message_timeout=int(timeout) / MICROS,  # type: ignore[call-overload]
         max_retries=int(retries),  # type: ignore[call-overload]
@@ -157,7 +176,7 @@ def as_group(row: tuple[object, ...]) -> Group:
     )
     return Group(
         str(name),
-        Source(kind, str(source)),  # type: ignore[arg-type]
+        Source(kind, str(source), _filter_of(filter_json)),  # type: ignore[arg-type]
         settings,
         int(checkpoint),  # type: ignore[call-overload]
         int(read),  # type: ignore[call-overload]
@@ -166,6 +185,12 @@ def as_group(row: tuple[object, ...]) -> Group:
         replayed_total=int(replayed),  # type: ignore[call-overload]
         created_at=int(created_at),  # type: ignore[call-overload]
     )
+
+
+def _filter_of(stored: object) -> EventFilter | None:
+    if stored is None:
+        return None
+    return msgspec.json.decode(str(stored), type=EventFilter)
 
 
 def load(conn: Connection, name: str) -> Group:
@@ -210,13 +235,14 @@ def create(conn: Connection, name: str, source: Source, settings: Settings, star
     """A new group whose checkpoint is ``start``; ``GroupExists`` if the name is taken."""
     if execute(conn, "SELECT 1 FROM eskit_groups WHERE name = ?", (name,)).fetchone():
         raise GroupExists(name)
+    stored = None if source.filter is None else msgspec.json.encode(source.filter).decode()
     execute(
         conn,
         f"INSERT INTO eskit_groups (name, kind, source, message_timeout, max_retries,"
         f" max_in_flight, strategy, retry_backoff, checkpoint, read_position, parked_seq,"
-        f" retried, parked_total, replayed, created_at)"
-        f" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, 0, 0, {now_sql(conn)})",
-        (name, source.kind, source.name, *_settings(settings), start, start),
+        f" retried, parked_total, replayed, created_at, filter)"
+        f" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, 0, 0, {now_sql(conn)}, ?)",
+        (name, source.kind, source.name, *_settings(settings), start, start, stored),
     )
 
 

@@ -23,6 +23,7 @@ import pytest
 
 import eskit
 from eskit.store.base import EventStore
+from eskit.store.filters import EventFilter
 from eskit.subscriptions import (
     END,
     GroupExists,
@@ -102,6 +103,41 @@ class GroupConformance:
         assert await positions("pos") == [3, 4, 5]
         assert await positions("stream") == [1, 2, 4]
         assert await positions("cat") == [3]
+
+    async def test_group_filter_hands_out_only_its_events_and_skips_the_rest(
+        self, store: EventStore, groups: Groups
+    ) -> None:
+        """A source's filter (stream name or event type; prefixes, a regex) is stored with
+        the group; events it leaves out are never handed out, and the checkpoint moves past
+        them in bounded pages (more of them than a page holds)."""
+        await store.append("order-1", [eskit.NewEvent("Noise", {}) for _ in range(1200)])
+        await _append(store, "invoice-1", 1, "PaidLate")
+        await _append(store, "invoice-22", 1, "Other")
+        await _append(store, "order-7", 1, "Paid")
+        by_type = Source.all(EventFilter("type", ("Paid",)))
+        by_stream = Source.all(EventFilter("stream", regex=r"^(invoice|order)-\d$"))
+        await groups.create("types", by_type, settings=FAST)
+        await groups.create("streams", Source.category("invoice").filtered(by_stream.filter))
+        assert (await groups.get("types")).source == by_type
+        assert str(by_type.filter) == "event type prefix 'Paid'"
+
+        async def take(name: str) -> list[tuple[str, str]]:
+            consumer = groups.consumer(name)
+            taken: list[tuple[str, str]] = []
+            for _ in range(20):  # each fetch reads one bounded page of the log
+                deliveries = await consumer.fetch()
+                for delivery in deliveries:
+                    taken.append((delivery.event.stream, delivery.event.type))
+                    await delivery.ack()
+            return taken
+
+        assert await take("types") == [("invoice-1", "PaidLate"), ("order-7", "Paid")]
+        assert await take("streams") == [("invoice-1", "PaidLate")]
+        head = await store.last_position()
+        assert (await groups.get("types")).checkpoint == head
+        assert (await groups.get("streams")).checkpoint == head
+        with pytest.raises(ValueError, match="not valid"):
+            EventFilter("stream", regex="a((")
 
     # == delivery =============================================================================
 

@@ -42,6 +42,8 @@ class GroupView(msgspec.Struct, frozen=True):
     waiting: int
     parked: int
     consumers: list[str]
+    filter: str | None = None
+    """The source's filter on its events (stream name or event type), None if none."""
 
 
 class GroupList(msgspec.Struct, frozen=True):
@@ -109,6 +111,7 @@ def view(group: Group) -> GroupView:
         group.waiting,
         group.parked,
         list(group.consumers),
+        None if group.source.filter is None else str(group.source.filter),
     )
 
 
