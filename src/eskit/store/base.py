@@ -167,7 +167,10 @@ class EventStore(EnginePrimitives):
         prepared = rules.prepare_append(stream, events, expected_version, self.max_event_size)
         self._check_open()
         self._check_writable()
-        (result,) = await self._append_observed([prepared])
+        if self.observer is None:  # the engine's coroutine awaited here: a frame less
+            (result,) = await self._append_many([prepared])
+        else:
+            (result,) = await self._append_observed([prepared])
         return result
 
     async def append_many(self, appends: Sequence[Append]) -> list[AppendResult]:

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Awaitable
 
 from eskit.store.chain import ChainRow, ChainStart
 from eskit.store.engine import Engine
@@ -42,13 +41,11 @@ class EnginePrimitives:
         """The store's chain start record (``chain.ChainStart``), None if it is missing."""
         return await self.engine.call_async(self.engine.chain_start)
 
-    def _append_many(
-        self, appends: list[PreparedAppend]
-    ) -> Coroutine[Any, Any, list[AppendResult]]:
+    def _append_many(self, appends: list[PreparedAppend]) -> Awaitable[list[AppendResult]]:
         """Write every append or none (``append`` is the case of one). Check each one
         (tombstone, idempotent replay, then expected version) before writing any; return
         results in order, positions consecutive in that order. The streams are distinct.
-        (The engine's coroutine itself, not one wrapping it: a frame less per append.)"""
+        (The engine's awaitable itself, not a coroutine wrapping it: a frame less.)"""
         return self.engine.append_many_async(appends)
 
     async def _delete(self, stream: str, expected: ExpectedVersion, hard: bool) -> None:

@@ -31,7 +31,7 @@ import functools
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -214,9 +214,9 @@ class SQLiteEngine(Engine):
         results: list[AppendResult] = self._grouped().run(AppendRequest(appends))
         return results
 
-    async def append_many_async(self, appends: list[PreparedAppend]) -> list[AppendResult]:
-        results: list[AppendResult] = await self._grouped().call(AppendRequest(appends))
-        return results
+    def append_many_async(self, appends: list[PreparedAppend]) -> Awaitable[list[AppendResult]]:
+        future: asyncio.Future[list[AppendResult]] = self._grouped().call(AppendRequest(appends))
+        return future
 
     def write(self, run: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``run(conn)`` in the next group's transaction, in a SAVEPOINT of its own:

@@ -260,7 +260,10 @@ def _bound(rows: list[Row]) -> tuple[str, list[tuple[object, ...]]]:
     bytearray, through an attribute lookup that fails (bytes ~1,500 instructions, None ~900):
     ids and links go as bytearray (stored as the same BLOB), and rows without raw parts
     leave those columns out (NULL) instead of binding three Nones."""
-    if all(row[10] is None and row[12] is None for row in rows):  # raw data has a type
+    for row in rows:
+        if row[10] is not None or row[12] is not None:  # raw data comes with its type
+            break
+    else:
         return _INSERT_JSON, [
             (p, s, c, v, bytearray(i), t, d, m, at, bytearray(h))
             for p, s, c, v, i, t, d, m, at, h, _, _, _ in rows
@@ -347,7 +350,7 @@ def _existing(cursor: sqlite3.Cursor, ids: Sequence[uuid.UUID]) -> dict[uuid.UUI
     their removal keeps the id)."""
     found: dict[uuid.UUID, ExistingEvent] = {}
     for chunk in range(0, len(ids), 500):
-        raw = [id_.bytes for id_ in ids[chunk : chunk + 500]]
+        raw = [bytearray(id_.bytes) for id_ in ids[chunk : chunk + 500]]  # see _bound
         marks = ", ".join("?" * len(raw))
         for id_, stream, version, position in cursor.execute(
             f"SELECT id, stream, version, position FROM events WHERE id IN ({marks})"
