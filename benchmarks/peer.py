@@ -20,6 +20,7 @@ from benchmarks import peer_eskit, peer_raw, postgres
 from benchmarks.common import Measurement, Payload, payloads
 from benchmarks.peer_data import Backend
 from benchmarks.workloads import COMMANDS, EVENTS, LOADS, PG_BACKEND, Progress, Unit
+from eskit.application.state_cache import STATE_CACHE
 
 Face = Literal["async", "sync", "peer", "raw"]
 FACES: tuple[Face, ...] = ("async", "sync", "peer", "raw")
@@ -29,6 +30,7 @@ COMMANDS_SQLITE = 2_000
 COMMANDS_POSTGRES = 1_000
 LOAD_EVENTS = 10_000
 LOADS_EACH = 5
+RAW_COMMAND = "read the stream's rows and decode them, then one row in its own transaction"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +112,49 @@ def _peer(name: str, **options: int) -> Run:
     return run
 
 
+def _existing(
+    prefix: str,
+    where: str,
+    backend: Backend,
+    commands: int,
+    targets: tuple[Target, ...],
+    *,
+    cached: bool,
+) -> Workload:
+    """ES2 / PGES2: commands on existing aggregates, eskit's bus keeping their states
+    (its default) and the peer not (its default); cached, ES2c / PGES2c: the same with the
+    peer's aggregate cache on, as many aggregates as eskit's bus keeps."""
+    peer_side = _peer("existing_aggregates", cache=STATE_CACHE if cached else 0)
+    notes = (
+        "100 existing aggregates round robin, each command loads one and appends one"
+        " event. eskit bus.send(AddInvoiceLine); peer repository.get, add_line,"
+        " app.save; raw: " + RAW_COMMAND
+    )
+    if cached:
+        notes = (
+            f"{prefix}2 with both sides keeping aggregates between commands: eskit's bus"
+            f" (state_cache={STATE_CACHE}, its default), the peer's repository"
+            f" (AGGREGATE_CACHE_MAXSIZE={STATE_CACHE}, AGGREGATE_CACHE_FASTFORWARD=y: each"
+            " get still reads the events after the kept version). No targets (issue 13's"
+            f" are against the peer's defaults, {prefix}2)"
+        )
+    return Workload(
+        f"{prefix}2" + ("c" if cached else ""),
+        f"{where}: {commands:,} commands on 100 aggregates"
+        + (", both sides' aggregate caches" if cached else ""),
+        backend,
+        commands,
+        {
+            "async": peer_eskit.existing_aggregates,
+            "sync": peer_eskit.sync_existing_aggregates,
+            "peer": peer_side,
+            "raw": functools.partial(peer_raw.commands, existing=True),
+        },
+        notes,
+        targets=targets,
+    )
+
+
 def _workloads(prefix: str, backend: Backend) -> tuple[Workload, ...]:
     sqlite = backend == "sqlite"
     commands = COMMANDS_SQLITE if sqlite else COMMANDS_POSTGRES
@@ -124,7 +169,6 @@ def _workloads(prefix: str, backend: Backend) -> tuple[Workload, ...]:
     else:
         new = existing = (Target("sync", "peer", 1.5), Target("async", "peer", 1.5))
         single = (Target("sync", "raw", 0.85),)
-    raw_command = "read the stream's rows and decode them, then one row in its own transaction"
     return (
         Workload(
             f"{prefix}1",
@@ -138,25 +182,11 @@ def _workloads(prefix: str, backend: Backend) -> tuple[Workload, ...]:
                 "raw": functools.partial(peer_raw.commands, existing=False),
             },
             "new aggregates one command at a time. eskit bus.send(CreateInvoice); peer"
-            " app.save(Invoice(...)); raw: " + raw_command,
+            " app.save(Invoice(...)); raw: " + RAW_COMMAND,
             targets=new,
         ),
-        Workload(
-            f"{prefix}2",
-            f"{where}: {commands:,} commands on 100 aggregates",
-            backend,
-            commands,
-            {
-                "async": peer_eskit.existing_aggregates,
-                "sync": peer_eskit.sync_existing_aggregates,
-                "peer": _peer("existing_aggregates"),
-                "raw": functools.partial(peer_raw.commands, existing=True),
-            },
-            "100 existing aggregates round robin, each command loads one and appends one"
-            " event. eskit bus.send(AddInvoiceLine); peer repository.get, add_line,"
-            " app.save; raw: " + raw_command,
-            targets=existing,
-        ),
+        _existing(prefix, where, backend, commands, existing, cached=False),
+        _existing(prefix, where, backend, commands, (), cached=True),
         Workload(
             f"{prefix}3",
             f"{where}: {commands:,} one-event appends",

@@ -10,8 +10,14 @@ eskit does in the peer workloads, the way its documentation shows, with its defa
   connection that it is FULL, as eskit's, and refuses to measure otherwise.
 - PostgreSQL: ``eventsourcing.postgres`` (psycopg 3) in a fresh schema of the run's
   database, the server's ``synchronous_commit`` (on) for both sides.
-- No aggregate cache and no snapshots (the library's defaults), so every command and load
-  reads its events from the database, as eskit's do.
+- No snapshots, and no aggregate cache (the library's defaults), so every command and load
+  reads its events from the database — except where a workload asks for the library's
+  aggregate cache (``existing_aggregates(..., cache=n)``, ES2c / PGES2c): then the
+  repository keeps ``n`` aggregates (LRU) with ``AGGREGATE_CACHE_FASTFORWARD`` on (the
+  library's default, said explicitly), so each ``get`` of a kept aggregate still reads the
+  events after its version from the database and applies them (safe when other processes
+  write; without fast-forward a kept aggregate goes stale), and hands out a deep copy
+  (``DEEPCOPY_FROM_AGGREGATE_CACHE``, default on). :func:`_app` checks all three.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
-from eventsourcing.application import Application
+from eventsourcing.application import Application, LRUCache
 from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder
@@ -106,11 +112,28 @@ def _place(backend: Backend, directory: Path) -> Iterator[dict[str, str]]:
             yield _env(backend, schema)
 
 
+def _cache(cache: int) -> dict[str, str]:
+    """The library's settings for an aggregate cache of ``cache`` aggregates (0: none).
+
+    The library reads a size of 0 or less as "unbounded", so 0 sets nothing (its default:
+    no cache)."""
+    if cache < 0:
+        raise ValueError(f"cache must be 0 (none) or more, got {cache}")
+    if cache == 0:
+        return {}
+    return {
+        "AGGREGATE_CACHE_MAXSIZE": str(cache),
+        "AGGREGATE_CACHE_FASTFORWARD": "y",
+        "DEEPCOPY_FROM_AGGREGATE_CACHE": "y",
+    }
+
+
 @contextlib.contextmanager
-def _app(env: dict[str, str]) -> Iterator[Invoicing]:
-    app = Invoicing(env=env)
+def _app(env: dict[str, str], cache: int = 0) -> Iterator[Invoicing]:
+    app = Invoicing(env={**env, **_cache(cache)})
     try:
         _durable(app)
+        _cached(app, cache)
         yield app
     finally:
         app.close()
@@ -129,6 +152,27 @@ def _durable(app: Invoicing) -> None:
         synchronous = cursor.fetchone()[0]
     if (str(journal).lower(), synchronous) != ("wal", 2):
         raise RuntimeError(f"eventsourcing's SQLite runs {journal}, synchronous={synchronous}")
+
+
+def _cached(app: Invoicing, cache: int) -> None:
+    """Refuse to measure a repository whose aggregate cache is not what was asked: none for
+    0, else an LRU of ``cache`` aggregates that fast-forwards and copies what it hands out."""
+    repository = app.repository
+    kept = repository.cache
+    if cache == 0:
+        if kept is not None:
+            raise RuntimeError("eventsourcing's repository keeps aggregates: none was asked")
+        return
+    if not (
+        isinstance(kept, LRUCache)
+        and kept.maxsize == cache
+        and repository.fastforward
+        and not repository.fastforward_skipping
+        and repository.deepcopy_from_cache
+    ):
+        raise RuntimeError(
+            f"eventsourcing's aggregate cache is not {cache} aggregates fast-forwarded and copied"
+        )
 
 
 def _count_after(app: Invoicing, mark: int, topic_suffix: str) -> int:
@@ -152,11 +196,14 @@ def new_aggregates(backend: Backend, directory: Path, items: list[Payload]) -> M
         return Measurement(_count_after(app, mark, ".Created"), elapsed)
 
 
-def existing_aggregates(backend: Backend, directory: Path, items: list[Payload]) -> Measurement:
+def existing_aggregates(
+    backend: Backend, directory: Path, items: list[Payload], cache: int = 0
+) -> Measurement:
     """Per payload: get the invoice from the repository, add a line, save (round robin over
-    invoices created before the clock)."""
+    invoices created before the clock), the repository keeping ``cache`` aggregates (0: the
+    library's default, none)."""
     ids = {invoice_id: Invoice.create_id(invoice_id) for invoice_id in existing_ids()}
-    with _place(backend, directory) as env, _app(env) as app:
+    with _place(backend, directory) as env, _app(env, cache) as app:
         for invoice_id in ids:
             app.save(Invoice(invoice_id, CUSTOMER, CURRENCY, DUE))
         for x in warm_up_lines(WARM_UP):

@@ -22,6 +22,7 @@ from eskit.application import CommandBus
 from eskit.application.state_cache import StateCache
 from eskit.privacy import Keyring, MasterKey, MemoryKeyStore
 from eskit.sync import SyncStore
+from tests import postgres
 from tests.application.test_commands import (
     Account,
     Deposit,
@@ -33,14 +34,17 @@ from tests.application.test_commands import (
 from tests.privacy import events as private
 
 
-@pytest.fixture
-def url(tmp_path: Path) -> str:
+@pytest.fixture(params=["sqlite", "postgres"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store of the test's own on each backend that keeps states (``Engine.catches_up``)."""
+    if request.param == "postgres":
+        return postgres.store_url()
     return f"sqlite:///{tmp_path}/events.db"
 
 
 @pytest.fixture
 def stores(url: str) -> Iterator[tuple[SyncStore, SyncStore]]:
-    """Two stores on one file: two processes, each with its own bus and kept states."""
+    """Two stores on one database: two processes, each with its own bus and kept states."""
     with eskit.sync.open_store(url) as one, eskit.sync.open_store(url) as other:
         yield one, other
 

@@ -220,3 +220,41 @@ async def test_an_archive_killed_midway_loses_nothing(url: str, tmp_path: Path) 
         assert shown([e async for e in store.read_all()]) == log
         checked = await verify(store, anchors=anchors)
         assert checked.ok, checked.problems[:3]
+
+
+async def test_streams_show_reads_through_to_an_archive(url: str, tmp_path: Path) -> None:
+    clock, folder = Clock(), tmp_path / "cold"
+    async with opened(url, clock) as store:
+        await fill(store, clock)
+        order_1 = [msgspec.to_builtins(e) for e in [e async for e in store.read_stream("order-1")]]
+        await archive_streams(store, folder, category="order", older_than=DAY)
+        await store.append("order-1", [eskit.NewEvent("Returned", {})])
+
+    def show(*more: str) -> list[dict[str, object]]:
+        result = invoke(["streams", "show", url, "order-1", "--archive", str(folder), *more])
+        assert result.exit_code == 0, result.output
+        return [msgspec.json.decode(line) for line in result.stdout.splitlines()]
+
+    through = await asyncio.to_thread(show, "--json")
+    assert through[:4] == order_1
+    assert [(e["version"], e["type"]) for e in through[3:]] == [(3, "Shipped"), (4, "Returned")]
+    page = await asyncio.to_thread(show, "--json", "--from-version", "2", "--limit", "2")
+    assert [e["version"] for e in page] == [2, 3]
+    table = await asyncio.to_thread(
+        invoke, ["streams", "show", url, "order-1", "--archive", str(folder)]
+    )
+    assert "order-1 · v0 · Placed" in table.output
+    assert "order-1 · v4 · Returned" in table.output
+    alone = await asyncio.to_thread(invoke, ["streams", "show", url, "order-1", "--json"])
+    assert [msgspec.json.decode(line)["version"] for line in alone.stdout.splitlines()] == [4]
+
+    backwards = await asyncio.to_thread(
+        invoke, ["streams", "show", url, "order-1", "--archive", str(folder), "--backwards"]
+    )
+    assert backwards.exit_code == 1
+    assert "--backwards reads the store only" in backwards.output
+    missing = await asyncio.to_thread(
+        invoke, ["streams", "show", url, "order-1", "--archive", str(tmp_path)]
+    )
+    assert missing.exit_code == 1
+    assert f"{tmp_path} is no eskit archive" in missing.output

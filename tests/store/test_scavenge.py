@@ -246,6 +246,33 @@ async def test_a_command_whose_events_were_scavenged_is_recognised_and_not_run_a
         assert await store.find_removed(uuid.uuid4()) is None
 
 
+async def test_streams_a_scavenge_or_an_archive_removed_events_of_are_never_caught_up(
+    url: str,
+) -> None:
+    """The command bus catches a kept state up (``Engine.events_after``) only on a stream
+    without a row in the streams table: every stream a scavenge or an archive removes
+    events of has one (read rules, a delete, the head it keeps, or the mark an archive of
+    part of a stream leaves), so it is loaded."""
+    async with opened(url) as store:
+        engine, new = store.engine, eskit.NewEvent("Added", {})
+        await store.append("ruled-1", [new, new, new])
+        await store.set_stream_metadata("ruled-1", eskit.StreamMetadata(max_count=1))
+        await store.append("gone-1", [new, new])
+        await store.delete_stream("gone-1")
+        await store.append("whole-1", [new, new])
+        await store.append("part-1", [new, new, new])
+        assert (await scavenge(store)).removed == {"max_count": 2, "deleted": 2}
+        scavenger = store.scavenger()
+        assert scavenger is not None
+        try:
+            assert await asyncio.to_thread(scavenger.remove_through, "whole-1", 1, T0, "t") == 2
+            assert await asyncio.to_thread(scavenger.remove_through, "part-1", 0, T0, "t") == 1
+        finally:
+            scavenger.close()
+        for stream in ("ruled-1", "gone-1", "whole-1", "part-1"):
+            assert await engine.call_async(engine.events_after, stream, 0, 10) is None
+
+
 async def test_a_scavenge_of_an_untouched_store_changes_nothing(url: str) -> None:
     async with opened(url) as store:
         await store.append("a-1", [eskit.NewEvent("Added", {"n": n}) for n in range(5)])

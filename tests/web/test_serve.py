@@ -87,7 +87,8 @@ def server(tmp_path: Path) -> Iterator[tuple[str, str, subprocess.Popen[str]]]:
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "eskit.cli", "serve", "--url", f"sqlite:///{tmp_path}/events.db",
-         "--app", "examples.invoicing.web:app_spec", "--tokens", tokens, "--port", str(port)],
+         "--app", "examples.invoicing.web:app_spec", "--tokens", tokens, "--port", str(port),
+         "--archive", str(tmp_path / "shelf")],
         cwd=ROOT,
         env={**os.environ, "COLUMNS": "200"},
         stdout=subprocess.PIPE,
@@ -121,6 +122,9 @@ def test_the_server_stops_cleanly_with_a_live_feed_open(
     with httpx.Client(base_url=url, headers=headers, timeout=TIMEOUT) as http:
         sent = http.post("/commands/CreateInvoice", json=body)
         assert sent.status_code == 200, sent.text
+        through = http.get("/streams/invoice-42", params={"through_archive": "true"})
+        assert through.status_code == 422  # --archive names no archive (yet): said so
+        assert f"{tmp_path / 'shelf'} is no eskit archive" in through.json()["error"]["message"]
         with http.stream("GET", "/events/live") as feed:
             lines = feed.iter_lines()
             data = next(line for line in lines if line.startswith("data: "))

@@ -5,15 +5,18 @@ version on SQLite and PostgreSQL (``any_api``), and every bad input answered wit
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import urllib.parse
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import msgspec
 import pytest
 
 import eskit
+from eskit.store.archive import archive
 from tests.web.api import Api, error
 
 pytestmark = pytest.mark.anyio
@@ -295,3 +298,37 @@ def test_a_raw_event_encodes_as_the_api_shows_it() -> None:
     assert encoded["raw"] == {"content_type": "text/plain", "body": "aGk="}
     assert encoded["raw_metadata"] == "bQ=="
     assert msgspec.json.decode(msgspec.json.encode(event), type=eskit.RecordedEvent) == event
+
+
+async def test_a_stream_reads_through_to_the_servers_archive(any_api: Api, tmp_path: Path) -> None:
+    await any_api.append("invoice-1", "E0", "E1", "E2")
+    shelf = tmp_path / "2025"
+    store, later = any_api.store, dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
+    now = store.clock
+    store.clock = lambda: later
+    report = await archive(store, shelf, category="invoice", older_than=dt.timedelta(days=1))
+    store.clock = now
+    assert report.removed == 3
+    await any_api.append("invoice-1", "E3")
+    reader = any_api.as_("reader")
+    through: dict[str, str | int] = {"through_archive": "true", "limit": 2}
+
+    refused = await any_api.http.get("/streams/invoice-1", params=through, headers=reader)
+    assert refused.status_code == 422
+    assert "no archive to read through to" in error(refused)["message"]
+
+    context = any_api.app.state.eskit
+    context.settings = dataclasses.replace(context.settings, archive=shelf)
+    seen, link = [], "/streams/invoice-1?through_archive=true&limit=2"
+    while link is not None:
+        page = (await any_api.http.get(link, headers=reader)).json()
+        seen += [(e["version"], e["type"]) for e in page["events"]]
+        link = page["next"]
+    assert seen == [(0, "E0"), (1, "E1"), (2, "E2"), (3, "E3")]
+    store_only = (await any_api.http.get("/streams/invoice-1", headers=reader)).json()
+    assert [e["version"] for e in store_only["events"]] == [3]
+    backwards = await any_api.http.get(
+        "/streams/invoice-1", params={**through, "backwards": "true"}, headers=reader
+    )
+    assert backwards.status_code == 422
+    assert "forwards only" in error(backwards)["message"]

@@ -388,7 +388,7 @@ class BusCore:
         command_id = context.command_id
         first = yield FindEvent(command_event_id(command_id, 0))
         if first is None:
-            return (yield from self._scavenged_result(stream, command_id))
+            return (yield from self._scavenged_result(stream, context, digest))
         idempotency.check_reuse(
             first, context.command, stream, digest, command_id, self.events.cipher
         )
@@ -403,13 +403,26 @@ class BusCore:
         last = recorded[-1]
         return CommandResult(stream, last.version, last.position, typed, replayed=True)
 
-    def _scavenged_result(self, stream: str, command_id: uuid.UUID) -> Flow[CommandResult | None]:
-        """The original result of a command whose events a scavenge removed (their ids
-        and places are recorded, their contents are gone: the result has no events, and
-        whether it was this very command can no longer be told), or None if it never ran."""
+    def _scavenged_result(
+        self, stream: str, context: CommandContext, digest: str
+    ) -> Flow[CommandResult | None]:
+        """The original result of a command whose events a scavenge removed (their ids,
+        places and what the command id was used for are recorded, their contents are gone:
+        the result has no events), or None if it never ran. A reused command id is judged
+        as before the removal; one removed before eskit recorded its use replays."""
+        command_id = context.command_id
         gone = yield FindRemoved(command_event_id(command_id, 0))
         if gone is None:
             return None
+        if gone.used_for is not None:
+            idempotency.check_reuse(
+                idempotency.removed_first(gone, command_event_id(command_id, 0)),
+                context.command,
+                stream,
+                digest,
+                command_id,
+                self.events.cipher,
+            )
         if gone.stream != stream:
             return CommandResult(stream, None, None, [], replayed=True)
         version, position, index = gone.version, gone.position, 1

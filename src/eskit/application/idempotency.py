@@ -6,6 +6,8 @@ command that wrote only to other streams (``AlsoAppend``) also records its aggre
 stream (``command_stream``). When the id comes again, its first event is found by its
 derived id and compared: the same type with the same digest is a retry and replays the
 original result; anything else is another command and raises ``IdempotencyConflict``.
+When a scavenge or an archive removed that event, its removal record keeps those keys
+(``Removal.used_for``) and the id is judged alike.
 
 A command whose events hold encrypted personal data (``Sensitive`` fields) records its
 digest sealed like those fields (the registry's cipher: AES-GCM under a data subject's key,
@@ -28,6 +30,7 @@ value is encoded as msgspec encodes it.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import functools
 import hashlib
 import uuid
@@ -39,6 +42,7 @@ import msgspec
 from eskit.domain.sensitive import FieldCipher, SensitiveField, is_sealed
 from eskit.errors import IdempotencyConflict, PrivacyError
 from eskit.store.model import RecordedEvent
+from eskit.store.scavenge import Removal
 
 COMMAND: Final = "command"
 DIGEST: Final = "command_digest"
@@ -109,6 +113,22 @@ def recorded_digest(first: RecordedEvent, cipher: FieldCipher | None) -> Any:
         )
     opened = cipher.open({SEALED_AS: recorded}, first.stream, first.id, {SEALED_AS: UNKNOWN})
     return opened[SEALED_AS]
+
+
+def removed_first(gone: Removal, event_id: uuid.UUID) -> RecordedEvent:
+    """The first event of a command, as its removal record keeps it: its place and the
+    metadata recording what its command id was used for (a sealed digest opens as it did,
+    bound to the same stream and id); its contents are gone."""
+    return RecordedEvent(
+        event_id,
+        gone.stream,
+        gone.version,
+        gone.position,
+        "",
+        {},
+        gone.used_for or {},
+        dt.datetime.fromtimestamp(0, dt.UTC),
+    )
 
 
 def check_reuse(

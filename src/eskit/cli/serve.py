@@ -50,6 +50,15 @@ def serve(
     max_body: Annotated[
         int, typer.Option(min=1, help="Largest request body in bytes (413 above).")
     ] = DEFAULT_MAX_EVENT_SIZE,
+    archive: Annotated[
+        Path | None,
+        typer.Option(
+            "--archive",
+            help="An archive (eskit archive) that stream reads with through_archive=true"
+            " read through to.",
+            show_default=False,
+        ),
+    ] = None,
     ready_max_lag: Annotated[
         int,
         typer.Option(
@@ -113,7 +122,7 @@ def serve(
         store,
         spec,
         tokens=token_file,
-        settings=Settings(max_body=max_body),
+        settings=Settings(max_body=max_body, archive=archive),
         ready_max_lag=ready_max_lag,
     )
     console = err()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
 from typing import Annotated
 
 import msgspec
@@ -10,8 +12,9 @@ from rich.json import JSON
 from rich.text import Text
 
 import eskit
-from eskit.cli.common import Url, err, opened, out, run, when
+from eskit.cli.common import Url, err, fail, opened, out, run, when
 from eskit.cli.records import AsJson, Column, show_records
+from eskit.store.archive import read_stream_through
 from eskit.store.model import StreamInfo, readable
 
 app = typer.Typer(
@@ -79,13 +82,23 @@ def show(
     from_version: Annotated[int | None, typer.Option(min=0, help="First version to show.")] = None,
     backwards: Annotated[bool, typer.Option(help="Newest first.")] = False,
     limit: Annotated[int, typer.Option(min=1, help="Events to show at most.")] = 100,
+    archive: Annotated[
+        Path | None,
+        typer.Option(
+            help="Read through to this archive (eskit archive): its events of the stream"
+            " first, then the store's.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
     """Show a stream's events with their metadata and data.
 
     Example: eskit streams show sqlite:///./events.db invoice-42 --backwards --limit 5
     """
-    events = run(_read(url, stream, from_version, backwards, limit + 1))
+    if archive is not None and backwards:
+        fail("--backwards reads the store only: leave out --archive, or --backwards")
+    events = run(_read(url, stream, from_version, backwards, limit + 1, archive))
     if as_json:
         for event in events[:limit]:
             typer.echo(msgspec.json.encode(event).decode())
@@ -119,11 +132,25 @@ def show(
 
 
 async def _read(
-    url: str, stream: str, from_version: int | None, backwards: bool, limit: int
+    url: str,
+    stream: str,
+    from_version: int | None,
+    backwards: bool,
+    limit: int,
+    archive: Path | None,
 ) -> list[eskit.RecordedEvent]:
     async with opened(url, readonly=True) as store:
-        reading = store.read_stream(stream, from_version, backwards, limit)
-        return [event async for event in reading]
+        if archive is None:
+            reading = store.read_stream(stream, from_version, backwards, limit)
+            return [event async for event in reading]
+        events = []
+        through = read_stream_through(store, stream, archive, from_version)
+        async with contextlib.aclosing(through) as reading:
+            async for event in reading:
+                events.append(event)
+                if len(events) == limit:
+                    break
+        return events
 
 
 @app.command()

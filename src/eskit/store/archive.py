@@ -22,19 +22,21 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import hashlib
 import io
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, Final
 
 import msgspec
 
-from eskit.store import rules
+from eskit.store import procedure, rules
 from eskit.store.model import RecordedEvent
+from eskit.store.procedure import Procedure
 from eskit.store.scavenge import Scavenger, writable_scavenger
 
 FORMAT: Final = "eskit-archive/1"
@@ -155,16 +157,44 @@ async def archive(
     """Archive the live streams of ``category`` whose last event is older than
     ``older_than`` into ``directory`` (new or empty), then remove them from ``store``;
     ``progress`` gets the number of events written so far. A file is closed once it holds
-    ``events_per_file`` events (or more: streams are not split)."""
+    ``events_per_file`` events (or more: streams are not split). ``eskit.sync.archive`` is
+    the same for a blocking store."""
+    steps = archiving(store, directory, category, older_than, removed_by, progress, events_per_file)
+    return await procedure.run_async(steps)
+
+
+def archiving(
+    store: Any,
+    directory: str | os.PathLike[str],
+    category: str,
+    older_than: dt.timedelta,
+    removed_by: str,
+    progress: Callable[[int], None] | None,
+    events_per_file: int,
+) -> Procedure[ArchiveReport]:
+    """``archive`` as a procedure (``eskit.store.procedure``) for either face's store."""
     rules.check_name(category, "category")
     if "-" in category:
         raise ValueError(f"a category has no '-': {category!r}")
     rules.check_count("events_per_file", events_per_file, minimum=1)
     if not isinstance(older_than, dt.timedelta) or older_than <= dt.timedelta(0):
         raise ValueError(f"older_than must be a positive timedelta, got {older_than!r}")
-    folder = Path(directory)
+    return _archiving(
+        store, Path(directory), category, older_than, removed_by, progress, events_per_file
+    )
+
+
+def _archiving(
+    store: Any,
+    folder: Path,
+    category: str,
+    older_than: dt.timedelta,
+    removed_by: str,
+    progress: Callable[[int], None] | None,
+    events_per_file: int,
+) -> Procedure[ArchiveReport]:
     zstd = _zstd()
-    await asyncio.to_thread(_prepare, folder)
+    yield functools.partial(_prepare, folder)
     started, now = time.monotonic(), store.clock()
     cutoff = now - older_than
     manifest = Manifest(FORMAT, category, cutoff.isoformat(), now.isoformat())
@@ -174,23 +204,23 @@ async def archive(
         writer = _Writer(folder, category, zstd, events_per_file)
         after: str | None = None
         while True:
-            page = await store.list_streams(category=category, after=after, limit=PAGE)
+            page = yield functools.partial(store.engine.list_streams, category, after, PAGE)
             for info in page:
                 if info.status != "live" or info.last_recorded_at >= cutoff:
                     continue
-                await asyncio.to_thread(_write_stream, scavenger, writer, info.stream)
+                yield functools.partial(_write_stream, scavenger, writer, info.stream)
                 report.streams += 1
                 report.events = writer.total
                 if progress is not None:
                     progress(writer.total)
                 if writer.full:
-                    await _finish(scavenger, writer, manifest, report, now, removed_by)
+                    yield from _finish(scavenger, writer, manifest, report, now, removed_by)
             if len(page) < PAGE:
                 break
             after = page[-1].stream
-        await _finish(scavenger, writer, manifest, report, now, removed_by)
+        yield from _finish(scavenger, writer, manifest, report, now, removed_by)
     finally:
-        await asyncio.to_thread(scavenger.close)
+        yield scavenger.close
     report.files = len(manifest.files)
     report.seconds = time.monotonic() - started
     return report
@@ -215,23 +245,23 @@ def _write_stream(scavenger: Scavenger, writer: _Writer, stream: str) -> None:
             return
 
 
-async def _finish(
+def _finish(
     scavenger: Scavenger,
     writer: _Writer,
     manifest: Manifest,
     report: ArchiveReport,
     now: dt.datetime,
     by: str,
-) -> None:
+) -> Procedure[None]:
     """Close the current file, record it in the manifest, then remove its streams."""
-    written = await asyncio.to_thread(writer.close)
+    written = yield writer.close
     if written is None:
         return
     manifest.files.append(written)
-    await asyncio.to_thread(_save, writer.folder, manifest)
+    yield functools.partial(_save, writer.folder, manifest)
     for stream in written.streams:
         version = writer.done[stream]
-        removed = await asyncio.to_thread(scavenger.remove_through, stream, version, now, by)
+        removed = yield functools.partial(scavenger.remove_through, stream, version, now, by)
         if removed is None:
             report.kept.append(stream)
         else:
@@ -362,22 +392,34 @@ def archived_events(
 
 
 async def read_stream_through(
-    store: Any, stream: str, directory: str | os.PathLike[str]
-) -> AsyncIterator[RecordedEvent]:
-    """``store.read_stream(stream)`` read through to the archive in ``directory``: the
-    archived events first, then the store's from the next version on."""
+    store: Any, stream: str, directory: str | os.PathLike[str], from_version: int | None = None
+) -> AsyncGenerator[RecordedEvent, None]:
+    """``store.read_stream(stream, from_version)`` read through to the archive in
+    ``directory``: the archived events first, then the store's from the next version on.
+    ``eskit.sync.read_stream_through`` is the same for a blocking store."""
+    first = first_version(from_version)
     manifest = await asyncio.to_thread(load_manifest, directory)
-    last = -1
+    last = first - 1
     events = archived_events(directory, manifest, stream)
     while True:
         page = await asyncio.to_thread(_take, events, PAGE)
         for event in page:
-            last = event.version
-            yield event.recorded()
+            if event.version >= first:
+                last = event.version
+                yield event.recorded()
         if len(page) < PAGE:
             break
     async for recorded in store.read_stream(stream, from_version=last + 1):
         yield recorded
+
+
+def first_version(from_version: int | None) -> int:
+    """The first version a read through shows (``TypeError``, ``ValueError`` for a bad
+    ``from_version``, as ``read_stream`` raises)."""
+    if from_version is None:
+        return 0
+    rules.check_count("from_version", from_version)
+    return from_version
 
 
 def _take(events: Iterator[ArchivedEvent], count: int) -> list[ArchivedEvent]:
@@ -398,17 +440,27 @@ async def restore(
     """Put the archive's events back into ``store`` at their original positions, with
     their ids, links and times, after checking every file's digest. Events the log holds
     already are left alone, so a restore may be run again. Subscribers past those
-    positions are not sent them again; a rebuild from the start sees them."""
-    manifest = await asyncio.to_thread(check_archive, directory)
+    positions are not sent them again; a rebuild from the start sees them.
+    ``eskit.sync.restore`` is the same for a blocking store."""
+    return await procedure.run_async(restoring(store, directory, progress))
+
+
+def restoring(
+    store: Any,
+    directory: str | os.PathLike[str],
+    progress: Callable[[int, int], None] | None,
+) -> Procedure[RestoreReport]:
+    """``restore`` as a procedure (``eskit.store.procedure``) for either face's store."""
+    manifest = yield functools.partial(check_archive, directory)
     total = sum(file.events for file in manifest.files)
     scavenger = writable_scavenger(store)
     report = RestoreReport(files=len(manifest.files))
     try:
         events = archived_events(directory, manifest)
         while True:
-            page = await asyncio.to_thread(_take, events, PAGE)
+            page = yield functools.partial(_take, events, PAGE)
             if page:
-                added = await asyncio.to_thread(scavenger.restore, [e.row() for e in page])
+                added = yield functools.partial(scavenger.restore, [e.row() for e in page])
                 report.events += added
                 report.present += len(page) - added
             if progress is not None:
@@ -416,5 +468,5 @@ async def restore(
             if len(page) < PAGE:
                 break
     finally:
-        await asyncio.to_thread(scavenger.close)
+        yield scavenger.close
     return report

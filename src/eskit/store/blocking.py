@@ -37,9 +37,9 @@ from eskit.store.rules import PreparedAppend
 if TYPE_CHECKING:
     from eskit.projections.database import Database
     from eskit.store.base import EventStore
-    from eskit.store.engine import Engine
+    from eskit.store.engine import Clock, Engine
     from eskit.store.migrations import Migrated
-    from eskit.store.scavenge import Removal
+    from eskit.store.scavenge import Removal, Scavenger
 
 
 class SyncStore:
@@ -112,6 +112,26 @@ class SyncStore:
     def migrate(self, app_role: str | None = None, login: bool = False) -> Migrated | None:
         """Blocking ``EventStore.migrate``; the store need not be open."""
         return asyncio.run(self._store.migrate(app_role, login))
+
+    @property
+    def readonly(self) -> bool:
+        """Whether the store was opened read-only (``readonly=True``)."""
+        return self._store.readonly
+
+    @property
+    def clock(self) -> Clock:
+        """The store's clock (``clock=``); scavenges and archives read it."""
+        return self._store.clock
+
+    @clock.setter
+    def clock(self, clock: Clock) -> None:
+        self._store.clock = clock
+
+    def scavenger(self) -> Scavenger | None:
+        """The backend's scavenging primitives (``EventStore.scavenger``): what
+        ``eskit.sync.scavenge``, ``archive`` and ``restore`` run."""
+        self._check_open()
+        return self._store.scavenger()
 
     def _check_open(self) -> None:
         if not self._open:

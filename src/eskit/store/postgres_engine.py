@@ -59,6 +59,8 @@ Listening = tuple[asyncio.AbstractEventLoop | None, Callable[[], None]]
 class PostgresEngine(Engine):
     """One PostgreSQL schema's event store, blocking and thread-safe (see the module)."""
 
+    catches_up = True
+
     def __init__(
         self,
         conninfo: str,
@@ -340,6 +342,11 @@ class PostgresEngine(Engine):
             )
         )
         return reads.snapshot(stream, snapshot_version, row), reads.decode(rows)
+
+    def events_after(self, stream: str, version: int, count: int) -> list[RecordedEvent] | None:
+        # From the primary, as every read a command decides on (never the replica's pool).
+        rows = self._read(lambda conn: reads.events_after(conn, stream, version, count))
+        return None if rows is None else reads.decode(rows)
 
     def get_metadata(self, stream: str) -> StreamMetadata:
         return self._read(lambda conn: reads.metadata(conn, stream))

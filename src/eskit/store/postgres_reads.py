@@ -37,6 +37,9 @@ _ROW_WIDTH: Final = _ROW.count(",") + 1
 Connection = psycopg.Connection[Any]
 Rows = list[tuple[Any, ...]]
 
+_SQL: Final = rules.SqlNames("eskit_events", "%s", "greatest")
+"""What ``rules.version_conditions`` writes a page's conditions in."""
+
 
 def decode(rows: Sequence[tuple[Any, ...]]) -> list[RecordedEvent]:
     """Rows of ``_ROW`` as events (the last column is not the event's)."""
@@ -161,6 +164,38 @@ def snapshot_and_page(
     start = None if row is None else row[0] + 1
     wanted = min(count, versions_up_to(max_version, start))
     return row, stream_rows(conn, stream, start, False, wanted, now, metadata)
+
+
+_EVENTS_AFTER: Final = f"""
+    SELECT e.*, r.state
+    FROM (SELECT (SELECT state FROM eskit_streams WHERE stream = %(s)s) AS state) AS r
+    LEFT JOIN LATERAL (
+        SELECT {_COLUMNS} FROM eskit_events
+        WHERE stream = %(s)s AND version > %(v)s AND r.state IS NULL
+        ORDER BY version LIMIT %(n)s) AS e ON true"""
+"""``events_after`` in one statement: the events after a version, each as ``_ROW`` whose
+last column is the state of the stream's row in ``eskit_streams`` (NULL: it has none), or
+one row of NULLs and that state when there are no such events (or the row exists: its
+events are not read then)."""
+
+
+def events_after(conn: Connection, stream: str, version: int, count: int) -> Rows | None:
+    """The rows of the events of ``stream`` after ``version`` (``decode`` reads them) if it
+    never hid one and they are at most ``count``, else None; raises if tombstoned.
+
+    A stream hides events only once it has a row in ``eskit_streams`` (read rules, a
+    delete; a scavenge removes events only of streams with a row, and writes one when it
+    removes a stream's last event), and that row is never removed; events are never
+    changed. The events and the row are read in one statement, so in one snapshot (READ
+    COMMITTED gives each statement its own): when the row is missing from it, every event
+    in it was visible, and these follow on from the first ``version + 1``."""
+    rows = conn.execute(_EVENTS_AFTER, {"s": stream, "v": version, "n": count + 1}).fetchall()
+    state = rows[0][-1]
+    if state == TOMBSTONED:
+        raise StreamDeleted(stream)
+    if state is not None or len(rows) > count:
+        return None
+    return rows if rows[0][0] is not None else []
 
 
 def metadata(conn: Connection, stream: str) -> StreamMetadata:
@@ -325,18 +360,16 @@ def stream_rows(
     metadata: StreamMetadata | None,
 ) -> list[tuple[Any, ...]]:
     """Up to ``count`` rows of the stream's visible events from ``from_version``."""
-    last = None
-    if metadata is not None:  # only then does the window depend on the last version
-        cursor = conn.execute("SELECT max(version) FROM eskit_events WHERE stream = %s", (stream,))
-        row = cursor.fetchone()
-        last = None if row is None else row[0]
-    start, first, oldest = rules.read_bounds(metadata, last, now, from_version, backwards)
-    compare, descending = ("<=", " DESC") if backwards else (">=", "")
+    start, first, oldest = rules.read_bounds(metadata, now, from_version, backwards)
+    most = None if metadata is None else metadata.max_count
+    versions, parameters = rules.version_conditions(_SQL, stream, start, first, most, backwards)
+    at = -1 if oldest is None else micros(oldest)
+    descending = " DESC" if backwards else ""
     cursor = conn.execute(
-        f"SELECT {_ROW} FROM eskit_events WHERE stream = %s AND version {compare} %s"
-        f" AND version >= %s AND recorded_at >= %s ORDER BY version{descending}"
+        f"SELECT {_ROW} FROM eskit_events WHERE stream = %s AND {versions}"
+        f" AND recorded_at >= %s ORDER BY version{descending}"
         " LIMIT %s",
-        (stream, start, first, -1 if oldest is None else micros(oldest), count),
+        (stream, *parameters, at, count),
     )
     return cursor.fetchall()
 

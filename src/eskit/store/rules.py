@@ -454,22 +454,54 @@ def oldest_visible_time(metadata: StreamMetadata, now: dt.datetime) -> dt.dateti
 
 def read_bounds(
     metadata: StreamMetadata | None,
-    last_version: int | None,
     now: dt.datetime,
     from_version: int | None,
     backwards: bool,
 ) -> tuple[int, int, dt.datetime | None]:
     """What a SQL backend's page of ``read_stream`` asks for: the version to start from,
-    the lowest visible version and the oldest visible time (None: no age limit)."""
+    the lowest visible version by ``truncate_before`` and the oldest visible time (None: no
+    age limit). ``max_count``'s bound depends on the stream's last version: the page's own
+    statement reads that (``version_conditions``), so that the window and the events it shows
+    come from one snapshot and a read never shows more than ``max_count`` events, whatever
+    appends run meanwhile."""
     first, oldest = 0, None
     if metadata is not None:
-        first = first_visible_version(metadata, -1 if last_version is None else last_version)
+        first = metadata.truncate_before or 0
         oldest = oldest_visible_time(metadata, now)
     if backwards:
         start = MAX_INT64 if from_version is None else clamp(from_version)
     else:
         start = clamp(max(first, from_version or 0))
     return start, first, oldest
+
+
+def version_conditions(
+    sql: SqlNames, stream: str, start: int, first: int, max_count: int | None, backwards: bool
+) -> tuple[str, list[Any]]:
+    """The version conditions of a page of ``stream`` from ``start`` (``read_bounds``) and
+    their parameters. With ``max_count``, the lowest version shown is the larger of
+    ``first`` and the first of the newest ``max_count`` versions, the newest read by that
+    very statement: one snapshot, so a read never shows more than ``max_count`` events
+    whatever appends run meanwhile. Forwards, ``start`` is never below ``first``."""
+    mark = sql.mark
+    if max_count is None:
+        return f"version {'<=' if backwards else '>='} {mark} AND version >= {mark}", [start, first]
+    newest = f"(SELECT max(version) FROM {sql.events} WHERE stream = {mark})"
+    window = [stream, clamp(max_count)]
+    if backwards:  # one lower bound, so that the index range starts there
+        lowest = f"{sql.greatest}({mark}, {newest} - {mark} + 1)"
+        return f"version <= {mark} AND version >= {lowest}", [start, first, *window]
+    return f"version >= {sql.greatest}({mark}, {newest} - {mark} + 1)", [start, *window]
+
+
+class SqlNames(NamedTuple):
+    """What ``version_conditions`` needs to know of a backend's SQL."""
+
+    events: str
+    mark: str
+    """The driver's placeholder."""
+    greatest: str
+    """The function giving the larger of its arguments."""
 
 
 def stored_metadata(

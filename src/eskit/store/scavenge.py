@@ -32,8 +32,8 @@ The SQL is written once for both backends (``Dialect``); each backend's ``Scaven
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
+import functools
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -41,7 +41,7 @@ from typing import Any, Final, NamedTuple, Protocol
 
 import msgspec
 
-from eskit.store import rules, sqlite_chain
+from eskit.store import procedure, rules, sqlite_chain
 from eskit.store.model import StreamMetadata
 from eskit.store.planner import SOFT_DELETED, TOMBSTONED
 
@@ -68,6 +68,10 @@ class Removal(msgspec.Struct, frozen=True, gc=False):
     id: bytes | None
     link: bytes | None
     reason: str
+    used_for: dict[str, Any] | None = None
+    """What the event's command id was used for (its metadata's ``command``,
+    ``command_digest`` and ``command_stream``), so that a reused command id is judged as
+    before the removal; None if no command with an id wrote it."""
 
 
 class Candidate(NamedTuple):
@@ -141,6 +145,9 @@ class Dialect(NamedTuple):
     """The newest position ever given."""
     tables: str
     """The names of the store database's tables among ``?`` (one placeholder per name)."""
+    used_for: str
+    """An event's metadata keys recording its command (``idempotency``), as a JSON object
+    without nulls; NULL for an event no command with an id wrote."""
 
     def sql(self, text: str) -> str:
         return text.format(
@@ -149,6 +156,7 @@ class Dialect(NamedTuple):
             streams=self.streams,
             snapshots=self.snapshots,
             lock=self.lock,
+            used_for=self.used_for,
         ).replace("?", self.mark)
 
 
@@ -161,6 +169,11 @@ SQLITE: Final = Dialect(
     lock="",
     head=sqlite_chain.HEAD,
     tables="SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (%s)",
+    used_for=(
+        "CASE WHEN metadata ->> '$.command' IS NOT NULL THEN json_patch('{}', json_object("
+        "'command', metadata -> '$.command', 'command_digest', metadata -> '$.command_digest',"
+        " 'command_stream', metadata -> '$.command_stream')) END"
+    ),
 )
 POSTGRES: Final = Dialect(
     events="eskit_events",
@@ -173,6 +186,12 @@ POSTGRES: Final = Dialect(
     tables=(
         "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
         " WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND c.relname IN (%s)"
+    ),
+    used_for=(
+        "(SELECT CASE WHEN m -> 'command' IS NOT NULL THEN jsonb_strip_nulls(jsonb_build_object("
+        "'command', m -> 'command', 'command_digest', m -> 'command_digest',"
+        " 'command_stream', m -> 'command_stream'))::text END"
+        " FROM (SELECT metadata::jsonb AS m) AS parsed)"
     ),
 )
 
@@ -276,7 +295,9 @@ def _remove(
     by: str,
 ) -> None:
     """Record and delete ``taken`` (a prefix of the stream, in version order) in the
-    caller's transaction; keep the stream's head if its last event goes."""
+    caller's transaction; keep the stream's head if its last event goes, and give the
+    stream a row in any case: a stream without one never hid an event (what
+    ``Engine.events_after`` relies on)."""
     if not taken:
         return
     q = dialect.sql
@@ -285,7 +306,8 @@ def _remove(
         conn.execute(
             q(
                 "INSERT INTO {removals} (position, stream, version, reason, removed_at,"
-                " removed_by, id, link) SELECT position, stream, version, ?, ?, ?, id, hash"
+                " removed_by, id, link, used_for)"
+                " SELECT position, stream, version, ?, ?, ?, id, hash, {used_for}"
                 " FROM {events} WHERE stream = ? AND version >= ? AND version <= ?"
             ),
             (why, at, by, stream, first, last),
@@ -303,6 +325,11 @@ def _remove(
                 " SET last_version = excluded.last_version, last_link = excluded.last_link"
             ),
             (stream, newest.version, newest.link),
+        )
+    else:
+        conn.execute(
+            q("INSERT INTO {streams} (stream) VALUES (?) ON CONFLICT (stream) DO NOTHING"),
+            (stream,),
         )
 
 
@@ -397,14 +424,16 @@ def find_removed(conn: Any, dialect: Dialect, event_id: Any) -> Removal | None:
     """The removal record of the event with this id (as the driver stores ids), or None."""
     rows = conn.execute(
         dialect.sql(
-            "SELECT position, stream, version, id, link, reason FROM {removals} WHERE id = ?"
+            "SELECT position, stream, version, id, link, reason, used_for FROM {removals}"
+            " WHERE id = ?"
         ),
         (event_id,),
     ).fetchall()
     if not rows:
         return None
-    position, stream, version, id_, link, why = rows[0]
-    return Removal(position, stream, version, _id_bytes(id_), link, why)
+    position, stream, version, id_, link, why, used_for = rows[0]
+    recorded = None if used_for is None else msgspec.json.decode(used_for)
+    return Removal(position, stream, version, _id_bytes(id_), link, why, recorded)
 
 
 def _id_bytes(id_: Any) -> bytes | None:
@@ -501,27 +530,55 @@ async def scavenge(
     """Scavenge ``store`` (an open ``EventStore``) online; see the module's docstring.
 
     Each transaction removes at most ``batch_size`` events. Raises ``ValueError`` for a
-    store that cannot scavenge (the memory store) or a bad argument.
+    store that cannot scavenge (the memory store) or a bad argument. ``eskit.sync.scavenge``
+    is the same for a blocking store.
     """
+    steps = scavenging(store, batch_size, removed_by, progress, maintain, full_vacuum)
+    return await procedure.run_async(steps)
+
+
+def scavenging(
+    store: Any,
+    batch_size: int,
+    removed_by: str,
+    progress: Progress | None,
+    maintain: bool,
+    full_vacuum: bool,
+) -> procedure.Procedure[ScavengeReport]:
+    """``scavenge`` as a procedure (``eskit.store.procedure``) for either face's store."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     if not isinstance(removed_by, str) or not removed_by:
         raise ValueError("removed_by must be a non-empty str (it is recorded with each removal)")
     scavenger = writable_scavenger(store)
+    return _scavenging(
+        scavenger, store.clock, batch_size, removed_by, progress, maintain, full_vacuum
+    )
+
+
+def _scavenging(
+    scavenger: Scavenger,
+    clock: Callable[[], dt.datetime],
+    batch_size: int,
+    removed_by: str,
+    progress: Progress | None,
+    maintain: bool,
+    full_vacuum: bool,
+) -> procedure.Procedure[ScavengeReport]:
     started = time.monotonic()
     try:
-        report = ScavengeReport(size_before=await asyncio.to_thread(scavenger.size))
-        total = await asyncio.to_thread(scavenger.count_candidates)
+        report = ScavengeReport(size_before=(yield scavenger.size))
+        total = yield scavenger.count_candidates
         removed: Counter[str] = Counter()
         after, done = "", 0
         while True:
-            page = await asyncio.to_thread(scavenger.candidates, after, 500)
+            page = yield functools.partial(scavenger.candidates, after, 500)
             if not page:
                 break
             pending = list(page)
             while pending:
-                step = await asyncio.to_thread(
-                    scavenger.step, pending, batch_size, store.clock(), removed_by
+                step = yield functools.partial(
+                    scavenger.step, pending, batch_size, clock(), removed_by
                 )
                 removed.update(step.removed)
                 done += step.finished
@@ -532,9 +589,9 @@ async def scavenge(
         report.streams = done
         report.removed = {why: removed[why] for why in REASONS if removed[why]}
         if maintain:
-            report.maintenance = await asyncio.to_thread(scavenger.maintain, full_vacuum)
-        report.size_after = await asyncio.to_thread(scavenger.size)
+            report.maintenance = yield functools.partial(scavenger.maintain, full_vacuum)
+        report.size_after = yield scavenger.size
     finally:
-        await asyncio.to_thread(scavenger.close)
+        yield scavenger.close
     report.seconds = time.monotonic() - started
     return report

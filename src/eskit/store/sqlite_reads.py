@@ -84,6 +84,10 @@ class RowDecoder:
         return events
 
 
+_SQL: Final = rules.SqlNames("events", "?", "max")
+"""What ``rules.version_conditions`` writes a page's conditions in."""
+
+
 def head(conn: sqlite3.Connection) -> int:
     """The newest position given: it never moves back, not even when scavenging removes
     the newest events (``sqlite_chain.head``)."""
@@ -168,18 +172,16 @@ def stream_page(
     """Up to ``count`` visible events of ``stream`` from ``from_version`` (None: first or
     last), as its read rules leave them at ``now``; raises if tombstoned."""
     found = _read_rules(conn, stream)
-    last = None
-    if found is not None:  # only then does the window depend on the last version
-        last = conn.execute(
-            "SELECT max(version) FROM events WHERE stream = ?", (stream,)
-        ).fetchone()[0]
-    start, first, oldest = rules.read_bounds(found, last, now, from_version, backwards)
-    compare, descending = ("<=", " DESC") if backwards else (">=", "")
+    start, first, oldest = rules.read_bounds(found, now, from_version, backwards)
+    most = None if found is None else found.max_count
+    versions, parameters = rules.version_conditions(_SQL, stream, start, first, most, backwards)
+    at = -1 if oldest is None else micros(oldest)
+    descending = " DESC" if backwards else ""
     rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM events WHERE stream = ? AND version {compare} ?"
-        f" AND version >= ? AND recorded_at >= ? ORDER BY version{descending}"
+        f"SELECT {_COLUMNS} FROM events WHERE stream = ? AND {versions}"
+        f" AND recorded_at >= ? ORDER BY version{descending}"
         " LIMIT ?",
-        (stream, start, first, -1 if oldest is None else micros(oldest), count),
+        (stream, *parameters, at, count),
     ).fetchall()
     return decode(rows)
 

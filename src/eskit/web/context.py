@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from pathlib import Path
 from typing import Any
 
 from fastapi.routing import APIRoute
@@ -35,6 +36,9 @@ class Settings:
     """Longest a query waits for ``Wait-For-Position``, in seconds."""
     live_buffer: int = 256
     """Events read ahead for one live feed while the client is slower."""
+    archive: Path | None = None
+    """An archive (``eskit archive``) that stream reads with ``through_archive=true`` read
+    through to; without one, such reads are refused (422)."""
 
     def __post_init__(self) -> None:
         if self.max_body < 1 or self.default_limit < 1 or self.max_limit < self.default_limit:

@@ -1,8 +1,10 @@
 """``/streams/{stream}``: read a stream a page at a time; append with the version the client
 expects in the ``Expected-Version`` header."""
 
+import contextlib
 import urllib.parse
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
@@ -10,6 +12,9 @@ from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.requests import Request
 
 from eskit.store import rules
+from eskit.store.archive import read_stream_through
+from eskit.store.base import EventStore
+from eskit.store.model import RecordedEvent
 from eskit.web.auth import USER, require
 from eskit.web.context import context
 from eskit.web.inputs import (
@@ -34,6 +39,31 @@ class StreamName(PathConvertor):
 register_url_convertor("stream_name", StreamName())
 
 
+async def _read_through(
+    store: EventStore,
+    stream: str,
+    archive: Path | None,
+    from_version: int | None,
+    backwards: bool,
+    count: int,
+) -> list[RecordedEvent]:
+    """Up to ``count`` events of ``stream`` read through to ``archive``; ``ValueError``
+    (422) without an archive or backwards."""
+    if archive is None:
+        raise ValueError("this server has no archive to read through to (eskit serve --archive)")
+    if backwards:
+        raise ValueError("through_archive reads forwards only: leave out backwards")
+    events: list[RecordedEvent] = []
+    async with contextlib.aclosing(
+        read_stream_through(store, stream, archive, from_version)
+    ) as reading:
+        async for event in reading:
+            events.append(event)
+            if len(events) == count:
+                break
+    return events
+
+
 def add_stream_routes(router: APIRouter, secured: Sequence[Any], max_limit: int) -> None:
     limit_query = page_limit(max_limit)
 
@@ -53,20 +83,34 @@ def add_stream_routes(router: APIRouter, secured: Sequence[Any], max_limit: int)
         ] = None,
         backwards: Annotated[bool, Query(description="Newest first.")] = False,
         limit: int | None = limit_query,
+        through_archive: Annotated[
+            bool,
+            Query(
+                description="Read through to the server's archive (eskit serve --archive):"
+                " the stream's archived events first, then the store's. Forwards only."
+            ),
+        ] = False,
     ) -> JSONResponse:
         """A page of the stream's events (a stream that never existed reads as empty; a
         tombstoned one answers 410)."""
         ctx = context(request)
         grant = ctx.authenticate(request)
-        only_parameters(request, "from_version", "backwards", "limit")
+        only_parameters(request, "from_version", "backwards", "limit", "through_archive")
         require(grant, "read", rules.category(rules.check_name(stream)))
         count = limit or ctx.settings.default_limit
-        reading = ctx.store.read_stream(stream, from_version, backwards, count + 1)
-        events = [event async for event in reading]
+        if through_archive:
+            events = await _read_through(
+                ctx.store, stream, ctx.settings.archive, from_version, backwards, count + 1
+            )
+        else:
+            reading = ctx.store.read_stream(stream, from_version, backwards, count + 1)
+            events = [event async for event in reading]
         following = events[count].version if len(events) > count else None
         next_page = None
         if following is not None:
-            query = {"from_version": following, "backwards": str(backwards).lower()}
+            query: dict[str, Any] = {"from_version": following, "backwards": str(backwards).lower()}
+            if through_archive:
+                query["through_archive"] = "true"
             path = f"streams/{urllib.parse.quote(stream, safe='')}"
             next_page = link_to(request, path, {**query, "limit": count})
         return JSONResponse(StreamPage(stream, events[:count], following, next_page))
