@@ -175,7 +175,10 @@ class EventStore(EnginePrimitives):
         )
         self._check_open()
         self._check_writable()
-        (result,) = await self._append_observed([prepared])
+        if self.observer is None:  # the engine's coroutine awaited here: a frame less
+            (result,) = await self._append_many([prepared])
+        else:
+            (result,) = await self._append_observed([prepared])
         return result
 
     async def append_many(self, appends: Sequence[Append]) -> list[AppendResult]:

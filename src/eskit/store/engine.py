@@ -17,7 +17,7 @@ import contextlib
 import datetime as dt
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from eskit.store.chain import ChainRow, ChainStart
@@ -75,10 +75,10 @@ class Engine(abc.ABC):
             return run(*args)
         return await asyncio.to_thread(run, *args)
 
-    async def append_many_async(self, appends: list[PreparedAppend]) -> list[AppendResult]:
+    def append_many_async(self, appends: list[PreparedAppend]) -> Awaitable[list[AppendResult]]:
         """``append_many`` for the event loop. Engines with group commit queue it without
-        blocking a thread (``GroupCommit.call``)."""
-        return await self.call_async(self.append_many, appends)
+        blocking a thread (``GroupCommit.call``) and return the group's future itself."""
+        return self.call_async(self.append_many, appends)
 
     async def write_async(self, write: Callable[..., T], *args: Any) -> T:
         """A write other than an append (delete, metadata, snapshot) for the event loop."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Awaitable
 
 from eskit.store.chain import ChainRow, ChainStart
 from eskit.store.engine import Engine
@@ -40,11 +41,12 @@ class EnginePrimitives:
         """The store's chain start record (``chain.ChainStart``), None if it is missing."""
         return await self.engine.call_async(self.engine.chain_start)
 
-    async def _append_many(self, appends: list[PreparedAppend]) -> list[AppendResult]:
+    def _append_many(self, appends: list[PreparedAppend]) -> Awaitable[list[AppendResult]]:
         """Write every append or none (``append`` is the case of one). Check each one
         (tombstone, idempotent replay, then expected version) before writing any; return
-        results in order, positions consecutive in that order. The streams are distinct."""
-        return await self.engine.append_many_async(appends)
+        results in order, positions consecutive in that order. The streams are distinct.
+        (The engine's awaitable itself, not a coroutine wrapping it: a frame less.)"""
+        return self.engine.append_many_async(appends)
 
     async def _delete(
         self, stream: str, expected: ExpectedVersion, hard: bool, keeps_revision: bool = False

@@ -174,7 +174,9 @@ def _prepare_events(
     events: Sequence[NewEvent], max_event_size: int
 ) -> tuple[list[PreparedEvent], bool]:
     """``prepare``, and whether an event holds a payload kept as bytes."""
-    if isinstance(events, NewEvent) or not isinstance(events, Sequence):
+    if type(events) is not list and (  # a list, the common case, skips the ABC's check
+        isinstance(events, NewEvent) or not isinstance(events, Sequence)
+    ):
         raise TypeError(f"events must be a list of eskit.NewEvent, got {type(events).__name__}")
     if not events:
         raise ValueError("an append needs at least one event")
@@ -183,9 +185,10 @@ def _prepare_events(
     if prepared is None:  # something is off (or raw): find and name it, event by event
         prepared = [_prepare_one(i, e, max_event_size) for i, e in enumerate(events)]
         raw = any(p.content_type is not None or p.raw_metadata is not None for p in prepared)
-    ids = [p.id for p in prepared if p.id is not None]
-    if len(ids) != len(set(ids)):
-        raise ValueError("the same event id appears twice in one append")
+    if len(prepared) > 1:  # one event's id cannot repeat
+        ids = [p.id for p in prepared if p.id is not None]
+        if len(ids) != len(set(ids)):
+            raise ValueError("the same event id appears twice in one append")
     return prepared, raw
 
 

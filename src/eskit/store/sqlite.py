@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import sqlite3
+import time
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
@@ -17,12 +18,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from eskit.errors import StoreError
 from eskit.store import sqlite_schema
-from eskit.store.base import EventStore
+from eskit.store.base import EventStore, utc_now
 from eskit.store.chain import audit_key
 from eskit.store.migrations import Migrated
 from eskit.store.model import Page
 from eskit.store.sqlite_engine import READERS, SQLiteEngine
-from eskit.store.sqlite_writer import InlineHook, Synchronous, connect
+from eskit.store.sqlite_writer import InlineHook, Synchronous, connect, micros
 
 if TYPE_CHECKING:
     from eskit.projections.database import StoreDatabase
@@ -58,12 +59,19 @@ class SQLiteStore(EventStore):
         self.engine = SQLiteEngine(
             self.path,
             clock=lambda: self.clock(),
+            micros_clock=self._now_micros,
             readonly=self.readonly,
             synchronous=self.synchronous,
             max_batch=max_batch,
             idle_checkpoint=idle_checkpoint,
             readers=readers,
         )
+
+    def _now_micros(self) -> int:
+        """The time an append is recorded at, as stored: the default clock is read without
+        making a datetime (the same microsecond, floored, as ``utc_now``)."""
+        clock = self.clock
+        return time.time_ns() // 1_000 if clock is utc_now else micros(clock())
 
     @classmethod
     def from_url(cls, url: urllib.parse.SplitResult, **options: Any) -> SQLiteStore:

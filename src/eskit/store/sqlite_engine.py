@@ -31,7 +31,7 @@ import functools
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -99,8 +99,12 @@ class SQLiteEngine(Engine):
         idle_checkpoint: float = 1.0,
         readers: int = READERS,
         short_reads_on_loop: bool = False,
+        micros_clock: Callable[[], int] | None = None,
     ) -> None:
         super().__init__(clock=clock, readonly=readonly)
+        self.micros_clock = micros_clock or (lambda: micros(self.clock()))
+        """The writer's time as stored (microseconds since the epoch, UTC): ``clock`` unless
+        the store reads its default clock without making a datetime."""
         self.short_reads_on_loop = short_reads_on_loop
         """Make the short reads (``SHORT_READS``) on the event loop, no hand-off, when a
         reader is free (see benchmarks/loop.py for what it costs the loop)."""
@@ -123,7 +127,7 @@ class SQLiteEngine(Engine):
                 raise StoreNotFound(str(self.path.absolute()))
         else:  # the file (and its folder) is created if needed, the schema applied
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            writer = Writer(path, self.synchronous, lambda: micros(self.clock()), audit_key())
+            writer = Writer(path, self.synchronous, self.micros_clock, audit_key())
             self._writer = writer
             self._group = GroupCommit(
                 writer.commit,
@@ -210,9 +214,9 @@ class SQLiteEngine(Engine):
         results: list[AppendResult] = self._grouped().run(AppendRequest(appends))
         return results
 
-    async def append_many_async(self, appends: list[PreparedAppend]) -> list[AppendResult]:
-        results: list[AppendResult] = await self._grouped().call(AppendRequest(appends))
-        return results
+    def append_many_async(self, appends: list[PreparedAppend]) -> Awaitable[list[AppendResult]]:
+        future: asyncio.Future[list[AppendResult]] = self._grouped().call(AppendRequest(appends))
+        return future
 
     def write(self, run: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``run(conn)`` in the next group's transaction, in a SAVEPOINT of its own:
