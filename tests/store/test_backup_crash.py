@@ -55,7 +55,8 @@ def run_and_kill(delay: float, *args: str) -> bool:
         with contextlib.suppress(subprocess.TimeoutExpired):
             child.wait(timeout=delay)
         finished = child.poll() == 0
-        os.killpg(child.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # it ended, and its group with it
+            os.killpg(child.pid, signal.SIGKILL)
     finally:
         child.wait(timeout=TIMEOUT)
         child.stdout.close()
