@@ -188,9 +188,11 @@ class PostgresStore(EventStore):
     # -- lifecycle ------------------------------------------------------------------------
 
     async def _wait_for_events_after(self, position: int) -> None:
-        if self._open:
-            self.engine.waited()
-        await super()._wait_for_events_after(position)
+        if not self._open:
+            await super()._wait_for_events_after(position)
+            return
+        with self.engine.waiting():  # LISTEN for the whole wait, however long
+            await super()._wait_for_events_after(position)
 
     # -- inline projections (eskit.projections.inline) --------------------------------------
 

@@ -18,7 +18,7 @@ import contextlib
 import datetime as dt
 import functools
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Final, TypeVar
 
 import msgspec
@@ -195,6 +195,17 @@ class PostgresEngine(Engine):
         listener = self._listener
         if listener is not None and not self._closed:
             listener.waited()
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        """Something waits for events until the block ends: listen for other processes'
+        commits all that time."""
+        listener = self._listener
+        if listener is None or self._closed:
+            yield
+            return
+        with listener.waiting():
+            yield
 
     def wait_for_commit(self, seen: int, timeout: float) -> None:
         self.waited()

@@ -9,12 +9,13 @@ after): a process that only writes does not wake up for each of its own commits.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import select
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Final
 
 import psycopg
@@ -39,6 +40,7 @@ class Listener:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._last_wait = 0.0
+        self._waiting = 0
         self._closed = False
         self.standby = False
         """The server is a standby (a replica): it cannot LISTEN, nobody tries again."""
@@ -55,6 +57,20 @@ class Listener:
             )
             self._thread.start()
 
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        """Something waits for events until the block ends: listen all that time, however
+        long the wait (a subscription's poll interval may be longer than ``_LISTEN_IDLE``)."""
+        self.waited()
+        with self._lock:
+            self._waiting += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._waiting -= 1
+            self._last_wait = time.monotonic()
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
@@ -66,8 +82,11 @@ class Listener:
         self._stop_w.close()
 
     def _wanted(self) -> bool:
-        """Whether something waited for events within ``_LISTEN_IDLE`` seconds."""
-        return not self._closed and time.monotonic() - self._last_wait < _LISTEN_IDLE
+        """Whether something waits for events now, or waited within ``_LISTEN_IDLE``
+        seconds."""
+        if self._closed:
+            return False
+        return self._waiting > 0 or time.monotonic() - self._last_wait < _LISTEN_IDLE
 
     def _pause(self, seconds: float) -> bool:
         """Sleep ``seconds`` unless closed meanwhile; True if closed."""
