@@ -9,13 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import urllib.parse
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 from examples.invoicing.web import app_spec
 
@@ -28,7 +26,7 @@ from eskit.web.admin.site import Admin
 from eskit.web.admin.subscriptions import summaries
 from eskit.web.readiness import STORE_TIMEOUT, readiness
 from tests.store.ha_cluster import Cluster
-from tests.store.test_postgres_failover import Seen
+from tests.store.test_postgres_failover import Seen, replay, replicated  # noqa: F401
 from tests.web.admin.client import PAGE, text
 from tests.web.admin.client import Admin as Browser
 from tests.web.api import client, token_file
@@ -208,24 +206,8 @@ async def test_the_operator_pages_answer_during_a_failover_and_recover_after_it(
 # -- lags against the primary's head -------------------------------------------------------
 
 
-@pytest.fixture
-async def replicated(anyio_backend: str) -> AsyncIterator[tuple[Cluster, eskit.EventStore]]:
-    cluster = Cluster(synchronous=False).start()
-    try:
-        replica = urllib.parse.quote(cluster.dsn("standby"), safe="")
-        async with eskit.open_store(f"{cluster.dsn('primary')}?replica={replica}") as store:
-            yield cluster, store
-    finally:
-        cluster.close()
-
-
-def replay(cluster: Cluster, paused: bool) -> None:
-    with psycopg.connect(cluster.dsn("standby"), autocommit=True) as conn:
-        conn.execute(f"SELECT pg_wal_replay_{'pause' if paused else 'resume'}()")
-
-
 async def test_with_a_replica_lags_are_measured_against_the_primarys_head(
-    replicated: tuple[Cluster, eskit.EventStore],
+    replicated: tuple[Cluster, eskit.EventStore],  # noqa: F811 (the imported fixture)
 ) -> None:
     cluster, store = replicated
     first = await store.append("l-1", [eskit.NewEvent("Wrote", {"n": 0})])

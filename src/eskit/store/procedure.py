@@ -14,23 +14,20 @@ import asyncio
 from collections.abc import Callable, Generator
 from typing import Any, TypeAlias, TypeVar
 
+from eskit.drivers import drive, drive_blocking
+
 T = TypeVar("T")
 Procedure: TypeAlias = Generator[Callable[[], Any], Any, T]
 
 
 async def run_async(procedure: Procedure[T]) -> T:
     """Run ``procedure``, each of its calls in a worker thread: its report."""
+
+    async def in_a_thread(call: Callable[[], Any]) -> Any:
+        return await asyncio.to_thread(call)
+
     try:
-        call = next(procedure)
-        while True:
-            try:
-                result = await asyncio.to_thread(call)
-            except BaseException as error:  # the procedure decides (and cleans up)
-                call = procedure.throw(error)
-            else:
-                call = procedure.send(result)
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
+        return await drive(procedure, in_a_thread)
     finally:
         procedure.close()
 
@@ -38,15 +35,6 @@ async def run_async(procedure: Procedure[T]) -> T:
 def run_blocking(procedure: Procedure[T]) -> T:
     """Run ``procedure``, its calls in the caller's thread: its report."""
     try:
-        call = next(procedure)
-        while True:
-            try:
-                result = call()
-            except BaseException as error:  # the procedure decides (and cleans up)
-                call = procedure.throw(error)
-            else:
-                call = procedure.send(result)
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
+        return drive_blocking(procedure, lambda call: call())
     finally:
         procedure.close()
