@@ -365,6 +365,7 @@ def test_a_retry_gives_up_at_the_deadline_and_only_for_connection_failures() -> 
         retrying(lambda _: broken(), 0.5, lambda: False, sleep=paused)
     assert len(calls) >= 3
     assert calls[-1] - calls[0] < 0.5 + 0.2  # no attempt starts after the deadline
+    assert calls[-1] - calls[0] >= 0.5 - 0.01  # and the last one is made at the deadline
     assert pauses[0] == 0  # a dropped idle connection: again at once
     assert all(0 < pause <= 1.5 for pause in pauses[1:])  # then with backoff
     calls.clear()

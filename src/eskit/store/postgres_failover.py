@@ -74,8 +74,8 @@ def retrying(
     ``seconds`` is how long the attempt may wait (for a connection): ``deadline`` on the
     first, the time left on the next ones, so that the last one ends at the deadline too.
     The first new attempt is made at once (the server dropped an idle connection), the next
-    ones after a backoff. ``between`` runs before each new attempt (drop broken
-    connections)."""
+    ones after a backoff, the last one at the deadline itself (never a give-up before it).
+    ``between`` runs before each new attempt (drop broken connections)."""
     attempt = 0
     give_up: float | None = None
     while True:
@@ -89,10 +89,10 @@ def retrying(
             now = time.monotonic()
             if give_up is None:
                 give_up = (began if waited else now) + deadline
-            pause = backoff(_PAUSE, attempt - 1, _LONGEST_PAUSE) if attempt else 0.0
-            if now + pause >= give_up:
+            if now >= give_up:
                 raise
-            sleep(pause)
+            pause = backoff(_PAUSE, attempt - 1, _LONGEST_PAUSE) if attempt else 0.0
+            sleep(min(pause, give_up - now))  # the last attempt is made at the deadline
             attempt += 1
             if between is not None:
                 between()

@@ -88,6 +88,14 @@ class SlowStreamLog(StreamLog):
     delay = 0.01
 
 
+class SlowerStreamLog(StreamLog):
+    """The worker the kill test kills: 300 events take it seconds even spread over six
+    streams, so a kill after the first 30 lands mid-stream on a loaded machine too (at
+    0.01 s a child once applied all 300 between the count of 30 and the kill)."""
+
+    delay = 0.05
+
+
 class Poisoned(StreamLog):
     """``StreamLog`` whose handler of ``Poison`` always raises."""
 
