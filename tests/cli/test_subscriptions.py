@@ -81,3 +81,28 @@ def test_a_group_filter_is_listed(url: str) -> None:
     missing = invoke(["subscriptions", "parked", url, "mail"])
     assert missing.exit_code == 1
     assert "no consumer group named 'mail'" in missing.output
+
+
+def test_create_takes_a_filter_and_refuses_a_bad_one(url: str) -> None:
+    paid = ["--filter-by", "type", "--prefix", "Paid", "--prefix", "Refunded"]
+    created = invoke(["subscriptions", "create", url, "payments", *paid])
+    assert created.exit_code == 0, created.output
+    assert "over $all (event type prefix 'Paid', 'Refunded') from 0" in created.output
+    big = ["--source", "$ce-order", "--filter-by", "stream", "--regex", "^order-big-"]
+    regex = invoke(["subscriptions", "create", url, "big", *big])
+    assert regex.exit_code == 0, regex.output
+    lines = invoke(["subscriptions", "list", url, "--json"]).output.splitlines()
+    listed = {g["name"]: g["filter"] for g in map(json.loads, lines)}
+    assert listed == {
+        "big": "stream regex '^order-big-'",
+        "payments": "event type prefix 'Paid', 'Refunded'",
+    }
+    for bad, says in (
+        (["--prefix", "Paid"], "give --filter-by stream or type"),
+        (["--filter-by", "colour"], "a filter is by 'stream' or 'type'"),
+        (["--filter-by", "type", "--regex", "("], "is not valid"),
+    ):
+        refused = invoke(["subscriptions", "create", url, "bad", *bad])
+        assert refused.exit_code == 2, refused.output
+        assert says in refused.output
+    assert "bad" not in invoke(["subscriptions", "list", url, "--json"]).output

@@ -11,7 +11,7 @@ import typer
 
 from eskit.cli.common import Url, opened, progress_bar, run, when
 from eskit.cli.records import AsJson, Column, show_records
-from eskit.subscriptions import Group, Groups, Replay, Settings, Source
+from eskit.subscriptions import EventFilter, Group, Groups, Replay, Settings, Source
 
 app = typer.Typer(
     help="Consumer groups (persistent subscriptions): each event to one consumer, with"
@@ -26,6 +26,13 @@ Timeout = Annotated[
 Retries = Annotated[int | None, typer.Option(help="Deliveries after the first before parking.")]
 InFlight = Annotated[int | None, typer.Option(help="Events one consumer holds unacked at most.")]
 Strategy = Annotated[str | None, typer.Option(help="round_robin, or pinned (by stream).")]
+FilterBy = Annotated[
+    str | None, typer.Option(help="Filter the source's events by 'stream' name or event 'type'.")
+]
+Prefixes = Annotated[
+    list[str] | None, typer.Option("--prefix", help="With --filter-by: a prefix (repeatable).")
+]
+Regex = Annotated[str, typer.Option(help="With --filter-by: a regex searched in the name.")]
 
 GROUP_COLUMNS = (
     Column("name", names=True),
@@ -74,6 +81,18 @@ def _settings(
     return msgspec.structs.replace(base, **{k: v for k, v in given.items() if v is not None})
 
 
+def _filter(by: str | None, prefixes: list[str] | None, regex: str) -> EventFilter | None:
+    """The filter the options describe, if any; a clear error for a bad one."""
+    if by is None:
+        if prefixes or regex:
+            raise typer.BadParameter("give --filter-by stream or type", param_hint="--filter-by")
+        return None
+    try:
+        return EventFilter(by, tuple(prefixes or ()), regex)  # type: ignore[arg-type]
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--filter-by") from None
+
+
 def _record(group: Group, head: int) -> dict[str, object]:
     return {
         "name": group.name,
@@ -99,12 +118,18 @@ def create(
     max_retries: Retries = None,
     max_in_flight: InFlight = None,
     strategy: Strategy = None,
+    filter_by: FilterBy = None,
+    prefix: Prefixes = None,
+    regex: Regex = "",
 ) -> None:
-    """Create a group.
+    """Create a group, over all of its source's events or those a filter keeps.
 
     Example: eskit subscriptions create sqlite:///./events.db mail --source '$ce-invoice'
+
+    Example: eskit subscriptions create URL payments --filter-by type --prefix Paid
     """
     settings = _settings(Settings(), message_timeout, max_retries, max_in_flight, strategy)
+    kept = _filter(filter_by, prefix, regex)
     begin: str | int = int(start) if start.isdigit() else start
     if begin not in ("start", "end") and not isinstance(begin, int):
         raise typer.BadParameter("start, end, or a position", param_hint="--start")
@@ -113,11 +138,14 @@ def create(
         async with opened(url) as store:
             group = await Groups(store).create(
                 name,
-                Source.parse(source),
+                Source.parse(source).filtered(kept),
                 start=begin,  # type: ignore[arg-type]
                 settings=settings,
             )
-            typer.echo(f"created group {group.name} over {group.source} from {group.checkpoint}")
+            shown = "" if group.source.filter is None else f" ({group.source.filter})"
+            typer.echo(
+                f"created group {group.name} over {group.source}{shown} from {group.checkpoint}"
+            )
 
     run(work())
 
