@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from eskit.subscriptions import Groups, Settings, Source
+from eskit.subscriptions import EventFilter, Groups, Settings, Source
 from tests.web.admin.client import Admin, text
 
 pytestmark = pytest.mark.anyio
@@ -50,6 +50,15 @@ async def test_the_subscriptions_pages_show_groups_and_replay_parked_events(admi
     assert refused.status_code == 422
     missing = await admin.http.get("/admin/subscriptions/nope", headers={"Accept": "text/html"})
     assert missing.status_code == 404
+
+
+async def test_a_groups_filter_is_shown_with_its_source(admin: Admin) -> None:
+    groups = Groups(admin.store)
+    await groups.create("payments", Source.all(EventFilter("type", ("Paid", "Refunded"))))
+    await admin.login()
+    shown = "$all (event type prefix 'Paid', 'Refunded')"
+    assert shown in text(await admin.page("/admin/subscriptions"))
+    assert shown in text(await admin.page("/admin/subscriptions/payments"))
 
 
 async def test_no_groups_no_parked_line(admin: Admin) -> None:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from eskit.subscriptions import GroupNotFound, Groups
+from eskit.subscriptions import Group, GroupNotFound, Groups
 from eskit.subscriptions.groups import shared_database
 from eskit.web.admin.session import posted, user_page, visitor
 from eskit.web.admin.site import HEADERS, Admin, admin_of, base
@@ -28,6 +28,12 @@ def groups_of(admin: Admin) -> Groups | None:
         return None
 
 
+def described(group: Group) -> str:
+    """The group's source, and its filter if it has one: what the group receives."""
+    source = group.source
+    return str(source) if source.filter is None else f"{source} ({source.filter})"
+
+
 async def summaries(admin: Admin) -> list[dict[str, Any]] | None:
     """Each group with its lag (None: no database for groups)."""
     groups = groups_of(admin)
@@ -35,7 +41,7 @@ async def summaries(admin: Admin) -> list[dict[str, Any]] | None:
         return None
     head = await admin.store.written_position()  # the primary's, not a replica's
     return [
-        {"group": g, "lag": max(0, head - g.checkpoint), "source": str(g.source)}
+        {"group": g, "lag": max(0, head - g.checkpoint), "source": described(g)}
         for g in await groups.list()
     ]
 
@@ -67,7 +73,7 @@ def add_subscription_routes(router: APIRouter) -> None:
             "group.html",
             title,
             group=found,
-            source=str(found.source),
+            source=described(found),
             lag=max(0, await admin_of(request).store.written_position() - found.checkpoint),
             parked=parked,
             following=following,
