@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import os
+import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -227,6 +229,35 @@ def test_a_flipped_payload_byte_names_the_checksum(sealed: bytes, tmp_path: Path
     file.write_bytes(sealed[:at] + bytes([sealed[at] ^ 1]) + sealed[at + 1 :])
     with pytest.raises(BackupError, match="is corrupted: its payload's SHA-256 is"):
         backup_file.check(file)
+
+
+async def test_a_second_backup_to_the_same_file_is_refused_while_the_first_runs(
+    tmp_path: Path,
+) -> None:
+    """Both would use one working folder beside the file: the second is refused at once,
+    and the first ends whole."""
+    url = f"sqlite:///{tmp_path}/source.db"
+    file = tmp_path / "store.backup"
+    copying, go_on = threading.Event(), threading.Event()
+
+    def held_while_copying(phase: str, done: int, total: int) -> None:
+        if phase == "copying":
+            copying.set()
+            go_on.wait(30)
+
+    async with eskit.open_store(url) as source:
+        await source.append("load-1", [eskit.NewEvent("Loaded", {"n": n}) for n in range(50)])
+        first = asyncio.ensure_future(backup(source, file, progress=held_while_copying))
+        assert await asyncio.to_thread(copying.wait, 30)
+        with pytest.raises(BackupError, match="another backup or restore is using"):
+            await backup(source, file)
+        go_on.set()
+        manifest = await first
+    assert manifest.snapshot.events == 50
+    assert backup_file.check(file).snapshot == manifest.snapshot
+    assert sorted(os.listdir(tmp_path)) == ["source.db", "store.backup"]
+    restored = await restore_backup(file, f"sqlite:///{tmp_path}/target.db")
+    assert restored.report.ok
 
 
 async def test_a_memory_store_cannot_be_backed_up(tmp_path: Path) -> None:

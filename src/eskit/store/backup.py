@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import fcntl
 import os
 import shutil
 import tempfile
@@ -204,14 +205,45 @@ async def restore_backup(
 
 @contextlib.contextmanager
 def _scratch(folder: Path) -> Iterator[Path]:
-    """A working folder of a fixed name, emptied first: what a killed run left there is
-    removed by the next run, not left to fill the disk."""
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    try:
-        yield folder
-    finally:
+    """A working folder of a fixed name, held by this run alone and emptied first: what a
+    killed run left there is removed by the next run, not left to fill the disk."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with _held(folder.with_name(folder.name + ".lock"), folder):
         shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _held(lock: Path, folder: Path) -> Iterator[None]:
+    """An exclusive lock on the file ``lock``, or ``BackupError`` at once: a second run using
+    ``folder`` would empty it under the first. A killed run's lock dies with its process;
+    the file is removed at the end, while still held (a run that opened it meanwhile sees
+    that it is gone and takes the new one)."""
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise BackupError(
+                f"another backup or restore is using {folder}: run one at a time"
+            ) from None
+        try:
+            current = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        os.unlink(lock)
+        os.close(fd)
 
 
 def _engine(store: EventStore) -> BackupEngine:
