@@ -2,9 +2,10 @@
 
 The server is ``--postgres URL``, else ``$ESKIT_BENCH_POSTGRES``, else the machine's
 ``postgresql://postgres@127.0.0.1:5432/test``. The first PostgreSQL workload creates a
-database ``eskit_bench_<pid>_<hex>`` on it, which ``python -m benchmarks`` drops at the
-end; each side of each run gets a schema of its own in it (eskit's own migrations, applied
-by ``eskit.open_store`` or by :func:`prepare`), dropped right after. If the server cannot be
+database ``eskit_bench_<host>_<pid>_<hex>`` on it, which ``python -m benchmarks`` drops at
+the end (a later run on this machine drops those of killed runs); each side of each run
+gets a schema of its own in it (eskit's own migrations, applied by ``eskit.open_store`` or
+by :func:`prepare`), dropped right after. If the server cannot be
 reached, :func:`unavailable` says why and the PostgreSQL workloads are skipped.
 
 Both sides use eskit's schema (``eskit_head``, ``eskit_events`` with its indexes), so they
@@ -26,6 +27,7 @@ import psycopg
 
 from benchmarks.common import EVENT_TYPE, Payload, event_ids
 from eskit.store.postgres_schema import migrate
+from eskit.testing.databases import drop_orphans, run_database
 
 DEFAULT_SERVER: Final = "postgresql://postgres@127.0.0.1:5432/test"
 COLUMNS: Final = "id, stream, category, version, type, data, metadata, recorded_at"
@@ -66,9 +68,10 @@ def unavailable() -> str | None:
     """None once this run's database exists (it is created on the first call), else why
     the PostgreSQL workloads cannot run."""
     if _Run.database is None and _Run.error is None:
-        name = f"eskit_bench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        name = run_database("bench")
         try:
             with psycopg.connect(_Run.server, autocommit=True, connect_timeout=5) as conn:
+                drop_orphans(conn, "bench")
                 conn.execute(f'CREATE DATABASE "{name}"')
                 row = conn.execute("SHOW server_version").fetchone()
                 durability = conn.execute(

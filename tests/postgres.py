@@ -8,20 +8,18 @@ skips the PostgreSQL tests with the reason; under ``CI=true`` it fails them.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import socket
 import urllib.parse
 import uuid
 
 import psycopg
 import pytest
 
+from eskit.testing.databases import drop_orphans, run_database
+
 SERVER = os.environ.get("ESKIT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 _database: str | None = None
 _error: str | None = None
-_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
-"""Tags this machine's test databases, so that orphans are only dropped by their machine."""
 
 
 def _with_database(url: str, database: str) -> str:
@@ -34,10 +32,10 @@ def database_url() -> str:
     server cannot be reached."""
     global _database, _error
     if _database is None and _error is None:
-        name = f"eskit_test_{_HOST}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        name = run_database("test")
         try:
             with psycopg.connect(SERVER, autocommit=True, connect_timeout=5) as conn:
-                _drop_orphans(conn)
+                drop_orphans(conn, "test")
                 conn.execute(f'CREATE DATABASE "{name}"')
             _database = name
         except psycopg.Error as error:
@@ -48,18 +46,6 @@ def database_url() -> str:
             pytest.fail(f"{reason} (CI=true: service tests must run)")
         pytest.skip(reason)
     return _with_database(SERVER, _database)
-
-
-def _drop_orphans(conn: psycopg.Connection[tuple[object, ...]]) -> None:
-    """Drop the databases of earlier runs on this machine whose process is gone (a run
-    killed before its session ended could not drop its own). Other machines' runs on a
-    shared server carry another host tag and are left alone."""
-    for (database,) in conn.execute(
-        "SELECT datname FROM pg_database WHERE datname LIKE %s", (f"eskit\\_test\\_{_HOST}\\_%",)
-    ).fetchall():
-        pid = str(database).split("_")[3]
-        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
-            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
 def store_url() -> str:
