@@ -201,7 +201,7 @@ def linker(stream: str, recorded_at: int, key: bytes | None) -> Linker:
     ) -> bytes:
         kind, body, meta = type_.encode(), data.encode(), metadata.encode()
         raw = content_type is not None or raw_metadata is not None
-        parts = (
+        parts: tuple[bytes, ...] = (
             pack(
                 _RAW if raw else _V2,
                 previous or GENESIS,
