@@ -260,6 +260,36 @@ async def test_a_second_backup_to_the_same_file_is_refused_while_the_first_runs(
     assert restored.report.ok
 
 
+async def test_two_files_of_one_name_restore_at_once(tmp_path: Path) -> None:
+    """Restores unpack in a working folder named after the file's whole path: two backups
+    called store.backup, from two folders, restore side by side."""
+    files = []
+    for side in ("a", "b"):
+        (tmp_path / side).mkdir()
+        async with eskit.open_store(f"sqlite:///{tmp_path / side}/source.db") as source:
+            await source.append(f"{side}-1", [eskit.NewEvent("Made", {"side": side})])
+            await backup(source, tmp_path / side / "store.backup")
+        files.append(tmp_path / side / "store.backup")
+    restoring, go_on = threading.Event(), threading.Event()
+
+    def held_while_restoring(phase: str, done: int, total: int) -> None:
+        if phase == "restoring":
+            restoring.set()
+            go_on.wait(30)
+
+    first = asyncio.ensure_future(
+        restore_backup(files[0], f"sqlite:///{tmp_path}/a.db", progress=held_while_restoring)
+    )
+    assert await asyncio.to_thread(restoring.wait, 30)
+    second = await restore_backup(files[1], f"sqlite:///{tmp_path}/b.db")
+    go_on.set()
+    assert (await first).report.ok
+    assert second.report.ok
+    for side in ("a", "b"):
+        async with eskit.open_store(f"sqlite:///{tmp_path}/{side}.db") as restored:
+            assert [e.stream async for e in restored.read_all()] == [f"{side}-1"]
+
+
 async def test_a_memory_store_cannot_be_backed_up(tmp_path: Path) -> None:
     async with eskit.open_store("memory://") as store:
         with pytest.raises(BackupError, match="MemoryStore keeps nothing to back up"):

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import fcntl
+import hashlib
 import os
 import shutil
 import tempfile
@@ -178,7 +179,7 @@ async def restore_backup(
     if not force and not await asyncio.to_thread(engine.is_empty):
         raise BackupError(f"{url} is not empty: restoring over it needs force (--force)")
     folder = Path(tempfile.gettempdir()) if engine.scratch is None else engine.scratch
-    with _scratch(folder / f".{source.name}.restoring.d") as scratch:
+    with _scratch(folder / f".{source.name}.{_tag(source)}.restoring.d") as scratch:
         payload = scratch / "payload"
         await asyncio.to_thread(extract, source, payload)
         await asyncio.to_thread(
@@ -201,6 +202,12 @@ async def restore_backup(
         present = await asyncio.to_thread(keys.count_by_master)
         missing = sorted(master for master in manifest.keys if master not in present)
     return Restored(manifest, report, missing)
+
+
+def _tag(path: Path) -> str:
+    """A few characters naming ``path`` wherever it is: restores of two files of the same
+    name (from two folders) unpack in two working folders."""
+    return hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
 
 
 @contextlib.contextmanager
