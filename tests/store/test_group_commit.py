@@ -249,3 +249,16 @@ def test_a_raising_done_callback_leaves_the_other_callers_woken() -> None:
     assert asyncio.run(main()) == ["FIRST", "X", "Y0", "Y1", "Y2"]
     assert [str(e) for e in reported] == ["callback broke"]
     group.close()
+
+
+def test_groups_hold_at_most_max_batch_requests_in_the_order_queued() -> None:
+    log = Log(delay=0.01)
+    group: GroupCommit[str] = GroupCommit(log.commit, name="test", max_batch=3)
+
+    async def main() -> list[str]:
+        return list(await asyncio.gather(*(group.call(f"m{n}") for n in range(10))))
+
+    assert asyncio.run(main()) == [f"M{n}" for n in range(10)]
+    assert max(len(g) for g in log.groups) == 3
+    assert [r for g in log.groups for r in g] == [f"m{n}" for n in range(10)]
+    group.close()

@@ -239,8 +239,7 @@ class GroupCommit(Generic[R]):
     def _commit_round(self, once: bool) -> None:
         while True:
             with self._lock:
-                count = min(len(self._pending), self._max_batch)
-                batch = [self._pending.popleft() for _ in range(count)]
+                batch = self._take()
             if batch:
                 self._commit_batch(batch)
             if once:
@@ -248,6 +247,15 @@ class GroupCommit(Generic[R]):
             with self._lock:
                 if not self._pending:
                     return
+
+    def _take(self) -> list[_Queued[R]]:
+        """The next group (holding ``_lock``): all that waits, up to ``max_batch``."""
+        pending = self._pending
+        if len(pending) <= self._max_batch:  # the usual case: no call per request
+            batch = list(pending)
+            pending.clear()
+            return batch
+        return [pending.popleft() for _ in range(self._max_batch)]
 
     def _hand_over(self, committer: bool) -> bool:
         """Give the lead to the first caller waiting (a blocking one leads in its own
