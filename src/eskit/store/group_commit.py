@@ -6,7 +6,8 @@ its group and hands the lead to the first one waiting, which commits everything 
 then in one transaction (one fsync for all). An event loop's caller never blocks its loop:
 its write is queued with a future, and if nobody leads, a committer thread (started on
 first need) takes the lead; the answer comes back in one ``call_soon_threadsafe`` per loop
-and group. Every caller is answered only after its group's COMMIT returned.
+and group, which also wakes the callers' tasks (``_Answer``: no ``call_soon`` per caller).
+Every caller is answered only after its group's COMMIT returned.
 
 The backend gives one function, ``commit(batch)``, that runs a batch of requests in one
 transaction and returns each request's outcome (a request that fails its checks fails
