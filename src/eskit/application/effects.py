@@ -16,13 +16,14 @@ logic) until ``step`` returns False, so a long stream is folded in constant memo
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import inspect
 import threading
 import uuid
 from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar
+
+import msgspec
 
 from eskit.drivers import Pause, drive, drive_blocking
 from eskit.store.base import EventStore
@@ -34,16 +35,19 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ReadStream:
+class _Effect(msgspec.Struct, frozen=True):
+    """A request of a flow: a frozen record made in C (a command makes several), compared
+    and matched by its fields as a dataclass would be."""
+
+
+class ReadStream(_Effect, frozen=True):
     """``store.read_stream(stream, from_version)``: returns the (unstarted) iterator."""
 
     stream: str
     from_version: int | None
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ReadFromSnapshot:
+class ReadFromSnapshot(_Effect, frozen=True):
     """``store.read_from_snapshot``: returns the snapshot (or None) and the events after it."""
 
     stream: str
@@ -51,8 +55,7 @@ class ReadFromSnapshot:
     max_version: int | None
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class CatchUp:
+class CatchUp(_Effect, frozen=True):
     """``engine.events_after``: the events of ``stream`` after ``version`` (a page at most)
     if it never hid one, else None (``eskit.application.state_cache``)."""
 
@@ -60,16 +63,14 @@ class CatchUp:
     version: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Consume:
+class Consume(_Effect, frozen=True):
     """Feed the items of ``source`` (from a read) to ``step`` until it returns False."""
 
     source: Any
     step: Callable[[RecordedEvent], bool]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class AppendEvents:
+class AppendEvents(_Effect, frozen=True):
     """``store.append``: returns the ``AppendResult``."""
 
     stream: str
@@ -77,44 +78,38 @@ class AppendEvents:
     expected_version: ExpectedVersion
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class AppendMany:
+class AppendMany(_Effect, frozen=True):
     """``store.append_many``: returns the list of ``AppendResult``."""
 
     appends: Sequence[Append]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class FindEvent:
+class FindEvent(_Effect, frozen=True):
     """``store.find_event``: returns the ``RecordedEvent`` or None."""
 
     event_id: uuid.UUID
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class FindRemoved:
+class FindRemoved(_Effect, frozen=True):
     """``store.find_removed``: returns the removal record (``scavenge.Removal``) or None."""
 
     event_id: uuid.UUID
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class LoadSnapshot:
+class LoadSnapshot(_Effect, frozen=True):
     """``store.load_snapshot``: returns the ``Snapshot`` or None."""
 
     stream: str
     snapshot_version: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class SaveSnapshot:
+class SaveSnapshot(_Effect, frozen=True):
     """``store.save_snapshot``."""
 
     snapshot: Snapshot
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Call:
+class Call(_Effect, frozen=True):
     """Call user code (a command handler) with ``args``: returns what it returned. The async
     face awaits an awaitable result; the blocking face refuses one (``TypeError``)."""
 
@@ -122,8 +117,7 @@ class Call:
     args: tuple[Any, ...]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Later:
+class Later(_Effect, frozen=True):
     """Run ``flow`` after the caller is answered, ignoring its result: the async face in a
     task added to ``tasks`` (until it ends), the blocking face at once, in the caller's
     thread. ``flow`` must not raise (a snapshot logs its own failure)."""
@@ -157,21 +151,24 @@ async def run_async(store: EventStore, flow: Flow[T]) -> T:
 
 
 async def _perform_async(store: EventStore, request: Request) -> Any:
-    match request:
+    match request:  # a command's requests first: each case is a type test
+        case Call(function, args):
+            returned = function(*args)
+            return (await returned) if _awaitable(returned) else returned
+        case AppendEvents(stream, events, expected_version):
+            return await store.append(stream, events, expected_version)
+        case CatchUp(stream, version):
+            engine = store.engine
+            return await engine.call_async(engine.events_after, stream, version, store.page_size)
         case ReadStream(stream, from_version):
             return store.read_stream(stream, from_version=from_version)
         case ReadFromSnapshot(stream, snapshot_version, max_version):
             return await store.read_from_snapshot(stream, snapshot_version, max_version)
-        case CatchUp(stream, version):
-            engine = store.engine
-            return await engine.call_async(engine.events_after, stream, version, store.page_size)
         case Consume(source, step):
             async for item in source:
                 if not step(item):
                     break
             return None
-        case AppendEvents(stream, events, expected_version):
-            return await store.append(stream, events, expected_version)
         case AppendMany(appends):
             return await store.append_many(appends)
         case FindEvent(event_id):
@@ -182,9 +179,6 @@ async def _perform_async(store: EventStore, request: Request) -> Any:
             return await store.load_snapshot(stream, snapshot_version)
         case SaveSnapshot(snapshot):
             return await store.save_snapshot(snapshot)
-        case Call(function, args):
-            returned = function(*args)
-            return (await returned) if _awaitable(returned) else returned
         case Later(flow, tasks):
             task = asyncio.create_task(run_async(store, flow))
             tasks.add(task)
@@ -241,8 +235,7 @@ async def _run_threaded(
                 raise
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Awaiting:
+class _Awaiting(_Effect, frozen=True):
     """What a call returned in the worker thread, to await on the loop."""
 
     awaitable: Any
@@ -292,13 +285,17 @@ def run_blocking(store: SyncStore, flow: Flow[T]) -> T:
 
 
 def _perform_blocking(store: SyncStore, request: Request) -> Any:
-    match request:
+    match request:  # a command's requests first: each case is a type test
+        case Call(function, args):
+            return blocking_call(function, *args)
+        case AppendEvents(stream, events, expected_version):
+            return store.append(stream, events, expected_version)
+        case CatchUp(stream, version):
+            return store.engine.events_after(stream, version, store.page_size)
         case ReadStream(stream, from_version):
             return store.read_stream(stream, from_version=from_version)
         case ReadFromSnapshot(stream, snapshot_version, max_version):
             return store.read_from_snapshot(stream, snapshot_version, max_version)
-        case CatchUp(stream, version):
-            return store.engine.events_after(stream, version, store.page_size)
         case Consume(source, step):
             try:
                 for item in source:
@@ -307,8 +304,6 @@ def _perform_blocking(store: SyncStore, request: Request) -> Any:
             finally:
                 source.close()  # release the read now, not when it is collected
             return None
-        case AppendEvents(stream, events, expected_version):
-            return store.append(stream, events, expected_version)
         case AppendMany(appends):
             return store.append_many(appends)
         case FindEvent(event_id):
@@ -319,8 +314,6 @@ def _perform_blocking(store: SyncStore, request: Request) -> Any:
             return store.load_snapshot(stream, snapshot_version)
         case SaveSnapshot(snapshot):
             return store.save_snapshot(snapshot)
-        case Call(function, args):
-            return blocking_call(function, *args)
         case Later(flow, _):
             return run_blocking(store, flow)
 
@@ -334,7 +327,11 @@ def catches_up(store: EventStore | SyncStore) -> bool:
 def blocking_call(function: Callable[..., Any], *args: Any) -> Any:
     """Call user code from the blocking face, refusing an async function (or anything
     returning an awaitable, which would silently never run)."""
-    returned = function(*args)
+    return plain_result(function, function(*args))
+
+
+def plain_result(function: Callable[..., Any], returned: Any) -> Any:
+    """What ``function`` returned to the blocking face, refused if it is awaitable."""
     if _awaitable(returned):
         if inspect.iscoroutine(returned):
             returned.close()  # never started: no "was never awaited" warning

@@ -41,7 +41,7 @@ from eskit.drivers import Pause
 from eskit.errors import ConcurrencyError, DomainError, IdempotencyConflict, WrongExpectedVersion
 from eskit.retry import backoff
 from eskit.store.ids import new_event_ids
-from eskit.store.model import ANY, ExpectedVersion
+from eskit.store.model import ANY, NO_STREAM, ExpectedVersion
 
 C = TypeVar("C")
 S = TypeVar("S")
@@ -253,9 +253,9 @@ class BusCore:
         attempt = 0
         while True:
             if guess_new:
-                loaded = Loaded(repository.model.initial_state(), None)
+                state, version = repository.model.initial_state(), None
             else:
-                loaded = yield from self._loading(repository, aggregate_id, stream)
+                state, version = yield from self._loading(repository, aggregate_id, stream)
             # A command id costs a lookup before deciding: the store's idempotent-append rule
             # would catch a retry only after the handler decided it again (its events may lie
             # before a snapshot, be hidden, or be on another stream), and a retry is replayed
@@ -265,38 +265,30 @@ class BusCore:
                 if earlier is not None:
                     return earlier
             try:
-                decision = yield Call(route.handle, (context.command, loaded.state))
+                decision = yield Call(route.handle, (context.command, state))
             except Exception:
                 if guess_new:  # on the aggregate as it is, it may decide otherwise
                     guess_new = False
                     continue
                 raise
-            decided = decided_events(loaded.state, decision)
-            events = [e for e in decided if not isinstance(e, AlsoAppend)]
-            others = [
-                (o.stream, o.events, o.expected_version)
-                for o in decided
-                if isinstance(o, AlsoAppend)
-            ]
+            events, others = _split(decided_events(state, decision))
             if not events and not others:
                 if guess_new:
                     guess_new = False
                     continue
-                return CommandResult(stream, loaded.version, None, [])
-            state = (
-                loaded.state
-                if isinstance(loaded.state, Aggregate)  # its methods applied the events
-                else repository.model.replay(events, loaded.state)
+                return CommandResult(stream, version, None, [])
+            if not isinstance(state, Aggregate):  # an Aggregate's methods applied the events
+                state = repository.model.replay(events, state)
+            used_for = (
+                {} if digest is None else self._used_for(context, digest, stream, events, others)
             )
             try:
                 result = yield from repository.saving(
                     aggregate_id,
                     events,
-                    loaded.expected_version,
-                    metadata=_metadata(
-                        context, self._used_for(context, digest, stream, events, others)
-                    ),
-                    ids=_event_ids(context, len(events) + sum(len(o[1]) for o in others)),
+                    NO_STREAM if version is None else version,
+                    metadata=_metadata(context, used_for),
+                    ids=_event_ids(context, events, others) if context.idempotent else None,
                     state=state,
                     also=others,
                 )
@@ -313,7 +305,7 @@ class BusCore:
                 # the same command ran concurrently: the next attempt replays it
             else:
                 if result is None:  # only other streams were written
-                    return CommandResult(stream, loaded.version, None, [])
+                    return CommandResult(stream, version, None, [])
                 if not context.idempotent:  # a retry's append may be the original's replay,
                     self._keep(stream, result.last_version, state)  # decided a bit otherwise
                 return CommandResult(stream, result.last_version, result.last_position, events)
@@ -326,20 +318,21 @@ class BusCore:
 
     def _loading(
         self, repository: RepositoryCore[Any], aggregate_id: str, stream: str
-    ) -> Flow[Loaded[Any]]:
+    ) -> Flow[tuple[Any, int | None]]:
         """The aggregate now: its kept state caught up when the store vouches for it (see
         ``state_cache``), else loaded."""
         entry = self.states.take(stream) if self.states.size else None
         if entry is not None and self.events.opener() is None:
             version, state = entry
             newer = yield CatchUp(stream, version)
-            if newer is not None:
+            if newer:  # events another process appended since: fold them in
                 fold = repository.folder()
                 for recorded in newer:
                     state, version = fold(state, recorded), recorded.version
-                return Loaded(state, version)
+            if newer is not None:
+                return state, version
         loaded: Loaded[Any] = yield from repository.loading(aggregate_id, missing_ok=True)
-        return loaded
+        return loaded.state, loaded.version
 
     def _keep(self, stream: str, version: int, state: Any) -> None:
         """Keep the state a command appended from, for the next command on it."""
@@ -349,15 +342,13 @@ class BusCore:
     def _used_for(
         self,
         context: CommandContext,
-        digest: str | None,
+        digest: str,
         stream: str,
         events: list[Any],
         others: list[tuple[str, Sequence[object], ExpectedVersion]],
     ) -> dict[str, Any]:
         """What the events record of the command their command id was used for: its
         digest sealed with a data subject's key when they hold personal data."""
-        if digest is None:
-            return {}
         written = [(stream, e) for e in events] + [(s, e) for s, more, _ in others for e in more]
         recorded: Any = digest
         subject = self._first_subject(written)
@@ -439,9 +430,22 @@ def command_event_id(command_id: uuid.UUID, index: int) -> uuid.UUID:
     return uuid.uuid5(COMMAND_NAMESPACE, f"{command_id}:{index}")
 
 
-def _event_ids(context: CommandContext, count: int) -> list[uuid.UUID] | None:
-    if not context.idempotent:
-        return None
+def _split(decided: list[Any]) -> tuple[list[Any], list[tuple[str, Sequence[object], Any]]]:
+    """A decision's events for the aggregate's own stream, and those for other streams
+    (``AlsoAppend``) as ``(stream, events, expected version)``."""
+    others = [
+        (o.stream, o.events, o.expected_version) for o in decided if isinstance(o, AlsoAppend)
+    ]
+    if not others:
+        return decided, others
+    return [e for e in decided if not isinstance(e, AlsoAppend)], others
+
+
+def _event_ids(
+    context: CommandContext, events: list[Any], others: list[tuple[str, Sequence[object], Any]]
+) -> list[uuid.UUID]:
+    """The ids of an idempotent command's events, derived from its command id."""
+    count = len(events) + sum(len(o[1]) for o in others)
     return [command_event_id(context.command_id, i) for i in range(count)]
 
 

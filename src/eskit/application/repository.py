@@ -183,7 +183,7 @@ class RepositoryCore(Generic[S]):
             results = yield AppendMany(appends)
         if not events:
             return None
-        if state is not None:
+        if state is not None and self.model.snapshot_every is not None:
             snapshot = self._due_snapshot(aggregate_id, results[0], len(events), state)
             if snapshot is not None:
                 yield Later(self._snapshotting(snapshot), self._snapshot_tasks)
@@ -202,7 +202,7 @@ class RepositoryCore(Generic[S]):
 
         Events with sensitive fields need the ``stream`` they go to, and get an id now if
         they have none: their ciphertext is bound to both."""
-        base = dict(metadata or {})
+        base = metadata or {}  # not changed: each event gets its own copy
         envelopes = []
         for i, event in enumerate(events):
             event_id = None if ids is None else ids[i]
