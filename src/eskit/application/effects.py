@@ -109,12 +109,13 @@ class SaveSnapshot(_Effect, frozen=True):
     snapshot: Snapshot
 
 
-class Call(_Effect, frozen=True):
-    """Call user code (a command handler) with ``args``: returns what it returned. The async
-    face awaits an awaitable result; the blocking face refuses one (``TypeError``)."""
+class Await(_Effect, frozen=True):
+    """What user code (``function``, a command handler the flow called itself) returned,
+    awaitable: the async face awaits it and returns its result; the blocking face refuses
+    it (``TypeError``). A plain result needs no request: the flow just uses it."""
 
+    awaitable: Any
     function: Callable[..., Any]
-    args: tuple[Any, ...]
 
 
 class Later(_Effect, frozen=True):
@@ -137,7 +138,7 @@ Request: TypeAlias = (
     | FindRemoved
     | LoadSnapshot
     | SaveSnapshot
-    | Call
+    | Await
     | Pause
     | Later
 )
@@ -152,9 +153,6 @@ async def run_async(store: EventStore, flow: Flow[T]) -> T:
 
 async def _perform_async(store: EventStore, request: Request) -> Any:
     match request:  # a command's requests first: each case is a type test
-        case Call(function, args):
-            returned = function(*args)
-            return (await returned) if _awaitable(returned) else returned
         case AppendEvents(stream, events, expected_version):
             return await store.append(stream, events, expected_version)
         case CatchUp(stream, version):
@@ -179,6 +177,8 @@ async def _perform_async(store: EventStore, request: Request) -> Any:
             return await store.load_snapshot(stream, snapshot_version)
         case SaveSnapshot(snapshot):
             return await store.save_snapshot(snapshot)
+        case Await(returned, _):
+            return await returned
         case Later(flow, tasks):
             task = asyncio.create_task(run_async(store, flow))
             tasks.add(task)
@@ -190,7 +190,7 @@ async def run_threaded(store: EventStore, blocking: SyncStore, flow: Flow[T]) ->
     """Run ``flow`` for the async face with one hand-off for all its IO: from its first
     read on, its reads, calls and appends are made in one worker thread visit, with
     ``blocking`` (the blocking face of ``store``'s engine), and only what needs the event
-    loop comes back to it (a ``Pause``, a ``Later``, an awaitable a call returned). A flow
+    loop comes back to it (a ``Pause``, a ``Later``, an awaitable a handler returned). A flow
     that reads nothing (a create) runs on the loop and appends as ``run_async`` does: one
     hand-off either way. The loop never waits on IO.
 
@@ -224,8 +224,6 @@ async def _run_threaded(
         try:
             if isinstance(step, Pause):
                 await asyncio.sleep(step.seconds)
-            elif isinstance(step, _Awaiting):
-                result = await step.awaitable
             else:
                 result = await _perform_async(store, step)
         except BaseException as raised:
@@ -233,12 +231,6 @@ async def _run_threaded(
             if not isinstance(raised, Exception):
                 flow.close()
                 raise
-
-
-class _Awaiting(_Effect, frozen=True):
-    """What a call returned in the worker thread, to await on the loop."""
-
-    awaitable: Any
 
 
 _READS: Final = (ReadStream, ReadFromSnapshot, CatchUp, FindEvent, LoadSnapshot)
@@ -258,12 +250,7 @@ def _in_thread(
             if isinstance(effect, _WRITES) and cancelled.is_set():
                 raise asyncio.CancelledError  # nobody waits: the flow is closed, unwritten
             try:
-                if isinstance(effect, Call):
-                    result = effect.function(*effect.args)
-                    if _awaitable(result):
-                        return False, _Awaiting(result)
-                else:
-                    result = _perform_blocking(blocking, effect)
+                result = _perform_blocking(blocking, effect)
             except Exception as raised:
                 error = raised
             try:
@@ -271,7 +258,7 @@ def _in_thread(
             except StopIteration as stop:
                 return True, stop.value
             result, error = None, None
-            if isinstance(effect, Pause | Later):
+            if isinstance(effect, Pause | Later | Await):
                 return False, effect
     except BaseException:
         flow.close()
@@ -286,8 +273,6 @@ def run_blocking(store: SyncStore, flow: Flow[T]) -> T:
 
 def _perform_blocking(store: SyncStore, request: Request) -> Any:
     match request:  # a command's requests first: each case is a type test
-        case Call(function, args):
-            return blocking_call(function, *args)
         case AppendEvents(stream, events, expected_version):
             return store.append(stream, events, expected_version)
         case CatchUp(stream, version):
@@ -314,6 +299,8 @@ def _perform_blocking(store: SyncStore, request: Request) -> Any:
             return store.load_snapshot(stream, snapshot_version)
         case SaveSnapshot(snapshot):
             return store.save_snapshot(snapshot)
+        case Await(returned, function):
+            return plain_result(function, returned)  # raises: the blocking face awaits nothing
         case Later(flow, _):
             return run_blocking(store, flow)
 
@@ -324,15 +311,11 @@ def catches_up(store: EventStore | SyncStore) -> bool:
     return bool(getattr(engine, "catches_up", False))
 
 
-def blocking_call(function: Callable[..., Any], *args: Any) -> Any:
-    """Call user code from the blocking face, refusing an async function (or anything
-    returning an awaitable, which would silently never run)."""
-    return plain_result(function, function(*args))
-
-
 def plain_result(function: Callable[..., Any], returned: Any) -> Any:
-    """What ``function`` returned to the blocking face, refused if it is awaitable."""
-    if _awaitable(returned):
+    """What user code (``function``) returned to the blocking face, refused if it is
+    awaitable: an ``async def``, or a function returning an awaitable, would silently never
+    run."""
+    if awaitable(returned):
         if inspect.iscoroutine(returned):
             returned.close()  # never started: no "was never awaited" warning
         raise TypeError(
@@ -342,7 +325,7 @@ def plain_result(function: Callable[..., Any], returned: Any) -> Any:
     return returned
 
 
-def _awaitable(returned: object) -> bool:
+def awaitable(returned: object) -> bool:
     """``inspect.isawaitable``, answered at once for what handlers return most (None, a
     list of events, a result)."""
     return returned is not None and type(returned) not in _PLAIN and inspect.isawaitable(returned)

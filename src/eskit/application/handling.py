@@ -31,7 +31,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TypeAlias, TypeVar
 
 from eskit.application import idempotency
-from eskit.application.effects import Call, CatchUp, FindEvent, FindRemoved, Flow
+from eskit.application.effects import Await, CatchUp, FindEvent, FindRemoved, Flow, awaitable
 from eskit.application.repository import Loaded, RepositoryCore
 from eskit.application.state_cache import StateCache
 from eskit.domain.aggregate import Aggregate, decided_events
@@ -265,7 +265,9 @@ class BusCore:
                 if earlier is not None:
                     return earlier
             try:
-                decision = yield Call(route.handle, (context.command, state))
+                decision = route.handle(context.command, state)  # in the flow: no request
+                if awaitable(decision):  # an async handler's (the async face awaits it)
+                    decision = yield Await(decision, route.handle)
             except Exception:
                 if guess_new:  # on the aggregate as it is, it may decide otherwise
                     guess_new = False
