@@ -203,12 +203,17 @@ class RepositoryCore(Generic[S]):
         Events with sensitive fields need the ``stream`` they go to, and get an id now if
         they have none: their ciphertext is bound to both."""
         base = metadata or {}  # not changed: each event gets its own copy
+        registry = self.events
         envelopes = []
         for i, event in enumerate(events):
             event_id = None if ids is None else ids[i]
-            if event_id is None and self.events.type_of(event).sensitive:
-                event_id = uuid.UUID(bytes=new_event_ids(1)[0])
-            entry, data = self.events.encode(event, stream=stream, event_id=event_id)
+            entry = registry.type_of(event)
+            if entry.sensitive:  # sealed by the registry, bound to the stream and the id
+                if event_id is None:
+                    event_id = uuid.UUID(bytes=new_event_ids(1)[0])
+                entry, data = registry.encode(event, stream=stream, event_id=event_id)
+            else:
+                data = entry.encode(event)
             envelopes.append(
                 NewEvent(entry.name, data, {**base, SCHEMA_VERSION: entry.version}, event_id)
             )
