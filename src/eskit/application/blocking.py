@@ -105,11 +105,7 @@ class CommandBus(BusCore):
         self.store = store
         for each in middleware:
             _refuse_async(each, "middleware")
-        self.middleware = list(middleware)
-        self._chained: tuple[tuple[Middleware, ...], Callable[[CommandContext], CommandResult]] = (
-            (),
-            self._run,
-        )
+        self.middleware: list[Middleware] = list(middleware)
 
     def repository(self, model: Model[S]) -> Repository[S]:
         """The repository the bus uses for ``model`` (one per model, shared)."""
@@ -138,20 +134,16 @@ class CommandBus(BusCore):
         """Handle ``command`` and return what it appended; as the async ``CommandBus.send``
         (same arguments, results and errors), blocking."""
         context = self._context(command, command_id, correlation_id, causation_id, metadata)
-        return self._chain()(context)
-
-    def _chain(self) -> Callable[[CommandContext], CommandResult]:
-        """``_run`` inside the middleware, built again only when ``middleware`` changed."""
-        middleware = tuple(self.middleware)
-        if middleware != self._chained[0]:
-            run: Callable[[CommandContext], CommandResult] = self._run
-            for each in reversed(middleware):
-                run = _wrap(each, run)
-            self._chained = (middleware, run)
-        return self._chained[1]
+        result: CommandResult = self._chain()(context)
+        return result
 
     def _run(self, context: CommandContext) -> CommandResult:
         return run_blocking(self.store, self.handling(context))
+
+    def _wrap(
+        self, middleware: Middleware, call_next: Callable[[CommandContext], CommandResult]
+    ) -> Callable[[CommandContext], CommandResult]:
+        return _wrap(middleware, call_next)
 
 
 def _wrap(

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-import threading
 import uuid
 from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar
@@ -197,16 +196,24 @@ async def run_threaded(store: EventStore, blocking: SyncStore, flow: Flow[T]) ->
     Cancelled while the thread works, the flow goes on there only up to its next write,
     which it does not make: as on the loop, a command cancelled before its append appends
     nothing."""
-    cancelled = threading.Event()
+    caller = _Caller()
     try:
-        return await _run_threaded(store, blocking, flow, cancelled)
+        return await _run_threaded(store, blocking, flow, caller)
     except asyncio.CancelledError:
-        cancelled.set()
+        caller.cancelled = True
         raise
 
 
+class _Caller:
+    """Whether the caller of a flow running in a worker thread was cancelled: written on
+    the loop, read in the thread (one attribute: a ``threading.Event`` costs a lock and a
+    condition on every command)."""
+
+    cancelled = False
+
+
 async def _run_threaded(
-    store: EventStore, blocking: SyncStore, flow: Flow[T], cancelled: threading.Event
+    store: EventStore, blocking: SyncStore, flow: Flow[T], caller: _Caller
 ) -> T:
     result: Any = None
     error: BaseException | None = None
@@ -218,7 +225,7 @@ async def _run_threaded(
         result, error = None, None
         step: Any = effect
         if isinstance(effect, _READS):  # the flow's own errors (and a cancellation) go up
-            done, step = await asyncio.to_thread(_in_thread, blocking, flow, effect, cancelled)
+            done, step = await asyncio.to_thread(_in_thread, blocking, flow, effect, caller)
             if done:
                 return step  # type: ignore[no-any-return]
         try:
@@ -238,16 +245,16 @@ _WRITES: Final = (AppendEvents, AppendMany, SaveSnapshot)
 
 
 def _in_thread(
-    blocking: SyncStore, flow: Flow[T], effect: Request, cancelled: threading.Event
+    blocking: SyncStore, flow: Flow[T], effect: Request, caller: _Caller
 ) -> tuple[bool, Any]:
     """Perform ``effect`` and drive ``flow`` on in this worker thread until it ends (True,
-    its value) or needs the event loop (False, what for); its caller ``cancelled``: stop
+    its value) or needs the event loop (False, what for); its ``caller`` cancelled: stop
     before a write."""
     result: Any = None
     error: BaseException | None = None
     try:
         while True:
-            if isinstance(effect, _WRITES) and cancelled.is_set():
+            if isinstance(effect, _WRITES) and caller.cancelled:
                 raise asyncio.CancelledError  # nobody waits: the flow is closed, unwritten
             try:
                 result = _perform_blocking(blocking, effect)

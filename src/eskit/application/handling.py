@@ -127,6 +127,9 @@ class BusCore:
         """Called before a command is decided again after a conflict (metrics)."""
         self._routes: dict[type[Any], Route] = {}
         self._repositories: dict[int, RepositoryCore[Any]] = {}
+        self.middleware: list[Any] = []
+        """Run around every command, the first outermost (each face types its own)."""
+        self._chained: tuple[tuple[Any, ...], Callable[[CommandContext], Any]] | None = None
 
     def register(
         self,
@@ -215,6 +218,26 @@ class BusCore:
 
     def _check_handler(self, command_type: type[Any], handle: Handler) -> None:
         """Refuse a handler this face cannot run (the blocking face: an async one)."""
+
+    def _run(self, context: CommandContext) -> Any:
+        """Run ``handling`` with this face's driver."""
+        raise NotImplementedError
+
+    def _wrap(self, middleware: Any, call_next: Callable[[CommandContext], Any]) -> Any:
+        """``call_next`` inside ``middleware``, as this face calls it."""
+        raise NotImplementedError
+
+    def _chain(self) -> Callable[[CommandContext], Any]:
+        """``_run`` inside the middleware: built when ``middleware`` changed, not for every
+        command."""
+        middleware = tuple(self.middleware)
+        chained = self._chained
+        if chained is None or middleware != chained[0]:
+            run: Callable[[CommandContext], Any] = self._run
+            for each in reversed(middleware):
+                run = self._wrap(each, run)
+            chained = self._chained = (middleware, run)
+        return chained[1]
 
     def _context(
         self,
