@@ -197,8 +197,30 @@ async def run_threaded(store: EventStore, blocking: SyncStore, flow: Flow[T]) ->
     which it does not make: as on the loop, a command cancelled before its append appends
     nothing."""
     caller = _Caller()
+    result: Any = None
+    error: BaseException | None = None
     try:
-        return await _run_threaded(store, blocking, flow, caller)
+        while True:
+            try:
+                effect = flow.throw(error) if error is not None else flow.send(result)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            result, error = None, None
+            step: Any = effect
+            if isinstance(effect, _READS):  # the flow's own errors (and a cancellation) go up
+                done, step = await asyncio.to_thread(_in_thread, blocking, flow, effect, caller)
+                if done:
+                    return step  # type: ignore[no-any-return]
+            try:
+                if isinstance(step, Pause):
+                    await asyncio.sleep(step.seconds)
+                else:
+                    result = await _perform_async(store, step)
+            except BaseException as raised:
+                error = raised
+                if not isinstance(raised, Exception):
+                    flow.close()
+                    raise
     except asyncio.CancelledError:
         caller.cancelled = True
         raise
@@ -210,34 +232,6 @@ class _Caller:
     condition on every command)."""
 
     cancelled = False
-
-
-async def _run_threaded(
-    store: EventStore, blocking: SyncStore, flow: Flow[T], caller: _Caller
-) -> T:
-    result: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            effect = flow.throw(error) if error is not None else flow.send(result)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        result, error = None, None
-        step: Any = effect
-        if isinstance(effect, _READS):  # the flow's own errors (and a cancellation) go up
-            done, step = await asyncio.to_thread(_in_thread, blocking, flow, effect, caller)
-            if done:
-                return step  # type: ignore[no-any-return]
-        try:
-            if isinstance(step, Pause):
-                await asyncio.sleep(step.seconds)
-            else:
-                result = await _perform_async(store, step)
-        except BaseException as raised:
-            error = raised
-            if not isinstance(raised, Exception):
-                flow.close()
-                raise
 
 
 _READS: Final = (ReadStream, ReadFromSnapshot, CatchUp, FindEvent, LoadSnapshot)
