@@ -113,6 +113,7 @@ def test_sixteen_threads_share_one_blocking_store(store: SyncStore) -> None:
 
 class ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
+    request_queue_size = 64  # socketserver's 5 can reset some of 16 clients' connections
 
 
 class QuietHandler(WSGIRequestHandler):

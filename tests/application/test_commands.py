@@ -246,6 +246,29 @@ async def test_async_handlers_are_awaited(store: eskit.EventStore, style: Style)
     assert await balance_of(bus, style, "a") == (5, 0)
 
 
+@STYLES
+async def test_a_plain_handler_returning_an_awaitable_has_it_awaited(
+    store: eskit.EventStore, style: Style
+) -> None:
+    def wrap(handle: Handle) -> Handle:
+        async def later(command: Any, state: Any) -> Any:
+            await asyncio.sleep(0)
+            return handle(command, state)
+
+        def run(command: Any, state: Any) -> Any:  # no `async def`: the bus sees a plain one
+            return later(command, state)
+
+        return run
+
+    bus = make_bus(store, style, wrap=wrap)
+
+    await bus.send(Deposit("a", 5))
+    result = await bus.send(Deposit("a", 2))  # after a read: SQLite's in its worker thread
+
+    assert result.events == [Deposited(2)]
+    assert await balance_of(bus, style, "a") == (7, 1)
+
+
 async def test_a_class_style_handler_may_use_the_aggregates_methods_and_return_none(
     store: eskit.EventStore,
 ) -> None:

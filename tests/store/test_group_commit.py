@@ -181,3 +181,84 @@ def test_idle_maintenance_runs_alone_when_nothing_is_written() -> None:
     assert ran.wait(2)
     assert group.run("a") == "A"
     group.close()
+
+
+def test_a_loop_caller_gets_its_own_error_and_the_others_their_values() -> None:
+    log = Log(delay=0.001)
+    group: GroupCommit[str] = GroupCommit(log.commit, name="test")
+
+    async def main() -> list[object]:
+        requests = ["a", "bad", "b"]
+        return list(
+            await asyncio.gather(*(group.call(r) for r in requests), return_exceptions=True)
+        )
+
+    a, bad, b = asyncio.run(main())
+    assert (a, b) == ("A", "B")
+    assert isinstance(bad, ValueError)
+    group.close()
+
+
+def test_a_cancelled_loop_caller_is_woken_at_once_and_the_rest_are_answered() -> None:
+    log = Log(delay=0.05)
+    group: GroupCommit[str] = GroupCommit(log.commit, name="test")
+
+    async def main() -> tuple[bool, list[str]]:
+        first = asyncio.ensure_future(group.call("first"))  # the committer takes it alone
+        await asyncio.sleep(0.01)
+        cancelled = asyncio.ensure_future(asyncio.wait_for(group.call("late"), 5))
+        others = [asyncio.ensure_future(group.call(f"o{n}")) for n in range(3)]
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        started = time.perf_counter()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        quick = time.perf_counter() - started < 0.04  # before the commit it waited for
+        return quick, [await first, *[await o for o in others]]
+
+    quick, answers = asyncio.run(main())
+    assert quick
+    assert answers == ["FIRST", "O0", "O1", "O2"]
+    group.close()
+    assert "late" in log.committed  # it was queued: it commits, nobody waits for it
+
+
+def test_a_raising_done_callback_leaves_the_other_callers_woken() -> None:
+    log = Log(delay=0.02)
+    group: GroupCommit[str] = GroupCommit(log.commit, name="test")
+    reported: list[BaseException] = []
+
+    def boom(_: object) -> None:
+        raise RuntimeError("callback broke")
+
+    async def main() -> list[str]:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _, context: reported.append(context["exception"]))
+        blocker = group.call("first")  # holds the committer while the next ones queue
+        await asyncio.sleep(0.005)
+        broken = group.call("x")
+        broken.add_done_callback(boom)  # its first callback: run by the group's wake-up
+        waiting = [asyncio.create_task(answer(f"y{n}")) for n in range(3)]
+        await asyncio.sleep(0)  # the tasks wait on their futures: their wake-ups come next
+        return [await blocker, await broken, *[await w for w in waiting]]
+
+    async def answer(request: str) -> str:
+        value: str = await group.call(request)
+        return value
+
+    assert asyncio.run(main()) == ["FIRST", "X", "Y0", "Y1", "Y2"]
+    assert [str(e) for e in reported] == ["callback broke"]
+    group.close()
+
+
+def test_groups_hold_at_most_max_batch_requests_in_the_order_queued() -> None:
+    log = Log(delay=0.01)
+    group: GroupCommit[str] = GroupCommit(log.commit, name="test", max_batch=3)
+
+    async def main() -> list[str]:
+        return list(await asyncio.gather(*(group.call(f"m{n}") for n in range(10))))
+
+    assert asyncio.run(main()) == [f"M{n}" for n in range(10)]
+    assert max(len(g) for g in log.groups) == 3
+    assert [r for g in log.groups for r in g] == [f"m{n}" for n in range(10)]
+    group.close()

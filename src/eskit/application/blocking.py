@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, cast
 
-from eskit.application.effects import blocking_call, catches_up, is_async, run_blocking
+from eskit.application.effects import catches_up, is_async, plain_result, run_blocking
 from eskit.application.handling import BusCore, CommandContext, CommandResult, Handler
 from eskit.application.repository import Loaded, RepositoryCore
 from eskit.application.state_cache import STATE_CACHE
@@ -105,7 +105,7 @@ class CommandBus(BusCore):
         self.store = store
         for each in middleware:
             _refuse_async(each, "middleware")
-        self.middleware = list(middleware)
+        self.middleware: list[Middleware] = list(middleware)
 
     def repository(self, model: Model[S]) -> Repository[S]:
         """The repository the bus uses for ``model`` (one per model, shared)."""
@@ -134,21 +134,27 @@ class CommandBus(BusCore):
         """Handle ``command`` and return what it appended; as the async ``CommandBus.send``
         (same arguments, results and errors), blocking."""
         context = self._context(command, command_id, correlation_id, causation_id, metadata)
-        run: Callable[[CommandContext], CommandResult] = self._run
-        for middleware in reversed(self.middleware):
-            run = _wrap(middleware, run)
-        return run(context)
+        result: CommandResult = self._chain()(context)
+        return result
 
     def _run(self, context: CommandContext) -> CommandResult:
         return run_blocking(self.store, self.handling(context))
+
+    def _wrap(
+        self, middleware: Middleware, call_next: Callable[[CommandContext], CommandResult]
+    ) -> Callable[[CommandContext], CommandResult]:
+        return _wrap(middleware, call_next)
 
 
 def _wrap(
     middleware: Middleware, call_next: Callable[[CommandContext], CommandResult]
 ) -> Callable[[CommandContext], CommandResult]:
     def run(context: CommandContext) -> CommandResult:
-        result: CommandResult = blocking_call(middleware, context, call_next)
-        return result
+        result = middleware(context, call_next)
+        if type(result) is CommandResult:  # what it returns but for an error: not awaitable
+            return result
+        checked: CommandResult = plain_result(middleware, result)
+        return checked
 
     return run
 

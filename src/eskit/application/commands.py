@@ -69,7 +69,7 @@ class CommandBus(BusCore):
             state_cache=state_cache if catches_up(store) else 0,
         )
         self.store = store
-        self.middleware = list(middleware)
+        self.middleware: list[Middleware] = list(middleware)
         engine = getattr(store, "engine", None)
         self._blocking = None if engine is None or engine.runs_on_loop else BorrowedStore(store)
         """Where a plain handler's command does all its IO in one hand-off (None: on the
@@ -107,16 +107,21 @@ class CommandBus(BusCore):
         type, or the same type with other arguments).
         """
         context = self._context(command, command_id, correlation_id, causation_id, metadata)
-        run: Callable[[CommandContext], Awaitable[CommandResult]] = self._run
-        for middleware in reversed(self.middleware):
-            run = _wrap(middleware, run)
-        return await run(context)
+        result: CommandResult = await self._chain()(context)
+        return result
 
     async def _run(self, context: CommandContext) -> CommandResult:
         flow = self.handling(context)
         if self._blocking is not None and self._is_plain(type(context.command)):
             return await run_threaded(self.store, self._blocking, flow)
         return await run_async(self.store, flow)
+
+    def _wrap(
+        self,
+        middleware: Middleware,
+        call_next: Callable[[CommandContext], Awaitable[CommandResult]],
+    ) -> Callable[[CommandContext], Awaitable[CommandResult]]:
+        return _wrap(middleware, call_next)
 
     def _is_plain(self, command_type: type[Any]) -> bool:
         """Whether the command's handler is a plain function (its IO can run in a thread)."""

@@ -16,13 +16,13 @@ logic) until ``step`` returns False, so a long stream is folded in constant memo
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import inspect
-import threading
 import uuid
 from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar
+
+import msgspec
 
 from eskit.drivers import Pause, drive, drive_blocking
 from eskit.store.base import EventStore
@@ -34,16 +34,19 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ReadStream:
+class _Effect(msgspec.Struct, frozen=True):
+    """A request of a flow: a frozen record made in C (a command makes several), compared
+    and matched by its fields as a dataclass would be."""
+
+
+class ReadStream(_Effect, frozen=True):
     """``store.read_stream(stream, from_version)``: returns the (unstarted) iterator."""
 
     stream: str
     from_version: int | None
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ReadFromSnapshot:
+class ReadFromSnapshot(_Effect, frozen=True):
     """``store.read_from_snapshot``: returns the snapshot (or None) and the events after it."""
 
     stream: str
@@ -51,8 +54,7 @@ class ReadFromSnapshot:
     max_version: int | None
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class CatchUp:
+class CatchUp(_Effect, frozen=True):
     """``engine.events_after``: the events of ``stream`` after ``version`` (a page at most)
     if it never hid one, else None (``eskit.application.state_cache``)."""
 
@@ -60,16 +62,14 @@ class CatchUp:
     version: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Consume:
+class Consume(_Effect, frozen=True):
     """Feed the items of ``source`` (from a read) to ``step`` until it returns False."""
 
     source: Any
     step: Callable[[RecordedEvent], bool]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class AppendEvents:
+class AppendEvents(_Effect, frozen=True):
     """``store.append``: returns the ``AppendResult``."""
 
     stream: str
@@ -77,53 +77,47 @@ class AppendEvents:
     expected_version: ExpectedVersion
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class AppendMany:
+class AppendMany(_Effect, frozen=True):
     """``store.append_many``: returns the list of ``AppendResult``."""
 
     appends: Sequence[Append]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class FindEvent:
+class FindEvent(_Effect, frozen=True):
     """``store.find_event``: returns the ``RecordedEvent`` or None."""
 
     event_id: uuid.UUID
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class FindRemoved:
+class FindRemoved(_Effect, frozen=True):
     """``store.find_removed``: returns the removal record (``scavenge.Removal``) or None."""
 
     event_id: uuid.UUID
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class LoadSnapshot:
+class LoadSnapshot(_Effect, frozen=True):
     """``store.load_snapshot``: returns the ``Snapshot`` or None."""
 
     stream: str
     snapshot_version: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class SaveSnapshot:
+class SaveSnapshot(_Effect, frozen=True):
     """``store.save_snapshot``."""
 
     snapshot: Snapshot
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Call:
-    """Call user code (a command handler) with ``args``: returns what it returned. The async
-    face awaits an awaitable result; the blocking face refuses one (``TypeError``)."""
+class Await(_Effect, frozen=True):
+    """What user code (``function``, a command handler the flow called itself) returned,
+    awaitable: the async face awaits it and returns its result; the blocking face refuses
+    it (``TypeError``). A plain result needs no request: the flow just uses it."""
 
+    awaitable: Any
     function: Callable[..., Any]
-    args: tuple[Any, ...]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Later:
+class Later(_Effect, frozen=True):
     """Run ``flow`` after the caller is answered, ignoring its result: the async face in a
     task added to ``tasks`` (until it ends), the blocking face at once, in the caller's
     thread. ``flow`` must not raise (a snapshot logs its own failure)."""
@@ -143,7 +137,7 @@ Request: TypeAlias = (
     | FindRemoved
     | LoadSnapshot
     | SaveSnapshot
-    | Call
+    | Await
     | Pause
     | Later
 )
@@ -157,21 +151,21 @@ async def run_async(store: EventStore, flow: Flow[T]) -> T:
 
 
 async def _perform_async(store: EventStore, request: Request) -> Any:
-    match request:
+    match request:  # a command's requests first: each case is a type test
+        case AppendEvents(stream, events, expected_version):
+            return await store.append(stream, events, expected_version)
+        case CatchUp(stream, version):
+            engine = store.engine
+            return await engine.call_async(engine.events_after, stream, version, store.page_size)
         case ReadStream(stream, from_version):
             return store.read_stream(stream, from_version=from_version)
         case ReadFromSnapshot(stream, snapshot_version, max_version):
             return await store.read_from_snapshot(stream, snapshot_version, max_version)
-        case CatchUp(stream, version):
-            engine = store.engine
-            return await engine.call_async(engine.events_after, stream, version, store.page_size)
         case Consume(source, step):
             async for item in source:
                 if not step(item):
                     break
             return None
-        case AppendEvents(stream, events, expected_version):
-            return await store.append(stream, events, expected_version)
         case AppendMany(appends):
             return await store.append_many(appends)
         case FindEvent(event_id):
@@ -182,9 +176,8 @@ async def _perform_async(store: EventStore, request: Request) -> Any:
             return await store.load_snapshot(stream, snapshot_version)
         case SaveSnapshot(snapshot):
             return await store.save_snapshot(snapshot)
-        case Call(function, args):
-            returned = function(*args)
-            return (await returned) if _awaitable(returned) else returned
+        case Await(returned, _):
+            return await returned
         case Later(flow, tasks):
             task = asyncio.create_task(run_async(store, flow))
             tasks.add(task)
@@ -196,56 +189,49 @@ async def run_threaded(store: EventStore, blocking: SyncStore, flow: Flow[T]) ->
     """Run ``flow`` for the async face with one hand-off for all its IO: from its first
     read on, its reads, calls and appends are made in one worker thread visit, with
     ``blocking`` (the blocking face of ``store``'s engine), and only what needs the event
-    loop comes back to it (a ``Pause``, a ``Later``, an awaitable a call returned). A flow
+    loop comes back to it (a ``Pause``, a ``Later``, an awaitable a handler returned). A flow
     that reads nothing (a create) runs on the loop and appends as ``run_async`` does: one
     hand-off either way. The loop never waits on IO.
 
     Cancelled while the thread works, the flow goes on there only up to its next write,
     which it does not make: as on the loop, a command cancelled before its append appends
     nothing."""
-    cancelled = threading.Event()
+    caller = _Caller()
+    result: Any = None
+    error: BaseException | None = None
     try:
-        return await _run_threaded(store, blocking, flow, cancelled)
+        while True:
+            try:
+                effect = flow.throw(error) if error is not None else flow.send(result)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            result, error = None, None
+            step: Any = effect
+            if isinstance(effect, _READS):  # the flow's own errors (and a cancellation) go up
+                done, step = await asyncio.to_thread(_in_thread, blocking, flow, effect, caller)
+                if done:
+                    return step  # type: ignore[no-any-return]
+            try:
+                if isinstance(step, Pause):
+                    await asyncio.sleep(step.seconds)
+                else:
+                    result = await _perform_async(store, step)
+            except BaseException as raised:
+                error = raised
+                if not isinstance(raised, Exception):
+                    flow.close()
+                    raise
     except asyncio.CancelledError:
-        cancelled.set()
+        caller.cancelled = True
         raise
 
 
-async def _run_threaded(
-    store: EventStore, blocking: SyncStore, flow: Flow[T], cancelled: threading.Event
-) -> T:
-    result: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            effect = flow.throw(error) if error is not None else flow.send(result)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        result, error = None, None
-        step: Any = effect
-        if isinstance(effect, _READS):  # the flow's own errors (and a cancellation) go up
-            done, step = await asyncio.to_thread(_in_thread, blocking, flow, effect, cancelled)
-            if done:
-                return step  # type: ignore[no-any-return]
-        try:
-            if isinstance(step, Pause):
-                await asyncio.sleep(step.seconds)
-            elif isinstance(step, _Awaiting):
-                result = await step.awaitable
-            else:
-                result = await _perform_async(store, step)
-        except BaseException as raised:
-            error = raised
-            if not isinstance(raised, Exception):
-                flow.close()
-                raise
+class _Caller:
+    """Whether the caller of a flow running in a worker thread was cancelled: written on
+    the loop, read in the thread (one attribute: a ``threading.Event`` costs a lock and a
+    condition on every command)."""
 
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Awaiting:
-    """What a call returned in the worker thread, to await on the loop."""
-
-    awaitable: Any
+    cancelled = False
 
 
 _READS: Final = (ReadStream, ReadFromSnapshot, CatchUp, FindEvent, LoadSnapshot)
@@ -253,24 +239,19 @@ _WRITES: Final = (AppendEvents, AppendMany, SaveSnapshot)
 
 
 def _in_thread(
-    blocking: SyncStore, flow: Flow[T], effect: Request, cancelled: threading.Event
+    blocking: SyncStore, flow: Flow[T], effect: Request, caller: _Caller
 ) -> tuple[bool, Any]:
     """Perform ``effect`` and drive ``flow`` on in this worker thread until it ends (True,
-    its value) or needs the event loop (False, what for); its caller ``cancelled``: stop
+    its value) or needs the event loop (False, what for); its ``caller`` cancelled: stop
     before a write."""
     result: Any = None
     error: BaseException | None = None
     try:
         while True:
-            if isinstance(effect, _WRITES) and cancelled.is_set():
+            if isinstance(effect, _WRITES) and caller.cancelled:
                 raise asyncio.CancelledError  # nobody waits: the flow is closed, unwritten
             try:
-                if isinstance(effect, Call):
-                    result = effect.function(*effect.args)
-                    if _awaitable(result):
-                        return False, _Awaiting(result)
-                else:
-                    result = _perform_blocking(blocking, effect)
+                result = _perform_blocking(blocking, effect)
             except Exception as raised:
                 error = raised
             try:
@@ -278,7 +259,7 @@ def _in_thread(
             except StopIteration as stop:
                 return True, stop.value
             result, error = None, None
-            if isinstance(effect, Pause | Later):
+            if isinstance(effect, Pause | Later | Await):
                 return False, effect
     except BaseException:
         flow.close()
@@ -292,13 +273,15 @@ def run_blocking(store: SyncStore, flow: Flow[T]) -> T:
 
 
 def _perform_blocking(store: SyncStore, request: Request) -> Any:
-    match request:
+    match request:  # a command's requests first: each case is a type test
+        case AppendEvents(stream, events, expected_version):
+            return store.append(stream, events, expected_version)
+        case CatchUp(stream, version):
+            return store.engine.events_after(stream, version, store.page_size)
         case ReadStream(stream, from_version):
             return store.read_stream(stream, from_version=from_version)
         case ReadFromSnapshot(stream, snapshot_version, max_version):
             return store.read_from_snapshot(stream, snapshot_version, max_version)
-        case CatchUp(stream, version):
-            return store.engine.events_after(stream, version, store.page_size)
         case Consume(source, step):
             try:
                 for item in source:
@@ -307,8 +290,6 @@ def _perform_blocking(store: SyncStore, request: Request) -> Any:
             finally:
                 source.close()  # release the read now, not when it is collected
             return None
-        case AppendEvents(stream, events, expected_version):
-            return store.append(stream, events, expected_version)
         case AppendMany(appends):
             return store.append_many(appends)
         case FindEvent(event_id):
@@ -319,8 +300,8 @@ def _perform_blocking(store: SyncStore, request: Request) -> Any:
             return store.load_snapshot(stream, snapshot_version)
         case SaveSnapshot(snapshot):
             return store.save_snapshot(snapshot)
-        case Call(function, args):
-            return blocking_call(function, *args)
+        case Await(returned, function):
+            return plain_result(function, returned)  # raises: the blocking face awaits nothing
         case Later(flow, _):
             return run_blocking(store, flow)
 
@@ -331,11 +312,11 @@ def catches_up(store: EventStore | SyncStore) -> bool:
     return bool(getattr(engine, "catches_up", False))
 
 
-def blocking_call(function: Callable[..., Any], *args: Any) -> Any:
-    """Call user code from the blocking face, refusing an async function (or anything
-    returning an awaitable, which would silently never run)."""
-    returned = function(*args)
-    if _awaitable(returned):
+def plain_result(function: Callable[..., Any], returned: Any) -> Any:
+    """What user code (``function``) returned to the blocking face, refused if it is
+    awaitable: an ``async def``, or a function returning an awaitable, would silently never
+    run."""
+    if awaitable(returned):
         if inspect.iscoroutine(returned):
             returned.close()  # never started: no "was never awaited" warning
         raise TypeError(
@@ -345,7 +326,7 @@ def blocking_call(function: Callable[..., Any], *args: Any) -> Any:
     return returned
 
 
-def _awaitable(returned: object) -> bool:
+def awaitable(returned: object) -> bool:
     """``inspect.isawaitable``, answered at once for what handlers return most (None, a
     list of events, a result)."""
     return returned is not None and type(returned) not in _PLAIN and inspect.isawaitable(returned)

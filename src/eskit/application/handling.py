@@ -30,8 +30,10 @@ import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TypeAlias, TypeVar
 
+import msgspec
+
 from eskit.application import idempotency
-from eskit.application.effects import Call, CatchUp, FindEvent, FindRemoved, Flow
+from eskit.application.effects import Await, CatchUp, FindEvent, FindRemoved, Flow, awaitable
 from eskit.application.repository import Loaded, RepositoryCore
 from eskit.application.state_cache import StateCache
 from eskit.domain.aggregate import Aggregate, decided_events
@@ -41,7 +43,7 @@ from eskit.drivers import Pause
 from eskit.errors import ConcurrencyError, DomainError, IdempotencyConflict, WrongExpectedVersion
 from eskit.retry import backoff
 from eskit.store.ids import new_event_ids
-from eskit.store.model import ANY, ExpectedVersion
+from eskit.store.model import ANY, NO_STREAM, ExpectedVersion
 
 C = TypeVar("C")
 S = TypeVar("S")
@@ -125,6 +127,9 @@ class BusCore:
         """Called before a command is decided again after a conflict (metrics)."""
         self._routes: dict[type[Any], Route] = {}
         self._repositories: dict[int, RepositoryCore[Any]] = {}
+        self.middleware: list[Any] = []
+        """Run around every command, the first outermost (each face types its own)."""
+        self._chained: tuple[tuple[Any, ...], Callable[[CommandContext], Any]] | None = None
 
     def register(
         self,
@@ -214,6 +219,26 @@ class BusCore:
     def _check_handler(self, command_type: type[Any], handle: Handler) -> None:
         """Refuse a handler this face cannot run (the blocking face: an async one)."""
 
+    def _run(self, context: CommandContext) -> Any:
+        """Run ``handling`` with this face's driver."""
+        raise NotImplementedError
+
+    def _wrap(self, middleware: Any, call_next: Callable[[CommandContext], Any]) -> Any:
+        """``call_next`` inside ``middleware``, as this face calls it."""
+        raise NotImplementedError
+
+    def _chain(self) -> Callable[[CommandContext], Any]:
+        """``_run`` inside the middleware: built when ``middleware`` changed, not for every
+        command."""
+        middleware = tuple(self.middleware)
+        chained = self._chained
+        if chained is None or middleware != chained[0]:
+            run: Callable[[CommandContext], Any] = self._run
+            for each in reversed(middleware):
+                run = self._wrap(each, run)
+            chained = self._chained = (middleware, run)
+        return chained[1]
+
     def _context(
         self,
         command: object,
@@ -226,8 +251,8 @@ class BusCore:
         if type(command) not in self._routes:
             raise DomainError(f"no handler for command {type(command).__qualname__}")
         idempotent = command_id is not None
-        the_id = command_id if command_id is not None else uuid.UUID(bytes=new_event_ids(1)[0])
-        id_text = str(the_id)
+        the_id = command_id if command_id is not None else _new_command_id()
+        id_text = _text(the_id)
         return CommandContext(
             command=command,
             command_id=the_id,
@@ -253,9 +278,9 @@ class BusCore:
         attempt = 0
         while True:
             if guess_new:
-                loaded = Loaded(repository.model.initial_state(), None)
+                state, version = repository.model.initial_state(), None
             else:
-                loaded = yield from self._loading(repository, aggregate_id, stream)
+                state, version = yield from self._loading(repository, aggregate_id, stream)
             # A command id costs a lookup before deciding: the store's idempotent-append rule
             # would catch a retry only after the handler decided it again (its events may lie
             # before a snapshot, be hidden, or be on another stream), and a retry is replayed
@@ -265,38 +290,32 @@ class BusCore:
                 if earlier is not None:
                     return earlier
             try:
-                decision = yield Call(route.handle, (context.command, loaded.state))
+                decision = route.handle(context.command, state)  # in the flow: no request
+                if awaitable(decision):  # an async handler's (the async face awaits it)
+                    decision = yield Await(decision, route.handle)
             except Exception:
                 if guess_new:  # on the aggregate as it is, it may decide otherwise
                     guess_new = False
                     continue
                 raise
-            decided = decided_events(loaded.state, decision)
-            events = [e for e in decided if not isinstance(e, AlsoAppend)]
-            others = [
-                (o.stream, o.events, o.expected_version)
-                for o in decided
-                if isinstance(o, AlsoAppend)
-            ]
+            events, others = _split(decided_events(state, decision))
             if not events and not others:
                 if guess_new:
                     guess_new = False
                     continue
-                return CommandResult(stream, loaded.version, None, [])
-            state = (
-                loaded.state
-                if isinstance(loaded.state, Aggregate)  # its methods applied the events
-                else repository.model.replay(events, loaded.state)
+                return CommandResult(stream, version, None, [])
+            if not isinstance(state, Aggregate):  # an Aggregate's methods applied the events
+                state = repository.model.replay(events, state)
+            used_for = (
+                {} if digest is None else self._used_for(context, digest, stream, events, others)
             )
             try:
                 result = yield from repository.saving(
                     aggregate_id,
                     events,
-                    loaded.expected_version,
-                    metadata=_metadata(
-                        context, self._used_for(context, digest, stream, events, others)
-                    ),
-                    ids=_event_ids(context, len(events) + sum(len(o[1]) for o in others)),
+                    NO_STREAM if version is None else version,
+                    metadata=_metadata(context, used_for),
+                    ids=_event_ids(context, events, others) if context.idempotent else None,
                     state=state,
                     also=others,
                 )
@@ -313,7 +332,7 @@ class BusCore:
                 # the same command ran concurrently: the next attempt replays it
             else:
                 if result is None:  # only other streams were written
-                    return CommandResult(stream, loaded.version, None, [])
+                    return CommandResult(stream, version, None, [])
                 if not context.idempotent:  # a retry's append may be the original's replay,
                     self._keep(stream, result.last_version, state)  # decided a bit otherwise
                 return CommandResult(stream, result.last_version, result.last_position, events)
@@ -326,20 +345,21 @@ class BusCore:
 
     def _loading(
         self, repository: RepositoryCore[Any], aggregate_id: str, stream: str
-    ) -> Flow[Loaded[Any]]:
+    ) -> Flow[tuple[Any, int | None]]:
         """The aggregate now: its kept state caught up when the store vouches for it (see
         ``state_cache``), else loaded."""
         entry = self.states.take(stream) if self.states.size else None
         if entry is not None and self.events.opener() is None:
             version, state = entry
             newer = yield CatchUp(stream, version)
-            if newer is not None:
+            if newer:  # events another process appended since: fold them in
                 fold = repository.folder()
                 for recorded in newer:
                     state, version = fold(state, recorded), recorded.version
-                return Loaded(state, version)
+            if newer is not None:
+                return state, version
         loaded: Loaded[Any] = yield from repository.loading(aggregate_id, missing_ok=True)
-        return loaded
+        return loaded.state, loaded.version
 
     def _keep(self, stream: str, version: int, state: Any) -> None:
         """Keep the state a command appended from, for the next command on it."""
@@ -349,15 +369,13 @@ class BusCore:
     def _used_for(
         self,
         context: CommandContext,
-        digest: str | None,
+        digest: str,
         stream: str,
         events: list[Any],
         others: list[tuple[str, Sequence[object], ExpectedVersion]],
     ) -> dict[str, Any]:
         """What the events record of the command their command id was used for: its
         digest sealed with a data subject's key when they hold personal data."""
-        if digest is None:
-            return {}
         written = [(stream, e) for e in events] + [(s, e) for s, more, _ in others for e in more]
         recorded: Any = digest
         subject = self._first_subject(written)
@@ -439,9 +457,43 @@ def command_event_id(command_id: uuid.UUID, index: int) -> uuid.UUID:
     return uuid.uuid5(COMMAND_NAMESPACE, f"{command_id}:{index}")
 
 
-def _event_ids(context: CommandContext, count: int) -> list[uuid.UUID] | None:
-    if not context.idempotent:
-        return None
+_uuid_of = msgspec.msgpack.Decoder(uuid.UUID).decode
+_BIN16 = b"\xc4\x10"  # msgpack: 16 bytes of binary follow
+_canonical = msgspec.to_builtins
+
+
+def _new_command_id() -> uuid.UUID:
+    """A fresh UUIDv7 for a command sent without an id, made in C by msgspec
+    (``uuid.UUID(bytes=...)`` costs three times as much, on every command)."""
+    the_id: uuid.UUID = _uuid_of(_BIN16 + new_event_ids(1)[0])
+    return the_id
+
+
+def _text(command_id: uuid.UUID) -> str:
+    """``str(command_id)``, made in C by msgspec for a UUID (a command's correlation and
+    causation ids and its events' metadata hold it: ``str`` costs three times as much)."""
+    if type(command_id) is uuid.UUID:
+        text: str = _canonical(command_id)
+        return text
+    return str(command_id)
+
+
+def _split(decided: list[Any]) -> tuple[list[Any], list[tuple[str, Sequence[object], Any]]]:
+    """A decision's events for the aggregate's own stream, and those for other streams
+    (``AlsoAppend``) as ``(stream, events, expected version)``."""
+    others = [
+        (o.stream, o.events, o.expected_version) for o in decided if isinstance(o, AlsoAppend)
+    ]
+    if not others:
+        return decided, others
+    return [e for e in decided if not isinstance(e, AlsoAppend)], others
+
+
+def _event_ids(
+    context: CommandContext, events: list[Any], others: list[tuple[str, Sequence[object], Any]]
+) -> list[uuid.UUID]:
+    """The ids of an idempotent command's events, derived from its command id."""
+    count = len(events) + sum(len(o[1]) for o in others)
     return [command_event_id(context.command_id, i) for i in range(count)]
 
 
@@ -451,6 +503,6 @@ def _metadata(context: CommandContext, used_for: dict[str, str]) -> dict[str, An
         "correlation_id": context.correlation_id,
         "causation_id": context.causation_id,
         idempotency.COMMAND: type(context.command).__qualname__,
-        "command_id": str(context.command_id),
+        "command_id": _text(context.command_id),
         **used_for,
     }

@@ -183,7 +183,7 @@ class RepositoryCore(Generic[S]):
             results = yield AppendMany(appends)
         if not events:
             return None
-        if state is not None:
+        if state is not None and self.model.snapshot_every is not None:
             snapshot = self._due_snapshot(aggregate_id, results[0], len(events), state)
             if snapshot is not None:
                 yield Later(self._snapshotting(snapshot), self._snapshot_tasks)
@@ -202,13 +202,18 @@ class RepositoryCore(Generic[S]):
 
         Events with sensitive fields need the ``stream`` they go to, and get an id now if
         they have none: their ciphertext is bound to both."""
-        base = dict(metadata or {})
+        base = metadata or {}  # not changed: each event gets its own copy
+        registry = self.events
         envelopes = []
         for i, event in enumerate(events):
             event_id = None if ids is None else ids[i]
-            if event_id is None and self.events.type_of(event).sensitive:
-                event_id = uuid.UUID(bytes=new_event_ids(1)[0])
-            entry, data = self.events.encode(event, stream=stream, event_id=event_id)
+            entry = registry.type_of(event)
+            if entry.sensitive:  # sealed by the registry, bound to the stream and the id
+                if event_id is None:
+                    event_id = uuid.UUID(bytes=new_event_ids(1)[0])
+                entry, data = registry.encode(event, stream=stream, event_id=event_id)
+            else:
+                data = entry.encode(event)
             envelopes.append(
                 NewEvent(entry.name, data, {**base, SCHEMA_VERSION: entry.version}, event_id)
             )

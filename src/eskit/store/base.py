@@ -173,8 +173,9 @@ class EventStore(EnginePrimitives):
         prepared = rules.prepare_append(
             stream, events, expected_version, self.max_event_size, deleted_keeps_revision
         )
-        self._check_open()
-        self._check_writable()
+        if not self._open or self.readonly:  # checked inline: this runs once per append
+            self._check_open()
+            self._check_writable()
         if self.observer is None:  # the engine's coroutine awaited here: a frame less
             (result,) = await self._append_many([prepared])
         else:

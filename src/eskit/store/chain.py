@@ -201,30 +201,28 @@ def linker(stream: str, recorded_at: int, key: bytes | None) -> Linker:
     ) -> bytes:
         kind, body, meta = type_.encode(), data.encode(), metadata.encode()
         raw = content_type is not None or raw_metadata is not None
-        hasher = base.copy()
-        hasher.update(
-            b"".join(
-                (
-                    pack(
-                        _RAW if raw else _V2,
-                        previous or GENESIS,
-                        raw_id,
-                        position,
-                        version,
-                        recorded_at,
-                        name_length,
-                        len(kind),
-                        len(body),
-                        len(meta),
-                    ),
-                    name,
-                    kind,
-                    body,
-                    meta,
-                    *(_raw_parts(content_type, raw_data, raw_metadata) if raw else ()),
-                )
-            )
+        parts: tuple[bytes, ...] = (
+            pack(
+                _RAW if raw else _V2,
+                previous or GENESIS,
+                raw_id,
+                position,
+                version,
+                recorded_at,
+                name_length,
+                len(kind),
+                len(body),
+                len(meta),
+            ),
+            name,
+            kind,
+            body,
+            meta,
         )
+        if raw:
+            parts += _raw_parts(content_type, raw_data, raw_metadata)
+        hasher = base.copy()
+        hasher.update(b"".join(parts))
         digest: bytes = hasher.digest()
         return digest
 

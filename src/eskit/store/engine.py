@@ -50,7 +50,10 @@ class Engine(abc.ABC):
     def __init__(self, *, clock: Clock, readonly: bool) -> None:
         self.clock = clock
         self.readonly = readonly
-        self._committed = threading.Condition()
+        self._commit_lock = threading.Lock()
+        """``_committed``'s lock: ``committed`` takes it directly (a Condition's ``with`` is
+        two calls of Python code on every commit)."""
+        self._committed = threading.Condition(self._commit_lock)
         self._commits = 0
         self._waiting = 0  # threads in wait_for_commit: without any, nobody is notified
         self._listeners: list[tuple[asyncio.AbstractEventLoop | None, Callable[[], None]]] = []
@@ -105,7 +108,7 @@ class Engine(abc.ABC):
     def committed(self) -> None:
         """The engine calls this after every commit that wrote (or when another process
         did, or the engine closes), in any thread: wakes both faces' waiters."""
-        with self._committed:
+        with self._commit_lock:
             self._commits += 1
             if self._waiting:
                 self._committed.notify_all()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from itertools import repeat
 from typing import Final
 
 _VERSION: Final = 0x7 << 76
@@ -27,7 +28,8 @@ _sequence = _Sequence()
 def new_event_ids(count: int) -> list[bytes]:
     """``count`` fresh UUIDv7s as 16 bytes each (RFC 9562, monotonic random): a 48-bit
     millisecond time and 72 random bits drawn once per millisecond and thread, then counted
-    up id by id, so ids are unique, in order within a thread, and cost an addition each."""
+    up id by id, so ids are unique, in order within a thread, and cost an addition each
+    (``int.to_bytes`` is big-endian by default)."""
     sequence = _sequence
     millisecond = time.time_ns() // 1_000_000
     if millisecond != sequence.millisecond:
@@ -37,4 +39,6 @@ def new_event_ids(count: int) -> list[bytes]:
         sequence.next = (millisecond << 80) | _VERSION | (rand_a << 64) | _VARIANT | start
     first = sequence.next
     sequence.next = first + count
-    return [(first + i).to_bytes(16, "big") for i in range(count)]
+    if count == 1:  # the common case: one event an append, no list to build
+        return [first.to_bytes(16)]
+    return list(map(int.to_bytes, range(first, first + count), repeat(16, count)))

@@ -114,7 +114,7 @@ class Planner:
         """Decide one request (the appends of one call, to distinct streams): all its parts
         are written or replayed, or none is and the plan holds the error."""
         try:
-            checked = [self._check(append) for append in appends]
+            checked = list(map(self._check, appends))
         except (StreamDeleted, WrongExpectedVersion, IdempotencyConflict) as error:
             self._undo = None
             return Plan(None, error, [], [])

@@ -28,7 +28,7 @@ from eskit.store.model import (
     StreamMetadata,
     StreamState,
 )
-from eskit.store.nesting import check_nesting, may_nest_too_deep, opens_enough
+from eskit.store.nesting import check_nesting, may_nest_too_deep
 
 MAX_NAME_LENGTH: Final = 200
 DEFAULT_MAX_EVENT_SIZE: Final = 1024 * 1024
@@ -242,56 +242,51 @@ def _prepare_part(index: int, part: object, max_event_size: int) -> PreparedAppe
 
 _checked_types: set[str] = set()
 
+_SHORT: Final = 2 * MAX_NESTING
+"""JSON no longer than this cannot nest deeper than ``MAX_NESTING`` (each level takes two
+brackets): its nesting is not measured."""
+
 
 def _prepare_quickly(events: Sequence[NewEvent], max_event_size: int) -> list[PreparedEvent] | None:
-    """The common case in a few C calls: every payload is encoded once, and the whole batch
-    is checked by one decode and compare. None when any event needs a closer look."""
-    datas: list[bytes] = []
-    metas: list[str] = []
-    distinct_metas: list[dict[str, Any]] = []
-    distinct_jsons: list[bytes] = []
+    """The common case in a few C calls per event and no call of ours: each payload is
+    encoded once and checked by reading it back (``_exact_json``'s round trip); metadata
+    shared by consecutive events is checked once. None when any event needs a closer look
+    (``_prepare_one`` then finds and names what is off)."""
+    prepared: list[PreparedEvent] = []
+    add = prepared.append
     last_meta: object = None
-    meta_json = "{}"
+    meta_json, meta_size = "{}", 2
     try:
         for e in events:
-            if type(e) is not NewEvent or type(e.data) is not dict:  # RawData: closer look
+            if type(e) is not NewEvent or e.type not in _checked_types:
                 return None
-            if e.type not in _checked_types or (e.id is not None and type(e.id) is not uuid.UUID):
+            data, meta, id_ = e.data, e.metadata, e.id
+            if type(data) is not dict or (id_ is not None and type(id_) is not uuid.UUID):
+                return None  # RawData, or anything else: closer look
+            encoded = _encode(data)  # RecursionError if absurdly deep: see closer
+            if len(encoded) > _SHORT and may_nest_too_deep(encoded, MAX_NESTING):
                 return None
-            datas.append(_encode(e.data))  # RecursionError if absurdly deep: see closer
-            if e.metadata is not last_meta:
-                last_meta = e.metadata
-                if e.metadata is None:
-                    meta_json = "{}"
-                elif type(e.metadata) is not dict:
+            if _decode(encoded) != data:
+                return None
+            if meta is not last_meta:
+                last_meta = meta
+                if meta is None or (type(meta) is dict and not meta):
+                    meta_json, meta_size = "{}", 2
+                elif type(meta) is not dict:
                     return None
-                elif not e.metadata:
-                    meta_json = "{}"
                 else:
-                    distinct_jsons.append(_encode(e.metadata))
-                    distinct_metas.append(e.metadata)
-                    meta_json = distinct_jsons[-1].decode()
-            metas.append(meta_json)
-        all_data = b"[" + b",".join(datas) + b"]"
-        values: list[Any] = [e.data for e in events]
-        if opens_enough(all_data, MAX_NESTING):  # the whole batch at once: the hot path
-            _check_each_nesting(datas, values, "data")
-        if _decode(all_data) != values:
-            return None
-        if distinct_jsons:
-            all_metadata = b"[" + b",".join(distinct_jsons) + b"]"
-            if opens_enough(all_metadata, MAX_NESTING):
-                _check_each_nesting(distinct_jsons, distinct_metas, "metadata")
-            if _decode(all_metadata) != distinct_metas:
-                return None
+                    encoded_meta = _encode(meta)
+                    if len(encoded_meta) > _SHORT and may_nest_too_deep(encoded_meta, MAX_NESTING):
+                        return None
+                    if _decode(encoded_meta) != meta:
+                        return None
+                    meta_json, meta_size = encoded_meta.decode(), len(encoded_meta)
+            if len(encoded) + meta_size > max_event_size:
+                return None  # too large: measured again, and named, event by event
+            add(PreparedEvent(id_, e.type, encoded.decode(), meta_json))
     except (TypeError, ValueError, OverflowError, RecursionError, msgspec.MsgspecError):
         return None
-    if max(map(len, datas)) + max(map(len, distinct_jsons), default=2) > max_event_size:
-        return None  # maybe too large: measured exactly, and named, event by event
-    return [
-        PreparedEvent(e.id, e.type, d.decode(), m)
-        for e, d, m in zip(events, datas, metas, strict=True)
-    ]
+    return prepared
 
 
 def _prepare_one(index: int, event: object, max_event_size: int) -> PreparedEvent:
@@ -359,14 +354,6 @@ def _checked_json(value: object, where: str, root: str) -> bytes:
     if encoded is None:
         raise ValueError(_not_json(value, where))
     return encoded
-
-
-def _check_each_nesting(encoded: list[bytes], values: list[dict[str, Any]], root: str) -> None:
-    """``check_nesting`` for each payload of a batch whose JSON may nest too deep."""
-    shortest = 2 * MAX_NESTING  # shorter JSON cannot nest that deep: skip the call
-    for json, value in zip(encoded, values, strict=True):
-        if len(json) > shortest and may_nest_too_deep(json, MAX_NESTING):
-            check_nesting(value, root, root, MAX_NESTING)
 
 
 def _exact_json(value: object) -> bytes | None:

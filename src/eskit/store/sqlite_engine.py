@@ -215,7 +215,8 @@ class SQLiteEngine(Engine):
         return results
 
     def append_many_async(self, appends: list[PreparedAppend]) -> Awaitable[list[AppendResult]]:
-        future: asyncio.Future[list[AppendResult]] = self._grouped().call(AppendRequest(appends))
+        group = self._group or self._grouped()  # the check inline when open: once per append
+        future: asyncio.Future[list[AppendResult]] = group.call(AppendRequest(appends))
         return future
 
     def write(self, run: Callable[[sqlite3.Connection], T]) -> T:

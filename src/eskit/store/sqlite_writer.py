@@ -126,16 +126,14 @@ def stream_state(conn: sqlite3.Connection, stream: str) -> tuple[int | None, int
     return last, LIVE if state is None else state
 
 
-class AppendRequest:
+class AppendRequest(msgspec.Struct, frozen=True, gc=False):
     """Appends to distinct streams, validated and encoded by the caller, written all or none.
 
-    The group gives them positions and a time; the outcome is one AppendResult each.
+    The group gives them positions and a time; the outcome is one AppendResult each. (A
+    Struct: made in C, one per append, where a class's ``__init__`` runs Python code.)
     """
 
-    __slots__ = ("appends",)
-
-    def __init__(self, appends: list[PreparedAppend]) -> None:
-        self.appends = appends
+    appends: list[PreparedAppend]
 
 
 class Operation:
@@ -494,6 +492,8 @@ class Writer:
 
 def _runs(batch: Sequence[Request]) -> list[list[AppendRequest] | Operation]:
     """The batch as runs of consecutive appends and single operations, in order."""
+    if len(batch) == 1 and type(batch[0]) is AppendRequest:  # an uncontended append
+        return [[batch[0]]]
     runs: list[list[AppendRequest] | Operation] = []
     appends: list[AppendRequest] = []
     for request in batch:
