@@ -81,6 +81,7 @@ async def picture(store: eskit.EventStore) -> dict[str, Any]:
 
 async def _projection_status(store: eskit.EventStore) -> list[Any]:
     async with ProjectionRunner(store, [Counts()]) as runner:
+        await runner.run_until_caught_up()  # its state loaded: a starting one shows 0
         return [(s.name, s.position) for s in await runner.status()]
 
 
