@@ -155,8 +155,12 @@ class SyncStore:
         prepared = rules.prepare_append(
             stream, events, expected_version, self._store.max_event_size, deleted_keeps_revision
         )
-        self._check_writable()
-        (result,) = self._append_observed([prepared])
+        if not self._open or self._store.readonly:  # inline: the calls only to raise
+            self._check_writable()
+        if self._store.observer is None:  # the engine called here: a frame less
+            (result,) = self.engine.append_many([prepared])
+        else:
+            (result,) = self._append_observed([prepared])
         return result
 
     def append_many(self, appends: Sequence[Append]) -> list[AppendResult]:

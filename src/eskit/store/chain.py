@@ -26,7 +26,6 @@ import hashlib
 import os
 import struct
 import uuid
-from collections.abc import Callable
 from typing import Any, Final
 
 import msgspec
@@ -129,6 +128,7 @@ _HEADER: Final = struct.Struct(">2s32s16sqqqIIII")
 """The format's tag, previous link, id, position, version, recorded_at, then the lengths of
 stream, type, data and metadata, which follow: no two events hash alike by shifting bytes
 between fields."""
+_pack_header: Final = _HEADER.pack
 _V2: Final = b"v2"
 _RAW: Final = b"r2"
 """The tag of a v2 link over an event with raw payloads: their lengths and bytes follow."""
@@ -156,7 +156,10 @@ def link(
     event's, or None for its first). An event with raw payloads (``RawData``) is hashed
     with its content type and bytes too."""
     raw_id = event_id.bytes if isinstance(event_id, uuid.UUID) else event_id
-    return linker(stream, recorded_at, key)(
+    return link_event(
+        hasher(key),
+        stream.encode(),
+        recorded_at,
         previous,
         position,
         version,
@@ -170,63 +173,56 @@ def link(
     )
 
 
-Linker = Callable[
-    [bytes | None, int, int, bytes, str, str, str, str | None, bytes | None, bytes | None],
-    bytes,
-]
-"""``(previous, position, version, id, type, data, metadata, content_type, raw_data,
-raw_metadata) -> link`` of one stream's events recorded at one time (``linker``)."""
+def hasher(key: bytes | None) -> Any:
+    """The BLAKE2b-256 state links with ``key`` start from (set up once per key): what
+    ``link_event`` copies for each event."""
+    return _HASHERS.get(key) or _keyed(key)
 
 
-def linker(stream: str, recorded_at: int, key: bytes | None) -> Linker:
-    """``link`` for the events of ``stream`` recorded at ``recorded_at``: what they share
-    (the stream's bytes, the keyed hasher) is set up once. The writers call it for every
-    event inside their transaction: one buffer and one call into C per event."""
-    base = _HASHERS.get(key) or _keyed(key)
-    name = stream.encode()
-    name_length = len(name)
-    pack = _HEADER.pack
-
-    def link_of(
-        previous: bytes | None,
-        position: int,
-        version: int,
-        raw_id: bytes,
-        type_: str,
-        data: str,
-        metadata: str,
-        content_type: str | None,
-        raw_data: bytes | None,
-        raw_metadata: bytes | None,
-    ) -> bytes:
-        kind, body, meta = type_.encode(), data.encode(), metadata.encode()
-        raw = content_type is not None or raw_metadata is not None
-        parts: tuple[bytes, ...] = (
-            pack(
-                _RAW if raw else _V2,
-                previous or GENESIS,
-                raw_id,
-                position,
-                version,
-                recorded_at,
-                name_length,
-                len(kind),
-                len(body),
-                len(meta),
-            ),
-            name,
-            kind,
-            body,
-            meta,
-        )
-        if raw:
-            parts += _raw_parts(content_type, raw_data, raw_metadata)
-        hasher = base.copy()
-        hasher.update(b"".join(parts))
-        digest: bytes = hasher.digest()
-        return digest
-
-    return link_of
+def link_event(
+    base: Any,
+    name: bytes,
+    recorded_at: int,
+    previous: bytes | None,
+    position: int,
+    version: int,
+    raw_id: bytes,
+    type_: str,
+    data: str,
+    metadata: str,
+    content_type: str | None,
+    raw_data: bytes | None,
+    raw_metadata: bytes | None,
+) -> bytes:
+    """``link`` for the writers, inside their transaction: ``base`` (``hasher``) and the
+    stream's name as bytes are set up once per append by the caller, so an event costs one
+    call of ours, one buffer and one hash in C (no closure made per append)."""
+    kind, body, meta = type_.encode(), data.encode(), metadata.encode()
+    raw = content_type is not None or raw_metadata is not None
+    parts: tuple[bytes, ...] = (
+        _pack_header(
+            _RAW if raw else _V2,
+            previous or GENESIS,
+            raw_id,
+            position,
+            version,
+            recorded_at,
+            len(name),
+            len(kind),
+            len(body),
+            len(meta),
+        ),
+        name,
+        kind,
+        body,
+        meta,
+    )
+    if raw:
+        parts += _raw_parts(content_type, raw_data, raw_metadata)
+    state = base.copy()
+    state.update(b"".join(parts))
+    digest: bytes = state.digest()
+    return digest
 
 
 def _raw_parts(
@@ -271,9 +267,9 @@ def link_v1(
 
 
 def _digest(key: bytes | None, *parts: bytes) -> bytes:
-    hasher = (_HASHERS.get(key) or _keyed(key)).copy()
-    hasher.update(b"".join(parts))
-    digest: bytes = hasher.digest()
+    state = hasher(key).copy()
+    state.update(b"".join(parts))
+    digest: bytes = state.digest()
     return digest
 
 

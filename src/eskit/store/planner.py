@@ -32,7 +32,7 @@ import msgspec
 
 from eskit.errors import IdempotencyConflict, StreamDeleted, WrongExpectedVersion
 from eskit.store import rules
-from eskit.store.chain import linker
+from eskit.store.chain import hasher, link_event
 from eskit.store.ids import new_event_ids
 from eskit.store.model import AppendResult
 from eskit.store.rules import ExistingEvent, PreparedAppend
@@ -77,6 +77,9 @@ class Plan(msgspec.Struct, frozen=True, gc=False):
 def lookups(requests: Iterable[Sequence[PreparedAppend]]) -> tuple[list[str], list[uuid.UUID]]:
     """What a backend must read before planning ``requests``: their streams (each once, in
     order) and the ids their callers gave (those may have been written before)."""
+    if type(requests) is list and len(requests) == 1 and len(requests[0]) == 1:
+        (append,) = requests[0]  # a lone append: no dict, no loop
+        return [append.stream], [e.id for e in append.events if e.id is not None]
     streams: dict[str, None] = {}
     ids: list[uuid.UUID] = []
     for appends in requests:
@@ -88,6 +91,8 @@ def lookups(requests: Iterable[Sequence[PreparedAppend]]) -> tuple[list[str], li
 
 class Planner:
     """Decides the requests of one group, in order; see the module's docstring."""
+
+    __slots__ = ("_undo", "earlier", "hasher", "heads", "next_position", "recorded_at")
 
     def __init__(
         self,
@@ -107,7 +112,8 @@ class Planner:
         self.earlier = dict(earlier)
         self.next_position = first_position
         self.recorded_at = recorded_at
-        self.key = key
+        self.hasher = hasher(key)
+        """Where every link of the group starts from (``chain.hasher``: the audit key's)."""
         self._undo: tuple[int, list[tuple[str, Head]], list[uuid.UUID]] | None = None
 
     def plan(self, appends: Sequence[PreparedAppend]) -> Plan:
@@ -168,7 +174,7 @@ class Planner:
         """Number, version and link the append's events into ``rows``; move the heads."""
         stream = append.stream
         category, at = rules.category(stream), self.recorded_at
-        link_of = linker(stream, at, self.key)
+        base, name = self.hasher, stream.encode()
         events = append.events
         fresh: Iterator[bytes] | None = None
         version = head_version = -1 if head.last is None else head.last
@@ -190,8 +196,20 @@ class Planner:
                 given.append(given_id)
             kind, data, meta = e.type, e.data, e.metadata
             ct, raw, raw_meta = e.content_type, e.raw_data, e.raw_metadata
-            previous = link_of(
-                previous, position, version, id_, kind, data, meta, ct, raw, raw_meta
+            previous = link_event(
+                base,
+                name,
+                at,
+                previous,
+                position,
+                version,
+                id_,
+                kind,
+                data,
+                meta,
+                ct,
+                raw,
+                raw_meta,
             )
             add(
                 (

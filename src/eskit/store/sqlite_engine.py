@@ -211,7 +211,8 @@ class SQLiteEngine(Engine):
         return self._group
 
     def append_many(self, appends: list[PreparedAppend]) -> list[AppendResult]:
-        results: list[AppendResult] = self._grouped().run(AppendRequest(appends))
+        group = self._group or self._grouped()  # the check inline when open: once per append
+        results: list[AppendResult] = group.run(AppendRequest(appends))
         return results
 
     def append_many_async(self, appends: list[PreparedAppend]) -> Awaitable[list[AppendResult]]:

@@ -183,10 +183,7 @@ class _AppendGroup:
         self.cursor = cursor
         self.inline = inline
         self.outcomes = outcomes
-        streams, ids = lookups([r.appends for r in requests])
-        earlier = _existing(cursor, ids) if ids else {}
-        heads, last_position = _heads(cursor, streams)
-        self.planner = Planner(heads, earlier, last_position + 1, recorded_at, key)
+        self.planner = _planner(cursor, [r.appends for r in requests], recorded_at, key)
         self.rows: list[Row] = []
         self.pending: list[tuple[int, list[AppendResult]]] = []  # outcome slot, results
         self.revived: list[str] = []
@@ -235,21 +232,51 @@ class _AppendGroup:
         when inline projections need them."""
         written: list[RecordedEvent] = []
         if self.rows:
-            try:
-                self.cursor.executemany(*_bound(self.rows))
-                if self.revived:
-                    self.cursor.executemany(
-                        "UPDATE streams SET state = 0 WHERE stream = ?",
-                        [(s,) for s in self.revived],
-                    )
-            except Exception as error:
-                raise _WroteThenFailed(error) from error
+            _insert(self.cursor, self.rows, self.revived)
             if self.inline:
                 written = recorded(self.rows)
         for slot, results in self.pending:
             self.outcomes[slot] = (results, None)
         self.rows, self.pending, self.revived = [], [], []
         return written
+
+
+def _planner(
+    cursor: sqlite3.Cursor,
+    requests: list[list[PreparedAppend]],
+    recorded_at: int,
+    key: bytes | None,
+) -> Planner:
+    """A planner for ``requests``, given what it needs read (``planner.lookups``)."""
+    streams, ids = lookups(requests)
+    earlier = _existing(cursor, ids) if ids else {}
+    heads, last_position = _heads(cursor, streams)
+    return Planner(heads, earlier, last_position + 1, recorded_at, key)
+
+
+def _append_alone(
+    cursor: sqlite3.Cursor, request: AppendRequest, recorded_at: int, key: bytes | None
+) -> Outcome:
+    """A transaction's only request, an append without inline projections (an uncontended
+    append): ``_AppendGroup``'s work without a group to keep."""
+    plan = _planner(cursor, [request.appends], recorded_at, key).plan(request.appends)
+    if plan.results is None:
+        return None, plan.error
+    if plan.rows:
+        _insert(cursor, plan.rows, plan.revived)
+    return plan.results, None
+
+
+def _insert(cursor: sqlite3.Cursor, rows: list[Row], revived: list[str]) -> None:
+    """Insert the rows of accepted plans and mark the streams they revive live."""
+    try:
+        cursor.executemany(*_bound(rows))
+        if revived:
+            cursor.executemany(
+                "UPDATE streams SET state = 0 WHERE stream = ?", [(s,) for s in revived]
+            )
+    except Exception as error:
+        raise _WroteThenFailed(error) from error
 
 
 def _bound(rows: list[Row]) -> tuple[str, list[tuple[object, ...]]]:
@@ -418,20 +445,14 @@ class Writer:
     def _transaction(self, batch: Sequence[Request]) -> list[Outcome]:
         """Run ``batch`` in one transaction; a request that fails its checks fails alone."""
         conn, cursor = self.conn, self._cursor
-        outcomes: list[Outcome] = []
+        first = batch[0]
         try:
             cursor.execute("BEGIN IMMEDIATE")
             recorded_at = self.clock()
-            for group in _runs(batch):
-                if isinstance(group, Operation):  # it may change stream states: appends
-                    outcomes.append(self._run(group))  # after it read them anew
-                    continue
-                appends = _AppendGroup(  # consecutive appends: planned together
-                    conn, cursor, group, outcomes, recorded_at, self.inline, self.audit_key
-                )
-                for request in group:
-                    appends.add(request)
-                appends.flush()
+            if len(batch) == 1 and type(first) is AppendRequest and not self.inline:
+                outcomes = [_append_alone(cursor, first, recorded_at, self.audit_key)]
+            else:
+                outcomes = self._groups(batch, recorded_at)
             if self.before_commit is not None:
                 self.before_commit()
             cursor.execute("COMMIT")
@@ -442,6 +463,22 @@ class Writer:
         self._commits_since_checkpoint += 1
         self._wal_to_truncate = True
         self._last_commit = time.monotonic()
+        return outcomes
+
+    def _groups(self, batch: Sequence[Request], recorded_at: int) -> list[Outcome]:
+        """Run ``batch`` inside the open transaction: each operation alone, each run of
+        consecutive appends planned together."""
+        outcomes: list[Outcome] = []
+        for group in _runs(batch):
+            if isinstance(group, Operation):  # it may change stream states: appends
+                outcomes.append(self._run(group))  # after it read them anew
+                continue
+            appends = _AppendGroup(  # consecutive appends: planned together
+                self.conn, self._cursor, group, outcomes, recorded_at, self.inline, self.audit_key
+            )
+            for request in group:
+                appends.add(request)
+            appends.flush()
         return outcomes
 
     def _run(self, op: Operation) -> Outcome:
@@ -492,8 +529,6 @@ class Writer:
 
 def _runs(batch: Sequence[Request]) -> list[list[AppendRequest] | Operation]:
     """The batch as runs of consecutive appends and single operations, in order."""
-    if len(batch) == 1 and type(batch[0]) is AppendRequest:  # an uncontended append
-        return [[batch[0]]]
     runs: list[list[AppendRequest] | Operation] = []
     appends: list[AppendRequest] = []
     for request in batch:
