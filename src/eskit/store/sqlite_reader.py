@@ -46,6 +46,7 @@ class ReaderPool:
         self._idle: list[Reader] = []
         self._opened = 0  # readers that exist: idle or checked out
         self._closed = False
+        self._waiting = 0  # callers waiting for a reader (a give-back notifies only then)
         self._lock = threading.Lock()
         self._returned = threading.Condition(self._lock)
 
@@ -70,7 +71,11 @@ class ReaderPool:
                     break
                 if not wait:
                     raise Busy
-                self._returned.wait()
+                self._waiting += 1
+                try:
+                    self._returned.wait()
+                finally:
+                    self._waiting -= 1
         try:
             return Reader(self._path)
         except BaseException:
@@ -83,7 +88,8 @@ class ReaderPool:
         with self._lock:
             if not self._closed:
                 self._idle.append(reader)
-                self._returned.notify()
+                if self._waiting:  # Condition.notify is Python code: not on every read
+                    self._returned.notify()
                 return
         self._close_one(reader)
 
