@@ -349,7 +349,7 @@ class SQLiteEngine(Engine):
         return reads.snapshot(stream, snapshot_version, row), page
 
     def events_after(self, stream: str, version: int, count: int) -> list[RecordedEvent] | None:
-        return self._read(lambda r: reads.events_after(r.conn, r.decode, stream, version, count))
+        return self._read(lambda r: reads.events_after(r.cursor, r.decode, stream, version, count))
 
     def stream_version(self, stream: str) -> int | None:
         return self._read(lambda r: reads.stream_version(r.conn, stream))

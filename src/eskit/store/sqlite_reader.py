@@ -28,12 +28,15 @@ class Busy(Exception):
 
 
 class Reader:
-    """A read-only connection and its own row decoder (it caches the last timestamp)."""
+    """A read-only connection, its own row decoder (it caches the last timestamp) and a
+    cursor kept for the hottest read (``events_after``, one per command on a kept state:
+    ``conn.execute`` makes a cursor every time)."""
 
-    __slots__ = ("conn", "decode")
+    __slots__ = ("conn", "cursor", "decode")
 
     def __init__(self, path: str) -> None:
         self.conn = connect(path, readonly=True)
+        self.cursor = self.conn.cursor()
         self.decode = RowDecoder()
 
 

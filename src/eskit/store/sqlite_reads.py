@@ -188,7 +188,7 @@ def stream_page(
 
 
 def events_after(
-    conn: sqlite3.Connection, decode: RowDecoder, stream: str, version: int, count: int
+    cursor: sqlite3.Cursor, decode: RowDecoder, stream: str, version: int, count: int
 ) -> list[RecordedEvent] | None:
     """The events of ``stream`` after ``version`` if it never hid one and they are at most
     ``count``, else None; raises ``StreamDeleted`` if tombstoned.
@@ -196,7 +196,7 @@ def events_after(
     A stream hides events only once it has a row in ``streams`` (read rules, a delete), and
     that row is never removed. One statement reads the events and that row in one snapshot
     (one probe less than two statements; a join sorts through a temporary B-tree)."""
-    rows = conn.execute(_EVENTS_AFTER, (stream, version, count + 1)).fetchall()
+    rows = cursor.execute(_EVENTS_AFTER, (stream, version, count + 1)).fetchall()
     if not rows:
         return []  # the common case: a kept state that is current
     # A compound SELECT has no order of its own (asking for one costs a sort in SQLite):
