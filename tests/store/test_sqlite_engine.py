@@ -319,3 +319,28 @@ async def test_short_reads_on_the_loop_when_a_reader_is_free(tmp_path: Path) -> 
         assert await reading == 0
         holder.join(TIMEOUT)
         assert threading.get_ident() not in ran_in
+
+
+def test_events_after_reads_the_events_in_order_only_for_a_stream_that_never_hid_one(
+    tmp_path: Path,
+) -> None:
+    """``events_after`` reads a stream's events and its row in ``streams`` in one
+    statement: events in version order, None once the stream has a row (read rules, a
+    delete) or more than ``count`` follow, ``StreamDeleted`` once tombstoned."""
+    with opened(tmp_path / "s.db") as engine:
+        for n in range(5):
+            engine.append_many(one("plain-1", n))
+        assert engine.events_after("plain-1", 4, 10) == []
+        assert engine.events_after("missing-1", -1, 10) == []
+        after = engine.events_after("plain-1", 1, 3)
+        assert after is not None
+        assert [(e.version, e.data["n"]) for e in after] == [(2, 2), (3, 3), (4, 4)]
+        assert engine.events_after("plain-1", 1, 2) is None
+        engine.append_many(one("ruled-1", 0))
+        engine.set_metadata("ruled-1", eskit.StreamMetadata(max_count=10))
+        assert engine.events_after("ruled-1", 0, 10) is None
+        assert engine.events_after("ruled-1", -1, 10) is None
+        engine.append_many(one("gone-1", 0))
+        engine.delete("gone-1", eskit.ANY, hard=True)
+        with pytest.raises(eskit.StreamDeleted):
+            engine.events_after("gone-1", 0, 10)

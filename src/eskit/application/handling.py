@@ -253,13 +253,14 @@ class BusCore:
         idempotent = command_id is not None
         the_id = command_id if command_id is not None else _new_command_id()
         id_text = _text(the_id)
+        # Positional: a class called with keywords builds a dict of them (twice the cost).
         return CommandContext(
-            command=command,
-            command_id=the_id,
-            correlation_id=correlation_id or id_text,
-            causation_id=causation_id or id_text,
-            metadata=dict(metadata or {}),
-            idempotent=idempotent,
+            command,
+            the_id,
+            correlation_id or id_text,
+            causation_id or id_text,
+            dict(metadata or {}),
+            idempotent,
         )
 
     def handling(self, context: CommandContext) -> Flow[CommandResult]:

@@ -83,6 +83,14 @@ SHORT_READS: Final = frozenset(
 most one page of a stream."""
 
 
+class _OnLoop(threading.local):
+    """Per thread: whether a short read runs on an event loop (it must not wait for a
+    reader). A class default, not ``getattr(local, name, default)``, which raises and
+    catches an AttributeError on every read of a thread that never set it."""
+
+    active = False
+
+
 class SQLiteEngine(Engine):
     """The blocking SQLite backend both faces call (see the module docstring)."""
 
@@ -116,7 +124,7 @@ class SQLiteEngine(Engine):
         self._writer: Writer | None = None
         self._group: GroupCommit[Request] | None = None
         self._pool: ReaderPool | None = None
-        self._on_loop = threading.local()  # active: a short read runs on an event loop
+        self._on_loop = _OnLoop()
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -296,7 +304,7 @@ class SQLiteEngine(Engine):
 
     def _read(self, run: Callable[[Reader], T]) -> T:
         """``run`` on a reader in this thread; on the event loop only if one is free."""
-        return self._readers().read(run, wait=not getattr(self._on_loop, "active", False))
+        return self._readers().read(run, wait=not self._on_loop.active)
 
     def _readers(self) -> ReaderPool:
         if self._pool is None:
@@ -342,7 +350,7 @@ class SQLiteEngine(Engine):
         return reads.snapshot(stream, snapshot_version, row), page
 
     def events_after(self, stream: str, version: int, count: int) -> list[RecordedEvent] | None:
-        return self._read(lambda r: reads.events_after(r.conn, r.decode, stream, version, count))
+        return self._read(lambda r: reads.events_after(r.cursor, r.decode, stream, version, count))
 
     def stream_version(self, stream: str) -> int | None:
         return self._read(lambda r: reads.stream_version(r.conn, stream))

@@ -28,12 +28,15 @@ class Busy(Exception):
 
 
 class Reader:
-    """A read-only connection and its own row decoder (it caches the last timestamp)."""
+    """A read-only connection, its own row decoder (it caches the last timestamp) and a
+    cursor kept for the hottest read (``events_after``, one per command on a kept state:
+    ``conn.execute`` makes a cursor every time)."""
 
-    __slots__ = ("conn", "decode")
+    __slots__ = ("conn", "cursor", "decode")
 
     def __init__(self, path: str) -> None:
         self.conn = connect(path, readonly=True)
+        self.cursor = self.conn.cursor()
         self.decode = RowDecoder()
 
 
@@ -46,6 +49,7 @@ class ReaderPool:
         self._idle: list[Reader] = []
         self._opened = 0  # readers that exist: idle or checked out
         self._closed = False
+        self._waiting = 0  # callers waiting for a reader (a give-back notifies only then)
         self._lock = threading.Lock()
         self._returned = threading.Condition(self._lock)
 
@@ -70,7 +74,11 @@ class ReaderPool:
                     break
                 if not wait:
                     raise Busy
-                self._returned.wait()
+                self._waiting += 1
+                try:
+                    self._returned.wait()
+                finally:
+                    self._waiting -= 1
         try:
             return Reader(self._path)
         except BaseException:
@@ -83,7 +91,8 @@ class ReaderPool:
         with self._lock:
             if not self._closed:
                 self._idle.append(reader)
-                self._returned.notify()
+                if self._waiting:  # Condition.notify is Python code: not on every read
+                    self._returned.notify()
                 return
         self._close_one(reader)
 
