@@ -95,9 +95,11 @@ class Listener:
 
     def _listen(self) -> None:
         """Wake subscriptions when any process commits, while something waits for events;
-        reconnect if the connection dies (a failover: the new primary), and wake them once
-        then, for what was committed while nobody listened. A standby (a replica) cannot
-        LISTEN: there subscriptions wake by polling only."""
+        reconnect if the connection dies (a failover: the new primary). Each time LISTEN
+        starts, wake them once, for what was committed while nobody listened: a wait that
+        looked at the head before LISTEN began would otherwise sleep through such a commit
+        until its poll. A standby (a replica) cannot LISTEN: there subscriptions wake by
+        polling only."""
         attempt = 0
         while self._wanted():
             try:
@@ -106,8 +108,7 @@ class Listener:
                         self.standby = True
                         return
                     conn.execute(f'LISTEN "{self.channel}"')
-                    if attempt:
-                        self._wake()
+                    self._wake()
                     attempt = 0
                     while self._wanted():
                         stop = self._stop_r.fileno()
