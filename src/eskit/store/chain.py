@@ -219,10 +219,7 @@ def link_event(
     )
     if raw:
         parts += _raw_parts(content_type, raw_data, raw_metadata)
-    state = base.copy()
-    state.update(b"".join(parts))
-    digest: bytes = state.digest()
-    return digest
+    return _hashed(base, parts)
 
 
 def _raw_parts(
@@ -267,7 +264,12 @@ def link_v1(
 
 
 def _digest(key: bytes | None, *parts: bytes) -> bytes:
-    state = hasher(key).copy()
+    return _hashed(hasher(key), parts)
+
+
+def _hashed(base: Any, parts: tuple[bytes, ...]) -> bytes:
+    """The digest of ``parts`` joined, from a copy of ``base`` (a keyed BLAKE2b state)."""
+    state = base.copy()
     state.update(b"".join(parts))
     digest: bytes = state.digest()
     return digest
