@@ -60,8 +60,10 @@ class Api:
             f"/commands/{name}", json=body, headers=self.as_(token, **headers)
         )
 
-    async def create_invoice(self, invoice: str, token: str = "admin") -> httpx.Response:
-        body = {"invoice_id": invoice, "customer_id": "c-1", "currency": "EUR", "due_date": DUE}
+    async def create_invoice(
+        self, invoice: str, token: str = "admin", due: dt.date = DUE
+    ) -> httpx.Response:
+        body = {"invoice_id": invoice, "customer_id": "c-1", "currency": "EUR", "due_date": due}
         return await self.command("CreateInvoice", _json(body), token)
 
     async def append(
