@@ -17,12 +17,13 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, cast
 
-from eskit.application.effects import catches_up, is_async, plain_result, run_blocking
+from eskit.application.effects import catches_up, is_async, performer, plain_result, run_blocking
 from eskit.application.handling import BusCore, CommandContext, CommandResult, Handler
 from eskit.application.repository import Loaded, RepositoryCore
 from eskit.application.state_cache import STATE_CACHE
 from eskit.domain.events import EventRegistry
 from eskit.domain.model import Model
+from eskit.drivers import drive_blocking
 from eskit.store.model import AppendResult, ExpectedVersion
 
 if TYPE_CHECKING:
@@ -103,6 +104,7 @@ class CommandBus(BusCore):
             state_cache=state_cache if catches_up(store) else 0,
         )
         self.store = store
+        self._perform = performer(store)
         for each in middleware:
             _refuse_async(each, "middleware")
         self.middleware: list[Middleware] = list(middleware)
@@ -138,7 +140,7 @@ class CommandBus(BusCore):
         return result
 
     def _run(self, context: CommandContext) -> CommandResult:
-        return run_blocking(self.store, self.handling(context))
+        return drive_blocking(self.handling(context), self._perform)
 
     def _wrap(
         self, middleware: Middleware, call_next: Callable[[CommandContext], CommandResult]

@@ -269,7 +269,13 @@ def _in_thread(
 def run_blocking(store: SyncStore, flow: Flow[T]) -> T:
     """Run ``flow`` against a blocking store, in this thread: its result, or the exception
     it lets out."""
-    return drive_blocking(flow, functools.partial(_perform_blocking, store))
+    return drive_blocking(flow, performer(store))
+
+
+def performer(store: SyncStore) -> Callable[[Request], Any]:
+    """What performs a flow's requests with ``store`` (``drive_blocking``'s ``perform``):
+    made once by a long-lived caller (the command bus), not once per flow."""
+    return functools.partial(_perform_blocking, store)
 
 
 def _perform_blocking(store: SyncStore, request: Request) -> Any:

@@ -292,7 +292,9 @@ class BusCore:
                     return earlier
             try:
                 decision = route.handle(context.command, state)  # in the flow: no request
-                if awaitable(decision):  # an async handler's (the async face awaits it)
+                if decision is not None and awaitable(
+                    decision
+                ):  # an async handler's (the async face awaits it)
                     decision = yield Await(decision, route.handle)
             except Exception:
                 if guess_new:  # on the aggregate as it is, it may decide otherwise
@@ -319,6 +321,8 @@ class BusCore:
                     ids=_event_ids(context, events, others) if context.idempotent else None,
                     state=state,
                     also=others,
+                    stream=stream,
+                    own_metadata=True,  # made for this attempt: the events may share it
                 )
             except WrongExpectedVersion as conflict:
                 if conflict.stream != stream:
@@ -482,11 +486,14 @@ def _text(command_id: uuid.UUID) -> str:
 def _split(decided: list[Any]) -> tuple[list[Any], list[tuple[str, Sequence[object], Any]]]:
     """A decision's events for the aggregate's own stream, and those for other streams
     (``AlsoAppend``) as ``(stream, events, expected version)``."""
+    for each in decided:  # a loop, not a comprehension: no frame for the usual none
+        if isinstance(each, AlsoAppend):
+            break
+    else:
+        return decided, []
     others = [
         (o.stream, o.events, o.expected_version) for o in decided if isinstance(o, AlsoAppend)
     ]
-    if not others:
-        return decided, others
     return [e for e in decided if not isinstance(e, AlsoAppend)], others
 
 

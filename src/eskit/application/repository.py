@@ -163,31 +163,47 @@ class RepositoryCore(Generic[S]):
         ids: Sequence[Any] | None = None,
         state: S | None = None,
         also: Sequence[tuple[str, Sequence[object], ExpectedVersion]] = (),
+        *,
+        stream: str | None = None,
+        own_metadata: bool = False,
     ) -> Flow[AppendResult | None]:
-        """``save`` as a flow."""
-        stream = self.stream(aggregate_id)
-        batches = [(stream, events, expected_version)] if events else []
-        batches += [(other, list(more), expected) for other, more, expected in also if more]
-        appends, start = [], 0
-        for name, batch, expected in batches:
-            batch_ids = None if ids is None else ids[start : start + len(batch)]
-            new_events = self.to_new_events(batch, metadata, batch_ids, stream=name)
-            appends.append(Append(name, new_events, expected))
-            start += len(batch)
-        if not appends:
-            return None
-        if len(appends) == 1:
-            only = appends[0]
-            results = [(yield AppendEvents(only.stream, only.events, only.expected_version))]
+        """``save`` as a flow. ``stream``: the aggregate's, if the caller has it already;
+        ``own_metadata``: ``metadata`` is the caller's fresh dict, which the events may
+        share (no copy: the command bus makes one per command)."""
+        if stream is None:
+            stream = self.stream(aggregate_id)
+        if events and not also:  # one stream: a command's usual append
+            new_events = self.to_new_events(events, metadata, ids, stream=stream, own=own_metadata)
+            results = [(yield AppendEvents(stream, new_events, expected_version))]
         else:
-            results = yield AppendMany(appends)
-        if not events:
-            return None
-        if state is not None and self.model.snapshot_every is not None:
-            snapshot = self._due_snapshot(aggregate_id, results[0], len(events), state)
+            batches = [(stream, events, expected_version)] if events else []
+            batches += [(other, list(more), expected) for other, more, expected in also if more]
+            appends, start = [], 0
+            for name, batch, expected in batches:
+                batch_ids = None if ids is None else ids[start : start + len(batch)]
+                new_events = self.to_new_events(batch, metadata, batch_ids, stream=name)
+                appends.append(Append(name, new_events, expected))
+                start += len(batch)
+            if not appends:
+                return None
+            if len(appends) == 1:
+                only = appends[0]
+                results = [(yield AppendEvents(only.stream, only.events, only.expected_version))]
+            else:
+                results = yield AppendMany(appends)
+            if not events:
+                return None
+        result: AppendResult = results[0]
+        every = self.model.snapshot_every
+        last = result.last_version  # a snapshot falls due when a multiple of every is crossed
+        if (
+            state is not None
+            and every is not None
+            and (last + 1) // every != (last - len(events) + 1) // every
+        ):
+            snapshot = self._due_snapshot(stream, result, state)
             if snapshot is not None:
                 yield Later(self._snapshotting(snapshot), self._snapshot_tasks)
-        result: AppendResult = results[0]
         return result
 
     def to_new_events(
@@ -197,14 +213,18 @@ class RepositoryCore(Generic[S]):
         ids: Sequence[Any] | None = None,
         *,
         stream: str | None = None,
+        own: bool = False,
     ) -> list[NewEvent]:
         """Typed events as envelopes: registered name, data, metadata with schema version.
 
-        Events with sensitive fields need the ``stream`` they go to, and get an id now if
-        they have none: their ciphertext is bound to both."""
-        base = metadata or {}  # not changed: each event gets its own copy
+        Events of one schema version share one metadata dict (made once, and encoded once
+        by the store); ``own``: ``metadata`` is the caller's to give away, and becomes the
+        first version's. Events with sensitive fields need the ``stream`` they go to, and
+        get an id now if they have none: their ciphertext is bound to both."""
+        base = metadata or {}  # not changed unless owned
         registry = self.events
         envelopes = []
+        shared: dict[int, dict[str, Any]] = {}  # by schema version
         for i, event in enumerate(events):
             event_id = None if ids is None else ids[i]
             entry = registry.type_of(event)
@@ -214,31 +234,31 @@ class RepositoryCore(Generic[S]):
                 entry, data = registry.encode(event, stream=stream, event_id=event_id)
             else:
                 data = entry.encode(event)
-            envelopes.append(
-                NewEvent(entry.name, data, {**base, SCHEMA_VERSION: entry.version}, event_id)
-            )
+            meta = shared.get(entry.version)
+            if meta is None:
+                if own and not shared and type(base) is dict:
+                    meta = base
+                    meta[SCHEMA_VERSION] = entry.version
+                else:
+                    meta = {**base, SCHEMA_VERSION: entry.version}
+                shared[entry.version] = meta
+            envelopes.append(NewEvent(entry.name, data, meta, event_id))
         return envelopes
 
-    def _due_snapshot(
-        self, aggregate_id: str, result: AppendResult, count: int, state: S
-    ) -> Snapshot | None:
-        """The snapshot to take after an append, if it crossed a multiple of
+    def _due_snapshot(self, stream: str, result: AppendResult, state: S) -> Snapshot | None:
+        """The snapshot to take after an append that crossed a multiple of
         ``snapshot_every`` (made now: the caller may go on changing the state)."""
-        every = self.model.snapshot_every
-        before = result.last_version - count
-        if every is None or (result.last_version + 1) // every == (before + 1) // every:
-            return None
         assert self.model.to_snapshot is not None
         try:
             return Snapshot(
-                self.stream(aggregate_id),
+                stream,
                 result.last_version,
                 self.model.snapshot_version,
                 self.model.to_snapshot(state),
             )
         except Exception:
             self.snapshot_failures += 1
-            log.exception("snapshot of %s failed", self.stream(aggregate_id))
+            log.exception("snapshot of %s failed", stream)
             return None
 
     def _snapshotting(self, snapshot: Snapshot) -> Flow[None]:
