@@ -94,17 +94,6 @@ class _Answer(asyncio.Future[Any]):
             self.get_loop().call_soon(fn, self, context=context)
         return True
 
-    def answer(self, value: Any, error: BaseException | None) -> Waker | None:
-        """Set the outcome (unless cancelled meanwhile); return the waker to run."""
-        if self.done():
-            return None
-        if error is None:
-            self.set_result(value)
-        else:
-            self.set_exception(error)
-        waker, self.waker = self.waker, None
-        return waker
-
 
 _Queued = _Ticket[R] | tuple[R, _Answer]
 """A request waiting for its group: a blocking caller's ticket, or an event loop's request
@@ -281,20 +270,25 @@ class GroupCommit(Generic[R]):
         return False
 
     def _commit_batch(self, batch: list[_Queued[R]]) -> None:
-        requests = [t.request if isinstance(t, _Ticket) else t[0] for t in batch]
+        requests = [t[0] if isinstance(t, tuple) else t.request for t in batch]
         try:
             outcomes, wrote = self._commit(requests)
         except BaseException as error:  # the commit function broke: everyone gets to know
             outcomes, wrote = [(None, error)] * len(batch), False
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Answer, Outcome]]] = {}
+        loop: asyncio.AbstractEventLoop | None = None
+        items: list[tuple[_Answer, Outcome]] = []
         for ticket, outcome in zip(batch, outcomes, strict=True):
-            if isinstance(ticket, _Ticket):
+            if isinstance(ticket, tuple):
+                future = ticket[1]
+                if future.get_loop() is not loop:  # as a rule, the one before's loop
+                    loop = future.get_loop()
+                    items = by_loop.setdefault(loop, [])
+                items.append((future, outcome))
+            else:
                 ticket.value, ticket.error = outcome
                 if ticket.wake is not None and not ticket.lead:
                     ticket.wake.release()
-            else:
-                future = ticket[1]
-                by_loop.setdefault(future.get_loop(), []).append((future, outcome))
         self._tell(self._listeners if wrote else (), by_loop)
 
     @staticmethod
@@ -386,11 +380,19 @@ class GroupCommit(Generic[R]):
 
 def _settle(items: list[tuple[_Answer, Outcome]], listeners: list[Callable[[], None]]) -> None:
     """On a loop: answer its callers of one group, run its listeners, then wake the
-    callers' tasks in this same callback (``_Answer``)."""
+    callers' tasks in this same callback (``_Answer``). A future cancelled meanwhile is
+    left as it is (its task was woken by ``cancel``)."""
     wakers: list[tuple[Waker, _Answer]] = []
     for future, (value, error) in items:
-        waker = future.answer(value, error)
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(value)
+        else:
+            future.set_exception(error)
+        waker = future.waker
         if waker is not None:
+            future.waker = None
             wakers.append((waker, future))
     try:
         for listener in listeners:

@@ -30,7 +30,7 @@ import msgspec
 from eskit.errors import StoreError, StreamDeleted
 from eskit.store import sqlite_schema
 from eskit.store.group_commit import Outcome
-from eskit.store.model import AppendResult, RecordedEvent, raw_data
+from eskit.store.model import RecordedEvent, raw_data
 from eskit.store.planner import LIVE, TOMBSTONED, Head, Plan, Planner, Row, lookups
 from eskit.store.rules import ExistingEvent, PreparedAppend
 from eskit.store.sqlite_chain import HEAD
@@ -167,6 +167,10 @@ class _AppendGroup:
     covers it): counted from the store's head, read once under the transaction's write
     lock, and inserted explicitly. AUTOINCREMENT's counter moves with the inserts (and back
     with a rollback), so no position is ever given twice.
+
+    An accepted request's outcome is set as it is planned, before its rows are inserted:
+    if the insert fails, the whole group is rolled back and its outcomes thrown away
+    (``Writer.commit``), so no caller is ever answered from them.
     """
 
     def __init__(
@@ -184,35 +188,38 @@ class _AppendGroup:
         self.inline = inline
         self.outcomes = outcomes
         self.planner = _planner(cursor, [r.appends for r in requests], recorded_at, key)
-        self.rows: list[Row] = []
-        self.pending: list[tuple[int, list[AppendResult]]] = []  # outcome slot, results
+        self.rows: list[Row] = []  # cleared in place by flush
         self.revived: list[str] = []
 
-    def add(self, request: AppendRequest) -> None:
-        """Plan a request against the heads as they stand in this group; queue its rows if
-        it is accepted (a refused request fails alone and leaves nothing)."""
-        plan = self.planner.plan(request.appends)
-        if plan.results is None:
-            self.outcomes.append((None, plan.error))
-        elif self.inline and plan.rows:
-            self._add_inline(plan)
-        else:
-            self._queue(plan)
-
-    def _queue(self, plan: Plan) -> None:
-        assert plan.results is not None
-        self.rows += plan.rows
-        self.revived += plan.revived
-        self.pending.append((len(self.outcomes), plan.results))
-        self.outcomes.append((None, None))  # answered by flush, once its rows are in
+    def add_all(self, requests: Sequence[AppendRequest]) -> None:
+        """Plan each request in order against the heads as they stand in this group; queue
+        the rows of those accepted (a refused request fails alone and leaves nothing), then
+        insert them. (One loop for the group: no call per request but the planner's.)"""
+        plan_one, inline = self.planner.plan, self.inline
+        rows, revived, answer = self.rows, self.revived, self.outcomes.append
+        for request in requests:
+            plan = plan_one(request.appends)
+            if plan.results is None:
+                answer((None, plan.error))
+            elif inline and plan.rows:
+                self._add_inline(plan)
+            else:
+                rows += plan.rows
+                if plan.revived:
+                    revived += plan.revived
+                answer((plan.results, None))
+        self.flush()
 
     def _add_inline(self, plan: Plan) -> None:
         """Write the request's rows and run the inline projections on its events inside a
         SAVEPOINT: if a projection raises, the request fails alone and leaves nothing."""
+        assert plan.results is not None
         self.flush()  # the rows of earlier requests stay outside this request's savepoint
         self.conn.execute("SAVEPOINT inline")
         try:
-            self._queue(plan)
+            self.rows += plan.rows
+            self.revived += plan.revived
+            self.outcomes.append((plan.results, None))
             events = self.flush()
             for hook in self.inline:
                 hook(self.conn, events)
@@ -228,16 +235,15 @@ class _AppendGroup:
         self.conn.execute("RELEASE inline")
 
     def flush(self) -> list[RecordedEvent]:
-        """Insert the queued rows and answer their requests. Returns the events written
-        when inline projections need them."""
+        """Insert the queued rows. Returns the events written when inline projections
+        need them."""
         written: list[RecordedEvent] = []
         if self.rows:
             _insert(self.cursor, self.rows, self.revived)
             if self.inline:
                 written = recorded(self.rows)
-        for slot, results in self.pending:
-            self.outcomes[slot] = (results, None)
-        self.rows, self.pending, self.revived = [], [], []
+            self.rows.clear()
+            self.revived.clear()
         return written
 
 
@@ -476,9 +482,7 @@ class Writer:
             appends = _AppendGroup(  # consecutive appends: planned together
                 self.conn, self._cursor, group, outcomes, recorded_at, self.inline, self.audit_key
             )
-            for request in group:
-                appends.add(request)
-            appends.flush()
+            appends.add_all(group)
         return outcomes
 
     def _run(self, op: Operation) -> Outcome:
