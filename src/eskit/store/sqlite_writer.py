@@ -270,7 +270,11 @@ def _append_alone(
 def _insert(cursor: sqlite3.Cursor, rows: list[Row], revived: list[str]) -> None:
     """Insert the rows of accepted plans and mark the streams they revive live."""
     try:
-        cursor.executemany(*_bound(rows))
+        sql, params = _bound(rows)
+        if len(params) == 1:  # a lone event, the common case: no iterator over a list
+            cursor.execute(sql, params[0])
+        else:
+            cursor.executemany(sql, params)
         if revived:
             cursor.executemany(
                 "UPDATE streams SET state = 0 WHERE stream = ?", [(s,) for s in revived]
@@ -341,18 +345,15 @@ def _heads(cursor: sqlite3.Cursor, streams: Sequence[str]) -> tuple[dict[str, He
     A stream's last event is one probe of the (stream, version) index, then one of the
     table by its position; ``GROUP BY`` over ``IN (...)`` would scan every event of the
     streams. A stream whose events were all scavenged keeps its head in ``streams``
-    (migration 005).
+    (migration 005). The query returns a head as the planner takes it, in as few columns
+    as it can: the sqlite3 module pays for each column of each row it returns.
     """
     heads: dict[str, Head] = {}
     last_position = 0
     for chunk in range(0, len(streams), 500):
         names = streams[chunk : chunk + 500]
-        for stream, last, last_link, state, kept, kept_link, at in cursor.execute(
-            _heads_query(len(names)), names
-        ):
-            if last is None and kept is not None:
-                last, last_link = kept, kept_link
-            heads[stream] = Head(last, LIVE if state is None else state, last_link)
+        for stream, last, state, last_link, at in cursor.execute(_heads_query(len(names)), names):
+            heads[stream] = Head(last, state, last_link)
             last_position = at
     return heads, last_position
 
@@ -360,10 +361,13 @@ def _heads(cursor: sqlite3.Cursor, streams: Sequence[str]) -> tuple[dict[str, He
 @functools.lru_cache(maxsize=64)
 def _heads_query(streams: int) -> str:
     """``_heads``' query for that many streams (the same text each time: SQLite's prepared
-    statement is reused)."""
+    statement is reused): name, last version, state and last link (those kept in
+    ``streams`` when every event was scavenged), and the log's head."""
     return (
-        f"WITH wanted(name) AS (VALUES {', '.join(['(?)'] * streams)}) SELECT name, e.version,"
-        f" e.hash, s.state, s.last_version, s.last_link, ({HEAD})"
+        f"WITH wanted(name) AS (VALUES {', '.join(['(?)'] * streams)}) SELECT name,"
+        f" coalesce(e.version, s.last_version), coalesce(s.state, {LIVE}),"
+        " CASE WHEN e.version IS NULL AND s.last_version IS NOT NULL"
+        f" THEN s.last_link ELSE e.hash END, ({HEAD})"
         " FROM wanted LEFT JOIN streams AS s ON s.stream = name"
         " LEFT JOIN events e ON e.position ="
         " (SELECT position FROM events WHERE stream = name ORDER BY version DESC LIMIT 1)"
