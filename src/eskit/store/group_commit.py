@@ -166,7 +166,8 @@ class GroupCommit(Generic[R]):
     def run(self, request: R) -> Any:
         """Commit ``request`` (with whatever else is waiting) and return its value or raise
         its error, blocking this thread until its group committed."""
-        with self._lock:
+        self._lock.acquire()  # not `with`: ~1,000 instructions less, on every append
+        try:
             if self._closed:  # not _check_open(): a call less on every append
                 raise StoreClosed(_CLOSING)
             if not self._leading:  # nobody commits: commit it here and now, alone
@@ -177,6 +178,8 @@ class GroupCommit(Generic[R]):
                 ticket.wake = threading.Lock()
                 ticket.wake.acquire()
                 self._pending.append(ticket)
+        finally:
+            self._lock.release()
         if ticket is None:
             return self._commit_alone(request)
         wake = ticket.wake
@@ -267,7 +270,8 @@ class GroupCommit(Generic[R]):
         """Give the lead to the first caller waiting (a blocking one leads in its own
         thread; a loop's, through the committer thread), or release it. True: the caller
         is the committer thread and leads again."""
-        with self._lock:
+        self._lock.acquire()  # not `with`: ~1,000 instructions less, once per group
+        try:
             if not self._pending:
                 self._leading = False
                 if self._awaiting_lead:
@@ -278,6 +282,8 @@ class GroupCommit(Generic[R]):
                 first.lead = True
                 first.wake.release()
                 return False
+        finally:
+            self._lock.release()
         if committer:
             return True
         self._start_committer()
