@@ -131,7 +131,7 @@ class Planner:
         results: list[AppendResult] = []
         undo = self._undo = (self.next_position, [], [])
         for append, head in zip(appends, checked, strict=True):
-            if type(head) is AppendResult:  # exact: cheaper than a Struct's isinstance
+            if isinstance(head, AppendResult):
                 results.append(head)
             else:
                 undo[1].append((append.stream, head))
@@ -148,7 +148,7 @@ class Planner:
         except (StreamDeleted, WrongExpectedVersion, IdempotencyConflict) as error:
             self._undo = None
             return Plan(None, error, [], [])
-        if type(head) is AppendResult:  # exact: cheaper than a Struct's isinstance
+        if isinstance(head, AppendResult):
             self._undo = (self.next_position, [], [])
             return Plan([head], None, [], [])
         rows: list[Row] = []
