@@ -219,7 +219,10 @@ def link_event(
     )
     if raw:
         parts += _raw_parts(content_type, raw_data, raw_metadata)
-    return _hashed(base, parts)
+    state = base.copy()  # _hashed, inline: this runs once per event written
+    state.update(b"".join(parts))
+    digest: bytes = state.digest()
+    return digest
 
 
 def _raw_parts(

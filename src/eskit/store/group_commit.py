@@ -155,7 +155,8 @@ class GroupCommit(Generic[R]):
     def run(self, request: R) -> Any:
         """Commit ``request`` (with whatever else is waiting) and return its value or raise
         its error, blocking this thread until its group committed."""
-        with self._lock:
+        self._lock.acquire()  # not `with`: ~1,000 instructions less, on every append
+        try:
             if self._closed:  # not _check_open(): a call less on every append
                 raise StoreClosed(_CLOSING)
             if not self._leading:  # nobody commits: commit it here and now, alone
@@ -166,6 +167,8 @@ class GroupCommit(Generic[R]):
                 ticket.wake = threading.Lock()
                 ticket.wake.acquire()
                 self._pending.append(ticket)
+        finally:
+            self._lock.release()
         if ticket is None:
             return self._commit_alone(request)
         wake = ticket.wake
@@ -186,7 +189,11 @@ class GroupCommit(Generic[R]):
         finally:
             self._hand_over(committer=False)
         if wrote:
-            self._tell(self._listeners, {})
+            listeners = self._listeners
+            if len(listeners) == 1 and listeners[0][0] is None:  # the engine's, in this
+                listeners[0][1]()  # thread (no loop to answer): nothing more for _tell
+            else:
+                self._tell(listeners, {})
         if error is not None:
             raise error
         return value
@@ -252,7 +259,8 @@ class GroupCommit(Generic[R]):
         """Give the lead to the first caller waiting (a blocking one leads in its own
         thread; a loop's, through the committer thread), or release it. True: the caller
         is the committer thread and leads again."""
-        with self._lock:
+        self._lock.acquire()  # not `with`: ~1,000 instructions less, once per group
+        try:
             if not self._pending:
                 self._leading = False
                 if self._awaiting_lead:
@@ -263,6 +271,8 @@ class GroupCommit(Generic[R]):
                 first.lead = True
                 first.wake.release()
                 return False
+        finally:
+            self._lock.release()
         if committer:
             return True
         self._start_committer()

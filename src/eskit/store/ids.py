@@ -16,11 +16,12 @@ count up from there and cannot carry into the variant within one millisecond."""
 
 
 class _Sequence(threading.local):
-    """Each thread's millisecond and the next id in it (as an int), in one attribute: a
-    thread-local attribute costs a lookup of the thread's dict each time."""
+    """Each thread's millisecond and the next id in it (as an int), in one attribute that
+    is changed in place: a thread-local attribute costs a lookup of the thread's dict each
+    time it is read, and more each time it is set."""
 
     def __init__(self) -> None:
-        self.state = (-1, 0)
+        self.state = [-1, 0]
 
 
 _sequence = _Sequence()
@@ -31,14 +32,14 @@ def new_event_ids(count: int) -> list[bytes]:
     millisecond time and 72 random bits drawn once per millisecond and thread, then counted
     up id by id, so ids are unique, in order within a thread, and cost an addition each
     (``int.to_bytes`` is big-endian by default)."""
-    sequence = _sequence
+    state = _sequence.state
     millisecond = time.time_ns() // 1_000_000
-    last_millisecond, first = sequence.state
+    last_millisecond, first = state
     if millisecond != last_millisecond:
         randomness = int.from_bytes(os.urandom(9), "big")  # 72 bits: rand_a and the start
         rand_a, start = randomness >> _START_BITS, randomness & ((1 << _START_BITS) - 1)
         first = (millisecond << 80) | _VERSION | (rand_a << 64) | _VARIANT | start
-    sequence.state = (millisecond, first + count)
+    state[0], state[1] = millisecond, first + count
     if count == 1:  # the common case: one event an append, no list to build
         return [first.to_bytes(16)]
     return list(map(int.to_bytes, range(first, first + count), repeat(16, count)))

@@ -119,6 +119,8 @@ class Planner:
     def plan(self, appends: Sequence[PreparedAppend]) -> Plan:
         """Decide one request (the appends of one call, to distinct streams): all its parts
         are written or replayed, or none is and the plan holds the error."""
+        if len(appends) == 1:
+            return self._plan_one(appends[0])
         try:
             checked = list(map(self._check, appends))
         except (StreamDeleted, WrongExpectedVersion, IdempotencyConflict) as error:
@@ -137,6 +139,24 @@ class Planner:
                 if head.state == SOFT_DELETED:
                     revived.append(append.stream)
         return Plan(results, None, rows, revived)
+
+    def _plan_one(self, append: PreparedAppend) -> Plan:
+        """``plan`` of a request of one part, the common case: the same steps without the
+        lists that keep several parts together."""
+        try:
+            head = self._check(append)
+        except (StreamDeleted, WrongExpectedVersion, IdempotencyConflict) as error:
+            self._undo = None
+            return Plan(None, error, [], [])
+        if isinstance(head, AppendResult):
+            self._undo = (self.next_position, [], [])
+            return Plan([head], None, [], [])
+        rows: list[Row] = []
+        given: list[uuid.UUID] = []
+        self._undo = (self.next_position, [(append.stream, head)], given)
+        result = self._queue(append, head, rows, given)
+        revived = [append.stream] if head.state == SOFT_DELETED else []
+        return Plan([result], None, rows, revived)
 
     def undo(self) -> None:
         """Forget the last plan, as if its request had never come: its positions will be

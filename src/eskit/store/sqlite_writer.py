@@ -276,7 +276,10 @@ def _append_alone(
 def _insert(cursor: sqlite3.Cursor, rows: list[Row], revived: list[str]) -> None:
     """Insert the rows of accepted plans and mark the streams they revive live."""
     try:
-        cursor.executemany(*_bound(rows))
+        if len(rows) == 1:  # a lone event, the common case: no lists, no iterator
+            cursor.execute(*_bound_row(rows[0]))
+        else:
+            cursor.executemany(*_bound(rows))
         if revived:
             cursor.executemany(
                 "UPDATE streams SET state = 0 WHERE stream = ?", [(s,) for s in revived]
@@ -303,6 +306,14 @@ def _bound(rows: list[Row]) -> tuple[str, list[tuple[object, ...]]]:
         (p, s, c, v, bytearray(i), t, d, m, at, bytearray(h), ct, raw, meta)
         for p, s, c, v, i, t, d, m, at, h, ct, raw, meta in rows
     ]
+
+
+def _bound_row(row: Row) -> tuple[str, tuple[object, ...]]:
+    """``_bound`` of a lone row: the insert and its parameters."""
+    p, s, c, v, i, t, d, m, at, h, ct, raw, meta = row
+    if ct is None and meta is None:  # raw data comes with its type
+        return _INSERT_JSON, (p, s, c, v, bytearray(i), t, d, m, at, bytearray(h))
+    return _INSERT, (p, s, c, v, bytearray(i), t, d, m, at, bytearray(h), ct, raw, meta)
 
 
 def recorded(rows: Sequence[Row]) -> list[RecordedEvent]:
@@ -347,33 +358,40 @@ def _heads(cursor: sqlite3.Cursor, streams: Sequence[str]) -> tuple[dict[str, He
     A stream's last event is one probe of the (stream, version) index, then one of the
     table by its position; ``GROUP BY`` over ``IN (...)`` would scan every event of the
     streams. A stream whose events were all scavenged keeps its head in ``streams``
-    (migration 005).
+    (migration 005). The query returns a head as the planner takes it, in as few columns
+    as it can: the sqlite3 module pays for each column of each row it returns.
     """
+    if len(streams) == 1:  # a lone stream (an append): its name needs no column
+        last, state, last_link, at = cursor.execute(_ONE_HEAD, streams).fetchone()
+        return {streams[0]: Head(last, state, last_link)}, at
     heads: dict[str, Head] = {}
     last_position = 0
     for chunk in range(0, len(streams), 500):
         names = streams[chunk : chunk + 500]
-        for stream, last, last_link, state, kept, kept_link, at in cursor.execute(
-            _heads_query(len(names)), names
-        ):
-            if last is None and kept is not None:
-                last, last_link = kept, kept_link
-            heads[stream] = Head(last, LIVE if state is None else state, last_link)
+        for stream, last, state, last_link, at in cursor.execute(_heads_query(len(names)), names):
+            heads[stream] = Head(last, state, last_link)
             last_position = at
     return heads, last_position
 
 
+_HEAD_OF: Final = (
+    f"coalesce(e.version, s.last_version), coalesce(s.state, {LIVE}),"
+    " CASE WHEN e.version IS NULL AND s.last_version IS NOT NULL"
+    f" THEN s.last_link ELSE e.hash END, ({HEAD})"
+    " FROM wanted LEFT JOIN streams AS s ON s.stream = name"
+    " LEFT JOIN events e ON e.position ="
+    " (SELECT position FROM events WHERE stream = name ORDER BY version DESC LIMIT 1)"
+)
+"""What ``_heads`` reads of each stream in ``wanted``: last version, state and last link
+(those kept in ``streams`` when every event was scavenged), and the log's head."""
+_ONE_HEAD: Final = f"WITH wanted(name) AS (VALUES (?)) SELECT {_HEAD_OF}"
+
+
 @functools.lru_cache(maxsize=64)
 def _heads_query(streams: int) -> str:
-    """``_heads``' query for that many streams (the same text each time: SQLite's prepared
-    statement is reused)."""
-    return (
-        f"WITH wanted(name) AS (VALUES {', '.join(['(?)'] * streams)}) SELECT name, e.version,"
-        f" e.hash, s.state, s.last_version, s.last_link, ({HEAD})"
-        " FROM wanted LEFT JOIN streams AS s ON s.stream = name"
-        " LEFT JOIN events e ON e.position ="
-        " (SELECT position FROM events WHERE stream = name ORDER BY version DESC LIMIT 1)"
-    )
+    """``_heads``' query for that many streams, with their names (the same text each time:
+    SQLite's prepared statement is reused)."""
+    return f"WITH wanted(name) AS (VALUES {', '.join(['(?)'] * streams)}) SELECT name, {_HEAD_OF}"
 
 
 def _existing(cursor: sqlite3.Cursor, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, ExistingEvent]:
