@@ -292,9 +292,8 @@ class BusCore:
                     return earlier
             try:
                 decision = route.handle(context.command, state)  # in the flow: no request
-                if decision is not None and awaitable(
-                    decision
-                ):  # an async handler's (the async face awaits it)
+                # an async handler's decision is awaited (by the async face)
+                if decision is not None and awaitable(decision):
                     decision = yield Await(decision, route.handle)
             except Exception:
                 if guess_new:  # on the aggregate as it is, it may decide otherwise
