@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import eskit
 import eskit.sync
-from eskit.subscriptions import GroupNotFound, Settings, Source
+from eskit.subscriptions import GroupNotFound, Settings, Source, steps
+from tests import postgres
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> eskit.sync.SyncStore:
-    url = "memory://" if request.param == "memory" else f"sqlite:///{tmp_path}/events.db"
-    return eskit.sync.open_store(url)
+    urls = {
+        "memory": lambda: "memory://",
+        "sqlite": lambda: f"sqlite:///{tmp_path}/events.db",
+        "postgres": postgres.store_url,
+    }
+    return eskit.sync.open_store(urls[request.param]())
 
 
 def test_blocking_iterator_ack_nack_and_replay(store: eskit.sync.SyncStore) -> None:
@@ -69,3 +76,71 @@ def test_blocking_consumers_in_threads_share_the_events(store: eskit.sync.SyncSt
         for thread in threads:
             thread.join(60)
         assert sorted(seen) == list(range(1, 201))
+
+
+def test_blocking_idle_consumer_wakes_when_an_event_is_appended(
+    store: eskit.sync.SyncStore,
+) -> None:
+    with store:
+        groups = eskit.sync.Groups(store)
+        groups.create("mail", Source.all())
+        received: list[str] = []
+
+        def consume() -> None:
+            with groups.consumer("mail", "a", poll=5.0) as consumer:
+                for delivery in consumer:
+                    delivery.ack()
+                    received.append(delivery.event.stream)
+                    break
+
+        thread = threading.Thread(target=consume)
+        thread.start()
+        time.sleep(0.3)  # it found nothing: idle
+        store.append("invoice-1", [eskit.NewEvent("Due", {})])
+        thread.join(1.0)  # polling alone would take 5 s
+        assert received == ["invoice-1"]
+        thread.join()
+
+
+def test_blocking_idle_consumer_does_not_busy_loop(store: eskit.sync.SyncStore) -> None:
+    class CountingGroups(eskit.sync.Groups):
+        writes = 0
+
+        def perform(self, effect: Any, handler: Any = None) -> Any:
+            self.writes += isinstance(effect, steps.Write)  # an idle fetch: one claim
+            return super().perform(effect, handler)
+
+    with store:
+        groups = CountingGroups(store)
+        groups.create("mail", Source.all())
+        stop = threading.Event()
+        consumer = groups.consumer("mail", "a", poll=0.2)
+        thread = threading.Thread(
+            target=consumer.run, args=(lambda event: None,), kwargs={"stop": stop}
+        )
+        thread.start()
+        time.sleep(0.5)
+        stop.set()
+        thread.join()
+        assert 1 <= groups.writes <= 5
+
+
+def test_blocking_idle_consumer_still_gets_a_retry_when_its_backoff_is_over(
+    store: eskit.sync.SyncStore,
+) -> None:
+    with store:
+        store.append("invoice-1", [eskit.NewEvent("Due", {})])
+        groups = eskit.sync.Groups(store)
+        groups.create("mail", Source.all(), settings=Settings(retry_backoff=0.3))
+        attempts: list[int] = []
+        started = time.monotonic()
+        with groups.consumer("mail", "a", poll=0.2) as consumer:
+            for delivery in consumer:
+                attempts.append(delivery.attempt)
+                if delivery.attempt == 1:
+                    delivery.nack("retry", "later")
+                else:
+                    delivery.ack()
+                    break
+        assert attempts == [1, 2]
+        assert time.monotonic() - started < 3.0

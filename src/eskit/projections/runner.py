@@ -205,7 +205,7 @@ class _Perform:
             case Idle(seconds):
                 await runner._until_stopped(asyncio.sleep(seconds))
             case WaitForEvents(after, timeout):
-                await runner._until_stopped(_wait_for_events(store, after, timeout))
+                await runner._until_stopped(store.wait_for_events(after, timeout))
             case Handle(projection, events):
                 await projection.handle_batch(events)
             case ResetTarget(projection):
@@ -215,9 +215,3 @@ class _Perform:
             case _:
                 raise TypeError(f"no such effect: {effect!r}")
         return None
-
-
-async def _wait_for_events(store: EventStore, after: int, within: float | None) -> None:
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(within):
-            await store.wait_for_events(after)

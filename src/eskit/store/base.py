@@ -11,7 +11,7 @@ import asyncio
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, suppress
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, Self
 
@@ -480,15 +480,22 @@ class EventStore(EnginePrimitives):
         self._check_open()
         return type_filter
 
-    async def wait_for_events(self, after: int) -> None:
-        """Return once an event past position ``after`` exists or the store closed.
+    async def wait_for_events(
+        self,
+        after: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - the blocking twin needs it too
+    ) -> None:
+        """Return once an event past position ``after`` exists, the store closed, or
+        ``timeout`` seconds passed (if given).
 
         Appends of this process wake the wait at once, other processes' within
-        ``poll_interval``. Bound it with ``asyncio.timeout`` if needed.
+        ``poll_interval``.
         """
         rules.check_count("after", after)
-        while self._open and await self._last_position() <= after:
-            await self._wait_for_events_after(after)
+        with suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while self._open and await self._last_position() <= after:
+                    await self._wait_for_events_after(after)
 
     async def subscribe(
         self,

@@ -363,14 +363,19 @@ class SyncStore:
             cursor = arguments.next_log_cursor(page, searched, remaining, count)
             yield from page
 
-    def wait_for_events(self, after: int) -> None:
+    def wait_for_events(self, after: int, timeout: float | None = None) -> None:
         """Blocking ``EventStore.wait_for_events``."""
         rules.check_count("after", after)
+        poll = self._store.poll_interval
+        deadline = None if timeout is None else time.monotonic() + timeout
         while self._open:
             seen = self.engine.commit_count()
             if self.engine.last_position() > after:
                 return
-            self.engine.wait_for_commit(seen, self._store.poll_interval)
+            left = poll if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                return
+            self.engine.wait_for_commit(seen, min(poll, left))
 
     def subscribe(
         self,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import builtins
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -195,10 +194,16 @@ class Consumer:
 
     def __iter__(self) -> Iterator[Delivery]:
         while True:
+            head = self.groups.store.last_position()  # before the fetch: see _idle
             batch = self.fetch()
             if not batch:
-                time.sleep(self.poll)
+                self._idle(head)
             yield from batch
+
+    def _idle(self, head: int) -> None:
+        """``eskit.subscriptions.Consumer._idle``, blocking: wait until an event past
+        ``head`` (read before the fetch) is appended, or ``poll`` seconds pass."""
+        self.groups.store.wait_for_events(head, timeout=self.poll)
 
     def ack(self, deliveries: Iterable[Delivery]) -> None:
         positions = [d.claimed.position for d in deliveries]
@@ -228,13 +233,14 @@ class Consumer:
         key, size = key_of(group.settings), batch or group.settings.max_in_flight
         acked = 0
         while stop is None or not stop.is_set():
+            head = self.groups.store.last_position()  # before the fetch: see _idle
             fetched = engine.drive_blocking(
                 steps.fetch(self.group, self.name, size), self.groups.perform
             )
             if not fetched:
                 if until_idle:
                     break
-                time.sleep(self.poll)
+                self._idle(head)
                 continue
             acked += engine.drive_blocking(
                 steps.handle(self.group, self.name, fetched, policy, key),

@@ -262,11 +262,22 @@ class Consumer:
 
     async def __aiter__(self) -> AsyncIterator[Delivery]:
         while True:
+            head = await self.groups.store.last_position()  # before the fetch: see _idle
             batch = await self.fetch()
             if not batch:
-                await asyncio.sleep(self.poll)
+                await self._idle(head)
             for delivery in batch:
                 yield delivery
+
+    async def _idle(self, head: int) -> None:
+        """Wait until an event past ``head`` is appended, or ``poll`` seconds pass.
+
+        ``head`` is read before the fetch, so an event appended during the fetch ends the
+        wait at once. Time still wakes the consumer: retries, expired claims and replays
+        fall due with it, and other processes' appends may be seen only by polling. The
+        wait is on the log's head, not on commits: the groups' own writes are commits
+        too, and would have idle consumers wake each other in a loop."""
+        await self.groups.store.wait_for_events(head, timeout=self.poll)
 
     async def ack(self, deliveries: Iterable[Delivery]) -> None:
         positions = [d.claimed.position for d in deliveries]
@@ -302,13 +313,14 @@ class Consumer:
         key, size = key_of(group.settings), batch or group.settings.max_in_flight
         acked = 0
         while stop is None or not stop.is_set():
+            head = await self.groups.store.last_position()  # before the fetch: see _idle
             fetched = await engine.drive(
                 steps.fetch(self.group, self.name, size), self.groups.perform
             )
             if not fetched:
                 if until_idle:
                     break
-                await asyncio.sleep(self.poll)
+                await self._idle(head)
                 continue
             acked += await engine.drive(
                 steps.handle(self.group, self.name, fetched, policy, key),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -31,6 +32,7 @@ from eskit.subscriptions import (
     Groups,
     Settings,
     Source,
+    steps,
 )
 
 FAST = Settings(message_timeout=0.3, max_retries=2, max_in_flight=100, retry_backoff=0.0)
@@ -381,3 +383,81 @@ class GroupConformance:
         for deliveries in seen.values():
             assert len({name for name, _ in deliveries}) == 1
             assert [version for _, version in deliveries] == list(range(5))
+
+    # == idle consumers =========================================================================
+
+    async def test_group_idle_consumer_wakes_when_an_event_is_appended(
+        self, store: EventStore, groups: Groups
+    ) -> None:
+        await groups.create("mail", Source.all(), settings=FAST)
+        consumer = groups.consumer("mail", "a", poll=5.0)
+        handled = asyncio.Event()
+        running = asyncio.ensure_future(consumer.run(lambda event: handled.set()))
+        try:
+            await asyncio.sleep(0.3)  # it found nothing: idle
+            await _append(store, "invoice-1", 1)
+            async with asyncio.timeout(1.0):  # polling alone would take 5 s
+                await handled.wait()
+        finally:
+            await _cancel(running)
+
+    async def test_group_idle_iterating_consumer_wakes_when_an_event_is_appended(
+        self, store: EventStore, groups: Groups
+    ) -> None:
+        await groups.create("mail", Source.all(), settings=FAST)
+
+        async def first() -> eskit.RecordedEvent:
+            async with groups.consumer("mail", "a", poll=5.0) as consumer:
+                async for delivery in consumer:
+                    await delivery.ack()
+                    return delivery.event
+            raise AssertionError("the consumer stopped")
+
+        receiving = asyncio.ensure_future(first())
+        try:
+            await asyncio.sleep(0.3)
+            await _append(store, "invoice-1", 1)
+            async with asyncio.timeout(1.0):
+                assert (await receiving).stream == "invoice-1"
+        finally:
+            await _cancel(receiving)
+
+    async def test_group_idle_consumer_does_not_busy_loop(self, store: EventStore) -> None:
+        class CountingGroups(Groups):
+            writes = 0
+
+            async def perform(self, effect: Any, handler: Any = None) -> Any:
+                self.writes += isinstance(effect, steps.Write)  # an idle fetch: one claim
+                return await super().perform(effect, handler)
+
+        groups = CountingGroups(store)
+        await groups.create("mail", Source.all(), settings=FAST)
+        running = asyncio.ensure_future(
+            groups.consumer("mail", "a", poll=0.2).run(lambda event: None)
+        )
+        await asyncio.sleep(0.5)
+        await _cancel(running)
+        assert 1 <= groups.writes <= 5
+
+    async def test_group_idle_consumer_still_gets_a_retry_when_its_backoff_is_over(
+        self, store: EventStore, groups: Groups
+    ) -> None:
+        await _append(store, "invoice-1", 1)
+        await groups.create("mail", Source.all(), settings=Settings(retry_backoff=0.3))
+        attempts: list[int] = []
+        async with asyncio.timeout(3.0):
+            async with groups.consumer("mail", "a", poll=0.2) as consumer:
+                async for delivery in consumer:
+                    attempts.append(delivery.attempt)
+                    if delivery.attempt == 1:
+                        await delivery.nack("retry", "later")
+                    else:
+                        await delivery.ack()
+                        break
+        assert attempts == [1, 2]
+
+
+async def _cancel(task: asyncio.Future[Any]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
