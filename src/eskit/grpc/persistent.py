@@ -245,8 +245,9 @@ class Reader:
                     )
                 if not batch:
                     self.wake.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.wake.wait(), POLL)
+                    with contextlib.suppress(TimeoutError):  # not wait_for: see store.base
+                        async with asyncio.timeout(POLL):
+                            await self.wake.wait()
             answers.result()  # an error of the client's requests ends the call with it
         finally:
             answers.cancel()

@@ -547,7 +547,10 @@ class EventStore(EnginePrimitives):
         self._waiters.add(waiter)  # registered before looking, so no wake-up is missed
         try:
             if self._open and await self._last_position() <= position:
-                await asyncio.wait_for(waiter, self.poll_interval)
+                # not asyncio.wait_for: on Python 3.11 it swallows a cancellation that comes
+                # as the waiter is woken, and a caller's timeout then never ends the wait
+                async with asyncio.timeout(self.poll_interval):
+                    await waiter
         except TimeoutError:
             pass
         except StoreUnavailable:  # the caller's next read finds out whether it is back

@@ -212,6 +212,22 @@ class SubscriptionConformance(ConformanceBase):
             await asyncio.gather(following, idling)
         assert received == [1, 2, 3]
 
+    async def test_wait_for_events_ends_when_cancelled_as_it_is_woken(
+        self, store: EventStore
+    ) -> None:
+        """A wait woken without a new event (as a commit that wrote none wakes it) in the
+        very turn it is cancelled still ends with the cancellation: the cancellation is how
+        a ``timeout`` ends the wait (Python 3.11's ``asyncio.wait_for`` swallowed it, and a
+        process manager's timed wait then lasted until the next event)."""
+        await store.append("wake-1", [new()])
+        head = await store.last_position()
+        waiting = asyncio.ensure_future(store.wait_for_events(head, timeout=TIMEOUT))
+        await asyncio.sleep(0.05)  # it waits now
+        store._notify_waiters()  # woken in this turn...
+        waiting.cancel()  # ...and cancelled in the same one
+        await asyncio.wait({waiting}, timeout=2.0)
+        assert waiting.cancelled()
+
 
 async def _until(
     events: AsyncIterator[RecordedEvent], position: int
