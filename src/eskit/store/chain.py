@@ -219,10 +219,7 @@ def link_event(
     )
     if raw:
         parts += _raw_parts(content_type, raw_data, raw_metadata)
-    state = base.copy()  # _hashed, inline: this runs once per event written
-    state.update(b"".join(parts))
-    digest: bytes = state.digest()
-    return digest
+    return _hashed(base, parts)
 
 
 def _raw_parts(

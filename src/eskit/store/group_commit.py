@@ -189,11 +189,7 @@ class GroupCommit(Generic[R]):
         finally:
             self._hand_over(committer=False)
         if wrote:
-            listeners = self._listeners
-            if len(listeners) == 1 and listeners[0][0] is None:  # the engine's, in this
-                listeners[0][1]()  # thread (no loop to answer): nothing more for _tell
-            else:
-                self._tell(listeners, {})
+            self._tell(self._listeners, {})
         if error is not None:
             raise error
         return value

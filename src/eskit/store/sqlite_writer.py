@@ -276,8 +276,9 @@ def _append_alone(
 def _insert(cursor: sqlite3.Cursor, rows: list[Row], revived: list[str]) -> None:
     """Insert the rows of accepted plans and mark the streams they revive live."""
     try:
-        if len(rows) == 1:  # a lone event, the common case: no lists, no iterator
-            cursor.execute(*_bound_row(rows[0]))
+        if len(rows) == 1:  # a lone event, the common case: no iterator
+            statement, (parameters,) = _bound(rows)
+            cursor.execute(statement, parameters)
         else:
             cursor.executemany(*_bound(rows))
         if revived:
@@ -306,14 +307,6 @@ def _bound(rows: list[Row]) -> tuple[str, list[tuple[object, ...]]]:
         (p, s, c, v, bytearray(i), t, d, m, at, bytearray(h), ct, raw, meta)
         for p, s, c, v, i, t, d, m, at, h, ct, raw, meta in rows
     ]
-
-
-def _bound_row(row: Row) -> tuple[str, tuple[object, ...]]:
-    """``_bound`` of a lone row: the insert and its parameters."""
-    p, s, c, v, i, t, d, m, at, h, ct, raw, meta = row
-    if ct is None and meta is None:  # raw data comes with its type
-        return _INSERT_JSON, (p, s, c, v, bytearray(i), t, d, m, at, bytearray(h))
-    return _INSERT, (p, s, c, v, bytearray(i), t, d, m, at, bytearray(h), ct, raw, meta)
 
 
 def recorded(rows: Sequence[Row]) -> list[RecordedEvent]:
