@@ -244,13 +244,13 @@ Job = tuple[str, str, str, "asyncio.Future[int]"]
 """An append handed to the committer: stream, data and metadata JSON, its caller's future."""
 
 
-def w1c_checked(directory: Path, count: int) -> float:
+def committed_concurrently(directory: Path, items: list[Payload]) -> float:
     """The least a W1c-shaped design can do: each task validates its event on the loop and
     waits; one committer thread writes whatever is queued in one transaction and answers
-    the whole group with one call into the loop, after COMMIT."""
-    path = directory / "checked.db"
+    the whole group with one call into the loop, after COMMIT. The seconds it took."""
+    path, count = directory / "checked.db", len(items)
     _eskit_table(path)[0].close()
-    items, streams = payloads(count), [stream for stream, _ in placements(count, 1)]
+    streams = [stream for stream, _ in placements(count, 1)]
     jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
 
     async def appends() -> float:
@@ -269,10 +269,14 @@ def w1c_checked(directory: Path, count: int) -> float:
     thread = threading.Thread(target=_committer, args=(path, jobs))
     thread.start()
     try:
-        return count / asyncio.run(appends())
+        return asyncio.run(appends())
     finally:
         jobs.put(None)
         thread.join()
+
+
+def w1c_checked(directory: Path, count: int) -> float:
+    return count / committed_concurrently(directory, payloads(count))
 
 
 def _committer(path: Path, jobs: queue.SimpleQueue[Job | None]) -> None:

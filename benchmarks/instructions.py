@@ -8,8 +8,8 @@ operations, the same set-up and warm-up in both: the difference divided by the d
 in operations is the cost of one operation, set-up and interpreter start-up cancelled out.
 
 The workloads are the peer table's eskit sides (``peer_eskit``), W1c's and W2's, raw's
-one-row append for scale, and ``floor``'s ES3 floor (eskit's table and checks, no framework)
-for the least eskit's guarantees cost. Needs ``valgrind`` on the PATH.
+one-row append for scale, and ``floor``'s ES3 and W1c floors (eskit's table and checks, no
+framework) for the least eskit's guarantees cost. Needs ``valgrind`` on the PATH.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ WORKLOADS: dict[str, tuple[Side, str]] = {
     "es3-raw": (functools.partial(_peer_side, peer_raw.appends), "append"),
     "es3-floor": (floor.checked_appends, "append"),
     "w1c": (_w1c, "event"),
+    "w1c-floor": (floor.committed_concurrently, "event"),
     "w2": (_w2, "event"),
 }
 DEFAULT_COUNT = 2_000
