@@ -1,6 +1,6 @@
-"""How close can eskit's appends get to raw ``sqlite3``? (issue 13 point 6: ES3, W2)
+"""How close can eskit's appends get to raw ``sqlite3``? (issue 13 point 6: ES3, W2, W1c)
 
-Five ways of making the same one-event appends to new streams, one at a time, each in the
+Six ways of making the same one-event appends to new streams, one at a time, each in the
 same run on the same kind of file (WAL, ``synchronous=FULL``), best of ``--repeat``:
 
 - **raw**: ES3's raw side, ``BEGIN IMMEDIATE; INSERT; COMMIT`` into a table with only the
@@ -11,9 +11,16 @@ same run on the same kind of file (WAL, ``synchronous=FULL``), best of ``--repea
 - **raw, eskit's table, two hand-offs**: the same, each append handed from an event loop
   to a writer thread and answered back with ``call_soon_threadsafe``: the async face's
   floor, with nothing of eskit's but its table;
+- **raw, eskit's table and checks**: straight-line code doing only what eskit must do per
+  append to keep its guarantees (the JSON round trip, the heads read under the write lock,
+  a fresh id, the chain link), with eskit's own statements and functions: the sync face's
+  floor;
 - **eskit.sync** and **eskit async**: ``store.append`` through each face.
 
-And W2's appends of 100 events to one stream: raw, raw into eskit's table, and both faces.
+W2's appends of 100 events to one stream: raw, raw into eskit's table, and both faces. W1c's
+appends from 100 tasks: its raw side, eskit async, and the least any group commit can do
+(each task checks its event and waits; one thread commits whatever is queued in one
+transaction and answers the group with one call into the loop).
 
 The ratios to raw show which part of the gap is the file eskit keeps, which the hand-offs
 and which eskit's own work. Run: ``python -m benchmarks.floor``.
@@ -33,12 +40,19 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import msgspec
 
 import eskit
 import eskit.sync
-from benchmarks import raw
+from benchmarks import eskit_side, raw
+from benchmarks.common import Payload, payloads, placements
+from eskit.store.chain import hasher, link_event
 from eskit.store.ids import new_event_ids
-from eskit.store.sqlite_writer import _INSERT
+from eskit.store.planner import LIVE
+from eskit.store.rules import DEFAULT_MAX_EVENT_SIZE, category
+from eskit.store.sqlite_writer import _INSERT, _INSERT_JSON, _ONE_HEAD, _heads_query
 
 APPENDS = 2_000
 Row = tuple[object, ...]
@@ -47,6 +61,9 @@ Row = tuple[object, ...]
 DATA = '{"customer":"acme","amount":1250,"lines":[1,2,3]}'
 PER_APPEND = 100
 """W2's events per append (all into one stream)."""
+TASKS = 100
+"""W1c's concurrent asyncio tasks."""
+TYPE = "InvoiceCreated"
 
 
 def _raw_rows(count: int, one_stream: bool = False) -> list[Row]:
@@ -147,6 +164,211 @@ def raw_handed_off(directory: Path, count: int) -> float:
         thread.join()
 
 
+def _exact(value: dict[str, Any]) -> bytes:
+    """``value`` as JSON, read back and compared, as eskit checks a payload
+    (``rules._prepare_quickly``): what is stored reads back as what was given."""
+    encoded = msgspec.json.encode(value)
+    if msgspec.json.decode(encoded) != value:
+        raise ValueError("not exact JSON")
+    return encoded
+
+
+def _validated(data: dict[str, Any], metadata: dict[str, Any]) -> tuple[str, str]:
+    """An event's data and metadata JSON after eskit's checks (no metadata: ``{}`` unread)."""
+    body, meta = _exact(data), _exact(metadata) if metadata else b"{}"
+    if len(body) + len(meta) > DEFAULT_MAX_EVENT_SIZE:
+        raise ValueError("event too large")
+    return body.decode(), meta.decode()
+
+
+def checked_appends(directory: Path, items: list[Payload]) -> float:
+    """ES3's necessary work, one append at a time, straight-line: the seconds it took.
+
+    What eskit must do for each append to keep its guarantees, with its own statements and
+    functions, on a file it made: validate the event; under the write lock read the stream's
+    head and the log's (optimistic concurrency against other processes too); a fresh id; the
+    chain link covering position and version; insert; commit.
+    """
+    conn, _ = _eskit_table(directory / "checked.db")
+    cursor, base = conn.cursor(), hasher(None)
+    try:
+        start = time.perf_counter()
+        for i, (data, metadata) in enumerate(items):
+            stream = f"inv-{i}"
+            body, meta = _validated(data, metadata)
+            cursor.execute("BEGIN IMMEDIATE")
+            at = time.time_ns() // 1_000
+            last, state, link, head = cursor.execute(_ONE_HEAD, (stream,)).fetchone()
+            if last is not None or state != LIVE:
+                raise eskit.WrongExpectedVersion(stream, eskit.NO_STREAM, last)
+            (id_,) = new_event_ids(1)
+            position = head + 1
+            link = link_event(
+                base,
+                stream.encode(),
+                at,
+                link,
+                position,
+                0,
+                id_,
+                TYPE,
+                body,
+                meta,
+                None,
+                None,
+                None,
+            )
+            row = (position, stream, category(stream), 0, bytearray(id_), TYPE, body, meta, at)
+            cursor.execute(_INSERT_JSON, (*row, bytearray(link)))
+            cursor.execute("COMMIT")
+        return time.perf_counter() - start
+    finally:
+        conn.close()
+
+
+def raw_checked(directory: Path, count: int) -> float:
+    data = msgspec.json.decode(DATA)
+    return count / checked_appends(directory, [(data, {}) for _ in range(count)])
+
+
+def w1c_raw(directory: Path, count: int) -> float:
+    """W1c's raw side (``benchmarks.workloads``): the rows committed 100 a transaction."""
+    return raw.write(directory, payloads(count), per_stream=1, per_tx=TASKS).rate
+
+
+def w1c_eskit_async(directory: Path, count: int) -> float:
+    return asyncio.run(eskit_side.append_concurrently(directory, payloads(count), TASKS)).rate
+
+
+Job = tuple[str, str, str, "asyncio.Future[int]"]
+"""An append handed to the committer: stream, data and metadata JSON, its caller's future."""
+
+
+def committed_concurrently(directory: Path, items: list[Payload]) -> float:
+    """The least a W1c-shaped design can do: each task validates its event on the loop and
+    waits; one committer thread writes whatever is queued in one transaction and answers
+    the whole group with one call into the loop, after COMMIT. The seconds it took."""
+    path, count = directory / "checked.db", len(items)
+    _eskit_table(path)[0].close()
+    streams = [stream for stream, _ in placements(count, 1)]
+    jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+
+    async def appends() -> float:
+        loop = asyncio.get_running_loop()
+
+        async def append(i: int) -> int:
+            body, meta = _validated(*items[i])
+            future: asyncio.Future[int] = loop.create_future()
+            jobs.put((streams[i], body, meta, future))
+            return await future
+
+        start = time.perf_counter()
+        await eskit_side.in_tasks(TASKS, count, append)
+        return time.perf_counter() - start
+
+    thread = threading.Thread(target=_committer, args=(path, jobs))
+    thread.start()
+    try:
+        return asyncio.run(appends())
+    finally:
+        jobs.put(None)
+        thread.join()
+
+
+def w1c_checked(directory: Path, count: int) -> float:
+    return count / committed_concurrently(directory, payloads(count))
+
+
+def _committer(path: Path, jobs: queue.SimpleQueue[Job | None]) -> None:
+    """Take everything queued, commit it as one group; stop at None."""
+    conn = raw.connect(path)
+    cursor, base = conn.cursor(), hasher(None)
+    try:
+        while True:
+            taken = [jobs.get()]
+            while not jobs.empty():
+                taken.append(jobs.get())
+            group = [job for job in taken if job is not None]
+            if group:
+                _commit_group(conn, cursor, base, group)
+            if len(group) < len(taken):
+                return
+    finally:
+        conn.close()
+
+
+def _commit_group(
+    conn: sqlite3.Connection, cursor: sqlite3.Cursor, base: Any, group: list[Job]
+) -> None:
+    """One transaction for the group: one heads query for all its streams, ids, links, one
+    ``executemany``; each append checked against the heads as they stand in the group. The
+    callers are answered, all in one ``call_soon_threadsafe``, only after COMMIT."""
+    outcomes: list[int | Exception] = []
+    try:
+        cursor.execute("BEGIN IMMEDIATE")
+        at = time.time_ns() // 1_000
+        names = [stream for stream, _, _, _ in group]
+        found = cursor.execute(_heads_query(len(names)), names).fetchall()
+        heads = {name: (last, state, link) for name, last, state, link, _ in found}
+        position = found[0][4]  # the log's head, in every row
+        ids = iter(new_event_ids(len(group)))
+        rows = []
+        for stream, body, meta, _ in group:
+            last, state, link = heads[stream]
+            if last is not None or state != LIVE:
+                outcomes.append(eskit.WrongExpectedVersion(stream, eskit.NO_STREAM, last))
+                continue
+            position += 1
+            id_ = next(ids)
+            link = link_event(
+                base,
+                stream.encode(),
+                at,
+                link,
+                position,
+                0,
+                id_,
+                TYPE,
+                body,
+                meta,
+                None,
+                None,
+                None,
+            )
+            heads[stream] = (0, LIVE, link)
+            rows.append(
+                (
+                    position,
+                    stream,
+                    category(stream),
+                    0,
+                    bytearray(id_),
+                    TYPE,
+                    body,
+                    meta,
+                    at,
+                    bytearray(link),
+                )
+            )
+            outcomes.append(position)
+        cursor.executemany(_INSERT_JSON, rows)
+        cursor.execute("COMMIT")
+    except Exception as error:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        outcomes = [error] * len(group)
+    group[0][3].get_loop().call_soon_threadsafe(_answer, group, outcomes)
+
+
+def _answer(group: list[Job], outcomes: list[int | Exception]) -> None:
+    """Set every future of a committed group (on the loop: one call for the group)."""
+    for (_, _, _, future), outcome in zip(group, outcomes, strict=True):
+        if isinstance(outcome, Exception):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+
 def w2_raw(directory: Path, count: int) -> float:
     conn = raw.create(directory / "raw.db")
     try:
@@ -230,6 +452,7 @@ WORKLOADS: dict[str, tuple[int, dict[str, Side]]] = {
             "raw": raw_side,
             "raw, eskit's table": raw_eskit_table,
             "raw, eskit's table, two hand-offs": raw_handed_off,
+            "raw, eskit's table and checks": raw_checked,
             "eskit.sync": eskit_sync,
             "eskit async": eskit_async,
         },
@@ -241,6 +464,14 @@ WORKLOADS: dict[str, tuple[int, dict[str, Side]]] = {
             "raw, eskit's table": w2_eskit_table,
             "eskit.sync": w2_eskit_sync,
             "eskit async": w2_eskit_async,
+        },
+    ),
+    f"W1c (one-event appends to new streams from {TASKS} tasks)": (
+        5_000,
+        {
+            "raw": w1c_raw,
+            "eskit async": w1c_eskit_async,
+            "eskit's table and checks, one committer thread": w1c_checked,
         },
     ),
 }
@@ -261,7 +492,7 @@ def main(argv: list[str] | None = None) -> None:
                     best[name] = max(best[name], side(Path(d), count))
         print(f"{workload}, {count:,} events, best of {args.repeat}")
         for name, rate in best.items():
-            print(f"  {name:<36} {rate:>9,.0f} events/s   {rate / best['raw']:.2f} of raw")
+            print(f"  {name:<48} {rate:>9,.0f} events/s   {rate / best['raw']:.2f} of raw")
 
 
 if __name__ == "__main__":

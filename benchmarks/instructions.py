@@ -7,8 +7,9 @@ callgrind on ``/dev/shm`` (no disk wait), with ``--count`` and with ``--count //
 operations, the same set-up and warm-up in both: the difference divided by the difference
 in operations is the cost of one operation, set-up and interpreter start-up cancelled out.
 
-The workloads are the peer table's eskit sides (``peer_eskit``), W1c's and W2's, and raw's
-one-row append for scale. Needs ``valgrind`` on the PATH.
+The workloads are the peer table's eskit sides (``peer_eskit``), W1c's and W2's, raw's
+one-row append for scale, and ``floor``'s ES3 and W1c floors (eskit's table and checks, no
+framework) for the least eskit's guarantees cost. Needs ``valgrind`` on the PATH.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import eskit_side, peer_eskit, peer_raw
+from benchmarks import eskit_side, floor, peer_eskit, peer_raw
 from benchmarks.common import Payload, payloads
 
 Side = Callable[[Path, list[Payload]], object]
@@ -50,7 +51,9 @@ WORKLOADS: dict[str, tuple[Side, str]] = {
     "es3-sync": (functools.partial(_peer_side, peer_eskit.sync_appends), "append"),
     "es3-async": (functools.partial(_peer_side, peer_eskit.appends), "append"),
     "es3-raw": (functools.partial(_peer_side, peer_raw.appends), "append"),
+    "es3-floor": (floor.checked_appends, "append"),
     "w1c": (_w1c, "event"),
+    "w1c-floor": (floor.committed_concurrently, "event"),
     "w2": (_w2, "event"),
 }
 DEFAULT_COUNT = 2_000

@@ -3,10 +3,14 @@ real SQLite file and is reported against raw ``sqlite3``."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 from benchmarks import floor
+
+import eskit
+from eskit.store.audit import AuditReport, verify
 
 
 def test_every_side_runs_and_is_compared_to_raw(
@@ -22,3 +26,21 @@ def test_every_side_runs_and_is_compared_to_raw(
                 for line in out.splitlines()
             ), name
     assert list(tmp_path.iterdir()) == []  # every file was removed
+
+
+async def _written(path: Path) -> tuple[list[eskit.RecordedEvent], AuditReport]:
+    """Every event of the file as eskit reads it, and eskit's audit of its chain."""
+    async with eskit.open_store(f"sqlite:///{path}") as store:
+        return [e async for e in store.read_all()], await verify(store, key=None)
+
+
+@pytest.mark.parametrize("side", [floor.raw_checked, floor.w1c_checked])
+def test_the_checked_floors_write_what_eskit_would(tmp_path: Path, side: floor.Side) -> None:
+    """The floors do eskit's work, not less: their events read back through eskit and
+    their links pass its audit (each covers the position and version it was given)."""
+    assert side(tmp_path, 30) > 0
+    events, report = asyncio.run(_written(tmp_path / "checked.db"))
+    assert [e.position for e in events] == list(range(1, 32))  # eskit's warm-up, then 30
+    assert all(e.version == 0 and e.data for e in events[1:])
+    assert report.problems == []
+    assert (report.events, report.unlinked) == (31, 0)
