@@ -15,7 +15,6 @@ the group gets the error.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import logging
 import sqlite3
 import threading
@@ -346,7 +345,7 @@ def recorded(rows: Sequence[Row]) -> list[RecordedEvent]:
 
 def _heads(cursor: sqlite3.Cursor, streams: Sequence[str]) -> tuple[dict[str, Head], int]:
     """The last version, state and last link of every stream of a group, and the log's head
-    (``sqlite_chain.head``), in one query per 500 streams.
+    (``sqlite_chain.head``), in one query.
 
     A stream's last event is one probe of the (stream, version) index, then one of the
     table by its position; ``GROUP BY`` over ``IN (...)`` would scan every event of the
@@ -359,14 +358,15 @@ def _heads(cursor: sqlite3.Cursor, streams: Sequence[str]) -> tuple[dict[str, He
         return {streams[0]: Head(last, state, last_link)}, at
     heads: dict[str, Head] = {}
     last_position = 0
-    for chunk in range(0, len(streams), 500):
-        names = streams[chunk : chunk + 500]
-        for stream, last, state, last_link, at in cursor.execute(_heads_query(len(names)), names):
-            heads[stream] = Head(last, state, last_link)
-            last_position = at
+    for stream, last, state, last_link, at in cursor.execute(
+        _MANY_HEADS, (_encode(streams).decode(),)
+    ):
+        heads[stream] = Head(last, state, last_link)
+        last_position = at
     return heads, last_position
 
 
+_encode: Final = msgspec.json.encode
 _HEAD_OF: Final = (
     f"coalesce(e.version, s.last_version), coalesce(s.state, {LIVE}),"
     " CASE WHEN e.version IS NULL AND s.last_version IS NOT NULL"
@@ -378,13 +378,12 @@ _HEAD_OF: Final = (
 """What ``_heads`` reads of each stream in ``wanted``: last version, state and last link
 (those kept in ``streams`` when every event was scavenged), and the log's head."""
 _ONE_HEAD: Final = f"WITH wanted(name) AS (VALUES (?)) SELECT {_HEAD_OF}"
-
-
-@functools.lru_cache(maxsize=64)
-def _heads_query(streams: int) -> str:
-    """``_heads``' query for that many streams, with their names (the same text each time:
-    SQLite's prepared statement is reused)."""
-    return f"WITH wanted(name) AS (VALUES {', '.join(['(?)'] * streams)}) SELECT name, {_HEAD_OF}"
+_MANY_HEADS: Final = (
+    f"WITH wanted(name) AS (SELECT value FROM json_each(?)) SELECT name, {_HEAD_OF}"
+)
+"""``_HEAD_OF`` for streams given as one JSON array: one statement whatever their number
+(SQLite prepares it once; a ``VALUES`` list per count was prepared anew for most groups),
+and one parameter to bind, not one per stream."""
 
 
 def _existing(cursor: sqlite3.Cursor, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, ExistingEvent]:
