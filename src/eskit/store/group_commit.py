@@ -200,13 +200,16 @@ class GroupCommit(Generic[R]):
         coroutine, and the queueing inline: this runs once per append on the loop.)"""
         future = _Answer(loop=asyncio.get_running_loop())
         future.waker = None
-        with self._lock:
+        self._lock.acquire()  # not `with`, as in ``run``
+        try:
             if self._closed:  # not _check_open(): a call less on every append
                 raise StoreClosed(_CLOSING)
             self._pending.append((request, future))
             if self._leading:
                 return future
             self._leading = True
+        finally:
+            self._lock.release()
         self._start_committer()
         self._signals.put(_LEAD)
         return future

@@ -15,7 +15,6 @@ the group gets the error.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import logging
 import sqlite3
 import threading
@@ -31,7 +30,16 @@ from eskit.errors import StoreError, StreamDeleted
 from eskit.store import sqlite_schema
 from eskit.store.group_commit import Outcome
 from eskit.store.model import RecordedEvent, raw_data
-from eskit.store.planner import LIVE, TOMBSTONED, Head, Plan, Planner, Row, lookups
+from eskit.store.planner import (
+    LIVE,
+    NEW_STREAM,
+    TOMBSTONED,
+    Head,
+    Plan,
+    Planner,
+    Row,
+    lookups,
+)
 from eskit.store.rules import ExistingEvent, PreparedAppend
 from eskit.store.sqlite_chain import HEAD
 
@@ -346,7 +354,7 @@ def recorded(rows: Sequence[Row]) -> list[RecordedEvent]:
 
 def _heads(cursor: sqlite3.Cursor, streams: Sequence[str]) -> tuple[dict[str, Head], int]:
     """The last version, state and last link of every stream of a group, and the log's head
-    (``sqlite_chain.head``), in one query per 500 streams.
+    (``sqlite_chain.head``).
 
     A stream's last event is one probe of the (stream, version) index, then one of the
     table by its position; ``GROUP BY`` over ``IN (...)`` would scan every event of the
@@ -357,34 +365,35 @@ def _heads(cursor: sqlite3.Cursor, streams: Sequence[str]) -> tuple[dict[str, He
     if len(streams) == 1:  # a lone stream (an append): its name needs no column
         last, state, last_link, at = cursor.execute(_ONE_HEAD, streams).fetchone()
         return {streams[0]: Head(last, state, last_link)}, at
-    heads: dict[str, Head] = {}
-    last_position = 0
-    for chunk in range(0, len(streams), 500):
-        names = streams[chunk : chunk + 500]
-        for stream, last, state, last_link, at in cursor.execute(_heads_query(len(names)), names):
-            heads[stream] = Head(last, state, last_link)
-            last_position = at
+    heads = dict.fromkeys(streams, NEW_STREAM)  # those the query skips: no events, no row
+    for stream, last, state, last_link in cursor.execute(_MANY_HEADS, (_encode(streams).decode(),)):
+        heads[stream] = Head(last, state, last_link)
+    last_position: int = cursor.execute(HEAD).fetchone()[0]
     return heads, last_position
 
 
-_HEAD_OF: Final = (
+_encode: Final = msgspec.json.encode
+_HEAD_COLUMNS: Final = (
     f"coalesce(e.version, s.last_version), coalesce(s.state, {LIVE}),"
     " CASE WHEN e.version IS NULL AND s.last_version IS NOT NULL"
-    f" THEN s.last_link ELSE e.hash END, ({HEAD})"
+    " THEN s.last_link ELSE e.hash END"
+)
+_HEAD_FROM: Final = (
     " FROM wanted LEFT JOIN streams AS s ON s.stream = name"
     " LEFT JOIN events e ON e.position ="
     " (SELECT position FROM events WHERE stream = name ORDER BY version DESC LIMIT 1)"
 )
 """What ``_heads`` reads of each stream in ``wanted``: last version, state and last link
-(those kept in ``streams`` when every event was scavenged), and the log's head."""
-_ONE_HEAD: Final = f"WITH wanted(name) AS (VALUES (?)) SELECT {_HEAD_OF}"
-
-
-@functools.lru_cache(maxsize=64)
-def _heads_query(streams: int) -> str:
-    """``_heads``' query for that many streams, with their names (the same text each time:
-    SQLite's prepared statement is reused)."""
-    return f"WITH wanted(name) AS (VALUES {', '.join(['(?)'] * streams)}) SELECT name, {_HEAD_OF}"
+(those kept in ``streams`` when every event was scavenged)."""
+_ONE_HEAD: Final = f"WITH wanted(name) AS (VALUES (?)) SELECT {_HEAD_COLUMNS}, ({HEAD}){_HEAD_FROM}"
+_MANY_HEADS: Final = (
+    f"WITH wanted(name) AS (SELECT value FROM json_each(?)) SELECT name, {_HEAD_COLUMNS}"
+    f"{_HEAD_FROM} WHERE s.stream IS NOT NULL OR e.position IS NOT NULL"
+)
+"""The heads of streams given as one JSON array: one statement whatever their number
+(SQLite prepares it once; a ``VALUES`` list per count was prepared anew for most groups),
+one parameter to bind, and no row for a stream without events or a ``streams`` row (its
+head is ``NEW_STREAM``): new streams, W1c's, cost no row to fetch."""
 
 
 def _existing(cursor: sqlite3.Cursor, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, ExistingEvent]:
