@@ -50,9 +50,10 @@ from benchmarks import eskit_side, raw
 from benchmarks.common import Payload, payloads, placements
 from eskit.store.chain import hasher, link_event
 from eskit.store.ids import new_event_ids
-from eskit.store.planner import LIVE
+from eskit.store.planner import LIVE, NEW_STREAM
 from eskit.store.rules import DEFAULT_MAX_EVENT_SIZE, category
-from eskit.store.sqlite_writer import _INSERT, _INSERT_JSON, _ONE_HEAD, _heads_query
+from eskit.store.sqlite_chain import HEAD
+from eskit.store.sqlite_writer import _INSERT, _INSERT_JSON, _MANY_HEADS, _ONE_HEAD
 
 APPENDS = 2_000
 Row = tuple[object, ...]
@@ -308,9 +309,12 @@ def _commit_group(
         cursor.execute("BEGIN IMMEDIATE")
         at = time.time_ns() // 1_000
         names = [stream for stream, _, _, _ in group]
-        found = cursor.execute(_heads_query(len(names)), names).fetchall()
-        heads = {name: (last, state, link) for name, last, state, link, _ in found}
-        position = found[0][4]  # the log's head, in every row
+        new = (NEW_STREAM.last, NEW_STREAM.state, NEW_STREAM.link)  # no row for these
+        heads = dict.fromkeys(names, new)
+        as_json = msgspec.json.encode(names).decode()
+        for name, last, state, link in cursor.execute(_MANY_HEADS, (as_json,)):
+            heads[name] = (last, state, link)
+        position = cursor.execute(HEAD).fetchone()[0]  # the log's head
         ids = iter(new_event_ids(len(group)))
         rows = []
         for stream, body, meta, _ in group:
