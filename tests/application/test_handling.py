@@ -3,6 +3,7 @@ order, and what it makes of the answers (no store, no event loop, no thread)."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from typing import Any
@@ -17,7 +18,7 @@ from eskit.application.effects import (
     ReadStream,
     Request,
 )
-from eskit.application.handling import BusCore, CommandResult, command_event_id
+from eskit.application.handling import BusCore, CommandContext, CommandResult, command_event_id
 from eskit.application.repository import RepositoryCore
 from eskit.domain import Decider, Model
 from eskit.drivers import Pause
@@ -180,3 +181,20 @@ def test_a_command_id_is_looked_up_after_the_read_and_replays_what_it_wrote() ->
         [Deposited(5)],
         True,
     )
+
+
+def test_a_context_and_a_result_are_frozen_dataclasses_that_replace_keeps() -> None:
+    """Their own ``__init__`` (faster than the generated one) sets every field, and
+    ``dataclasses.replace`` (what middleware uses) still makes a new one."""
+    context = CommandContext(Deposit("a", 1), uuid.uuid4(), "corr", "cause", {"k": 1}, True)
+    result = CommandResult("account-a", 2, 3, [Deposited(5)])
+    for made in (context, result):
+        values = {f.name: getattr(made, f.name) for f in dataclasses.fields(made)}
+        assert dataclasses.replace(made) == made
+        assert dataclasses.asdict(dataclasses.replace(made)) == dataclasses.asdict(made)
+        assert type(made)(**values) == made
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(made, "events", [])  # noqa: B010 - a frozen field, set by name
+    assert result.replayed is False
+    assert dataclasses.replace(result, replayed=True).replayed is True
+    assert dataclasses.replace(context, causation_id="other").causation_id == "other"

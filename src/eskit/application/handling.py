@@ -48,11 +48,13 @@ from eskit.store.model import ANY, NO_STREAM, ExpectedVersion
 C = TypeVar("C")
 S = TypeVar("S")
 
+_set = object.__setattr__
+
 COMMAND_NAMESPACE = uuid.UUID("6f2c7d9e-58a4-4d8b-9a57-0c3f5e0e7a11")
 """Namespace of the event ids derived from command ids (never change it)."""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True)
 class CommandContext:
     """Who and what a command belongs to; middleware may add to ``metadata``."""
 
@@ -62,6 +64,30 @@ class CommandContext:
     causation_id: str
     metadata: dict[str, Any]
     idempotent: bool
+
+    def __init__(
+        self,
+        command: object,
+        command_id: uuid.UUID,
+        correlation_id: str,
+        causation_id: str,
+        metadata: dict[str, Any],
+        idempotent: bool,
+    ) -> None:
+        # Frozen: the generated __init__ sets each field through object.__setattr__ (half
+        # the cost of a command's context); its __dict__ set at once costs one such call.
+        _set(
+            self,
+            "__dict__",
+            {
+                "command": command,
+                "command_id": command_id,
+                "correlation_id": correlation_id,
+                "causation_id": causation_id,
+                "metadata": metadata,
+                "idempotent": idempotent,
+            },
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -78,7 +104,7 @@ class AlsoAppend:
     expected_version: ExpectedVersion = ANY
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True)
 class CommandResult:
     """What a command did: the events it appended (none if it decided nothing)."""
 
@@ -88,6 +114,26 @@ class CommandResult:
     events: list[Any]
     replayed: bool = False
     """True when the command had been handled before and this is the original result."""
+
+    def __init__(
+        self,
+        stream: str,
+        version: int | None,
+        position: int | None,
+        events: list[Any],
+        replayed: bool = False,
+    ) -> None:
+        _set(  # as CommandContext's
+            self,
+            "__dict__",
+            {
+                "stream": stream,
+                "version": version,
+                "position": position,
+                "events": events,
+                "replayed": replayed,
+            },
+        )
 
 
 Handler: TypeAlias = Callable[[Any, Any], Any]
@@ -475,11 +521,18 @@ def _new_command_id() -> uuid.UUID:
 
 def _text(command_id: uuid.UUID) -> str:
     """``str(command_id)``, made in C by msgspec for a UUID (a command's correlation and
-    causation ids and its events' metadata hold it: ``str`` costs three times as much)."""
-    if type(command_id) is uuid.UUID:
-        text: str = _canonical(command_id)
-        return text
-    return str(command_id)
+    causation ids and its events' metadata hold it: ``str`` costs three times as much).
+    The last one made is kept: a command asks twice (its context, its events' metadata)."""
+    global _last_text
+    last = _last_text  # one read: another thread may replace it
+    if last[0] is command_id:
+        return last[1]
+    text: str = _canonical(command_id) if type(command_id) is uuid.UUID else str(command_id)
+    _last_text = (command_id, text)
+    return text
+
+
+_last_text: tuple[object, str] = (None, "")
 
 
 def _split(decided: list[Any]) -> tuple[list[Any], list[tuple[str, Sequence[object], Any]]]:

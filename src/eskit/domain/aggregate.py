@@ -64,7 +64,9 @@ class Aggregate:
     snapshot_version: ClassVar[int] = 1
     _handlers: ClassVar[dict[type[Any], Callable[[Any, Any], None]]] = {}
     _model: ClassVar[Model[Any] | None] = None
-    _pending: list[Any]
+    _pending: list[Any] | None = None
+    """The events recorded since ``take_pending``, made by the first ``record`` (no
+    ``__new__`` to make it: an aggregate is built for every command)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -79,20 +81,18 @@ class Aggregate:
         cls._handlers = handlers
         cls._model = None
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
-        instance = super().__new__(cls)
-        instance._pending = []
-        return instance
-
     def record(self, event: object) -> None:
         """Apply a new event to this aggregate and keep it until the repository saves it."""
         self._apply(event)
-        self._pending.append(event)
+        if self._pending is None:
+            self._pending = [event]
+        else:
+            self._pending.append(event)
 
     def take_pending(self) -> list[Any]:
         """The events recorded since the last call, oldest first (the repository saves them)."""
-        pending, self._pending = self._pending, []
-        return pending
+        pending, self._pending = self._pending, None
+        return [] if pending is None else pending
 
     def _apply(self, event: object) -> None:
         handler = self._handlers.get(type(event))
