@@ -175,7 +175,8 @@ class BusCore:
         self._repositories: dict[int, RepositoryCore[Any]] = {}
         self.middleware: list[Any] = []
         """Run around every command, the first outermost (each face types its own)."""
-        self._chained: tuple[tuple[Any, ...], Callable[[CommandContext], Any]] | None = None
+        self._chained: tuple[list[Any] | None, Callable[[CommandContext], Any]] = (None, self._run)
+        """``middleware`` as it was when the chain ``_run`` inside it was built, and that."""
 
     def register(
         self,
@@ -274,16 +275,13 @@ class BusCore:
         raise NotImplementedError
 
     def _chain(self) -> Callable[[CommandContext], Any]:
-        """``_run`` inside the middleware: built when ``middleware`` changed, not for every
-        command."""
-        middleware = tuple(self.middleware)
-        chained = self._chained
-        if chained is None or middleware != chained[0]:
-            run: Callable[[CommandContext], Any] = self._run
-            for each in reversed(middleware):
-                run = self._wrap(each, run)
-            chained = self._chained = (middleware, run)
-        return chained[1]
+        """``_run`` inside the middleware, kept until ``middleware`` changes."""
+        middleware = list(self.middleware)
+        run: Callable[[CommandContext], Any] = self._run
+        for each in reversed(middleware):
+            run = self._wrap(each, run)
+        self._chained = (middleware, run)
+        return run
 
     def _context(
         self,
@@ -292,13 +290,16 @@ class BusCore:
         correlation_id: str | None,
         causation_id: str | None,
         metadata: Mapping[str, Any] | None,
-    ) -> CommandContext:
-        """The context ``send`` hands its middleware; ``DomainError`` for an unknown command."""
+    ) -> tuple[CommandContext, Callable[[CommandContext], Any]]:
+        """The context ``send`` hands its middleware, and the chain to run it through (one
+        call: the chain is looked up for every command); ``DomainError`` for an unknown
+        command."""
         if type(command) not in self._routes:
             raise DomainError(f"no handler for command {type(command).__qualname__}")
         idempotent = command_id is not None
         the_id = command_id if command_id is not None else _new_command_id()
         id_text = _text(the_id)
+        chained = self._chained
         # Positional: a class called with keywords builds a dict of them (twice the cost).
         return CommandContext(
             command,
@@ -307,7 +308,7 @@ class BusCore:
             causation_id or id_text,
             dict(metadata or {}),
             idempotent,
-        )
+        ), chained[1] if self.middleware == chained[0] else self._chain()
 
     def handling(self, context: CommandContext) -> Flow[CommandResult]:
         """Handle the command of ``context``: load, decide, append, retry (the flow both
