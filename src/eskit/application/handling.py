@@ -145,6 +145,9 @@ class Route:
 
     repository: RepositoryCore[Any]
     aggregate_id: Callable[[Any], str]
+    stream: Callable[[str], str]
+    """The stream of an aggregate id: the model's ``stream``, bound once (a frame less than
+    the repository's, for every command)."""
     handle: Handler
     retry_may_change: frozenset[str]
     creates: bool
@@ -208,7 +211,12 @@ class BusCore:
             handle = model.decide
         self._check_handler(command_type, handle)
         self._routes[command_type] = Route(
-            self._repository(model), aggregate_id, handle, frozenset(retry_may_change), creates
+            self._repository(model),
+            aggregate_id,
+            model.stream,
+            handle,
+            frozenset(retry_may_change),
+            creates,
         )
 
     def handles(
@@ -245,7 +253,7 @@ class BusCore:
         route = self._routes.get(type(command))
         if route is None:
             raise DomainError(f"no handler for command {type(command).__qualname__}")
-        return route.repository.stream(route.aggregate_id(command))
+        return route.stream(route.aggregate_id(command))
 
     def _repository_for(self, stream: str) -> RepositoryCore[Any] | None:
         category, dash, _ = stream.partition("-")
@@ -306,7 +314,7 @@ class BusCore:
             the_id,
             correlation_id or id_text,
             causation_id or id_text,
-            dict(metadata or {}),
+            dict(metadata) if metadata else {},
             idempotent,
         ), chained[1] if self.middleware == chained[0] else self._chain()
 
@@ -316,7 +324,7 @@ class BusCore:
         route = self._routes[type(context.command)]
         repository = route.repository
         aggregate_id = route.aggregate_id(context.command)
-        stream = repository.stream(aggregate_id)
+        stream = route.stream(aggregate_id)
         digest = (
             idempotency.command_digest(context.command, route.retry_may_change)
             if context.idempotent
