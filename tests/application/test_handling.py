@@ -58,7 +58,7 @@ def bus(creates: bool = False, **options: Any) -> Bus:
 
 
 def flow_of(made: Bus, command: object, command_id: uuid.UUID | None = None) -> Flow[Any]:
-    return made.handling(made._context(command, command_id, None, None, None))
+    return made.handling(made._context(command, command_id, None, None, None)[0])
 
 
 def recorded(

@@ -135,8 +135,8 @@ class CommandBus(BusCore):
     ) -> CommandResult:
         """Handle ``command`` and return what it appended; as the async ``CommandBus.send``
         (same arguments, results and errors), blocking."""
-        context = self._context(command, command_id, correlation_id, causation_id, metadata)
-        result: CommandResult = self._chain()(context)
+        context, run = self._context(command, command_id, correlation_id, causation_id, metadata)
+        result: CommandResult = run(context)
         return result
 
     def _run(self, context: CommandContext) -> CommandResult:

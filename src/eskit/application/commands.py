@@ -106,8 +106,8 @@ class CommandBus(BusCore):
         ``IdempotencyConflict`` when ``command_id`` was used by another command (another
         type, or the same type with other arguments).
         """
-        context = self._context(command, command_id, correlation_id, causation_id, metadata)
-        result: CommandResult = await self._chain()(context)
+        context, run = self._context(command, command_id, correlation_id, causation_id, metadata)
+        result: CommandResult = await run(context)
         return result
 
     async def _run(self, context: CommandContext) -> CommandResult:

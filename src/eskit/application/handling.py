@@ -145,6 +145,9 @@ class Route:
 
     repository: RepositoryCore[Any]
     aggregate_id: Callable[[Any], str]
+    stream: Callable[[str], str]
+    """The stream of an aggregate id: the model's ``stream``, bound once (a frame less than
+    the repository's, for every command)."""
     handle: Handler
     retry_may_change: frozenset[str]
     creates: bool
@@ -175,7 +178,8 @@ class BusCore:
         self._repositories: dict[int, RepositoryCore[Any]] = {}
         self.middleware: list[Any] = []
         """Run around every command, the first outermost (each face types its own)."""
-        self._chained: tuple[tuple[Any, ...], Callable[[CommandContext], Any]] | None = None
+        self._chained: tuple[list[Any] | None, Callable[[CommandContext], Any]] = (None, self._run)
+        """``middleware`` as it was when the chain ``_run`` inside it was built, and that."""
 
     def register(
         self,
@@ -207,7 +211,12 @@ class BusCore:
             handle = model.decide
         self._check_handler(command_type, handle)
         self._routes[command_type] = Route(
-            self._repository(model), aggregate_id, handle, frozenset(retry_may_change), creates
+            self._repository(model),
+            aggregate_id,
+            model.stream,
+            handle,
+            frozenset(retry_may_change),
+            creates,
         )
 
     def handles(
@@ -244,7 +253,7 @@ class BusCore:
         route = self._routes.get(type(command))
         if route is None:
             raise DomainError(f"no handler for command {type(command).__qualname__}")
-        return route.repository.stream(route.aggregate_id(command))
+        return route.stream(route.aggregate_id(command))
 
     def _repository_for(self, stream: str) -> RepositoryCore[Any] | None:
         category, dash, _ = stream.partition("-")
@@ -274,16 +283,13 @@ class BusCore:
         raise NotImplementedError
 
     def _chain(self) -> Callable[[CommandContext], Any]:
-        """``_run`` inside the middleware: built when ``middleware`` changed, not for every
-        command."""
-        middleware = tuple(self.middleware)
-        chained = self._chained
-        if chained is None or middleware != chained[0]:
-            run: Callable[[CommandContext], Any] = self._run
-            for each in reversed(middleware):
-                run = self._wrap(each, run)
-            chained = self._chained = (middleware, run)
-        return chained[1]
+        """``_run`` inside the middleware, kept until ``middleware`` changes."""
+        middleware = list(self.middleware)
+        run: Callable[[CommandContext], Any] = self._run
+        for each in reversed(middleware):
+            run = self._wrap(each, run)
+        self._chained = (middleware, run)
+        return run
 
     def _context(
         self,
@@ -292,22 +298,25 @@ class BusCore:
         correlation_id: str | None,
         causation_id: str | None,
         metadata: Mapping[str, Any] | None,
-    ) -> CommandContext:
-        """The context ``send`` hands its middleware; ``DomainError`` for an unknown command."""
+    ) -> tuple[CommandContext, Callable[[CommandContext], Any]]:
+        """The context ``send`` hands its middleware, and the chain to run it through (one
+        call: the chain is looked up for every command); ``DomainError`` for an unknown
+        command."""
         if type(command) not in self._routes:
             raise DomainError(f"no handler for command {type(command).__qualname__}")
         idempotent = command_id is not None
         the_id = command_id if command_id is not None else _new_command_id()
         id_text = _text(the_id)
+        chained = self._chained
         # Positional: a class called with keywords builds a dict of them (twice the cost).
         return CommandContext(
             command,
             the_id,
             correlation_id or id_text,
             causation_id or id_text,
-            dict(metadata or {}),
+            dict(metadata) if metadata else {},
             idempotent,
-        )
+        ), chained[1] if self.middleware == chained[0] else self._chain()
 
     def handling(self, context: CommandContext) -> Flow[CommandResult]:
         """Handle the command of ``context``: load, decide, append, retry (the flow both
@@ -315,7 +324,7 @@ class BusCore:
         route = self._routes[type(context.command)]
         repository = route.repository
         aggregate_id = route.aggregate_id(context.command)
-        stream = repository.stream(aggregate_id)
+        stream = route.stream(aggregate_id)
         digest = (
             idempotency.command_digest(context.command, route.retry_may_change)
             if context.idempotent

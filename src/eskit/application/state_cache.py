@@ -48,16 +48,24 @@ class StateCache:
 
     def take(self, stream: str) -> tuple[int, Any] | None:
         """The entry of ``stream``, removed (the caller owns the state now), or None."""
-        with self._lock:
+        self._lock.acquire()  # as in put
+        try:
             return self._entries.pop(stream, None)
+        finally:
+            self._lock.release()
 
     def put(self, stream: str, version: int, state: Any) -> None:
         """Keep ``state``, folded from the stream's events up to ``version``."""
-        with self._lock:
-            self._entries[stream] = (version, state)
-            self._entries.move_to_end(stream)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
+        entries = self._entries
+        self._lock.acquire()  # not `with`: its __enter__ and __exit__ are two more calls
+        try:
+            if stream in entries:  # usually not: a command took its entry out
+                entries.move_to_end(stream)
+            entries[stream] = (version, state)
+            while len(entries) > self.size:
+                entries.popitem(last=False)
+        finally:
+            self._lock.release()
 
     def clear(self) -> None:
         with self._lock:

@@ -113,10 +113,10 @@ class Aggregate:
 
 def decided_events(state: object, decision: Any) -> list[Any]:
     """The events a handler decided: an Aggregate's recorded events, then any it returned."""
-    returned = [] if decision is None else list(decision)
     if isinstance(state, Aggregate):
-        return [*state.take_pending(), *returned]
-    return returned
+        pending = state.take_pending()  # the caller's now: no copy
+        return pending if decision is None else [*pending, *decision]
+    return [] if decision is None else list(decision)
 
 
 def _model_of(cls: type[Aggregate]) -> Model[Any]:
