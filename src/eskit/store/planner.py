@@ -77,11 +77,14 @@ class Plan(msgspec.Struct, frozen=True, gc=False):
 def lookups(requests: Iterable[Sequence[PreparedAppend]]) -> tuple[list[str], list[uuid.UUID]]:
     """What a backend must read before planning ``requests``: their streams (each once, in
     order) and the ids their callers gave (those may have been written before)."""
-    if type(requests) is list and len(requests) == 1 and len(requests[0]) == 1:
-        (append,) = requests[0]  # a lone append: no dict, no loop
-        return [append.stream], [e.id for e in append.events if e.id is not None]
-    streams: dict[str, None] = {}
     ids: list[uuid.UUID] = []
+    if type(requests) is list and len(requests) == 1 and len(requests[0]) == 1:
+        (append,) = requests[0]  # a lone append: no dict, and a plain loop (a
+        for e in append.events:  # comprehension is a call of its own on Python 3.11)
+            if e.id is not None:
+                ids.append(e.id)
+        return [append.stream], ids
+    streams: dict[str, None] = {}
     for appends in requests:
         for append in appends:
             streams[append.stream] = None
