@@ -268,19 +268,6 @@ def _planner(
     return Planner(heads, earlier, last_position + 1, recorded_at, key)
 
 
-def _append_alone(
-    cursor: sqlite3.Cursor, request: AppendRequest, recorded_at: int, key: bytes | None
-) -> Outcome:
-    """A transaction's only request, an append without inline projections (an uncontended
-    append): ``_AppendGroup``'s work without a group to keep."""
-    plan = _planner(cursor, [request.appends], recorded_at, key).plan(request.appends)
-    if plan.results is None:
-        return None, plan.error
-    if plan.rows:
-        _insert(cursor, plan.rows, plan.revived)
-    return plan.results, None
-
-
 def _insert(cursor: sqlite3.Cursor, rows: list[Row], revived: list[str]) -> None:
     """Insert the rows of accepted plans and mark the streams they revive live."""
     try:
@@ -476,7 +463,13 @@ class Writer:
             cursor.execute("BEGIN IMMEDIATE")
             recorded_at = self.clock()
             if len(batch) == 1 and type(first) is AppendRequest and not self.inline:
-                outcomes = [_append_alone(cursor, first, recorded_at, self.audit_key)]
+                # an uncontended append: ``_AppendGroup``'s work without a group to keep
+                # (here, not in a function: a call less; a refused plan has no rows)
+                appends = first.appends
+                plan = _planner(cursor, [appends], recorded_at, self.audit_key).plan(appends)
+                if plan.rows:
+                    _insert(cursor, plan.rows, plan.revived)
+                outcomes: list[Outcome] = [(plan.results, plan.error)]
             else:
                 outcomes = self._groups(batch, recorded_at)
             if self.before_commit is not None:
