@@ -289,19 +289,20 @@ def _bound(rows: list[Row]) -> tuple[str, list[tuple[object, ...]]]:
     cheapest. It adapts every parameter that is not exactly an int, float, str or
     bytearray, through an attribute lookup that fails (bytes ~1,500 instructions, None ~900):
     ids and links go as bytearray (stored as the same BLOB), and rows without raw parts
-    leave those columns out (NULL) instead of binding three Nones."""
+    leave those columns out (NULL) instead of binding three Nones. (Plain loops, not
+    comprehensions: on Python 3.11 each comprehension is a call, ~1,200 instructions for a
+    lone row, against ~40 per row more for the loop.)"""
+    bound: list[tuple[object, ...]] = []
     for row in rows:
         if row[10] is not None or row[12] is not None:  # raw data comes with its type
             break
     else:
-        return _INSERT_JSON, [
-            (p, s, c, v, bytearray(i), t, d, m, at, bytearray(h))
-            for p, s, c, v, i, t, d, m, at, h, _, _, _ in rows
-        ]
-    return _INSERT, [
-        (p, s, c, v, bytearray(i), t, d, m, at, bytearray(h), ct, raw, meta)
-        for p, s, c, v, i, t, d, m, at, h, ct, raw, meta in rows
-    ]
+        for p, s, c, v, i, t, d, m, at, h, _, _, _ in rows:
+            bound.append((p, s, c, v, bytearray(i), t, d, m, at, bytearray(h)))
+        return _INSERT_JSON, bound
+    for p, s, c, v, i, t, d, m, at, h, ct, raw, meta in rows:
+        bound.append((p, s, c, v, bytearray(i), t, d, m, at, bytearray(h), ct, raw, meta))
+    return _INSERT, bound
 
 
 def recorded(rows: Sequence[Row]) -> list[RecordedEvent]:
