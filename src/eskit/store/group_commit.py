@@ -159,39 +159,18 @@ class GroupCommit(Generic[R]):
         try:
             if self._closed:  # not _check_open(): a call less on every append
                 raise StoreClosed(_CLOSING)
-            if self._leading:  # somebody commits: wait for a group
+            if not self._leading:  # nobody commits: commit it here and now, alone
+                self._leading = True
+                ticket = None
+            else:
                 ticket = _Ticket(request)
                 ticket.wake = threading.Lock()
                 ticket.wake.acquire()
                 self._pending.append(ticket)
-            else:
-                self._leading = True
-                ticket = None
         finally:
             self._lock.release()
-        if ticket is not None:
-            return self._follow(ticket)
-        # Nobody commits: commit it here and now, alone (no ticket, no queue; inline, not
-        # a call: this is every uncontended append), then hand the lead on.
-        try:
-            ((value, error),), wrote = self._commit([request])
-        except BaseException as broke:
-            value, error, wrote = None, broke, False
-        self._lock.acquire()
-        if self._pending or self._awaiting_lead:  # somebody waits: ``_hand_over`` does it
-            self._lock.release()
-            self._hand_over(committer=False)
-        else:
-            self._leading = False
-            self._lock.release()
-        if wrote:
-            self._tell(self._listeners, {})
-        if error is not None:
-            raise error
-        return value
-
-    def _follow(self, ticket: _Ticket[R]) -> Any:
-        """Wait for the group that holds ``ticket``, or for the lead to commit it."""
+        if ticket is None:
+            return self._commit_alone(request)
         wake = ticket.wake
         assert wake is not None
         wake.acquire()  # released when answered, or told to lead
@@ -200,6 +179,20 @@ class GroupCommit(Generic[R]):
         if ticket.error is not None:
             raise ticket.error
         return ticket.value
+
+    def _commit_alone(self, request: R) -> Any:
+        """The uncontended path: no ticket, no queue; then hand the lead on."""
+        try:
+            ((value, error),), wrote = self._commit([request])
+        except BaseException as broke:
+            value, error, wrote = None, broke, False
+        finally:
+            self._hand_over(committer=False)
+        if wrote:
+            self._tell(self._listeners, {})
+        if error is not None:
+            raise error
+        return value
 
     def call(self, request: R) -> asyncio.Future[Any]:
         """Queue ``request`` from the running loop: the future gets its outcome on this
