@@ -81,6 +81,10 @@ def moment(micros: int) -> dt.datetime:
     return _EPOCH + dt.timedelta(microseconds=micros)
 
 
+_INCREMENTAL_VACUUM: Final = 2
+"""``PRAGMA auto_vacuum``'s answer for INCREMENTAL."""
+
+
 def connect(path: str, readonly: bool = False) -> sqlite3.Connection:
     """A connection in autocommit mode (eskit issues BEGIN itself), in WAL mode.
 
@@ -100,8 +104,11 @@ def connect(path: str, readonly: bool = False) -> sqlite3.Connection:
         conn.execute("PRAGMA query_only=1")
         return conn
     # A new file gives free pages back in steps after a scavenge (eskit.store.scavenge).
-    # Only a file without tables takes it, before WAL mode; any other ignores it.
-    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    # Only a file without tables takes it, before WAL mode; any other ignores it. Setting it
+    # waits for the write lock, so a file that has it already (every file eskit made) is
+    # not asked: opening one must not wait behind another connection's write.
+    if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != _INCREMENTAL_VACUUM:
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
     if _switch_to_wal(conn) != "wal":
         raise StoreError(f"{path}: SQLite could not switch to WAL mode")
     return conn
