@@ -203,28 +203,34 @@ def checked_appends(directory: Path, items: list[Payload]) -> float:
             if last is not None or state != LIVE:
                 raise eskit.WrongExpectedVersion(stream, eskit.NO_STREAM, last)
             (id_,) = new_event_ids(1)
-            position = head + 1
-            link = link_event(
-                base,
-                stream.encode(),
-                at,
-                link,
-                position,
-                0,
-                id_,
-                TYPE,
-                body,
-                meta,
-                None,
-                None,
-                None,
-            )
-            row = (position, stream, category(stream), 0, bytearray(id_), TYPE, body, meta, at)
-            cursor.execute(_INSERT_JSON, (*row, bytearray(link)))
+            _, row = _first_row(base, stream, at, link, head + 1, id_, body, meta)
+            cursor.execute(_INSERT_JSON, row)
             cursor.execute("COMMIT")
         return time.perf_counter() - start
     finally:
         conn.close()
+
+
+def _first_row(
+    base: Any,
+    stream: str,
+    at: int,
+    previous: bytes | None,
+    position: int,
+    id_: bytes,
+    body: str,
+    meta: str,
+) -> tuple[bytes, tuple[object, ...]]:
+    """A new stream's first event's link (``chain.link_event``, over its position and
+    version) and its row as ``_INSERT_JSON`` binds it (id and link as ``bytearray``, as
+    ``_bound``)."""
+    link = link_event(
+        base, stream.encode(), at, previous, position, 0, id_, TYPE, body, meta, None, None, None
+    )
+    return link, (
+        position, stream, category(stream), 0, bytearray(id_), TYPE, body, meta, at,
+        bytearray(link),
+    )  # fmt: skip
 
 
 def raw_checked(directory: Path, count: int) -> float:
@@ -323,37 +329,9 @@ def _commit_group(
                 outcomes.append(eskit.WrongExpectedVersion(stream, eskit.NO_STREAM, last))
                 continue
             position += 1
-            id_ = next(ids)
-            link = link_event(
-                base,
-                stream.encode(),
-                at,
-                link,
-                position,
-                0,
-                id_,
-                TYPE,
-                body,
-                meta,
-                None,
-                None,
-                None,
-            )
+            link, row = _first_row(base, stream, at, link, position, next(ids), body, meta)
             heads[stream] = (0, LIVE, link)
-            rows.append(
-                (
-                    position,
-                    stream,
-                    category(stream),
-                    0,
-                    bytearray(id_),
-                    TYPE,
-                    body,
-                    meta,
-                    at,
-                    bytearray(link),
-                )
-            )
+            rows.append(row)
             outcomes.append(position)
         cursor.executemany(_INSERT_JSON, rows)
         cursor.execute("COMMIT")
