@@ -530,18 +530,11 @@ def _new_command_id() -> uuid.UUID:
 
 def _text(command_id: uuid.UUID) -> str:
     """``str(command_id)``, made in C by msgspec for a UUID (a command's correlation and
-    causation ids and its events' metadata hold it: ``str`` costs three times as much).
-    The last one made is kept: a command asks twice (its context, its events' metadata)."""
-    global _last_text
-    last = _last_text  # one read: another thread may replace it
-    if last[0] is command_id:
-        return last[1]
-    text: str = _canonical(command_id) if type(command_id) is uuid.UUID else str(command_id)
-    _last_text = (command_id, text)
-    return text
-
-
-_last_text: tuple[object, str] = (None, "")
+    causation ids and its events' metadata hold it: ``str`` costs three times as much)."""
+    if type(command_id) is uuid.UUID:
+        text: str = _canonical(command_id)
+        return text
+    return str(command_id)
 
 
 def _split(decided: list[Any]) -> tuple[list[Any], list[tuple[str, Sequence[object], Any]]]:
