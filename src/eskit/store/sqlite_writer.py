@@ -54,7 +54,8 @@ _CHUNK: Final = 64
 """The most rows one INSERT takes. A multi-row ``INSERT ... VALUES (...), (...)`` costs
 ~28k instructions a row against ~39k for ``executemany`` (one step per row, each opening
 the table's and indexes' cursors). 64 rows of 13 parameters (832) stay under 999, the least
-SQLITE_MAX_VARIABLE_NUMBER a build may have, and chunks of 128 measured no better."""
+SQLITE_MAX_VARIABLE_NUMBER a build may have; 128 (where allowed) measured no better on
+W1c and W2, 32 about 0.2% worse."""
 
 
 def _inserts(columns: str, width: int) -> dict[int, str]:
@@ -69,11 +70,13 @@ def _inserts(columns: str, width: int) -> dict[int, str]:
 
 
 _COLUMNS: Final = "position, stream, category, version, id, type, data, metadata, recorded_at, hash"
-_INSERTS: Final = _inserts(f"{_COLUMNS}, content_type, raw_data, raw_metadata", 13)
-_INSERTS_JSON: Final = _inserts(_COLUMNS, 10)
-"""``_INSERTS`` for rows without raw parts (their columns stay NULL)."""
-_INSERT: Final = _INSERTS[1]
-_INSERT_JSON: Final = _INSERTS_JSON[1]
+_INSERTS: Final = {
+    13: _inserts(f"{_COLUMNS}, content_type, raw_data, raw_metadata", 13),
+    10: _inserts(_COLUMNS, 10),  # rows without raw parts: those columns stay NULL
+}
+"""The inserts by width (columns a row) and rows a statement."""
+_INSERT: Final = _INSERTS[13][1]
+_INSERT_JSON: Final = _INSERTS[10][1]
 
 
 _CLOSING: Final = threading.Lock()
@@ -292,11 +295,11 @@ def _planner(
 def _insert(cursor: sqlite3.Cursor, rows: list[Row], revived: list[str]) -> None:
     """Insert the rows of accepted plans and mark the streams they revive live."""
     try:
-        inserts, width, parameters = _bound(rows)
-        if len(rows) == 1:  # a lone event, the common case: no chunks
-            cursor.execute(inserts[1], parameters)
+        statement, parameters = _bound(rows)
+        if len(rows) == 1:  # a lone event, the common case: its one statement
+            cursor.execute(statement, parameters)
         else:
-            _insert_chunks(cursor, inserts, width, parameters, len(rows))
+            _insert_chunks(cursor, parameters, len(rows))
         if revived:
             cursor.executemany(
                 "UPDATE streams SET state = 0 WHERE stream = ?", [(s,) for s in revived]
@@ -305,15 +308,11 @@ def _insert(cursor: sqlite3.Cursor, rows: list[Row], revived: list[str]) -> None
         raise _WroteThenFailed(error) from error
 
 
-def _insert_chunks(
-    cursor: sqlite3.Cursor,
-    inserts: dict[int, str],
-    width: int,
-    parameters: list[object],
-    count: int,
-) -> None:
-    """Insert ``count`` rows in chunks of the largest sizes ``inserts`` has (100 rows: 64,
-    32 and 4): one statement a chunk, not one step a row as ``executemany`` takes."""
+def _insert_chunks(cursor: sqlite3.Cursor, parameters: list[object], count: int) -> None:
+    """Insert ``count`` rows bound flat in chunks of the largest sizes ``_INSERTS`` has
+    (100 rows: 64, 32 and 4): a statement a chunk, not ``executemany``'s step a row."""
+    width = len(parameters) // count
+    inserts = _INSERTS[width]
     start, size = 0, _CHUNK
     while count:
         while size > count:
@@ -323,15 +322,14 @@ def _insert_chunks(
         start, count = end, count - size
 
 
-def _bound(rows: list[Row]) -> tuple[dict[int, str], int, list[object]]:
-    """The inserts for ``rows`` (by rows a statement), their width in columns, and their
-    parameters in one flat list, as the sqlite3 module binds them cheapest. It adapts every
-    parameter that is not exactly an int, float, str or bytearray, through an attribute
-    lookup that fails (bytes ~1,500 instructions, None ~900): ids and links go as bytearray
-    (stored as the same BLOB), and rows without raw parts leave those columns out (NULL)
-    instead of binding three Nones. (Plain loops, not comprehensions: on Python 3.11 each
-    comprehension is a call, ~1,200 instructions for a lone row, against ~40 per row more
-    for the loop.)"""
+def _bound(rows: list[Row]) -> tuple[str, list[object]]:
+    """The one-row insert for ``rows`` and their parameters, all rows' in one flat list,
+    as the sqlite3 module binds them cheapest. It adapts every parameter that is not exactly
+    an int, float, str or bytearray, through an attribute lookup that fails (bytes ~1,500
+    instructions, None ~900): ids and links go as bytearray (stored as the same BLOB), and
+    rows without raw parts leave those columns out (NULL) instead of binding three Nones.
+    (Plain loops, not comprehensions: on Python 3.11 each comprehension is a call, ~1,200
+    instructions for a lone row, against ~40 per row more for the loop.)"""
     bound: list[object] = []
     for row in rows:
         if row[10] is not None or row[12] is not None:  # raw data comes with its type
@@ -339,10 +337,10 @@ def _bound(rows: list[Row]) -> tuple[dict[int, str], int, list[object]]:
     else:
         for p, s, c, v, i, t, d, m, at, h, _, _, _ in rows:
             bound += (p, s, c, v, bytearray(i), t, d, m, at, bytearray(h))
-        return _INSERTS_JSON, 10, bound
+        return _INSERT_JSON, bound
     for p, s, c, v, i, t, d, m, at, h, ct, raw, meta in rows:
         bound += (p, s, c, v, bytearray(i), t, d, m, at, bytearray(h), ct, raw, meta)
-    return _INSERTS, 13, bound
+    return _INSERT, bound
 
 
 def recorded(rows: Sequence[Row]) -> list[RecordedEvent]:
