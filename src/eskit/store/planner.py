@@ -74,28 +74,35 @@ class Plan(msgspec.Struct, frozen=True, gc=False):
     revived: list[str]
 
 
-def lookups(requests: Iterable[Sequence[PreparedAppend]]) -> tuple[list[str], list[uuid.UUID]]:
+def lookups(
+    requests: Iterable[Sequence[PreparedAppend]],
+) -> tuple[list[str], list[uuid.UUID], int]:
     """What a backend must read before planning ``requests``: their streams (each once, in
-    order) and the ids their callers gave (those may have been written before)."""
+    order) and the ids their callers gave (those may have been written before); and how
+    many events come without an id (``Planner``'s ``fresh``: their ids drawn at once)."""
     ids: list[uuid.UUID] = []
     if type(requests) is list and len(requests) == 1 and len(requests[0]) == 1:
-        (append,) = requests[0]  # a lone append: no dict, and a plain loop (a
-        for e in append.events:  # comprehension is a call of its own on Python 3.11)
+        (append,) = requests[0]  # a lone append: no dict
+        for e in append.events:
             if e.id is not None:
                 ids.append(e.id)
-        return [append.stream], ids
+        return [append.stream], ids, len(append.events) - len(ids)
     streams: dict[str, None] = {}
+    events = 0
     for appends in requests:
         for append in appends:
             streams[append.stream] = None
-            ids += [e.id for e in append.events if e.id is not None]
-    return list(streams), ids
+            events += len(append.events)
+            for e in append.events:  # a plain loop: a comprehension is a call of its own
+                if e.id is not None:  # on Python 3.11, once per append here
+                    ids.append(e.id)
+    return list(streams), ids, events - len(ids)
 
 
 class Planner:
     """Decides the requests of one group, in order; see the module's docstring."""
 
-    __slots__ = ("_undo", "earlier", "hasher", "heads", "next_position", "recorded_at")
+    __slots__ = ("_fresh", "_undo", "earlier", "hasher", "heads", "next_position", "recorded_at")
 
     def __init__(
         self,
@@ -104,12 +111,15 @@ class Planner:
         first_position: int,
         recorded_at: int,
         key: bytes | None = None,
+        fresh: int = 0,
     ) -> None:
         """``heads`` of every stream the group appends to and ``earlier``, where each
         caller-given id of the group was written before (those not written: absent);
         ``first_position``: the position of the group's first event; ``recorded_at``:
         the group's time (microseconds since the epoch); ``key``: the audit key of the
-        links. Events without an id get a fresh one (``ids.new_event_ids``).
+        links. Events without an id get a fresh one (``ids.new_event_ids``): ``fresh`` of
+        them (``lookups`` counts them) are drawn here at once, not request by request; more
+        are drawn if more are needed, and those of refused requests go unused (harmless).
 
         The planner keeps ``heads`` and ``earlier`` and changes them as it plans: hand it
         dicts of its own (the backends read them anew for each group; no copy to make)."""
@@ -121,6 +131,7 @@ class Planner:
         self.hasher = hasher(key)
         """Where every link of the group starts from (``chain.hasher``: the audit key's)."""
         self._undo: tuple[int, list[tuple[str, Head]], list[uuid.UUID]] | None = None
+        self._fresh: Iterator[bytes] = iter(new_event_ids(fresh) if fresh else ())
 
     def plan(self, appends: Sequence[PreparedAppend]) -> Plan:
         """Decide one request (the appends of one call, to distinct streams): all its parts
@@ -202,8 +213,8 @@ class Planner:
         category, at = rules.category(stream), self.recorded_at
         base, name = self.hasher, stream.encode()
         events = append.events
-        fresh: Iterator[bytes] | None = None
-        version = head_version = -1 if head.last is None else head.last
+        fresh = self._fresh
+        version = -1 if head.last is None else head.last
         position = self.next_position - 1
         previous = head.link
         earlier = self.earlier
@@ -213,9 +224,10 @@ class Planner:
             position += 1
             given_id = e.id
             if given_id is None:
-                if fresh is None:  # one for each event left (a few may go unused: harmless)
-                    fresh = iter(new_event_ids(len(events) - (version - head_version) + 1))
-                id_ = next(fresh)
+                id_ = next(fresh, None)
+                if id_ is None:  # more than counted: enough for this append (some unused)
+                    fresh = self._fresh = iter(new_event_ids(len(events)))
+                    id_ = next(fresh)
             else:
                 id_ = given_id.bytes
                 earlier[given_id] = ExistingEvent(stream, version, position)

@@ -269,10 +269,10 @@ def _planner(
     key: bytes | None,
 ) -> Planner:
     """A planner for ``requests``, given what it needs read (``planner.lookups``)."""
-    streams, ids = lookups(requests)
+    streams, ids, fresh = lookups(requests)
     earlier = _existing(cursor, ids) if ids else {}
     heads, last_position = _heads(cursor, streams)
-    return Planner(heads, earlier, last_position + 1, recorded_at, key)
+    return Planner(heads, earlier, last_position + 1, recorded_at, key, fresh)
 
 
 def _insert(cursor: sqlite3.Cursor, rows: list[Row], revived: list[str]) -> None:
