@@ -62,6 +62,9 @@ order of ``chain.ChainRow``."""
 
 Refusal = StreamDeleted | WrongExpectedVersion | IdempotencyConflict
 """What a request can be refused with: it fails alone, the rest of its group goes on."""
+Decision = tuple[list[AppendResult], None] | tuple[None, Refusal]
+"""A request's results (one per part: written or replayed), or the error refusing it: a
+backend's outcome for its caller, as it is."""
 
 
 class Plan(msgspec.Struct, frozen=True, gc=False):
@@ -136,15 +139,45 @@ class Planner:
     def plan(self, appends: Sequence[PreparedAppend]) -> Plan:
         """Decide one request (the appends of one call, to distinct streams): all its parts
         are written or replayed, or none is and the plan holds the error."""
-        if len(appends) == 1:
-            return self._plan_one(appends[0])
+        rows: list[Row] = []
+        revived: list[str] = []
+        results, error = self.decide(appends, rows, revived)
+        return Plan(results, error, rows, revived)
+
+    def decide(
+        self, appends: Sequence[PreparedAppend], rows: list[Row], revived: list[str]
+    ) -> Decision:
+        """``plan`` into the caller's lists: an accepted request adds its rows to ``rows``
+        and the streams it revives to ``revived`` (a refused one adds nothing), so that a
+        group's requests fill one list each, with no ``Plan`` per request."""
+        if len(appends) != 1:
+            return self._decide_many(appends, rows, revived)
+        (append,) = appends  # one part, the common case: no lists to keep parts together
+        try:
+            head = self._check(append)
+        except (StreamDeleted, WrongExpectedVersion, IdempotencyConflict) as error:
+            self._undo = None
+            return None, error
+        if isinstance(head, AppendResult):
+            self._undo = (self.next_position, [], [])
+            return [head], None
+        given: list[uuid.UUID] = []
+        self._undo = (self.next_position, [(append.stream, head)], given)
+        result = self._queue(append, head, rows, given)
+        if head.state == SOFT_DELETED:
+            revived.append(append.stream)
+        return [result], None
+
+    def _decide_many(
+        self, appends: Sequence[PreparedAppend], rows: list[Row], revived: list[str]
+    ) -> Decision:
+        """``decide`` for a request of several parts: every part checked before any is
+        planned."""
         try:
             checked = list(map(self._check, appends))
         except (StreamDeleted, WrongExpectedVersion, IdempotencyConflict) as error:
             self._undo = None
-            return Plan(None, error, [], [])
-        rows: list[Row] = []
-        revived: list[str] = []
+            return None, error
         results: list[AppendResult] = []
         undo = self._undo = (self.next_position, [], [])
         for append, head in zip(appends, checked, strict=True):
@@ -155,25 +188,7 @@ class Planner:
                 results.append(self._queue(append, head, rows, undo[2]))
                 if head.state == SOFT_DELETED:
                     revived.append(append.stream)
-        return Plan(results, None, rows, revived)
-
-    def _plan_one(self, append: PreparedAppend) -> Plan:
-        """``plan`` of a request of one part, the common case: the same steps without the
-        lists that keep several parts together."""
-        try:
-            head = self._check(append)
-        except (StreamDeleted, WrongExpectedVersion, IdempotencyConflict) as error:
-            self._undo = None
-            return Plan(None, error, [], [])
-        if isinstance(head, AppendResult):
-            self._undo = (self.next_position, [], [])
-            return Plan([head], None, [], [])
-        rows: list[Row] = []
-        given: list[uuid.UUID] = []
-        self._undo = (self.next_position, [(append.stream, head)], given)
-        result = self._queue(append, head, rows, given)
-        revived = [append.stream] if head.state == SOFT_DELETED else []
-        return Plan([result], None, rows, revived)
+        return results, None
 
     def undo(self) -> None:
         """Forget the last plan, as if its request had never come: its positions will be
