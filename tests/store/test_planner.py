@@ -231,6 +231,17 @@ def test_undo_forgets_the_last_plan() -> None:
     assert again.revived == ["order-1"]
 
 
+def test_undo_of_a_retry_and_a_new_append_keeps_the_retried_ids() -> None:
+    old, new = uuid.uuid4(), uuid.uuid4()
+    plans = planner({"order-1": Head(0, LIVE, None), "order-2": NEW_STREAM})
+    plans.earlier[old] = ExistingEvent("order-1", 0, 7)
+    plans.plan([append("order-1", 1, NO_STREAM, [old]), append("order-2", 1, NO_STREAM, [new])])
+    plans.undo()
+    assert plans.earlier == {old: ExistingEvent("order-1", 0, 7)}
+    assert plans.heads == {"order-1": Head(0, LIVE, None), "order-2": NEW_STREAM}
+    assert plans.next_position == 11
+
+
 def test_lookups_name_each_stream_once_and_every_given_id() -> None:
     ids = [uuid.uuid4(), uuid.uuid4()]
     streams, wanted, fresh = lookups(
