@@ -26,9 +26,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from functools import partial
-from itertools import chain
-from operator import attrgetter, is_not
 from typing import Final
 
 import msgspec
@@ -86,25 +83,23 @@ def lookups(
     """What a backend must read before planning ``requests``: their streams (each once, in
     order) and the ids their callers gave (those may have been written before); and how
     many events come without an id (``Planner``'s ``fresh``: their ids drawn at once)."""
-    ids: list[uuid.UUID]
+    ids: list[uuid.UUID] = []
     if type(requests) is list and len(requests) == 1 and len(requests[0]) == 1:
-        (append,) = requests[0]  # a lone append: no dict, no iterators
-        ids = []
+        (append,) = requests[0]  # a lone append: no dict
         for e in append.events:
             if e.id is not None:
                 ids.append(e.id)
         return [append.stream], ids, len(append.events) - len(ids)
-    # a group: walked in C (chain, map, filter), no bytecode per request or event
-    appends = list(chain.from_iterable(requests))
-    events = list(chain.from_iterable(map(_events, appends)))
-    ids = list(filter(_given, map(_id, events)))
-    return list(dict.fromkeys(map(_stream, appends))), ids, len(events) - len(ids)
-
-
-_stream: Final = attrgetter("stream")
-_events: Final = attrgetter("events")
-_id: Final = attrgetter("id")
-_given: Final = partial(is_not, None)
+    streams: dict[str, None] = {}
+    events = 0
+    for appends in requests:
+        for append in appends:
+            streams[append.stream] = None
+            events += len(append.events)
+            for e in append.events:  # a plain loop: a comprehension is a call of its own
+                if e.id is not None:  # on Python 3.11, once per append here
+                    ids.append(e.id)
+    return list(streams), ids, events - len(ids)
 
 
 class Planner:
