@@ -70,6 +70,18 @@ def test_a_new_stream_is_written_from_the_first_position_with_linked_rows() -> N
     assert plan.revived == []
 
 
+@pytest.mark.parametrize("fresh", [0, 2, 5, 9])
+def test_fresh_ids_drawn_for_the_group_are_uuid7_distinct_and_in_order(fresh: int) -> None:
+    """However many the planner was told to draw (too few: it draws more), every event
+    without an id gets a UUIDv7 of its own, in the order of the group."""
+    plans = Planner({"a-1": NEW_STREAM, "b-1": NEW_STREAM}, {}, 1, 1, None, fresh)
+    rows = plans.plan([append("a-1", 3)]).rows + plans.plan([append("b-1", 2)]).rows
+    ids = [uuid.UUID(bytes=r[4]) for r in rows]
+    assert all(i.version == 7 for i in ids)
+    assert len(set(ids)) == 5
+    assert ids == sorted(ids)
+
+
 def test_an_existing_stream_continues_its_versions_and_its_chain() -> None:
     last_link = b"\x01" * 32
     plan = planner({"order-1": Head(4, LIVE, last_link)}).plan([append("order-1", 2, 4)])
@@ -219,13 +231,29 @@ def test_undo_forgets_the_last_plan() -> None:
     assert again.revived == ["order-1"]
 
 
+def test_undo_of_a_retry_and_a_new_append_keeps_the_retried_ids() -> None:
+    old, new = uuid.uuid4(), uuid.uuid4()
+    plans = planner({"order-1": Head(0, LIVE, None), "order-2": NEW_STREAM})
+    plans.earlier[old] = ExistingEvent("order-1", 0, 7)
+    plans.plan([append("order-1", 1, NO_STREAM, [old]), append("order-2", 1, NO_STREAM, [new])])
+    plans.undo()
+    assert plans.earlier == {old: ExistingEvent("order-1", 0, 7)}
+    assert plans.heads == {"order-1": Head(0, LIVE, None), "order-2": NEW_STREAM}
+    assert plans.next_position == 11
+
+
 def test_lookups_name_each_stream_once_and_every_given_id() -> None:
     ids = [uuid.uuid4(), uuid.uuid4()]
-    streams, wanted = lookups(
-        [[append("a-1", 1), append("b-1", 1, ids=ids[:1])], [append("a-1", 1, ids=ids[1:])]]
+    streams, wanted, fresh = lookups(
+        [
+            [append("a-1", 1), append("b-1", 1, ids=ids[:1])],
+            [append("a-1", 1, ids=ids[1:])],
+            [append("c-1", 2)],
+        ]
     )
-    assert streams == ["a-1", "b-1"]
+    assert streams == ["a-1", "b-1", "c-1"]
     assert wanted == ids
+    assert fresh == 3  # the events without an id
 
 
 # Hypothesis: random groups of requests, planned group after group against a log kept from
@@ -288,13 +316,14 @@ def test_the_planner_answers_as_the_model(
             if len(set(given_ids)) == len(given_ids) and len(set(named)) == len(named):
                 parts.append(call)
         prepared = [[rules.prepare_append(*part, 1 << 20) for part in c] for c in parts]
-        streams, ids = lookups(prepared)
+        streams, ids, fresh = lookups(prepared)
         plans = Planner(
             {s: log.head(s) for s in streams},
             log.earlier(ids),
             len(log.rows) + 1,
             recorded_at=1,
             key=None,
+            fresh=fresh,
         )
         for call, appends in zip(parts, prepared, strict=True):
             plan = plans.plan(appends)

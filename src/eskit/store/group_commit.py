@@ -22,6 +22,7 @@ import contextvars
 import queue
 import threading
 from collections.abc import Callable, Sequence
+from operator import itemgetter
 from typing import Any, Final, Generic, TypeVar
 
 from eskit.errors import StoreClosed
@@ -41,13 +42,12 @@ _LEAD: Final = object()
 _STOP: Final = object()
 
 
-class _Ticket(Generic[R]):
-    """A blocking caller's request waiting for its group's COMMIT, and its answer."""
+class _Ticket:
+    """A blocking caller waiting for its group's COMMIT, and its answer."""
 
-    __slots__ = ("error", "lead", "request", "value", "wake")
+    __slots__ = ("error", "lead", "value", "wake")
 
-    def __init__(self, request: R) -> None:
-        self.request = request
+    def __init__(self) -> None:
         self.value: Any = None
         self.error: BaseException | None = None
         self.lead = False  # a blocking follower told to commit the next group
@@ -95,9 +95,16 @@ class _Answer(asyncio.Future[Any]):
         return True
 
 
-_Queued = _Ticket[R] | tuple[R, _Answer]
-"""A request waiting for its group: a blocking caller's ticket, or an event loop's request
-with its future (a tuple: no object of eskit's own per call from a loop)."""
+_Queued = tuple[R, _Ticket, None] | tuple[R, _Answer, asyncio.AbstractEventLoop]
+"""A request waiting for its group and who waits for it: a blocking caller's ticket, or an
+event loop's future and that loop (a tuple: no object of eskit's own per call from a loop;
+the loop in it, so that a group of one loop's callers is answered without a look at each)."""
+_request: Final = itemgetter(0)
+_waiter: Final = itemgetter(1)
+_loop: Final = itemgetter(2)
+
+Answers = tuple[list[_Answer], list[Outcome]]
+"""A loop's callers of one group, and their outcomes in the same order."""
 
 
 class GroupCommit(Generic[R]):
@@ -163,10 +170,10 @@ class GroupCommit(Generic[R]):
                 self._leading = True
                 ticket = None
             else:
-                ticket = _Ticket(request)
+                ticket = _Ticket()
                 ticket.wake = threading.Lock()
                 ticket.wake.acquire()
-                self._pending.append(ticket)
+                self._pending.append((request, ticket, None))
         finally:
             self._lock.release()
         if ticket is None:
@@ -198,13 +205,14 @@ class GroupCommit(Generic[R]):
         """Queue ``request`` from the running loop: the future gets its outcome on this
         loop after its group committed. Never blocks on a commit. (A future, not a
         coroutine, and the queueing inline: this runs once per append on the loop.)"""
-        future = _Answer(loop=asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        future = _Answer(loop=loop)
         future.waker = None
         self._lock.acquire()  # not `with`, as in ``run``
         try:
             if self._closed:  # not _check_open(): a call less on every append
                 raise StoreClosed(_CLOSING)
-            self._pending.append((request, future))
+            self._pending.append((request, future, loop))
             if self._leading:
                 return future
             self._leading = True
@@ -220,7 +228,7 @@ class GroupCommit(Generic[R]):
 
     # -- leading ------------------------------------------------------------------------
 
-    def _lead(self, mine: _Ticket[R] | None = None) -> None:
+    def _lead(self, mine: _Ticket | None = None) -> None:
         """Commit the group holding ``mine`` (a blocking caller), or every group until
         nothing waits (the committer thread), then hand the lead on."""
         committer = mine is None
@@ -265,7 +273,7 @@ class GroupCommit(Generic[R]):
                 if self._awaiting_lead:
                     self._led.notify_all()
                 return False
-            first = self._pending[0]
+            first = self._pending[0][1]
             if isinstance(first, _Ticket) and first.wake is not None:
                 first.lead = True
                 first.wake.release()
@@ -279,42 +287,33 @@ class GroupCommit(Generic[R]):
         return False
 
     def _commit_batch(self, batch: list[_Queued[R]]) -> None:
-        requests = [t[0] if isinstance(t, tuple) else t.request for t in batch]
+        # map with itemgetter: the batch's requests and loops taken in C, no loop of ours
         try:
-            outcomes, wrote = self._commit(requests)
+            outcomes, wrote = self._commit(list(map(_request, batch)))
         except BaseException as error:  # the commit function broke: everyone gets to know
             outcomes, wrote = [(None, error)] * len(batch), False
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Answer, Outcome]]] = {}
-        loop: asyncio.AbstractEventLoop | None = None
-        items: list[tuple[_Answer, Outcome]] = []
-        for ticket, outcome in zip(batch, outcomes, strict=True):
-            if isinstance(ticket, tuple):
-                future = ticket[1]
-                if future.get_loop() is not loop:  # as a rule, the one before's loop
-                    loop = future.get_loop()
-                    items = by_loop.setdefault(loop, [])
-                items.append((future, outcome))
-            else:
-                ticket.value, ticket.error = outcome
-                if ticket.wake is not None and not ticket.lead:
-                    ticket.wake.release()
+        loops = set(map(_loop, batch))
+        if len(loops) == 1 and None not in loops:  # one loop's callers (as a rule): as they are
+            by_loop = {loops.pop(): (list(map(_waiter, batch)), outcomes)}
+        else:
+            by_loop = _answer(batch, outcomes)
         self._tell(self._listeners if wrote else (), by_loop)
 
     @staticmethod
     def _tell(
         listeners: tuple[Listener, ...],
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Answer, Outcome]]],
+        by_loop: dict[asyncio.AbstractEventLoop, Answers],
     ) -> None:
         """Answer the loops' callers and run the listeners: one wake-up per loop."""
         for loop, listener in listeners:
             if loop is None:
                 listener()
             else:
-                by_loop.setdefault(loop, [])
-        for loop, items in by_loop.items():
+                by_loop.setdefault(loop, ([], []))
+        for loop, (futures, outcomes) in by_loop.items():
             follow = [fn for lp, fn in listeners if lp is loop]
             try:  # noqa: SIM105 - not contextlib.suppress: three calls less per commit
-                loop.call_soon_threadsafe(_settle, items, follow)
+                loop.call_soon_threadsafe(_settle, futures, outcomes, follow)
             except RuntimeError:  # a closed loop: nobody waits any more
                 pass
 
@@ -387,12 +386,32 @@ class GroupCommit(Generic[R]):
             committer.join()
 
 
-def _settle(items: list[tuple[_Answer, Outcome]], listeners: list[Callable[[], None]]) -> None:
+def _answer(
+    batch: list[_Queued[R]], outcomes: list[Outcome]
+) -> dict[asyncio.AbstractEventLoop, Answers]:
+    """Answer the blocking callers of a group; its loops' callers, gathered by loop, are
+    for ``_settle`` to answer."""
+    by_loop: dict[asyncio.AbstractEventLoop, Answers] = {}
+    for (_, waiter, _), outcome in zip(batch, outcomes, strict=True):
+        if isinstance(waiter, _Ticket):
+            waiter.value, waiter.error = outcome
+            if waiter.wake is not None and not waiter.lead:
+                waiter.wake.release()
+        else:
+            futures, answers = by_loop.setdefault(waiter.get_loop(), ([], []))
+            futures.append(waiter)
+            answers.append(outcome)
+    return by_loop
+
+
+def _settle(
+    futures: list[_Answer], outcomes: list[Outcome], listeners: list[Callable[[], None]]
+) -> None:
     """On a loop: answer its callers of one group, run its listeners, then wake the
     callers' tasks in this same callback (``_Answer``). A future cancelled meanwhile is
     left as it is (its task was woken by ``cancel``)."""
     wakers: list[tuple[Waker, _Answer]] = []
-    for future, (value, error) in items:
+    for future, (value, error) in zip(futures, outcomes, strict=True):
         if future.done():
             continue
         if error is None:

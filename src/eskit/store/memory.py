@@ -112,11 +112,11 @@ class MemoryEngine(Engine):
     @_locked
     def append_many(self, appends: list[PreparedAppend]) -> list[AppendResult]:
         """Decided by the planner like every backend's appends: a group of one request."""
-        streams, ids = lookups([appends])
+        streams, ids, fresh = lookups([appends])
         heads = {stream: self._head(stream) for stream in streams}
         earlier = {id_: self._where(found) for id_ in ids if (found := self._ids.get(id_))}
         now = self.clock()
-        planner = Planner(heads, earlier, len(self._log) + 1, micros(now), self._audit_key)
+        planner = Planner(heads, earlier, len(self._log) + 1, micros(now), self._audit_key, fresh)
         plan = planner.plan(appends)
         if plan.error is not None:
             raise plan.error

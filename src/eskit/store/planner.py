@@ -62,6 +62,9 @@ order of ``chain.ChainRow``."""
 
 Refusal = StreamDeleted | WrongExpectedVersion | IdempotencyConflict
 """What a request can be refused with: it fails alone, the rest of its group goes on."""
+Decision = tuple[list[AppendResult], None] | tuple[None, Refusal]
+"""A request's results (one per part: written or replayed), or the error refusing it: a
+backend's outcome for its caller, as it is."""
 
 
 class Plan(msgspec.Struct, frozen=True, gc=False):
@@ -74,28 +77,35 @@ class Plan(msgspec.Struct, frozen=True, gc=False):
     revived: list[str]
 
 
-def lookups(requests: Iterable[Sequence[PreparedAppend]]) -> tuple[list[str], list[uuid.UUID]]:
+def lookups(
+    requests: Iterable[Sequence[PreparedAppend]],
+) -> tuple[list[str], list[uuid.UUID], int]:
     """What a backend must read before planning ``requests``: their streams (each once, in
-    order) and the ids their callers gave (those may have been written before)."""
+    order) and the ids their callers gave (those may have been written before); and how
+    many events come without an id (``Planner``'s ``fresh``: their ids drawn at once)."""
     ids: list[uuid.UUID] = []
     if type(requests) is list and len(requests) == 1 and len(requests[0]) == 1:
-        (append,) = requests[0]  # a lone append: no dict, and a plain loop (a
-        for e in append.events:  # comprehension is a call of its own on Python 3.11)
+        (append,) = requests[0]  # a lone append: no dict
+        for e in append.events:
             if e.id is not None:
                 ids.append(e.id)
-        return [append.stream], ids
+        return [append.stream], ids, len(append.events) - len(ids)
     streams: dict[str, None] = {}
+    events = 0
     for appends in requests:
         for append in appends:
             streams[append.stream] = None
-            ids += [e.id for e in append.events if e.id is not None]
-    return list(streams), ids
+            events += len(append.events)
+            for e in append.events:  # a plain loop: a comprehension is a call of its own
+                if e.id is not None:  # on Python 3.11, once per append here
+                    ids.append(e.id)
+    return list(streams), ids, events - len(ids)
 
 
 class Planner:
     """Decides the requests of one group, in order; see the module's docstring."""
 
-    __slots__ = ("_undo", "earlier", "hasher", "heads", "next_position", "recorded_at")
+    __slots__ = ("_fresh", "_undo", "earlier", "hasher", "heads", "next_position", "recorded_at")
 
     def __init__(
         self,
@@ -104,12 +114,15 @@ class Planner:
         first_position: int,
         recorded_at: int,
         key: bytes | None = None,
+        fresh: int = 0,
     ) -> None:
         """``heads`` of every stream the group appends to and ``earlier``, where each
         caller-given id of the group was written before (those not written: absent);
         ``first_position``: the position of the group's first event; ``recorded_at``:
         the group's time (microseconds since the epoch); ``key``: the audit key of the
-        links. Events without an id get a fresh one (``ids.new_event_ids``).
+        links. Events without an id get a fresh one (``ids.new_event_ids``): ``fresh`` of
+        them (``lookups`` counts them) are drawn here at once, not request by request; more
+        are drawn if more are needed, and those of refused requests go unused (harmless).
 
         The planner keeps ``heads`` and ``earlier`` and changes them as it plans: hand it
         dicts of its own (the backends read them anew for each group; no copy to make)."""
@@ -120,59 +133,77 @@ class Planner:
         self.recorded_at = recorded_at
         self.hasher = hasher(key)
         """Where every link of the group starts from (``chain.hasher``: the audit key's)."""
-        self._undo: tuple[int, list[tuple[str, Head]], list[uuid.UUID]] | None = None
+        self._undo: tuple[int, Sequence[PreparedAppend], Sequence[Head]] | None = None
+        """The last plan's first position, the appends it queued and their heads before."""
+        self._fresh: Iterator[bytes] = iter(new_event_ids(fresh) if fresh else ())
 
     def plan(self, appends: Sequence[PreparedAppend]) -> Plan:
         """Decide one request (the appends of one call, to distinct streams): all its parts
         are written or replayed, or none is and the plan holds the error."""
-        if len(appends) == 1:
-            return self._plan_one(appends[0])
-        try:
-            checked = list(map(self._check, appends))
-        except (StreamDeleted, WrongExpectedVersion, IdempotencyConflict) as error:
-            self._undo = None
-            return Plan(None, error, [], [])
         rows: list[Row] = []
         revived: list[str] = []
-        results: list[AppendResult] = []
-        undo = self._undo = (self.next_position, [], [])
-        for append, head in zip(appends, checked, strict=True):
-            if isinstance(head, AppendResult):
-                results.append(head)
-            else:
-                undo[1].append((append.stream, head))
-                results.append(self._queue(append, head, rows, undo[2]))
-                if head.state == SOFT_DELETED:
-                    revived.append(append.stream)
-        return Plan(results, None, rows, revived)
+        results, error = self.decide(appends, rows, revived)
+        return Plan(results, error, rows, revived)
 
-    def _plan_one(self, append: PreparedAppend) -> Plan:
-        """``plan`` of a request of one part, the common case: the same steps without the
-        lists that keep several parts together."""
+    def decide(
+        self, appends: Sequence[PreparedAppend], rows: list[Row], revived: list[str]
+    ) -> Decision:
+        """``plan`` into the caller's lists: an accepted request adds its rows to ``rows``
+        and the streams it revives to ``revived`` (a refused one adds nothing), so that a
+        group's requests fill one list each, with no ``Plan`` per request."""
+        if len(appends) != 1:
+            return self._decide_many(appends, rows, revived)
+        (append,) = appends  # one part, the common case: no lists to keep parts together
         try:
             head = self._check(append)
         except (StreamDeleted, WrongExpectedVersion, IdempotencyConflict) as error:
             self._undo = None
-            return Plan(None, error, [], [])
+            return None, error
         if isinstance(head, AppendResult):
-            self._undo = (self.next_position, [], [])
-            return Plan([head], None, [], [])
-        rows: list[Row] = []
-        given: list[uuid.UUID] = []
-        self._undo = (self.next_position, [(append.stream, head)], given)
-        result = self._queue(append, head, rows, given)
-        revived = [append.stream] if head.state == SOFT_DELETED else []
-        return Plan([result], None, rows, revived)
+            self._undo = (self.next_position, (), ())
+            return [head], None
+        self._undo = (self.next_position, appends, (head,))
+        result = self._queue(append, head, rows)
+        if head.state == SOFT_DELETED:
+            revived.append(append.stream)
+        return [result], None
+
+    def _decide_many(
+        self, appends: Sequence[PreparedAppend], rows: list[Row], revived: list[str]
+    ) -> Decision:
+        """``decide`` for a request of several parts: every part checked before any is
+        planned."""
+        try:
+            checked = list(map(self._check, appends))
+        except (StreamDeleted, WrongExpectedVersion, IdempotencyConflict) as error:
+            self._undo = None
+            return None, error
+        results: list[AppendResult] = []
+        queued: list[PreparedAppend] = []
+        before: list[Head] = []
+        self._undo = (self.next_position, queued, before)
+        for append, head in zip(appends, checked, strict=True):
+            if isinstance(head, AppendResult):
+                results.append(head)
+            else:
+                queued.append(append)
+                before.append(head)
+                results.append(self._queue(append, head, rows))
+                if head.state == SOFT_DELETED:
+                    revived.append(append.stream)
+        return results, None
 
     def undo(self) -> None:
         """Forget the last plan, as if its request had never come: its positions will be
         given again, its ids are unwritten and its streams' heads are as before."""
         if self._undo is None:
             return
-        self.next_position, heads, ids = self._undo
-        self.heads.update(heads)
-        for id_ in ids:
-            del self.earlier[id_]
+        self.next_position, queued, before = self._undo
+        for append, head in zip(queued, before, strict=True):
+            self.heads[append.stream] = head
+            for e in append.events:  # each given id of a queued append is new (``_check``)
+                if e.id is not None:
+                    del self.earlier[e.id]
         self._undo = None
 
     def _check(self, append: PreparedAppend) -> AppendResult | Head:
@@ -182,9 +213,8 @@ class Planner:
         head = self.heads[stream]
         if head.state == TOMBSTONED:
             raise StreamDeleted(stream)
-        events = append.events
-        if self.earlier and any(e.id is not None for e in events):
-            earlier = self.earlier
+        if self.earlier and any(e.id is not None for e in append.events):
+            earlier, events = self.earlier, append.events
             existing = [None if e.id is None else earlier.get(e.id) for e in events]
             replayed = rules.replayed_append(stream, expected, existing)
             if replayed is not None:
@@ -194,16 +224,14 @@ class Planner:
         )
         return head
 
-    def _queue(
-        self, append: PreparedAppend, head: Head, rows: list[Row], given: list[uuid.UUID]
-    ) -> AppendResult:
+    def _queue(self, append: PreparedAppend, head: Head, rows: list[Row]) -> AppendResult:
         """Number, version and link the append's events into ``rows``; move the heads."""
         stream = append.stream
         category, at = rules.category(stream), self.recorded_at
         base, name = self.hasher, stream.encode()
         events = append.events
-        fresh: Iterator[bytes] | None = None
-        version = head_version = -1 if head.last is None else head.last
+        fresh = self._fresh
+        version = -1 if head.last is None else head.last
         position = self.next_position - 1
         previous = head.link
         earlier = self.earlier
@@ -213,13 +241,13 @@ class Planner:
             position += 1
             given_id = e.id
             if given_id is None:
-                if fresh is None:  # one for each event left (a few may go unused: harmless)
-                    fresh = iter(new_event_ids(len(events) - (version - head_version) + 1))
-                id_ = next(fresh)
+                id_ = next(fresh, None)
+                if id_ is None:  # more than counted: enough for this append (some unused)
+                    fresh = self._fresh = iter(new_event_ids(len(events)))
+                    id_ = next(fresh)
             else:
                 id_ = given_id.bytes
                 earlier[given_id] = ExistingEvent(stream, version, position)
-                given.append(given_id)
             kind, data, meta = e.type, e.data, e.metadata
             ct, raw, raw_meta = e.content_type, e.raw_data, e.raw_metadata
             previous = link_event(

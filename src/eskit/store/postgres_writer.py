@@ -123,7 +123,7 @@ class Group:
         earlier home of every id that may have been written before, in two queries. Planned
         afresh each time (``prepare=False``): a plan cached while the table was small would
         scan it whole for ever after."""
-        streams, _ = lookups(r.appends for r in requests if r.appends)
+        streams, _, _ = lookups(r.appends for r in requests if r.appends)
         heads: dict[str, Head] = {}
         if streams:
             cursor = self.conn.execute(

@@ -21,8 +21,9 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from operator import attrgetter
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 
 import msgspec
 
@@ -168,6 +169,10 @@ class AppendRequest(msgspec.Struct, frozen=True, gc=False):
     appends: list[PreparedAppend]
 
 
+_appends: Final = attrgetter("appends")
+"""An ``AppendRequest``'s appends, taken in C (``map``): no loop of ours per request."""
+
+
 class Operation:
     """Any other write (delete, metadata, a projection's batch): a function of the write
     connection, run inside its own SAVEPOINT of the group's transaction. If it raises, its
@@ -219,33 +224,32 @@ class _AppendGroup:
         self.cursor = cursor
         self.inline = inline
         self.outcomes = outcomes
-        self.planner = _planner(cursor, [r.appends for r in requests], recorded_at, key)
+        self.planner = _planner(cursor, list(map(_appends, requests)), recorded_at, key)
         self.rows: list[Row] = []  # cleared in place by flush
         self.revived: list[str] = []
 
     def add_all(self, requests: Sequence[AppendRequest]) -> None:
         """Plan each request in order against the heads as they stand in this group; queue
         the rows of those accepted (a refused request fails alone and leaves nothing), then
-        insert them. (One loop for the group: no call per request but the planner's.)"""
-        plan_one, inline = self.planner.plan, self.inline
-        rows, revived, answer = self.rows, self.revived, self.outcomes.append
-        for request in requests:
-            plan = plan_one(request.appends)
-            if plan.results is None:
-                answer((None, plan.error))
-            elif inline and plan.rows:
-                self._add_inline(plan)
-            else:
-                rows += plan.rows
-                if plan.revived:
-                    revived += plan.revived
-                answer((plan.results, None))
+        insert them. (One loop for the group: no call per request but the planner's, whose
+        decision is the outcome as it is.)"""
+        if self.inline:
+            for request in requests:
+                self._add_inline(self.planner.plan(request.appends))
+        else:
+            decide, rows, revived = self.planner.decide, self.rows, self.revived
+            answer = self.outcomes.append
+            for request in requests:
+                answer(decide(request.appends, rows, revived))
         self.flush()
 
     def _add_inline(self, plan: Plan) -> None:
         """Write the request's rows and run the inline projections on its events inside a
-        SAVEPOINT: if a projection raises, the request fails alone and leaves nothing."""
-        assert plan.results is not None
+        SAVEPOINT: if a projection raises, the request fails alone and leaves nothing. (A
+        refused or replayed request has no rows: it is answered, nothing run.)"""
+        if not plan.rows:
+            self.outcomes.append((plan.results, plan.error))
+            return
         self.flush()  # the rows of earlier requests stay outside this request's savepoint
         self.conn.execute("SAVEPOINT inline")
         try:
@@ -286,10 +290,10 @@ def _planner(
     key: bytes | None,
 ) -> Planner:
     """A planner for ``requests``, given what it needs read (``planner.lookups``)."""
-    streams, ids = lookups(requests)
+    streams, ids, fresh = lookups(requests)
     earlier = _existing(cursor, ids) if ids else {}
     heads, last_position = _heads(cursor, streams)
-    return Planner(heads, earlier, last_position + 1, recorded_at, key)
+    return Planner(heads, earlier, last_position + 1, recorded_at, key, fresh)
 
 
 def _insert(cursor: sqlite3.Cursor, rows: list[Row], revived: list[str]) -> None:
@@ -505,10 +509,12 @@ class Writer:
                 # an uncontended append: ``_AppendGroup``'s work without a group to keep
                 # (here, not in a function: a call less; a refused plan has no rows)
                 appends = first.appends
-                plan = _planner(cursor, [appends], recorded_at, self.audit_key).plan(appends)
-                if plan.rows:
-                    _insert(cursor, plan.rows, plan.revived)
-                outcomes: list[Outcome] = [(plan.results, plan.error)]
+                planner = _planner(cursor, [appends], recorded_at, self.audit_key)
+                rows: list[Row] = []
+                revived: list[str] = []
+                outcomes: list[Outcome] = [planner.decide(appends, rows, revived)]
+                if rows:
+                    _insert(cursor, rows, revived)
             else:
                 outcomes = self._groups(batch, recorded_at)
             if self.before_commit is not None:
@@ -583,9 +589,11 @@ class Writer:
             self.conn.close()
 
 
-def _runs(batch: Sequence[Request]) -> list[list[AppendRequest] | Operation]:
+def _runs(batch: Sequence[Request]) -> list[Sequence[AppendRequest] | Operation]:
     """The batch as runs of consecutive appends and single operations, in order."""
-    runs: list[list[AppendRequest] | Operation] = []
+    if _APPENDS_ONLY.issuperset(map(type, batch)):  # as a rule: one run, told in C
+        return [cast("Sequence[AppendRequest]", batch)]
+    runs: list[Sequence[AppendRequest] | Operation] = []
     appends: list[AppendRequest] = []
     for request in batch:
         if type(request) is AppendRequest:
@@ -599,6 +607,9 @@ def _runs(batch: Sequence[Request]) -> list[list[AppendRequest] | Operation]:
     if appends:
         runs.append(appends)
     return runs
+
+
+_APPENDS_ONLY: Final = frozenset({AppendRequest})
 
 
 def _transaction_failed(error: Exception) -> StoreError:
