@@ -113,7 +113,7 @@ def check_name(name: object, what: str = "stream name") -> str:
         raise ValueError(f"{what} is {len(name)} characters long; at most {MAX_NAME_LENGTH}")
     if not name.isprintable():
         raise ValueError(f"{what} {name!r} contains control characters")
-    if name.startswith("$"):
+    if name[0] == "$":  # (not startswith: its arguments are parsed, ~400 instructions more)
         raise ValueError(f"{what} {name!r} starts with '$', which is reserved for eskit")
     return name
 
@@ -121,8 +121,8 @@ def check_name(name: object, what: str = "stream name") -> str:
 def check_expected_version(expected: object) -> ExpectedVersion:
     """Return ``expected`` if it is ANY, NO_STREAM, STREAM_EXISTS or a version >= 0:
     ``TypeError`` for anything else but a negative int, which is a ``ValueError``."""
-    if isinstance(expected, StreamState):
-        return expected
+    if type(expected) is StreamState:  # (not isinstance: for an int, ~800 instructions more)
+        return expected  # (an Enum with members has no subclasses)
     if isinstance(expected, int) and not isinstance(expected, bool) and expected >= 0:
         return expected
     message = (
@@ -249,10 +249,9 @@ brackets): its nesting is not measured."""
 
 
 def _prepare_quickly(events: Sequence[NewEvent], max_event_size: int) -> list[PreparedEvent] | None:
-    """The common case in a few C calls per event and no call of ours: each payload is
-    encoded once and checked by reading it back (``_exact_json``'s round trip); metadata
-    shared by consecutive events is checked once. None when any event needs a closer look
-    (``_prepare_one`` then finds and names what is off)."""
+    """The common case in a few calls per event: each payload is encoded once and checked
+    (``_exact_json``); metadata shared by consecutive events is checked once. None when any
+    event needs a closer look (``_prepare_one`` then finds and names what is off)."""
     prepared: list[PreparedEvent] = []
     add = prepared.append
     last_meta: object = None
@@ -264,23 +263,16 @@ def _prepare_quickly(events: Sequence[NewEvent], max_event_size: int) -> list[Pr
             data, meta, id_ = e.data, e.metadata, e.id
             if type(data) is not dict or (id_ is not None and type(id_) is not uuid.UUID):
                 return None  # RawData, or anything else: closer look
-            encoded = _encode(data)  # RecursionError if absurdly deep: see closer
-            if len(encoded) > _SHORT and may_nest_too_deep(encoded, MAX_NESTING):
-                return None
-            if _decode(encoded) != data:
+            encoded = _exact_json(data)
+            if encoded is None:
                 return None
             if meta is not last_meta:
                 last_meta = meta
                 if meta is None or (type(meta) is dict and not meta):
                     meta_json, meta_size = "{}", 2
-                elif type(meta) is not dict:
+                elif type(meta) is not dict or (encoded_meta := _exact_json(meta)) is None:
                     return None
                 else:
-                    encoded_meta = _encode(meta)
-                    if len(encoded_meta) > _SHORT and may_nest_too_deep(encoded_meta, MAX_NESTING):
-                        return None
-                    if _decode(encoded_meta) != meta:
-                        return None
                     meta_json, meta_size = encoded_meta.decode(), len(encoded_meta)
             if len(encoded) + meta_size > max_event_size:
                 return None  # too large: measured again, and named, event by event
@@ -349,24 +341,40 @@ def _checked_json(value: object, where: str, root: str) -> bytes:
     back exactly, nested at most ``MAX_NESTING`` deep (``root`` begins the path named)."""
     if not isinstance(value, dict):
         raise ValueError(f"{where} must be a JSON object (dict), got {type(value).__name__}")
-    encoded = _exact_json(value)  # None too when too deep for the encoder to recurse
-    if encoded is None or may_nest_too_deep(encoded, MAX_NESTING):
+    encoded = _exact_json(value)
+    if encoded is None:  # too deep (named with its path), or not JSON
         check_nesting(value, where, root, MAX_NESTING)
-    if encoded is None:
         raise ValueError(_not_json(value, where))
     return encoded
 
 
-def _exact_json(value: object) -> bytes | None:
-    """The JSON of a dict that reads back exactly the same, else None.
+_SCALARS: Final = frozenset({str, int, bool, type(None)})
+"""Exact types of a value that msgspec encodes so that it decodes equal, or refuses (a lone
+surrogate, an int past Python's limit of digits): floats too when finite."""
 
-    Round-tripping is the cheap, complete check: msgspec happily encodes datetimes, sets,
-    tuples and NaN, but none of them decode back to an equal value.
+
+def _exact_json(value: dict[Any, Any]) -> bytes | None:
+    """The JSON of a dict that reads back exactly the same, nested at most ``MAX_NESTING``
+    deep, else None.
+
+    A dict of str keys and scalar values (``_SCALARS``, finite floats; exact types, as a
+    subclass may encode otherwise) reads back by construction: checking their types costs
+    less than decoding and comparing (~450 instructions an item against ~700). Anything else
+    is read back, the cheap, complete check: msgspec happily encodes datetimes, sets, tuples
+    and NaN, but none of them decode back to an equal value.
     """
-    if not isinstance(value, dict):
-        return None
     try:
-        encoded = _encode(value)
+        encoded = _encode(value)  # RecursionError if absurdly deep
+        if type(value) is dict:  # (a subclass's items() may not be what is encoded)
+            for k, v in value.items():
+                if type(k) is not str or (
+                    type(v) not in _SCALARS and not (type(v) is float and math.isfinite(v))
+                ):
+                    break
+            else:
+                return encoded
+        if len(encoded) > _SHORT and may_nest_too_deep(encoded, MAX_NESTING):
+            return None
         return encoded if _decode(encoded) == value else None
     except (TypeError, ValueError, OverflowError, RecursionError, msgspec.MsgspecError):
         return None
