@@ -17,7 +17,8 @@ same run on the same kind of file (WAL, ``synchronous=FULL``), best of ``--repea
   floor;
 - **eskit.sync** and **eskit async**: ``store.append`` through each face.
 
-W2's appends of 100 events to one stream: raw, raw into eskit's table, and both faces. W1c's
+W2's appends of 100 events to one stream: raw, raw into eskit's table (each in multi-row
+INSERTs of 64, 32 and 4 rows, as eskit's writer inserts a group), and both faces. W1c's
 appends from 100 tasks: its raw side, eskit async, and the least any group commit can do
 (each task checks its event and waits; one thread commits whatever is queued in one
 transaction and answers the group with one call into the loop).
