@@ -17,7 +17,8 @@ same run on the same kind of file (WAL, ``synchronous=FULL``), best of ``--repea
   floor;
 - **eskit.sync** and **eskit async**: ``store.append`` through each face.
 
-W2's appends of 100 events to one stream: raw, raw into eskit's table, and both faces. W1c's
+W2's appends of 100 events to one stream: raw, raw into eskit's table (each in multi-row
+INSERTs of 64, 32 and 4 rows, as eskit's writer inserts a group), and both faces. W1c's
 appends from 100 tasks: its raw side, eskit async, and the least any group commit can do
 (each task checks its event and waits; one thread commits whatever is queued in one
 transaction and answers the group with one call into the loop).
@@ -38,7 +39,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +49,21 @@ import eskit
 import eskit.sync
 from benchmarks import eskit_side, raw
 from benchmarks.common import Payload, payloads, placements
+from eskit.store import planner
 from eskit.store.chain import hasher, link_event
 from eskit.store.ids import new_event_ids
 from eskit.store.planner import LIVE, NEW_STREAM
 from eskit.store.rules import DEFAULT_MAX_EVENT_SIZE, category
 from eskit.store.sqlite_chain import HEAD
-from eskit.store.sqlite_writer import _INSERT, _INSERT_JSON, _MANY_HEADS, _ONE_HEAD
+from eskit.store.sqlite_writer import (
+    _INSERT,
+    _INSERT_JSON,
+    _INSERTS,
+    _MANY_HEADS,
+    _ONE_HEAD,
+    _bound,
+    _insert_chunks,
+)
 
 APPENDS = 2_000
 Row = tuple[object, ...]
@@ -78,9 +88,9 @@ def _where(i: int, one_stream: bool) -> tuple[str, int]:
     return ("invoice-0", i) if one_stream else (f"inv-{i}", 0)
 
 
-def _eskit_rows(count: int, first: int, one_stream: bool = False) -> list[Row]:
+def _eskit_rows(count: int, first: int, one_stream: bool = False) -> list[planner.Row]:
     ids = new_event_ids(count)  # eskit's own (UUIDv7: in order, as eskit writes them)
-    rows: list[Row] = []
+    rows: list[planner.Row] = []
     for i in range(count):
         stream, version = _where(i, one_stream)
         at, link = 1, os.urandom(32)
@@ -89,20 +99,11 @@ def _eskit_rows(count: int, first: int, one_stream: bool = False) -> list[Row]:
     return rows
 
 
-def _one_at_a_time(conn: sqlite3.Connection, insert: str, rows: list[Row]) -> float:
+def _one_at_a_time(conn: sqlite3.Connection, insert: str, rows: Sequence[Row]) -> float:
     start = time.perf_counter()
     for row in rows:
         conn.execute("BEGIN IMMEDIATE")
         conn.execute(insert, row)
-        conn.execute("COMMIT")
-    return time.perf_counter() - start
-
-
-def _in_batches(conn: sqlite3.Connection, insert: str, rows: list[Row]) -> float:
-    start = time.perf_counter()
-    for i in range(0, len(rows), PER_APPEND):
-        conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(insert, rows[i : i + PER_APPEND])
         conn.execute("COMMIT")
     return time.perf_counter() - start
 
@@ -307,9 +308,10 @@ def _committer(path: Path, jobs: queue.SimpleQueue[Job | None]) -> None:
 def _commit_group(
     conn: sqlite3.Connection, cursor: sqlite3.Cursor, base: Any, group: list[Job]
 ) -> None:
-    """One transaction for the group: one heads query for all its streams, ids, links, one
-    ``executemany``; each append checked against the heads as they stand in the group. The
-    callers are answered, all in one ``call_soon_threadsafe``, only after COMMIT."""
+    """One transaction for the group: one heads query for all its streams, ids, links, the
+    rows in eskit's multi-row INSERTs (``_insert_chunks``); each append checked against the
+    heads as they stand in the group. The callers are answered, all in one
+    ``call_soon_threadsafe``, only after COMMIT."""
     outcomes: list[int | Exception] = []
     try:
         cursor.execute("BEGIN IMMEDIATE")
@@ -320,9 +322,9 @@ def _commit_group(
         as_json = msgspec.json.encode(names).decode()
         for name, last, state, link in cursor.execute(_MANY_HEADS, (as_json,)):
             heads[name] = (last, state, link)
-        position = cursor.execute(HEAD).fetchone()[0]  # the log's head
+        head = position = cursor.execute(HEAD).fetchone()[0]  # the log's head
         ids = iter(new_event_ids(len(group)))
-        rows = []
+        bound: list[object] = []  # the rows' parameters, flat (eskit's ``_bound``)
         for stream, body, meta, _ in group:
             last, state, link = heads[stream]
             if last is not None or state != LIVE:
@@ -331,9 +333,10 @@ def _commit_group(
             position += 1
             link, row = _first_row(base, stream, at, link, position, next(ids), body, meta)
             heads[stream] = (0, LIVE, link)
-            rows.append(row)
+            bound += row
             outcomes.append(position)
-        cursor.executemany(_INSERT_JSON, rows)
+        if bound:
+            _insert_chunks(cursor, bound, position - head)  # a row a position given
         cursor.execute("COMMIT")
     except Exception as error:
         if conn.in_transaction:
@@ -352,17 +355,27 @@ def _answer(group: list[Job], outcomes: list[int | Exception]) -> None:
 
 
 def w2_raw(directory: Path, count: int) -> float:
+    """W2's raw side: 100 rows a transaction in multi-row INSERTs (``raw.in_batches``)."""
+    transactions = raw.in_batches(_raw_rows(count, one_stream=True), PER_APPEND)
     conn = raw.create(directory / "raw.db")
     try:
-        return count / _in_batches(conn, raw.INSERT, _raw_rows(count, one_stream=True))
+        return count / raw.in_transactions(conn, transactions)
     finally:
         conn.close()
 
 
 def w2_eskit_table(directory: Path, count: int) -> float:
+    """The same into eskit's table: its rows bound as its writer binds them (``_bound``),
+    in the multi-row INSERTs it chunks them into, planned before the clock."""
     conn, first = _eskit_table(directory / "table.db")
+    transactions = []
+    rows = _eskit_rows(count, first, one_stream=True)
+    for batch in (rows[i : i + PER_APPEND] for i in range(0, count, PER_APPEND)):
+        parameters = _bound(batch)[1]
+        inserts = _INSERTS[len(parameters) // len(batch)]  # by width, as ``_insert_chunks``
+        transactions.append(raw.chunked(parameters, len(batch), inserts))
     try:
-        return count / _in_batches(conn, _INSERT, _eskit_rows(count, first, one_stream=True))
+        return count / raw.in_transactions(conn, transactions)
     finally:
         conn.close()
 

@@ -4,6 +4,7 @@ real SQLite file and is reported against raw ``sqlite3``."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -34,13 +35,35 @@ async def _written(path: Path) -> tuple[list[eskit.RecordedEvent], AuditReport]:
         return [e async for e in store.read_all()], await verify(store, key=None)
 
 
-@pytest.mark.parametrize("side", [floor.raw_checked, floor.w1c_checked])
-def test_the_checked_floors_write_what_eskit_would(tmp_path: Path, side: floor.Side) -> None:
+@pytest.mark.parametrize(
+    ("side", "count"),
+    [(floor.raw_checked, 30), (floor.w1c_checked, 30), (floor.w1c_checked, 300)],
+)
+def test_the_checked_floors_write_what_eskit_would(
+    tmp_path: Path, side: floor.Side, count: int
+) -> None:
     """The floors do eskit's work, not less: their events read back through eskit and
-    their links pass its audit (each covers the position and version it was given)."""
-    assert side(tmp_path, 30) > 0
+    their links pass its audit (each covers the position and version it was given). (300
+    from 100 tasks: groups large enough for several chunks of rows.)"""
+    assert side(tmp_path, count) > 0
     events, report = asyncio.run(_written(tmp_path / "checked.db"))
-    assert [e.position for e in events] == list(range(1, 32))  # eskit's warm-up, then 30
+    assert [e.position for e in events] == list(range(1, count + 2))  # eskit's warm-up first
     assert all(e.version == 0 and e.data for e in events[1:])
     assert report.problems == []
-    assert (report.events, report.unlinked) == (31, 0)
+    assert (report.events, report.unlinked) == (count + 1, 0)
+
+
+@pytest.mark.parametrize(
+    ("side", "file"), [(floor.w2_raw, "raw.db"), (floor.w2_eskit_table, "table.db")]
+)
+def test_the_w2_sides_write_every_row_in_order(tmp_path: Path, side: floor.Side, file: str) -> None:
+    """300 events, 100 a transaction, each in multi-row INSERTs: all land, in order."""
+    assert side(tmp_path, 300) > 0
+    conn = sqlite3.connect(tmp_path / file)
+    try:
+        rows = conn.execute(
+            "SELECT version, data FROM events WHERE stream = 'invoice-0' ORDER BY position"
+        ).fetchall()
+    finally:
+        conn.close()
+    assert rows == [(version, floor.DATA) for version in range(300)]
