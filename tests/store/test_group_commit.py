@@ -262,3 +262,57 @@ def test_groups_hold_at_most_max_batch_requests_in_the_order_queued() -> None:
     assert max(len(g) for g in log.groups) == 3
     assert [r for g in log.groups for r in g] == [f"m{n}" for n in range(10)]
     group.close()
+
+
+def test_a_raising_listener_leaves_the_group_answered() -> None:
+    log = Log(delay=0.01)
+    group: GroupCommit[str] = GroupCommit(log.commit, name="test")
+    reported: list[BaseException] = []
+
+    def broken() -> None:
+        raise RuntimeError("listener broke")
+
+    async def main() -> list[str]:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _, context: reported.append(context["exception"]))
+        group.listen(broken, loop)
+        return list(await asyncio.gather(*(group.call(f"l{n}") for n in range(5))))
+
+    assert asyncio.run(main()) == [f"L{n}" for n in range(5)]
+    assert reported
+    assert {str(e) for e in reported} == {"listener broke"}
+    group.close()
+
+
+def test_a_caller_woken_first_may_cancel_one_of_its_group() -> None:
+    log = Log(delay=0.02)
+    group: GroupCommit[str] = GroupCommit(log.commit, name="test")
+
+    async def main() -> tuple[str, bool, str]:
+        blocker = group.call("first")  # holds the committer while the next ones queue
+        await asyncio.sleep(0.005)
+        later: list[asyncio.Task[str]] = []
+
+        async def cancelling() -> str:
+            value: str = await group.call("a")
+            later[0].cancel()  # its future, of the same group, may be answered or not yet
+            return value
+
+        async def answer(request: str) -> str:
+            value: str = await group.call(request)
+            return value
+
+        first = asyncio.create_task(cancelling())
+        later.append(asyncio.create_task(answer("b")))
+        last = asyncio.create_task(answer("c"))
+        await blocker
+        cancelled = False
+        try:
+            await later[0]
+        except asyncio.CancelledError:
+            cancelled = True
+        return await first, cancelled, await last
+
+    assert asyncio.run(main()) == ("A", True, "C")
+    group.close()
+    assert {"a", "b", "c"} <= log.committed
