@@ -168,7 +168,7 @@ def raw_handed_off(directory: Path, count: int) -> float:
 
 def _exact(value: dict[str, Any]) -> bytes:
     """``value`` as JSON, read back and compared, as eskit checks a payload
-    (``rules._prepare_quickly``): what is stored reads back as what was given."""
+    (``rules._prepare_events``): what is stored reads back as what was given."""
     encoded = msgspec.json.encode(value)
     if msgspec.json.decode(encoded) != value:
         raise ValueError("not exact JSON")

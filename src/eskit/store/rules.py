@@ -174,18 +174,49 @@ def prepare(events: Sequence[NewEvent], max_event_size: int) -> list[PreparedEve
 def _prepare_events(
     events: Sequence[NewEvent], max_event_size: int
 ) -> tuple[list[PreparedEvent], bool]:
-    """``prepare``, and whether an event holds a payload kept as bytes."""
+    """``prepare``, and whether an event holds a payload kept as bytes.
+
+    The common case in a few calls per event, here (not in a function of its own: a call
+    less per append): each payload is encoded once and checked (``_exact_json``); metadata
+    shared by consecutive events is checked once. An event that needs a closer look stops
+    it: ``_prepare_closely`` then finds and names what is off, event by event.
+    """
     if type(events) is not list and (  # a list, the common case, skips the ABC's check
         isinstance(events, NewEvent) or not isinstance(events, Sequence)
     ):
         raise TypeError(f"events must be a list of eskit.NewEvent, got {type(events).__name__}")
     if not events:
         raise ValueError("an append needs at least one event")
+    prepared: list[PreparedEvent] = []
+    add = prepared.append
+    last_meta: object = None
+    meta_json, meta_size = "{}", 2
+    try:
+        for e in events:
+            if type(e) is not NewEvent or e.type not in _checked_types:
+                break
+            data, meta, id_ = e.data, e.metadata, e.id
+            if type(data) is not dict or (id_ is not None and type(id_) is not uuid.UUID):
+                break  # RawData, or anything else: closer look
+            encoded = _exact_json(data)
+            if encoded is None:
+                break
+            if meta is not last_meta:
+                last_meta = meta
+                if meta is None or (type(meta) is dict and not meta):
+                    meta_json, meta_size = "{}", 2
+                elif type(meta) is not dict or (encoded_meta := _exact_json(meta)) is None:
+                    break
+                else:
+                    meta_json, meta_size = encoded_meta.decode(), len(encoded_meta)
+            if len(encoded) + meta_size > max_event_size:
+                break  # too large: measured again, and named, event by event
+            add(PreparedEvent(id_, e.type, encoded.decode(), meta_json))
+    except (TypeError, ValueError, OverflowError, RecursionError, msgspec.MsgspecError):
+        pass
     raw = False
-    prepared = _prepare_quickly(events, max_event_size)
-    if prepared is None:  # something is off (or raw): find and name it, event by event
-        prepared = [_prepare_one(i, e, max_event_size) for i, e in enumerate(events)]
-        raw = any(p.content_type is not None or p.raw_metadata is not None for p in prepared)
+    if len(prepared) != len(events):  # stopped: something is off (or raw)
+        prepared, raw = _prepare_closely(events, max_event_size)
     if len(prepared) > 1:  # one event's id cannot repeat
         ids = [p.id for p in prepared if p.id is not None]
         if len(ids) != len(set(ids)):
@@ -248,38 +279,14 @@ _SHORT: Final = 2 * MAX_NESTING
 brackets): its nesting is not measured."""
 
 
-def _prepare_quickly(events: Sequence[NewEvent], max_event_size: int) -> list[PreparedEvent] | None:
-    """The common case in a few calls per event: each payload is encoded once and checked
-    (``_exact_json``); metadata shared by consecutive events is checked once. None when any
-    event needs a closer look (``_prepare_one`` then finds and names what is off)."""
-    prepared: list[PreparedEvent] = []
-    add = prepared.append
-    last_meta: object = None
-    meta_json, meta_size = "{}", 2
-    try:
-        for e in events:
-            if type(e) is not NewEvent or e.type not in _checked_types:
-                return None
-            data, meta, id_ = e.data, e.metadata, e.id
-            if type(data) is not dict or (id_ is not None and type(id_) is not uuid.UUID):
-                return None  # RawData, or anything else: closer look
-            encoded = _exact_json(data)
-            if encoded is None:
-                return None
-            if meta is not last_meta:
-                last_meta = meta
-                if meta is None or (type(meta) is dict and not meta):
-                    meta_json, meta_size = "{}", 2
-                elif type(meta) is not dict or (encoded_meta := _exact_json(meta)) is None:
-                    return None
-                else:
-                    meta_json, meta_size = encoded_meta.decode(), len(encoded_meta)
-            if len(encoded) + meta_size > max_event_size:
-                return None  # too large: measured again, and named, event by event
-            add(PreparedEvent(id_, e.type, encoded.decode(), meta_json))
-    except (TypeError, ValueError, OverflowError, RecursionError, msgspec.MsgspecError):
-        return None
-    return prepared
+def _prepare_closely(
+    events: Sequence[NewEvent], max_event_size: int
+) -> tuple[list[PreparedEvent], bool]:
+    """Each event checked on its own (``_prepare_one``), so that what is off is named; and
+    whether one holds a payload kept as bytes."""
+    prepared = [_prepare_one(i, e, max_event_size) for i, e in enumerate(events)]
+    raw = any(p.content_type is not None or p.raw_metadata is not None for p in prepared)
+    return prepared, raw
 
 
 def _prepare_one(index: int, event: object, max_event_size: int) -> PreparedEvent:
