@@ -225,29 +225,26 @@ class Planner:
         return head
 
     def _queue(self, append: PreparedAppend, head: Head, rows: list[Row]) -> AppendResult:
-        """Number, version and link the append's events into ``rows``; move the heads."""
+        """Number, version and link the append's events into ``rows``; move the heads.
+        (Few locals set up before the loop: most appends hold one event.)"""
         stream = append.stream
         category, at = rules.category(stream), self.recorded_at
         base, name = self.hasher, stream.encode()
-        events = append.events
-        fresh = self._fresh
         version = -1 if head.last is None else head.last
         position = self.next_position - 1
         previous = head.link
-        earlier = self.earlier
-        add = rows.append
-        for e in events:
+        for e in append.events:
             version += 1
             position += 1
             given_id = e.id
             if given_id is None:
-                id_ = next(fresh, None)
+                id_ = next(self._fresh, None)
                 if id_ is None:  # more than counted: enough for this append (some unused)
-                    fresh = self._fresh = iter(new_event_ids(len(events)))
-                    id_ = next(fresh)
+                    self._fresh = iter(new_event_ids(len(append.events)))
+                    id_ = next(self._fresh)
             else:
                 id_ = given_id.bytes
-                earlier[given_id] = ExistingEvent(stream, version, position)
+                self.earlier[given_id] = ExistingEvent(stream, version, position)
             kind, data, meta = e.type, e.data, e.metadata
             ct, raw, raw_meta = e.content_type, e.raw_data, e.raw_metadata
             previous = link_event(
@@ -265,7 +262,7 @@ class Planner:
                 raw,
                 raw_meta,
             )
-            add(
+            rows.append(
                 (
                     position,
                     stream,
@@ -284,4 +281,4 @@ class Planner:
             )
         self.next_position = position + 1
         self.heads[stream] = Head(version, LIVE, previous)
-        return AppendResult(version, position, len(events))
+        return AppendResult(version, position, len(append.events))

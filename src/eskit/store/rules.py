@@ -147,17 +147,20 @@ def check_version_matches(
     at ``last``, its last version before the delete."""
     if expected is ANY:
         return
-    if deleted and deleted_keeps_revision and expected == last:
-        return
-    actual = None if deleted else last
+    actual = last
+    if deleted:
+        if deleted_keeps_revision and expected == last:
+            return
+        actual = None
     if expected is NO_STREAM:
-        ok = actual is None
+        if actual is None:  # returns, not a flag tested after: fewer steps on every append
+            return
     elif expected is STREAM_EXISTS:
-        ok = actual is not None
-    else:
-        ok = actual == expected
-    if not ok:
-        raise WrongExpectedVersion(stream, expected, actual, deleted)
+        if actual is not None:
+            return
+    elif actual == expected:
+        return
+    raise WrongExpectedVersion(stream, expected, actual, deleted)
 
 
 def prepare(events: Sequence[NewEvent], max_event_size: int) -> list[PreparedEvent]:
