@@ -91,15 +91,16 @@ def lookups(
                 ids.append(e.id)
         return [append.stream], ids, len(append.events) - len(ids)
     streams: dict[str, None] = {}
-    events = 0
+    fresh = 0
     for appends in requests:
         for append in appends:
             streams[append.stream] = None
-            events += len(append.events)
             for e in append.events:  # a plain loop: a comprehension is a call of its own
-                if e.id is not None:  # on Python 3.11, once per append here
+                if e.id is None:  # on Python 3.11, once per append here
+                    fresh += 1
+                else:
                     ids.append(e.id)
-    return list(streams), ids, events - len(ids)
+    return list(streams), ids, fresh
 
 
 class Planner:

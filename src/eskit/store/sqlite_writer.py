@@ -333,15 +333,17 @@ def _bound(rows: list[Row]) -> tuple[str, list[object]]:
     instructions, None ~900): ids and links go as bytearray (stored as the same BLOB), and
     rows without raw parts leave those columns out (NULL) instead of binding three Nones.
     (Plain loops, not comprehensions: on Python 3.11 each comprehension is a call, ~1,200
-    instructions for a lone row, against ~40 per row more for the loop.)"""
+    instructions for a lone row, against ~40 per row more for the loop. Rows are bound
+    without raw parts as they are checked, in one pass: a row with raw parts, rare, starts
+    the list again with them.)"""
     bound: list[object] = []
-    for row in rows:
-        if row[10] is not None or row[12] is not None:  # raw data comes with its type
+    for p, s, c, v, i, t, d, m, at, h, ct, _, meta in rows:
+        if ct is not None or meta is not None:  # raw data comes with its type
             break
+        bound += (p, s, c, v, bytearray(i), t, d, m, at, bytearray(h))
     else:
-        for p, s, c, v, i, t, d, m, at, h, _, _, _ in rows:
-            bound += (p, s, c, v, bytearray(i), t, d, m, at, bytearray(h))
         return _INSERT_JSON, bound
+    bound = []
     for p, s, c, v, i, t, d, m, at, h, ct, raw, meta in rows:
         bound += (p, s, c, v, bytearray(i), t, d, m, at, bytearray(h), ct, raw, meta)
     return _INSERT, bound
