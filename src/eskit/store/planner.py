@@ -134,16 +134,23 @@ class Planner:
         self.recorded_at = recorded_at
         self.hasher = hasher(key)
         """Where every link of the group starts from (``chain.hasher``: the audit key's)."""
-        self._undo: tuple[int, Sequence[PreparedAppend], Sequence[Head]] | None = None
+        self._undo: tuple[int, list[tuple[PreparedAppend, Head]]] | None = None
         """The last plan's first position, the appends it queued and their heads before."""
         self._fresh: Iterator[bytes] = iter(new_event_ids(fresh) if fresh else ())
 
     def plan(self, appends: Sequence[PreparedAppend]) -> Plan:
         """Decide one request (the appends of one call, to distinct streams): all its parts
-        are written or replayed, or none is and the plan holds the error."""
+        are written or replayed, or none is and the plan holds the error. Only a plan can
+        be undone: ``decide``, the path without inline projections, keeps nothing for it."""
         rows: list[Row] = []
         revived: list[str] = []
+        first, heads = self.next_position, self.heads
+        before = [heads[append.stream] for append in appends]
         results, error = self.decide(appends, rows, revived)
+        self._undo = None
+        if error is None:  # a queued part has a new head (``_queue``); a replayed one not
+            queued = zip(appends, before, strict=True)
+            self._undo = (first, [(a, h) for a, h in queued if heads[a.stream] is not h])
         return Plan(results, error, rows, revived)
 
     def decide(
@@ -158,12 +165,9 @@ class Planner:
         try:
             head = self._check(append)
         except (StreamDeleted, WrongExpectedVersion, IdempotencyConflict) as error:
-            self._undo = None
             return None, error
         if isinstance(head, AppendResult):
-            self._undo = (self.next_position, (), ())
             return [head], None
-        self._undo = (self.next_position, appends, (head,))
         result = self._queue(append, head, rows)
         if head.state == SOFT_DELETED:
             revived.append(append.stream)
@@ -177,18 +181,12 @@ class Planner:
         try:
             checked = list(map(self._check, appends))
         except (StreamDeleted, WrongExpectedVersion, IdempotencyConflict) as error:
-            self._undo = None
             return None, error
         results: list[AppendResult] = []
-        queued: list[PreparedAppend] = []
-        before: list[Head] = []
-        self._undo = (self.next_position, queued, before)
         for append, head in zip(appends, checked, strict=True):
             if isinstance(head, AppendResult):
                 results.append(head)
             else:
-                queued.append(append)
-                before.append(head)
                 results.append(self._queue(append, head, rows))
                 if head.state == SOFT_DELETED:
                     revived.append(append.stream)
@@ -199,8 +197,8 @@ class Planner:
         given again, its ids are unwritten and its streams' heads are as before."""
         if self._undo is None:
             return
-        self.next_position, queued, before = self._undo
-        for append, head in zip(queued, before, strict=True):
+        self.next_position, queued = self._undo
+        for append, head in queued:
             self.heads[append.stream] = head
             for e in append.events:  # each given id of a queued append is new (``_check``)
                 if e.id is not None:
