@@ -12,7 +12,7 @@ same run on the same kind of file (WAL, ``synchronous=FULL``), best of ``--repea
   to a writer thread and answered back with ``call_soon_threadsafe``: the async face's
   floor, with nothing of eskit's but its table;
 - **raw, eskit's table and checks**: straight-line code doing only what eskit must do per
-  append to keep its guarantees (the JSON round trip, the heads read under the write lock,
+  append to keep its guarantees (the JSON exactness check, the heads read under the write lock,
   a fresh id, the chain link), with eskit's own statements and functions: the sync face's
   floor;
 - **eskit.sync** and **eskit async**: ``store.append`` through each face.
@@ -53,7 +53,7 @@ from eskit.store import planner
 from eskit.store.chain import hasher, link_event
 from eskit.store.ids import new_event_ids
 from eskit.store.planner import LIVE, NEW_STREAM
-from eskit.store.rules import DEFAULT_MAX_EVENT_SIZE, category
+from eskit.store.rules import DEFAULT_MAX_EVENT_SIZE, _exact_json, category
 from eskit.store.sqlite_chain import HEAD
 from eskit.store.sqlite_writer import (
     _INSERT,
@@ -167,10 +167,10 @@ def raw_handed_off(directory: Path, count: int) -> float:
 
 
 def _exact(value: dict[str, Any]) -> bytes:
-    """``value`` as JSON, read back and compared, as eskit checks a payload
-    (``rules._prepare_events``): what is stored reads back as what was given."""
-    encoded = msgspec.json.encode(value)
-    if msgspec.json.decode(encoded) != value:
+    """``value`` as JSON that reads back as what was given, checked by eskit's own check
+    (``rules._exact_json``: by its types for a flat payload, else read back and compared)."""
+    encoded = _exact_json(value)
+    if encoded is None:
         raise ValueError("not exact JSON")
     return encoded
 
