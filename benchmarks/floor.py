@@ -5,9 +5,10 @@ same run on the same kind of file (WAL, ``synchronous=FULL``), best of ``--repea
 
 - **raw**: ES3's raw side, ``BEGIN IMMEDIATE; INSERT; COMMIT`` into a table with only the
   position key and ``UNIQUE (stream, version)``;
-- **raw, eskit's table**: the same statements inserting rows built beforehand into eskit's
-  own schema (its ``id`` and ``category`` indexes, the link column): what the rows eskit
-  stores cost SQLite, with no Python of eskit's;
+- **raw, eskit's table**: the same statements inserting rows built beforehand, and bound
+  as eskit's writer binds them (``_bound``), into eskit's own schema (its ``id`` and
+  ``category`` indexes, the link column): what the rows eskit stores cost SQLite, with no
+  Python of eskit's;
 - **raw, eskit's table, two hand-offs**: the same, each append handed from an event loop
   to a writer thread and answered back with ``call_soon_threadsafe``: the async face's
   floor, with nothing of eskit's but its table;
@@ -56,7 +57,6 @@ from eskit.store.planner import LIVE, NEW_STREAM
 from eskit.store.rules import DEFAULT_MAX_EVENT_SIZE, _exact_json, category
 from eskit.store.sqlite_chain import HEAD
 from eskit.store.sqlite_writer import (
-    _INSERT,
     _INSERT_JSON,
     _INSERTS,
     _MANY_HEADS,
@@ -99,6 +99,14 @@ def _eskit_rows(count: int, first: int, one_stream: bool = False) -> list[planne
     return rows
 
 
+def _bound_one_by_one(rows: list[planner.Row]) -> tuple[str, list[Row]]:
+    """Each row's parameters as eskit's writer binds a lone row (``_bound``: ten columns
+    without raw parts, id and link as ``bytearray``), and that insert: the rows eskit
+    stores, bound no dearer than eskit binds them."""
+    statement = _bound(rows[:1])[0]
+    return statement, [tuple(_bound([row])[1]) for row in rows]
+
+
 def _one_at_a_time(conn: sqlite3.Connection, insert: str, rows: Sequence[Row]) -> float:
     start = time.perf_counter()
     for row in rows:
@@ -127,7 +135,7 @@ def raw_side(directory: Path, count: int) -> float:
 def raw_eskit_table(directory: Path, count: int) -> float:
     conn, first = _eskit_table(directory / "table.db")
     try:
-        return count / _one_at_a_time(conn, _INSERT, _eskit_rows(count, first))
+        return count / _one_at_a_time(conn, *_bound_one_by_one(_eskit_rows(count, first)))
     finally:
         conn.close()
 
@@ -135,7 +143,7 @@ def raw_eskit_table(directory: Path, count: int) -> float:
 def raw_handed_off(directory: Path, count: int) -> float:
     conn, first = _eskit_table(directory / "handoff.db")
     conn.close()
-    rows = _eskit_rows(count, first)
+    insert, rows = _bound_one_by_one(_eskit_rows(count, first))
     jobs: queue.SimpleQueue[tuple[Row, Callable[[], object]] | None] = queue.SimpleQueue()
 
     def writer() -> None:
@@ -143,7 +151,7 @@ def raw_handed_off(directory: Path, count: int) -> float:
         while (job := jobs.get()) is not None:
             row, answer = job
             db.execute("BEGIN IMMEDIATE")
-            db.execute(_INSERT, row)
+            db.execute(insert, row)
             db.execute("COMMIT")
             answer()
         db.close()
