@@ -25,14 +25,16 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import eskit_side, floor, peer_eskit, peer_raw
+from benchmarks import eskit_side, floor, peer_eskit, peer_eventsourcing, peer_raw
 from benchmarks.common import Payload, payloads
 
 Side = Callable[[Path, list[Payload]], object]
 
 
-def _peer_side(function: Callable[..., object], directory: Path, items: list[Payload]) -> object:
-    return function("sqlite", directory, items)
+def _peer_side(
+    function: Callable[..., object], directory: Path, items: list[Payload], **options: object
+) -> object:
+    return function("sqlite", directory, items, **options)
 
 
 def _w1c(directory: Path, items: list[Payload]) -> object:
@@ -51,6 +53,11 @@ WORKLOADS: dict[str, tuple[Side, str]] = {
     "es3-sync": (functools.partial(_peer_side, peer_eskit.sync_appends), "append"),
     "es3-async": (functools.partial(_peer_side, peer_eskit.appends), "append"),
     "es3-raw": (functools.partial(_peer_side, peer_raw.appends), "append"),
+    "es1-raw": (functools.partial(_peer_side, peer_raw.commands, existing=False), "command"),
+    "es2-raw": (functools.partial(_peer_side, peer_raw.commands, existing=True), "command"),
+    "es1-peer": (functools.partial(_peer_side, peer_eventsourcing.new_aggregates), "command"),
+    "es2-peer": (functools.partial(_peer_side, peer_eventsourcing.existing_aggregates), "command"),
+    "es3-peer": (functools.partial(_peer_side, peer_eventsourcing.appends), "append"),
     "es3-floor": (floor.checked_appends, "append"),
     "w1c": (_w1c, "event"),
     "w1c-floor": (floor.committed_concurrently, "event"),
