@@ -138,6 +138,9 @@ class GroupCommit(Generic[R]):
         self._listeners: tuple[
             tuple[asyncio.AbstractEventLoop | None, Callable[[], None]], ...
         ] = ()
+        self._in_thread: tuple[Callable[[], None], ...] | None = ()
+        """The listeners when all run in the committing thread, None when one runs on a
+        loop: a lone commit (``_commit_alone``) reads this one attribute and calls them."""
         self._signals: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._committer: threading.Thread | None = None
         if idle is not None:
@@ -151,11 +154,18 @@ class GroupCommit(Generic[R]):
         """Call ``listener`` after every group that committed something: on ``loop`` (with
         that loop's answers, one wake-up) or, without one, in the committing thread."""
         with self._lock:  # replaced, never changed in place: committers read it unlocked
-            self._listeners = (*self._listeners, (loop, listener))
+            self._set_listeners((*self._listeners, (loop, listener)))
 
     def unlisten(self, listener: Callable[[], None]) -> None:
         with self._lock:
-            self._listeners = tuple((lp, fn) for lp, fn in self._listeners if fn is not listener)
+            self._set_listeners(tuple((lp, fn) for lp, fn in self._listeners if fn is not listener))
+
+    def _set_listeners(self, listeners: tuple[Listener, ...]) -> None:
+        """Replace the listeners (holding ``_lock``): ``_listeners`` first, so that a
+        committer that finds ``_in_thread`` None reads listeners at least as new."""
+        self._listeners = listeners
+        loops = any(loop is not None for loop, _ in listeners)
+        self._in_thread = None if loops else tuple(fn for _, fn in listeners)
 
     # -- submitting ---------------------------------------------------------------------
 
@@ -196,7 +206,12 @@ class GroupCommit(Generic[R]):
         finally:
             self._hand_over(committer=False)
         if wrote:
-            self._tell(self._listeners, {})
+            in_thread = self._in_thread
+            if in_thread is None:
+                self._tell(self._listeners, {})
+            else:  # no loop listens (as a rule: only the engine): no _tell to call
+                for listener in in_thread:
+                    listener()
         if error is not None:
             raise error
         return value
