@@ -56,7 +56,6 @@ from eskit.store.scavenge import SQLITE, Removal, find_removed
 from eskit.store.sqlite_chain import read_chain_start
 from eskit.store.sqlite_reader import Busy, Reader, ReaderPool, check_store
 from eskit.store.sqlite_writer import (
-    AppendRequest,
     InlineHook,
     Operation,
     Request,
@@ -220,12 +219,12 @@ class SQLiteEngine(Engine):
 
     def append_many(self, appends: list[PreparedAppend]) -> list[AppendResult]:
         group = self._group or self._grouped()  # the check inline when open: once per append
-        results: list[AppendResult] = group.run(AppendRequest(appends))
+        results: list[AppendResult] = group.run(appends)
         return results
 
     def append_many_async(self, appends: list[PreparedAppend]) -> Awaitable[list[AppendResult]]:
         group = self._group or self._grouped()  # the check inline when open: once per append
-        future: asyncio.Future[list[AppendResult]] = group.call(AppendRequest(appends))
+        future: asyncio.Future[list[AppendResult]] = group.call(appends)
         return future
 
     def write(self, run: Callable[[sqlite3.Connection], T]) -> T:

@@ -21,9 +21,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from operator import attrgetter
 from pathlib import Path
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal, TypeAlias, cast
 
 import msgspec
 
@@ -159,18 +158,12 @@ def stream_state(conn: sqlite3.Connection, stream: str) -> tuple[int | None, int
     return last, LIVE if state is None else state
 
 
-class AppendRequest(msgspec.Struct, frozen=True, gc=False):
-    """Appends to distinct streams, validated and encoded by the caller, written all or none.
+AppendRequest: TypeAlias = list[PreparedAppend]
+"""Appends to distinct streams, validated and encoded by the caller, written all or none.
 
-    The group gives them positions and a time; the outcome is one AppendResult each. (A
-    Struct: made in C, one per append, where a class's ``__init__`` runs Python code.)
-    """
-
-    appends: list[PreparedAppend]
-
-
-_appends: Final = attrgetter("appends")
-"""An ``AppendRequest``'s appends, taken in C (``map``): no loop of ours per request."""
+The group gives them positions and a time; the outcome is one AppendResult each. The list
+itself is the request (told from an ``Operation`` by its type): no object wrapped around it
+per append, to be taken apart again by the writer."""
 
 
 class Operation:
@@ -224,7 +217,7 @@ class _AppendGroup:
         self.cursor = cursor
         self.inline = inline
         self.outcomes = outcomes
-        self.planner = _planner(cursor, list(map(_appends, requests)), recorded_at, key)
+        self.planner = _planner(cursor, list(requests), recorded_at, key)
         self.rows: list[Row] = []  # cleared in place by flush
         self.revived: list[str] = []
 
@@ -235,12 +228,12 @@ class _AppendGroup:
         decision is the outcome as it is.)"""
         if self.inline:
             for request in requests:
-                self._add_inline(self.planner.plan(request.appends))
+                self._add_inline(self.planner.plan(request))
         else:
             decide, rows, revived = self.planner.decide, self.rows, self.revived
             answer = self.outcomes.append
             for request in requests:
-                answer(decide(request.appends, rows, revived))
+                answer(decide(request, rows, revived))
         self.flush()
 
     def _add_inline(self, plan: Plan) -> None:
@@ -507,14 +500,13 @@ class Writer:
         try:
             cursor.execute("BEGIN IMMEDIATE")
             recorded_at = self.clock()
-            if len(batch) == 1 and type(first) is AppendRequest and not self.inline:
+            if len(batch) == 1 and type(first) is list and not self.inline:
                 # an uncontended append: ``_AppendGroup``'s work without a group to keep
                 # (here, not in a function: a call less; a refused plan has no rows)
-                appends = first.appends
-                planner = _planner(cursor, [appends], recorded_at, self.audit_key)
+                planner = _planner(cursor, [first], recorded_at, self.audit_key)
                 rows: list[Row] = []
                 revived: list[str] = []
-                outcomes: list[Outcome] = [planner.decide(appends, rows, revived)]
+                outcomes: list[Outcome] = [planner.decide(first, rows, revived)]
                 if rows:
                     _insert(cursor, rows, revived)
             else:
@@ -598,7 +590,7 @@ def _runs(batch: Sequence[Request]) -> list[Sequence[AppendRequest] | Operation]
     runs: list[Sequence[AppendRequest] | Operation] = []
     appends: list[AppendRequest] = []
     for request in batch:
-        if type(request) is AppendRequest:
+        if type(request) is list:
             appends.append(request)
             continue
         if appends:
@@ -611,7 +603,7 @@ def _runs(batch: Sequence[Request]) -> list[Sequence[AppendRequest] | Operation]
     return runs
 
 
-_APPENDS_ONLY: Final = frozenset({AppendRequest})
+_APPENDS_ONLY: Final = frozenset({list})
 
 
 def _transaction_failed(error: Exception) -> StoreError:
