@@ -26,6 +26,7 @@ event, that caused it) and the command's type in its metadata.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TypeAlias, TypeVar
@@ -73,6 +74,7 @@ class CommandContext:
         causation_id: str,
         metadata: dict[str, Any],
         idempotent: bool,
+        command_id_text: str | None = None,
     ) -> None:
         # Frozen: the generated __init__ sets each field through object.__setattr__ (half
         # the cost of a command's context); its __dict__ set at once costs one such call.
@@ -86,8 +88,15 @@ class CommandContext:
                 "causation_id": causation_id,
                 "metadata": metadata,
                 "idempotent": idempotent,
+                "command_id_text": command_id_text or _text(command_id),
             },
         )
+
+    @functools.cached_property
+    def command_id_text(self) -> str:
+        """``str(command_id)``, made once (``__init__`` sets it: ``send`` has made it for
+        the correlation ids already, and every attempt's metadata holds it). Not a field."""
+        return _text(self.command_id)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -304,9 +313,10 @@ class BusCore:
         command."""
         if type(command) not in self._routes:
             raise DomainError(f"no handler for command {type(command).__qualname__}")
-        idempotent = command_id is not None
-        the_id = command_id if command_id is not None else _new_command_id()
-        id_text = _text(the_id)
+        if command_id is None:
+            the_id, id_text = _new_command_id()
+        else:
+            the_id, id_text = command_id, _text(command_id)
         chained = self._chained
         # Positional: a class called with keywords builds a dict of them (twice the cost).
         return CommandContext(
@@ -315,7 +325,8 @@ class BusCore:
             correlation_id or id_text,
             causation_id or id_text,
             dict(metadata) if metadata else {},
-            idempotent,
+            command_id is not None,  # idempotent
+            id_text,
         ), chained[1] if self.middleware == chained[0] else self._chain()
 
     def handling(self, context: CommandContext) -> Flow[CommandResult]:
@@ -521,11 +532,13 @@ _BIN16 = b"\xc4\x10"  # msgpack: 16 bytes of binary follow
 _canonical = msgspec.to_builtins
 
 
-def _new_command_id() -> uuid.UUID:
-    """A fresh UUIDv7 for a command sent without an id, made in C by msgspec
-    (``uuid.UUID(bytes=...)`` costs three times as much, on every command)."""
+def _new_command_id() -> tuple[uuid.UUID, str]:
+    """A fresh UUIDv7 for a command sent without an id, and its text (``_text``'s, without
+    its check: it is a UUID), made in C by msgspec (``uuid.UUID(bytes=...)`` costs three
+    times as much, on every command)."""
     the_id: uuid.UUID = _uuid_of(_BIN16 + new_event_ids(1)[0])
-    return the_id
+    text: str = _canonical(the_id)
+    return the_id, text
 
 
 def _text(command_id: uuid.UUID) -> str:
@@ -565,6 +578,6 @@ def _metadata(context: CommandContext, used_for: dict[str, str]) -> dict[str, An
         "correlation_id": context.correlation_id,
         "causation_id": context.causation_id,
         idempotency.COMMAND: type(context.command).__qualname__,
-        "command_id": _text(context.command_id),
+        "command_id": context.command_id_text,
         **used_for,
     }
