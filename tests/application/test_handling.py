@@ -198,3 +198,18 @@ def test_a_context_and_a_result_are_frozen_dataclasses_that_replace_keeps() -> N
     assert result.replayed is False
     assert dataclasses.replace(result, replayed=True).replayed is True
     assert dataclasses.replace(context, causation_id="other").causation_id == "other"
+
+
+def test_a_context_keeps_its_command_ids_text_and_replace_makes_it_again() -> None:
+    """``command_id_text`` (what the events' metadata holds) is not a field: made with the
+    context, by ``send`` or the class, and again for a replaced id."""
+    made = bus()
+    sent, _ = made._context(Deposit("a", 1), None, None, None, None)
+    assert sent.command_id_text == str(sent.command_id) == sent.correlation_id
+    given = uuid.uuid4()
+    built = CommandContext(Deposit("a", 1), given, "corr", "cause", {}, True)
+    assert built.command_id_text == str(given)
+    other = uuid.uuid4()
+    assert dataclasses.replace(built, command_id=other).command_id_text == str(other)
+    assert "command_id_text" not in {f.name for f in dataclasses.fields(built)}
+    assert dataclasses.replace(sent) == sent

@@ -26,6 +26,7 @@ event, that caused it) and the command's type in its metadata.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TypeAlias, TypeVar
@@ -49,6 +50,7 @@ C = TypeVar("C")
 S = TypeVar("S")
 
 _set = object.__setattr__
+_new = object.__new__
 
 COMMAND_NAMESPACE = uuid.UUID("6f2c7d9e-58a4-4d8b-9a57-0c3f5e0e7a11")
 """Namespace of the event ids derived from command ids (never change it)."""
@@ -74,20 +76,54 @@ class CommandContext:
         metadata: dict[str, Any],
         idempotent: bool,
     ) -> None:
-        # Frozen: the generated __init__ sets each field through object.__setattr__ (half
-        # the cost of a command's context); its __dict__ set at once costs one such call.
-        _set(
+        _fill(
             self,
-            "__dict__",
-            {
-                "command": command,
-                "command_id": command_id,
-                "correlation_id": correlation_id,
-                "causation_id": causation_id,
-                "metadata": metadata,
-                "idempotent": idempotent,
-            },
+            command,
+            command_id,
+            correlation_id,
+            causation_id,
+            metadata,
+            idempotent,
+            _text(command_id),
         )
+
+    @functools.cached_property
+    def command_id_text(self) -> str:
+        """``str(command_id)``, made once: set with the fields (``_fill``; ``send`` has made
+        it for the correlation ids already, and every attempt's metadata holds it). Not a
+        field: ``dataclasses.replace`` makes it again from the new context's id."""
+        return _text(self.command_id)
+
+
+def _fill(
+    context: CommandContext,
+    command: object,
+    command_id: uuid.UUID,
+    correlation_id: str,
+    causation_id: str,
+    metadata: dict[str, Any],
+    idempotent: bool,
+    command_id_text: str,
+) -> None:
+    """Set a context's fields (and ``command_id_text``): for its ``__init__``, and for
+    ``send``, which makes its context without calling the class (that packs the arguments
+    in a tuple for ``__init__``: some 250 CPU instructions more than ``object.__new__``
+    and this call)."""
+    # Frozen: the generated __init__ sets each field through object.__setattr__ (half
+    # the cost of a command's context); its __dict__ set at once costs one such call.
+    _set(
+        context,
+        "__dict__",
+        {
+            "command": command,
+            "command_id": command_id,
+            "correlation_id": correlation_id,
+            "causation_id": causation_id,
+            "metadata": metadata,
+            "idempotent": idempotent,
+            "command_id_text": command_id_text,
+        },
+    )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -304,19 +340,23 @@ class BusCore:
         command."""
         if type(command) not in self._routes:
             raise DomainError(f"no handler for command {type(command).__qualname__}")
-        idempotent = command_id is not None
-        the_id = command_id if command_id is not None else _new_command_id()
-        id_text = _text(the_id)
-        chained = self._chained
-        # Positional: a class called with keywords builds a dict of them (twice the cost).
-        return CommandContext(
+        if command_id is None:
+            the_id, id_text = _new_command_id()
+        else:
+            the_id, id_text = command_id, _text(command_id)
+        context: CommandContext = _new(CommandContext)
+        _fill(
+            context,
             command,
             the_id,
             correlation_id or id_text,
             causation_id or id_text,
             dict(metadata) if metadata else {},
-            idempotent,
-        ), chained[1] if self.middleware == chained[0] else self._chain()
+            command_id is not None,  # idempotent
+            id_text,
+        )
+        chained = self._chained
+        return context, chained[1] if self.middleware == chained[0] else self._chain()
 
     def handling(self, context: CommandContext) -> Flow[CommandResult]:
         """Handle the command of ``context``: load, decide, append, retry (the flow both
@@ -521,11 +561,13 @@ _BIN16 = b"\xc4\x10"  # msgpack: 16 bytes of binary follow
 _canonical = msgspec.to_builtins
 
 
-def _new_command_id() -> uuid.UUID:
-    """A fresh UUIDv7 for a command sent without an id, made in C by msgspec
-    (``uuid.UUID(bytes=...)`` costs three times as much, on every command)."""
+def _new_command_id() -> tuple[uuid.UUID, str]:
+    """A fresh UUIDv7 for a command sent without an id, and its text (``_text``'s, without
+    its check: it is a UUID), made in C by msgspec (``uuid.UUID(bytes=...)`` costs three
+    times as much, on every command)."""
     the_id: uuid.UUID = _uuid_of(_BIN16 + new_event_ids(1)[0])
-    return the_id
+    text: str = _canonical(the_id)
+    return the_id, text
 
 
 def _text(command_id: uuid.UUID) -> str:
@@ -565,6 +607,6 @@ def _metadata(context: CommandContext, used_for: dict[str, str]) -> dict[str, An
         "correlation_id": context.correlation_id,
         "causation_id": context.causation_id,
         idempotency.COMMAND: type(context.command).__qualname__,
-        "command_id": _text(context.command_id),
+        "command_id": context.command_id_text,
         **used_for,
     }
