@@ -12,7 +12,9 @@ A command registered with ``creates=True`` is decided against the initial state 
 loading, and appended with ``NO_STREAM``: one round trip to the store instead of two. If
 the stream exists after all (or the handler refuses, or decides nothing), the guess is
 dropped and the command runs as any other (load, decide), so what it does to an existing
-aggregate is unchanged.
+aggregate is unchanged. A state the bus kept (``state_cache``) is guessed the same way: the
+command is decided on it unread, its append made untouched (refused unless the stream is
+still at that version and never hid an event); refused, the command catches up or loads.
 
 Idempotency: with a ``command_id``, event ids are derived from it (uuid5), and a command
 already handled returns its original result without deciding again, so a client may safely
@@ -405,9 +407,8 @@ class BusCore:
             else:
                 if result is None:  # only other streams were written
                     return CommandResult(stream, version, None, [])
-                if not context.idempotent:  # a retry's append may be the original's replay,
-                    kept_state = state if foldable else _HIDDEN  # decided a bit otherwise
-                    self._keep(stream, result.last_version, kept_state)
+                if foldable and not context.idempotent:  # a retry's append may be the
+                    self._keep(stream, result.last_version, state)  # original's replay
                 return CommandResult(stream, result.last_version, result.last_position, events)
             attempt += 1
             if attempt == self.max_attempts:
@@ -438,9 +439,7 @@ class BusCore:
         foldable = True
         if entry is not None and self.events.opener() is None:
             version, state = entry
-            if state is _HIDDEN:
-                foldable = False
-            else:
+            if state is not _HIDDEN:
                 newer = yield CatchUp(stream, version)
                 if newer:  # events another process appended since: fold them in
                     fold = repository.folder()
@@ -448,13 +447,13 @@ class BusCore:
                         state, version = fold(state, recorded), recorded.version
                 if newer is not None:
                     return state, version, True
-                foldable = False  # it hid events: for ever (state_cache)
+            foldable = False  # it hid events, for ever (state_cache): say so at once, for
+            self.states.put(stream, version, _HIDDEN)  # the next command, whatever this does
         loaded: Loaded[Any] = yield from repository.loading(aggregate_id, missing_ok=True)
         return loaded.state, loaded.version, foldable
 
     def _keep(self, stream: str, version: int, state: Any) -> None:
-        """Keep the state a command appended from, for the next command on it (``_HIDDEN``
-        for a stream that hid events: the next one loads it, unasked)."""
+        """Keep the state a command appended from, for the next command on it."""
         if self.states.size and self.events.opener() is None:
             self.states.put(stream, version, state)
 
