@@ -513,3 +513,25 @@ async def test_a_command_on_a_kept_aggregate_costs_the_loop_one_hand_off_its_app
         result = await bus.send(Deposit("a", 2))
 
         assert (result.version, hand_offs) == (1, ["append_many_async"])
+
+
+@pytest.mark.anyio
+async def test_on_the_async_face_a_refused_unread_append_catches_up_in_the_thread(
+    url: str,
+) -> None:
+    async with eskit.open_store(url) as one, eskit.open_store(url) as other:
+        mine, theirs = CommandBus(one, events), CommandBus(other, events)
+        for bus in (mine, theirs):
+            bus.register(Deposit, UNSNAPSHOTTED, aggregate_id=lambda c: c.account_id)
+            bus.register(Withdraw, UNSNAPSHOTTED, aggregate_id=lambda c: c.account_id)
+        await mine.send(Deposit("a", 5))
+        await theirs.send(Deposit("a", 10))
+        await other.set_stream_metadata("account-b", eskit.StreamMetadata(max_count=1))
+
+        result = await mine.send(Withdraw("a", 15))  # refused on the kept 5: caught up
+
+        assert result.version == 2
+        await mine.send(Deposit("b", 1))
+        await mine.send(Deposit("b", 2))  # kept, refused (b has read rules): loaded
+        with pytest.raises(Exception, match="3 > 2"):  # max_count=1: only the 2 is seen
+            await mine.send(Withdraw("b", 3))
