@@ -129,3 +129,29 @@ async def test_the_async_face_refuses_it_as_well(url: str) -> None:
         with pytest.raises(StreamTouched):
             await run_async(store, appending("s-1", 0))
         assert await store.stream_version("s-1") == 0
+
+
+def test_a_closed_or_read_only_store_refuses_it_as_it_refuses_an_append(url: str) -> None:
+    if url.startswith("memory"):
+        pytest.skip("nothing to reopen")
+    with eskit.sync.open_store(url) as store:
+        untouched(store, "s-1", eskit.NO_STREAM)
+    with pytest.raises(eskit.StoreClosed):
+        untouched(store, "s-1", 0)
+    with eskit.sync.open_store(url, readonly=True) as readonly:
+        with pytest.raises(eskit.StoreError, match="read-only"):
+            untouched(readonly, "s-1", 0)
+        assert readonly.stream_version("s-1") == 0
+
+
+@pytest.mark.anyio
+async def test_a_closed_or_read_only_store_refuses_it_on_the_async_face(url: str) -> None:
+    if url.startswith("memory"):
+        pytest.skip("nothing to reopen")
+    async with eskit.open_store(url) as store:
+        await run_async(store, appending("s-1", eskit.NO_STREAM))
+    with pytest.raises(eskit.StoreClosed):
+        await run_async(store, appending("s-1", 0))
+    async with eskit.open_store(url, readonly=True) as readonly:
+        with pytest.raises(eskit.StoreError, match="read-only"):
+            await run_async(readonly, appending("s-1", 0))

@@ -305,7 +305,8 @@ def _perform_blocking(store: SyncStore, request: Request) -> Any:
             return store.append(stream, events, expected_version)
         case AppendUntouched(stream, events, expected_version):
             prepared = _untouched(stream, events, expected_version, store._store.max_event_size)
-            store._check_writable()
+            if not store._open or store._store.readonly:  # as store.append checks
+                store._check_writable()
             (result,) = store._append_observed(prepared)
             return result
         case CatchUp(stream, version):
