@@ -185,7 +185,7 @@ class Planner:
             return [head], None
         result = self._queue(append, head, rows)
         if head.state == SOFT_DELETED:
-            revived.append(append.stream)
+            self._revive(append.stream, revived)
         return [result], None
 
     def _decide_many(
@@ -204,7 +204,7 @@ class Planner:
             else:
                 results.append(self._queue(append, head, rows))
                 if head.state == SOFT_DELETED:
-                    revived.append(append.stream)
+                    self._revive(append.stream, revived)
         return results, None
 
     def undo(self) -> None:
@@ -296,6 +296,11 @@ class Planner:
                 )
             )
         self.next_position = position + 1
-        state = LIVE if head.state == SOFT_DELETED else head.state  # revived, or as it was
-        self.heads[stream] = Head(version, state, previous)
+        self.heads[stream] = Head(version, head.state, previous)  # a revival: ``_revive``
         return AppendResult(version, position, len(append.events))
+
+    def _revive(self, stream: str, revived: list[str]) -> None:
+        """Mark a soft-deleted stream just appended to live again (its row stays: it is not
+        ``UNTOUCHED``), and add it to ``revived`` for the backend to write so."""
+        self.heads[stream] = msgspec.structs.replace(self.heads[stream], state=LIVE)
+        revived.append(stream)
