@@ -535,19 +535,3 @@ async def test_on_the_async_face_a_refused_unread_append_catches_up_in_the_threa
         await mine.send(Deposit("b", 2))  # kept, refused (b has read rules): loaded
         with pytest.raises(Exception, match="3 > 2"):  # max_count=1: only the 2 is seen
             await mine.send(Withdraw("b", 3))
-
-
-def test_a_creating_command_on_a_kept_aggregate_is_decided_on_its_state_unread(
-    stores: tuple[SyncStore, SyncStore], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    store, _ = stores
-    bus = eskit.sync.CommandBus(store, events)
-    bus.register(Deposit, UNSNAPSHOTTED, aggregate_id=lambda c: c.account_id, creates=True)
-    bus.send(Deposit("a", 5))  # guessed new
-    calls = counted(store, monkeypatch)
-
-    bus.send(Deposit("a", 6))  # kept: not guessed new, nothing read, one append
-
-    assert calls == ["append_many"]
-    monkeypatch.undo()
-    assert balance(store, "a") == (11, 1)

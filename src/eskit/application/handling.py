@@ -12,10 +12,9 @@ A command registered with ``creates=True`` is decided against the initial state 
 loading, and appended with ``NO_STREAM``: one round trip to the store instead of two. If
 the stream exists after all (or the handler refuses, or decides nothing), the guess is
 dropped and the command runs as any other (load, decide), so what it does to an existing
-aggregate is unchanged. A state the bus kept (``state_cache``) is guessed the same way (for
-a creating command too: the stream exists): the command is decided on it unread, its append
-made untouched (refused unless the stream is still at that version and never hid an event);
-refused, the command catches up or loads.
+aggregate is unchanged. A state the bus kept (``state_cache``) is guessed the same way: the
+command is decided on it unread, its append made untouched (refused unless the stream is
+still at that version and never hid an event); refused, the command catches up or loads.
 
 Idempotency: with a ``command_id``, event ids are derived from it (uuid5), and a command
 already handled returns its original result without deciding again, so a client may safely
@@ -333,14 +332,13 @@ class BusCore:
             if context.idempotent
             else None
         )
+        guess_new = route.creates  # until the store says the stream exists
         # A kept state is decided on unread, its append made untouched, until it is refused
         # (a command id keeps the read: its append may replay an original decided otherwise)
-        kept = None if digest is not None else self._kept(stream)
+        kept = None if guess_new or digest is not None else self._kept(stream)
         dropped = None  # a kept entry given up, for _loading to catch up from
         if kept is not None and kept[1] is _HIDDEN:
             dropped, kept = kept, None
-        # until the store says the stream exists (a kept entry says so)
-        guess_new = route.creates and kept is None and dropped is None
         foldable = True  # whether to keep the state after: the stream never hid an event
         attempt = 0
         while True:
