@@ -27,6 +27,7 @@ from tests.application.test_commands import (
     Account,
     Deposit,
     Withdraw,
+    Withdrew,
     account_decider,
     events,
     handle_account,
@@ -387,3 +388,150 @@ def test_no_state_is_kept_after_a_command_sent_with_a_command_id(
     bus.send(Deposit("a", 1))
     assert len(bus.states) == 1
     assert balance(store, "a") == (6, 1)
+
+
+# -- the kept state decided on unread, its append made untouched ---------------------------------
+
+
+def counted(store: SyncStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The reads a command makes of ``store`` (and its appends), by name, as they go through
+    to the real store."""
+    calls: list[str] = []
+    engine = store.engine
+    for owner, name in (
+        (store, "read_stream"),
+        (store, "read_from_snapshot"),
+        (engine, "events_after"),
+        (engine, "append_many"),
+    ):
+        real = getattr(owner, name)
+
+        def call(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
+            calls.append(_name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, call)
+    return calls
+
+
+def test_a_command_on_a_kept_aggregate_reads_nothing(
+    stores: tuple[SyncStore, SyncStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, _ = stores
+    bus = accounts(store)
+    bus.send(Deposit("a", 5))
+    calls = counted(store, monkeypatch)
+
+    bus.send(Withdraw("a", 2))
+    bus.send(Deposit("a", 4))
+
+    assert calls == ["append_many", "append_many"]
+    monkeypatch.undo()
+    assert balance(store, "a") == (7, 2)
+
+
+def test_an_event_another_store_appended_refuses_the_unread_append_then_is_caught_up(
+    stores: tuple[SyncStore, SyncStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one, other = stores
+    mine, theirs = accounts(one), accounts(other)
+    mine.send(Deposit("a", 5))
+    theirs.send(Deposit("a", 10))
+    calls = counted(one, monkeypatch)
+
+    mine.send(Deposit("a", 1))  # decided on the kept 5, refused; caught up (15), again
+
+    assert calls == ["append_many", "events_after", "append_many"]
+    monkeypatch.undo()
+    assert balance(one, "a") == (16, 2)
+    mine.send(Withdraw("a", 16))  # kept: 16, unread
+    assert balance(other, "a") == (0, 3)
+
+
+def test_a_handler_deciding_nothing_on_the_kept_state_decides_on_the_current_one(
+    stores: tuple[SyncStore, SyncStore],
+) -> None:
+    one, other = stores
+    mine, theirs = accounts(one), accounts(other)
+
+    def sweep(command: Withdraw, state: Any) -> list[object]:
+        """Withdraw everything, once there is at least ``amount``."""
+        return [Withdrew(state.balance)] if state.balance >= command.amount else []
+
+    mine._routes[Withdraw] = dataclasses.replace(mine._routes[Withdraw], handle=sweep)
+    mine.send(Deposit("a", 5))
+    theirs.send(Deposit("a", 10))
+
+    result = mine.send(Withdraw("a", 12))  # nothing on the kept 5; 15 on the current
+
+    assert [e.amount for e in result.events] == [15]
+    assert balance(other, "a") == (0, 2)
+
+
+def test_read_rules_another_store_sets_are_seen_and_the_stream_then_loaded_unasked(
+    stores: tuple[SyncStore, SyncStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one, other = stores
+    mine = accounts(one)
+    mine.send(Deposit("a", 5))
+    mine.send(Deposit("a", 7))
+    other.set_stream_metadata("account-a", eskit.StreamMetadata(truncate_before=1))
+
+    with pytest.raises(Exception, match="8 > 7"):  # decided as a load sees it: 7, not 12
+        mine.send(Withdraw("a", 8))
+    mine.send(Withdraw("a", 1))  # loaded (the refusal told it hid events), then kept as so
+    calls = counted(one, monkeypatch)
+    mine.send(Withdraw("a", 1))  # loaded, no catch-up asked, no append refused
+
+    assert calls == ["read_stream", "append_many"]
+    monkeypatch.undo()
+    assert balance(one, "a") == (5, 3)
+
+
+@pytest.mark.anyio
+async def test_a_command_on_a_kept_aggregate_costs_the_loop_one_hand_off_its_append(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with eskit.open_store(url) as store:
+        bus = CommandBus(store, events)
+        bus.register(Deposit, UNSNAPSHOTTED, aggregate_id=lambda c: c.account_id)
+        await bus.send(Deposit("a", 1))
+        hand_offs: list[str] = []
+        to_thread, append_many_async = asyncio.to_thread, store.engine.append_many_async
+
+        async def threaded(function: Any, /, *args: Any) -> Any:
+            hand_offs.append(getattr(function, "__name__", "?"))
+            return await to_thread(function, *args)
+
+        def appended(*args: Any) -> Any:
+            hand_offs.append("append_many_async")
+            return append_many_async(*args)
+
+        monkeypatch.setattr(asyncio, "to_thread", threaded)
+        monkeypatch.setattr(store.engine, "append_many_async", appended)
+
+        result = await bus.send(Deposit("a", 2))
+
+        assert (result.version, hand_offs) == (1, ["append_many_async"])
+
+
+@pytest.mark.anyio
+async def test_on_the_async_face_a_refused_unread_append_catches_up_in_the_thread(
+    url: str,
+) -> None:
+    async with eskit.open_store(url) as one, eskit.open_store(url) as other:
+        mine, theirs = CommandBus(one, events), CommandBus(other, events)
+        for bus in (mine, theirs):
+            bus.register(Deposit, UNSNAPSHOTTED, aggregate_id=lambda c: c.account_id)
+            bus.register(Withdraw, UNSNAPSHOTTED, aggregate_id=lambda c: c.account_id)
+        await mine.send(Deposit("a", 5))
+        await theirs.send(Deposit("a", 10))
+        await other.set_stream_metadata("account-b", eskit.StreamMetadata(max_count=1))
+
+        result = await mine.send(Withdraw("a", 15))  # refused on the kept 5: caught up
+
+        assert result.version == 2
+        await mine.send(Deposit("b", 1))
+        await mine.send(Deposit("b", 2))  # kept, refused (b has read rules): loaded
+        with pytest.raises(Exception, match="3 > 2"):  # max_count=1: only the 2 is seen
+            await mine.send(Withdraw("b", 3))

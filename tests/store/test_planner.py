@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,9 +21,11 @@ from eskit.store.planner import (
     NEW_STREAM,
     SOFT_DELETED,
     TOMBSTONED,
+    UNTOUCHED,
     Head,
     Planner,
     Row,
+    StreamTouched,
     lookups,
 )
 from eskit.store.rules import ExistingEvent, PreparedAppend
@@ -357,3 +360,54 @@ def check_chain(rows: list[Row]) -> None:
         expected = link(previous, position, stream, version, id_, kind, data, meta, at, None)
         assert hash_ == expected
         previous = hash_
+
+
+# -- an append made if_untouched (the command bus's, from a kept state) ------------------------
+
+
+def untouched(stream: str, expected: ExpectedVersion) -> PreparedAppend:
+    return msgspec.structs.replace(append(stream, 1, expected), if_untouched=True)
+
+
+@pytest.mark.parametrize("head", [NEW_STREAM, Head(3, UNTOUCHED, None)])
+def test_an_untouched_append_is_accepted_on_a_stream_without_a_row(head: Head) -> None:
+    expected = NO_STREAM if head.last is None else head.last
+    plans = planner({"order-1": head})
+
+    plan = plans.plan([untouched("order-1", expected)])
+
+    assert plan.error is None
+    assert plans.heads["order-1"].state == UNTOUCHED  # an append leaves it so
+    assert plans.plan([untouched("order-1", plans.heads["order-1"].last or 0)]).error is None
+
+
+@pytest.mark.parametrize(("state", "expected"), [(LIVE, 3), (SOFT_DELETED, NO_STREAM)])
+def test_an_untouched_append_is_refused_on_a_stream_with_a_row(
+    state: int, expected: ExpectedVersion
+) -> None:
+    plans = planner({"order-1": Head(3, state, None)})
+
+    plan = plans.plan([untouched("order-1", expected)])
+
+    assert isinstance(plan.error, StreamTouched)
+    assert isinstance(plan.error, WrongExpectedVersion)  # a conflict to every caller
+    assert (plan.error.stream, plan.rows, plan.revived) == ("order-1", [], [])
+    assert plans.heads["order-1"] == Head(3, state, None)
+    assert plans.plan([append("order-1", 1, ANY)]).error is None  # any other append: as ever
+
+
+def test_an_untouched_append_to_a_tombstoned_stream_is_refused_as_deleted() -> None:
+    plan = planner({"order-1": Head(3, TOMBSTONED, None)}).plan([untouched("order-1", 3)])
+    assert isinstance(plan.error, StreamDeleted)
+
+
+def test_a_wrong_version_refuses_an_untouched_append_as_a_plain_conflict() -> None:
+    plan = planner({"order-1": Head(3, UNTOUCHED, None)}).plan([untouched("order-1", 2)])
+    assert type(plan.error) is WrongExpectedVersion
+
+
+def test_a_revived_stream_is_live_after_the_append_a_live_one_stays_live() -> None:
+    plans = planner({"order-1": Head(3, SOFT_DELETED, None), "order-2": Head(0, LIVE, None)})
+    assert plans.plan([append("order-1", 1, NO_STREAM)]).revived == ["order-1"]
+    assert plans.plan([append("order-2", 1, 0)]).error is None
+    assert (plans.heads["order-1"].state, plans.heads["order-2"].state) == (LIVE, LIVE)

@@ -25,8 +25,10 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar
 import msgspec
 
 from eskit.drivers import Pause, drive, drive_blocking
+from eskit.store import rules
 from eskit.store.base import EventStore
 from eskit.store.model import Append, ExpectedVersion, NewEvent, RecordedEvent, Snapshot
+from eskit.store.rules import PreparedAppend
 
 if TYPE_CHECKING:
     from eskit.sync import SyncStore
@@ -71,6 +73,17 @@ class Consume(_Effect, frozen=True):
 
 class AppendEvents(_Effect, frozen=True):
     """``store.append``: returns the ``AppendResult``."""
+
+    stream: str
+    events: Sequence[NewEvent]
+    expected_version: ExpectedVersion
+
+
+class AppendUntouched(_Effect, frozen=True):
+    """``store.append``, refused (``planner.StreamTouched``, a ``WrongExpectedVersion``)
+    unless the stream never hid an event: what the command bus appends from a state it kept
+    without reading the stream (``eskit.application.state_cache``). Returns the
+    ``AppendResult``. An internal request: ``store.append`` has no keyword for it."""
 
     stream: str
     events: Sequence[NewEvent]
@@ -132,6 +145,7 @@ Request: TypeAlias = (
     | CatchUp
     | Consume
     | AppendEvents
+    | AppendUntouched
     | AppendMany
     | FindEvent
     | FindRemoved
@@ -154,6 +168,13 @@ async def _perform_async(store: EventStore, request: Request) -> Any:
     match request:  # a command's requests first: each case is a type test
         case AppendEvents(stream, events, expected_version):
             return await store.append(stream, events, expected_version)
+        case AppendUntouched(stream, events, expected_version):
+            prepared = _untouched(stream, events, expected_version, store.max_event_size)
+            if not store._open or store.readonly:  # as store.append checks
+                store._check_open()
+                store._check_writable()
+            (result,) = await store._append_observed(prepared)
+            return result
         case CatchUp(stream, version):
             engine = store.engine
             return await engine.call_async(engine.events_after, stream, version, store.page_size)
@@ -190,8 +211,8 @@ async def run_threaded(store: EventStore, blocking: SyncStore, flow: Flow[T]) ->
     read on, its reads, calls and appends are made in one worker thread visit, with
     ``blocking`` (the blocking face of ``store``'s engine), and only what needs the event
     loop comes back to it (a ``Pause``, a ``Later``, an awaitable a handler returned). A flow
-    that reads nothing (a create) runs on the loop and appends as ``run_async`` does: one
-    hand-off either way. The loop never waits on IO.
+    that reads nothing (a create, a command on a kept state) runs on the loop and appends as
+    ``run_async`` does: one hand-off either way. The loop never waits on IO.
 
     Cancelled while the thread works, the flow goes on there only up to its next write,
     which it does not make: as on the loop, a command cancelled before its append appends
@@ -235,7 +256,7 @@ class _Caller:
 
 
 _READS: Final = (ReadStream, ReadFromSnapshot, CatchUp, FindEvent, LoadSnapshot)
-_WRITES: Final = (AppendEvents, AppendMany, SaveSnapshot)
+_WRITES: Final = (AppendEvents, AppendUntouched, AppendMany, SaveSnapshot)
 
 
 def _in_thread(
@@ -282,6 +303,12 @@ def _perform_blocking(store: SyncStore, request: Request) -> Any:
     match request:  # a command's requests first: each case is a type test
         case AppendEvents(stream, events, expected_version):
             return store.append(stream, events, expected_version)
+        case AppendUntouched(stream, events, expected_version):
+            prepared = _untouched(stream, events, expected_version, store._store.max_event_size)
+            if not store._open or store._store.readonly:  # as store.append checks
+                store._check_writable()
+            (result,) = store._append_observed(prepared)
+            return result
         case CatchUp(stream, version):
             return store.engine.events_after(stream, version, store.page_size)
         case ReadStream(stream, from_version):
@@ -310,6 +337,15 @@ def _perform_blocking(store: SyncStore, request: Request) -> Any:
             return plain_result(function, returned)  # raises: the blocking face awaits nothing
         case Later(flow, _):
             return run_blocking(store, flow)
+
+
+def _untouched(
+    stream: str, events: Sequence[NewEvent], expected_version: ExpectedVersion, max_size: int
+) -> list[PreparedAppend]:
+    """``AppendUntouched`` prepared as ``store.append`` prepares an append, made
+    ``if_untouched`` (the store's own append path from there on)."""
+    p = rules.prepare_append(stream, events, expected_version, max_size)
+    return [PreparedAppend(p.stream, p.events, p.expected, p.raw, if_untouched=True)]
 
 
 def catches_up(store: EventStore | SyncStore) -> bool:

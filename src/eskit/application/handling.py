@@ -12,7 +12,9 @@ A command registered with ``creates=True`` is decided against the initial state 
 loading, and appended with ``NO_STREAM``: one round trip to the store instead of two. If
 the stream exists after all (or the handler refuses, or decides nothing), the guess is
 dropped and the command runs as any other (load, decide), so what it does to an existing
-aggregate is unchanged.
+aggregate is unchanged. A state the bus kept (``state_cache``) is guessed the same way: the
+command is decided on it unread, its append made untouched (refused unless the stream is
+still at that version and never hid an event); refused, the command catches up or loads.
 
 Idempotency: with a ``command_id``, event ids are derived from it (uuid5), and a command
 already handled returns its original result without deciding again, so a client may safely
@@ -371,12 +373,24 @@ class BusCore:
             else None
         )
         guess_new = route.creates  # until the store says the stream exists
+        # A kept state is decided on unread, its append made untouched, until it is refused
+        # (a command id keeps the read: its append may replay an original decided otherwise)
+        kept = None if guess_new or digest is not None else self._kept(stream)
+        dropped = None  # a kept entry given up, for _loading to catch up from
+        if kept is not None and kept[1] is _HIDDEN:
+            dropped, kept = kept, None
+        foldable = True  # whether to keep the state after: the stream never hid an event
         attempt = 0
         while True:
             if guess_new:
                 state, version = repository.model.initial_state(), None
+            elif kept is not None:
+                version, state = kept
             else:
-                state, version = yield from self._loading(repository, aggregate_id, stream)
+                state, version, foldable = yield from self._loading(
+                    repository, aggregate_id, stream, dropped
+                )
+                dropped = None
             # A command id costs a lookup before deciding: the store's idempotent-append rule
             # would catch a retry only after the handler decided it again (its events may lie
             # before a snapshot, be hidden, or be on another stream), and a retry is replayed
@@ -391,14 +405,14 @@ class BusCore:
                 if decision is not None and awaitable(decision):
                     decision = yield Await(decision, route.handle)
             except Exception:
-                if guess_new:  # on the aggregate as it is, it may decide otherwise
-                    guess_new = False
+                if guess_new or kept is not None:  # on the aggregate as it is, it may decide
+                    guess_new, dropped, kept = False, _reusable(kept), None  # otherwise
                     continue
                 raise
             events, others = _split(decided_events(state, decision))
-            if not events and not others:
-                if guess_new:
-                    guess_new = False
+            if (not events and not others) or (others and kept is not None):
+                if guess_new or kept is not None:  # (an untouched append has one stream)
+                    guess_new, dropped, kept = False, _reusable(kept), None
                     continue
                 return CommandResult(stream, version, None, [])
             if not isinstance(state, Aggregate):  # an Aggregate's methods applied the events
@@ -417,23 +431,24 @@ class BusCore:
                     also=others,
                     stream=stream,
                     own_metadata=True,  # made for this attempt: the events may share it
+                    untouched=kept is not None,
                 )
             except WrongExpectedVersion as conflict:
                 if conflict.stream != stream:
                     raise  # another stream's rule (e.g. an e-mail already claimed): no retry
-                if guess_new:  # the aggregate exists: load it, as for any command
-                    guess_new = False
+                if guess_new or kept is not None:  # the aggregate is not as guessed: load it,
+                    guess_new, dropped, kept = False, _reusable(kept), None  # as any command
                     continue
             except IdempotencyConflict:
-                if guess_new:
-                    guess_new = False
+                if guess_new or kept is not None:
+                    guess_new, dropped, kept = False, _reusable(kept), None
                     continue
                 # the same command ran concurrently: the next attempt replays it
             else:
                 if result is None:  # only other streams were written
                     return CommandResult(stream, version, None, [])
-                if not context.idempotent:  # a retry's append may be the original's replay,
-                    self._keep(stream, result.last_version, state)  # decided a bit otherwise
+                if foldable and not context.idempotent:  # a retry's append may be the
+                    self._keep(stream, result.last_version, state)  # original's replay
                 return CommandResult(stream, result.last_version, result.last_position, events)
             attempt += 1
             if attempt == self.max_attempts:
@@ -442,23 +457,40 @@ class BusCore:
                 self.on_retry(context, attempt)
             yield Pause(backoff(self.backoff, attempt, cap=1.0))
 
+    def _kept(self, stream: str) -> tuple[int, Any] | None:
+        """The kept (version, state) of ``stream``, taken out, to decide on without reading
+        the stream (its append made untouched), or None."""
+        if not self.states.size or self.events.opener() is not None:
+            return None
+        return self.states.take(stream)
+
     def _loading(
-        self, repository: RepositoryCore[Any], aggregate_id: str, stream: str
-    ) -> Flow[tuple[Any, int | None]]:
-        """The aggregate now: its kept state caught up when the store vouches for it (see
-        ``state_cache``), else loaded."""
-        entry = self.states.take(stream) if self.states.size else None
+        self,
+        repository: RepositoryCore[Any],
+        aggregate_id: str,
+        stream: str,
+        entry: tuple[int, Any] | None = None,
+    ) -> Flow[tuple[Any, int | None, bool]]:
+        """The aggregate now, and whether the stream never hid an event as far as the store
+        told (its state worth keeping): its kept state (``entry``, or the one kept) caught up
+        when the store vouches for it (see ``state_cache``), else loaded."""
+        if entry is None and self.states.size:
+            entry = self.states.take(stream)
+        foldable = True
         if entry is not None and self.events.opener() is None:
             version, state = entry
-            newer = yield CatchUp(stream, version)
-            if newer:  # events another process appended since: fold them in
-                fold = repository.folder()
-                for recorded in newer:
-                    state, version = fold(state, recorded), recorded.version
-            if newer is not None:
-                return state, version
+            if state is not _HIDDEN:
+                newer = yield CatchUp(stream, version)
+                if newer:  # events another process appended since: fold them in
+                    fold = repository.folder()
+                    for recorded in newer:
+                        state, version = fold(state, recorded), recorded.version
+                if newer is not None:
+                    return state, version, True
+            foldable = False  # it hid events, for ever (state_cache): say so at once, for
+            self.states.put(stream, version, _HIDDEN)  # the next command, whatever this does
         loaded: Loaded[Any] = yield from repository.loading(aggregate_id, missing_ok=True)
-        return loaded.state, loaded.version
+        return loaded.state, loaded.version, foldable
 
     def _keep(self, stream: str, version: int, state: Any) -> None:
         """Keep the state a command appended from, for the next command on it."""
@@ -549,6 +581,19 @@ class BusCore:
             if found is None or found.stream != stream:
                 return CommandResult(stream, version, position, [], replayed=True)
             version, position, index = found.version, found.position, index + 1
+
+
+_HIDDEN: Any = object()
+"""Kept in place of the state of a stream that hid events (``state_cache``): a state kept of
+it could never be used, and deciding on one would only have its append refused."""
+
+
+def _reusable(entry: tuple[int, Any] | None) -> tuple[int, Any] | None:
+    """A kept entry given up, if it may still be caught up from: not an ``Aggregate``, whose
+    handler may have changed it in place (a decider's state is immutable)."""
+    if entry is None or isinstance(entry[1], Aggregate):
+        return None
+    return entry
 
 
 def command_event_id(command_id: uuid.UUID, index: int) -> uuid.UUID:

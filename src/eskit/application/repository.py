@@ -25,6 +25,7 @@ from typing import Any, Generic, TypeVar
 from eskit.application.effects import (
     AppendEvents,
     AppendMany,
+    AppendUntouched,
     Consume,
     Flow,
     Later,
@@ -166,15 +167,19 @@ class RepositoryCore(Generic[S]):
         *,
         stream: str | None = None,
         own_metadata: bool = False,
+        untouched: bool = False,
     ) -> Flow[AppendResult | None]:
         """``save`` as a flow. ``stream``: the aggregate's, if the caller has it already;
         ``own_metadata``: ``metadata`` is the caller's fresh dict, which the events may
-        share (no copy: the command bus makes one per command)."""
+        share (no copy: the command bus makes one per command); ``untouched``: append as
+        ``AppendUntouched`` (the command bus, from a kept state; only with ``events`` and
+        no ``also``)."""
         if stream is None:
             stream = self.stream(aggregate_id)
         if events and not also:  # one stream: a command's usual append
             new_events = self.to_new_events(events, metadata, ids, stream=stream, own=own_metadata)
-            results = [(yield AppendEvents(stream, new_events, expected_version))]
+            append = AppendUntouched if untouched else AppendEvents
+            results = [(yield append(stream, new_events, expected_version))]
         else:
             batches = [(stream, events, expected_version)] if events else []
             batches += [(other, list(more), expected) for other, more, expected in also if more]

@@ -1,16 +1,25 @@
-"""Aggregates' states kept by the command bus between commands, checked against the store
-before every use.
+"""Aggregates' states kept by the command bus between commands, checked against the store by
+the append made from them.
 
 After a command appended to an aggregate, the bus keeps the state it decided on (with the
 events applied) and the stream's version. The next command on that aggregate takes the
-entry out and asks the store only for the events after that version (``CatchUp``): usually
-none, so nothing is read, decoded or applied again. The entry is used only when the store
-can tell that the stream never hid an event (no read rules, never deleted: see
-``Engine.events_after``); otherwise, or when the store cannot tell, the aggregate is loaded
-as always. Correct across processes: events another process appended are read and applied,
-and the append still expects the version the state was folded to, so a change that lands
-in between is a conflict, as for any load. (It rests on stored events never changing; a
-restore over a store is made with every process using it stopped, ``docs/lifecycle.md``.)
+entry out and decides on it without reading the stream, and its append, besides expecting
+that version, is made *untouched* (``AppendUntouched``): the store refuses it, in the
+transaction that would write it, unless the stream never hid an event (no ``streams`` row:
+no read rules, never deleted, never scavenged; ``planner.UNTOUCHED``). Usually it is taken:
+the command read nothing, one write to the store in all. Refused (events another process
+appended since: a conflict; or the stream hid events), or if the handler raises or decides
+nothing on that state, the guess is dropped, not counted as an attempt, and the command
+runs as before: the store is asked for the events after the kept version (``CatchUp``:
+``Engine.events_after``, given only for a stream that never hid one), which are applied to
+the kept state (an ``Aggregate`` a handler may have changed in place is loaded instead),
+else the aggregate is loaded as always, and the append expects the version the state was
+folded to, so a change that lands in between is a conflict, as for any load. A stream
+found to have hid events is remembered (a marker in place of its state: a row is never
+removed), so the next command on it loads at once. Correct across processes. (It rests on
+stored events never changing; a restore over a store is made with every process using it
+stopped, ``docs/lifecycle.md``.) A command sent with a command id takes the catch-up read,
+as before the fold: its append may replay an original.
 
 An entry is taken out while a command uses it, so two commands never share a state (one
 that fails, or whose append fails, leaves nothing behind); it is put back only after the

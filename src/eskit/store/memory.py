@@ -35,7 +35,15 @@ from eskit.store.model import (
     StreamStatus,
     raw_data,
 )
-from eskit.store.planner import LIVE, SOFT_DELETED, TOMBSTONED, Head, Planner, lookups
+from eskit.store.planner import (
+    LIVE,
+    SOFT_DELETED,
+    TOMBSTONED,
+    UNTOUCHED,
+    Head,
+    Planner,
+    lookups,
+)
 from eskit.store.rules import ExistingEvent, PreparedAppend, PreparedSnapshot
 from eskit.store.sqlite_writer import micros
 
@@ -66,6 +74,9 @@ class _Stream:
     metadata: StreamMetadata = dataclasses.field(default_factory=StreamMetadata)
     deleted: bool = False
     tombstoned: bool = False
+    touched: bool = False
+    """Whether it has what the SQL stores keep a ``streams`` row for (read rules, a
+    delete): it may have hidden an event (``planner.UNTOUCHED``)."""
     snapshots: dict[int, dict[int, tuple[str, dt.datetime]]] = dataclasses.field(
         default_factory=dict
     )
@@ -132,7 +143,15 @@ class MemoryEngine(Engine):
     def _head(self, stream: str) -> Head:
         """The stream as the planner needs it: last version, state and last link."""
         state = self._streams.get(stream) or _Stream()
-        status = TOMBSTONED if state.tombstoned else SOFT_DELETED if state.deleted else LIVE
+        status = (
+            TOMBSTONED
+            if state.tombstoned
+            else SOFT_DELETED
+            if state.deleted
+            else LIVE
+            if state.touched
+            else UNTOUCHED
+        )
         last = state.events[-1].version if state.events else None
         return Head(last, status, self._links.get(stream))
 
@@ -179,10 +198,10 @@ class MemoryEngine(Engine):
         rules.check_version_matches(stream, expected, last, state.deleted, keeps_revision)
         self._streams[stream] = state
         if hard:
-            state.tombstoned = True
+            state.tombstoned = state.touched = True
             state.snapshots.clear()  # unreachable for ever
         elif state.events and not state.deleted:
-            state.deleted = True
+            state.deleted = state.touched = True
             truncate_before = state.events[-1].version + 1
             state.metadata = msgspec.structs.replace(
                 state.metadata, truncate_before=truncate_before
@@ -191,7 +210,8 @@ class MemoryEngine(Engine):
     @_locked
     def set_metadata(self, stream: str, metadata: StreamMetadata) -> None:
         stored = rules.loaded_metadata(*rules.stored_metadata(metadata))  # nobody shares it
-        self._streams.setdefault(stream, _Stream()).metadata = stored
+        found = self._streams.setdefault(stream, _Stream())
+        found.metadata, found.touched = stored, True
 
     @_locked
     def get_metadata(self, stream: str) -> StreamMetadata:

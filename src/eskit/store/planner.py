@@ -12,7 +12,9 @@ they move within the group:
    are an ``IdempotencyConflict``;
 3. otherwise the expected version must match (``WrongExpectedVersion``); a soft-deleted
    stream counts as empty (and, for an append that asks so, as still at its last version:
-   KurrentDB's view, which the gRPC layer asks for), and writing to it revives it;
+   KurrentDB's view, which the gRPC layer asks for), and writing to it revives it; an append
+   made ``if_untouched`` (the command bus's, on a state it kept) is refused as well, as
+   ``StreamTouched``, when the stream is not ``UNTOUCHED``: it may have hidden an event;
 4. each new event gets its position and version, then its link (``chain.link`` covers the
    position, so positions are given before anything is hashed).
 
@@ -39,6 +41,19 @@ from eskit.store.rules import ExistingEvent, PreparedAppend
 
 LIVE, SOFT_DELETED, TOMBSTONED = 0, 1, 2
 """A stream's state, as the ``streams`` tables store it."""
+UNTOUCHED: Final = -1
+"""The state of a stream with no row in the ``streams`` table (a head reads it so): no read
+rules, never deleted, never scavenged, so it never hid an event. Live as ``LIVE`` is, and
+stays so when appended to; a row, once written, is never removed."""
+
+
+class StreamTouched(WrongExpectedVersion):
+    """An ``if_untouched`` append refused: the stream has a ``streams`` row (read rules, a
+    delete, a scavenge), so it may have hidden an event from a state folded without them.
+    A ``WrongExpectedVersion``, so every caller of an append may take it as a conflict."""
+
+    def __str__(self) -> str:
+        return f"stream {self.stream!r}: expected a stream that never hid an event"
 
 
 class Head(msgspec.Struct, frozen=True, gc=False):
@@ -46,7 +61,7 @@ class Head(msgspec.Struct, frozen=True, gc=False):
     the link of its last event (None: no events, or none written with a link)."""
 
     last: int | None = None
-    state: int = LIVE
+    state: int = UNTOUCHED
     link: bytes | None = None
 
 
@@ -170,7 +185,7 @@ class Planner:
             return [head], None
         result = self._queue(append, head, rows)
         if head.state == SOFT_DELETED:
-            revived.append(append.stream)
+            self._revive(append.stream, revived)
         return [result], None
 
     def _decide_many(
@@ -189,7 +204,7 @@ class Planner:
             else:
                 results.append(self._queue(append, head, rows))
                 if head.state == SOFT_DELETED:
-                    revived.append(append.stream)
+                    self._revive(append.stream, revived)
         return results, None
 
     def undo(self) -> None:
@@ -221,6 +236,8 @@ class Planner:
         rules.check_version_matches(
             stream, expected, head.last, head.state == SOFT_DELETED, append.deleted_keeps_revision
         )
+        if append.if_untouched and head.state != UNTOUCHED:
+            raise StreamTouched(stream, expected, head.last, head.state == SOFT_DELETED)
         return head
 
     def _queue(self, append: PreparedAppend, head: Head, rows: list[Row]) -> AppendResult:
@@ -279,5 +296,11 @@ class Planner:
                 )
             )
         self.next_position = position + 1
-        self.heads[stream] = Head(version, LIVE, previous)
+        self.heads[stream] = Head(version, head.state, previous)  # a revival: ``_revive``
         return AppendResult(version, position, len(append.events))
+
+    def _revive(self, stream: str, revived: list[str]) -> None:
+        """Mark a soft-deleted stream just appended to live again (its row stays: it is not
+        ``UNTOUCHED``), and add it to ``revived`` for the backend to write so."""
+        self.heads[stream] = msgspec.structs.replace(self.heads[stream], state=LIVE)
+        revived.append(stream)

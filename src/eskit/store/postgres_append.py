@@ -24,9 +24,14 @@ Connection = psycopg.Connection[Any]
 
 _APPEND_GROUP: Final = (
     "SELECT eskit_append_group(%s, %s::json, %s::json, %s::json, %s, %s::text[], %s)"
+    " WHERE NOT EXISTS (SELECT FROM eskit_streams WHERE stream = ANY(%s::text[]))"
 )
+"""The function called unless one of the last argument's streams has an ``eskit_streams``
+row (they must be ``UNTOUCHED``; the function takes a missing row for a live one): then no
+row comes back, and nothing was written."""
 _APPEND_GROUP_AND_COMMIT: Final = sql.SQL(
-    "SELECT eskit_append_group({}, {}::json, {}::json, {}::json, {}, {}::text[], {}); COMMIT"
+    "SELECT eskit_append_group({}, {}::json, {}::json, {}::json, {}, {}::text[], {})"
+    " WHERE NOT EXISTS (SELECT FROM eskit_streams WHERE stream = ANY({}::text[])); COMMIT"
 )
 _LOCK_HEAD: Final = "BEGIN; SELECT position FROM eskit_head FOR UPDATE"
 """Two statements without parameters: sent in one round trip (simple query protocol)."""
@@ -34,11 +39,10 @@ _LOCK_HEAD: Final = "BEGIN; SELECT position FROM eskit_head FOR UPDATE"
 
 def append_group(conn: Connection, arguments: tuple[Any, ...]) -> bool:
     """Call ``eskit_append_group``: whether it wrote the group (False: the log or a stream
-    was not as expected)."""
+    was not as expected, or a stream expected untouched has a row)."""
     cursor = conn.execute(_APPEND_GROUP, arguments)
     row = cursor.fetchone()
-    assert row is not None
-    return row[0] is not None
+    return row is not None and row[0] is not None
 
 
 def lock_head(conn: Connection) -> int:
@@ -61,8 +65,7 @@ def append_group_and_commit(conn: Connection, arguments: tuple[Any, ...]) -> boo
     query = _APPEND_GROUP_AND_COMMIT.format(*map(sql.Literal, arguments))
     cursor = conn.execute(query)
     row = cursor.fetchone()
-    assert row is not None
-    return row[0] is not None
+    return row is not None and row[0] is not None
 
 
 def roll_back(conn: Connection) -> None:

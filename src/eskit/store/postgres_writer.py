@@ -31,7 +31,7 @@ from psycopg import conninfo as libpq
 from eskit.errors import OutcomeUnknown, StoreError, StoreUnavailable
 from eskit.store.engine import Clock
 from eskit.store.model import ANY, NO_STREAM, RecordedEvent
-from eskit.store.planner import LIVE, NEW_STREAM, Head, Planner, Row, lookups
+from eskit.store.planner import LIVE, NEW_STREAM, UNTOUCHED, Head, Planner, Row, lookups
 from eskit.store.postgres_append import (
     append_group,
     append_group_and_commit,
@@ -103,6 +103,9 @@ class Group:
         """The planner of the current run (a run of appends between operations)."""
         self.rows: list[Row] = []
         self.revived: list[str] = []
+        self.untouched: list[str] = []
+        """The streams of the ``if_untouched`` appends planned (the one-statement path's
+        function must check they have no ``eskit_streams`` row)."""
 
     @property
     def head(self) -> int:
@@ -138,7 +141,7 @@ class Group:
             for stream, last, last_link, state, kept, kept_link in cursor.fetchall():
                 if last is None and kept is not None:  # every event scavenged (migration 008)
                     last, last_link = kept, kept_link
-                heads[stream] = Head(last, LIVE if state is None else state, last_link)
+                heads[stream] = Head(last, UNTOUCHED if state is None else state, last_link)
         earlier: dict[uuid.UUID, ExistingEvent] = {}
         ids = _ids_to_look_up(requests)
         if ids:
@@ -179,6 +182,9 @@ class Group:
                     continue
             self.rows += plan.rows
             self.revived += plan.revived
+            for append in request.appends:
+                if append.if_untouched:
+                    self.untouched.append(append.stream)
             outcomes.append((request, plan.results, None))
 
     def known(self) -> dict[str, Head]:
@@ -189,10 +195,17 @@ class Group:
         self, expected: dict[str, Head], given: list[uuid.UUID], channel: str
     ) -> tuple[Any, ...]:
         """``_APPEND_GROUP``'s arguments: the heads expected, the caller's ids, the rows, as
-        JSON (msgspec encodes it far faster than psycopg dumps arrays). An id goes as its 32
-        hex digits, which PostgreSQL reads as a UUID."""
+        JSON (msgspec encodes it far faster than psycopg dumps arrays), and the streams that
+        must have no ``eskit_streams`` row (those an ``if_untouched`` append planned for: the
+        function takes a missing row for a live one). An id goes as its 32 hex digits, which
+        PostgreSQL reads as a UUID."""
         heads = [
-            {"stream": stream, "last": head.last, "state": head.state, "link": head.link}
+            {
+                "stream": stream,
+                "last": head.last,
+                "state": LIVE if head.state == UNTOUCHED else head.state,
+                "link": head.link,
+            }
             for stream, head in expected.items()
         ]
         rows = [
@@ -220,6 +233,7 @@ class Group:
             self.recorded_at,
             self.revived,
             channel,
+            self.untouched,
         )
 
     def flush(self) -> None:

@@ -73,6 +73,9 @@ class PreparedAppend(msgspec.Struct, frozen=True, gc=False):
     deleted_keeps_revision: bool = False
     """Whether a soft-deleted stream also matches its last version before the delete as
     the expected version (``check_version_matches``)."""
+    if_untouched: bool = False
+    """Whether to refuse the append (``planner.StreamTouched``) unless the stream has no
+    ``streams`` row, so never hid an event: the command bus's append from a kept state."""
 
 
 class PreparedSnapshot(msgspec.Struct, frozen=True, gc=False):

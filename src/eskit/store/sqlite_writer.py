@@ -34,6 +34,7 @@ from eskit.store.planner import (
     LIVE,
     NEW_STREAM,
     TOMBSTONED,
+    UNTOUCHED,
     Head,
     Plan,
     Planner,
@@ -399,7 +400,7 @@ def _heads(cursor: sqlite3.Cursor, streams: Sequence[str]) -> tuple[dict[str, He
 
 _encode: Final = msgspec.json.encode
 _HEAD_COLUMNS: Final = (
-    f"coalesce(e.version, s.last_version), coalesce(s.state, {LIVE}),"
+    f"coalesce(e.version, s.last_version), coalesce(s.state, {UNTOUCHED}),"
     " CASE WHEN e.version IS NULL AND s.last_version IS NOT NULL"
     " THEN s.last_link ELSE e.hash END"
 )
@@ -408,8 +409,9 @@ _HEAD_FROM: Final = (
     " LEFT JOIN events e ON e.position ="
     " (SELECT position FROM events WHERE stream = name ORDER BY version DESC LIMIT 1)"
 )
-"""What ``_heads`` reads of each stream in ``wanted``: last version, state and last link
-(those kept in ``streams`` when every event was scavenged)."""
+"""What ``_heads`` reads of each stream in ``wanted``: last version, state (``UNTOUCHED``
+without a ``streams`` row) and last link (those kept in ``streams`` when every event was
+scavenged)."""
 _ONE_HEAD: Final = f"WITH wanted(name) AS (VALUES (?)) SELECT {_HEAD_COLUMNS}, ({HEAD}){_HEAD_FROM}"
 _MANY_HEADS: Final = (
     f"WITH wanted(name) AS (SELECT value FROM json_each(?)) SELECT name, {_HEAD_COLUMNS}"
