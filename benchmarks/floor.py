@@ -53,7 +53,7 @@ from benchmarks.common import Payload, payloads, placements
 from eskit.store import planner
 from eskit.store.chain import hasher, link_event
 from eskit.store.ids import new_event_ids
-from eskit.store.planner import LIVE, NEW_STREAM
+from eskit.store.planner import LIVE, NEW_STREAM, UNTOUCHED
 from eskit.store.rules import DEFAULT_MAX_EVENT_SIZE, _exact_json, category
 from eskit.store.sqlite_chain import HEAD
 from eskit.store.sqlite_writer import (
@@ -209,7 +209,7 @@ def checked_appends(directory: Path, items: list[Payload]) -> float:
             cursor.execute("BEGIN IMMEDIATE")
             at = time.time_ns() // 1_000
             last, state, link, head = cursor.execute(_ONE_HEAD, (stream,)).fetchone()
-            if last is not None or state != LIVE:
+            if last is not None or state not in (UNTOUCHED, LIVE):
                 raise eskit.WrongExpectedVersion(stream, eskit.NO_STREAM, last)
             (id_,) = new_event_ids(1)
             _, row = _first_row(base, stream, at, link, head + 1, id_, body, meta)
@@ -335,7 +335,7 @@ def _commit_group(
         bound: list[object] = []  # the rows' parameters, flat (eskit's ``_bound``)
         for stream, body, meta, _ in group:
             last, state, link = heads[stream]
-            if last is not None or state != LIVE:
+            if last is not None or state not in (UNTOUCHED, LIVE):
                 outcomes.append(eskit.WrongExpectedVersion(stream, eskit.NO_STREAM, last))
                 continue
             position += 1
