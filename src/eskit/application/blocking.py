@@ -84,7 +84,7 @@ class CommandBus(BusCore):
     """Routes commands to handlers and runs them against a blocking store.
 
     ``state_cache``: how many aggregates' states the bus keeps between commands, checked
-    against the store before each use (``eskit.application.state_cache``; 0: none).
+    by the store when a command appends from one (``eskit.application.state_cache``; 0: none).
     """
 
     def __init__(
