@@ -52,7 +52,6 @@ C = TypeVar("C")
 S = TypeVar("S")
 
 _set = object.__setattr__
-_new = object.__new__
 
 COMMAND_NAMESPACE = uuid.UUID("6f2c7d9e-58a4-4d8b-9a57-0c3f5e0e7a11")
 """Namespace of the event ids derived from command ids (never change it)."""
@@ -77,55 +76,33 @@ class CommandContext:
         causation_id: str,
         metadata: dict[str, Any],
         idempotent: bool,
+        command_id_text: str | None = None,
     ) -> None:
-        _fill(
+        """``command_id_text``: ``str(command_id)`` if the caller has it already (``send``
+        made it for the correlation ids), else made here."""
+        # Frozen: the generated __init__ sets each field through object.__setattr__ (half
+        # the cost of a command's context); its __dict__ set at once costs one such call.
+        _set(
             self,
-            command,
-            command_id,
-            correlation_id,
-            causation_id,
-            metadata,
-            idempotent,
-            _text(command_id),
+            "__dict__",
+            {
+                "command": command,
+                "command_id": command_id,
+                "correlation_id": correlation_id,
+                "causation_id": causation_id,
+                "metadata": metadata,
+                "idempotent": idempotent,
+                "command_id_text": (
+                    _text(command_id) if command_id_text is None else command_id_text
+                ),
+            },
         )
 
     @functools.cached_property
     def command_id_text(self) -> str:
-        """``str(command_id)``, made once: set with the fields (``_fill``; ``send`` has made
-        it for the correlation ids already, and every attempt's metadata holds it). Not a
-        field: ``dataclasses.replace`` makes it again from the new context's id."""
+        """``str(command_id)``, made once: set with the fields, and held by every attempt's
+        metadata. Not a field: ``dataclasses.replace`` makes it again from the new id."""
         return _text(self.command_id)
-
-
-def _fill(
-    context: CommandContext,
-    command: object,
-    command_id: uuid.UUID,
-    correlation_id: str,
-    causation_id: str,
-    metadata: dict[str, Any],
-    idempotent: bool,
-    command_id_text: str,
-) -> None:
-    """Set a context's fields (and ``command_id_text``): for its ``__init__``, and for
-    ``send``, which makes its context without calling the class (that packs the arguments
-    in a tuple for ``__init__``: some 250 CPU instructions more than ``object.__new__``
-    and this call)."""
-    # Frozen: the generated __init__ sets each field through object.__setattr__ (half
-    # the cost of a command's context); its __dict__ set at once costs one such call.
-    _set(
-        context,
-        "__dict__",
-        {
-            "command": command,
-            "command_id": command_id,
-            "correlation_id": correlation_id,
-            "causation_id": causation_id,
-            "metadata": metadata,
-            "idempotent": idempotent,
-            "command_id_text": command_id_text,
-        },
-    )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -346,16 +323,15 @@ class BusCore:
             the_id, id_text = _new_command_id()
         else:
             the_id, id_text = command_id, _text(command_id)
-        context: CommandContext = _new(CommandContext)
-        _fill(
-            context,
+        # Positional: a class called with keywords builds a dict of them (twice the cost).
+        context = CommandContext(
             command,
             the_id,
             correlation_id or id_text,
             causation_id or id_text,
             dict(metadata) if metadata else {},
             command_id is not None,  # idempotent
-            id_text,
+            id_text,  # command_id_text
         )
         chained = self._chained
         return context, chained[1] if self.middleware == chained[0] else self._chain()
