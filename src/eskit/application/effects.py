@@ -25,10 +25,8 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar
 import msgspec
 
 from eskit.drivers import Pause, drive, drive_blocking
-from eskit.store import rules
 from eskit.store.base import EventStore
 from eskit.store.model import Append, ExpectedVersion, NewEvent, RecordedEvent, Snapshot
-from eskit.store.rules import PreparedAppend
 
 if TYPE_CHECKING:
     from eskit.sync import SyncStore
@@ -169,12 +167,7 @@ async def _perform_async(store: EventStore, request: Request) -> Any:
         case AppendEvents(stream, events, expected_version):
             return await store.append(stream, events, expected_version)
         case AppendUntouched(stream, events, expected_version):
-            prepared = _untouched(stream, events, expected_version, store.max_event_size)
-            if not store._open or store.readonly:  # as store.append checks
-                store._check_open()
-                store._check_writable()
-            (result,) = await store._append_observed(prepared)
-            return result
+            return await store._append_untouched(stream, events, expected_version)
         case CatchUp(stream, version):
             engine = store.engine
             return await engine.call_async(engine.events_after, stream, version, store.page_size)
@@ -304,11 +297,7 @@ def _perform_blocking(store: SyncStore, request: Request) -> Any:
         case AppendEvents(stream, events, expected_version):
             return store.append(stream, events, expected_version)
         case AppendUntouched(stream, events, expected_version):
-            prepared = _untouched(stream, events, expected_version, store._store.max_event_size)
-            if not store._open or store._store.readonly:  # as store.append checks
-                store._check_writable()
-            (result,) = store._append_observed(prepared)
-            return result
+            return store._append_untouched(stream, events, expected_version)
         case CatchUp(stream, version):
             return store.engine.events_after(stream, version, store.page_size)
         case ReadStream(stream, from_version):
@@ -337,15 +326,6 @@ def _perform_blocking(store: SyncStore, request: Request) -> Any:
             return plain_result(function, returned)  # raises: the blocking face awaits nothing
         case Later(flow, _):
             return run_blocking(store, flow)
-
-
-def _untouched(
-    stream: str, events: Sequence[NewEvent], expected_version: ExpectedVersion, max_size: int
-) -> list[PreparedAppend]:
-    """``AppendUntouched`` prepared as ``store.append`` prepares an append, made
-    ``if_untouched`` (the store's own append path from there on)."""
-    p = rules.prepare_append(stream, events, expected_version, max_size)
-    return [PreparedAppend(p.stream, p.events, p.expected, p.raw, if_untouched=True)]
 
 
 def catches_up(store: EventStore | SyncStore) -> bool:

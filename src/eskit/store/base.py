@@ -207,6 +207,21 @@ class EventStore(EnginePrimitives):
         with observer.append(prepared):
             return await self._append_many(prepared)
 
+    async def _append_untouched(
+        self, stream: str, events: Sequence[NewEvent], expected_version: ExpectedVersion
+    ) -> AppendResult:
+        """``append``, refused (``planner.StreamTouched``, a ``WrongExpectedVersion``) unless
+        the stream never hid an event: the command bus's append from a state it kept
+        (``effects.AppendUntouched``). Internal: ``append`` has no keyword for it."""
+        prepared = rules.prepare_append(
+            stream, events, expected_version, self.max_event_size, if_untouched=True
+        )
+        if not self._open or self.readonly:  # as in ``append``: the calls only to raise
+            self._check_open()
+            self._check_writable()
+        (result,) = await self._append_observed([prepared])
+        return result
+
     async def delete_stream(
         self,
         stream: str,

@@ -176,6 +176,19 @@ class SyncStore:
         with observer.append(prepared):
             return self.engine.append_many(prepared)
 
+    def _append_untouched(
+        self, stream: str, events: Sequence[NewEvent], expected_version: ExpectedVersion
+    ) -> AppendResult:
+        """Blocking ``EventStore._append_untouched`` (the command bus's append from a kept
+        state)."""
+        prepared = rules.prepare_append(
+            stream, events, expected_version, self._store.max_event_size, if_untouched=True
+        )
+        if not self._open or self._store.readonly:  # as in ``append``
+            self._check_writable()
+        (result,) = self._append_observed([prepared])
+        return result
+
     def delete_stream(
         self,
         stream: str,

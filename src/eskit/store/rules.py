@@ -236,12 +236,13 @@ def prepare_append(
     expected_version: ExpectedVersion,
     max_event_size: int,
     deleted_keeps_revision: bool = False,
+    if_untouched: bool = False,
 ) -> PreparedAppend:
     """Validate and encode the append of ``events`` to ``stream``; raise ``ValueError`` if bad."""
     name = check_name(stream)
     expected = check_expected_version(expected_version)
     prepared, raw = _prepare_events(events, max_event_size)
-    return PreparedAppend(name, prepared, expected, raw, deleted_keeps_revision)
+    return PreparedAppend(name, prepared, expected, raw, deleted_keeps_revision, if_untouched)
 
 
 def prepare_many(appends: object, max_event_size: int) -> list[PreparedAppend]:
