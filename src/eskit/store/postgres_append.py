@@ -22,25 +22,31 @@ from psycopg import sql
 
 Connection = psycopg.Connection[Any]
 
-_APPEND_GROUP: Final = (
-    "SELECT eskit_append_group(%s, %s::json, %s::json, %s::json, %s, %s::text[], %s)"
-    " WHERE NOT EXISTS (SELECT FROM eskit_streams WHERE stream = ANY(%s::text[]))"
+_CALL: Final = "SELECT eskit_append_group({}, {}::json, {}::json, {}::json, {}, {}::text[], {})"
+_UNLESS_TOUCHED: Final = (
+    " WHERE NOT EXISTS (SELECT FROM eskit_streams WHERE stream = ANY({}::text[]))"
 )
-"""The function called unless one of the last argument's streams has an ``eskit_streams``
-row (they must be ``UNTOUCHED``; the function takes a missing row for a live one): then no
-row comes back, and nothing was written."""
-_APPEND_GROUP_AND_COMMIT: Final = sql.SQL(
-    "SELECT eskit_append_group({}, {}::json, {}::json, {}::json, {}, {}::text[], {})"
-    " WHERE NOT EXISTS (SELECT FROM eskit_streams WHERE stream = ANY({}::text[])); COMMIT"
-)
+"""Guards the call when the last argument names streams (they must be ``UNTOUCHED``; the
+function takes a missing row for a live one): one of them with an ``eskit_streams`` row,
+no row comes back, and nothing was written. Left out when it names none (every append
+without ``if_untouched``): no subquery for the server to plan and run."""
+_APPEND_GROUP: Final = _CALL.format(*["%s"] * 7)
+_APPEND_GROUP_UNTOUCHED: Final = (_CALL + _UNLESS_TOUCHED).format(*["%s"] * 8)
+_APPEND_GROUP_AND_COMMIT: Final = sql.SQL(_CALL + "; COMMIT")
+_APPEND_GROUP_UNTOUCHED_AND_COMMIT: Final = sql.SQL(_CALL + _UNLESS_TOUCHED + "; COMMIT")
 _LOCK_HEAD: Final = "BEGIN; SELECT position FROM eskit_head FOR UPDATE"
 """Two statements without parameters: sent in one round trip (simple query protocol)."""
 
 
 def append_group(conn: Connection, arguments: tuple[Any, ...]) -> bool:
     """Call ``eskit_append_group``: whether it wrote the group (False: the log or a stream
-    was not as expected, or a stream expected untouched has a row)."""
-    cursor = conn.execute(_APPEND_GROUP, arguments)
+    was not as expected, or a stream expected untouched has a row). ``arguments``: the
+    function's, then the streams expected untouched (``_UNLESS_TOUCHED``)."""
+    *call, untouched = arguments
+    if untouched:
+        cursor = conn.execute(_APPEND_GROUP_UNTOUCHED, arguments)
+    else:
+        cursor = conn.execute(_APPEND_GROUP, call)
     row = cursor.fetchone()
     return row is not None and row[0] is not None
 
@@ -62,7 +68,11 @@ def append_group_and_commit(conn: Connection, arguments: tuple[Any, ...]) -> boo
     head's lock is held until it returns, and it costs a few hundred microseconds less of
     client time than the same two statements in a pipeline (measured), time during which
     every other writer waits."""
-    query = _APPEND_GROUP_AND_COMMIT.format(*map(sql.Literal, arguments))
+    *call, untouched = arguments
+    if untouched:
+        query = _APPEND_GROUP_UNTOUCHED_AND_COMMIT.format(*map(sql.Literal, arguments))
+    else:
+        query = _APPEND_GROUP_AND_COMMIT.format(*map(sql.Literal, call))
     cursor = conn.execute(query)
     row = cursor.fetchone()
     return row is not None and row[0] is not None
