@@ -79,29 +79,26 @@ class CommandContext:
         command_id_text: str | None = None,
     ) -> None:
         """``command_id_text``: ``str(command_id)`` if the caller has it already (``send``
-        made it for the correlation ids), else made here."""
+        made it for the correlation ids); else the property makes it when first read."""
         # Frozen: the generated __init__ sets each field through object.__setattr__ (half
         # the cost of a command's context); its __dict__ set at once costs one such call.
-        _set(
-            self,
-            "__dict__",
-            {
-                "command": command,
-                "command_id": command_id,
-                "correlation_id": correlation_id,
-                "causation_id": causation_id,
-                "metadata": metadata,
-                "idempotent": idempotent,
-                "command_id_text": (
-                    _text(command_id) if command_id_text is None else command_id_text
-                ),
-            },
-        )
+        fields = {
+            "command": command,
+            "command_id": command_id,
+            "correlation_id": correlation_id,
+            "causation_id": causation_id,
+            "metadata": metadata,
+            "idempotent": idempotent,
+        }
+        if command_id_text is not None:
+            fields["command_id_text"] = command_id_text  # what the property would make
+        _set(self, "__dict__", fields)
 
     @functools.cached_property
     def command_id_text(self) -> str:
-        """``str(command_id)``, made once: set with the fields, and held by every attempt's
-        metadata. Not a field: ``dataclasses.replace`` makes it again from the new id."""
+        """``str(command_id)``, made once (or given to ``__init__``) and held by every
+        attempt's metadata. Not a field: ``dataclasses.replace`` makes it again from the new
+        id."""
         return _text(self.command_id)
 
 
