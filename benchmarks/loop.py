@@ -1,10 +1,14 @@
-"""Does the event loop stay responsive when short reads run on it? (issue 13 point 4)
+"""Does the event loop stay responsive when short reads or commits run on it? (issue 13
+point 4)
 
 W1c's load (5,000 one-event appends from 100 concurrent tasks) runs beside 20 tasks that
 load small aggregates the way a command does (``stream_version``, then
 ``read_from_snapshot`` of a 10-event stream: one snapshot probe and one page), and a 1 ms
 heartbeat whose lag is how long the loop was kept from it. Once with every read handed to
-a worker thread, once with the SQLite engine's ``short_reads_on_loop``. Reported: the lag's
+a worker thread, once with the SQLite engine's ``short_reads_on_loop``. Then the same
+appends from one task, one at a time, beside the heartbeat alone: once with the engine's
+``loop_commits`` (the default: an append commits on the loop when the loop has nothing
+else to run), once with every append handed to the committer thread. Reported: the lag's
 p50, p99 and max, the appends' and reads' rates. Run: ``python -m benchmarks.loop``.
 """
 
@@ -33,9 +37,12 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
 
 
-async def run(path: Path, on_loop: bool, loaders: int) -> dict[str, float]:
+async def run(
+    path: Path, on_loop: bool, loaders: int, tasks: int = TASKS, loop_commits: bool = True
+) -> dict[str, float]:
     async with SQLiteStore(path) as store:
         store.engine.short_reads_on_loop = on_loop
+        store.engine.loop_commits = loop_commits
         for i in range(STREAMS):
             await store.append(f"agg-{i}", [eskit.NewEvent("E", {"n": n}) for n in range(10)])
         done = asyncio.Event()
@@ -60,7 +67,7 @@ async def run(path: Path, on_loop: bool, loaders: int) -> dict[str, float]:
                 n += loaders
 
         async def appender(task: int) -> None:
-            for n in range(task, APPENDS, TASKS):
+            for n in range(task, APPENDS, tasks):
                 await store.append(f"new-{n}", [eskit.NewEvent("E", {"n": n})], eskit.NO_STREAM)
 
         gc.collect()
@@ -69,7 +76,7 @@ async def run(path: Path, on_loop: bool, loaders: int) -> dict[str, float]:
             beat = asyncio.create_task(heartbeat())
             readers = [asyncio.create_task(reader(t)) for t in range(loaders)]
             started = time.perf_counter()
-            await asyncio.gather(*(appender(t) for t in range(TASKS)))
+            await asyncio.gather(*(appender(t) for t in range(tasks)))
             elapsed = time.perf_counter() - started
             done.set()
             await asyncio.gather(beat, *readers)
@@ -95,12 +102,22 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as directory:
                 figures = asyncio.run(run(Path(directory) / "events.db", on_loop, loaders))
             where = "on the loop" if on_loop else "hand-off   "
-            print(
-                f"short reads {where} run {attempt + 1}: heartbeat lag p50"
-                f" {figures['p50']:.2f} ms, p99 {figures['p99']:.2f} ms, max"
-                f" {figures['max']:.2f} ms; {figures['appends/s']:,.0f} appends/s,"
-                f" {figures['loads/s']:,.0f} loads/s"
-            )
+            print(f"W1c, short reads {where} run {attempt + 1}: {_show(figures)}")
+    for loop_commits in (True, False):
+        for attempt in range(repeat):
+            with tempfile.TemporaryDirectory() as directory:
+                path = Path(directory) / "events.db"
+                figures = asyncio.run(run(path, False, 0, tasks=1, loop_commits=loop_commits))
+            where = "on the loop" if loop_commits else "hand-off   "
+            print(f"one appender, commits {where} run {attempt + 1}: {_show(figures)}")
+
+
+def _show(figures: dict[str, float]) -> str:
+    return (
+        f"heartbeat lag p50 {figures['p50']:.2f} ms, p99 {figures['p99']:.2f} ms, max"
+        f" {figures['max']:.2f} ms; {figures['appends/s']:,.0f} appends/s,"
+        f" {figures['loads/s']:,.0f} loads/s"
+    )
 
 
 if __name__ == "__main__":

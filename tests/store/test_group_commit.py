@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import pytest
 
 from eskit.errors import StoreClosed
+from eskit.store import group_commit
 from eskit.store.group_commit import GroupCommit, Outcome
 
 
@@ -316,3 +317,116 @@ def test_a_caller_woken_first_may_cancel_one_of_its_group() -> None:
     assert asyncio.run(main()) == ("A", True, "C")
     group.close()
     assert {"a", "b", "c"} <= log.committed
+
+
+def test_a_lone_caller_on_an_idle_loop_commits_there_and_is_answered_in_the_next_turn() -> None:
+    """``call(..., here=True)`` with nothing else ready on the loop: no thread, no hand-off,
+    and the caller still yields to the loop once per commit (its IO is polled)."""
+    log = Log()
+    group: GroupCommit[str] = GroupCommit(log.commit, name="test")
+
+    async def main() -> list[str]:
+        answers: list[str] = []
+        for n in range(20):
+            future = group.call(f"r{n}", here=True)
+            assert f"r{n}" in log.committed  # committed in the call
+            assert not future.done()  # answered in the loop's next turn
+            answers.append(await future)
+        return answers
+
+    assert asyncio.run(main()) == [f"R{n}" for n in range(20)]
+    assert set(log.threads) == {threading.get_ident()}
+    assert group._committer is None  # no committer thread was ever needed
+    group.close()
+
+
+def test_a_loop_with_other_work_ready_hands_the_commit_off() -> None:
+    log = Log()
+    group: GroupCommit[str] = GroupCommit(log.commit, name="test")
+
+    async def main() -> str:
+        asyncio.get_running_loop().call_soon(lambda: None)  # something else to run
+        answer: str = await group.call("a", here=True)
+        return answer
+
+    assert asyncio.run(main()) == "A"
+    assert log.threads != [threading.get_ident()]  # the committer thread's
+    group.close()
+
+
+def test_the_callers_of_a_group_appending_again_are_grouped_again_not_committed_on_the_loop() -> (
+    None
+):
+    """50 tasks appending in turn: none of their commits is made on the loop, although the
+    loop's ready queue is empty while ``_settle`` wakes them one after another."""
+    log = Log(delay=0.001)
+    group: GroupCommit[str] = GroupCommit(log.commit, name="test")
+
+    async def task(t: int) -> None:
+        for n in range(10):
+            assert await group.call(f"t{t}-{n}", here=True) == f"T{t}-{n}"
+
+    async def main() -> None:
+        await asyncio.gather(*(task(t) for t in range(50)))
+
+    asyncio.run(main())
+    assert threading.get_ident() not in log.threads
+    assert sum(map(len, log.groups)) == 500
+    assert len(log.groups) < 100  # grouped
+    group.close()
+
+
+def test_slow_commits_on_the_loop_send_the_next_ones_to_the_committer_thread() -> None:
+    """Commits on the loop averaging over ``LOOP_COMMIT_LIMIT`` (a slow disk) stop it from
+    committing for ``LOOP_COMMIT_PAUSE``: the loop stalls a few times, not at every append."""
+    log = Log(delay=3 * group_commit.LOOP_COMMIT_LIMIT)
+    group: GroupCommit[str] = GroupCommit(log.commit, name="test")
+
+    async def main() -> None:
+        for n in range(30):
+            assert await group.call(f"r{n}", here=True) == f"R{n}"
+
+    asyncio.run(main())
+    on_loop = log.threads.count(threading.get_ident())
+    assert 1 <= on_loop <= 10, on_loop  # the moving average crossed the limit, then paused
+    assert len(log.threads) == 30
+    group.close()
+
+
+def test_a_commit_on_the_loop_that_breaks_raises_to_its_caller_and_frees_the_lead() -> None:
+    calls = 0
+
+    def commit(batch: Sequence[str]) -> tuple[list[Outcome], bool]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("disk on fire")
+        return [(r, None) for r in batch], True
+
+    group: GroupCommit[str] = GroupCommit(commit, name="test")
+
+    async def main() -> str:
+        with pytest.raises(RuntimeError, match="disk on fire"):
+            group.call("a", here=True)
+        answer: str = await group.call("b", here=True)
+        return answer
+
+    assert asyncio.run(main()) == "b"
+    group.close()
+
+
+def test_a_commit_on_the_loop_tells_the_listeners_of_its_loop_there() -> None:
+    log = Log()
+    group: GroupCommit[str] = GroupCommit(log.commit, name="test")
+    told: list[str] = []
+
+    async def main() -> None:
+        group.listen(lambda: told.append("loop"), asyncio.get_running_loop())
+        group.listen(lambda: told.append("thread"))
+        future = group.call("a", here=True)
+        assert told == ["thread"]  # at once, in the committing thread (this one)
+        await future
+        assert told == ["thread", "loop"]  # with the answer, in the loop's next turn
+
+    asyncio.run(main())
+    group.close()

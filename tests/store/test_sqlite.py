@@ -114,6 +114,7 @@ async def test_wrong_expected_version_fails_alone_in_its_group(
                 gate.wait(TIMEOUT)
 
         writer_of(store).before_commit = before_commit
+        store.engine.loop_commits = False  # the gate holds the committer thread, not the loop
 
         def attempt(i: int) -> Awaitable[eskit.AppendResult]:
             batch = [event(n=1 + k, i=i) for k in range(sizes[i])]
@@ -188,6 +189,7 @@ async def test_append_many_in_a_group_is_checked_whole_against_the_group(tmp_pat
                 gate.wait(TIMEOUT)
 
         writer_of(store).before_commit = before_commit
+        store.engine.loop_commits = False  # the gate holds the committer thread, not the loop
         calls: list[Awaitable[Any]] = [
             store.append("g-1", [event(i=0)], eskit.NO_STREAM),
             store.append_many(  # sees g-1 as the append before left it
@@ -267,6 +269,7 @@ async def test_appends_after_a_delete_in_the_same_group_see_what_it_changed(
                 gate.wait(TIMEOUT)
 
         writer_of(store).before_commit = before_commit
+        store.engine.loop_commits = False  # the gate holds the committer thread, not the loop
         calls: list[Awaitable[Any]] = [
             store.append("d-1", [event(i=0)], eskit.NO_STREAM),
             store.append("d-2", [event(i=1)], eskit.NO_STREAM),
@@ -323,6 +326,7 @@ async def test_failed_commit_fails_every_append_of_the_group(tmp_path: Path) -> 
                 raise OSError("injected: disk full")
 
         writer_of(store).before_commit = before_commit
+        store.engine.loop_commits = False  # the gate holds the committer thread, not the loop
         attempts = [("fail-0", 0)] + [(f"fail-{i}", eskit.NO_STREAM) for i in range(1, 30)]
 
         def attempt(stream: str, expected: eskit.ExpectedVersion) -> Awaitable[Any]:
@@ -366,18 +370,23 @@ async def test_failed_commit_fails_every_append_of_the_group(tmp_path: Path) -> 
 # -- the event loop -------------------------------------------------------------------------
 
 
-def test_the_event_loop_never_waits_on_sqlite(tmp_path: Path) -> None:
-    """The async face never runs SQLite in the event loop's thread: 100 tasks appending and
-    reading through every kind of read see no call into ``sqlite3`` there (a profile hook
-    on the loop's thread records each C call). How long the loop then waits for its turn
-    is measured, not asserted: ``benchmarks/loop.py`` prints the heartbeat under W1c."""
-    calls: list[str] = []
+@pytest.mark.parametrize("loop_commits", [False, True])
+def test_the_event_loop_runs_sqlite_only_to_commit_a_lone_append(
+    tmp_path: Path, loop_commits: bool
+) -> None:
+    """The async face runs no read of SQLite in the event loop's thread, and no write but
+    the commit of a lone append on an idle loop (``loop_commits``; without it, nothing at
+    all): 100 tasks appending and reading through every kind of read, then the reads and a
+    lone append alone (a profile hook on the loop's thread records each C call into
+    ``sqlite3``, and whether a commit on the loop made it). How long the loop then waits
+    for its turn is measured, not asserted: ``benchmarks/loop.py`` prints the heartbeat."""
+    calls: list[tuple[str, bool]] = []
 
     def profile(frame: Any, event: str, arg: Any) -> None:
         if event == "c_call" and isinstance(
             getattr(arg, "__self__", None), sqlite3.Connection | sqlite3.Cursor
         ):
-            calls.append(arg.__qualname__)
+            calls.append((arg.__qualname__, committing_on_the_loop(frame)))
 
     async def appender(store: SQLiteStore, task: int) -> None:
         for n in range(20):
@@ -387,6 +396,7 @@ def test_the_event_loop_never_waits_on_sqlite(tmp_path: Path) -> None:
 
     async def main() -> None:
         async with SQLiteStore(tmp_path / "events.db") as store:
+            store.engine.loop_commits = loop_commits
             sys.setprofile(profile)  # this thread only: the loop's
             try:
                 await asyncio.gather(*(appender(store, t) for t in range(100)))
@@ -395,12 +405,26 @@ def test_the_event_loop_never_waits_on_sqlite(tmp_path: Path) -> None:
                 await store.list_streams(limit=5)
                 await collect(store.read_all(after=1_000))
                 await store.last_position()
+                await store.append("alone", [event()])
             finally:
                 sys.setprofile(None)
-            assert await store.last_position() == 2_000
+            assert await store.last_position() == 2_001
 
     asyncio.run(main())
-    assert calls == []
+    if not loop_commits:
+        assert calls == []
+        return
+    assert calls  # the lone append, at least, committed on the loop
+    assert all(in_commit for _, in_commit in calls), calls
+
+
+def committing_on_the_loop(frame: Any) -> bool:
+    """Whether ``frame`` runs inside a commit made on the event loop (``GroupCommit``)."""
+    while frame is not None:
+        if frame.f_code.co_name == "_commit_here":
+            return True
+        frame = frame.f_back
+    return False
 
 
 # -- other processes ------------------------------------------------------------------------

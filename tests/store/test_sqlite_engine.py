@@ -21,7 +21,7 @@ from eskit.errors import StoreClosed
 from eskit.store import rules
 from eskit.store.model import AppendResult
 from eskit.store.rules import PreparedAppend
-from eskit.store.sqlite_engine import SQLiteEngine
+from eskit.store.sqlite_engine import LOOP_EVENTS, SQLiteEngine
 
 TIMEOUT = 30.0
 
@@ -344,3 +344,39 @@ def test_events_after_reads_the_events_in_order_only_for_a_stream_that_never_hid
         engine.delete("gone-1", eskit.ANY, hard=True)
         with pytest.raises(eskit.StreamDeleted):
             engine.events_after("gone-1", 0, 10)
+
+
+@pytest.mark.anyio
+async def test_a_small_append_from_an_idle_loop_commits_on_the_loop(tmp_path: Path) -> None:
+    """Up to ``LOOP_EVENTS`` events, from a loop with nothing else to run, commit on the loop
+    (no hand-off); a larger append, or any with ``loop_commits`` off, in the committer
+    thread. Either way the caller is answered after COMMIT."""
+    committed_in: list[int] = []
+    with opened(tmp_path / "events.db") as engine:
+        engine.writer.before_commit = lambda: committed_in.append(threading.get_ident())
+        many = [eskit.NewEvent("Happened", {"n": n}) for n in range(LOOP_EVENTS + 1)]
+        big = [rules.prepare_append("big", many, eskit.ANY, rules.DEFAULT_MAX_EVENT_SIZE)]
+        async with asyncio.timeout(TIMEOUT):
+            (small,) = await engine.append_many_async(one("small", 0))
+            await engine.append_many_async(big)
+            engine.loop_commits = False
+            await engine.append_many_async(one("off", 0))
+        assert small.last_position == 1
+        assert engine.stream_version("off") == 0
+    here = threading.get_ident()
+    assert committed_in[0] == here
+    assert committed_in[1] != here
+    assert committed_in[2] != here
+
+
+@pytest.mark.anyio
+async def test_appends_with_an_inline_projection_never_commit_on_the_loop(tmp_path: Path) -> None:
+    """An inline projection's handlers run in the committing thread: never the loop's."""
+    ran_in: list[int] = []
+    with opened(tmp_path / "events.db") as engine:
+        engine.writer.inline.append(lambda conn, events: ran_in.append(threading.get_ident()))
+        async with asyncio.timeout(TIMEOUT):
+            for n in range(3):
+                await engine.append_many_async(one("inline", n))
+    assert len(ran_in) == 3
+    assert threading.get_ident() not in ran_in

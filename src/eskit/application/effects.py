@@ -205,7 +205,8 @@ async def run_threaded(store: EventStore, blocking: SyncStore, flow: Flow[T]) ->
     ``blocking`` (the blocking face of ``store``'s engine), and only what needs the event
     loop comes back to it (a ``Pause``, a ``Later``, an awaitable a handler returned). A flow
     that reads nothing (a create, a command on a kept state) runs on the loop and appends as
-    ``run_async`` does: one hand-off either way. The loop never waits on IO.
+    ``run_async`` does: one hand-off at most either way. The loop never waits on a read
+    (an append may commit on an idle loop: ``GroupCommit.call``).
 
     Cancelled while the thread works, the flow goes on there only up to its next write,
     which it does not make: as on the loop, a command cancelled before its append appends

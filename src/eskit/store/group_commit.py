@@ -3,11 +3,15 @@
 A blocking caller that finds nobody committing commits its own write in its own thread: no
 hand-off. Callers that arrive while a commit runs queue up; when it ends, the leader answers
 its group and hands the lead to the first one waiting, which commits everything queued by
-then in one transaction (one fsync for all). An event loop's caller never blocks its loop:
-its write is queued with a future, and if nobody leads, a committer thread (started on
-first need) takes the lead; the answer comes back in one ``call_soon_threadsafe`` per loop
-and group, which also wakes the callers' tasks (``_Answer``: no ``call_soon`` per caller).
-Every caller is answered only after its group's COMMIT returned.
+then in one transaction (one fsync for all). An event loop's caller is not kept waiting
+for a commit: its write is queued with a future, and if nobody leads, a committer thread
+(started on first need) takes the lead; the answer comes back in one
+``call_soon_threadsafe`` per loop and group, which also wakes the callers' tasks
+(``_Answer``: no ``call_soon`` per caller). One exception, asked for by the caller
+(``call``'s ``here``): a write that finds nobody committing, nothing queued and its loop
+with nothing else to run is committed on the loop, in the call, as a blocking caller's
+would be; a thread would add a round trip while the loop waits for it anyway. Every caller
+is answered only after its group's COMMIT returned.
 
 The backend gives one function, ``commit(batch)``, that runs a batch of requests in one
 transaction and returns each request's outcome (a request that fails its checks fails
@@ -21,6 +25,7 @@ import collections
 import contextvars
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from operator import itemgetter
 from typing import Any, Final, Generic, TypeVar
@@ -38,6 +43,11 @@ Listener = tuple[asyncio.AbstractEventLoop | None, Callable[[], None]]
 """Told after each group that wrote: on its loop, or (None) in the committing thread."""
 
 _CLOSING: Final = "the store is closing: nothing was written"
+LOOP_COMMIT_LIMIT: Final = 0.001
+"""Commits made on an event loop (``call``'s ``here``) that take longer than this on average
+(seconds, over the last ~16: a slow disk's fsync, not one hiccup) keep the loop from
+committing for ``LOOP_COMMIT_PAUSE`` seconds: its appends go to the committer thread."""
+LOOP_COMMIT_PAUSE: Final = 1.0
 _LEAD: Final = object()
 _STOP: Final = object()
 
@@ -143,6 +153,10 @@ class GroupCommit(Generic[R]):
         loop: a lone commit (``run``) reads this one attribute and calls them."""
         self._signals: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._committer: threading.Thread | None = None
+        self._loop_commits_from = 0.0
+        """``time.monotonic()`` before which no commit is made on a loop (0.0: no pause)."""
+        self._loop_commit_time = 0.0
+        """The recent commits' time on a loop (seconds, a moving average)."""
         if idle is not None:
             self._start_committer()
 
@@ -213,10 +227,18 @@ class GroupCommit(Generic[R]):
             raise error
         return value
 
-    def call(self, request: R) -> asyncio.Future[Any]:
+    def call(self, request: R, here: bool = False) -> asyncio.Future[Any]:
         """Queue ``request`` from the running loop: the future gets its outcome on this
-        loop after its group committed. Never blocks on a commit. (A future, not a
-        coroutine, and the queueing inline: this runs once per append on the loop.)"""
+        loop after its group committed. (A future, not a coroutine, and the queueing
+        inline: this runs once per append on the loop.)
+
+        ``here``: the request may be committed on the loop itself, in this call, when
+        nobody commits, nothing waits and the loop has nothing else ready to run
+        (``_loop_is_idle``), and commits on a loop were not slow lately (``LOOP_COMMIT_LIMIT``):
+        a thread would only add a round trip (~90 µs) while the loop waits for it. The
+        future is then answered in the loop's next turn, which polls for IO first.
+        Otherwise, or on a loop whose queue of ready callbacks cannot be seen, it never
+        blocks on a commit."""
         loop = asyncio.get_running_loop()
         future = _Answer(loop=loop)
         future.waker = None
@@ -224,15 +246,60 @@ class GroupCommit(Generic[R]):
         try:
             if self._closed:  # not _check_open(): a call less on every append
                 raise StoreClosed(_CLOSING)
-            self._pending.append((request, future, loop))
-            if self._leading:
-                return future
-            self._leading = True
+            if (
+                here
+                and not self._leading
+                and not self._pending
+                and _loop_is_idle(loop)
+                and (not self._loop_commits_from or self._loop_commits_resumed())
+            ):
+                self._leading = True  # committed below, on this loop
+            else:
+                self._pending.append((request, future, loop))
+                if self._leading:
+                    return future
+                self._leading = True
+                here = False
         finally:
             self._lock.release()
+        if here:
+            self._commit_here(request, future, loop)
+            return future
         self._start_committer()
         self._signals.put(_LEAD)
         return future
+
+    def _commit_here(self, request: R, future: _Answer, loop: asyncio.AbstractEventLoop) -> None:
+        """Commit ``request`` alone on ``loop`` (``call``, holding the lead), hand the lead
+        on, and answer its caller in the loop's next turn, with the listeners. (The commit
+        function raises only if it broke, e.g. an interrupt: that goes up to the caller, as
+        in ``run``.)"""
+        start = time.perf_counter()
+        try:
+            (outcome,), wrote = self._commit([request])
+        finally:
+            self._hand_over(committer=False)
+        took = self._loop_commit_time
+        took += (time.perf_counter() - start - took) / 16
+        if took > LOOP_COMMIT_LIMIT:  # slow lately: the committer thread's for a while
+            self._loop_commits_from, took = time.monotonic() + LOOP_COMMIT_PAUSE, 0.0
+        self._loop_commit_time = took
+        in_thread = self._in_thread
+        if not wrote:
+            loop.call_soon(_settle, [future], [outcome], ())
+        elif in_thread is None:  # a loop listens: told with the answer
+            self._tell(self._listeners, {loop: ([future], [outcome])}, loop)
+        else:  # no loop listens (as a rule): no _tell to call, as in ``run``
+            for listener in in_thread:
+                listener()
+            loop.call_soon(_settle, [future], [outcome], ())
+
+    def _loop_commits_resumed(self) -> bool:
+        """Whether the pause after a slow commit on a loop is over (then forgotten)."""
+        if time.monotonic() < self._loop_commits_from:
+            return False
+        self._loop_commits_from = 0.0
+        return True
 
     def _check_open(self) -> None:
         if self._closed:
@@ -315,8 +382,10 @@ class GroupCommit(Generic[R]):
     def _tell(
         listeners: tuple[Listener, ...],
         by_loop: dict[asyncio.AbstractEventLoop, Answers],
+        running: asyncio.AbstractEventLoop | None = None,
     ) -> None:
-        """Answer the loops' callers and run the listeners: one wake-up per loop."""
+        """Answer the loops' callers and run the listeners: one wake-up per loop (the
+        ``running`` one, this thread's, is not woken: its callback is just queued)."""
         for loop, listener in listeners:
             if loop is None:
                 listener()
@@ -324,6 +393,9 @@ class GroupCommit(Generic[R]):
                 by_loop.setdefault(loop, ([], []))
         for loop, (futures, outcomes) in by_loop.items():
             follow = [fn for lp, fn in listeners if lp is loop]
+            if loop is running:
+                loop.call_soon(_settle, futures, outcomes, follow)
+                continue
             try:  # noqa: SIM105 - not contextlib.suppress: three calls less per commit
                 loop.call_soon_threadsafe(_settle, futures, outcomes, follow)
             except RuntimeError:  # a closed loop: nobody waits any more
@@ -398,6 +470,21 @@ class GroupCommit(Generic[R]):
             committer.join()
 
 
+def _loop_is_idle(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``loop`` has nothing ready to run besides the running callback, or only its
+    own wake-up (draining its self-pipe after an answer from another thread): asyncio's
+    selector loops keep ready callbacks in ``_ready`` (private, the same since Python 3.4).
+    Any other loop (uvloop...) is never taken for idle. Callers that ``_wake`` is about to
+    wake count as ready."""
+    if _WAKING.others:  # callers of the last group are still to run
+        return False
+    ready = getattr(loop, "_ready", None)
+    if not ready:
+        return ready is not None
+    wake_up = getattr(loop, "_read_from_self", None)
+    return len(ready) == 1 and wake_up is not None and ready[0]._callback == wake_up
+
+
 def _answer(
     batch: list[_Queued[R]], outcomes: list[Outcome]
 ) -> dict[asyncio.AbstractEventLoop, Answers]:
@@ -417,7 +504,7 @@ def _answer(
 
 
 def _settle(
-    futures: list[_Answer], outcomes: list[Outcome], listeners: list[Callable[[], None]]
+    futures: list[_Answer], outcomes: list[Outcome], listeners: Sequence[Callable[[], None]]
 ) -> None:
     """On a loop: answer its callers of one group, run its listeners, then wake the
     callers' tasks in this same callback (``_Answer``). A future cancelled meanwhile is
@@ -441,12 +528,32 @@ def _settle(
         _wake(wakers)
 
 
+class _Waking(threading.local):
+    """Per thread: how many callers ``_wake`` has still to wake on this thread's loop. Not
+    in the loop's ready queue, they are work all the same: while any is left, the loop is
+    not idle (``_loop_is_idle``), so that a group's callers appending again group again."""
+
+    others = 0
+
+
+_WAKING: Final = _Waking()
+
+
 def _wake(wakers: list[tuple[Waker, _Answer]]) -> None:
     """Run each waker; if one raises, the rest are left to the loop, as they would be."""
-    for i, ((fn, context), future) in enumerate(wakers):
-        try:
-            context.run(fn, future)
-        except BaseException:
-            for (later, later_context), later_future in wakers[i + 1 :]:
-                future.get_loop().call_soon(later, later_future, context=later_context)
-            raise
+    if len(wakers) == 1:
+        (((fn, context), future),) = wakers
+        context.run(fn, future)
+        return
+    waking = _WAKING
+    try:
+        for i, ((fn, context), future) in enumerate(wakers):
+            waking.others = len(wakers) - i - 1
+            try:
+                context.run(fn, future)
+            except BaseException:
+                for (later, later_context), later_future in wakers[i + 1 :]:
+                    future.get_loop().call_soon(later, later_future, context=later_context)
+                raise
+    finally:
+        waking.others = 0

@@ -1,7 +1,9 @@
 """The embedded SQLite backend's async face: the engine (``sqlite_engine``) does the IO.
 
 Reads reach the engine in a worker thread (one hand-off), appends and other writes are
-queued for its next group commit without blocking a thread (``GroupCommit.call``).
+queued for its next group commit without blocking a thread (``GroupCommit.call``); a small
+append from a loop with nothing else to run is committed on the loop, no hand-off
+(``SQLiteEngine.loop_commits``).
 """
 
 from __future__ import annotations

@@ -4,9 +4,11 @@ caller's thread.
 How it stays correct and fast:
 
 - One write connection, used only by the thread leading the ``GroupCommit``: a caller that
-  finds nobody writing commits in its own thread (no hand-off); callers arriving meanwhile
-  are committed together by the next leader, in one ``BEGIN IMMEDIATE`` transaction, each
-  request checked on its own (``sqlite_writer``). Nobody is answered before COMMIT returned.
+  finds nobody writing commits in its own thread (no hand-off; from an event loop, a small
+  append does so when the loop has nothing else to run: ``loop_commits``); callers arriving
+  meanwhile are committed together by the next leader, in one ``BEGIN IMMEDIATE``
+  transaction, each request checked on its own (``sqlite_writer``). Nobody is answered
+  before COMMIT returned.
 - ``BEGIN IMMEDIATE`` takes the write lock up front, so a transaction never has to upgrade
   from reading to writing (which fails with SQLITE_BUSY without waiting). Another process
   writing the same file therefore waits its turn instead of failing.
@@ -82,6 +84,11 @@ SHORT_READS: Final = frozenset(
 most one page of a stream."""
 
 
+LOOP_EVENTS: Final = 16
+"""The most events an append may hold to be committed on the event loop (``loop_commits``):
+its commit stays well under a millisecond (a one-event append commits in ~0.25 ms here)."""
+
+
 class _OnLoop(threading.local):
     """Per thread: whether a short read runs on an event loop (it must not wait for a
     reader). A class default, not ``getattr(local, name, default)``, which raises and
@@ -115,6 +122,12 @@ class SQLiteEngine(Engine):
         self.short_reads_on_loop = short_reads_on_loop
         """Make the short reads (``SHORT_READS``) on the event loop, no hand-off, when a
         reader is free (see benchmarks/loop.py for what it costs the loop)."""
+        self.loop_commits = True
+        """Commit a small append on the event loop itself when the loop has nothing else to
+        run and nobody commits (``GroupCommit.call``'s ``here``; ``LOOP_EVENTS``; never
+        while an inline projection is installed: its handlers stay off the loop): no
+        hand-off to wait for. False: every append from a loop goes to the committer thread
+        (see benchmarks/loop.py for what each costs the loop)."""
         self.path = Path(path)
         self.synchronous = synchronous
         self.max_batch = max_batch
@@ -224,7 +237,13 @@ class SQLiteEngine(Engine):
 
     def append_many_async(self, appends: list[PreparedAppend]) -> Awaitable[list[AppendResult]]:
         group = self._group or self._grouped()  # the check inline when open: once per append
-        future: asyncio.Future[list[AppendResult]] = group.call(appends)
+        here = (
+            self.loop_commits
+            and len(appends) == 1
+            and len(appends[0].events) <= LOOP_EVENTS
+            and not self.writer.inline  # an inline projection's handlers: not on the loop
+        )
+        future: asyncio.Future[list[AppendResult]] = group.call(appends, here)
         return future
 
     def write(self, run: Callable[[sqlite3.Connection], T]) -> T:
