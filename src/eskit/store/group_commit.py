@@ -43,10 +43,11 @@ Listener = tuple[asyncio.AbstractEventLoop | None, Callable[[], None]]
 """Told after each group that wrote: on its loop, or (None) in the committing thread."""
 
 _CLOSING: Final = "the store is closing: nothing was written"
-LOOP_COMMIT_LIMIT: Final = 0.001
+LOOP_COMMIT_LIMIT: float = 0.001
 """Commits made on an event loop (``call``'s ``here``) that take longer than this on average
 (seconds, over the last ~16: a slow disk's fsync, not one hiccup) keep the loop from
-committing for ``LOOP_COMMIT_PAUSE`` seconds: its appends go to the committer thread."""
+committing for ``LOOP_COMMIT_PAUSE`` seconds: its appends go to the committer thread.
+(Not final: ``benchmarks.instructions`` lifts it, as valgrind makes every commit slow.)"""
 LOOP_COMMIT_PAUSE: Final = 1.0
 _LEAD: Final = object()
 _STOP: Final = object()
