@@ -43,10 +43,11 @@ Listener = tuple[asyncio.AbstractEventLoop | None, Callable[[], None]]
 """Told after each group that wrote: on its loop, or (None) in the committing thread."""
 
 _CLOSING: Final = "the store is closing: nothing was written"
-LOOP_COMMIT_LIMIT: Final = 0.001
+LOOP_COMMIT_LIMIT: float = 0.001
 """Commits made on an event loop (``call``'s ``here``) that take longer than this on average
 (seconds, over the last ~16: a slow disk's fsync, not one hiccup) keep the loop from
-committing for ``LOOP_COMMIT_PAUSE`` seconds: its appends go to the committer thread."""
+committing for ``LOOP_COMMIT_PAUSE`` seconds: its appends go to the committer thread.
+(Not final: ``benchmarks.instructions`` lifts it, as valgrind makes every commit slow.)"""
 LOOP_COMMIT_PAUSE: Final = 1.0
 _LEAD: Final = object()
 _STOP: Final = object()
@@ -115,6 +116,11 @@ _loop: Final = itemgetter(2)
 
 Answers = tuple[list[_Answer], list[Outcome]]
 """A loop's callers of one group, and their outcomes in the same order."""
+_Told = tuple[
+    tuple[Callable[[], None], ...],
+    dict[asyncio.AbstractEventLoop, tuple[Callable[[], None], ...]],
+]
+"""The listeners of the committing thread, and those of each loop."""
 
 
 class GroupCommit(Generic[R]):
@@ -151,6 +157,9 @@ class GroupCommit(Generic[R]):
         self._in_thread: tuple[Callable[[], None], ...] | None = ()
         """The listeners when all run in the committing thread, None when one runs on a
         loop: a lone commit (``run``) reads this one attribute and calls them."""
+        self._told: _Told = ((), {})
+        """The listeners as ``_tell`` calls them: those of the committing thread, and
+        each loop's (made when they change, not at every commit)."""
         self._signals: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._committer: threading.Thread | None = None
         self._loop_commits_from = 0.0
@@ -178,8 +187,13 @@ class GroupCommit(Generic[R]):
         """Replace the listeners (holding ``_lock``): ``_listeners`` first, so that a
         committer that finds ``_in_thread`` None reads listeners at least as new."""
         self._listeners = listeners
-        loops = any(loop is not None for loop, _ in listeners)
-        self._in_thread = None if loops else tuple(fn for _, fn in listeners)
+        on_loops: dict[asyncio.AbstractEventLoop, tuple[Callable[[], None], ...]] = {}
+        for loop, listener in listeners:
+            if loop is not None:
+                on_loops[loop] = (*on_loops.get(loop, ()), listener)
+        in_thread = tuple(fn for loop, fn in listeners if loop is None)
+        self._told = (in_thread, on_loops)
+        self._in_thread = None if on_loops else in_thread
 
     # -- submitting ---------------------------------------------------------------------
 
@@ -212,7 +226,7 @@ class GroupCommit(Generic[R]):
             if wrote:
                 in_thread = self._in_thread
                 if in_thread is None:
-                    self._tell(self._listeners, {})
+                    self._tell(True, {})
                 else:  # no loop listens (as a rule: only the engine): no _tell to call
                     for listener in in_thread:
                         listener()
@@ -284,15 +298,7 @@ class GroupCommit(Generic[R]):
         if took > LOOP_COMMIT_LIMIT:  # slow lately: the committer thread's for a while
             self._loop_commits_from, took = time.monotonic() + LOOP_COMMIT_PAUSE, 0.0
         self._loop_commit_time = took
-        in_thread = self._in_thread
-        if not wrote:
-            loop.call_soon(_settle, [future], [outcome], ())
-        elif in_thread is None:  # a loop listens: told with the answer
-            self._tell(self._listeners, {loop: ([future], [outcome])}, loop)
-        else:  # no loop listens (as a rule): no _tell to call, as in ``run``
-            for listener in in_thread:
-                listener()
-            loop.call_soon(_settle, [future], [outcome], ())
+        self._tell(wrote, {loop: ([future], [outcome])}, loop)
 
     def _loop_commits_resumed(self) -> bool:
         """Whether the pause after a slow commit on a loop is over (then forgotten)."""
@@ -376,23 +382,27 @@ class GroupCommit(Generic[R]):
             by_loop = {loops.pop(): (list(map(_waiter, batch)), outcomes)}
         else:
             by_loop = _answer(batch, outcomes)
-        self._tell(self._listeners if wrote else (), by_loop)
+        self._tell(wrote, by_loop)
 
-    @staticmethod
     def _tell(
-        listeners: tuple[Listener, ...],
+        self,
+        wrote: bool,
         by_loop: dict[asyncio.AbstractEventLoop, Answers],
         running: asyncio.AbstractEventLoop | None = None,
     ) -> None:
-        """Answer the loops' callers and run the listeners: one wake-up per loop (the
-        ``running`` one, this thread's, is not woken: its callback is just queued)."""
-        for loop, listener in listeners:
-            if loop is None:
+        """Answer the loops' callers and, if the group wrote, run the listeners: one
+        wake-up per loop (the ``running`` one, this thread's, is not woken: its callback
+        is just queued)."""
+        on_loops: dict[asyncio.AbstractEventLoop, tuple[Callable[[], None], ...]] = {}
+        if wrote:
+            in_thread, on_loops = self._told
+            for listener in in_thread:
                 listener()
-            else:
-                by_loop.setdefault(loop, ([], []))
+            for loop in on_loops:
+                if loop not in by_loop:
+                    by_loop[loop] = ([], [])
         for loop, (futures, outcomes) in by_loop.items():
-            follow = [fn for lp, fn in listeners if lp is loop]
+            follow = on_loops.get(loop, ())
             if loop is running:
                 loop.call_soon(_settle, futures, outcomes, follow)
                 continue

@@ -237,11 +237,13 @@ class SQLiteEngine(Engine):
 
     def append_many_async(self, appends: list[PreparedAppend]) -> Awaitable[list[AppendResult]]:
         group = self._group or self._grouped()  # the check inline when open: once per append
+        writer = self._writer  # set while the group is
         here = (
             self.loop_commits
             and len(appends) == 1
             and len(appends[0].events) <= LOOP_EVENTS
-            and not self.writer.inline  # an inline projection's handlers: not on the loop
+            and writer is not None
+            and not writer.inline  # an inline projection's handlers: not on the loop
         )
         future: asyncio.Future[list[AppendResult]] = group.call(appends, here)
         return future
