@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 
@@ -129,7 +129,8 @@ def test_blocking_and_loop_callers_mixed() -> None:
     group.close()
 
 
-def test_a_commit_function_that_breaks_fails_its_group_only() -> None:
+def breaking_once() -> Callable[[Sequence[str]], tuple[list[Outcome], bool]]:
+    """A commit function that breaks (raises) the first time, then commits everything."""
     calls = 0
 
     def commit(batch: Sequence[str]) -> tuple[list[Outcome], bool]:
@@ -139,7 +140,11 @@ def test_a_commit_function_that_breaks_fails_its_group_only() -> None:
             raise RuntimeError("disk on fire")
         return [(r, None) for r in batch], True
 
-    group: GroupCommit[str] = GroupCommit(commit, name="test")
+    return commit
+
+
+def test_a_commit_function_that_breaks_fails_its_group_only() -> None:
+    group: GroupCommit[str] = GroupCommit(breaking_once(), name="test")
     with pytest.raises(RuntimeError, match="disk on fire"):
         group.run("a")
     assert group.run("b") == "b"
@@ -394,16 +399,7 @@ def test_slow_commits_on_the_loop_send_the_next_ones_to_the_committer_thread() -
 
 
 def test_a_commit_on_the_loop_that_breaks_raises_to_its_caller_and_frees_the_lead() -> None:
-    calls = 0
-
-    def commit(batch: Sequence[str]) -> tuple[list[Outcome], bool]:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise RuntimeError("disk on fire")
-        return [(r, None) for r in batch], True
-
-    group: GroupCommit[str] = GroupCommit(commit, name="test")
+    group: GroupCommit[str] = GroupCommit(breaking_once(), name="test")
 
     async def main() -> str:
         with pytest.raises(RuntimeError, match="disk on fire"):
