@@ -154,9 +154,6 @@ class GroupCommit(Generic[R]):
         self._listeners: tuple[
             tuple[asyncio.AbstractEventLoop | None, Callable[[], None]], ...
         ] = ()
-        self._in_thread: tuple[Callable[[], None], ...] | None = ()
-        """The listeners when all run in the committing thread, None when one runs on a
-        loop: a lone commit (``run``) reads this one attribute and calls them."""
         self._told: _Told = ((), {})
         """The listeners as ``_tell`` calls them: those of the committing thread, and
         each loop's (made when they change, not at every commit)."""
@@ -184,8 +181,8 @@ class GroupCommit(Generic[R]):
             self._set_listeners(tuple((lp, fn) for lp, fn in self._listeners if fn is not listener))
 
     def _set_listeners(self, listeners: tuple[Listener, ...]) -> None:
-        """Replace the listeners (holding ``_lock``): ``_listeners`` first, so that a
-        committer that finds ``_in_thread`` None reads listeners at least as new."""
+        """Replace the listeners (holding ``_lock``) and ``_told``, made from them: one
+        tuple, replaced whole, so that a committer reading it unlocked sees one set."""
         self._listeners = listeners
         on_loops: dict[asyncio.AbstractEventLoop, tuple[Callable[[], None], ...]] = {}
         for loop, listener in listeners:
@@ -193,7 +190,6 @@ class GroupCommit(Generic[R]):
                 on_loops[loop] = (*on_loops.get(loop, ()), listener)
         in_thread = tuple(fn for loop, fn in listeners if loop is None)
         self._told = (in_thread, on_loops)
-        self._in_thread = None if on_loops else in_thread
 
     # -- submitting ---------------------------------------------------------------------
 
@@ -224,8 +220,8 @@ class GroupCommit(Generic[R]):
             finally:
                 self._hand_over(committer=False)
             if wrote:
-                in_thread = self._in_thread
-                if in_thread is None:
+                in_thread, on_loops = self._told
+                if on_loops:
                     self._tell(True, {})
                 else:  # no loop listens (as a rule: only the engine): no _tell to call
                     for listener in in_thread:
